@@ -1,0 +1,452 @@
+//! Conversion from Kubernetes objects (k8s-openapi types) into the core model.
+//!
+//! Requests follow the kubelet's rules: the sum over app containers and restartable (sidecar) init
+//! containers, or the largest single init container plus the sidecars started before it, whichever is
+//! larger; plus the pod overhead; a resource with a limit but no request counts its limit, as the API
+//! server defaults it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
+
+use crate::labels;
+use crate::model::pod::{
+    Effect, LabelSelector, OwnerRef, Pod, PodAffinityTerm, PreferredTerm, SpreadConstraint, Taint,
+    Toleration, TolerationOperator, WhenUnsatisfiable,
+};
+use crate::requirements::{Operator, Requirement};
+use crate::resources::{Resource, Resources};
+use crate::{Error, Result};
+
+/// Converts a Kubernetes Pod. `path` names the object in errors.
+pub fn pod_from_k8s(pod: &core::Pod, path: &str) -> Result<Pod> {
+    let meta = &pod.metadata;
+    let spec = pod
+        .spec
+        .as_ref()
+        .ok_or_else(|| Error::invalid(format!("{path}.spec"), "missing"))?;
+    let mut out = pod_from_spec(meta, spec, path)?;
+    out.uid = meta.uid.clone().unwrap_or_default();
+    out.node_name = spec.node_name.clone();
+    out.normalize();
+    Ok(out)
+}
+
+fn pod_from_spec(meta: &meta::ObjectMeta, spec: &core::PodSpec, path: &str) -> Result<Pod> {
+    let annotations = meta.annotations.clone().unwrap_or_default();
+    let mut pod = Pod {
+        namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
+        name: meta.name.clone().unwrap_or_default(),
+        labels: meta.labels.clone().unwrap_or_default(),
+        requests: effective_requests(spec, &format!("{path}.spec"))?,
+        node_selector: spec.node_selector.clone().unwrap_or_default(),
+        priority: spec.priority.unwrap_or(0),
+        do_not_disrupt: annotations.get(labels::DO_NOT_DISRUPT).is_some_and(|v| v == "true"),
+        deletion_cost: annotations
+            .get(labels::POD_DELETION_COST)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        owner: meta.owner_references.as_ref().and_then(|refs| {
+            refs.iter()
+                .find(|r| r.controller == Some(true))
+                .or(refs.first())
+                .map(|r| OwnerRef {
+                    kind: r.kind.clone(),
+                    name: r.name.clone(),
+                })
+        }),
+        ..Default::default()
+    };
+    for (i, t) in spec.tolerations.iter().flatten().enumerate() {
+        pod.tolerations.push(toleration(t, &format!("{path}.spec.tolerations[{i}]"))?);
+    }
+    if let Some(aff) = &spec.affinity {
+        if let Some(na) = &aff.node_affinity {
+            if let Some(req) = &na.required_during_scheduling_ignored_during_execution {
+                for (i, term) in req.node_selector_terms.iter().enumerate() {
+                    let p = format!("{path}.spec.affinity.nodeAffinity.required.nodeSelectorTerms[{i}]");
+                    pod.node_affinity.push(node_selector_term(term, &p)?);
+                }
+            }
+            for (i, pref) in na
+                .preferred_during_scheduling_ignored_during_execution
+                .iter()
+                .flatten()
+                .enumerate()
+            {
+                let p = format!("{path}.spec.affinity.nodeAffinity.preferred[{i}]");
+                pod.preferred_node_affinity.push(PreferredTerm {
+                    weight: pref.weight,
+                    requirements: node_selector_term(&pref.preference, &p)?,
+                });
+            }
+        }
+        if let Some(pa) = &aff.pod_affinity {
+            for t in pa.required_during_scheduling_ignored_during_execution.iter().flatten() {
+                pod.pod_affinity.push(affinity_term(t));
+            }
+        }
+        if let Some(pa) = &aff.pod_anti_affinity {
+            for t in pa.required_during_scheduling_ignored_during_execution.iter().flatten() {
+                pod.pod_anti_affinity.push(affinity_term(t));
+            }
+        }
+    }
+    for (i, c) in spec.topology_spread_constraints.iter().flatten().enumerate() {
+        let p = format!("{path}.spec.topologySpreadConstraints[{i}]");
+        let mut selector = c.label_selector.as_ref().map(label_selector).unwrap_or_default();
+        // matchLabelKeys: the pod's own values for these keys join the selector.
+        for k in c.match_label_keys.iter().flatten() {
+            if let Some(v) = pod.labels.get(k) {
+                selector.match_labels.insert(k.clone(), v.clone());
+            }
+        }
+        let when = match c.when_unsatisfiable.as_str() {
+            "DoNotSchedule" => WhenUnsatisfiable::DoNotSchedule,
+            "ScheduleAnyway" => WhenUnsatisfiable::ScheduleAnyway,
+            other => {
+                return Err(Error::invalid(
+                    format!("{p}.whenUnsatisfiable"),
+                    format!("unknown value {other:?}"),
+                ));
+            }
+        };
+        if c.max_skew < 1 {
+            return Err(Error::invalid(format!("{p}.maxSkew"), "must be at least 1"));
+        }
+        pod.topology_spread.push(SpreadConstraint {
+            topology_key: c.topology_key.clone(),
+            max_skew: c.max_skew as u32,
+            when_unsatisfiable: when,
+            selector,
+        });
+    }
+    Ok(pod)
+}
+
+fn quantity_map(list: Option<&BTreeMap<String, Quantity>>, path: &str) -> Result<Resources> {
+    let mut r = Resources::new();
+    for (k, q) in list.into_iter().flatten() {
+        r.set_quantity(k, &q.0).map_err(|e| Error::invalid(format!("{path}.{k}"), e.to_string()))?;
+    }
+    Ok(r)
+}
+
+/// A container's requests, with limits standing in for missing requests.
+fn container_requests(c: &core::Container, path: &str) -> Result<Resources> {
+    let Some(res) = &c.resources else {
+        return Ok(Resources::new());
+    };
+    let mut r = quantity_map(res.limits.as_ref(), &format!("{path}.resources.limits"))?;
+    let req = quantity_map(res.requests.as_ref(), &format!("{path}.resources.requests"))?;
+    for (k, v) in req.entries() {
+        r.set_named(&k, v);
+    }
+    Ok(r)
+}
+
+fn effective_requests(spec: &core::PodSpec, path: &str) -> Result<Resources> {
+    let mut app = Resources::new();
+    for (i, c) in spec.containers.iter().enumerate() {
+        app.add(&container_requests(c, &format!("{path}.containers[{i}]"))?);
+    }
+    let mut sidecars = Resources::new();
+    let mut init_peak = Resources::new();
+    for (i, c) in spec.init_containers.iter().flatten().enumerate() {
+        let r = container_requests(c, &format!("{path}.initContainers[{i}]"))?;
+        if c.restart_policy.as_deref() == Some("Always") {
+            sidecars.add(&r);
+        } else {
+            let mut at_start = sidecars.clone();
+            at_start.add(&r);
+            init_peak.max_with(&at_start);
+        }
+    }
+    app.add(&sidecars);
+    app.max_with(&init_peak);
+    app.add(&quantity_map(spec.overhead.as_ref(), &format!("{path}.overhead"))?);
+    app.set(Resource::Pods, 1);
+    Ok(app)
+}
+
+fn toleration(t: &core::Toleration, path: &str) -> Result<Toleration> {
+    let operator = match t.operator.as_deref() {
+        None | Some("Equal") => TolerationOperator::Equal,
+        Some("Exists") => TolerationOperator::Exists,
+        Some(other) => {
+            return Err(Error::invalid(format!("{path}.operator"), format!("unknown operator {other:?}")));
+        }
+    };
+    let effect = match t.effect.as_deref() {
+        None | Some("") => None,
+        Some(e) => Some(
+            Effect::parse(e).ok_or_else(|| Error::invalid(format!("{path}.effect"), format!("unknown effect {e:?}")))?,
+        ),
+    };
+    Ok(Toleration {
+        key: t.key.clone().filter(|k| !k.is_empty()),
+        operator,
+        value: t.value.clone(),
+        effect,
+    })
+}
+
+/// Converts a taint (used by the node adapters too).
+pub fn taint_from_k8s(t: &core::Taint) -> Option<Taint> {
+    Some(Taint {
+        key: t.key.clone(),
+        value: t.value.clone(),
+        effect: Effect::parse(&t.effect)?,
+    })
+}
+
+fn node_selector_term(term: &core::NodeSelectorTerm, path: &str) -> Result<Vec<Requirement>> {
+    let mut out = Vec::new();
+    for (i, e) in term.match_expressions.iter().flatten().enumerate() {
+        let p = format!("{path}.matchExpressions[{i}]");
+        let operator = Operator::parse(&e.operator)
+            .ok_or_else(|| Error::invalid(format!("{p}.operator"), format!("unknown operator {:?}", e.operator)))?;
+        let r = Requirement {
+            key: e.key.clone(),
+            operator,
+            values: e.values.clone().unwrap_or_default(),
+            min_values: None,
+        };
+        r.validate(&p)?;
+        out.push(r);
+    }
+    // matchFields only supports metadata.name, which pins a pod to an existing node.
+    for (i, f) in term.match_fields.iter().flatten().enumerate() {
+        if f.key == "metadata.name" {
+            let operator = Operator::parse(&f.operator).ok_or_else(|| {
+                Error::invalid(format!("{path}.matchFields[{i}].operator"), format!("unknown operator {:?}", f.operator))
+            })?;
+            out.push(Requirement {
+                key: labels::HOSTNAME.into(),
+                operator,
+                values: f.values.clone().unwrap_or_default(),
+                min_values: None,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn label_selector(s: &meta::LabelSelector) -> LabelSelector {
+    LabelSelector {
+        match_labels: s.match_labels.clone().unwrap_or_default(),
+        match_expressions: s
+            .match_expressions
+            .iter()
+            .flatten()
+            .map(|e| Requirement {
+                key: e.key.clone(),
+                // Label selectors only know In, NotIn, Exists, DoesNotExist; anything else never matches.
+                operator: Operator::parse(&e.operator)
+                    .filter(|o| matches!(o, Operator::In | Operator::NotIn | Operator::Exists | Operator::DoesNotExist))
+                    .unwrap_or(Operator::In),
+                values: e.values.clone().unwrap_or_default(),
+                min_values: None,
+            })
+            .collect(),
+    }
+}
+
+fn affinity_term(t: &core::PodAffinityTerm) -> PodAffinityTerm {
+    PodAffinityTerm {
+        topology_key: t.topology_key.clone(),
+        selector: t.label_selector.as_ref().map(label_selector).unwrap_or_default(),
+        namespaces: t.namespaces.clone().unwrap_or_default(),
+    }
+}
+
+/// The most replicas one workload object may expand to; bounds memory on hostile input.
+pub const MAX_REPLICAS: i64 = 100_000;
+
+/// Expands one Kubernetes object (Pod, Deployment, ReplicaSet, StatefulSet, Job, DaemonSet, List)
+/// given as a JSON value into pods. DaemonSets yield one template pod owned by the DaemonSet, which
+/// callers use as per-node overhead.
+pub fn pods_from_workload_value(v: &serde_json::Value, path: &str) -> Result<Vec<Pod>> {
+    let kind = v.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+    let de = |reason: serde_json::Error| Error::invalid(path, reason.to_string());
+    match kind {
+        "Pod" => {
+            let p: core::Pod = serde_json::from_value(v.clone()).map_err(de)?;
+            Ok(vec![pod_from_k8s(&p, path)?])
+        }
+        "List" | "PodList" => {
+            let mut out = Vec::new();
+            for (i, item) in v.get("items").and_then(|x| x.as_array()).into_iter().flatten().enumerate() {
+                out.extend(pods_from_workload_value(item, &format!("{path}.items[{i}]"))?);
+            }
+            Ok(out)
+        }
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "Job" | "DaemonSet" => {
+            let name = v
+                .pointer("/metadata/name")
+                .and_then(|n| n.as_str())
+                .ok_or_else(|| Error::invalid(format!("{path}.metadata.name"), "missing"))?;
+            let namespace = v.pointer("/metadata/namespace").and_then(|n| n.as_str()).unwrap_or("default");
+            let template: core::PodTemplateSpec = serde_json::from_value(
+                v.pointer("/spec/template")
+                    .cloned()
+                    .ok_or_else(|| Error::invalid(format!("{path}.spec.template"), "missing"))?,
+            )
+            .map_err(|e| Error::invalid(format!("{path}.spec.template"), e.to_string()))?;
+            let count_field = if kind == "Job" { "/spec/parallelism" } else { "/spec/replicas" };
+            let replicas = match v.pointer(count_field) {
+                None | Some(serde_json::Value::Null) => 1,
+                Some(x) => x.as_i64().ok_or_else(|| {
+                    Error::invalid(format!("{path}{}", count_field.replace('/', ".")), "must be an integer")
+                })?,
+            };
+            if !(0..=MAX_REPLICAS).contains(&replicas) {
+                return Err(Error::invalid(
+                    format!("{path}{}", count_field.replace('/', ".")),
+                    format!("{replicas} is outside 0..={MAX_REPLICAS}"),
+                ));
+            }
+            let replicas = if kind == "DaemonSet" { 1 } else { replicas };
+            let mut meta = template.metadata.clone().unwrap_or_default();
+            meta.namespace = Some(namespace.to_string());
+            let spec = template
+                .spec
+                .as_ref()
+                .ok_or_else(|| Error::invalid(format!("{path}.spec.template.spec"), "missing"))?;
+            let base = pod_from_spec(&meta, spec, &format!("{path}.spec.template"))?;
+            Ok((0..replicas)
+                .map(|i| {
+                    let mut p = base.clone();
+                    p.name = format!("{name}-{i}");
+                    p.owner = Some(OwnerRef {
+                        kind: kind.to_string(),
+                        name: name.to_string(),
+                    });
+                    p.uid = String::new();
+                    p.normalize();
+                    p
+                })
+                .collect())
+        }
+        "" => Err(Error::invalid(format!("{path}.kind"), "missing")),
+        other => Err(Error::invalid(
+            format!("{path}.kind"),
+            format!("{other:?} is not a workload (expected Pod, Deployment, ReplicaSet, StatefulSet, Job, DaemonSet or List)"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POD: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: trainer
+  namespace: ml
+  uid: "1234"
+  labels: {app: trainer}
+  annotations:
+    karpenter.sh/do-not-disrupt: "true"
+    controller.kubernetes.io/pod-deletion-cost: "-5"
+  ownerReferences:
+    - {apiVersion: batch/v1, kind: Job, name: train, uid: j1, controller: true}
+spec:
+  priority: 1000
+  overhead: {cpu: 100m, memory: 64Mi}
+  nodeSelector: {kubernetes.io/arch: amd64}
+  initContainers:
+    - name: fetch
+      image: x
+      resources: {requests: {cpu: "4", memory: 1Gi}}
+    - name: proxy
+      image: x
+      restartPolicy: Always
+      resources: {requests: {cpu: 250m, memory: 128Mi}}
+  containers:
+    - name: main
+      image: x
+      resources:
+        requests: {cpu: "2", memory: 8Gi}
+        limits: {nvidia.com/gpu: 1}
+    - name: side
+      image: x
+      resources: {requests: {cpu: 500m, memory: 512Mi}}
+  tolerations:
+    - {key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}
+  affinity:
+    nodeAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution:
+        nodeSelectorTerms:
+          - matchExpressions:
+              - {key: karpenter.k8s.aws/instance-gpu-count, operator: Gt, values: ["0"]}
+          - matchExpressions:
+              - {key: karpenter.k8s.aws/instance-family, operator: In, values: [p4d]}
+      preferredDuringSchedulingIgnoredDuringExecution:
+        - weight: 10
+          preference:
+            matchExpressions: [{key: karpenter.sh/capacity-type, operator: In, values: [spot]}]
+    podAntiAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution:
+        - topologyKey: kubernetes.io/hostname
+          labelSelector: {matchLabels: {app: trainer}}
+  topologySpreadConstraints:
+    - maxSkew: 1
+      topologyKey: topology.kubernetes.io/zone
+      whenUnsatisfiable: DoNotSchedule
+      labelSelector: {matchLabels: {app: trainer}}
+"#;
+
+    #[test]
+    fn real_pod_yaml_converts_completely() {
+        let v: serde_json::Value = serde_norway::from_str(POD).unwrap();
+        let pods = pods_from_workload_value(&v, "pod").unwrap();
+        let p = &pods[0];
+        assert_eq!(p.uid, "1234");
+        assert_eq!(p.namespace, "ml");
+        // app: 2 + 0.5 + sidecar 0.25 = 2.75 cpu; init peak: 4 (the sidecar starts after it); +0.1 overhead
+        assert_eq!(p.requests.cpu_milli(), 4100);
+        // memory: app 8Gi+512Mi+128Mi = 8832Mi vs init 1Gi+128Mi; +64Mi overhead
+        assert_eq!(p.requests.memory(), (8832 + 64) << 20);
+        assert_eq!(p.requests.get(Resource::NvidiaGpu), 1, "limit stands in for a missing request");
+        assert_eq!(p.requests.get(Resource::Pods), 1);
+        assert_eq!(p.node_affinity.len(), 2);
+        assert_eq!(p.node_affinity[0][0].operator, Operator::Gt);
+        assert_eq!(p.preferred_node_affinity[0].weight, 10);
+        assert_eq!(p.pod_anti_affinity[0].topology_key, labels::HOSTNAME);
+        assert_eq!(p.topology_spread[0].max_skew, 1);
+        assert_eq!(p.tolerations[0].operator, TolerationOperator::Exists);
+        assert!(p.do_not_disrupt);
+        assert_eq!(p.deletion_cost, -5);
+        assert_eq!(p.priority, 1000);
+        assert_eq!(p.owner.as_ref().unwrap().kind, "Job");
+    }
+
+    #[test]
+    fn deployment_expands_replicas() {
+        let v: serde_json::Value = serde_norway::from_str(
+            "kind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 3\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers: [{name: c, image: x, resources: {requests: {cpu: 1}}}]\n",
+        )
+        .unwrap();
+        let pods = pods_from_workload_value(&v, "doc[0]").unwrap();
+        assert_eq!(pods.len(), 3);
+        assert_eq!(pods[2].uid, "default/web-2");
+        assert_eq!(pods[0].requests.cpu_milli(), 1000);
+    }
+
+    #[test]
+    fn bad_objects_name_the_field() {
+        let v: serde_json::Value = serde_json::json!({"kind": "Deployment", "metadata": {"name": "x"}, "spec": {"replicas": 10_000_000, "template": {"spec": {"containers": []}}}});
+        let e = pods_from_workload_value(&v, "doc[1]").unwrap_err().to_string();
+        assert!(e.starts_with("doc[1].spec.replicas"), "{e}");
+        let v = serde_json::json!({"kind": "Pod", "metadata": {"name": "x"}, "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "lots"}}}]}});
+        let e = pods_from_workload_value(&v, "doc[0]").unwrap_err().to_string();
+        assert!(e.contains("doc[0].spec.containers[0].resources.requests.cpu") && e.contains("\"lots\""), "{e}");
+        let e = pods_from_workload_value(&serde_json::json!({"kind": "Service"}), "d").unwrap_err().to_string();
+        assert!(e.contains("\"Service\" is not a workload"), "{e}");
+    }
+}

@@ -1,0 +1,285 @@
+//! A pod as the scheduler sees it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::requirements::{LabelSource, Requirement};
+use crate::resources::{Resource, Resources};
+use crate::{Error, Result};
+
+/// Taint effects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Effect {
+    NoSchedule,
+    PreferNoSchedule,
+    NoExecute,
+}
+
+impl Effect {
+    pub fn parse(s: &str) -> Option<Effect> {
+        match s {
+            "NoSchedule" => Some(Effect::NoSchedule),
+            "PreferNoSchedule" => Some(Effect::PreferNoSchedule),
+            "NoExecute" => Some(Effect::NoExecute),
+            _ => None,
+        }
+    }
+}
+
+/// A node taint.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Taint {
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    pub effect: Effect,
+}
+
+impl std::fmt::Display for Taint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.value {
+            Some(v) => write!(f, "{}={}:{:?}", self.key, v, self.effect),
+            None => write!(f, "{}:{:?}", self.key, self.effect),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+pub enum TolerationOperator {
+    #[default]
+    Equal,
+    Exists,
+}
+
+/// A pod toleration, with Kubernetes' matching rules.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Toleration {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    pub operator: TolerationOperator,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effect: Option<Effect>,
+}
+
+impl Toleration {
+    pub fn tolerates(&self, t: &Taint) -> bool {
+        if self.effect.is_some_and(|e| e != t.effect) {
+            return false;
+        }
+        match (&self.key, self.operator) {
+            (None, TolerationOperator::Exists) => true,
+            (Some(k), _) if *k != t.key => false,
+            (_, TolerationOperator::Exists) => true,
+            (_, TolerationOperator::Equal) => {
+                self.value.as_deref().unwrap_or("") == t.value.as_deref().unwrap_or("")
+            }
+        }
+    }
+}
+
+/// Whether `tolerations` tolerate every scheduling-relevant taint (`PreferNoSchedule` is soft).
+pub fn first_untolerated<'t>(tolerations: &[Toleration], taints: &'t [Taint]) -> Option<&'t Taint> {
+    taints
+        .iter()
+        .filter(|t| t.effect != Effect::PreferNoSchedule)
+        .find(|t| !tolerations.iter().any(|tol| tol.tolerates(t)))
+}
+
+/// A label selector (matchLabels ANDed with matchExpressions).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct LabelSelector {
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub match_labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub match_expressions: Vec<Requirement>,
+}
+
+impl LabelSelector {
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels.get(k).is_some_and(|x| x == v))
+            && self
+                .match_expressions
+                .iter()
+                .all(|r| r.matches(labels.label(&r.key)))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+pub enum WhenUnsatisfiable {
+    #[default]
+    DoNotSchedule,
+    ScheduleAnyway,
+}
+
+/// A topology spread constraint.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpreadConstraint {
+    pub topology_key: String,
+    #[serde(default = "one")]
+    pub max_skew: u32,
+    #[serde(default)]
+    pub when_unsatisfiable: WhenUnsatisfiable,
+    #[serde(default)]
+    pub selector: LabelSelector,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A required pod (anti-)affinity term.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodAffinityTerm {
+    pub topology_key: String,
+    #[serde(default)]
+    pub selector: LabelSelector,
+    /// Namespaces the selector applies to; empty means the pod's own namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+}
+
+impl PodAffinityTerm {
+    /// Whether `other` (in `other_ns`) is selected by this term of a pod in `own_ns`.
+    pub fn selects(&self, own_ns: &str, other_ns: &str, other_labels: &BTreeMap<String, String>) -> bool {
+        let ns_ok = if self.namespaces.is_empty() {
+            own_ns == other_ns
+        } else {
+            self.namespaces.iter().any(|n| n == other_ns)
+        };
+        ns_ok && self.selector.matches(other_labels)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct OwnerRef {
+    pub kind: String,
+    pub name: String,
+}
+
+/// A weighted preferred node-affinity term.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PreferredTerm {
+    pub weight: i32,
+    pub requirements: Vec<Requirement>,
+}
+
+/// A pod as the scheduler sees it. Serialized, this is the compact form the watcher sends and the
+/// CLI reads (see docs/configuration.md).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Pod {
+    /// Unique id; defaults to `namespace/name`.
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Effective requests: containers, init containers, overhead, and one `pods` slot.
+    pub requests: Resources,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Required node affinity: the terms are ORed, the requirements inside a term ANDed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub node_affinity: Vec<Vec<Requirement>>,
+    /// Preferred node affinity, tried as required first and relaxed when it cannot be met.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub preferred_node_affinity: Vec<PreferredTerm>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread: Vec<SpreadConstraint>,
+    /// Required pod affinity terms.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pod_affinity: Vec<PodAffinityTerm>,
+    /// Required pod anti-affinity terms.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pod_anti_affinity: Vec<PodAffinityTerm>,
+    pub priority: i32,
+    /// `controller.kubernetes.io/pod-deletion-cost`.
+    pub deletion_cost: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<OwnerRef>,
+    /// `karpenter.sh/do-not-disrupt: "true"`.
+    pub do_not_disrupt: bool,
+    /// Set when the pod is bound to a node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+}
+
+impl Pod {
+    /// A pod with the given requests (test and benchmark builder).
+    pub fn new(name: &str, cpu_milli: u64, memory_bytes: u64) -> Self {
+        let mut p = Pod {
+            namespace: "default".into(),
+            name: name.into(),
+            requests: Resources::new()
+                .with(Resource::Cpu, cpu_milli)
+                .with(Resource::Memory, memory_bytes),
+            ..Default::default()
+        };
+        p.normalize();
+        p
+    }
+
+    pub fn with_label(mut self, k: &str, v: &str) -> Self {
+        self.labels.insert(k.into(), v.into());
+        self
+    }
+
+    pub fn with_gpu(mut self, n: u64) -> Self {
+        self.requests.set(Resource::NvidiaGpu, n);
+        self
+    }
+
+    /// Fills defaults after deserialization: namespace, uid, one pod slot.
+    pub fn normalize(&mut self) {
+        if self.namespace.is_empty() {
+            self.namespace = "default".into();
+        }
+        if self.uid.is_empty() {
+            self.uid = format!("{}/{}", self.namespace, self.name);
+        }
+        if self.requests.get(Resource::Pods) == 0 {
+            self.requests.set(Resource::Pods, 1);
+        }
+    }
+
+    /// Checks what deserialization cannot: names, requirement operators, spread skew.
+    pub fn validate(&self, path: &str) -> Result<()> {
+        if self.name.is_empty() {
+            return Err(Error::invalid(format!("{path}.name"), "must not be empty"));
+        }
+        for (i, term) in self.node_affinity.iter().enumerate() {
+            for (j, r) in term.iter().enumerate() {
+                r.validate(&format!("{path}.nodeAffinity[{i}][{j}]"))?;
+            }
+        }
+        for (i, s) in self.topology_spread.iter().enumerate() {
+            if s.max_skew == 0 {
+                return Err(Error::invalid(
+                    format!("{path}.topologySpread[{i}].maxSkew"),
+                    "must be at least 1",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// A daemonset pod (never evicted, counted as node overhead).
+    pub fn is_daemonset(&self) -> bool {
+        self.owner.as_ref().is_some_and(|o| o.kind == "DaemonSet")
+    }
+}

@@ -1,0 +1,271 @@
+//! NodePool configuration: Karpenter v1 `NodePool` and `EC2NodeClass` (our config format, so a
+//! migration from Karpenter is a copy), the older `v1alpha5` `Provisioner` / `AWSNodeTemplate`
+//! (converted with warnings), and Nodewright's `AutoScalingPool` extension for pools backed by an
+//! existing Auto Scaling group.
+
+mod duration;
+mod legacy;
+mod parse;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+pub use duration::{format_duration, parse_duration};
+
+use crate::model::Taint;
+use crate::requirements::Requirement;
+use crate::resources::Resources;
+
+/// Karpenter's default `expireAfter` (720h).
+pub const DEFAULT_EXPIRE_AFTER_SECS: u64 = 720 * 3600;
+
+/// Everything a configuration file declares.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Config {
+    pub node_pools: Vec<NodePool>,
+    pub node_classes: Vec<Ec2NodeClass>,
+}
+
+/// The result of parsing: the config when valid, and every diagnostic either way.
+#[derive(Debug, Clone, Default)]
+pub struct Diagnostics {
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// Parses one or more YAML/JSON files' worth of documents. Errors are collected, not
+    /// short-circuited, so that a user sees every problem at once.
+    pub fn parse(text: &str, source: &str) -> (Option<Config>, Diagnostics) {
+        parse::parse_config(text, source)
+    }
+
+    /// Parses and turns any error into [`crate::Error::Config`]; warnings are returned.
+    pub fn parse_strict(text: &str, source: &str) -> crate::Result<(Config, Vec<String>)> {
+        match Config::parse(text, source) {
+            (Some(c), d) if d.errors.is_empty() => Ok((c, d.warnings)),
+            (_, d) => Err(crate::Error::Config(d.errors)),
+        }
+    }
+
+    pub fn pool(&self, name: &str) -> Option<&NodePool> {
+        self.node_pools.iter().find(|p| p.name == name)
+    }
+
+    /// Merges another file's declarations (the CLI accepts several files).
+    pub fn merge(&mut self, other: Config) {
+        self.node_pools.extend(other.node_pools);
+        self.node_classes.extend(other.node_classes);
+    }
+}
+
+/// How a pool's nodes are bought.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "type")]
+pub enum PoolBacking {
+    /// Groupless: EC2 CreateFleet over the pool's compatible instance types (Karpenter's model).
+    Fleet,
+    /// An existing Auto Scaling group of fixed instance types, scaled by desired capacity.
+    AutoScalingGroup {
+        group_name: String,
+        min_size: u32,
+        max_size: u32,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ConsolidationPolicy {
+    WhenEmpty,
+    WhenEmptyOrUnderutilized,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum DisruptionReason {
+    Underutilized,
+    Empty,
+    Drifted,
+}
+
+impl DisruptionReason {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "Underutilized" => Some(Self::Underutilized),
+            "Empty" => Some(Self::Empty),
+            "Drifted" => Some(Self::Drifted),
+            _ => None,
+        }
+    }
+}
+
+/// How many nodes a budget lets be disrupted at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum BudgetNodes {
+    Count(u64),
+    Percent(u8),
+}
+
+impl BudgetNodes {
+    /// Allowed disruptions for a pool of `total` nodes; percentages round up, as Karpenter does.
+    pub fn allowed(self, total: u64) -> u64 {
+        match self {
+            BudgetNodes::Count(n) => n,
+            BudgetNodes::Percent(p) => (total * u64::from(p)).div_ceil(100),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Budget {
+    pub nodes: BudgetNodes,
+    /// Cron schedule (UTC) when the budget starts being active; None means always.
+    pub schedule: Option<String>,
+    /// How long the budget stays active after each schedule hit, seconds.
+    pub duration_secs: Option<u64>,
+    /// Reasons the budget applies to; empty means all.
+    pub reasons: Vec<DisruptionReason>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Disruption {
+    pub consolidation_policy: ConsolidationPolicy,
+    /// None means "Never".
+    pub consolidate_after_secs: Option<u64>,
+    pub budgets: Vec<Budget>,
+}
+
+impl Default for Disruption {
+    fn default() -> Self {
+        Disruption {
+            consolidation_policy: ConsolidationPolicy::WhenEmptyOrUnderutilized,
+            consolidate_after_secs: Some(0),
+            budgets: vec![Budget {
+                nodes: BudgetNodes::Percent(10),
+                schedule: None,
+                duration_secs: None,
+                reasons: Vec::new(),
+            }],
+        }
+    }
+}
+
+/// Pool limits: resources (counted pessimistically, by the largest type a claim may become) and
+/// an optional node count.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Limits {
+    pub resources: Resources,
+    pub nodes: Option<u64>,
+}
+
+impl Limits {
+    pub fn is_empty(&self) -> bool {
+        self.resources.is_zero() && self.nodes.is_none()
+    }
+}
+
+/// A pool of nodes: requirements, template labels/taints, limits, disruption settings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodePool {
+    pub name: String,
+    /// Higher weights are tried first (0 when unset).
+    pub weight: u32,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub requirements: Vec<Requirement>,
+    pub taints: Vec<Taint>,
+    /// Taints the node starts with and sheds once ready; ignored for scheduling decisions.
+    pub startup_taints: Vec<Taint>,
+    pub node_class: Option<String>,
+    /// None means "Never".
+    pub expire_after_secs: Option<u64>,
+    pub termination_grace_period_secs: Option<u64>,
+    pub limits: Limits,
+    pub disruption: Disruption,
+    pub backing: PoolBacking,
+}
+
+impl NodePool {
+    /// A pool with Karpenter's defaults and no requirements (test and benchmark builder).
+    pub fn new(name: &str) -> Self {
+        NodePool {
+            name: name.to_string(),
+            weight: 0,
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            requirements: Vec::new(),
+            taints: Vec::new(),
+            startup_taints: Vec::new(),
+            node_class: Some("default".into()),
+            expire_after_secs: Some(DEFAULT_EXPIRE_AFTER_SECS),
+            termination_grace_period_secs: None,
+            limits: Limits::default(),
+            disruption: Disruption::default(),
+            backing: PoolBacking::Fleet,
+        }
+    }
+
+    pub fn with_requirement(mut self, r: Requirement) -> Self {
+        self.requirements.push(r);
+        self
+    }
+}
+
+/// A selector term for subnets, security groups or AMIs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SelectorTerm {
+    pub tags: BTreeMap<String, String>,
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub alias: Option<String>,
+    pub owner: Option<String>,
+    pub ssm_parameter: Option<String>,
+}
+
+/// Kubelet settings that change allocatable capacity.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KubeletConfig {
+    pub max_pods: Option<u32>,
+    pub pods_per_core: Option<u32>,
+    pub kube_reserved: Resources,
+    pub system_reserved: Resources,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BlockDevice {
+    pub device_name: String,
+    pub volume_size_gib: Option<u64>,
+    pub volume_type: Option<String>,
+    pub encrypted: Option<bool>,
+    pub root_volume: bool,
+}
+
+/// Karpenter's `EC2NodeClass`: how nodes are launched (AMI, subnets, security groups, role).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ec2NodeClass {
+    pub name: String,
+    pub ami_family: Option<String>,
+    pub ami_selector_terms: Vec<SelectorTerm>,
+    pub subnet_selector_terms: Vec<SelectorTerm>,
+    pub security_group_selector_terms: Vec<SelectorTerm>,
+    pub role: Option<String>,
+    pub instance_profile: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    pub user_data: Option<String>,
+    pub kubelet: KubeletConfig,
+    pub block_device_mappings: Vec<BlockDevice>,
+    /// IMDSv2 is required unless the class says otherwise.
+    pub http_tokens_required: bool,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,175 @@
+use super::*;
+use crate::labels;
+use crate::requirements::Operator;
+
+const SEEDS: &[(&str, &str)] = &[
+    ("gpu-workloads-nodepool.yaml", include_str!("../../../../examples/seeds/gpu-workloads-nodepool.yaml")),
+    ("default-provisioner.yaml", include_str!("../../../../examples/seeds/default-provisioner.yaml")),
+    ("migration-provisioner.yaml", include_str!("../../../../examples/seeds/migration-provisioner.yaml")),
+];
+
+#[test]
+fn every_seed_validates() {
+    for (name, text) in SEEDS {
+        let (config, diags) = Config::parse(text, name);
+        assert!(diags.errors.is_empty(), "{name}: {:#?}", diags.errors);
+        assert!(!config.unwrap().node_pools.is_empty(), "{name}");
+    }
+}
+
+#[test]
+fn provisioner_converts_with_warnings() {
+    let (config, diags) = Config::parse(SEEDS[1].1, "p.yaml");
+    let config = config.unwrap();
+    let pool = config.pool("default").unwrap();
+    assert_eq!(pool.limits.resources.cpu_milli(), 1_000_000);
+    assert_eq!(pool.expire_after_secs, Some(604_800));
+    assert_eq!(pool.disruption.consolidation_policy, ConsolidationPolicy::WhenEmptyOrUnderutilized);
+    assert_eq!(pool.disruption.consolidate_after_secs, Some(30));
+    assert_eq!(pool.requirements[3].operator, Operator::Gt);
+    let class = &config.node_classes[0];
+    assert_eq!(class.subnet_selector_terms[0].tags["karpenter.sh/discovery"], "datamigrate-ai-dev-eks");
+    assert_eq!(class.block_device_mappings[0].volume_size_gib, Some(50));
+    assert!(diags.warnings.iter().any(|w| w.contains("v1alpha5 Provisioner converted")));
+    assert!(diags.warnings.iter().any(|w| w.contains("ttlSecondsAfterEmpty")));
+}
+
+const BROKEN: &str = r#"
+apiVersion: karpenter.sh/v1
+kind: NodePool
+metadata: {name: broken}
+spec:
+  weight: 500
+  template:
+    spec:
+      nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}
+      requirements:
+        - {key: kubernetes.io/arch, operator: In, values: [amd64]}
+        - {key: karpenter.sh/capacity-type, operator: In, values: [spot, cheap]}
+        - {key: karpenter.k8s.aws/instance-family, operator: Inn, values: [m5]}
+        - {key: karpenter.k8s.aws/instance-cpu, operator: Gt, values: ["four"]}
+        - {key: node.kubernetes.io/instance-type, operator: Exists, minValues: 80}
+      taints:
+        - {key: dedicated, effect: Sometimes}
+      expireAfter: 30d
+      colour: blue
+  limits: {cpu: lots}
+  disruption:
+    consolidationPolicy: Aggressive
+    budgets:
+      - nodes: "110%"
+      - nodes: "1"
+        schedule: "0 25 * * *"
+        duration: 1h
+"#;
+
+#[test]
+fn broken_nodepool_lists_every_error_with_its_path() {
+    let (config, diags) = Config::parse(BROKEN, "broken.yaml");
+    assert!(config.is_none());
+    let expect = [
+        "spec.weight: 500 must be an integer from 1 to 100",
+        "spec.limits.cpu: invalid quantity \"lots\"",
+        "spec.template.spec.requirements[1].values: unknown capacity type \"cheap\"",
+        "spec.template.spec.requirements[2].operator: unknown operator \"Inn\"",
+        "spec.template.spec.requirements[3]: operator Gt needs an integer value, got \"four\"",
+        "spec.template.spec.requirements[4].minValues: 80 must be an integer from 1 to 50",
+        "spec.template.spec.taints[0].effect: unknown effect \"Sometimes\"",
+        "spec.template.spec.expireAfter: \"30d\": unknown unit \"d\"",
+        "spec.disruption.consolidationPolicy: unknown policy \"Aggressive\"",
+        "spec.disruption.budgets[0].nodes: \"110%\" must be a count",
+        "spec.disruption.budgets[1].schedule: \"0 25 * * *\": 25 is outside 0-23",
+    ];
+    for e in expect {
+        assert!(
+            diags.errors.iter().any(|x| x.contains(e) && x.starts_with("broken.yaml: NodePool broken: ")),
+            "missing {e:?} in {:#?}",
+            diags.errors
+        );
+    }
+    assert_eq!(diags.errors.len(), expect.len(), "{:#?}", diags.errors);
+    assert!(diags.warnings.iter().any(|w| w.contains("spec.template.spec.colour: unknown field")));
+}
+
+#[test]
+fn full_v1_nodepool_and_nodeclass() {
+    let text = r#"
+apiVersion: karpenter.sh/v1
+kind: NodePool
+metadata: {name: general}
+spec:
+  weight: 10
+  template:
+    metadata: {labels: {team: web}}
+    spec:
+      nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}
+      requirements:
+        - {key: karpenter.k8s.aws/instance-family, operator: Exists, minValues: 5}
+        - {key: karpenter.k8s.aws/instance-cpu, operator: Lte, values: ["32"]}
+      taints: [{key: team, value: web, effect: NoSchedule}]
+      startupTaints: [{key: node.cilium.io/agent-not-ready, effect: NoExecute}]
+      expireAfter: Never
+      terminationGracePeriod: 48h
+  limits: {cpu: "1000", memory: 1000Gi, nvidia.com/gpu: 8, nodes: 50}
+  disruption:
+    consolidationPolicy: WhenEmpty
+    consolidateAfter: 5m
+    budgets:
+      - {nodes: "20%", reasons: [Empty, Drifted]}
+      - {nodes: "0", schedule: "0 9 * * mon-fri", duration: 8h}
+---
+apiVersion: karpenter.k8s.aws/v1
+kind: EC2NodeClass
+metadata: {name: default}
+spec:
+  amiSelectorTerms: [{alias: al2023@latest}]
+  role: KarpenterNodeRole-demo
+  subnetSelectorTerms: [{tags: {karpenter.sh/discovery: demo}}]
+  securityGroupSelectorTerms: [{tags: {karpenter.sh/discovery: demo}}]
+  kubelet: {maxPods: 58}
+---
+apiVersion: nodewright.io/v1alpha1
+kind: AutoScalingPool
+metadata: {name: gpu-a10g}
+spec:
+  autoScalingGroupName: eks-gpu-a10g
+  instanceTypes: [g5.xlarge, g5.2xlarge]
+  capacityType: on-demand
+  minSize: 0
+  maxSize: 10
+  weight: 50
+  template:
+    spec:
+      taints: [{key: nvidia.com/gpu, effect: NoSchedule}]
+"#;
+    let (config, diags) = Config::parse(text, "f.yaml");
+    // "mon-fri" is not numeric: the cron check is strict about names.
+    assert!(diags.errors.iter().any(|e| e.contains("schedule")), "{:#?}", diags.errors);
+    let fixed = text.replace("mon-fri", "1-5");
+    let (config2, diags2) = Config::parse(&fixed, "f.yaml");
+    assert!(config.is_none());
+    assert!(diags2.errors.is_empty(), "{:#?}", diags2.errors);
+    let c = config2.unwrap();
+    let p = c.pool("general").unwrap();
+    assert_eq!(p.weight, 10);
+    assert_eq!(p.requirements[0].min_values, Some(5));
+    assert_eq!(p.expire_after_secs, None);
+    assert_eq!(p.termination_grace_period_secs, Some(48 * 3600));
+    assert_eq!(p.limits.nodes, Some(50));
+    assert_eq!(p.limits.resources.get(crate::Resource::NvidiaGpu), 8);
+    assert_eq!(p.disruption.budgets[0].nodes.allowed(11), 3, "20% of 11 rounds up");
+    assert_eq!(p.startup_taints.len(), 1);
+    assert_eq!(c.node_classes[0].kubelet.max_pods, Some(58));
+    let asg = c.pool("gpu-a10g").unwrap();
+    assert!(matches!(&asg.backing, PoolBacking::AutoScalingGroup { group_name, max_size: 10, .. } if group_name == "eks-gpu-a10g"));
+    assert_eq!(asg.requirements[0].key, labels::INSTANCE_TYPE);
+    assert_eq!(asg.limits.nodes, Some(10));
+}
+
+#[test]
+fn not_yaml_is_one_clear_error() {
+    let (c, d) = Config::parse("kind: [unclosed", "bad.yaml");
+    assert!(c.is_none());
+    assert_eq!(d.errors.len(), 1);
+    assert!(d.errors[0].starts_with("bad.yaml:"), "{:?}", d.errors);
+}

@@ -1,0 +1,350 @@
+//! Resource vectors: what a pod requests and what a node offers.
+//!
+//! The common resources live in a fixed array so that fit checks in the scheduler's hot loop are a
+//! handful of integer compares; any other extended resource (e.g. `vpc.amazonaws.com/efa`) is kept
+//! by name.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::quantity::{format_bytes, format_cpu_milli, parse_cpu_milli, parse_units};
+use crate::{Error, Result};
+
+/// A well-known resource with a fixed slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Resource {
+    Cpu = 0,
+    Memory = 1,
+    Pods = 2,
+    EphemeralStorage = 3,
+    NvidiaGpu = 4,
+    AmdGpu = 5,
+    Neuron = 6,
+}
+
+pub const FIXED: usize = 7;
+
+impl Resource {
+    pub const ALL: [Resource; FIXED] = [
+        Resource::Cpu,
+        Resource::Memory,
+        Resource::Pods,
+        Resource::EphemeralStorage,
+        Resource::NvidiaGpu,
+        Resource::AmdGpu,
+        Resource::Neuron,
+    ];
+
+    /// The Kubernetes resource name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Resource::Cpu => "cpu",
+            Resource::Memory => "memory",
+            Resource::Pods => "pods",
+            Resource::EphemeralStorage => "ephemeral-storage",
+            Resource::NvidiaGpu => "nvidia.com/gpu",
+            Resource::AmdGpu => "amd.com/gpu",
+            Resource::Neuron => "aws.amazon.com/neuron",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Resource> {
+        Resource::ALL.into_iter().find(|r| r.name() == name)
+    }
+}
+
+/// An amount of every resource. CPU is in millicores, memory and storage in bytes, the rest in
+/// whole units.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Resources {
+    fixed: [u64; FIXED],
+    extended: BTreeMap<String, u64>,
+}
+
+impl Resources {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn with(mut self, r: Resource, v: u64) -> Self {
+        self.fixed[r as usize] = v;
+        self
+    }
+
+    pub fn cpu_milli(&self) -> u64 {
+        self.fixed[Resource::Cpu as usize]
+    }
+    pub fn memory(&self) -> u64 {
+        self.fixed[Resource::Memory as usize]
+    }
+    pub fn get(&self, r: Resource) -> u64 {
+        self.fixed[r as usize]
+    }
+    pub fn set(&mut self, r: Resource, v: u64) {
+        self.fixed[r as usize] = v;
+    }
+    pub fn fixed(&self) -> &[u64; FIXED] {
+        &self.fixed
+    }
+    pub fn extended(&self) -> &BTreeMap<String, u64> {
+        &self.extended
+    }
+
+    /// GPUs of any vendor, for reports and "GPU types only when needed".
+    pub fn accelerators(&self) -> u64 {
+        self.get(Resource::NvidiaGpu) + self.get(Resource::AmdGpu) + self.get(Resource::Neuron)
+    }
+
+    /// Amount of a resource by its Kubernetes name.
+    pub fn get_named(&self, name: &str) -> u64 {
+        match Resource::from_name(name) {
+            Some(r) => self.get(r),
+            None => self.extended.get(name).copied().unwrap_or(0),
+        }
+    }
+
+    pub fn set_named(&mut self, name: &str, v: u64) {
+        match Resource::from_name(name) {
+            Some(r) => self.set(r, v),
+            None if v == 0 => {
+                self.extended.remove(name);
+            }
+            None => {
+                self.extended.insert(name.to_string(), v);
+            }
+        }
+    }
+
+    /// Parses one `name: quantity` entry (CPU in cores, everything else in units).
+    pub fn set_quantity(&mut self, name: &str, quantity: &str) -> Result<()> {
+        validate_resource_name(name)?;
+        let v = if name == "cpu" {
+            parse_cpu_milli(quantity)?
+        } else {
+            parse_units(quantity)?
+        };
+        self.set_named(name, v);
+        Ok(())
+    }
+
+    /// Builds from a Kubernetes resource list (`{cpu: "1", memory: "2Gi"}`).
+    pub fn from_quantities<'a>(items: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self> {
+        let mut r = Resources::new();
+        for (k, v) in items {
+            r.set_quantity(k, v)?;
+        }
+        Ok(r)
+    }
+
+    pub fn is_zero(&self) -> bool {
+        self.fixed.iter().all(|v| *v == 0) && self.extended.values().all(|v| *v == 0)
+    }
+
+    pub fn add(&mut self, o: &Resources) {
+        for i in 0..FIXED {
+            self.fixed[i] = self.fixed[i].saturating_add(o.fixed[i]);
+        }
+        for (k, v) in &o.extended {
+            let e = self.extended.entry(k.clone()).or_insert(0);
+            *e = e.saturating_add(*v);
+        }
+    }
+
+    /// Adds `o` `n` times.
+    pub fn add_times(&mut self, o: &Resources, n: u64) {
+        for i in 0..FIXED {
+            self.fixed[i] = self.fixed[i].saturating_add(o.fixed[i].saturating_mul(n));
+        }
+        for (k, v) in &o.extended {
+            let e = self.extended.entry(k.clone()).or_insert(0);
+            *e = e.saturating_add(v.saturating_mul(n));
+        }
+    }
+
+    /// Subtracts, flooring at zero (capacity never goes negative).
+    pub fn saturating_sub(&mut self, o: &Resources) {
+        for i in 0..FIXED {
+            self.fixed[i] = self.fixed[i].saturating_sub(o.fixed[i]);
+        }
+        for (k, v) in &o.extended {
+            if let Some(e) = self.extended.get_mut(k) {
+                *e = e.saturating_sub(*v);
+            }
+        }
+    }
+
+    /// Element-wise maximum (init containers, the largest type a claim may become).
+    pub fn max_with(&mut self, o: &Resources) {
+        for i in 0..FIXED {
+            self.fixed[i] = self.fixed[i].max(o.fixed[i]);
+        }
+        for (k, v) in &o.extended {
+            let e = self.extended.entry(k.clone()).or_insert(0);
+            *e = (*e).max(*v);
+        }
+    }
+
+    /// True when every resource in `self` is available in `capacity`.
+    #[inline]
+    pub fn fits_in(&self, capacity: &Resources) -> bool {
+        for i in 0..FIXED {
+            if self.fixed[i] > capacity.fixed[i] {
+                return false;
+            }
+        }
+        self.extended
+            .iter()
+            .all(|(k, v)| *v == 0 || capacity.extended.get(k).is_some_and(|c| c >= v))
+    }
+
+    /// The first resource that does not fit, for explanations.
+    pub fn first_shortfall(&self, capacity: &Resources) -> Option<(String, u64, u64)> {
+        for r in Resource::ALL {
+            if self.get(r) > capacity.get(r) {
+                return Some((r.name().to_string(), self.get(r), capacity.get(r)));
+            }
+        }
+        self.extended.iter().find_map(|(k, v)| {
+            let c = capacity.extended.get(k).copied().unwrap_or(0);
+            (*v > c).then(|| (k.clone(), *v, c))
+        })
+    }
+
+    /// How many copies of `item` fit into `self` (u64::MAX when `item` is zero).
+    #[inline]
+    pub fn times_fits(&self, item: &Resources) -> u64 {
+        let mut n = u64::MAX;
+        for i in 0..FIXED {
+            if item.fixed[i] > 0 {
+                n = n.min(self.fixed[i] / item.fixed[i]);
+            }
+        }
+        for (k, v) in &item.extended {
+            if *v > 0 {
+                n = n.min(self.extended.get(k).copied().unwrap_or(0) / v);
+            }
+        }
+        n
+    }
+
+    /// Formats one resource amount for humans.
+    pub fn format_amount(name: &str, v: u64) -> String {
+        match name {
+            "cpu" => format_cpu_milli(v),
+            "memory" | "ephemeral-storage" => format_bytes(v),
+            _ => v.to_string(),
+        }
+    }
+
+    /// Non-zero entries by Kubernetes name, in a fixed order.
+    pub fn entries(&self) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = Resource::ALL
+            .iter()
+            .filter(|r| self.get(**r) > 0)
+            .map(|r| (r.name().to_string(), self.get(*r)))
+            .collect();
+        out.extend(self.extended.iter().filter(|(_, v)| **v > 0).map(|(k, v)| (k.clone(), *v)));
+        out
+    }
+}
+
+impl fmt::Display for Resources {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self
+            .entries()
+            .into_iter()
+            .map(|(k, v)| format!("{k}={}", Resources::format_amount(&k, v)))
+            .collect();
+        write!(f, "{}", parts.join(","))
+    }
+}
+
+/// Resources as a map of quantity strings, the way Kubernetes writes them.
+impl Serialize for Resources {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let entries = self.entries();
+        let mut m = s.serialize_map(Some(entries.len()))?;
+        for (k, v) in entries {
+            m.serialize_entry(&k, &Resources::format_amount(&k, v))?;
+        }
+        m.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Resources {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let raw: BTreeMap<String, QuantityValue> = BTreeMap::deserialize(d)?;
+        let mut r = Resources::new();
+        for (k, v) in raw {
+            r.set_quantity(&k, &v.0).map_err(serde::de::Error::custom)?;
+        }
+        Ok(r)
+    }
+}
+
+/// A quantity written as a YAML string or number (`cpu: 2` and `cpu: "2"` are both common).
+#[derive(Debug, Clone)]
+pub struct QuantityValue(pub String);
+
+impl<'de> Deserialize<'de> for QuantityValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(s) => Ok(QuantityValue(s)),
+            serde_json::Value::Number(n) => Ok(QuantityValue(n.to_string())),
+            other => Err(serde::de::Error::custom(format!(
+                "expected a quantity (string or number), got {other}"
+            ))),
+        }
+    }
+}
+
+/// Resource names are Kubernetes qualified names; anything else is rejected early.
+fn validate_resource_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '/'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid {
+            field: "resources".into(),
+            reason: format!("invalid resource name {name:?}"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arithmetic_and_fit() {
+        let cap = Resources::from_quantities([("cpu", "4"), ("memory", "8Gi"), ("pods", "10")]).unwrap();
+        let pod = Resources::from_quantities([("cpu", "1500m"), ("memory", "1Gi"), ("pods", "1")]).unwrap();
+        assert!(pod.fits_in(&cap));
+        assert_eq!(cap.times_fits(&pod), 2);
+        let mut used = Resources::new();
+        used.add_times(&pod, 3);
+        assert!(!used.fits_in(&cap));
+        assert_eq!(used.first_shortfall(&cap).unwrap().0, "cpu");
+        let efa = Resources::from_quantities([("vpc.amazonaws.com/efa", "1")]).unwrap();
+        assert!(!efa.fits_in(&cap), "an extended resource the node lacks does not fit");
+        assert_eq!(pod.to_string(), "cpu=1500m,memory=1Gi,pods=1");
+    }
+
+    #[test]
+    fn serde_round_trip() {
+        let r: Resources = serde_json::from_str(r#"{"cpu": 2, "memory": "4Gi", "nvidia.com/gpu": "1"}"#).unwrap();
+        assert_eq!(r.cpu_milli(), 2000);
+        assert_eq!(r.get(Resource::NvidiaGpu), 1);
+        let s = serde_json::to_string(&r).unwrap();
+        assert_eq!(s, r#"{"cpu":"2","memory":"4Gi","nvidia.com/gpu":"1"}"#);
+        let bad = serde_json::from_str::<Resources>(r#"{"cpu": "two"}"#).unwrap_err().to_string();
+        assert!(bad.contains("\"two\""), "{bad}");
+    }
+}
