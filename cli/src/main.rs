@@ -1,1 +1,66 @@
-fn main(){}
+//! `nodewright`: validate NodePool configuration, plan capacity for pods, and benchmark the
+//! scheduler. See docs/cli.md for every command, flag and exit code.
+
+mod bench;
+mod plan;
+mod validate;
+mod workloads;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit codes (documented in docs/cli.md).
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// The input was read but is invalid (validation errors).
+    pub const INVALID: u8 = 1;
+    /// A file could not be read or parsed, or the arguments are wrong.
+    pub const USAGE: u8 = 2;
+}
+
+#[derive(Parser)]
+#[command(
+    name = "nodewright",
+    version,
+    about = "Serverless node autoscaler for Kubernetes on AWS"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check NodePool / EC2NodeClass / Provisioner / AutoScalingPool files; list every error and warning.
+    Validate(validate::Args),
+    /// Plan capacity for pending pods: which pods go where, which instance types to launch.
+    Plan(plan::Args),
+    /// Benchmark the scheduler: throughput and cost against Karpenter-style FFD and the LP bound.
+    Bench(bench::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Validate(a) => validate::run(&a),
+        Command::Plan(a) => plan::run(&a),
+        Command::Bench(a) => bench::run(&a),
+    };
+    ExitCode::from(code)
+}
+
+/// Reads a file or says clearly why not.
+pub fn read_file(path: &std::path::Path) -> Result<String, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if meta.len() > nodewright_core::model::MAX_INPUT_BYTES as u64 {
+        return Err(format!(
+            "{}: {} bytes is over the {} byte limit",
+            path.display(),
+            meta.len(),
+            nodewright_core::model::MAX_INPUT_BYTES
+        ));
+    }
+    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
+}

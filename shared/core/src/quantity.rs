@@ -176,12 +176,27 @@ mod tests {
         assert_eq!(parse_units("1.5Gi").unwrap(), 3 << 29);
         assert_eq!(parse_units("129e6").unwrap(), 129_000_000);
         assert_eq!(parse_units("1E2").unwrap(), 100);
-        assert_eq!(parse_units("100m").unwrap(), 1, "fractions of a byte round up");
+        assert_eq!(
+            parse_units("100m").unwrap(),
+            1,
+            "fractions of a byte round up"
+        );
     }
 
     #[test]
     fn malformed_quantities_name_the_value() {
-        for bad in ["", "abc", "1.2.3", "4GB", "-1", "1e", "1e99", "Gi", ".", "99999999999999999999Ei"] {
+        for bad in [
+            "",
+            "abc",
+            "1.2.3",
+            "4GB",
+            "-1",
+            "1e",
+            "1e99",
+            "Gi",
+            ".",
+            "99999999999999999999Ei",
+        ] {
             let e = parse_units(bad).unwrap_err().to_string();
             assert!(e.contains(&format!("{bad:?}")), "{e}");
         }

@@ -50,7 +50,10 @@ impl Operator {
     }
 
     fn is_numeric(self) -> bool {
-        matches!(self, Operator::Gt | Operator::Lt | Operator::Gte | Operator::Lte)
+        matches!(
+            self,
+            Operator::Gt | Operator::Lt | Operator::Gte | Operator::Lte
+        )
     }
 }
 
@@ -80,12 +83,15 @@ impl Requirement {
     pub fn validate(&self, path: &str) -> Result<()> {
         let bad = |reason: String| Err(Error::invalid(path, reason));
         match self.operator {
-            Operator::In | Operator::NotIn if self.values.is_empty() && self.operator == Operator::In => {
+            Operator::In | Operator::NotIn
+                if self.values.is_empty() && self.operator == Operator::In =>
+            {
                 bad("operator In needs at least one value".into())
             }
-            Operator::Exists | Operator::DoesNotExist if !self.values.is_empty() => {
-                bad(format!("operator {} takes no values", self.operator.as_str()))
-            }
+            Operator::Exists | Operator::DoesNotExist if !self.values.is_empty() => bad(format!(
+                "operator {} takes no values",
+                self.operator.as_str()
+            )),
             op if op.is_numeric() => {
                 if self.values.len() != 1 {
                     return bad(format!("operator {} takes exactly one value", op.as_str()));
@@ -182,7 +188,11 @@ pub fn first_mismatch<'r>(
 pub fn values_allowed(reqs: &[Requirement], key: &str, candidates: &[String]) -> Vec<String> {
     candidates
         .iter()
-        .filter(|v| reqs.iter().filter(|r| r.key == key).all(|r| r.matches(Some(v))))
+        .filter(|v| {
+            reqs.iter()
+                .filter(|r| r.key == key)
+                .all(|r| r.matches(Some(v)))
+        })
         .cloned()
         .collect()
 }
@@ -205,16 +215,36 @@ mod tests {
         assert!(r(Operator::Gte, &["4"]).matches(Some("4")));
         assert!(r(Operator::Lt, &["4"]).matches(Some("2")));
         assert!(r(Operator::Lte, &["4"]).matches(Some("4")));
-        assert!(!r(Operator::Lt, &["4"]).matches(Some("x")), "non-numeric never matches Gt/Lt");
+        assert!(
+            !r(Operator::Lt, &["4"]).matches(Some("x")),
+            "non-numeric never matches Gt/Lt"
+        );
         assert!(!r(Operator::Lt, &["4"]).matches(None));
     }
 
     #[test]
     fn validation_names_the_problem() {
-        let e = Requirement::new("k", Operator::Gt, &["x"]).validate("spec.requirements[0]").unwrap_err();
-        assert_eq!(e.to_string(), "spec.requirements[0]: operator Gt needs an integer value, got \"x\"");
-        assert!(Requirement::new("k", Operator::In, &[]).validate("p").is_err());
-        assert!(Requirement::new("k", Operator::Exists, &["a"]).validate("p").is_err());
-        assert!(Requirement::new("k", Operator::NotIn, &[]).validate("p").is_ok());
+        let e = Requirement::new("k", Operator::Gt, &["x"])
+            .validate("spec.requirements[0]")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "spec.requirements[0]: operator Gt needs an integer value, got \"x\""
+        );
+        assert!(
+            Requirement::new("k", Operator::In, &[])
+                .validate("p")
+                .is_err()
+        );
+        assert!(
+            Requirement::new("k", Operator::Exists, &["a"])
+                .validate("p")
+                .is_err()
+        );
+        assert!(
+            Requirement::new("k", Operator::NotIn, &[])
+                .validate("p")
+                .is_ok()
+        );
     }
 }

@@ -130,7 +130,9 @@ impl Resources {
     }
 
     /// Builds from a Kubernetes resource list (`{cpu: "1", memory: "2Gi"}`).
-    pub fn from_quantities<'a>(items: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self> {
+    pub fn from_quantities<'a>(
+        items: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self> {
         let mut r = Resources::new();
         for (k, v) in items {
             r.set_quantity(k, v)?;
@@ -245,7 +247,12 @@ impl Resources {
             .filter(|r| self.get(**r) > 0)
             .map(|r| (r.name().to_string(), self.get(*r)))
             .collect();
-        out.extend(self.extended.iter().filter(|(_, v)| **v > 0).map(|(k, v)| (k.clone(), *v)));
+        out.extend(
+            self.extended
+                .iter()
+                .filter(|(_, v)| **v > 0)
+                .map(|(k, v)| (k.clone(), *v)),
+        );
         out
     }
 }
@@ -324,8 +331,10 @@ mod tests {
 
     #[test]
     fn arithmetic_and_fit() {
-        let cap = Resources::from_quantities([("cpu", "4"), ("memory", "8Gi"), ("pods", "10")]).unwrap();
-        let pod = Resources::from_quantities([("cpu", "1500m"), ("memory", "1Gi"), ("pods", "1")]).unwrap();
+        let cap =
+            Resources::from_quantities([("cpu", "4"), ("memory", "8Gi"), ("pods", "10")]).unwrap();
+        let pod = Resources::from_quantities([("cpu", "1500m"), ("memory", "1Gi"), ("pods", "1")])
+            .unwrap();
         assert!(pod.fits_in(&cap));
         assert_eq!(cap.times_fits(&pod), 2);
         let mut used = Resources::new();
@@ -333,18 +342,24 @@ mod tests {
         assert!(!used.fits_in(&cap));
         assert_eq!(used.first_shortfall(&cap).unwrap().0, "cpu");
         let efa = Resources::from_quantities([("vpc.amazonaws.com/efa", "1")]).unwrap();
-        assert!(!efa.fits_in(&cap), "an extended resource the node lacks does not fit");
+        assert!(
+            !efa.fits_in(&cap),
+            "an extended resource the node lacks does not fit"
+        );
         assert_eq!(pod.to_string(), "cpu=1500m,memory=1Gi,pods=1");
     }
 
     #[test]
     fn serde_round_trip() {
-        let r: Resources = serde_json::from_str(r#"{"cpu": 2, "memory": "4Gi", "nvidia.com/gpu": "1"}"#).unwrap();
+        let r: Resources =
+            serde_json::from_str(r#"{"cpu": 2, "memory": "4Gi", "nvidia.com/gpu": "1"}"#).unwrap();
         assert_eq!(r.cpu_milli(), 2000);
         assert_eq!(r.get(Resource::NvidiaGpu), 1);
         let s = serde_json::to_string(&r).unwrap();
         assert_eq!(s, r#"{"cpu":"2","memory":"4Gi","nvidia.com/gpu":"1"}"#);
-        let bad = serde_json::from_str::<Resources>(r#"{"cpu": "two"}"#).unwrap_err().to_string();
+        let bad = serde_json::from_str::<Resources>(r#"{"cpu": "two"}"#)
+            .unwrap_err()
+            .to_string();
         assert!(bad.contains("\"two\""), "{bad}");
     }
 }

@@ -35,8 +35,11 @@ impl Default for OverheadConfig {
 
 impl OverheadConfig {
     pub fn max_pods(&self, eni_formula: Option<u32>) -> u32 {
-        self.max_pods
-            .unwrap_or_else(|| eni_formula.unwrap_or(self.max_pods_cap).min(self.max_pods_cap))
+        self.max_pods.unwrap_or_else(|| {
+            eni_formula
+                .unwrap_or(self.max_pods_cap)
+                .min(self.max_pods_cap)
+        })
     }
 
     /// Memory the node reports as capacity: hardware minus the VM overhead, rounded as Karpenter does.
@@ -82,11 +85,19 @@ pub struct Overhead {
 impl Overhead {
     pub fn allocatable(&self, capacity: &Resources) -> Resources {
         let mut a = capacity.clone();
-        a.set(Resource::Cpu, capacity.cpu_milli().saturating_sub(self.cpu_milli));
-        a.set(Resource::Memory, capacity.memory().saturating_sub(self.memory_bytes));
+        a.set(
+            Resource::Cpu,
+            capacity.cpu_milli().saturating_sub(self.cpu_milli),
+        );
+        a.set(
+            Resource::Memory,
+            capacity.memory().saturating_sub(self.memory_bytes),
+        );
         a.set(
             Resource::EphemeralStorage,
-            capacity.get(Resource::EphemeralStorage).saturating_sub(self.ephemeral_bytes),
+            capacity
+                .get(Resource::EphemeralStorage)
+                .saturating_sub(self.ephemeral_bytes),
         );
         a
     }
@@ -119,7 +130,10 @@ mod tests {
         assert_eq!(a.cpu_milli(), 1930);
         assert_eq!(a.memory(), (7577 - 574 - 100) << 20);
         assert_eq!(cfg.max_pods(Some(737)), 110, "cap applies");
-        let fixed = OverheadConfig { max_pods: Some(58), ..Default::default() };
+        let fixed = OverheadConfig {
+            max_pods: Some(58),
+            ..Default::default()
+        };
         assert_eq!(fixed.max_pods(Some(737)), 58);
     }
 }

@@ -20,7 +20,9 @@ use crate::{Error, Result};
 const EMBEDDED_CSV: &str = include_str!("../../data/catalogue.csv");
 
 /// How capacity is bought.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum CapacityType {
     /// Capacity reservations; tried first when a pool allows them.
@@ -31,7 +33,11 @@ pub enum CapacityType {
 }
 
 impl CapacityType {
-    pub const ALL: [CapacityType; 3] = [CapacityType::Reserved, CapacityType::Spot, CapacityType::OnDemand];
+    pub const ALL: [CapacityType; 3] = [
+        CapacityType::Reserved,
+        CapacityType::Spot,
+        CapacityType::OnDemand,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -105,7 +111,9 @@ impl InstanceSpec {
     /// Category letters before the generation digit ("m" of m5, "inf" of inf2, "u" of u-6tb1).
     pub fn category(&self) -> &str {
         let f = self.family();
-        let end = f.find(|c: char| c.is_ascii_digit() || c == '-').unwrap_or(f.len());
+        let end = f
+            .find(|c: char| c.is_ascii_digit() || c == '-')
+            .unwrap_or(f.len());
         &f[..end]
     }
 
@@ -120,7 +128,8 @@ impl InstanceSpec {
 
     /// EKS max pods by the ENI formula: ENIs x (IPv4 per ENI - 1) + 2.
     pub fn eni_max_pods(&self) -> Option<u32> {
-        (self.max_enis > 0 && self.ipv4_per_eni > 0).then(|| self.max_enis * (self.ipv4_per_eni - 1) + 2)
+        (self.max_enis > 0 && self.ipv4_per_eni > 0)
+            .then(|| self.max_enis * (self.ipv4_per_eni - 1) + 2)
     }
 
     pub fn spot_advice(&self, region: &str) -> Option<&SpotAdvice> {
@@ -155,31 +164,58 @@ impl InstanceSpec {
             }
         };
         put(labels::INSTANCE_TYPE, self.name.clone());
-        put(labels::ARCH, self.arch.split('|').next().unwrap_or("").to_string());
+        put(
+            labels::ARCH,
+            self.arch.split('|').next().unwrap_or("").to_string(),
+        );
         put(labels::OS, "linux".into());
         put(labels::REGION, region.into());
         put(labels::INSTANCE_CATEGORY, self.category().into());
         put(labels::INSTANCE_FAMILY, self.family().into());
-        put(labels::INSTANCE_GENERATION, self.generation().map(|g| g.to_string()).unwrap_or_default());
+        put(
+            labels::INSTANCE_GENERATION,
+            self.generation().map(|g| g.to_string()).unwrap_or_default(),
+        );
         put(labels::INSTANCE_SIZE, self.size().into());
         put(labels::INSTANCE_CPU, self.vcpu.to_string());
-        put(labels::INSTANCE_CPU_MANUFACTURER, self.cpu_manufacturer.to_ascii_lowercase());
+        put(
+            labels::INSTANCE_CPU_MANUFACTURER,
+            self.cpu_manufacturer.to_ascii_lowercase(),
+        );
         put(labels::INSTANCE_MEMORY, self.memory_mib.to_string());
-        put(labels::INSTANCE_NETWORK_BANDWIDTH, self.network_bandwidth_mbps.to_string());
+        put(
+            labels::INSTANCE_NETWORK_BANDWIDTH,
+            self.network_bandwidth_mbps.to_string(),
+        );
         if self.local_nvme_gb > 0 {
             put(labels::INSTANCE_LOCAL_NVME, self.local_nvme_gb.to_string());
         }
         put(labels::INSTANCE_HYPERVISOR, self.hypervisor.clone());
         if self.gpu_count > 0 {
-            put(labels::INSTANCE_GPU_NAME, self.gpu_name.to_ascii_lowercase());
-            put(labels::INSTANCE_GPU_MANUFACTURER, self.gpu_manufacturer.to_ascii_lowercase());
+            put(
+                labels::INSTANCE_GPU_NAME,
+                self.gpu_name.to_ascii_lowercase(),
+            );
+            put(
+                labels::INSTANCE_GPU_MANUFACTURER,
+                self.gpu_manufacturer.to_ascii_lowercase(),
+            );
             put(labels::INSTANCE_GPU_COUNT, self.gpu_count.to_string());
             put(labels::INSTANCE_GPU_MEMORY, self.gpu_memory_mib.to_string());
         }
         if self.accelerator_count > 0 {
-            put(labels::INSTANCE_ACCELERATOR_NAME, self.accelerator_name.to_ascii_lowercase());
-            put(labels::INSTANCE_ACCELERATOR_MANUFACTURER, self.accelerator_manufacturer.to_ascii_lowercase());
-            put(labels::INSTANCE_ACCELERATOR_COUNT, self.accelerator_count.to_string());
+            put(
+                labels::INSTANCE_ACCELERATOR_NAME,
+                self.accelerator_name.to_ascii_lowercase(),
+            );
+            put(
+                labels::INSTANCE_ACCELERATOR_MANUFACTURER,
+                self.accelerator_manufacturer.to_ascii_lowercase(),
+            );
+            put(
+                labels::INSTANCE_ACCELERATOR_COUNT,
+                self.accelerator_count.to_string(),
+            );
         }
         l
     }
@@ -248,7 +284,8 @@ impl Catalogue {
         static CATALOGUE: OnceLock<Catalogue> = OnceLock::new();
         CATALOGUE.get_or_init(|| {
             // The embedded file is generated and tested; a parse failure is a build defect.
-            Catalogue::from_csv(EMBEDDED_CSV).unwrap_or_else(|e| panic!("embedded catalogue is corrupt: {e}"))
+            Catalogue::from_csv(EMBEDDED_CSV)
+                .unwrap_or_else(|e| panic!("embedded catalogue is corrupt: {e}"))
         })
     }
 
@@ -265,7 +302,11 @@ impl Catalogue {
 
     /// Regions with at least one zonal offering.
     pub fn regions(&self) -> Vec<String> {
-        let mut r: Vec<String> = self.specs.iter().flat_map(|s| s.zones.keys().cloned()).collect();
+        let mut r: Vec<String> = self
+            .specs
+            .iter()
+            .flat_map(|s| s.zones.keys().cloned())
+            .collect();
         r.sort();
         r.dedup();
         r
@@ -315,14 +356,23 @@ impl Catalogue {
                 };
                 spot.push(SpotAdvice {
                     region: region.into(),
-                    savings_pct: s.parse().map_err(|_| bad(format!("bad savings in {part:?}")))?,
-                    band: b.parse().map_err(|_| bad(format!("bad band in {part:?}")))?,
+                    savings_pct: s
+                        .parse()
+                        .map_err(|_| bad(format!("bad savings in {part:?}")))?,
+                    band: b
+                        .parse()
+                        .map_err(|_| bad(format!("bad band in {part:?}")))?,
                 });
             }
             let mut zones = BTreeMap::new();
             for part in r.zones.split(';').filter(|p| !p.is_empty()) {
-                let (region, letters) = part.split_once(':').ok_or_else(|| bad(format!("bad zones entry {part:?}")))?;
-                zones.insert(region.to_string(), letters.chars().map(|c| c.to_string()).collect());
+                let (region, letters) = part
+                    .split_once(':')
+                    .ok_or_else(|| bad(format!("bad zones entry {part:?}")))?;
+                zones.insert(
+                    region.to_string(),
+                    letters.chars().map(|c| c.to_string()).collect(),
+                );
             }
             specs.push(InstanceSpec {
                 name: r.name,
@@ -350,7 +400,11 @@ impl Catalogue {
                 zones,
             });
         }
-        let index = specs.iter().enumerate().map(|(i, s)| (s.name.clone(), i)).collect();
+        let index = specs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.clone(), i))
+            .collect();
         Ok(Catalogue { specs, index })
     }
 
@@ -367,7 +421,12 @@ impl Catalogue {
     }
 
     /// Resolves one type; None when it is not offered in the region or has no price.
-    pub fn resolve(&self, s: &InstanceSpec, region: &str, cfg: &OverheadConfig) -> Option<InstanceType> {
+    pub fn resolve(
+        &self,
+        s: &InstanceSpec,
+        region: &str,
+        cfg: &OverheadConfig,
+    ) -> Option<InstanceType> {
         let od = s.od_price?;
         let zones = s.zones.get(region)?;
         let advice = s.spot_advice(region);
@@ -429,7 +488,10 @@ mod tests {
         assert_eq!(m5.eni_max_pods(), Some(29));
         assert_eq!(m5.category(), "m");
         assert_eq!(m5.generation(), Some(5));
-        assert!(matches!(c.get("m5.huge"), Err(Error::UnknownInstanceType(_))));
+        assert!(matches!(
+            c.get("m5.huge"),
+            Err(Error::UnknownInstanceType(_))
+        ));
         let p4 = c.get("p4d.24xlarge").unwrap();
         assert_eq!((p4.gpu_count, p4.gpu_name.as_str()), (8, "A100"));
         assert_eq!(c.get("inf2.xlarge").unwrap().category(), "inf");
@@ -440,18 +502,29 @@ mod tests {
     fn resolved_types_have_labels_offerings_and_devices() {
         let c = Catalogue::embedded();
         let cfg = OverheadConfig::default();
-        let g5 = c.resolve(c.get("g5.xlarge").unwrap(), "us-east-1", &cfg).unwrap();
+        let g5 = c
+            .resolve(c.get("g5.xlarge").unwrap(), "us-east-1", &cfg)
+            .unwrap();
         assert_eq!(g5.capacity.get(Resource::NvidiaGpu), 1);
         assert!(g5.accelerated);
         assert_eq!(g5.labels[labels::INSTANCE_GPU_NAME], "a10g");
         assert_eq!(g5.labels[labels::INSTANCE_GPU_MANUFACTURER], "nvidia");
-        let m5 = c.resolve(c.get("m5.large").unwrap(), "us-east-1", &cfg).unwrap();
+        let m5 = c
+            .resolve(c.get("m5.large").unwrap(), "us-east-1", &cfg)
+            .unwrap();
         assert_eq!(m5.labels[labels::ARCH], "amd64");
-        assert!(m5.cheapest(CapacityType::Spot).unwrap() < m5.cheapest(CapacityType::OnDemand).unwrap());
+        assert!(
+            m5.cheapest(CapacityType::Spot).unwrap() < m5.cheapest(CapacityType::OnDemand).unwrap()
+        );
         assert!(m5.offerings.iter().any(|o| o.zone == "us-east-1a"));
-        let inf = c.resolve(c.get("inf2.xlarge").unwrap(), "us-east-1", &cfg).unwrap();
+        let inf = c
+            .resolve(c.get("inf2.xlarge").unwrap(), "us-east-1", &cfg)
+            .unwrap();
         assert_eq!(inf.capacity.get(Resource::Neuron), 1);
-        assert!(c.resolve(m5_spec_without_region(), "us-east-1", &cfg).is_none());
+        assert!(
+            c.resolve(m5_spec_without_region(), "us-east-1", &cfg)
+                .is_none()
+        );
         assert!(c.instance_types("eu-west-1", &cfg).len() > 500);
     }
 

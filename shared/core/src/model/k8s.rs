@@ -43,7 +43,9 @@ fn pod_from_spec(meta: &meta::ObjectMeta, spec: &core::PodSpec, path: &str) -> R
         requests: effective_requests(spec, &format!("{path}.spec"))?,
         node_selector: spec.node_selector.clone().unwrap_or_default(),
         priority: spec.priority.unwrap_or(0),
-        do_not_disrupt: annotations.get(labels::DO_NOT_DISRUPT).is_some_and(|v| v == "true"),
+        do_not_disrupt: annotations
+            .get(labels::DO_NOT_DISRUPT)
+            .is_some_and(|v| v == "true"),
         deletion_cost: annotations
             .get(labels::POD_DELETION_COST)
             .and_then(|v| v.parse().ok())
@@ -60,13 +62,16 @@ fn pod_from_spec(meta: &meta::ObjectMeta, spec: &core::PodSpec, path: &str) -> R
         ..Default::default()
     };
     for (i, t) in spec.tolerations.iter().flatten().enumerate() {
-        pod.tolerations.push(toleration(t, &format!("{path}.spec.tolerations[{i}]"))?);
+        pod.tolerations
+            .push(toleration(t, &format!("{path}.spec.tolerations[{i}]"))?);
     }
     if let Some(aff) = &spec.affinity {
         if let Some(na) = &aff.node_affinity {
             if let Some(req) = &na.required_during_scheduling_ignored_during_execution {
                 for (i, term) in req.node_selector_terms.iter().enumerate() {
-                    let p = format!("{path}.spec.affinity.nodeAffinity.required.nodeSelectorTerms[{i}]");
+                    let p = format!(
+                        "{path}.spec.affinity.nodeAffinity.required.nodeSelectorTerms[{i}]"
+                    );
                     pod.node_affinity.push(node_selector_term(term, &p)?);
                 }
             }
@@ -84,19 +89,36 @@ fn pod_from_spec(meta: &meta::ObjectMeta, spec: &core::PodSpec, path: &str) -> R
             }
         }
         if let Some(pa) = &aff.pod_affinity {
-            for t in pa.required_during_scheduling_ignored_during_execution.iter().flatten() {
+            for t in pa
+                .required_during_scheduling_ignored_during_execution
+                .iter()
+                .flatten()
+            {
                 pod.pod_affinity.push(affinity_term(t));
             }
         }
         if let Some(pa) = &aff.pod_anti_affinity {
-            for t in pa.required_during_scheduling_ignored_during_execution.iter().flatten() {
+            for t in pa
+                .required_during_scheduling_ignored_during_execution
+                .iter()
+                .flatten()
+            {
                 pod.pod_anti_affinity.push(affinity_term(t));
             }
         }
     }
-    for (i, c) in spec.topology_spread_constraints.iter().flatten().enumerate() {
+    for (i, c) in spec
+        .topology_spread_constraints
+        .iter()
+        .flatten()
+        .enumerate()
+    {
         let p = format!("{path}.spec.topologySpreadConstraints[{i}]");
-        let mut selector = c.label_selector.as_ref().map(label_selector).unwrap_or_default();
+        let mut selector = c
+            .label_selector
+            .as_ref()
+            .map(label_selector)
+            .unwrap_or_default();
         // matchLabelKeys: the pod's own values for these keys join the selector.
         for k in c.match_label_keys.iter().flatten() {
             if let Some(v) = pod.labels.get(k) {
@@ -129,7 +151,8 @@ fn pod_from_spec(meta: &meta::ObjectMeta, spec: &core::PodSpec, path: &str) -> R
 fn quantity_map(list: Option<&BTreeMap<String, Quantity>>, path: &str) -> Result<Resources> {
     let mut r = Resources::new();
     for (k, q) in list.into_iter().flatten() {
-        r.set_quantity(k, &q.0).map_err(|e| Error::invalid(format!("{path}.{k}"), e.to_string()))?;
+        r.set_quantity(k, &q.0)
+            .map_err(|e| Error::invalid(format!("{path}.{k}"), e.to_string()))?;
     }
     Ok(r)
 }
@@ -166,7 +189,10 @@ fn effective_requests(spec: &core::PodSpec, path: &str) -> Result<Resources> {
     }
     app.add(&sidecars);
     app.max_with(&init_peak);
-    app.add(&quantity_map(spec.overhead.as_ref(), &format!("{path}.overhead"))?);
+    app.add(&quantity_map(
+        spec.overhead.as_ref(),
+        &format!("{path}.overhead"),
+    )?);
     app.set(Resource::Pods, 1);
     Ok(app)
 }
@@ -176,14 +202,17 @@ fn toleration(t: &core::Toleration, path: &str) -> Result<Toleration> {
         None | Some("Equal") => TolerationOperator::Equal,
         Some("Exists") => TolerationOperator::Exists,
         Some(other) => {
-            return Err(Error::invalid(format!("{path}.operator"), format!("unknown operator {other:?}")));
+            return Err(Error::invalid(
+                format!("{path}.operator"),
+                format!("unknown operator {other:?}"),
+            ));
         }
     };
     let effect = match t.effect.as_deref() {
         None | Some("") => None,
-        Some(e) => Some(
-            Effect::parse(e).ok_or_else(|| Error::invalid(format!("{path}.effect"), format!("unknown effect {e:?}")))?,
-        ),
+        Some(e) => Some(Effect::parse(e).ok_or_else(|| {
+            Error::invalid(format!("{path}.effect"), format!("unknown effect {e:?}"))
+        })?),
     };
     Ok(Toleration {
         key: t.key.clone().filter(|k| !k.is_empty()),
@@ -206,8 +235,12 @@ fn node_selector_term(term: &core::NodeSelectorTerm, path: &str) -> Result<Vec<R
     let mut out = Vec::new();
     for (i, e) in term.match_expressions.iter().flatten().enumerate() {
         let p = format!("{path}.matchExpressions[{i}]");
-        let operator = Operator::parse(&e.operator)
-            .ok_or_else(|| Error::invalid(format!("{p}.operator"), format!("unknown operator {:?}", e.operator)))?;
+        let operator = Operator::parse(&e.operator).ok_or_else(|| {
+            Error::invalid(
+                format!("{p}.operator"),
+                format!("unknown operator {:?}", e.operator),
+            )
+        })?;
         let r = Requirement {
             key: e.key.clone(),
             operator,
@@ -221,7 +254,10 @@ fn node_selector_term(term: &core::NodeSelectorTerm, path: &str) -> Result<Vec<R
     for (i, f) in term.match_fields.iter().flatten().enumerate() {
         if f.key == "metadata.name" {
             let operator = Operator::parse(&f.operator).ok_or_else(|| {
-                Error::invalid(format!("{path}.matchFields[{i}].operator"), format!("unknown operator {:?}", f.operator))
+                Error::invalid(
+                    format!("{path}.matchFields[{i}].operator"),
+                    format!("unknown operator {:?}", f.operator),
+                )
             })?;
             out.push(Requirement {
                 key: labels::HOSTNAME.into(),
@@ -245,7 +281,15 @@ fn label_selector(s: &meta::LabelSelector) -> LabelSelector {
                 key: e.key.clone(),
                 // Label selectors only know In, NotIn, Exists, DoesNotExist; anything else never matches.
                 operator: Operator::parse(&e.operator)
-                    .filter(|o| matches!(o, Operator::In | Operator::NotIn | Operator::Exists | Operator::DoesNotExist))
+                    .filter(|o| {
+                        matches!(
+                            o,
+                            Operator::In
+                                | Operator::NotIn
+                                | Operator::Exists
+                                | Operator::DoesNotExist
+                        )
+                    })
                     .unwrap_or(Operator::In),
                 values: e.values.clone().unwrap_or_default(),
                 min_values: None,
@@ -257,7 +301,11 @@ fn label_selector(s: &meta::LabelSelector) -> LabelSelector {
 fn affinity_term(t: &core::PodAffinityTerm) -> PodAffinityTerm {
     PodAffinityTerm {
         topology_key: t.topology_key.clone(),
-        selector: t.label_selector.as_ref().map(label_selector).unwrap_or_default(),
+        selector: t
+            .label_selector
+            .as_ref()
+            .map(label_selector)
+            .unwrap_or_default(),
         namespaces: t.namespaces.clone().unwrap_or_default(),
     }
 }
@@ -278,8 +326,17 @@ pub fn pods_from_workload_value(v: &serde_json::Value, path: &str) -> Result<Vec
         }
         "List" | "PodList" => {
             let mut out = Vec::new();
-            for (i, item) in v.get("items").and_then(|x| x.as_array()).into_iter().flatten().enumerate() {
-                out.extend(pods_from_workload_value(item, &format!("{path}.items[{i}]"))?);
+            for (i, item) in v
+                .get("items")
+                .and_then(|x| x.as_array())
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                out.extend(pods_from_workload_value(
+                    item,
+                    &format!("{path}.items[{i}]"),
+                )?);
             }
             Ok(out)
         }
@@ -288,18 +345,28 @@ pub fn pods_from_workload_value(v: &serde_json::Value, path: &str) -> Result<Vec
                 .pointer("/metadata/name")
                 .and_then(|n| n.as_str())
                 .ok_or_else(|| Error::invalid(format!("{path}.metadata.name"), "missing"))?;
-            let namespace = v.pointer("/metadata/namespace").and_then(|n| n.as_str()).unwrap_or("default");
+            let namespace = v
+                .pointer("/metadata/namespace")
+                .and_then(|n| n.as_str())
+                .unwrap_or("default");
             let template: core::PodTemplateSpec = serde_json::from_value(
                 v.pointer("/spec/template")
                     .cloned()
                     .ok_or_else(|| Error::invalid(format!("{path}.spec.template"), "missing"))?,
             )
             .map_err(|e| Error::invalid(format!("{path}.spec.template"), e.to_string()))?;
-            let count_field = if kind == "Job" { "/spec/parallelism" } else { "/spec/replicas" };
+            let count_field = if kind == "Job" {
+                "/spec/parallelism"
+            } else {
+                "/spec/replicas"
+            };
             let replicas = match v.pointer(count_field) {
                 None | Some(serde_json::Value::Null) => 1,
                 Some(x) => x.as_i64().ok_or_else(|| {
-                    Error::invalid(format!("{path}{}", count_field.replace('/', ".")), "must be an integer")
+                    Error::invalid(
+                        format!("{path}{}", count_field.replace('/', ".")),
+                        "must be an integer",
+                    )
                 })?,
             };
             if !(0..=MAX_REPLICAS).contains(&replicas) {
@@ -333,7 +400,9 @@ pub fn pods_from_workload_value(v: &serde_json::Value, path: &str) -> Result<Vec
         "" => Err(Error::invalid(format!("{path}.kind"), "missing")),
         other => Err(Error::invalid(
             format!("{path}.kind"),
-            format!("{other:?} is not a workload (expected Pod, Deployment, ReplicaSet, StatefulSet, Job, DaemonSet or List)"),
+            format!(
+                "{other:?} is not a workload (expected Pod, Deployment, ReplicaSet, StatefulSet, Job, DaemonSet or List)"
+            ),
         )),
     }
 }
@@ -412,7 +481,11 @@ spec:
         assert_eq!(p.requests.cpu_milli(), 4100);
         // memory: app 8Gi+512Mi+128Mi = 8832Mi vs init 1Gi+128Mi; +64Mi overhead
         assert_eq!(p.requests.memory(), (8832 + 64) << 20);
-        assert_eq!(p.requests.get(Resource::NvidiaGpu), 1, "limit stands in for a missing request");
+        assert_eq!(
+            p.requests.get(Resource::NvidiaGpu),
+            1,
+            "limit stands in for a missing request"
+        );
         assert_eq!(p.requests.get(Resource::Pods), 1);
         assert_eq!(p.node_affinity.len(), 2);
         assert_eq!(p.node_affinity[0][0].operator, Operator::Gt);
@@ -441,12 +514,22 @@ spec:
     #[test]
     fn bad_objects_name_the_field() {
         let v: serde_json::Value = serde_json::json!({"kind": "Deployment", "metadata": {"name": "x"}, "spec": {"replicas": 10_000_000, "template": {"spec": {"containers": []}}}});
-        let e = pods_from_workload_value(&v, "doc[1]").unwrap_err().to_string();
+        let e = pods_from_workload_value(&v, "doc[1]")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("doc[1].spec.replicas"), "{e}");
         let v = serde_json::json!({"kind": "Pod", "metadata": {"name": "x"}, "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "lots"}}}]}});
-        let e = pods_from_workload_value(&v, "doc[0]").unwrap_err().to_string();
-        assert!(e.contains("doc[0].spec.containers[0].resources.requests.cpu") && e.contains("\"lots\""), "{e}");
-        let e = pods_from_workload_value(&serde_json::json!({"kind": "Service"}), "d").unwrap_err().to_string();
+        let e = pods_from_workload_value(&v, "doc[0]")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("doc[0].spec.containers[0].resources.requests.cpu")
+                && e.contains("\"lots\""),
+            "{e}"
+        );
+        let e = pods_from_workload_value(&serde_json::json!({"kind": "Service"}), "d")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("\"Service\" is not a workload"), "{e}");
     }
 }

@@ -22,7 +22,11 @@ fn check_size(text: &str, source: &str) -> Result<()> {
     if text.len() > MAX_INPUT_BYTES {
         return Err(Error::Parse {
             source_name: source.into(),
-            reason: format!("{} bytes is over the {} byte limit", text.len(), MAX_INPUT_BYTES),
+            reason: format!(
+                "{} bytes is over the {} byte limit",
+                text.len(),
+                MAX_INPUT_BYTES
+            ),
         });
     }
     Ok(())
@@ -135,7 +139,9 @@ struct CsvRow {
 }
 
 fn load_csv(text: &str, source: &str) -> Result<Vec<Pod>> {
-    let mut rdr = csv::ReaderBuilder::new().flexible(true).from_reader(text.as_bytes());
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(text.as_bytes());
     let mut out = Vec::new();
     for (i, row) in rdr.deserialize::<CsvRow>().enumerate() {
         let line = i + 2;
@@ -211,9 +217,16 @@ mod tests {
 
     #[test]
     fn csv_errors_name_line_and_column() {
-        let e = load_pods("name,cpu_milli,memory_mib\np0,12x,5\n", "t.csv").unwrap_err().to_string();
-        assert_eq!(e, "t.csv:2: column cpu_milli: \"12x\" is not a non-negative integer");
-        let e = load_pods("name,cpu_milli\np0,1\n", "t.csv").unwrap_err().to_string();
+        let e = load_pods("name,cpu_milli,memory_mib\np0,12x,5\n", "t.csv")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "t.csv:2: column cpu_milli: \"12x\" is not a non-negative integer"
+        );
+        let e = load_pods("name,cpu_milli\np0,1\n", "t.csv")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("t.csv:2:") && e.contains("memory_mib"), "{e}");
     }
 
@@ -224,9 +237,13 @@ mod tests {
         assert_eq!(f.pods.len(), 1);
         assert_eq!(f.pods[0].uid, "default/a");
         assert_eq!(f.daemonsets.len(), 1);
-        let e = load_pods("- name: a\n  requests: {cpu: x}\n", "p.yaml").unwrap_err().to_string();
+        let e = load_pods("- name: a\n  requests: {cpu: x}\n", "p.yaml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("\"x\""), "{e}");
-        let e = load_pods("- name: a\n  requests: {cpu: 1\n", "p.yaml").unwrap_err().to_string();
+        let e = load_pods("- name: a\n  requests: {cpu: 1\n", "p.yaml")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("p.yaml: document 0"), "{e}");
         let e = load_pods("- 5\n", "p.yaml").unwrap_err().to_string();
         assert!(e.contains("got a number"), "{e}");

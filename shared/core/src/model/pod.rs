@@ -45,7 +45,9 @@ impl std::fmt::Display for Taint {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
 pub enum TolerationOperator {
     #[default]
     Equal,
@@ -111,7 +113,9 @@ impl LabelSelector {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
 pub enum WhenUnsatisfiable {
     #[default]
     DoNotSchedule,
@@ -149,7 +153,12 @@ pub struct PodAffinityTerm {
 
 impl PodAffinityTerm {
     /// Whether `other` (in `other_ns`) is selected by this term of a pod in `own_ns`.
-    pub fn selects(&self, own_ns: &str, other_ns: &str, other_labels: &BTreeMap<String, String>) -> bool {
+    pub fn selects(
+        &self,
+        own_ns: &str,
+        other_ns: &str,
+        other_labels: &BTreeMap<String, String>,
+    ) -> bool {
         let ns_ok = if self.namespaces.is_empty() {
             own_ns == other_ns
         } else {

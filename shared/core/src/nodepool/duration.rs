@@ -20,7 +20,9 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
             return Err(format!("{s:?}: expected a number at {rest:?}"));
         }
         let (num, after) = rest.split_at(num_end);
-        let unit_end = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
+        let unit_end = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
         let (unit, next) = after.split_at(unit_end);
         let ns_per: u128 = match unit {
             "ns" => 1,
@@ -29,9 +31,15 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
             "s" => 1_000_000_000,
             "m" => 60_000_000_000,
             "h" => 3_600_000_000_000,
-            other => return Err(format!("{s:?}: unknown unit {other:?} (use ns, us, ms, s, m, h)")),
+            other => {
+                return Err(format!(
+                    "{s:?}: unknown unit {other:?} (use ns, us, ms, s, m, h)"
+                ));
+            }
         };
-        let value: f64 = num.parse().map_err(|_| format!("{s:?}: bad number {num:?}"))?;
+        let value: f64 = num
+            .parse()
+            .map_err(|_| format!("{s:?}: bad number {num:?}"))?;
         if !value.is_finite() || value > 1e12 {
             return Err(format!("{s:?}: out of range"));
         }

@@ -7,7 +7,10 @@ use serde_json::{Map, Value, json};
 use super::parse::Ctx;
 
 pub(super) fn provisioner_to_nodepool(ctx: &mut Ctx, m: &Map<String, Value>) -> Option<Value> {
-    ctx.warn("apiVersion", "karpenter.sh/v1alpha5 Provisioner converted to a karpenter.sh/v1 NodePool");
+    ctx.warn(
+        "apiVersion",
+        "karpenter.sh/v1alpha5 Provisioner converted to a karpenter.sh/v1 NodePool",
+    );
     let spec = match m.get("spec") {
         Some(Value::Object(s)) => s,
         _ => {
@@ -50,7 +53,10 @@ pub(super) fn provisioner_to_nodepool(ctx: &mut Ctx, m: &Map<String, Value>) -> 
         .and_then(Value::as_str)
         .unwrap_or("default");
     if spec.contains_key("provider") {
-        ctx.warn("spec.provider", "inline provider settings are not converted; define an EC2NodeClass");
+        ctx.warn(
+            "spec.provider",
+            "inline provider settings are not converted; define an EC2NodeClass",
+        );
     }
     template_spec.insert(
         "nodeClassRef".into(),
@@ -65,7 +71,10 @@ pub(super) fn provisioner_to_nodepool(ctx: &mut Ctx, m: &Map<String, Value>) -> 
         }
     }
     if spec.contains_key("kubeletConfiguration") {
-        ctx.warn("spec.kubeletConfiguration", "kubelet settings move to the EC2NodeClass in v1 (not converted)");
+        ctx.warn(
+            "spec.kubeletConfiguration",
+            "kubelet settings move to the EC2NodeClass in v1 (not converted)",
+        );
     }
     let consolidation = spec
         .get("consolidation")
@@ -83,7 +92,9 @@ pub(super) fn provisioner_to_nodepool(ctx: &mut Ctx, m: &Map<String, Value>) -> 
             }
             json!({"consolidationPolicy": "WhenEmptyOrUnderutilized", "consolidateAfter": format!("{}s", ttl.unwrap_or(0))})
         }
-        (false, Some(ttl)) => json!({"consolidationPolicy": "WhenEmpty", "consolidateAfter": format!("{ttl}s")}),
+        (false, Some(ttl)) => {
+            json!({"consolidationPolicy": "WhenEmpty", "consolidateAfter": format!("{ttl}s")})
+        }
         (false, None) => json!({"consolidationPolicy": "WhenEmpty", "consolidateAfter": "Never"}),
     };
     let mut metadata = Map::new();
@@ -124,7 +135,11 @@ pub(super) fn node_template_to_nodeclass(ctx: &mut Ctx, m: &Map<String, Value>) 
         match v {
             Some(Value::Object(tags)) => {
                 // aws-ids / aws::ids selectors become id terms; everything else is a tag term.
-                if let Some(ids) = tags.get("aws-ids").or_else(|| tags.get("aws::ids")).and_then(Value::as_str) {
+                if let Some(ids) = tags
+                    .get("aws-ids")
+                    .or_else(|| tags.get("aws::ids"))
+                    .and_then(Value::as_str)
+                {
                     Value::Array(ids.split(',').map(|id| json!({"id": id.trim()})).collect())
                 } else {
                     json!([{"tags": tags}])
@@ -133,7 +148,10 @@ pub(super) fn node_template_to_nodeclass(ctx: &mut Ctx, m: &Map<String, Value>) 
             _ => json!([]),
         }
     };
-    let family = spec.get("amiFamily").and_then(Value::as_str).unwrap_or("AL2");
+    let family = spec
+        .get("amiFamily")
+        .and_then(Value::as_str)
+        .unwrap_or("AL2");
     let alias = match family {
         "AL2023" => "al2023@latest",
         "Bottlerocket" => "bottlerocket@latest",
@@ -142,12 +160,18 @@ pub(super) fn node_template_to_nodeclass(ctx: &mut Ctx, m: &Map<String, Value>) 
     let ami_terms = match spec.get("amiSelector") {
         Some(sel) => terms(Some(sel)),
         None => {
-            ctx.warn("spec.amiFamily", format!("amiFamily {family} converted to amiSelectorTerms alias {alias}"));
+            ctx.warn(
+                "spec.amiFamily",
+                format!("amiFamily {family} converted to amiSelectorTerms alias {alias}"),
+            );
             json!([{"alias": alias}])
         }
     };
     if spec.get("userData").is_some() && family != "AL2023" {
-        ctx.warn("spec.userData", "bootstrap.sh user data is for AL2; AL2023 nodes use nodeadm (review before use)");
+        ctx.warn(
+            "spec.userData",
+            "bootstrap.sh user data is for AL2; AL2023 nodes use nodeadm (review before use)",
+        );
     }
     let mut out = json!({
         "amiSelectorTerms": ami_terms,

@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Map, Value};
 
 use super::{
-    BlockDevice, Budget, BudgetNodes, Config, ConsolidationPolicy, Diagnostics, Disruption, DisruptionReason,
-    Ec2NodeClass, KubeletConfig, Limits, NodePool, PoolBacking, SelectorTerm, legacy, parse_duration,
+    BlockDevice, Budget, BudgetNodes, Config, ConsolidationPolicy, Diagnostics, Disruption,
+    DisruptionReason, Ec2NodeClass, KubeletConfig, Limits, NodePool, PoolBacking, SelectorTerm,
+    legacy, parse_duration,
 };
 use crate::catalogue::CapacityType;
 use crate::labels;
@@ -46,7 +47,12 @@ impl Ctx {
             }
         }
     }
-    fn child<'a>(&mut self, m: &'a Map<String, Value>, key: &str, path: &str) -> Option<&'a Map<String, Value>> {
+    fn child<'a>(
+        &mut self,
+        m: &'a Map<String, Value>,
+        key: &str,
+        path: &str,
+    ) -> Option<&'a Map<String, Value>> {
         m.get(key).and_then(|v| self.object(v, &join(path, key)))
     }
     fn known(&mut self, m: &Map<String, Value>, path: &str, known: &[&str]) {
@@ -78,7 +84,12 @@ impl Ctx {
             }
         }
     }
-    fn string_map(&mut self, m: &Map<String, Value>, key: &str, path: &str) -> BTreeMap<String, String> {
+    fn string_map(
+        &mut self,
+        m: &Map<String, Value>,
+        key: &str,
+        path: &str,
+    ) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
         if let Some(obj) = self.child(m, key, path) {
             for (k, v) in obj {
@@ -89,13 +100,21 @@ impl Ctx {
                     Value::Number(_) | Value::Bool(_) => {
                         out.insert(k.clone(), v.to_string());
                     }
-                    _ => self.err(&format!("{}.{k}", join(path, key)), "expected a string value"),
+                    _ => self.err(
+                        &format!("{}.{k}", join(path, key)),
+                        "expected a string value",
+                    ),
                 }
             }
         }
         out
     }
-    fn duration_or_never(&mut self, m: &Map<String, Value>, key: &str, path: &str) -> Option<Option<u64>> {
+    fn duration_or_never(
+        &mut self,
+        m: &Map<String, Value>,
+        key: &str,
+        path: &str,
+    ) -> Option<Option<u64>> {
         let s = self.string(m, key, path)?;
         if s == "Never" {
             return Some(None);
@@ -103,7 +122,10 @@ impl Ctx {
         match parse_duration(&s) {
             Ok(v) => Some(Some(v)),
             Err(e) => {
-                self.err(&join(path, key), format!("{e}; expected a duration like 720h or \"Never\""));
+                self.err(
+                    &join(path, key),
+                    format!("{e}; expected a duration like 720h or \"Never\""),
+                );
                 None
             }
         }
@@ -143,7 +165,11 @@ pub(super) fn parse_config(text: &str, source: &str) -> (Option<Config>, Diagnos
         };
         let api = m.get("apiVersion").and_then(Value::as_str).unwrap_or("");
         let kind = m.get("kind").and_then(Value::as_str).unwrap_or("");
-        let name = m.get("metadata").and_then(|md| md.get("name")).and_then(Value::as_str).unwrap_or("?");
+        let name = m
+            .get("metadata")
+            .and_then(|md| md.get("name"))
+            .and_then(Value::as_str)
+            .unwrap_or("?");
         ctx.prefix = format!("{source}: {kind} {name}: ");
         match (api, kind) {
             ("karpenter.sh/v1", "NodePool") => {
@@ -152,25 +178,37 @@ pub(super) fn parse_config(text: &str, source: &str) -> (Option<Config>, Diagnos
                 }
             }
             ("karpenter.sh/v1beta1", "NodePool") => {
-                ctx.warn("apiVersion", "karpenter.sh/v1beta1 is read as karpenter.sh/v1; check the v1 migration notes");
+                ctx.warn(
+                    "apiVersion",
+                    "karpenter.sh/v1beta1 is read as karpenter.sh/v1; check the v1 migration notes",
+                );
                 if let Some(p) = parse_nodepool(&mut ctx, m) {
                     config.node_pools.push(p);
                 }
             }
             ("karpenter.sh/v1alpha5", "Provisioner") => {
                 let converted = legacy::provisioner_to_nodepool(&mut ctx, m);
-                if let Some(p) = converted.as_ref().and_then(|v| v.as_object()).and_then(|v| parse_nodepool(&mut ctx, v)) {
+                if let Some(p) = converted
+                    .as_ref()
+                    .and_then(|v| v.as_object())
+                    .and_then(|v| parse_nodepool(&mut ctx, v))
+                {
                     config.node_pools.push(p);
                 }
             }
-            ("karpenter.k8s.aws/v1", "EC2NodeClass") | ("karpenter.k8s.aws/v1beta1", "EC2NodeClass") => {
+            ("karpenter.k8s.aws/v1", "EC2NodeClass")
+            | ("karpenter.k8s.aws/v1beta1", "EC2NodeClass") => {
                 if let Some(c) = parse_nodeclass(&mut ctx, m) {
                     config.node_classes.push(c);
                 }
             }
             ("karpenter.k8s.aws/v1alpha1", "AWSNodeTemplate") => {
                 let converted = legacy::node_template_to_nodeclass(&mut ctx, m);
-                if let Some(c) = converted.as_ref().and_then(|v| v.as_object()).and_then(|v| parse_nodeclass(&mut ctx, v)) {
+                if let Some(c) = converted
+                    .as_ref()
+                    .and_then(|v| v.as_object())
+                    .and_then(|v| parse_nodeclass(&mut ctx, v))
+                {
                     config.node_classes.push(c);
                 }
             }
@@ -180,10 +218,16 @@ pub(super) fn parse_config(text: &str, source: &str) -> (Option<Config>, Diagnos
                 }
             }
             (_, "NodePool" | "EC2NodeClass" | "Provisioner" | "AutoScalingPool") => {
-                ctx.err("apiVersion", format!("unsupported apiVersion {api:?} for {kind}"));
+                ctx.err(
+                    "apiVersion",
+                    format!("unsupported apiVersion {api:?} for {kind}"),
+                );
             }
             ("", _) | (_, "") => ctx.err("", "missing apiVersion or kind"),
-            _ => ctx.warn("", format!("{api} {kind} is not Nodewright configuration (ignored)")),
+            _ => ctx.warn(
+                "",
+                format!("{api} {kind} is not Nodewright configuration (ignored)"),
+            ),
         }
     }
     ctx.prefix = format!("{source}: ");
@@ -217,7 +261,10 @@ fn metadata_name(ctx: &mut Ctx, m: &Map<String, Value>) -> Option<String> {
     match name {
         Some(n) if is_dns_label(&n) => Some(n),
         Some(n) => {
-            ctx.err("metadata.name", format!("{n:?} is not a valid name (lowercase letters, digits, '-', at most 63)"));
+            ctx.err(
+                "metadata.name",
+                format!("{n:?} is not a valid name (lowercase letters, digits, '-', at most 63)"),
+            );
             None
         }
         None => {
@@ -230,7 +277,8 @@ fn metadata_name(ctx: &mut Ctx, m: &Map<String, Value>) -> Option<String> {
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -243,11 +291,22 @@ pub(super) fn is_label_key(k: &str) -> bool {
     };
     let name_ok = !name.is_empty()
         && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && name.chars().last().is_some_and(|c| c.is_ascii_alphanumeric());
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .last()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
     let prefix_ok = prefix.is_none_or(|p| {
-        !p.is_empty() && p.len() <= 253 && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        !p.is_empty()
+            && p.len() <= 253
+            && p.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
     });
     name_ok && prefix_ok
 }
@@ -255,28 +314,41 @@ pub(super) fn is_label_key(k: &str) -> bool {
 fn is_label_value(v: &str) -> bool {
     v.is_empty()
         || (v.len() <= 63
-            && v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
             && v.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
             && v.chars().last().is_some_and(|c| c.is_ascii_alphanumeric()))
 }
 
 /// Label domains Karpenter reserves: keys there must be well-known.
 fn restricted_domain(key: &str) -> bool {
-    let Some((prefix, _)) = key.rsplit_once('/') else { return false };
-    ["kubernetes.io", "k8s.io", "karpenter.sh", "karpenter.k8s.aws"]
-        .iter()
-        .any(|d| prefix == *d || prefix.ends_with(&format!(".{d}")))
+    let Some((prefix, _)) = key.rsplit_once('/') else {
+        return false;
+    };
+    [
+        "kubernetes.io",
+        "k8s.io",
+        "karpenter.sh",
+        "karpenter.k8s.aws",
+    ]
+    .iter()
+    .any(|d| prefix == *d || prefix.ends_with(&format!(".{d}")))
         && !prefix.starts_with("node-restriction.kubernetes.io")
 }
 
 fn parse_requirements(ctx: &mut Ctx, items: &[Value], path: &str) -> Vec<Requirement> {
     if items.len() > 100 {
-        ctx.err(path, format!("{} requirements; at most 100 are allowed", items.len()));
+        ctx.err(
+            path,
+            format!("{} requirements; at most 100 are allowed", items.len()),
+        );
     }
     let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let p = format!("{path}[{i}]");
-        let Some(m) = ctx.object(item, &p) else { continue };
+        let Some(m) = ctx.object(item, &p) else {
+            continue;
+        };
         ctx.known(m, &p, &["key", "operator", "values", "minValues"]);
         let key = ctx.string(m, "key", &p);
         let op_s = ctx.string(m, "operator", &p);
@@ -284,7 +356,10 @@ fn parse_requirements(ctx: &mut Ctx, items: &[Value], path: &str) -> Vec<Require
         let key = match key {
             Some(k) if is_label_key(&k) => k,
             Some(k) => {
-                ctx.err(&format!("{p}.key"), format!("{k:?} is not a valid label key"));
+                ctx.err(
+                    &format!("{p}.key"),
+                    format!("{k:?} is not a valid label key"),
+                );
                 ok = false;
                 k
             }
@@ -294,10 +369,16 @@ fn parse_requirements(ctx: &mut Ctx, items: &[Value], path: &str) -> Vec<Require
             }
         };
         if labels::is_restricted(&key) {
-            ctx.err(&format!("{p}.key"), format!("{key:?} is restricted (set by Nodewright)"));
+            ctx.err(
+                &format!("{p}.key"),
+                format!("{key:?} is restricted (set by Nodewright)"),
+            );
             ok = false;
         } else if restricted_domain(&key) && !labels::is_well_known(&key) {
-            ctx.err(&format!("{p}.key"), format!("{key:?} is in a restricted label domain and is not a well-known key"));
+            ctx.err(
+                &format!("{p}.key"),
+                format!("{key:?} is in a restricted label domain and is not a well-known key"),
+            );
             ok = false;
         }
         let operator = match op_s.as_deref().map(|o| (o, Operator::parse(o))) {
@@ -330,7 +411,10 @@ fn parse_requirements(ctx: &mut Ctx, items: &[Value], path: &str) -> Vec<Require
             Some(v) => match v.as_u64() {
                 Some(n) if (1..=50).contains(&n) => Some(n as u32),
                 _ => {
-                    ctx.err(&format!("{p}.minValues"), format!("{v} must be an integer from 1 to 50"));
+                    ctx.err(
+                        &format!("{p}.minValues"),
+                        format!("{v} must be an integer from 1 to 50"),
+                    );
                     ok = false;
                     None
                 }
@@ -348,14 +432,22 @@ fn parse_requirements(ctx: &mut Ctx, items: &[Value], path: &str) -> Vec<Require
         }
         if let (Some(mv), Operator::In) = (min_values, operator) {
             if (mv as usize) > r.values.len() {
-                ctx.err(&format!("{p}.minValues"), format!("{mv} is more than the {} values listed", r.values.len()));
+                ctx.err(
+                    &format!("{p}.minValues"),
+                    format!("{mv} is more than the {} values listed", r.values.len()),
+                );
                 ok = false;
             }
         }
         if key == labels::CAPACITY_TYPE && matches!(operator, Operator::In | Operator::NotIn) {
             for v in &r.values {
                 if CapacityType::parse(v).is_none() {
-                    ctx.err(&format!("{p}.values"), format!("unknown capacity type {v:?} (expected spot, on-demand or reserved)"));
+                    ctx.err(
+                        &format!("{p}.values"),
+                        format!(
+                            "unknown capacity type {v:?} (expected spot, on-demand or reserved)"
+                        ),
+                    );
                     ok = false;
                 }
             }
@@ -363,7 +455,10 @@ fn parse_requirements(ctx: &mut Ctx, items: &[Value], path: &str) -> Vec<Require
         if key == labels::ARCH {
             for v in &r.values {
                 if v != "amd64" && v != "arm64" {
-                    ctx.warn(&format!("{p}.values"), format!("architecture {v:?} matches no instance type (amd64, arm64)"));
+                    ctx.warn(
+                        &format!("{p}.values"),
+                        format!("architecture {v:?} matches no instance type (amd64, arm64)"),
+                    );
                 }
             }
         }
@@ -378,7 +473,9 @@ fn parse_taints(ctx: &mut Ctx, items: &[Value], path: &str) -> Vec<Taint> {
     let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let p = format!("{path}[{i}]");
-        let Some(m) = ctx.object(item, &p) else { continue };
+        let Some(m) = ctx.object(item, &p) else {
+            continue;
+        };
         ctx.known(m, &p, &["key", "value", "effect", "timeAdded"]);
         let key = ctx.string(m, "key", &p);
         let value = ctx.string(m, "value", &p);
@@ -388,14 +485,19 @@ fn parse_taints(ctx: &mut Ctx, items: &[Value], path: &str) -> Vec<Taint> {
             continue;
         };
         if !is_label_key(&key) {
-            ctx.err(&format!("{p}.key"), format!("{key:?} is not a valid taint key"));
+            ctx.err(
+                &format!("{p}.key"),
+                format!("{key:?} is not a valid taint key"),
+            );
             continue;
         }
         match effect.as_deref().map(|e| (e, Effect::parse(e))) {
             Some((_, Some(effect))) => out.push(Taint { key, value, effect }),
             Some((e, None)) => ctx.err(
                 &format!("{p}.effect"),
-                format!("unknown effect {e:?} (expected NoSchedule, PreferNoSchedule or NoExecute)"),
+                format!(
+                    "unknown effect {e:?} (expected NoSchedule, PreferNoSchedule or NoExecute)"
+                ),
             ),
             None => ctx.err(&format!("{p}.effect"), "missing"),
         }
@@ -403,7 +505,12 @@ fn parse_taints(ctx: &mut Ctx, items: &[Value], path: &str) -> Vec<Taint> {
     out
 }
 
-fn parse_labels(ctx: &mut Ctx, m: &Map<String, Value>, key: &str, path: &str) -> BTreeMap<String, String> {
+fn parse_labels(
+    ctx: &mut Ctx,
+    m: &Map<String, Value>,
+    key: &str,
+    path: &str,
+) -> BTreeMap<String, String> {
     let l = ctx.string_map(m, key, path);
     for (k, v) in &l {
         let p = format!("{}.{k}", join(path, key));
@@ -454,17 +561,27 @@ fn parse_nodepool(ctx: &mut Ctx, m: &Map<String, Value>) -> Option<NodePool> {
         ctx.err("spec", "missing");
         return None;
     };
-    ctx.known(spec, "spec", &["template", "disruption", "limits", "weight", "replicas"]);
+    ctx.known(
+        spec,
+        "spec",
+        &["template", "disruption", "limits", "weight", "replicas"],
+    );
     let mut pool = NodePool::new(name.as_deref().unwrap_or("?"));
     let errors_before = ctx.errors.len();
     if spec.contains_key("replicas") {
-        ctx.err("spec.replicas", "static NodePools are not supported; use an AutoScalingPool");
+        ctx.err(
+            "spec.replicas",
+            "static NodePools are not supported; use an AutoScalingPool",
+        );
     }
     match spec.get("weight") {
         None | Some(Value::Null) => {}
         Some(v) => match v.as_u64() {
             Some(w) if (1..=100).contains(&w) => pool.weight = w as u32,
-            _ => ctx.err("spec.weight", format!("{v} must be an integer from 1 to 100")),
+            _ => ctx.err(
+                "spec.weight",
+                format!("{v} must be an integer from 1 to 100"),
+            ),
         },
     }
     if let Some(limits) = ctx.child(spec, "limits", "spec") {
@@ -487,7 +604,15 @@ fn parse_nodepool(ctx: &mut Ctx, m: &Map<String, Value>) -> Option<NodePool> {
     ctx.known(
         ts,
         "spec.template.spec",
-        &["requirements", "taints", "startupTaints", "nodeClassRef", "expireAfter", "terminationGracePeriod", "kubelet"],
+        &[
+            "requirements",
+            "taints",
+            "startupTaints",
+            "nodeClassRef",
+            "expireAfter",
+            "terminationGracePeriod",
+            "kubelet",
+        ],
     );
     let reqs = ctx.array(ts, "requirements", "spec.template.spec");
     pool.requirements = parse_requirements(ctx, reqs, "spec.template.spec.requirements");
@@ -496,19 +621,32 @@ fn parse_nodepool(ctx: &mut Ctx, m: &Map<String, Value>) -> Option<NodePool> {
     let st = ctx.array(ts, "startupTaints", "spec.template.spec");
     pool.startup_taints = parse_taints(ctx, st, "spec.template.spec.startupTaints");
     if ts.contains_key("kubelet") {
-        ctx.warn("spec.template.spec.kubelet", "kubelet settings belong in the EC2NodeClass in karpenter v1 (ignored here)");
+        ctx.warn(
+            "spec.template.spec.kubelet",
+            "kubelet settings belong in the EC2NodeClass in karpenter v1 (ignored here)",
+        );
     }
     match ctx.child(ts, "nodeClassRef", "spec.template.spec") {
         Some(r) => {
-            ctx.known(r, "spec.template.spec.nodeClassRef", &["group", "kind", "name", "apiVersion"]);
+            ctx.known(
+                r,
+                "spec.template.spec.nodeClassRef",
+                &["group", "kind", "name", "apiVersion"],
+            );
             if let Some(g) = ctx.string(r, "group", "spec.template.spec.nodeClassRef") {
                 if g != "karpenter.k8s.aws" {
-                    ctx.err("spec.template.spec.nodeClassRef.group", format!("{g:?} is not karpenter.k8s.aws"));
+                    ctx.err(
+                        "spec.template.spec.nodeClassRef.group",
+                        format!("{g:?} is not karpenter.k8s.aws"),
+                    );
                 }
             }
             if let Some(k) = ctx.string(r, "kind", "spec.template.spec.nodeClassRef") {
                 if k != "EC2NodeClass" {
-                    ctx.err("spec.template.spec.nodeClassRef.kind", format!("{k:?} is not EC2NodeClass"));
+                    ctx.err(
+                        "spec.template.spec.nodeClassRef.kind",
+                        format!("{k:?} is not EC2NodeClass"),
+                    );
                 }
             }
             pool.node_class = ctx.string(r, "name", "spec.template.spec.nodeClassRef");
@@ -534,12 +672,18 @@ fn parse_nodepool(ctx: &mut Ctx, m: &Map<String, Value>) -> Option<NodePool> {
 }
 
 fn parse_disruption(ctx: &mut Ctx, d: &Map<String, Value>, path: &str) -> Disruption {
-    ctx.known(d, path, &["consolidationPolicy", "consolidateAfter", "budgets"]);
+    ctx.known(
+        d,
+        path,
+        &["consolidationPolicy", "consolidateAfter", "budgets"],
+    );
     let mut out = Disruption::default();
     match ctx.string(d, "consolidationPolicy", path).as_deref() {
         None => {}
         Some("WhenEmpty") => out.consolidation_policy = ConsolidationPolicy::WhenEmpty,
-        Some("WhenEmptyOrUnderutilized") => out.consolidation_policy = ConsolidationPolicy::WhenEmptyOrUnderutilized,
+        Some("WhenEmptyOrUnderutilized") => {
+            out.consolidation_policy = ConsolidationPolicy::WhenEmptyOrUnderutilized
+        }
         Some(o) => ctx.err(
             &join(path, "consolidationPolicy"),
             format!("unknown policy {o:?} (expected WhenEmpty or WhenEmptyOrUnderutilized)"),
@@ -553,13 +697,18 @@ fn parse_disruption(ctx: &mut Ctx, d: &Map<String, Value>, path: &str) -> Disrup
         let items = ctx.array(d, "budgets", path);
         for (i, item) in items.iter().enumerate() {
             let p = format!("{path}.budgets[{i}]");
-            let Some(b) = ctx.object(item, &p) else { continue };
+            let Some(b) = ctx.object(item, &p) else {
+                continue;
+            };
             ctx.known(b, &p, &["nodes", "schedule", "duration", "reasons"]);
             let nodes = match ctx.string(b, "nodes", &p) {
                 Some(n) => match parse_budget_nodes(&n) {
                     Some(v) => v,
                     None => {
-                        ctx.err(&format!("{p}.nodes"), format!("{n:?} must be a count (\"5\") or a percentage (\"10%\")"));
+                        ctx.err(
+                            &format!("{p}.nodes"),
+                            format!("{n:?} must be a count (\"5\") or a percentage (\"10%\")"),
+                        );
                         continue;
                     }
                 },
@@ -616,13 +765,28 @@ fn parse_budget_nodes(s: &str) -> Option<BudgetNodes> {
 
 /// Checks a standard 5-field cron expression (or a macro such as @daily).
 pub(super) fn validate_cron(s: &str) -> Result<(), String> {
-    const MACROS: &[&str] = &["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"];
+    const MACROS: &[&str] = &[
+        "@yearly",
+        "@annually",
+        "@monthly",
+        "@weekly",
+        "@daily",
+        "@midnight",
+        "@hourly",
+    ];
     if s.starts_with('@') {
-        return if MACROS.contains(&s) { Ok(()) } else { Err(format!("unknown schedule macro {s:?}")) };
+        return if MACROS.contains(&s) {
+            Ok(())
+        } else {
+            Err(format!("unknown schedule macro {s:?}"))
+        };
     }
     let fields: Vec<&str> = s.split_whitespace().collect();
     if fields.len() != 5 {
-        return Err(format!("{s:?} has {} fields; a cron schedule has 5 (minute hour day month weekday)", fields.len()));
+        return Err(format!(
+            "{s:?} has {} fields; a cron schedule has 5 (minute hour day month weekday)",
+            fields.len()
+        ));
     }
     let ranges = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)];
     for (f, (lo, hi)) in fields.iter().zip(ranges) {
@@ -636,7 +800,9 @@ pub(super) fn validate_cron(s: &str) -> Result<(), String> {
             }
             let (a, b) = range.split_once('-').unwrap_or((range, range));
             for v in [a, b] {
-                let n: u32 = v.parse().map_err(|_| format!("{s:?}: {v:?} is not a number"))?;
+                let n: u32 = v
+                    .parse()
+                    .map_err(|_| format!("{s:?}: {v:?} is not a number"))?;
                 if n < lo || n > hi {
                     return Err(format!("{s:?}: {n} is outside {lo}-{hi}"));
                 }
@@ -646,11 +812,18 @@ pub(super) fn validate_cron(s: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn selector_terms(ctx: &mut Ctx, items: &[Value], path: &str, allowed: &[&str]) -> Vec<SelectorTerm> {
+fn selector_terms(
+    ctx: &mut Ctx,
+    items: &[Value],
+    path: &str,
+    allowed: &[&str],
+) -> Vec<SelectorTerm> {
     let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let p = format!("{path}[{i}]");
-        let Some(m) = ctx.object(item, &p) else { continue };
+        let Some(m) = ctx.object(item, &p) else {
+            continue;
+        };
         ctx.known(m, &p, allowed);
         let t = SelectorTerm {
             tags: ctx.string_map(m, "tags", &p),
@@ -660,16 +833,38 @@ fn selector_terms(ctx: &mut Ctx, items: &[Value], path: &str, allowed: &[&str]) 
             owner: ctx.string(m, "owner", &p),
             ssm_parameter: ctx.string(m, "ssmParameter", &p),
         };
-        if t.tags.is_empty() && t.id.is_none() && t.name.is_none() && t.alias.is_none() && t.ssm_parameter.is_none() {
-            ctx.err(&p, "a selector term needs tags, id, name, alias or ssmParameter");
+        if t.tags.is_empty()
+            && t.id.is_none()
+            && t.name.is_none()
+            && t.alias.is_none()
+            && t.ssm_parameter.is_none()
+        {
+            ctx.err(
+                &p,
+                "a selector term needs tags, id, name, alias or ssmParameter",
+            );
         }
         if let Some(a) = &t.alias {
             let family = a.split('@').next().unwrap_or("");
-            if !["al2023", "al2", "bottlerocket", "windows2019", "windows2022"].contains(&family) {
-                ctx.err(&format!("{p}.alias"), format!("{a:?}: unknown AMI family (expected al2023@…, bottlerocket@…)"));
+            if ![
+                "al2023",
+                "al2",
+                "bottlerocket",
+                "windows2019",
+                "windows2022",
+            ]
+            .contains(&family)
+            {
+                ctx.err(
+                    &format!("{p}.alias"),
+                    format!("{a:?}: unknown AMI family (expected al2023@…, bottlerocket@…)"),
+                );
             }
             if family == "al2" {
-                ctx.warn(&format!("{p}.alias"), "AL2 is end of life for EKS; prefer al2023");
+                ctx.warn(
+                    &format!("{p}.alias"),
+                    "AL2 is end of life for EKS; prefer al2023",
+                );
             }
         }
         out.push(t);
@@ -714,17 +909,31 @@ fn parse_nodeclass(ctx: &mut Ctx, m: &Map<String, Value>) -> Option<Ec2NodeClass
         ..Default::default()
     };
     let ami = ctx.array(spec, "amiSelectorTerms", "spec");
-    c.ami_selector_terms = selector_terms(ctx, ami, "spec.amiSelectorTerms", &["alias", "id", "name", "owner", "tags", "ssmParameter"]);
+    c.ami_selector_terms = selector_terms(
+        ctx,
+        ami,
+        "spec.amiSelectorTerms",
+        &["alias", "id", "name", "owner", "tags", "ssmParameter"],
+    );
     if c.ami_selector_terms.is_empty() {
-        ctx.err("spec.amiSelectorTerms", "missing (e.g. [{alias: al2023@latest}])");
+        ctx.err(
+            "spec.amiSelectorTerms",
+            "missing (e.g. [{alias: al2023@latest}])",
+        );
     }
     let subnets = ctx.array(spec, "subnetSelectorTerms", "spec");
-    c.subnet_selector_terms = selector_terms(ctx, subnets, "spec.subnetSelectorTerms", &["id", "tags"]);
+    c.subnet_selector_terms =
+        selector_terms(ctx, subnets, "spec.subnetSelectorTerms", &["id", "tags"]);
     if c.subnet_selector_terms.is_empty() {
         ctx.err("spec.subnetSelectorTerms", "missing");
     }
     let sgs = ctx.array(spec, "securityGroupSelectorTerms", "spec");
-    c.security_group_selector_terms = selector_terms(ctx, sgs, "spec.securityGroupSelectorTerms", &["id", "name", "tags"]);
+    c.security_group_selector_terms = selector_terms(
+        ctx,
+        sgs,
+        "spec.securityGroupSelectorTerms",
+        &["id", "name", "tags"],
+    );
     if c.security_group_selector_terms.is_empty() {
         ctx.err("spec.securityGroupSelectorTerms", "missing");
     }
@@ -737,8 +946,14 @@ fn parse_nodeclass(ctx: &mut Ctx, m: &Map<String, Value>) -> Option<Ec2NodeClass
     }
     c.tags = ctx.string_map(spec, "tags", "spec");
     for k in c.tags.keys() {
-        if k.starts_with("kubernetes.io/cluster/") || k == "karpenter.sh/nodepool" || k.starts_with("nodewright.io/") {
-            ctx.err(&format!("spec.tags.{k}"), "tag is restricted (set by Nodewright)");
+        if k.starts_with("kubernetes.io/cluster/")
+            || k == "karpenter.sh/nodepool"
+            || k.starts_with("nodewright.io/")
+        {
+            ctx.err(
+                &format!("spec.tags.{k}"),
+                "tag is restricted (set by Nodewright)",
+            );
         }
     }
     c.user_data = ctx.string(spec, "userData", "spec");
@@ -762,15 +977,24 @@ fn parse_nodeclass(ctx: &mut Ctx, m: &Map<String, Value>) -> Option<Ec2NodeClass
             ],
         );
         let mut kc = KubeletConfig::default();
-        for (field, slot) in [("maxPods", &mut kc.max_pods), ("podsPerCore", &mut kc.pods_per_core)] {
+        for (field, slot) in [
+            ("maxPods", &mut kc.max_pods),
+            ("podsPerCore", &mut kc.pods_per_core),
+        ] {
             if let Some(v) = k.get(field) {
                 match v.as_u64() {
                     Some(n) if n > 0 && n <= 10_000 => *slot = Some(n as u32),
-                    _ => ctx.err(&format!("spec.kubelet.{field}"), format!("{v} must be a positive integer")),
+                    _ => ctx.err(
+                        &format!("spec.kubelet.{field}"),
+                        format!("{v} must be a positive integer"),
+                    ),
                 }
             }
         }
-        for (field, slot) in [("kubeReserved", &mut kc.kube_reserved), ("systemReserved", &mut kc.system_reserved)] {
+        for (field, slot) in [
+            ("kubeReserved", &mut kc.kube_reserved),
+            ("systemReserved", &mut kc.system_reserved),
+        ] {
             if let Some(m) = ctx.child(k, field, "spec.kubelet") {
                 *slot = parse_resources(ctx, m, &format!("spec.kubelet.{field}")).resources;
             }
@@ -780,7 +1004,9 @@ fn parse_nodeclass(ctx: &mut Ctx, m: &Map<String, Value>) -> Option<Ec2NodeClass
     let bdms = ctx.array(spec, "blockDeviceMappings", "spec");
     for (i, b) in bdms.iter().enumerate() {
         let p = format!("spec.blockDeviceMappings[{i}]");
-        let Some(bm) = ctx.object(b, &p) else { continue };
+        let Some(bm) = ctx.object(b, &p) else {
+            continue;
+        };
         ctx.known(bm, &p, &["deviceName", "ebs", "rootVolume"]);
         let device_name = ctx.string(bm, "deviceName", &p).unwrap_or_default();
         let ebs = ctx.child(bm, "ebs", &p);
@@ -789,7 +1015,10 @@ fn parse_nodeclass(ctx: &mut Ctx, m: &Map<String, Value>) -> Option<Ec2NodeClass
             volume_size_gib: None,
             volume_type: None,
             encrypted: None,
-            root_volume: bm.get("rootVolume").and_then(Value::as_bool).unwrap_or(false),
+            root_volume: bm
+                .get("rootVolume")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
         };
         if let Some(e) = ebs {
             let ep = format!("{p}.ebs");
@@ -809,7 +1038,10 @@ fn parse_nodeclass(ctx: &mut Ctx, m: &Map<String, Value>) -> Option<Ec2NodeClass
         if let Some(t) = ctx.string(mo, "httpTokens", "spec.metadataOptions") {
             c.http_tokens_required = t != "optional";
             if t == "optional" {
-                ctx.warn("spec.metadataOptions.httpTokens", "IMDSv1 allowed; IMDSv2 (required) is safer");
+                ctx.warn(
+                    "spec.metadataOptions.httpTokens",
+                    "IMDSv1 allowed; IMDSv2 (required) is safer",
+                );
             }
         }
     }
@@ -828,7 +1060,17 @@ fn parse_asg_pool(ctx: &mut Ctx, m: &Map<String, Value>) -> Option<NodePool> {
     ctx.known(
         spec,
         "spec",
-        &["autoScalingGroupName", "instanceTypes", "capacityType", "minSize", "maxSize", "zones", "weight", "template", "disruption"],
+        &[
+            "autoScalingGroupName",
+            "instanceTypes",
+            "capacityType",
+            "minSize",
+            "maxSize",
+            "zones",
+            "weight",
+            "template",
+            "disruption",
+        ],
     );
     let mut pool = NodePool::new(name.as_deref().unwrap_or("?"));
     pool.node_class = None;
@@ -842,16 +1084,27 @@ fn parse_asg_pool(ctx: &mut Ctx, m: &Map<String, Value>) -> Option<NodePool> {
         .filter_map(|v| v.as_str().map(String::from))
         .collect();
     if types.is_empty() {
-        ctx.err("spec.instanceTypes", "missing: list the group's instance types");
+        ctx.err(
+            "spec.instanceTypes",
+            "missing: list the group's instance types",
+        );
     }
     for (i, t) in types.iter().enumerate() {
         if crate::Catalogue::embedded().get(t).is_err() {
-            ctx.err(&format!("spec.instanceTypes[{i}]"), format!("unknown instance type {t:?}"));
+            ctx.err(
+                &format!("spec.instanceTypes[{i}]"),
+                format!("unknown instance type {t:?}"),
+            );
         }
     }
-    let ct = ctx.string(spec, "capacityType", "spec").unwrap_or_else(|| "on-demand".into());
+    let ct = ctx
+        .string(spec, "capacityType", "spec")
+        .unwrap_or_else(|| "on-demand".into());
     if !matches!(ct.as_str(), "on-demand" | "spot") {
-        ctx.err("spec.capacityType", format!("{ct:?} must be on-demand or spot"));
+        ctx.err(
+            "spec.capacityType",
+            format!("{ct:?} must be on-demand or spot"),
+        );
     }
     let size = |ctx: &mut Ctx, k: &str| -> Option<u32> {
         match spec.get(k) {
@@ -859,7 +1112,10 @@ fn parse_asg_pool(ctx: &mut Ctx, m: &Map<String, Value>) -> Option<NodePool> {
             Some(v) => match v.as_u64() {
                 Some(n) if n <= 10_000 => Some(n as u32),
                 _ => {
-                    ctx.err(&format!("spec.{k}"), format!("{v} must be an integer from 0 to 10000"));
+                    ctx.err(
+                        &format!("spec.{k}"),
+                        format!("{v} must be an integer from 0 to 10000"),
+                    );
                     None
                 }
             },
@@ -869,23 +1125,36 @@ fn parse_asg_pool(ctx: &mut Ctx, m: &Map<String, Value>) -> Option<NodePool> {
     let max_size = size(ctx, "maxSize");
     match max_size {
         None => ctx.err("spec.maxSize", "missing"),
-        Some(mx) if mx < min_size => ctx.err("spec.maxSize", format!("{mx} is below minSize {min_size}")),
+        Some(mx) if mx < min_size => {
+            ctx.err("spec.maxSize", format!("{mx} is below minSize {min_size}"))
+        }
         _ => {}
     }
     if let Some(v) = spec.get("weight") {
         match v.as_u64() {
             Some(w) if (1..=100).contains(&w) => pool.weight = w as u32,
-            _ => ctx.err("spec.weight", format!("{v} must be an integer from 1 to 100")),
+            _ => ctx.err(
+                "spec.weight",
+                format!("{v} must be an integer from 1 to 100"),
+            ),
         }
     }
-    let zones: Vec<String> = ctx.array(spec, "zones", "spec").iter().filter_map(|v| v.as_str().map(String::from)).collect();
+    let zones: Vec<String> = ctx
+        .array(spec, "zones", "spec")
+        .iter()
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect();
     pool.requirements.push(Requirement {
         key: labels::INSTANCE_TYPE.into(),
         operator: Operator::In,
         values: types,
         min_values: None,
     });
-    pool.requirements.push(Requirement::new(labels::CAPACITY_TYPE, Operator::In, &[ct.as_str()]));
+    pool.requirements.push(Requirement::new(
+        labels::CAPACITY_TYPE,
+        Operator::In,
+        &[ct.as_str()],
+    ));
     if !zones.is_empty() {
         pool.requirements.push(Requirement {
             key: labels::ZONE.into(),

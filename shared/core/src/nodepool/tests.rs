@@ -3,9 +3,18 @@ use crate::labels;
 use crate::requirements::Operator;
 
 const SEEDS: &[(&str, &str)] = &[
-    ("gpu-workloads-nodepool.yaml", include_str!("../../../../examples/seeds/gpu-workloads-nodepool.yaml")),
-    ("default-provisioner.yaml", include_str!("../../../../examples/seeds/default-provisioner.yaml")),
-    ("migration-provisioner.yaml", include_str!("../../../../examples/seeds/migration-provisioner.yaml")),
+    (
+        "gpu-workloads-nodepool.yaml",
+        include_str!("../../../../examples/seeds/gpu-workloads-nodepool.yaml"),
+    ),
+    (
+        "default-provisioner.yaml",
+        include_str!("../../../../examples/seeds/default-provisioner.yaml"),
+    ),
+    (
+        "migration-provisioner.yaml",
+        include_str!("../../../../examples/seeds/migration-provisioner.yaml"),
+    ),
 ];
 
 #[test]
@@ -24,14 +33,30 @@ fn provisioner_converts_with_warnings() {
     let pool = config.pool("default").unwrap();
     assert_eq!(pool.limits.resources.cpu_milli(), 1_000_000);
     assert_eq!(pool.expire_after_secs, Some(604_800));
-    assert_eq!(pool.disruption.consolidation_policy, ConsolidationPolicy::WhenEmptyOrUnderutilized);
+    assert_eq!(
+        pool.disruption.consolidation_policy,
+        ConsolidationPolicy::WhenEmptyOrUnderutilized
+    );
     assert_eq!(pool.disruption.consolidate_after_secs, Some(30));
     assert_eq!(pool.requirements[3].operator, Operator::Gt);
     let class = &config.node_classes[0];
-    assert_eq!(class.subnet_selector_terms[0].tags["karpenter.sh/discovery"], "datamigrate-ai-dev-eks");
+    assert_eq!(
+        class.subnet_selector_terms[0].tags["karpenter.sh/discovery"],
+        "datamigrate-ai-dev-eks"
+    );
     assert_eq!(class.block_device_mappings[0].volume_size_gib, Some(50));
-    assert!(diags.warnings.iter().any(|w| w.contains("v1alpha5 Provisioner converted")));
-    assert!(diags.warnings.iter().any(|w| w.contains("ttlSecondsAfterEmpty")));
+    assert!(
+        diags
+            .warnings
+            .iter()
+            .any(|w| w.contains("v1alpha5 Provisioner converted"))
+    );
+    assert!(
+        diags
+            .warnings
+            .iter()
+            .any(|w| w.contains("ttlSecondsAfterEmpty"))
+    );
 }
 
 const BROKEN: &str = r#"
@@ -82,13 +107,21 @@ fn broken_nodepool_lists_every_error_with_its_path() {
     ];
     for e in expect {
         assert!(
-            diags.errors.iter().any(|x| x.contains(e) && x.starts_with("broken.yaml: NodePool broken: ")),
+            diags
+                .errors
+                .iter()
+                .any(|x| x.contains(e) && x.starts_with("broken.yaml: NodePool broken: ")),
             "missing {e:?} in {:#?}",
             diags.errors
         );
     }
     assert_eq!(diags.errors.len(), expect.len(), "{:#?}", diags.errors);
-    assert!(diags.warnings.iter().any(|w| w.contains("spec.template.spec.colour: unknown field")));
+    assert!(
+        diags
+            .warnings
+            .iter()
+            .any(|w| w.contains("spec.template.spec.colour: unknown field"))
+    );
 }
 
 #[test]
@@ -144,7 +177,11 @@ spec:
 "#;
     let (config, diags) = Config::parse(text, "f.yaml");
     // "mon-fri" is not numeric: the cron check is strict about names.
-    assert!(diags.errors.iter().any(|e| e.contains("schedule")), "{:#?}", diags.errors);
+    assert!(
+        diags.errors.iter().any(|e| e.contains("schedule")),
+        "{:#?}",
+        diags.errors
+    );
     let fixed = text.replace("mon-fri", "1-5");
     let (config2, diags2) = Config::parse(&fixed, "f.yaml");
     assert!(config.is_none());
@@ -157,11 +194,17 @@ spec:
     assert_eq!(p.termination_grace_period_secs, Some(48 * 3600));
     assert_eq!(p.limits.nodes, Some(50));
     assert_eq!(p.limits.resources.get(crate::Resource::NvidiaGpu), 8);
-    assert_eq!(p.disruption.budgets[0].nodes.allowed(11), 3, "20% of 11 rounds up");
+    assert_eq!(
+        p.disruption.budgets[0].nodes.allowed(11),
+        3,
+        "20% of 11 rounds up"
+    );
     assert_eq!(p.startup_taints.len(), 1);
     assert_eq!(c.node_classes[0].kubelet.max_pods, Some(58));
     let asg = c.pool("gpu-a10g").unwrap();
-    assert!(matches!(&asg.backing, PoolBacking::AutoScalingGroup { group_name, max_size: 10, .. } if group_name == "eks-gpu-a10g"));
+    assert!(
+        matches!(&asg.backing, PoolBacking::AutoScalingGroup { group_name, max_size: 10, .. } if group_name == "eks-gpu-a10g")
+    );
     assert_eq!(asg.requirements[0].key, labels::INSTANCE_TYPE);
     assert_eq!(asg.limits.nodes, Some(10));
 }

@@ -1,1 +1,153 @@
+//! The provisioning scheduler: decides where pending pods go — onto existing or in-flight capacity,
+//! or onto new node claims — and which instance types each new claim may launch as.
+//!
+//! The default strategy ([`Strategy::CostAware`]) is Nodewright's own packing (see
+//! `docs/scheduler.md`): pods with identical constraints and requests are grouped into buckets;
+//! pods that must be alone on a node seed claims first; each new claim picks the instance type with
+//! the lowest price per pod of the demand it can absorb, and is then filled largest bucket first.
+//! [`Strategy::FirstFitDecreasing`] reimplements Karpenter's documented algorithm as a baseline
+//! for the benchmarks. Both share constraint handling and produce the same [`Plan`] shape, and both
+//! are deterministic: the same input gives the same plan.
 
+mod ffd;
+pub mod lower_bound;
+mod pack;
+mod prepare;
+mod typeset;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalogue::{CapacityType, InstanceType};
+use crate::model::{Node, Pod};
+use crate::nodepool::NodePool;
+use crate::resources::Resources;
+
+pub use typeset::TypeSet;
+
+/// At most this many instance types are sent with a claim (EC2 CreateFleet overrides).
+pub const MAX_INSTANCE_TYPES: usize = 60;
+
+/// Everything the scheduler decides from.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    /// Pods waiting for capacity.
+    pub pods: &'a [Pod],
+    /// Existing nodes and in-flight claims with a known instance type.
+    pub nodes: &'a [Node],
+    pub pools: &'a [NodePool],
+    /// The region's instance types, with unavailable offerings already marked.
+    pub instance_types: &'a [InstanceType],
+    /// DaemonSet pod templates: their requests are reserved on every node they would land on.
+    pub daemonsets: &'a [Pod],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    #[default]
+    CostAware,
+    /// Karpenter's first-fit-decreasing, as documented (benchmark baseline).
+    FirstFitDecreasing,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub strategy: Strategy,
+    pub max_instance_types: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            strategy: Strategy::CostAware,
+            max_instance_types: MAX_INSTANCE_TYPES,
+        }
+    }
+}
+
+/// A pod placed on capacity that already exists or is already being launched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Binding {
+    pub pod: String,
+    pub node: String,
+    pub in_flight: bool,
+}
+
+/// One instance type a claim may launch as, with its cheapest allowed offering.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceOption {
+    pub name: String,
+    pub capacity_type: CapacityType,
+    pub zone: String,
+    /// USD per hour.
+    pub price: f64,
+}
+
+/// A new node to launch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimPlan {
+    /// Deterministic within the plan ("claim-1", "claim-2", ...); adapters derive durable ids.
+    pub id: String,
+    pub pool: String,
+    /// Cheapest first; the first is what the plan's price assumes.
+    pub instance_types: Vec<InstanceOption>,
+    /// Allowed capacity types, in launch preference order (reserved, spot, on-demand).
+    pub capacity_types: Vec<CapacityType>,
+    pub zones: Vec<String>,
+    /// Pod uids placed on the claim.
+    pub pods: Vec<String>,
+    /// Sum of the pods' requests.
+    pub requests: Resources,
+    /// Daemonset requests reserved on the cheapest instance type.
+    pub daemonset_overhead: Resources,
+    /// USD per hour of the cheapest option.
+    pub price: f64,
+    /// Labels the node will carry beyond its instance type's (pool labels, nodepool name).
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A pod that cannot be placed, with the reason per pool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Unschedulable {
+    pub pod: String,
+    pub name: String,
+    pub reason: String,
+}
+
+/// The scheduler's decision.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    pub bindings: Vec<Binding>,
+    pub claims: Vec<ClaimPlan>,
+    pub unschedulable: Vec<Unschedulable>,
+}
+
+impl Plan {
+    /// USD per hour of the new claims.
+    pub fn total_price(&self) -> f64 {
+        self.claims.iter().map(|c| c.price).sum()
+    }
+
+    pub fn placed_pods(&self) -> usize {
+        self.bindings.len() + self.claims.iter().map(|c| c.pods.len()).sum::<usize>()
+    }
+}
+
+/// Plans capacity for `input.pods`.
+pub fn schedule(input: &Input<'_>, options: &Options) -> Plan {
+    let prepared = prepare::Prepared::new(input);
+    match options.strategy {
+        Strategy::CostAware => pack::run(prepared, options),
+        Strategy::FirstFitDecreasing => ffd::run(prepared, options),
+    }
+}
+
+#[cfg(test)]
+mod tests;

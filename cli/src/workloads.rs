@@ -1,0 +1,127 @@
+//! Benchmark workloads: Karpenter's "diverse" benchmark pods, the Alibaba GPU trace, and a mixed
+//! CPU/GPU burst. Deterministic for a seed.
+
+use std::collections::BTreeMap;
+
+use nodewright_core::labels;
+use nodewright_core::model::{
+    LabelSelector, Pod, PodAffinityTerm, SpreadConstraint, WhenUnsatisfiable,
+};
+
+/// SplitMix64: a tiny, well-known deterministic generator (no dependency, stable across versions).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+    pub fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
+        &xs[self.below(xs.len() as u64) as usize]
+    }
+}
+
+const CPU: [u64; 5] = [100, 250, 500, 1000, 1500];
+const MEM_MIB: [u64; 6] = [100, 256, 512, 1024, 2048, 4096];
+const LABEL_VALUES: [&str; 7] = ["a", "b", "c", "d", "e", "f", "g"];
+
+fn selector(k: &str, v: &str) -> LabelSelector {
+    LabelSelector {
+        match_labels: BTreeMap::from([(k.to_string(), v.to_string())]),
+        match_expressions: Vec::new(),
+    }
+}
+
+/// Karpenter's diverse benchmark mix, in fifths: generic; zone spread; hostname spread; zone
+/// self-affinity; hostname anti-affinity. Each pod draws CPU then memory from the benchmark lists.
+pub fn diverse(n: usize, seed: u64) -> Vec<Pod> {
+    let mut rng = Rng::new(seed);
+    let fifth = n / 5;
+    (0..n)
+        .map(|i| {
+            let cpu = *rng.pick(&CPU);
+            let mem = *rng.pick(&MEM_MIB) << 20;
+            let kind = if i < 5 * fifth { i / fifth.max(1) } else { 0 };
+            let mut p = Pod::new(&format!("pod-{i}"), cpu, mem);
+            match kind {
+                1 | 2 => {
+                    p = p.with_label("my-label", *rng.pick(&LABEL_VALUES));
+                    let key = if kind == 1 {
+                        labels::ZONE
+                    } else {
+                        labels::HOSTNAME
+                    };
+                    p.topology_spread.push(SpreadConstraint {
+                        topology_key: key.into(),
+                        max_skew: 1,
+                        when_unsatisfiable: WhenUnsatisfiable::DoNotSchedule,
+                        selector: selector("my-label", *rng.pick(&LABEL_VALUES)),
+                    });
+                }
+                3 => {
+                    p = p.with_label("my-affininity", *rng.pick(&LABEL_VALUES));
+                    p.pod_affinity.push(PodAffinityTerm {
+                        topology_key: labels::ZONE.into(),
+                        selector: selector("my-affininity", *rng.pick(&LABEL_VALUES)),
+                        namespaces: Vec::new(),
+                    });
+                }
+                4 => {
+                    p = p.with_label("app", "nginx");
+                    p.pod_anti_affinity.push(PodAffinityTerm {
+                        topology_key: labels::HOSTNAME.into(),
+                        selector: selector("app", "nginx"),
+                        namespaces: Vec::new(),
+                    });
+                }
+                _ => p = p.with_label("my-label", *rng.pick(&LABEL_VALUES)),
+            }
+            p
+        })
+        .collect()
+}
+
+/// Generic pods only (no topology constraints), the benchmark's request distribution.
+pub fn generic(n: usize, seed: u64) -> Vec<Pod> {
+    let mut rng = Rng::new(seed);
+    (0..n)
+        .map(|i| {
+            Pod::new(
+                &format!("pod-{i}"),
+                *rng.pick(&CPU),
+                *rng.pick(&MEM_MIB) << 20,
+            )
+        })
+        .collect()
+}
+
+/// A mixed burst: 90% benchmark-shaped CPU pods, 10% GPU pods (1, 4 or 8 GPUs with CPU and memory
+/// in proportion, like training and inference jobs).
+pub fn mixed_burst(n: usize, seed: u64) -> Vec<Pod> {
+    let mut rng = Rng::new(seed);
+    (0..n)
+        .map(|i| {
+            if rng.below(10) == 0 {
+                let gpus = *rng.pick(&[1u64, 1, 1, 1, 1, 1, 1, 4, 4, 8]);
+                let cpu = gpus * *rng.pick(&[2000u64, 4000, 6000]);
+                let mem = gpus * *rng.pick(&[8u64, 16, 24]) << 30;
+                Pod::new(&format!("gpu-{i}"), cpu, mem).with_gpu(gpus)
+            } else {
+                Pod::new(
+                    &format!("cpu-{i}"),
+                    *rng.pick(&CPU),
+                    *rng.pick(&MEM_MIB) << 20,
+                )
+            }
+        })
+        .collect()
+}

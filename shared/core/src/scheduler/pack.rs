@@ -1,0 +1,591 @@
+//! Nodewright's cost-aware packing.
+//!
+//! 1. Existing and in-flight nodes first: each bucket goes best-fit onto the nodes it may use.
+//! 2. Buckets whose pods must be spread one (or a few) per node seed new claims first, so that the
+//!    other pods fill the room beside them instead of needing nodes of their own.
+//! 3. A new claim takes the highest-weight pool that can host the seed; among its types it picks the
+//!    one with the lowest price per pod of the demand that could share the node (an estimate from the
+//!    remaining compatible buckets), then fills it, largest bucket first.
+//! 4. Each claim is right-sized: its options are every compatible type that fits what it holds,
+//!    cheapest first, so the plan's price is the cheapest type that fits, not the seed's choice.
+
+use super::prepare::{HostCounts, Prepared, ct_bit, cts_of, offered};
+use super::typeset::TypeSet;
+use super::{Binding, ClaimPlan, InstanceOption, Options, Plan, Unschedulable};
+use crate::catalogue::CapacityType;
+use crate::labels;
+use crate::nodepool::Limits;
+use crate::requirements::LabelSource;
+use crate::resources::{FIXED, Resource, Resources};
+
+/// A new node claim while it is being filled.
+pub(super) struct Claim {
+    pub pool: usize,
+    /// The type the claim was sized for; its capacity bounds the load.
+    pub target: usize,
+    pub types: TypeSet,
+    pub zones: u64,
+    pub cts: u8,
+    pub load: Resources,
+    pub cap: Resources,
+    pub pods: Vec<usize>,
+    pub host: HostCounts,
+    /// What the claim counts against its pool's limits (None when the pool has no limits).
+    pub reserved: Option<Resources>,
+}
+
+pub(super) fn run(mut prep: Prepared, opts: &Options) -> Plan {
+    let mut bindings = Vec::new();
+    place_on_existing(&mut prep, &mut bindings);
+    let mut claims: Vec<Claim> = Vec::new();
+    let mut failed: Vec<(usize, String)> = std::mem::take(&mut prep.unschedulable);
+
+    // Buckets limited per node go first; inside each group, the prepared (largest-first) order.
+    let mut order: Vec<usize> = (0..prep.buckets.len()).collect();
+    order.sort_by_key(|b| (prep.buckets[*b].per_node == u64::MAX, *b));
+
+    for &b in &order {
+        if prep.buckets[b].remaining() == 0 {
+            continue;
+        }
+        for ci in 0..claims.len() {
+            if prep.buckets[b].remaining() == 0 {
+                break;
+            }
+            join(&mut prep, &mut claims[ci], b, u64::MAX);
+        }
+        while prep.buckets[b].remaining() > 0 {
+            match open_claim(&prep, &claims, b) {
+                Ok(mut claim) => {
+                    join(&mut prep, &mut claim, b, u64::MAX);
+                    fill(&mut prep, &mut claim);
+                    claims.push(claim);
+                }
+                Err(reason) => {
+                    let bucket = &mut prep.buckets[b];
+                    for &p in &bucket.pods[bucket.next..] {
+                        failed.push((p, reason.clone()));
+                    }
+                    bucket.next = bucket.pods.len();
+                }
+            }
+        }
+    }
+    finish(&prep, claims, bindings, failed, opts)
+}
+
+/// Best-fit of each bucket onto existing and in-flight nodes.
+pub(super) fn place_on_existing(prep: &mut Prepared, bindings: &mut Vec<(usize, usize)>) {
+    if prep.nodes.is_empty() {
+        return;
+    }
+    for b in 0..prep.buckets.len() {
+        // Fullest node first (least free CPU), so spare room concentrates on fewer nodes.
+        let mut candidates: Vec<usize> = (0..prep.nodes.len())
+            .filter(|n| prep.fits_node(&prep.buckets[b], &prep.nodes[*n]))
+            .collect();
+        candidates.sort_by_key(|n| {
+            (
+                prep.nodes[*n].in_flight,
+                prep.nodes[*n].free.cpu_milli(),
+                *n,
+            )
+        });
+        for n in candidates {
+            let bucket = &prep.buckets[b];
+            if bucket.remaining() == 0 {
+                break;
+            }
+            let node = &prep.nodes[n];
+            let k = node
+                .free
+                .times_fits(&bucket.req)
+                .min(bucket.remaining() as u64);
+            let k = node.host.max_add(bucket, k);
+            if k == 0 {
+                continue;
+            }
+            let pods: Vec<usize> = bucket.pods[bucket.next..bucket.next + k as usize].to_vec();
+            let req = bucket.req.clone();
+            let node = &mut prep.nodes[n];
+            let mut add = Resources::new();
+            add.add_times(&req, k);
+            node.free.saturating_sub(&add);
+            node.host.add(&prep.buckets[b], k as u32);
+            prep.buckets[b].next += k as usize;
+            bindings.extend(pods.into_iter().map(|p| (p, n)));
+        }
+    }
+}
+
+/// How many pods of bucket `b` may join claim `c` (at most `want`), and the narrowed offering set.
+pub(super) fn join_capacity(
+    prep: &Prepared,
+    c: &Claim,
+    b: usize,
+    want: u64,
+) -> Option<(u64, u64, u8)> {
+    let bucket = &prep.buckets[b];
+    let compat = prep.sigs[bucket.sig].compat[c.pool].as_ref().ok()?;
+    if !compat.types.contains(c.target) {
+        return None;
+    }
+    let zones = c.zones & compat.zones & bucket.zones;
+    let cts = c.cts & compat.cts & bucket.cts;
+    if zones == 0 || cts == 0 {
+        return None;
+    }
+    if (zones != c.zones || cts != c.cts)
+        && !offered(
+            &prep.input.instance_types[c.target],
+            &prep.zones,
+            zones,
+            cts,
+        )
+    {
+        return None;
+    }
+    let mut free = c.cap.clone();
+    free.saturating_sub(&c.load);
+    let k = free
+        .times_fits(&bucket.req)
+        .min(want)
+        .min(bucket.remaining() as u64);
+    let k = c.host.max_add(bucket, k);
+    let k = min_values_cap(prep, c, b, k, compat);
+    (k > 0).then_some((k, zones, cts))
+}
+
+/// Reduces `k` until the claim keeps every pool requirement's minValues.
+fn min_values_cap(
+    prep: &Prepared,
+    c: &Claim,
+    b: usize,
+    mut k: u64,
+    compat: &super::prepare::Compat,
+) -> u64 {
+    let pool = prep.pools[c.pool].pool;
+    let mins: Vec<_> = pool
+        .requirements
+        .iter()
+        .filter(|r| r.min_values.is_some())
+        .collect();
+    if mins.is_empty() || k == 0 {
+        return k;
+    }
+    let types = prep.input.instance_types;
+    let mut set = c.types.clone();
+    set.intersect_with(&compat.types);
+    let ok = |k: u64| {
+        let mut load = c.load.clone();
+        load.add_times(&prep.buckets[b].req, k);
+        mins.iter().all(|r| {
+            let mut values: Vec<&str> = set
+                .iter()
+                .filter(|t| {
+                    let mut need = load.clone();
+                    need.add(&prep.pools[c.pool].ds_overhead[*t]);
+                    need.fits_in(&types[*t].allocatable)
+                })
+                .filter_map(|t| types[t].labels.label(&r.key))
+                .collect();
+            values.sort_unstable();
+            values.dedup();
+            values.len() >= r.min_values.unwrap_or(0) as usize
+        })
+    };
+    while k > 0 && !ok(k) {
+        k /= 2;
+    }
+    k
+}
+
+pub(super) fn join(prep: &mut Prepared, c: &mut Claim, b: usize, want: u64) -> u64 {
+    let Some((k, zones, cts)) = join_capacity(prep, c, b, want) else {
+        return 0;
+    };
+    if let Ok(compat) = prep.sigs[prep.buckets[b].sig].compat[c.pool].as_ref() {
+        c.types.intersect_with(&compat.types);
+    }
+    c.zones = zones;
+    c.cts = cts;
+    let bucket = &mut prep.buckets[b];
+    c.load.add_times(&bucket.req, k);
+    c.pods
+        .extend_from_slice(&bucket.pods[bucket.next..bucket.next + k as usize]);
+    bucket.next += k as usize;
+    c.host.add(&prep.buckets[b], k as u32);
+    k
+}
+
+/// Fills a claim with the remaining buckets, largest first.
+fn fill(prep: &mut Prepared, c: &mut Claim) {
+    for b in 0..prep.buckets.len() {
+        if prep.buckets[b].remaining() == 0 {
+            continue;
+        }
+        let mut free = c.cap.clone();
+        free.saturating_sub(&c.load);
+        if free.get(Resource::Pods) == 0 {
+            break;
+        }
+        join(prep, c, b, u64::MAX);
+    }
+}
+
+/// Pool limits left after existing nodes and this plan's claims.
+fn headroom(prep: &Prepared, claims: &[Claim], pi: usize) -> Option<(Resources, Option<u64>)> {
+    let pv = &prep.pools[pi];
+    let limits: &Limits = &pv.pool.limits;
+    if limits.is_empty() {
+        return None;
+    }
+    let mut used = pv.used.clone();
+    let mut nodes = pv.used_nodes;
+    for c in claims.iter().filter(|c| c.pool == pi) {
+        if let Some(r) = &c.reserved {
+            used.add(r);
+        }
+        nodes += 1;
+    }
+    let mut room = limits.resources.clone();
+    for (name, v) in limits.resources.entries() {
+        room.set_named(&name, v.saturating_sub(used.get_named(&name)));
+    }
+    Some((room, limits.nodes.map(|n| n.saturating_sub(nodes))))
+}
+
+/// Whether a type's capacity stays within the pool's remaining limits.
+pub(super) fn within_limits(
+    limits: &Limits,
+    room: &(Resources, Option<u64>),
+    cap: &Resources,
+) -> bool {
+    if room.1 == Some(0) {
+        return false;
+    }
+    limits
+        .resources
+        .entries()
+        .iter()
+        .all(|(name, _)| cap.get_named(name) <= room.0.get_named(name))
+}
+
+pub(super) fn limit_reason(
+    prep: &Prepared,
+    pi: usize,
+    room: &(Resources, Option<u64>),
+    set: &TypeSet,
+) -> String {
+    let pv = &prep.pools[pi];
+    if room.1 == Some(0) {
+        return format!(
+            "pool {}: limit nodes={} would be exceeded",
+            pv.pool.name,
+            pv.pool.limits.nodes.unwrap_or(0)
+        );
+    }
+    let types = prep.input.instance_types;
+    for (name, limit) in pv.pool.limits.resources.entries() {
+        let smallest = set
+            .iter()
+            .map(|t| types[t].capacity.get_named(&name))
+            .min()
+            .unwrap_or(0);
+        if smallest > room.0.get_named(&name) {
+            return format!(
+                "pool {}: limit {name}={} would be exceeded",
+                pv.pool.name,
+                Resources::format_amount(&name, limit)
+            );
+        }
+    }
+    format!("pool {}: limits would be exceeded", pv.pool.name)
+}
+
+/// Price of the cheapest available offering of `t` within zones/capacity types.
+pub(super) fn best_price(
+    prep: &Prepared,
+    t: usize,
+    zones: u64,
+    cts: u8,
+) -> Option<(f64, CapacityType, usize)> {
+    let ty = &prep.input.instance_types[t];
+    ty.offerings
+        .iter()
+        .filter(|o| o.available && cts & ct_bit(o.capacity_type) != 0)
+        .filter_map(|o| {
+            let zi = prep.zones.iter().position(|z| *z == o.zone)?;
+            (zones & (1 << zi) != 0).then_some((o.price, o.capacity_type, zi))
+        })
+        .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)))
+}
+
+/// Opens a claim for bucket `b`: pool by weight, then type by price per pod of the demand.
+fn open_claim(prep: &Prepared, claims: &[Claim], b: usize) -> Result<Claim, String> {
+    let bucket = &prep.buckets[b];
+    let mut reasons = Vec::new();
+    if let Some(r) = prep.sig_reason(bucket.sig) {
+        return Err(r);
+    }
+    let mut best: Option<(u32, f64, f64, usize, usize, TypeSet, u64, u8)> = None;
+    for pi in 0..prep.pools.len() {
+        let weight = prep.pools[pi].pool.weight;
+        if best.as_ref().is_some_and(|b| b.0 > weight) {
+            break;
+        }
+        let (mut set, zones, cts) = match prep.seed_types(bucket, pi) {
+            Ok(x) => x,
+            Err(e) => {
+                reasons.push(e);
+                continue;
+            }
+        };
+        let room = headroom(prep, claims, pi);
+        if let Some(room) = &room {
+            let limits = &prep.pools[pi].pool.limits;
+            let before = set.clone();
+            for t in before.iter() {
+                if !within_limits(limits, room, &prep.input.instance_types[t].capacity) {
+                    set.remove(t);
+                }
+            }
+            if set.is_empty() {
+                reasons.push(limit_reason(prep, pi, room, &before));
+                continue;
+            }
+        }
+        let (demand, count) = demand(prep, b, pi, zones, cts);
+        for t in set.iter() {
+            let Some((price, _, _)) = best_price(prep, t, zones, cts) else {
+                continue;
+            };
+            let cap = prep.capacity(pi, t);
+            let mut per_node = f64::INFINITY;
+            for r in 0..FIXED {
+                let d = demand.fixed()[r];
+                if d > 0 {
+                    per_node = per_node.min(cap.fixed()[r] as f64 * count / d as f64);
+                }
+            }
+            let pods = per_node.min(count).max(1.0);
+            let eff = price / pods;
+            let better = match &best {
+                None => true,
+                Some(x) => {
+                    eff < x.2 - 1e-12
+                        || ((eff - x.2).abs() <= 1e-12
+                            && (price < x.1 || (price == x.1 && t < x.4)))
+                }
+            };
+            if better {
+                best = Some((weight, price, eff, pi, t, set.clone(), zones, cts));
+            }
+        }
+    }
+    let Some((_, _, _, pi, t, _, zones, cts)) = best else {
+        if reasons.is_empty() {
+            reasons.push("no NodePool is configured".into());
+        }
+        return Err(reasons.join("; "));
+    };
+    let compat = prep.sigs[bucket.sig].compat[pi]
+        .as_ref()
+        .map_err(Clone::clone)?;
+    let has_limits = !prep.pools[pi].pool.limits.is_empty();
+    Ok(Claim {
+        pool: pi,
+        target: t,
+        types: compat.types.clone(),
+        zones,
+        cts,
+        load: Resources::new(),
+        cap: prep.capacity(pi, t),
+        pods: Vec::new(),
+        host: HostCounts::default(),
+        reserved: has_limits.then(|| prep.input.instance_types[t].capacity.clone()),
+    })
+}
+
+/// Demand that could share a node seeded by bucket `b` in pool `pi`: the remaining pods of buckets
+/// of the same kind (accelerated or not) compatible with the pool and offerings, each counted at most
+/// as many times as one node may hold.
+fn demand(prep: &Prepared, b: usize, pi: usize, zones: u64, cts: u8) -> (Resources, f64) {
+    let seed_acc = prep.buckets[b].req.accelerators() > 0;
+    let mut d = Resources::new();
+    let mut n = 0u64;
+    for (i, other) in prep.buckets.iter().enumerate() {
+        if other.remaining() == 0 || (other.req.accelerators() > 0) != seed_acc {
+            continue;
+        }
+        if i != b {
+            let Ok(c) = &prep.sigs[other.sig].compat[pi] else {
+                continue;
+            };
+            if c.zones & other.zones & zones == 0 || c.cts & other.cts & cts == 0 {
+                continue;
+            }
+        }
+        let k = (other.remaining() as u64).min(other.per_node);
+        d.add_times(&other.req, k);
+        n += k;
+    }
+    (d, n.max(1) as f64)
+}
+
+/// Turns claims into the plan: options right-sized and ordered, ids, labels, reasons.
+pub(super) fn finish(
+    prep: &Prepared,
+    claims: Vec<Claim>,
+    bindings: Vec<(usize, usize)>,
+    mut failed: Vec<(usize, String)>,
+    opts: &Options,
+) -> Plan {
+    let pods = prep.input.pods;
+    let types = prep.input.instance_types;
+    let mut plan = Plan::default();
+    for (p, n) in bindings {
+        plan.bindings.push(Binding {
+            pod: pods[p].uid.clone(),
+            node: prep.nodes[n].name.clone(),
+            in_flight: prep.nodes[n].in_flight,
+        });
+    }
+    for c in claims {
+        let pv = &prep.pools[c.pool];
+        let mut options: Vec<(f64, usize, CapacityType, usize)> = Vec::new();
+        for t in c.types.iter() {
+            let mut need = c.load.clone();
+            need.add(&pv.ds_overhead[t]);
+            if !need.fits_in(&types[t].allocatable) {
+                continue;
+            }
+            if let Some(r) = &c.reserved {
+                if !types[t].capacity.fits_in(r) && !r.is_zero() {
+                    // Limits were counted with the seed's capacity: never plan a larger type.
+                    let fixed_ok =
+                        pv.pool.limits.resources.entries().iter().all(|(name, _)| {
+                            types[t].capacity.get_named(name) <= r.get_named(name)
+                        });
+                    if !fixed_ok {
+                        continue;
+                    }
+                }
+            }
+            if let Some((price, ct, zi)) = best_price(prep, t, c.zones, c.cts) {
+                options.push((price, t, ct, zi));
+            }
+        }
+        // Spot offerings pricier than the cheapest on-demand option are dropped.
+        if c.cts & ct_bit(CapacityType::Spot) != 0 && c.cts & ct_bit(CapacityType::OnDemand) != 0 {
+            let min_od = options
+                .iter()
+                .filter_map(|(_, t, _, _)| {
+                    best_price(prep, *t, c.zones, ct_bit(CapacityType::OnDemand)).map(|x| x.0)
+                })
+                .min_by(f64::total_cmp);
+            if let Some(min_od) = min_od {
+                for o in options.iter_mut() {
+                    if o.2 == CapacityType::Spot && o.0 > min_od {
+                        if let Some((p, ct, zi)) =
+                            best_price(prep, o.1, c.zones, ct_bit(CapacityType::OnDemand))
+                        {
+                            *o = (p, o.1, ct, zi);
+                        }
+                    }
+                }
+            }
+        }
+        options.sort_by(|a, b| {
+            a.0.total_cmp(&b.0)
+                .then(types[a.1].name.cmp(&types[b.1].name))
+        });
+        let mut kept = truncate_keeping_min_values(prep, c.pool, &options, opts.max_instance_types);
+        if kept.is_empty() {
+            // Cannot happen while the target fits its own load; keep the pods visible if it does.
+            for p in c.pods {
+                failed.push((
+                    p,
+                    format!("pool {}: no instance type fits the claim", pv.pool.name),
+                ));
+            }
+            continue;
+        }
+        kept.sort_by(|a, b| {
+            a.0.total_cmp(&b.0)
+                .then(types[a.1].name.cmp(&types[b.1].name))
+        });
+        let cheapest = kept[0].1;
+        let mut labels = pv.labels.clone();
+        labels.retain(|k, _| k != labels::NODEPOOL);
+        labels.insert(labels::NODEPOOL.into(), pv.pool.name.clone());
+        plan.claims.push(ClaimPlan {
+            id: format!("claim-{}", plan.claims.len() + 1),
+            pool: pv.pool.name.clone(),
+            price: kept[0].0,
+            instance_types: kept
+                .iter()
+                .map(|(price, t, ct, zi)| InstanceOption {
+                    name: types[*t].name.clone(),
+                    capacity_type: *ct,
+                    zone: prep.zones[*zi].clone(),
+                    price: *price,
+                })
+                .collect(),
+            capacity_types: cts_of(c.cts),
+            zones: (0..prep.zones.len())
+                .filter(|z| c.zones & (1 << z) != 0)
+                .map(|z| prep.zones[z].clone())
+                .collect(),
+            pods: c.pods.iter().map(|p| pods[*p].uid.clone()).collect(),
+            requests: c.load.clone(),
+            daemonset_overhead: pv.ds_overhead[cheapest].clone(),
+            labels,
+        });
+    }
+    failed.sort_by_key(|(p, _)| *p);
+    for (p, reason) in failed {
+        plan.unschedulable.push(Unschedulable {
+            pod: pods[p].uid.clone(),
+            name: pods[p].key(),
+            reason,
+        });
+    }
+    plan
+}
+
+/// Cheapest `max` options, extended so that each minValues requirement keeps enough distinct values.
+fn truncate_keeping_min_values(
+    prep: &Prepared,
+    pi: usize,
+    options: &[(f64, usize, CapacityType, usize)],
+    max: usize,
+) -> Vec<(f64, usize, CapacityType, usize)> {
+    let mut kept: Vec<_> = options.iter().take(max).cloned().collect();
+    let types = prep.input.instance_types;
+    for r in prep.pools[pi]
+        .pool
+        .requirements
+        .iter()
+        .filter(|r| r.min_values.is_some())
+    {
+        let mut have: Vec<&str> = kept
+            .iter()
+            .filter_map(|o| types[o.1].labels.label(&r.key))
+            .collect();
+        have.sort_unstable();
+        have.dedup();
+        for o in options.iter().skip(max) {
+            if have.len() >= r.min_values.unwrap_or(0) as usize {
+                break;
+            }
+            if let Some(v) = types[o.1].labels.label(&r.key) {
+                if !have.contains(&v) {
+                    have.push(v);
+                    kept.push(o.clone());
+                }
+            }
+        }
+    }
+    kept
+}

@@ -1,0 +1,1179 @@
+//! Everything both packing strategies need, computed once per batch: pool views, pod requirement
+//! signatures and their compatibility with each pool, daemonset overhead per pool and type, topology
+//! pinning (zone spread and zone affinity are decided up front), hostname constraints, and buckets of
+//! interchangeable pods.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::catalogue::{CapacityType, InstanceType};
+use crate::labels;
+use crate::model::{Pod, PodAffinityTerm, Taint, Toleration, WhenUnsatisfiable, first_untolerated};
+use crate::nodepool::NodePool;
+use crate::requirements::{LabelSource, Layered, Operator, Requirement, all_match};
+use crate::resources::{Resource, Resources};
+
+use super::Input;
+use super::typeset::TypeSet;
+
+/// Capacity-type bit masks.
+pub fn ct_bit(ct: CapacityType) -> u8 {
+    match ct {
+        CapacityType::Reserved => 1,
+        CapacityType::Spot => 2,
+        CapacityType::OnDemand => 4,
+    }
+}
+
+pub fn cts_of(mask: u8) -> Vec<CapacityType> {
+    CapacityType::ALL
+        .into_iter()
+        .filter(|c| mask & ct_bit(*c) != 0)
+        .collect()
+}
+
+/// A pool, resolved against the instance types.
+pub struct PoolView<'a> {
+    pub pool: &'a NodePool,
+    /// Types matching the pool's requirements with at least one allowed offering.
+    pub types: TypeSet,
+    pub zones: u64,
+    pub cts: u8,
+    /// Labels nodes of this pool carry beyond their type's (pool labels, single-valued custom
+    /// requirements, the nodepool name).
+    pub labels: BTreeMap<String, String>,
+    /// Daemonset overhead per instance type index (types outside the pool: zero).
+    pub ds_overhead: Vec<Resources>,
+    /// Capacity already used by the pool's nodes (for limits).
+    pub used: Resources,
+    pub used_nodes: u64,
+}
+
+/// A pod's node requirements, shared by every pod with the same selectors and tolerations.
+pub struct Signature {
+    pub node_selector: Vec<Requirement>,
+    pub terms: Vec<Vec<Requirement>>,
+    pub preferred: Vec<(i32, Vec<Requirement>)>,
+    pub tolerations: Vec<Toleration>,
+    /// Per pool (in `Prepared::pools` order): the compatible offerings, or why there are none.
+    pub compat: Vec<Result<Compat, String>>,
+}
+
+#[derive(Clone)]
+pub struct Compat {
+    pub types: TypeSet,
+    pub zones: u64,
+    pub cts: u8,
+}
+
+/// A constraint that limits how many matching pods one node may hold: hostname topology spread
+/// (DoNotSchedule) and required pod anti-affinity on the hostname.
+pub struct HostConstraint {
+    pub namespaces: Vec<String>,
+    pub selector: crate::model::LabelSelector,
+}
+
+impl HostConstraint {
+    fn selects(&self, p: &Pod) -> bool {
+        self.namespaces.iter().any(|n| *n == p.namespace) && self.selector.matches(&p.labels)
+    }
+}
+
+/// Per-node counts of pods matching each hostname constraint, and the tightest limit any pod on the
+/// node imposes.
+#[derive(Clone, Default, Debug)]
+pub struct HostCounts {
+    pub counts: Vec<(u16, u32)>,
+    pub limits: Vec<(u16, u32)>,
+}
+
+impl HostCounts {
+    fn count(&self, c: u16) -> u32 {
+        self.counts
+            .iter()
+            .find(|(k, _)| *k == c)
+            .map_or(0, |(_, v)| *v)
+    }
+    fn limit(&self, c: u16) -> Option<u32> {
+        self.limits.iter().find(|(k, _)| *k == c).map(|(_, v)| *v)
+    }
+
+    /// How many pods of `b` (up to `want`) may join without breaking any constraint.
+    pub fn max_add(&self, b: &Bucket, want: u64) -> u64 {
+        let mut k = want;
+        for (c, own_limit) in &b.carries {
+            let limit = self.limit(*c).map_or(*own_limit, |l| l.min(*own_limit));
+            let count = self.count(*c);
+            if b.members.contains(c) {
+                k = k.min(u64::from(limit.saturating_sub(count)));
+            } else if count > limit {
+                return 0;
+            }
+        }
+        for c in &b.members {
+            if b.carries.iter().any(|(x, _)| x == c) {
+                continue;
+            }
+            if let Some(limit) = self.limit(*c) {
+                k = k.min(u64::from(limit.saturating_sub(self.count(*c))));
+            }
+        }
+        k
+    }
+
+    pub fn add(&mut self, b: &Bucket, k: u32) {
+        if k == 0 {
+            return;
+        }
+        for c in &b.members {
+            match self.counts.iter_mut().find(|(x, _)| x == c) {
+                Some((_, v)) => *v += k,
+                None => self.counts.push((*c, k)),
+            }
+        }
+        for (c, l) in &b.carries {
+            match self.limits.iter_mut().find(|(x, _)| x == c) {
+                Some((_, v)) => *v = (*v).min(*l),
+                None => self.limits.push((*c, *l)),
+            }
+        }
+    }
+
+    fn add_pod(&mut self, members: &[u16], carries: &[(u16, u32)]) {
+        let b = Bucket {
+            members: members.to_vec(),
+            carries: carries.to_vec(),
+            ..Bucket::default()
+        };
+        self.add(&b, 1);
+    }
+}
+
+/// Interchangeable pending pods: same signature, requests, pins and topology membership.
+#[derive(Default, Clone, Debug)]
+pub struct Bucket {
+    pub pods: Vec<usize>,
+    /// Pods before this index are placed.
+    pub next: usize,
+    pub req: Resources,
+    pub sig: usize,
+    /// Allowed zones (all bits when not pinned) and capacity types.
+    pub zones: u64,
+    pub cts: u8,
+    pub members: Vec<u16>,
+    pub carries: Vec<(u16, u32)>,
+    /// At most this many of the bucket's pods fit on one node because of its own constraints.
+    pub per_node: u64,
+}
+
+impl Bucket {
+    pub fn remaining(&self) -> usize {
+        self.pods.len() - self.next
+    }
+}
+
+/// An existing node or in-flight claim as the packers see it.
+pub struct NodeState {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub taints: Vec<Taint>,
+    pub free: Resources,
+    pub zone: usize,
+    pub ct: CapacityType,
+    pub in_flight: bool,
+    pub host: HostCounts,
+    pub usable: bool,
+}
+
+pub struct Prepared<'a> {
+    pub input: &'a Input<'a>,
+    pub zones: Vec<String>,
+    pub pools: Vec<PoolView<'a>>,
+    pub sigs: Vec<Signature>,
+    pub host: Vec<HostConstraint>,
+    pub buckets: Vec<Bucket>,
+    pub nodes: Vec<NodeState>,
+    /// Pods that cannot be placed anywhere, decided during preparation.
+    pub unschedulable: Vec<(usize, String)>,
+    /// The signature of each pod.
+    pub pod_sig: Vec<usize>,
+}
+
+fn selector_reqs(sel: &BTreeMap<String, String>) -> Vec<Requirement> {
+    sel.iter()
+        .map(|(k, v)| Requirement::new(k, Operator::In, &[v.as_str()]))
+        .collect()
+}
+
+impl<'a> Prepared<'a> {
+    pub fn new(input: &'a Input<'a>) -> Self {
+        let types = input.instance_types;
+        let mut zones: Vec<String> = types
+            .iter()
+            .flat_map(|t| t.offerings.iter().map(|o| o.zone.clone()))
+            .chain(input.nodes.iter().map(|n| n.zone.clone()))
+            .collect();
+        zones.sort();
+        zones.dedup();
+        zones.truncate(64);
+        let zone_idx = |z: &str| zones.iter().position(|x| x == z);
+
+        // Pools, highest weight first.
+        let mut pool_refs: Vec<&NodePool> = input.pools.iter().collect();
+        pool_refs.sort_by(|a, b| b.weight.cmp(&a.weight).then(a.name.cmp(&b.name)));
+        let mut pools: Vec<PoolView> = pool_refs
+            .into_iter()
+            .map(|p| pool_view(p, types, &zones, input.daemonsets))
+            .collect();
+        for n in input.nodes {
+            if let Some(pv) = pools
+                .iter_mut()
+                .find(|pv| Some(&pv.pool.name) == n.pool.as_ref())
+            {
+                pv.used_nodes += 1;
+                if let Some(t) = types.iter().find(|t| t.name == n.instance_type) {
+                    pv.used.add(&t.capacity);
+                } else if let Some(a) = &n.allocatable {
+                    pv.used.add(a);
+                }
+            }
+        }
+
+        // Signatures.
+        let mut sig_index: HashMap<SigKey, usize> = HashMap::new();
+        let mut sigs: Vec<Signature> = Vec::new();
+        let mut pod_sig = Vec::with_capacity(input.pods.len());
+        for p in input.pods {
+            let key = SigKey::of(p);
+            let id = *sig_index.entry(key).or_insert_with(|| {
+                let mut s = Signature {
+                    node_selector: selector_reqs(&p.node_selector),
+                    terms: p.node_affinity.clone(),
+                    preferred: {
+                        let mut v: Vec<(i32, Vec<Requirement>)> = p
+                            .preferred_node_affinity
+                            .iter()
+                            .map(|t| (t.weight, t.requirements.clone()))
+                            .collect();
+                        v.sort_by(|a, b| b.0.cmp(&a.0));
+                        v
+                    },
+                    tolerations: p.tolerations.clone(),
+                    compat: Vec::new(),
+                };
+                s.compat = pools
+                    .iter()
+                    .map(|pv| compat(&s, pv, types, &zones))
+                    .collect();
+                sigs.push(s);
+                sigs.len() - 1
+            });
+            pod_sig.push(id);
+        }
+
+        let mut prep = Prepared {
+            input,
+            zones: zones.clone(),
+            pools,
+            sigs,
+            host: Vec::new(),
+            buckets: Vec::new(),
+            nodes: Vec::new(),
+            unschedulable: Vec::new(),
+            pod_sig,
+        };
+
+        // Pods whose constraints we do not model are reported, not guessed at.
+        let mut skip = vec![false; input.pods.len()];
+        for (i, p) in input.pods.iter().enumerate() {
+            if let Some(why) = unsupported(p) {
+                prep.unschedulable.push((i, why));
+                skip[i] = true;
+            }
+        }
+
+        // Eligible zones / capacity types of each pod: the union over pools it is compatible with.
+        let eligible_zones: Vec<u64> = (0..input.pods.len())
+            .map(|i| {
+                prep.sigs[prep.pod_sig[i]]
+                    .compat
+                    .iter()
+                    .filter_map(|c| c.as_ref().ok())
+                    .fold(0u64, |acc, c| acc | c.zones)
+            })
+            .collect();
+        let mut pin_zone: Vec<Option<usize>> = vec![None; input.pods.len()];
+        let failed = prep.pin_affinity_zones(&eligible_zones, &mut pin_zone, &mut skip, &zone_idx);
+        prep.unschedulable.extend(failed);
+        prep.pin_spread_zones(&eligible_zones, &mut pin_zone, &skip, &zone_idx);
+        let mut pin_ct: Vec<Option<CapacityType>> = vec![None; input.pods.len()];
+        prep.pin_spread_capacity_types(&mut pin_ct, &skip);
+
+        // Hostname constraints and per-pod membership.
+        let mut host_index: HashMap<(Vec<String>, String), u16> = HashMap::new();
+        let mut carries_of: Vec<Vec<(u16, Option<u32>)>> = vec![Vec::new(); input.pods.len()];
+        let all_pods: Vec<&Pod> = input
+            .pods
+            .iter()
+            .chain(input.nodes.iter().flat_map(|n| n.pods.iter()))
+            .collect();
+        for (i, p) in all_pods.iter().enumerate() {
+            let mut list = Vec::new();
+            for s in &p.topology_spread {
+                if s.topology_key == labels::HOSTNAME
+                    && s.when_unsatisfiable == WhenUnsatisfiable::DoNotSchedule
+                {
+                    let c = host_id(
+                        &mut host_index,
+                        &mut prep.host,
+                        vec![p.namespace.clone()],
+                        &s.selector,
+                    );
+                    list.push((c, Some(s.max_skew)));
+                }
+            }
+            for t in &p.pod_anti_affinity {
+                if t.topology_key == labels::HOSTNAME {
+                    let ns = if t.namespaces.is_empty() {
+                        vec![p.namespace.clone()]
+                    } else {
+                        t.namespaces.clone()
+                    };
+                    let c = host_id(&mut host_index, &mut prep.host, ns, &t.selector);
+                    // An anti-affinity carrier allows no other matching pod; itself counts when it matches.
+                    list.push((c, None));
+                }
+            }
+            if i < input.pods.len() {
+                carries_of[i] = list;
+            } else if !list.is_empty() {
+                carries_of.push(list);
+            }
+        }
+        let host = &prep.host;
+        let membership = |p: &Pod| -> Vec<u16> {
+            (0..host.len() as u16)
+                .filter(|c| host[*c as usize].selects(p))
+                .collect()
+        };
+        let resolve_carries =
+            |p: &Pod, members: &[u16], raw: &[(u16, Option<u32>)]| -> Vec<(u16, u32)> {
+                let mut out: Vec<(u16, u32)> = Vec::new();
+                for (c, lim) in raw {
+                    let l = lim.unwrap_or(u32::from(members.contains(c)));
+                    match out.iter_mut().find(|(x, _)| x == c) {
+                        Some((_, v)) => *v = (*v).min(l),
+                        None => out.push((*c, l)),
+                    }
+                }
+                let _ = p;
+                out
+            };
+
+        // Existing nodes.
+        let mut extra_carries = input.pods.len();
+        for n in input.nodes {
+            let t = types.iter().find(|t| t.name == n.instance_type);
+            let mut labels: BTreeMap<String, String> =
+                t.map(|t| t.labels.clone()).unwrap_or_default();
+            labels.insert(labels::ZONE.into(), n.zone.clone());
+            labels.insert(
+                labels::CAPACITY_TYPE.into(),
+                n.capacity_type.as_str().into(),
+            );
+            labels.insert(labels::HOSTNAME.into(), n.name.clone());
+            labels.insert(labels::INSTANCE_TYPE.into(), n.instance_type.clone());
+            if let Some(p) = &n.pool {
+                labels.insert(labels::NODEPOOL.into(), p.clone());
+                if let Some(pv) = prep.pools.iter().find(|pv| &pv.pool.name == p) {
+                    for (k, v) in &pv.labels {
+                        labels.entry(k.clone()).or_insert_with(|| v.clone());
+                    }
+                }
+            }
+            labels.extend(n.labels.clone());
+            let alloc = n
+                .allocatable
+                .clone()
+                .or_else(|| t.map(|t| t.allocatable.clone()));
+            let usable = alloc.is_some() && !n.unschedulable;
+            let mut free = alloc.unwrap_or_default();
+            free.saturating_sub(&n.requested());
+            let mut host_counts = HostCounts::default();
+            for p in &n.pods {
+                let members = membership(p);
+                let raw = if p.topology_spread.is_empty() && p.pod_anti_affinity.is_empty() {
+                    Vec::new()
+                } else {
+                    let r = carries_of.get(extra_carries).cloned().unwrap_or_default();
+                    extra_carries += 1;
+                    r
+                };
+                let carries = resolve_carries(p, &members, &raw);
+                host_counts.add_pod(&members, &carries);
+            }
+            // Startup taints never reach here: callers pass the node's real taints.
+            prep.nodes.push(NodeState {
+                name: n.name.clone(),
+                labels,
+                taints: n.taints.clone(),
+                free,
+                zone: zone_idx(&n.zone).unwrap_or(0),
+                ct: n.capacity_type,
+                in_flight: n.in_flight,
+                host: host_counts,
+                usable,
+            });
+        }
+
+        // Buckets.
+        let all_zones = if zones.len() >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << zones.len()) - 1
+        };
+        let mut bucket_index: HashMap<BucketKey, usize> = HashMap::new();
+        for (i, p) in input.pods.iter().enumerate() {
+            if skip[i] {
+                continue;
+            }
+            let members = membership(p);
+            let carries = resolve_carries(p, &members, &carries_of[i]);
+            let key = BucketKey {
+                sig: prep.pod_sig[i],
+                req: p.requests.clone(),
+                zone: pin_zone[i],
+                ct: pin_ct[i],
+                members: members.clone(),
+                carries: carries.clone(),
+            };
+            let next_id = prep.buckets.len();
+            let b = *bucket_index.entry(key).or_insert(next_id);
+            if b == next_id {
+                let per_node = carries
+                    .iter()
+                    .filter(|(c, _)| members.contains(c))
+                    .map(|(_, l)| u64::from(*l))
+                    .min()
+                    .unwrap_or(u64::MAX);
+                prep.buckets.push(Bucket {
+                    pods: Vec::new(),
+                    next: 0,
+                    req: p.requests.clone(),
+                    sig: prep.pod_sig[i],
+                    zones: pin_zone[i].map_or(all_zones, |z| 1u64 << z),
+                    cts: pin_ct[i].map_or(0b111, ct_bit),
+                    members,
+                    carries,
+                    per_node,
+                });
+            }
+            prep.buckets[b].pods.push(i);
+        }
+        // Largest first: accelerators, then CPU, then memory (Karpenter's order, GPUs leading).
+        prep.buckets.sort_by(|a, b| {
+            b.req
+                .accelerators()
+                .cmp(&a.req.accelerators())
+                .then(b.req.cpu_milli().cmp(&a.req.cpu_milli()))
+                .then(b.req.memory().cmp(&a.req.memory()))
+                .then(a.pods[0].cmp(&b.pods[0]))
+        });
+        prep
+    }
+
+    /// Required pod affinity on the zone: every pod linked by such a term lands in one zone.
+    fn pin_affinity_zones(
+        &self,
+        eligible: &[u64],
+        pin: &mut [Option<usize>],
+        skip: &mut [bool],
+        zone_idx: &dyn Fn(&str) -> Option<usize>,
+    ) -> Vec<(usize, String)> {
+        let pods = self.input.pods;
+        let mut failed = Vec::new();
+        if !pods.iter().any(|p| {
+            p.pod_affinity
+                .iter()
+                .any(|t| t.topology_key == labels::ZONE)
+        }) {
+            return failed;
+        }
+        // Classes of pods with identical namespace and labels; union-find over classes.
+        let mut class_of: HashMap<(&str, &BTreeMap<String, String>), usize> = HashMap::new();
+        let mut class_rep: Vec<usize> = Vec::new();
+        let pod_class: Vec<usize> = pods
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                *class_of
+                    .entry((p.namespace.as_str(), &p.labels))
+                    .or_insert_with(|| {
+                        class_rep.push(i);
+                        class_rep.len() - 1
+                    })
+            })
+            .collect();
+        let mut parent: Vec<usize> = (0..class_rep.len()).collect();
+        fn find(parent: &mut [usize], mut x: usize) -> usize {
+            while parent[x] != x {
+                parent[x] = parent[parent[x]];
+                x = parent[x];
+            }
+            x
+        }
+        let mut involved = vec![false; class_rep.len()];
+        let mut existing_zone: Vec<Option<usize>> = vec![None; class_rep.len()];
+        for (i, p) in pods.iter().enumerate() {
+            for t in p
+                .pod_affinity
+                .iter()
+                .filter(|t| t.topology_key == labels::ZONE)
+            {
+                involved[pod_class[i]] = true;
+                for (c, rep) in class_rep.iter().enumerate() {
+                    let q = &pods[*rep];
+                    if t.selects(&p.namespace, &q.namespace, &q.labels) {
+                        involved[c] = true;
+                        let (a, b) = (find(&mut parent, pod_class[i]), find(&mut parent, c));
+                        parent[a] = b;
+                    }
+                }
+                // Matching pods already running fix the zone.
+                if let Some(z) =
+                    existing_match_zone(t, p, self.input.nodes).and_then(|z| zone_idx(z))
+                {
+                    existing_zone[pod_class[i]] = Some(z);
+                }
+            }
+        }
+        let mut comp_zone: BTreeMap<usize, Option<usize>> = BTreeMap::new();
+        let mut comp_eligible: BTreeMap<usize, u64> = BTreeMap::new();
+        for (i, _) in pods.iter().enumerate() {
+            let c = pod_class[i];
+            if !involved[c] || skip[i] {
+                continue;
+            }
+            let root = find(&mut parent, c);
+            let e = comp_eligible.entry(root).or_insert(u64::MAX);
+            *e &= eligible[i];
+            if let Some(z) = existing_zone[c] {
+                comp_zone.insert(root, Some(z));
+            }
+        }
+        for (root, mask) in &comp_eligible {
+            comp_zone
+                .entry(*root)
+                .or_insert_with(|| (*mask != 0).then(|| mask.trailing_zeros() as usize));
+        }
+        for i in 0..pods.len() {
+            let c = pod_class[i];
+            if !involved[c] || skip[i] {
+                continue;
+            }
+            let root = find(&mut parent, c);
+            match comp_zone.get(&root).copied().flatten() {
+                Some(z) if eligible[i] & (1 << z) != 0 => pin[i] = Some(z),
+                _ => {
+                    skip[i] = true;
+                    failed.push((i, "required pod affinity on the zone cannot be met: the linked pods share no eligible zone".to_string()));
+                }
+            }
+        }
+        failed
+    }
+
+    /// Zone topology spread: pods counted by a spread selector are dealt round-robin over the
+    /// eligible zones, lowest count first, so the final counts differ by at most one.
+    fn pin_spread_zones(
+        &self,
+        eligible: &[u64],
+        pin: &mut [Option<usize>],
+        skip: &[bool],
+        zone_idx: &dyn Fn(&str) -> Option<usize>,
+    ) {
+        let pods = self.input.pods;
+        let mut seen: Vec<(String, &crate::model::LabelSelector)> = Vec::new();
+        for (ci, carrier) in pods.iter().enumerate() {
+            for s in carrier
+                .topology_spread
+                .iter()
+                .filter(|s| s.topology_key == labels::ZONE)
+            {
+                if skip[ci]
+                    || seen
+                        .iter()
+                        .any(|(ns, sel)| *ns == carrier.namespace && **sel == s.selector)
+                {
+                    continue;
+                }
+                seen.push((carrier.namespace.clone(), &s.selector));
+                let domains = eligible[ci];
+                if domains == 0 {
+                    continue;
+                }
+                let mut counts = vec![0u64; self.zones.len()];
+                for n in self.input.nodes {
+                    let matching = n
+                        .pods
+                        .iter()
+                        .filter(|q| {
+                            q.namespace == carrier.namespace && s.selector.matches(&q.labels)
+                        })
+                        .count() as u64;
+                    if let Some(z) = zone_idx(&n.zone) {
+                        counts[z] += matching;
+                    }
+                }
+                let members: Vec<usize> = (0..pods.len())
+                    .filter(|i| {
+                        !skip[*i]
+                            && pods[*i].namespace == carrier.namespace
+                            && s.selector.matches(&pods[*i].labels)
+                    })
+                    .collect();
+                for i in &members {
+                    if let Some(z) = pin[*i] {
+                        counts[z] += 1;
+                    }
+                }
+                for i in members {
+                    if pin[i].is_some() {
+                        continue;
+                    }
+                    let allowed = domains & eligible[i];
+                    let best = (0..self.zones.len())
+                        .filter(|z| allowed & (1 << z) != 0)
+                        .min_by_key(|z| (counts[*z], *z));
+                    if let Some(z) = best {
+                        pin[i] = Some(z);
+                        counts[z] += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Capacity-type topology spread, dealt like zones over {spot, on-demand}.
+    fn pin_spread_capacity_types(&self, pin: &mut [Option<CapacityType>], skip: &[bool]) {
+        let pods = self.input.pods;
+        for (ci, carrier) in pods.iter().enumerate() {
+            for s in carrier
+                .topology_spread
+                .iter()
+                .filter(|s| s.topology_key == labels::CAPACITY_TYPE)
+            {
+                if skip[ci] {
+                    continue;
+                }
+                let domains: u8 = self.sigs[self.pod_sig[ci]]
+                    .compat
+                    .iter()
+                    .filter_map(|c| c.as_ref().ok())
+                    .fold(0, |a, c| a | c.cts);
+                let mut counts: BTreeMap<CapacityType, u64> = BTreeMap::new();
+                for n in self.input.nodes {
+                    let m = n
+                        .pods
+                        .iter()
+                        .filter(|q| {
+                            q.namespace == carrier.namespace && s.selector.matches(&q.labels)
+                        })
+                        .count() as u64;
+                    *counts.entry(n.capacity_type).or_default() += m;
+                }
+                for i in 0..pods.len() {
+                    if skip[i] || pin[i].is_some() {
+                        continue;
+                    }
+                    let p = &pods[i];
+                    if p.namespace != carrier.namespace || !s.selector.matches(&p.labels) {
+                        continue;
+                    }
+                    let best = cts_of(domains)
+                        .into_iter()
+                        .min_by_key(|c| (counts.get(c).copied().unwrap_or(0), *c));
+                    if let Some(c) = best {
+                        pin[i] = Some(c);
+                        *counts.entry(c).or_default() += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Why `pod` (index) cannot be placed in any pool, for its first bucket-independent failure.
+    pub fn sig_reason(&self, sig: usize) -> Option<String> {
+        let s = &self.sigs[sig];
+        if s.compat.iter().any(|c| c.is_ok()) {
+            return None;
+        }
+        if self.pools.is_empty() {
+            return Some("no NodePool is configured".into());
+        }
+        Some(
+            s.compat
+                .iter()
+                .filter_map(|c| c.as_ref().err().cloned())
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    }
+
+    /// Candidate types for seeding a new claim with a pod of `bucket` in pool `pi`: compatible,
+    /// fitting one pod plus daemonset overhead, offered in the bucket's zones and capacity types;
+    /// accelerated and metal types only when the pod needs them or nothing else fits.
+    pub fn seed_types(&self, bucket: &Bucket, pi: usize) -> Result<(TypeSet, u64, u8), String> {
+        let pv = &self.pools[pi];
+        let compat = self.sigs[bucket.sig].compat[pi]
+            .as_ref()
+            .map_err(Clone::clone)?;
+        let zones = compat.zones & bucket.zones;
+        let cts = compat.cts & bucket.cts;
+        if zones == 0 {
+            return Err(format!(
+                "pool {}: no compatible offering in the pod's zone",
+                pv.pool.name
+            ));
+        }
+        if cts == 0 {
+            return Err(format!(
+                "pool {}: the pod's capacity type is not allowed",
+                pv.pool.name
+            ));
+        }
+        let types = self.input.instance_types;
+        let mut fit = TypeSet::empty(types.len());
+        let mut plain = TypeSet::empty(types.len());
+        let mut any_offer = false;
+        for t in compat.types.iter() {
+            if !offered(&types[t], &self.zones, zones, cts) {
+                continue;
+            }
+            any_offer = true;
+            let mut need = bucket.req.clone();
+            need.add(&pv.ds_overhead[t]);
+            if need.fits_in(&types[t].allocatable) {
+                fit.insert(t);
+                let ty = &types[t];
+                if !(ty.accelerated || ty.bare_metal) || bucket.req.accelerators() > 0 {
+                    plain.insert(t);
+                }
+            }
+        }
+        if !any_offer {
+            return Err(format!(
+                "pool {}: no compatible offering is available",
+                pv.pool.name
+            ));
+        }
+        if fit.is_empty() {
+            return Err(self.fit_reason(bucket, pi, &compat.types));
+        }
+        let chosen = if plain.is_empty() { fit } else { plain };
+        Ok((chosen, zones, cts))
+    }
+
+    fn fit_reason(&self, bucket: &Bucket, pi: usize, set: &TypeSet) -> String {
+        let pv = &self.pools[pi];
+        let types = self.input.instance_types;
+        for (name, want) in bucket.req.entries() {
+            let best = set
+                .iter()
+                .map(|t| {
+                    let mut a = types[t].allocatable.clone();
+                    a.saturating_sub(&pv.ds_overhead[t]);
+                    a.get_named(&name)
+                })
+                .max()
+                .unwrap_or(0);
+            if best < want {
+                return format!(
+                    "pool {}: no instance type offers {name} >= {}",
+                    pv.pool.name,
+                    Resources::format_amount(&name, want)
+                );
+            }
+        }
+        format!(
+            "pool {}: no single instance type fits all of {} (plus daemonsets)",
+            pv.pool.name, bucket.req
+        )
+    }
+
+    /// Allocatable of type `t` in pool `pi` after daemonsets.
+    pub fn capacity(&self, pi: usize, t: usize) -> Resources {
+        let mut a = self.input.instance_types[t].allocatable.clone();
+        a.saturating_sub(&self.pools[pi].ds_overhead[t]);
+        a
+    }
+
+    /// Whether a bucket's pods may be placed on an existing node.
+    pub fn fits_node(&self, b: &Bucket, n: &NodeState) -> bool {
+        if !n.usable || b.zones & (1 << n.zone) == 0 || b.cts & ct_bit(n.ct) == 0 {
+            return false;
+        }
+        let s = &self.sigs[b.sig];
+        first_untolerated(&s.tolerations, &n.taints).is_none()
+            && all_match(&s.node_selector, &n.labels)
+            && (s.terms.is_empty() || s.terms.iter().any(|t| all_match(t, &n.labels)))
+    }
+}
+
+fn existing_match_zone<'n>(
+    t: &PodAffinityTerm,
+    p: &Pod,
+    nodes: &'n [crate::model::Node],
+) -> Option<&'n str> {
+    nodes
+        .iter()
+        .find(|n| {
+            n.pods
+                .iter()
+                .any(|q| t.selects(&p.namespace, &q.namespace, &q.labels))
+        })
+        .map(|n| n.zone.as_str())
+}
+
+fn host_id(
+    index: &mut HashMap<(Vec<String>, String), u16>,
+    host: &mut Vec<HostConstraint>,
+    namespaces: Vec<String>,
+    selector: &crate::model::LabelSelector,
+) -> u16 {
+    let key = (
+        namespaces.clone(),
+        serde_json::to_string(selector).unwrap_or_default(),
+    );
+    *index.entry(key).or_insert_with(|| {
+        host.push(HostConstraint {
+            namespaces,
+            selector: selector.clone(),
+        });
+        (host.len() - 1) as u16
+    })
+}
+
+/// Constraints Nodewright does not model yet are reported rather than silently ignored.
+fn unsupported(p: &Pod) -> Option<String> {
+    if let Some(t) = p
+        .pod_affinity
+        .iter()
+        .find(|t| t.topology_key != labels::ZONE)
+    {
+        return Some(format!(
+            "required pod affinity on topology key {:?} is not supported (only {})",
+            t.topology_key,
+            labels::ZONE
+        ));
+    }
+    if let Some(t) = p
+        .pod_anti_affinity
+        .iter()
+        .find(|t| t.topology_key != labels::HOSTNAME)
+    {
+        return Some(format!(
+            "required pod anti-affinity on topology key {:?} is not supported (only {})",
+            t.topology_key,
+            labels::HOSTNAME
+        ));
+    }
+    if let Some(s) = p.topology_spread.iter().find(|s| {
+        s.when_unsatisfiable == WhenUnsatisfiable::DoNotSchedule
+            && ![labels::ZONE, labels::HOSTNAME, labels::CAPACITY_TYPE]
+                .contains(&s.topology_key.as_str())
+    }) {
+        return Some(format!(
+            "topology spread on key {:?} is not supported",
+            s.topology_key
+        ));
+    }
+    None
+}
+
+#[derive(PartialEq, Eq, Hash)]
+struct SigKey {
+    node_selector: BTreeMap<String, String>,
+    terms: Vec<Vec<Requirement>>,
+    preferred: Vec<crate::model::PreferredTerm>,
+    tolerations: Vec<Toleration>,
+}
+
+impl SigKey {
+    fn of(p: &Pod) -> Self {
+        SigKey {
+            node_selector: p.node_selector.clone(),
+            terms: p.node_affinity.clone(),
+            preferred: p.preferred_node_affinity.clone(),
+            tolerations: p.tolerations.clone(),
+        }
+    }
+}
+
+#[derive(PartialEq, Eq, Hash)]
+struct BucketKey {
+    sig: usize,
+    req: Resources,
+    zone: Option<usize>,
+    ct: Option<CapacityType>,
+    members: Vec<u16>,
+    carries: Vec<(u16, u32)>,
+}
+
+pub fn offered(t: &InstanceType, zones: &[String], zone_mask: u64, cts: u8) -> bool {
+    t.offerings.iter().any(|o| {
+        o.available
+            && cts & ct_bit(o.capacity_type) != 0
+            && zones
+                .iter()
+                .position(|z| *z == o.zone)
+                .is_some_and(|zi| zone_mask & (1 << zi) != 0)
+    })
+}
+
+fn pool_view<'a>(
+    p: &'a NodePool,
+    types: &[InstanceType],
+    zones: &[String],
+    daemonsets: &[Pod],
+) -> PoolView<'a> {
+    let mut labels_out = p.labels.clone();
+    labels_out.insert(labels::NODEPOOL.into(), p.name.clone());
+    for r in &p.requirements {
+        if r.operator == Operator::In
+            && r.values.len() == 1
+            && !labels::is_well_known(&r.key)
+            && r.key != labels::NODEPOOL
+        {
+            labels_out
+                .entry(r.key.clone())
+                .or_insert_with(|| r.values[0].clone());
+        }
+    }
+    // Capacity types: Karpenter's default is on-demand when the pool does not say.
+    let ct_reqs: Vec<&Requirement> = p
+        .requirements
+        .iter()
+        .filter(|r| r.key == labels::CAPACITY_TYPE)
+        .collect();
+    let cts = if ct_reqs.is_empty() {
+        ct_bit(CapacityType::OnDemand)
+    } else {
+        CapacityType::ALL
+            .into_iter()
+            .filter(|c| ct_reqs.iter().all(|r| r.matches(Some(c.as_str()))))
+            .fold(0, |a, c| a | ct_bit(c))
+    };
+    let zone_mask = zones
+        .iter()
+        .enumerate()
+        .filter(|(_, z)| {
+            p.requirements
+                .iter()
+                .filter(|r| r.key == labels::ZONE)
+                .all(|r| r.matches(Some(z)))
+        })
+        .fold(0u64, |a, (i, _)| a | (1 << i));
+    let type_reqs: Vec<&Requirement> = p
+        .requirements
+        .iter()
+        .filter(|r| labels::INSTANCE_TYPE_KEYS.contains(&r.key.as_str()) || r.key == labels::REGION)
+        .collect();
+    let mut set = TypeSet::empty(types.len());
+    let mut ds_overhead = vec![Resources::new(); types.len()];
+    let mut zones_used = 0u64;
+    for (i, t) in types.iter().enumerate() {
+        if !type_reqs.iter().all(|r| r.matches(t.labels.label(&r.key))) {
+            continue;
+        }
+        if !offered(t, zones, zone_mask, cts) {
+            continue;
+        }
+        set.insert(i);
+        for o in t
+            .offerings
+            .iter()
+            .filter(|o| o.available && cts & ct_bit(o.capacity_type) != 0)
+        {
+            if let Some(zi) = zones.iter().position(|z| *z == o.zone) {
+                zones_used |= 1 << zi;
+            }
+        }
+        let node_labels = Layered(&labels_out, &t.labels);
+        for ds in daemonsets {
+            if first_untolerated(&ds.tolerations, &p.taints).is_some() {
+                continue;
+            }
+            let sel_ok = ds
+                .node_selector
+                .iter()
+                .all(|(k, v)| node_labels.label(k) == Some(v.as_str()));
+            let aff_ok = ds.node_affinity.is_empty()
+                || ds
+                    .node_affinity
+                    .iter()
+                    .any(|term| all_match(term, &node_labels));
+            if sel_ok && aff_ok {
+                let mut r = ds.requests.clone();
+                r.set(Resource::Pods, 1);
+                ds_overhead[i].add(&r);
+            }
+        }
+    }
+    PoolView {
+        pool: p,
+        types: set,
+        zones: zone_mask & zones_used,
+        cts,
+        labels: labels_out,
+        ds_overhead,
+        used: Resources::new(),
+        used_nodes: 0,
+    }
+}
+
+/// Compatibility of a signature with a pool: taints, then requirements (first satisfiable affinity
+/// term; preferences kept while they can be met).
+fn compat(
+    s: &Signature,
+    pv: &PoolView,
+    types: &[InstanceType],
+    zones: &[String],
+) -> Result<Compat, String> {
+    let name = &pv.pool.name;
+    if let Some(t) = first_untolerated(&s.tolerations, &pv.pool.taints) {
+        return Err(format!("pool {name}: taint {t} is not tolerated"));
+    }
+    if pv.types.is_empty() {
+        return Err(format!(
+            "pool {name}: no instance type matches the pool's requirements"
+        ));
+    }
+    let terms: Vec<&[Requirement]> = if s.terms.is_empty() {
+        vec![&[]]
+    } else {
+        s.terms.iter().map(|t| t.as_slice()).collect()
+    };
+    let mut first_err = None;
+    for term in terms {
+        let mut base: Vec<Requirement> = s.node_selector.clone();
+        base.extend_from_slice(term);
+        // Preferences, heaviest first, are dropped one at a time until the rest can be met.
+        for keep in (0..=s.preferred.len()).rev() {
+            let mut reqs = base.clone();
+            for (_, p) in s.preferred.iter().take(keep) {
+                reqs.extend(p.iter().cloned());
+            }
+            match evaluate(&reqs, pv, types, zones) {
+                Ok(c) => return Ok(c),
+                Err(e) if keep == 0 => {
+                    first_err.get_or_insert(e);
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    Err(first_err.unwrap_or_else(|| format!("pool {name}: incompatible")))
+}
+
+fn evaluate(
+    reqs: &[Requirement],
+    pv: &PoolView,
+    types: &[InstanceType],
+    zones: &[String],
+) -> Result<Compat, String> {
+    let name = &pv.pool.name;
+    let mut zone_mask = pv.zones;
+    let mut cts = pv.cts;
+    let mut type_reqs: Vec<&Requirement> = Vec::new();
+    for r in reqs {
+        match r.key.as_str() {
+            k if k == labels::ZONE => {
+                zone_mask &= zones
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, z)| r.matches(Some(z)))
+                    .fold(0u64, |a, (i, _)| a | (1 << i));
+                if zone_mask == 0 {
+                    return Err(format!("pool {name}: no allowed zone satisfies {r}"));
+                }
+            }
+            k if k == labels::CAPACITY_TYPE => {
+                cts &= CapacityType::ALL
+                    .into_iter()
+                    .filter(|c| r.matches(Some(c.as_str())))
+                    .fold(0, |a, c| a | ct_bit(c));
+                if cts == 0 {
+                    return Err(format!(
+                        "pool {name}: capacity type requirement {r} conflicts with the pool"
+                    ));
+                }
+            }
+            k if k == labels::HOSTNAME => {
+                if matches!(r.operator, Operator::In | Operator::DoesNotExist) {
+                    return Err(format!(
+                        "pool {name}: {r} can only be met by an existing node"
+                    ));
+                }
+            }
+            k if labels::INSTANCE_TYPE_KEYS.contains(&k) || k == labels::REGION => {
+                type_reqs.push(r)
+            }
+            _ => {
+                if !r.matches(pv.labels.label(&r.key)) {
+                    return Err(format!(
+                        "pool {name}: node label requirement {r} is not met by the pool"
+                    ));
+                }
+            }
+        }
+    }
+    let mut set = pv.types.clone();
+    if !type_reqs.is_empty() {
+        for t in pv.types.iter() {
+            if first_mismatch_refs(&type_reqs, &types[t].labels).is_some() {
+                set.remove(t);
+            }
+        }
+    }
+    if set.is_empty() {
+        // Name the requirement that empties the set on its own, when one does.
+        let culprit = type_reqs
+            .iter()
+            .find(|r| {
+                pv.types
+                    .iter()
+                    .all(|t| !r.matches(types[t].labels.label(&r.key)))
+            })
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| {
+                type_reqs
+                    .iter()
+                    .map(|r| r.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            });
+        return Err(format!("pool {name}: no instance type satisfies {culprit}"));
+    }
+    let any = set
+        .iter()
+        .any(|t| offered(&types[t], zones, zone_mask, cts));
+    if !any {
+        return Err(format!(
+            "pool {name}: no compatible instance type is offered in the allowed zones and capacity types"
+        ));
+    }
+    Ok(Compat {
+        types: set,
+        zones: zone_mask,
+        cts,
+    })
+}
+
+fn first_mismatch_refs<'r>(
+    reqs: &[&'r Requirement],
+    labels: &BTreeMap<String, String>,
+) -> Option<&'r Requirement> {
+    reqs.iter()
+        .find(|r| !r.matches(labels.label(&r.key)))
+        .copied()
+}
