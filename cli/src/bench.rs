@@ -74,21 +74,11 @@ fn real_pool() -> NodePool {
             Operator::In,
             &["c", "m", "r", "g", "p"],
         ))
-        .with_requirement(Requirement::new(
-            labels::INSTANCE_GENERATION,
-            Operator::Gt,
-            &["4"],
-        ))
+        .with_requirement(Requirement::new(labels::INSTANCE_GENERATION, Operator::Gt, &["4"]))
         .with_requirement(Requirement::new(labels::ARCH, Operator::In, &["amd64"]))
 }
 
-fn timed(
-    pods: &[Pod],
-    pools: &[NodePool],
-    types: &[InstanceType],
-    strategy: Strategy,
-    repeat: usize,
-) -> (Plan, f64) {
+fn timed(pods: &[Pod], pools: &[NodePool], types: &[InstanceType], strategy: Strategy, repeat: usize) -> (Plan, f64) {
     let input = Input {
         pods,
         nodes: &[],
@@ -123,14 +113,9 @@ pub fn run(args: &Args) -> u8 {
             ("diverse, real catalogue", &real_types, &real_pools),
         ] {
             let pods = workloads::diverse(n, 42);
-            let repeat = if n >= 20_000 {
-                args.repeat.min(2)
-            } else {
-                args.repeat
-            };
+            let repeat = if n >= 20_000 { args.repeat.min(2) } else { args.repeat };
             let (_, nw) = timed(&pods, pools, types, Strategy::CostAware, repeat);
-            let ffd = (n <= args.ffd_max)
-                .then(|| timed(&pods, pools, types, Strategy::FirstFitDecreasing, 1).1);
+            let ffd = (n <= args.ffd_max).then(|| timed(&pods, pools, types, Strategy::FirstFitDecreasing, 1).1);
             throughput.push(Throughput {
                 workload: label.into(),
                 pods: n,
@@ -262,10 +247,7 @@ pub fn run(args: &Args) -> u8 {
                 "{}{}",
                 r.pods,
                 if r.nodewright_unschedulable + r.ffd_unschedulable > 0 {
-                    format!(
-                        " ({} / {} unsched.)",
-                        r.nodewright_unschedulable, r.ffd_unschedulable
-                    )
+                    format!(" ({} / {} unsched.)", r.nodewright_unschedulable, r.ffd_unschedulable)
                 } else {
                     String::new()
                 }

@@ -90,12 +90,9 @@ fn plan(args: &Args) -> Result<u8, String> {
         ));
     }
     let pod_text = read_file(&args.pods)?;
-    let pod_file =
-        load_pods(&pod_text, &args.pods.display().to_string()).map_err(|e| e.to_string())?;
+    let pod_file = load_pods(&pod_text, &args.pods.display().to_string()).map_err(|e| e.to_string())?;
     let nodes = match &args.existing {
-        Some(p) => {
-            load_nodes(&read_file(p)?, &p.display().to_string()).map_err(|e| e.to_string())?
-        }
+        Some(p) => load_nodes(&read_file(p)?, &p.display().to_string()).map_err(|e| e.to_string())?,
         None => Vec::new(),
     };
     // kubelet.maxPods of the first node class applies to allocatable.
@@ -134,10 +131,7 @@ fn plan(args: &Args) -> Result<u8, String> {
             total_price_per_hour: plan.total_price(),
             plan: &plan,
         };
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?
-        );
+        println!("{}", serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?);
     } else {
         print_table(&plan, pod_file.pods.len());
     }
@@ -146,12 +140,8 @@ fn plan(args: &Args) -> Result<u8, String> {
 
 fn print_table(plan: &Plan, pods: usize) {
     if !plan.bindings.is_empty() {
-        println!(
-            "{} pod(s) fit on existing or in-flight nodes:",
-            plan.bindings.len()
-        );
-        let mut per_node: std::collections::BTreeMap<&str, usize> =
-            std::collections::BTreeMap::new();
+        println!("{} pod(s) fit on existing or in-flight nodes:", plan.bindings.len());
+        let mut per_node: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
         for b in &plan.bindings {
             *per_node.entry(&b.node).or_default() += 1;
         }

@@ -4,9 +4,7 @@
 use std::collections::BTreeMap;
 
 use nodewright_core::labels;
-use nodewright_core::model::{
-    LabelSelector, Pod, PodAffinityTerm, SpreadConstraint, WhenUnsatisfiable,
-};
+use nodewright_core::model::{LabelSelector, Pod, PodAffinityTerm, SpreadConstraint, WhenUnsatisfiable};
 
 /// SplitMix64: a tiny, well-known deterministic generator (no dependency, stable across versions).
 pub struct Rng(u64);
@@ -55,11 +53,7 @@ pub fn diverse(n: usize, seed: u64) -> Vec<Pod> {
             match kind {
                 1 | 2 => {
                     p = p.with_label("my-label", *rng.pick(&LABEL_VALUES));
-                    let key = if kind == 1 {
-                        labels::ZONE
-                    } else {
-                        labels::HOSTNAME
-                    };
+                    let key = if kind == 1 { labels::ZONE } else { labels::HOSTNAME };
                     p.topology_spread.push(SpreadConstraint {
                         topology_key: key.into(),
                         max_skew: 1,
@@ -94,13 +88,7 @@ pub fn diverse(n: usize, seed: u64) -> Vec<Pod> {
 pub fn generic(n: usize, seed: u64) -> Vec<Pod> {
     let mut rng = Rng::new(seed);
     (0..n)
-        .map(|i| {
-            Pod::new(
-                &format!("pod-{i}"),
-                *rng.pick(&CPU),
-                *rng.pick(&MEM_MIB) << 20,
-            )
-        })
+        .map(|i| Pod::new(&format!("pod-{i}"), *rng.pick(&CPU), *rng.pick(&MEM_MIB) << 20))
         .collect()
 }
 
@@ -116,11 +104,7 @@ pub fn mixed_burst(n: usize, seed: u64) -> Vec<Pod> {
                 let mem = gpus * *rng.pick(&[8u64, 16, 24]) << 30;
                 Pod::new(&format!("gpu-{i}"), cpu, mem).with_gpu(gpus)
             } else {
-                Pod::new(
-                    &format!("cpu-{i}"),
-                    *rng.pick(&CPU),
-                    *rng.pick(&MEM_MIB) << 20,
-                )
+                Pod::new(&format!("cpu-{i}"), *rng.pick(&CPU), *rng.pick(&MEM_MIB) << 20)
             }
         })
         .collect()

@@ -26,12 +26,10 @@ pub const INSTANCE_GPU_MANUFACTURER: &str = "karpenter.k8s.aws/instance-gpu-manu
 pub const INSTANCE_GPU_COUNT: &str = "karpenter.k8s.aws/instance-gpu-count";
 pub const INSTANCE_GPU_MEMORY: &str = "karpenter.k8s.aws/instance-gpu-memory";
 pub const INSTANCE_ACCELERATOR_NAME: &str = "karpenter.k8s.aws/instance-accelerator-name";
-pub const INSTANCE_ACCELERATOR_MANUFACTURER: &str =
-    "karpenter.k8s.aws/instance-accelerator-manufacturer";
+pub const INSTANCE_ACCELERATOR_MANUFACTURER: &str = "karpenter.k8s.aws/instance-accelerator-manufacturer";
 pub const INSTANCE_ACCELERATOR_COUNT: &str = "karpenter.k8s.aws/instance-accelerator-count";
 pub const INSTANCE_EBS_BANDWIDTH: &str = "karpenter.k8s.aws/instance-ebs-bandwidth";
-pub const INSTANCE_ENCRYPTION_IN_TRANSIT: &str =
-    "karpenter.k8s.aws/instance-encryption-in-transit-supported";
+pub const INSTANCE_ENCRYPTION_IN_TRANSIT: &str = "karpenter.k8s.aws/instance-encryption-in-transit-supported";
 
 /// Pod or node annotation that blocks voluntary disruption.
 pub const DO_NOT_DISRUPT: &str = "karpenter.sh/do-not-disrupt";
@@ -68,8 +66,7 @@ pub const INSTANCE_TYPE_KEYS: &[&str] = &[
 
 /// Every well-known key a NodePool requirement may use without a warning.
 pub fn is_well_known(key: &str) -> bool {
-    INSTANCE_TYPE_KEYS.contains(&key)
-        || [NODEPOOL, CAPACITY_TYPE, ZONE, REGION, ZONE_ID, HOSTNAME].contains(&key)
+    INSTANCE_TYPE_KEYS.contains(&key) || [NODEPOOL, CAPACITY_TYPE, ZONE, REGION, ZONE_ID, HOSTNAME].contains(&key)
 }
 
 /// Keys Karpenter refuses in NodePool requirements/labels because the system owns them.

@@ -84,9 +84,7 @@ pub fn parse_quantity(s: &str, scale: Scale) -> Result<u64> {
                 .strip_prefix('e')
                 .or_else(|| other.strip_prefix('E'))
                 .ok_or_else(|| err(&format!("unknown suffix {other:?}")))?;
-            let e: i32 = exp
-                .parse()
-                .map_err(|_| err(&format!("bad exponent {exp:?}")))?;
+            let e: i32 = exp.parse().map_err(|_| err(&format!("bad exponent {exp:?}")))?;
             if !(-30..=30).contains(&e) {
                 return Err(err("exponent out of range"));
             }
@@ -101,9 +99,7 @@ pub fn parse_quantity(s: &str, scale: Scale) -> Result<u64> {
     }
     // value = mantissa * 10^dec_exp * 2^bin_exp, rounded up to an integer.
     let too_large = || err("too large");
-    let mut num = mantissa
-        .checked_mul(1u128 << bin_exp)
-        .ok_or_else(too_large)?;
+    let mut num = mantissa.checked_mul(1u128 << bin_exp).ok_or_else(too_large)?;
     let value = if dec_exp >= 0 {
         num = num
             .checked_mul(10u128.checked_pow(dec_exp as u32).ok_or_else(too_large)?)
@@ -176,11 +172,7 @@ mod tests {
         assert_eq!(parse_units("1.5Gi").unwrap(), 3 << 29);
         assert_eq!(parse_units("129e6").unwrap(), 129_000_000);
         assert_eq!(parse_units("1E2").unwrap(), 100);
-        assert_eq!(
-            parse_units("100m").unwrap(),
-            1,
-            "fractions of a byte round up"
-        );
+        assert_eq!(parse_units("100m").unwrap(), 1, "fractions of a byte round up");
     }
 
     #[test]

@@ -50,10 +50,7 @@ impl Operator {
     }
 
     fn is_numeric(self) -> bool {
-        matches!(
-            self,
-            Operator::Gt | Operator::Lt | Operator::Gte | Operator::Lte
-        )
+        matches!(self, Operator::Gt | Operator::Lt | Operator::Gte | Operator::Lte)
     }
 }
 
@@ -83,15 +80,12 @@ impl Requirement {
     pub fn validate(&self, path: &str) -> Result<()> {
         let bad = |reason: String| Err(Error::invalid(path, reason));
         match self.operator {
-            Operator::In | Operator::NotIn
-                if self.values.is_empty() && self.operator == Operator::In =>
-            {
+            Operator::In | Operator::NotIn if self.values.is_empty() && self.operator == Operator::In => {
                 bad("operator In needs at least one value".into())
             }
-            Operator::Exists | Operator::DoesNotExist if !self.values.is_empty() => bad(format!(
-                "operator {} takes no values",
-                self.operator.as_str()
-            )),
+            Operator::Exists | Operator::DoesNotExist if !self.values.is_empty() => {
+                bad(format!("operator {} takes no values", self.operator.as_str()))
+            }
             op if op.is_numeric() => {
                 if self.values.len() != 1 {
                     return bad(format!("operator {} takes exactly one value", op.as_str()));
@@ -174,10 +168,7 @@ pub fn all_match(reqs: &[Requirement], labels: &(impl LabelSource + ?Sized)) -> 
 }
 
 /// The first requirement that fails, for explanations.
-pub fn first_mismatch<'r>(
-    reqs: &'r [Requirement],
-    labels: &(impl LabelSource + ?Sized),
-) -> Option<&'r Requirement> {
+pub fn first_mismatch<'r>(reqs: &'r [Requirement], labels: &(impl LabelSource + ?Sized)) -> Option<&'r Requirement> {
     reqs.iter().find(|r| !r.matches(labels.label(&r.key)))
 }
 
@@ -188,11 +179,7 @@ pub fn first_mismatch<'r>(
 pub fn values_allowed(reqs: &[Requirement], key: &str, candidates: &[String]) -> Vec<String> {
     candidates
         .iter()
-        .filter(|v| {
-            reqs.iter()
-                .filter(|r| r.key == key)
-                .all(|r| r.matches(Some(v)))
-        })
+        .filter(|v| reqs.iter().filter(|r| r.key == key).all(|r| r.matches(Some(v))))
         .cloned()
         .collect()
 }
@@ -231,20 +218,8 @@ mod tests {
             e.to_string(),
             "spec.requirements[0]: operator Gt needs an integer value, got \"x\""
         );
-        assert!(
-            Requirement::new("k", Operator::In, &[])
-                .validate("p")
-                .is_err()
-        );
-        assert!(
-            Requirement::new("k", Operator::Exists, &["a"])
-                .validate("p")
-                .is_err()
-        );
-        assert!(
-            Requirement::new("k", Operator::NotIn, &[])
-                .validate("p")
-                .is_ok()
-        );
+        assert!(Requirement::new("k", Operator::In, &[]).validate("p").is_err());
+        assert!(Requirement::new("k", Operator::Exists, &["a"]).validate("p").is_err());
+        assert!(Requirement::new("k", Operator::NotIn, &[]).validate("p").is_ok());
     }
 }

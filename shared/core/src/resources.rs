@@ -130,9 +130,7 @@ impl Resources {
     }
 
     /// Builds from a Kubernetes resource list (`{cpu: "1", memory: "2Gi"}`).
-    pub fn from_quantities<'a>(
-        items: impl IntoIterator<Item = (&'a str, &'a str)>,
-    ) -> Result<Self> {
+    pub fn from_quantities<'a>(items: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self> {
         let mut r = Resources::new();
         for (k, v) in items {
             r.set_quantity(k, v)?;
@@ -331,10 +329,8 @@ mod tests {
 
     #[test]
     fn arithmetic_and_fit() {
-        let cap =
-            Resources::from_quantities([("cpu", "4"), ("memory", "8Gi"), ("pods", "10")]).unwrap();
-        let pod = Resources::from_quantities([("cpu", "1500m"), ("memory", "1Gi"), ("pods", "1")])
-            .unwrap();
+        let cap = Resources::from_quantities([("cpu", "4"), ("memory", "8Gi"), ("pods", "10")]).unwrap();
+        let pod = Resources::from_quantities([("cpu", "1500m"), ("memory", "1Gi"), ("pods", "1")]).unwrap();
         assert!(pod.fits_in(&cap));
         assert_eq!(cap.times_fits(&pod), 2);
         let mut used = Resources::new();
@@ -342,17 +338,13 @@ mod tests {
         assert!(!used.fits_in(&cap));
         assert_eq!(used.first_shortfall(&cap).unwrap().0, "cpu");
         let efa = Resources::from_quantities([("vpc.amazonaws.com/efa", "1")]).unwrap();
-        assert!(
-            !efa.fits_in(&cap),
-            "an extended resource the node lacks does not fit"
-        );
+        assert!(!efa.fits_in(&cap), "an extended resource the node lacks does not fit");
         assert_eq!(pod.to_string(), "cpu=1500m,memory=1Gi,pods=1");
     }
 
     #[test]
     fn serde_round_trip() {
-        let r: Resources =
-            serde_json::from_str(r#"{"cpu": 2, "memory": "4Gi", "nvidia.com/gpu": "1"}"#).unwrap();
+        let r: Resources = serde_json::from_str(r#"{"cpu": 2, "memory": "4Gi", "nvidia.com/gpu": "1"}"#).unwrap();
         assert_eq!(r.cpu_milli(), 2000);
         assert_eq!(r.get(Resource::NvidiaGpu), 1);
         let s = serde_json::to_string(&r).unwrap();

@@ -35,11 +35,8 @@ impl Default for OverheadConfig {
 
 impl OverheadConfig {
     pub fn max_pods(&self, eni_formula: Option<u32>) -> u32 {
-        self.max_pods.unwrap_or_else(|| {
-            eni_formula
-                .unwrap_or(self.max_pods_cap)
-                .min(self.max_pods_cap)
-        })
+        self.max_pods
+            .unwrap_or_else(|| eni_formula.unwrap_or(self.max_pods_cap).min(self.max_pods_cap))
     }
 
     /// Memory the node reports as capacity: hardware minus the VM overhead, rounded as Karpenter does.
@@ -85,14 +82,8 @@ pub struct Overhead {
 impl Overhead {
     pub fn allocatable(&self, capacity: &Resources) -> Resources {
         let mut a = capacity.clone();
-        a.set(
-            Resource::Cpu,
-            capacity.cpu_milli().saturating_sub(self.cpu_milli),
-        );
-        a.set(
-            Resource::Memory,
-            capacity.memory().saturating_sub(self.memory_bytes),
-        );
+        a.set(Resource::Cpu, capacity.cpu_milli().saturating_sub(self.cpu_milli));
+        a.set(Resource::Memory, capacity.memory().saturating_sub(self.memory_bytes));
         a.set(
             Resource::EphemeralStorage,
             capacity

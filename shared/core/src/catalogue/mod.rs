@@ -20,9 +20,7 @@ use crate::{Error, Result};
 const EMBEDDED_CSV: &str = include_str!("../../data/catalogue.csv");
 
 /// How capacity is bought.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CapacityType {
     /// Capacity reservations; tried first when a pool allows them.
@@ -33,11 +31,7 @@ pub enum CapacityType {
 }
 
 impl CapacityType {
-    pub const ALL: [CapacityType; 3] = [
-        CapacityType::Reserved,
-        CapacityType::Spot,
-        CapacityType::OnDemand,
-    ];
+    pub const ALL: [CapacityType; 3] = [CapacityType::Reserved, CapacityType::Spot, CapacityType::OnDemand];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -111,9 +105,7 @@ impl InstanceSpec {
     /// Category letters before the generation digit ("m" of m5, "inf" of inf2, "u" of u-6tb1).
     pub fn category(&self) -> &str {
         let f = self.family();
-        let end = f
-            .find(|c: char| c.is_ascii_digit() || c == '-')
-            .unwrap_or(f.len());
+        let end = f.find(|c: char| c.is_ascii_digit() || c == '-').unwrap_or(f.len());
         &f[..end]
     }
 
@@ -128,8 +120,7 @@ impl InstanceSpec {
 
     /// EKS max pods by the ENI formula: ENIs x (IPv4 per ENI - 1) + 2.
     pub fn eni_max_pods(&self) -> Option<u32> {
-        (self.max_enis > 0 && self.ipv4_per_eni > 0)
-            .then(|| self.max_enis * (self.ipv4_per_eni - 1) + 2)
+        (self.max_enis > 0 && self.ipv4_per_eni > 0).then(|| self.max_enis * (self.ipv4_per_eni - 1) + 2)
     }
 
     pub fn spot_advice(&self, region: &str) -> Option<&SpotAdvice> {
@@ -164,10 +155,7 @@ impl InstanceSpec {
             }
         };
         put(labels::INSTANCE_TYPE, self.name.clone());
-        put(
-            labels::ARCH,
-            self.arch.split('|').next().unwrap_or("").to_string(),
-        );
+        put(labels::ARCH, self.arch.split('|').next().unwrap_or("").to_string());
         put(labels::OS, "linux".into());
         put(labels::REGION, region.into());
         put(labels::INSTANCE_CATEGORY, self.category().into());
@@ -192,10 +180,7 @@ impl InstanceSpec {
         }
         put(labels::INSTANCE_HYPERVISOR, self.hypervisor.clone());
         if self.gpu_count > 0 {
-            put(
-                labels::INSTANCE_GPU_NAME,
-                self.gpu_name.to_ascii_lowercase(),
-            );
+            put(labels::INSTANCE_GPU_NAME, self.gpu_name.to_ascii_lowercase());
             put(
                 labels::INSTANCE_GPU_MANUFACTURER,
                 self.gpu_manufacturer.to_ascii_lowercase(),
@@ -212,10 +197,7 @@ impl InstanceSpec {
                 labels::INSTANCE_ACCELERATOR_MANUFACTURER,
                 self.accelerator_manufacturer.to_ascii_lowercase(),
             );
-            put(
-                labels::INSTANCE_ACCELERATOR_COUNT,
-                self.accelerator_count.to_string(),
-            );
+            put(labels::INSTANCE_ACCELERATOR_COUNT, self.accelerator_count.to_string());
         }
         l
     }
@@ -284,8 +266,7 @@ impl Catalogue {
         static CATALOGUE: OnceLock<Catalogue> = OnceLock::new();
         CATALOGUE.get_or_init(|| {
             // The embedded file is generated and tested; a parse failure is a build defect.
-            Catalogue::from_csv(EMBEDDED_CSV)
-                .unwrap_or_else(|e| panic!("embedded catalogue is corrupt: {e}"))
+            Catalogue::from_csv(EMBEDDED_CSV).unwrap_or_else(|e| panic!("embedded catalogue is corrupt: {e}"))
         })
     }
 
@@ -302,11 +283,7 @@ impl Catalogue {
 
     /// Regions with at least one zonal offering.
     pub fn regions(&self) -> Vec<String> {
-        let mut r: Vec<String> = self
-            .specs
-            .iter()
-            .flat_map(|s| s.zones.keys().cloned())
-            .collect();
+        let mut r: Vec<String> = self.specs.iter().flat_map(|s| s.zones.keys().cloned()).collect();
         r.sort();
         r.dedup();
         r
@@ -356,12 +333,8 @@ impl Catalogue {
                 };
                 spot.push(SpotAdvice {
                     region: region.into(),
-                    savings_pct: s
-                        .parse()
-                        .map_err(|_| bad(format!("bad savings in {part:?}")))?,
-                    band: b
-                        .parse()
-                        .map_err(|_| bad(format!("bad band in {part:?}")))?,
+                    savings_pct: s.parse().map_err(|_| bad(format!("bad savings in {part:?}")))?,
+                    band: b.parse().map_err(|_| bad(format!("bad band in {part:?}")))?,
                 });
             }
             let mut zones = BTreeMap::new();
@@ -369,10 +342,7 @@ impl Catalogue {
                 let (region, letters) = part
                     .split_once(':')
                     .ok_or_else(|| bad(format!("bad zones entry {part:?}")))?;
-                zones.insert(
-                    region.to_string(),
-                    letters.chars().map(|c| c.to_string()).collect(),
-                );
+                zones.insert(region.to_string(), letters.chars().map(|c| c.to_string()).collect());
             }
             specs.push(InstanceSpec {
                 name: r.name,
@@ -400,11 +370,7 @@ impl Catalogue {
                 zones,
             });
         }
-        let index = specs
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.name.clone(), i))
-            .collect();
+        let index = specs.iter().enumerate().map(|(i, s)| (s.name.clone(), i)).collect();
         Ok(Catalogue { specs, index })
     }
 
@@ -414,19 +380,11 @@ impl Catalogue {
     /// refresh replaces them; spot is offered where the Spot Instance Advisor covers the region,
     /// at on-demand x (1 - advisor savings).
     pub fn instance_types(&self, region: &str, cfg: &OverheadConfig) -> Vec<InstanceType> {
-        self.specs
-            .iter()
-            .filter_map(|s| self.resolve(s, region, cfg))
-            .collect()
+        self.specs.iter().filter_map(|s| self.resolve(s, region, cfg)).collect()
     }
 
     /// Resolves one type; None when it is not offered in the region or has no price.
-    pub fn resolve(
-        &self,
-        s: &InstanceSpec,
-        region: &str,
-        cfg: &OverheadConfig,
-    ) -> Option<InstanceType> {
+    pub fn resolve(&self, s: &InstanceSpec, region: &str, cfg: &OverheadConfig) -> Option<InstanceType> {
         let od = s.od_price?;
         let zones = s.zones.get(region)?;
         let advice = s.spot_advice(region);
@@ -488,10 +446,7 @@ mod tests {
         assert_eq!(m5.eni_max_pods(), Some(29));
         assert_eq!(m5.category(), "m");
         assert_eq!(m5.generation(), Some(5));
-        assert!(matches!(
-            c.get("m5.huge"),
-            Err(Error::UnknownInstanceType(_))
-        ));
+        assert!(matches!(c.get("m5.huge"), Err(Error::UnknownInstanceType(_))));
         let p4 = c.get("p4d.24xlarge").unwrap();
         assert_eq!((p4.gpu_count, p4.gpu_name.as_str()), (8, "A100"));
         assert_eq!(c.get("inf2.xlarge").unwrap().category(), "inf");
@@ -502,29 +457,18 @@ mod tests {
     fn resolved_types_have_labels_offerings_and_devices() {
         let c = Catalogue::embedded();
         let cfg = OverheadConfig::default();
-        let g5 = c
-            .resolve(c.get("g5.xlarge").unwrap(), "us-east-1", &cfg)
-            .unwrap();
+        let g5 = c.resolve(c.get("g5.xlarge").unwrap(), "us-east-1", &cfg).unwrap();
         assert_eq!(g5.capacity.get(Resource::NvidiaGpu), 1);
         assert!(g5.accelerated);
         assert_eq!(g5.labels[labels::INSTANCE_GPU_NAME], "a10g");
         assert_eq!(g5.labels[labels::INSTANCE_GPU_MANUFACTURER], "nvidia");
-        let m5 = c
-            .resolve(c.get("m5.large").unwrap(), "us-east-1", &cfg)
-            .unwrap();
+        let m5 = c.resolve(c.get("m5.large").unwrap(), "us-east-1", &cfg).unwrap();
         assert_eq!(m5.labels[labels::ARCH], "amd64");
-        assert!(
-            m5.cheapest(CapacityType::Spot).unwrap() < m5.cheapest(CapacityType::OnDemand).unwrap()
-        );
+        assert!(m5.cheapest(CapacityType::Spot).unwrap() < m5.cheapest(CapacityType::OnDemand).unwrap());
         assert!(m5.offerings.iter().any(|o| o.zone == "us-east-1a"));
-        let inf = c
-            .resolve(c.get("inf2.xlarge").unwrap(), "us-east-1", &cfg)
-            .unwrap();
+        let inf = c.resolve(c.get("inf2.xlarge").unwrap(), "us-east-1", &cfg).unwrap();
         assert_eq!(inf.capacity.get(Resource::Neuron), 1);
-        assert!(
-            c.resolve(m5_spec_without_region(), "us-east-1", &cfg)
-                .is_none()
-        );
+        assert!(c.resolve(m5_spec_without_region(), "us-east-1", &cfg).is_none());
         assert!(c.instance_types("eu-west-1", &cfg).len() > 500);
     }
 

@@ -13,8 +13,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 
 use crate::labels;
 use crate::model::pod::{
-    Effect, LabelSelector, OwnerRef, Pod, PodAffinityTerm, PreferredTerm, SpreadConstraint, Taint,
-    Toleration, TolerationOperator, WhenUnsatisfiable,
+    Effect, LabelSelector, OwnerRef, Pod, PodAffinityTerm, PreferredTerm, SpreadConstraint, Taint, Toleration,
+    TolerationOperator, WhenUnsatisfiable,
 };
 use crate::requirements::{Operator, Requirement};
 use crate::resources::{Resource, Resources};
@@ -43,9 +43,7 @@ fn pod_from_spec(meta: &meta::ObjectMeta, spec: &core::PodSpec, path: &str) -> R
         requests: effective_requests(spec, &format!("{path}.spec"))?,
         node_selector: spec.node_selector.clone().unwrap_or_default(),
         priority: spec.priority.unwrap_or(0),
-        do_not_disrupt: annotations
-            .get(labels::DO_NOT_DISRUPT)
-            .is_some_and(|v| v == "true"),
+        do_not_disrupt: annotations.get(labels::DO_NOT_DISRUPT).is_some_and(|v| v == "true"),
         deletion_cost: annotations
             .get(labels::POD_DELETION_COST)
             .and_then(|v| v.parse().ok())
@@ -69,9 +67,7 @@ fn pod_from_spec(meta: &meta::ObjectMeta, spec: &core::PodSpec, path: &str) -> R
         if let Some(na) = &aff.node_affinity {
             if let Some(req) = &na.required_during_scheduling_ignored_during_execution {
                 for (i, term) in req.node_selector_terms.iter().enumerate() {
-                    let p = format!(
-                        "{path}.spec.affinity.nodeAffinity.required.nodeSelectorTerms[{i}]"
-                    );
+                    let p = format!("{path}.spec.affinity.nodeAffinity.required.nodeSelectorTerms[{i}]");
                     pod.node_affinity.push(node_selector_term(term, &p)?);
                 }
             }
@@ -89,36 +85,19 @@ fn pod_from_spec(meta: &meta::ObjectMeta, spec: &core::PodSpec, path: &str) -> R
             }
         }
         if let Some(pa) = &aff.pod_affinity {
-            for t in pa
-                .required_during_scheduling_ignored_during_execution
-                .iter()
-                .flatten()
-            {
+            for t in pa.required_during_scheduling_ignored_during_execution.iter().flatten() {
                 pod.pod_affinity.push(affinity_term(t));
             }
         }
         if let Some(pa) = &aff.pod_anti_affinity {
-            for t in pa
-                .required_during_scheduling_ignored_during_execution
-                .iter()
-                .flatten()
-            {
+            for t in pa.required_during_scheduling_ignored_during_execution.iter().flatten() {
                 pod.pod_anti_affinity.push(affinity_term(t));
             }
         }
     }
-    for (i, c) in spec
-        .topology_spread_constraints
-        .iter()
-        .flatten()
-        .enumerate()
-    {
+    for (i, c) in spec.topology_spread_constraints.iter().flatten().enumerate() {
         let p = format!("{path}.spec.topologySpreadConstraints[{i}]");
-        let mut selector = c
-            .label_selector
-            .as_ref()
-            .map(label_selector)
-            .unwrap_or_default();
+        let mut selector = c.label_selector.as_ref().map(label_selector).unwrap_or_default();
         // matchLabelKeys: the pod's own values for these keys join the selector.
         for k in c.match_label_keys.iter().flatten() {
             if let Some(v) = pod.labels.get(k) {
@@ -189,10 +168,7 @@ fn effective_requests(spec: &core::PodSpec, path: &str) -> Result<Resources> {
     }
     app.add(&sidecars);
     app.max_with(&init_peak);
-    app.add(&quantity_map(
-        spec.overhead.as_ref(),
-        &format!("{path}.overhead"),
-    )?);
+    app.add(&quantity_map(spec.overhead.as_ref(), &format!("{path}.overhead"))?);
     app.set(Resource::Pods, 1);
     Ok(app)
 }
@@ -210,9 +186,10 @@ fn toleration(t: &core::Toleration, path: &str) -> Result<Toleration> {
     };
     let effect = match t.effect.as_deref() {
         None | Some("") => None,
-        Some(e) => Some(Effect::parse(e).ok_or_else(|| {
-            Error::invalid(format!("{path}.effect"), format!("unknown effect {e:?}"))
-        })?),
+        Some(e) => Some(
+            Effect::parse(e)
+                .ok_or_else(|| Error::invalid(format!("{path}.effect"), format!("unknown effect {e:?}")))?,
+        ),
     };
     Ok(Toleration {
         key: t.key.clone().filter(|k| !k.is_empty()),
@@ -235,12 +212,8 @@ fn node_selector_term(term: &core::NodeSelectorTerm, path: &str) -> Result<Vec<R
     let mut out = Vec::new();
     for (i, e) in term.match_expressions.iter().flatten().enumerate() {
         let p = format!("{path}.matchExpressions[{i}]");
-        let operator = Operator::parse(&e.operator).ok_or_else(|| {
-            Error::invalid(
-                format!("{p}.operator"),
-                format!("unknown operator {:?}", e.operator),
-            )
-        })?;
+        let operator = Operator::parse(&e.operator)
+            .ok_or_else(|| Error::invalid(format!("{p}.operator"), format!("unknown operator {:?}", e.operator)))?;
         let r = Requirement {
             key: e.key.clone(),
             operator,
@@ -284,10 +257,7 @@ fn label_selector(s: &meta::LabelSelector) -> LabelSelector {
                     .filter(|o| {
                         matches!(
                             o,
-                            Operator::In
-                                | Operator::NotIn
-                                | Operator::Exists
-                                | Operator::DoesNotExist
+                            Operator::In | Operator::NotIn | Operator::Exists | Operator::DoesNotExist
                         )
                     })
                     .unwrap_or(Operator::In),
@@ -301,11 +271,7 @@ fn label_selector(s: &meta::LabelSelector) -> LabelSelector {
 fn affinity_term(t: &core::PodAffinityTerm) -> PodAffinityTerm {
     PodAffinityTerm {
         topology_key: t.topology_key.clone(),
-        selector: t
-            .label_selector
-            .as_ref()
-            .map(label_selector)
-            .unwrap_or_default(),
+        selector: t.label_selector.as_ref().map(label_selector).unwrap_or_default(),
         namespaces: t.namespaces.clone().unwrap_or_default(),
     }
 }
@@ -333,10 +299,7 @@ pub fn pods_from_workload_value(v: &serde_json::Value, path: &str) -> Result<Vec
                 .flatten()
                 .enumerate()
             {
-                out.extend(pods_from_workload_value(
-                    item,
-                    &format!("{path}.items[{i}]"),
-                )?);
+                out.extend(pods_from_workload_value(item, &format!("{path}.items[{i}]"))?);
             }
             Ok(out)
         }
@@ -363,10 +326,7 @@ pub fn pods_from_workload_value(v: &serde_json::Value, path: &str) -> Result<Vec
             let replicas = match v.pointer(count_field) {
                 None | Some(serde_json::Value::Null) => 1,
                 Some(x) => x.as_i64().ok_or_else(|| {
-                    Error::invalid(
-                        format!("{path}{}", count_field.replace('/', ".")),
-                        "must be an integer",
-                    )
+                    Error::invalid(format!("{path}{}", count_field.replace('/', ".")), "must be an integer")
                 })?,
             };
             if !(0..=MAX_REPLICAS).contains(&replicas) {
@@ -514,17 +474,12 @@ spec:
     #[test]
     fn bad_objects_name_the_field() {
         let v: serde_json::Value = serde_json::json!({"kind": "Deployment", "metadata": {"name": "x"}, "spec": {"replicas": 10_000_000, "template": {"spec": {"containers": []}}}});
-        let e = pods_from_workload_value(&v, "doc[1]")
-            .unwrap_err()
-            .to_string();
+        let e = pods_from_workload_value(&v, "doc[1]").unwrap_err().to_string();
         assert!(e.starts_with("doc[1].spec.replicas"), "{e}");
         let v = serde_json::json!({"kind": "Pod", "metadata": {"name": "x"}, "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "lots"}}}]}});
-        let e = pods_from_workload_value(&v, "doc[0]")
-            .unwrap_err()
-            .to_string();
+        let e = pods_from_workload_value(&v, "doc[0]").unwrap_err().to_string();
         assert!(
-            e.contains("doc[0].spec.containers[0].resources.requests.cpu")
-                && e.contains("\"lots\""),
+            e.contains("doc[0].spec.containers[0].resources.requests.cpu") && e.contains("\"lots\""),
             "{e}"
         );
         let e = pods_from_workload_value(&serde_json::json!({"kind": "Service"}), "d")

@@ -22,11 +22,7 @@ fn check_size(text: &str, source: &str) -> Result<()> {
     if text.len() > MAX_INPUT_BYTES {
         return Err(Error::Parse {
             source_name: source.into(),
-            reason: format!(
-                "{} bytes is over the {} byte limit",
-                text.len(),
-                MAX_INPUT_BYTES
-            ),
+            reason: format!("{} bytes is over the {} byte limit", text.len(), MAX_INPUT_BYTES),
         });
     }
     Ok(())
@@ -139,9 +135,7 @@ struct CsvRow {
 }
 
 fn load_csv(text: &str, source: &str) -> Result<Vec<Pod>> {
-    let mut rdr = csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_reader(text.as_bytes());
+    let mut rdr = csv::ReaderBuilder::new().flexible(true).from_reader(text.as_bytes());
     let mut out = Vec::new();
     for (i, row) in rdr.deserialize::<CsvRow>().enumerate() {
         let line = i + 2;
@@ -220,13 +214,8 @@ mod tests {
         let e = load_pods("name,cpu_milli,memory_mib\np0,12x,5\n", "t.csv")
             .unwrap_err()
             .to_string();
-        assert_eq!(
-            e,
-            "t.csv:2: column cpu_milli: \"12x\" is not a non-negative integer"
-        );
-        let e = load_pods("name,cpu_milli\np0,1\n", "t.csv")
-            .unwrap_err()
-            .to_string();
+        assert_eq!(e, "t.csv:2: column cpu_milli: \"12x\" is not a non-negative integer");
+        let e = load_pods("name,cpu_milli\np0,1\n", "t.csv").unwrap_err().to_string();
         assert!(e.starts_with("t.csv:2:") && e.contains("memory_mib"), "{e}");
     }
 

@@ -10,6 +10,6 @@ pub use k8s::{pod_from_k8s, pods_from_workload_value, taint_from_k8s};
 pub use load::{MAX_INPUT_BYTES, PodFile, documents, load_nodes, load_pods};
 pub use node::Node;
 pub use pod::{
-    Effect, LabelSelector, OwnerRef, Pod, PodAffinityTerm, PreferredTerm, SpreadConstraint, Taint,
-    Toleration, TolerationOperator, WhenUnsatisfiable, first_untolerated,
+    Effect, LabelSelector, OwnerRef, Pod, PodAffinityTerm, PreferredTerm, SpreadConstraint, Taint, Toleration,
+    TolerationOperator, WhenUnsatisfiable, first_untolerated,
 };

@@ -45,9 +45,7 @@ impl std::fmt::Display for Taint {
     }
 }
 
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
 pub enum TolerationOperator {
     #[default]
     Equal,
@@ -76,9 +74,7 @@ impl Toleration {
             (None, TolerationOperator::Exists) => true,
             (Some(k), _) if *k != t.key => false,
             (_, TolerationOperator::Exists) => true,
-            (_, TolerationOperator::Equal) => {
-                self.value.as_deref().unwrap_or("") == t.value.as_deref().unwrap_or("")
-            }
+            (_, TolerationOperator::Equal) => self.value.as_deref().unwrap_or("") == t.value.as_deref().unwrap_or(""),
         }
     }
 }
@@ -106,16 +102,11 @@ impl LabelSelector {
         self.match_labels
             .iter()
             .all(|(k, v)| labels.get(k).is_some_and(|x| x == v))
-            && self
-                .match_expressions
-                .iter()
-                .all(|r| r.matches(labels.label(&r.key)))
+            && self.match_expressions.iter().all(|r| r.matches(labels.label(&r.key)))
     }
 }
 
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
 pub enum WhenUnsatisfiable {
     #[default]
     DoNotSchedule,
@@ -153,12 +144,7 @@ pub struct PodAffinityTerm {
 
 impl PodAffinityTerm {
     /// Whether `other` (in `other_ns`) is selected by this term of a pod in `own_ns`.
-    pub fn selects(
-        &self,
-        own_ns: &str,
-        other_ns: &str,
-        other_labels: &BTreeMap<String, String>,
-    ) -> bool {
+    pub fn selects(&self, own_ns: &str, other_ns: &str, other_labels: &BTreeMap<String, String>) -> bool {
         let ns_ok = if self.namespaces.is_empty() {
             own_ns == other_ns
         } else {

@@ -32,14 +32,10 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
             "m" => 60_000_000_000,
             "h" => 3_600_000_000_000,
             other => {
-                return Err(format!(
-                    "{s:?}: unknown unit {other:?} (use ns, us, ms, s, m, h)"
-                ));
+                return Err(format!("{s:?}: unknown unit {other:?} (use ns, us, ms, s, m, h)"));
             }
         };
-        let value: f64 = num
-            .parse()
-            .map_err(|_| format!("{s:?}: bad number {num:?}"))?;
+        let value: f64 = num.parse().map_err(|_| format!("{s:?}: bad number {num:?}"))?;
         if !value.is_finite() || value > 1e12 {
             return Err(format!("{s:?}: out of range"));
         }

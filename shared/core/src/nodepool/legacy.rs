@@ -123,7 +123,10 @@ pub(super) fn provisioner_to_nodepool(ctx: &mut Ctx, m: &Map<String, Value>) -> 
 }
 
 pub(super) fn node_template_to_nodeclass(ctx: &mut Ctx, m: &Map<String, Value>) -> Option<Value> {
-    ctx.warn("apiVersion", "karpenter.k8s.aws/v1alpha1 AWSNodeTemplate converted to a karpenter.k8s.aws/v1 EC2NodeClass");
+    ctx.warn(
+        "apiVersion",
+        "karpenter.k8s.aws/v1alpha1 AWSNodeTemplate converted to a karpenter.k8s.aws/v1 EC2NodeClass",
+    );
     let spec = match m.get("spec") {
         Some(Value::Object(s)) => s,
         _ => {
@@ -148,10 +151,7 @@ pub(super) fn node_template_to_nodeclass(ctx: &mut Ctx, m: &Map<String, Value>) 
             _ => json!([]),
         }
     };
-    let family = spec
-        .get("amiFamily")
-        .and_then(Value::as_str)
-        .unwrap_or("AL2");
+    let family = spec.get("amiFamily").and_then(Value::as_str).unwrap_or("AL2");
     let alias = match family {
         "AL2023" => "al2023@latest",
         "Bottlerocket" => "bottlerocket@latest",

@@ -6,9 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Map, Value};
 
 use super::{
-    BlockDevice, Budget, BudgetNodes, Config, ConsolidationPolicy, Diagnostics, Disruption,
-    DisruptionReason, Ec2NodeClass, KubeletConfig, Limits, NodePool, PoolBacking, SelectorTerm,
-    legacy, parse_duration,
+    BlockDevice, Budget, BudgetNodes, Config, ConsolidationPolicy, Diagnostics, Disruption, DisruptionReason,
+    Ec2NodeClass, KubeletConfig, Limits, NodePool, PoolBacking, SelectorTerm, legacy, parse_duration,
 };
 use crate::catalogue::CapacityType;
 use crate::labels;
@@ -47,12 +46,7 @@ impl Ctx {
             }
         }
     }
-    fn child<'a>(
-        &mut self,
-        m: &'a Map<String, Value>,
-        key: &str,
-        path: &str,
-    ) -> Option<&'a Map<String, Value>> {
+    fn child<'a>(&mut self, m: &'a Map<String, Value>, key: &str, path: &str) -> Option<&'a Map<String, Value>> {
         m.get(key).and_then(|v| self.object(v, &join(path, key)))
     }
     fn known(&mut self, m: &Map<String, Value>, path: &str, known: &[&str]) {
@@ -84,12 +78,7 @@ impl Ctx {
             }
         }
     }
-    fn string_map(
-        &mut self,
-        m: &Map<String, Value>,
-        key: &str,
-        path: &str,
-    ) -> BTreeMap<String, String> {
+    fn string_map(&mut self, m: &Map<String, Value>, key: &str, path: &str) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
         if let Some(obj) = self.child(m, key, path) {
             for (k, v) in obj {
@@ -100,21 +89,13 @@ impl Ctx {
                     Value::Number(_) | Value::Bool(_) => {
                         out.insert(k.clone(), v.to_string());
                     }
-                    _ => self.err(
-                        &format!("{}.{k}", join(path, key)),
-                        "expected a string value",
-                    ),
+                    _ => self.err(&format!("{}.{k}", join(path, key)), "expected a string value"),
                 }
             }
         }
         out
     }
-    fn duration_or_never(
-        &mut self,
-        m: &Map<String, Value>,
-        key: &str,
-        path: &str,
-    ) -> Option<Option<u64>> {
+    fn duration_or_never(&mut self, m: &Map<String, Value>, key: &str, path: &str) -> Option<Option<u64>> {
         let s = self.string(m, key, path)?;
         if s == "Never" {
             return Some(None);
@@ -196,8 +177,7 @@ pub(super) fn parse_config(text: &str, source: &str) -> (Option<Config>, Diagnos
                     config.node_pools.push(p);
                 }
             }
-            ("karpenter.k8s.aws/v1", "EC2NodeClass")
-            | ("karpenter.k8s.aws/v1beta1", "EC2NodeClass") => {
+            ("karpenter.k8s.aws/v1", "EC2NodeClass") | ("karpenter.k8s.aws/v1beta1", "EC2NodeClass") => {
                 if let Some(c) = parse_nodeclass(&mut ctx, m) {
                     config.node_classes.push(c);
                 }
@@ -218,16 +198,10 @@ pub(super) fn parse_config(text: &str, source: &str) -> (Option<Config>, Diagnos
                 }
             }
             (_, "NodePool" | "EC2NodeClass" | "Provisioner" | "AutoScalingPool") => {
-                ctx.err(
-                    "apiVersion",
-                    format!("unsupported apiVersion {api:?} for {kind}"),
-                );
+                ctx.err("apiVersion", format!("unsupported apiVersion {api:?} for {kind}"));
             }
             ("", _) | (_, "") => ctx.err("", "missing apiVersion or kind"),
-            _ => ctx.warn(
-                "",
-                format!("{api} {kind} is not Nodewright configuration (ignored)"),
-            ),
+            _ => ctx.warn("", format!("{api} {kind} is not Nodewright configuration (ignored)")),
         }
     }
     ctx.prefix = format!("{source}: ");
@@ -294,14 +268,8 @@ pub(super) fn is_label_key(k: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .last()
-            .is_some_and(|c| c.is_ascii_alphanumeric());
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.chars().last().is_some_and(|c| c.is_ascii_alphanumeric());
     let prefix_ok = prefix.is_none_or(|p| {
         !p.is_empty()
             && p.len() <= 253
@@ -325,23 +293,15 @@ fn restricted_domain(key: &str) -> bool {
     let Some((prefix, _)) = key.rsplit_once('/') else {
         return false;
     };
-    [
-        "kubernetes.io",
-        "k8s.io",
-        "karpenter.sh",
-        "karpenter.k8s.aws",
-    ]
-    .iter()
-    .any(|d| prefix == *d || prefix.ends_with(&format!(".{d}")))
+    ["kubernetes.io", "k8s.io", "karpenter.sh", "karpenter.k8s.aws"]
+        .iter()
+        .any(|d| prefix == *d || prefix.ends_with(&format!(".{d}")))
         && !prefix.starts_with("node-restriction.kubernetes.io")
 }
 
 fn parse_requirements(ctx: &mut Ctx, items: &[Value], path: &str) -> Vec<Requirement> {
     if items.len() > 100 {
-        ctx.err(
-            path,
-            format!("{} requirements; at most 100 are allowed", items.len()),
-        );
+        ctx.err(path, format!("{} requirements; at most 100 are allowed", items.len()));
     }
     let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
@@ -356,10 +316,7 @@ fn parse_requirements(ctx: &mut Ctx, items: &[Value], path: &str) -> Vec<Require
         let key = match key {
             Some(k) if is_label_key(&k) => k,
             Some(k) => {
-                ctx.err(
-                    &format!("{p}.key"),
-                    format!("{k:?} is not a valid label key"),
-                );
+                ctx.err(&format!("{p}.key"), format!("{k:?} is not a valid label key"));
                 ok = false;
                 k
             }
@@ -444,9 +401,7 @@ fn parse_requirements(ctx: &mut Ctx, items: &[Value], path: &str) -> Vec<Require
                 if CapacityType::parse(v).is_none() {
                     ctx.err(
                         &format!("{p}.values"),
-                        format!(
-                            "unknown capacity type {v:?} (expected spot, on-demand or reserved)"
-                        ),
+                        format!("unknown capacity type {v:?} (expected spot, on-demand or reserved)"),
                     );
                     ok = false;
                 }
@@ -485,19 +440,14 @@ fn parse_taints(ctx: &mut Ctx, items: &[Value], path: &str) -> Vec<Taint> {
             continue;
         };
         if !is_label_key(&key) {
-            ctx.err(
-                &format!("{p}.key"),
-                format!("{key:?} is not a valid taint key"),
-            );
+            ctx.err(&format!("{p}.key"), format!("{key:?} is not a valid taint key"));
             continue;
         }
         match effect.as_deref().map(|e| (e, Effect::parse(e))) {
             Some((_, Some(effect))) => out.push(Taint { key, value, effect }),
             Some((e, None)) => ctx.err(
                 &format!("{p}.effect"),
-                format!(
-                    "unknown effect {e:?} (expected NoSchedule, PreferNoSchedule or NoExecute)"
-                ),
+                format!("unknown effect {e:?} (expected NoSchedule, PreferNoSchedule or NoExecute)"),
             ),
             None => ctx.err(&format!("{p}.effect"), "missing"),
         }
@@ -505,12 +455,7 @@ fn parse_taints(ctx: &mut Ctx, items: &[Value], path: &str) -> Vec<Taint> {
     out
 }
 
-fn parse_labels(
-    ctx: &mut Ctx,
-    m: &Map<String, Value>,
-    key: &str,
-    path: &str,
-) -> BTreeMap<String, String> {
+fn parse_labels(ctx: &mut Ctx, m: &Map<String, Value>, key: &str, path: &str) -> BTreeMap<String, String> {
     let l = ctx.string_map(m, key, path);
     for (k, v) in &l {
         let p = format!("{}.{k}", join(path, key));
@@ -578,10 +523,7 @@ fn parse_nodepool(ctx: &mut Ctx, m: &Map<String, Value>) -> Option<NodePool> {
         None | Some(Value::Null) => {}
         Some(v) => match v.as_u64() {
             Some(w) if (1..=100).contains(&w) => pool.weight = w as u32,
-            _ => ctx.err(
-                "spec.weight",
-                format!("{v} must be an integer from 1 to 100"),
-            ),
+            _ => ctx.err("spec.weight", format!("{v} must be an integer from 1 to 100")),
         },
     }
     if let Some(limits) = ctx.child(spec, "limits", "spec") {
@@ -672,18 +614,12 @@ fn parse_nodepool(ctx: &mut Ctx, m: &Map<String, Value>) -> Option<NodePool> {
 }
 
 fn parse_disruption(ctx: &mut Ctx, d: &Map<String, Value>, path: &str) -> Disruption {
-    ctx.known(
-        d,
-        path,
-        &["consolidationPolicy", "consolidateAfter", "budgets"],
-    );
+    ctx.known(d, path, &["consolidationPolicy", "consolidateAfter", "budgets"]);
     let mut out = Disruption::default();
     match ctx.string(d, "consolidationPolicy", path).as_deref() {
         None => {}
         Some("WhenEmpty") => out.consolidation_policy = ConsolidationPolicy::WhenEmpty,
-        Some("WhenEmptyOrUnderutilized") => {
-            out.consolidation_policy = ConsolidationPolicy::WhenEmptyOrUnderutilized
-        }
+        Some("WhenEmptyOrUnderutilized") => out.consolidation_policy = ConsolidationPolicy::WhenEmptyOrUnderutilized,
         Some(o) => ctx.err(
             &join(path, "consolidationPolicy"),
             format!("unknown policy {o:?} (expected WhenEmpty or WhenEmptyOrUnderutilized)"),
@@ -800,9 +736,7 @@ pub(super) fn validate_cron(s: &str) -> Result<(), String> {
             }
             let (a, b) = range.split_once('-').unwrap_or((range, range));
             for v in [a, b] {
-                let n: u32 = v
-                    .parse()
-                    .map_err(|_| format!("{s:?}: {v:?} is not a number"))?;
+                let n: u32 = v.parse().map_err(|_| format!("{s:?}: {v:?} is not a number"))?;
                 if n < lo || n > hi {
                     return Err(format!("{s:?}: {n} is outside {lo}-{hi}"));
                 }
@@ -812,12 +746,7 @@ pub(super) fn validate_cron(s: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn selector_terms(
-    ctx: &mut Ctx,
-    items: &[Value],
-    path: &str,
-    allowed: &[&str],
-) -> Vec<SelectorTerm> {
+fn selector_terms(ctx: &mut Ctx, items: &[Value], path: &str, allowed: &[&str]) -> Vec<SelectorTerm> {
     let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let p = format!("{path}[{i}]");
@@ -833,38 +762,19 @@ fn selector_terms(
             owner: ctx.string(m, "owner", &p),
             ssm_parameter: ctx.string(m, "ssmParameter", &p),
         };
-        if t.tags.is_empty()
-            && t.id.is_none()
-            && t.name.is_none()
-            && t.alias.is_none()
-            && t.ssm_parameter.is_none()
-        {
-            ctx.err(
-                &p,
-                "a selector term needs tags, id, name, alias or ssmParameter",
-            );
+        if t.tags.is_empty() && t.id.is_none() && t.name.is_none() && t.alias.is_none() && t.ssm_parameter.is_none() {
+            ctx.err(&p, "a selector term needs tags, id, name, alias or ssmParameter");
         }
         if let Some(a) = &t.alias {
             let family = a.split('@').next().unwrap_or("");
-            if ![
-                "al2023",
-                "al2",
-                "bottlerocket",
-                "windows2019",
-                "windows2022",
-            ]
-            .contains(&family)
-            {
+            if !["al2023", "al2", "bottlerocket", "windows2019", "windows2022"].contains(&family) {
                 ctx.err(
                     &format!("{p}.alias"),
                     format!("{a:?}: unknown AMI family (expected al2023@…, bottlerocket@…)"),
                 );
             }
             if family == "al2" {
-                ctx.warn(
-                    &format!("{p}.alias"),
-                    "AL2 is end of life for EKS; prefer al2023",
-                );
+                ctx.warn(&format!("{p}.alias"), "AL2 is end of life for EKS; prefer al2023");
             }
         }
         out.push(t);
@@ -916,24 +826,16 @@ fn parse_nodeclass(ctx: &mut Ctx, m: &Map<String, Value>) -> Option<Ec2NodeClass
         &["alias", "id", "name", "owner", "tags", "ssmParameter"],
     );
     if c.ami_selector_terms.is_empty() {
-        ctx.err(
-            "spec.amiSelectorTerms",
-            "missing (e.g. [{alias: al2023@latest}])",
-        );
+        ctx.err("spec.amiSelectorTerms", "missing (e.g. [{alias: al2023@latest}])");
     }
     let subnets = ctx.array(spec, "subnetSelectorTerms", "spec");
-    c.subnet_selector_terms =
-        selector_terms(ctx, subnets, "spec.subnetSelectorTerms", &["id", "tags"]);
+    c.subnet_selector_terms = selector_terms(ctx, subnets, "spec.subnetSelectorTerms", &["id", "tags"]);
     if c.subnet_selector_terms.is_empty() {
         ctx.err("spec.subnetSelectorTerms", "missing");
     }
     let sgs = ctx.array(spec, "securityGroupSelectorTerms", "spec");
-    c.security_group_selector_terms = selector_terms(
-        ctx,
-        sgs,
-        "spec.securityGroupSelectorTerms",
-        &["id", "name", "tags"],
-    );
+    c.security_group_selector_terms =
+        selector_terms(ctx, sgs, "spec.securityGroupSelectorTerms", &["id", "name", "tags"]);
     if c.security_group_selector_terms.is_empty() {
         ctx.err("spec.securityGroupSelectorTerms", "missing");
     }
@@ -946,14 +848,8 @@ fn parse_nodeclass(ctx: &mut Ctx, m: &Map<String, Value>) -> Option<Ec2NodeClass
     }
     c.tags = ctx.string_map(spec, "tags", "spec");
     for k in c.tags.keys() {
-        if k.starts_with("kubernetes.io/cluster/")
-            || k == "karpenter.sh/nodepool"
-            || k.starts_with("nodewright.io/")
-        {
-            ctx.err(
-                &format!("spec.tags.{k}"),
-                "tag is restricted (set by Nodewright)",
-            );
+        if k.starts_with("kubernetes.io/cluster/") || k == "karpenter.sh/nodepool" || k.starts_with("nodewright.io/") {
+            ctx.err(&format!("spec.tags.{k}"), "tag is restricted (set by Nodewright)");
         }
     }
     c.user_data = ctx.string(spec, "userData", "spec");
@@ -977,10 +873,7 @@ fn parse_nodeclass(ctx: &mut Ctx, m: &Map<String, Value>) -> Option<Ec2NodeClass
             ],
         );
         let mut kc = KubeletConfig::default();
-        for (field, slot) in [
-            ("maxPods", &mut kc.max_pods),
-            ("podsPerCore", &mut kc.pods_per_core),
-        ] {
+        for (field, slot) in [("maxPods", &mut kc.max_pods), ("podsPerCore", &mut kc.pods_per_core)] {
             if let Some(v) = k.get(field) {
                 match v.as_u64() {
                     Some(n) if n > 0 && n <= 10_000 => *slot = Some(n as u32),
@@ -1015,10 +908,7 @@ fn parse_nodeclass(ctx: &mut Ctx, m: &Map<String, Value>) -> Option<Ec2NodeClass
             volume_size_gib: None,
             volume_type: None,
             encrypted: None,
-            root_volume: bm
-                .get("rootVolume")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
+            root_volume: bm.get("rootVolume").and_then(Value::as_bool).unwrap_or(false),
         };
         if let Some(e) = ebs {
             let ep = format!("{p}.ebs");
@@ -1084,10 +974,7 @@ fn parse_asg_pool(ctx: &mut Ctx, m: &Map<String, Value>) -> Option<NodePool> {
         .filter_map(|v| v.as_str().map(String::from))
         .collect();
     if types.is_empty() {
-        ctx.err(
-            "spec.instanceTypes",
-            "missing: list the group's instance types",
-        );
+        ctx.err("spec.instanceTypes", "missing: list the group's instance types");
     }
     for (i, t) in types.iter().enumerate() {
         if crate::Catalogue::embedded().get(t).is_err() {
@@ -1101,10 +988,7 @@ fn parse_asg_pool(ctx: &mut Ctx, m: &Map<String, Value>) -> Option<NodePool> {
         .string(spec, "capacityType", "spec")
         .unwrap_or_else(|| "on-demand".into());
     if !matches!(ct.as_str(), "on-demand" | "spot") {
-        ctx.err(
-            "spec.capacityType",
-            format!("{ct:?} must be on-demand or spot"),
-        );
+        ctx.err("spec.capacityType", format!("{ct:?} must be on-demand or spot"));
     }
     let size = |ctx: &mut Ctx, k: &str| -> Option<u32> {
         match spec.get(k) {
@@ -1112,10 +996,7 @@ fn parse_asg_pool(ctx: &mut Ctx, m: &Map<String, Value>) -> Option<NodePool> {
             Some(v) => match v.as_u64() {
                 Some(n) if n <= 10_000 => Some(n as u32),
                 _ => {
-                    ctx.err(
-                        &format!("spec.{k}"),
-                        format!("{v} must be an integer from 0 to 10000"),
-                    );
+                    ctx.err(&format!("spec.{k}"), format!("{v} must be an integer from 0 to 10000"));
                     None
                 }
             },
@@ -1125,18 +1006,13 @@ fn parse_asg_pool(ctx: &mut Ctx, m: &Map<String, Value>) -> Option<NodePool> {
     let max_size = size(ctx, "maxSize");
     match max_size {
         None => ctx.err("spec.maxSize", "missing"),
-        Some(mx) if mx < min_size => {
-            ctx.err("spec.maxSize", format!("{mx} is below minSize {min_size}"))
-        }
+        Some(mx) if mx < min_size => ctx.err("spec.maxSize", format!("{mx} is below minSize {min_size}")),
         _ => {}
     }
     if let Some(v) = spec.get("weight") {
         match v.as_u64() {
             Some(w) if (1..=100).contains(&w) => pool.weight = w as u32,
-            _ => ctx.err(
-                "spec.weight",
-                format!("{v} must be an integer from 1 to 100"),
-            ),
+            _ => ctx.err("spec.weight", format!("{v} must be an integer from 1 to 100")),
         }
     }
     let zones: Vec<String> = ctx
@@ -1150,11 +1026,8 @@ fn parse_asg_pool(ctx: &mut Ctx, m: &Map<String, Value>) -> Option<NodePool> {
         values: types,
         min_values: None,
     });
-    pool.requirements.push(Requirement::new(
-        labels::CAPACITY_TYPE,
-        Operator::In,
-        &[ct.as_str()],
-    ));
+    pool.requirements
+        .push(Requirement::new(labels::CAPACITY_TYPE, Operator::In, &[ct.as_str()]));
     if !zones.is_empty() {
         pool.requirements.push(Requirement {
             key: labels::ZONE.into(),

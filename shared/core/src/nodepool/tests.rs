@@ -51,12 +51,7 @@ fn provisioner_converts_with_warnings() {
             .iter()
             .any(|w| w.contains("v1alpha5 Provisioner converted"))
     );
-    assert!(
-        diags
-            .warnings
-            .iter()
-            .any(|w| w.contains("ttlSecondsAfterEmpty"))
-    );
+    assert!(diags.warnings.iter().any(|w| w.contains("ttlSecondsAfterEmpty")));
 }
 
 const BROKEN: &str = r#"
@@ -194,11 +189,7 @@ spec:
     assert_eq!(p.termination_grace_period_secs, Some(48 * 3600));
     assert_eq!(p.limits.nodes, Some(50));
     assert_eq!(p.limits.resources.get(crate::Resource::NvidiaGpu), 8);
-    assert_eq!(
-        p.disruption.budgets[0].nodes.allowed(11),
-        3,
-        "20% of 11 rounds up"
-    );
+    assert_eq!(p.disruption.budgets[0].nodes.allowed(11), 3, "20% of 11 rounds up");
     assert_eq!(p.startup_taints.len(), 1);
     assert_eq!(c.node_classes[0].kubelet.max_pods, Some(58));
     let asg = c.pool("gpu-a10g").unwrap();

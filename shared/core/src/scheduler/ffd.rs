@@ -6,7 +6,7 @@
 //! type a claim may become.
 
 use super::pack::{Claim, finish, limit_reason, place_on_existing, within_limits};
-use super::prepare::{HostCounts, Prepared, offered};
+use super::prepare::{HostCounts, Prepared};
 
 use super::{Options, Plan};
 use crate::resources::Resources;
@@ -50,10 +50,7 @@ pub(super) fn run(mut prep: Prepared, opts: &Options) -> Plan {
                 Ok(mut c) => {
                     if !try_join(&mut prep, &mut c, b) {
                         let bucket = &mut prep.buckets[b];
-                        failed.push((
-                            bucket.pods[bucket.next],
-                            "no instance type fits the pod".into(),
-                        ));
+                        failed.push((bucket.pods[bucket.next], "no instance type fits the pod".into()));
                         bucket.next += 1;
                     }
                     claims.push(c);
@@ -98,7 +95,7 @@ fn try_join(prep: &mut Prepared, fc: &mut FfdClaim, b: usize) -> bool {
     for t in set.clone().iter() {
         let mut n = need.clone();
         n.add(&pv.ds_overhead[t]);
-        if n.fits_in(&types[t].allocatable) && offered(&types[t], &prep.zones, zones, cts) {
+        if n.fits_in(&types[t].allocatable) && prep.offered(t, zones, cts) {
             max_cap.max_with(&prep.capacity(c.pool, t));
         } else {
             set.remove(t);

@@ -6,6 +6,14 @@
 //! and, for every type and resource, `sum_s req[s][r] y[s][t] <= alloc[t][r] x[t]`. Topology
 //! constraints are ignored, so the bound is valid (never above the true optimum) for any packing.
 //!
+//! Eligibility follows the scheduler's policy: bare-metal types are only eligible when some pod
+//! fits nothing else (the scheduler never picks metal otherwise). Accelerated types stay eligible
+//! for every pod, because any pod may fill spare room on a GPU node.
+//!
+//! Eligibility follows the scheduler's policy: bare-metal types are only eligible when some pod
+//! fits nothing else (the scheduler never picks metal otherwise). Accelerated types stay eligible
+//! for every pod, because any pod may fill spare room on a GPU node.
+//!
 //! Types dominated by another type (it hosts every shape the first does and offers at least as much
 //! of every resource per dollar) are removed first; that cannot raise the optimum.
 
@@ -41,13 +49,12 @@ pub fn lower_bound(input: &Input<'_>) -> Result<LowerBound, String> {
     let mut types: Vec<(usize, f64, Resources)> = pv
         .types
         .iter()
-        .filter_map(|t| {
-            best_price(&prep, t, pv.zones, pv.cts).map(|(p, _, _)| (t, p, prep.capacity(pi, t)))
-        })
+        .filter_map(|t| best_price(&prep, t, pv.zones, pv.cts).map(|(p, _, _)| (t, p, prep.capacity(pi, t))))
         .filter(|(_, p, _)| *p > 0.0)
         .collect();
     // Shapes.
-    let mut shapes: BTreeMap<Resources, (u64, Vec<usize>)> = BTreeMap::new();
+    let mut shapes: BTreeMap<Resources, (u64, Vec<usize>, Vec<usize>)> = BTreeMap::new();
+    let mut metal_needed = false;
     let mut pods = 0usize;
     for (i, p) in input.pods.iter().enumerate() {
         let Ok(c) = &prep.sigs[prep.pod_sig[i]].compat[pi] else {
@@ -55,23 +62,35 @@ pub fn lower_bound(input: &Input<'_>) -> Result<LowerBound, String> {
         };
         let e = shapes
             .entry(p.requests.clone())
-            .or_insert_with(|| (0, Vec::new()));
+            .or_insert_with(|| (0, Vec::new(), Vec::new()));
         if e.0 == 0 {
-            e.1 = types
+            let fits: Vec<usize> = types
                 .iter()
                 .enumerate()
                 .filter(|(_, (t, _, a))| c.types.contains(*t) && p.requests.fits_in(a))
                 .map(|(k, _)| k)
                 .collect();
+            // The scheduler never puts a pod on a bare-metal type unless nothing else fits it; any
+            // pod may fill spare room on an accelerated node, so those stay eligible.
+            let it = input.instance_types;
+            let plain: Vec<usize> = fits.iter().copied().filter(|k| !it[types[*k].0].bare_metal).collect();
+            if plain.is_empty() {
+                metal_needed = true;
+            }
+            e.1 = fits;
+            e.2 = plain;
         }
         if !e.1.is_empty() {
             e.0 += 1;
             pods += 1;
         }
     }
-    shapes.retain(|_, (n, _)| *n > 0);
-    let shape_list: Vec<(Resources, u64, Vec<usize>)> =
-        shapes.into_iter().map(|(r, (n, e))| (r, n, e)).collect();
+    shapes.retain(|_, (n, _, _)| *n > 0);
+    // If some pod only fits bare metal, a metal node exists and anything may share it.
+    let shape_list: Vec<(Resources, u64, Vec<usize>)> = shapes
+        .into_iter()
+        .map(|(r, (n, all, plain))| (r, n, if metal_needed { all } else { plain }))
+        .collect();
     // Resources any shape uses.
     let used: Vec<usize> = (0..FIXED)
         .filter(|r| shape_list.iter().any(|(s, _, _)| s.fixed()[*r] > 0))
@@ -106,20 +125,14 @@ pub fn lower_bound(input: &Input<'_>) -> Result<LowerBound, String> {
                 .iter()
                 .any(|r| ra.fixed()[*r] as f64 / pa < rb.fixed()[*r] as f64 / pb)
                 || b < a;
-            let hosts = eligible_by_type[a]
-                .iter()
-                .all(|s| eligible_by_type[b].contains(s));
+            let hosts = eligible_by_type[a].iter().all(|s| eligible_by_type[b].contains(s));
             if per_dollar_ok && strictly && hosts {
                 alive[a] = false;
             }
         }
     }
     let keep: Vec<usize> = (0..types.len()).filter(|k| alive[*k]).collect();
-    let remap: BTreeMap<usize, usize> = keep
-        .iter()
-        .enumerate()
-        .map(|(new, old)| (*old, new))
-        .collect();
+    let remap: BTreeMap<usize, usize> = keep.iter().enumerate().map(|(new, old)| (*old, new)).collect();
     types = keep.iter().map(|k| types[*k].clone()).collect();
 
     let mut lp = Problem::new(OptimizationDirection::Minimize);
@@ -127,8 +140,7 @@ pub fn lower_bound(input: &Input<'_>) -> Result<LowerBound, String> {
         .iter()
         .map(|(_, p, _)| lp.add_var(*p, (0.0, f64::INFINITY)))
         .collect();
-    let mut rows: Vec<Vec<Vec<(microlp::Variable, f64)>>> =
-        vec![vec![Vec::new(); used.len()]; types.len()];
+    let mut rows: Vec<Vec<Vec<(microlp::Variable, f64)>>> = vec![vec![Vec::new(); used.len()]; types.len()];
     for (s, n, elig) in &shape_list {
         let mut vars = Vec::new();
         for old in elig {
@@ -159,6 +171,17 @@ pub fn lower_bound(input: &Input<'_>) -> Result<LowerBound, String> {
     }
     let outcome = lp.solve().map_err(|e| format!("LP failed: {e}"))?;
     let sol = outcome.solution().ok_or("LP interrupted")?;
+    if std::env::var_os("NODEWRIGHT_DEBUG_LP").is_some() {
+        for (t, v) in x.iter().enumerate() {
+            let n = sol.var_value(*v);
+            if n > 1e-6 {
+                eprintln!(
+                    "lp: {} x {:.2} at {:.4}/h",
+                    input.instance_types[types[t].0].name, n, types[t].1
+                );
+            }
+        }
+    }
     Ok(LowerBound {
         cost: sol.objective(),
         pods,

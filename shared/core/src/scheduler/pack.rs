@@ -9,7 +9,7 @@
 //! 4. Each claim is right-sized: its options are every compatible type that fits what it holds,
 //!    cheapest first, so the plan's price is the cheapest type that fits, not the seed's choice.
 
-use super::prepare::{HostCounts, Prepared, ct_bit, cts_of, offered};
+use super::prepare::{HostCounts, Prepared, ct_bit, cts_of};
 use super::typeset::TypeSet;
 use super::{Binding, ClaimPlan, InstanceOption, Options, Plan, Unschedulable};
 use crate::catalogue::CapacityType;
@@ -39,6 +39,7 @@ pub(super) fn run(mut prep: Prepared, opts: &Options) -> Plan {
     place_on_existing(&mut prep, &mut bindings);
     let mut claims: Vec<Claim> = Vec::new();
     let mut failed: Vec<(usize, String)> = std::mem::take(&mut prep.unschedulable);
+    let mut values = Values::new(&prep);
 
     // Buckets limited per node go first; inside each group, the prepared (largest-first) order.
     let mut order: Vec<usize> = (0..prep.buckets.len()).collect();
@@ -55,10 +56,12 @@ pub(super) fn run(mut prep: Prepared, opts: &Options) -> Plan {
             join(&mut prep, &mut claims[ci], b, u64::MAX);
         }
         while prep.buckets[b].remaining() > 0 {
-            match open_claim(&prep, &claims, b) {
+            let share = fair_share(&prep, b);
+            match open_claim(&prep, &claims, b, &mut values, share) {
                 Ok(mut claim) => {
-                    join(&mut prep, &mut claim, b, u64::MAX);
-                    fill(&mut prep, &mut claim);
+                    let per_node = prep.buckets[b].per_node;
+                    join(&mut prep, &mut claim, b, per_node);
+                    fill(&mut prep, &mut claim, share);
                     claims.push(claim);
                 }
                 Err(reason) => {
@@ -84,23 +87,14 @@ pub(super) fn place_on_existing(prep: &mut Prepared, bindings: &mut Vec<(usize, 
         let mut candidates: Vec<usize> = (0..prep.nodes.len())
             .filter(|n| prep.fits_node(&prep.buckets[b], &prep.nodes[*n]))
             .collect();
-        candidates.sort_by_key(|n| {
-            (
-                prep.nodes[*n].in_flight,
-                prep.nodes[*n].free.cpu_milli(),
-                *n,
-            )
-        });
+        candidates.sort_by_key(|n| (prep.nodes[*n].in_flight, prep.nodes[*n].free.cpu_milli(), *n));
         for n in candidates {
             let bucket = &prep.buckets[b];
             if bucket.remaining() == 0 {
                 break;
             }
             let node = &prep.nodes[n];
-            let k = node
-                .free
-                .times_fits(&bucket.req)
-                .min(bucket.remaining() as u64);
+            let k = node.free.times_fits(&bucket.req).min(bucket.remaining() as u64);
             let k = node.host.max_add(bucket, k);
             if k == 0 {
                 continue;
@@ -119,12 +113,7 @@ pub(super) fn place_on_existing(prep: &mut Prepared, bindings: &mut Vec<(usize, 
 }
 
 /// How many pods of bucket `b` may join claim `c` (at most `want`), and the narrowed offering set.
-pub(super) fn join_capacity(
-    prep: &Prepared,
-    c: &Claim,
-    b: usize,
-    want: u64,
-) -> Option<(u64, u64, u8)> {
+pub(super) fn join_capacity(prep: &Prepared, c: &Claim, b: usize, want: u64) -> Option<(u64, u64, u8)> {
     let bucket = &prep.buckets[b];
     let compat = prep.sigs[bucket.sig].compat[c.pool].as_ref().ok()?;
     if !compat.types.contains(c.target) {
@@ -135,41 +124,21 @@ pub(super) fn join_capacity(
     if zones == 0 || cts == 0 {
         return None;
     }
-    if (zones != c.zones || cts != c.cts)
-        && !offered(
-            &prep.input.instance_types[c.target],
-            &prep.zones,
-            zones,
-            cts,
-        )
-    {
+    if (zones != c.zones || cts != c.cts) && !prep.offered(c.target, zones, cts) {
         return None;
     }
     let mut free = c.cap.clone();
     free.saturating_sub(&c.load);
-    let k = free
-        .times_fits(&bucket.req)
-        .min(want)
-        .min(bucket.remaining() as u64);
+    let k = free.times_fits(&bucket.req).min(want).min(bucket.remaining() as u64);
     let k = c.host.max_add(bucket, k);
     let k = min_values_cap(prep, c, b, k, compat);
     (k > 0).then_some((k, zones, cts))
 }
 
 /// Reduces `k` until the claim keeps every pool requirement's minValues.
-fn min_values_cap(
-    prep: &Prepared,
-    c: &Claim,
-    b: usize,
-    mut k: u64,
-    compat: &super::prepare::Compat,
-) -> u64 {
+fn min_values_cap(prep: &Prepared, c: &Claim, b: usize, mut k: u64, compat: &super::prepare::Compat) -> u64 {
     let pool = prep.pools[c.pool].pool;
-    let mins: Vec<_> = pool
-        .requirements
-        .iter()
-        .filter(|r| r.min_values.is_some())
-        .collect();
+    let mins: Vec<_> = pool.requirements.iter().filter(|r| r.min_values.is_some()).collect();
     if mins.is_empty() || k == 0 {
         return k;
     }
@@ -218,10 +187,19 @@ pub(super) fn join(prep: &mut Prepared, c: &mut Claim, b: usize, want: u64) -> u
     k
 }
 
-/// Fills a claim with the remaining buckets, largest first.
-fn fill(prep: &mut Prepared, c: &mut Claim) {
+/// How many claims a per-node-limited bucket still needs on its own; other pods are spread evenly
+/// over those claims instead of crowding the first ones.
+fn fair_share(prep: &Prepared, b: usize) -> Option<u64> {
+    let bucket = &prep.buckets[b];
+    (bucket.per_node != u64::MAX).then(|| (bucket.remaining() as u64).div_ceil(bucket.per_node.max(1)).max(1))
+}
+
+/// Fills a claim with the remaining buckets, largest first; with a fair share `m`, each bucket gives
+/// at most 1/m of what it has left.
+fn fill(prep: &mut Prepared, c: &mut Claim, share: Option<u64>) {
     for b in 0..prep.buckets.len() {
-        if prep.buckets[b].remaining() == 0 {
+        let rem = prep.buckets[b].remaining() as u64;
+        if rem == 0 {
             continue;
         }
         let mut free = c.cap.clone();
@@ -229,9 +207,117 @@ fn fill(prep: &mut Prepared, c: &mut Claim) {
         if free.get(Resource::Pods) == 0 {
             break;
         }
-        join(prep, c, b, u64::MAX);
+        let want = share.map_or(u64::MAX, |m| rem.div_ceil(m));
+        join(prep, c, b, want);
     }
 }
+
+/// Each bucket's value: the cheapest fractional cost of one of its pods on any type of a pool
+/// (price x the largest share of the node the pod takes). A claim's worth is the value it packs;
+/// types are chosen to maximise worth per dollar, which rewards mixing complementary pods.
+struct Values {
+    per_pool: Vec<Vec<Option<f64>>>,
+}
+
+impl Values {
+    fn new(prep: &Prepared) -> Self {
+        Values {
+            per_pool: vec![vec![None; prep.buckets.len()]; prep.pools.len()],
+        }
+    }
+
+    fn get(&mut self, prep: &Prepared, pi: usize, b: usize) -> f64 {
+        if let Some(v) = self.per_pool[pi][b] {
+            return v;
+        }
+        let bucket = &prep.buckets[b];
+        let pv = &prep.pools[pi];
+        let mut best = f64::INFINITY;
+        if let Ok(c) = &prep.sigs[bucket.sig].compat[pi] {
+            for t in c.types.iter() {
+                let Some((price, _, _)) = prep.best_offer(t, pv.zones & bucket.zones, pv.cts & bucket.cts) else {
+                    continue;
+                };
+                let cap = prep.capacity(pi, t);
+                let mut share: f64 = 0.0;
+                for r in 0..FIXED {
+                    let need = bucket.req.fixed()[r];
+                    if need > 0 {
+                        let have = cap.fixed()[r];
+                        share = share.max(if have == 0 {
+                            f64::INFINITY
+                        } else {
+                            need as f64 / have as f64
+                        });
+                    }
+                }
+                if share <= 1.0 {
+                    best = best.min(price * share);
+                }
+            }
+        }
+        let v = if best.is_finite() { best } else { 0.0 };
+        self.per_pool[pi][b] = Some(v);
+        v
+    }
+}
+
+/// Simulates filling a fresh claim of type `t` in pool `pi` seeded by bucket `seed`; returns the
+/// value packed.
+fn simulate(
+    prep: &Prepared,
+    values: &mut Values,
+    pi: usize,
+    t: usize,
+    zones: u64,
+    cts: u8,
+    seed: usize,
+    share: Option<u64>,
+) -> f64 {
+    let mut free = prep.capacity(pi, t);
+    let mut host = HostCounts::default();
+    let (mut zones, mut cts) = (zones, cts);
+    let mut value = 0.0;
+    let mut take = |prep: &Prepared, values: &mut Values, b: usize, want: u64, zones: &mut u64, cts: &mut u8| {
+        let bucket = &prep.buckets[b];
+        let Ok(compat) = &prep.sigs[bucket.sig].compat[pi] else {
+            return;
+        };
+        if !compat.types.contains(t) {
+            return;
+        }
+        let z = *zones & compat.zones & bucket.zones;
+        let c = *cts & compat.cts & bucket.cts;
+        if z == 0 || c == 0 || ((z != *zones || c != *cts) && !prep.offered(t, z, c)) {
+            return;
+        }
+        let k = free.times_fits(&bucket.req).min(want).min(bucket.remaining() as u64);
+        let k = host.max_add(bucket, k);
+        if k == 0 {
+            return;
+        }
+        let mut add = Resources::new();
+        add.add_times(&bucket.req, k);
+        free.saturating_sub(&add);
+        host.add(bucket, k as u32);
+        *zones = z;
+        *cts = c;
+        value += values.get(prep, pi, b) * k as f64;
+    };
+    take(prep, values, seed, prep.buckets[seed].per_node, &mut zones, &mut cts);
+    for b in 0..prep.buckets.len() {
+        let rem = prep.buckets[b].remaining() as u64;
+        if b == seed || rem == 0 {
+            continue;
+        }
+        let want = share.map_or(u64::MAX, |m| rem.div_ceil(m));
+        take(prep, values, b, want, &mut zones, &mut cts);
+    }
+    value
+}
+
+/// How many candidate types are evaluated by simulation per new claim.
+const SIMULATED_TYPES: usize = 12;
 
 /// Pool limits left after existing nodes and this plan's claims.
 fn headroom(prep: &Prepared, claims: &[Claim], pi: usize) -> Option<(Resources, Option<u64>)> {
@@ -256,11 +342,7 @@ fn headroom(prep: &Prepared, claims: &[Claim], pi: usize) -> Option<(Resources, 
 }
 
 /// Whether a type's capacity stays within the pool's remaining limits.
-pub(super) fn within_limits(
-    limits: &Limits,
-    room: &(Resources, Option<u64>),
-    cap: &Resources,
-) -> bool {
+pub(super) fn within_limits(limits: &Limits, room: &(Resources, Option<u64>), cap: &Resources) -> bool {
     if room.1 == Some(0) {
         return false;
     }
@@ -271,12 +353,7 @@ pub(super) fn within_limits(
         .all(|(name, _)| cap.get_named(name) <= room.0.get_named(name))
 }
 
-pub(super) fn limit_reason(
-    prep: &Prepared,
-    pi: usize,
-    room: &(Resources, Option<u64>),
-    set: &TypeSet,
-) -> String {
+pub(super) fn limit_reason(prep: &Prepared, pi: usize, room: &(Resources, Option<u64>), set: &TypeSet) -> String {
     let pv = &prep.pools[pi];
     if room.1 == Some(0) {
         return format!(
@@ -304,31 +381,27 @@ pub(super) fn limit_reason(
 }
 
 /// Price of the cheapest available offering of `t` within zones/capacity types.
-pub(super) fn best_price(
-    prep: &Prepared,
-    t: usize,
-    zones: u64,
-    cts: u8,
-) -> Option<(f64, CapacityType, usize)> {
-    let ty = &prep.input.instance_types[t];
-    ty.offerings
-        .iter()
-        .filter(|o| o.available && cts & ct_bit(o.capacity_type) != 0)
-        .filter_map(|o| {
-            let zi = prep.zones.iter().position(|z| *z == o.zone)?;
-            (zones & (1 << zi) != 0).then_some((o.price, o.capacity_type, zi))
-        })
-        .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)))
+pub(super) fn best_price(prep: &Prepared, t: usize, zones: u64, cts: u8) -> Option<(f64, CapacityType, usize)> {
+    prep.best_offer(t, zones, cts)
 }
 
-/// Opens a claim for bucket `b`: pool by weight, then type by price per pod of the demand.
-fn open_claim(prep: &Prepared, claims: &[Claim], b: usize) -> Result<Claim, String> {
+/// Opens a claim for bucket `b`: pool by weight; then the candidate types with the lowest price per
+/// pod of the demand that could share the node are simulated, and the one packing the most value per
+/// dollar wins.
+fn open_claim(
+    prep: &Prepared,
+    claims: &[Claim],
+    b: usize,
+    values: &mut Values,
+    share: Option<u64>,
+) -> Result<Claim, String> {
     let bucket = &prep.buckets[b];
     let mut reasons = Vec::new();
     if let Some(r) = prep.sig_reason(bucket.sig) {
         return Err(r);
     }
-    let mut best: Option<(u32, f64, f64, usize, usize, TypeSet, u64, u8)> = None;
+    // (weight, ratio, price, pool, type, zones, cts)
+    let mut best: Option<(u32, f64, f64, usize, usize, u64, u8)> = None;
     for pi in 0..prep.pools.len() {
         let weight = prep.pools[pi].pool.weight;
         if best.as_ref().is_some_and(|b| b.0 > weight) {
@@ -341,8 +414,7 @@ fn open_claim(prep: &Prepared, claims: &[Claim], b: usize) -> Result<Claim, Stri
                 continue;
             }
         };
-        let room = headroom(prep, claims, pi);
-        if let Some(room) = &room {
+        if let Some(room) = &headroom(prep, claims, pi) {
             let limits = &prep.pools[pi].pool.limits;
             let before = set.clone();
             for t in before.iter() {
@@ -355,9 +427,11 @@ fn open_claim(prep: &Prepared, claims: &[Claim], b: usize) -> Result<Claim, Stri
                 continue;
             }
         }
-        let (demand, count) = demand(prep, b, pi, zones, cts);
+        let (demand, count) = demand(prep, b, pi, zones, cts, share);
+        // Rank by price per pod of the estimated demand.
+        let mut ranked: Vec<(f64, f64, usize)> = Vec::new();
         for t in set.iter() {
-            let Some((price, _, _)) = best_price(prep, t, zones, cts) else {
+            let Some((price, _, _)) = prep.best_offer(t, zones, cts) else {
                 continue;
             };
             let cap = prep.capacity(pi, t);
@@ -368,30 +442,43 @@ fn open_claim(prep: &Prepared, claims: &[Claim], b: usize) -> Result<Claim, Stri
                     per_node = per_node.min(cap.fixed()[r] as f64 * count / d as f64);
                 }
             }
-            let pods = per_node.min(count).max(1.0);
-            let eff = price / pods;
+            ranked.push((price / per_node.min(count).max(1.0), price, t));
+        }
+        ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(&b.2)));
+        // The cheapest type that fits the seed is always a candidate.
+        let cheapest = ranked
+            .iter()
+            .min_by(|a, b| a.1.total_cmp(&b.1).then(a.2.cmp(&b.2)))
+            .copied();
+        let mut candidates: Vec<(f64, f64, usize)> = ranked.iter().take(SIMULATED_TYPES).copied().collect();
+        if let Some(c) = cheapest {
+            if !candidates.iter().any(|x| x.2 == c.2) {
+                candidates.push(c);
+            }
+        }
+        for (_, price, t) in candidates {
+            let value = simulate(prep, values, pi, t, zones, cts, b, share);
+            let ratio = value / price;
             let better = match &best {
                 None => true,
                 Some(x) => {
-                    eff < x.2 - 1e-12
-                        || ((eff - x.2).abs() <= 1e-12
-                            && (price < x.1 || (price == x.1 && t < x.4)))
+                    weight > x.0
+                        || ratio > x.1 + 1e-9
+                        || ((ratio - x.1).abs() <= 1e-9 && (price < x.2 || (price == x.2 && t < x.4)))
                 }
             };
             if better {
-                best = Some((weight, price, eff, pi, t, set.clone(), zones, cts));
+                best = Some((weight, ratio, price, pi, t, zones, cts));
             }
         }
     }
-    let Some((_, _, _, pi, t, _, zones, cts)) = best else {
+    let Some((_, _, _, pi, t, zones, cts)) = best else {
         if reasons.is_empty() {
             reasons.push("no NodePool is configured".into());
         }
         return Err(reasons.join("; "));
     };
-    let compat = prep.sigs[bucket.sig].compat[pi]
-        .as_ref()
-        .map_err(Clone::clone)?;
+    let compat = prep.sigs[bucket.sig].compat[pi].as_ref().map_err(Clone::clone)?;
     let has_limits = !prep.pools[pi].pool.limits.is_empty();
     Ok(Claim {
         pool: pi,
@@ -410,7 +497,7 @@ fn open_claim(prep: &Prepared, claims: &[Claim], b: usize) -> Result<Claim, Stri
 /// Demand that could share a node seeded by bucket `b` in pool `pi`: the remaining pods of buckets
 /// of the same kind (accelerated or not) compatible with the pool and offerings, each counted at most
 /// as many times as one node may hold.
-fn demand(prep: &Prepared, b: usize, pi: usize, zones: u64, cts: u8) -> (Resources, f64) {
+fn demand(prep: &Prepared, b: usize, pi: usize, zones: u64, cts: u8, share: Option<u64>) -> (Resources, f64) {
     let seed_acc = prep.buckets[b].req.accelerators() > 0;
     let mut d = Resources::new();
     let mut n = 0u64;
@@ -426,7 +513,12 @@ fn demand(prep: &Prepared, b: usize, pi: usize, zones: u64, cts: u8) -> (Resourc
                 continue;
             }
         }
-        let k = (other.remaining() as u64).min(other.per_node);
+        let rem = other.remaining() as u64;
+        let k = if i == b {
+            rem.min(other.per_node)
+        } else {
+            share.map_or(rem, |m| rem.div_ceil(m)).min(other.per_node)
+        };
         d.add_times(&other.req, k);
         n += k;
     }
@@ -463,10 +555,13 @@ pub(super) fn finish(
             if let Some(r) = &c.reserved {
                 if !types[t].capacity.fits_in(r) && !r.is_zero() {
                     // Limits were counted with the seed's capacity: never plan a larger type.
-                    let fixed_ok =
-                        pv.pool.limits.resources.entries().iter().all(|(name, _)| {
-                            types[t].capacity.get_named(name) <= r.get_named(name)
-                        });
+                    let fixed_ok = pv
+                        .pool
+                        .limits
+                        .resources
+                        .entries()
+                        .iter()
+                        .all(|(name, _)| types[t].capacity.get_named(name) <= r.get_named(name));
                     if !fixed_ok {
                         continue;
                     }
@@ -480,41 +575,28 @@ pub(super) fn finish(
         if c.cts & ct_bit(CapacityType::Spot) != 0 && c.cts & ct_bit(CapacityType::OnDemand) != 0 {
             let min_od = options
                 .iter()
-                .filter_map(|(_, t, _, _)| {
-                    best_price(prep, *t, c.zones, ct_bit(CapacityType::OnDemand)).map(|x| x.0)
-                })
+                .filter_map(|(_, t, _, _)| best_price(prep, *t, c.zones, ct_bit(CapacityType::OnDemand)).map(|x| x.0))
                 .min_by(f64::total_cmp);
             if let Some(min_od) = min_od {
                 for o in options.iter_mut() {
                     if o.2 == CapacityType::Spot && o.0 > min_od {
-                        if let Some((p, ct, zi)) =
-                            best_price(prep, o.1, c.zones, ct_bit(CapacityType::OnDemand))
-                        {
+                        if let Some((p, ct, zi)) = best_price(prep, o.1, c.zones, ct_bit(CapacityType::OnDemand)) {
                             *o = (p, o.1, ct, zi);
                         }
                     }
                 }
             }
         }
-        options.sort_by(|a, b| {
-            a.0.total_cmp(&b.0)
-                .then(types[a.1].name.cmp(&types[b.1].name))
-        });
+        options.sort_by(|a, b| a.0.total_cmp(&b.0).then(types[a.1].name.cmp(&types[b.1].name)));
         let mut kept = truncate_keeping_min_values(prep, c.pool, &options, opts.max_instance_types);
         if kept.is_empty() {
             // Cannot happen while the target fits its own load; keep the pods visible if it does.
             for p in c.pods {
-                failed.push((
-                    p,
-                    format!("pool {}: no instance type fits the claim", pv.pool.name),
-                ));
+                failed.push((p, format!("pool {}: no instance type fits the claim", pv.pool.name)));
             }
             continue;
         }
-        kept.sort_by(|a, b| {
-            a.0.total_cmp(&b.0)
-                .then(types[a.1].name.cmp(&types[b.1].name))
-        });
+        kept.sort_by(|a, b| a.0.total_cmp(&b.0).then(types[a.1].name.cmp(&types[b.1].name)));
         let cheapest = kept[0].1;
         let mut labels = pv.labels.clone();
         labels.retain(|k, _| k != labels::NODEPOOL);
@@ -569,10 +651,7 @@ fn truncate_keeping_min_values(
         .iter()
         .filter(|r| r.min_values.is_some())
     {
-        let mut have: Vec<&str> = kept
-            .iter()
-            .filter_map(|o| types[o.1].labels.label(&r.key))
-            .collect();
+        let mut have: Vec<&str> = kept.iter().filter_map(|o| types[o.1].labels.label(&r.key)).collect();
         have.sort_unstable();
         have.dedup();
         for o in options.iter().skip(max) {

@@ -24,6 +24,18 @@ pub fn ct_bit(ct: CapacityType) -> u8 {
     }
 }
 
+fn ct_rank(bit: u8) -> u8 {
+    bit
+}
+
+fn ct_from_bit(bit: u8) -> CapacityType {
+    match bit {
+        1 => CapacityType::Reserved,
+        2 => CapacityType::Spot,
+        _ => CapacityType::OnDemand,
+    }
+}
+
 pub fn cts_of(mask: u8) -> Vec<CapacityType> {
     CapacityType::ALL
         .into_iter()
@@ -88,10 +100,7 @@ pub struct HostCounts {
 
 impl HostCounts {
     fn count(&self, c: u16) -> u32 {
-        self.counts
-            .iter()
-            .find(|(k, _)| *k == c)
-            .map_or(0, |(_, v)| *v)
+        self.counts.iter().find(|(k, _)| *k == c).map_or(0, |(_, v)| *v)
     }
     fn limit(&self, c: u16) -> Option<u32> {
         self.limits.iter().find(|(k, _)| *k == c).map(|(_, v)| *v)
@@ -196,6 +205,8 @@ pub struct Prepared<'a> {
     pub unschedulable: Vec<(usize, String)>,
     /// The signature of each pod.
     pub pod_sig: Vec<usize>,
+    /// Available offerings per instance type: (price, capacity-type bit, zone index).
+    pub offers: Vec<Vec<(f64, u8, usize)>>,
 }
 
 fn selector_reqs(sel: &BTreeMap<String, String>) -> Vec<Requirement> {
@@ -225,10 +236,7 @@ impl<'a> Prepared<'a> {
             .map(|p| pool_view(p, types, &zones, input.daemonsets))
             .collect();
         for n in input.nodes {
-            if let Some(pv) = pools
-                .iter_mut()
-                .find(|pv| Some(&pv.pool.name) == n.pool.as_ref())
-            {
+            if let Some(pv) = pools.iter_mut().find(|pv| Some(&pv.pool.name) == n.pool.as_ref()) {
                 pv.used_nodes += 1;
                 if let Some(t) = types.iter().find(|t| t.name == n.instance_type) {
                     pv.used.add(&t.capacity);
@@ -260,17 +268,25 @@ impl<'a> Prepared<'a> {
                     tolerations: p.tolerations.clone(),
                     compat: Vec::new(),
                 };
-                s.compat = pools
-                    .iter()
-                    .map(|pv| compat(&s, pv, types, &zones))
-                    .collect();
+                s.compat = pools.iter().map(|pv| compat(&s, pv, types, &zones)).collect();
                 sigs.push(s);
                 sigs.len() - 1
             });
             pod_sig.push(id);
         }
 
+        let offers: Vec<Vec<(f64, u8, usize)>> = types
+            .iter()
+            .map(|t| {
+                t.offerings
+                    .iter()
+                    .filter(|o| o.available)
+                    .filter_map(|o| zone_idx(&o.zone).map(|z| (o.price, ct_bit(o.capacity_type), z)))
+                    .collect()
+            })
+            .collect();
         let mut prep = Prepared {
+            offers,
             input,
             zones: zones.clone(),
             pools,
@@ -319,15 +335,8 @@ impl<'a> Prepared<'a> {
         for (i, p) in all_pods.iter().enumerate() {
             let mut list = Vec::new();
             for s in &p.topology_spread {
-                if s.topology_key == labels::HOSTNAME
-                    && s.when_unsatisfiable == WhenUnsatisfiable::DoNotSchedule
-                {
-                    let c = host_id(
-                        &mut host_index,
-                        &mut prep.host,
-                        vec![p.namespace.clone()],
-                        &s.selector,
-                    );
+                if s.topology_key == labels::HOSTNAME && s.when_unsatisfiable == WhenUnsatisfiable::DoNotSchedule {
+                    let c = host_id(&mut host_index, &mut prep.host, vec![p.namespace.clone()], &s.selector);
                     list.push((c, Some(s.max_skew)));
                 }
             }
@@ -355,31 +364,26 @@ impl<'a> Prepared<'a> {
                 .filter(|c| host[*c as usize].selects(p))
                 .collect()
         };
-        let resolve_carries =
-            |p: &Pod, members: &[u16], raw: &[(u16, Option<u32>)]| -> Vec<(u16, u32)> {
-                let mut out: Vec<(u16, u32)> = Vec::new();
-                for (c, lim) in raw {
-                    let l = lim.unwrap_or(u32::from(members.contains(c)));
-                    match out.iter_mut().find(|(x, _)| x == c) {
-                        Some((_, v)) => *v = (*v).min(l),
-                        None => out.push((*c, l)),
-                    }
+        let resolve_carries = |p: &Pod, members: &[u16], raw: &[(u16, Option<u32>)]| -> Vec<(u16, u32)> {
+            let mut out: Vec<(u16, u32)> = Vec::new();
+            for (c, lim) in raw {
+                let l = lim.unwrap_or(u32::from(members.contains(c)));
+                match out.iter_mut().find(|(x, _)| x == c) {
+                    Some((_, v)) => *v = (*v).min(l),
+                    None => out.push((*c, l)),
                 }
-                let _ = p;
-                out
-            };
+            }
+            let _ = p;
+            out
+        };
 
         // Existing nodes.
         let mut extra_carries = input.pods.len();
         for n in input.nodes {
             let t = types.iter().find(|t| t.name == n.instance_type);
-            let mut labels: BTreeMap<String, String> =
-                t.map(|t| t.labels.clone()).unwrap_or_default();
+            let mut labels: BTreeMap<String, String> = t.map(|t| t.labels.clone()).unwrap_or_default();
             labels.insert(labels::ZONE.into(), n.zone.clone());
-            labels.insert(
-                labels::CAPACITY_TYPE.into(),
-                n.capacity_type.as_str().into(),
-            );
+            labels.insert(labels::CAPACITY_TYPE.into(), n.capacity_type.as_str().into());
             labels.insert(labels::HOSTNAME.into(), n.name.clone());
             labels.insert(labels::INSTANCE_TYPE.into(), n.instance_type.clone());
             if let Some(p) = &n.pool {
@@ -391,10 +395,7 @@ impl<'a> Prepared<'a> {
                 }
             }
             labels.extend(n.labels.clone());
-            let alloc = n
-                .allocatable
-                .clone()
-                .or_else(|| t.map(|t| t.allocatable.clone()));
+            let alloc = n.allocatable.clone().or_else(|| t.map(|t| t.allocatable.clone()));
             let usable = alloc.is_some() && !n.unschedulable;
             let mut free = alloc.unwrap_or_default();
             free.saturating_sub(&n.requested());
@@ -491,11 +492,10 @@ impl<'a> Prepared<'a> {
     ) -> Vec<(usize, String)> {
         let pods = self.input.pods;
         let mut failed = Vec::new();
-        if !pods.iter().any(|p| {
-            p.pod_affinity
-                .iter()
-                .any(|t| t.topology_key == labels::ZONE)
-        }) {
+        if !pods
+            .iter()
+            .any(|p| p.pod_affinity.iter().any(|t| t.topology_key == labels::ZONE))
+        {
             return failed;
         }
         // Classes of pods with identical namespace and labels; union-find over classes.
@@ -505,12 +505,10 @@ impl<'a> Prepared<'a> {
             .iter()
             .enumerate()
             .map(|(i, p)| {
-                *class_of
-                    .entry((p.namespace.as_str(), &p.labels))
-                    .or_insert_with(|| {
-                        class_rep.push(i);
-                        class_rep.len() - 1
-                    })
+                *class_of.entry((p.namespace.as_str(), &p.labels)).or_insert_with(|| {
+                    class_rep.push(i);
+                    class_rep.len() - 1
+                })
             })
             .collect();
         let mut parent: Vec<usize> = (0..class_rep.len()).collect();
@@ -524,11 +522,7 @@ impl<'a> Prepared<'a> {
         let mut involved = vec![false; class_rep.len()];
         let mut existing_zone: Vec<Option<usize>> = vec![None; class_rep.len()];
         for (i, p) in pods.iter().enumerate() {
-            for t in p
-                .pod_affinity
-                .iter()
-                .filter(|t| t.topology_key == labels::ZONE)
-            {
+            for t in p.pod_affinity.iter().filter(|t| t.topology_key == labels::ZONE) {
                 involved[pod_class[i]] = true;
                 for (c, rep) in class_rep.iter().enumerate() {
                     let q = &pods[*rep];
@@ -539,9 +533,7 @@ impl<'a> Prepared<'a> {
                     }
                 }
                 // Matching pods already running fix the zone.
-                if let Some(z) =
-                    existing_match_zone(t, p, self.input.nodes).and_then(|z| zone_idx(z))
-                {
+                if let Some(z) = existing_match_zone(t, p, self.input.nodes).and_then(|z| zone_idx(z)) {
                     existing_zone[pod_class[i]] = Some(z);
                 }
             }
@@ -575,7 +567,11 @@ impl<'a> Prepared<'a> {
                 Some(z) if eligible[i] & (1 << z) != 0 => pin[i] = Some(z),
                 _ => {
                     skip[i] = true;
-                    failed.push((i, "required pod affinity on the zone cannot be met: the linked pods share no eligible zone".to_string()));
+                    failed.push((
+                        i,
+                        "required pod affinity on the zone cannot be met: the linked pods share no eligible zone"
+                            .to_string(),
+                    ));
                 }
             }
         }
@@ -616,9 +612,7 @@ impl<'a> Prepared<'a> {
                     let matching = n
                         .pods
                         .iter()
-                        .filter(|q| {
-                            q.namespace == carrier.namespace && s.selector.matches(&q.labels)
-                        })
+                        .filter(|q| q.namespace == carrier.namespace && s.selector.matches(&q.labels))
                         .count() as u64;
                     if let Some(z) = zone_idx(&n.zone) {
                         counts[z] += matching;
@@ -626,9 +620,7 @@ impl<'a> Prepared<'a> {
                 }
                 let members: Vec<usize> = (0..pods.len())
                     .filter(|i| {
-                        !skip[*i]
-                            && pods[*i].namespace == carrier.namespace
-                            && s.selector.matches(&pods[*i].labels)
+                        !skip[*i] && pods[*i].namespace == carrier.namespace && s.selector.matches(&pods[*i].labels)
                     })
                     .collect();
                 for i in &members {
@@ -675,9 +667,7 @@ impl<'a> Prepared<'a> {
                     let m = n
                         .pods
                         .iter()
-                        .filter(|q| {
-                            q.namespace == carrier.namespace && s.selector.matches(&q.labels)
-                        })
+                        .filter(|q| q.namespace == carrier.namespace && s.selector.matches(&q.labels))
                         .count() as u64;
                     *counts.entry(n.capacity_type).or_default() += m;
                 }
@@ -724,9 +714,7 @@ impl<'a> Prepared<'a> {
     /// accelerated and metal types only when the pod needs them or nothing else fits.
     pub fn seed_types(&self, bucket: &Bucket, pi: usize) -> Result<(TypeSet, u64, u8), String> {
         let pv = &self.pools[pi];
-        let compat = self.sigs[bucket.sig].compat[pi]
-            .as_ref()
-            .map_err(Clone::clone)?;
+        let compat = self.sigs[bucket.sig].compat[pi].as_ref().map_err(Clone::clone)?;
         let zones = compat.zones & bucket.zones;
         let cts = compat.cts & bucket.cts;
         if zones == 0 {
@@ -736,17 +724,14 @@ impl<'a> Prepared<'a> {
             ));
         }
         if cts == 0 {
-            return Err(format!(
-                "pool {}: the pod's capacity type is not allowed",
-                pv.pool.name
-            ));
+            return Err(format!("pool {}: the pod's capacity type is not allowed", pv.pool.name));
         }
         let types = self.input.instance_types;
         let mut fit = TypeSet::empty(types.len());
         let mut plain = TypeSet::empty(types.len());
         let mut any_offer = false;
         for t in compat.types.iter() {
-            if !offered(&types[t], &self.zones, zones, cts) {
+            if !self.offered(t, zones, cts) {
                 continue;
             }
             any_offer = true;
@@ -761,10 +746,7 @@ impl<'a> Prepared<'a> {
             }
         }
         if !any_offer {
-            return Err(format!(
-                "pool {}: no compatible offering is available",
-                pv.pool.name
-            ));
+            return Err(format!("pool {}: no compatible offering is available", pv.pool.name));
         }
         if fit.is_empty() {
             return Err(self.fit_reason(bucket, pi, &compat.types));
@@ -800,6 +782,27 @@ impl<'a> Prepared<'a> {
         )
     }
 
+    /// Whether type `t` has an available offering in the zones and capacity types.
+    #[inline]
+    pub fn offered(&self, t: usize, zones: u64, cts: u8) -> bool {
+        self.offers[t]
+            .iter()
+            .any(|(_, c, z)| cts & c != 0 && zones & (1 << z) != 0)
+    }
+
+    /// Cheapest available offering of type `t` in the zones and capacity types.
+    pub fn best_offer(&self, t: usize, zones: u64, cts: u8) -> Option<(f64, CapacityType, usize)> {
+        self.offers[t]
+            .iter()
+            .filter(|(_, c, z)| cts & c != 0 && zones & (1 << z) != 0)
+            .min_by(|a, b| {
+                a.0.total_cmp(&b.0)
+                    .then(ct_rank(a.1).cmp(&ct_rank(b.1)))
+                    .then(a.2.cmp(&b.2))
+            })
+            .map(|(p, c, z)| (*p, ct_from_bit(*c), *z))
+    }
+
     /// Allocatable of type `t` in pool `pi` after daemonsets.
     pub fn capacity(&self, pi: usize, t: usize) -> Resources {
         let mut a = self.input.instance_types[t].allocatable.clone();
@@ -819,18 +822,10 @@ impl<'a> Prepared<'a> {
     }
 }
 
-fn existing_match_zone<'n>(
-    t: &PodAffinityTerm,
-    p: &Pod,
-    nodes: &'n [crate::model::Node],
-) -> Option<&'n str> {
+fn existing_match_zone<'n>(t: &PodAffinityTerm, p: &Pod, nodes: &'n [crate::model::Node]) -> Option<&'n str> {
     nodes
         .iter()
-        .find(|n| {
-            n.pods
-                .iter()
-                .any(|q| t.selects(&p.namespace, &q.namespace, &q.labels))
-        })
+        .find(|n| n.pods.iter().any(|q| t.selects(&p.namespace, &q.namespace, &q.labels)))
         .map(|n| n.zone.as_str())
 }
 
@@ -840,10 +835,7 @@ fn host_id(
     namespaces: Vec<String>,
     selector: &crate::model::LabelSelector,
 ) -> u16 {
-    let key = (
-        namespaces.clone(),
-        serde_json::to_string(selector).unwrap_or_default(),
-    );
+    let key = (namespaces.clone(), serde_json::to_string(selector).unwrap_or_default());
     *index.entry(key).or_insert_with(|| {
         host.push(HostConstraint {
             namespaces,
@@ -855,22 +847,14 @@ fn host_id(
 
 /// Constraints Nodewright does not model yet are reported rather than silently ignored.
 fn unsupported(p: &Pod) -> Option<String> {
-    if let Some(t) = p
-        .pod_affinity
-        .iter()
-        .find(|t| t.topology_key != labels::ZONE)
-    {
+    if let Some(t) = p.pod_affinity.iter().find(|t| t.topology_key != labels::ZONE) {
         return Some(format!(
             "required pod affinity on topology key {:?} is not supported (only {})",
             t.topology_key,
             labels::ZONE
         ));
     }
-    if let Some(t) = p
-        .pod_anti_affinity
-        .iter()
-        .find(|t| t.topology_key != labels::HOSTNAME)
-    {
+    if let Some(t) = p.pod_anti_affinity.iter().find(|t| t.topology_key != labels::HOSTNAME) {
         return Some(format!(
             "required pod anti-affinity on topology key {:?} is not supported (only {})",
             t.topology_key,
@@ -879,13 +863,9 @@ fn unsupported(p: &Pod) -> Option<String> {
     }
     if let Some(s) = p.topology_spread.iter().find(|s| {
         s.when_unsatisfiable == WhenUnsatisfiable::DoNotSchedule
-            && ![labels::ZONE, labels::HOSTNAME, labels::CAPACITY_TYPE]
-                .contains(&s.topology_key.as_str())
+            && ![labels::ZONE, labels::HOSTNAME, labels::CAPACITY_TYPE].contains(&s.topology_key.as_str())
     }) {
-        return Some(format!(
-            "topology spread on key {:?} is not supported",
-            s.topology_key
-        ));
+        return Some(format!("topology spread on key {:?} is not supported", s.topology_key));
     }
     None
 }
@@ -930,12 +910,7 @@ pub fn offered(t: &InstanceType, zones: &[String], zone_mask: u64, cts: u8) -> b
     })
 }
 
-fn pool_view<'a>(
-    p: &'a NodePool,
-    types: &[InstanceType],
-    zones: &[String],
-    daemonsets: &[Pod],
-) -> PoolView<'a> {
+fn pool_view<'a>(p: &'a NodePool, types: &[InstanceType], zones: &[String], daemonsets: &[Pod]) -> PoolView<'a> {
     let mut labels_out = p.labels.clone();
     labels_out.insert(labels::NODEPOOL.into(), p.name.clone());
     for r in &p.requirements {
@@ -944,9 +919,7 @@ fn pool_view<'a>(
             && !labels::is_well_known(&r.key)
             && r.key != labels::NODEPOOL
         {
-            labels_out
-                .entry(r.key.clone())
-                .or_insert_with(|| r.values[0].clone());
+            labels_out.entry(r.key.clone()).or_insert_with(|| r.values[0].clone());
         }
     }
     // Capacity types: Karpenter's default is on-demand when the pool does not say.
@@ -1007,11 +980,8 @@ fn pool_view<'a>(
                 .node_selector
                 .iter()
                 .all(|(k, v)| node_labels.label(k) == Some(v.as_str()));
-            let aff_ok = ds.node_affinity.is_empty()
-                || ds
-                    .node_affinity
-                    .iter()
-                    .any(|term| all_match(term, &node_labels));
+            let aff_ok =
+                ds.node_affinity.is_empty() || ds.node_affinity.iter().any(|term| all_match(term, &node_labels));
             if sel_ok && aff_ok {
                 let mut r = ds.requests.clone();
                 r.set(Resource::Pods, 1);
@@ -1033,20 +1003,13 @@ fn pool_view<'a>(
 
 /// Compatibility of a signature with a pool: taints, then requirements (first satisfiable affinity
 /// term; preferences kept while they can be met).
-fn compat(
-    s: &Signature,
-    pv: &PoolView,
-    types: &[InstanceType],
-    zones: &[String],
-) -> Result<Compat, String> {
+fn compat(s: &Signature, pv: &PoolView, types: &[InstanceType], zones: &[String]) -> Result<Compat, String> {
     let name = &pv.pool.name;
     if let Some(t) = first_untolerated(&s.tolerations, &pv.pool.taints) {
         return Err(format!("pool {name}: taint {t} is not tolerated"));
     }
     if pv.types.is_empty() {
-        return Err(format!(
-            "pool {name}: no instance type matches the pool's requirements"
-        ));
+        return Err(format!("pool {name}: no instance type matches the pool's requirements"));
     }
     let terms: Vec<&[Requirement]> = if s.terms.is_empty() {
         vec![&[]]
@@ -1075,12 +1038,7 @@ fn compat(
     Err(first_err.unwrap_or_else(|| format!("pool {name}: incompatible")))
 }
 
-fn evaluate(
-    reqs: &[Requirement],
-    pv: &PoolView,
-    types: &[InstanceType],
-    zones: &[String],
-) -> Result<Compat, String> {
+fn evaluate(reqs: &[Requirement], pv: &PoolView, types: &[InstanceType], zones: &[String]) -> Result<Compat, String> {
     let name = &pv.pool.name;
     let mut zone_mask = pv.zones;
     let mut cts = pv.cts;
@@ -1110,14 +1068,10 @@ fn evaluate(
             }
             k if k == labels::HOSTNAME => {
                 if matches!(r.operator, Operator::In | Operator::DoesNotExist) {
-                    return Err(format!(
-                        "pool {name}: {r} can only be met by an existing node"
-                    ));
+                    return Err(format!("pool {name}: {r} can only be met by an existing node"));
                 }
             }
-            k if labels::INSTANCE_TYPE_KEYS.contains(&k) || k == labels::REGION => {
-                type_reqs.push(r)
-            }
+            k if labels::INSTANCE_TYPE_KEYS.contains(&k) || k == labels::REGION => type_reqs.push(r),
             _ => {
                 if !r.matches(pv.labels.label(&r.key)) {
                     return Err(format!(
@@ -1139,11 +1093,7 @@ fn evaluate(
         // Name the requirement that empties the set on its own, when one does.
         let culprit = type_reqs
             .iter()
-            .find(|r| {
-                pv.types
-                    .iter()
-                    .all(|t| !r.matches(types[t].labels.label(&r.key)))
-            })
+            .find(|r| pv.types.iter().all(|t| !r.matches(types[t].labels.label(&r.key))))
             .map(|r| r.to_string())
             .unwrap_or_else(|| {
                 type_reqs
@@ -1154,9 +1104,7 @@ fn evaluate(
             });
         return Err(format!("pool {name}: no instance type satisfies {culprit}"));
     }
-    let any = set
-        .iter()
-        .any(|t| offered(&types[t], zones, zone_mask, cts));
+    let any = set.iter().any(|t| offered(&types[t], zones, zone_mask, cts));
     if !any {
         return Err(format!(
             "pool {name}: no compatible instance type is offered in the allowed zones and capacity types"
@@ -1169,11 +1117,6 @@ fn evaluate(
     })
 }
 
-fn first_mismatch_refs<'r>(
-    reqs: &[&'r Requirement],
-    labels: &BTreeMap<String, String>,
-) -> Option<&'r Requirement> {
-    reqs.iter()
-        .find(|r| !r.matches(labels.label(&r.key)))
-        .copied()
+fn first_mismatch_refs<'r>(reqs: &[&'r Requirement], labels: &BTreeMap<String, String>) -> Option<&'r Requirement> {
+    reqs.iter().find(|r| !r.matches(labels.label(&r.key))).copied()
 }
