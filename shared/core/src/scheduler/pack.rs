@@ -528,11 +528,12 @@ fn demand(prep: &Prepared, b: usize, pi: usize, zones: u64, cts: u8, share: Opti
 /// Turns claims into the plan: options right-sized and ordered, ids, labels, reasons.
 pub(super) fn finish(
     prep: &Prepared,
-    claims: Vec<Claim>,
-    bindings: Vec<(usize, usize)>,
+    mut claims: Vec<Claim>,
+    mut bindings: Vec<(usize, usize)>,
     mut failed: Vec<(usize, String)>,
     opts: &Options,
 ) -> Plan {
+    enforce_zone_spread(prep, &mut claims, &mut bindings, &mut failed);
     let pods = prep.input.pods;
     let types = prep.input.instance_types;
     let mut plan = Plan::default();
@@ -634,6 +635,109 @@ pub(super) fn finish(
         });
     }
     plan
+}
+
+/// Zone spread (DoNotSchedule) must hold for what is actually placed: when limits or capacity leave
+/// part of a group unplaced, the fullest zones give pods back until the skew is within bounds, as
+/// the pod-at-a-time placement in Kubernetes would have left it.
+fn enforce_zone_spread(
+    prep: &Prepared,
+    claims: &mut Vec<Claim>,
+    bindings: &mut Vec<(usize, usize)>,
+    failed: &mut Vec<(usize, String)>,
+) {
+    let pods = prep.input.pods;
+    let mut groups: Vec<(&str, &crate::model::LabelSelector, u32)> = Vec::new();
+    for p in pods {
+        for s in p.topology_spread.iter().filter(|s| {
+            s.topology_key == labels::ZONE && s.when_unsatisfiable == crate::model::WhenUnsatisfiable::DoNotSchedule
+        }) {
+            if !groups
+                .iter()
+                .any(|(ns, sel, _)| *ns == p.namespace && **sel == s.selector)
+            {
+                groups.push((&p.namespace, &s.selector, s.max_skew));
+            }
+        }
+    }
+    for (ns, sel, skew) in groups {
+        let matches = |i: usize| pods[i].namespace == ns && sel.matches(&pods[i].labels);
+        // Domains: zones any member could use.
+        let domains = (0..pods.len())
+            .filter(|i| matches(*i))
+            .fold(0u64, |a, i| a | prep.eligible[i]);
+        let mut counts = vec![0i64; prep.zones.len()];
+        for n in prep.input.nodes {
+            if let Some(z) = prep.zones.iter().position(|x| *x == n.zone) {
+                counts[z] += n
+                    .pods
+                    .iter()
+                    .filter(|q| q.namespace == ns && sel.matches(&q.labels))
+                    .count() as i64;
+            }
+        }
+        let claim_zone = |c: &Claim| (c.zones.count_ones() == 1).then(|| c.zones.trailing_zeros() as usize);
+        for c in claims.iter() {
+            if let Some(z) = claim_zone(c) {
+                counts[z] += c.pods.iter().filter(|p| matches(**p)).count() as i64;
+            }
+        }
+        for (p, n) in bindings.iter() {
+            if matches(*p) {
+                counts[prep.nodes[*n].zone] += 1;
+            }
+        }
+        loop {
+            let zs: Vec<usize> = (0..prep.zones.len()).filter(|z| domains & (1 << z) != 0).collect();
+            let Some(&min_z) = zs.iter().min_by_key(|z| (counts[**z], **z)) else {
+                break;
+            };
+            let Some(&max_z) = zs.iter().max_by_key(|z| (counts[**z], usize::MAX - **z)) else {
+                break;
+            };
+            if counts[max_z] - counts[min_z] <= i64::from(skew) {
+                break;
+            }
+            // Take one matching pod (the last placed) out of the fullest zone.
+            let reason = format!(
+                "topology spread on {} (maxSkew {skew}) cannot be kept: zone {} cannot take more pods of the group",
+                labels::ZONE,
+                prep.zones[min_z]
+            );
+            let mut removed = false;
+            for c in claims.iter_mut().rev() {
+                if claim_zone(c) != Some(max_z) {
+                    continue;
+                }
+                if let Some(pos) = c.pods.iter().rposition(|p| matches(*p)) {
+                    let p = c.pods.remove(pos);
+                    let mut load = c.load.clone();
+                    let mut one = Resources::new();
+                    one.add(&pods[p].requests);
+                    load.saturating_sub(&one);
+                    c.load = load;
+                    failed.push((p, reason.clone()));
+                    removed = true;
+                    break;
+                }
+            }
+            if !removed {
+                if let Some(pos) = bindings
+                    .iter()
+                    .rposition(|(p, n)| matches(*p) && prep.nodes[*n].zone == max_z)
+                {
+                    let (p, _) = bindings.remove(pos);
+                    failed.push((p, reason));
+                    removed = true;
+                }
+            }
+            if !removed {
+                break;
+            }
+            counts[max_z] -= 1;
+        }
+    }
+    claims.retain(|c| !c.pods.is_empty());
 }
 
 /// Cheapest `max` options, extended so that each minValues requirement keeps enough distinct values.

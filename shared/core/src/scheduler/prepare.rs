@@ -205,6 +205,8 @@ pub struct Prepared<'a> {
     pub unschedulable: Vec<(usize, String)>,
     /// The signature of each pod.
     pub pod_sig: Vec<usize>,
+    /// Zones where each pod could run (some fitting, compatible type is offered there).
+    pub eligible: Vec<u64>,
     /// Available offerings per instance type: (price, capacity-type bit, zone index).
     pub offers: Vec<Vec<(f64, u8, usize)>>,
 }
@@ -286,6 +288,7 @@ impl<'a> Prepared<'a> {
             })
             .collect();
         let mut prep = Prepared {
+            eligible: Vec::new(),
             offers,
             input,
             zones: zones.clone(),
@@ -307,16 +310,34 @@ impl<'a> Prepared<'a> {
             }
         }
 
-        // Eligible zones / capacity types of each pod: the union over pools it is compatible with.
+        // Eligible zones of each pod: where some type that fits it is offered, over every pool it is
+        // compatible with.
+        let mut eligible_cache: HashMap<(usize, &Resources), u64> = HashMap::new();
         let eligible_zones: Vec<u64> = (0..input.pods.len())
             .map(|i| {
-                prep.sigs[prep.pod_sig[i]]
-                    .compat
-                    .iter()
-                    .filter_map(|c| c.as_ref().ok())
-                    .fold(0u64, |acc, c| acc | c.zones)
+                let sig = prep.pod_sig[i];
+                let req = &input.pods[i].requests;
+                *eligible_cache.entry((sig, req)).or_insert_with(|| {
+                    let mut mask = 0u64;
+                    for (pi, c) in prep.sigs[sig].compat.iter().enumerate() {
+                        let Ok(c) = c else { continue };
+                        for t in c.types.iter() {
+                            let mut need = req.clone();
+                            need.add(&prep.pools[pi].ds_overhead[t]);
+                            if need.fits_in(&types[t].allocatable) {
+                                for (_, ct, z) in &prep.offers[t] {
+                                    if c.cts & ct != 0 && c.zones & (1 << z) != 0 {
+                                        mask |= 1 << z;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    mask
+                })
             })
             .collect();
+        prep.eligible = eligible_zones.clone();
         let mut pin_zone: Vec<Option<usize>> = vec![None; input.pods.len()];
         let failed = prep.pin_affinity_zones(&eligible_zones, &mut pin_zone, &mut skip, &zone_idx);
         prep.unschedulable.extend(failed);
@@ -603,7 +624,18 @@ impl<'a> Prepared<'a> {
                     continue;
                 }
                 seen.push((carrier.namespace.clone(), &s.selector));
-                let domains = eligible[ci];
+                // Domains: every zone some carrier of this selector could use.
+                let domains = pods
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, q)| {
+                        !skip[*i]
+                            && q.namespace == carrier.namespace
+                            && q.topology_spread
+                                .iter()
+                                .any(|x| x.topology_key == labels::ZONE && x.selector == s.selector)
+                    })
+                    .fold(0u64, |acc, (i, _)| acc | eligible[i]);
                 if domains == 0 {
                     continue;
                 }
@@ -628,6 +660,9 @@ impl<'a> Prepared<'a> {
                         counts[z] += 1;
                     }
                 }
+                // The most constrained pods choose first, so the flexible ones can even out the counts.
+                let mut members = members;
+                members.sort_by_key(|i| (eligible[*i].count_ones(), *i));
                 for i in members {
                     if pin[i].is_some() {
                         continue;
@@ -1104,12 +1139,29 @@ fn evaluate(reqs: &[Requirement], pv: &PoolView, types: &[InstanceType], zones: 
             });
         return Err(format!("pool {name}: no instance type satisfies {culprit}"));
     }
-    let any = set.iter().any(|t| offered(&types[t], zones, zone_mask, cts));
-    if !any {
+    // Zones and capacity types where some compatible type is actually offered: topology pinning
+    // must never send a pod to a zone where nothing it can use exists.
+    let (mut offered_zones, mut offered_cts) = (0u64, 0u8);
+    for t in set.iter() {
+        for o in types[t]
+            .offerings
+            .iter()
+            .filter(|o| o.available && cts & ct_bit(o.capacity_type) != 0)
+        {
+            if let Some(zi) = zones.iter().position(|z| *z == o.zone) {
+                if zone_mask & (1 << zi) != 0 {
+                    offered_zones |= 1 << zi;
+                    offered_cts |= ct_bit(o.capacity_type);
+                }
+            }
+        }
+    }
+    if offered_zones == 0 {
         return Err(format!(
             "pool {name}: no compatible instance type is offered in the allowed zones and capacity types"
         ));
     }
+    let (zone_mask, cts) = (offered_zones, offered_cts);
     Ok(Compat {
         types: set,
         zones: zone_mask,

@@ -1,1 +1,421 @@
+//! Scheduler unit and property tests. Scenario tests (one data file per Karpenter behaviour) live in
+//! `tests/scenarios/scheduling/` and run from `shared/core/tests/scenarios.rs`.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::OnceLock;
+
+use proptest::prelude::{ProptestConfig, TestCaseError, any, prop, prop_assert_eq, proptest};
+use proptest::strategy::Strategy as Gen;
+
+use super::*;
+use crate::catalogue::{Catalogue, OverheadConfig};
+use crate::labels;
+use crate::model::{LabelSelector, PodAffinityTerm, SpreadConstraint, Taint, Toleration, TolerationOperator};
+use crate::requirements::{LabelSource, Layered, Operator, Requirement, all_match};
+use crate::resources::Resource;
+
+/// A small slice of the real us-east-1 catalogue, so that properties run fast.
+fn types() -> &'static [InstanceType] {
+    static T: OnceLock<Vec<InstanceType>> = OnceLock::new();
+    T.get_or_init(|| {
+        let families = ["m5", "c5", "r5", "t3", "g5", "m6g", "c6g", "m7i"];
+        Catalogue::embedded()
+            .instance_types("us-east-1", &OverheadConfig::default())
+            .into_iter()
+            .filter(|t| families.contains(&t.labels[labels::INSTANCE_FAMILY].as_str()))
+            .collect()
+    })
+}
+
+fn pool_strategy(name: &'static str) -> impl Gen<Value = NodePool> {
+    (
+        prop::sample::select(vec![vec!["spot"], vec!["on-demand"], vec!["spot", "on-demand"]]),
+        prop::option::of(prop::sample::select(vec!["amd64", "arm64"])),
+        prop::option::of(prop::sample::select(vec![
+            vec!["m5", "c5", "m6g"],
+            vec!["r5", "t3", "c6g", "g5"],
+            vec!["m7i", "c5"],
+            vec!["g5", "m5"],
+        ])),
+        prop::option::of(2u32..16),
+        prop::option::of(20u64..200),
+        any::<bool>(),
+        0u32..3,
+    )
+        .prop_map(move |(cts, arch, families, max_cpu, cpu_limit, tainted, weight)| {
+            let mut p = NodePool::new(name);
+            p.weight = weight;
+            p.requirements.push(Requirement {
+                key: labels::CAPACITY_TYPE.into(),
+                operator: Operator::In,
+                values: cts.into_iter().map(String::from).collect(),
+                min_values: None,
+            });
+            if let Some(a) = arch {
+                p.requirements.push(Requirement::new(labels::ARCH, Operator::In, &[a]));
+            }
+            if let Some(f) = families {
+                p.requirements
+                    .push(Requirement::new(labels::INSTANCE_FAMILY, Operator::In, &f));
+            }
+            if let Some(c) = max_cpu {
+                p.requirements
+                    .push(Requirement::new(labels::INSTANCE_CPU, Operator::Lte, &[&c.to_string()]));
+            }
+            if let Some(l) = cpu_limit {
+                p.limits.resources.set(Resource::Cpu, l * 1000);
+            }
+            if tainted {
+                p.taints.push(Taint {
+                    key: "dedicated".into(),
+                    value: Some(name.into()),
+                    effect: crate::model::Effect::NoSchedule,
+                });
+            }
+            p
+        })
+}
+
+fn pod_strategy() -> impl Gen<Value = Pod> {
+    (
+        prop::sample::select(vec![100u64, 250, 500, 1000, 2000, 3500]),
+        prop::sample::select(vec![128u64, 512, 1024, 4096, 8192]),
+        prop::sample::select(vec![0u64, 0, 0, 0, 0, 0, 1]),
+        prop::option::of(prop::sample::select(vec!["amd64", "arm64"])),
+        prop::option::of(prop::sample::select(vec!["pool-a", "pool-b"])),
+        0u8..6,
+    )
+        .prop_map(|(cpu, mem, gpu, arch, tolerate, group)| {
+            let mut p = Pod::new("p", cpu, mem << 20).with_gpu(gpu);
+            if let Some(a) = arch {
+                p.node_selector.insert(labels::ARCH.into(), a.into());
+            }
+            if let Some(t) = tolerate {
+                p.tolerations.push(Toleration {
+                    key: Some("dedicated".into()),
+                    operator: TolerationOperator::Equal,
+                    value: Some(t.into()),
+                    effect: None,
+                });
+            }
+            let sel = |v: &str| LabelSelector {
+                match_labels: BTreeMap::from([("app".to_string(), v.to_string())]),
+                match_expressions: vec![],
+            };
+            match group {
+                1 => {
+                    p = p.with_label("app", "spread");
+                    p.topology_spread.push(SpreadConstraint {
+                        topology_key: labels::ZONE.into(),
+                        max_skew: 1,
+                        when_unsatisfiable: crate::model::WhenUnsatisfiable::DoNotSchedule,
+                        selector: sel("spread"),
+                    });
+                }
+                2 => {
+                    p = p.with_label("app", "solo");
+                    p.pod_anti_affinity.push(PodAffinityTerm {
+                        topology_key: labels::HOSTNAME.into(),
+                        selector: sel("solo"),
+                        namespaces: vec![],
+                    });
+                }
+                3 => {
+                    p = p.with_label("app", "host-spread");
+                    p.topology_spread.push(SpreadConstraint {
+                        topology_key: labels::HOSTNAME.into(),
+                        max_skew: 2,
+                        when_unsatisfiable: crate::model::WhenUnsatisfiable::DoNotSchedule,
+                        selector: sel("host-spread"),
+                    });
+                }
+                _ => {}
+            }
+            p
+        })
+}
+
+fn named(pods: Vec<Pod>) -> Vec<Pod> {
+    pods.into_iter()
+        .enumerate()
+        .map(|(i, mut p)| {
+            p.name = format!("p{i}");
+            p.uid = String::new();
+            p.normalize();
+            p
+        })
+        .collect()
+}
+
+/// Checks every invariant of a plan against its input.
+fn check_plan(input: &Input, plan: &Plan) -> Result<(), String> {
+    let by_uid: BTreeMap<&str, &Pod> = input.pods.iter().map(|p| (p.uid.as_str(), p)).collect();
+    // Conservation: each pod exactly once.
+    let mut seen = BTreeSet::new();
+    let all = plan
+        .bindings
+        .iter()
+        .map(|b| b.pod.as_str())
+        .chain(plan.claims.iter().flat_map(|c| c.pods.iter().map(String::as_str)))
+        .chain(plan.unschedulable.iter().map(|u| u.pod.as_str()));
+    for uid in all {
+        if !seen.insert(uid) {
+            return Err(format!("pod {uid} appears twice"));
+        }
+    }
+    if seen.len() != input.pods.len() {
+        return Err(format!("{} pods in, {} accounted for", input.pods.len(), seen.len()));
+    }
+    let types: BTreeMap<&str, &InstanceType> = input.instance_types.iter().map(|t| (t.name.as_str(), t)).collect();
+    let mut pool_usage: BTreeMap<&str, Resources> = BTreeMap::new();
+    for c in &plan.claims {
+        let pool = input
+            .pools
+            .iter()
+            .find(|p| p.name == c.pool)
+            .ok_or("claim names an unknown pool")?;
+        if c.instance_types.is_empty() {
+            return Err(format!("{} has no instance types", c.id));
+        }
+        let pods: Vec<&Pod> = c.pods.iter().map(|u| by_uid[u.as_str()]).collect();
+        let mut load = Resources::new();
+        for p in &pods {
+            load.add(&p.requests);
+        }
+        if load != c.requests {
+            return Err(format!("{}: requests do not add up", c.id));
+        }
+        let mut largest = Resources::new();
+        for o in &c.instance_types {
+            let t = types[o.name.as_str()];
+            largest.max_with(&t.capacity);
+            // Fit: pods plus daemonsets on every listed type.
+            if !load.fits_in(&t.allocatable) {
+                return Err(format!("{}: pods do not fit {}", c.id, o.name));
+            }
+            if !c.capacity_types.contains(&o.capacity_type) || !c.zones.contains(&o.zone) {
+                return Err(format!("{}: option {} outside the claim's offerings", c.id, o.name));
+            }
+            // Pool requirements.
+            let node_labels = Layered(&c.labels, &t.labels);
+            for r in &pool.requirements {
+                let ok = match r.key.as_str() {
+                    k if k == labels::CAPACITY_TYPE => r.matches(Some(o.capacity_type.as_str())),
+                    k if k == labels::ZONE => r.matches(Some(&o.zone)),
+                    _ => r.matches(node_labels.label(&r.key)),
+                };
+                if !ok {
+                    return Err(format!("{}: {} breaks pool requirement {r}", c.id, o.name));
+                }
+            }
+            // Pod requirements and tolerations.
+            for p in &pods {
+                let sel = p
+                    .node_selector
+                    .iter()
+                    .all(|(k, v)| node_labels.label(k) == Some(v.as_str()));
+                let aff = p.node_affinity.is_empty() || p.node_affinity.iter().any(|t| all_match(t, &node_labels));
+                if !sel || !aff {
+                    return Err(format!("{}: {} does not satisfy pod {}", c.id, o.name, p.name));
+                }
+                if crate::model::first_untolerated(&p.tolerations, &pool.taints).is_some() {
+                    return Err(format!("{}: pod {} does not tolerate pool {}", c.id, p.name, pool.name));
+                }
+            }
+        }
+        *pool_usage.entry(&pool.name).or_default() = {
+            let mut u = pool_usage.get(pool.name.as_str()).cloned().unwrap_or_default();
+            u.add(&largest);
+            u
+        };
+        // Anti-affinity and hostname spread on the claim.
+        let solo = pods
+            .iter()
+            .filter(|p| p.labels.get("app").is_some_and(|v| v == "solo"))
+            .count();
+        if solo > 1 {
+            return Err(format!("{}: {solo} anti-affine pods share a node", c.id));
+        }
+        let hs = pods
+            .iter()
+            .filter(|p| p.labels.get("app").is_some_and(|v| v == "host-spread"))
+            .count();
+        if hs > 2 {
+            return Err(format!("{}: {hs} host-spread pods (maxSkew 2) share a node", c.id));
+        }
+    }
+    // Limits, counting the largest type each claim may become.
+    for pool in input.pools {
+        let limit = pool.limits.resources.cpu_milli();
+        if limit > 0 {
+            let used = pool_usage.get(pool.name.as_str()).map_or(0, |u| u.cpu_milli());
+            if used > limit {
+                return Err(format!("pool {} limit cpu {limit} exceeded: {used}", pool.name));
+            }
+        }
+    }
+    // Zone spread: placed spread pods differ by at most one between zones.
+    let mut per_zone: BTreeMap<&str, usize> = BTreeMap::new();
+    for c in &plan.claims {
+        let n = c
+            .pods
+            .iter()
+            .filter(|u| by_uid[u.as_str()].labels.get("app").is_some_and(|v| v == "spread"))
+            .count();
+        if n > 0 {
+            if c.zones.len() != 1 {
+                return Err(format!(
+                    "{}: zone-spread pods on a claim with {} zones",
+                    c.id,
+                    c.zones.len()
+                ));
+            }
+            *per_zone.entry(&c.zones[0]).or_default() += n;
+        }
+    }
+    if per_zone.len() > 1 {
+        let (mn, mx) = (
+            per_zone.values().min().unwrap_or(&0),
+            per_zone.values().max().unwrap_or(&0),
+        );
+        if mx - mn > 1 {
+            return Err(format!("zone spread skew {per_zone:?}"));
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn plans_hold_every_invariant(
+        pods in prop::collection::vec(pod_strategy(), 1..60),
+        a in pool_strategy("pool-a"),
+        b in pool_strategy("pool-b"),
+        strategy in prop::sample::select(vec![Strategy::CostAware, Strategy::FirstFitDecreasing]),
+    ) {
+        let pods = named(pods);
+        let pools = vec![a, b];
+        let input = Input { pods: &pods, nodes: &[], pools: &pools, instance_types: types(), daemonsets: &[] };
+        let opts = Options { strategy, ..Options::default() };
+        let plan = schedule(&input, &opts);
+        if let Err(e) = check_plan(&input, &plan) {
+            return Err(TestCaseError::fail(format!("{e}\n{plan:#?}")));
+        }
+        let again = schedule(&input, &opts);
+        prop_assert_eq!(plan, again, "the plan must be deterministic");
+    }
+}
+
+#[test]
+fn empty_input_gives_empty_plan() {
+    let pools = vec![NodePool::new("default")];
+    let input = Input {
+        pods: &[],
+        nodes: &[],
+        pools: &pools,
+        instance_types: types(),
+        daemonsets: &[],
+    };
+    assert_eq!(schedule(&input, &Options::default()), Plan::default());
+}
+
+#[test]
+fn no_pool_explains_itself() {
+    let pods = vec![Pod::new("a", 100, 1 << 20)];
+    let input = Input {
+        pods: &pods,
+        nodes: &[],
+        pools: &[],
+        instance_types: types(),
+        daemonsets: &[],
+    };
+    let plan = schedule(&input, &Options::default());
+    assert_eq!(plan.unschedulable[0].reason, "no NodePool is configured");
+}
+
+#[test]
+fn lower_bound_never_exceeds_either_packing() {
+    let pods: Vec<Pod> = (0..300)
+        .map(|i| {
+            Pod::new(
+                &format!("p{i}"),
+                [250, 500, 1500][i % 3],
+                [512u64, 2048, 6144][i % 3 / 1 % 3] << 20,
+            )
+        })
+        .collect();
+    let pools = vec![NodePool::new("default").with_requirement(Requirement::new(
+        labels::CAPACITY_TYPE,
+        Operator::In,
+        &["spot", "on-demand"],
+    ))];
+    let input = Input {
+        pods: &pods,
+        nodes: &[],
+        pools: &pools,
+        instance_types: types(),
+        daemonsets: &[],
+    };
+    let lb = lower_bound::lower_bound(&input).unwrap();
+    assert_eq!(lb.pods, 300);
+    for s in [Strategy::CostAware, Strategy::FirstFitDecreasing] {
+        let plan = schedule(
+            &input,
+            &Options {
+                strategy: s,
+                ..Options::default()
+            },
+        );
+        assert!(plan.unschedulable.is_empty());
+        assert!(
+            lb.cost <= plan.total_price() + 1e-9,
+            "{s:?}: bound {} > plan {}",
+            lb.cost,
+            plan.total_price()
+        );
+    }
+}
+
+#[test]
+fn single_zone_spread_pod_is_pinned() {
+    let mut p = Pod::new("p", 100, 128 << 20).with_label("app", "spread");
+    p.topology_spread.push(SpreadConstraint {
+        topology_key: labels::ZONE.into(),
+        max_skew: 1,
+        when_unsatisfiable: crate::model::WhenUnsatisfiable::DoNotSchedule,
+        selector: LabelSelector {
+            match_labels: BTreeMap::from([("app".to_string(), "spread".to_string())]),
+            match_expressions: vec![],
+        },
+    });
+    let pods = vec![p];
+    let pools = vec![NodePool::new("pool-a").with_requirement(Requirement::new(
+        labels::CAPACITY_TYPE,
+        Operator::In,
+        &["spot"],
+    ))];
+    let input = Input {
+        pods: &pods,
+        nodes: &[],
+        pools: &pools,
+        instance_types: types(),
+        daemonsets: &[],
+    };
+    for strategy in [Strategy::CostAware, Strategy::FirstFitDecreasing] {
+        let plan = schedule(
+            &input,
+            &Options {
+                strategy,
+                ..Options::default()
+            },
+        );
+        assert_eq!(
+            plan.claims[0].zones.len(),
+            1,
+            "{strategy:?}: {:?}",
+            plan.claims[0].zones
+        );
+    }
+}
