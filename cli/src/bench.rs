@@ -62,6 +62,9 @@ struct Cost {
     nodewright_vs_ffd: f64,
 }
 
+/// One cost comparison: label, pods, instance types, pools.
+type CostRun<'a> = (String, Vec<Pod>, &'a Vec<InstanceType>, &'a Vec<NodePool>);
+
 fn real_pool() -> NodePool {
     NodePool::new("default")
         .with_requirement(Requirement::new(
@@ -138,27 +141,27 @@ pub fn run(args: &Args) -> u8 {
         }
     };
     let largest = args.sizes.iter().copied().max().unwrap_or(20_000);
-    let cost_runs: Vec<(String, Vec<Pod>, &Vec<InstanceType>, &Vec<NodePool>)> = vec![
+    let cost_runs: Vec<CostRun> = vec![
         (
-            format!("benchmark shapes, diverse, 400 fake types"),
+            "benchmark shapes, diverse, 400 fake types".to_string(),
             workloads::diverse(largest, 42),
             &fake_types,
             &fake_pools,
         ),
         (
-            format!("benchmark shapes, generic, real catalogue"),
+            "benchmark shapes, generic, real catalogue".to_string(),
             workloads::generic(largest, 7),
             &real_types,
             &real_pools,
         ),
         (
-            format!("Alibaba GPU trace, real catalogue"),
+            "Alibaba GPU trace, real catalogue".to_string(),
             trace,
             &real_types,
             &real_pools,
         ),
         (
-            format!("mixed CPU/GPU burst, real catalogue"),
+            "mixed CPU/GPU burst, real catalogue".to_string(),
             workloads::mixed_burst(largest, 11),
             &real_types,
             &real_pools,

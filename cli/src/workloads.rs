@@ -32,6 +32,10 @@ const CPU: [u64; 5] = [100, 250, 500, 1000, 1500];
 const MEM_MIB: [u64; 6] = [100, 256, 512, 1024, 2048, 4096];
 const LABEL_VALUES: [&str; 7] = ["a", "b", "c", "d", "e", "f", "g"];
 
+fn label_value(rng: &mut Rng) -> &'static str {
+    LABEL_VALUES[rng.below(LABEL_VALUES.len() as u64) as usize]
+}
+
 fn selector(k: &str, v: &str) -> LabelSelector {
     LabelSelector {
         match_labels: BTreeMap::from([(k.to_string(), v.to_string())]),
@@ -52,20 +56,20 @@ pub fn diverse(n: usize, seed: u64) -> Vec<Pod> {
             let mut p = Pod::new(&format!("pod-{i}"), cpu, mem);
             match kind {
                 1 | 2 => {
-                    p = p.with_label("my-label", *rng.pick(&LABEL_VALUES));
+                    p = p.with_label("my-label", label_value(&mut rng));
                     let key = if kind == 1 { labels::ZONE } else { labels::HOSTNAME };
                     p.topology_spread.push(SpreadConstraint {
                         topology_key: key.into(),
                         max_skew: 1,
                         when_unsatisfiable: WhenUnsatisfiable::DoNotSchedule,
-                        selector: selector("my-label", *rng.pick(&LABEL_VALUES)),
+                        selector: selector("my-label", label_value(&mut rng)),
                     });
                 }
                 3 => {
-                    p = p.with_label("my-affininity", *rng.pick(&LABEL_VALUES));
+                    p = p.with_label("my-affininity", label_value(&mut rng));
                     p.pod_affinity.push(PodAffinityTerm {
                         topology_key: labels::ZONE.into(),
-                        selector: selector("my-affininity", *rng.pick(&LABEL_VALUES)),
+                        selector: selector("my-affininity", label_value(&mut rng)),
                         namespaces: Vec::new(),
                     });
                 }
@@ -77,7 +81,7 @@ pub fn diverse(n: usize, seed: u64) -> Vec<Pod> {
                         namespaces: Vec::new(),
                     });
                 }
-                _ => p = p.with_label("my-label", *rng.pick(&LABEL_VALUES)),
+                _ => p = p.with_label("my-label", label_value(&mut rng)),
             }
             p
         })
@@ -101,7 +105,7 @@ pub fn mixed_burst(n: usize, seed: u64) -> Vec<Pod> {
             if rng.below(10) == 0 {
                 let gpus = *rng.pick(&[1u64, 1, 1, 1, 1, 1, 1, 4, 4, 8]);
                 let cpu = gpus * *rng.pick(&[2000u64, 4000, 6000]);
-                let mem = gpus * *rng.pick(&[8u64, 16, 24]) << 30;
+                let mem = (gpus * *rng.pick(&[8u64, 16, 24])) << 30;
                 Pod::new(&format!("gpu-{i}"), cpu, mem).with_gpu(gpus)
             } else {
                 Pod::new(&format!("cpu-{i}"), *rng.pick(&CPU), *rng.pick(&MEM_MIB) << 20)

@@ -128,7 +128,7 @@ pub fn parse_units(s: &str) -> Result<u64> {
 
 /// Formats millicores the way Kubernetes prints them ("250m", "2").
 pub fn format_cpu_milli(m: u64) -> String {
-    if m % 1000 == 0 {
+    if m.is_multiple_of(1000) {
         format!("{}", m / 1000)
     } else {
         format!("{m}m")
@@ -138,7 +138,7 @@ pub fn format_cpu_milli(m: u64) -> String {
 /// Formats bytes with the largest exact binary suffix ("512Mi", "4Gi"), or plain bytes.
 pub fn format_bytes(b: u64) -> String {
     for (suffix, shift) in [("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)] {
-        if b != 0 && b % (1u64 << shift) == 0 {
+        if b != 0 && b.is_multiple_of(1u64 << shift) {
             return format!("{}{}", b >> shift, suffix);
         }
     }

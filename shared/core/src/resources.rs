@@ -217,8 +217,8 @@ impl Resources {
     pub fn times_fits(&self, item: &Resources) -> u64 {
         let mut n = u64::MAX;
         for i in 0..FIXED {
-            if item.fixed[i] > 0 {
-                n = n.min(self.fixed[i] / item.fixed[i]);
+            if let Some(q) = self.fixed[i].checked_div(item.fixed[i]) {
+                n = n.min(q);
             }
         }
         for (k, v) in &item.extended {

@@ -16,7 +16,7 @@ pub fn benchmark_types(count: usize) -> Vec<InstanceType> {
     (0..count)
         .map(|i| {
             let cpu = (i + 1) as u64;
-            let mem = 2 * cpu << 30;
+            let mem = (2 * cpu) << 30;
             let price = 0.1 * cpu as f64 + 0.1 * mem as f64 / 1e9;
             let name = format!("fake-it-{i}");
             let capacity = Resources::new()

@@ -109,10 +109,10 @@ fn kind_of(v: &Value) -> &'static str {
 /// Splits YAML (or JSON) text into documents as JSON values.
 pub fn documents(text: &str, source: &str) -> Result<Vec<Value>> {
     let trimmed = text.trim_start();
-    if trimmed.starts_with('{') || trimmed.starts_with('[') {
-        if let Ok(v) = serde_json::from_str::<Value>(text) {
-            return Ok(vec![v]);
-        }
+    if (trimmed.starts_with('{') || trimmed.starts_with('['))
+        && let Ok(v) = serde_json::from_str::<Value>(text)
+    {
+        return Ok(vec![v]);
     }
     let mut out = Vec::new();
     for (i, de) in serde_norway::Deserializer::from_str(text).enumerate() {

@@ -212,13 +212,13 @@ pub(super) fn parse_config(text: &str, source: &str) -> (Option<Config>, Diagnos
         }
     }
     for p in &config.node_pools {
-        if let (Some(nc), PoolBacking::Fleet) = (&p.node_class, &p.backing) {
-            if !config.node_classes.iter().any(|c| &c.name == nc) {
-                ctx.warn(
-                    &format!("NodePool {}", p.name),
-                    format!("nodeClassRef {nc:?} is not defined in these files (it must exist at deploy time)"),
-                );
-            }
+        if let (Some(nc), PoolBacking::Fleet) = (&p.node_class, &p.backing)
+            && !config.node_classes.iter().any(|c| &c.name == nc)
+        {
+            ctx.warn(
+                &format!("NodePool {}", p.name),
+                format!("nodeClassRef {nc:?} is not defined in these files (it must exist at deploy time)"),
+            );
         }
     }
     let diags = Diagnostics {
@@ -387,14 +387,14 @@ fn parse_requirements(ctx: &mut Ctx, items: &[Value], path: &str) -> Vec<Require
             ctx.err(&p, e.to_string().trim_start_matches(&format!("{p}: ")));
             ok = false;
         }
-        if let (Some(mv), Operator::In) = (min_values, operator) {
-            if (mv as usize) > r.values.len() {
-                ctx.err(
-                    &format!("{p}.minValues"),
-                    format!("{mv} is more than the {} values listed", r.values.len()),
-                );
-                ok = false;
-            }
+        if let (Some(mv), Operator::In) = (min_values, operator)
+            && (mv as usize) > r.values.len()
+        {
+            ctx.err(
+                &format!("{p}.minValues"),
+                format!("{mv} is more than the {} values listed", r.values.len()),
+            );
+            ok = false;
         }
         if key == labels::CAPACITY_TYPE && matches!(operator, Operator::In | Operator::NotIn) {
             for v in &r.values {
@@ -575,21 +575,21 @@ fn parse_nodepool(ctx: &mut Ctx, m: &Map<String, Value>) -> Option<NodePool> {
                 "spec.template.spec.nodeClassRef",
                 &["group", "kind", "name", "apiVersion"],
             );
-            if let Some(g) = ctx.string(r, "group", "spec.template.spec.nodeClassRef") {
-                if g != "karpenter.k8s.aws" {
-                    ctx.err(
-                        "spec.template.spec.nodeClassRef.group",
-                        format!("{g:?} is not karpenter.k8s.aws"),
-                    );
-                }
+            if let Some(g) = ctx.string(r, "group", "spec.template.spec.nodeClassRef")
+                && g != "karpenter.k8s.aws"
+            {
+                ctx.err(
+                    "spec.template.spec.nodeClassRef.group",
+                    format!("{g:?} is not karpenter.k8s.aws"),
+                );
             }
-            if let Some(k) = ctx.string(r, "kind", "spec.template.spec.nodeClassRef") {
-                if k != "EC2NodeClass" {
-                    ctx.err(
-                        "spec.template.spec.nodeClassRef.kind",
-                        format!("{k:?} is not EC2NodeClass"),
-                    );
-                }
+            if let Some(k) = ctx.string(r, "kind", "spec.template.spec.nodeClassRef")
+                && k != "EC2NodeClass"
+            {
+                ctx.err(
+                    "spec.template.spec.nodeClassRef.kind",
+                    format!("{k:?} is not EC2NodeClass"),
+                );
             }
             pool.node_class = ctx.string(r, "name", "spec.template.spec.nodeClassRef");
             if pool.node_class.is_none() {
@@ -651,10 +651,10 @@ fn parse_disruption(ctx: &mut Ctx, d: &Map<String, Value>, path: &str) -> Disrup
                 None => BudgetNodes::Percent(10),
             };
             let schedule = ctx.string(b, "schedule", &p);
-            if let Some(s) = &schedule {
-                if let Err(e) = validate_cron(s) {
-                    ctx.err(&format!("{p}.schedule"), e);
-                }
+            if let Some(s) = &schedule
+                && let Err(e) = validate_cron(s)
+            {
+                ctx.err(&format!("{p}.schedule"), e);
             }
             let duration_secs = match ctx.string(b, "duration", &p) {
                 Some(s) => match parse_duration(&s) {
@@ -924,15 +924,15 @@ fn parse_nodeclass(ctx: &mut Ctx, m: &Map<String, Value>) -> Option<Ec2NodeClass
         }
         c.block_device_mappings.push(bd);
     }
-    if let Some(mo) = ctx.child(spec, "metadataOptions", "spec") {
-        if let Some(t) = ctx.string(mo, "httpTokens", "spec.metadataOptions") {
-            c.http_tokens_required = t != "optional";
-            if t == "optional" {
-                ctx.warn(
-                    "spec.metadataOptions.httpTokens",
-                    "IMDSv1 allowed; IMDSv2 (required) is safer",
-                );
-            }
+    if let Some(mo) = ctx.child(spec, "metadataOptions", "spec")
+        && let Some(t) = ctx.string(mo, "httpTokens", "spec.metadataOptions")
+    {
+        c.http_tokens_required = t != "optional";
+        if t == "optional" {
+            ctx.warn(
+                "spec.metadataOptions.httpTokens",
+                "IMDSv1 allowed; IMDSv2 (required) is safer",
+            );
         }
     }
     (ctx.errors.len() == errors_before && name.is_some()).then_some(c)

@@ -49,11 +49,11 @@ pub(super) fn run(mut prep: Prepared, opts: &Options) -> Plan {
         if prep.buckets[b].remaining() == 0 {
             continue;
         }
-        for ci in 0..claims.len() {
+        for claim in claims.iter_mut() {
             if prep.buckets[b].remaining() == 0 {
                 break;
             }
-            join(&mut prep, &mut claims[ci], b, u64::MAX);
+            join(&mut prep, claim, b, u64::MAX);
         }
         while prep.buckets[b].remaining() > 0 {
             let share = fair_share(&prep, b);
@@ -262,6 +262,7 @@ impl Values {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 /// Simulates filling a fresh claim of type `t` in pool `pi` seeded by bucket `seed`; returns the
 /// value packed.
 fn simulate(
@@ -451,10 +452,10 @@ fn open_claim(
             .min_by(|a, b| a.1.total_cmp(&b.1).then(a.2.cmp(&b.2)))
             .copied();
         let mut candidates: Vec<(f64, f64, usize)> = ranked.iter().take(SIMULATED_TYPES).copied().collect();
-        if let Some(c) = cheapest {
-            if !candidates.iter().any(|x| x.2 == c.2) {
-                candidates.push(c);
-            }
+        if let Some(c) = cheapest
+            && !candidates.iter().any(|x| x.2 == c.2)
+        {
+            candidates.push(c);
         }
         for (_, price, t) in candidates {
             let value = simulate(prep, values, pi, t, zones, cts, b, share);
@@ -553,23 +554,35 @@ pub(super) fn finish(
             if !need.fits_in(&types[t].allocatable) {
                 continue;
             }
-            if let Some(r) = &c.reserved {
-                if !types[t].capacity.fits_in(r) && !r.is_zero() {
-                    // Limits were counted with the seed's capacity: never plan a larger type.
-                    let fixed_ok = pv
-                        .pool
-                        .limits
-                        .resources
-                        .entries()
-                        .iter()
-                        .all(|(name, _)| types[t].capacity.get_named(name) <= r.get_named(name));
-                    if !fixed_ok {
-                        continue;
-                    }
+            if let Some(r) = &c.reserved
+                && !types[t].capacity.fits_in(r)
+                && !r.is_zero()
+            {
+                // Limits were counted with the seed's capacity: never plan a larger type.
+                let fixed_ok = pv
+                    .pool
+                    .limits
+                    .resources
+                    .entries()
+                    .iter()
+                    .all(|(name, _)| types[t].capacity.get_named(name) <= r.get_named(name));
+                if !fixed_ok {
+                    continue;
                 }
             }
             if let Some((price, ct, zi)) = best_price(prep, t, c.zones, c.cts) {
                 options.push((price, t, ct, zi));
+            }
+        }
+        // Accelerated and metal types only when the pods need them or nothing else fits.
+        if c.load.accelerators() == 0 {
+            let plain: Vec<_> = options
+                .iter()
+                .filter(|o| !(types[o.1].accelerated || types[o.1].bare_metal))
+                .cloned()
+                .collect();
+            if !plain.is_empty() {
+                options = plain;
             }
         }
         // Spot offerings pricier than the cheapest on-demand option are dropped.
@@ -580,10 +593,11 @@ pub(super) fn finish(
                 .min_by(f64::total_cmp);
             if let Some(min_od) = min_od {
                 for o in options.iter_mut() {
-                    if o.2 == CapacityType::Spot && o.0 > min_od {
-                        if let Some((p, ct, zi)) = best_price(prep, o.1, c.zones, ct_bit(CapacityType::OnDemand)) {
-                            *o = (p, o.1, ct, zi);
-                        }
+                    if o.2 == CapacityType::Spot
+                        && o.0 > min_od
+                        && let Some((p, ct, zi)) = best_price(prep, o.1, c.zones, ct_bit(CapacityType::OnDemand))
+                    {
+                        *o = (p, o.1, ct, zi);
                     }
                 }
             }
@@ -721,15 +735,14 @@ fn enforce_zone_spread(
                     break;
                 }
             }
-            if !removed {
-                if let Some(pos) = bindings
+            if !removed
+                && let Some(pos) = bindings
                     .iter()
                     .rposition(|(p, n)| matches(*p) && prep.nodes[*n].zone == max_z)
-                {
-                    let (p, _) = bindings.remove(pos);
-                    failed.push((p, reason));
-                    removed = true;
-                }
+            {
+                let (p, _) = bindings.remove(pos);
+                failed.push((p, reason));
+                removed = true;
             }
             if !removed {
                 break;
@@ -762,11 +775,11 @@ fn truncate_keeping_min_values(
             if have.len() >= r.min_values.unwrap_or(0) as usize {
                 break;
             }
-            if let Some(v) = types[o.1].labels.label(&r.key) {
-                if !have.contains(&v) {
-                    have.push(v);
-                    kept.push(o.clone());
-                }
+            if let Some(v) = types[o.1].labels.label(&r.key)
+                && !have.contains(&v)
+            {
+                have.push(v);
+                kept.push(*o);
             }
         }
     }

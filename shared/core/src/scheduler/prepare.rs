@@ -86,7 +86,7 @@ pub struct HostConstraint {
 
 impl HostConstraint {
     fn selects(&self, p: &Pod) -> bool {
-        self.namespaces.iter().any(|n| *n == p.namespace) && self.selector.matches(&p.labels)
+        self.namespaces.contains(&p.namespace) && self.selector.matches(&p.labels)
     }
 }
 
@@ -264,7 +264,7 @@ impl<'a> Prepared<'a> {
                             .iter()
                             .map(|t| (t.weight, t.requirements.clone()))
                             .collect();
-                        v.sort_by(|a, b| b.0.cmp(&a.0));
+                        v.sort_by_key(|t| std::cmp::Reverse(t.0));
                         v
                     },
                     tolerations: p.tolerations.clone(),
@@ -554,7 +554,7 @@ impl<'a> Prepared<'a> {
                     }
                 }
                 // Matching pods already running fix the zone.
-                if let Some(z) = existing_match_zone(t, p, self.input.nodes).and_then(|z| zone_idx(z)) {
+                if let Some(z) = existing_match_zone(t, p, self.input.nodes).and_then(zone_idx) {
                     existing_zone[pod_class[i]] = Some(z);
                 }
             }
@@ -1148,11 +1148,11 @@ fn evaluate(reqs: &[Requirement], pv: &PoolView, types: &[InstanceType], zones: 
             .iter()
             .filter(|o| o.available && cts & ct_bit(o.capacity_type) != 0)
         {
-            if let Some(zi) = zones.iter().position(|z| *z == o.zone) {
-                if zone_mask & (1 << zi) != 0 {
-                    offered_zones |= 1 << zi;
-                    offered_cts |= ct_bit(o.capacity_type);
-                }
+            if let Some(zi) = zones.iter().position(|z| *z == o.zone)
+                && zone_mask & (1 << zi) != 0
+            {
+                offered_zones |= 1 << zi;
+                offered_cts |= ct_bit(o.capacity_type);
             }
         }
     }

@@ -342,7 +342,7 @@ fn lower_bound_never_exceeds_either_packing() {
             Pod::new(
                 &format!("p{i}"),
                 [250, 500, 1500][i % 3],
-                [512u64, 2048, 6144][i % 3 / 1 % 3] << 20,
+                [512u64, 2048, 6144][(i % 3) % 3] << 20,
             )
         })
         .collect();

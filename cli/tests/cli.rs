@@ -1,0 +1,255 @@
+//! The `nodewright` binary as a user runs it: exit codes, messages, and output shape.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn nodewright(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nodewright"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("run nodewright")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn temp_file(name: &str, body: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("nodewright-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let p = dir.join(name);
+    std::fs::write(&p, body).expect("write");
+    p
+}
+
+#[test]
+fn validate_accepts_every_seed_and_the_example() {
+    let o = nodewright(&[
+        "validate",
+        "examples/nodepools.yaml",
+        "examples/seeds/gpu-workloads-nodepool.yaml",
+        "examples/seeds/default-provisioner.yaml",
+        "examples/seeds/migration-provisioner.yaml",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("ok: 6 pool(s), 2 node class(es)"), "{}", text(&o));
+}
+
+#[test]
+fn validate_lists_every_error_and_fails() {
+    let o = nodewright(&["validate", "examples/broken-nodepool.yaml"]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = text(&o);
+    for needle in [
+        "spec.weight: 500 must be an integer from 1 to 100",
+        "spec.limits.cpu: invalid quantity \"lots\"",
+        "spec.template.spec.requirements[0].values: unknown capacity type \"cheap\"",
+        "spec.template.spec.requirements[1].operator: unknown operator \"Inn\"",
+        "spec.template.spec.requirements[2]: operator Gt needs an integer value, got \"four\"",
+        "spec.template.spec.expireAfter: \"30d\": unknown unit \"d\"",
+        "6 error(s)",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in\n{out}");
+    }
+}
+
+#[test]
+fn validate_missing_file_is_a_usage_error() {
+    let o = nodewright(&["validate", "no/such/file.yaml"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("no/such/file.yaml"), "{}", text(&o));
+}
+
+#[test]
+fn plan_prints_a_table_for_the_example() {
+    let o = nodewright(&[
+        "plan",
+        "--nodepool",
+        "examples/nodepools.yaml",
+        "--pods",
+        "examples/pods.yaml",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains("claim-1"), "{out}");
+    assert!(out.contains("34 pod(s): 0 on existing capacity, 34 on"), "{out}");
+    assert!(out.contains("0 unschedulable"), "{out}");
+}
+
+#[test]
+fn plan_json_follows_the_documented_schema() {
+    let o = nodewright(&[
+        "plan",
+        "--nodepool",
+        "examples/nodepools.yaml",
+        "--pods",
+        "examples/pods.yaml",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON on stdout");
+    assert_eq!(doc["schemaVersion"], 1);
+    assert_eq!(doc["region"], "us-east-1");
+    let claims = doc["claims"].as_array().expect("claims");
+    assert!(!claims.is_empty());
+    for c in claims {
+        for k in [
+            "id",
+            "pool",
+            "instanceTypes",
+            "capacityTypes",
+            "zones",
+            "pods",
+            "requests",
+            "price",
+        ] {
+            assert!(c.get(k).is_some(), "claim lacks {k}: {c}");
+        }
+        let first = &c["instanceTypes"][0];
+        for k in ["name", "capacityType", "zone", "price"] {
+            assert!(first.get(k).is_some(), "instance option lacks {k}");
+        }
+    }
+    let total: f64 = claims.iter().map(|c| c["price"].as_f64().unwrap_or(0.0)).sum();
+    assert!((doc["totalPricePerHour"].as_f64().unwrap_or(0.0) - total).abs() < 1e-9);
+    assert!(doc["unschedulable"].as_array().is_some_and(|u| u.is_empty()));
+}
+
+#[test]
+fn plan_reports_unschedulable_pods_with_reasons() {
+    let pods = temp_file(
+        "gpu16.yaml",
+        "- {name: huge, requests: {cpu: 8, memory: 32Gi, nvidia.com/gpu: 16}, tolerations: [{operator: Exists}]}\n",
+    );
+    let o = nodewright(&[
+        "plan",
+        "--nodepool",
+        "examples/nodepools.yaml",
+        "--pods",
+        pods.to_str().unwrap_or_default(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("unschedulable default/huge: pool gpu: no instance type offers nvidia.com/gpu >= 16"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn bad_pod_files_give_clear_errors_without_panics() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "bad.csv",
+            "name,cpu_milli,memory_mib\nweb,12x,5\n",
+            "bad.csv:2: column cpu_milli: \"12x\" is not a non-negative integer",
+        ),
+        (
+            "bad.yaml",
+            "- name: a\n  requests: {cpu: \"two\"}\n",
+            "invalid quantity \"two\"",
+        ),
+        ("trunc.yaml", "- name: a\n  requests: {cpu: 1\n", "document 0"),
+        (
+            "kind.yaml",
+            "kind: Service\nmetadata: {name: x}\n",
+            "\"Service\" is not a workload",
+        ),
+        ("dup.yaml", "- {name: a}\n- {name: a}\n", "appears twice"),
+    ];
+    for (name, body, needle) in cases {
+        let p = temp_file(name, body);
+        let o = nodewright(&[
+            "plan",
+            "--nodepool",
+            "examples/nodepools.yaml",
+            "--pods",
+            p.to_str().unwrap_or_default(),
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{name}: {}", text(&o));
+        assert!(text(&o).contains(needle), "{name}: missing {needle:?} in {}", text(&o));
+        assert!(!text(&o).contains("panicked"), "{name}");
+    }
+}
+
+#[test]
+fn plan_rejects_unknown_region_and_invalid_pools() {
+    let o = nodewright(&[
+        "plan",
+        "--nodepool",
+        "examples/nodepools.yaml",
+        "--pods",
+        "examples/pods.yaml",
+        "--region",
+        "mars-1",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("unknown region \"mars-1\""));
+    let o = nodewright(&[
+        "plan",
+        "--nodepool",
+        "examples/broken-nodepool.yaml",
+        "--pods",
+        "examples/pods.yaml",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("unknown operator \"Inn\""));
+}
+
+#[test]
+fn plan_uses_existing_nodes() {
+    let existing = temp_file(
+        "nodes.yaml",
+        "- {name: node-a, instanceType: m5.8xlarge, zone: us-east-1a, pool: general, pods: []}\n",
+    );
+    let pods = temp_file(
+        "few.yaml",
+        "- {name: a, requests: {cpu: 1, memory: 1Gi}}\n- {name: b, requests: {cpu: 1, memory: 1Gi}}\n",
+    );
+    let o = nodewright(&[
+        "plan",
+        "--nodepool",
+        "examples/nodepools.yaml",
+        "--pods",
+        pods.to_str().unwrap_or_default(),
+        "--existing",
+        existing.to_str().unwrap_or_default(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("2 pod(s): 2 on existing capacity, 0 on 0 new node(s)"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn bench_runs_and_compares_side_by_side() {
+    let o = nodewright(&["bench", "--sizes", "200", "--repeat", "1", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    let costs = doc["cost"].as_array().expect("cost rows");
+    assert_eq!(costs.len(), 4);
+    for c in costs {
+        let (nw, ffd, lb) = (
+            c["nodewright_cost"].as_f64().unwrap_or(f64::NAN),
+            c["ffd_cost"].as_f64().unwrap_or(f64::NAN),
+            c["lower_bound"].as_f64().unwrap_or(f64::NAN),
+        );
+        assert!(
+            lb <= nw + 1e-9 && lb <= ffd + 1e-9,
+            "the bound is below both packings: {c}"
+        );
+        assert!(nw > 0.0 && ffd > 0.0);
+    }
+    assert_eq!(doc["throughput"].as_array().map(Vec::len), Some(2));
+}
