@@ -33,6 +33,9 @@ pub struct Args {
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
+    /// Only the throughput runs (for profiling).
+    #[arg(long)]
+    no_cost: bool,
 }
 
 #[derive(Serialize)]
@@ -141,32 +144,36 @@ pub fn run(args: &Args) -> u8 {
         }
     };
     let largest = args.sizes.iter().copied().max().unwrap_or(20_000);
-    let cost_runs: Vec<CostRun> = vec![
-        (
-            "benchmark shapes, diverse, 400 fake types".to_string(),
-            workloads::diverse(largest, 42),
-            &fake_types,
-            &fake_pools,
-        ),
-        (
-            "benchmark shapes, generic, real catalogue".to_string(),
-            workloads::generic(largest, 7),
-            &real_types,
-            &real_pools,
-        ),
-        (
-            "Alibaba GPU trace, real catalogue".to_string(),
-            trace,
-            &real_types,
-            &real_pools,
-        ),
-        (
-            "mixed CPU/GPU burst, real catalogue".to_string(),
-            workloads::mixed_burst(largest, 11),
-            &real_types,
-            &real_pools,
-        ),
-    ];
+    let cost_runs: Vec<CostRun> = if args.no_cost {
+        Vec::new()
+    } else {
+        vec![
+            (
+                "benchmark shapes, diverse, 400 fake types".to_string(),
+                workloads::diverse(largest, 42),
+                &fake_types,
+                &fake_pools,
+            ),
+            (
+                "benchmark shapes, generic, real catalogue".to_string(),
+                workloads::generic(largest, 7),
+                &real_types,
+                &real_pools,
+            ),
+            (
+                "Alibaba GPU trace, real catalogue".to_string(),
+                trace,
+                &real_types,
+                &real_pools,
+            ),
+            (
+                "mixed CPU/GPU burst, real catalogue".to_string(),
+                workloads::mixed_burst(largest, 11),
+                &real_types,
+                &real_pools,
+            ),
+        ]
+    };
     let mut costs = Vec::new();
     for (label, pods, types, pools) in &cost_runs {
         let (nw, _) = timed(pods, pools, types, Strategy::CostAware, 1);

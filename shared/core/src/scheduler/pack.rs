@@ -264,61 +264,66 @@ impl Values {
 
 #[allow(clippy::too_many_arguments)]
 /// Simulates filling a fresh claim of type `t` in pool `pi` seeded by bucket `seed`; returns the
-/// value packed.
+/// value packed. `active` lists the other buckets with pods left, largest first; `min_cpu` is the
+/// smallest CPU request among them (the scan stops once nothing more can fit).
 fn simulate(
     prep: &Prepared,
     values: &mut Values,
     pi: usize,
     t: usize,
-    zones: u64,
-    cts: u8,
+    (zones, cts): (u64, u8),
     seed: usize,
     share: Option<u64>,
+    active: &[usize],
+    min_cpu: u64,
 ) -> f64 {
     let mut free = prep.capacity(pi, t);
     let mut host = HostCounts::default();
     let (mut zones, mut cts) = (zones, cts);
     let mut value = 0.0;
-    let mut take = |prep: &Prepared, values: &mut Values, b: usize, want: u64, zones: &mut u64, cts: &mut u8| {
+    for (i, &b) in std::iter::once(&seed).chain(active.iter()).enumerate() {
+        if i > 0 && (free.cpu_milli() < min_cpu || free.get(Resource::Pods) == 0) {
+            break;
+        }
         let bucket = &prep.buckets[b];
+        let rem = bucket.remaining() as u64;
+        let want = if i == 0 {
+            bucket.per_node
+        } else {
+            share.map_or(u64::MAX, |m| rem.div_ceil(m))
+        };
         let Ok(compat) = &prep.sigs[bucket.sig].compat[pi] else {
-            return;
+            continue;
         };
         if !compat.types.contains(t) {
-            return;
+            continue;
         }
-        let z = *zones & compat.zones & bucket.zones;
-        let c = *cts & compat.cts & bucket.cts;
-        if z == 0 || c == 0 || ((z != *zones || c != *cts) && !prep.offered(t, z, c)) {
-            return;
+        let z = zones & compat.zones & bucket.zones;
+        let c = cts & compat.cts & bucket.cts;
+        if z == 0 || c == 0 || ((z != zones || c != cts) && !prep.offered(t, z, c)) {
+            continue;
         }
-        let k = free.times_fits(&bucket.req).min(want).min(bucket.remaining() as u64);
+        let k = free.times_fits(&bucket.req).min(want).min(rem);
         let k = host.max_add(bucket, k);
         if k == 0 {
-            return;
+            continue;
         }
         let mut add = Resources::new();
         add.add_times(&bucket.req, k);
         free.saturating_sub(&add);
         host.add(bucket, k as u32);
-        *zones = z;
-        *cts = c;
+        zones = z;
+        cts = c;
         value += values.get(prep, pi, b) * k as f64;
-    };
-    take(prep, values, seed, prep.buckets[seed].per_node, &mut zones, &mut cts);
-    for b in 0..prep.buckets.len() {
-        let rem = prep.buckets[b].remaining() as u64;
-        if b == seed || rem == 0 {
-            continue;
-        }
-        let want = share.map_or(u64::MAX, |m| rem.div_ceil(m));
-        take(prep, values, b, want, &mut zones, &mut cts);
     }
     value
 }
 
 /// How many candidate types are evaluated by simulation per new claim.
-const SIMULATED_TYPES: usize = 12;
+const SIMULATED_TYPES: usize = 8;
+
+/// How many more candidates are ranked by the seed bucket's own shape.
+const SEED_TYPES: usize = 8;
 
 /// Pool limits left after existing nodes and this plan's claims.
 fn headroom(prep: &Prepared, claims: &[Claim], pi: usize) -> Option<(Resources, Option<u64>)> {
@@ -445,20 +450,62 @@ fn open_claim(
             }
             ranked.push((price / per_node.min(count).max(1.0), price, t));
         }
-        ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(&b.2)));
+        let by_rank = |a: &(f64, f64, usize), b: &(f64, f64, usize)| {
+            a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(&b.2))
+        };
+        if ranked.len() > SIMULATED_TYPES {
+            ranked.select_nth_unstable_by(SIMULATED_TYPES, by_rank);
+            ranked[..SIMULATED_TYPES].sort_by(by_rank);
+        } else {
+            ranked.sort_by(by_rank);
+        }
         // The cheapest type that fits the seed is always a candidate.
         let cheapest = ranked
             .iter()
             .min_by(|a, b| a.1.total_cmp(&b.1).then(a.2.cmp(&b.2)))
             .copied();
+        let active: Vec<usize> = (0..prep.buckets.len())
+            .filter(|x| *x != b && prep.buckets[*x].remaining() > 0)
+            .collect();
+        let min_cpu = active
+            .iter()
+            .map(|x| prep.buckets[*x].req.cpu_milli())
+            .min()
+            .unwrap_or(0);
         let mut candidates: Vec<(f64, f64, usize)> = ranked.iter().take(SIMULATED_TYPES).copied().collect();
+        // Also the types that are cheapest per pod for the seed's own shape: large pods often belong
+        // on large nodes even when the average pod does not.
+        let seed_req = &bucket.req;
+        let seed_rem = (bucket.remaining() as u64).min(bucket.per_node).max(1) as f64;
+        let mut by_seed: Vec<(f64, f64, usize)> = ranked
+            .iter()
+            .map(|(_, price, t)| {
+                let per_node = (prep.capacity(pi, *t).times_fits(seed_req) as f64)
+                    .min(seed_rem)
+                    .max(1.0);
+                (price / per_node, *price, *t)
+            })
+            .collect();
+        let by_rank = |a: &(f64, f64, usize), b: &(f64, f64, usize)| {
+            a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(&b.2))
+        };
+        if by_seed.len() > SEED_TYPES {
+            by_seed.select_nth_unstable_by(SEED_TYPES, by_rank);
+            by_seed.truncate(SEED_TYPES);
+        }
+        by_seed.sort_by(by_rank);
+        for c in by_seed {
+            if !candidates.iter().any(|x| x.2 == c.2) {
+                candidates.push(c);
+            }
+        }
         if let Some(c) = cheapest
             && !candidates.iter().any(|x| x.2 == c.2)
         {
             candidates.push(c);
         }
         for (_, price, t) in candidates {
-            let value = simulate(prep, values, pi, t, zones, cts, b, share);
+            let value = simulate(prep, values, pi, t, (zones, cts), b, share, &active, min_cpu);
             let ratio = value / price;
             let better = match &best {
                 None => true,
