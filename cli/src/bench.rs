@@ -177,6 +177,17 @@ pub fn run(args: &Args) -> u8 {
     let mut costs = Vec::new();
     for (label, pods, types, pools) in &cost_runs {
         let (nw, _) = timed(pods, pools, types, Strategy::CostAware, 1);
+        if std::env::var_os("NODEWRIGHT_DEBUG_CLAIMS").is_some() {
+            let mut hist: std::collections::BTreeMap<(usize, String), usize> = std::collections::BTreeMap::new();
+            for c in &nw.claims {
+                *hist
+                    .entry((c.pods.len(), c.instance_types[0].name.clone()))
+                    .or_default() += 1;
+            }
+            for ((pods, t), n) in hist.iter().filter(|(_, n)| **n > 20) {
+                eprintln!("{label}: {n} claims of {t} with {pods} pods");
+            }
+        }
         let (ffd, _) = timed(pods, pools, types, Strategy::FirstFitDecreasing, 1);
         let input = Input {
             pods,

@@ -56,7 +56,7 @@ pub(super) fn run(mut prep: Prepared, opts: &Options) -> Plan {
             join(&mut prep, claim, b, u64::MAX);
         }
         while prep.buckets[b].remaining() > 0 {
-            let share = fair_share(&prep, b);
+            let share = share_budget(&prep, b, fair_share(&prep, b));
             match open_claim(&prep, &claims, b, &mut values, share) {
                 Ok(mut claim) => {
                     let per_node = prep.buckets[b].per_node;
@@ -189,17 +189,72 @@ pub(super) fn join(prep: &mut Prepared, c: &mut Claim, b: usize, want: u64) -> u
 
 /// How many claims a per-node-limited bucket still needs on its own; other pods are spread evenly
 /// over those claims instead of crowding the first ones.
+/// A claim's share of the other pods when its seed group needs `m` claims anyway: at most
+/// `FAIR_SLACK` x (their remaining CPU and memory / m), so that every mandatory claim gets some and
+/// a claim may still round up to a whole instance size.
+#[derive(Clone, Copy)]
+struct Share {
+    cpu: u64,
+    memory: u64,
+}
+
+const FAIR_SLACK: f64 = 1.25;
+
+fn share_budget(prep: &Prepared, b: usize, m: Option<u64>) -> Option<Share> {
+    let m = m?;
+    let seed = &prep.buckets[b];
+    let (mut cpu, mut mem) = (0u64, 0u64);
+    for (i, o) in prep.buckets.iter().enumerate() {
+        if i == b || o.remaining() == 0 {
+            continue;
+        }
+        // Pods of the seed's own group cannot share its claims.
+        if seed
+            .carries
+            .iter()
+            .any(|(c, _)| o.members.contains(c) && o.carries.iter().any(|(x, _)| x == c))
+        {
+            continue;
+        }
+        cpu += o.req.cpu_milli() * o.remaining() as u64;
+        mem += o.req.memory() * o.remaining() as u64;
+    }
+    let f = |x: u64| ((x as f64 / m as f64) * FAIR_SLACK).ceil() as u64;
+    Some(Share {
+        cpu: f(cpu),
+        memory: f(mem),
+    })
+}
+
 fn fair_share(prep: &Prepared, b: usize) -> Option<u64> {
     let bucket = &prep.buckets[b];
-    (bucket.per_node != u64::MAX).then(|| (bucket.remaining() as u64).div_ceil(bucket.per_node.max(1)).max(1))
+    if bucket.per_node == u64::MAX {
+        return None;
+    }
+    let mut m = (bucket.remaining() as u64).div_ceil(bucket.per_node.max(1));
+    // The whole group under the same per-node limit (every bucket that both carries and matches the
+    // constraint) needs that many nodes, not just this bucket.
+    for (c, limit) in &bucket.carries {
+        if !bucket.members.contains(c) {
+            continue;
+        }
+        let total: u64 = prep
+            .buckets
+            .iter()
+            .filter(|o| o.members.contains(c) && o.carries.iter().any(|(x, _)| x == c))
+            .map(|o| o.remaining() as u64)
+            .sum();
+        m = m.max(total.div_ceil(u64::from(*limit).max(1)));
+    }
+    Some(m.max(1))
 }
 
 /// Fills a claim with the remaining buckets, largest first; with a fair share `m`, each bucket gives
 /// at most 1/m of what it has left.
-fn fill(prep: &mut Prepared, c: &mut Claim, share: Option<u64>) {
+fn fill(prep: &mut Prepared, c: &mut Claim, share: Option<Share>) {
+    let seed_load = c.load.clone();
     for b in 0..prep.buckets.len() {
-        let rem = prep.buckets[b].remaining() as u64;
-        if rem == 0 {
+        if prep.buckets[b].remaining() == 0 {
             continue;
         }
         let mut free = c.cap.clone();
@@ -207,9 +262,33 @@ fn fill(prep: &mut Prepared, c: &mut Claim, share: Option<u64>) {
         if free.get(Resource::Pods) == 0 {
             break;
         }
-        let want = share.map_or(u64::MAX, |m| rem.div_ceil(m));
+        if share.is_some_and(|s| {
+            c.load.cpu_milli() - seed_load.cpu_milli() >= s.cpu || c.load.memory() - seed_load.memory() >= s.memory
+        }) {
+            break;
+        }
+        let want = share.map_or(u64::MAX, |s| {
+            budget_left(
+                s,
+                c.load.cpu_milli() - seed_load.cpu_milli(),
+                c.load.memory() - seed_load.memory(),
+                &prep.buckets[b].req,
+            )
+        });
         join(prep, c, b, want);
     }
+}
+
+/// How many pods of `req` still fit in a fair-share budget after `cpu`/`memory` of fillers.
+fn budget_left(s: Share, cpu: u64, memory: u64, req: &Resources) -> u64 {
+    let mut k = u64::MAX;
+    if req.cpu_milli() > 0 {
+        k = k.min(s.cpu.saturating_sub(cpu) / req.cpu_milli());
+    }
+    if req.memory() > 0 {
+        k = k.min(s.memory.saturating_sub(memory) / req.memory());
+    }
+    k
 }
 
 /// Each bucket's value: the cheapest fractional cost of one of its pods on any type of a pool
@@ -273,16 +352,21 @@ fn simulate(
     t: usize,
     (zones, cts): (u64, u8),
     seed: usize,
-    share: Option<u64>,
+    share: Option<Share>,
     active: &[usize],
     min_cpu: u64,
 ) -> f64 {
+    let (mut filled_cpu, mut filled_mem) = (0u64, 0u64);
     let mut free = prep.capacity(pi, t);
     let mut host = HostCounts::default();
     let (mut zones, mut cts) = (zones, cts);
     let mut value = 0.0;
     for (i, &b) in std::iter::once(&seed).chain(active.iter()).enumerate() {
-        if i > 0 && (free.cpu_milli() < min_cpu || free.get(Resource::Pods) == 0) {
+        if i > 0
+            && (free.cpu_milli() < min_cpu
+                || free.get(Resource::Pods) == 0
+                || share.is_some_and(|s| s.cpu.saturating_sub(filled_cpu) < min_cpu || filled_mem >= s.memory))
+        {
             break;
         }
         let bucket = &prep.buckets[b];
@@ -290,7 +374,7 @@ fn simulate(
         let want = if i == 0 {
             bucket.per_node
         } else {
-            share.map_or(u64::MAX, |m| rem.div_ceil(m))
+            share.map_or(u64::MAX, |s| budget_left(s, filled_cpu, filled_mem, &bucket.req))
         };
         let Ok(compat) = &prep.sigs[bucket.sig].compat[pi] else {
             continue;
@@ -312,6 +396,10 @@ fn simulate(
         add.add_times(&bucket.req, k);
         free.saturating_sub(&add);
         host.add(bucket, k as u32);
+        if i > 0 {
+            filled_cpu += bucket.req.cpu_milli() * k;
+            filled_mem += bucket.req.memory() * k;
+        }
         zones = z;
         cts = c;
         value += values.get(prep, pi, b) * k as f64;
@@ -399,7 +487,7 @@ fn open_claim(
     claims: &[Claim],
     b: usize,
     values: &mut Values,
-    share: Option<u64>,
+    share: Option<Share>,
 ) -> Result<Claim, String> {
     let bucket = &prep.buckets[b];
     let mut reasons = Vec::new();
@@ -453,9 +541,10 @@ fn open_claim(
         let by_rank = |a: &(f64, f64, usize), b: &(f64, f64, usize)| {
             a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(&b.2))
         };
-        if ranked.len() > SIMULATED_TYPES {
-            ranked.select_nth_unstable_by(SIMULATED_TYPES, by_rank);
-            ranked[..SIMULATED_TYPES].sort_by(by_rank);
+        let (sim_types, seed_types) = (SIMULATED_TYPES, SEED_TYPES);
+        if ranked.len() > sim_types {
+            ranked.select_nth_unstable_by(sim_types, by_rank);
+            ranked[..sim_types].sort_by(by_rank);
         } else {
             ranked.sort_by(by_rank);
         }
@@ -472,7 +561,7 @@ fn open_claim(
             .map(|x| prep.buckets[*x].req.cpu_milli())
             .min()
             .unwrap_or(0);
-        let mut candidates: Vec<(f64, f64, usize)> = ranked.iter().take(SIMULATED_TYPES).copied().collect();
+        let mut candidates: Vec<(f64, f64, usize)> = ranked.iter().take(sim_types).copied().collect();
         // Also the types that are cheapest per pod for the seed's own shape: large pods often belong
         // on large nodes even when the average pod does not.
         let seed_req = &bucket.req;
@@ -489,9 +578,9 @@ fn open_claim(
         let by_rank = |a: &(f64, f64, usize), b: &(f64, f64, usize)| {
             a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(&b.2))
         };
-        if by_seed.len() > SEED_TYPES {
-            by_seed.select_nth_unstable_by(SEED_TYPES, by_rank);
-            by_seed.truncate(SEED_TYPES);
+        if by_seed.len() > seed_types {
+            by_seed.select_nth_unstable_by(seed_types, by_rank);
+            by_seed.truncate(seed_types);
         }
         by_seed.sort_by(by_rank);
         for c in by_seed {
@@ -545,7 +634,7 @@ fn open_claim(
 /// Demand that could share a node seeded by bucket `b` in pool `pi`: the remaining pods of buckets
 /// of the same kind (accelerated or not) compatible with the pool and offerings, each counted at most
 /// as many times as one node may hold.
-fn demand(prep: &Prepared, b: usize, pi: usize, zones: u64, cts: u8, share: Option<u64>) -> (Resources, f64) {
+fn demand(prep: &Prepared, b: usize, pi: usize, zones: u64, cts: u8, share: Option<Share>) -> (Resources, f64) {
     let seed_acc = prep.buckets[b].req.accelerators() > 0;
     let mut d = Resources::new();
     let mut n = 0u64;
@@ -565,7 +654,9 @@ fn demand(prep: &Prepared, b: usize, pi: usize, zones: u64, cts: u8, share: Opti
         let k = if i == b {
             rem.min(other.per_node)
         } else {
-            share.map_or(rem, |m| rem.div_ceil(m)).min(other.per_node)
+            share
+                .map_or(rem, |s| budget_left(s, 0, 0, &other.req).min(rem))
+                .min(other.per_node)
         };
         d.add_times(&other.req, k);
         n += k;
