@@ -5,7 +5,7 @@
 //! while at least one does; the claim launches as the cheapest type left. Limits count the largest
 //! type a claim may become.
 
-use super::pack::{Claim, finish, limit_reason, place_on_existing, within_limits};
+use super::pack::{Claim, apply_limits, finish, headroom, place_on_existing};
 use super::prepare::{HostCounts, Prepared};
 
 use super::{Options, Plan};
@@ -132,32 +132,13 @@ fn open(prep: &Prepared, claims: &[FfdClaim], b: usize) -> Result<FfdClaim, Stri
                 continue;
             }
         };
-        let pv = &prep.pools[pi];
         let mut reserved = None;
-        if !pv.pool.limits.is_empty() {
-            let mut used = pv.used.clone();
-            let mut nodes = pv.used_nodes;
-            for c in claims.iter().filter(|c| c.claim.pool == pi) {
-                if let Some(r) = &c.claim.reserved {
-                    used.add(r);
-                }
-                nodes += 1;
-            }
-            let mut room = pv.pool.limits.resources.clone();
-            for (name, v) in pv.pool.limits.resources.entries() {
-                room.set_named(&name, v.saturating_sub(used.get_named(&name)));
-            }
-            let room = (room, pv.pool.limits.nodes.map(|n| n.saturating_sub(nodes)));
-            let before = set.clone();
-            for t in before.iter() {
-                if !within_limits(&pv.pool.limits, &room, &types[t].capacity) {
-                    set.remove(t);
-                }
-            }
-            if set.is_empty() {
-                reasons.push(limit_reason(prep, pi, &room, &before));
-                continue;
-            }
+        let room = headroom(prep, claims.iter().map(|c| &c.claim), pi);
+        if let Err(reason) = apply_limits(prep, pi, room.as_ref(), &mut set) {
+            reasons.push(reason);
+            continue;
+        }
+        if room.is_some() {
             // Pessimistic: the claim may become its largest type.
             let mut largest = Resources::new();
             for t in set.iter() {

@@ -414,7 +414,11 @@ const SIMULATED_TYPES: usize = 8;
 const SEED_TYPES: usize = 8;
 
 /// Pool limits left after existing nodes and this plan's claims.
-fn headroom(prep: &Prepared, claims: &[Claim], pi: usize) -> Option<(Resources, Option<u64>)> {
+pub(super) fn headroom<'c>(
+    prep: &Prepared,
+    claims: impl Iterator<Item = &'c Claim>,
+    pi: usize,
+) -> Option<(Resources, Option<u64>)> {
     let pv = &prep.pools[pi];
     let limits: &Limits = &pv.pool.limits;
     if limits.is_empty() {
@@ -422,7 +426,7 @@ fn headroom(prep: &Prepared, claims: &[Claim], pi: usize) -> Option<(Resources, 
     }
     let mut used = pv.used.clone();
     let mut nodes = pv.used_nodes;
-    for c in claims.iter().filter(|c| c.pool == pi) {
+    for c in claims.filter(|c| c.pool == pi) {
         if let Some(r) = &c.reserved {
             used.add(r);
         }
@@ -445,6 +449,31 @@ pub(super) fn within_limits(limits: &Limits, room: &(Resources, Option<u64>), ca
         .entries()
         .iter()
         .all(|(name, _)| cap.get_named(name) <= room.0.get_named(name))
+}
+
+/// Removes the types that would push pool `pi` past its remaining limits; an error names the limit
+/// when none is left.
+pub(super) fn apply_limits(
+    prep: &Prepared,
+    pi: usize,
+    room: Option<&(Resources, Option<u64>)>,
+    set: &mut TypeSet,
+) -> Result<(), String> {
+    let Some(room) = room else { return Ok(()) };
+    let before = set.clone();
+    for t in before.iter() {
+        if !within_limits(
+            &prep.pools[pi].pool.limits,
+            room,
+            &prep.input.instance_types[t].capacity,
+        ) {
+            set.remove(t);
+        }
+    }
+    if set.is_empty() {
+        return Err(limit_reason(prep, pi, room, &before));
+    }
+    Ok(())
 }
 
 pub(super) fn limit_reason(prep: &Prepared, pi: usize, room: &(Resources, Option<u64>), set: &TypeSet) -> String {
@@ -508,18 +537,9 @@ fn open_claim(
                 continue;
             }
         };
-        if let Some(room) = &headroom(prep, claims, pi) {
-            let limits = &prep.pools[pi].pool.limits;
-            let before = set.clone();
-            for t in before.iter() {
-                if !within_limits(limits, room, &prep.input.instance_types[t].capacity) {
-                    set.remove(t);
-                }
-            }
-            if set.is_empty() {
-                reasons.push(limit_reason(prep, pi, room, &before));
-                continue;
-            }
+        if let Err(reason) = apply_limits(prep, pi, headroom(prep, claims.iter(), pi).as_ref(), &mut set) {
+            reasons.push(reason);
+            continue;
         }
         let (demand, count) = demand(prep, b, pi, zones, cts, share);
         // Rank by price per pod of the estimated demand.
