@@ -55,13 +55,7 @@ pub(super) fn run(mut prep: Prepared, opts: &Options) -> Plan {
                     }
                     claims.push(c);
                 }
-                Err(reason) => {
-                    let bucket = &mut prep.buckets[b];
-                    for &p in &bucket.pods[bucket.next..] {
-                        failed.push((p, reason.clone()));
-                    }
-                    bucket.next = bucket.pods.len();
-                }
+                Err(reason) => prep.buckets[b].fail_rest(&reason, &mut failed),
             }
         }
     }

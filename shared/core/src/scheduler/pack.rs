@@ -9,7 +9,7 @@
 //! 4. Each claim is right-sized: its options are every compatible type that fits what it holds,
 //!    cheapest first, so the plan's price is the cheapest type that fits, not the seed's choice.
 
-use super::prepare::{HostCounts, Prepared, ct_bit, cts_of};
+use super::prepare::{HostCounts, Prepared, ct_bit, cts_of, matching_on};
 use super::typeset::TypeSet;
 use super::{Binding, ClaimPlan, InstanceOption, Options, Plan, Unschedulable};
 use crate::catalogue::CapacityType;
@@ -64,13 +64,7 @@ pub(super) fn run(mut prep: Prepared, opts: &Options) -> Plan {
                     fill(&mut prep, &mut claim, share);
                     claims.push(claim);
                 }
-                Err(reason) => {
-                    let bucket = &mut prep.buckets[b];
-                    for &p in &bucket.pods[bucket.next..] {
-                        failed.push((p, reason.clone()));
-                    }
-                    bucket.next = bucket.pods.len();
-                }
+                Err(reason) => prep.buckets[b].fail_rest(&reason, &mut failed),
             }
         }
     }
@@ -841,11 +835,7 @@ fn enforce_zone_spread(
         let mut counts = vec![0i64; prep.zones.len()];
         for n in prep.input.nodes {
             if let Some(z) = prep.zones.iter().position(|x| *x == n.zone) {
-                counts[z] += n
-                    .pods
-                    .iter()
-                    .filter(|q| q.namespace == ns && sel.matches(&q.labels))
-                    .count() as i64;
+                counts[z] += matching_on(n, ns, sel) as i64;
             }
         }
         let claim_zone = |c: &Claim| (c.zones.count_ones() == 1).then(|| c.zones.trailing_zeros() as usize);

@@ -178,6 +178,20 @@ impl Bucket {
     pub fn remaining(&self) -> usize {
         self.pods.len() - self.next
     }
+
+    /// Reports every pod still waiting in the bucket as unschedulable for `reason`.
+    pub fn fail_rest(&mut self, reason: &str, failed: &mut Vec<(usize, String)>) {
+        failed.extend(self.pods[self.next..].iter().map(|p| (*p, reason.to_string())));
+        self.next = self.pods.len();
+    }
+}
+
+/// Pods on node `n` in namespace `ns` that `sel` selects (topology spread counting).
+pub fn matching_on(n: &crate::model::Node, ns: &str, sel: &crate::model::LabelSelector) -> u64 {
+    n.pods
+        .iter()
+        .filter(|q| q.namespace == ns && sel.matches(&q.labels))
+        .count() as u64
 }
 
 /// An existing node or in-flight claim as the packers see it.
@@ -641,13 +655,8 @@ impl<'a> Prepared<'a> {
                 }
                 let mut counts = vec![0u64; self.zones.len()];
                 for n in self.input.nodes {
-                    let matching = n
-                        .pods
-                        .iter()
-                        .filter(|q| q.namespace == carrier.namespace && s.selector.matches(&q.labels))
-                        .count() as u64;
                     if let Some(z) = zone_idx(&n.zone) {
-                        counts[z] += matching;
+                        counts[z] += matching_on(n, &carrier.namespace, &s.selector);
                     }
                 }
                 let members: Vec<usize> = (0..pods.len())
@@ -699,12 +708,7 @@ impl<'a> Prepared<'a> {
                     .fold(0, |a, c| a | c.cts);
                 let mut counts: BTreeMap<CapacityType, u64> = BTreeMap::new();
                 for n in self.input.nodes {
-                    let m = n
-                        .pods
-                        .iter()
-                        .filter(|q| q.namespace == carrier.namespace && s.selector.matches(&q.labels))
-                        .count() as u64;
-                    *counts.entry(n.capacity_type).or_default() += m;
+                    *counts.entry(n.capacity_type).or_default() += matching_on(n, &carrier.namespace, &s.selector);
                 }
                 for i in 0..pods.len() {
                     if skip[i] || pin[i].is_some() {
