@@ -1,11 +1,13 @@
 //! The scheduling model: pods, nodes, taints, tolerations, selectors and topology constraints, and
 //! their conversion from Kubernetes objects and from Nodewright's compact form.
 
+mod claim;
 mod k8s;
 mod load;
 mod node;
 mod pod;
 
+pub use claim::{ClaimState, Transition};
 pub use k8s::{pod_from_k8s, pods_from_workload_value, taint_from_k8s};
 pub use load::{MAX_INPUT_BYTES, PodFile, documents, load_nodes, load_pods};
 pub use node::Node;

@@ -17,6 +17,14 @@ pub enum Effect {
 }
 
 impl Effect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Effect::NoSchedule => "NoSchedule",
+            Effect::PreferNoSchedule => "PreferNoSchedule",
+            Effect::NoExecute => "NoExecute",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Effect> {
         match s {
             "NoSchedule" => Some(Effect::NoSchedule),

@@ -1,0 +1,158 @@
+//! Instances by tag: the tags every Nodewright instance carries, paginated discovery for
+//! reconciliation, and termination that refuses anything not tagged with this cluster.
+
+use aws_sdk_ec2::types::Filter;
+
+use super::Fleet;
+use crate::{Error, Result};
+
+/// The cluster an instance belongs to (IAM conditions on this tag too).
+pub const TAG_CLUSTER: &str = "nodewright.io/cluster";
+/// The NodePool it was launched for.
+pub const TAG_POOL: &str = "karpenter.sh/nodepool";
+/// The node claim it was launched for (adoption after a crash between launch and record).
+pub const TAG_CLAIM: &str = "nodewright.io/claim";
+pub const TAG_MANAGED_BY: &str = "nodewright.io/managed-by";
+
+/// What reconciliation needs to know about an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceSummary {
+    pub instance_id: String,
+    pub instance_type: String,
+    pub zone: String,
+    pub state: String,
+    pub spot: bool,
+    pub claim_id: Option<String>,
+    pub pool: Option<String>,
+    pub cluster: Option<String>,
+    pub launch_time_millis: Option<i64>,
+}
+
+fn summary(i: &aws_sdk_ec2::types::Instance) -> InstanceSummary {
+    let tag = |key: &str| {
+        i.tags()
+            .iter()
+            .find(|t| t.key() == Some(key))
+            .and_then(|t| t.value())
+            .map(str::to_string)
+    };
+    InstanceSummary {
+        instance_id: i.instance_id().unwrap_or_default().to_string(),
+        instance_type: i.instance_type().map(|t| t.as_str().to_string()).unwrap_or_default(),
+        zone: i
+            .placement()
+            .and_then(|p| p.availability_zone())
+            .unwrap_or_default()
+            .to_string(),
+        state: i
+            .state()
+            .and_then(|s| s.name())
+            .map(|n| n.as_str().to_string())
+            .unwrap_or_default(),
+        spot: i.instance_lifecycle().is_some_and(|l| l.as_str() == "spot"),
+        claim_id: tag(TAG_CLAIM),
+        pool: tag(TAG_POOL),
+        cluster: tag(TAG_CLUSTER),
+        launch_time_millis: i.launch_time().and_then(|t| t.to_millis().ok()),
+    }
+}
+
+impl Fleet {
+    /// Instances matching `filters`, following pages.
+    async fn describe(&self, filters: Vec<Filter>, ids: Option<Vec<String>>) -> Result<Vec<InstanceSummary>> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .ec2
+                .describe_instances()
+                .set_filters(Some(filters.clone()))
+                .set_instance_ids(ids.clone())
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| Error::aws("DescribeInstances", e))?;
+            for reservation in page.reservations() {
+                out.extend(reservation.instances().iter().map(summary));
+            }
+            match page.next_token {
+                Some(t) if !t.is_empty() => token = Some(t),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every live (not terminated) instance tagged with this cluster.
+    pub async fn cluster_instances(&self) -> Result<Vec<InstanceSummary>> {
+        self.describe(
+            vec![
+                Filter::builder()
+                    .name(format!("tag:{TAG_CLUSTER}"))
+                    .values(&self.cluster)
+                    .build(),
+                live_states(),
+            ],
+            None,
+        )
+        .await
+    }
+
+    /// A live instance launched for `claim_id`, if one exists (adoption after a crash).
+    pub async fn instance_for_claim(&self, claim_id: &str) -> Result<Option<InstanceSummary>> {
+        let found = self
+            .describe(
+                vec![
+                    Filter::builder()
+                        .name(format!("tag:{TAG_CLUSTER}"))
+                        .values(&self.cluster)
+                        .build(),
+                    Filter::builder().name(format!("tag:{TAG_CLAIM}")).values(claim_id).build(),
+                    live_states(),
+                ],
+                None,
+            )
+            .await?;
+        Ok(found.into_iter().next())
+    }
+
+    /// Terminates instances, all or none: refuses when any of them is not tagged with this cluster
+    /// (the IAM policy enforces the same condition; this check gives a clear error first).
+    pub async fn terminate(&self, instance_ids: &[String]) -> Result<()> {
+        if instance_ids.is_empty() {
+            return Ok(());
+        }
+        let found = self.describe(Vec::new(), Some(instance_ids.to_vec())).await?;
+        for id in instance_ids {
+            match found.iter().find(|i| &i.instance_id == id) {
+                None => return Err(Error::Refused(format!("instance {id} not found"))),
+                Some(i) if i.cluster.as_deref() != Some(self.cluster.as_str()) => {
+                    return Err(Error::Refused(format!(
+                        "instance {id} is not tagged {TAG_CLUSTER}={}; not terminating it",
+                        self.cluster
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+        self.ec2
+            .terminate_instances()
+            .set_instance_ids(Some(instance_ids.to_vec()))
+            .send()
+            .await
+            .map_err(|e| Error::aws("TerminateInstances", e))?;
+        Ok(())
+    }
+}
+
+fn live_states() -> Filter {
+    Filter::builder()
+        .name("instance-state-name")
+        .set_values(Some(
+            ["pending", "running", "stopping", "stopped"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+        ))
+        .build()
+}

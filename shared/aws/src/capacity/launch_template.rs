@@ -1,0 +1,396 @@
+//! Launch templates from EC2NodeClasses: the class's selectors resolved against EC2 (AMI, subnets,
+//! security groups), user data for AL2023 (nodeadm) or Bottlerocket with the cluster's endpoint and
+//! CA, IMDSv2 required, block devices and instance profile. A template is named by the hash of its
+//! content, created once and reused by every launch with the same content.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_ec2::types::{
+    Filter, LaunchTemplateBlockDeviceMappingRequest, LaunchTemplateHttpTokensState,
+    LaunchTemplateIamInstanceProfileSpecificationRequest, LaunchTemplateInstanceMetadataOptionsRequest,
+    LaunchTemplateEbsBlockDeviceRequest, RequestLaunchTemplateData, ResourceType, Tag, TagSpecification, VolumeType,
+};
+use base64::Engine;
+use nodewright_core::model::Taint;
+use nodewright_core::nodepool::{Ec2NodeClass, SelectorTerm};
+use sha2::{Digest, Sha256};
+
+use super::Fleet;
+use super::instances::{TAG_CLUSTER, TAG_MANAGED_BY};
+use crate::{Error, Result};
+
+/// What nodes need to join the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterEndpoint {
+    pub name: String,
+    pub endpoint: String,
+    /// Base64 PEM of the cluster CA, as EKS DescribeCluster returns it.
+    pub certificate_authority: String,
+    pub service_cidr: Option<String>,
+}
+
+/// A node class's selectors, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeClassResolution {
+    pub ami_id: String,
+    /// (subnet id, availability zone)
+    pub subnets: Vec<(String, String)>,
+    pub security_groups: Vec<String>,
+}
+
+/// Everything a launch template holds; its hash names it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LaunchTemplateSpec {
+    pub ami_id: String,
+    pub security_groups: Vec<String>,
+    pub user_data: String,
+    pub instance_profile: Option<String>,
+    /// (device name, size GiB, volume type, encrypted)
+    pub block_devices: Vec<(String, Option<u64>, Option<String>, bool)>,
+    pub http_tokens_required: bool,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl LaunchTemplateSpec {
+    /// The template spec for a node class and a pool's node labels and taints.
+    pub fn new(
+        class: &Ec2NodeClass,
+        resolution: &NodeClassResolution,
+        cluster: &ClusterEndpoint,
+        labels: &BTreeMap<String, String>,
+        taints: &[Taint],
+    ) -> Result<Self> {
+        let family = ami_family(class);
+        let user_data = match family.as_str() {
+            "bottlerocket" => bottlerocket_user_data(cluster, labels, taints, class.user_data.as_deref()),
+            "al2023" => nodeadm_user_data(cluster, labels, taints, class.kubelet.max_pods, class.user_data.as_deref()),
+            other => {
+                return Err(Error::invalid(
+                    format!("EC2NodeClass {}: amiFamily", class.name),
+                    format!("{other:?} is not supported; use AL2023 or Bottlerocket"),
+                ));
+            }
+        };
+        Ok(LaunchTemplateSpec {
+            ami_id: resolution.ami_id.clone(),
+            security_groups: resolution.security_groups.clone(),
+            user_data: base64::engine::general_purpose::STANDARD.encode(user_data),
+            instance_profile: class.instance_profile.clone(),
+            block_devices: class
+                .block_device_mappings
+                .iter()
+                .map(|b| (b.device_name.clone(), b.volume_size_gib, b.volume_type.clone(), b.encrypted.unwrap_or(true)))
+                .collect(),
+            http_tokens_required: class.http_tokens_required,
+            tags: class.tags.clone(),
+        })
+    }
+
+    /// `nodewright-{cluster}-{first 16 hex of the content hash}`.
+    pub fn name(&self, cluster: &str) -> String {
+        let json = serde_json::to_string(self).unwrap_or_default();
+        let digest = Sha256::digest(json.as_bytes());
+        let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        format!("nodewright-{cluster}-{hex}")
+    }
+}
+
+fn ami_family(class: &Ec2NodeClass) -> String {
+    if let Some(f) = &class.ami_family {
+        return f.to_ascii_lowercase();
+    }
+    class
+        .ami_selector_terms
+        .iter()
+        .find_map(|t| t.alias.as_ref())
+        .and_then(|a| a.split('@').next())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_else(|| "al2023".into())
+}
+
+fn taint_string(t: &Taint) -> String {
+    format!("{}={}:{}", t.key, t.value.clone().unwrap_or_default(), t.effect.as_str())
+}
+
+fn nodeadm_user_data(
+    cluster: &ClusterEndpoint,
+    labels: &BTreeMap<String, String>,
+    taints: &[Taint],
+    max_pods: Option<u32>,
+    extra: Option<&str>,
+) -> String {
+    let mut flags = Vec::new();
+    if !labels.is_empty() {
+        let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        flags.push(format!("--node-labels={}", l.join(",")));
+    }
+    if !taints.is_empty() {
+        let t: Vec<String> = taints.iter().map(taint_string).collect();
+        flags.push(format!("--register-with-taints={}", t.join(",")));
+    }
+    let mut config = format!(
+        "apiVersion: node.eks.aws/v1alpha1\nkind: NodeConfig\nspec:\n  cluster:\n    name: {}\n    apiServerEndpoint: {}\n    certificateAuthority: {}\n",
+        cluster.name, cluster.endpoint, cluster.certificate_authority
+    );
+    if let Some(cidr) = &cluster.service_cidr {
+        config.push_str(&format!("    cidr: {cidr}\n"));
+    }
+    config.push_str("  kubelet:\n");
+    if let Some(max) = max_pods {
+        config.push_str(&format!("    config:\n      maxPods: {max}\n"));
+    }
+    config.push_str("    flags:\n");
+    for f in &flags {
+        config.push_str(&format!("      - {f:?}\n"));
+    }
+    let mut out = String::from("MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"//\"\n\n");
+    if let Some(extra) = extra {
+        out.push_str(&format!("--//\nContent-Type: text/x-shellscript; charset=\"us-ascii\"\n\n{extra}\n\n"));
+    }
+    out.push_str(&format!("--//\nContent-Type: application/node.eks.aws\n\n{config}\n--//--\n"));
+    out
+}
+
+fn bottlerocket_user_data(
+    cluster: &ClusterEndpoint,
+    labels: &BTreeMap<String, String>,
+    taints: &[Taint],
+    extra: Option<&str>,
+) -> String {
+    let mut out = format!(
+        "[settings.kubernetes]\ncluster-name = {:?}\napi-server = {:?}\ncluster-certificate = {:?}\n",
+        cluster.name, cluster.endpoint, cluster.certificate_authority
+    );
+    if !labels.is_empty() {
+        out.push_str("\n[settings.kubernetes.node-labels]\n");
+        for (k, v) in labels {
+            out.push_str(&format!("{k:?} = {v:?}\n"));
+        }
+    }
+    if !taints.is_empty() {
+        out.push_str("\n[settings.kubernetes.node-taints]\n");
+        let mut by_key: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for t in taints {
+            by_key
+                .entry(&t.key)
+                .or_default()
+                .push(format!("{}:{}", t.value.clone().unwrap_or_default(), t.effect.as_str()));
+        }
+        for (k, v) in by_key {
+            out.push_str(&format!("{k:?} = {v:?}\n"));
+        }
+    }
+    if let Some(extra) = extra {
+        out.push('\n');
+        out.push_str(extra);
+        out.push('\n');
+    }
+    out
+}
+
+/// EC2 filters for one selector term (tags with value `*` match on the key alone).
+fn tag_filters(term: &SelectorTerm) -> Vec<Filter> {
+    term.tags
+        .iter()
+        .map(|(k, v)| {
+            if v == "*" {
+                Filter::builder().name("tag-key").values(k).build()
+            } else {
+                Filter::builder().name(format!("tag:{k}")).values(v).build()
+            }
+        })
+        .collect()
+}
+
+impl Fleet {
+    /// Resolves a node class's AMI, subnet and security-group selectors against EC2.
+    pub async fn resolve_node_class(&self, class: &Ec2NodeClass) -> Result<NodeClassResolution> {
+        let field = |f: &str| format!("EC2NodeClass {}: spec.{f}", class.name);
+        // Subnets: every term ORed, a term's tags ANDed.
+        let mut subnets = Vec::new();
+        for term in &class.subnet_selector_terms {
+            let mut filters = tag_filters(term);
+            if let Some(id) = &term.id {
+                filters.push(Filter::builder().name("subnet-id").values(id).build());
+            }
+            let out = self
+                .ec2
+                .describe_subnets()
+                .set_filters(Some(filters))
+                .send()
+                .await
+                .map_err(|e| Error::aws("DescribeSubnets", e))?;
+            for s in out.subnets() {
+                if let (Some(id), Some(zone)) = (s.subnet_id(), s.availability_zone()) {
+                    subnets.push((id.to_string(), zone.to_string()));
+                }
+            }
+        }
+        subnets.sort();
+        subnets.dedup();
+        if subnets.is_empty() {
+            return Err(Error::invalid(field("subnetSelectorTerms"), "no subnet matches"));
+        }
+        let mut security_groups = Vec::new();
+        for term in &class.security_group_selector_terms {
+            let mut filters = tag_filters(term);
+            if let Some(id) = &term.id {
+                filters.push(Filter::builder().name("group-id").values(id).build());
+            }
+            if let Some(name) = &term.name {
+                filters.push(Filter::builder().name("group-name").values(name).build());
+            }
+            let out = self
+                .ec2
+                .describe_security_groups()
+                .set_filters(Some(filters))
+                .send()
+                .await
+                .map_err(|e| Error::aws("DescribeSecurityGroups", e))?;
+            security_groups.extend(out.security_groups().iter().filter_map(|g| g.group_id().map(str::to_string)));
+        }
+        security_groups.sort();
+        security_groups.dedup();
+        if security_groups.is_empty() {
+            return Err(Error::invalid(field("securityGroupSelectorTerms"), "no security group matches"));
+        }
+        // AMIs: the newest image matching any term.
+        let mut images: Vec<(String, String)> = Vec::new();
+        for term in &class.ami_selector_terms {
+            if term.alias.is_some() || term.ssm_parameter.is_some() {
+                return Err(Error::invalid(
+                    field("amiSelectorTerms"),
+                    "alias and ssmParameter terms need SSM parameter resolution, which this version does not do; \
+                     select the AMI by id, name or tags",
+                ));
+            }
+            let mut request = self.ec2.describe_images().set_filters(Some(tag_filters(term)));
+            if let Some(id) = &term.id {
+                request = request.image_ids(id);
+            }
+            if let Some(name) = &term.name {
+                request = request.filters(Filter::builder().name("name").values(name).build());
+            }
+            if let Some(owner) = &term.owner {
+                request = request.owners(owner);
+            }
+            let out = request.send().await.map_err(|e| Error::aws("DescribeImages", e))?;
+            images.extend(out.images().iter().filter_map(|i| {
+                Some((i.creation_date().unwrap_or_default().to_string(), i.image_id()?.to_string()))
+            }));
+        }
+        images.sort();
+        let ami_id = images
+            .pop()
+            .map(|(_, id)| id)
+            .ok_or_else(|| Error::invalid(field("amiSelectorTerms"), "no image matches"))?;
+        Ok(NodeClassResolution {
+            ami_id,
+            subnets,
+            security_groups,
+        })
+    }
+
+    /// The id of the launch template for `spec`, creating it on first use. Concurrent creators
+    /// converge on the same template (the name is the content hash).
+    pub async fn ensure_launch_template(&self, spec: &LaunchTemplateSpec) -> Result<String> {
+        let name = spec.name(&self.cluster);
+        if let Some(id) = self.launch_template_id(&name).await? {
+            return Ok(id);
+        }
+        let mut data = RequestLaunchTemplateData::builder()
+            .image_id(&spec.ami_id)
+            .set_security_group_ids(Some(spec.security_groups.clone()))
+            .user_data(&spec.user_data)
+            .metadata_options(
+                LaunchTemplateInstanceMetadataOptionsRequest::builder()
+                    .http_tokens(if spec.http_tokens_required {
+                        LaunchTemplateHttpTokensState::Required
+                    } else {
+                        LaunchTemplateHttpTokensState::Optional
+                    })
+                    .http_put_response_hop_limit(1)
+                    .build(),
+            );
+        if let Some(profile) = &spec.instance_profile {
+            data = data.iam_instance_profile(
+                LaunchTemplateIamInstanceProfileSpecificationRequest::builder()
+                    .name(profile)
+                    .build(),
+            );
+        }
+        for (device, size, volume_type, encrypted) in &spec.block_devices {
+            let mut ebs = LaunchTemplateEbsBlockDeviceRequest::builder()
+                .encrypted(*encrypted)
+                .delete_on_termination(true);
+            if let Some(size) = size {
+                ebs = ebs.volume_size(i32::try_from(*size).unwrap_or(i32::MAX));
+            }
+            if let Some(t) = volume_type {
+                ebs = ebs.volume_type(VolumeType::from(t.as_str()));
+            }
+            data = data.block_device_mappings(
+                LaunchTemplateBlockDeviceMappingRequest::builder()
+                    .device_name(device)
+                    .ebs(ebs.build())
+                    .build(),
+            );
+        }
+        let result = self
+            .ec2
+            .create_launch_template()
+            .launch_template_name(&name)
+            .launch_template_data(data.build())
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::LaunchTemplate)
+                    .tags(Tag::builder().key(TAG_CLUSTER).value(&self.cluster).build())
+                    .tags(Tag::builder().key(TAG_MANAGED_BY).value("nodewright").build())
+                    .build(),
+            )
+            .send()
+            .await;
+        match result {
+            Ok(out) => out
+                .launch_template()
+                .and_then(|t| t.launch_template_id())
+                .map(str::to_string)
+                .ok_or_else(|| Error::invalid("CreateLaunchTemplate", "response has no template id")),
+            Err(e) => {
+                let err = Error::aws("CreateLaunchTemplate", e);
+                if err.aws_code().is_some_and(|c| c.contains("AlreadyExists")) {
+                    self.launch_template_id(&name)
+                        .await?
+                        .ok_or_else(|| Error::invalid("launch template", format!("{name} vanished after a race")))
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    async fn launch_template_id(&self, name: &str) -> Result<Option<String>> {
+        let result = self
+            .ec2
+            .describe_launch_templates()
+            .launch_template_names(name)
+            .send()
+            .await;
+        match result {
+            Ok(out) => Ok(out
+                .launch_templates()
+                .first()
+                .and_then(|t| t.launch_template_id())
+                .map(str::to_string)),
+            Err(e) => {
+                let err = Error::aws("DescribeLaunchTemplates", e);
+                if err.aws_code().is_some_and(|c| c.contains("NotFound")) {
+                    Ok(None)
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+}
+

@@ -1,0 +1,15 @@
+//! Nodewright's hands on EC2 and Auto Scaling: fleet launches with capacity-error fallback, guarded
+//! termination, discovery of instances by tag, launch templates from EC2NodeClasses, Auto Scaling
+//! pools, and price refresh.
+
+mod asg;
+mod fleet;
+mod instances;
+mod launch_template;
+mod pricing;
+
+pub use asg::{AsgPool, GroupState, ScaleUp};
+pub use fleet::{Fleet, LaunchOffering, LaunchOutcome, LaunchRequest, is_capacity_error};
+pub use instances::{InstanceSummary, TAG_CLAIM, TAG_CLUSTER, TAG_MANAGED_BY, TAG_POOL};
+pub use launch_template::{ClusterEndpoint, LaunchTemplateSpec, NodeClassResolution};
+pub use pricing::PriceBook;

@@ -1,0 +1,305 @@
+//! Node claims: one record per node Nodewright decided to launch, from decision to termination.
+//! Claims move forward only (see `ClaimState::transition`), under an optimistic version number, so
+//! a late or duplicated event can never rewind or resurrect one.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use nodewright_core::model::{ClaimState, Transition};
+use nodewright_core::{CapacityType, Resources};
+
+use super::item::{Fields, is_condition_failure, n, s};
+use super::tables::{CLAIMS_BY_INSTANCE, CLAIMS_BY_POOL, CLAIMS_BY_STATE};
+use super::{Item, StateStore, Table};
+use crate::{EpochMillis, Error, Result};
+
+/// How many times a transition re-reads and retries after losing a version race.
+const MAX_VERSION_RETRIES: usize = 8;
+
+/// A node claim as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimRecord {
+    pub id: String,
+    pub pool: String,
+    pub state: ClaimState,
+    pub instance_id: Option<String>,
+    pub instance_type: Option<String>,
+    pub capacity_type: Option<CapacityType>,
+    pub zone: Option<String>,
+    pub price_per_hour: Option<f64>,
+    pub allocatable: Option<Resources>,
+    /// Pod uids reserved onto this claim.
+    pub pods: Vec<String>,
+    /// When the claim entered each state (epoch ms).
+    pub transitions: BTreeMap<ClaimState, EpochMillis>,
+    /// Where the capacity comes from: `fleet` or `asg:<group name>`.
+    pub backing: String,
+    /// Incremented by every write; the condition for the next one.
+    pub version: u64,
+}
+
+impl ClaimRecord {
+    /// A new claim in `launching`, as the scheduler decided it.
+    pub fn launching(id: &str, pool: &str, pods: Vec<String>, now: EpochMillis) -> Self {
+        ClaimRecord {
+            id: id.into(),
+            pool: pool.into(),
+            state: ClaimState::Launching,
+            instance_id: None,
+            instance_type: None,
+            capacity_type: None,
+            zone: None,
+            price_per_hour: None,
+            allocatable: None,
+            pods,
+            transitions: BTreeMap::from([(ClaimState::Launching, now)]),
+            backing: "fleet".into(),
+            version: 0,
+        }
+    }
+
+    pub fn entered(&self, state: ClaimState) -> Option<EpochMillis> {
+        self.transitions.get(&state).copied()
+    }
+}
+
+/// Facts learned along with a transition (the launch result, mostly).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClaimUpdate {
+    pub instance_id: Option<String>,
+    pub instance_type: Option<String>,
+    pub capacity_type: Option<CapacityType>,
+    pub zone: Option<String>,
+    pub price_per_hour: Option<f64>,
+    pub allocatable: Option<Resources>,
+}
+
+/// What a transition did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TransitionOutcome {
+    /// The claim moved; the stored record after the write.
+    Advanced(ClaimRecord),
+    /// The claim was already in that state.
+    Duplicate(ClaimRecord),
+    /// The claim is past that state; the event was late and is ignored.
+    Stale(ClaimRecord),
+}
+
+impl StateStore {
+    fn claim_item(&self, claim: &ClaimRecord) -> Result<Item> {
+        let mut item = Item::new();
+        item.insert("cluster".into(), s(&self.cluster));
+        item.insert("claimId".into(), s(&claim.id));
+        item.insert("pool".into(), s(&claim.pool));
+        item.insert("poolKey".into(), s(self.scoped(&claim.pool)));
+        item.insert("state".into(), s(claim.state.as_str()));
+        item.insert("stateKey".into(), s(self.scoped(claim.state.as_str())));
+        item.insert("backing".into(), s(&claim.backing));
+        item.insert("version".into(), n(claim.version));
+        if let Some(id) = &claim.instance_id {
+            item.insert("instanceId".into(), s(id));
+            item.insert("instanceKey".into(), s(self.scoped(id)));
+        }
+        if let Some(v) = &claim.instance_type {
+            item.insert("instanceType".into(), s(v));
+        }
+        if let Some(v) = claim.capacity_type {
+            item.insert("capacityType".into(), s(v.as_str()));
+        }
+        if let Some(v) = &claim.zone {
+            item.insert("zone".into(), s(v));
+        }
+        if let Some(v) = claim.price_per_hour {
+            item.insert("pricePerHour".into(), n(v));
+        }
+        if let Some(v) = &claim.allocatable {
+            let json = serde_json::to_string(v).map_err(|e| Error::invalid("allocatable", e.to_string()))?;
+            item.insert("allocatable".into(), s(json));
+        }
+        item.insert("pods".into(), AttributeValue::L(claim.pods.iter().map(s).collect()));
+        item.insert(
+            "transitions".into(),
+            AttributeValue::M(claim.transitions.iter().map(|(k, v)| (k.as_str().to_string(), n(v))).collect()),
+        );
+        Ok(item)
+    }
+
+    fn parse_claim(&self, item: &Item) -> Result<ClaimRecord> {
+        let table = self.table_name(Table::Claims);
+        let f = Fields::new(&table, "claimId", item);
+        let state = f.s("state")?;
+        let capacity_type = match f.opt_s("capacityType")? {
+            Some(ct) => {
+                Some(CapacityType::parse(&ct).ok_or_else(|| f.corrupt(format!("capacityType {ct:?} is unknown")))?)
+            }
+            None => None,
+        };
+        let allocatable = match f.opt_s("allocatable")? {
+            Some(json) => Some(
+                serde_json::from_str(&json).map_err(|e| f.corrupt(format!("allocatable is not valid: {e}")))?,
+            ),
+            None => None,
+        };
+        let mut transitions = BTreeMap::new();
+        for (k, v) in f.number_map("transitions")? {
+            let st = ClaimState::parse(&k).ok_or_else(|| f.corrupt(format!("transitions has unknown state {k:?}")))?;
+            transitions.insert(st, v);
+        }
+        Ok(ClaimRecord {
+            id: f.s("claimId")?,
+            pool: f.s("pool")?,
+            state: ClaimState::parse(&state).ok_or_else(|| f.corrupt(format!("state {state:?} is unknown")))?,
+            instance_id: f.opt_s("instanceId")?,
+            instance_type: f.opt_s("instanceType")?,
+            capacity_type,
+            zone: f.opt_s("zone")?,
+            price_per_hour: f.opt_n("pricePerHour")?,
+            allocatable,
+            pods: f.string_list("pods")?,
+            transitions,
+            backing: f.opt_s("backing")?.unwrap_or_else(|| "fleet".into()),
+            version: f.n("version")?,
+        })
+    }
+
+    /// Stores a new claim. Returns false (and writes nothing) when a claim with that id exists, so a
+    /// retried invocation that re-derives the same id does not overwrite progress.
+    pub async fn create_claim(&self, claim: &ClaimRecord) -> Result<bool> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(self.table_name(Table::Claims))
+            .set_item(Some(self.claim_item(claim)?))
+            .condition_expression("attribute_not_exists(claimId)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(Error::aws("PutItem", e)),
+        }
+    }
+
+    pub async fn get_claim(&self, id: &str) -> Result<Option<ClaimRecord>> {
+        let item = self
+            .client
+            .get_item()
+            .table_name(self.table_name(Table::Claims))
+            .key("cluster", s(&self.cluster))
+            .key("claimId", s(id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| Error::aws("GetItem", e))?
+            .item;
+        item.map(|i| self.parse_claim(&i)).transpose()
+    }
+
+    /// The claim that launched an instance (index look-up; eventually consistent).
+    pub async fn claim_by_instance(&self, instance_id: &str) -> Result<Option<ClaimRecord>> {
+        let key = self.scoped(instance_id);
+        let items = self
+            .query_all(Table::Claims, Some((CLAIMS_BY_INSTANCE, "instanceKey", &key)))
+            .await?;
+        match items.first() {
+            // Re-read through the table for a consistent, current view.
+            Some(item) => {
+                let claim = self.parse_claim(item)?;
+                self.get_claim(&claim.id).await
+            }
+            None => Ok(None),
+        }
+    }
+
+    pub async fn claims_in_state(&self, state: ClaimState) -> Result<Vec<ClaimRecord>> {
+        let key = self.scoped(state.as_str());
+        self.query_all(Table::Claims, Some((CLAIMS_BY_STATE, "stateKey", &key)))
+            .await?
+            .iter()
+            .map(|i| self.parse_claim(i))
+            .collect()
+    }
+
+    pub async fn claims_in_pool(&self, pool: &str) -> Result<Vec<ClaimRecord>> {
+        let key = self.scoped(pool);
+        self.query_all(Table::Claims, Some((CLAIMS_BY_POOL, "poolKey", &key)))
+            .await?
+            .iter()
+            .map(|i| self.parse_claim(i))
+            .collect()
+    }
+
+    /// Every claim of this cluster.
+    pub async fn claims(&self) -> Result<Vec<ClaimRecord>> {
+        self.query_all(Table::Claims, None)
+            .await?
+            .iter()
+            .map(|i| self.parse_claim(i))
+            .collect()
+    }
+
+    /// Moves a claim to `to` at time `at`, with what was learned on the way. Monotonic: a state at or
+    /// before the current one is reported (Duplicate / Stale) and nothing is written.
+    pub async fn transition_claim(
+        &self,
+        id: &str,
+        to: ClaimState,
+        at: EpochMillis,
+        update: &ClaimUpdate,
+    ) -> Result<TransitionOutcome> {
+        for _ in 0..MAX_VERSION_RETRIES {
+            let Some(mut claim) = self.get_claim(id).await? else {
+                return Err(Error::ClaimNotFound(id.into()));
+            };
+            match claim.state.transition(to) {
+                Transition::Duplicate => return Ok(TransitionOutcome::Duplicate(claim)),
+                Transition::Stale => return Ok(TransitionOutcome::Stale(claim)),
+                Transition::Advance => {}
+            }
+            let previous_version = claim.version;
+            claim.state = to;
+            claim.transitions.entry(to).or_insert(at);
+            claim.version += 1;
+            if update.instance_id.is_some() {
+                claim.instance_id.clone_from(&update.instance_id);
+            }
+            if update.instance_type.is_some() {
+                claim.instance_type.clone_from(&update.instance_type);
+            }
+            if update.capacity_type.is_some() {
+                claim.capacity_type = update.capacity_type;
+            }
+            if update.zone.is_some() {
+                claim.zone.clone_from(&update.zone);
+            }
+            if update.price_per_hour.is_some() {
+                claim.price_per_hour = update.price_per_hour;
+            }
+            if update.allocatable.is_some() {
+                claim.allocatable.clone_from(&update.allocatable);
+            }
+            if self.replace_claim(&claim, previous_version).await? {
+                return Ok(TransitionOutcome::Advanced(claim));
+            }
+        }
+        Err(Error::Contended(id.into()))
+    }
+
+    /// Replaces the stored claim if its version is still `expected_version`.
+    pub async fn replace_claim(&self, claim: &ClaimRecord, expected_version: u64) -> Result<bool> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(self.table_name(Table::Claims))
+            .set_item(Some(self.claim_item(claim)?))
+            .condition_expression("version = :v")
+            .expression_attribute_values(":v", n(expected_version))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(Error::aws("PutItem", e)),
+        }
+    }
+}

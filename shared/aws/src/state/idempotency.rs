@@ -1,0 +1,127 @@
+//! Event idempotency: the first invocation to claim an event id runs it and records the outcome; a
+//! redelivery gets that outcome back and does nothing. An invocation that died mid-way holds only a
+//! short lease, after which the event may be run again (its writes are themselves idempotent).
+
+use super::item::{Fields, is_condition_failure, n, s};
+use super::{StateStore, Table};
+use crate::{EpochMillis, Error, Result};
+
+/// How long a started-but-unfinished event blocks redeliveries (longer than a function's timeout).
+pub const IDEMPOTENCY_LEASE_SECS: i64 = 15 * 60;
+/// How long a finished event's outcome is remembered (EventBridge retries for up to 24 h).
+pub const IDEMPOTENCY_TTL_SECS: i64 = 24 * 60 * 60;
+
+/// The largest outcome recorded (DynamoDB items are limited to 400 KB).
+const MAX_OUTCOME_BYTES: usize = 64 * 1024;
+
+/// What `begin_event` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventStart {
+    /// This invocation owns the event: run it, then `complete_event`.
+    New,
+    /// The event already ran; here is its outcome. Do nothing.
+    Completed(String),
+    /// Another invocation is running it now (its lease has not expired).
+    InProgress,
+}
+
+impl StateStore {
+    /// Claims an event id for this invocation, or reports that it already ran or is running.
+    pub async fn begin_event(&self, event_id: &str, now: EpochMillis) -> Result<EventStart> {
+        if event_id.is_empty() || event_id.len() > 512 {
+            return Err(Error::invalid("id", format!("event id must be 1-512 characters, got {}", event_id.len())));
+        }
+        let now_secs = now / 1000;
+        let result = self
+            .client
+            .put_item()
+            .table_name(self.table_name(Table::Idempotency))
+            .item("cluster", s(&self.cluster))
+            .item("eventId", s(event_id))
+            .item("status", s("in_progress"))
+            .item("startedAt", n(now))
+            .item("leaseUntil", n(now_secs + IDEMPOTENCY_LEASE_SECS))
+            .item("expiresAt", n(now_secs + IDEMPOTENCY_TTL_SECS))
+            // New, or expired (TTL is lazy), or an abandoned in-progress lease.
+            .condition_expression(
+                "attribute_not_exists(eventId) OR expiresAt < :now OR (#st = :inProgress AND leaseUntil < :now)",
+            )
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":now", n(now_secs))
+            .expression_attribute_values(":inProgress", s("in_progress"))
+            .send()
+            .await;
+        match result {
+            Ok(_) => return Ok(EventStart::New),
+            Err(e) if is_condition_failure(&e) => {}
+            Err(e) => return Err(Error::aws("PutItem", e)),
+        }
+        let table = self.table_name(Table::Idempotency);
+        let item = self
+            .client
+            .get_item()
+            .table_name(&table)
+            .key("cluster", s(&self.cluster))
+            .key("eventId", s(event_id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| Error::aws("GetItem", e))?
+            .item;
+        let Some(item) = item else {
+            // Deleted between our put and get (TTL): treat as in progress; a retry will own it.
+            return Ok(EventStart::InProgress);
+        };
+        let f = Fields::new(&table, "eventId", &item);
+        match f.s("status")?.as_str() {
+            "completed" => Ok(EventStart::Completed(f.opt_s("outcome")?.unwrap_or_default())),
+            _ => Ok(EventStart::InProgress),
+        }
+    }
+
+    /// Records the outcome of an event this invocation began.
+    pub async fn complete_event(&self, event_id: &str, outcome: &str, now: EpochMillis) -> Result<()> {
+        let mut outcome = outcome.to_string();
+        if outcome.len() > MAX_OUTCOME_BYTES {
+            let mut cut = MAX_OUTCOME_BYTES;
+            while !outcome.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            outcome.truncate(cut);
+        }
+        self.client
+            .update_item()
+            .table_name(self.table_name(Table::Idempotency))
+            .key("cluster", s(&self.cluster))
+            .key("eventId", s(event_id))
+            .update_expression("SET #st = :done, outcome = :outcome, completedAt = :now")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":done", s("completed"))
+            .expression_attribute_values(":outcome", s(outcome))
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await
+            .map_err(|e| Error::aws("UpdateItem", e))?;
+        Ok(())
+    }
+
+    /// Forgets an event this invocation began but could not finish, so a redelivery runs it again.
+    pub async fn abandon_event(&self, event_id: &str) -> Result<()> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(self.table_name(Table::Idempotency))
+            .key("cluster", s(&self.cluster))
+            .key("eventId", s(event_id))
+            .condition_expression("#st = :inProgress")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":inProgress", s("in_progress"))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Ok(()),
+            Err(e) => Err(Error::aws("DeleteItem", e)),
+        }
+    }
+}

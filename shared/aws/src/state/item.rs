@@ -1,0 +1,112 @@
+//! Reading typed fields out of DynamoDB items, with errors that name the table, key and field.
+
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use super::Item;
+use crate::{Error, Result};
+
+pub(crate) struct Fields<'a> {
+    pub table: &'a str,
+    pub key: String,
+    pub item: &'a Item,
+}
+
+impl<'a> Fields<'a> {
+    pub fn new(table: &'a str, key_attr: &str, item: &'a Item) -> Self {
+        let key = item
+            .get(key_attr)
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .unwrap_or_else(|| "?".into());
+        Fields { table, key, item }
+    }
+
+    pub fn corrupt(&self, reason: impl Into<String>) -> Error {
+        Error::Corrupt {
+            table: self.table.to_string(),
+            key: self.key.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn opt_s(&self, name: &str) -> Result<Option<String>> {
+        match self.item.get(name) {
+            None | Some(AttributeValue::Null(_)) => Ok(None),
+            Some(AttributeValue::S(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(self.corrupt(format!("field {name} is not a string"))),
+        }
+    }
+
+    pub fn s(&self, name: &str) -> Result<String> {
+        self.opt_s(name)?.ok_or_else(|| self.corrupt(format!("field {name} is missing")))
+    }
+
+    pub fn opt_n<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>> {
+        match self.item.get(name) {
+            None | Some(AttributeValue::Null(_)) => Ok(None),
+            Some(AttributeValue::N(n)) => n
+                .parse()
+                .map(Some)
+                .map_err(|_| self.corrupt(format!("field {name} = {n:?} is not a valid number"))),
+            Some(_) => Err(self.corrupt(format!("field {name} is not a number"))),
+        }
+    }
+
+    pub fn n<T: std::str::FromStr>(&self, name: &str) -> Result<T> {
+        self.opt_n(name)?.ok_or_else(|| self.corrupt(format!("field {name} is missing")))
+    }
+
+    pub fn n_or_zero<T: std::str::FromStr + Default>(&self, name: &str) -> Result<T> {
+        Ok(self.opt_n(name)?.unwrap_or_default())
+    }
+
+    pub fn string_list(&self, name: &str) -> Result<Vec<String>> {
+        match self.item.get(name) {
+            None | Some(AttributeValue::Null(_)) => Ok(Vec::new()),
+            Some(AttributeValue::L(list)) => list
+                .iter()
+                .map(|v| {
+                    v.as_s()
+                        .cloned()
+                        .map_err(|_| self.corrupt(format!("field {name} has a non-string entry")))
+                })
+                .collect(),
+            Some(_) => Err(self.corrupt(format!("field {name} is not a list"))),
+        }
+    }
+
+    pub fn number_map(&self, name: &str) -> Result<Vec<(String, i64)>> {
+        match self.item.get(name) {
+            None | Some(AttributeValue::Null(_)) => Ok(Vec::new()),
+            Some(AttributeValue::M(map)) => map
+                .iter()
+                .map(|(k, v)| match v {
+                    AttributeValue::N(n) => n
+                        .parse()
+                        .map(|n| (k.clone(), n))
+                        .map_err(|_| self.corrupt(format!("field {name}.{k} is not an integer"))),
+                    _ => Err(self.corrupt(format!("field {name}.{k} is not a number"))),
+                })
+                .collect(),
+            Some(_) => Err(self.corrupt(format!("field {name} is not a map"))),
+        }
+    }
+}
+
+pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+pub(crate) fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+/// Whether a failed call was a conditional-check failure (the condition decided, not an error).
+pub(crate) fn is_condition_failure<E>(err: &aws_sdk_dynamodb::error::SdkError<E>) -> bool
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    err.as_service_error()
+        .and_then(|e| e.code())
+        .is_some_and(|c| c == "ConditionalCheckFailedException")
+}

@@ -1,0 +1,102 @@
+//! Nodewright's state in DynamoDB, scoped by cluster: node claims, pod reservations, event
+//! idempotency records, unavailable offerings (the ICE cache) and pool usage counters.
+//!
+//! Concurrency is decided by DynamoDB conditions, never by the caller's view: a reservation is won by
+//! a conditional put, a usage increment is granted by a conditional update, a claim moves forward
+//! only under its version number. TTL'd records are also filtered on read, because DynamoDB deletes
+//! expired items lazily (and moto not at all).
+
+mod claims;
+mod idempotency;
+mod item;
+mod offerings;
+mod reservations;
+pub mod tables;
+mod usage;
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::AttributeValue;
+
+pub use claims::{ClaimRecord, ClaimUpdate, TransitionOutcome};
+pub use idempotency::{EventStart, IDEMPOTENCY_LEASE_SECS, IDEMPOTENCY_TTL_SECS};
+pub use offerings::{OFFERING_UNAVAILABLE_SECS, UnavailableOffering};
+pub use reservations::{Holder, RESERVATION_TTL_SECS, Reservation};
+pub use tables::{Table, TableNames, create_tables};
+pub use usage::{PoolUsage, UsageDecision, UsageDelta};
+
+use crate::{Error, Result};
+
+pub(crate) type Item = HashMap<String, AttributeValue>;
+
+/// The longest cluster name accepted (EKS allows 100 characters).
+const MAX_CLUSTER_NAME: usize = 100;
+
+/// Access to one cluster's records.
+#[derive(Debug, Clone)]
+pub struct StateStore {
+    client: Client,
+    tables: TableNames,
+    cluster: String,
+}
+
+impl StateStore {
+    pub fn new(client: Client, tables: TableNames, cluster: impl Into<String>) -> Result<Self> {
+        let cluster = cluster.into();
+        if cluster.is_empty() || cluster.len() > MAX_CLUSTER_NAME || cluster.contains('#') {
+            return Err(Error::invalid(
+                "cluster",
+                format!("{cluster:?} must be 1-{MAX_CLUSTER_NAME} characters without '#'"),
+            ));
+        }
+        Ok(StateStore { client, tables, cluster })
+    }
+
+    pub fn cluster(&self) -> &str {
+        &self.cluster
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn table_name(&self, table: Table) -> String {
+        self.tables.name(table)
+    }
+
+    /// A value scoped to this cluster, for index keys (`cluster#value`).
+    pub(crate) fn scoped(&self, value: &str) -> String {
+        format!("{}#{}", self.cluster, value)
+    }
+
+    /// Every item of this cluster in `table` (or in one partition of an index), following pages.
+    pub(crate) async fn query_all(&self, table: Table, index: Option<(&str, &str, &str)>) -> Result<Vec<Item>> {
+        let (index_name, key_attr, key_value) = match index {
+            Some((name, attr, value)) => (Some(name), attr, value.to_string()),
+            None => (None, table.spec().partition_key, self.cluster.clone()),
+        };
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(self.table_name(table))
+                .set_index_name(index_name.map(str::to_string))
+                .key_condition_expression("#k = :k")
+                .expression_attribute_names("#k", key_attr)
+                .expression_attribute_values(":k", AttributeValue::S(key_value.clone()))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| Error::aws("Query", e))?;
+            items.extend(page.items.unwrap_or_default());
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        Ok(items)
+    }
+}
