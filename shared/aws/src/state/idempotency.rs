@@ -25,7 +25,44 @@ pub enum EventStart {
     InProgress,
 }
 
+/// What `run_once` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Once {
+    /// The event ran now; its outcome.
+    Ran(String),
+    /// The event had already run; the first outcome, and nothing was done.
+    Replayed(String),
+    /// Another invocation holds the event's lease; nothing was done (the caller should fail so the
+    /// event is redelivered later).
+    Busy,
+}
+
 impl StateStore {
+    /// Runs `work` for an event at most once (per lease): a redelivered event returns the first
+    /// outcome without running `work`. If `work` fails the event is released for a retry.
+    pub async fn run_once<F, Fut>(&self, event_id: &str, now: EpochMillis, work: F) -> Result<Once>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<String>>,
+    {
+        match self.begin_event(event_id, now).await? {
+            EventStart::Completed(outcome) => Ok(Once::Replayed(outcome)),
+            EventStart::InProgress => Ok(Once::Busy),
+            EventStart::New => match work().await {
+                Ok(outcome) => {
+                    self.complete_event(event_id, &outcome, now).await?;
+                    Ok(Once::Ran(outcome))
+                }
+                Err(e) => {
+                    if let Err(release) = self.abandon_event(event_id).await {
+                        tracing::warn!(event_id, error = %release, "could not release a failed event");
+                    }
+                    Err(e)
+                }
+            },
+        }
+    }
+
     /// Claims an event id for this invocation, or reports that it already ran or is running.
     pub async fn begin_event(&self, event_id: &str, now: EpochMillis) -> Result<EventStart> {
         if event_id.is_empty() || event_id.len() > 512 {

@@ -97,8 +97,13 @@ impl StateStore {
         now: EpochMillis,
         ttl_secs: i64,
     ) -> Result<Vec<String>> {
-        let results: Vec<(usize, Result<bool>)> = futures::stream::iter(pod_uids.iter().enumerate())
-            .map(|(i, uid)| async move { (i, self.reserve_pod(uid, holder, now, ttl_secs).await) })
+        let requests: Vec<(usize, String)> = pod_uids.iter().cloned().enumerate().collect();
+        let results: Vec<(usize, Result<bool>)> = futures::stream::iter(requests)
+            .map(|(i, uid)| {
+                let store = self.clone();
+                let holder = holder.clone();
+                async move { (i, store.reserve_pod(&uid, &holder, now, ttl_secs).await) }
+            })
             .buffer_unordered(RESERVE_CONCURRENCY)
             .collect()
             .await;

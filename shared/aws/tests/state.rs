@@ -1,0 +1,290 @@
+//! DynamoDB state against moto server: concurrency decided by conditions, TTL filtered on read,
+//! idempotent events, monotonic claims.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use nodewright_aws::state::{
+    ClaimRecord, ClaimUpdate, EventStart, Holder, OFFERING_UNAVAILABLE_SECS, Once, RESERVATION_TTL_SECS,
+    TransitionOutcome, UsageDecision, UsageDelta,
+};
+use nodewright_core::model::ClaimState;
+use nodewright_core::nodepool::Limits;
+use nodewright_core::{CapacityType, Resource, Resources};
+
+const NOW: i64 = 1_790_000_000_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_tasks_reserve_overlapping_pods_each_exactly_once() {
+    let clients = support::clients().await;
+    let store = support::store(&clients, "reserve").await;
+    let pods: Vec<String> = (0..200).map(|i| format!("pod-{i:03}")).collect();
+
+    let mut tasks = Vec::new();
+    for t in 0..16usize {
+        let store = store.clone();
+        // Task t wants 60 pods starting at t*13 (wrapping): every pod is wanted by 4-5 tasks.
+        let wanted: Vec<String> = (0..60).map(|k| pods[(t * 13 + k) % 200].clone()).collect();
+        tasks.push(tokio::spawn(async move {
+            let holder = Holder::Invocation(format!("inv-{t}"));
+            let won = store.reserve_pods(&wanted, &holder, NOW, RESERVATION_TTL_SECS).await.unwrap();
+            (holder, wanted, won)
+        }));
+    }
+    let mut winner: BTreeMap<String, Holder> = BTreeMap::new();
+    let mut wanted_any = BTreeSet::new();
+    for task in tasks {
+        let (holder, wanted, won) = task.await.unwrap();
+        wanted_any.extend(wanted);
+        for uid in won {
+            assert!(winner.insert(uid.clone(), holder.clone()).is_none(), "{uid} reserved twice");
+        }
+    }
+    // Every pod some task wanted was reserved by exactly one task: none lost.
+    assert_eq!(wanted_any.len(), 200);
+    assert_eq!(winner.len(), 200, "pods lost: {:?}", wanted_any.difference(&winner.keys().cloned().collect()));
+    let stored = store.reservations(NOW).await.unwrap();
+    assert_eq!(stored.len(), 200);
+    for r in stored {
+        assert_eq!(winner.get(&r.pod_uid), Some(&r.holder), "stored holder of {} differs", r.pod_uid);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_tasks_never_push_a_pool_past_its_limit() {
+    let clients = support::clients().await;
+    let store = support::store(&clients, "usage").await;
+    let limits = Limits {
+        resources: Resources::new().with(Resource::Cpu, 100_000).with(Resource::Memory, 1 << 40),
+        nodes: Some(40),
+    };
+    let mut tasks = Vec::new();
+    for t in 0..16u64 {
+        let store = store.clone();
+        let limits = limits.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut granted = Vec::new();
+            for k in 0..8u64 {
+                // Sizes vary so the cpu limit, not only the node count, binds.
+                let cpu = 2_000 * (1 + (t + k) % 4);
+                let delta = UsageDelta {
+                    cpu_milli: cpu,
+                    memory_bytes: cpu << 20,
+                    gpus: 0,
+                    nodes: 1,
+                };
+                match store.try_add_usage("general", &delta, &limits).await.unwrap() {
+                    UsageDecision::Granted => granted.push(delta),
+                    UsageDecision::Denied { used, requested, limit, .. } => {
+                        assert!(used + requested > limit, "denied without reason: {used}+{requested} <= {limit}")
+                    }
+                }
+            }
+            granted
+        }));
+    }
+    let mut cpu = 0;
+    let mut nodes = 0;
+    let mut memory = 0;
+    for task in tasks {
+        for d in task.await.unwrap() {
+            cpu += d.cpu_milli;
+            nodes += d.nodes;
+            memory += d.memory_bytes;
+        }
+    }
+    let usage = store.pool_usage("general").await.unwrap();
+    assert_eq!(usage.cpu_milli, cpu, "counter equals the sum of granted increments");
+    assert_eq!(usage.nodes, nodes);
+    assert_eq!(usage.memory_bytes, memory);
+    assert_eq!(usage.nodes_in_flight, nodes);
+    assert!(usage.cpu_milli <= 100_000, "cpu limit exceeded: {}", usage.cpu_milli);
+    assert!(usage.nodes <= 40);
+    assert!(usage.cpu_milli > 90_000, "the limit was approached (128 requests for ~5x the limit)");
+
+    // Releasing gives capacity back; a ready node leaves the in-flight count.
+    store.mark_usage_running("general", 1).await.unwrap();
+    let first = UsageDelta {
+        cpu_milli: 2_000,
+        memory_bytes: 2_000 << 20,
+        gpus: 0,
+        nodes: 1,
+    };
+    store.release_usage("general", &first, false).await.unwrap();
+    let after = store.pool_usage("general").await.unwrap();
+    assert_eq!(after.cpu_milli, cpu - 2_000);
+    assert_eq!(after.nodes_running(), 0);
+}
+
+#[tokio::test]
+async fn a_duplicate_event_returns_the_first_outcome_without_a_second_write() {
+    let clients = support::clients().await;
+    let store = support::store(&clients, "idem").await;
+    let limits = Limits::default();
+    let delta = UsageDelta {
+        cpu_milli: 1_000,
+        memory_bytes: 1,
+        gpus: 0,
+        nodes: 1,
+    };
+    let run = |n: u32| {
+        let store = store.clone();
+        let limits = limits.clone();
+        async move {
+            store
+                .run_once("evt-1", NOW, || async {
+                    store.try_add_usage("p", &delta, &limits).await?;
+                    Ok(format!("launched claim c-{n}"))
+                })
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(run(1).await, Once::Ran("launched claim c-1".into()));
+    assert_eq!(run(2).await, Once::Replayed("launched claim c-1".into()));
+    // The write ran once.
+    assert_eq!(store.pool_usage("p").await.unwrap().cpu_milli, 1_000);
+
+    // An event another invocation is running is reported busy; after its lease it may run again.
+    assert_eq!(store.begin_event("evt-2", NOW).await.unwrap(), EventStart::New);
+    assert_eq!(store.begin_event("evt-2", NOW + 1_000).await.unwrap(), EventStart::InProgress);
+    let after_lease = NOW + (nodewright_aws::state::IDEMPOTENCY_LEASE_SECS + 1) * 1000;
+    assert_eq!(store.begin_event("evt-2", after_lease).await.unwrap(), EventStart::New);
+
+    // A failed run releases the event so a redelivery runs it.
+    let failed = store
+        .run_once("evt-3", NOW, || async { Err(nodewright_aws::Error::Refused("boom".into())) })
+        .await;
+    assert!(failed.is_err());
+    assert_eq!(store.begin_event("evt-3", NOW).await.unwrap(), EventStart::New);
+}
+
+#[tokio::test]
+async fn a_late_running_after_terminated_does_not_resurrect_a_claim() {
+    let clients = support::clients().await;
+    let store = support::store(&clients, "claims").await;
+    let claim = ClaimRecord::launching("c-1", "general", vec!["pod-a".into(), "pod-b".into()], NOW);
+    assert!(store.create_claim(&claim).await.unwrap());
+    assert!(!store.create_claim(&claim).await.unwrap(), "a second create is refused");
+
+    let launched = ClaimUpdate {
+        instance_id: Some("i-0123".into()),
+        instance_type: Some("m5.large".into()),
+        capacity_type: Some(CapacityType::Spot),
+        zone: Some("us-east-1a".into()),
+        price_per_hour: Some(0.035),
+        allocatable: Some(Resources::new().with(Resource::Cpu, 1_930)),
+    };
+    let out = store
+        .transition_claim("c-1", ClaimState::Launched, NOW + 1_000, &launched)
+        .await
+        .unwrap();
+    assert!(matches!(out, TransitionOutcome::Advanced(ref c) if c.version == 1));
+    store
+        .transition_claim("c-1", ClaimState::Terminated, NOW + 60_000, &ClaimUpdate::default())
+        .await
+        .unwrap();
+    // The late `running` state-change (maps to Launched) and a duplicate terminated.
+    let late = store
+        .transition_claim("c-1", ClaimState::Launched, NOW + 2_000, &ClaimUpdate::default())
+        .await
+        .unwrap();
+    assert!(matches!(late, TransitionOutcome::Stale(ref c) if c.state == ClaimState::Terminated));
+    let dup = store
+        .transition_claim("c-1", ClaimState::Terminated, NOW + 61_000, &ClaimUpdate::default())
+        .await
+        .unwrap();
+    assert!(matches!(dup, TransitionOutcome::Duplicate(_)));
+
+    let stored = store.get_claim("c-1").await.unwrap().unwrap();
+    assert_eq!(stored.state, ClaimState::Terminated);
+    assert_eq!(stored.version, 2, "stale and duplicate events wrote nothing");
+    assert_eq!(stored.entered(ClaimState::Launched), Some(NOW + 1_000));
+    assert_eq!(stored.instance_type.as_deref(), Some("m5.large"));
+    assert_eq!(stored.allocatable.as_ref().map(|a| a.cpu_milli()), Some(1_930));
+    assert_eq!(stored.pods, vec!["pod-a".to_string(), "pod-b".to_string()]);
+
+    // Look-ups by instance, state and pool.
+    assert_eq!(store.claim_by_instance("i-0123").await.unwrap().map(|c| c.id), Some("c-1".into()));
+    assert!(store.claim_by_instance("i-none").await.unwrap().is_none());
+    assert_eq!(store.claims_in_state(ClaimState::Terminated).await.unwrap().len(), 1);
+    assert!(store.claims_in_state(ClaimState::Launched).await.unwrap().is_empty());
+    assert_eq!(store.claims_in_pool("general").await.unwrap().len(), 1);
+    assert_eq!(store.claims().await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_transitions_of_one_claim_all_land_in_order() {
+    let clients = support::clients().await;
+    let store = support::store(&clients, "race").await;
+    store
+        .create_claim(&ClaimRecord::launching("c-9", "p", Vec::new(), NOW))
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for (i, state) in [ClaimState::Launched, ClaimState::Registered, ClaimState::Ready]
+        .into_iter()
+        .enumerate()
+    {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .transition_claim("c-9", state, NOW + i as i64, &ClaimUpdate::default())
+                .await
+                .unwrap()
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let claim = store.get_claim("c-9").await.unwrap().unwrap();
+    assert_eq!(claim.state, ClaimState::Ready, "the furthest state wins whatever the arrival order");
+}
+
+#[tokio::test]
+async fn ttl_records_are_filtered_on_read() {
+    let clients = support::clients().await;
+    let store = support::store(&clients, "ttl").await;
+    store
+        .mark_offering_unavailable(CapacityType::Spot, "m5.large", "us-east-1a", "InsufficientInstanceCapacity", NOW)
+        .await
+        .unwrap();
+    let during = store.unavailable_offerings(NOW + 179_000).await.unwrap();
+    assert_eq!(during.len(), 1);
+    assert_eq!(during[0].instance_type, "m5.large");
+    assert_eq!(during[0].reason, "InsufficientInstanceCapacity");
+    let after = NOW + (OFFERING_UNAVAILABLE_SECS + 1) * 1000;
+    assert!(store.unavailable_offerings(after).await.unwrap().is_empty(), "expired after 3 minutes");
+
+    // An expired reservation (still stored: TTL deletion is lazy) does not count and can be taken.
+    let a = Holder::Invocation("a".into());
+    let b = Holder::Invocation("b".into());
+    assert!(store.reserve_pod("p1", &a, NOW, 60).await.unwrap());
+    assert!(!store.reserve_pod("p1", &b, NOW + 30_000, 60).await.unwrap());
+    assert!(store.reserve_pod("p1", &a, NOW + 30_000, 60).await.unwrap(), "the holder may renew");
+    assert!(store.reservations(NOW + 200_000).await.unwrap().is_empty());
+    assert!(store.reserve_pod("p1", &b, NOW + 200_000, 60).await.unwrap());
+
+    // Transfer and release only by the current holder.
+    let claim = Holder::Claim("c-1".into());
+    assert!(!store.transfer_pod("p1", &a, &claim, NOW + 200_000, 60).await.unwrap());
+    assert!(store.transfer_pod("p1", &b, &claim, NOW + 200_000, 60).await.unwrap());
+    assert!(!store.release_pod("p1", &b).await.unwrap());
+    assert_eq!(store.reservations_of(&claim, NOW + 200_000).await.unwrap().len(), 1);
+    assert!(store.release_pod("p1", &claim).await.unwrap());
+    assert!(store.reservations(NOW + 200_000).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn bad_names_are_rejected_with_the_field() {
+    let err = nodewright_aws::state::TableNames::new("bad prefix!").unwrap_err();
+    assert!(err.to_string().contains("NODEWRIGHT_TABLE_PREFIX"), "{err}");
+    let clients = support::clients().await;
+    let store = support::store(&clients, "names").await;
+    let err = store
+        .reserve_pod("", &Holder::Invocation("x".into()), NOW, 60)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("podUid"), "{err}");
+}
