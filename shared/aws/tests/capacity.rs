@@ -1,0 +1,302 @@
+//! EC2 and Auto Scaling adapters against moto server: tagged fleet launches, adoption of a retried
+//! launch, guarded termination, launch templates from an EC2NodeClass, ASG scale up/in.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use aws_sdk_ec2::types::{Filter, Tag};
+use nodewright_aws::capacity::{
+    AsgPool, ClusterEndpoint, Fleet, LaunchOffering, LaunchRequest, LaunchTemplateSpec, TAG_CLAIM, TAG_CLUSTER,
+    TAG_MANAGED_BY, TAG_POOL,
+};
+use nodewright_core::CapacityType;
+use nodewright_core::nodepool::{Ec2NodeClass, SelectorTerm};
+
+const NOW: i64 = 1_790_000_000_000;
+
+/// An AMI moto knows, and the default subnets with their zones.
+async fn ami_and_subnets(ec2: &aws_sdk_ec2::Client) -> (String, Vec<(String, String)>) {
+    let images = ec2.describe_images().owners("amazon").send().await.unwrap();
+    let ami = images.images()[0].image_id().unwrap().to_string();
+    let subnets = ec2
+        .describe_subnets()
+        .filters(Filter::builder().name("default-for-az").values("true").build())
+        .send()
+        .await
+        .unwrap();
+    let mut subnets: Vec<(String, String)> = subnets
+        .subnets()
+        .iter()
+        .map(|s| (s.subnet_id().unwrap().to_string(), s.availability_zone().unwrap().to_string()))
+        .collect();
+    subnets.sort_by(|a, b| a.1.cmp(&b.1));
+    (ami, subnets)
+}
+
+async fn template(ec2: &aws_sdk_ec2::Client, ami: &str) -> String {
+    let name = support::unique("lt");
+    ec2.create_launch_template()
+        .launch_template_name(name)
+        .launch_template_data(
+            aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                .image_id(ami)
+                .instance_type(aws_sdk_ec2::types::InstanceType::from("t3.micro"))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .launch_template()
+        .unwrap()
+        .launch_template_id()
+        .unwrap()
+        .to_string()
+}
+
+fn tag_of(instance: &aws_sdk_ec2::types::Instance, key: &str) -> Option<String> {
+    instance
+        .tags()
+        .iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value().map(str::to_string))
+}
+
+#[tokio::test]
+async fn fleet_launch_is_tagged_retry_safe_and_termination_is_guarded() {
+    let clients = support::clients().await;
+    let store = support::store(&clients, "fleet").await;
+    let (ami, subnets) = ami_and_subnets(&clients.ec2).await;
+    let lt = template(&clients.ec2, &ami).await;
+    let fleet = Fleet::new(clients.ec2.clone(), store.cluster());
+    let (subnet, zone) = subnets[0].clone();
+    let request = LaunchRequest {
+        claim_id: "claim-1".into(),
+        pool: "general".into(),
+        launch_template_id: lt,
+        offerings: vec![LaunchOffering {
+            instance_type: "m5.large".into(),
+            zone: zone.clone(),
+            subnet_id: subnet,
+            capacity_type: CapacityType::OnDemand,
+            price: 0.096,
+        }],
+        tags: BTreeMap::from([("team".to_string(), "ml".to_string())]),
+    };
+    let first = fleet.launch(&request, &store, NOW).await.unwrap();
+    assert!(!first.adopted);
+    assert_eq!(first.instance_type, "m5.large");
+    assert_eq!(first.capacity_type, CapacityType::OnDemand);
+    assert_eq!(first.zone, zone);
+
+    let described = clients
+        .ec2
+        .describe_instances()
+        .instance_ids(&first.instance_id)
+        .send()
+        .await
+        .unwrap();
+    let instance = &described.reservations()[0].instances()[0];
+    assert_eq!(instance.instance_type().map(|t| t.as_str()), Some("m5.large"));
+    assert_eq!(tag_of(instance, TAG_CLUSTER).as_deref(), Some(store.cluster()));
+    assert_eq!(tag_of(instance, TAG_POOL).as_deref(), Some("general"));
+    assert_eq!(tag_of(instance, TAG_CLAIM).as_deref(), Some("claim-1"));
+    assert_eq!(tag_of(instance, TAG_MANAGED_BY).as_deref(), Some("nodewright"));
+    assert_eq!(tag_of(instance, "team").as_deref(), Some("ml"));
+
+    // A retried launch (the invocation died before recording) adopts the same instance.
+    let again = fleet.launch(&request, &store, NOW + 5_000).await.unwrap();
+    assert!(again.adopted);
+    assert_eq!(again.instance_id, first.instance_id);
+    let ours = fleet.cluster_instances().await.unwrap();
+    assert_eq!(ours.len(), 1, "no second instance: {ours:?}");
+    assert_eq!(ours[0].claim_id.as_deref(), Some("claim-1"));
+
+    // An instance without our cluster tag is refused, and nothing is terminated.
+    let foreign = clients
+        .ec2
+        .run_instances()
+        .image_id(&ami)
+        .min_count(1)
+        .max_count(1)
+        .send()
+        .await
+        .unwrap()
+        .instances()[0]
+        .instance_id()
+        .unwrap()
+        .to_string();
+    let err = fleet
+        .terminate(&[first.instance_id.clone(), foreign.clone()])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, nodewright_aws::Error::Refused(ref m) if m.contains(&foreign)), "{err}");
+    assert_eq!(fleet.cluster_instances().await.unwrap().len(), 1, "ours was not terminated either");
+
+    fleet.terminate(std::slice::from_ref(&first.instance_id)).await.unwrap();
+    assert!(fleet.cluster_instances().await.unwrap().is_empty());
+    let foreign_state = clients
+        .ec2
+        .describe_instances()
+        .instance_ids(&foreign)
+        .send()
+        .await
+        .unwrap();
+    let state = foreign_state.reservations()[0].instances()[0].state().unwrap().name().unwrap().as_str().to_string();
+    assert_eq!(state, "running", "the foreign instance is untouched");
+}
+
+#[tokio::test]
+async fn launch_template_from_a_node_class_is_created_once_and_reused() {
+    let clients = support::clients().await;
+    let cluster = support::unique("lt-cluster");
+    let fleet = Fleet::new(clients.ec2.clone(), &cluster);
+    let (ami, subnets) = ami_and_subnets(&clients.ec2).await;
+    let discovery = support::unique("discovery");
+    // Tag two subnets and the AMI for discovery, as users tag for Karpenter.
+    for (subnet, _) in subnets.iter().take(2) {
+        clients
+            .ec2
+            .create_tags()
+            .resources(subnet)
+            .tags(Tag::builder().key("karpenter.sh/discovery").value(&discovery).build())
+            .send()
+            .await
+            .unwrap();
+    }
+    clients
+        .ec2
+        .create_tags()
+        .resources(&ami)
+        .tags(Tag::builder().key("nodewright-test-ami").value(&discovery).build())
+        .send()
+        .await
+        .unwrap();
+    let vpc = clients.ec2.describe_vpcs().send().await.unwrap().vpcs()[0].vpc_id().unwrap().to_string();
+    let sg = clients
+        .ec2
+        .create_security_group()
+        .group_name(support::unique("nodes"))
+        .description("nodes")
+        .vpc_id(vpc)
+        .send()
+        .await
+        .unwrap()
+        .group_id()
+        .unwrap()
+        .to_string();
+    clients
+        .ec2
+        .create_tags()
+        .resources(&sg)
+        .tags(Tag::builder().key("karpenter.sh/discovery").value(&discovery).build())
+        .send()
+        .await
+        .unwrap();
+
+    let by_tag = |k: &str| SelectorTerm {
+        tags: BTreeMap::from([(k.to_string(), discovery.clone())]),
+        ..SelectorTerm::default()
+    };
+    let class = Ec2NodeClass {
+        name: "default".into(),
+        ami_family: Some("AL2023".into()),
+        ami_selector_terms: vec![by_tag("nodewright-test-ami")],
+        subnet_selector_terms: vec![by_tag("karpenter.sh/discovery")],
+        security_group_selector_terms: vec![by_tag("karpenter.sh/discovery")],
+        instance_profile: Some("KarpenterNodeInstanceProfile".into()),
+        http_tokens_required: true,
+        ..Ec2NodeClass::default()
+    };
+    let resolved = fleet.resolve_node_class(&class).await.unwrap();
+    assert_eq!(resolved.ami_id, ami);
+    assert_eq!(resolved.subnets.len(), 2);
+    assert_eq!(resolved.security_groups, vec![sg]);
+
+    let endpoint = ClusterEndpoint {
+        name: cluster.clone(),
+        endpoint: "https://ABC.gr7.us-east-1.eks.amazonaws.com".into(),
+        certificate_authority: "LS0tLS1CRUdJTg==".into(),
+        service_cidr: Some("10.100.0.0/16".into()),
+    };
+    let labels = BTreeMap::from([("karpenter.sh/nodepool".to_string(), "general".to_string())]);
+    let spec = LaunchTemplateSpec::new(&class, &resolved, &endpoint, &labels, &[]).unwrap();
+    let first = fleet.ensure_launch_template(&spec).await.unwrap();
+    let second = fleet.ensure_launch_template(&spec).await.unwrap();
+    assert_eq!(first, second, "same content, same template");
+
+    let stored = clients
+        .ec2
+        .describe_launch_template_versions()
+        .launch_template_id(&first)
+        .send()
+        .await
+        .unwrap();
+    let data = stored.launch_template_versions()[0].launch_template_data().unwrap();
+    assert_eq!(data.image_id(), Some(ami.as_str()));
+    assert_eq!(
+        data.metadata_options().and_then(|m| m.http_tokens()).map(|t| t.as_str()),
+        Some("required"),
+        "IMDSv2 required"
+    );
+    let user_data = String::from_utf8(
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, data.user_data().unwrap()).unwrap(),
+    )
+    .unwrap();
+    assert!(user_data.contains("kind: NodeConfig"), "{user_data}");
+    assert!(user_data.contains("apiServerEndpoint: https://ABC.gr7.us-east-1.eks.amazonaws.com"));
+    assert!(user_data.contains("--node-labels=karpenter.sh/nodepool=general"));
+
+    // Different labels, different template.
+    let other = LaunchTemplateSpec::new(&class, &resolved, &endpoint, &BTreeMap::new(), &[]).unwrap();
+    assert_ne!(fleet.ensure_launch_template(&other).await.unwrap(), first);
+
+    // A selector that matches nothing names the field.
+    let mut broken = class.clone();
+    broken.subnet_selector_terms = vec![by_tag("no-such-tag")];
+    let err = fleet.resolve_node_class(&broken).await.unwrap_err();
+    assert!(err.to_string().contains("subnetSelectorTerms"), "{err}");
+}
+
+#[tokio::test]
+async fn asg_scale_up_respects_max_and_scale_in_skips_protected_instances() {
+    let clients = support::clients().await;
+    let (ami, subnets) = ami_and_subnets(&clients.ec2).await;
+    let lt = template(&clients.ec2, &ami).await;
+    let group = support::unique("asg");
+    clients
+        .autoscaling
+        .create_auto_scaling_group()
+        .auto_scaling_group_name(&group)
+        .min_size(0)
+        .max_size(3)
+        .desired_capacity(1)
+        .vpc_zone_identifier(&subnets[0].0)
+        .launch_template(
+            aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
+                .launch_template_id(lt)
+                .version("$Latest")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let pool = AsgPool::new(clients.autoscaling.clone());
+
+    let up = pool.scale_up(&group, 5).await.unwrap();
+    assert_eq!((up.from, up.to, up.granted), (1, 3, 2), "clamped to max 3");
+    let state = pool.group_state(&group).await.unwrap();
+    assert_eq!(state.desired, 3);
+    assert_eq!(state.instances.len(), 3);
+    let at_max = pool.scale_up(&group, 1).await.unwrap();
+    assert_eq!(at_max.granted, 0);
+
+    let ids: Vec<String> = state.instances.iter().map(|(id, _, _)| id.clone()).collect();
+    pool.set_protection(&group, &ids[..1], true).await.unwrap();
+    let terminated = pool.scale_in(&group, &ids[..2]).await.unwrap();
+    assert_eq!(terminated, vec![ids[1].clone()], "the protected instance was skipped");
+    let after = pool.group_state(&group).await.unwrap();
+    assert_eq!(after.desired, 2, "desired capacity decremented");
+    assert!(after.instances.iter().any(|(id, _, p)| id == &ids[0] && *p));
+    assert!(pool.scale_up(&group, -1).await.is_err());
+}
