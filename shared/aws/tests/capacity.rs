@@ -28,7 +28,12 @@ async fn ami_and_subnets(ec2: &aws_sdk_ec2::Client) -> (String, Vec<(String, Str
     let mut subnets: Vec<(String, String)> = subnets
         .subnets()
         .iter()
-        .map(|s| (s.subnet_id().unwrap().to_string(), s.availability_zone().unwrap().to_string()))
+        .map(|s| {
+            (
+                s.subnet_id().unwrap().to_string(),
+                s.availability_zone().unwrap().to_string(),
+            )
+        })
         .collect();
     subnets.sort_by(|a, b| a.1.cmp(&b.1));
     (ami, subnets)
@@ -130,8 +135,15 @@ async fn fleet_launch_is_tagged_retry_safe_and_termination_is_guarded() {
         .terminate(&[first.instance_id.clone(), foreign.clone()])
         .await
         .unwrap_err();
-    assert!(matches!(err, nodewright_aws::Error::Refused(ref m) if m.contains(&foreign)), "{err}");
-    assert_eq!(fleet.cluster_instances().await.unwrap().len(), 1, "ours was not terminated either");
+    assert!(
+        matches!(err, nodewright_aws::Error::Refused(ref m) if m.contains(&foreign)),
+        "{err}"
+    );
+    assert_eq!(
+        fleet.cluster_instances().await.unwrap().len(),
+        1,
+        "ours was not terminated either"
+    );
 
     fleet.terminate(std::slice::from_ref(&first.instance_id)).await.unwrap();
     assert!(fleet.cluster_instances().await.unwrap().is_empty());
@@ -142,7 +154,13 @@ async fn fleet_launch_is_tagged_retry_safe_and_termination_is_guarded() {
         .send()
         .await
         .unwrap();
-    let state = foreign_state.reservations()[0].instances()[0].state().unwrap().name().unwrap().as_str().to_string();
+    let state = foreign_state.reservations()[0].instances()[0]
+        .state()
+        .unwrap()
+        .name()
+        .unwrap()
+        .as_str()
+        .to_string();
     assert_eq!(state, "running", "the foreign instance is untouched");
 }
 
@@ -172,7 +190,10 @@ async fn launch_template_from_a_node_class_is_created_once_and_reused() {
         .send()
         .await
         .unwrap();
-    let vpc = clients.ec2.describe_vpcs().send().await.unwrap().vpcs()[0].vpc_id().unwrap().to_string();
+    let vpc = clients.ec2.describe_vpcs().send().await.unwrap().vpcs()[0]
+        .vpc_id()
+        .unwrap()
+        .to_string();
     let sg = clients
         .ec2
         .create_security_group()
@@ -235,7 +256,9 @@ async fn launch_template_from_a_node_class_is_created_once_and_reused() {
     let data = stored.launch_template_versions()[0].launch_template_data().unwrap();
     assert_eq!(data.image_id(), Some(ami.as_str()));
     assert_eq!(
-        data.metadata_options().and_then(|m| m.http_tokens()).map(|t| t.as_str()),
+        data.metadata_options()
+            .and_then(|m| m.http_tokens())
+            .map(|t| t.as_str()),
         Some("required"),
         "IMDSv2 required"
     );

@@ -28,7 +28,10 @@ async fn sixteen_tasks_reserve_overlapping_pods_each_exactly_once() {
         let wanted: Vec<String> = (0..60).map(|k| pods[(t * 13 + k) % 200].clone()).collect();
         tasks.push(tokio::spawn(async move {
             let holder = Holder::Invocation(format!("inv-{t}"));
-            let won = store.reserve_pods(&wanted, &holder, NOW, RESERVATION_TTL_SECS).await.unwrap();
+            let won = store
+                .reserve_pods(&wanted, &holder, NOW, RESERVATION_TTL_SECS)
+                .await
+                .unwrap();
             (holder, wanted, won)
         }));
     }
@@ -38,16 +41,29 @@ async fn sixteen_tasks_reserve_overlapping_pods_each_exactly_once() {
         let (holder, wanted, won) = task.await.unwrap();
         wanted_any.extend(wanted);
         for uid in won {
-            assert!(winner.insert(uid.clone(), holder.clone()).is_none(), "{uid} reserved twice");
+            assert!(
+                winner.insert(uid.clone(), holder.clone()).is_none(),
+                "{uid} reserved twice"
+            );
         }
     }
     // Every pod some task wanted was reserved by exactly one task: none lost.
     assert_eq!(wanted_any.len(), 200);
-    assert_eq!(winner.len(), 200, "pods lost: {:?}", wanted_any.difference(&winner.keys().cloned().collect()));
+    assert_eq!(
+        winner.len(),
+        200,
+        "pods lost: {:?}",
+        wanted_any.difference(&winner.keys().cloned().collect())
+    );
     let stored = store.reservations(NOW).await.unwrap();
     assert_eq!(stored.len(), 200);
     for r in stored {
-        assert_eq!(winner.get(&r.pod_uid), Some(&r.holder), "stored holder of {} differs", r.pod_uid);
+        assert_eq!(
+            winner.get(&r.pod_uid),
+            Some(&r.holder),
+            "stored holder of {} differs",
+            r.pod_uid
+        );
     }
 }
 
@@ -56,7 +72,9 @@ async fn sixteen_tasks_never_push_a_pool_past_its_limit() {
     let clients = support::clients().await;
     let store = support::store(&clients, "usage").await;
     let limits = Limits {
-        resources: Resources::new().with(Resource::Cpu, 100_000).with(Resource::Memory, 1 << 40),
+        resources: Resources::new()
+            .with(Resource::Cpu, 100_000)
+            .with(Resource::Memory, 1 << 40),
         nodes: Some(40),
     };
     let mut tasks = Vec::new();
@@ -76,8 +94,13 @@ async fn sixteen_tasks_never_push_a_pool_past_its_limit() {
                 };
                 match store.try_add_usage("general", &delta, &limits).await.unwrap() {
                     UsageDecision::Granted => granted.push(delta),
-                    UsageDecision::Denied { used, requested, limit, .. } => {
-                        assert!(used + requested > limit, "denied without reason: {used}+{requested} <= {limit}")
+                    UsageDecision::Denied {
+                        used, requested, limit, ..
+                    } => {
+                        assert!(
+                            used + requested > limit,
+                            "denied without reason: {used}+{requested} <= {limit}"
+                        )
                     }
                 }
             }
@@ -101,7 +124,10 @@ async fn sixteen_tasks_never_push_a_pool_past_its_limit() {
     assert_eq!(usage.nodes_in_flight, nodes);
     assert!(usage.cpu_milli <= 100_000, "cpu limit exceeded: {}", usage.cpu_milli);
     assert!(usage.nodes <= 40);
-    assert!(usage.cpu_milli > 90_000, "the limit was approached (128 requests for ~5x the limit)");
+    assert!(
+        usage.cpu_milli > 90_000,
+        "the limit was approached (128 requests for ~5x the limit)"
+    );
 
     // Releasing gives capacity back; a ready node leaves the in-flight count.
     store.mark_usage_running("general", 1).await.unwrap();
@@ -148,13 +174,18 @@ async fn a_duplicate_event_returns_the_first_outcome_without_a_second_write() {
 
     // An event another invocation is running is reported busy; after its lease it may run again.
     assert_eq!(store.begin_event("evt-2", NOW).await.unwrap(), EventStart::New);
-    assert_eq!(store.begin_event("evt-2", NOW + 1_000).await.unwrap(), EventStart::InProgress);
+    assert_eq!(
+        store.begin_event("evt-2", NOW + 1_000).await.unwrap(),
+        EventStart::InProgress
+    );
     let after_lease = NOW + (nodewright_aws::state::IDEMPOTENCY_LEASE_SECS + 1) * 1000;
     assert_eq!(store.begin_event("evt-2", after_lease).await.unwrap(), EventStart::New);
 
     // A failed run releases the event so a redelivery runs it.
     let failed = store
-        .run_once("evt-3", NOW, || async { Err(nodewright_aws::Error::Refused("boom".into())) })
+        .run_once("evt-3", NOW, || async {
+            Err(nodewright_aws::Error::Refused("boom".into()))
+        })
         .await;
     assert!(failed.is_err());
     assert_eq!(store.begin_event("evt-3", NOW).await.unwrap(), EventStart::New);
@@ -206,7 +237,10 @@ async fn a_late_running_after_terminated_does_not_resurrect_a_claim() {
     assert_eq!(stored.pods, vec!["pod-a".to_string(), "pod-b".to_string()]);
 
     // Look-ups by instance, state and pool.
-    assert_eq!(store.claim_by_instance("i-0123").await.unwrap().map(|c| c.id), Some("c-1".into()));
+    assert_eq!(
+        store.claim_by_instance("i-0123").await.unwrap().map(|c| c.id),
+        Some("c-1".into())
+    );
     assert!(store.claim_by_instance("i-none").await.unwrap().is_none());
     assert_eq!(store.claims_in_state(ClaimState::Terminated).await.unwrap().len(), 1);
     assert!(store.claims_in_state(ClaimState::Launched).await.unwrap().is_empty());
@@ -239,7 +273,11 @@ async fn concurrent_transitions_of_one_claim_all_land_in_order() {
         t.await.unwrap();
     }
     let claim = store.get_claim("c-9").await.unwrap().unwrap();
-    assert_eq!(claim.state, ClaimState::Ready, "the furthest state wins whatever the arrival order");
+    assert_eq!(
+        claim.state,
+        ClaimState::Ready,
+        "the furthest state wins whatever the arrival order"
+    );
 }
 
 #[tokio::test]
@@ -247,7 +285,13 @@ async fn ttl_records_are_filtered_on_read() {
     let clients = support::clients().await;
     let store = support::store(&clients, "ttl").await;
     store
-        .mark_offering_unavailable(CapacityType::Spot, "m5.large", "us-east-1a", "InsufficientInstanceCapacity", NOW)
+        .mark_offering_unavailable(
+            CapacityType::Spot,
+            "m5.large",
+            "us-east-1a",
+            "InsufficientInstanceCapacity",
+            NOW,
+        )
         .await
         .unwrap();
     let during = store.unavailable_offerings(NOW + 179_000).await.unwrap();
@@ -255,14 +299,20 @@ async fn ttl_records_are_filtered_on_read() {
     assert_eq!(during[0].instance_type, "m5.large");
     assert_eq!(during[0].reason, "InsufficientInstanceCapacity");
     let after = NOW + (OFFERING_UNAVAILABLE_SECS + 1) * 1000;
-    assert!(store.unavailable_offerings(after).await.unwrap().is_empty(), "expired after 3 minutes");
+    assert!(
+        store.unavailable_offerings(after).await.unwrap().is_empty(),
+        "expired after 3 minutes"
+    );
 
     // An expired reservation (still stored: TTL deletion is lazy) does not count and can be taken.
     let a = Holder::Invocation("a".into());
     let b = Holder::Invocation("b".into());
     assert!(store.reserve_pod("p1", &a, NOW, 60).await.unwrap());
     assert!(!store.reserve_pod("p1", &b, NOW + 30_000, 60).await.unwrap());
-    assert!(store.reserve_pod("p1", &a, NOW + 30_000, 60).await.unwrap(), "the holder may renew");
+    assert!(
+        store.reserve_pod("p1", &a, NOW + 30_000, 60).await.unwrap(),
+        "the holder may renew"
+    );
     assert!(store.reservations(NOW + 200_000).await.unwrap().is_empty());
     assert!(store.reserve_pod("p1", &b, NOW + 200_000, 60).await.unwrap());
 

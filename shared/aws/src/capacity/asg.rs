@@ -70,7 +70,10 @@ impl AsgPool {
     /// Raises desired capacity by up to `by`, never past the group's max.
     pub async fn scale_up(&self, group: &str, by: i32) -> Result<ScaleUp> {
         if by < 0 {
-            return Err(Error::invalid("by", format!("scale-up count must be positive, got {by}")));
+            return Err(Error::invalid(
+                "by",
+                format!("scale-up count must be positive, got {by}"),
+            ));
         }
         let state = self.group_state(group).await?;
         let to = (state.desired + by).min(state.max);

@@ -105,7 +105,10 @@ impl Fleet {
     /// offerings in the ICE cache; records new capacity errors there.
     pub async fn launch(&self, request: &LaunchRequest, store: &StateStore, now: EpochMillis) -> Result<LaunchOutcome> {
         if request.offerings.is_empty() {
-            return Err(Error::invalid("offerings", format!("claim {} has no offerings", request.claim_id)));
+            return Err(Error::invalid(
+                "offerings",
+                format!("claim {} has no offerings", request.claim_id),
+            ));
         }
         if let Some(existing) = self.instance_for_claim(&request.claim_id).await? {
             let capacity_type = if existing.spot {
@@ -136,13 +139,17 @@ impl Fleet {
             .offerings
             .iter()
             .filter(|o| {
-                !cached
-                    .iter()
-                    .any(|u| u.capacity_type == o.capacity_type && u.instance_type == o.instance_type && u.zone == o.zone)
+                !cached.iter().any(|u| {
+                    u.capacity_type == o.capacity_type && u.instance_type == o.instance_type && u.zone == o.zone
+                })
             })
             .cloned()
             .collect();
-        remaining.sort_by(|a, b| a.price.total_cmp(&b.price).then_with(|| a.instance_type.cmp(&b.instance_type)));
+        remaining.sort_by(|a, b| {
+            a.price
+                .total_cmp(&b.price)
+                .then_with(|| a.instance_type.cmp(&b.instance_type))
+        });
 
         let wanted_spot = request.offerings.iter().any(|o| o.capacity_type == CapacityType::Spot);
         let mut unavailable = Vec::new();
@@ -212,7 +219,12 @@ impl Fleet {
                                     .mark_offering_unavailable(v.capacity_type, &v.instance_type, &v.zone, &code, now)
                                     .await?;
                                 remaining.retain(|o| o != &v);
-                                unavailable.push((v.capacity_type, v.instance_type.clone(), v.zone.clone(), code.clone()));
+                                unavailable.push((
+                                    v.capacity_type,
+                                    v.instance_type.clone(),
+                                    v.zone.clone(),
+                                    code.clone(),
+                                ));
                                 removed = true;
                             }
                         }
@@ -335,7 +347,11 @@ impl Fleet {
                 let instance_type = instance
                     .instance_type()
                     .map(|t| t.as_str().to_string())
-                    .or_else(|| overrides.and_then(|o| o.instance_type()).map(|t| t.as_str().to_string()))
+                    .or_else(|| {
+                        overrides
+                            .and_then(|o| o.instance_type())
+                            .map(|t| t.as_str().to_string())
+                    })
                     .unwrap_or_default();
                 let zone = overrides
                     .and_then(|o| o.availability_zone())

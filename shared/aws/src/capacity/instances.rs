@@ -107,7 +107,10 @@ impl Fleet {
                         .name(format!("tag:{TAG_CLUSTER}"))
                         .values(&self.cluster)
                         .build(),
-                    Filter::builder().name(format!("tag:{TAG_CLAIM}")).values(claim_id).build(),
+                    Filter::builder()
+                        .name(format!("tag:{TAG_CLAIM}"))
+                        .values(claim_id)
+                        .build(),
                     live_states(),
                 ],
                 None,

@@ -6,9 +6,10 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_ec2::types::{
-    Filter, LaunchTemplateBlockDeviceMappingRequest, LaunchTemplateHttpTokensState,
-    LaunchTemplateIamInstanceProfileSpecificationRequest, LaunchTemplateInstanceMetadataOptionsRequest,
-    LaunchTemplateEbsBlockDeviceRequest, RequestLaunchTemplateData, ResourceType, Tag, TagSpecification, VolumeType,
+    Filter, LaunchTemplateBlockDeviceMappingRequest, LaunchTemplateEbsBlockDeviceRequest,
+    LaunchTemplateHttpTokensState, LaunchTemplateIamInstanceProfileSpecificationRequest,
+    LaunchTemplateInstanceMetadataOptionsRequest, RequestLaunchTemplateData, ResourceType, Tag, TagSpecification,
+    VolumeType,
 };
 use base64::Engine;
 use nodewright_core::model::Taint;
@@ -63,7 +64,13 @@ impl LaunchTemplateSpec {
         let family = ami_family(class);
         let user_data = match family.as_str() {
             "bottlerocket" => bottlerocket_user_data(cluster, labels, taints, class.user_data.as_deref()),
-            "al2023" => nodeadm_user_data(cluster, labels, taints, class.kubelet.max_pods, class.user_data.as_deref()),
+            "al2023" => nodeadm_user_data(
+                cluster,
+                labels,
+                taints,
+                class.kubelet.max_pods,
+                class.user_data.as_deref(),
+            ),
             other => {
                 return Err(Error::invalid(
                     format!("EC2NodeClass {}: amiFamily", class.name),
@@ -79,7 +86,14 @@ impl LaunchTemplateSpec {
             block_devices: class
                 .block_device_mappings
                 .iter()
-                .map(|b| (b.device_name.clone(), b.volume_size_gib, b.volume_type.clone(), b.encrypted.unwrap_or(true)))
+                .map(|b| {
+                    (
+                        b.device_name.clone(),
+                        b.volume_size_gib,
+                        b.volume_type.clone(),
+                        b.encrypted.unwrap_or(true),
+                    )
+                })
                 .collect(),
             http_tokens_required: class.http_tokens_required,
             tags: class.tags.clone(),
@@ -109,7 +123,12 @@ fn ami_family(class: &Ec2NodeClass) -> String {
 }
 
 fn taint_string(t: &Taint) -> String {
-    format!("{}={}:{}", t.key, t.value.clone().unwrap_or_default(), t.effect.as_str())
+    format!(
+        "{}={}:{}",
+        t.key,
+        t.value.clone().unwrap_or_default(),
+        t.effect.as_str()
+    )
 }
 
 fn nodeadm_user_data(
@@ -145,9 +164,13 @@ fn nodeadm_user_data(
     }
     let mut out = String::from("MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"//\"\n\n");
     if let Some(extra) = extra {
-        out.push_str(&format!("--//\nContent-Type: text/x-shellscript; charset=\"us-ascii\"\n\n{extra}\n\n"));
+        out.push_str(&format!(
+            "--//\nContent-Type: text/x-shellscript; charset=\"us-ascii\"\n\n{extra}\n\n"
+        ));
     }
-    out.push_str(&format!("--//\nContent-Type: application/node.eks.aws\n\n{config}\n--//--\n"));
+    out.push_str(&format!(
+        "--//\nContent-Type: application/node.eks.aws\n\n{config}\n--//--\n"
+    ));
     out
 }
 
@@ -171,10 +194,11 @@ fn bottlerocket_user_data(
         out.push_str("\n[settings.kubernetes.node-taints]\n");
         let mut by_key: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for t in taints {
-            by_key
-                .entry(&t.key)
-                .or_default()
-                .push(format!("{}:{}", t.value.clone().unwrap_or_default(), t.effect.as_str()));
+            by_key.entry(&t.key).or_default().push(format!(
+                "{}:{}",
+                t.value.clone().unwrap_or_default(),
+                t.effect.as_str()
+            ));
         }
         for (k, v) in by_key {
             out.push_str(&format!("{k:?} = {v:?}\n"));
@@ -247,12 +271,19 @@ impl Fleet {
                 .send()
                 .await
                 .map_err(|e| Error::aws("DescribeSecurityGroups", e))?;
-            security_groups.extend(out.security_groups().iter().filter_map(|g| g.group_id().map(str::to_string)));
+            security_groups.extend(
+                out.security_groups()
+                    .iter()
+                    .filter_map(|g| g.group_id().map(str::to_string)),
+            );
         }
         security_groups.sort();
         security_groups.dedup();
         if security_groups.is_empty() {
-            return Err(Error::invalid(field("securityGroupSelectorTerms"), "no security group matches"));
+            return Err(Error::invalid(
+                field("securityGroupSelectorTerms"),
+                "no security group matches",
+            ));
         }
         // AMIs: the newest image matching any term.
         let mut images: Vec<(String, String)> = Vec::new();
@@ -276,7 +307,10 @@ impl Fleet {
             }
             let out = request.send().await.map_err(|e| Error::aws("DescribeImages", e))?;
             images.extend(out.images().iter().filter_map(|i| {
-                Some((i.creation_date().unwrap_or_default().to_string(), i.image_id()?.to_string()))
+                Some((
+                    i.creation_date().unwrap_or_default().to_string(),
+                    i.image_id()?.to_string(),
+                ))
             }));
         }
         images.sort();
@@ -393,4 +427,3 @@ impl Fleet {
         }
     }
 }
-

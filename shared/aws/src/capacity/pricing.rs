@@ -55,7 +55,12 @@ impl PriceBook {
                 let result = ec2
                     .describe_spot_price_history()
                     .set_instance_types(Some(chunk.iter().map(|t| t.as_str().into()).collect()))
-                    .filters(Filter::builder().name("product-description").values("Linux/UNIX").build())
+                    .filters(
+                        Filter::builder()
+                            .name("product-description")
+                            .values("Linux/UNIX")
+                            .build(),
+                    )
                     .start_time(aws_smithy_types::DateTime::from(std::time::SystemTime::now()))
                     .set_next_token(token.take())
                     .send()

@@ -119,7 +119,13 @@ impl StateStore {
         item.insert("pods".into(), AttributeValue::L(claim.pods.iter().map(s).collect()));
         item.insert(
             "transitions".into(),
-            AttributeValue::M(claim.transitions.iter().map(|(k, v)| (k.as_str().to_string(), n(v))).collect()),
+            AttributeValue::M(
+                claim
+                    .transitions
+                    .iter()
+                    .map(|(k, v)| (k.as_str().to_string(), n(v)))
+                    .collect(),
+            ),
         );
         Ok(item)
     }
@@ -135,9 +141,9 @@ impl StateStore {
             None => None,
         };
         let allocatable = match f.opt_s("allocatable")? {
-            Some(json) => Some(
-                serde_json::from_str(&json).map_err(|e| f.corrupt(format!("allocatable is not valid: {e}")))?,
-            ),
+            Some(json) => {
+                Some(serde_json::from_str(&json).map_err(|e| f.corrupt(format!("allocatable is not valid: {e}")))?)
+            }
             None => None,
         };
         let mut transitions = BTreeMap::new();

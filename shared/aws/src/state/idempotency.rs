@@ -66,7 +66,10 @@ impl StateStore {
     /// Claims an event id for this invocation, or reports that it already ran or is running.
     pub async fn begin_event(&self, event_id: &str, now: EpochMillis) -> Result<EventStart> {
         if event_id.is_empty() || event_id.len() > 512 {
-            return Err(Error::invalid("id", format!("event id must be 1-512 characters, got {}", event_id.len())));
+            return Err(Error::invalid(
+                "id",
+                format!("event id must be 1-512 characters, got {}", event_id.len()),
+            ));
         }
         let now_secs = now / 1000;
         let result = self

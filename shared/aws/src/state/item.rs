@@ -38,7 +38,8 @@ impl<'a> Fields<'a> {
     }
 
     pub fn s(&self, name: &str) -> Result<String> {
-        self.opt_s(name)?.ok_or_else(|| self.corrupt(format!("field {name} is missing")))
+        self.opt_s(name)?
+            .ok_or_else(|| self.corrupt(format!("field {name} is missing")))
     }
 
     pub fn opt_n<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>> {
@@ -53,7 +54,8 @@ impl<'a> Fields<'a> {
     }
 
     pub fn n<T: std::str::FromStr>(&self, name: &str) -> Result<T> {
-        self.opt_n(name)?.ok_or_else(|| self.corrupt(format!("field {name} is missing")))
+        self.opt_n(name)?
+            .ok_or_else(|| self.corrupt(format!("field {name} is missing")))
     }
 
     pub fn n_or_zero<T: std::str::FromStr + Default>(&self, name: &str) -> Result<T> {

@@ -20,7 +20,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 pub use claims::{ClaimRecord, ClaimUpdate, TransitionOutcome};
-pub use idempotency::{EventStart, Once, IDEMPOTENCY_LEASE_SECS, IDEMPOTENCY_TTL_SECS};
+pub use idempotency::{EventStart, IDEMPOTENCY_LEASE_SECS, IDEMPOTENCY_TTL_SECS, Once};
 pub use offerings::{OFFERING_UNAVAILABLE_SECS, UnavailableOffering};
 pub use reservations::{Holder, RESERVATION_TTL_SECS, Reservation};
 pub use tables::{Table, TableNames, create_tables};
@@ -50,7 +50,11 @@ impl StateStore {
                 format!("{cluster:?} must be 1-{MAX_CLUSTER_NAME} characters without '#'"),
             ));
         }
-        Ok(StateStore { client, tables, cluster })
+        Ok(StateStore {
+            client,
+            tables,
+            cluster,
+        })
     }
 
     pub fn cluster(&self) -> &str {

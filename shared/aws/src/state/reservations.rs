@@ -66,7 +66,10 @@ impl StateStore {
     /// reservation (still present because TTL deletion is lazy) is taken over.
     pub async fn reserve_pod(&self, pod_uid: &str, holder: &Holder, now: EpochMillis, ttl_secs: i64) -> Result<bool> {
         if pod_uid.is_empty() || pod_uid.len() > 256 {
-            return Err(Error::invalid("podUid", format!("{pod_uid:?} must be 1-256 characters")));
+            return Err(Error::invalid(
+                "podUid",
+                format!("{pod_uid:?} must be 1-256 characters"),
+            ));
         }
         let result = self
             .client

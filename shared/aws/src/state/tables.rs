@@ -202,7 +202,10 @@ pub async fn create_tables(client: &Client, names: &TableNames) -> Result<()> {
             .billing_mode(BillingMode::PayPerRequest)
             .set_key_schema(Some(key_schema(spec.partition_key, spec.sort_key)?))
             .set_attribute_definitions(Some(
-                attributes.iter().map(|a| string_attribute(a)).collect::<Result<Vec<_>>>()?,
+                attributes
+                    .iter()
+                    .map(|a| string_attribute(a))
+                    .collect::<Result<Vec<_>>>()?,
             ));
         for index in spec.indexes {
             request = request.global_secondary_indexes(

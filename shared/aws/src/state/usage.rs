@@ -151,7 +151,13 @@ impl StateStore {
             .send()
             .await
             .map(|_| ())
-            .or_else(|e| if is_condition_failure(&e) { Ok(()) } else { Err(Error::aws("UpdateItem", e)) })
+            .or_else(|e| {
+                if is_condition_failure(&e) {
+                    Ok(())
+                } else {
+                    Err(Error::aws("UpdateItem", e))
+                }
+            })
     }
 
     /// Gives usage back when a claim ends (failed or terminated). Callers release once per claim,
@@ -163,9 +169,7 @@ impl StateStore {
             .table_name(self.table_name(Table::Usage))
             .key("cluster", s(&self.cluster))
             .key("pool", s(pool))
-            .update_expression(
-                "ADD cpuMilli :cpu, memoryBytes :mem, gpus :gpus, nodes :nodes, nodesInFlight :inFlight",
-            )
+            .update_expression("ADD cpuMilli :cpu, memoryBytes :mem, gpus :gpus, nodes :nodes, nodesInFlight :inFlight")
             .expression_attribute_values(":cpu", n(-(delta.cpu_milli as i128)))
             .expression_attribute_values(":mem", n(-(delta.memory_bytes as i128)))
             .expression_attribute_values(":gpus", n(-(delta.gpus as i128)))

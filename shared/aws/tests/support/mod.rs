@@ -55,7 +55,10 @@ pub fn moto_endpoint() -> String {
                 .expect("start moto_server");
             let deadline = Instant::now() + Duration::from_secs(60);
             while TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(Instant::now() < deadline, "moto_server did not listen on port {port} within 60 s");
+                assert!(
+                    Instant::now() < deadline,
+                    "moto_server did not listen on port {port} within 60 s"
+                );
                 std::thread::sleep(Duration::from_millis(100));
             }
             (format!("http://127.0.0.1:{port}"), Mutex::new(Some(child)))

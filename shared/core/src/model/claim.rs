@@ -83,7 +83,10 @@ impl ClaimState {
 
     /// Launched but not yet able to run pods.
     pub fn is_in_flight(self) -> bool {
-        matches!(self, ClaimState::Launching | ClaimState::Launched | ClaimState::Registered)
+        matches!(
+            self,
+            ClaimState::Launching | ClaimState::Launched | ClaimState::Registered
+        )
     }
 
     /// Whether moving from `self` to `to` is progress, a duplicate, or stale. `Failed` may follow
@@ -117,7 +120,11 @@ mod tests {
     fn lifecycle_only_moves_forward() {
         use ClaimState::*;
         assert_eq!(Launching.transition(Launched), Transition::Advance);
-        assert_eq!(Launched.transition(Ready), Transition::Advance, "skipping registered is allowed");
+        assert_eq!(
+            Launched.transition(Ready),
+            Transition::Advance,
+            "skipping registered is allowed"
+        );
         assert_eq!(Ready.transition(Ready), Transition::Duplicate);
         assert_eq!(Terminated.transition(Launched), Transition::Stale, "no resurrection");
         assert_eq!(Ready.transition(Launched), Transition::Stale);

@@ -1,0 +1,274 @@
+//! Faults moto cannot produce, injected with aws-smithy-mocks (the SDK's own test utility) on the
+//! EC2 client: insufficient capacity in the CreateFleet Errors list and as a call error, and
+//! throttling. The ICE cache these tests check lives in DynamoDB on moto server.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_sdk_ec2::Client;
+use aws_sdk_ec2::operation::create_fleet::{CreateFleetError, CreateFleetInput, CreateFleetOutput};
+use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
+use aws_sdk_ec2::types::{
+    CreateFleetError as FleetErrorEntry, CreateFleetInstance, DefaultTargetCapacityType, FleetLaunchTemplateOverrides,
+    InstanceType, LaunchTemplateAndOverridesResponse,
+};
+use aws_smithy_mocks::{MockResponse, Rule, RuleMode, mock, mock_client};
+use aws_smithy_types::error::ErrorMetadata;
+use nodewright_aws::capacity::{Fleet, LaunchOffering, LaunchRequest};
+use nodewright_aws::state::OFFERING_UNAVAILABLE_SECS;
+use nodewright_core::CapacityType;
+
+const NOW: i64 = 1_790_000_000_000;
+
+fn offering(instance_type: &str, zone: &str, capacity_type: CapacityType, price: f64) -> LaunchOffering {
+    LaunchOffering {
+        instance_type: instance_type.into(),
+        zone: zone.into(),
+        subnet_id: format!("subnet-{zone}"),
+        capacity_type,
+        price,
+    }
+}
+
+fn request(offerings: Vec<LaunchOffering>) -> LaunchRequest {
+    LaunchRequest {
+        claim_id: "claim-ice".into(),
+        pool: "general".into(),
+        launch_template_id: "lt-0123".into(),
+        offerings,
+        tags: BTreeMap::new(),
+    }
+}
+
+fn no_instances() -> Rule {
+    mock!(Client::describe_instances).then_output(|| DescribeInstancesOutput::builder().build())
+}
+
+fn is_spot(input: &CreateFleetInput) -> bool {
+    input
+        .target_capacity_specification()
+        .and_then(|t| t.default_target_capacity_type())
+        == Some(&DefaultTargetCapacityType::Spot)
+}
+
+/// The first override of a request (the cheapest offering in it).
+fn first_override(input: &CreateFleetInput) -> (String, String) {
+    let o = &input.launch_template_configs()[0].overrides()[0];
+    (
+        o.instance_type().unwrap().as_str().to_string(),
+        o.availability_zone().unwrap_or_default().to_string(),
+    )
+}
+
+fn launched(instance_type: &str, zone: &str) -> CreateFleetOutput {
+    CreateFleetOutput::builder()
+        .instances(
+            CreateFleetInstance::builder()
+                .instance_ids("i-0fault")
+                .instance_type(InstanceType::from(instance_type))
+                .launch_template_and_overrides(
+                    LaunchTemplateAndOverridesResponse::builder()
+                        .overrides(
+                            FleetLaunchTemplateOverrides::builder()
+                                .instance_type(InstanceType::from(instance_type))
+                                .availability_zone(zone)
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build(),
+        )
+        .build()
+}
+
+fn ice_entry(instance_type: &str, zone: &str) -> FleetErrorEntry {
+    FleetErrorEntry::builder()
+        .error_code("InsufficientInstanceCapacity")
+        .error_message("We currently do not have sufficient capacity in the Availability Zone you requested.")
+        .launch_template_and_overrides(
+            LaunchTemplateAndOverridesResponse::builder()
+                .overrides(
+                    FleetLaunchTemplateOverrides::builder()
+                        .instance_type(InstanceType::from(instance_type))
+                        .availability_zone(zone)
+                        .build(),
+                )
+                .build(),
+        )
+        .build()
+}
+
+#[tokio::test]
+async fn ice_on_the_cheapest_spot_offering_uses_the_next_and_caches_the_first_for_three_minutes() {
+    let clients = support::clients().await;
+    let store = support::store(&clients, "ice-one").await;
+    // Fault: the cheapest spot offering (m5.large in us-east-1a) has no capacity, as a fleet Errors entry.
+    let create_fleet = mock!(Client::create_fleet).then_compute_output(|input| {
+        let (itype, zone) = first_override(input);
+        if is_spot(input) && itype == "m5.large" && zone == "us-east-1a" {
+            CreateFleetOutput::builder().errors(ice_entry(&itype, &zone)).build()
+        } else {
+            launched(&itype, &zone)
+        }
+    });
+    let ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&no_instances(), &create_fleet]);
+    let fleet = Fleet::new(ec2, store.cluster());
+    let offerings = vec![
+        offering("m5.large", "us-east-1a", CapacityType::Spot, 0.030),
+        offering("m5a.large", "us-east-1a", CapacityType::Spot, 0.031),
+        offering("m5.large", "us-east-1a", CapacityType::OnDemand, 0.096),
+    ];
+    let outcome = fleet.launch(&request(offerings.clone()), &store, NOW).await.unwrap();
+    assert_eq!(outcome.instance_type, "m5a.large", "the next offering was used");
+    assert_eq!(outcome.capacity_type, CapacityType::Spot);
+    assert!(!outcome.fell_back_to_on_demand);
+    assert_eq!(outcome.price, Some(0.031));
+    assert_eq!(
+        outcome.unavailable,
+        vec![(
+            CapacityType::Spot,
+            "m5.large".into(),
+            "us-east-1a".into(),
+            "InsufficientInstanceCapacity".into()
+        )]
+    );
+    assert_eq!(create_fleet.num_calls(), 2);
+
+    let cached = store.unavailable_offerings(NOW + 60_000).await.unwrap();
+    assert_eq!(cached.len(), 1);
+    assert_eq!(
+        (cached[0].instance_type.as_str(), cached[0].capacity_type),
+        ("m5.large", CapacityType::Spot)
+    );
+    // A launch within the 3 minutes skips the cached offering without asking EC2 about it.
+    let again = fleet.launch(&request(offerings), &store, NOW + 170_000).await.unwrap();
+    assert_eq!(again.instance_type, "m5a.large");
+    assert_eq!(
+        create_fleet.num_calls(),
+        3,
+        "one call: the cached offering was not retried"
+    );
+    let expired = NOW + (OFFERING_UNAVAILABLE_SECS + 1) * 1000;
+    assert!(store.unavailable_offerings(expired).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn ice_on_every_spot_offering_falls_back_to_on_demand_when_the_pool_allows_it() {
+    let clients = support::clients().await;
+    let store = support::store(&clients, "ice-all").await;
+    // Fault: every spot request fails as a call error (no offering named).
+    let create_fleet = mock!(Client::create_fleet).then_compute_response(|input| {
+        if is_spot(input) {
+            MockResponse::Error(CreateFleetError::generic(
+                ErrorMetadata::builder()
+                    .code("InsufficientInstanceCapacity")
+                    .message("no spot capacity")
+                    .build(),
+            ))
+        } else {
+            let (itype, zone) = first_override(input);
+            MockResponse::Output(launched(&itype, &zone))
+        }
+    });
+    let ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&no_instances(), &create_fleet]);
+    let fleet = Fleet::new(ec2, store.cluster());
+    let allowed = vec![
+        offering("m5.large", "us-east-1a", CapacityType::Spot, 0.030),
+        offering("m5.large", "us-east-1b", CapacityType::Spot, 0.032),
+        offering("m5.large", "us-east-1a", CapacityType::OnDemand, 0.096),
+    ];
+    let outcome = fleet.launch(&request(allowed), &store, NOW).await.unwrap();
+    assert_eq!(outcome.capacity_type, CapacityType::OnDemand);
+    assert!(outcome.fell_back_to_on_demand, "the outcome says what happened");
+    assert_eq!(
+        outcome.unavailable.len(),
+        2,
+        "both spot offerings were marked: {:?}",
+        outcome.unavailable
+    );
+    assert_eq!(store.unavailable_offerings(NOW).await.unwrap().len(), 2);
+
+    // A spot-only pool gets a clear failure naming the capacity error.
+    let store = support::store(&clients, "ice-spot-only").await;
+    let spot_only = vec![
+        offering("m5.large", "us-east-1a", CapacityType::Spot, 0.030),
+        offering("c5.large", "us-east-1a", CapacityType::Spot, 0.031),
+    ];
+    let err = fleet.launch(&request(spot_only), &store, NOW).await.unwrap_err();
+    match &err {
+        nodewright_aws::Error::NoCapacity { claim, tried } => {
+            assert_eq!(claim, "claim-ice");
+            assert!(
+                tried.iter().all(|t| t.contains("InsufficientInstanceCapacity")),
+                "{tried:?}"
+            );
+        }
+        other => panic!("expected NoCapacity, got {other}"),
+    }
+    assert!(err.to_string().contains("no capacity for claim claim-ice"));
+}
+
+fn throttled() -> aws_smithy_runtime_api::http::Response {
+    aws_smithy_runtime_api::http::Response::new(
+        aws_smithy_runtime_api::http::StatusCode::try_from(503).unwrap(),
+        aws_smithy_types::body::SdkBody::from(
+            "<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message>\
+             </Error></Errors><RequestID>f00</RequestID></Response>",
+        ),
+    )
+}
+
+fn retrying(config: aws_sdk_ec2::config::Builder) -> aws_sdk_ec2::config::Builder {
+    config
+        .retry_config(
+            aws_sdk_ec2::config::retry::RetryConfig::standard()
+                .with_max_attempts(3)
+                .with_initial_backoff(Duration::from_millis(5))
+                .with_max_backoff(Duration::from_millis(20)),
+        )
+        .sleep_impl(aws_sdk_ec2::config::SharedAsyncSleep::new(
+            aws_smithy_async::rt::sleep::TokioSleep::new(),
+        ))
+}
+
+#[tokio::test]
+async fn throttling_is_retried_then_surfaced() {
+    let clients = support::clients().await;
+    let store = support::store(&clients, "throttle").await;
+    let offerings = vec![offering("m5.large", "us-east-1a", CapacityType::OnDemand, 0.096)];
+
+    // Two throttled responses, then success: the SDK's retry absorbs them.
+    let flaky = mock!(Client::create_fleet)
+        .sequence()
+        .http_response(throttled)
+        .times(2)
+        .output(|| launched("m5.large", "us-east-1a"))
+        .build();
+    let ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&no_instances(), &flaky], retrying);
+    let outcome = Fleet::new(ec2, store.cluster())
+        .launch(&request(offerings.clone()), &store, NOW)
+        .await
+        .unwrap();
+    assert_eq!(outcome.instance_id, "i-0fault");
+    assert_eq!(flaky.num_calls(), 3);
+
+    // Always throttled: surfaced after the bounded attempts, with the AWS code.
+    let stuck = mock!(Client::create_fleet)
+        .sequence()
+        .http_response(throttled)
+        .repeatedly()
+        .build();
+    let ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&no_instances(), &stuck], retrying);
+    let err = Fleet::new(ec2, store.cluster())
+        .launch(&request(offerings), &store, NOW)
+        .await
+        .unwrap_err();
+    assert_eq!(err.aws_code(), Some("RequestLimitExceeded"), "{err}");
+    assert_eq!(stuck.num_calls(), 3, "bounded: max_attempts");
+    assert!(
+        store.unavailable_offerings(NOW).await.unwrap().is_empty(),
+        "throttling is not a capacity error"
+    );
+}
