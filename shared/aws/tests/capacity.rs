@@ -1,6 +1,8 @@
 //! EC2 and Auto Scaling adapters against moto server: tagged fleet launches, adoption of a retried
 //! launch, guarded termination, launch templates from an EC2NodeClass, ASG scale up/in.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 mod support;
 
 use std::collections::BTreeMap;

@@ -2,6 +2,8 @@
 //! EC2 client: insufficient capacity in the CreateFleet Errors list and as a call error, and
 //! throttling. The ICE cache these tests check lives in DynamoDB on moto server.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 mod support;
 
 use std::collections::BTreeMap;

@@ -1,6 +1,8 @@
 //! DynamoDB state against moto server: concurrency decided by conditions, TTL filtered on read,
 //! idempotent events, monotonic claims.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
