@@ -274,3 +274,60 @@ async fn throttling_is_retried_then_surfaced() {
         "throttling is not a capacity error"
     );
 }
+
+/// Prices: a reachable EC2 refreshes spot prices (mocked DescribeSpotPriceHistory); an unreachable
+/// one leaves the embedded catalogue's prices in place, silently.
+#[tokio::test]
+async fn spot_prices_refresh_when_reachable_and_fall_back_to_the_catalogue() {
+    use aws_sdk_ec2::operation::describe_spot_price_history::DescribeSpotPriceHistoryOutput;
+    use aws_sdk_ec2::types::SpotPrice;
+    use nodewright_aws::capacity::PriceBook;
+    use nodewright_core::Catalogue;
+    use nodewright_core::catalogue::OverheadConfig;
+
+    let types = Catalogue::embedded().instance_types("us-east-1", &OverheadConfig::default());
+    let m5 = types.iter().find(|t| t.name == "m5.large").unwrap();
+    let zone = m5
+        .offerings
+        .iter()
+        .find(|o| o.capacity_type == CapacityType::Spot)
+        .map(|o| o.zone.clone())
+        .unwrap();
+    let embedded = PriceBook::new().price(m5, &zone, CapacityType::Spot).unwrap();
+
+    let history = mock!(Client::describe_spot_price_history).then_output({
+        let zone = zone.clone();
+        move || {
+            DescribeSpotPriceHistoryOutput::builder()
+                .spot_price_history(
+                    SpotPrice::builder()
+                        .instance_type(InstanceType::from("m5.large"))
+                        .availability_zone(&zone)
+                        .spot_price("0.0123")
+                        .build(),
+                )
+                .build()
+        }
+    });
+    let ec2 = mock_client!(aws_sdk_ec2, [&history]);
+    let mut book = PriceBook::new();
+    assert!(book.is_stale());
+    assert!(book.refresh_spot(&ec2, &["m5.large".to_string()]).await);
+    assert!(!book.is_stale(), "cached for warm invocations");
+    assert_eq!(book.price(m5, &zone, CapacityType::Spot), Some(0.0123));
+    assert_ne!(embedded, 0.0123);
+
+    // Unreachable: a closed loopback port. The refresh reports failure; prices stay embedded.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let offline = nodewright_aws::AwsClients::load(&nodewright_aws::ClientOptions {
+        region: Some("us-east-1".into()),
+        endpoint_url: Some(format!("http://127.0.0.1:{port}")),
+        static_credentials: true,
+        max_attempts: Some(1),
+    })
+    .await;
+    let mut book = PriceBook::new();
+    assert!(!book.refresh_spot(&offline.ec2, &["m5.large".to_string()]).await);
+    assert_eq!(book.price(m5, &zone, CapacityType::Spot), Some(embedded));
+    assert_eq!(book.refreshed_spot_prices(), 0);
+}
