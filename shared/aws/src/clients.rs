@@ -24,6 +24,9 @@ pub struct AwsClients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub ec2: aws_sdk_ec2::Client,
     pub autoscaling: aws_sdk_autoscaling::Client,
+    pub ssm: aws_sdk_ssm::Client,
+    /// The Pricing API lives in us-east-1 (and a few other regions) whatever the cluster's region.
+    pub pricing: aws_sdk_pricing::Client,
 }
 
 impl AwsClients {
@@ -56,6 +59,12 @@ impl AwsClients {
             dynamodb: aws_sdk_dynamodb::Client::new(&config),
             ec2: aws_sdk_ec2::Client::new(&config),
             autoscaling: aws_sdk_autoscaling::Client::new(&config),
+            ssm: aws_sdk_ssm::Client::new(&config),
+            pricing: aws_sdk_pricing::Client::from_conf(
+                aws_sdk_pricing::config::Builder::from(&config)
+                    .region(aws_sdk_pricing::config::Region::new("us-east-1"))
+                    .build(),
+            ),
         }
     }
 }

@@ -19,7 +19,13 @@ const NOW: i64 = 1_790_000_000_000;
 
 /// An AMI moto knows, and the default subnets with their zones.
 async fn ami_and_subnets(ec2: &aws_sdk_ec2::Client) -> (String, Vec<(String, String)>) {
-    let images = ec2.describe_images().owners("amazon").send().await.unwrap();
+    let images = ec2
+        .describe_images()
+        .owners("amazon")
+        .filters(Filter::builder().name("architecture").values("x86_64").build())
+        .send()
+        .await
+        .unwrap();
     let ami = images.images()[0].image_id().unwrap().to_string();
     let subnets = ec2
         .describe_subnets()
@@ -231,8 +237,8 @@ async fn launch_template_from_a_node_class_is_created_once_and_reused() {
         http_tokens_required: true,
         ..Ec2NodeClass::default()
     };
-    let resolved = fleet.resolve_node_class(&class).await.unwrap();
-    assert_eq!(resolved.ami_id, ami);
+    let resolved = fleet.resolve_node_class(&class, None, None).await.unwrap();
+    assert_eq!(resolved.amis.get("amd64"), Some(&ami));
     assert_eq!(resolved.subnets.len(), 2);
     assert_eq!(resolved.security_groups, vec![sg]);
 
@@ -243,7 +249,7 @@ async fn launch_template_from_a_node_class_is_created_once_and_reused() {
         service_cidr: Some("10.100.0.0/16".into()),
     };
     let labels = BTreeMap::from([("karpenter.sh/nodepool".to_string(), "general".to_string())]);
-    let spec = LaunchTemplateSpec::new(&class, &resolved, &endpoint, &labels, &[]).unwrap();
+    let spec = LaunchTemplateSpec::new(&class, &resolved, "amd64", &endpoint, &labels, &[]).unwrap();
     let first = fleet.ensure_launch_template(&spec).await.unwrap();
     let second = fleet.ensure_launch_template(&spec).await.unwrap();
     assert_eq!(first, second, "same content, same template");
@@ -273,14 +279,49 @@ async fn launch_template_from_a_node_class_is_created_once_and_reused() {
     assert!(user_data.contains("--node-labels=karpenter.sh/nodepool=general"));
 
     // Different labels, different template.
-    let other = LaunchTemplateSpec::new(&class, &resolved, &endpoint, &BTreeMap::new(), &[]).unwrap();
+    let other = LaunchTemplateSpec::new(&class, &resolved, "amd64", &endpoint, &BTreeMap::new(), &[]).unwrap();
     assert_ne!(fleet.ensure_launch_template(&other).await.unwrap(), first);
 
     // A selector that matches nothing names the field.
     let mut broken = class.clone();
     broken.subnet_selector_terms = vec![by_tag("no-such-tag")];
-    let err = fleet.resolve_node_class(&broken).await.unwrap_err();
+    let err = fleet.resolve_node_class(&broken, None, None).await.unwrap_err();
     assert!(err.to_string().contains("subnetSelectorTerms"), "{err}");
+    // No image for the architecture asked for names the field.
+    let err = LaunchTemplateSpec::new(&class, &resolved, "arm64", &endpoint, &labels, &[]).unwrap_err();
+    assert!(err.to_string().contains("amiSelectorTerms"), "{err}");
+
+    // An ssmParameter term resolves through SSM (moto), then DescribeImages.
+    let parameter = format!("/nodewright-test/{discovery}/ami");
+    clients
+        .ssm
+        .put_parameter()
+        .name(&parameter)
+        .value(&ami)
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .send()
+        .await
+        .unwrap();
+    let mut by_ssm = class.clone();
+    by_ssm.ami_selector_terms = vec![SelectorTerm {
+        ssm_parameter: Some(parameter),
+        ..SelectorTerm::default()
+    }];
+    let resolved = fleet
+        .resolve_node_class(&by_ssm, Some(&clients.ssm), None)
+        .await
+        .unwrap();
+    assert_eq!(resolved.amis.get("amd64"), Some(&ami));
+    // An alias without the Kubernetes version is a clear configuration error.
+    by_ssm.ami_selector_terms = vec![SelectorTerm {
+        alias: Some("al2023@latest".into()),
+        ..SelectorTerm::default()
+    }];
+    let err = fleet
+        .resolve_node_class(&by_ssm, Some(&clients.ssm), None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("NODEWRIGHT_KUBERNETES_VERSION"), "{err}");
 }
 
 #[tokio::test]

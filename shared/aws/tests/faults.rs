@@ -318,7 +318,11 @@ async fn spot_prices_refresh_when_reachable_and_fall_back_to_the_catalogue() {
     assert_ne!(embedded, 0.0123);
 
     // Unreachable: a closed loopback port. The refresh reports failure; prices stay embedded.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let offline = nodewright_aws::AwsClients::load(&nodewright_aws::ClientOptions {
         region: Some("us-east-1".into()),
         endpoint_url: Some(format!("http://127.0.0.1:{port}")),
@@ -330,4 +334,29 @@ async fn spot_prices_refresh_when_reachable_and_fall_back_to_the_catalogue() {
     assert!(!book.refresh_spot(&offline.ec2, &["m5.large".to_string()]).await);
     assert_eq!(book.price(m5, &zone, CapacityType::Spot), Some(embedded));
     assert_eq!(book.refreshed_spot_prices(), 0);
+}
+
+/// On-demand prices from the Pricing API (mocked GetProducts with a real-shaped price list).
+#[tokio::test]
+async fn on_demand_prices_refresh_from_the_pricing_api() {
+    use aws_sdk_pricing::operation::get_products::GetProductsOutput;
+    use nodewright_aws::capacity::PriceBook;
+    use nodewright_core::Catalogue;
+    use nodewright_core::catalogue::OverheadConfig;
+
+    let doc = r#"{"product":{"productFamily":"Compute Instance","attributes":{"instanceType":"m5.large","regionCode":"us-east-1","operatingSystem":"Linux"}},"terms":{"OnDemand":{"X.JRTCKXETXF":{"priceDimensions":{"X.JRTCKXETXF.6YS6EN2CT7":{"unit":"Hrs","pricePerUnit":{"USD":"0.0777000000"}}}}}}}"#;
+    let products = mock!(aws_sdk_pricing::Client::get_products)
+        .match_requests(|r| r.service_code() == Some("AmazonEC2"))
+        .then_output(move || GetProductsOutput::builder().price_list(doc).build());
+    let pricing = mock_client!(aws_sdk_pricing, [&products]);
+    let types = Catalogue::embedded().instance_types("us-east-1", &OverheadConfig::default());
+    let m5 = types.iter().find(|t| t.name == "m5.large").unwrap();
+    let zone = m5.offerings[0].zone.clone();
+    let mut book = PriceBook::new();
+    let embedded = book.price(m5, &zone, CapacityType::OnDemand).unwrap();
+    assert!(book.refresh_on_demand(&pricing, "us-east-1").await);
+    assert_eq!(book.refreshed_on_demand_prices(), 1);
+    assert_eq!(book.price(m5, &zone, CapacityType::OnDemand), Some(0.0777));
+    assert_ne!(embedded, 0.0777);
+    assert_eq!(products.num_calls(), 1);
 }

@@ -33,7 +33,8 @@ pub struct ClusterEndpoint {
 /// A node class's selectors, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeClassResolution {
-    pub ami_id: String,
+    /// The newest matching image per Kubernetes architecture (`amd64`, `arm64`).
+    pub amis: BTreeMap<String, String>,
     /// (subnet id, availability zone)
     pub subnets: Vec<(String, String)>,
     pub security_groups: Vec<String>,
@@ -53,10 +54,11 @@ pub struct LaunchTemplateSpec {
 }
 
 impl LaunchTemplateSpec {
-    /// The template spec for a node class and a pool's node labels and taints.
+    /// The template spec for a node class, one architecture, and a pool's node labels and taints.
     pub fn new(
         class: &Ec2NodeClass,
         resolution: &NodeClassResolution,
+        arch: &str,
         cluster: &ClusterEndpoint,
         labels: &BTreeMap<String, String>,
         taints: &[Taint],
@@ -78,8 +80,14 @@ impl LaunchTemplateSpec {
                 ));
             }
         };
+        let ami_id = resolution.amis.get(arch).cloned().ok_or_else(|| {
+            Error::invalid(
+                format!("EC2NodeClass {}: spec.amiSelectorTerms", class.name),
+                format!("no image for architecture {arch}"),
+            )
+        })?;
         Ok(LaunchTemplateSpec {
-            ami_id: resolution.ami_id.clone(),
+            ami_id,
             security_groups: resolution.security_groups.clone(),
             user_data: base64::engine::general_purpose::STANDARD.encode(user_data),
             instance_profile: class.instance_profile.clone(),
@@ -212,6 +220,58 @@ fn bottlerocket_user_data(
     out
 }
 
+/// The SSM parameters an AMI alias (`al2023@latest`, `bottlerocket@v1.20.0`) names, per
+/// architecture, as Karpenter resolves them. GPU (nvidia) variants are not resolved yet.
+pub fn alias_parameters(alias: &str, kubernetes_version: &str) -> Result<Vec<(String, String)>> {
+    let field = "spec.amiSelectorTerms.alias";
+    let (family, version) = alias
+        .split_once('@')
+        .ok_or_else(|| Error::invalid(field, format!("{alias:?} must be family@version, e.g. al2023@latest")))?;
+    let ok_version = version == "latest" || (version.starts_with('v') && version.len() > 1);
+    if !ok_version {
+        return Err(Error::invalid(
+            field,
+            format!("{alias:?}: version must be latest or vX (e.g. v20240807)"),
+        ));
+    }
+    let k8s = kubernetes_version;
+    let mut out = Vec::new();
+    for (arch, ec2_arch) in [("amd64", "x86_64"), ("arm64", "arm64")] {
+        let path = match family.to_ascii_lowercase().as_str() {
+            "al2023" if version == "latest" => {
+                format!(
+                    "/aws/service/eks/optimized-ami/{k8s}/amazon-linux-2023/{ec2_arch}/standard/recommended/image_id"
+                )
+            }
+            "al2023" => format!(
+                "/aws/service/eks/optimized-ami/{k8s}/amazon-linux-2023/{ec2_arch}/standard/amazon-eks-node-al2023-{ec2_arch}-standard-{k8s}-{version}/image_id"
+            ),
+            "bottlerocket" if version == "latest" => {
+                format!("/aws/service/bottlerocket/aws-k8s-{k8s}/{ec2_arch}/latest/image_id")
+            }
+            "bottlerocket" => format!(
+                "/aws/service/bottlerocket/aws-k8s-{k8s}/{ec2_arch}/{}/image_id",
+                version.trim_start_matches('v')
+            ),
+            other => {
+                return Err(Error::invalid(
+                    field,
+                    format!("family {other:?} is not supported; use al2023 or bottlerocket"),
+                ));
+            }
+        };
+        out.push((arch.to_string(), path));
+    }
+    Ok(out)
+}
+
+fn kube_arch(ec2_arch: &str) -> &str {
+    match ec2_arch {
+        "x86_64" => "amd64",
+        other => other,
+    }
+}
+
 /// EC2 filters for one selector term (tags with value `*` match on the key alone).
 fn tag_filters(term: &SelectorTerm) -> Vec<Filter> {
     term.tags
@@ -227,9 +287,21 @@ fn tag_filters(term: &SelectorTerm) -> Vec<Filter> {
 }
 
 impl Fleet {
-    /// Resolves a node class's AMI, subnet and security-group selectors against EC2.
-    pub async fn resolve_node_class(&self, class: &Ec2NodeClass) -> Result<NodeClassResolution> {
+    /// Resolves a node class's AMI, subnet and security-group selectors against EC2 (and SSM for
+    /// `alias` and `ssmParameter` AMI terms, which need the cluster's Kubernetes version).
+    pub async fn resolve_node_class(
+        &self,
+        class: &Ec2NodeClass,
+        ssm: Option<&aws_sdk_ssm::Client>,
+        kubernetes_version: Option<&str>,
+    ) -> Result<NodeClassResolution> {
         let field = |f: &str| format!("EC2NodeClass {}: spec.{f}", class.name);
+        if class.ami_selector_terms.is_empty() {
+            return Err(Error::invalid(
+                field("amiSelectorTerms"),
+                "at least one term is required",
+            ));
+        }
         // Subnets: every term ORed, a term's tags ANDed.
         let mut subnets = Vec::new();
         for term in &class.subnet_selector_terms {
@@ -285,15 +357,25 @@ impl Fleet {
                 "no security group matches",
             ));
         }
-        // AMIs: the newest image matching any term.
-        let mut images: Vec<(String, String)> = Vec::new();
+        // AMIs: per architecture, the newest image matching any term.
+        let mut images: Vec<(String, String, String)> = Vec::new(); // (arch, creation date, id)
+        let mut by_parameter: Vec<String> = Vec::new();
         for term in &class.ami_selector_terms {
-            if term.alias.is_some() || term.ssm_parameter.is_some() {
-                return Err(Error::invalid(
-                    field("amiSelectorTerms"),
-                    "alias and ssmParameter terms need SSM parameter resolution, which this version does not do; \
-                     select the AMI by id, name or tags",
-                ));
+            if let Some(alias) = &term.alias {
+                let version = kubernetes_version.ok_or_else(|| {
+                    Error::invalid(
+                        field("amiSelectorTerms.alias"),
+                        "resolving an alias needs the cluster's Kubernetes version (NODEWRIGHT_KUBERNETES_VERSION)",
+                    )
+                })?;
+                for (_, parameter) in alias_parameters(alias, version)? {
+                    by_parameter.push(parameter);
+                }
+                continue;
+            }
+            if let Some(parameter) = &term.ssm_parameter {
+                by_parameter.push(parameter.clone());
+                continue;
             }
             let mut request = self.ec2.describe_images().set_filters(Some(tag_filters(term)));
             if let Some(id) = &term.id {
@@ -308,18 +390,63 @@ impl Fleet {
             let out = request.send().await.map_err(|e| Error::aws("DescribeImages", e))?;
             images.extend(out.images().iter().filter_map(|i| {
                 Some((
+                    kube_arch(i.architecture().map(|a| a.as_str()).unwrap_or("x86_64")).to_string(),
                     i.creation_date().unwrap_or_default().to_string(),
                     i.image_id()?.to_string(),
                 ))
             }));
         }
+        if !by_parameter.is_empty() {
+            let ssm = ssm.ok_or_else(|| {
+                Error::invalid(
+                    field("amiSelectorTerms"),
+                    "alias and ssmParameter terms need an SSM client",
+                )
+            })?;
+            let mut ids = Vec::new();
+            for parameter in &by_parameter {
+                match ssm.get_parameter().name(parameter).send().await {
+                    Ok(out) => {
+                        if let Some(v) = out.parameter().and_then(|p| p.value()) {
+                            ids.push(v.to_string());
+                        }
+                    }
+                    Err(e) => {
+                        let err = Error::aws("GetParameter", e);
+                        // An alias names both architectures; one may not be published.
+                        if err.aws_code() != Some("ParameterNotFound") {
+                            return Err(err);
+                        }
+                    }
+                }
+            }
+            if !ids.is_empty() {
+                let out = self
+                    .ec2
+                    .describe_images()
+                    .set_image_ids(Some(ids))
+                    .send()
+                    .await
+                    .map_err(|e| Error::aws("DescribeImages", e))?;
+                images.extend(out.images().iter().filter_map(|i| {
+                    Some((
+                        kube_arch(i.architecture().map(|a| a.as_str()).unwrap_or("x86_64")).to_string(),
+                        i.creation_date().unwrap_or_default().to_string(),
+                        i.image_id()?.to_string(),
+                    ))
+                }));
+            }
+        }
         images.sort();
-        let ami_id = images
-            .pop()
-            .map(|(_, id)| id)
-            .ok_or_else(|| Error::invalid(field("amiSelectorTerms"), "no image matches"))?;
+        let mut amis = BTreeMap::new();
+        for (arch, _, id) in images {
+            amis.insert(arch, id); // sorted by date: the newest wins
+        }
+        if amis.is_empty() {
+            return Err(Error::invalid(field("amiSelectorTerms"), "no image matches"));
+        }
         Ok(NodeClassResolution {
-            ami_id,
+            amis,
             subnets,
             security_groups,
         })
@@ -425,5 +552,36 @@ impl Fleet {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aliases_name_karpenters_ssm_parameters() {
+        let p = alias_parameters("al2023@latest", "1.33").unwrap();
+        assert_eq!(
+            p[0],
+            (
+                "amd64".to_string(),
+                "/aws/service/eks/optimized-ami/1.33/amazon-linux-2023/x86_64/standard/recommended/image_id"
+                    .to_string()
+            )
+        );
+        assert_eq!(p[1].0, "arm64");
+        let pinned = alias_parameters("al2023@v20240807", "1.30").unwrap();
+        assert!(
+            pinned[1]
+                .1
+                .ends_with("amazon-eks-node-al2023-arm64-standard-1.30-v20240807/image_id")
+        );
+        let br = alias_parameters("bottlerocket@v1.20.3", "1.31").unwrap();
+        assert_eq!(br[0].1, "/aws/service/bottlerocket/aws-k8s-1.31/x86_64/1.20.3/image_id");
+        let err = alias_parameters("windows2022@latest", "1.31").unwrap_err();
+        assert!(err.to_string().contains("spec.amiSelectorTerms.alias"), "{err}");
+        assert!(alias_parameters("al2023", "1.31").is_err());
+        assert!(alias_parameters("al2023@yesterday", "1.31").is_err());
     }
 }

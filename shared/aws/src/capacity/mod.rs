@@ -11,5 +11,5 @@ mod pricing;
 pub use asg::{AsgPool, GroupState, ScaleUp};
 pub use fleet::{Fleet, LaunchOffering, LaunchOutcome, LaunchRequest, is_capacity_error};
 pub use instances::{InstanceSummary, TAG_CLAIM, TAG_CLUSTER, TAG_MANAGED_BY, TAG_POOL};
-pub use launch_template::{ClusterEndpoint, LaunchTemplateSpec, NodeClassResolution};
+pub use launch_template::{ClusterEndpoint, LaunchTemplateSpec, NodeClassResolution, alias_parameters};
 pub use pricing::PriceBook;

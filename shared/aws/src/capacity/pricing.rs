@@ -1,6 +1,6 @@
-//! Prices: the embedded catalogue's prices, refreshed with spot prices from
-//! DescribeSpotPriceHistory when EC2 is reachable, kept in memory across warm Lambda invocations.
-//! When the refresh fails the embedded prices stand (logged, never an error).
+//! Prices: the embedded catalogue's prices, refreshed with on-demand prices from the Pricing API
+//! (GetProducts) and spot prices from DescribeSpotPriceHistory when reachable, kept in memory across
+//! warm Lambda invocations. When a refresh fails the embedded prices stand (logged, never an error).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -15,6 +15,7 @@ const REFRESH_EVERY: Duration = Duration::from_secs(30 * 60);
 #[derive(Debug, Default)]
 pub struct PriceBook {
     spot: HashMap<(String, String), f64>,
+    on_demand: HashMap<String, f64>,
     refreshed_at: Option<Instant>,
 }
 
@@ -30,6 +31,11 @@ impl PriceBook {
         {
             return Some(*p);
         }
+        if capacity_type == CapacityType::OnDemand
+            && let Some(p) = self.on_demand.get(&instance_type.name)
+        {
+            return Some(*p);
+        }
         instance_type
             .offerings
             .iter()
@@ -39,6 +45,10 @@ impl PriceBook {
 
     pub fn refreshed_spot_prices(&self) -> usize {
         self.spot.len()
+    }
+
+    pub fn refreshed_on_demand_prices(&self) -> usize {
+        self.on_demand.len()
     }
 
     pub fn is_stale(&self) -> bool {
@@ -91,5 +101,92 @@ impl PriceBook {
         self.spot.extend(fresh);
         self.refreshed_at = Some(Instant::now());
         true
+    }
+
+    /// Refreshes on-demand Linux prices for a region from the Pricing API (all types, paginated).
+    /// Returns whether it succeeded; on failure the previous prices are kept.
+    pub async fn refresh_on_demand(&mut self, pricing: &aws_sdk_pricing::Client, region: &str) -> bool {
+        use aws_sdk_pricing::types::{Filter as PriceFilter, FilterType};
+        let filters: Result<Vec<PriceFilter>, _> = [
+            ("regionCode", region),
+            ("operatingSystem", "Linux"),
+            ("tenancy", "Shared"),
+            ("preInstalledSw", "NA"),
+            ("capacitystatus", "Used"),
+        ]
+        .into_iter()
+        .map(|(field, value)| {
+            PriceFilter::builder()
+                .r#type(FilterType::TermMatch)
+                .field(field)
+                .value(value)
+                .build()
+        })
+        .collect();
+        let Ok(filters) = filters else {
+            return false;
+        };
+        let mut fresh = HashMap::new();
+        let mut token: Option<String> = None;
+        loop {
+            let result = pricing
+                .get_products()
+                .service_code("AmazonEC2")
+                .set_filters(Some(filters.clone()))
+                .max_results(100)
+                .set_next_token(token.take())
+                .send()
+                .await;
+            let page = match result {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(error = %crate::Error::aws("GetProducts", e), "on-demand price refresh failed; using embedded prices");
+                    return false;
+                }
+            };
+            for entry in page.price_list() {
+                if let Some((itype, price)) = on_demand_price(entry) {
+                    fresh.insert(itype, price);
+                }
+            }
+            match page.next_token {
+                Some(t) if !t.is_empty() => token = Some(t),
+                _ => break,
+            }
+        }
+        self.on_demand.extend(fresh);
+        self.refreshed_at = Some(Instant::now());
+        true
+    }
+}
+
+/// The instance type and hourly USD price in one Pricing API price-list document.
+fn on_demand_price(document: &str) -> Option<(String, f64)> {
+    let v: serde_json::Value = serde_json::from_str(document).ok()?;
+    let itype = v.pointer("/product/attributes/instanceType")?.as_str()?.to_string();
+    let terms = v.pointer("/terms/OnDemand")?.as_object()?;
+    let price = terms.values().find_map(|term| {
+        term.get("priceDimensions")?.as_object()?.values().find_map(|d| {
+            if d.get("unit")?.as_str()? != "Hrs" {
+                return None;
+            }
+            d.pointer("/pricePerUnit/USD")?.as_str()?.parse::<f64>().ok()
+        })
+    })?;
+    (price > 0.0).then_some((itype, price))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn price_list_documents_are_read() {
+        let doc = r#"{"product":{"attributes":{"instanceType":"m5.large","regionCode":"us-east-1"}},
+            "terms":{"OnDemand":{"ABC.JRTCKXETXF":{"priceDimensions":{"ABC.JRTCKXETXF.6YS6EN2CT7":
+            {"unit":"Hrs","pricePerUnit":{"USD":"0.0960000000"}}}}}}}"#;
+        assert_eq!(on_demand_price(doc), Some(("m5.large".to_string(), 0.096)));
+        assert_eq!(on_demand_price("{not json"), None);
+        assert_eq!(on_demand_price(r#"{"product":{}}"#), None);
     }
 }
