@@ -1,0 +1,188 @@
+//! Which nodes may be disrupted, for which reason, and how many each pool's budgets allow.
+
+use std::collections::BTreeMap;
+
+use super::schedule::window_active;
+use super::{Blocked, Input, Reason};
+use crate::catalogue::InstanceType;
+use crate::labels;
+use crate::nodepool::{DisruptionReason, NodePool};
+
+pub(super) struct Candidates {
+    pub expired: Vec<usize>,
+    pub drifted: Vec<usize>,
+    /// Graceful candidates past consolidateAfter (emptiness and consolidation).
+    pub consolidatable: Vec<usize>,
+    pub blocked: Vec<Blocked>,
+    /// Disruptions each (pool, reason) may still start now.
+    pub budget: BTreeMap<(String, Reason), u64>,
+}
+
+impl Candidates {
+    pub fn allowed(&self, pool: &str, reason: Reason) -> u64 {
+        self.budget.get(&(pool.to_string(), reason)).copied().unwrap_or(u64::MAX)
+    }
+
+    pub fn spend(&mut self, pool: &str, reason: Reason, n: u64) {
+        if let Some(b) = self.budget.get_mut(&(pool.to_string(), reason)) {
+            *b = b.saturating_sub(n);
+        }
+    }
+}
+
+/// The labels a node carries: its instance type's, plus zone, capacity type, pool and its own.
+pub(super) fn node_labels(
+    node: &crate::model::Node,
+    types: &BTreeMap<&str, &InstanceType>,
+) -> BTreeMap<String, String> {
+    let mut l = types
+        .get(node.instance_type.as_str())
+        .map(|t| t.labels.clone())
+        .unwrap_or_default();
+    l.insert(labels::ZONE.into(), node.zone.clone());
+    l.insert(labels::CAPACITY_TYPE.into(), node.capacity_type.as_str().into());
+    if let Some(p) = &node.pool {
+        l.insert(labels::NODEPOOL.into(), p.clone());
+    }
+    l.extend(node.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    l
+}
+
+/// Why a node's pool requirements no longer hold, if they don't.
+fn drift_reason(
+    input: &Input<'_>,
+    node: &super::ManagedNode,
+    pool: &NodePool,
+    types: &BTreeMap<&str, &InstanceType>,
+) -> Option<String> {
+    let l = node_labels(&node.node, types);
+    for r in &pool.requirements {
+        if !r.matches(l.get(&r.key).map(String::as_str)) {
+            return Some(format!("requirement {} {:?} {:?} no longer holds", r.key, r.operator, r.values));
+        }
+    }
+    if let (Some(have), Some(class)) = (&node.node_class_hash, &pool.node_class)
+        && let Some(want) = input.node_class_hashes.get(class)
+        && have != want
+    {
+        return Some(format!("EC2NodeClass {class} changed (AMI, subnets or security groups)"));
+    }
+    None
+}
+
+fn graceful_blocker(input: &Input<'_>, node: &super::ManagedNode) -> Option<String> {
+    if node.do_not_disrupt {
+        return Some("node has karpenter.sh/do-not-disrupt".into());
+    }
+    for p in node.node.pods.iter().filter(|p| !p.is_daemonset()) {
+        if p.do_not_disrupt {
+            return Some(format!("pod {}/{} has karpenter.sh/do-not-disrupt", p.namespace, p.name));
+        }
+        if let Some(pdb) = input
+            .pdbs
+            .iter()
+            .find(|b| b.disruptions_allowed == 0 && b.namespace == p.namespace && b.selector.matches(&p.labels))
+        {
+            return Some(format!(
+                "PodDisruptionBudget {}/{} allows no disruption of pod {}",
+                pdb.namespace, pdb.name, p.name
+            ));
+        }
+    }
+    None
+}
+
+fn budget_reason(r: Reason) -> Option<DisruptionReason> {
+    match r {
+        Reason::Empty => Some(DisruptionReason::Empty),
+        Reason::Underutilized => Some(DisruptionReason::Underutilized),
+        Reason::Drifted => Some(DisruptionReason::Drifted),
+        Reason::Expired => None,
+    }
+}
+
+pub(super) fn classify(input: &Input<'_>) -> Candidates {
+    let types: BTreeMap<&str, &InstanceType> = input.instance_types.iter().map(|t| (t.name.as_str(), t)).collect();
+    let pools: BTreeMap<&str, &NodePool> = input.pools.iter().map(|p| (p.name.as_str(), p)).collect();
+    let mut c = Candidates {
+        expired: Vec::new(),
+        drifted: Vec::new(),
+        consolidatable: Vec::new(),
+        blocked: Vec::new(),
+        budget: BTreeMap::new(),
+    };
+    let mut totals: BTreeMap<&str, (u64, u64)> = BTreeMap::new(); // pool -> (nodes, disrupting)
+    for (i, n) in input.nodes.iter().enumerate() {
+        let Some(pool) = n.node.pool.as_deref().and_then(|p| pools.get(p)) else {
+            continue;
+        };
+        let t = totals.entry(pool.name.as_str()).or_default();
+        t.0 += 1;
+        if n.disrupting {
+            t.1 += 1;
+            continue;
+        }
+        if n.node.in_flight {
+            continue;
+        }
+        let block = |c: &mut Candidates, reason: String| {
+            c.blocked.push(Blocked {
+                node: n.node.name.clone(),
+                reason,
+            })
+        };
+        if let Some(expire) = pool.expire_after_secs
+            && input.now - n.created_at >= expire as i64
+        {
+            c.expired.push(i);
+            continue;
+        }
+        if n.node.unschedulable {
+            block(&mut c, "cordoned".into());
+            continue;
+        }
+        let blocker = graceful_blocker(input, n);
+        if let Some(why) = drift_reason(input, n, pool, &types) {
+            match blocker {
+                Some(b) => block(&mut c, format!("drifted ({why}) but {b}")),
+                None => c.drifted.push(i),
+            }
+            continue;
+        }
+        let Some(after) = pool.disruption.consolidate_after_secs else {
+            block(&mut c, format!("pool {} has consolidateAfter: Never", pool.name));
+            continue;
+        };
+        let since = n.last_pod_change_at.unwrap_or(n.created_at);
+        if input.now - since < after as i64 {
+            block(&mut c, format!("pods changed {}s ago; consolidateAfter is {after}s", input.now - since));
+            continue;
+        }
+        if let Some(b) = blocker {
+            block(&mut c, b);
+            continue;
+        }
+        c.consolidatable.push(i);
+    }
+    // Budgets: for each pool and reason, the most restrictive active budget that applies, minus
+    // the nodes already being disrupted. A reason no active budget names is unbounded.
+    for pool in input.pools {
+        let (total, disrupting) = totals.get(pool.name.as_str()).copied().unwrap_or((0, 0));
+        for reason in [Reason::Drifted, Reason::Empty, Reason::Underutilized] {
+            let dr = budget_reason(reason);
+            let allowed = pool
+                .disruption
+                .budgets
+                .iter()
+                .filter(|b| b.reasons.is_empty() || dr.is_some_and(|r| b.reasons.contains(&r)))
+                .filter(|b| window_active(b.schedule.as_deref(), b.duration_secs, input.now))
+                .map(|b| b.nodes.allowed(total))
+                .min();
+            if let Some(allowed) = allowed {
+                c.budget
+                    .insert((pool.name.clone(), reason), allowed.saturating_sub(disrupting));
+            }
+        }
+    }
+    c
+}

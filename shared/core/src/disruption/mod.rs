@@ -1,0 +1,224 @@
+//! The disruption planner: which nodes to remove or replace, and why — expiry, drift, emptiness and
+//! consolidation — within each NodePool's disruption budgets. Pure: nodes, pools and PDBs in, a plan
+//! of actions out; the consolidation function executes it (launch replacements first, then drain).
+//!
+//! Every feasibility question ("can these pods run elsewhere?", "on what one new node?") is answered
+//! by the provisioning scheduler itself, so disruption honours exactly the constraints provisioning
+//! does (affinity, anti-affinity, spread, taints, limits). The search that decides which nodes to
+//! try is documented in `docs/disruption.md`.
+
+mod baseline;
+mod candidates;
+mod consolidate;
+mod schedule;
+mod simulation;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalogue::InstanceType;
+use crate::model::{LabelSelector, Node, Pod};
+use crate::nodepool::NodePool;
+use crate::scheduler::ClaimPlan;
+
+pub use schedule::window_active;
+pub use simulation::apply;
+
+/// A node as the disruption planner sees it: the scheduler's node plus its history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedNode {
+    #[serde(flatten)]
+    pub node: Node,
+    /// When the node was launched (epoch seconds).
+    #[serde(default)]
+    pub created_at: i64,
+    /// When a pod last arrived on or left the node (epoch seconds); consolidateAfter counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_pod_change_at: Option<i64>,
+    /// `karpenter.sh/do-not-disrupt` on the node itself.
+    #[serde(default)]
+    pub do_not_disrupt: bool,
+    /// Hash of the EC2NodeClass the node was launched from; differs from the current one on drift.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_class_hash: Option<String>,
+    /// Already being disrupted (counts against budgets, is not a candidate).
+    #[serde(default)]
+    pub disrupting: bool,
+}
+
+impl ManagedNode {
+    pub fn new(node: Node, created_at: i64) -> Self {
+        ManagedNode {
+            node,
+            created_at,
+            last_pod_change_at: None,
+            do_not_disrupt: false,
+            node_class_hash: None,
+            disrupting: false,
+        }
+    }
+}
+
+/// A PodDisruptionBudget, reduced to what blocks eviction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pdb {
+    pub name: String,
+    pub namespace: String,
+    pub selector: LabelSelector,
+    /// `status.disruptionsAllowed`.
+    pub disruptions_allowed: u32,
+}
+
+/// Everything the planner decides from.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    pub nodes: &'a [ManagedNode],
+    pub pools: &'a [NodePool],
+    pub instance_types: &'a [InstanceType],
+    pub daemonsets: &'a [Pod],
+    pub pdbs: &'a [Pdb],
+    /// Current EC2NodeClass hashes by class name (drift detection).
+    pub node_class_hashes: &'a BTreeMap<String, String>,
+    /// Epoch seconds.
+    pub now: i64,
+}
+
+/// Which search decides consolidation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Nodewright's search (docs/disruption.md).
+    #[default]
+    Nodewright,
+    /// Karpenter's documented behaviour: one multi-node command from a binary search over the first
+    /// 100 candidates by disruption cost, else one single-node command (benchmark baseline).
+    Karpenter,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub strategy: Strategy,
+    /// A replacement must cost at most `(1 - this)` of what it replaces (churn control).
+    pub min_saving_fraction: f64,
+    /// Spot-to-spot replacement needs at least this many cheaper instance types (Karpenter: 15).
+    pub spot_to_spot_min_types: usize,
+    /// Most nodes replaced by one new node.
+    pub max_multi_node: usize,
+    /// $/h a consolidation must save per unit of disruption cost (pods moved, weighted by priority
+    /// and deletion cost) on top of the fraction: moving many important pods must pay for itself.
+    pub saving_per_disruption: f64,
+    /// Bound on feasibility evaluations (scheduler runs) per plan.
+    pub max_evaluations: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            strategy: Strategy::Nodewright,
+            min_saving_fraction: 0.05,
+            spot_to_spot_min_types: 15,
+            max_multi_node: 100,
+            saving_per_disruption: 0.0005,
+            max_evaluations: 64,
+        }
+    }
+}
+
+impl Options {
+    pub fn karpenter() -> Self {
+        Options {
+            strategy: Strategy::Karpenter,
+            min_saving_fraction: 0.0,
+            saving_per_disruption: 0.0,
+            ..Options::default()
+        }
+    }
+}
+
+/// Why nodes are disrupted. Budgets name the last three; expiry is forceful and ignores budgets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Reason {
+    Expired,
+    Drifted,
+    Empty,
+    Underutilized,
+}
+
+/// One disruption: remove `nodes`, launching `replacements` first; displaced pods go where
+/// `placements` says (an existing node's name or a replacement's claim id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Action {
+    pub reason: Reason,
+    pub nodes: Vec<String>,
+    pub replacements: Vec<ClaimPlan>,
+    /// (pod uid, node name or replacement claim id)
+    pub placements: Vec<(String, String)>,
+    /// $/h of the removed nodes.
+    pub removed_price: f64,
+    /// $/h of the replacements.
+    pub replacement_price: f64,
+}
+
+impl Action {
+    /// $/h saved (negative for forceful replacements that cost more).
+    pub fn saving(&self) -> f64 {
+        self.removed_price - self.replacement_price
+    }
+
+    pub fn is_delete(&self) -> bool {
+        self.replacements.is_empty()
+    }
+}
+
+/// A node that is not a candidate, and why (for operators: "why wasn't this consolidated?").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Blocked {
+    pub node: String,
+    pub reason: String,
+}
+
+/// The planner's decision.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    pub blocked: Vec<Blocked>,
+    /// Scheduler runs the plan took.
+    pub evaluations: usize,
+}
+
+impl Plan {
+    /// $/h saved by the whole plan.
+    pub fn saving(&self) -> f64 {
+        self.actions.iter().map(Action::saving).sum()
+    }
+
+    pub fn disrupted_nodes(&self) -> usize {
+        self.actions.iter().map(|a| a.nodes.len()).sum()
+    }
+}
+
+/// Plans disruption for the cluster in `input`.
+pub fn plan(input: &Input<'_>, options: &Options) -> Plan {
+    let mut state = simulation::Simulation::new(input, options);
+    let mut out = Plan {
+        blocked: state.candidates.blocked.clone(),
+        ..Plan::default()
+    };
+    // Forceful first (not budgeted), then drift, emptiness and consolidation (budgeted).
+    consolidate::replace_each(&mut state, Reason::Expired, &mut out.actions);
+    consolidate::replace_each(&mut state, Reason::Drifted, &mut out.actions);
+    consolidate::delete_empty(&mut state, &mut out.actions);
+    match options.strategy {
+        Strategy::Nodewright => consolidate::underutilized(&mut state, &mut out.actions),
+        Strategy::Karpenter => baseline::underutilized(&mut state, &mut out.actions),
+    }
+    out.evaluations = state.evaluations;
+    out
+}
