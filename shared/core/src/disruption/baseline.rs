@@ -9,7 +9,11 @@ use super::{Action, Reason};
 
 pub(super) fn underutilized(s: &mut Simulation<'_>, out: &mut Vec<Action>) {
     let mut candidates = super::consolidate::underutilized_candidates(s);
-    candidates.sort_by(|&a, &b| s.cost[a].total_cmp(&s.cost[b]).then_with(|| s.nodes[a].name.cmp(&s.nodes[b].name)));
+    candidates.sort_by(|&a, &b| {
+        s.cost[a]
+            .total_cmp(&s.cost[b])
+            .then_with(|| s.nodes[a].name.cmp(&s.nodes[b].name))
+    });
     // Candidates within their pool's budget, in order.
     let mut per_pool: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
     candidates.retain(|&i| {

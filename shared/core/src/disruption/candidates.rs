@@ -20,7 +20,10 @@ pub(super) struct Candidates {
 
 impl Candidates {
     pub fn allowed(&self, pool: &str, reason: Reason) -> u64 {
-        self.budget.get(&(pool.to_string(), reason)).copied().unwrap_or(u64::MAX)
+        self.budget
+            .get(&(pool.to_string(), reason))
+            .copied()
+            .unwrap_or(u64::MAX)
     }
 
     pub fn spend(&mut self, pool: &str, reason: Reason, n: u64) {
@@ -58,14 +61,19 @@ fn drift_reason(
     let l = node_labels(&node.node, types);
     for r in &pool.requirements {
         if !r.matches(l.get(&r.key).map(String::as_str)) {
-            return Some(format!("requirement {} {:?} {:?} no longer holds", r.key, r.operator, r.values));
+            return Some(format!(
+                "requirement {} {:?} {:?} no longer holds",
+                r.key, r.operator, r.values
+            ));
         }
     }
     if let (Some(have), Some(class)) = (&node.node_class_hash, &pool.node_class)
         && let Some(want) = input.node_class_hashes.get(class)
         && have != want
     {
-        return Some(format!("EC2NodeClass {class} changed (AMI, subnets or security groups)"));
+        return Some(format!(
+            "EC2NodeClass {class} changed (AMI, subnets or security groups)"
+        ));
     }
     None
 }
@@ -76,7 +84,10 @@ fn graceful_blocker(input: &Input<'_>, node: &super::ManagedNode) -> Option<Stri
     }
     for p in node.node.pods.iter().filter(|p| !p.is_daemonset()) {
         if p.do_not_disrupt {
-            return Some(format!("pod {}/{} has karpenter.sh/do-not-disrupt", p.namespace, p.name));
+            return Some(format!(
+                "pod {}/{} has karpenter.sh/do-not-disrupt",
+                p.namespace, p.name
+            ));
         }
         if let Some(pdb) = input
             .pdbs
@@ -155,7 +166,10 @@ pub(super) fn classify(input: &Input<'_>) -> Candidates {
         };
         let since = n.last_pod_change_at.unwrap_or(n.created_at);
         if input.now - since < after as i64 {
-            block(&mut c, format!("pods changed {}s ago; consolidateAfter is {after}s", input.now - since));
+            block(
+                &mut c,
+                format!("pods changed {}s ago; consolidateAfter is {after}s", input.now - since),
+            );
             continue;
         }
         if let Some(b) = blocker {

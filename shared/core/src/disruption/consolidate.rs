@@ -59,7 +59,11 @@ pub(super) fn delete_empty(s: &mut Simulation<'_>, out: &mut Vec<Action>) {
         }
     }
     for (pool, mut nodes) in by_pool {
-        nodes.sort_by(|&a, &b| s.price[b].total_cmp(&s.price[a]).then_with(|| s.nodes[a].name.cmp(&s.nodes[b].name)));
+        nodes.sort_by(|&a, &b| {
+            s.price[b]
+                .total_cmp(&s.price[a])
+                .then_with(|| s.nodes[a].name.cmp(&s.nodes[b].name))
+        });
         let allowed = s.candidates.allowed(&pool, Reason::Empty);
         nodes.truncate(usize::try_from(allowed).unwrap_or(usize::MAX));
         if nodes.is_empty() {
@@ -86,7 +90,9 @@ pub(super) fn underutilized_candidates(s: &Simulation<'_>) -> Vec<usize> {
             })
         })
         .collect();
-    let util: Vec<f64> = (0..s.nodes.len()).map(|i| if c.contains(&i) { s.utilization(i) } else { 0.0 }).collect();
+    let util: Vec<f64> = (0..s.nodes.len())
+        .map(|i| if c.contains(&i) { s.utilization(i) } else { 0.0 })
+        .collect();
     c.sort_by(|&a, &b| {
         util[a]
             .total_cmp(&util[b])

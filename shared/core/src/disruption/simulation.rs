@@ -69,7 +69,9 @@ impl<'a> Simulation<'a> {
                     .as_deref()
                     .and_then(|p| pools.get(p))
                     .and_then(|p| p.expire_after_secs)
-                    .map_or(1.0, |e| (1.0 - (input.now - m.created_at) as f64 / e.max(1) as f64).clamp(0.0, 1.0));
+                    .map_or(1.0, |e| {
+                        (1.0 - (input.now - m.created_at) as f64 / e.max(1) as f64).clamp(0.0, 1.0)
+                    });
                 pods * lifetime
             })
             .collect();
@@ -227,14 +229,25 @@ impl<'a> Simulation<'a> {
 
     /// Commits a removal: pods move as `plan` says, the nodes leave, replacements join as in-flight
     /// nodes. Returns the action.
-    pub fn commit(&mut self, set: &[usize], plan: &scheduler::Plan, replacements: Vec<ClaimPlan>, reason: Reason) -> Action {
+    pub fn commit(
+        &mut self,
+        set: &[usize],
+        plan: &scheduler::Plan,
+        replacements: Vec<ClaimPlan>,
+        reason: Reason,
+    ) -> Action {
         let taken = self.take(set);
         let mut pods: HashMap<String, Pod> = taken
             .into_iter()
             .flat_map(|(_, pods, _)| pods.into_iter().filter(|p| !p.is_daemonset()))
             .map(|p| (p.uid.clone(), p))
             .collect();
-        let index: HashMap<&str, usize> = self.nodes.iter().enumerate().map(|(i, n)| (n.name.as_str(), i)).collect();
+        let index: HashMap<&str, usize> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.as_str(), i))
+            .collect();
         let mut placements = Vec::new();
         let mut moves = Vec::new();
         for b in &plan.bindings {
@@ -293,8 +306,11 @@ impl<'a> Simulation<'a> {
 /// replacements join (launched, not in flight), displaced pods land where the plan placed them.
 /// The simulator and the planner's property tests use this.
 pub fn apply(nodes: &[ManagedNode], plan: &Plan, now: i64) -> Vec<ManagedNode> {
-    let removed: std::collections::BTreeSet<&str> =
-        plan.actions.iter().flat_map(|a| a.nodes.iter().map(String::as_str)).collect();
+    let removed: std::collections::BTreeSet<&str> = plan
+        .actions
+        .iter()
+        .flat_map(|a| a.nodes.iter().map(String::as_str))
+        .collect();
     let mut pods: HashMap<String, Pod> = nodes
         .iter()
         .filter(|m| removed.contains(m.node.name.as_str()))
