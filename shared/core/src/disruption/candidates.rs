@@ -14,21 +14,30 @@ pub(super) struct Candidates {
     /// Graceful candidates past consolidateAfter (emptiness and consolidation).
     pub consolidatable: Vec<usize>,
     pub blocked: Vec<Blocked>,
-    /// Disruptions each (pool, reason) may still start now.
-    pub budget: BTreeMap<(String, Reason), u64>,
+    /// Disruptions each active budget of a pool still allows: every disruption counts against
+    /// every budget of its pool (a budget limits how many nodes are disrupted at once, whatever the
+    /// reason); the reasons of a budget say which disruptions it gates.
+    pub budget: BTreeMap<String, Vec<(Vec<Reason>, u64)>>,
 }
 
 impl Candidates {
+    /// How many more nodes of `pool` may be disrupted for `reason`: the most restrictive active
+    /// budget that applies to the reason (unbounded when none applies).
     pub fn allowed(&self, pool: &str, reason: Reason) -> u64 {
         self.budget
-            .get(&(pool.to_string(), reason))
-            .copied()
+            .get(pool)
+            .into_iter()
+            .flatten()
+            .filter(|(reasons, _)| reasons.is_empty() || reasons.contains(&reason))
+            .map(|(_, left)| *left)
+            .min()
             .unwrap_or(u64::MAX)
     }
 
-    pub fn spend(&mut self, pool: &str, reason: Reason, n: u64) {
-        if let Some(b) = self.budget.get_mut(&(pool.to_string(), reason)) {
-            *b = b.saturating_sub(n);
+    /// Records `n` more disrupted nodes in `pool` (for any reason).
+    pub fn spend(&mut self, pool: &str, n: u64) {
+        for (_, left) in self.budget.get_mut(pool).into_iter().flatten() {
+            *left = left.saturating_sub(n);
         }
     }
 }
@@ -103,15 +112,6 @@ fn graceful_blocker(input: &Input<'_>, node: &super::ManagedNode) -> Option<Stri
     None
 }
 
-fn budget_reason(r: Reason) -> Option<DisruptionReason> {
-    match r {
-        Reason::Empty => Some(DisruptionReason::Empty),
-        Reason::Underutilized => Some(DisruptionReason::Underutilized),
-        Reason::Drifted => Some(DisruptionReason::Drifted),
-        Reason::Expired => None,
-    }
-}
-
 pub(super) fn classify(input: &Input<'_>) -> Candidates {
     let types: BTreeMap<&str, &InstanceType> = input.instance_types.iter().map(|t| (t.name.as_str(), t)).collect();
     let pools: BTreeMap<&str, &NodePool> = input.pools.iter().map(|p| (p.name.as_str(), p)).collect();
@@ -178,25 +178,29 @@ pub(super) fn classify(input: &Input<'_>) -> Candidates {
         }
         c.consolidatable.push(i);
     }
-    // Budgets: for each pool and reason, the most restrictive active budget that applies, minus
-    // the nodes already being disrupted. A reason no active budget names is unbounded.
+    // Budgets: each active budget allows its node count (percentages of the pool's nodes, rounded
+    // up) minus the nodes already being disrupted.
     for pool in input.pools {
         let (total, disrupting) = totals.get(pool.name.as_str()).copied().unwrap_or((0, 0));
-        for reason in [Reason::Drifted, Reason::Empty, Reason::Underutilized] {
-            let dr = budget_reason(reason);
-            let allowed = pool
-                .disruption
-                .budgets
-                .iter()
-                .filter(|b| b.reasons.is_empty() || dr.is_some_and(|r| b.reasons.contains(&r)))
-                .filter(|b| window_active(b.schedule.as_deref(), b.duration_secs, input.now))
-                .map(|b| b.nodes.allowed(total))
-                .min();
-            if let Some(allowed) = allowed {
-                c.budget
-                    .insert((pool.name.clone(), reason), allowed.saturating_sub(disrupting));
-            }
-        }
+        let active: Vec<(Vec<Reason>, u64)> = pool
+            .disruption
+            .budgets
+            .iter()
+            .filter(|b| window_active(b.schedule.as_deref(), b.duration_secs, input.now))
+            .map(|b| {
+                let reasons = b
+                    .reasons
+                    .iter()
+                    .map(|r| match r {
+                        DisruptionReason::Empty => Reason::Empty,
+                        DisruptionReason::Underutilized => Reason::Underutilized,
+                        DisruptionReason::Drifted => Reason::Drifted,
+                    })
+                    .collect();
+                (reasons, b.nodes.allowed(total).saturating_sub(disrupting))
+            })
+            .collect();
+        c.budget.insert(pool.name.clone(), active);
     }
     c
 }

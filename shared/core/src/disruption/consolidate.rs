@@ -46,7 +46,7 @@ pub(super) fn replace_each(s: &mut Simulation<'_>, reason: Reason, out: &mut Vec
         };
         let claims = plan.claims.clone();
         out.push(s.commit(&[i], &plan, claims, reason));
-        s.candidates.spend(&pool, reason, 1);
+        s.candidates.spend(&pool, 1);
     }
 }
 
@@ -69,7 +69,7 @@ pub(super) fn delete_empty(s: &mut Simulation<'_>, out: &mut Vec<Action>) {
         if nodes.is_empty() {
             continue;
         }
-        s.candidates.spend(&pool, Reason::Empty, nodes.len() as u64);
+        s.candidates.spend(&pool, nodes.len() as u64);
         out.push(s.commit(&nodes, &crate::scheduler::Plan::default(), Vec::new(), Reason::Empty));
     }
 }
@@ -115,7 +115,7 @@ fn within_budget(s: &Simulation<'_>, set: &[usize]) -> bool {
 fn spend(s: &mut Simulation<'_>, set: &[usize]) {
     for &i in set {
         let pool = s.pool_of(i).to_string();
-        s.candidates.spend(&pool, Reason::Underutilized, 1);
+        s.candidates.spend(&pool, 1);
     }
 }
 

@@ -302,48 +302,41 @@ impl<'a> Simulation<'a> {
     }
 }
 
-/// Applies a plan to a cluster as if every action completed at `now`: removed nodes leave,
-/// replacements join (launched, not in flight), displaced pods land where the plan placed them.
-/// The simulator and the planner's property tests use this.
+/// Applies a plan to a cluster as if every action completed at `now`, in order: removed nodes
+/// leave, replacements join (launched, not in flight), displaced pods land where the plan placed
+/// them. The simulator and the planner's property tests use this.
 pub fn apply(nodes: &[ManagedNode], plan: &Plan, now: i64) -> Vec<ManagedNode> {
-    let removed: std::collections::BTreeSet<&str> = plan
-        .actions
+    plan.actions
         .iter()
-        .flat_map(|a| a.nodes.iter().map(String::as_str))
-        .collect();
-    let mut pods: HashMap<String, Pod> = nodes
-        .iter()
-        .filter(|m| removed.contains(m.node.name.as_str()))
-        .flat_map(|m| m.node.pods.iter().filter(|p| !p.is_daemonset()).cloned())
+        .fold(nodes.to_vec(), |state, action| apply_action(state, action, now))
+}
+
+fn apply_action(nodes: Vec<ManagedNode>, action: &Action, now: i64) -> Vec<ManagedNode> {
+    let (removed, mut out): (Vec<ManagedNode>, Vec<ManagedNode>) =
+        nodes.into_iter().partition(|m| action.nodes.contains(&m.node.name));
+    let mut pods: HashMap<String, Pod> = removed
+        .into_iter()
+        .flat_map(|m| m.node.pods.into_iter().filter(|p| !p.is_daemonset()))
         .map(|p| (p.uid.clone(), p))
         .collect();
-    let mut out: Vec<ManagedNode> = nodes
-        .iter()
-        .filter(|m| !removed.contains(m.node.name.as_str()))
-        .cloned()
-        .collect();
-    for action in &plan.actions {
-        for claim in &action.replacements {
-            let Some(option) = claim.instance_types.first() else {
-                continue;
-            };
-            let mut node = Node::new(&claim.id, &option.name, &option.zone);
-            node.pool = Some(claim.pool.clone());
-            node.capacity_type = option.capacity_type;
-            node.price = Some(option.price);
-            node.labels = claim.labels.clone();
-            let mut m = ManagedNode::new(node, now);
-            m.last_pod_change_at = Some(now);
-            out.push(m);
-        }
+    for claim in &action.replacements {
+        let Some(option) = claim.instance_types.first() else {
+            continue;
+        };
+        let mut node = Node::new(&claim.id, &option.name, &option.zone);
+        node.pool = Some(claim.pool.clone());
+        node.capacity_type = option.capacity_type;
+        node.price = Some(option.price);
+        node.labels = claim.labels.clone();
+        let mut m = ManagedNode::new(node, now);
+        m.last_pod_change_at = Some(now);
+        out.push(m);
     }
     let index: HashMap<String, usize> = out.iter().enumerate().map(|(i, m)| (m.node.name.clone(), i)).collect();
-    for action in &plan.actions {
-        for (uid, target) in &action.placements {
-            if let (Some(p), Some(&i)) = (pods.remove(uid), index.get(target)) {
-                out[i].node.pods.push(p);
-                out[i].last_pod_change_at = Some(now);
-            }
+    for (uid, target) in &action.placements {
+        if let (Some(&i), Some(p)) = (index.get(target), pods.remove(uid)) {
+            out[i].node.pods.push(p);
+            out[i].last_pod_change_at = Some(now);
         }
     }
     out

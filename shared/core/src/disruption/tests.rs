@@ -1,1 +1,198 @@
+//! Disruption planner properties. Scenario tests (one data file per Karpenter behaviour) live in
+//! `tests/scenarios/disruption/` and run from `shared/core/tests/disruption.rs`.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::OnceLock;
+
+use proptest::prelude::{ProptestConfig, TestCaseError, prop, prop_assert, proptest};
+use proptest::strategy::Strategy as Gen;
+
+use super::*;
+use crate::catalogue::{CapacityType, Catalogue, OverheadConfig};
+use crate::labels;
+use crate::nodepool::{Budget, BudgetNodes};
+
+fn types() -> &'static [InstanceType] {
+    static T: OnceLock<Vec<InstanceType>> = OnceLock::new();
+    T.get_or_init(|| {
+        let families = ["m5", "c5", "r5", "t3", "m6g"];
+        Catalogue::embedded()
+            .instance_types("us-east-1", &OverheadConfig::default())
+            .into_iter()
+            .filter(|t| families.contains(&t.labels[labels::INSTANCE_FAMILY].as_str()))
+            .collect()
+    })
+}
+
+const NODE_TYPES: [&str; 5] = ["m5.large", "m5.xlarge", "m5.2xlarge", "c5.xlarge", "r5.large"];
+
+/// A cluster: nodes of a few types with pods that fit them.
+fn cluster() -> impl Gen<Value = (Vec<ManagedNode>, u64)> {
+    let node = (
+        prop::sample::select(NODE_TYPES.to_vec()),
+        prop::bool::ANY,
+        prop::collection::vec((100u64..1500, 128u64..3072, prop::bool::weighted(0.05)), 0..5),
+    );
+    (prop::collection::vec(node, 1..14), 1u64..6).prop_map(|(nodes, budget)| {
+        let by_name: HashMap<&str, &InstanceType> = types().iter().map(|t| (t.name.as_str(), t)).collect();
+        let mut out = Vec::new();
+        for (i, (itype, spot, pods)) in nodes.into_iter().enumerate() {
+            let mut n = Node::new(&format!("n{i:02}"), itype, "us-east-1a");
+            n.pool = Some("default".into());
+            n.capacity_type = if spot {
+                CapacityType::Spot
+            } else {
+                CapacityType::OnDemand
+            };
+            let alloc = by_name[itype].allocatable.clone();
+            let mut used = crate::resources::Resources::new();
+            for (k, (cpu, mem, dnd)) in pods.into_iter().enumerate() {
+                let mut p = Pod::new(&format!("p{i}-{k}"), cpu, mem << 20);
+                p.do_not_disrupt = dnd;
+                p.normalize();
+                let mut next = used.clone();
+                next.add(&p.requests);
+                if next.fits_in(&alloc) {
+                    used = next;
+                    n.pods.push(p);
+                }
+            }
+            out.push(ManagedNode::new(n, 0));
+        }
+        (out, budget)
+    })
+}
+
+fn pool(budget: u64) -> NodePool {
+    let mut p = NodePool::new("default");
+    p.expire_after_secs = None;
+    p.disruption.budgets = vec![Budget {
+        nodes: BudgetNodes::Count(budget),
+        schedule: None,
+        duration_secs: None,
+        reasons: Vec::new(),
+    }];
+    p
+}
+
+fn price_of(nodes: &[ManagedNode]) -> f64 {
+    let by: BTreeMap<&str, &InstanceType> = types().iter().map(|t| (t.name.as_str(), t)).collect();
+    nodes.iter().map(|m| simulation::node_price(&m.node, &by)).sum()
+}
+
+/// Every pod of the cluster is still somewhere, once, and every node's pods fit it.
+fn check_conserved(before: &[ManagedNode], after: &[ManagedNode]) -> Result<(), TestCaseError> {
+    let pods = |nodes: &[ManagedNode]| -> BTreeSet<String> {
+        nodes
+            .iter()
+            .flat_map(|m| m.node.pods.iter().map(|p| p.uid.clone()))
+            .collect()
+    };
+    let count: usize = after.iter().map(|m| m.node.pods.len()).sum();
+    prop_assert!(pods(before) == pods(after), "pods lost or invented");
+    prop_assert!(count == pods(after).len(), "a pod placed twice");
+    for m in after {
+        let alloc = types()
+            .iter()
+            .find(|t| t.name == m.node.instance_type)
+            .map(|t| t.allocatable.clone())
+            .unwrap_or_default();
+        prop_assert!(m.node.requested().fits_in(&alloc), "node {} overcommitted", m.node.name);
+    }
+    Ok(())
+}
+
+fn run(nodes: &[ManagedNode], pools: &[NodePool], now: i64, options: &Options) -> Plan {
+    let hashes = BTreeMap::new();
+    plan(
+        &Input {
+            nodes,
+            pools,
+            instance_types: types(),
+            daemonsets: &[],
+            pdbs: &[],
+            node_class_hashes: &hashes,
+            now,
+        },
+        options,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// After any plan: every displaced pod has a place, cost does not rise, budgets hold,
+    /// do-not-disrupt nodes stay.
+    #[test]
+    fn plans_place_every_pod_save_and_respect_budgets((nodes, budget) in cluster()) {
+        let pools = vec![pool(budget)];
+        for options in [Options::default(), Options::karpenter()] {
+            let p = run(&nodes, &pools, 100_000, &options);
+            prop_assert!(p.disrupted_nodes() as u64 <= budget, "budget {budget} exceeded: {}", p.disrupted_nodes());
+            let after = apply(&nodes, &p, 100_000);
+            check_conserved(&nodes, &after)?;
+            prop_assert!(price_of(&after) <= price_of(&nodes) + 1e-9, "cost rose");
+            for a in &p.actions {
+                for n in &a.nodes {
+                    let m = nodes.iter().find(|m| &m.node.name == n).unwrap();
+                    prop_assert!(!m.node.pods.iter().any(|p| p.do_not_disrupt), "{n} has a do-not-disrupt pod");
+                }
+            }
+        }
+    }
+
+    /// Hysteresis: replaying the planner on a steady workload converges and then stays still —
+    /// cost strictly falls with every action, so no set of nodes can come back.
+    #[test]
+    fn steady_workload_converges_without_oscillation((nodes, budget) in cluster()) {
+        let pools = vec![pool(budget)];
+        let mut state = nodes;
+        let mut now = 100_000;
+        let mut last_cost = price_of(&state);
+        let mut seen: BTreeSet<Vec<(String, String)>> = BTreeSet::new();
+        let mut quiet = 0;
+        for _ in 0..40 {
+            let p = run(&state, &pools, now, &Options::default());
+            if p.actions.is_empty() {
+                quiet += 1;
+                if quiet == 3 {
+                    break;
+                }
+            } else {
+                quiet = 0;
+            }
+            state = apply(&state, &p, now);
+            let shape: Vec<(String, String)> = state
+                .iter()
+                .map(|m| (m.node.instance_type.clone(), m.node.capacity_type.to_string()))
+                .collect();
+            let cost = price_of(&state);
+            prop_assert!(cost <= last_cost + 1e-9, "cost rose from {last_cost} to {cost}");
+            if !p.actions.is_empty() {
+                prop_assert!(cost < last_cost - 1e-9, "an action round that saved nothing");
+                prop_assert!(seen.insert(shape), "the cluster returned to an earlier shape");
+            }
+            last_cost = cost;
+            now += 3600;
+        }
+        prop_assert!(quiet == 3, "did not converge within 40 rounds");
+    }
+}
+
+#[test]
+fn blocked_nodes_say_why() {
+    let mut n = Node::new("young", "m5.large", "us-east-1a");
+    n.pool = Some("default".into());
+    let mut m = ManagedNode::new(n, 99_990);
+    m.last_pod_change_at = Some(99_990);
+    let mut p = pool(10);
+    p.disruption.consolidate_after_secs = Some(60);
+    let plan = run(&[m], &[p], 100_000, &Options::default());
+    assert!(plan.actions.is_empty());
+    assert_eq!(plan.blocked.len(), 1);
+    assert!(
+        plan.blocked[0].reason.contains("consolidateAfter is 60s"),
+        "{:?}",
+        plan.blocked
+    );
+}
