@@ -2,6 +2,7 @@
 //! scheduler. See docs/cli.md for every command, flag and exit code.
 
 mod bench;
+mod bench_disruption;
 mod plan;
 mod validate;
 mod workloads;
@@ -39,6 +40,8 @@ enum Command {
     Plan(plan::Args),
     /// Benchmark the scheduler: throughput and cost against Karpenter-style FFD and the LP bound.
     Bench(bench::Args),
+    /// Benchmark the disruption planner against a Karpenter-style baseline on generated clusters.
+    BenchDisruption(bench_disruption::Args),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
         Command::Validate(a) => validate::run(&a),
         Command::Plan(a) => plan::run(&a),
         Command::Bench(a) => bench::run(&a),
+        Command::BenchDisruption(a) => bench_disruption::run(&a),
     };
     ExitCode::from(code)
 }
