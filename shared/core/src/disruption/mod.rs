@@ -189,6 +189,9 @@ pub struct Blocked {
 pub struct Plan {
     pub actions: Vec<Action>,
     pub blocked: Vec<Blocked>,
+    /// Busy nodes of Auto Scaling pools, to protect from the group's own scale-in (so the group
+    /// never picks a node with pods when its desired capacity drops).
+    pub protect: Vec<String>,
     /// Scheduler runs the plan took.
     pub evaluations: usize,
 }
@@ -220,5 +223,22 @@ pub fn plan(input: &Input<'_>, options: &Options) -> Plan {
         Strategy::Karpenter => baseline::underutilized(&mut state, &mut out.actions),
     }
     out.evaluations = state.evaluations;
+    out.protect = busy_asg_nodes(input);
     out
+}
+
+/// Nodes of Auto Scaling pools that run pods (daemonset pods aside).
+fn busy_asg_nodes(input: &Input<'_>) -> Vec<String> {
+    input
+        .nodes
+        .iter()
+        .filter(|m| {
+            input.pools.iter().any(|p| {
+                Some(p.name.as_str()) == m.node.pool.as_deref()
+                    && matches!(p.backing, crate::nodepool::PoolBacking::AutoScalingGroup { .. })
+            })
+        })
+        .filter(|m| m.node.pods.iter().any(|p| !p.is_daemonset()))
+        .map(|m| m.node.name.clone())
+        .collect()
 }

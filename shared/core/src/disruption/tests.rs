@@ -196,3 +196,49 @@ fn blocked_nodes_say_why() {
         plan.blocked
     );
 }
+
+#[test]
+fn asg_pools_delete_idle_nodes_after_keep_alive_and_protect_busy_ones() {
+    let mut p = pool(10);
+    p.backing = crate::nodepool::PoolBacking::AutoScalingGroup {
+        group_name: "gpu-spot".into(),
+        min_size: 0,
+        max_size: 10,
+    };
+    // consolidateAfter is the keep-alive: an idle spot node goes after 10 minutes without demand.
+    p.disruption.consolidate_after_secs = Some(600);
+    let node = |name: &str, pods: usize, last: i64| {
+        let mut n = Node::new(name, "m5.xlarge", "us-east-1a");
+        n.pool = Some("default".into());
+        n.capacity_type = CapacityType::Spot;
+        for k in 0..pods {
+            let mut pod = Pod::new(&format!("{name}-{k}"), 200, 256 << 20);
+            pod.normalize();
+            n.pods.push(pod);
+        }
+        let mut m = ManagedNode::new(n, 0);
+        m.last_pod_change_at = Some(last);
+        m
+    };
+    let nodes = vec![
+        node("idle-long", 0, 1_000),
+        node("idle-short", 0, 99_900),
+        node("busy", 2, 1_000),
+    ];
+    let plan = run(&nodes, &[p], 100_000, &Options::default());
+    let disrupted: Vec<&str> = plan
+        .actions
+        .iter()
+        .flat_map(|a| a.nodes.iter().map(String::as_str))
+        .collect();
+    assert_eq!(
+        disrupted,
+        vec!["idle-long"],
+        "only the node idle past the keep-alive; ASG nodes are not consolidated"
+    );
+    assert!(
+        plan.actions.iter().all(|a| a.replacements.is_empty()),
+        "no replacements in a fixed-type group"
+    );
+    assert_eq!(plan.protect, vec!["busy".to_string()]);
+}
