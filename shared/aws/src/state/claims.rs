@@ -8,7 +8,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use nodewright_core::model::{ClaimState, Transition};
 use nodewright_core::{CapacityType, Resources};
 
-use super::item::{Fields, is_condition_failure, n, s};
+use super::item::{Fields, conditional, n, s};
 use super::tables::{CLAIMS_BY_INSTANCE, CLAIMS_BY_POOL, CLAIMS_BY_STATE};
 use super::{Item, StateStore, Table};
 use crate::{EpochMillis, Error, Result};
@@ -179,11 +179,7 @@ impl StateStore {
             .condition_expression("attribute_not_exists(claimId)")
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(Error::aws("PutItem", e)),
-        }
+        conditional("PutItem", result)
     }
 
     pub async fn get_claim(&self, id: &str) -> Result<Option<ClaimRecord>> {
@@ -302,10 +298,6 @@ impl StateStore {
             .expression_attribute_values(":v", n(expected_version))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(Error::aws("PutItem", e)),
-        }
+        conditional("PutItem", result)
     }
 }

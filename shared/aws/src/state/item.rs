@@ -112,3 +112,18 @@ where
         .and_then(|e| e.code())
         .is_some_and(|c| c == "ConditionalCheckFailedException")
 }
+
+/// The outcome of a conditional write: true when written, false when the condition said no.
+pub(crate) fn conditional<T, E>(
+    operation: &'static str,
+    result: std::result::Result<T, aws_sdk_dynamodb::error::SdkError<E>>,
+) -> Result<bool>
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if is_condition_failure(&e) => Ok(false),
+        Err(e) => Err(Error::aws(operation, e)),
+    }
+}

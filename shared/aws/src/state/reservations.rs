@@ -5,7 +5,7 @@
 
 use futures::StreamExt;
 
-use super::item::{Fields, is_condition_failure, n, s};
+use super::item::{Fields, conditional, n, s};
 use super::{Item, StateStore, Table};
 use crate::{EpochMillis, Error, Result};
 
@@ -85,11 +85,7 @@ impl StateStore {
             .expression_attribute_values(":holder", s(holder.encode()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(Error::aws("PutItem", e)),
-        }
+        conditional("PutItem", result)
     }
 
     /// Reserves a batch, concurrently; returns the uids this holder won (in input order).
@@ -145,11 +141,7 @@ impl StateStore {
             .expression_attribute_values(":exp", n(expiry(now, ttl_secs)))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(Error::aws("UpdateItem", e)),
-        }
+        conditional("UpdateItem", result)
     }
 
     /// Releases a pod if `holder` still holds it (so a slow invocation cannot release a pod someone
@@ -165,11 +157,7 @@ impl StateStore {
             .expression_attribute_values(":h", s(holder.encode()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(Error::aws("DeleteItem", e)),
-        }
+        conditional("DeleteItem", result)
     }
 
     /// Every live reservation of this cluster (expired ones filtered out).

@@ -1,9 +1,10 @@
 //! Test support: a moto server for the whole test binary, and per-test isolation (each test gets
 //! its own table prefix and cluster name, so tests run in parallel against one server).
 //!
-//! The endpoint comes from `NODEWRIGHT_MOTO_ENDPOINT` when set; otherwise the first test starts
-//! `.venv/bin/moto_server` (installed by `scripts/venv`, which `scripts/test` runs) on a free loopback
-//! port. The server runs under a shell that kills it when this process's end of its stdin pipe
+//! The endpoint comes from `NODEWRIGHT_MOTO_ENDPOINT` when set; otherwise the first test starts moto
+//! (installed into `.venv` by `scripts/venv`, which `scripts/test` runs) on a free loopback port,
+//! through `scripts/moto_server.py`, which serializes request handling: moto applies DynamoDB
+//! conditional writes without a lock, and the concurrency tests need DynamoDB's per-item atomicity. The server runs under a shell that kills it when this process's end of its stdin pipe
 //! closes, so it never outlives the tests.
 
 #![allow(dead_code)]
@@ -33,19 +34,21 @@ pub fn moto_endpoint() -> String {
     }
     SERVER
         .get_or_init(|| {
-            let moto = workspace_root().join(".venv/bin/moto_server");
+            let python = workspace_root().join(".venv/bin/python");
+            let launcher = workspace_root().join("scripts/moto_server.py");
             assert!(
-                moto.exists(),
+                python.exists(),
                 "{} is missing: run scripts/venv (scripts/test does) to install the pinned moto server",
-                moto.display()
+                python.display()
             );
             let port = TcpListener::bind("127.0.0.1:0")
                 .and_then(|l| l.local_addr())
                 .map(|a| a.port())
                 .expect("a free loopback port");
             let script = format!(
-                "'{}' -H 127.0.0.1 -p {port} >/dev/null 2>&1 & pid=$!; read _; kill $pid",
-                moto.display()
+                "'{}' '{}' {port} >/dev/null 2>&1 & pid=$!; read _; kill $pid",
+                python.display(),
+                launcher.display()
             );
             let child = Command::new("sh")
                 .arg("-c")

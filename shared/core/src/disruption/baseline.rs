@@ -3,7 +3,7 @@
 //! (delete them all, or replace them with one cheaper node); if none, the first single node that
 //! can be deleted or replaced. One command per planning round.
 
-use super::consolidate::commit_verdict;
+use super::consolidate::{commit_verdict, longest_prefix};
 use super::simulation::{Simulation, Verdict};
 use super::{Action, Reason};
 
@@ -27,19 +27,7 @@ pub(super) fn underutilized(s: &mut Simulation<'_>, out: &mut Vec<Action>) {
     });
     let prefix: Vec<usize> = candidates.iter().copied().take(s.options.max_multi_node).collect();
     if prefix.len() >= 2 {
-        let (mut lo, mut hi) = (2usize, prefix.len());
-        let mut best: Option<(Vec<usize>, Verdict)> = None;
-        while lo <= hi {
-            let mid = (lo + hi) / 2;
-            let set = prefix[..mid].to_vec();
-            match s.evaluate(&set, true, Reason::Underutilized) {
-                Verdict::Infeasible => hi = mid - 1,
-                v => {
-                    best = Some((set, v));
-                    lo = mid + 1;
-                }
-            }
-        }
+        let best = longest_prefix(s, &prefix, usize::MAX);
         if let Some((set, verdict)) = best {
             commit_verdict(s, &set, verdict, out);
             return;

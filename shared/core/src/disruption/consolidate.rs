@@ -166,19 +166,7 @@ pub(super) fn underutilized(s: &mut Simulation<'_>, out: &mut Vec<Action>) {
         if max_k < 2 {
             continue;
         }
-        let (mut lo, mut hi) = (2usize, max_k);
-        let mut best: Option<(Vec<usize>, Verdict)> = None;
-        while lo <= hi && s.evaluations < max_eval {
-            let mid = (lo + hi) / 2;
-            let set = group[..mid].to_vec();
-            match s.evaluate(&set, true, Reason::Underutilized) {
-                Verdict::Infeasible => hi = mid - 1,
-                v => {
-                    best = Some((set, v));
-                    lo = mid + 1;
-                }
-            }
-        }
+        let best = longest_prefix(s, &group[..max_k], max_eval);
         if let Some((set, verdict)) = best {
             commit_verdict(s, &set, verdict, out);
         }
@@ -195,6 +183,29 @@ pub(super) fn underutilized(s: &mut Simulation<'_>, out: &mut Vec<Action>) {
         let verdict = s.evaluate(&[i], true, Reason::Underutilized);
         commit_verdict(s, &[i], verdict, out);
     }
+}
+
+/// Binary search for the longest prefix (at least 2) of `group` that can be deleted or replaced by
+/// one node. Assumes, as Karpenter does, that a prefix that fails makes longer ones fail too.
+pub(super) fn longest_prefix(
+    s: &mut Simulation<'_>,
+    group: &[usize],
+    max_eval: usize,
+) -> Option<(Vec<usize>, Verdict)> {
+    let (mut lo, mut hi) = (2usize, group.len());
+    let mut best = None;
+    while lo <= hi && s.evaluations < max_eval {
+        let mid = (lo + hi) / 2;
+        let set = group[..mid].to_vec();
+        match s.evaluate(&set, true, Reason::Underutilized) {
+            Verdict::Infeasible => hi = mid - 1,
+            v => {
+                best = Some((set, v));
+                lo = mid + 1;
+            }
+        }
+    }
+    best
 }
 
 pub(super) fn commit_verdict(s: &mut Simulation<'_>, set: &[usize], verdict: Verdict, out: &mut Vec<Action>) {
