@@ -4,9 +4,7 @@
 //! figures, since machines are noisy.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
-use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use nodewright_core::catalogue::{InstanceType, OverheadConfig, fake};
 use nodewright_core::model::{Pod, load_pods};
 use nodewright_core::scheduler::lower_bound::lower_bound;
@@ -14,6 +12,7 @@ use nodewright_core::scheduler::{Input, Options, Plan, Strategy, schedule};
 use nodewright_core::{Catalogue, NodePool, Operator, Requirement, labels};
 use serde::Serialize;
 
+use crate::report::{best_of, table};
 use crate::{exit, read_file, workloads};
 
 #[derive(clap::Args)]
@@ -96,14 +95,7 @@ fn timed(pods: &[Pod], pools: &[NodePool], types: &[InstanceType], strategy: Str
         strategy,
         ..Options::default()
     };
-    let mut best = f64::INFINITY;
-    let mut plan = Plan::default();
-    for _ in 0..repeat.max(1) {
-        let t = Instant::now();
-        plan = schedule(&input, &opts);
-        best = best.min(t.elapsed().as_secs_f64() * 1000.0);
-    }
-    (plan, best)
+    best_of(repeat, || schedule(&input, &opts))
 }
 
 pub fn run(args: &Args) -> u8 {
@@ -224,9 +216,7 @@ pub fn run(args: &Args) -> u8 {
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         return exit::OK;
     }
-    let mut t = Table::new();
-    t.load_style(UTF8_FULL_CONDENSED);
-    t.set_header([
+    let mut t = table([
         "throughput",
         "pods",
         "Nodewright ms",
@@ -247,9 +237,7 @@ pub fn run(args: &Args) -> u8 {
         ]);
     }
     println!("{t}");
-    let mut c = Table::new();
-    c.load_style(UTF8_FULL_CONDENSED);
-    c.set_header([
+    let mut c = table([
         "cost ($/h)",
         "pods",
         "Nodewright nodes",

@@ -9,15 +9,14 @@
 //! 60% spot, three zones. Seeded: the same seed gives the same clusters.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
-use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use nodewright_core::catalogue::{CapacityType, InstanceType, OverheadConfig};
-use nodewright_core::disruption::{self, ManagedNode, Options, Plan};
+use nodewright_core::disruption::{self, ManagedNode, Options};
 use nodewright_core::model::{Node, Pod, load_pods};
 use nodewright_core::{Catalogue, NodePool, labels};
 use serde::Serialize;
 
+use crate::report::{best_of, table};
 use crate::workloads::Rng;
 use crate::{exit, read_file};
 
@@ -56,10 +55,7 @@ struct Row {
 const ZONES: [&str; 3] = ["us-east-1a", "us-east-1b", "us-east-1c"];
 
 fn price(t: &InstanceType, ct: CapacityType, zone: &str) -> Option<f64> {
-    t.offerings
-        .iter()
-        .find(|o| o.capacity_type == ct && o.zone == zone)
-        .map(|o| o.price)
+    t.cheapest_in(&[ct], &[zone.to_string()])
 }
 
 /// A generated cluster of `n` nodes with ten pods each.
@@ -117,17 +113,6 @@ fn cluster(n: usize, shapes: &[Pod], types: &[InstanceType], seed: u64) -> Vec<M
     out
 }
 
-fn timed(repeat: usize, f: impl Fn() -> Plan) -> (Plan, f64) {
-    let mut best = f64::INFINITY;
-    let mut plan = Plan::default();
-    for _ in 0..repeat.max(1) {
-        let start = Instant::now();
-        plan = f();
-        best = best.min(start.elapsed().as_secs_f64() * 1000.0);
-    }
-    (plan, best)
-}
-
 pub fn run(args: &Args) -> u8 {
     let shapes: Vec<Pod> = match read_file(&args.trace)
         .and_then(|t| load_pods(&t, &args.trace.display().to_string()).map_err(|e| e.to_string()))
@@ -162,8 +147,8 @@ pub fn run(args: &Args) -> u8 {
             .iter()
             .map(|m| price(by[m.node.instance_type.as_str()], m.node.capacity_type, &m.node.zone).unwrap_or(0.0))
             .sum();
-        let (ours, ours_ms) = timed(args.repeat, || disruption::plan(&input, &Options::default()));
-        let (base, base_ms) = timed(args.repeat, || disruption::plan(&input, &Options::karpenter()));
+        let (ours, ours_ms) = best_of(args.repeat, || disruption::plan(&input, &Options::default()));
+        let (base, base_ms) = best_of(args.repeat, || disruption::plan(&input, &Options::karpenter()));
         rows.push(Row {
             nodes: nodes.len(),
             cluster_cost,
@@ -182,9 +167,7 @@ pub fn run(args: &Args) -> u8 {
         println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
         return exit::OK;
     }
-    let mut t = Table::new();
-    t.load_style(UTF8_FULL_CONDENSED);
-    t.set_header([
+    let mut t = table([
         "nodes",
         "cluster $/h",
         "Nodewright ms",

@@ -4,6 +4,7 @@
 mod bench;
 mod bench_disruption;
 mod plan;
+mod report;
 mod validate;
 mod workloads;
 

@@ -2,13 +2,13 @@
 
 use std::path::PathBuf;
 
-use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use nodewright_core::catalogue::OverheadConfig;
 use nodewright_core::model::{load_nodes, load_pods};
 use nodewright_core::scheduler::{Input, Options, Plan, Strategy, schedule};
 use nodewright_core::{Catalogue, Config, Resources};
 use serde::Serialize;
 
+use crate::report::table;
 use crate::{exit, read_file};
 
 #[derive(clap::Args)]
@@ -150,9 +150,7 @@ fn print_table(plan: &Plan, pods: usize) {
         }
     }
     if !plan.claims.is_empty() {
-        let mut t = Table::new();
-        t.load_style(UTF8_FULL_CONDENSED);
-        t.set_header([
+        let mut t = table([
             "claim",
             "pool",
             "instance type",

@@ -15,6 +15,13 @@ fn nodewright(args: &[&str]) -> Output {
         .expect("run nodewright")
 }
 
+/// `nodewright plan --nodepool NODEPOOL --pods PODS EXTRA...`
+fn plan(nodepool: &str, pods: &str, extra: &[&str]) -> Output {
+    let mut args = vec!["plan", "--nodepool", nodepool, "--pods", pods];
+    args.extend_from_slice(extra);
+    nodewright(&args)
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -71,13 +78,7 @@ fn validate_missing_file_is_a_usage_error() {
 
 #[test]
 fn plan_prints_a_table_for_the_example() {
-    let o = nodewright(&[
-        "plan",
-        "--nodepool",
-        "examples/nodepools.yaml",
-        "--pods",
-        "examples/pods.yaml",
-    ]);
+    let o = plan("examples/nodepools.yaml", "examples/pods.yaml", &[]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let out = text(&o);
     assert!(out.contains("claim-1"), "{out}");
@@ -87,14 +88,7 @@ fn plan_prints_a_table_for_the_example() {
 
 #[test]
 fn plan_json_follows_the_documented_schema() {
-    let o = nodewright(&[
-        "plan",
-        "--nodepool",
-        "examples/nodepools.yaml",
-        "--pods",
-        "examples/pods.yaml",
-        "--json",
-    ]);
+    let o = plan("examples/nodepools.yaml", "examples/pods.yaml", &["--json"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON on stdout");
     assert_eq!(doc["schemaVersion"], 1);
@@ -130,13 +124,7 @@ fn plan_reports_unschedulable_pods_with_reasons() {
         "gpu16.yaml",
         "- {name: huge, requests: {cpu: 8, memory: 32Gi, nvidia.com/gpu: 16}, tolerations: [{operator: Exists}]}\n",
     );
-    let o = nodewright(&[
-        "plan",
-        "--nodepool",
-        "examples/nodepools.yaml",
-        "--pods",
-        pods.to_str().unwrap_or_default(),
-    ]);
+    let o = plan("examples/nodepools.yaml", pods.to_str().unwrap_or_default(), &[]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(
         text(&o).contains("unschedulable default/huge: pool gpu: no instance type offers nvidia.com/gpu >= 16"),
@@ -168,13 +156,7 @@ fn bad_pod_files_give_clear_errors_without_panics() {
     ];
     for (name, body, needle) in cases {
         let p = temp_file(name, body);
-        let o = nodewright(&[
-            "plan",
-            "--nodepool",
-            "examples/nodepools.yaml",
-            "--pods",
-            p.to_str().unwrap_or_default(),
-        ]);
+        let o = plan("examples/nodepools.yaml", p.to_str().unwrap_or_default(), &[]);
         assert_eq!(o.status.code(), Some(2), "{name}: {}", text(&o));
         assert!(text(&o).contains(needle), "{name}: missing {needle:?} in {}", text(&o));
         assert!(!text(&o).contains("panicked"), "{name}");
@@ -183,24 +165,10 @@ fn bad_pod_files_give_clear_errors_without_panics() {
 
 #[test]
 fn plan_rejects_unknown_region_and_invalid_pools() {
-    let o = nodewright(&[
-        "plan",
-        "--nodepool",
-        "examples/nodepools.yaml",
-        "--pods",
-        "examples/pods.yaml",
-        "--region",
-        "mars-1",
-    ]);
+    let o = plan("examples/nodepools.yaml", "examples/pods.yaml", &["--region", "mars-1"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("unknown region \"mars-1\""));
-    let o = nodewright(&[
-        "plan",
-        "--nodepool",
-        "examples/broken-nodepool.yaml",
-        "--pods",
-        "examples/pods.yaml",
-    ]);
+    let o = plan("examples/broken-nodepool.yaml", "examples/pods.yaml", &[]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("unknown operator \"Inn\""));
 }
@@ -215,15 +183,11 @@ fn plan_uses_existing_nodes() {
         "few.yaml",
         "- {name: a, requests: {cpu: 1, memory: 1Gi}}\n- {name: b, requests: {cpu: 1, memory: 1Gi}}\n",
     );
-    let o = nodewright(&[
-        "plan",
-        "--nodepool",
+    let o = plan(
         "examples/nodepools.yaml",
-        "--pods",
         pods.to_str().unwrap_or_default(),
-        "--existing",
-        existing.to_str().unwrap_or_default(),
-    ]);
+        &["--existing", existing.to_str().unwrap_or_default()],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(
         text(&o).contains("2 pod(s): 2 on existing capacity, 0 on 0 new node(s)"),

@@ -64,22 +64,25 @@ fn first_override(input: &CreateFleetInput) -> (String, String) {
     )
 }
 
+/// The offering a fleet response (instance or error) names.
+fn offering_response(instance_type: &str, zone: &str) -> LaunchTemplateAndOverridesResponse {
+    LaunchTemplateAndOverridesResponse::builder()
+        .overrides(
+            FleetLaunchTemplateOverrides::builder()
+                .instance_type(InstanceType::from(instance_type))
+                .availability_zone(zone)
+                .build(),
+        )
+        .build()
+}
+
 fn launched(instance_type: &str, zone: &str) -> CreateFleetOutput {
     CreateFleetOutput::builder()
         .instances(
             CreateFleetInstance::builder()
                 .instance_ids("i-0fault")
                 .instance_type(InstanceType::from(instance_type))
-                .launch_template_and_overrides(
-                    LaunchTemplateAndOverridesResponse::builder()
-                        .overrides(
-                            FleetLaunchTemplateOverrides::builder()
-                                .instance_type(InstanceType::from(instance_type))
-                                .availability_zone(zone)
-                                .build(),
-                        )
-                        .build(),
-                )
+                .launch_template_and_overrides(offering_response(instance_type, zone))
                 .build(),
         )
         .build()
@@ -89,16 +92,7 @@ fn ice_entry(instance_type: &str, zone: &str) -> FleetErrorEntry {
     FleetErrorEntry::builder()
         .error_code("InsufficientInstanceCapacity")
         .error_message("We currently do not have sufficient capacity in the Availability Zone you requested.")
-        .launch_template_and_overrides(
-            LaunchTemplateAndOverridesResponse::builder()
-                .overrides(
-                    FleetLaunchTemplateOverrides::builder()
-                        .instance_type(InstanceType::from(instance_type))
-                        .availability_zone(zone)
-                        .build(),
-                )
-                .build(),
-        )
+        .launch_template_and_overrides(offering_response(instance_type, zone))
         .build()
 }
 

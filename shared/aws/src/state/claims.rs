@@ -183,17 +183,7 @@ impl StateStore {
     }
 
     pub async fn get_claim(&self, id: &str) -> Result<Option<ClaimRecord>> {
-        let item = self
-            .client
-            .get_item()
-            .table_name(self.table_name(Table::Claims))
-            .key("cluster", s(&self.cluster))
-            .key("claimId", s(id))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| Error::aws("GetItem", e))?
-            .item;
+        let item = self.get_one(Table::Claims, id).await?;
         item.map(|i| self.parse_claim(&i)).transpose()
     }
 

@@ -97,17 +97,7 @@ impl StateStore {
             Err(e) => return Err(Error::aws("PutItem", e)),
         }
         let table = self.table_name(Table::Idempotency);
-        let item = self
-            .client
-            .get_item()
-            .table_name(&table)
-            .key("cluster", s(&self.cluster))
-            .key("eventId", s(event_id))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| Error::aws("GetItem", e))?
-            .item;
+        let item = self.get_one(Table::Idempotency, event_id).await?;
         let Some(item) = item else {
             // Deleted between our put and get (TTL): treat as in progress; a retry will own it.
             return Ok(EventStart::InProgress);

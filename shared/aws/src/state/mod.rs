@@ -74,6 +74,23 @@ impl StateStore {
         format!("{}#{}", self.cluster, value)
     }
 
+    /// One item of this cluster by its sort key, read consistently.
+    pub(crate) async fn get_one(&self, table: Table, sort_value: &str) -> Result<Option<Item>> {
+        let spec = table.spec();
+        let sort_key = spec.sort_key.unwrap_or(spec.partition_key);
+        Ok(self
+            .client
+            .get_item()
+            .table_name(self.table_name(table))
+            .key(spec.partition_key, AttributeValue::S(self.cluster.clone()))
+            .key(sort_key, AttributeValue::S(sort_value.to_string()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| Error::aws("GetItem", e))?
+            .item)
+    }
+
     /// Every item of this cluster in `table` (or in one partition of an index), following pages.
     pub(crate) async fn query_all(&self, table: Table, index: Option<(&str, &str, &str)>) -> Result<Vec<Item>> {
         let (index_name, key_attr, key_value) = match index {

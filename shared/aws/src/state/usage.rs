@@ -184,17 +184,7 @@ impl StateStore {
     /// The pool's counters (zero when it has never launched).
     pub async fn pool_usage(&self, pool: &str) -> Result<PoolUsage> {
         let table = self.table_name(Table::Usage);
-        let item = self
-            .client
-            .get_item()
-            .table_name(&table)
-            .key("cluster", s(&self.cluster))
-            .key("pool", s(pool))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| Error::aws("GetItem", e))?
-            .item;
+        let item = self.get_one(Table::Usage, pool).await?;
         let Some(item) = item else {
             return Ok(PoolUsage::default());
         };

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use super::schedule::window_active;
 use super::{Blocked, Input, Reason};
 use crate::catalogue::InstanceType;
-use crate::labels;
 use crate::nodepool::{DisruptionReason, NodePool};
+use crate::requirements::first_mismatch;
 
 pub(super) struct Candidates {
     pub expired: Vec<usize>,
@@ -42,24 +42,6 @@ impl Candidates {
     }
 }
 
-/// The labels a node carries: its instance type's, plus zone, capacity type, pool and its own.
-pub(super) fn node_labels(
-    node: &crate::model::Node,
-    types: &BTreeMap<&str, &InstanceType>,
-) -> BTreeMap<String, String> {
-    let mut l = types
-        .get(node.instance_type.as_str())
-        .map(|t| t.labels.clone())
-        .unwrap_or_default();
-    l.insert(labels::ZONE.into(), node.zone.clone());
-    l.insert(labels::CAPACITY_TYPE.into(), node.capacity_type.as_str().into());
-    if let Some(p) = &node.pool {
-        l.insert(labels::NODEPOOL.into(), p.clone());
-    }
-    l.extend(node.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-    l
-}
-
 /// Why a node's pool requirements no longer hold, if they don't.
 fn drift_reason(
     input: &Input<'_>,
@@ -67,14 +49,14 @@ fn drift_reason(
     pool: &NodePool,
     types: &BTreeMap<&str, &InstanceType>,
 ) -> Option<String> {
-    let l = node_labels(&node.node, types);
-    for r in &pool.requirements {
-        if !r.matches(l.get(&r.key).map(String::as_str)) {
-            return Some(format!(
-                "requirement {} {:?} {:?} no longer holds",
-                r.key, r.operator, r.values
-            ));
-        }
+    let l = node
+        .node
+        .labels_with(types.get(node.node.instance_type.as_str()).map(|t| &t.labels));
+    if let Some(r) = first_mismatch(&pool.requirements, &l) {
+        return Some(format!(
+            "requirement {} {:?} {:?} no longer holds",
+            r.key, r.operator, r.values
+        ));
     }
     if let (Some(have), Some(class)) = (&node.node_class_hash, &pool.node_class)
         && let Some(want) = input.node_class_hashes.get(class)

@@ -14,6 +14,8 @@
 //! Each commit updates the simulation, so later passes see the pods where earlier ones put them.
 //! Budgets are spent per pool as actions commit. The search is deterministic: ties break by name.
 
+use std::collections::{BTreeMap, HashMap};
+
 use super::simulation::{Simulation, Verdict};
 use super::{Action, Reason};
 use crate::nodepool::{ConsolidationPolicy, PoolBacking};
@@ -52,7 +54,7 @@ pub(super) fn replace_each(s: &mut Simulation<'_>, reason: Reason, out: &mut Vec
 
 /// Empty candidates, most expensive first, within each pool's Empty budget; one action per pool.
 pub(super) fn delete_empty(s: &mut Simulation<'_>, out: &mut Vec<Action>) {
-    let mut by_pool: std::collections::BTreeMap<String, Vec<usize>> = std::collections::BTreeMap::new();
+    let mut by_pool: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for &i in &s.candidates.consolidatable {
         if !s.removed[i] && s.is_empty(i) {
             by_pool.entry(s.pool_of(i).to_string()).or_default().push(i);
@@ -90,20 +92,18 @@ pub(super) fn underutilized_candidates(s: &Simulation<'_>) -> Vec<usize> {
             })
         })
         .collect();
-    let util: Vec<f64> = (0..s.nodes.len())
-        .map(|i| if c.contains(&i) { s.utilization(i) } else { 0.0 })
-        .collect();
-    c.sort_by(|&a, &b| {
+    let util: HashMap<usize, f64> = c.iter().map(|&i| (i, s.utilization(i))).collect();
+    c.sort_by(|a, b| {
         util[a]
             .total_cmp(&util[b])
-            .then_with(|| s.price[b].total_cmp(&s.price[a]))
-            .then_with(|| s.nodes[a].name.cmp(&s.nodes[b].name))
+            .then_with(|| s.price[*b].total_cmp(&s.price[*a]))
+            .then_with(|| s.nodes[*a].name.cmp(&s.nodes[*b].name))
     });
     c
 }
 
 fn within_budget(s: &Simulation<'_>, set: &[usize]) -> bool {
-    let mut per_pool: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    let mut per_pool: BTreeMap<&str, u64> = BTreeMap::new();
     for &i in set {
         *per_pool.entry(s.pool_of(i)).or_default() += 1;
     }
@@ -128,12 +128,14 @@ pub(super) fn underutilized(s: &mut Simulation<'_>, out: &mut Vec<Action>) {
     let mut batch = 1usize;
     while pos < candidates.len() && s.evaluations < max_eval {
         let mut set = Vec::new();
+        let mut per_pool: BTreeMap<&str, u64> = BTreeMap::new();
         let mut next = pos;
         while next < candidates.len() && set.len() < batch {
             let i = candidates[next];
-            let mut trial = set.clone();
-            trial.push(i);
-            if !s.removed[i] && within_budget(s, &trial) {
+            let pool = s.pool_of(i);
+            let n = per_pool.get(pool).copied().unwrap_or(0) + 1;
+            if !s.removed[i] && s.candidates.allowed(pool, Reason::Underutilized) >= n {
+                per_pool.insert(pool, n);
                 set.push(i);
             }
             next += 1;

@@ -12,6 +12,7 @@ use crate::scheduler::{self, ClaimPlan, InstanceOption};
 
 pub(super) struct Simulation<'a> {
     pub input: &'a Input<'a>,
+    types: BTreeMap<&'a str, &'a InstanceType>,
     pub options: &'a Options,
     pub nodes: Vec<Node>,
     pub removed: Vec<bool>,
@@ -77,6 +78,7 @@ impl<'a> Simulation<'a> {
             .collect();
         Simulation {
             input,
+            types,
             options,
             removed: vec![false; nodes.len()],
             nodes,
@@ -99,13 +101,10 @@ impl<'a> Simulation<'a> {
     /// Utilization of node `i`: the larger of its cpu and memory request fractions.
     pub fn utilization(&self, i: usize) -> f64 {
         let n = &self.nodes[i];
-        let alloc = n.allocatable.clone().or_else(|| {
-            self.input
-                .instance_types
-                .iter()
-                .find(|t| t.name == n.instance_type)
-                .map(|t| t.allocatable.clone())
-        });
+        let alloc = n
+            .allocatable
+            .as_ref()
+            .or_else(|| self.types.get(n.instance_type.as_str()).map(|t| &t.allocatable));
         let Some(alloc) = alloc else {
             return 1.0;
         };

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::catalogue::CapacityType;
+use crate::labels;
 use crate::model::{Pod, Taint};
 use crate::resources::Resources;
 
@@ -68,5 +69,20 @@ impl Node {
             r.add(&p.requests);
         }
         r
+    }
+
+    /// The labels the node carries: its instance type's (`type_labels`), the well-known zone,
+    /// capacity-type, hostname, instance-type and nodepool labels, then its own labels on top.
+    pub fn labels_with(&self, type_labels: Option<&BTreeMap<String, String>>) -> BTreeMap<String, String> {
+        let mut l = type_labels.cloned().unwrap_or_default();
+        l.insert(labels::ZONE.into(), self.zone.clone());
+        l.insert(labels::CAPACITY_TYPE.into(), self.capacity_type.as_str().into());
+        l.insert(labels::HOSTNAME.into(), self.name.clone());
+        l.insert(labels::INSTANCE_TYPE.into(), self.instance_type.clone());
+        if let Some(p) = &self.pool {
+            l.insert(labels::NODEPOOL.into(), p.clone());
+        }
+        l.extend(self.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        l
     }
 }

@@ -413,23 +413,22 @@ impl<'a> Prepared<'a> {
         };
 
         // Existing nodes.
+        let type_index: std::collections::HashMap<&str, usize> =
+            types.iter().enumerate().map(|(i, t)| (t.name.as_str(), i)).collect();
         let mut extra_carries = input.pods.len();
         for n in input.nodes {
-            let t = types.iter().find(|t| t.name == n.instance_type);
-            let mut labels: BTreeMap<String, String> = t.map(|t| t.labels.clone()).unwrap_or_default();
-            labels.insert(labels::ZONE.into(), n.zone.clone());
-            labels.insert(labels::CAPACITY_TYPE.into(), n.capacity_type.as_str().into());
-            labels.insert(labels::HOSTNAME.into(), n.name.clone());
-            labels.insert(labels::INSTANCE_TYPE.into(), n.instance_type.clone());
-            if let Some(p) = &n.pool {
-                labels.insert(labels::NODEPOOL.into(), p.clone());
-                if let Some(pv) = prep.pools.iter().find(|pv| &pv.pool.name == p) {
-                    for (k, v) in &pv.labels {
-                        labels.entry(k.clone()).or_insert_with(|| v.clone());
-                    }
+            let t = type_index.get(n.instance_type.as_str()).map(|&i| &types[i]);
+            // The node's own labels win over its pool's template labels.
+            let mut labels = n.labels_with(t.map(|t| &t.labels));
+            if let Some(pv) = n
+                .pool
+                .as_ref()
+                .and_then(|p| prep.pools.iter().find(|pv| &pv.pool.name == p))
+            {
+                for (k, v) in &pv.labels {
+                    labels.entry(k.clone()).or_insert_with(|| v.clone());
                 }
             }
-            labels.extend(n.labels.clone());
             let alloc = n.allocatable.clone().or_else(|| t.map(|t| t.allocatable.clone()));
             let usable = alloc.is_some() && !n.unschedulable;
             let mut free = alloc.unwrap_or_default();
