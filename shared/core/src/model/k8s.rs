@@ -7,11 +7,16 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::apps::v1 as apps;
 use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::policy::v1 as policy;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 
+use crate::catalogue::CapacityType;
+use crate::disruption::Pdb;
 use crate::labels;
+use crate::model::Node;
 use crate::model::pod::{
     Effect, LabelSelector, OwnerRef, Pod, PodAffinityTerm, PreferredTerm, SpreadConstraint, Taint, Toleration,
     TolerationOperator, WhenUnsatisfiable,
@@ -276,6 +281,160 @@ fn affinity_term(t: &core::PodAffinityTerm) -> PodAffinityTerm {
     }
 }
 
+/// Whether the scheduler has given up on the pod for now: condition PodScheduled=False with reason
+/// Unschedulable, not yet bound, not being deleted. (Pods merely waiting in the scheduler queue are not.)
+pub fn is_unschedulable(pod: &core::Pod) -> bool {
+    if pod.metadata.deletion_timestamp.is_some() {
+        return false;
+    }
+    if pod
+        .spec
+        .as_ref()
+        .is_some_and(|s| s.node_name.as_deref().is_some_and(|n| !n.is_empty()))
+    {
+        return false;
+    }
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|c| c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable"))
+}
+
+/// Whether the pod is a DaemonSet pod (owned by a DaemonSet): drains skip it, overhead counts it.
+pub fn is_daemonset_pod(pod: &core::Pod) -> bool {
+    pod.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|r| r.kind == "DaemonSet")
+}
+
+/// Whether the pod is a static (mirror) pod the kubelet manages; it cannot be evicted.
+pub fn is_mirror_pod(pod: &core::Pod) -> bool {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key("kubernetes.io/config.mirror"))
+}
+
+/// Whether the pod has finished (Succeeded or Failed) and so holds no capacity.
+pub fn is_terminal(pod: &core::Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded") | Some("Failed")
+    )
+}
+
+/// The EC2 instance id in an AWS providerID (`aws:///us-east-1a/i-0abc...`).
+pub fn instance_id_from_provider_id(provider_id: &str) -> Option<&str> {
+    let rest = provider_id.strip_prefix("aws://")?;
+    let id = rest.rsplit('/').next()?;
+    (id.starts_with("i-") && id.len() > 2 && id[2..].bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+}
+
+/// Converts a Kubernetes Node. Instance type, zone, pool and capacity type come from the well-known
+/// labels; allocatable from status. Pods are filled in separately.
+pub fn node_from_k8s(node: &core::Node, path: &str) -> Result<Node> {
+    let name = node
+        .metadata
+        .name
+        .clone()
+        .ok_or_else(|| Error::invalid(format!("{path}.metadata.name"), "missing"))?;
+    let node_labels = node.metadata.labels.clone().unwrap_or_default();
+    let label = |k: &str| node_labels.get(k).cloned();
+    let instance_type = label(labels::INSTANCE_TYPE)
+        .or_else(|| label("beta.kubernetes.io/instance-type"))
+        .ok_or_else(|| Error::invalid(format!("{path}.metadata.labels[{}]", labels::INSTANCE_TYPE), "missing"))?;
+    let zone = label(labels::ZONE)
+        .or_else(|| label("failure-domain.beta.kubernetes.io/zone"))
+        .unwrap_or_default();
+    let capacity_type = match label(labels::CAPACITY_TYPE).or_else(|| label("eks.amazonaws.com/capacityType")) {
+        None => CapacityType::OnDemand,
+        Some(v) => CapacityType::parse(&v.to_ascii_lowercase().replace('_', "-")).ok_or_else(|| {
+            Error::invalid(
+                format!("{path}.metadata.labels[{}]", labels::CAPACITY_TYPE),
+                format!("unknown capacity type {v:?}"),
+            )
+        })?,
+    };
+    let spec = node.spec.clone().unwrap_or_default();
+    let allocatable = node
+        .status
+        .as_ref()
+        .and_then(|s| s.allocatable.as_ref())
+        .map(|a| quantity_map(Some(a), &format!("{path}.status.allocatable")))
+        .transpose()?;
+    Ok(Node {
+        name,
+        instance_type,
+        pool: label(labels::NODEPOOL),
+        zone,
+        capacity_type,
+        labels: node_labels,
+        taints: spec.taints.iter().flatten().filter_map(taint_from_k8s).collect(),
+        allocatable,
+        pods: Vec::new(),
+        in_flight: false,
+        unschedulable: spec.unschedulable.unwrap_or(false),
+        price: None,
+    })
+}
+
+/// Whether the node's Ready condition is True.
+pub fn node_is_ready(node: &core::Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+/// The per-node overhead pod of a DaemonSet (its template), owned by the DaemonSet.
+pub fn daemonset_pod_from_k8s(ds: &apps::DaemonSet, path: &str) -> Result<Pod> {
+    let name = ds.metadata.name.clone().unwrap_or_default();
+    let template = ds
+        .spec
+        .as_ref()
+        .map(|s| &s.template)
+        .ok_or_else(|| Error::invalid(format!("{path}.spec"), "missing"))?;
+    let spec = template
+        .spec
+        .as_ref()
+        .ok_or_else(|| Error::invalid(format!("{path}.spec.template.spec"), "missing"))?;
+    let mut meta = template.metadata.clone().unwrap_or_default();
+    meta.namespace = ds.metadata.namespace.clone();
+    let mut pod = pod_from_spec(&meta, spec, &format!("{path}.spec.template"))?;
+    pod.name = name.clone();
+    pod.owner = Some(OwnerRef {
+        kind: "DaemonSet".into(),
+        name,
+    });
+    pod.normalize();
+    Ok(pod)
+}
+
+/// Converts a PodDisruptionBudget (its selector and `status.disruptionsAllowed`).
+pub fn pdb_from_k8s(pdb: &policy::PodDisruptionBudget) -> Pdb {
+    Pdb {
+        name: pdb.metadata.name.clone().unwrap_or_default(),
+        namespace: pdb.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+        selector: pdb
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.as_ref())
+            .map(label_selector)
+            .unwrap_or_default(),
+        disruptions_allowed: pdb
+            .status
+            .as_ref()
+            .map(|s| s.disruptions_allowed.max(0) as u32)
+            .unwrap_or(0),
+    }
+}
+
 /// The most replicas one workload object may expand to; bounds memory on hostile input.
 pub const MAX_REPLICAS: i64 = 100_000;
 
@@ -486,5 +645,112 @@ spec:
             .unwrap_err()
             .to_string();
         assert!(e.contains("\"Service\" is not a workload"), "{e}");
+    }
+
+    #[test]
+    fn provider_ids_yield_instance_ids() {
+        assert_eq!(
+            instance_id_from_provider_id("aws:///eu-west-1a/i-0123456789abcdef0"),
+            Some("i-0123456789abcdef0")
+        );
+        assert_eq!(
+            instance_id_from_provider_id("aws:///eu-west-1a/fargate-ip-10-0-0-1"),
+            None
+        );
+        assert_eq!(instance_id_from_provider_id("gce://p/z/n"), None);
+        assert_eq!(instance_id_from_provider_id("aws:///eu-west-1a/i-"), None);
+    }
+
+    #[test]
+    fn node_converts_labels_taints_allocatable() {
+        let v: core::Node = serde_norway::from_str(
+            r#"
+metadata:
+  name: ip-10-0-0-1
+  labels:
+    node.kubernetes.io/instance-type: g5.xlarge
+    topology.kubernetes.io/zone: us-east-1b
+    karpenter.sh/nodepool: gpu
+    eks.amazonaws.com/capacityType: SPOT
+spec:
+  unschedulable: true
+  providerID: aws:///us-east-1b/i-0abc
+  taints: [{key: nvidia.com/gpu, effect: NoSchedule}]
+status:
+  allocatable: {cpu: 3920m, memory: 15Gi, nvidia.com/gpu: "1", pods: "58"}
+  conditions: [{type: Ready, status: "True"}]
+"#,
+        )
+        .unwrap();
+        let n = node_from_k8s(&v, "node").unwrap();
+        assert_eq!(n.instance_type, "g5.xlarge");
+        assert_eq!(n.zone, "us-east-1b");
+        assert_eq!(n.pool.as_deref(), Some("gpu"));
+        assert_eq!(n.capacity_type, CapacityType::Spot);
+        assert!(n.unschedulable);
+        assert_eq!(n.taints[0].key, "nvidia.com/gpu");
+        let a = n.allocatable.unwrap();
+        assert_eq!(a.cpu_milli(), 3920);
+        assert_eq!(a.get(Resource::NvidiaGpu), 1);
+        assert!(node_is_ready(&v));
+
+        let mut unlabelled = v.clone();
+        unlabelled.metadata.labels = None;
+        let e = node_from_k8s(&unlabelled, "nodes[3]").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("nodes[3].metadata.labels[node.kubernetes.io/instance-type]"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unschedulable_means_the_scheduler_gave_up() {
+        let pod = |yaml: &str| -> core::Pod { serde_norway::from_str(yaml).unwrap() };
+        assert!(is_unschedulable(&pod(
+            "metadata: {name: a}\nstatus: {phase: Pending, conditions: [{type: PodScheduled, status: \"False\", reason: Unschedulable}]}"
+        )));
+        assert!(!is_unschedulable(&pod(
+            "metadata: {name: a}\nstatus: {phase: Pending, conditions: [{type: PodScheduled, status: \"False\", reason: SchedulingGated}]}"
+        )));
+        assert!(!is_unschedulable(&pod("metadata: {name: a}\nstatus: {phase: Pending}")));
+        assert!(!is_unschedulable(&pod(
+            "metadata: {name: a}\nspec: {nodeName: n1, containers: []}\nstatus: {phase: Pending, conditions: [{type: PodScheduled, status: \"False\", reason: Unschedulable}]}"
+        )));
+    }
+
+    #[test]
+    fn daemonset_and_pdb_convert() {
+        let ds: apps::DaemonSet = serde_norway::from_str(
+            r#"
+metadata: {name: node-agent, namespace: kube-system}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec:
+      containers: [{name: a, image: x, resources: {requests: {cpu: 100m, memory: 128Mi}}}]
+"#,
+        )
+        .unwrap();
+        let p = daemonset_pod_from_k8s(&ds, "ds").unwrap();
+        assert_eq!(p.requests.cpu_milli(), 100);
+        assert_eq!(p.namespace, "kube-system");
+        assert_eq!(p.owner.unwrap().kind, "DaemonSet");
+
+        let pdb: policy::PodDisruptionBudget = serde_norway::from_str(
+            r#"
+metadata: {name: web, namespace: shop}
+spec: {maxUnavailable: 1, selector: {matchLabels: {app: web}}}
+status: {disruptionsAllowed: 0, currentHealthy: 3, desiredHealthy: 3, expectedPods: 3}
+"#,
+        )
+        .unwrap();
+        let p = pdb_from_k8s(&pdb);
+        assert_eq!(
+            (p.name.as_str(), p.namespace.as_str(), p.disruptions_allowed),
+            ("web", "shop", 0)
+        );
+        assert_eq!(p.selector.match_labels["app"], "web");
     }
 }

@@ -2,13 +2,18 @@
 //! their conversion from Kubernetes objects and from Nodewright's compact form.
 
 mod claim;
+pub mod cluster_event;
 mod k8s;
 mod load;
 mod node;
 mod pod;
 
 pub use claim::{ClaimState, Transition};
-pub use k8s::{pod_from_k8s, pods_from_workload_value, taint_from_k8s};
+pub use k8s::{
+    daemonset_pod_from_k8s, instance_id_from_provider_id, is_daemonset_pod, is_mirror_pod, is_terminal,
+    is_unschedulable, node_from_k8s, node_is_ready, pdb_from_k8s, pod_from_k8s, pods_from_workload_value,
+    taint_from_k8s,
+};
 pub use load::{MAX_INPUT_BYTES, PodFile, documents, load_nodes, load_pods};
 pub use node::Node;
 pub use pod::{

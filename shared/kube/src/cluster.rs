@@ -1,0 +1,333 @@
+//! Reads and writes against one cluster. Every list paginates (`limit` + `continue`), every call runs
+//! under a timeout, and every error is classified ([`crate::Error`]).
+
+use std::future::Future;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1 as k8s;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use nodewright_core::disruption::Pdb;
+use nodewright_core::labels;
+use nodewright_core::model::{self, Effect, Pod, Taint};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::{Error, Result};
+
+/// Items per list page: large enough for few round trips, small enough to bound each response.
+pub const DEFAULT_PAGE_SIZE: u32 = 500;
+/// Default timeout of one API call.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Retries of a read-modify-write that lost a race (HTTP 409).
+const CONFLICT_RETRIES: usize = 3;
+
+/// The taint on a node Nodewright is disrupting (consolidation, expiry, drift).
+pub const DISRUPTED_TAINT: &str = "nodewright.io/disrupted";
+/// The taint on a node whose instance is being interrupted (spot, rebalance, scheduled change).
+pub const INTERRUPTED_TAINT: &str = "nodewright.io/interrupted";
+
+/// One cluster, reached through a kube client.
+#[derive(Clone)]
+pub struct Cluster {
+    pub(crate) client: kube::Client,
+    pub(crate) timeout: Duration,
+    page_size: u32,
+}
+
+/// A list converted into the core model, with the objects that could not be converted kept aside
+/// (one bad pod must not stop provisioning for the others).
+#[derive(Debug, Clone, Default)]
+pub struct Listed<T> {
+    pub items: Vec<T>,
+    pub rejected: Vec<Rejected>,
+}
+
+/// An object the core model could not take, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejected {
+    pub name: String,
+    pub reason: String,
+}
+
+/// A node as the functions need it: the core model plus what links it to EC2 and to a claim.
+#[derive(Debug, Clone)]
+pub struct ClusterNode {
+    pub node: model::Node,
+    /// From `spec.providerID` (`aws:///zone/i-...`).
+    pub instance_id: Option<String>,
+    /// The `nodewright.io/claim` label.
+    pub claim: Option<String>,
+    pub ready: bool,
+}
+
+impl Cluster {
+    pub fn new(client: kube::Client) -> Self {
+        Cluster {
+            client,
+            timeout: DEFAULT_TIMEOUT,
+            page_size: DEFAULT_PAGE_SIZE,
+        }
+    }
+
+    /// Overrides the per-call timeout.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Overrides the list page size.
+    pub fn with_page_size(mut self, page_size: u32) -> Self {
+        self.page_size = page_size.max(1);
+        self
+    }
+
+    /// Runs one API call under the timeout.
+    pub(crate) async fn timed<T>(&self, operation: &str, call: impl Future<Output = Result<T>>) -> Result<T> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Timeout {
+                operation: operation.to_string(),
+                seconds: self.timeout.as_secs(),
+            }),
+        }
+    }
+
+    /// Lists every page of `api` with `params`.
+    async fn list_all<K>(&self, api: &Api<K>, params: ListParams, operation: &str, kind: &'static str) -> Result<Vec<K>>
+    where
+        K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
+    {
+        let mut params = params.limit(self.page_size);
+        let mut out = Vec::new();
+        loop {
+            let page = self
+                .timed(operation, async {
+                    api.list(&params)
+                        .await
+                        .map_err(|e| Error::from_kube(e, operation, kind, ""))
+                })
+                .await?;
+            out.extend(page.items);
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => params.continue_token = Some(token),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Pods the scheduler marked Unschedulable (PodScheduled=False, reason Unschedulable), converted.
+    pub async fn unschedulable_pods(&self) -> Result<Listed<Pod>> {
+        let api: Api<k8s::Pod> = Api::all(self.client.clone());
+        // The server narrows to unbound Pending pods; the condition is checked here.
+        let params = ListParams::default().fields("spec.nodeName=,status.phase=Pending");
+        let pods = self.list_all(&api, params, "list unschedulable pods", "Pod").await?;
+        Ok(convert(
+            pods.iter().filter(|p| model::is_unschedulable(p)),
+            pod_path,
+            |p, path| model::pod_from_k8s(p, &path),
+        ))
+    }
+
+    /// Pods bound to nodes and still running (capacity in use), converted.
+    pub async fn bound_pods(&self) -> Result<Listed<Pod>> {
+        let api: Api<k8s::Pod> = Api::all(self.client.clone());
+        let params = ListParams::default().fields("spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed");
+        let pods = self.list_all(&api, params, "list bound pods", "Pod").await?;
+        Ok(convert(pods.iter(), pod_path, |p, path| model::pod_from_k8s(p, &path)))
+    }
+
+    /// The pods on one node, as Kubernetes objects (drain needs owners and annotations).
+    pub async fn pods_on_node(&self, node: &str) -> Result<Vec<k8s::Pod>> {
+        let api: Api<k8s::Pod> = Api::all(self.client.clone());
+        let params = ListParams::default().fields(&format!("spec.nodeName={node}"));
+        self.list_all(&api, params, "list pods on node", "Pod").await
+    }
+
+    /// All nodes, converted.
+    pub async fn nodes(&self) -> Result<Listed<ClusterNode>> {
+        let api: Api<k8s::Node> = Api::all(self.client.clone());
+        let nodes = self.list_all(&api, ListParams::default(), "list nodes", "Node").await?;
+        Ok(convert(
+            nodes.iter(),
+            |n| n.metadata.name.clone().unwrap_or_default(),
+            |n, path| {
+                Ok(ClusterNode {
+                    node: model::node_from_k8s(n, &path)?,
+                    instance_id: n
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.provider_id.as_deref())
+                        .and_then(model::instance_id_from_provider_id)
+                        .map(str::to_string),
+                    claim: n.metadata.labels.as_ref().and_then(|l| l.get(labels::CLAIM)).cloned(),
+                    ready: model::node_is_ready(n),
+                })
+            },
+        ))
+    }
+
+    /// One pod template per DaemonSet: the per-node overhead every new node carries.
+    pub async fn daemonsets(&self) -> Result<Listed<Pod>> {
+        let api: Api<DaemonSet> = Api::all(self.client.clone());
+        let sets = self
+            .list_all(&api, ListParams::default(), "list daemonsets", "DaemonSet")
+            .await?;
+        Ok(convert(
+            sets.iter(),
+            |d| {
+                format!(
+                    "{}/{}",
+                    d.metadata.namespace.as_deref().unwrap_or("default"),
+                    d.metadata.name.as_deref().unwrap_or("")
+                )
+            },
+            |d, path| model::daemonset_pod_from_k8s(d, &path),
+        ))
+    }
+
+    /// PodDisruptionBudgets with their current `disruptionsAllowed`.
+    pub async fn pdbs(&self) -> Result<Vec<Pdb>> {
+        let api: Api<PodDisruptionBudget> = Api::all(self.client.clone());
+        let pdbs = self
+            .list_all(
+                &api,
+                ListParams::default(),
+                "list poddisruptionbudgets",
+                "PodDisruptionBudget",
+            )
+            .await?;
+        Ok(pdbs.iter().map(model::pdb_from_k8s).collect())
+    }
+
+    /// Cordons the node and adds `taint` (NoSchedule), in one patch conditional on the node's
+    /// resourceVersion; re-reads and retries when another writer got there first. A node already
+    /// cordoned and tainted is left untouched (no write).
+    pub async fn cordon_and_taint(&self, node: &str, taint_key: &str) -> Result<()> {
+        let api: Api<k8s::Node> = Api::all(self.client.clone());
+        let operation = "cordon and taint node";
+        for attempt in 0..=CONFLICT_RETRIES {
+            let current = self
+                .timed(operation, async {
+                    api.get(node)
+                        .await
+                        .map_err(|e| Error::from_kube(e, operation, "Node", node))
+                })
+                .await?;
+            let spec = current.spec.clone().unwrap_or_default();
+            let mut taints = spec.taints.clone().unwrap_or_default();
+            let tainted = taints
+                .iter()
+                .any(|t| t.key == taint_key && t.effect == Effect::NoSchedule.as_str());
+            if tainted && spec.unschedulable == Some(true) {
+                return Ok(());
+            }
+            if !tainted {
+                taints.push(k8s::Taint {
+                    key: taint_key.to_string(),
+                    effect: Effect::NoSchedule.as_str().to_string(),
+                    ..Default::default()
+                });
+            }
+            let patch = json!({
+                "metadata": {"resourceVersion": current.metadata.resource_version},
+                "spec": {"unschedulable": true, "taints": taints},
+            });
+            let result = self
+                .timed(operation, async {
+                    api.patch(node, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                        .map_err(|e| Error::from_kube(e, operation, "Node", node))
+                })
+                .await;
+            match result {
+                Ok(_) => return Ok(()),
+                Err(Error::Conflict { .. }) if attempt < CONFLICT_RETRIES => {
+                    tracing::debug!(node, attempt, "node changed under us; re-reading");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Conflict {
+            kind: "Node",
+            name: node.to_string(),
+            message: format!("still conflicting after {CONFLICT_RETRIES} retries"),
+        })
+    }
+
+    /// Labels a node (e.g. with its claim id when it registers). Merge patch: other labels stay.
+    pub async fn label_node(&self, node: &str, key: &str, value: &str) -> Result<()> {
+        let api: Api<k8s::Node> = Api::all(self.client.clone());
+        let operation = "label node";
+        let patch = json!({"metadata": {"labels": {key: value}}});
+        self.timed(operation, async {
+            api.patch(node, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map(|_| ())
+                .map_err(|e| Error::from_kube(e, operation, "Node", node))
+        })
+        .await
+    }
+
+    /// Deletes the Node object (after its instance is gone). Returns false when it was already gone.
+    pub async fn delete_node(&self, node: &str) -> Result<bool> {
+        let api: Api<k8s::Node> = Api::all(self.client.clone());
+        let operation = "delete node";
+        let result = self
+            .timed(operation, async {
+                api.delete(node, &DeleteParams::default())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| Error::from_kube(e, operation, "Node", node))
+            })
+            .await;
+        match result {
+            Ok(()) => Ok(true),
+            Err(Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The taint Nodewright puts on a node it disrupts, as the core model sees it.
+pub fn disrupted_taint() -> Taint {
+    Taint {
+        key: DISRUPTED_TAINT.into(),
+        value: None,
+        effect: Effect::NoSchedule,
+    }
+}
+
+fn pod_path(p: &k8s::Pod) -> String {
+    format!(
+        "{}/{}",
+        p.metadata.namespace.as_deref().unwrap_or("default"),
+        p.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+fn convert<'a, K: 'a, T>(
+    objects: impl Iterator<Item = &'a K>,
+    name: impl Fn(&K) -> String,
+    f: impl Fn(&K, String) -> nodewright_core::Result<T>,
+) -> Listed<T> {
+    let mut out = Listed {
+        items: Vec::new(),
+        rejected: Vec::new(),
+    };
+    for o in objects {
+        let n = name(o);
+        match f(o, n.clone()) {
+            Ok(t) => out.items.push(t),
+            Err(e) => {
+                tracing::warn!(object = %n, error = %e, "skipping object the core model cannot take");
+                out.rejected.push(Rejected {
+                    name: n,
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+    out
+}

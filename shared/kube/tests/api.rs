@@ -1,0 +1,471 @@
+//! The adapter against kube's tower-test mock API server: every request the adapter makes is
+//! asserted exactly (method, path, query, body) and answered from a script.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use kube::client::Body;
+use nodewright_kube::{Cluster, DrainMode, DrainOptions, Error};
+use serde_json::{Value, json};
+
+/// One expected request and the scripted answer.
+struct Exchange {
+    method: &'static str,
+    uri: String,
+    body: Option<Value>,
+    status: u16,
+    response: Value,
+}
+
+fn expect(method: &'static str, uri: impl Into<String>) -> Exchange {
+    Exchange {
+        method,
+        uri: uri.into(),
+        body: None,
+        status: 200,
+        response: json!({}),
+    }
+}
+
+impl Exchange {
+    fn body(mut self, body: Value) -> Self {
+        self.body = Some(body);
+        self
+    }
+    fn respond(mut self, status: u16, response: Value) -> Self {
+        self.status = status;
+        self.response = response;
+        self
+    }
+}
+
+/// Starts the mock API server with `script`; the returned handle fails the test if a request
+/// differs from the script or the script is not used up.
+fn mock(script: Vec<Exchange>) -> (Cluster, tokio::task::JoinHandle<()>) {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let server = tokio::spawn(async move {
+        for (i, ex) in script.into_iter().enumerate() {
+            let (request, send) = handle
+                .next_request()
+                .await
+                .unwrap_or_else(|| panic!("request {i} ({} {}) never came", ex.method, ex.uri));
+            assert_eq!(request.method().as_str(), ex.method, "request {i} method");
+            assert_eq!(request.uri().to_string(), ex.uri, "request {i} uri");
+            let bytes = request.into_body().collect_bytes().await.unwrap();
+            match &ex.body {
+                Some(expected) => {
+                    let got: Value = serde_json::from_slice(&bytes).unwrap();
+                    assert_eq!(&got, expected, "request {i} body");
+                }
+                None => assert!(
+                    bytes.is_empty(),
+                    "request {i} has an unexpected body: {}",
+                    String::from_utf8_lossy(&bytes)
+                ),
+            }
+            let response = Response::builder()
+                .status(StatusCode::from_u16(ex.status).unwrap())
+                .body(Body::from(serde_json::to_vec(&ex.response).unwrap()))
+                .unwrap();
+            send.send_response(response);
+        }
+    });
+    let client = kube::Client::new(service, "default");
+    (Cluster::new(client).with_page_size(2), server)
+}
+
+fn pod(name: &str, node: Option<&str>, extra: Value) -> Value {
+    let mut p = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"), "resourceVersion": "7"},
+        "spec": {"containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}}}]},
+        "status": {"phase": "Pending", "conditions": [
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/3 nodes are available"}
+        ]}
+    });
+    if let Some(n) = node {
+        p["spec"]["nodeName"] = json!(n);
+        p["status"] = json!({"phase": "Running"});
+    }
+    merge(&mut p, extra);
+    p
+}
+
+fn merge(into: &mut Value, from: Value) {
+    match (into, from) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+fn list(kind: &str, items: Vec<Value>, continue_: Option<&str>) -> Value {
+    json!({"apiVersion": "v1", "kind": kind, "metadata": {"resourceVersion": "100", "continue": continue_.unwrap_or("")}, "items": items})
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "reason": reason, "message": message})
+}
+
+const PENDING_QUERY: &str = "fieldSelector=spec.nodeName%3D%2Cstatus.phase%3DPending";
+
+#[tokio::test]
+async fn lists_unschedulable_pods_across_pages() {
+    let waiting_in_queue = pod("queued", None, json!({"status": {"conditions": []}}));
+    let terminating = pod(
+        "leaving",
+        None,
+        json!({"metadata": {"deletionTimestamp": "2026-11-21T10:00:00Z"}}),
+    );
+    let (cluster, server) = mock(vec![
+        expect("GET", format!("/api/v1/pods?&{PENDING_QUERY}&limit=2")).respond(
+            200,
+            list(
+                "PodList",
+                vec![pod("a", None, json!({})), waiting_in_queue],
+                Some("page-2"),
+            ),
+        ),
+        expect("GET", format!("/api/v1/pods?&{PENDING_QUERY}&limit=2&continue=page-2"))
+            .respond(200, list("PodList", vec![pod("b", None, json!({})), terminating], None)),
+    ]);
+    let pending = cluster.unschedulable_pods().await.unwrap();
+    server.await.unwrap();
+    let names: Vec<_> = pending.items.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
+    assert_eq!(pending.items[0].uid, "uid-a");
+    assert_eq!(pending.items[0].requests.get(nodewright_core::Resource::Cpu), 500);
+    assert!(pending.rejected.is_empty());
+}
+
+#[tokio::test]
+async fn a_pod_the_core_cannot_take_is_rejected_not_fatal() {
+    let bad = pod(
+        "bad",
+        None,
+        json!({"spec": {"tolerations": [{"key": "k", "operator": "Sometimes"}]}}),
+    );
+    let (cluster, server) = mock(vec![
+        expect("GET", format!("/api/v1/pods?&{PENDING_QUERY}&limit=2"))
+            .respond(200, list("PodList", vec![bad, pod("good", None, json!({}))], None)),
+    ]);
+    let pending = cluster.unschedulable_pods().await.unwrap();
+    server.await.unwrap();
+    assert_eq!(pending.items.len(), 1);
+    assert_eq!(pending.rejected[0].name, "default/bad");
+    assert!(
+        pending.rejected[0].reason.contains("tolerations[0].operator"),
+        "{}",
+        pending.rejected[0].reason
+    );
+}
+
+fn node_json(taints: Value) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "ip-10-0-0-1", "resourceVersion": "41", "labels": {
+            "node.kubernetes.io/instance-type": "m7g.large", "topology.kubernetes.io/zone": "eu-west-1a",
+            "karpenter.sh/nodepool": "default", "karpenter.sh/capacity-type": "spot", "nodewright.io/claim": "c-1"}},
+        "spec": {"providerID": "aws:///eu-west-1a/i-0123456789abcdef0", "taints": taints},
+        "status": {"allocatable": {"cpu": "1930m", "memory": "7Gi", "pods": "29"},
+                   "conditions": [{"type": "Ready", "status": "True"}]}
+    })
+}
+
+#[tokio::test]
+async fn lists_nodes_with_instance_ids_and_claims() {
+    let (cluster, server) = mock(vec![
+        expect("GET", "/api/v1/nodes?&limit=2").respond(200, list("NodeList", vec![node_json(json!([]))], None)),
+    ]);
+    let nodes = cluster.nodes().await.unwrap();
+    server.await.unwrap();
+    let n = &nodes.items[0];
+    assert_eq!(n.instance_id.as_deref(), Some("i-0123456789abcdef0"));
+    assert_eq!(n.claim.as_deref(), Some("c-1"));
+    assert!(n.ready);
+    assert_eq!(n.node.instance_type, "m7g.large");
+    assert_eq!(n.node.pool.as_deref(), Some("default"));
+    assert_eq!(n.node.capacity_type, nodewright_core::CapacityType::Spot);
+    assert_eq!(
+        n.node.allocatable.as_ref().unwrap().get(nodewright_core::Resource::Cpu),
+        1930
+    );
+}
+
+#[tokio::test]
+async fn cordon_and_taint_patches_once_conditional_on_resource_version() {
+    let existing = json!([{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]);
+    let (cluster, server) = mock(vec![
+        expect("GET", "/api/v1/nodes/ip-10-0-0-1").respond(200, node_json(existing.clone())),
+        expect("PATCH", "/api/v1/nodes/ip-10-0-0-1?")
+            .body(json!({
+                "metadata": {"resourceVersion": "41"},
+                "spec": {"unschedulable": true, "taints": [
+                    {"key": "dedicated", "value": "gpu", "effect": "NoSchedule"},
+                    {"key": "nodewright.io/disrupted", "effect": "NoSchedule"}
+                ]}
+            }))
+            .respond(200, node_json(existing)),
+    ]);
+    cluster
+        .cordon_and_taint("ip-10-0-0-1", nodewright_kube::DISRUPTED_TAINT)
+        .await
+        .unwrap();
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn cordon_retries_after_a_conflict_and_skips_when_already_done() {
+    let mut done = node_json(json!([{"key": "nodewright.io/interrupted", "effect": "NoSchedule"}]));
+    done["spec"]["unschedulable"] = json!(true);
+    let (cluster, server) = mock(vec![
+        expect("GET", "/api/v1/nodes/ip-10-0-0-1").respond(200, node_json(json!([]))),
+        expect("PATCH", "/api/v1/nodes/ip-10-0-0-1?")
+            .body(
+                json!({"metadata": {"resourceVersion": "41"}, "spec": {"unschedulable": true, "taints": [
+                {"key": "nodewright.io/interrupted", "effect": "NoSchedule"}]}}),
+            )
+            .respond(409, status(409, "Conflict", "the object has been modified")),
+        // Someone else (another invocation) cordoned and tainted it meanwhile: nothing to write.
+        expect("GET", "/api/v1/nodes/ip-10-0-0-1").respond(200, done),
+    ]);
+    cluster
+        .cordon_and_taint("ip-10-0-0-1", nodewright_kube::INTERRUPTED_TAINT)
+        .await
+        .unwrap();
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn label_node_merges_the_claim_label() {
+    let (cluster, server) = mock(vec![
+        expect("PATCH", "/api/v1/nodes/ip-10-0-0-1?")
+            .body(json!({"metadata": {"labels": {"nodewright.io/claim": "c-9"}}}))
+            .respond(200, node_json(json!([]))),
+    ]);
+    cluster
+        .label_node("ip-10-0-0-1", "nodewright.io/claim", "c-9")
+        .await
+        .unwrap();
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn delete_node_is_idempotent() {
+    let (cluster, server) = mock(vec![
+        expect("DELETE", "/api/v1/nodes/ip-10-0-0-1?")
+            .body(json!({}))
+            .respond(200, node_json(json!([]))),
+        expect("DELETE", "/api/v1/nodes/ip-10-0-0-1?")
+            .body(json!({}))
+            .respond(404, status(404, "NotFound", "nodes \"ip-10-0-0-1\" not found")),
+    ]);
+    assert!(cluster.delete_node("ip-10-0-0-1").await.unwrap());
+    assert!(!cluster.delete_node("ip-10-0-0-1").await.unwrap());
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn unauthorized_is_typed() {
+    let (cluster, server) = mock(vec![
+        expect("GET", "/api/v1/nodes?&limit=2").respond(401, status(401, "Unauthorized", "Unauthorized")),
+    ]);
+    let err = cluster.nodes().await.unwrap_err();
+    server.await.unwrap();
+    assert!(matches!(err, Error::Unauthorized { code: 401, .. }), "{err:?}");
+}
+
+const ON_NODE: &str = "/api/v1/pods?&fieldSelector=spec.nodeName%3Dip-10-0-0-1&limit=2";
+
+fn eviction(name: &str) -> Value {
+    json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": "default"}})
+}
+
+fn node_pods() -> Vec<Value> {
+    let n = Some("ip-10-0-0-1");
+    vec![
+        pod("web-1", n, json!({"spec": {"priority": 100}})),
+        pod("db-0", n, json!({})),
+        pod(
+            "agent-x",
+            n,
+            json!({"metadata": {"ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "agent", "uid": "d", "controller": true}]}}),
+        ),
+        pod(
+            "static",
+            n,
+            json!({"metadata": {"annotations": {"kubernetes.io/config.mirror": "abc"}}}),
+        ),
+        pod("done", n, json!({"status": {"phase": "Succeeded"}})),
+    ]
+}
+
+#[tokio::test(start_paused = true)]
+async fn drain_evicts_only_workload_pods_and_retries_a_pdb_429() {
+    let pdb_says_no = status(
+        429,
+        "TooManyRequests",
+        "Cannot evict pod as it would violate the pod's disruption budget.",
+    );
+    let (cluster, server) = mock(vec![
+        expect("GET", ON_NODE).respond(200, list("PodList", node_pods()[..2].to_vec(), Some("more"))),
+        expect("GET", format!("{ON_NODE}&continue=more"))
+            .respond(200, list("PodList", node_pods()[2..].to_vec(), None)),
+        // Lowest priority first: db-0 (0), then web-1 (100).
+        expect("POST", "/api/v1/namespaces/default/pods/db-0/eviction?")
+            .body(eviction("db-0"))
+            .respond(429, pdb_says_no),
+        expect("POST", "/api/v1/namespaces/default/pods/web-1/eviction?")
+            .body(eviction("web-1"))
+            .respond(201, status(201, "", "")),
+        // After the backoff, the PDB allows it.
+        expect("POST", "/api/v1/namespaces/default/pods/db-0/eviction?")
+            .body(eviction("db-0"))
+            .respond(201, status(201, "", "")),
+    ]);
+    let report = cluster
+        .drain(
+            "ip-10-0-0-1",
+            &DrainOptions::new(DrainMode::Voluntary, Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    server.await.unwrap();
+    assert_eq!(report.evicted, ["default/web-1", "default/db-0"]);
+    assert_eq!(report.skipped, ["default/agent-x", "default/static", "default/done"]);
+    assert_eq!(report.pdb_retries, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn drain_gives_up_at_the_deadline_with_a_typed_error() {
+    let no = || {
+        status(
+            429,
+            "TooManyRequests",
+            "Cannot evict pod as it would violate the pod's disruption budget.",
+        )
+    };
+    let n = Some("ip-10-0-0-1");
+    let evict_db = || {
+        expect("POST", "/api/v1/namespaces/default/pods/db-0/eviction?")
+            .body(eviction("db-0"))
+            .respond(429, no())
+    };
+    // Deadline 5 s, backoff 1 s doubling: attempts at 0 s, 1 s, 3 s; the next wait (4 s) would pass it.
+    let (cluster, server) = mock(vec![
+        expect("GET", ON_NODE).respond(200, list("PodList", vec![pod("db-0", n, json!({}))], None)),
+        evict_db(),
+        evict_db(),
+        evict_db(),
+    ]);
+    let err = cluster
+        .drain(
+            "ip-10-0-0-1",
+            &DrainOptions::new(DrainMode::Voluntary, Duration::from_secs(5)),
+        )
+        .await
+        .unwrap_err();
+    server.await.unwrap();
+    match err {
+        Error::PdbBlocked { node, pods } => {
+            assert_eq!(node, "ip-10-0-0-1");
+            assert_eq!(pods, ["default/db-0"]);
+        }
+        other => panic!("expected PdbBlocked, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn do_not_disrupt_vetoes_a_voluntary_drain_before_any_eviction() {
+    let n = Some("ip-10-0-0-1");
+    let pods = vec![
+        pod("web-1", n, json!({})),
+        pod(
+            "train",
+            n,
+            json!({"metadata": {"annotations": {"karpenter.sh/do-not-disrupt": "true"}}}),
+        ),
+    ];
+    let (cluster, server) = mock(vec![expect("GET", ON_NODE).respond(200, list("PodList", pods, None))]);
+    let err = cluster
+        .drain(
+            "ip-10-0-0-1",
+            &DrainOptions::new(DrainMode::Voluntary, Duration::from_secs(60)),
+        )
+        .await
+        .unwrap_err();
+    server.await.unwrap();
+    assert!(
+        matches!(&err, Error::DoNotDisrupt { pods, .. } if pods == &["default/train"]),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn forced_drain_leaves_do_not_disrupt_pods_alone() {
+    let n = Some("ip-10-0-0-1");
+    let pods = vec![
+        pod("web-1", n, json!({})),
+        pod(
+            "train",
+            n,
+            json!({"metadata": {"annotations": {"karpenter.sh/do-not-disrupt": "true"}}}),
+        ),
+    ];
+    let (cluster, server) = mock(vec![
+        expect("GET", ON_NODE).respond(200, list("PodList", pods, None)),
+        expect("POST", "/api/v1/namespaces/default/pods/web-1/eviction?")
+            .body(eviction("web-1"))
+            .respond(201, status(201, "", "")),
+    ]);
+    let report = cluster
+        .drain(
+            "ip-10-0-0-1",
+            &DrainOptions::new(DrainMode::Forced, Duration::from_secs(90)),
+        )
+        .await
+        .unwrap();
+    server.await.unwrap();
+    assert_eq!(report.evicted, ["default/web-1"]);
+    assert_eq!(report.skipped, ["default/train"]);
+}
+
+#[tokio::test]
+async fn expired_grace_period_deletes_instead_of_evicting() {
+    let n = Some("ip-10-0-0-1");
+    let pods = vec![pod(
+        "train",
+        n,
+        json!({"metadata": {"annotations": {"karpenter.sh/do-not-disrupt": "true"}}}),
+    )];
+    let (cluster, server) = mock(vec![
+        expect("GET", ON_NODE).respond(200, list("PodList", pods, None)),
+        expect("DELETE", "/api/v1/namespaces/default/pods/train?")
+            .body(json!({}))
+            .respond(200, pod("train", n, json!({}))),
+    ]);
+    let mut options = DrainOptions::new(DrainMode::Voluntary, Duration::from_secs(60));
+    options.grace_expired = true;
+    let report = cluster.drain("ip-10-0-0-1", &options).await.unwrap();
+    server.await.unwrap();
+    assert_eq!(report.deleted, ["default/train"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_that_hangs_times_out_with_a_typed_error() {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let server = tokio::spawn(async move {
+        // Take the request and never answer it.
+        let held = handle.next_request().await;
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        drop(held);
+    });
+    let cluster = Cluster::new(kube::Client::new(service, "default")).with_timeout(Duration::from_secs(3));
+    let err = cluster.nodes().await.unwrap_err();
+    assert!(matches!(err, Error::Timeout { seconds: 3, .. }), "{err:?}");
+    server.abort();
+}
