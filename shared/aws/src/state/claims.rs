@@ -28,6 +28,9 @@ pub struct ClaimRecord {
     pub zone: Option<String>,
     pub price_per_hour: Option<f64>,
     pub allocatable: Option<Resources>,
+    /// Sum of the requests of the pods planned onto the claim (daemonset overhead included), so a
+    /// later batch can pack onto the claim while it is still in flight.
+    pub requested: Option<Resources>,
     /// Pod uids reserved onto this claim.
     pub pods: Vec<String>,
     /// When the claim entered each state (epoch ms).
@@ -51,11 +54,44 @@ impl ClaimRecord {
             zone: None,
             price_per_hour: None,
             allocatable: None,
+            requested: None,
             pods,
             transitions: BTreeMap::from([(ClaimState::Launching, now)]),
             backing: "fleet".into(),
             version: 0,
         }
+    }
+
+    /// Moves the record to `to` at `at` with what was learned, if that is forward (the version is
+    /// bumped); otherwise leaves it untouched and says why. Every state store applies transitions
+    /// through this one function.
+    pub fn advance(&mut self, to: ClaimState, at: EpochMillis, update: &ClaimUpdate) -> Transition {
+        let transition = self.state.transition(to);
+        if transition != Transition::Advance {
+            return transition;
+        }
+        self.state = to;
+        self.transitions.entry(to).or_insert(at);
+        self.version += 1;
+        if update.instance_id.is_some() {
+            self.instance_id.clone_from(&update.instance_id);
+        }
+        if update.instance_type.is_some() {
+            self.instance_type.clone_from(&update.instance_type);
+        }
+        if update.capacity_type.is_some() {
+            self.capacity_type = update.capacity_type;
+        }
+        if update.zone.is_some() {
+            self.zone.clone_from(&update.zone);
+        }
+        if update.price_per_hour.is_some() {
+            self.price_per_hour = update.price_per_hour;
+        }
+        if update.allocatable.is_some() {
+            self.allocatable.clone_from(&update.allocatable);
+        }
+        transition
     }
 
     pub fn entered(&self, state: ClaimState) -> Option<EpochMillis> {
@@ -116,6 +152,10 @@ impl StateStore {
             let json = serde_json::to_string(v).map_err(|e| Error::invalid("allocatable", e.to_string()))?;
             item.insert("allocatable".into(), s(json));
         }
+        if let Some(v) = &claim.requested {
+            let json = serde_json::to_string(v).map_err(|e| Error::invalid("requested", e.to_string()))?;
+            item.insert("requested".into(), s(json));
+        }
         item.insert("pods".into(), AttributeValue::L(claim.pods.iter().map(s).collect()));
         item.insert(
             "transitions".into(),
@@ -146,6 +186,12 @@ impl StateStore {
             }
             None => None,
         };
+        let requested = match f.opt_s("requested")? {
+            Some(json) => {
+                Some(serde_json::from_str(&json).map_err(|e| f.corrupt(format!("requested is not valid: {e}")))?)
+            }
+            None => None,
+        };
         let mut transitions = BTreeMap::new();
         for (k, v) in f.number_map("transitions")? {
             let st = ClaimState::parse(&k).ok_or_else(|| f.corrupt(format!("transitions has unknown state {k:?}")))?;
@@ -161,6 +207,7 @@ impl StateStore {
             zone: f.opt_s("zone")?,
             price_per_hour: f.opt_n("pricePerHour")?,
             allocatable,
+            requested,
             pods: f.string_list("pods")?,
             transitions,
             backing: f.opt_s("backing")?.unwrap_or_else(|| "fleet".into()),
@@ -243,32 +290,11 @@ impl StateStore {
             let Some(mut claim) = self.get_claim(id).await? else {
                 return Err(Error::ClaimNotFound(id.into()));
             };
-            match claim.state.transition(to) {
+            let previous_version = claim.version;
+            match claim.advance(to, at, update) {
                 Transition::Duplicate => return Ok(TransitionOutcome::Duplicate(claim)),
                 Transition::Stale => return Ok(TransitionOutcome::Stale(claim)),
                 Transition::Advance => {}
-            }
-            let previous_version = claim.version;
-            claim.state = to;
-            claim.transitions.entry(to).or_insert(at);
-            claim.version += 1;
-            if update.instance_id.is_some() {
-                claim.instance_id.clone_from(&update.instance_id);
-            }
-            if update.instance_type.is_some() {
-                claim.instance_type.clone_from(&update.instance_type);
-            }
-            if update.capacity_type.is_some() {
-                claim.capacity_type = update.capacity_type;
-            }
-            if update.zone.is_some() {
-                claim.zone.clone_from(&update.zone);
-            }
-            if update.price_per_hour.is_some() {
-                claim.price_per_hour = update.price_per_hour;
-            }
-            if update.allocatable.is_some() {
-                claim.allocatable.clone_from(&update.allocatable);
             }
             if self.replace_claim(&claim, previous_version).await? {
                 return Ok(TransitionOutcome::Advanced(claim));

@@ -1,0 +1,230 @@
+//! The ports over AWS: [`State`] is the DynamoDB `StateStore` itself; [`AwsCapacity`] resolves a
+//! pool's EC2NodeClass (AMIs, subnets, security groups; cached for the life of the execution
+//! environment), keeps one launch template per content hash, and launches through `Fleet`.
+
+use std::collections::HashMap;
+
+use nodewright_aws::capacity::{
+    AsgPool, ClusterEndpoint, Fleet, InstanceSummary, LaunchOffering, LaunchOutcome, LaunchRequest, LaunchTemplateSpec,
+    NodeClassResolution,
+};
+use nodewright_aws::state::{
+    ClaimRecord, ClaimUpdate, EventStart, Holder, Reservation, StateStore, TransitionOutcome, UnavailableOffering,
+    UsageDecision, UsageDelta,
+};
+use nodewright_aws::{EpochMillis, Error, Result};
+use nodewright_core::model::ClaimState;
+use nodewright_core::nodepool::{Ec2NodeClass, Limits};
+use nodewright_core::{CapacityType, InstanceType, labels};
+use tokio::sync::Mutex;
+
+use crate::ports::{Capacity, ClaimLaunch, State};
+
+impl State for StateStore {
+    async fn begin_event(&self, key: &str, now: EpochMillis) -> Result<EventStart> {
+        StateStore::begin_event(self, key, now).await
+    }
+    async fn complete_event(&self, key: &str, outcome: &str, now: EpochMillis) -> Result<()> {
+        StateStore::complete_event(self, key, outcome, now).await
+    }
+    async fn abandon_event(&self, key: &str) -> Result<()> {
+        StateStore::abandon_event(self, key).await
+    }
+    async fn reserve_pods(&self, uids: &[String], holder: &Holder, now: EpochMillis, ttl: i64) -> Result<Vec<String>> {
+        StateStore::reserve_pods(self, uids, holder, now, ttl).await
+    }
+    async fn transfer_pod(&self, uid: &str, from: &Holder, to: &Holder, now: EpochMillis, ttl: i64) -> Result<bool> {
+        StateStore::transfer_pod(self, uid, from, to, now, ttl).await
+    }
+    async fn release_pod(&self, uid: &str, holder: &Holder) -> Result<bool> {
+        StateStore::release_pod(self, uid, holder).await
+    }
+    async fn reservations(&self, now: EpochMillis) -> Result<Vec<Reservation>> {
+        StateStore::reservations(self, now).await
+    }
+    async fn create_claim(&self, claim: &ClaimRecord) -> Result<bool> {
+        StateStore::create_claim(self, claim).await
+    }
+    async fn get_claim(&self, id: &str) -> Result<Option<ClaimRecord>> {
+        StateStore::get_claim(self, id).await
+    }
+    async fn claim_by_instance(&self, instance_id: &str) -> Result<Option<ClaimRecord>> {
+        StateStore::claim_by_instance(self, instance_id).await
+    }
+    async fn claims(&self) -> Result<Vec<ClaimRecord>> {
+        StateStore::claims(self).await
+    }
+    async fn replace_claim(&self, claim: &ClaimRecord, expected_version: u64) -> Result<bool> {
+        StateStore::replace_claim(self, claim, expected_version).await
+    }
+    async fn transition_claim(
+        &self,
+        id: &str,
+        to: ClaimState,
+        at: EpochMillis,
+        update: &ClaimUpdate,
+    ) -> Result<TransitionOutcome> {
+        StateStore::transition_claim(self, id, to, at, update).await
+    }
+    async fn mark_offering_unavailable(
+        &self,
+        capacity_type: CapacityType,
+        instance_type: &str,
+        zone: &str,
+        reason: &str,
+        now: EpochMillis,
+    ) -> Result<()> {
+        StateStore::mark_offering_unavailable(self, capacity_type, instance_type, zone, reason, now).await
+    }
+    async fn unavailable_offerings(&self, now: EpochMillis) -> Result<Vec<UnavailableOffering>> {
+        StateStore::unavailable_offerings(self, now).await
+    }
+    async fn try_add_usage(&self, pool: &str, delta: &UsageDelta, limits: &Limits) -> Result<UsageDecision> {
+        StateStore::try_add_usage(self, pool, delta, limits).await
+    }
+    async fn release_usage(&self, pool: &str, delta: &UsageDelta, was_in_flight: bool) -> Result<()> {
+        StateStore::release_usage(self, pool, delta, was_in_flight).await
+    }
+    async fn mark_usage_running(&self, pool: &str, nodes: u64) -> Result<()> {
+        StateStore::mark_usage_running(self, pool, nodes).await
+    }
+}
+
+/// EC2 / Auto Scaling capacity for one cluster.
+pub struct AwsCapacity {
+    pub fleet: Fleet,
+    pub asg: AsgPool,
+    pub store: StateStore,
+    pub ssm: Option<aws_sdk_ssm::Client>,
+    pub endpoint: ClusterEndpoint,
+    pub kubernetes_version: Option<String>,
+    pub node_classes: Vec<Ec2NodeClass>,
+    /// Instance types by name (for the architecture of an offering).
+    pub instance_types: HashMap<String, InstanceType>,
+    resolved: Mutex<HashMap<String, NodeClassResolution>>,
+    templates: Mutex<HashMap<String, String>>,
+}
+
+impl AwsCapacity {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        fleet: Fleet,
+        asg: AsgPool,
+        store: StateStore,
+        ssm: Option<aws_sdk_ssm::Client>,
+        endpoint: ClusterEndpoint,
+        kubernetes_version: Option<String>,
+        node_classes: Vec<Ec2NodeClass>,
+        instance_types: &[InstanceType],
+    ) -> Self {
+        AwsCapacity {
+            fleet,
+            asg,
+            store,
+            ssm,
+            endpoint,
+            kubernetes_version,
+            node_classes,
+            instance_types: instance_types.iter().map(|t| (t.name.clone(), t.clone())).collect(),
+            resolved: Mutex::new(HashMap::new()),
+            templates: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn resolution(&self, class: &Ec2NodeClass) -> Result<NodeClassResolution> {
+        let mut cache = self.resolved.lock().await;
+        if let Some(r) = cache.get(&class.name) {
+            return Ok(r.clone());
+        }
+        let r = self
+            .fleet
+            .resolve_node_class(class, self.ssm.as_ref(), self.kubernetes_version.as_deref())
+            .await?;
+        cache.insert(class.name.clone(), r.clone());
+        Ok(r)
+    }
+
+    async fn template(&self, spec: &LaunchTemplateSpec) -> Result<String> {
+        let name = spec.name(self.fleet.cluster());
+        let mut cache = self.templates.lock().await;
+        if let Some(id) = cache.get(&name) {
+            return Ok(id.clone());
+        }
+        let id = self.fleet.ensure_launch_template(spec).await?;
+        cache.insert(name, id.clone());
+        Ok(id)
+    }
+
+    fn arch_of(&self, instance_type: &str) -> String {
+        self.instance_types
+            .get(instance_type)
+            .and_then(|t| t.labels.get(labels::ARCH))
+            .cloned()
+            .unwrap_or_else(|| "amd64".into())
+    }
+}
+
+impl Capacity for AwsCapacity {
+    async fn launch(&self, launch: &ClaimLaunch, now: EpochMillis) -> Result<LaunchOutcome> {
+        let class_name = launch.pool.node_class.clone().unwrap_or_else(|| "default".into());
+        let class = self.node_classes.iter().find(|c| c.name == class_name).ok_or_else(|| {
+            Error::invalid(
+                format!("NodePool {}: spec.template.spec.nodeClassRef", launch.pool.name),
+                format!("EC2NodeClass {class_name:?} is not in the configuration"),
+            )
+        })?;
+        let resolution = self.resolution(class).await?;
+        // One launch template per request: the architecture of the cheapest offering.
+        let first = launch
+            .offerings
+            .first()
+            .ok_or_else(|| Error::invalid("offerings", format!("claim {} has no offerings", launch.claim_id)))?;
+        let arch = self.arch_of(&first.name);
+        let spec = LaunchTemplateSpec::new(
+            class,
+            &resolution,
+            &arch,
+            &self.endpoint,
+            &launch.labels,
+            &launch.pool.taints,
+        )?;
+        let template = self.template(&spec).await?;
+        let offerings: Vec<LaunchOffering> = launch
+            .offerings
+            .iter()
+            .filter(|o| self.arch_of(&o.name) == arch)
+            .filter_map(|o| {
+                let subnet = resolution.subnets.iter().find(|(_, zone)| *zone == o.zone)?;
+                Some(LaunchOffering {
+                    instance_type: o.name.clone(),
+                    zone: o.zone.clone(),
+                    subnet_id: subnet.0.clone(),
+                    capacity_type: o.capacity_type,
+                    price: o.price,
+                })
+            })
+            .collect();
+        let mut tags = class.tags.clone();
+        tags.insert(labels::NODEPOOL.into(), launch.pool.name.clone());
+        let request = LaunchRequest {
+            claim_id: launch.claim_id.clone(),
+            pool: launch.pool.name.clone(),
+            launch_template_id: template,
+            offerings,
+            tags,
+        };
+        self.fleet.launch(&request, &self.store, now).await
+    }
+
+    async fn scale_up(&self, group: &str) -> Result<()> {
+        self.asg.scale_up(group, 1).await.map(|_| ())
+    }
+
+    async fn terminate(&self, instance_ids: &[String]) -> Result<()> {
+        self.fleet.terminate(instance_ids).await
+    }
+
+    async fn instances(&self) -> Result<Vec<InstanceSummary>> {
+        self.fleet.cluster_instances().await
+    }
+}

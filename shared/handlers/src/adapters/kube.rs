@@ -1,0 +1,49 @@
+//! The cluster port over the Kubernetes API (`nodewright-kube`), with a client that keeps its EKS
+//! token fresh.
+
+use nodewright_core::Pod;
+use nodewright_core::disruption::Pdb;
+use nodewright_kube::{Cluster, ClusterNode, Connection, DrainOptions, DrainReport, Listed, Result};
+
+use crate::ports::ClusterApi;
+
+/// A cluster reached through a [`Connection`].
+pub struct KubeCluster {
+    pub connection: Connection,
+}
+
+impl KubeCluster {
+    async fn cluster(&self) -> Result<Cluster> {
+        Ok(Cluster::new(self.connection.client().await?))
+    }
+}
+
+impl ClusterApi for KubeCluster {
+    async fn unschedulable_pods(&self) -> Result<Listed<Pod>> {
+        self.cluster().await?.unschedulable_pods().await
+    }
+    async fn bound_pods(&self) -> Result<Listed<Pod>> {
+        self.cluster().await?.bound_pods().await
+    }
+    async fn nodes(&self) -> Result<Listed<ClusterNode>> {
+        self.cluster().await?.nodes().await
+    }
+    async fn daemonsets(&self) -> Result<Listed<Pod>> {
+        self.cluster().await?.daemonsets().await
+    }
+    async fn pdbs(&self) -> Result<Vec<Pdb>> {
+        self.cluster().await?.pdbs().await
+    }
+    async fn cordon_and_taint(&self, node: &str, taint_key: &str) -> Result<()> {
+        self.cluster().await?.cordon_and_taint(node, taint_key).await
+    }
+    async fn drain(&self, node: &str, options: &DrainOptions) -> Result<DrainReport> {
+        self.cluster().await?.drain(node, options).await
+    }
+    async fn delete_node(&self, node: &str) -> Result<bool> {
+        self.cluster().await?.delete_node(node).await
+    }
+    async fn label_node(&self, node: &str, key: &str, value: &str) -> Result<()> {
+        self.cluster().await?.label_node(node, key, value).await
+    }
+}

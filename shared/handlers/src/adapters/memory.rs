@@ -1,0 +1,580 @@
+//! In-process stand-ins for DynamoDB, EC2 and the cluster, with the same semantics as the real
+//! adapters (conditional reservations, monotonic claims, TTLs, pool limits, ICE cache, guarded
+//! termination). Used by `nodewright invoke`, handler tests and the decision-time benchmark.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use nodewright_aws::capacity::{InstanceSummary, LaunchOutcome};
+use nodewright_aws::state::{
+    ClaimRecord, ClaimUpdate, EventStart, Holder, IDEMPOTENCY_LEASE_SECS, OFFERING_UNAVAILABLE_SECS, PoolUsage,
+    Reservation, TransitionOutcome, UnavailableOffering, UsageDecision, UsageDelta,
+};
+use nodewright_aws::{EpochMillis, Error, Result};
+use nodewright_core::disruption::Pdb;
+use nodewright_core::model::{ClaimState, Transition};
+use nodewright_core::nodepool::Limits;
+use nodewright_core::{CapacityType, Pod, Resource};
+use nodewright_kube::{ClusterNode, DrainMode, DrainOptions, DrainReport, Listed};
+
+use crate::ports::{Capacity, ClaimLaunch, ClusterApi, State};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock means a test panicked mid-write; the data is still the best we have.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[derive(Debug, Default)]
+struct StateData {
+    /// key -> (outcome when done, lease expiry ms)
+    events: HashMap<String, (Option<String>, EpochMillis)>,
+    reservations: HashMap<String, Reservation>,
+    claims: BTreeMap<String, ClaimRecord>,
+    offerings: Vec<UnavailableOffering>,
+    usage: HashMap<String, PoolUsage>,
+}
+
+/// DynamoDB stand-in.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryState {
+    data: Arc<Mutex<StateData>>,
+}
+
+impl MemoryState {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every claim, for inspection.
+    pub fn claim_records(&self) -> Vec<ClaimRecord> {
+        lock(&self.data).claims.values().cloned().collect()
+    }
+
+    pub fn usage(&self, pool: &str) -> PoolUsage {
+        lock(&self.data).usage.get(pool).copied().unwrap_or_default()
+    }
+}
+
+fn live(r: &Reservation, now: EpochMillis) -> bool {
+    r.expires_at * 1000 > now
+}
+
+impl State for MemoryState {
+    async fn begin_event(&self, key: &str, now: EpochMillis) -> Result<EventStart> {
+        let mut d = lock(&self.data);
+        match d.events.get(key) {
+            Some((Some(outcome), _)) => Ok(EventStart::Completed(outcome.clone())),
+            Some((None, lease)) if *lease > now => Ok(EventStart::InProgress),
+            _ => {
+                d.events
+                    .insert(key.to_string(), (None, now + IDEMPOTENCY_LEASE_SECS * 1000));
+                Ok(EventStart::New)
+            }
+        }
+    }
+    async fn complete_event(&self, key: &str, outcome: &str, _now: EpochMillis) -> Result<()> {
+        lock(&self.data)
+            .events
+            .insert(key.to_string(), (Some(outcome.to_string()), i64::MAX));
+        Ok(())
+    }
+    async fn abandon_event(&self, key: &str) -> Result<()> {
+        lock(&self.data).events.remove(key);
+        Ok(())
+    }
+    async fn reserve_pods(&self, uids: &[String], holder: &Holder, now: EpochMillis, ttl: i64) -> Result<Vec<String>> {
+        let mut d = lock(&self.data);
+        let mut won = Vec::new();
+        for uid in uids {
+            let free = d
+                .reservations
+                .get(uid)
+                .is_none_or(|r| !live(r, now) || r.holder == *holder);
+            if free {
+                d.reservations.insert(
+                    uid.clone(),
+                    Reservation {
+                        pod_uid: uid.clone(),
+                        holder: holder.clone(),
+                        created_at: now,
+                        expires_at: now / 1000 + ttl,
+                    },
+                );
+                won.push(uid.clone());
+            }
+        }
+        Ok(won)
+    }
+    async fn transfer_pod(&self, uid: &str, from: &Holder, to: &Holder, now: EpochMillis, ttl: i64) -> Result<bool> {
+        let mut d = lock(&self.data);
+        match d.reservations.get_mut(uid) {
+            Some(r) if r.holder == *from => {
+                r.holder = to.clone();
+                r.expires_at = now / 1000 + ttl;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+    async fn release_pod(&self, uid: &str, holder: &Holder) -> Result<bool> {
+        let mut d = lock(&self.data);
+        if d.reservations.get(uid).is_some_and(|r| r.holder == *holder) {
+            d.reservations.remove(uid);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+    async fn reservations(&self, now: EpochMillis) -> Result<Vec<Reservation>> {
+        let d = lock(&self.data);
+        let mut out: Vec<_> = d.reservations.values().filter(|r| live(r, now)).cloned().collect();
+        out.sort_by(|a, b| a.pod_uid.cmp(&b.pod_uid));
+        Ok(out)
+    }
+    async fn create_claim(&self, claim: &ClaimRecord) -> Result<bool> {
+        let mut d = lock(&self.data);
+        if d.claims.contains_key(&claim.id) {
+            return Ok(false);
+        }
+        d.claims.insert(claim.id.clone(), claim.clone());
+        Ok(true)
+    }
+    async fn get_claim(&self, id: &str) -> Result<Option<ClaimRecord>> {
+        Ok(lock(&self.data).claims.get(id).cloned())
+    }
+    async fn claim_by_instance(&self, instance_id: &str) -> Result<Option<ClaimRecord>> {
+        Ok(lock(&self.data)
+            .claims
+            .values()
+            .find(|c| c.instance_id.as_deref() == Some(instance_id))
+            .cloned())
+    }
+    async fn claims(&self) -> Result<Vec<ClaimRecord>> {
+        Ok(self.claim_records())
+    }
+    async fn replace_claim(&self, claim: &ClaimRecord, expected_version: u64) -> Result<bool> {
+        let mut d = lock(&self.data);
+        match d.claims.get_mut(&claim.id) {
+            Some(c) if c.version == expected_version => {
+                *c = claim.clone();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+    async fn transition_claim(
+        &self,
+        id: &str,
+        to: ClaimState,
+        at: EpochMillis,
+        update: &ClaimUpdate,
+    ) -> Result<TransitionOutcome> {
+        let mut d = lock(&self.data);
+        let claim = d.claims.get_mut(id).ok_or_else(|| Error::ClaimNotFound(id.into()))?;
+        Ok(match claim.advance(to, at, update) {
+            Transition::Advance => TransitionOutcome::Advanced(claim.clone()),
+            Transition::Duplicate => TransitionOutcome::Duplicate(claim.clone()),
+            Transition::Stale => TransitionOutcome::Stale(claim.clone()),
+        })
+    }
+    async fn mark_offering_unavailable(
+        &self,
+        capacity_type: CapacityType,
+        instance_type: &str,
+        zone: &str,
+        reason: &str,
+        now: EpochMillis,
+    ) -> Result<()> {
+        let mut d = lock(&self.data);
+        d.offerings
+            .retain(|o| !(o.capacity_type == capacity_type && o.instance_type == instance_type && o.zone == zone));
+        d.offerings.push(UnavailableOffering {
+            capacity_type,
+            instance_type: instance_type.into(),
+            zone: zone.into(),
+            reason: reason.into(),
+            expires_at: now / 1000 + OFFERING_UNAVAILABLE_SECS,
+        });
+        Ok(())
+    }
+    async fn unavailable_offerings(&self, now: EpochMillis) -> Result<Vec<UnavailableOffering>> {
+        Ok(lock(&self.data)
+            .offerings
+            .iter()
+            .filter(|o| o.expires_at * 1000 > now)
+            .cloned()
+            .collect())
+    }
+    async fn try_add_usage(&self, pool: &str, delta: &UsageDelta, limits: &Limits) -> Result<UsageDecision> {
+        let mut d = lock(&self.data);
+        let used = d.usage.entry(pool.to_string()).or_default();
+        let limit = |r: Resource| (limits.resources.get(r) > 0).then(|| limits.resources.get(r));
+        let gpu_limit = (limits.resources.accelerators() > 0).then(|| limits.resources.accelerators());
+        let dims: [(&'static str, Option<u64>, u64, u64); 4] = [
+            ("cpuMilli", limit(Resource::Cpu), used.cpu_milli, delta.cpu_milli),
+            (
+                "memoryBytes",
+                limit(Resource::Memory),
+                used.memory_bytes,
+                delta.memory_bytes,
+            ),
+            ("gpus", gpu_limit, used.gpus, delta.gpus),
+            ("nodes", limits.nodes, used.nodes, delta.nodes),
+        ];
+        for (resource, limit, current, inc) in dims {
+            if let Some(limit) = limit
+                && current + inc > limit
+            {
+                return Ok(UsageDecision::Denied {
+                    resource,
+                    used: current,
+                    requested: inc,
+                    limit,
+                });
+            }
+        }
+        used.cpu_milli += delta.cpu_milli;
+        used.memory_bytes += delta.memory_bytes;
+        used.gpus += delta.gpus;
+        used.nodes += delta.nodes;
+        used.nodes_in_flight += delta.nodes;
+        Ok(UsageDecision::Granted)
+    }
+    async fn release_usage(&self, pool: &str, delta: &UsageDelta, was_in_flight: bool) -> Result<()> {
+        let mut d = lock(&self.data);
+        let used = d.usage.entry(pool.to_string()).or_default();
+        used.cpu_milli = used.cpu_milli.saturating_sub(delta.cpu_milli);
+        used.memory_bytes = used.memory_bytes.saturating_sub(delta.memory_bytes);
+        used.gpus = used.gpus.saturating_sub(delta.gpus);
+        used.nodes = used.nodes.saturating_sub(delta.nodes);
+        if was_in_flight {
+            used.nodes_in_flight = used.nodes_in_flight.saturating_sub(delta.nodes);
+        }
+        Ok(())
+    }
+    async fn mark_usage_running(&self, pool: &str, nodes: u64) -> Result<()> {
+        let mut d = lock(&self.data);
+        let used = d.usage.entry(pool.to_string()).or_default();
+        if used.nodes_in_flight >= nodes {
+            used.nodes_in_flight -= nodes;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default)]
+struct CapacityData {
+    instances: BTreeMap<String, InstanceSummary>,
+    /// Offerings that fail with InsufficientInstanceCapacity: (capacity type, type, zone).
+    exhausted: Vec<(CapacityType, String, String)>,
+    next_id: u64,
+    asg_scale_ups: Vec<String>,
+    terminated: Vec<String>,
+}
+
+/// EC2 stand-in: launches the cheapest offering not exhausted (spot first, as the fleet does),
+/// adopts by claim tag, terminates only its own instances.
+#[derive(Debug, Clone)]
+pub struct MemoryCapacity {
+    cluster: String,
+    state: MemoryState,
+    data: Arc<Mutex<CapacityData>>,
+}
+
+impl MemoryCapacity {
+    pub fn new(cluster: &str, state: MemoryState) -> Self {
+        MemoryCapacity {
+            cluster: cluster.into(),
+            state,
+            data: Arc::new(Mutex::new(CapacityData::default())),
+        }
+    }
+
+    /// Makes an offering fail with insufficient capacity from now on.
+    pub fn exhaust(&self, capacity_type: CapacityType, instance_type: &str, zone: &str) {
+        lock(&self.data)
+            .exhausted
+            .push((capacity_type, instance_type.into(), zone.into()));
+    }
+
+    /// Adds an instance that is not ours (another cluster's), for termination-guard tests.
+    pub fn add_foreign_instance(&self, instance_id: &str) {
+        lock(&self.data).instances.insert(
+            instance_id.into(),
+            InstanceSummary {
+                instance_id: instance_id.into(),
+                instance_type: "m5.large".into(),
+                zone: "us-east-1a".into(),
+                state: "running".into(),
+                spot: false,
+                claim_id: None,
+                pool: None,
+                cluster: Some("someone-else".into()),
+                launch_time_millis: None,
+            },
+        );
+    }
+
+    pub fn all_instances(&self) -> Vec<InstanceSummary> {
+        lock(&self.data).instances.values().cloned().collect()
+    }
+
+    pub fn terminated(&self) -> Vec<String> {
+        lock(&self.data).terminated.clone()
+    }
+
+    pub fn asg_scale_ups(&self) -> Vec<String> {
+        lock(&self.data).asg_scale_ups.clone()
+    }
+}
+
+impl Capacity for MemoryCapacity {
+    async fn launch(&self, launch: &ClaimLaunch, now: EpochMillis) -> Result<LaunchOutcome> {
+        if let Some(existing) = lock(&self.data)
+            .instances
+            .values()
+            .find(|i| i.claim_id.as_deref() == Some(launch.claim_id.as_str()) && i.state != "terminated")
+            .cloned()
+        {
+            return Ok(LaunchOutcome {
+                capacity_type: if existing.spot {
+                    CapacityType::Spot
+                } else {
+                    CapacityType::OnDemand
+                },
+                instance_id: existing.instance_id,
+                instance_type: existing.instance_type,
+                zone: existing.zone,
+                price: None,
+                adopted: true,
+                fell_back_to_on_demand: false,
+                unavailable: Vec::new(),
+            });
+        }
+        let cached = self.state.unavailable_offerings(now).await?;
+        let mut options: Vec<_> = launch
+            .offerings
+            .iter()
+            .filter(|o| {
+                !cached
+                    .iter()
+                    .any(|u| u.capacity_type == o.capacity_type && u.instance_type == o.name && u.zone == o.zone)
+            })
+            .cloned()
+            .collect();
+        // Spot first, then on-demand; cheapest first within each.
+        options.sort_by(|a, b| {
+            (a.capacity_type != CapacityType::Spot)
+                .cmp(&(b.capacity_type != CapacityType::Spot))
+                .then(a.price.total_cmp(&b.price))
+                .then_with(|| a.name.cmp(&b.name))
+        });
+        let wanted_spot = launch.offerings.iter().any(|o| o.capacity_type == CapacityType::Spot);
+        let mut unavailable = Vec::new();
+        for o in options {
+            let exhausted = lock(&self.data)
+                .exhausted
+                .iter()
+                .any(|(ct, t, z)| *ct == o.capacity_type && *t == o.name && *z == o.zone);
+            if exhausted {
+                self.state
+                    .mark_offering_unavailable(o.capacity_type, &o.name, &o.zone, "InsufficientInstanceCapacity", now)
+                    .await?;
+                unavailable.push((
+                    o.capacity_type,
+                    o.name.clone(),
+                    o.zone.clone(),
+                    "InsufficientInstanceCapacity".into(),
+                ));
+                continue;
+            }
+            let mut d = lock(&self.data);
+            d.next_id += 1;
+            let id = format!("i-{:017x}", d.next_id);
+            d.instances.insert(
+                id.clone(),
+                InstanceSummary {
+                    instance_id: id.clone(),
+                    instance_type: o.name.clone(),
+                    zone: o.zone.clone(),
+                    state: "pending".into(),
+                    spot: o.capacity_type == CapacityType::Spot,
+                    claim_id: Some(launch.claim_id.clone()),
+                    pool: Some(launch.pool.name.clone()),
+                    cluster: Some(self.cluster.clone()),
+                    launch_time_millis: Some(now),
+                },
+            );
+            return Ok(LaunchOutcome {
+                instance_id: id,
+                instance_type: o.name.clone(),
+                zone: o.zone.clone(),
+                capacity_type: o.capacity_type,
+                price: Some(o.price),
+                adopted: false,
+                fell_back_to_on_demand: wanted_spot && o.capacity_type == CapacityType::OnDemand,
+                unavailable,
+            });
+        }
+        Err(Error::NoCapacity {
+            claim: launch.claim_id.clone(),
+            tried: unavailable
+                .iter()
+                .map(|(ct, t, z, _)| format!("{ct}/{t}/{z}"))
+                .collect(),
+        })
+    }
+
+    async fn scale_up(&self, group: &str) -> Result<()> {
+        lock(&self.data).asg_scale_ups.push(group.to_string());
+        Ok(())
+    }
+
+    async fn terminate(&self, instance_ids: &[String]) -> Result<()> {
+        let mut d = lock(&self.data);
+        for id in instance_ids {
+            let ours = d
+                .instances
+                .get(id)
+                .is_some_and(|i| i.cluster.as_deref() == Some(self.cluster.as_str()));
+            if !ours {
+                return Err(Error::Refused(format!(
+                    "instance {id} is not tagged nodewright.io/cluster={}",
+                    self.cluster
+                )));
+            }
+        }
+        for id in instance_ids {
+            if let Some(i) = d.instances.get_mut(id) {
+                i.state = "terminated".into();
+            }
+            d.terminated.push(id.clone());
+        }
+        Ok(())
+    }
+
+    async fn instances(&self) -> Result<Vec<InstanceSummary>> {
+        Ok(lock(&self.data)
+            .instances
+            .values()
+            .filter(|i| i.cluster.as_deref() == Some(self.cluster.as_str()) && i.state != "terminated")
+            .cloned()
+            .collect())
+    }
+}
+
+/// A write the memory cluster received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterWrite {
+    CordonAndTaint { node: String, taint: String },
+    Drain { node: String, forced: bool },
+    DeleteNode(String),
+    Label { node: String, key: String, value: String },
+}
+
+#[derive(Debug, Default)]
+struct ClusterData {
+    nodes: Vec<ClusterNode>,
+    pending: Vec<Pod>,
+    bound: Vec<Pod>,
+    daemonsets: Vec<Pod>,
+    pdbs: Vec<Pdb>,
+    writes: Vec<ClusterWrite>,
+}
+
+/// Kubernetes stand-in: nodes and pods set by the caller, writes recorded.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryCluster {
+    data: Arc<Mutex<ClusterData>>,
+}
+
+impl MemoryCluster {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn set_nodes(&self, nodes: Vec<ClusterNode>) {
+        lock(&self.data).nodes = nodes;
+    }
+    pub fn set_pending(&self, pods: Vec<Pod>) {
+        lock(&self.data).pending = pods;
+    }
+    pub fn set_bound(&self, pods: Vec<Pod>) {
+        lock(&self.data).bound = pods;
+    }
+    pub fn writes(&self) -> Vec<ClusterWrite> {
+        lock(&self.data).writes.clone()
+    }
+}
+
+impl ClusterApi for MemoryCluster {
+    async fn unschedulable_pods(&self) -> nodewright_kube::Result<Listed<Pod>> {
+        Ok(Listed {
+            items: lock(&self.data).pending.clone(),
+            rejected: Vec::new(),
+        })
+    }
+    async fn bound_pods(&self) -> nodewright_kube::Result<Listed<Pod>> {
+        Ok(Listed {
+            items: lock(&self.data).bound.clone(),
+            rejected: Vec::new(),
+        })
+    }
+    async fn nodes(&self) -> nodewright_kube::Result<Listed<ClusterNode>> {
+        Ok(Listed {
+            items: lock(&self.data).nodes.clone(),
+            rejected: Vec::new(),
+        })
+    }
+    async fn daemonsets(&self) -> nodewright_kube::Result<Listed<Pod>> {
+        Ok(Listed {
+            items: lock(&self.data).daemonsets.clone(),
+            rejected: Vec::new(),
+        })
+    }
+    async fn pdbs(&self) -> nodewright_kube::Result<Vec<Pdb>> {
+        Ok(lock(&self.data).pdbs.clone())
+    }
+    async fn cordon_and_taint(&self, node: &str, taint_key: &str) -> nodewright_kube::Result<()> {
+        let mut d = lock(&self.data);
+        if let Some(n) = d.nodes.iter_mut().find(|n| n.node.name == node) {
+            n.node.unschedulable = true;
+        }
+        d.writes.push(ClusterWrite::CordonAndTaint {
+            node: node.into(),
+            taint: taint_key.into(),
+        });
+        Ok(())
+    }
+    async fn drain(&self, node: &str, options: &DrainOptions) -> nodewright_kube::Result<DrainReport> {
+        let mut d = lock(&self.data);
+        let evicted: Vec<String> = d
+            .bound
+            .iter()
+            .filter(|p| p.node_name.as_deref() == Some(node))
+            .map(|p| format!("{}/{}", p.namespace, p.name))
+            .collect();
+        d.bound.retain(|p| p.node_name.as_deref() != Some(node));
+        d.writes.push(ClusterWrite::Drain {
+            node: node.into(),
+            forced: options.mode == DrainMode::Forced,
+        });
+        Ok(DrainReport {
+            evicted,
+            ..Default::default()
+        })
+    }
+    async fn delete_node(&self, node: &str) -> nodewright_kube::Result<bool> {
+        let mut d = lock(&self.data);
+        let before = d.nodes.len();
+        d.nodes.retain(|n| n.node.name != node);
+        d.writes.push(ClusterWrite::DeleteNode(node.into()));
+        Ok(d.nodes.len() < before)
+    }
+    async fn label_node(&self, node: &str, key: &str, value: &str) -> nodewright_kube::Result<()> {
+        lock(&self.data).writes.push(ClusterWrite::Label {
+            node: node.into(),
+            key: key.into(),
+            value: value.into(),
+        });
+        Ok(())
+    }
+}

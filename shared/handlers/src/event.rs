@@ -1,0 +1,409 @@
+//! Every event the functions accept, parsed from the EventBridge envelope (or an SQS batch of them)
+//! into one typed [`Event`]. Parsing is total: any input yields an event, an [`Parsed::Ignore`] with
+//! the reason (not ours to handle: wrong source, unknown detail-type, a Health event that is not an
+//! EC2 scheduled change), or an [`Error::Event`] naming the field. It never panics (proptest in
+//! tests/events.rs) and bounds its input size.
+//!
+//! AWS's documentation samples carry placeholders (`"time": "yyyy-mm-ddThh:mm:ssZ"`,
+//! `"instance-action": "action"`). Fields the handlers do not need are not validated; the envelope
+//! time is optional (a placeholder means "unknown", and handlers fall back to the receive time);
+//! instance ids must be real (`i-` + hex).
+
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use nodewright_core::model::cluster_event::{self, NodeReady, PodPending};
+use serde_json::Value;
+
+use crate::{Error, Result};
+
+/// Largest event accepted: EventBridge's own entry limit.
+pub const MAX_EVENT_BYTES: usize = 256 * 1024;
+
+/// What every event carries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    pub id: String,
+    pub source: String,
+    pub detail_type: String,
+    /// Event time (Unix ms); None when absent or a placeholder.
+    pub time: Option<i64>,
+    pub region: Option<String>,
+}
+
+/// EC2 instance states of `EC2 Instance State-change Notification`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceState {
+    Pending,
+    Running,
+    Stopping,
+    Stopped,
+    ShuttingDown,
+    Terminated,
+}
+
+impl InstanceState {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => InstanceState::Pending,
+            "running" => InstanceState::Running,
+            "stopping" => InstanceState::Stopping,
+            "stopped" => InstanceState::Stopped,
+            "shutting-down" => InstanceState::ShuttingDown,
+            "terminated" => InstanceState::Terminated,
+            _ => return None,
+        })
+    }
+}
+
+/// A parsed event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    PodPending(Envelope, Box<PodPending>),
+    NodeReady(Envelope, NodeReady),
+    SpotInterruption {
+        envelope: Envelope,
+        instance_id: String,
+    },
+    Rebalance {
+        envelope: Envelope,
+        instance_id: String,
+    },
+    ReservationInterruption {
+        envelope: Envelope,
+        instance_id: String,
+    },
+    /// AWS Health, service EC2, category scheduledChange: instances with scheduled maintenance.
+    ScheduledChange {
+        envelope: Envelope,
+        event_type: String,
+        instance_ids: Vec<String>,
+    },
+    InstanceState {
+        envelope: Envelope,
+        instance_id: String,
+        state: InstanceState,
+    },
+    AsgLaunch {
+        envelope: Envelope,
+        group: String,
+        instance_id: Option<String>,
+        successful: bool,
+    },
+    AsgTerminate {
+        envelope: Envelope,
+        group: String,
+        instance_id: String,
+    },
+    /// The EventBridge schedule (consolidation).
+    Schedule(Envelope),
+}
+
+impl Event {
+    pub fn envelope(&self) -> &Envelope {
+        match self {
+            Event::PodPending(e, _) | Event::NodeReady(e, _) | Event::Schedule(e) => e,
+            Event::SpotInterruption { envelope, .. }
+            | Event::Rebalance { envelope, .. }
+            | Event::ReservationInterruption { envelope, .. }
+            | Event::ScheduledChange { envelope, .. }
+            | Event::InstanceState { envelope, .. }
+            | Event::AsgLaunch { envelope, .. }
+            | Event::AsgTerminate { envelope, .. } => envelope,
+        }
+    }
+}
+
+/// The result of parsing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Parsed {
+    Event(Event),
+    /// Acknowledged and ignored, with the reason (logged at debug).
+    Ignore(String),
+}
+
+/// Parses raw bytes (size-checked first).
+pub fn parse_bytes(bytes: &[u8]) -> Result<Parsed> {
+    if bytes.len() > MAX_EVENT_BYTES {
+        return Err(Error::event(
+            "payload",
+            format!("{} bytes is over the {MAX_EVENT_BYTES} byte limit", bytes.len()),
+        ));
+    }
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| Error::event("payload", format!("not JSON: {e}")))?;
+    parse_value(&v)
+}
+
+/// Parses one EventBridge event given as JSON.
+pub fn parse_value(v: &Value) -> Result<Parsed> {
+    if !v.is_object() {
+        return Err(Error::event("payload", "not a JSON object"));
+    }
+    let size = serde_json::to_vec(v).map(|b| b.len()).unwrap_or(usize::MAX);
+    if size > MAX_EVENT_BYTES {
+        return Err(Error::event(
+            "payload",
+            format!("{size} bytes is over the {MAX_EVENT_BYTES} byte limit"),
+        ));
+    }
+    for field in ["id", "source", "detail-type"] {
+        match v.get(field) {
+            Some(Value::String(s)) if !s.is_empty() => {}
+            Some(Value::String(_)) => return Err(Error::event(field, "must not be empty")),
+            Some(_) => return Err(Error::event(field, "must be a string")),
+            None => return Err(Error::event(field, "missing")),
+        }
+    }
+    let raw: EventBridgeEvent<Value> =
+        serde_json::from_value(v.clone()).map_err(|e| Error::event("envelope", e.to_string()))?;
+    let envelope = Envelope {
+        id: raw.id.clone().unwrap_or_default(),
+        source: raw.source.clone(),
+        detail_type: raw.detail_type.clone(),
+        time: v.get("time").and_then(Value::as_str).and_then(parse_rfc3339_millis),
+        region: raw.region.clone(),
+    };
+    let detail = &raw.detail;
+    let ev = match (envelope.source.as_str(), envelope.detail_type.as_str()) {
+        (cluster_event::SOURCE, cluster_event::POD_PENDING) => {
+            let d: PodPending =
+                serde_json::from_value(detail.clone()).map_err(|e| Error::event("detail", e.to_string()))?;
+            d.validate().map_err(|e| Error::event("detail", e.to_string()))?;
+            Event::PodPending(envelope, Box::new(d))
+        }
+        (cluster_event::SOURCE, cluster_event::NODE_READY) => {
+            let d: NodeReady =
+                serde_json::from_value(detail.clone()).map_err(|e| Error::event("detail", e.to_string()))?;
+            d.validate().map_err(|e| Error::event("detail", e.to_string()))?;
+            Event::NodeReady(envelope, d)
+        }
+        ("aws.ec2", "EC2 Spot Instance Interruption Warning") => Event::SpotInterruption {
+            instance_id: instance_id(detail, "instance-id")?,
+            envelope,
+        },
+        ("aws.ec2", "EC2 Instance Rebalance Recommendation") => Event::Rebalance {
+            instance_id: instance_id(detail, "instance-id")?,
+            envelope,
+        },
+        ("aws.ec2", "EC2 Capacity Reservation Instance Interruption Warning") => Event::ReservationInterruption {
+            instance_id: instance_id(detail, "instance-id")?,
+            envelope,
+        },
+        ("aws.ec2", "EC2 Instance State-change Notification") => {
+            let state = detail
+                .get("state")
+                .and_then(Value::as_str)
+                .ok_or_else(|| Error::event("detail.state", "missing"))?;
+            Event::InstanceState {
+                instance_id: instance_id(detail, "instance-id")?,
+                state: InstanceState::parse(state)
+                    .ok_or_else(|| Error::event("detail.state", format!("unknown state {state:?}")))?,
+                envelope,
+            }
+        }
+        ("aws.health", "AWS Health Event") => {
+            let service = detail.get("service").and_then(Value::as_str).unwrap_or("");
+            let category = detail.get("eventTypeCategory").and_then(Value::as_str).unwrap_or("");
+            if service != "EC2" || category != "scheduledChange" {
+                return Ok(Parsed::Ignore(format!(
+                    "AWS Health event for service {service:?}, category {category:?}: only EC2 scheduledChange is handled"
+                )));
+            }
+            let mut ids: Vec<String> = detail
+                .get("affectedEntities")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.get("entityValue").and_then(Value::as_str))
+                .chain(
+                    v.get("resources")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str),
+                )
+                .filter_map(|s| s.rsplit('/').next())
+                .filter(|s| is_instance_id(s))
+                .map(str::to_string)
+                .collect();
+            ids.sort();
+            ids.dedup();
+            if ids.is_empty() {
+                return Ok(Parsed::Ignore("EC2 scheduled change names no instance".into()));
+            }
+            Event::ScheduledChange {
+                event_type: detail
+                    .get("eventTypeCode")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                instance_ids: ids,
+                envelope,
+            }
+        }
+        ("aws.autoscaling", "EC2 Instance Launch Successful" | "EC2 Instance Launch Unsuccessful") => {
+            let successful = envelope.detail_type == "EC2 Instance Launch Successful";
+            let id = detail
+                .get("EC2InstanceId")
+                .and_then(Value::as_str)
+                .filter(|s| is_instance_id(s));
+            if successful && id.is_none() {
+                return Err(Error::event("detail.EC2InstanceId", "missing or not an instance id"));
+            }
+            Event::AsgLaunch {
+                group: group(detail)?,
+                instance_id: id.map(str::to_string),
+                successful,
+                envelope,
+            }
+        }
+        ("aws.autoscaling", "EC2 Instance Terminate Successful") => Event::AsgTerminate {
+            group: group(detail)?,
+            instance_id: instance_id(detail, "EC2InstanceId")?,
+            envelope,
+        },
+        ("aws.events", "Scheduled Event") => Event::Schedule(envelope),
+        (source, detail_type) => {
+            return Ok(Parsed::Ignore(format!(
+                "source {source:?} detail-type {detail_type:?} is not an event Nodewright handles"
+            )));
+        }
+    };
+    Ok(Parsed::Event(ev))
+}
+
+fn group(detail: &Value) -> Result<String> {
+    detail
+        .get("AutoScalingGroupName")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| Error::event("detail.AutoScalingGroupName", "missing"))
+}
+
+fn instance_id(detail: &Value, field: &str) -> Result<String> {
+    match detail.get(field) {
+        None | Some(Value::Null) => Err(Error::event(format!("detail.{field}"), "missing")),
+        Some(Value::String(s)) if is_instance_id(s) => Ok(s.clone()),
+        Some(other) => Err(Error::event(
+            format!("detail.{field}"),
+            format!(
+                "{} is not an EC2 instance id (i- and 8 or 17 hex digits)",
+                truncate(&other.to_string())
+            ),
+        )),
+    }
+}
+
+/// `i-` followed by 8 or 17 lowercase hex digits.
+pub fn is_instance_id(s: &str) -> bool {
+    s.strip_prefix("i-").is_some_and(|h| {
+        (h.len() == 8 || h.len() == 17) && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+fn truncate(s: &str) -> String {
+    if s.len() <= 64 {
+        return s.to_string();
+    }
+    let mut end = 64;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+/// Parses `YYYY-MM-DDTHH:MM:SS[.fff]Z` (EventBridge's form) into Unix milliseconds.
+pub fn parse_rfc3339_millis(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
+    let (y, mo, d, h, mi, sec) = (
+        num(0..4)?,
+        num(5..7)?,
+        num(8..10)?,
+        num(11..13)?,
+        num(14..16)?,
+        num(17..19)?,
+    );
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut millis = 0;
+    let mut rest = &s[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits: String = frac.chars().take_while(char::is_ascii_digit).collect();
+        if digits.is_empty() {
+            return None;
+        }
+        let padded = format!("{digits:0<3}");
+        millis = padded[..3].parse().ok()?;
+        rest = &frac[digits.len()..];
+    }
+    if rest != "Z" && rest != "+00:00" {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + h) * 60 + mi) * 60_000 + sec * 1000 + millis)
+}
+
+/// An SQS batch (EventBridge -> SQS -> Lambda): each record's body is one EventBridge event.
+/// Returns (messageId, parse result) per record.
+pub fn parse_sqs_batch(v: &Value) -> Result<Vec<(String, Result<Parsed>)>> {
+    let records = v
+        .get("Records")
+        .and_then(Value::as_array)
+        .ok_or_else(|| Error::event("Records", "missing"))?;
+    Ok(records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let id = r
+                .get("messageId")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("record-{i}"));
+            let parsed = match r.get("body").and_then(Value::as_str) {
+                Some(body) => parse_bytes(body.as_bytes()),
+                None => Err(Error::event(format!("Records[{i}].body"), "missing")),
+            };
+            (id, parsed)
+        })
+        .collect())
+}
+
+/// Whether a payload is an SQS batch rather than one EventBridge event.
+pub fn is_sqs_batch(v: &Value) -> bool {
+    v.get("Records").is_some_and(Value::is_array)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(parse_rfc3339_millis("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_rfc3339_millis("2021-11-11T21:29:54Z"), Some(1_636_666_194_000));
+        assert_eq!(parse_rfc3339_millis("2021-11-11T21:29:54.25Z"), Some(1_636_666_194_250));
+        assert_eq!(parse_rfc3339_millis("yyyy-mm-ddThh:mm:ssZ"), None);
+        assert_eq!(parse_rfc3339_millis(""), None);
+        assert_eq!(parse_rfc3339_millis("2021-13-11T21:29:54Z"), None);
+    }
+
+    #[test]
+    fn instance_ids() {
+        assert!(is_instance_id("i-abcd1111"));
+        assert!(is_instance_id("i-1234567890abcdef0"));
+        assert!(!is_instance_id("i-"));
+        assert!(!is_instance_id("i-XYZ12345"));
+        assert!(!is_instance_id("cr-01234567890abcdef"));
+    }
+}

@@ -1,0 +1,187 @@
+//! `spot-interruption`: an instance of ours is about to go (spot interruption warning, capacity
+//! reservation interruption, AWS Health scheduled change) or may go (rebalance recommendation).
+//!
+//! Replacement capacity comes first (the node's pods planned afresh, the interrupted offering
+//! excluded and, for spot interruptions, cached unavailable), then the node is tainted, cordoned and
+//! drained inside the 2-minute notice. Rebalance recommendations follow `NODEWRIGHT_REBALANCE`:
+//! `replace` (replacement + cordon now; the consolidation run drains once the replacement is Ready),
+//! `cordon`, or `ignore`. Scheduled changes have days of notice and are handled like `replace`.
+
+use nodewright_aws::EpochMillis;
+use nodewright_aws::state::{ClaimUpdate, Holder};
+use nodewright_core::CapacityType;
+use nodewright_core::model::ClaimState;
+use nodewright_kube::{DrainMode, DrainOptions, INTERRUPTED_TAINT};
+
+use crate::event::Event;
+use crate::outcome::{Action, Outcome, transition_name};
+use crate::ports::{Capacity, ClusterApi, State};
+use crate::provision::{Exclude, provision};
+use crate::settings::RebalancePolicy;
+use crate::{Deps, Function, Result, once};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Urgency {
+    /// Minutes: replace, cordon, drain now.
+    Now,
+    /// Advisory: replace and cordon; drain when the replacement is Ready.
+    Soon,
+    CordonOnly,
+}
+
+pub async fn handle<S: State, C: Capacity, K: ClusterApi>(
+    deps: &Deps<S, C, K>,
+    event: Event,
+    now: EpochMillis,
+) -> Result<Outcome> {
+    let function = Function::SpotInterruption;
+    let envelope = event.envelope().clone();
+    let (instances, urgency, spot_warning) = match &event {
+        Event::SpotInterruption { instance_id, .. } => (vec![instance_id.clone()], Urgency::Now, true),
+        Event::ReservationInterruption { instance_id, .. } => (vec![instance_id.clone()], Urgency::Now, false),
+        Event::ScheduledChange { instance_ids, .. } => (instance_ids.clone(), Urgency::Soon, false),
+        Event::Rebalance { instance_id, .. } => match deps.settings.rebalance {
+            RebalancePolicy::Ignore => {
+                return Ok(Outcome::ignored(
+                    function.name(),
+                    &envelope.id,
+                    "rebalance recommendations are ignored (NODEWRIGHT_REBALANCE=ignore)",
+                ));
+            }
+            RebalancePolicy::Cordon => (vec![instance_id.clone()], Urgency::CordonOnly, false),
+            RebalancePolicy::Replace => (vec![instance_id.clone()], Urgency::Soon, false),
+        },
+        other => {
+            return Ok(Outcome::ignored(
+                function.name(),
+                &envelope.id,
+                format!("{} is not an interruption", other.envelope().detail_type),
+            ));
+        }
+    };
+    let key = format!("{}/{}", function.name(), envelope.id);
+    let event_id = envelope.id.clone();
+    once(deps, function, &key, &envelope.id, now, |mut out| async move {
+        for instance_id in &instances {
+            interrupt(deps, instance_id, urgency, spot_warning, &event_id, now, &mut out).await?;
+        }
+        Ok(out)
+    })
+    .await
+}
+
+async fn interrupt<S: State, C: Capacity, K: ClusterApi>(
+    deps: &Deps<S, C, K>,
+    instance_id: &str,
+    urgency: Urgency,
+    spot_warning: bool,
+    event_id: &str,
+    now: EpochMillis,
+    out: &mut Outcome,
+) -> Result<()> {
+    let Some(claim) = deps.state.claim_by_instance(instance_id).await? else {
+        tracing::debug!(instance = instance_id, "interruption for an instance that is not ours");
+        out.push(Action::Ignored {
+            reason: format!("instance {instance_id} is not a Nodewright instance"),
+        });
+        return Ok(());
+    };
+    if claim.state.is_terminal() {
+        out.push(Action::Ignored {
+            reason: format!("claim {} is already {}", claim.id, claim.state.as_str()),
+        });
+        return Ok(());
+    }
+    let offering = match (&claim.instance_type, &claim.zone) {
+        (Some(t), Some(z)) => Some(Exclude {
+            capacity_type: claim.capacity_type.unwrap_or(CapacityType::OnDemand),
+            instance_type: t.clone(),
+            zone: z.clone(),
+        }),
+        _ => None,
+    };
+    if spot_warning && let Some(o) = &offering {
+        deps.state
+            .mark_offering_unavailable(CapacityType::Spot, &o.instance_type, &o.zone, "SpotInterruption", now)
+            .await?;
+        out.push(Action::OfferingUnavailable {
+            capacity_type: CapacityType::Spot,
+            instance_type: o.instance_type.clone(),
+            zone: o.zone.clone(),
+            reason: "SpotInterruption".into(),
+        });
+    }
+    let Some(cluster) = &deps.cluster else {
+        out.push(Action::Ignored {
+            reason: "no cluster access configured: cannot find the node's pods, cordon or drain".into(),
+        });
+        return Ok(());
+    };
+    let nodes = cluster.nodes().await?;
+    let node = nodes
+        .items
+        .iter()
+        .find(|n| n.instance_id.as_deref() == Some(instance_id))
+        .map(|n| n.node.name.clone());
+
+    if urgency != Urgency::CordonOnly
+        && let Some(node) = &node
+    {
+        // The node's workload pods, re-planned elsewhere before the node goes.
+        let bound = cluster.bound_pods().await?;
+        let pods: Vec<_> = bound
+            .items
+            .into_iter()
+            .filter(|p| p.node_name.as_deref() == Some(node.as_str()))
+            .filter(|p| p.owner.as_ref().is_none_or(|o| o.kind != "DaemonSet"))
+            .map(|mut p| {
+                p.node_name = None;
+                p
+            })
+            .collect();
+        if !pods.is_empty() {
+            let holder = Holder::Invocation(format!("{event_id}/{instance_id}"));
+            let exclude: Vec<Exclude> = offering.iter().cloned().collect();
+            provision(deps, pods, &holder, &exclude, now, out).await?;
+        }
+    }
+    let t = deps
+        .state
+        .transition_claim(&claim.id, ClaimState::Cordoned, now, &ClaimUpdate::default())
+        .await?;
+    out.push(Action::ClaimTransition {
+        claim: claim.id.clone(),
+        to: ClaimState::Cordoned.as_str().into(),
+        outcome: transition_name(&t).into(),
+    });
+    let Some(node) = node else {
+        out.push(Action::Ignored {
+            reason: format!("instance {instance_id} has no Node object (not registered yet)"),
+        });
+        return Ok(());
+    };
+    cluster.cordon_and_taint(&node, INTERRUPTED_TAINT).await?;
+    out.push(Action::Cordoned {
+        node: node.clone(),
+        taint: INTERRUPTED_TAINT.into(),
+    });
+    if urgency == Urgency::Now {
+        deps.state
+            .transition_claim(&claim.id, ClaimState::Draining, now, &ClaimUpdate::default())
+            .await?;
+        let options = DrainOptions::new(DrainMode::Forced, deps.settings.interruption_drain_deadline);
+        match cluster.drain(&node, &options).await {
+            Ok(report) => out.push(Action::Drained {
+                node,
+                evicted: report.evicted.len(),
+                skipped: report.skipped.len(),
+            }),
+            Err(e @ nodewright_kube::Error::PdbBlocked { .. }) => out.push(Action::DrainBlocked {
+                node,
+                error: e.to_string(),
+            }),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}

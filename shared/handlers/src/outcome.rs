@@ -1,0 +1,155 @@
+//! What a handler did, as data: returned to the Lambda runtime (and so visible in `cargo lambda
+//! invoke` and `nodewright invoke`), logged, and asserted in tests.
+
+use nodewright_core::CapacityType;
+use serde::Serialize;
+
+/// One thing a handler did or decided not to do.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "action", rename_all = "camelCase")]
+pub enum Action {
+    /// The event is not one this function handles, or not about our capacity.
+    #[serde(rename_all = "camelCase")]
+    Ignored { reason: String },
+    /// The event already ran; nothing was done again.
+    #[serde(rename_all = "camelCase")]
+    Replayed { event: String },
+    #[serde(rename_all = "camelCase")]
+    Reserved { pods: usize },
+    /// Pods held by another invocation or claim (or already bound): left to their holder.
+    #[serde(rename_all = "camelCase")]
+    SkippedPods { pods: Vec<String>, reason: String },
+    /// Pods packed onto a claim still in flight.
+    #[serde(rename_all = "camelCase")]
+    PackedOntoClaim { claim: String, pods: usize },
+    #[serde(rename_all = "camelCase")]
+    Launched {
+        claim: String,
+        pool: String,
+        instance_id: String,
+        instance_type: String,
+        zone: String,
+        capacity_type: CapacityType,
+        price_per_hour: Option<f64>,
+        pods: usize,
+        adopted: bool,
+        fell_back_to_on_demand: bool,
+    },
+    /// An Auto Scaling pool asked for one more instance.
+    #[serde(rename_all = "camelCase")]
+    ScaledUp { claim: String, group: String, pods: usize },
+    #[serde(rename_all = "camelCase")]
+    LaunchFailed { claim: String, pool: String, error: String },
+    #[serde(rename_all = "camelCase")]
+    AtLimit {
+        pool: String,
+        resource: String,
+        used: u64,
+        requested: u64,
+        limit: u64,
+    },
+    #[serde(rename_all = "camelCase")]
+    Unschedulable { pod: String, reason: String },
+    #[serde(rename_all = "camelCase")]
+    OfferingUnavailable {
+        capacity_type: CapacityType,
+        instance_type: String,
+        zone: String,
+        reason: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    ClaimTransition { claim: String, to: String, outcome: String },
+    #[serde(rename_all = "camelCase")]
+    Cordoned { node: String, taint: String },
+    #[serde(rename_all = "camelCase")]
+    Drained {
+        node: String,
+        evicted: usize,
+        skipped: usize,
+    },
+    #[serde(rename_all = "camelCase")]
+    DrainBlocked { node: String, error: String },
+    #[serde(rename_all = "camelCase")]
+    Terminated { instance_ids: Vec<String>, reason: String },
+    #[serde(rename_all = "camelCase")]
+    NodeDeleted { node: String },
+    #[serde(rename_all = "camelCase")]
+    ReservationsReleased { holder: String, pods: usize },
+    #[serde(rename_all = "camelCase")]
+    Adopted { claim: String, instance_id: String },
+    /// Registration latency measured from a `Node Ready` event.
+    #[serde(rename_all = "camelCase")]
+    Ready {
+        claim: String,
+        node: String,
+        launch_to_ready_ms: Option<i64>,
+    },
+    #[serde(rename_all = "camelCase")]
+    Disruption {
+        reason: String,
+        nodes: Vec<String>,
+        replacements: usize,
+        saving_per_hour: f64,
+    },
+}
+
+/// Everything one invocation did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcome {
+    pub function: String,
+    pub event_id: String,
+    pub actions: Vec<Action>,
+}
+
+impl Outcome {
+    pub fn new(function: &str, event_id: &str) -> Self {
+        Outcome {
+            function: function.into(),
+            event_id: event_id.into(),
+            actions: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, a: Action) {
+        self.actions.push(a);
+    }
+
+    pub fn ignored(function: &str, event_id: &str, reason: impl Into<String>) -> Self {
+        let mut o = Outcome::new(function, event_id);
+        o.push(Action::Ignored { reason: reason.into() });
+        o
+    }
+
+    /// Instances launched (not adopted).
+    pub fn launched(&self) -> usize {
+        self.actions
+            .iter()
+            .filter(|a| matches!(a, Action::Launched { adopted: false, .. }))
+            .count()
+    }
+
+    /// A short summary stored as the idempotency record's outcome.
+    pub fn summary(&self) -> String {
+        let mut counts = std::collections::BTreeMap::<String, usize>::new();
+        for a in &self.actions {
+            let v = serde_json::to_value(a).unwrap_or_default();
+            let name = v
+                .get("action")
+                .and_then(|n| n.as_str())
+                .unwrap_or("unknown")
+                .to_string();
+            *counts.entry(name).or_default() += 1;
+        }
+        serde_json::to_string(&counts).unwrap_or_default()
+    }
+}
+
+/// How a claim transition went, for [`Action::ClaimTransition`].
+pub fn transition_name(t: &nodewright_aws::state::TransitionOutcome) -> &'static str {
+    match t {
+        nodewright_aws::state::TransitionOutcome::Advanced(_) => "advanced",
+        nodewright_aws::state::TransitionOutcome::Duplicate(_) => "duplicate",
+        nodewright_aws::state::TransitionOutcome::Stale(_) => "stale",
+    }
+}

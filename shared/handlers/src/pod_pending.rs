@@ -1,0 +1,44 @@
+//! `pod-pending`: one watcher batch (`Pod Pending`, docs/events.md) -> capacity.
+
+use nodewright_aws::EpochMillis;
+use nodewright_aws::state::Holder;
+use nodewright_core::model::cluster_event::PodPending;
+
+use crate::event::Envelope;
+use crate::outcome::Outcome;
+use crate::ports::{Capacity, ClusterApi, State};
+use crate::provision::provision;
+use crate::{Deps, Function, Result, once};
+
+pub async fn handle<S: State, C: Capacity, K: ClusterApi>(
+    deps: &Deps<S, C, K>,
+    envelope: &Envelope,
+    detail: PodPending,
+    now: EpochMillis,
+) -> Result<Outcome> {
+    let function = Function::PodPending;
+    if detail.cluster != deps.settings.cluster {
+        return Ok(Outcome::ignored(
+            function.name(),
+            &envelope.id,
+            format!(
+                "batch for cluster {:?}; this is {:?}",
+                detail.cluster, deps.settings.cluster
+            ),
+        ));
+    }
+    let key = format!("{}/{}", function.name(), envelope.id);
+    once(deps, function, &key, &envelope.id, now, |mut out| async move {
+        let pods = detail.pods.into_iter().map(|p| p.pod).collect();
+        provision(deps, pods, &Holder::Invocation(envelope.id.clone()), &[], now, &mut out).await?;
+        tracing::info!(
+            event = %envelope.id,
+            batch = %detail.batch_id,
+            part = detail.part,
+            launched = out.launched(),
+            "pod-pending handled"
+        );
+        Ok(out)
+    })
+    .await
+}

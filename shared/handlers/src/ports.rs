@@ -1,0 +1,128 @@
+//! The three ports the handlers act through. Each has an adapter over the real services
+//! ([`crate::adapters::aws`], [`crate::adapters::kube`]) and an in-process one
+//! ([`crate::adapters::memory`]) used by `nodewright invoke`, the simulator, handler tests and the
+//! decision-time benchmark. The method names and types are the adapters' own, so the real adapters
+//! are one-line delegations.
+
+use std::future::Future;
+
+use nodewright_aws::EpochMillis;
+use nodewright_aws::capacity::{InstanceSummary, LaunchOutcome};
+use nodewright_aws::state::{
+    ClaimRecord, ClaimUpdate, EventStart, Holder, Reservation, TransitionOutcome, UnavailableOffering, UsageDecision,
+    UsageDelta,
+};
+use nodewright_core::disruption::Pdb;
+use nodewright_core::model::ClaimState;
+use nodewright_core::nodepool::Limits;
+use nodewright_core::scheduler::InstanceOption;
+use nodewright_core::{CapacityType, NodePool, Pod};
+use nodewright_kube::{ClusterNode, DrainOptions, DrainReport, Listed};
+
+type AwsResult<T> = nodewright_aws::Result<T>;
+type KubeResult<T> = nodewright_kube::Result<T>;
+
+/// Durable state (DynamoDB in AWS).
+pub trait State: Send + Sync {
+    fn begin_event(&self, key: &str, now: EpochMillis) -> impl Future<Output = AwsResult<EventStart>> + Send;
+    fn complete_event(&self, key: &str, outcome: &str, now: EpochMillis) -> impl Future<Output = AwsResult<()>> + Send;
+    fn abandon_event(&self, key: &str) -> impl Future<Output = AwsResult<()>> + Send;
+
+    /// Reserves each pod for `holder`; returns the uids won (others are held by someone else).
+    fn reserve_pods(
+        &self,
+        uids: &[String],
+        holder: &Holder,
+        now: EpochMillis,
+        ttl_secs: i64,
+    ) -> impl Future<Output = AwsResult<Vec<String>>> + Send;
+    fn transfer_pod(
+        &self,
+        uid: &str,
+        from: &Holder,
+        to: &Holder,
+        now: EpochMillis,
+        ttl_secs: i64,
+    ) -> impl Future<Output = AwsResult<bool>> + Send;
+    fn release_pod(&self, uid: &str, holder: &Holder) -> impl Future<Output = AwsResult<bool>> + Send;
+    fn reservations(&self, now: EpochMillis) -> impl Future<Output = AwsResult<Vec<Reservation>>> + Send;
+
+    fn create_claim(&self, claim: &ClaimRecord) -> impl Future<Output = AwsResult<bool>> + Send;
+    fn get_claim(&self, id: &str) -> impl Future<Output = AwsResult<Option<ClaimRecord>>> + Send;
+    fn claim_by_instance(&self, instance_id: &str) -> impl Future<Output = AwsResult<Option<ClaimRecord>>> + Send;
+    fn claims(&self) -> impl Future<Output = AwsResult<Vec<ClaimRecord>>> + Send;
+    /// Writes `claim` if the stored version is still `expected_version` (false: someone else wrote).
+    fn replace_claim(&self, claim: &ClaimRecord, expected_version: u64)
+    -> impl Future<Output = AwsResult<bool>> + Send;
+    fn transition_claim(
+        &self,
+        id: &str,
+        to: ClaimState,
+        at: EpochMillis,
+        update: &ClaimUpdate,
+    ) -> impl Future<Output = AwsResult<TransitionOutcome>> + Send;
+
+    fn mark_offering_unavailable(
+        &self,
+        capacity_type: CapacityType,
+        instance_type: &str,
+        zone: &str,
+        reason: &str,
+        now: EpochMillis,
+    ) -> impl Future<Output = AwsResult<()>> + Send;
+    fn unavailable_offerings(
+        &self,
+        now: EpochMillis,
+    ) -> impl Future<Output = AwsResult<Vec<UnavailableOffering>>> + Send;
+
+    fn try_add_usage(
+        &self,
+        pool: &str,
+        delta: &UsageDelta,
+        limits: &Limits,
+    ) -> impl Future<Output = AwsResult<UsageDecision>> + Send;
+    fn release_usage(
+        &self,
+        pool: &str,
+        delta: &UsageDelta,
+        was_in_flight: bool,
+    ) -> impl Future<Output = AwsResult<()>> + Send;
+    fn mark_usage_running(&self, pool: &str, nodes: u64) -> impl Future<Output = AwsResult<()>> + Send;
+}
+
+/// One claim to launch, as the scheduler planned it.
+#[derive(Debug, Clone)]
+pub struct ClaimLaunch {
+    pub claim_id: String,
+    pub pool: NodePool,
+    /// Offerings the claim may use (cheapest first).
+    pub offerings: Vec<InstanceOption>,
+    /// Node labels beyond the instance type's (pool labels, nodepool name).
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// EC2 and Auto Scaling.
+pub trait Capacity: Send + Sync {
+    /// Launches (or adopts) one instance for the claim; offerings in the ICE cache are skipped and new
+    /// capacity errors recorded there.
+    fn launch(&self, launch: &ClaimLaunch, now: EpochMillis) -> impl Future<Output = AwsResult<LaunchOutcome>> + Send;
+    /// Adds one instance to an Auto Scaling pool (its instance id arrives with the ASG event).
+    fn scale_up(&self, group: &str) -> impl Future<Output = AwsResult<()>> + Send;
+    /// Terminates instances tagged as this cluster's; refuses any other.
+    fn terminate(&self, instance_ids: &[String]) -> impl Future<Output = AwsResult<()>> + Send;
+    /// Instances tagged as this cluster's (any state but terminated).
+    fn instances(&self) -> impl Future<Output = AwsResult<Vec<InstanceSummary>>> + Send;
+}
+
+/// The Kubernetes API.
+pub trait ClusterApi: Send + Sync {
+    fn unschedulable_pods(&self) -> impl Future<Output = KubeResult<Listed<Pod>>> + Send;
+    fn bound_pods(&self) -> impl Future<Output = KubeResult<Listed<Pod>>> + Send;
+    fn nodes(&self) -> impl Future<Output = KubeResult<Listed<ClusterNode>>> + Send;
+    fn daemonsets(&self) -> impl Future<Output = KubeResult<Listed<Pod>>> + Send;
+    fn pdbs(&self) -> impl Future<Output = KubeResult<Vec<Pdb>>> + Send;
+    fn cordon_and_taint(&self, node: &str, taint_key: &str) -> impl Future<Output = KubeResult<()>> + Send;
+    fn drain(&self, node: &str, options: &DrainOptions) -> impl Future<Output = KubeResult<DrainReport>> + Send;
+    fn delete_node(&self, node: &str) -> impl Future<Output = KubeResult<bool>> + Send;
+    fn label_node(&self, node: &str, key: &str, value: &str) -> impl Future<Output = KubeResult<()>> + Send;
+}

@@ -1,0 +1,506 @@
+//! Provisioning: pods in, capacity out. Shared by `pod-pending` (the watcher's batches),
+//! `spot-interruption` (replacements) and `consolidation` (the sweep of pods the events missed).
+//!
+//! Order matters for crash safety. Pods are reserved first (a conditional write per pod: a pod held
+//! by a concurrent invocation is skipped). For each planned claim the pool's usage is charged
+//! (conditional on its limits), then the claim record is written in `launching`, then the pods'
+//! reservations move to the claim, then the instance is launched with the claim id as ClientToken
+//! and tag. An invocation that dies anywhere leaves a record the next run can finish: a retried event
+//! derives the same claim ids and adopts the instance; the consolidation sweep adopts or times out
+//! the rest. Anything that fails releases its pods so a later event or the sweep retries them.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use futures::StreamExt;
+use nodewright_aws::EpochMillis;
+use nodewright_aws::capacity::LaunchOutcome;
+use nodewright_aws::state::{ClaimRecord, ClaimUpdate, Holder, TransitionOutcome, UsageDecision, UsageDelta};
+use nodewright_core::model::ClaimState;
+use nodewright_core::nodepool::PoolBacking;
+use nodewright_core::scheduler::{ClaimPlan, Input, Options, schedule};
+use nodewright_core::{CapacityType, InstanceType, Node, NodePool, Pod, Resources};
+use sha2::{Digest, Sha256};
+
+use crate::outcome::{Action, Outcome};
+use crate::ports::{Capacity, ClaimLaunch, ClusterApi, State};
+use crate::{Deps, Result};
+
+/// Launches run this many at a time (CreateFleet takes ~1 s; a 1,000-pod burst plans tens of claims).
+const LAUNCH_CONCURRENCY: usize = 8;
+
+/// An offering to keep out of this plan (the one being interrupted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exclude {
+    pub capacity_type: CapacityType,
+    pub instance_type: String,
+    pub zone: String,
+}
+
+/// A durable claim id from the invocation's holder and the plan's claim index: a retried event
+/// plans the same ids, so its launches adopt the instances of the first attempt.
+pub fn claim_id(holder: &Holder, plan_claim: &str) -> String {
+    let digest = Sha256::digest(format!("{}|{plan_claim}", holder.encode()).as_bytes());
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("nc-{hex}")
+}
+
+/// Instance types with the ICE cache (and `exclude`) applied.
+async fn available_types<S: State>(
+    state: &S,
+    types: &[InstanceType],
+    exclude: &[Exclude],
+    now: EpochMillis,
+) -> Result<Vec<InstanceType>> {
+    let unavailable = state.unavailable_offerings(now).await?;
+    let blocked: HashSet<(CapacityType, &str, &str)> = unavailable
+        .iter()
+        .map(|u| (u.capacity_type, u.instance_type.as_str(), u.zone.as_str()))
+        .chain(
+            exclude
+                .iter()
+                .map(|e| (e.capacity_type, e.instance_type.as_str(), e.zone.as_str())),
+        )
+        .collect();
+    if blocked.is_empty() {
+        return Ok(types.to_vec());
+    }
+    Ok(types
+        .iter()
+        .map(|t| {
+            let mut t = t.clone();
+            for o in &mut t.offerings {
+                if blocked.contains(&(o.capacity_type, t.name.as_str(), o.zone.as_str())) {
+                    o.available = false;
+                }
+            }
+            t
+        })
+        .collect())
+}
+
+/// In-flight claims as scheduler nodes: their instance type's allocatable, minus what is planned on
+/// them (one synthetic pod carrying the summed requests).
+fn in_flight_nodes(claims: &[ClaimRecord]) -> Vec<Node> {
+    claims
+        .iter()
+        .filter(|c| matches!(c.state, ClaimState::Launched | ClaimState::Registered))
+        .filter_map(|c| {
+            let mut n = Node::new(&c.id, c.instance_type.as_deref()?, c.zone.as_deref()?);
+            n.pool = Some(c.pool.clone());
+            n.capacity_type = c.capacity_type.unwrap_or(CapacityType::OnDemand);
+            n.allocatable = c.allocatable.clone();
+            n.in_flight = true;
+            n.price = c.price_per_hour;
+            if let Some(r) = &c.requested {
+                n.pods.push(Pod {
+                    uid: format!("{}-planned", c.id),
+                    name: format!("{}-planned", c.id),
+                    namespace: "nodewright".into(),
+                    requests: r.clone(),
+                    node_name: Some(c.id.clone()),
+                    ..Default::default()
+                });
+            }
+            Some(n)
+        })
+        .collect()
+}
+
+/// Provisions capacity for `pods` on behalf of `holder` (the invocation).
+pub async fn provision<S: State, C: Capacity, K: ClusterApi>(
+    deps: &Deps<S, C, K>,
+    pods: Vec<Pod>,
+    holder: &Holder,
+    exclude: &[Exclude],
+    now: EpochMillis,
+    out: &mut Outcome,
+) -> Result<()> {
+    let settings = &deps.settings;
+    let ttl = settings.reservation_ttl_secs;
+    // One entry per pod; bound pods are the scheduler's, not ours.
+    let mut seen = HashSet::new();
+    let pods: Vec<Pod> = pods
+        .into_iter()
+        .filter(|p| p.node_name.is_none() && seen.insert(p.uid.clone()))
+        .collect();
+    if pods.is_empty() {
+        return Ok(());
+    }
+    let uids: Vec<String> = pods.iter().map(|p| p.uid.clone()).collect();
+    let won: HashSet<String> = deps
+        .state
+        .reserve_pods(&uids, holder, now, ttl)
+        .await?
+        .into_iter()
+        .collect();
+    let skipped: Vec<String> = uids.iter().filter(|u| !won.contains(*u)).cloned().collect();
+    if !skipped.is_empty() {
+        out.push(Action::SkippedPods {
+            pods: skipped,
+            reason: "reserved by another invocation or claim".into(),
+        });
+    }
+    let pods: Vec<Pod> = pods.into_iter().filter(|p| won.contains(&p.uid)).collect();
+    if pods.is_empty() {
+        return Ok(());
+    }
+    out.push(Action::Reserved { pods: pods.len() });
+
+    let result = plan_and_launch(deps, &pods, holder, exclude, now, out).await;
+    if let Err(e) = &result {
+        // Whatever this invocation still holds goes back for a retry.
+        let mut released = 0;
+        for p in &pods {
+            if deps.state.release_pod(&p.uid, holder).await.unwrap_or(false) {
+                released += 1;
+            }
+        }
+        tracing::warn!(error = %e, released, "provisioning failed; reservations released");
+    }
+    result
+}
+
+async fn plan_and_launch<S: State, C: Capacity, K: ClusterApi>(
+    deps: &Deps<S, C, K>,
+    pods: &[Pod],
+    holder: &Holder,
+    exclude: &[Exclude],
+    now: EpochMillis,
+    out: &mut Outcome,
+) -> Result<()> {
+    let settings = &deps.settings;
+    let ttl = settings.reservation_ttl_secs;
+    let claims = deps.state.claims().await?;
+    let nodes = in_flight_nodes(&claims);
+    let types = available_types(&deps.state, &settings.instance_types, exclude, now).await?;
+    let daemonsets = deps.daemonsets.clone();
+    let plan = schedule(
+        &Input {
+            pods,
+            nodes: &nodes,
+            pools: &settings.config.node_pools,
+            instance_types: &types,
+            daemonsets: &daemonsets,
+        },
+        &Options::default(),
+    );
+    let by_uid: HashMap<&str, &Pod> = pods.iter().map(|p| (p.uid.as_str(), p)).collect();
+
+    // Pods nothing can take: released (a later event may find capacity, e.g. after a limit rises).
+    for u in &plan.unschedulable {
+        deps.state.release_pod(&u.pod, holder).await?;
+        out.push(Action::Unschedulable {
+            pod: u.name.clone(),
+            reason: u.reason.clone(),
+        });
+    }
+
+    // Pods packed onto in-flight claims: the claim's record grows (conditional on its version).
+    let mut onto: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for b in &plan.bindings {
+        onto.entry(b.node.as_str()).or_default().push(b.pod.as_str());
+    }
+    for (claim_id, uids) in onto {
+        let Some(mut claim) = claims.iter().find(|c| c.id == claim_id).cloned() else {
+            for u in uids {
+                deps.state.release_pod(u, holder).await?;
+            }
+            continue;
+        };
+        let expected = claim.version;
+        let mut requested = claim.requested.clone().unwrap_or_default();
+        for u in &uids {
+            if let Some(p) = by_uid.get(u) {
+                requested.add(&p.requests);
+            }
+            claim.pods.push((*u).to_string());
+        }
+        claim.requested = Some(requested);
+        claim.version += 1;
+        if deps.state.replace_claim(&claim, expected).await? {
+            for u in &uids {
+                deps.state
+                    .transfer_pod(u, holder, &Holder::Claim(claim.id.clone()), now, ttl)
+                    .await?;
+            }
+            out.push(Action::PackedOntoClaim {
+                claim: claim.id.clone(),
+                pods: uids.len(),
+            });
+        } else {
+            // The claim changed under us (another batch packed onto it); let a retry re-plan.
+            for u in uids {
+                deps.state.release_pod(u, holder).await?;
+            }
+        }
+    }
+
+    let results: Vec<Result<Vec<Action>>> = futures::stream::iter(plan.claims.iter())
+        .map(|c| launch_claim(deps, c, &types, holder, now))
+        .buffered(LAUNCH_CONCURRENCY)
+        .collect()
+        .await;
+    let mut first_error = None;
+    for r in results {
+        match r {
+            Ok(actions) => out.actions.extend(actions),
+            Err(e) => {
+                if first_error.is_none() {
+                    first_error = Some(e);
+                }
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// The pool usage one claim may add: the largest capacity among its options, so limits hold
+/// whichever instance type the fleet picks.
+fn usage_of(plan: &ClaimPlan, types: &[InstanceType]) -> UsageDelta {
+    let mut most = Resources::new();
+    for o in &plan.instance_types {
+        if let Some(t) = types.iter().find(|t| t.name == o.name) {
+            most.max_with(&t.capacity);
+        }
+    }
+    UsageDelta::of(&most, 1)
+}
+
+fn log_decision(plan: &ClaimPlan, claim: &str) {
+    let options: Vec<String> = plan
+        .instance_types
+        .iter()
+        .take(5)
+        .map(|o| format!("{}/{}/{}@{:.4}", o.name, o.zone, o.capacity_type, o.price))
+        .collect();
+    tracing::info!(
+        claim,
+        pool = %plan.pool,
+        pods = plan.pods.len(),
+        requests = ?plan.requests,
+        price_per_hour = plan.price,
+        options_count = plan.instance_types.len(),
+        cheapest = ?options,
+        "decision: cheapest compatible offerings for the claim"
+    );
+}
+
+async fn launch_claim<S: State, C: Capacity, K: ClusterApi>(
+    deps: &Deps<S, C, K>,
+    plan: &ClaimPlan,
+    types: &[InstanceType],
+    holder: &Holder,
+    now: EpochMillis,
+) -> Result<Vec<Action>> {
+    let mut actions = Vec::new();
+    let ttl = deps.settings.reservation_ttl_secs;
+    let id = claim_id(holder, &plan.id);
+    log_decision(plan, &id);
+    let Some(pool) = deps
+        .settings
+        .config
+        .node_pools
+        .iter()
+        .find(|p| p.name == plan.pool)
+        .cloned()
+    else {
+        return Ok(actions);
+    };
+    let release_all = |actions: &mut Vec<Action>, h: Holder| {
+        actions.push(Action::ReservationsReleased {
+            holder: h.encode(),
+            pods: plan.pods.len(),
+        });
+    };
+    let delta = usage_of(plan, types);
+    if let UsageDecision::Denied {
+        resource,
+        used,
+        requested,
+        limit,
+    } = deps.state.try_add_usage(&pool.name, &delta, &pool.limits).await?
+    {
+        for u in &plan.pods {
+            deps.state.release_pod(u, holder).await?;
+        }
+        actions.push(Action::AtLimit {
+            pool: pool.name.clone(),
+            resource: resource.into(),
+            used,
+            requested,
+            limit,
+        });
+        release_all(&mut actions, holder.clone());
+        return Ok(actions);
+    }
+
+    let mut record = ClaimRecord::launching(&id, &pool.name, plan.pods.clone(), now);
+    let mut requested = plan.requests.clone();
+    requested.add(&plan.daemonset_overhead);
+    record.requested = Some(requested);
+    if let PoolBacking::AutoScalingGroup { group_name, .. } = &pool.backing {
+        record.backing = format!("asg:{group_name}");
+    }
+    let created = deps.state.create_claim(&record).await?;
+    if !created {
+        tracing::info!(claim = %id, "claim exists from an earlier attempt of this event; resuming it");
+    }
+    let claim_holder = Holder::Claim(id.clone());
+    for u in &plan.pods {
+        deps.state.transfer_pod(u, holder, &claim_holder, now, ttl).await?;
+    }
+
+    if let PoolBacking::AutoScalingGroup { group_name, .. } = &pool.backing {
+        return match deps.capacity.scale_up(group_name).await {
+            Ok(()) => {
+                actions.push(Action::ScaledUp {
+                    claim: id,
+                    group: group_name.clone(),
+                    pods: plan.pods.len(),
+                });
+                Ok(actions)
+            }
+            Err(e) => {
+                fail_claim(deps, &pool, &id, &delta, &plan.pods, now, &e.to_string(), &mut actions).await?;
+                Ok(actions)
+            }
+        };
+    }
+
+    let launch = ClaimLaunch {
+        claim_id: id.clone(),
+        pool: pool.clone(),
+        offerings: plan.instance_types.clone(),
+        labels: plan.labels.clone(),
+    };
+    match deps.capacity.launch(&launch, now).await {
+        Ok(outcome) => {
+            record_launch(deps, &pool, &id, &outcome, types, plan.pods.len(), now, &mut actions).await?;
+            settle_usage(deps, &pool, &delta, &outcome.instance_type, types).await?;
+            Ok(actions)
+        }
+        Err(e) => {
+            fail_claim(deps, &pool, &id, &delta, &plan.pods, now, &e.to_string(), &mut actions).await?;
+            Ok(actions)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn record_launch<S: State, C: Capacity, K: ClusterApi>(
+    deps: &Deps<S, C, K>,
+    pool: &NodePool,
+    id: &str,
+    outcome: &LaunchOutcome,
+    types: &[InstanceType],
+    pods: usize,
+    now: EpochMillis,
+    actions: &mut Vec<Action>,
+) -> Result<()> {
+    for (ct, t, z, reason) in &outcome.unavailable {
+        actions.push(Action::OfferingUnavailable {
+            capacity_type: *ct,
+            instance_type: t.clone(),
+            zone: z.clone(),
+            reason: reason.clone(),
+        });
+    }
+    let allocatable = types
+        .iter()
+        .find(|t| t.name == outcome.instance_type)
+        .map(|t| t.allocatable.clone());
+    let update = ClaimUpdate {
+        instance_id: Some(outcome.instance_id.clone()),
+        instance_type: Some(outcome.instance_type.clone()),
+        capacity_type: Some(outcome.capacity_type),
+        zone: Some(outcome.zone.clone()),
+        price_per_hour: outcome.price,
+        allocatable,
+    };
+    let t = deps
+        .state
+        .transition_claim(id, ClaimState::Launched, now, &update)
+        .await?;
+    if let TransitionOutcome::Stale(c) = &t {
+        tracing::warn!(claim = id, state = %c.state.as_str(), "claim moved on before its launch was recorded");
+    }
+    actions.push(Action::Launched {
+        claim: id.to_string(),
+        pool: pool.name.clone(),
+        instance_id: outcome.instance_id.clone(),
+        instance_type: outcome.instance_type.clone(),
+        zone: outcome.zone.clone(),
+        capacity_type: outcome.capacity_type,
+        price_per_hour: outcome.price,
+        pods,
+        adopted: outcome.adopted,
+        fell_back_to_on_demand: outcome.fell_back_to_on_demand,
+    });
+    Ok(())
+}
+
+/// The usage charged before launch was the largest option's; now the instance type is known, charge
+/// exactly its capacity (what termination will release).
+async fn settle_usage<S: State, C: Capacity, K: ClusterApi>(
+    deps: &Deps<S, C, K>,
+    pool: &NodePool,
+    charged: &UsageDelta,
+    instance_type: &str,
+    types: &[InstanceType],
+) -> Result<()> {
+    let actual = usage_of_type(instance_type, types);
+    if actual != *charged {
+        deps.state.release_usage(&pool.name, charged, true).await?;
+        deps.state
+            .try_add_usage(&pool.name, &actual, &nodewright_core::nodepool::Limits::default())
+            .await?;
+    }
+    Ok(())
+}
+
+/// The pool usage of one instance of `instance_type` (zero when unknown).
+pub(crate) fn usage_of_type(instance_type: &str, types: &[InstanceType]) -> UsageDelta {
+    types
+        .iter()
+        .find(|t| t.name == instance_type)
+        .map(|t| UsageDelta::of(&t.capacity, 1))
+        .unwrap_or(UsageDelta {
+            nodes: 1,
+            ..Default::default()
+        })
+}
+
+/// A claim that could not get capacity: failed, its usage and pods released.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn fail_claim<S: State, C: Capacity, K: ClusterApi>(
+    deps: &Deps<S, C, K>,
+    pool: &NodePool,
+    id: &str,
+    delta: &UsageDelta,
+    pods: &[String],
+    now: EpochMillis,
+    error: &str,
+    actions: &mut Vec<Action>,
+) -> Result<()> {
+    deps.state
+        .transition_claim(id, ClaimState::Failed, now, &ClaimUpdate::default())
+        .await?;
+    deps.state.release_usage(&pool.name, delta, true).await?;
+    let holder = Holder::Claim(id.to_string());
+    for u in pods {
+        deps.state.release_pod(u, &holder).await?;
+    }
+    actions.push(Action::LaunchFailed {
+        claim: id.to_string(),
+        pool: pool.name.clone(),
+        error: error.to_string(),
+    });
+    actions.push(Action::ReservationsReleased {
+        holder: holder.encode(),
+        pods: pods.len(),
+    });
+    Ok(())
+}

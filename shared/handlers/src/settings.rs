@@ -1,0 +1,261 @@
+//! Configuration from environment variables, validated once at start-up; every error names the
+//! variable. [`ENV_VARS`] is the one list of what the functions read (docs/configuration.md and the
+//! SAM template are checked against it).
+
+use std::time::Duration;
+
+use nodewright_aws::state::RESERVATION_TTL_SECS;
+use nodewright_core::catalogue::OverheadConfig;
+use nodewright_core::{Catalogue, Config, InstanceType};
+
+use crate::{Error, Result};
+
+/// Every environment variable the functions read: (name, required, meaning).
+pub const ENV_VARS: &[(&str, bool, &str)] = &[
+    (
+        "NODEWRIGHT_CLUSTER_NAME",
+        true,
+        "EKS cluster name; every record and instance tag is scoped by it",
+    ),
+    ("AWS_REGION", true, "region of the cluster (Lambda sets it)"),
+    (
+        "NODEWRIGHT_NODEPOOLS",
+        false,
+        "NodePool / EC2NodeClass YAML, inline (or NODEWRIGHT_NODEPOOLS_FILE)",
+    ),
+    (
+        "NODEWRIGHT_NODEPOOLS_FILE",
+        false,
+        "path of the NodePool / EC2NodeClass YAML bundled with the function",
+    ),
+    (
+        "NODEWRIGHT_TABLE_PREFIX",
+        false,
+        "DynamoDB table name prefix (default nodewright)",
+    ),
+    (
+        "NODEWRIGHT_CLUSTER_ENDPOINT",
+        false,
+        "API server URL; looked up with eks:DescribeCluster when unset",
+    ),
+    (
+        "NODEWRIGHT_CLUSTER_CA",
+        false,
+        "base64 PEM CA bundle of the API server (with NODEWRIGHT_CLUSTER_ENDPOINT)",
+    ),
+    (
+        "NODEWRIGHT_KUBECONFIG",
+        false,
+        "use this kubeconfig instead of EKS authentication (local runs)",
+    ),
+    (
+        "NODEWRIGHT_KUBERNETES_VERSION",
+        false,
+        "cluster version for EC2NodeClass AMI aliases (e.g. 1.33)",
+    ),
+    (
+        "NODEWRIGHT_REBALANCE",
+        false,
+        "rebalance recommendations: replace (default), cordon or ignore",
+    ),
+    (
+        "NODEWRIGHT_REGISTRATION_TIMEOUT_SECS",
+        false,
+        "terminate claims not registered within this (default 900)",
+    ),
+    ("AWS_ENDPOINT_URL", false, "AWS endpoint override (local emulator)"),
+];
+
+/// What to do with an EC2 rebalance recommendation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RebalancePolicy {
+    /// Launch a replacement, cordon now, drain once the replacement is Ready.
+    Replace,
+    /// Cordon only.
+    Cordon,
+    /// Do nothing (Karpenter's behaviour).
+    Ignore,
+}
+
+/// Validated settings shared by all handlers.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub cluster: String,
+    pub region: String,
+    pub config: Config,
+    /// The catalogue resolved for the region.
+    pub instance_types: Vec<InstanceType>,
+    pub rebalance: RebalancePolicy,
+    pub registration_timeout_ms: i64,
+    pub reservation_ttl_secs: i64,
+    /// How long a forced (interruption) drain retries PDB-blocked evictions: inside the 2-minute notice.
+    pub interruption_drain_deadline: Duration,
+}
+
+impl Settings {
+    /// Settings for tests and local runs.
+    pub fn new(cluster: &str, region: &str, config: Config) -> Result<Settings> {
+        let instance_types = Catalogue::embedded().instance_types(region, &OverheadConfig::default());
+        if instance_types.is_empty() {
+            return Err(Error::config(
+                "AWS_REGION",
+                format!("{region:?} has no instance types in the catalogue"),
+            ));
+        }
+        Ok(Settings {
+            cluster: cluster.into(),
+            region: region.into(),
+            config,
+            instance_types,
+            rebalance: RebalancePolicy::Replace,
+            registration_timeout_ms: 15 * 60 * 1000,
+            reservation_ttl_secs: RESERVATION_TTL_SECS,
+            interruption_drain_deadline: Duration::from_secs(90),
+        })
+    }
+
+    /// Reads and validates the environment through `var` (std::env::var in the functions).
+    pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Settings> {
+        let required = |name: &str| {
+            var(name)
+                .filter(|v| !v.trim().is_empty())
+                .ok_or_else(|| Error::config(name, "required but not set"))
+        };
+        let cluster = required("NODEWRIGHT_CLUSTER_NAME")?;
+        if cluster.len() > 100
+            || !cluster
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(Error::config(
+                "NODEWRIGHT_CLUSTER_NAME",
+                format!("{cluster:?} is not an EKS cluster name (letters, digits, - and _, at most 100)"),
+            ));
+        }
+        let region = required("AWS_REGION")?;
+        let (text, source) = match (var("NODEWRIGHT_NODEPOOLS"), var("NODEWRIGHT_NODEPOOLS_FILE")) {
+            (Some(inline), _) if !inline.trim().is_empty() => (inline, "NODEWRIGHT_NODEPOOLS".to_string()),
+            (_, Some(path)) => (
+                std::fs::read_to_string(&path)
+                    .map_err(|e| Error::config("NODEWRIGHT_NODEPOOLS_FILE", format!("cannot read {path:?}: {e}")))?,
+                path,
+            ),
+            _ => {
+                return Err(Error::config(
+                    "NODEWRIGHT_NODEPOOLS",
+                    "set NODEWRIGHT_NODEPOOLS (YAML) or NODEWRIGHT_NODEPOOLS_FILE (path)",
+                ));
+            }
+        };
+        let (config, warnings) =
+            Config::parse_strict(&text, &source).map_err(|e| Error::config("NODEWRIGHT_NODEPOOLS", e.to_string()))?;
+        for w in warnings {
+            tracing::warn!(warning = %w, "NodePool configuration");
+        }
+        if config.node_pools.is_empty() {
+            return Err(Error::config(
+                "NODEWRIGHT_NODEPOOLS",
+                "no NodePool in the configuration",
+            ));
+        }
+        let mut s = Settings::new(&cluster, &region, config).map_err(|e| match e {
+            Error::Config { reason, .. } => Error::config("AWS_REGION", reason),
+            other => other,
+        })?;
+        if let Some(v) = var("NODEWRIGHT_REBALANCE") {
+            s.rebalance = match v.trim() {
+                "replace" => RebalancePolicy::Replace,
+                "cordon" => RebalancePolicy::Cordon,
+                "ignore" => RebalancePolicy::Ignore,
+                other => {
+                    return Err(Error::config(
+                        "NODEWRIGHT_REBALANCE",
+                        format!("{other:?} is not one of replace, cordon, ignore"),
+                    ));
+                }
+            };
+        }
+        if let Some(v) = var("NODEWRIGHT_REGISTRATION_TIMEOUT_SECS") {
+            let secs: i64 = v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|s| (60..=86_400).contains(s))
+                .ok_or_else(|| {
+                    Error::config(
+                        "NODEWRIGHT_REGISTRATION_TIMEOUT_SECS",
+                        format!("{v:?} is not a number of seconds in 60..=86400"),
+                    )
+                })?;
+            s.registration_timeout_ms = secs * 1000;
+        }
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const POOL: &str = "apiVersion: karpenter.sh/v1\nkind: NodePool\nmetadata: {name: default}\nspec:\n  template:\n    spec:\n      requirements: []\n";
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn every_error_names_its_variable() {
+        let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+            (vec![], "NODEWRIGHT_CLUSTER_NAME"),
+            (vec![("NODEWRIGHT_CLUSTER_NAME", "prod")], "AWS_REGION"),
+            (
+                vec![("NODEWRIGHT_CLUSTER_NAME", "prod"), ("AWS_REGION", "us-east-1")],
+                "NODEWRIGHT_NODEPOOLS",
+            ),
+            (
+                vec![("NODEWRIGHT_CLUSTER_NAME", "bad name!"), ("AWS_REGION", "us-east-1")],
+                "NODEWRIGHT_CLUSTER_NAME",
+            ),
+            (
+                vec![
+                    ("NODEWRIGHT_CLUSTER_NAME", "p"),
+                    ("AWS_REGION", "us-east-1"),
+                    ("NODEWRIGHT_NODEPOOLS", POOL),
+                    ("NODEWRIGHT_REBALANCE", "maybe"),
+                ],
+                "NODEWRIGHT_REBALANCE",
+            ),
+            (
+                vec![
+                    ("NODEWRIGHT_CLUSTER_NAME", "p"),
+                    ("AWS_REGION", "us-east-1"),
+                    ("NODEWRIGHT_NODEPOOLS", "kind: NodePool\nspec: 3"),
+                ],
+                "NODEWRIGHT_NODEPOOLS",
+            ),
+            (
+                vec![
+                    ("NODEWRIGHT_CLUSTER_NAME", "p"),
+                    ("AWS_REGION", "xx-nowhere-1"),
+                    ("NODEWRIGHT_NODEPOOLS", POOL),
+                ],
+                "AWS_REGION",
+            ),
+        ];
+        for (pairs, variable) in cases {
+            let e = Settings::from_env(env(&pairs)).expect_err(variable);
+            assert!(e.to_string().starts_with(variable), "{variable}: {e}");
+        }
+        let ok = Settings::from_env(env(&[
+            ("NODEWRIGHT_CLUSTER_NAME", "prod"),
+            ("AWS_REGION", "us-east-1"),
+            ("NODEWRIGHT_NODEPOOLS", POOL),
+            ("NODEWRIGHT_REBALANCE", "cordon"),
+        ]))
+        .expect("valid");
+        assert_eq!(ok.rebalance, RebalancePolicy::Cordon);
+        assert!(!ok.instance_types.is_empty());
+    }
+}

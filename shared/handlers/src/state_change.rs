@@ -1,0 +1,237 @@
+//! `state-change`: EC2 instance state changes, Auto Scaling launch/terminate results and the
+//! watcher's `Node Ready` move claims through their lifecycle. Transitions are monotonic and take
+//! the event's own time, so duplicates and late or out-of-order events are recognised and ignored.
+//! An instance that dies releases its reservations and usage, has its Node object deleted, and its
+//! pods (pending again) re-planned.
+
+use nodewright_aws::EpochMillis;
+use nodewright_aws::state::{ClaimRecord, ClaimUpdate, Holder, TransitionOutcome};
+use nodewright_core::model::ClaimState;
+
+use crate::event::{Event, InstanceState};
+use crate::outcome::{Action, Outcome, transition_name};
+use crate::ports::{Capacity, ClusterApi, State};
+use crate::provision::{fail_claim, provision, usage_of_type};
+use crate::{Deps, Function, Result};
+
+pub async fn handle<S: State, C: Capacity, K: ClusterApi>(
+    deps: &Deps<S, C, K>,
+    event: Event,
+    now: EpochMillis,
+) -> Result<Outcome> {
+    let envelope = event.envelope().clone();
+    let at = envelope.time.unwrap_or(now);
+    let mut out = Outcome::new(Function::StateChange.name(), &envelope.id);
+    match event {
+        Event::InstanceState { instance_id, state, .. } => {
+            let Some(claim) = deps.state.claim_by_instance(&instance_id).await? else {
+                tracing::debug!(instance = %instance_id, "state change for an instance that is not ours");
+                out.push(Action::Ignored {
+                    reason: format!("instance {instance_id} has no Nodewright claim"),
+                });
+                return Ok(out);
+            };
+            let to = match state {
+                InstanceState::Pending | InstanceState::Running => ClaimState::Launched,
+                InstanceState::Stopping | InstanceState::Stopped | InstanceState::ShuttingDown => {
+                    ClaimState::Terminating
+                }
+                InstanceState::Terminated => ClaimState::Terminated,
+            };
+            transition(deps, &claim, to, at, now, &mut out).await?;
+        }
+        Event::NodeReady(_, ready) => {
+            if ready.cluster != deps.settings.cluster {
+                out.push(Action::Ignored {
+                    reason: format!("Node Ready for cluster {:?}", ready.cluster),
+                });
+                return Ok(out);
+            }
+            let Some(claim) = deps.state.get_claim(&ready.claim).await? else {
+                out.push(Action::Ignored {
+                    reason: format!("claim {} not found", ready.claim),
+                });
+                return Ok(out);
+            };
+            let t = deps
+                .state
+                .transition_claim(&claim.id, ClaimState::Ready, ready.ready_at, &ClaimUpdate::default())
+                .await?;
+            out.push(Action::ClaimTransition {
+                claim: claim.id.clone(),
+                to: ClaimState::Ready.as_str().into(),
+                outcome: transition_name(&t).into(),
+            });
+            if let TransitionOutcome::Advanced(c) = &t {
+                deps.state.mark_usage_running(&c.pool, 1).await?;
+                let latency = c.entered(ClaimState::Launching).map(|l| ready.ready_at - l);
+                tracing::info!(claim = %c.id, node = %ready.node, launch_to_ready_ms = ?latency, "node ready");
+                out.push(Action::Ready {
+                    claim: c.id.clone(),
+                    node: ready.node.clone(),
+                    launch_to_ready_ms: latency,
+                });
+            }
+        }
+        Event::AsgLaunch {
+            group,
+            instance_id,
+            successful,
+            ..
+        } => {
+            // The oldest claim of the group still waiting for an instance takes this one.
+            let backing = format!("asg:{group}");
+            let mut waiting: Vec<ClaimRecord> = deps
+                .state
+                .claims()
+                .await?
+                .into_iter()
+                .filter(|c| c.backing == backing && c.state == ClaimState::Launching && c.instance_id.is_none())
+                .collect();
+            waiting.sort_by_key(|c| (c.entered(ClaimState::Launching), c.id.clone()));
+            if let Some(iid) = &instance_id
+                && deps.state.claim_by_instance(iid).await?.is_some()
+            {
+                out.push(Action::Ignored {
+                    reason: format!("instance {iid} already has a claim (duplicate event)"),
+                });
+                return Ok(out);
+            }
+            let Some(claim) = waiting.into_iter().next() else {
+                out.push(Action::Ignored {
+                    reason: format!("no claim of group {group} is waiting for an instance"),
+                });
+                return Ok(out);
+            };
+            let pool = deps.settings.config.node_pools.iter().find(|p| p.name == claim.pool);
+            if successful {
+                let t = deps
+                    .state
+                    .transition_claim(
+                        &claim.id,
+                        ClaimState::Launched,
+                        at,
+                        &ClaimUpdate {
+                            instance_id: instance_id.clone(),
+                            ..Default::default()
+                        },
+                    )
+                    .await?;
+                out.push(Action::ClaimTransition {
+                    claim: claim.id.clone(),
+                    to: ClaimState::Launched.as_str().into(),
+                    outcome: transition_name(&t).into(),
+                });
+            } else if let Some(pool) = pool {
+                let delta = nodewright_aws::state::UsageDelta::default();
+                let mut actions = Vec::new();
+                fail_claim(
+                    deps,
+                    pool,
+                    &claim.id,
+                    &delta,
+                    &claim.pods,
+                    now,
+                    "Auto Scaling launch unsuccessful",
+                    &mut actions,
+                )
+                .await?;
+                out.actions.extend(actions);
+            }
+        }
+        Event::AsgTerminate { instance_id, .. } => {
+            if let Some(claim) = deps.state.claim_by_instance(&instance_id).await? {
+                transition(deps, &claim, ClaimState::Terminated, at, now, &mut out).await?;
+            } else {
+                out.push(Action::Ignored {
+                    reason: format!("instance {instance_id} has no Nodewright claim"),
+                });
+            }
+        }
+        other => out.push(Action::Ignored {
+            reason: format!("{} is not a state change", other.envelope().detail_type),
+        }),
+    }
+    Ok(out)
+}
+
+/// Applies an instance lifecycle transition and, when the instance is gone, cleans up after it.
+async fn transition<S: State, C: Capacity, K: ClusterApi>(
+    deps: &Deps<S, C, K>,
+    claim: &ClaimRecord,
+    to: ClaimState,
+    at: EpochMillis,
+    now: EpochMillis,
+    out: &mut Outcome,
+) -> Result<()> {
+    let t = deps
+        .state
+        .transition_claim(&claim.id, to, at, &ClaimUpdate::default())
+        .await?;
+    out.push(Action::ClaimTransition {
+        claim: claim.id.clone(),
+        to: to.as_str().into(),
+        outcome: transition_name(&t).into(),
+    });
+    if to == ClaimState::Terminated
+        && let TransitionOutcome::Advanced(_) = t
+    {
+        instance_gone(deps, claim, now, out).await?;
+    }
+    Ok(())
+}
+
+/// Cleans up after an instance that is gone: reservations, usage, the Node object, and a re-plan of
+/// pods left unschedulable when it died unexpectedly.
+pub(crate) async fn instance_gone<S: State, C: Capacity, K: ClusterApi>(
+    deps: &Deps<S, C, K>,
+    claim: &ClaimRecord,
+    now: EpochMillis,
+    out: &mut Outcome,
+) -> Result<()> {
+    let holder = Holder::Claim(claim.id.clone());
+    let mut released = 0;
+    for u in &claim.pods {
+        if deps.state.release_pod(u, &holder).await? {
+            released += 1;
+        }
+    }
+    out.push(Action::ReservationsReleased {
+        holder: holder.encode(),
+        pods: released,
+    });
+    let delta = usage_of_type(
+        claim.instance_type.as_deref().unwrap_or(""),
+        &deps.settings.instance_types,
+    );
+    deps.state
+        .release_usage(&claim.pool, &delta, claim.state.is_in_flight())
+        .await?;
+    let expected = matches!(claim.state, ClaimState::Draining | ClaimState::Terminating);
+    let Some(cluster) = &deps.cluster else {
+        return Ok(());
+    };
+    if let Some(iid) = &claim.instance_id {
+        let nodes = cluster.nodes().await?;
+        if let Some(n) = nodes
+            .items
+            .iter()
+            .find(|n| n.instance_id.as_deref() == Some(iid.as_str()))
+            && cluster.delete_node(&n.node.name).await?
+        {
+            out.push(Action::NodeDeleted {
+                node: n.node.name.clone(),
+            });
+        }
+    }
+    if !expected {
+        // Its pods are pending again (controllers recreate them): plan for them now rather than wait
+        // for the watcher's next batch.
+        let pending = cluster.unschedulable_pods().await?;
+        if !pending.items.is_empty() {
+            let holder = Holder::Invocation(format!("replan-{}", claim.id));
+            provision(deps, pending.items, &holder, &[], now, out).await?;
+        }
+    }
+    Ok(())
+}
