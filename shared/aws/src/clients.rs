@@ -27,6 +27,8 @@ pub struct AwsClients {
     pub ssm: aws_sdk_ssm::Client,
     /// The Pricing API lives in us-east-1 (and a few other regions) whatever the cluster's region.
     pub pricing: aws_sdk_pricing::Client,
+    /// The loaded configuration (region, credentials, endpoint) for clients of other services.
+    pub sdk: aws_config::SdkConfig,
 }
 
 impl AwsClients {
@@ -65,6 +67,7 @@ impl AwsClients {
                     .region(aws_sdk_pricing::config::Region::new("us-east-1"))
                     .build(),
             ),
+            sdk: config,
         }
     }
 }

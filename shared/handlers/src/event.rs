@@ -9,7 +9,6 @@
 //! time is optional (a placeholder means "unknown", and handlers fall back to the receive time);
 //! instance ids must be real (`i-` + hex).
 
-use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use nodewright_core::model::cluster_event::{self, NodeReady, PodPending};
 use serde_json::Value;
 
@@ -152,16 +151,18 @@ pub fn parse_value(v: &Value) -> Result<Parsed> {
             None => return Err(Error::event(field, "missing")),
         }
     }
-    let raw: EventBridgeEvent<Value> =
-        serde_json::from_value(v.clone()).map_err(|e| Error::event("envelope", e.to_string()))?;
+    // The envelope is read field by field rather than through aws_lambda_events' EventBridgeEvent,
+    // whose strict `time` rejects AWS's own documentation samples.
+    let text = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
     let envelope = Envelope {
-        id: raw.id.clone().unwrap_or_default(),
-        source: raw.source.clone(),
-        detail_type: raw.detail_type.clone(),
+        id: text("id"),
+        source: text("source"),
+        detail_type: text("detail-type"),
         time: v.get("time").and_then(Value::as_str).and_then(parse_rfc3339_millis),
-        region: raw.region.clone(),
+        region: v.get("region").and_then(Value::as_str).map(str::to_string),
     };
-    let detail = &raw.detail;
+    let null = Value::Null;
+    let detail = v.get("detail").unwrap_or(&null);
     let ev = match (envelope.source.as_str(), envelope.detail_type.as_str()) {
         (cluster_event::SOURCE, cluster_event::POD_PENDING) => {
             let d: PodPending =

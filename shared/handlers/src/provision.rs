@@ -171,7 +171,14 @@ async fn plan_and_launch<S: State, C: Capacity, K: ClusterApi>(
     let settings = &deps.settings;
     let ttl = settings.reservation_ttl_secs;
     let claims = deps.state.claims().await?;
-    let nodes = in_flight_nodes(&claims);
+    let nodes: Vec<Node> = in_flight_nodes(&claims)
+        .into_iter()
+        .filter(|n| {
+            !exclude
+                .iter()
+                .any(|e| e.instance_type == n.instance_type && e.zone == n.zone && e.capacity_type == n.capacity_type)
+        })
+        .collect();
     let types = available_types(&deps.state, &settings.instance_types, exclude, now).await?;
     let daemonsets = deps.daemonsets.clone();
     let plan = schedule(
@@ -235,8 +242,12 @@ async fn plan_and_launch<S: State, C: Capacity, K: ClusterApi>(
         }
     }
 
-    let results: Vec<Result<Vec<Action>>> = futures::stream::iter(plan.claims.iter())
-        .map(|c| launch_claim(deps, c, &types, holder, now))
+    // Futures built eagerly (not in a stream closure), so the whole handler future stays Send.
+    let mut launches = Vec::with_capacity(plan.claims.len());
+    for c in &plan.claims {
+        launches.push(launch_claim(deps, c, &types, holder, now));
+    }
+    let results: Vec<Result<Vec<Action>>> = futures::stream::iter(launches)
         .buffered(LAUNCH_CONCURRENCY)
         .collect()
         .await;

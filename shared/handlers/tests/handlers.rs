@@ -1,0 +1,415 @@
+//! The four handlers end to end over the in-memory adapters: the flows of the functions, replayed
+//! and concurrent events, limits, the ICE cache, and reconciliation.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use nodewright_aws::state::Holder;
+use nodewright_core::CapacityType;
+use nodewright_core::model::ClaimState;
+use nodewright_handlers::adapters::memory::ClusterWrite;
+use nodewright_handlers::ports::{Capacity, State};
+use nodewright_handlers::{Action, Function};
+use nodewright_kube::ClusterNode;
+use support::*;
+
+fn launched(o: &nodewright_handlers::Outcome) -> Vec<(String, String)> {
+    o.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Launched { claim, instance_id, .. } => Some((claim.clone(), instance_id.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn pod_pending_launches_records_and_is_idempotent() {
+    let deps = deps();
+    let bytes = event_text("pod-pending.json").into_bytes();
+    let first = run(Function::PodPending, &deps, &bytes, NOW).await;
+    let launches = launched(&first);
+    assert!(!launches.is_empty(), "{first:#?}");
+    // Every pod of the batch is reserved, by a claim.
+    let reservations = deps.state.reservations(NOW).await.unwrap();
+    assert_eq!(reservations.len(), 7);
+    assert!(reservations.iter().all(|r| matches!(r.holder, Holder::Claim(_))));
+    // Claims are launched with their instances; instances carry the claim id.
+    let claims = deps.state.claim_records();
+    assert_eq!(claims.len(), launches.len());
+    for c in &claims {
+        assert_eq!(c.state, ClaimState::Launched);
+        assert!(c.instance_id.is_some() && c.instance_type.is_some() && c.requested.is_some());
+    }
+    let instances = deps.capacity.instances().await.unwrap();
+    assert_eq!(instances.len(), launches.len());
+    assert!(instances.iter().all(|i| i.spot), "spot first: {instances:?}");
+
+    // The same event again: replayed, nothing new.
+    let again = run(Function::PodPending, &deps, &bytes, NOW + 1000).await;
+    assert!(matches!(again.actions[..], [Action::Replayed { .. }]), "{again:#?}");
+    assert_eq!(deps.capacity.instances().await.unwrap().len(), launches.len());
+
+    // The same pods in a new event (the watcher re-sent them): all skipped, nothing launched.
+    let resent = String::from_utf8(bytes)
+        .unwrap()
+        .replace("6a7e8f9b-1c2d", "ffffffff-1c2d");
+    let third = run(Function::PodPending, &deps, resent.as_bytes(), NOW + 2000).await;
+    assert!(launched(&third).is_empty());
+    assert!(
+        third
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::SkippedPods { pods, .. } if pods.len() == 7))
+    );
+}
+
+#[tokio::test]
+async fn a_batch_for_another_cluster_is_ignored() {
+    let deps = deps();
+    let bytes = event_text("pod-pending.json").replace("\"cluster\": \"demo\"", "\"cluster\": \"other\"");
+    let o = run(Function::PodPending, &deps, bytes.as_bytes(), NOW).await;
+    assert!(matches!(&o.actions[..], [Action::Ignored { reason }] if reason.contains("other")));
+    assert!(deps.state.claim_records().is_empty());
+}
+
+#[tokio::test]
+async fn pool_limits_hold_and_refused_pods_are_released() {
+    // 4 vCPU limit: the 4-cpu reporting pod needs an 8-vCPU class node, which the limit refuses.
+    let pools = POOLS.replace("limits: {cpu: \"64\"}", "limits: {cpu: \"4\"}");
+    let deps = deps_with(&pools);
+    let o = run(
+        Function::PodPending,
+        &deps,
+        event_text("pod-pending.json").as_bytes(),
+        NOW,
+    )
+    .await;
+    // The planner sees the limit (and the usage counter refuses whatever slips past it).
+    let refused = o
+        .actions
+        .iter()
+        .filter(|a| match a {
+            Action::AtLimit { .. } => true,
+            Action::Unschedulable { reason, .. } => reason.contains("limit cpu"),
+            _ => false,
+        })
+        .count();
+    assert!(refused >= 1, "{o:#?}");
+    let used = deps.state.usage("general");
+    assert!(used.cpu_milli <= 4000, "usage {used:?} over the limit");
+    // Pods of refused claims are free again for a later event.
+    let reserved = deps.state.reservations(NOW).await.unwrap().len();
+    assert!(reserved < 7, "{reserved} reserved");
+}
+
+#[tokio::test]
+async fn insufficient_capacity_falls_back_and_is_cached() {
+    let deps = deps();
+    // Exhaust every spot offering of every type the plan may pick in every zone.
+    for t in &deps.settings.instance_types {
+        for o in &t.offerings {
+            if o.capacity_type == CapacityType::Spot {
+                deps.capacity.exhaust(CapacityType::Spot, &t.name, &o.zone);
+            }
+        }
+    }
+    let o = run(
+        Function::PodPending,
+        &deps,
+        event_text("pod-pending.json").as_bytes(),
+        NOW,
+    )
+    .await;
+    let fell_back = o
+        .actions
+        .iter()
+        .filter(|a| {
+            matches!(
+                a,
+                Action::Launched {
+                    fell_back_to_on_demand: true,
+                    capacity_type: CapacityType::OnDemand,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert!(fell_back >= 1, "{o:#?}");
+    assert!(!deps.state.unavailable_offerings(NOW).await.unwrap().is_empty());
+}
+
+fn node_for(instance_id: &str, instance_type: &str, claim: &str) -> ClusterNode {
+    let mut n = nodewright_core::Node::new(&format!("node-{instance_id}"), instance_type, "us-east-1a");
+    n.pool = Some("general".into());
+    n.capacity_type = CapacityType::Spot;
+    ClusterNode {
+        node: n,
+        instance_id: Some(instance_id.into()),
+        claim: Some(claim.into()),
+        ready: true,
+    }
+}
+
+#[tokio::test]
+async fn spot_interruption_replaces_first_then_cordons_and_drains() {
+    let deps = deps();
+    run(
+        Function::PodPending,
+        &deps,
+        event_text("pod-pending.json").as_bytes(),
+        NOW,
+    )
+    .await;
+    // Every claim registered: no in-flight capacity to pack onto, so a replacement must launch.
+    for c in deps.state.claim_records() {
+        let text = event_text("node-ready.json").replace("nc-0123456789abcdef", &c.id);
+        run(Function::StateChange, &deps, text.as_bytes(), NOW).await;
+    }
+    let claim = deps.state.claim_records().into_iter().next().unwrap();
+    let iid = claim.instance_id.clone().unwrap();
+    let itype = claim.instance_type.clone().unwrap();
+    let zone = claim.zone.clone().unwrap();
+    let cluster = deps.cluster.as_ref().unwrap();
+    cluster.set_nodes(vec![node_for(&iid, &itype, &claim.id)]);
+    let node = format!("node-{iid}");
+    let mut web = nodewright_core::Pod {
+        uid: "bound-1".into(),
+        name: "web-0".into(),
+        namespace: "shop".into(),
+        ..Default::default()
+    };
+    web.requests.set_quantity("cpu", "500m").unwrap();
+    web.requests.set_quantity("pods", "1").unwrap();
+    web.node_name = Some(node.clone());
+    cluster.set_bound(vec![web]);
+
+    let o = run(
+        Function::SpotInterruption,
+        &deps,
+        &event_for("spot-interruption.json", &iid),
+        NOW + 60_000,
+    )
+    .await;
+    // The offering is cached unavailable, a replacement launched on a different offering...
+    assert!(
+        o.actions
+            .iter()
+            .any(|a| matches!(a, Action::OfferingUnavailable { instance_type, .. } if *instance_type == itype))
+    );
+    let replacement = launched(&o);
+    assert_eq!(replacement.len(), 1, "{o:#?}");
+    let new_claim = deps.state.get_claim(&replacement[0].0).await.unwrap().unwrap();
+    assert!(
+        !(new_claim.instance_type.as_deref() == Some(itype.as_str())
+            && new_claim.zone.as_deref() == Some(zone.as_str())
+            && new_claim.capacity_type == Some(CapacityType::Spot)),
+        "replacement must avoid the interrupted offering"
+    );
+    // ...before the node is tainted, cordoned and drained.
+    let order: Vec<usize> = ["Launched", "Cordoned", "Drained"]
+        .iter()
+        .map(|k| {
+            o.actions
+                .iter()
+                .position(|a| format!("{a:?}").starts_with(k))
+                .unwrap_or_else(|| panic!("no {k} in {o:#?}"))
+        })
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
+    assert_eq!(
+        cluster.writes(),
+        [
+            ClusterWrite::CordonAndTaint {
+                node: node.clone(),
+                taint: "nodewright.io/interrupted".into()
+            },
+            ClusterWrite::Drain { node, forced: true }
+        ]
+    );
+    assert_eq!(
+        deps.state.get_claim(&claim.id).await.unwrap().unwrap().state,
+        ClaimState::Draining
+    );
+}
+
+#[tokio::test]
+async fn interruptions_of_instances_that_are_not_ours_are_ignored() {
+    let deps = deps();
+    let o = run(
+        Function::SpotInterruption,
+        &deps,
+        &event_for("spot-interruption.json", "i-0aaaaaaaaaaaaaaaa"),
+        NOW,
+    )
+    .await;
+    assert!(matches!(&o.actions[..], [Action::Ignored { .. }]), "{o:#?}");
+    assert!(deps.capacity.all_instances().is_empty());
+}
+
+#[tokio::test]
+async fn terminated_releases_reservations_and_late_events_are_stale() {
+    let deps = deps();
+    run(
+        Function::PodPending,
+        &deps,
+        event_text("pod-pending.json").as_bytes(),
+        NOW,
+    )
+    .await;
+    let claim = deps.state.claim_records().into_iter().next().unwrap();
+    let iid = claim.instance_id.clone().unwrap();
+    let before = deps.state.reservations(NOW).await.unwrap().len();
+    let o = run(
+        Function::StateChange,
+        &deps,
+        &event_for("instance-state-change-terminated.json", &iid),
+        NOW,
+    )
+    .await;
+    assert!(o.actions.iter().any(
+        |a| matches!(a, Action::ClaimTransition { outcome, to, .. } if outcome == "advanced" && to == "terminated")
+    ));
+    let after = deps.state.reservations(NOW).await.unwrap().len();
+    assert_eq!(after, before - claim.pods.len());
+    // A late "running" after "terminated" changes nothing.
+    let late = run(
+        Function::StateChange,
+        &deps,
+        &event_for("instance-state-change-running.json", &iid),
+        NOW,
+    )
+    .await;
+    assert!(
+        late.actions
+            .iter()
+            .any(|a| matches!(a, Action::ClaimTransition { outcome, .. } if outcome == "stale"))
+    );
+    assert_eq!(
+        deps.state.get_claim(&claim.id).await.unwrap().unwrap().state,
+        ClaimState::Terminated
+    );
+}
+
+#[tokio::test]
+async fn node_ready_measures_registration_latency() {
+    let deps = deps();
+    run(
+        Function::PodPending,
+        &deps,
+        event_text("pod-pending.json").as_bytes(),
+        NOW,
+    )
+    .await;
+    let claim = deps.state.claim_records().into_iter().next().unwrap();
+    let text = event_text("node-ready.json").replace("nc-0123456789abcdef", &claim.id);
+    let o = run(Function::StateChange, &deps, text.as_bytes(), NOW).await;
+    let latency = o.actions.iter().find_map(|a| match a {
+        Action::Ready { launch_to_ready_ms, .. } => *launch_to_ready_ms,
+        _ => None,
+    });
+    assert_eq!(latency, Some(1_795_255_262_000 - NOW));
+    assert_eq!(
+        deps.state.usage("general").nodes_in_flight,
+        deps.state.claim_records().len() as u64 - 1
+    );
+}
+
+#[tokio::test]
+async fn consolidation_terminates_claims_never_registered() {
+    let deps = deps();
+    run(
+        Function::PodPending,
+        &deps,
+        event_text("pod-pending.json").as_bytes(),
+        NOW,
+    )
+    .await;
+    let claims = deps.state.claim_records();
+    // One registers; the others never do.
+    let ready = &claims[0];
+    let text = event_text("node-ready.json").replace("nc-0123456789abcdef", &ready.id);
+    run(Function::StateChange, &deps, text.as_bytes(), NOW).await;
+    let later = NOW + 16 * 60 * 1000;
+    let o = run(
+        Function::Consolidation,
+        &deps,
+        event_text("scheduled.json").as_bytes(),
+        later,
+    )
+    .await;
+    let terminated: Vec<String> = deps.capacity.terminated();
+    assert_eq!(terminated.len(), claims.len() - 1, "{o:#?}");
+    assert!(!terminated.contains(ready.instance_id.as_ref().unwrap()));
+    for c in &claims[1..] {
+        assert_eq!(
+            deps.state.get_claim(&c.id).await.unwrap().unwrap().state,
+            ClaimState::Terminated
+        );
+    }
+}
+
+#[tokio::test]
+async fn consolidation_adopts_instances_whose_record_was_lost() {
+    let deps = deps();
+    // An invocation launched but died before writing its claim: only the instance exists.
+    let pool = deps.settings.config.node_pools[0].clone();
+    let launch = nodewright_handlers::ports::ClaimLaunch {
+        claim_id: "nc-lost".into(),
+        pool,
+        offerings: vec![nodewright_core::scheduler::InstanceOption {
+            name: "m6i.large".into(),
+            capacity_type: CapacityType::OnDemand,
+            zone: "us-east-1a".into(),
+            price: 0.096,
+        }],
+        labels: Default::default(),
+    };
+    let outcome = deps.capacity.launch(&launch, NOW).await.unwrap();
+    let o = run(
+        Function::Consolidation,
+        &deps,
+        event_text("scheduled.json").as_bytes(),
+        NOW + 60_000,
+    )
+    .await;
+    assert!(
+        o.actions
+            .iter()
+            .any(|a| matches!(a, Action::Adopted { claim, .. } if claim == "nc-lost")),
+        "{o:#?}"
+    );
+    let claim = deps
+        .state
+        .claim_by_instance(&outcome.instance_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claim.state, ClaimState::Launched);
+}
+
+#[tokio::test]
+async fn twenty_concurrent_overlapping_batches_reserve_each_pod_once() {
+    let deps = std::sync::Arc::new(deps());
+    let base = event_text("pod-pending.json");
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        // Each event has its own id; pods overlap across events (every event carries all 7).
+        let text = base.replace("6a7e8f9b-1c2d-4e3f-8a9b-0c1d2e3f4a5b", &format!("event-{i:02}"));
+        let deps = deps.clone();
+        tasks.push(tokio::spawn(async move {
+            run(Function::PodPending, &deps, text.as_bytes(), NOW).await
+        }));
+    }
+    let mut launches = 0;
+    for t in tasks {
+        launches += launched(&t.await.unwrap()).len();
+    }
+    let reservations = deps.state.reservations(NOW).await.unwrap();
+    assert_eq!(reservations.len(), 7, "each pod reserved once");
+    let instances = deps.capacity.instances().await.unwrap();
+    assert_eq!(instances.len(), launches, "no duplicate instances");
+    let claims = deps.state.claim_records();
+    let pods_in_claims: usize = claims.iter().map(|c| c.pods.len()).sum();
+    assert_eq!(pods_in_claims, 7);
+}
