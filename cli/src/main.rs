@@ -3,6 +3,8 @@
 
 mod bench;
 mod bench_disruption;
+mod bench_handler;
+mod invoke;
 mod plan;
 mod report;
 mod validate;
@@ -43,6 +45,12 @@ enum Command {
     Bench(bench::Args),
     /// Benchmark the disruption planner against a Karpenter-style baseline on generated clusters.
     BenchDisruption(bench_disruption::Args),
+    /// Run one function's handler on an event file, in-process against the embedded stand-ins
+    /// for EC2, DynamoDB and the cluster (no AWS), and print what it did.
+    Invoke(invoke::Args),
+    /// Benchmark the pod-pending handler's decision time (event in -> launch requests out) for
+    /// batches of pending pods, with in-process stand-ins (no emulator calls timed).
+    BenchHandler(bench_handler::Args),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +60,8 @@ fn main() -> ExitCode {
         Command::Plan(a) => plan::run(&a),
         Command::Bench(a) => bench::run(&a),
         Command::BenchDisruption(a) => bench_disruption::run(&a),
+        Command::Invoke(a) => invoke::run(&a),
+        Command::BenchHandler(a) => bench_handler::run(&a),
     };
     ExitCode::from(code)
 }
