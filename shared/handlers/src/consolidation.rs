@@ -23,7 +23,7 @@ use nodewright_kube::{DISRUPTED_TAINT, DrainMode, DrainOptions};
 use crate::event::Envelope;
 use crate::outcome::{Action, Outcome, transition_name};
 use crate::ports::{Capacity, ClusterApi, State};
-use crate::provision::provision;
+use crate::provision::{provision, workload_pods_of};
 use crate::state_change::instance_gone;
 use crate::{Deps, Function, Result};
 
@@ -314,16 +314,8 @@ async fn disrupt<S: State, C: Capacity, K: ClusterApi>(
         if !action.replacements.is_empty() {
             // Replacement first: the pods of the nodes go through provisioning (which plans the
             // replacement afresh against current offerings).
-            let pods: Vec<_> = action
-                .nodes
-                .iter()
-                .flat_map(|n| pods_by_node.get(n.as_str()).cloned().unwrap_or_default())
-                .filter(|p| p.owner.as_ref().is_none_or(|o| o.kind != "DaemonSet"))
-                .map(|mut p| {
-                    p.node_name = None;
-                    p
-                })
-                .collect();
+            let nodes: Vec<&str> = action.nodes.iter().map(String::as_str).collect();
+            let pods = workload_pods_of(&bound.items, &nodes);
             let holder = Holder::Invocation(format!("disrupt/{}", action.nodes.join(",")));
             provision(deps, pods, &holder, &[], now, out).await?;
         }

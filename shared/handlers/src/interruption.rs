@@ -16,7 +16,7 @@ use nodewright_kube::{DrainMode, DrainOptions, INTERRUPTED_TAINT};
 use crate::event::Event;
 use crate::outcome::{Action, Outcome, transition_name};
 use crate::ports::{Capacity, ClusterApi, State};
-use crate::provision::{Exclude, provision};
+use crate::provision::{Exclude, provision, workload_pods_of};
 use crate::settings::RebalancePolicy;
 use crate::{Deps, Function, Result, once};
 
@@ -129,16 +129,7 @@ async fn interrupt<S: State, C: Capacity, K: ClusterApi>(
     {
         // The node's workload pods, re-planned elsewhere before the node goes.
         let bound = cluster.bound_pods().await?;
-        let pods: Vec<_> = bound
-            .items
-            .into_iter()
-            .filter(|p| p.node_name.as_deref() == Some(node.as_str()))
-            .filter(|p| p.owner.as_ref().is_none_or(|o| o.kind != "DaemonSet"))
-            .map(|mut p| {
-                p.node_name = None;
-                p
-            })
-            .collect();
+        let pods = workload_pods_of(&bound.items, &[node.as_str()]);
         if !pods.is_empty() {
             let holder = Holder::Invocation(format!("{event_id}/{instance_id}"));
             let exclude: Vec<Exclude> = offering.iter().cloned().collect();

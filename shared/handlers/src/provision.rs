@@ -106,6 +106,23 @@ fn in_flight_nodes(claims: &[ClaimRecord]) -> Vec<Node> {
         .collect()
 }
 
+/// Whether a pod is a DaemonSet's (it goes with its node; never re-planned, never blocks a drain).
+pub(crate) fn is_daemonset_pod(p: &Pod) -> bool {
+    p.owner.as_ref().is_some_and(|o| o.kind == "DaemonSet")
+}
+
+/// The workload pods bound to `nodes`, unbound again so they can be planned elsewhere.
+pub(crate) fn workload_pods_of(bound: &[Pod], nodes: &[&str]) -> Vec<Pod> {
+    bound
+        .iter()
+        .filter(|p| p.node_name.as_deref().is_some_and(|n| nodes.contains(&n)) && !is_daemonset_pod(p))
+        .map(|p| Pod {
+            node_name: None,
+            ..p.clone()
+        })
+        .collect()
+}
+
 /// Provisions capacity for `pods` on behalf of `holder` (the invocation).
 pub async fn provision<S: State, C: Capacity, K: ClusterApi>(
     deps: &Deps<S, C, K>,
