@@ -78,13 +78,7 @@ async fn pool_limits_hold_and_refused_pods_are_released() {
     // 4 vCPU limit: the 4-cpu reporting pod needs an 8-vCPU class node, which the limit refuses.
     let pools = POOLS.replace("limits: {cpu: \"64\"}", "limits: {cpu: \"4\"}");
     let deps = deps_with(&pools);
-    let o = run(
-        Function::PodPending,
-        &deps,
-        event_text("pod-pending.json").as_bytes(),
-        NOW,
-    )
-    .await;
+    let o = sample_batch(&deps).await;
     // The planner sees the limit (and the usage counter refuses whatever slips past it).
     let refused = o
         .actions
@@ -114,13 +108,7 @@ async fn insufficient_capacity_falls_back_and_is_cached() {
             }
         }
     }
-    let o = run(
-        Function::PodPending,
-        &deps,
-        event_text("pod-pending.json").as_bytes(),
-        NOW,
-    )
-    .await;
+    let o = sample_batch(&deps).await;
     let fell_back = o
         .actions
         .iter()
@@ -154,13 +142,7 @@ fn node_for(instance_id: &str, instance_type: &str, claim: &str) -> ClusterNode 
 #[tokio::test]
 async fn spot_interruption_replaces_first_then_cordons_and_drains() {
     let deps = deps();
-    run(
-        Function::PodPending,
-        &deps,
-        event_text("pod-pending.json").as_bytes(),
-        NOW,
-    )
-    .await;
+    sample_batch(&deps).await;
     // Every claim registered: no in-flight capacity to pack onto, so a replacement must launch.
     for c in deps.state.claim_records() {
         let text = event_text("node-ready.json").replace("nc-0123456789abcdef", &c.id);
@@ -250,13 +232,7 @@ async fn interruptions_of_instances_that_are_not_ours_are_ignored() {
 #[tokio::test]
 async fn terminated_releases_reservations_and_late_events_are_stale() {
     let deps = deps();
-    run(
-        Function::PodPending,
-        &deps,
-        event_text("pod-pending.json").as_bytes(),
-        NOW,
-    )
-    .await;
+    sample_batch(&deps).await;
     let claim = deps.state.claim_records().into_iter().next().unwrap();
     let iid = claim.instance_id.clone().unwrap();
     let before = deps.state.reservations(NOW).await.unwrap().len();
@@ -294,13 +270,7 @@ async fn terminated_releases_reservations_and_late_events_are_stale() {
 #[tokio::test]
 async fn node_ready_measures_registration_latency() {
     let deps = deps();
-    run(
-        Function::PodPending,
-        &deps,
-        event_text("pod-pending.json").as_bytes(),
-        NOW,
-    )
-    .await;
+    sample_batch(&deps).await;
     let claim = deps.state.claim_records().into_iter().next().unwrap();
     let text = event_text("node-ready.json").replace("nc-0123456789abcdef", &claim.id);
     let o = run(Function::StateChange, &deps, text.as_bytes(), NOW).await;
@@ -318,13 +288,7 @@ async fn node_ready_measures_registration_latency() {
 #[tokio::test]
 async fn consolidation_terminates_claims_never_registered() {
     let deps = deps();
-    run(
-        Function::PodPending,
-        &deps,
-        event_text("pod-pending.json").as_bytes(),
-        NOW,
-    )
-    .await;
+    sample_batch(&deps).await;
     let claims = deps.state.claim_records();
     // One registers; the others never do.
     let ready = &claims[0];

@@ -7,10 +7,11 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1 as k8s;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use nodewright_core::disruption::Pdb;
 use nodewright_core::labels;
-use nodewright_core::model::{self, Effect, Pod, Taint};
+use nodewright_core::model::{self, Effect, Pod};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
@@ -176,13 +177,7 @@ impl Cluster {
             .await?;
         Ok(convert(
             sets.iter(),
-            |d| {
-                format!(
-                    "{}/{}",
-                    d.metadata.namespace.as_deref().unwrap_or("default"),
-                    d.metadata.name.as_deref().unwrap_or("")
-                )
-            },
+            |d| object_path(&d.metadata),
             |d, path| model::daemonset_pod_from_k8s(d, &path),
         ))
     }
@@ -290,21 +285,17 @@ impl Cluster {
     }
 }
 
-/// The taint Nodewright puts on a node it disrupts, as the core model sees it.
-pub fn disrupted_taint() -> Taint {
-    Taint {
-        key: DISRUPTED_TAINT.into(),
-        value: None,
-        effect: Effect::NoSchedule,
-    }
+/// `namespace/name` of a namespaced object, for errors, logs and reports.
+pub(crate) fn object_path(meta: &ObjectMeta) -> String {
+    format!(
+        "{}/{}",
+        meta.namespace.as_deref().unwrap_or("default"),
+        meta.name.as_deref().unwrap_or("")
+    )
 }
 
 fn pod_path(p: &k8s::Pod) -> String {
-    format!(
-        "{}/{}",
-        p.metadata.namespace.as_deref().unwrap_or("default"),
-        p.metadata.name.as_deref().unwrap_or("")
-    )
+    object_path(&p.metadata)
 }
 
 fn convert<'a, K: 'a, T>(

@@ -20,6 +20,7 @@ use nodewright_core::labels;
 use nodewright_core::model;
 use tokio::time::Instant;
 
+use crate::cluster::object_path;
 use crate::{Cluster, Error, Result};
 
 /// Why the node is being drained.
@@ -77,11 +78,7 @@ enum Evicted {
 }
 
 fn name_of(p: &k8s::Pod) -> String {
-    format!(
-        "{}/{}",
-        p.metadata.namespace.as_deref().unwrap_or("default"),
-        p.metadata.name.as_deref().unwrap_or("")
-    )
+    object_path(&p.metadata)
 }
 
 fn do_not_disrupt(p: &k8s::Pod) -> bool {
@@ -167,10 +164,15 @@ impl Cluster {
         }
     }
 
-    async fn evict(&self, p: &k8s::Pod) -> Result<Evicted> {
+    /// The pod's namespaced API, namespace and name.
+    fn pod_api<'p>(&self, p: &'p k8s::Pod) -> (Api<k8s::Pod>, &'p str, &'p str) {
         let ns = p.metadata.namespace.as_deref().unwrap_or("default");
         let name = p.metadata.name.as_deref().unwrap_or("");
-        let api: Api<k8s::Pod> = Api::namespaced(self.client.clone(), ns);
+        (Api::namespaced(self.client.clone(), ns), ns, name)
+    }
+
+    async fn evict(&self, p: &k8s::Pod) -> Result<Evicted> {
+        let (api, ns, name) = self.pod_api(p);
         let operation = "evict pod";
         // policy/v1 Eviction, written out in full (kube's `evict` helper omits apiVersion and kind).
         let body = Eviction {
@@ -196,9 +198,7 @@ impl Cluster {
     }
 
     async fn delete_pod(&self, p: &k8s::Pod) -> Result<()> {
-        let ns = p.metadata.namespace.as_deref().unwrap_or("default");
-        let name = p.metadata.name.as_deref().unwrap_or("");
-        let api: Api<k8s::Pod> = Api::namespaced(self.client.clone(), ns);
+        let (api, _, name) = self.pod_api(p);
         let operation = "delete pod";
         let result = self
             .timed(operation, async {

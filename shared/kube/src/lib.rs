@@ -13,9 +13,7 @@ mod drain;
 mod error;
 pub mod token;
 
-pub use cluster::{
-    Cluster, ClusterNode, DEFAULT_PAGE_SIZE, DISRUPTED_TAINT, INTERRUPTED_TAINT, Listed, Rejected, disrupted_taint,
-};
+pub use cluster::{Cluster, ClusterNode, DEFAULT_PAGE_SIZE, DISRUPTED_TAINT, INTERRUPTED_TAINT, Listed, Rejected};
 pub use connect::{Access, Connection, ca_from_base64_pem};
 pub use drain::{DrainMode, DrainOptions, DrainReport};
 pub use error::{Error, Result};

@@ -77,3 +77,14 @@ pub async fn run(function: Function, deps: &MemDeps, bytes: &[u8], now: i64) -> 
     let parsed: Parsed = parse_bytes(bytes).unwrap();
     handle(function, deps, parsed, now).await.unwrap()
 }
+
+/// Runs pod-pending on events/pod-pending.json (7 pods) at NOW.
+pub async fn sample_batch(deps: &MemDeps) -> Outcome {
+    run(
+        Function::PodPending,
+        deps,
+        event_text("pod-pending.json").as_bytes(),
+        NOW,
+    )
+    .await
+}
