@@ -7,6 +7,7 @@ mod bench_handler;
 mod invoke;
 mod plan;
 mod report;
+mod simulate;
 mod validate;
 mod workloads;
 
@@ -22,6 +23,8 @@ pub mod exit {
     pub const INVALID: u8 = 1;
     /// A file could not be read or parsed, or the arguments are wrong.
     pub const USAGE: u8 = 2;
+    /// The run itself failed (a simulator bug, an output file that cannot be written).
+    pub const FAILED: u8 = 3;
 }
 
 #[derive(Parser)]
@@ -37,6 +40,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Replay a workload against NodePools with the real handlers on a virtual clock (no AWS), next
+    /// to an optional fixed node group; print cost, utilization and pending times; write a plot.
+    Simulate(simulate::Args),
     /// Check NodePool / EC2NodeClass / Provisioner / AutoScalingPool files; list every error and warning.
     Validate(validate::Args),
     /// Plan capacity for pending pods: which pods go where, which instance types to launch.
@@ -56,6 +62,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
+        Command::Simulate(a) => simulate::run(&a),
         Command::Validate(a) => validate::run(&a),
         Command::Plan(a) => plan::run(&a),
         Command::Bench(a) => bench::run(&a),

@@ -6,27 +6,8 @@ use std::collections::BTreeMap;
 use nodewright_core::labels;
 use nodewright_core::model::{LabelSelector, Pod, PodAffinityTerm, SpreadConstraint, WhenUnsatisfiable};
 
-/// SplitMix64: a tiny, well-known deterministic generator (no dependency, stable across versions).
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-    pub fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
-        &xs[self.below(xs.len() as u64) as usize]
-    }
-}
+/// The simulator's seeded generator (SplitMix64): same seed, same workload.
+pub use nodewright_sim::Rng;
 
 const CPU: [u64; 5] = [100, 250, 500, 1000, 1500];
 const MEM_MIB: [u64; 6] = [100, 256, 512, 1024, 2048, 4096];

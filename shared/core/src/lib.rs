@@ -14,6 +14,7 @@ pub mod quantity;
 pub mod requirements;
 pub mod resources;
 pub mod scheduler;
+pub mod time;
 
 pub use catalogue::{CapacityType, Catalogue, InstanceType, Offering};
 pub use model::{Node, Pod};

@@ -312,48 +312,7 @@ fn truncate(s: &str) -> String {
     format!("{}...", &s[..end])
 }
 
-/// Parses `YYYY-MM-DDTHH:MM:SS[.fff]Z` (EventBridge's form) into Unix milliseconds.
-pub fn parse_rfc3339_millis(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
-    let (y, mo, d, h, mi, sec) = (
-        num(0..4)?,
-        num(5..7)?,
-        num(8..10)?,
-        num(11..13)?,
-        num(14..16)?,
-        num(17..19)?,
-    );
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
-    let mut millis = 0;
-    let mut rest = &s[19..];
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits: String = frac.chars().take_while(char::is_ascii_digit).collect();
-        if digits.is_empty() {
-            return None;
-        }
-        let padded = format!("{digits:0<3}");
-        millis = padded[..3].parse().ok()?;
-        rest = &frac[digits.len()..];
-    }
-    if rest != "Z" && rest != "+00:00" {
-        return None;
-    }
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if mo <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(((days * 24 + h) * 60 + mi) * 60_000 + sec * 1000 + millis)
-}
+pub use nodewright_core::time::parse_rfc3339_millis;
 
 /// An SQS batch (EventBridge -> SQS -> Lambda): each record's body is one EventBridge event.
 /// Returns (messageId, parse result) per record.

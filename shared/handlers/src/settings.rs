@@ -83,7 +83,7 @@ pub struct Settings {
     pub cluster: String,
     pub region: String,
     pub config: Config,
-    /// The catalogue resolved for the region.
+    /// The region's catalogue, restricted to the types some pool's requirements admit.
     pub instance_types: Vec<InstanceType>,
     pub rebalance: RebalancePolicy,
     pub registration_timeout_ms: i64,
@@ -95,11 +95,19 @@ pub struct Settings {
 impl Settings {
     /// Settings for tests and local runs.
     pub fn new(cluster: &str, region: &str, config: Config) -> Result<Settings> {
-        let instance_types = Catalogue::embedded().instance_types(region, &OverheadConfig::default());
+        let mut instance_types = Catalogue::embedded().instance_types(region, &OverheadConfig::default());
         if instance_types.is_empty() {
             return Err(Error::config(
                 "AWS_REGION",
                 format!("{region:?} has no instance types in the catalogue"),
+            ));
+        }
+        // Only what some pool may launch: every plan prepares over this list.
+        instance_types.retain(|t| config.node_pools.iter().any(|p| p.admits_type(t)));
+        if instance_types.is_empty() && !config.node_pools.is_empty() {
+            return Err(Error::config(
+                "NODEWRIGHT_NODEPOOLS",
+                format!("no instance type in {region:?} meets any NodePool's requirements"),
             ));
         }
         Ok(Settings {

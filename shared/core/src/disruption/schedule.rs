@@ -72,25 +72,12 @@ fn parse(spec: &str) -> Option<Cron> {
     })
 }
 
-/// (year, month 1-12, day 1-31) of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
 impl Cron {
     fn matches_minute(&self, epoch_minute: i64) -> bool {
         let minute = epoch_minute.rem_euclid(60) as u32;
         let hour = epoch_minute.div_euclid(60).rem_euclid(24) as u32;
         let days = epoch_minute.div_euclid(24 * 60);
-        let (_, month, day) = civil(days);
+        let (_, month, day) = crate::time::civil_from_days(days);
         let weekday = (days + 4).rem_euclid(7) as u32; // 1970-01-01 was a Thursday
         let day_ok = self.day & (1 << day) != 0;
         let weekday_ok = self.weekday & (1 << weekday) != 0;
@@ -130,8 +117,11 @@ mod tests {
 
     #[test]
     fn dates_are_civil() {
-        assert_eq!(civil(0), (1970, 1, 1));
-        assert_eq!(civil(SAT_1030.div_euclid(86_400)), (2026, 11, 21));
+        assert_eq!(crate::time::civil_from_days(0), (1970, 1, 1));
+        assert_eq!(
+            crate::time::civil_from_days(SAT_1030.div_euclid(86_400)),
+            (2026, 11, 21)
+        );
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub(super) struct Simulation<'a> {
     pub candidates: Candidates,
     pub evaluations: usize,
     replacements: usize,
+    /// The types some pool may launch, plus the types of the nodes: all the scheduler needs, and a
+    /// fraction of the catalogue (each evaluation prepares over it).
+    schedulable_types: std::borrow::Cow<'a, [InstanceType]>,
 }
 
 /// What the scheduler said about a removal.
@@ -76,9 +79,19 @@ impl<'a> Simulation<'a> {
                 pods * lifetime
             })
             .collect();
+        let wanted = |t: &InstanceType| {
+            nodes.iter().any(|n| n.instance_type == t.name) || input.pools.iter().any(|p| p.admits_type(t))
+        };
+        // Callers usually pass a list already restricted to the pools (the handlers' settings do).
+        let schedulable_types = if input.instance_types.iter().all(wanted) {
+            std::borrow::Cow::Borrowed(input.instance_types)
+        } else {
+            std::borrow::Cow::Owned(input.instance_types.iter().filter(|t| wanted(t)).cloned().collect())
+        };
         Simulation {
             input,
             types,
+            schedulable_types,
             options,
             removed: vec![false; nodes.len()],
             nodes,
@@ -169,7 +182,7 @@ impl<'a> Simulation<'a> {
                 pods,
                 nodes: &self.nodes,
                 pools,
-                instance_types: self.input.instance_types,
+                instance_types: &self.schedulable_types,
                 daemonsets: self.input.daemonsets,
             },
             &scheduler::Options::default(),

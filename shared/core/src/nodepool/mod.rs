@@ -210,6 +210,15 @@ impl NodePool {
         }
     }
 
+    /// Whether the pool's instance-type requirements admit `t` (offerings, zones and capacity
+    /// types are the scheduler's to check).
+    pub fn admits_type(&self, t: &crate::InstanceType) -> bool {
+        self.requirements
+            .iter()
+            .filter(|r| crate::labels::INSTANCE_TYPE_KEYS.contains(&r.key.as_str()))
+            .all(|r| r.matches(t.labels.get(&r.key).map(String::as_str)))
+    }
+
     pub fn with_requirement(mut self, r: Requirement) -> Self {
         self.requirements.push(r);
         self

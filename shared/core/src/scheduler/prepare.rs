@@ -234,22 +234,42 @@ fn selector_reqs(sel: &BTreeMap<String, String>) -> Vec<Requirement> {
 impl<'a> Prepared<'a> {
     pub fn new(input: &'a Input<'a>) -> Self {
         let types = input.instance_types;
-        let mut zones: Vec<String> = types
+        // A region has a handful of zones: a linear set of borrowed names beats sorting thousands
+        // of cloned strings (this runs for every scheduling call, and the disruption planner makes
+        // dozens per plan).
+        let mut zone_names: Vec<&str> = Vec::new();
+        for z in types
             .iter()
-            .flat_map(|t| t.offerings.iter().map(|o| o.zone.clone()))
-            .chain(input.nodes.iter().map(|n| n.zone.clone()))
-            .collect();
-        zones.sort();
-        zones.dedup();
-        zones.truncate(64);
+            .flat_map(|t| t.offerings.iter().map(|o| o.zone.as_str()))
+            .chain(input.nodes.iter().map(|n| n.zone.as_str()))
+        {
+            if !zone_names.contains(&z) {
+                zone_names.push(z);
+            }
+        }
+        zone_names.sort_unstable();
+        zone_names.truncate(64);
+        let zones: Vec<String> = zone_names.iter().map(|z| (*z).to_string()).collect();
         let zone_idx = |z: &str| zones.iter().position(|x| x == z);
+
+        // Offerings by zone index, computed once: every later check is integer masks.
+        let offers: Vec<Vec<(f64, u8, usize)>> = types
+            .iter()
+            .map(|t| {
+                t.offerings
+                    .iter()
+                    .filter(|o| o.available)
+                    .filter_map(|o| zone_idx(&o.zone).map(|z| (o.price, ct_bit(o.capacity_type), z)))
+                    .collect()
+            })
+            .collect();
 
         // Pools, highest weight first.
         let mut pool_refs: Vec<&NodePool> = input.pools.iter().collect();
         pool_refs.sort_by(|a, b| b.weight.cmp(&a.weight).then(a.name.cmp(&b.name)));
         let mut pools: Vec<PoolView> = pool_refs
             .into_iter()
-            .map(|p| pool_view(p, types, &zones, input.daemonsets))
+            .map(|p| pool_view(p, types, &zones, &offers, input.daemonsets))
             .collect();
         for n in input.nodes {
             if let Some(pv) = pools.iter_mut().find(|pv| Some(&pv.pool.name) == n.pool.as_ref()) {
@@ -284,23 +304,13 @@ impl<'a> Prepared<'a> {
                     tolerations: p.tolerations.clone(),
                     compat: Vec::new(),
                 };
-                s.compat = pools.iter().map(|pv| compat(&s, pv, types, &zones)).collect();
+                s.compat = pools.iter().map(|pv| compat(&s, pv, types, &zones, &offers)).collect();
                 sigs.push(s);
                 sigs.len() - 1
             });
             pod_sig.push(id);
         }
 
-        let offers: Vec<Vec<(f64, u8, usize)>> = types
-            .iter()
-            .map(|t| {
-                t.offerings
-                    .iter()
-                    .filter(|o| o.available)
-                    .filter_map(|o| zone_idx(&o.zone).map(|z| (o.price, ct_bit(o.capacity_type), z)))
-                    .collect()
-            })
-            .collect();
         let mut prep = Prepared {
             eligible: Vec::new(),
             offers,
@@ -937,18 +947,13 @@ struct BucketKey {
     carries: Vec<(u16, u32)>,
 }
 
-pub fn offered(t: &InstanceType, zones: &[String], zone_mask: u64, cts: u8) -> bool {
-    t.offerings.iter().any(|o| {
-        o.available
-            && cts & ct_bit(o.capacity_type) != 0
-            && zones
-                .iter()
-                .position(|z| *z == o.zone)
-                .is_some_and(|zi| zone_mask & (1 << zi) != 0)
-    })
-}
-
-fn pool_view<'a>(p: &'a NodePool, types: &[InstanceType], zones: &[String], daemonsets: &[Pod]) -> PoolView<'a> {
+fn pool_view<'a>(
+    p: &'a NodePool,
+    types: &[InstanceType],
+    zones: &[String],
+    offers: &[Vec<(f64, u8, usize)>],
+    daemonsets: &[Pod],
+) -> PoolView<'a> {
     let mut labels_out = p.labels.clone();
     labels_out.insert(labels::NODEPOOL.into(), p.name.clone());
     for r in &p.requirements {
@@ -996,17 +1001,16 @@ fn pool_view<'a>(p: &'a NodePool, types: &[InstanceType], zones: &[String], daem
         if !type_reqs.iter().all(|r| r.matches(t.labels.label(&r.key))) {
             continue;
         }
-        if !offered(t, zones, zone_mask, cts) {
+        if !offers[i]
+            .iter()
+            .any(|&(_, c, z)| cts & c != 0 && zone_mask & (1 << z) != 0)
+        {
             continue;
         }
         set.insert(i);
-        for o in t
-            .offerings
-            .iter()
-            .filter(|o| o.available && cts & ct_bit(o.capacity_type) != 0)
-        {
-            if let Some(zi) = zones.iter().position(|z| *z == o.zone) {
-                zones_used |= 1 << zi;
+        for &(_, c, z) in &offers[i] {
+            if cts & c != 0 {
+                zones_used |= 1 << z;
             }
         }
         let node_labels = Layered(&labels_out, &t.labels);
@@ -1041,7 +1045,13 @@ fn pool_view<'a>(p: &'a NodePool, types: &[InstanceType], zones: &[String], daem
 
 /// Compatibility of a signature with a pool: taints, then requirements (first satisfiable affinity
 /// term; preferences kept while they can be met).
-fn compat(s: &Signature, pv: &PoolView, types: &[InstanceType], zones: &[String]) -> Result<Compat, String> {
+fn compat(
+    s: &Signature,
+    pv: &PoolView,
+    types: &[InstanceType],
+    zones: &[String],
+    offers: &[Vec<(f64, u8, usize)>],
+) -> Result<Compat, String> {
     let name = &pv.pool.name;
     if let Some(t) = first_untolerated(&s.tolerations, &pv.pool.taints) {
         return Err(format!("pool {name}: taint {t} is not tolerated"));
@@ -1064,7 +1074,7 @@ fn compat(s: &Signature, pv: &PoolView, types: &[InstanceType], zones: &[String]
             for (_, p) in s.preferred.iter().take(keep) {
                 reqs.extend(p.iter().cloned());
             }
-            match evaluate(&reqs, pv, types, zones) {
+            match evaluate(&reqs, pv, types, zones, offers) {
                 Ok(c) => return Ok(c),
                 Err(e) if keep == 0 => {
                     first_err.get_or_insert(e);
@@ -1076,7 +1086,13 @@ fn compat(s: &Signature, pv: &PoolView, types: &[InstanceType], zones: &[String]
     Err(first_err.unwrap_or_else(|| format!("pool {name}: incompatible")))
 }
 
-fn evaluate(reqs: &[Requirement], pv: &PoolView, types: &[InstanceType], zones: &[String]) -> Result<Compat, String> {
+fn evaluate(
+    reqs: &[Requirement],
+    pv: &PoolView,
+    types: &[InstanceType],
+    zones: &[String],
+    offers: &[Vec<(f64, u8, usize)>],
+) -> Result<Compat, String> {
     let name = &pv.pool.name;
     let mut zone_mask = pv.zones;
     let mut cts = pv.cts;
@@ -1146,16 +1162,10 @@ fn evaluate(reqs: &[Requirement], pv: &PoolView, types: &[InstanceType], zones: 
     // must never send a pod to a zone where nothing it can use exists.
     let (mut offered_zones, mut offered_cts) = (0u64, 0u8);
     for t in set.iter() {
-        for o in types[t]
-            .offerings
-            .iter()
-            .filter(|o| o.available && cts & ct_bit(o.capacity_type) != 0)
-        {
-            if let Some(zi) = zones.iter().position(|z| *z == o.zone)
-                && zone_mask & (1 << zi) != 0
-            {
-                offered_zones |= 1 << zi;
-                offered_cts |= ct_bit(o.capacity_type);
+        for &(_, c, z) in &offers[t] {
+            if cts & c != 0 && zone_mask & (1 << z) != 0 {
+                offered_zones |= 1 << z;
+                offered_cts |= c;
             }
         }
     }

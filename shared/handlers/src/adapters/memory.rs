@@ -322,6 +322,17 @@ impl MemoryCapacity {
         lock(&self.data).terminated.clone()
     }
 
+    /// Terminations since the last call (the simulator bills and removes them).
+    pub fn take_terminated(&self) -> Vec<String> {
+        let mut d = lock(&self.data);
+        let out = std::mem::take(&mut d.terminated);
+        // Terminated instances leave the table, as EC2 forgets them after an hour.
+        for id in &out {
+            d.instances.remove(id);
+        }
+        out
+    }
+
     pub fn asg_scale_ups(&self) -> Vec<String> {
         lock(&self.data).asg_scale_ups.clone()
     }
@@ -502,6 +513,10 @@ impl MemoryCluster {
     }
     pub fn writes(&self) -> Vec<ClusterWrite> {
         lock(&self.data).writes.clone()
+    }
+    /// The writes since the last call (the simulator applies them to its cluster).
+    pub fn take_writes(&self) -> Vec<ClusterWrite> {
+        std::mem::take(&mut lock(&self.data).writes)
     }
 }
 

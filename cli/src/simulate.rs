@@ -1,0 +1,267 @@
+//! `nodewright simulate`: replay a workload against NodePools with the real handlers on a virtual
+//! clock, optionally next to a fixed node group, and print the report (docs/simulator.md).
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use nodewright_core::Config;
+use nodewright_sim::{CsvOptions, FixedGroupSpec, Report, RunReport, SimConfig, workload};
+
+use crate::report::table;
+use crate::{exit, read_file};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// NodePool / EC2NodeClass YAML (Karpenter v1).
+    #[arg(long = "nodepool", default_value = "examples/sim/nodepools.yaml")]
+    nodepools: Vec<PathBuf>,
+    /// The workload: a CSV trace (name,cpu_milli,memory_mib,num_gpu,creation_time,deletion_time)
+    /// or a YAML list of deployments with replica changes (docs/simulator.md).
+    #[arg(long, default_value = "examples/sim/datamigrate.yaml")]
+    workload: PathBuf,
+    /// CSV only: replay the first N pods.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// CSV only: divide every trace time by this (compress a months-long trace).
+    #[arg(long, default_value_t = 1.0)]
+    time_scale: f64,
+    /// Also run a Cluster Autoscaler-style group of one instance type: fixed:TYPE[:MIN[:MAX]].
+    #[arg(long)]
+    baseline: Option<String>,
+    /// Seed for spot interruptions (same seed, same report).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Seconds from RunInstances to `running`.
+    #[arg(long, default_value_t = 45.0)]
+    launch_delay: f64,
+    /// Seconds from `running` to the node Ready.
+    #[arg(long, default_value_t = 35.0)]
+    registration_delay: f64,
+    /// Do not draw spot interruptions.
+    #[arg(long)]
+    no_interruptions: bool,
+    /// Multiply every interruption band's rate (stress runs).
+    #[arg(long, default_value_t = 1.0)]
+    interruption_scale: f64,
+    /// Where to write the plot (SVG).
+    #[arg(long, default_value = "nodewright-simulation.svg")]
+    plot: PathBuf,
+    /// AWS region whose catalogue and prices to use.
+    #[arg(long, default_value = "us-east-1")]
+    region: String,
+    /// Print the report as JSON (schema in docs/simulator.md).
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: &Args) -> u8 {
+    match simulate(args) {
+        Ok(code) => code,
+        Err((code, e)) => {
+            eprintln!("error: {e}");
+            code
+        }
+    }
+}
+
+fn load_workload(args: &Args) -> Result<nodewright_sim::Workload, String> {
+    let text = read_file(&args.workload)?;
+    let source = args.workload.display().to_string();
+    let is_csv = args.workload.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    let w = if is_csv {
+        workload::load_csv(
+            &text,
+            &source,
+            &CsvOptions {
+                limit: args.limit,
+                time_scale: args.time_scale,
+            },
+        )
+    } else {
+        if args.limit.is_some() || args.time_scale != 1.0 {
+            return Err("--limit and --time-scale apply to CSV traces only".into());
+        }
+        workload::load_deployments(&text, &source)
+    };
+    w.map_err(|e| e.to_string())
+}
+
+fn simulate(args: &Args) -> Result<u8, (u8, String)> {
+    let usage = |e: String| (exit::USAGE, e);
+    let mut config = Config::default();
+    for f in &args.nodepools {
+        let text = read_file(f).map_err(usage)?;
+        let (c, warnings) =
+            Config::parse_strict(&text, &f.display().to_string()).map_err(|e| (exit::INVALID, e.to_string()))?;
+        for w in warnings {
+            eprintln!("warning: {w}");
+        }
+        config.merge(c);
+    }
+    let workload = load_workload(args).map_err(|e| (exit::INVALID, e))?;
+    let baseline = args
+        .baseline
+        .as_deref()
+        .map(FixedGroupSpec::parse)
+        .transpose()
+        .map_err(|e| usage(e.to_string()))?;
+    let delay = |s: f64, flag: &str| {
+        if s.is_finite() && (0.0..=3600.0).contains(&s) {
+            Ok((s * 1000.0) as i64)
+        } else {
+            Err(usage(format!("{flag}: {s} is not a number of seconds in 0..=3600")))
+        }
+    };
+    let sim = SimConfig {
+        region: args.region.clone(),
+        launch_delay_ms: delay(args.launch_delay, "--launch-delay")?,
+        registration_delay_ms: delay(args.registration_delay, "--registration-delay")?,
+        seed: args.seed,
+        interruptions: !args.no_interruptions,
+        interruption_scale: args.interruption_scale,
+        ..SimConfig::default()
+    };
+
+    let show_progress = std::io::stderr().is_terminal() && !args.json;
+    let mut last_drawn = -1i64;
+    let mut progress = |f: f64| {
+        if !show_progress {
+            return;
+        }
+        let pct = (f * 100.0).floor() as i64;
+        if pct != last_drawn {
+            last_drawn = pct;
+            let filled = (pct / 4) as usize;
+            eprint!(
+                "\r  simulating [{}{}] {pct:>3}%",
+                "#".repeat(filled),
+                " ".repeat(25 - filled.min(25))
+            );
+            let _ = std::io::stderr().flush();
+        }
+    };
+    let started = Instant::now();
+    let report =
+        nodewright_sim::simulate(&sim, config, &workload, baseline.as_ref(), &mut progress).map_err(|e| match e {
+            nodewright_sim::Error::Input { .. } => (exit::INVALID, e.to_string()),
+            other => (exit::FAILED, other.to_string()),
+        })?;
+    let wall = started.elapsed().as_secs_f64();
+    if show_progress {
+        eprint!("\r{}\r", " ".repeat(50));
+    }
+    std::fs::write(&args.plot, nodewright_sim::plot::svg(&report))
+        .map_err(|e| (exit::FAILED, format!("{}: {e}", args.plot.display())))?;
+
+    if args.json {
+        let mut doc = serde_json::to_value(&report).map_err(|e| (exit::FAILED, e.to_string()))?;
+        doc["schemaVersion"] = 1.into();
+        doc["wallSeconds"] = ((wall * 100.0).round() / 100.0).into();
+        doc["plot"] = args.plot.display().to_string().into();
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    } else {
+        print_report(&report);
+        println!("Plot written to {}", args.plot.display());
+        println!("Simulated {:.0} h in {wall:.1} s (wall clock).", report.simulated_hours);
+    }
+    Ok(exit::OK)
+}
+
+fn cells(r: &RunReport) -> Vec<String> {
+    let secs = |s: f64| {
+        if s >= 120.0 {
+            format!("{:.1} min", s / 60.0)
+        } else {
+            format!("{s:.0} s")
+        }
+    };
+    vec![
+        format!("${:.2}", r.total_cost_usd),
+        format!("{:.1}", r.node_hours),
+        r.cost_per_pod_hour.map_or("-".into(), |c| format!("${c:.4}")),
+        format!("{:.0}%", r.utilization.cpu * 100.0),
+        format!("{:.0}%", r.utilization.memory * 100.0),
+        r.utilization.gpu.map_or("-".into(), |g| format!("{:.0}%", g * 100.0)),
+        format!(
+            "{} / {} / {}",
+            secs(r.pending.p50_seconds),
+            secs(r.pending.p95_seconds),
+            secs(r.pending.p99_seconds)
+        ),
+        format!(
+            "{} ran, {} pending, {} left unrun",
+            r.pods.ran, r.pods.pending_at_end, r.pods.left_before_running
+        ),
+        format!(
+            "{} ({} spot, {} on-demand)",
+            r.launches.total, r.launches.spot, r.launches.on_demand
+        ),
+        r.interruptions_handled.to_string(),
+        format!(
+            "{} actions, {} nodes, ${:.3}/h expected",
+            r.consolidation.actions, r.consolidation.nodes, r.consolidation.expected_saving_per_hour
+        ),
+    ]
+}
+
+fn print_report(report: &Report) {
+    println!(
+        "Workload {}: {} pods over {:.1} simulated hours (seed {}; node ready {:.0} s after launch)",
+        report.workload,
+        report.pods,
+        report.simulated_hours,
+        report.seed,
+        report.launch_delay_seconds + report.registration_delay_seconds
+    );
+    let labels = [
+        "Total cost",
+        "Node-hours",
+        "Cost per pod-hour",
+        "CPU utilization",
+        "Memory utilization",
+        "GPU utilization",
+        "Pending p50 / p95 / p99",
+        "Pods",
+        "Launches",
+        "Spot interruptions handled",
+        "Consolidation",
+    ];
+    let ours = cells(&report.nodewright);
+    let mut t = match &report.baseline {
+        Some(b) => {
+            let mut t = table(["", "nodewright", b.autoscaler.as_str()]);
+            let theirs = cells(b);
+            for ((l, o), th) in labels.iter().zip(&ours).zip(&theirs) {
+                t.add_row([l.to_string(), o.clone(), th.clone()]);
+            }
+            t
+        }
+        None => {
+            let mut t = table(["", "nodewright", ""]);
+            for (l, o) in labels.iter().zip(&ours) {
+                t.add_row([l.to_string(), o.clone(), String::new()]);
+            }
+            t
+        }
+    };
+    if let Some(s) = report.saving_percent {
+        t.add_row(["Saving vs baseline".to_string(), format!("{s:.1}%"), String::new()]);
+    }
+    println!("{t}");
+    let mut types: Vec<_> = report.nodewright.node_hours_by_type.iter().collect();
+    types.sort_by(|a, b| b.1.total_cmp(a.1));
+    let top: Vec<String> = types.iter().take(6).map(|(t, h)| format!("{t} {h:.0} h")).collect();
+    println!("Nodewright node-hours by type: {}", top.join(", "));
+    if let Some(h) = &report.nodewright.handlers
+        && h.errors > 0
+    {
+        println!(
+            "Handler errors (retried in Lambda): {} e.g. {:?}",
+            h.errors, h.first_errors
+        );
+    }
+    for n in &report.notes {
+        println!("note: {n}");
+    }
+}

@@ -1,0 +1,209 @@
+//! What a simulation reports (docs/simulator.md documents each field; `--json` prints it as is).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::nodewright::Stats;
+use crate::world::{PodPhase, Sample, World};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Utilization {
+    /// Requested / allocatable, integrated over the time instances were billed.
+    pub cpu: f64,
+    pub memory: f64,
+    /// None when no GPU capacity was bought.
+    pub gpu: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingTimes {
+    /// Pending episodes that ended in a bind (evicted pods start a new one).
+    pub episodes: usize,
+    pub p50_seconds: f64,
+    pub p95_seconds: f64,
+    pub p99_seconds: f64,
+    pub max_seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodCounts {
+    pub arrived: usize,
+    /// Bound to a node at least once.
+    pub ran: usize,
+    /// Never bound and still pending at the end.
+    pub pending_at_end: usize,
+    /// Deleted by their owner before ever being bound.
+    pub left_before_running: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Launches {
+    pub total: u32,
+    pub spot: u32,
+    pub on_demand: u32,
+    pub on_demand_fallbacks: u32,
+    pub terminations: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Consolidation {
+    pub actions: u32,
+    pub nodes: u32,
+    /// Sum of the planner's expected saving per action ($/h).
+    pub expected_saving_per_hour: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HandlerCounts {
+    pub invocations: BTreeMap<String, u32>,
+    pub errors: u32,
+    pub first_errors: Vec<String>,
+}
+
+/// One autoscaler's run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunReport {
+    pub autoscaler: String,
+    pub total_cost_usd: f64,
+    pub node_hours: f64,
+    /// Cost over the hours pods were bound; None when no pod ran.
+    pub cost_per_pod_hour: Option<f64>,
+    pub utilization: Utilization,
+    pub pending: PendingTimes,
+    pub pods: PodCounts,
+    pub launches: Launches,
+    pub interruptions_handled: u32,
+    pub consolidation: Consolidation,
+    pub node_hours_by_type: BTreeMap<String, f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handlers: Option<HandlerCounts>,
+    /// Sampled every 5 simulated minutes (for the plot; left out of `--json`).
+    #[serde(skip)]
+    pub timeline: Vec<Sample>,
+}
+
+/// The whole simulation: Nodewright and, when asked, the baseline on the same workload.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub workload: String,
+    pub pods: usize,
+    pub simulated_hours: f64,
+    pub seed: u64,
+    pub launch_delay_seconds: f64,
+    pub registration_delay_seconds: f64,
+    pub nodewright: RunReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<RunReport>,
+    /// (baseline - nodewright) / baseline cost, in percent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub saving_percent: Option<f64>,
+    pub notes: Vec<String>,
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[i64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1] as f64 / 1000.0
+}
+
+fn ratio(used: f64, capacity: f64) -> f64 {
+    if capacity > 0.0 { used / capacity } else { 0.0 }
+}
+
+fn round(x: f64, places: i32) -> f64 {
+    let f = 10f64.powi(places);
+    (x * f).round() / f
+}
+
+pub fn run_report(name: &str, world: &World, stats: Option<&Stats>) -> RunReport {
+    let m = &world.meters;
+    let mut pending = m.pending_ms.clone();
+    pending.sort_unstable();
+    let arrived = world.pods.iter().filter(|p| p.incarnations > 0).count();
+    let ran = world.pods.iter().filter(|p| p.ever_ran).count();
+    let pending_at_end = world
+        .pods
+        .iter()
+        .filter(|p| !p.ever_ran && matches!(p.phase, PodPhase::Pending { .. }))
+        .count();
+    let left_before_running = world
+        .pods
+        .iter()
+        .filter(|p| !p.ever_ran && p.phase == PodPhase::Gone)
+        .count();
+    let pod_hours = m.pod_ms / 3_600_000.0;
+    RunReport {
+        autoscaler: name.into(),
+        total_cost_usd: round(m.cost_usd, 2),
+        node_hours: round(m.node_ms / 3_600_000.0, 1),
+        cost_per_pod_hour: (pod_hours > 0.0).then(|| round(m.cost_usd / pod_hours, 4)),
+        utilization: Utilization {
+            cpu: round(ratio(m.used[0], m.capacity[0]), 3),
+            memory: round(ratio(m.used[1], m.capacity[1]), 3),
+            gpu: (m.capacity[2] > 0.0).then(|| round(ratio(m.used[2], m.capacity[2]), 3)),
+        },
+        pending: PendingTimes {
+            episodes: pending.len(),
+            p50_seconds: percentile(&pending, 50.0),
+            p95_seconds: percentile(&pending, 95.0),
+            p99_seconds: percentile(&pending, 99.0),
+            max_seconds: pending.last().map_or(0.0, |v| *v as f64 / 1000.0),
+        },
+        pods: PodCounts {
+            arrived,
+            ran,
+            pending_at_end,
+            left_before_running,
+        },
+        launches: Launches {
+            total: m.launches,
+            spot: m.spot_launches,
+            on_demand: m.launches - m.spot_launches,
+            on_demand_fallbacks: stats.map_or(0, |s| s.on_demand_fallbacks),
+            terminations: m.terminations,
+        },
+        interruptions_handled: stats.map_or(0, |s| s.interruptions),
+        consolidation: Consolidation {
+            actions: stats.map_or(0, |s| s.disruption_actions),
+            nodes: stats.map_or(0, |s| s.disrupted_nodes),
+            expected_saving_per_hour: round(stats.map_or(0.0, |s| s.disruption_saving_per_hour), 4),
+        },
+        node_hours_by_type: m
+            .node_ms_by_type
+            .iter()
+            .map(|(t, ms)| (t.clone(), round(ms / 3_600_000.0, 1)))
+            .collect(),
+        handlers: stats.map(|s| HandlerCounts {
+            invocations: s.invocations.iter().map(|(k, v)| ((*k).to_string(), *v)).collect(),
+            errors: s.handler_errors,
+            first_errors: s.first_errors.clone(),
+        }),
+        timeline: world.timeline.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<i64> = (1..=100).map(|s| s * 1000).collect();
+        assert_eq!(percentile(&v, 50.0), 50.0);
+        assert_eq!(percentile(&v, 99.0), 99.0);
+        assert_eq!(percentile(&[7000], 99.0), 7.0);
+        assert_eq!(percentile(&[], 50.0), 0.0);
+    }
+}
