@@ -19,7 +19,8 @@ pub mod workload;
 pub mod world;
 
 use nodewright_core::nodepool::PoolBacking;
-use nodewright_core::{Config, InstanceType};
+use nodewright_core::catalogue::OverheadConfig;
+use nodewright_core::{Catalogue, Config, InstanceType};
 use nodewright_handlers::Settings;
 
 pub use fixed_group::FixedGroupSpec;
@@ -118,9 +119,14 @@ pub fn simulate(
     if pools.node_pools.is_empty() {
         return Err(Error::input("nodepools", "no groupless NodePool to simulate"));
     }
-    let settings =
-        Settings::new(&config.cluster, &config.region, pools).map_err(|e| Error::input("region", e.to_string()))?;
-    let types: Vec<InstanceType> = settings.instance_types.clone();
+    let settings = Settings::new(&config.cluster, &config.region, pools)
+        .map_err(|e| Error::input("nodepools", e.to_string()))?;
+    // The whole regional catalogue: the baseline's type need not be one the pools admit.
+    let types: Vec<InstanceType> = Catalogue::embedded().instance_types(&config.region, &OverheadConfig::default());
+    // Checked before the long Nodewright run.
+    let fixed = baseline
+        .map(|spec| fixed_group::FixedGroup::new(spec.clone(), &types, config))
+        .transpose()?;
     let rt = runtime()?;
     let share = if baseline.is_some() { 0.5 } else { 1.0 };
 
@@ -129,16 +135,15 @@ pub fn simulate(
     rt.block_on(engine::run(&mut nw, &mut world, workload, &mut |f| progress(f * share)))?;
     let nodewright = report::run_report("nodewright", &world, Some(&nw.stats));
 
-    let baseline = match baseline {
-        Some(spec) => {
-            let mut fixed = fixed_group::FixedGroup::new(spec.clone(), &types, config)?;
+    let baseline = match (baseline, fixed) {
+        (Some(spec), Some(mut fixed)) => {
             let mut world = world::World::new(workload, &types);
             rt.block_on(engine::run(&mut fixed, &mut world, workload, &mut |f| {
                 progress(share + f * share)
             }))?;
             Some(report::run_report(&spec.name(), &world, None))
         }
-        None => None,
+        _ => None,
     };
     let saving_percent = baseline
         .as_ref()

@@ -9,7 +9,7 @@ use crate::world::Sample;
 
 const WIDTH: f64 = 1000.0;
 const PANEL_HEIGHT: f64 = 190.0;
-const TOP: f64 = 70.0;
+const TOP: f64 = 85.0;
 const GAP: f64 = 70.0;
 const LEFT: f64 = 80.0;
 const RIGHT: f64 = 230.0;
@@ -46,14 +46,10 @@ fn nice_step(max: f64) -> f64 {
     m * mag
 }
 
-fn fmt_tick(v: f64) -> String {
-    if v >= 100.0 || v.fract() == 0.0 {
-        format!("{v:.0}")
-    } else if v >= 1.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
-    }
+/// A tick label with as many decimals as the step needs.
+fn fmt_tick(v: f64, step: f64) -> String {
+    let decimals = (-step.log10().floor()).max(0.0) as usize;
+    format!("{v:.decimals$}")
 }
 
 /// Buckets of consecutive samples, at most MAX_POINTS of them.
@@ -95,7 +91,7 @@ fn axes(svg: &mut String, p: &Panel, title: &str, y_label: &str, x_label: &str) 
             r##"<line x1="{LEFT}" y1="{y:.1}" x2="{right}" y2="{y:.1}" stroke="#e0e0e0"/><text x="{}" y="{:.1}" font-size="11" text-anchor="end">{}</text>"##,
             LEFT - 6.0,
             y + 4.0,
-            fmt_tick(v)
+            fmt_tick(v, step)
         );
         v += step;
     }
@@ -109,7 +105,7 @@ fn axes(svg: &mut String, p: &Panel, title: &str, y_label: &str, x_label: &str) 
             p.y0 + PANEL_HEIGHT,
             p.y0 + PANEL_HEIGHT + 5.0,
             p.y0 + PANEL_HEIGHT + 18.0,
-            fmt_tick(t)
+            fmt_tick(t, x_step)
         );
         t += x_step;
     }
@@ -234,25 +230,27 @@ pub fn svg(report: &Report) -> String {
     let mut svg = String::new();
     let _ = writeln!(
         svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="Helvetica, Arial, sans-serif">"#
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="Helvetica, Arial, 'DejaVu Sans', 'Liberation Sans', sans-serif">"#
     );
     let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let mut title = format!(
-        "Nodewright simulation: {} ({} pods, {:.0} h)",
+    let title = format!(
+        "Nodewright simulation: {} ({} pods, {:.0} h simulated)",
         report.workload, report.pods, report.simulated_hours
     );
-    if let (Some(b), Some(s)) = (&report.baseline, report.saving_percent) {
-        let _ = write!(
-            title,
-            ": ${:.2} vs ${:.2} for {} ({s:+.1}% saved)",
+    let subtitle = match (&report.baseline, report.saving_percent) {
+        (Some(b), Some(s)) => format!(
+            "total ${:.2} vs ${:.2} for {}: {s:.1}% saved",
             report.nodewright.total_cost_usd, b.total_cost_usd, b.autoscaler
-        );
-    }
+        ),
+        _ => format!("total ${:.2}", report.nodewright.total_cost_usd),
+    };
     let _ = writeln!(
         svg,
-        r#"<text x="{}" y="32" font-size="17" font-weight="bold" text-anchor="middle">{}</text>"#,
+        r#"<text x="{}" y="26" font-size="17" font-weight="bold" text-anchor="middle">{}</text><text x="{}" y="46" font-size="13" text-anchor="middle">{}</text>"#,
         WIDTH / 2.0,
-        esc(&title)
+        esc(&title),
+        WIDTH / 2.0,
+        esc(&subtitle)
     );
 
     // Panel 1: nodes by type.

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use nodewright_core::model::Taint;
+use nodewright_core::model::{Effect, Taint, Toleration, TolerationOperator};
 use nodewright_core::scheduler::{Input, Options, schedule};
 use nodewright_core::{CapacityType, InstanceType, Node, Pod, Resource, Resources, labels};
 
@@ -119,6 +119,16 @@ impl World {
                     name: "workload".into(),
                 });
                 p.labels.insert("app".into(), "workload".into());
+                // What the ExtendedResourceToleration admission plugin adds: pods asking for
+                // GPUs tolerate the GPU taint GPU pools carry.
+                if w.requests.get(Resource::NvidiaGpu) > 0 {
+                    p.tolerations.push(Toleration {
+                        key: Some(Resource::NvidiaGpu.name().into()),
+                        operator: TolerationOperator::Exists,
+                        value: None,
+                        effect: Some(Effect::NoSchedule),
+                    });
+                }
                 p.normalize();
                 PodSlot {
                     template: p,
