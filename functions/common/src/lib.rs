@@ -127,14 +127,24 @@ async fn cluster_endpoint(settings: &Settings, eks: &aws_sdk_eks::Client) -> Res
     })
 }
 
+/// Writes the invocation's metrics to stdout as one Embedded Metric Format line (CloudWatch Logs
+/// extracts them; docs/operations.md).
+fn emit_metrics(outcome: &nodewright_handlers::Outcome, started: Instant) {
+    let doc = nodewright_handlers::metrics::emf(outcome, started.elapsed().as_secs_f64() * 1000.0, now_millis());
+    println!("{doc}");
+}
+
 /// Handles one payload: an EventBridge event or an SQS batch.
 pub async fn invoke(function: Function, deps: &LambdaDeps, payload: Value) -> Result<Value, Error> {
     let started = Instant::now();
     if is_sqs_batch(&payload) {
         let mut failures = Vec::new();
         for (message_id, parsed) in parse_sqs_batch(&payload)? {
+            let record_started = Instant::now();
             let result = match parsed {
-                Ok(p) => handle(function, deps, p, now_millis()).await.map(|_| ()),
+                Ok(p) => handle(function, deps, p, now_millis())
+                    .await
+                    .map(|outcome| emit_metrics(&outcome, record_started)),
                 Err(e) => Err(e),
             };
             match result {
@@ -163,6 +173,7 @@ pub async fn invoke(function: Function, deps: &LambdaDeps, payload: Value) -> Re
     };
     match handle(function, deps, parsed, now_millis()).await {
         Ok(outcome) => {
+            emit_metrics(&outcome, started);
             tracing::info!(
                 function = function.name(),
                 event = %outcome.event_id,

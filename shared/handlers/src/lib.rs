@@ -17,6 +17,7 @@ pub mod consolidation;
 mod error;
 pub mod event;
 pub mod interruption;
+pub mod metrics;
 pub mod outcome;
 pub mod pod_pending;
 pub mod ports;

@@ -44,6 +44,11 @@ pub const ENV_VARS: &[(&str, bool, &str)] = &[
         "base64 PEM CA bundle of the API server (with NODEWRIGHT_CLUSTER_ENDPOINT)",
     ),
     (
+        "NODEWRIGHT_CLUSTER_ACCESS",
+        false,
+        "how the functions reach the API server: eks (default), kubeconfig or none",
+    ),
+    (
         "NODEWRIGHT_KUBECONFIG",
         false,
         "use this kubeconfig instead of EKS authentication (local runs)",

@@ -18,8 +18,8 @@ pub mod rng;
 pub mod workload;
 pub mod world;
 
-use nodewright_core::nodepool::PoolBacking;
 use nodewright_core::catalogue::OverheadConfig;
+use nodewright_core::nodepool::PoolBacking;
 use nodewright_core::{Catalogue, Config, InstanceType};
 use nodewright_handlers::Settings;
 
@@ -119,8 +119,8 @@ pub fn simulate(
     if pools.node_pools.is_empty() {
         return Err(Error::input("nodepools", "no groupless NodePool to simulate"));
     }
-    let settings = Settings::new(&config.cluster, &config.region, pools)
-        .map_err(|e| Error::input("nodepools", e.to_string()))?;
+    let settings =
+        Settings::new(&config.cluster, &config.region, pools).map_err(|e| Error::input("nodepools", e.to_string()))?;
     // The whole regional catalogue: the baseline's type need not be one the pools admit.
     let types: Vec<InstanceType> = Catalogue::embedded().instance_types(&config.region, &OverheadConfig::default());
     // Checked before the long Nodewright run.
