@@ -143,13 +143,10 @@ impl FixedGroup {
         let upcoming = world.instances.values().filter(|i| !i.ready).count();
         let mut bins: Vec<Resources> = vec![alloc.clone(); upcoming];
         for r in &pending {
-            match bins.iter_mut().find(|b| r.fits_in(b)) {
-                Some(b) => b.saturating_sub(r),
-                None => {
-                    let mut b = alloc.clone();
-                    b.saturating_sub(r);
-                    bins.push(b);
-                }
+            if !first_fit(&mut bins, r) {
+                let mut b = alloc.clone();
+                b.saturating_sub(r);
+                bins.push(b);
             }
         }
         let room = (self.spec.max as usize).saturating_sub(world.instances.len());
@@ -235,13 +232,18 @@ fn pods_fit_elsewhere(world: &World, id: &str) -> bool {
         .map(|&p| &world.pods[p].template.requests)
         .collect();
     pods.sort_by_key(|r| std::cmp::Reverse(r.cpu_milli()));
-    pods.into_iter().all(|r| match free.iter_mut().find(|f| r.fits_in(f)) {
-        Some(f) => {
-            f.saturating_sub(r);
+    pods.into_iter().all(|r| first_fit(&mut free, r))
+}
+
+/// Takes `r` from the first bin with room for it; false when none has.
+fn first_fit(bins: &mut [Resources], r: &Resources) -> bool {
+    match bins.iter_mut().find(|b| r.fits_in(b)) {
+        Some(b) => {
+            b.saturating_sub(r);
             true
         }
         None => false,
-    })
+    }
 }
 
 impl Autoscaler for FixedGroup {
