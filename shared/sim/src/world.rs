@@ -181,7 +181,7 @@ impl World {
             }
             self.meters.pod_ms += dur;
             let node = node.clone();
-            if let Some(inst) = self.instances.values_mut().find(|x| x.node_name == node) {
+            if let Some(inst) = self.instance_by_node_mut(&node) {
                 inst.pods.retain(|p| *p != i);
             }
             self.dirty = true;
@@ -219,8 +219,12 @@ impl World {
         self.instances.values().find(|i| i.node_name == node)
     }
 
+    fn instance_by_node_mut(&mut self, node: &str) -> Option<&mut SimInstance> {
+        self.instances.values_mut().find(|i| i.node_name == node)
+    }
+
     pub fn cordon(&mut self, node: &str) {
-        if let Some(i) = self.instances.values_mut().find(|i| i.node_name == node) {
+        if let Some(i) = self.instance_by_node_mut(node) {
             i.cordoned = true;
         }
     }
@@ -357,7 +361,7 @@ impl World {
             let PodPhase::Pending { uid, since, .. } = self.pods[i].phase.clone() else {
                 continue;
             };
-            let Some(inst) = self.instances.values_mut().find(|x| x.node_name == b.node) else {
+            let Some(inst) = self.instance_by_node_mut(&b.node) else {
                 continue;
             };
             inst.pods.push(i);
