@@ -1,6 +1,7 @@
 //! `nodewright`: validate NodePool configuration, plan capacity for pods, and benchmark the
 //! scheduler. See docs/cli.md for every command, flag and exit code.
 
+mod avail;
 mod bench;
 mod bench_disruption;
 mod bench_handler;
@@ -25,6 +26,10 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// The run itself failed (a simulator bug, an output file that cannot be written).
     pub const FAILED: u8 = 3;
+    /// `avail`: the state could not be read (endpoint unreachable, tables missing, credentials refused).
+    pub const UNREACHABLE: u8 = 4;
+    /// `avail`: there is nothing to show (no nodes, reservations or usage for the cluster).
+    pub const EMPTY: u8 = 5;
 }
 
 #[derive(Parser)]
@@ -40,6 +45,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Show capacity per pool and instance type (ready, launching, limits, pending pods, expected
+    /// wait, spot share, cost) from Nodewright's DynamoDB state or a state directory.
+    Avail(avail::Args),
     /// Replay a workload against NodePools with the real handlers on a virtual clock (no AWS), next
     /// to an optional fixed node group; print cost, utilization and pending times; write a plot.
     Simulate(simulate::Args),
@@ -62,6 +70,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
+        Command::Avail(a) => avail::run(&a),
         Command::Simulate(a) => simulate::run(&a),
         Command::Validate(a) => validate::run(&a),
         Command::Plan(a) => plan::run(&a),

@@ -50,6 +50,14 @@ pub struct Args {
     /// AWS region whose catalogue and prices to use.
     #[arg(long, default_value = "us-east-1")]
     region: String,
+    /// Stop the run at this simulated time (e.g. 4h10m, 90s, 2d): later arrivals are dropped and
+    /// the state at that moment is what --state-out saves.
+    #[arg(long, value_name = "SPAN")]
+    until: Option<String>,
+    /// Save Nodewright's state at the end of the run to DIR/state.json, for `nodewright avail
+    /// --state DIR`.
+    #[arg(long, value_name = "DIR")]
+    state_out: Option<PathBuf>,
     /// Print the report as JSON (schema in docs/simulator.md).
     #[arg(long)]
     json: bool,
@@ -99,7 +107,14 @@ fn simulate(args: &Args) -> Result<u8, (u8, String)> {
         }
         config.merge(c);
     }
-    let workload = load_workload(args).map_err(|e| (exit::INVALID, e))?;
+    let mut workload = load_workload(args).map_err(|e| (exit::INVALID, e))?;
+    if let Some(span) = &args.until {
+        let until = workload::parse_span(span).map_err(|e| usage(format!("--until: {e}")))?;
+        if until <= 0 {
+            return Err(usage(format!("--until: {span:?} must be after the start")));
+        }
+        workload.truncate(until);
+    }
     let baseline = args
         .baseline
         .as_deref()
@@ -142,11 +157,13 @@ fn simulate(args: &Args) -> Result<u8, (u8, String)> {
         }
     };
     let started = Instant::now();
-    let report =
-        nodewright_sim::simulate(&sim, config, &workload, baseline.as_ref(), &mut progress).map_err(|e| match e {
-            nodewright_sim::Error::Input { .. } => (exit::INVALID, e.to_string()),
-            other => (exit::FAILED, other.to_string()),
-        })?;
+    let (report, state) =
+        nodewright_sim::simulate_with_state(&sim, config, &workload, baseline.as_ref(), &mut progress).map_err(
+            |e| match e {
+                nodewright_sim::Error::Input { .. } => (exit::INVALID, e.to_string()),
+                other => (exit::FAILED, other.to_string()),
+            },
+        )?;
     let wall = started.elapsed().as_secs_f64();
     if show_progress {
         eprint!("\r{}\r", " ".repeat(50));
@@ -154,6 +171,9 @@ fn simulate(args: &Args) -> Result<u8, (u8, String)> {
     std::fs::write(&args.plot, nodewright_sim::plot::svg(&report))
         .map_err(|e| (exit::FAILED, format!("{}: {e}", args.plot.display())))?;
 
+    if let Some(dir) = &args.state_out {
+        crate::avail::write_state_dir(dir, &state).map_err(|e| (exit::FAILED, e))?;
+    }
     if args.json {
         let mut doc = serde_json::to_value(&report).map_err(|e| (exit::FAILED, e.to_string()))?;
         doc["schemaVersion"] = 1.into();
@@ -163,6 +183,13 @@ fn simulate(args: &Args) -> Result<u8, (u8, String)> {
     } else {
         print_report(&report);
         println!("Plot written to {}", args.plot.display());
+        if let Some(dir) = &args.state_out {
+            println!(
+                "State at the end of the run written to {}; view it with: nodewright avail --state {}",
+                dir.join(crate::avail::STATE_FILE).display(),
+                dir.display()
+            );
+        }
         println!("Simulated {:.0} h in {wall:.1} s (wall clock).", report.simulated_hours);
     }
     Ok(exit::OK)

@@ -18,6 +18,7 @@ pub mod rng;
 pub mod workload;
 pub mod world;
 
+use nodewright_aws::state::StateView;
 use nodewright_core::catalogue::OverheadConfig;
 use nodewright_core::nodepool::PoolBacking;
 use nodewright_core::{Catalogue, Config, InstanceType};
@@ -98,6 +99,17 @@ pub fn simulate(
     baseline: Option<&FixedGroupSpec>,
     progress: &mut dyn FnMut(f64),
 ) -> Result<Report> {
+    simulate_with_state(config, pools, workload, baseline, progress).map(|(report, _)| report)
+}
+
+/// [`simulate`], also returning Nodewright's state at the end of the run (for `avail --state`).
+pub fn simulate_with_state(
+    config: &SimConfig,
+    pools: Config,
+    workload: &Workload,
+    baseline: Option<&FixedGroupSpec>,
+    progress: &mut dyn FnMut(f64),
+) -> Result<(Report, StateView)> {
     if config.launch_delay_ms < 0 || config.registration_delay_ms < 0 {
         return Err(Error::input("delays", "must not be negative"));
     }
@@ -134,6 +146,7 @@ pub fn simulate(
     let mut world = world::World::new(workload, &types);
     rt.block_on(engine::run(&mut nw, &mut world, workload, &mut |f| progress(f * share)))?;
     let nodewright = report::run_report("nodewright", &world, Some(&nw.stats));
+    let state = nw.state_view(workload.duration_ms);
 
     let baseline = match (baseline, fixed) {
         (Some(spec), Some(mut fixed)) => {
@@ -157,7 +170,7 @@ pub fn simulate(
             b.pods.pending_at_end, b.autoscaler
         ));
     }
-    Ok(Report {
+    let report = Report {
         workload: workload.source.clone(),
         pods: workload.pods.len(),
         simulated_hours: workload.duration_ms as f64 / 3_600_000.0,
@@ -168,5 +181,6 @@ pub fn simulate(
         baseline,
         saving_percent,
         notes,
-    })
+    };
+    Ok((report, state))
 }

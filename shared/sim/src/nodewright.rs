@@ -6,6 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use nodewright_aws::state::StateView;
 use nodewright_core::model::cluster_event::{self, NodeReady, PendingPod, PodPending};
 use nodewright_core::{CapacityType, InstanceType};
 use nodewright_handlers::adapters::memory::{ClusterWrite, MemoryCapacity, MemoryCluster, MemoryState};
@@ -91,6 +92,12 @@ impl NodewrightSim {
             event_seq: 0,
             stats: Stats::default(),
         }
+    }
+
+    /// Nodewright's state (claims, reservations, usage, ICE cache) at simulated time `now`, as
+    /// `nodewright avail --state` reads it.
+    pub fn state_view(&self, now: i64) -> StateView {
+        self.deps.state.view(&self.deps.settings.cluster, self.epoch(now))
     }
 
     fn epoch(&self, now: i64) -> i64 {

@@ -33,6 +33,23 @@ pub struct Workload {
     pub source: String,
 }
 
+impl Workload {
+    /// Stops the workload at `until_ms`: later arrivals are dropped, departures after it never
+    /// happen. The state at that moment is what a run ends with (`simulate --until`).
+    pub fn truncate(&mut self, until_ms: i64) {
+        if until_ms >= self.duration_ms {
+            return;
+        }
+        self.pods.retain(|p| p.start_ms < until_ms);
+        for p in &mut self.pods {
+            if p.end_ms.is_some_and(|e| e >= until_ms) {
+                p.end_ms = None;
+            }
+        }
+        self.duration_ms = until_ms.max(0);
+    }
+}
+
 /// How a CSV trace is read.
 #[derive(Debug, Clone)]
 pub struct CsvOptions {

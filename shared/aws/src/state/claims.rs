@@ -17,7 +17,8 @@ use crate::{EpochMillis, Error, Result};
 const MAX_VERSION_RETRIES: usize = 8;
 
 /// A node claim as stored.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ClaimRecord {
     pub id: String,
     pub pool: String,

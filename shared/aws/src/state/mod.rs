@@ -13,11 +13,13 @@ mod offerings;
 mod reservations;
 pub mod tables;
 mod usage;
+mod view;
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, ConsumedCapacity, ReturnConsumedCapacity};
 
 pub use claims::{ClaimRecord, ClaimUpdate, TransitionOutcome};
 pub use idempotency::{EventStart, IDEMPOTENCY_LEASE_SECS, IDEMPOTENCY_TTL_SECS, Once};
@@ -25,6 +27,7 @@ pub use offerings::{OFFERING_UNAVAILABLE_SECS, UnavailableOffering};
 pub use reservations::{Holder, RESERVATION_TTL_SECS, Reservation};
 pub use tables::{Table, TableNames, create_tables};
 pub use usage::{PoolUsage, UsageDecision, UsageDelta};
+pub use view::{LIVE_CLAIM_STATES, ReadCost, STATE_VIEW_FORMAT, StateView};
 
 use crate::{Error, Result};
 
@@ -39,6 +42,8 @@ pub struct StateStore {
     client: Client,
     tables: TableNames,
     cluster: String,
+    /// What this store's reads have cost so far (DynamoDB's own count), shared by clones.
+    reads: Arc<Mutex<ReadCost>>,
 }
 
 impl StateStore {
@@ -54,6 +59,7 @@ impl StateStore {
             client,
             tables,
             cluster,
+            reads: Arc::default(),
         })
     }
 
@@ -63,6 +69,17 @@ impl StateStore {
 
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// The requests and read capacity units this store's reads (GetItem, Query) have consumed.
+    pub fn read_cost(&self) -> ReadCost {
+        *self.reads.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn count_read(&self, consumed: Option<&ConsumedCapacity>) {
+        let mut reads = self.reads.lock().unwrap_or_else(|p| p.into_inner());
+        reads.requests += 1;
+        reads.read_units += consumed.and_then(|c| c.capacity_units).unwrap_or(0.0);
     }
 
     pub fn table_name(&self, table: Table) -> String {
@@ -78,20 +95,23 @@ impl StateStore {
     pub(crate) async fn get_one(&self, table: Table, sort_value: &str) -> Result<Option<Item>> {
         let spec = table.spec();
         let sort_key = spec.sort_key.unwrap_or(spec.partition_key);
-        Ok(self
+        let out = self
             .client
             .get_item()
             .table_name(self.table_name(table))
             .key(spec.partition_key, AttributeValue::S(self.cluster.clone()))
             .key(sort_key, AttributeValue::S(sort_value.to_string()))
             .consistent_read(true)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
-            .map_err(|e| Error::aws("GetItem", e))?
-            .item)
+            .map_err(|e| Error::aws("GetItem", e))?;
+        self.count_read(out.consumed_capacity());
+        Ok(out.item)
     }
 
     /// Every item of this cluster in `table` (or in one partition of an index), following pages.
+    /// Eventually consistent: half the read units of a consistent read, and indexes allow no other.
     pub(crate) async fn query_all(&self, table: Table, index: Option<(&str, &str, &str)>) -> Result<Vec<Item>> {
         let (index_name, key_attr, key_value) = match index {
             Some((name, attr, value)) => (Some(name), attr, value.to_string()),
@@ -109,9 +129,11 @@ impl StateStore {
                 .expression_attribute_names("#k", key_attr)
                 .expression_attribute_values(":k", AttributeValue::S(key_value.clone()))
                 .set_exclusive_start_key(start.take())
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
                 .await
                 .map_err(|e| Error::aws("Query", e))?;
+            self.count_read(page.consumed_capacity());
             items.extend(page.items.unwrap_or_default());
             match page.last_evaluated_key {
                 Some(key) if !key.is_empty() => start = Some(key),

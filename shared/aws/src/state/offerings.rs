@@ -11,7 +11,8 @@ use crate::{EpochMillis, Result};
 pub const OFFERING_UNAVAILABLE_SECS: i64 = 180;
 
 /// An offering that recently failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct UnavailableOffering {
     pub capacity_type: CapacityType,
     pub instance_type: String,

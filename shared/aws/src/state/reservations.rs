@@ -16,8 +16,9 @@ pub const RESERVATION_TTL_SECS: i64 = 20 * 60;
 /// How many conditional writes run at once when reserving a batch.
 const RESERVE_CONCURRENCY: usize = 16;
 
-/// Who holds a pod.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Who holds a pod. Serialized as `kind:id`, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub enum Holder {
     /// An invocation that is deciding (holds the pod while it schedules and launches).
     Invocation(String),
@@ -47,8 +48,22 @@ impl Holder {
     }
 }
 
+impl From<Holder> for String {
+    fn from(h: Holder) -> String {
+        h.encode()
+    }
+}
+
+impl TryFrom<String> for Holder {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Holder, String> {
+        Holder::decode(&s).ok_or_else(|| format!("holder {s:?} is not invocation:ID, claim:ID or node:NAME"))
+    }
+}
+
 /// One live reservation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Reservation {
     pub pod_uid: String,
     pub holder: Holder,

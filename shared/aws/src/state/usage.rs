@@ -31,7 +31,8 @@ impl UsageDelta {
 }
 
 /// A pool's counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PoolUsage {
     pub cpu_milli: u64,
     pub memory_bytes: u64,
@@ -184,18 +185,32 @@ impl StateStore {
     /// The pool's counters (zero when it has never launched).
     pub async fn pool_usage(&self, pool: &str) -> Result<PoolUsage> {
         let table = self.table_name(Table::Usage);
-        let item = self.get_one(Table::Usage, pool).await?;
-        let Some(item) = item else {
-            return Ok(PoolUsage::default());
-        };
-        let f = Fields::new(&table, "pool", &item);
-        let clamp = |v: i128| u64::try_from(v.max(0)).unwrap_or(u64::MAX);
-        Ok(PoolUsage {
-            cpu_milli: clamp(f.n_or_zero("cpuMilli")?),
-            memory_bytes: clamp(f.n_or_zero("memoryBytes")?),
-            gpus: clamp(f.n_or_zero("gpus")?),
-            nodes: clamp(f.n_or_zero("nodes")?),
-            nodes_in_flight: clamp(f.n_or_zero("nodesInFlight")?),
-        })
+        match self.get_one(Table::Usage, pool).await? {
+            Some(item) => parse_usage(&table, &item).map(|(_, usage)| usage),
+            None => Ok(PoolUsage::default()),
+        }
     }
+
+    /// Every pool's counters, by pool name (one paginated Query).
+    pub async fn pool_usages(&self) -> Result<std::collections::BTreeMap<String, PoolUsage>> {
+        let table = self.table_name(Table::Usage);
+        self.query_all(Table::Usage, None)
+            .await?
+            .iter()
+            .map(|item| parse_usage(&table, item))
+            .collect()
+    }
+}
+
+fn parse_usage(table: &str, item: &super::Item) -> Result<(String, PoolUsage)> {
+    let f = Fields::new(table, "pool", item);
+    let clamp = |v: i128| u64::try_from(v.max(0)).unwrap_or(u64::MAX);
+    let usage = PoolUsage {
+        cpu_milli: clamp(f.n_or_zero("cpuMilli")?),
+        memory_bytes: clamp(f.n_or_zero("memoryBytes")?),
+        gpus: clamp(f.n_or_zero("gpus")?),
+        nodes: clamp(f.n_or_zero("nodes")?),
+        nodes_in_flight: clamp(f.n_or_zero("nodesInFlight")?),
+    };
+    Ok((f.s("pool")?, usage))
 }

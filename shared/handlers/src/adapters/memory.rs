@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use nodewright_aws::capacity::{InstanceSummary, LaunchOutcome};
 use nodewright_aws::state::{
-    ClaimRecord, ClaimUpdate, EventStart, Holder, IDEMPOTENCY_LEASE_SECS, OFFERING_UNAVAILABLE_SECS, PoolUsage,
-    Reservation, TransitionOutcome, UnavailableOffering, UsageDecision, UsageDelta,
+    ClaimRecord, ClaimUpdate, EventStart, Holder, IDEMPOTENCY_LEASE_SECS, LIVE_CLAIM_STATES, OFFERING_UNAVAILABLE_SECS,
+    PoolUsage, Reservation, StateView, TransitionOutcome, UnavailableOffering, UsageDecision, UsageDelta,
 };
 use nodewright_aws::{EpochMillis, Error, Result};
 use nodewright_core::disruption::Pdb;
@@ -52,6 +52,47 @@ impl MemoryState {
 
     pub fn usage(&self, pool: &str) -> PoolUsage {
         lock(&self.data).usage.get(pool).copied().unwrap_or_default()
+    }
+
+    /// The state as `nodewright avail` sees it at `now` (what `--state DIR` files hold).
+    pub fn view(&self, cluster: &str, now: EpochMillis) -> StateView {
+        let d = lock(&self.data);
+        let mut view = StateView::new(cluster, now);
+        view.claims = d
+            .claims
+            .values()
+            .filter(|c| LIVE_CLAIM_STATES.contains(&c.state))
+            .cloned()
+            .collect();
+        let mut reservations: Vec<_> = d.reservations.values().filter(|r| live(r, now)).cloned().collect();
+        reservations.sort_by(|a, b| a.pod_uid.cmp(&b.pod_uid));
+        view.reservations = reservations;
+        view.usage = d.usage.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        view.offerings = d
+            .offerings
+            .iter()
+            .filter(|o| o.expires_at * 1000 > now)
+            .cloned()
+            .collect();
+        view
+    }
+
+    /// A store holding a view's records, to continue from a saved state (`invoke --state DIR`).
+    /// Ended claims and idempotency records are not in a view, so they start empty.
+    pub fn from_view(view: &StateView) -> MemoryState {
+        let state = MemoryState::new();
+        {
+            let mut d = lock(&state.data);
+            d.claims = view.claims.iter().map(|c| (c.id.clone(), c.clone())).collect();
+            d.reservations = view
+                .reservations
+                .iter()
+                .map(|r| (r.pod_uid.clone(), r.clone()))
+                .collect();
+            d.usage = view.usage.iter().map(|(k, v)| (k.clone(), *v)).collect();
+            d.offerings = view.offerings.clone();
+        }
+        state
     }
 }
 

@@ -1,0 +1,109 @@
+//! A read-only view of one cluster's state, for `nodewright avail`: the live claims, live
+//! reservations, every pool's usage counters and the unavailable offerings, read with paginated,
+//! eventually consistent Queries (no Scan, no consistent reads), with what the reads cost.
+//!
+//! The view is also a file format: its JSON form is what `--state DIR` reads, written by the
+//! simulator and by `nodewright invoke --state DIR`, so one renderer serves live and local state.
+
+use std::collections::BTreeMap;
+
+use futures::future::try_join_all;
+use nodewright_core::model::ClaimState;
+use serde::{Deserialize, Serialize};
+
+use super::{ClaimRecord, PoolUsage, Reservation, StateStore, UnavailableOffering};
+use crate::{EpochMillis, Error, Result};
+
+/// The states of a claim whose node exists or is coming: everything but terminated and failed.
+pub const LIVE_CLAIM_STATES: [ClaimState; 7] = [
+    ClaimState::Launching,
+    ClaimState::Launched,
+    ClaimState::Registered,
+    ClaimState::Ready,
+    ClaimState::Cordoned,
+    ClaimState::Draining,
+    ClaimState::Terminating,
+];
+
+/// The `format` field of a state file; bumped when the file's shape changes incompatibly.
+pub const STATE_VIEW_FORMAT: &str = "nodewright-state/v1";
+
+/// What reads cost, as DynamoDB reported it (`ReturnConsumedCapacity: TOTAL`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadCost {
+    pub requests: u32,
+    pub read_units: f64,
+}
+
+/// One cluster's state at one moment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StateView {
+    /// Always [`STATE_VIEW_FORMAT`].
+    pub format: String,
+    pub cluster: String,
+    /// When the view was taken (epoch ms): "now" for waits and expiries.
+    pub at: EpochMillis,
+    /// Claims in a [`LIVE_CLAIM_STATES`] state.
+    pub claims: Vec<ClaimRecord>,
+    /// Unexpired reservations.
+    pub reservations: Vec<Reservation>,
+    /// Usage counters by pool.
+    pub usage: BTreeMap<String, PoolUsage>,
+    /// Offerings unavailable at `at`.
+    pub offerings: Vec<UnavailableOffering>,
+}
+
+impl StateView {
+    pub fn new(cluster: &str, at: EpochMillis) -> StateView {
+        StateView {
+            format: STATE_VIEW_FORMAT.into(),
+            cluster: cluster.into(),
+            at,
+            claims: Vec::new(),
+            reservations: Vec::new(),
+            usage: BTreeMap::new(),
+            offerings: Vec::new(),
+        }
+    }
+
+    /// Parses a state file, naming what is wrong with it.
+    pub fn from_json(text: &str) -> Result<StateView> {
+        let view: StateView =
+            serde_json::from_str(text).map_err(|e| Error::invalid("state file", format!("not a state view: {e}")))?;
+        if view.format != STATE_VIEW_FORMAT {
+            return Err(Error::invalid(
+                "format",
+                format!("{:?} is not {STATE_VIEW_FORMAT:?}", view.format),
+            ));
+        }
+        Ok(view)
+    }
+
+    pub fn to_json(&self) -> String {
+        // Plain data with string keys: serialization cannot fail.
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+impl StateStore {
+    /// Reads the view at `now`: one Query per live claim state on the by-state index, and one each on
+    /// reservations, usage and offerings, all following pages; run concurrently.
+    pub async fn read_view(&self, now: EpochMillis) -> Result<StateView> {
+        let claims = try_join_all(LIVE_CLAIM_STATES.map(|s| self.claims_in_state(s)));
+        let (claims, reservations, usage, offerings) = futures::try_join!(
+            claims,
+            self.reservations(now),
+            self.pool_usages(),
+            self.unavailable_offerings(now)
+        )?;
+        let mut view = StateView::new(self.cluster(), now);
+        view.claims = claims.into_iter().flatten().collect();
+        view.claims.sort_by(|a, b| a.id.cmp(&b.id));
+        view.reservations = reservations;
+        view.usage = usage;
+        view.offerings = offerings;
+        Ok(view)
+    }
+}
