@@ -294,7 +294,7 @@ async fn avail(args: &Args) -> Result<u8, Failure> {
         };
         let mut out = stdout.lock();
         let written = if tty && !args.json {
-            write!(out, "\x1b[H\x1b[2J{body}refreshing every {every} s; Ctrl-C to stop\n")
+            writeln!(out, "\x1b[H\x1b[2J{body}refreshing every {every} s; Ctrl-C to stop")
         } else {
             write!(out, "{body}{}", if args.json { "" } else { "\n" })
         };
