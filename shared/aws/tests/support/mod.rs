@@ -23,8 +23,11 @@ use nodewright_aws::{AwsClients, ClientOptions};
 static SERVER: OnceLock<(String, Mutex<Option<Child>>)> = OnceLock::new();
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+/// The workspace root (the directory with Cargo.lock), whichever crate includes this module.
+pub fn workspace_root() -> PathBuf {
+    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    while !dir.join("Cargo.lock").exists() && dir.pop() {}
+    dir
 }
 
 /// The moto endpoint URL, starting the server on first use.
