@@ -1,8 +1,10 @@
 //! `nodewright invoke FUNCTION --event FILE`: one handler, one event, in-process, against the
 //! in-memory stand-ins (docs/cli.md). For debugging an event without AWS.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
+use nodewright_aws::state::StateView;
 use nodewright_core::Config;
 use nodewright_handlers::adapters::memory::{MemoryCapacity, MemoryCluster, MemoryState};
 use nodewright_handlers::event::parse_bytes;
@@ -29,6 +31,44 @@ pub struct Args {
     /// Print the outcome as JSON.
     #[arg(long)]
     json: bool,
+    /// Keep the stand-ins' state in DIR between runs: read DIR/state.json (and DIR/events.json,
+    /// the completed events) when present, write them back after the event. `nodewright avail
+    /// --state DIR` shows the result.
+    #[arg(long, value_name = "DIR")]
+    state: Option<PathBuf>,
+}
+
+/// Completed events, kept next to the state so a replayed event is recognised in a later run.
+const EVENTS_FILE: &str = "events.json";
+
+fn load_state(dir: &Path, cluster: &str) -> Result<(MemoryState, Vec<nodewright_aws::state::ClaimRecord>), String> {
+    let path = dir.join(crate::avail::STATE_FILE);
+    if !path.exists() {
+        return Ok((MemoryState::new(), Vec::new()));
+    }
+    let view = StateView::from_json(&crate::read_file(&path)?).map_err(|e| format!("{}: {e}", path.display()))?;
+    if view.cluster != cluster {
+        return Err(format!(
+            "{}: holds cluster {:?}, not --cluster {cluster:?}",
+            path.display(),
+            view.cluster
+        ));
+    }
+    let state = MemoryState::from_view(&view);
+    let events = dir.join(EVENTS_FILE);
+    if events.exists() {
+        let done: BTreeMap<String, String> = serde_json::from_str(&crate::read_file(&events)?)
+            .map_err(|e| format!("{}: not a map of event id to outcome: {e}", events.display()))?;
+        state.restore_completed_events(&done);
+    }
+    Ok((state, view.claims))
+}
+
+fn save_state(dir: &Path, cluster: &str, state: &MemoryState, now: i64) -> Result<(), String> {
+    crate::avail::write_state_dir(dir, &state.view(cluster, now))?;
+    let events = serde_json::to_string_pretty(&state.completed_events()).unwrap_or_default();
+    let path = dir.join(EVENTS_FILE);
+    std::fs::write(&path, events).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 pub fn run(args: &Args) -> u8 {
@@ -78,11 +118,22 @@ pub fn run(args: &Args) -> u8 {
             return exit::USAGE;
         }
     };
-    let state = MemoryState::new();
+    let (state, claims) = match &args.state {
+        Some(dir) => match load_state(dir, &args.cluster) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::USAGE;
+            }
+        },
+        None => (MemoryState::new(), Vec::new()),
+    };
+    let capacity = MemoryCapacity::new(&args.cluster, state.clone());
+    capacity.resume_from_claims(&claims);
     let deps = Deps {
         settings,
-        capacity: MemoryCapacity::new(&args.cluster, state.clone()),
-        state,
+        capacity,
+        state: state.clone(),
         cluster: Some(MemoryCluster::new()),
         daemonsets: Vec::new(),
     };
@@ -94,7 +145,14 @@ pub fn run(args: &Args) -> u8 {
         }
     };
     let now = nodewright_aws::now_millis();
-    match runtime.block_on(handle(function, &deps, parsed, now)) {
+    let result = runtime.block_on(handle(function, &deps, parsed, now));
+    if let Some(dir) = &args.state
+        && let Err(e) = save_state(dir, &args.cluster, &state, now)
+    {
+        eprintln!("error: cannot save the state: {e}");
+        return exit::FAILED;
+    }
+    match result {
         Ok(outcome) => {
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&outcome).unwrap_or_default());

@@ -217,3 +217,56 @@ fn bench_runs_and_compares_side_by_side() {
     }
     assert_eq!(doc["throughput"].as_array().map(Vec::len), Some(2));
 }
+
+#[test]
+fn invoke_with_a_state_directory_carries_claims_and_replays_across_runs() {
+    let dir = std::env::temp_dir().join(format!("nodewright-invoke-state-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let state = dir.to_str().expect("utf-8 temp dir");
+    let invoke = |event: &str| nodewright(&["invoke", "pod-pending", "--event", event, "--json", "--state", state]);
+
+    let first = invoke("events/pod-pending.json");
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    let outcome: serde_json::Value = serde_json::from_slice(&first.stdout).expect("json outcome");
+    let launched: Vec<&serde_json::Value> = outcome["actions"]
+        .as_array()
+        .expect("actions")
+        .iter()
+        .filter(|a| a["action"] == "launched")
+        .collect();
+    assert!(!launched.is_empty(), "{outcome}");
+
+    // The same event again, in a new process: recognised from the saved state, nothing launched.
+    let again = invoke("events/pod-pending.json");
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    let outcome: serde_json::Value = serde_json::from_slice(&again.stdout).expect("json outcome");
+    let actions = outcome["actions"].as_array().expect("actions");
+    assert!(actions.iter().all(|a| a["action"] != "launched"), "{outcome}");
+    assert!(actions.iter().any(|a| a["action"] == "replayed"), "{outcome}");
+
+    // `avail` reads the same directory: the launched claims, on their way.
+    let avail = nodewright(&["avail", "--json", "--state", state]);
+    assert_eq!(avail.status.code(), Some(0), "{}", text(&avail));
+    let doc: serde_json::Value = serde_json::from_slice(&avail.stdout).expect("avail json");
+    let launching: u64 = doc["pools"]
+        .as_array()
+        .expect("pools")
+        .iter()
+        .map(|p| p["launching"].as_u64().expect("count"))
+        .sum();
+    assert_eq!(launching, launched.len() as u64);
+
+    // A state directory of another cluster is refused, naming both.
+    let other = nodewright(&[
+        "invoke",
+        "pod-pending",
+        "--event",
+        "events/pod-pending.json",
+        "--cluster",
+        "other",
+        "--state",
+        state,
+    ]);
+    assert_eq!(other.status.code(), Some(2));
+    assert!(text(&other).contains("not --cluster \"other\""), "{}", text(&other));
+}

@@ -118,6 +118,8 @@ pub struct PoolRow {
     pub configured: bool,
     /// The pool's node limit, if it has one.
     pub node_limit: Option<u64>,
+    /// Whether the pool has any limit (cpu, memory, GPUs or nodes).
+    pub limited: bool,
     pub usage: PoolUsage,
     pub types: Vec<TypeRow>,
     pub ready: u64,
@@ -296,9 +298,13 @@ pub fn compute(inputs: &Inputs) -> Availability {
             if inputs.all_types {
                 type_names.extend(admitted.map(|t| t.name.as_str()));
             } else if claims.is_empty() {
-                // What the next launch most likely picks: the cheapest admitted type.
+                // What the next launch most likely picks: the cheapest admitted type (a general
+                // one when the pool admits any).
+                let admitted: Vec<&InstanceType> = admitted.collect();
+                let general = admitted.iter().any(|t| !t.accelerated);
                 let cheapest = admitted
-                    .filter(|t| !t.accelerated)
+                    .into_iter()
+                    .filter(|t| !(general && t.accelerated))
                     .filter_map(|t| {
                         Some((
                             t.cheapest(CapacityType::Spot).or(t.cheapest(CapacityType::OnDemand))?,
@@ -416,6 +422,7 @@ pub fn compute(inputs: &Inputs) -> Availability {
             pool: pool_name.to_string(),
             configured: pool.is_some(),
             node_limit: pool.and_then(|p| p.limits.nodes),
+            limited: pool.is_some_and(|p| !p.limits.is_empty()),
             usage,
             ready: sum(|r| r.ready),
             launching: sum(|r| r.launching),

@@ -82,7 +82,11 @@ pub fn table_of(a: &Availability, colour: bool) -> Table {
                 bold(Cell::new("total")),
                 bold(right(pool.ready)),
                 bold(right(pool.launching)),
-                bold(right(total_max(pool.current, pool.node_limit, pool.configured))),
+                bold(right(match (pool.node_limit, pool.limited) {
+                    // Resource limits bound each type differently: no single pool maximum.
+                    (None, true) => pool.current.to_string(),
+                    _ => total_max(pool.current, pool.node_limit, pool.configured),
+                })),
                 bold(right(pool.pending_pods)),
                 Cell::new(""),
                 Cell::new(""),

@@ -77,8 +77,25 @@ impl MemoryState {
         view
     }
 
+    /// Completed events (idempotency key -> outcome), to save next to a view so that a replayed
+    /// event is recognised in a later run (`invoke --state DIR`).
+    pub fn completed_events(&self) -> BTreeMap<String, String> {
+        lock(&self.data)
+            .events
+            .iter()
+            .filter_map(|(k, (outcome, _))| Some((k.clone(), outcome.clone()?)))
+            .collect()
+    }
+
+    pub fn restore_completed_events(&self, events: &BTreeMap<String, String>) {
+        let mut d = lock(&self.data);
+        for (k, v) in events {
+            d.events.insert(k.clone(), (Some(v.clone()), i64::MAX));
+        }
+    }
+
     /// A store holding a view's records, to continue from a saved state (`invoke --state DIR`).
-    /// Ended claims and idempotency records are not in a view, so they start empty.
+    /// Ended claims are not in a view, so they start empty.
     pub fn from_view(view: &StateView) -> MemoryState {
         let state = MemoryState::new();
         {
@@ -335,6 +352,34 @@ impl MemoryCapacity {
         lock(&self.data)
             .exhausted
             .push((capacity_type, instance_type.into(), zone.into()));
+    }
+
+    /// Re-creates the instances of saved claims (ours, running) and continues instance ids after
+    /// theirs, so a run resumed from a state file (`invoke --state`) sees the same fleet.
+    pub fn resume_from_claims(&self, claims: &[ClaimRecord]) {
+        let mut d = lock(&self.data);
+        for c in claims {
+            let (Some(id), Some(instance_type)) = (&c.instance_id, &c.instance_type) else {
+                continue;
+            };
+            if let Some(n) = id.strip_prefix("i-").and_then(|h| u64::from_str_radix(h, 16).ok()) {
+                d.next_id = d.next_id.max(n);
+            }
+            d.instances.insert(
+                id.clone(),
+                InstanceSummary {
+                    instance_id: id.clone(),
+                    instance_type: instance_type.clone(),
+                    zone: c.zone.clone().unwrap_or_default(),
+                    state: "running".into(),
+                    spot: c.capacity_type == Some(CapacityType::Spot),
+                    claim_id: Some(c.id.clone()),
+                    pool: Some(c.pool.clone()),
+                    cluster: Some(self.cluster.clone()),
+                    launch_time_millis: c.entered(ClaimState::Launched),
+                },
+            );
+        }
     }
 
     /// Adds an instance that is not ours (another cluster's), for termination-guard tests.
