@@ -5,6 +5,7 @@ mod avail;
 mod bench;
 mod bench_disruption;
 mod bench_handler;
+mod create_tables;
 mod invoke;
 mod plan;
 mod report;
@@ -48,6 +49,8 @@ enum Command {
     /// Show capacity per pool and instance type (ready, launching, limits, pending pods, expected
     /// wait, spot share, cost) from Nodewright's DynamoDB state or a state directory.
     Avail(avail::Args),
+    /// Create Nodewright's DynamoDB tables (local runs against an emulator; idempotent).
+    CreateTables(create_tables::Args),
     /// Replay a workload against NodePools with the real handlers on a virtual clock (no AWS), next
     /// to an optional fixed node group; print cost, utilization and pending times; write a plot.
     Simulate(simulate::Args),
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Avail(a) => avail::run(&a),
+        Command::CreateTables(a) => create_tables::run(&a),
         Command::Simulate(a) => simulate::run(&a),
         Command::Validate(a) => validate::run(&a),
         Command::Plan(a) => plan::run(&a),

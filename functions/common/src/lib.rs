@@ -54,14 +54,23 @@ pub async fn deps() -> Result<LambdaDeps, Error> {
     let store = StateStore::new(clients.dynamodb.clone(), tables, settings.cluster.clone())?;
     let eks = aws_sdk_eks::Client::new(&clients.sdk);
     let endpoint = cluster_endpoint(&settings, &eks).await?;
+    let kubeconfig = env("NODEWRIGHT_KUBECONFIG").map(std::path::PathBuf::from);
     let access = match env("NODEWRIGHT_CLUSTER_ACCESS").as_deref() {
+        // A kubeconfig path alone means kubeconfig access (local runs).
+        None if kubeconfig.is_some() => Some(Access::Kubeconfig {
+            path: kubeconfig,
+            context: None,
+        }),
         None | Some("eks") => Some(Access::Eks {
             cluster: settings.cluster.clone(),
             region: settings.region.clone(),
             endpoint: env("NODEWRIGHT_CLUSTER_ENDPOINT"),
             ca: env("NODEWRIGHT_CLUSTER_CA"),
         }),
-        Some("kubeconfig") => Some(Access::Kubeconfig { context: None }),
+        Some("kubeconfig") => Some(Access::Kubeconfig {
+            path: kubeconfig,
+            context: None,
+        }),
         Some("none") => None,
         Some(other) => {
             return Err(Error::config(

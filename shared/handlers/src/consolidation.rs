@@ -23,7 +23,7 @@ use nodewright_kube::{DISRUPTED_TAINT, DrainMode, DrainOptions};
 use crate::event::Envelope;
 use crate::outcome::{Action, Outcome, transition_name};
 use crate::ports::{Capacity, ClusterApi, State};
-use crate::provision::{provision, workload_pods_of};
+use crate::provision::{provision, release_from_claims, workload_pods_of};
 use crate::state_change::instance_gone;
 use crate::{Deps, Function, Result};
 
@@ -317,6 +317,11 @@ async fn disrupt<S: State, C: Capacity, K: ClusterApi>(
             let nodes: Vec<&str> = action.nodes.iter().map(String::as_str).collect();
             let pods = workload_pods_of(&bound.items, &nodes);
             let holder = Holder::Invocation(format!("disrupt/{}", action.nodes.join(",")));
+            let claims: Vec<&str> = nodes
+                .iter()
+                .filter_map(|n| node_claim.get(n).map(|c| c.id.as_str()))
+                .collect();
+            release_from_claims(deps, &pods, &claims).await?;
             provision(deps, pods, &holder, &[], now, out).await?;
         }
         for node in &action.nodes {

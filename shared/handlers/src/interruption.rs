@@ -16,7 +16,7 @@ use nodewright_kube::{DrainMode, DrainOptions, INTERRUPTED_TAINT};
 use crate::event::Event;
 use crate::outcome::{Action, Outcome, transition_name};
 use crate::ports::{Capacity, ClusterApi, State};
-use crate::provision::{Exclude, provision, workload_pods_of};
+use crate::provision::{Exclude, provision, release_from_claims, workload_pods_of};
 use crate::settings::RebalancePolicy;
 use crate::{Deps, Function, Result, once};
 
@@ -133,6 +133,7 @@ async fn interrupt<S: State, C: Capacity, K: ClusterApi>(
         if !pods.is_empty() {
             let holder = Holder::Invocation(format!("{event_id}/{instance_id}"));
             let exclude: Vec<Exclude> = offering.iter().cloned().collect();
+            release_from_claims(deps, &pods, &[claim.id.as_str()]).await?;
             provision(deps, pods, &holder, &exclude, now, out).await?;
         }
     }

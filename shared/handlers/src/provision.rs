@@ -123,6 +123,24 @@ pub(crate) fn workload_pods_of(bound: &[Pod], nodes: &[&str]) -> Vec<Pod> {
         .collect()
 }
 
+/// Frees pods being re-planned off nodes that are going away from the claims that launched those
+/// nodes. A claim keeps its pods reserved until the reservations expire, so without this an
+/// interruption or replacement soon after launch would skip the very pods it must move. Conditional
+/// on the holder: a pod another invocation already took is left alone.
+pub(crate) async fn release_from_claims<S: State, C: Capacity, K: ClusterApi>(
+    deps: &Deps<S, C, K>,
+    pods: &[Pod],
+    claims: &[&str],
+) -> Result<()> {
+    for claim in claims {
+        let holder = Holder::Claim((*claim).to_string());
+        for p in pods {
+            deps.state.release_pod(&p.uid, &holder).await?;
+        }
+    }
+    Ok(())
+}
+
 /// Provisions capacity for `pods` on behalf of `holder` (the invocation).
 pub async fn provision<S: State, C: Capacity, K: ClusterApi>(
     deps: &Deps<S, C, K>,

@@ -215,6 +215,59 @@ async fn spot_interruption_replaces_first_then_cordons_and_drains() {
     );
 }
 
+/// The pods on an interrupted node are still reserved by the claim that launched it (reservations
+/// outlive Ready by their TTL): the replacement must take them over, not skip them.
+#[tokio::test]
+async fn interruption_soon_after_launch_replaces_the_claims_own_pods() {
+    let deps = deps();
+    sample_batch(&deps).await;
+    for c in deps.state.claim_records() {
+        let text = event_text("node-ready.json").replace("nc-0123456789abcdef", &c.id);
+        run(Function::StateChange, &deps, text.as_bytes(), NOW).await;
+    }
+    let claim = deps.state.claim_records().into_iter().next().unwrap();
+    let iid = claim.instance_id.clone().unwrap();
+    let cluster = deps.cluster.as_ref().unwrap();
+    cluster.set_nodes(vec![node_for(&iid, claim.instance_type.as_deref().unwrap(), &claim.id)]);
+    let bound: Vec<nodewright_core::Pod> = claim
+        .pods
+        .iter()
+        .map(|uid| {
+            let mut p = nodewright_core::Pod {
+                uid: uid.clone(),
+                name: format!("pod-{uid}"),
+                namespace: "shop".into(),
+                node_name: Some(format!("node-{iid}")),
+                ..Default::default()
+            };
+            p.requests.set_quantity("cpu", "500m").unwrap();
+            p.requests.set_quantity("pods", "1").unwrap();
+            p
+        })
+        .collect();
+    assert!(!bound.is_empty());
+    cluster.set_bound(bound.clone());
+    let o = run(
+        Function::SpotInterruption,
+        &deps,
+        &event_for("spot-interruption.json", &iid),
+        NOW + 60_000,
+    )
+    .await;
+    assert!(
+        !o.actions.iter().any(|a| matches!(a, Action::SkippedPods { .. })),
+        "{o:#?}"
+    );
+    let replacement = launched(&o);
+    assert_eq!(replacement.len(), 1, "{o:#?}");
+    let new_claim = deps.state.get_claim(&replacement[0].0).await.unwrap().unwrap();
+    let mut moved = new_claim.pods.clone();
+    moved.sort();
+    let mut expected: Vec<String> = bound.iter().map(|p| p.uid.clone()).collect();
+    expected.sort();
+    assert_eq!(moved, expected, "the replacement holds the node's pods");
+}
+
 #[tokio::test]
 async fn interruptions_of_instances_that_are_not_ours_are_ignored() {
     let deps = deps();

@@ -25,8 +25,11 @@ pub enum Access {
         endpoint: Option<String>,
         ca: Option<String>,
     },
-    /// A kubeconfig file (`KUBECONFIG` or `~/.kube/config`), optionally a named context.
-    Kubeconfig { context: Option<String> },
+    /// A kubeconfig file: `path`, else `KUBECONFIG` or `~/.kube/config`; optionally a named context.
+    Kubeconfig {
+        path: Option<std::path::PathBuf>,
+        context: Option<String>,
+    },
 }
 
 /// Timeouts applied to every client built here.
@@ -80,14 +83,19 @@ impl Connection {
 
     async fn build(&self, now: SystemTime) -> Result<(kube::Client, Option<SystemTime>)> {
         match &self.access {
-            Access::Kubeconfig { context } => {
+            Access::Kubeconfig { path, context } => {
                 let options = kube::config::KubeConfigOptions {
                     context: context.clone(),
                     ..Default::default()
                 };
-                let mut config = kube::Config::from_kubeconfig(&options)
-                    .await
-                    .map_err(|e| Error::invalid("kubeconfig", e.to_string()))?;
+                let loaded = match path {
+                    Some(p) => match kube::config::Kubeconfig::read_from(p) {
+                        Ok(k) => kube::Config::from_custom_kubeconfig(k, &options).await,
+                        Err(e) => Err(e),
+                    },
+                    None => kube::Config::from_kubeconfig(&options).await,
+                };
+                let mut config = loaded.map_err(|e| Error::invalid("kubeconfig", e.to_string()))?;
                 config.default_retry = false;
                 config.read_timeout = Some(READ_TIMEOUT);
                 let client = kube::Client::try_from(config).map_err(|e| Error::Client {

@@ -1,0 +1,61 @@
+//! `nodewright create-tables`: the five DynamoDB tables, for local runs against an emulator (or a
+//! scratch account). Production tables come from infra/template.yaml. Idempotent: existing tables
+//! are left as they are.
+
+use nodewright_aws::state::{TableNames, create_tables};
+use nodewright_aws::{AwsClients, ClientOptions};
+
+use crate::exit;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Table name prefix (the functions' NODEWRIGHT_TABLE_PREFIX).
+    #[arg(long, env = "NODEWRIGHT_TABLE_PREFIX", default_value = "nodewright")]
+    table_prefix: String,
+    #[arg(long, env = "AWS_REGION")]
+    region: Option<String>,
+    /// DynamoDB endpoint, e.g. a local moto server.
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    endpoint_url: Option<String>,
+}
+
+pub fn run(args: &Args) -> u8 {
+    let names = match TableNames::new(&args.table_prefix) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("error: --table-prefix: {e}");
+            return exit::USAGE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return exit::FAILED;
+        }
+    };
+    let result = runtime.block_on(async {
+        let clients = AwsClients::load(&ClientOptions {
+            region: args.region.clone(),
+            endpoint_url: args.endpoint_url.clone(),
+            static_credentials: false,
+            max_attempts: Some(2),
+        })
+        .await;
+        create_tables(&clients.dynamodb, &names).await
+    });
+    match result {
+        Ok(()) => {
+            let all: Vec<String> = nodewright_aws::state::tables::TABLES
+                .iter()
+                .map(|t| names.name(t.table))
+                .collect();
+            println!("tables ready: {}", all.join(", "));
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("error: cannot create the tables: {e}");
+            exit::UNREACHABLE
+        }
+    }
+}

@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""A Kubernetes API server double for the end-to-end tests: the handful of core/v1, apps/v1 and
+policy/v1 calls Nodewright's functions make (list nodes and pods with field selectors, get and
+merge-patch a node, delete a node, create a pod eviction, list DaemonSets and PDBs), over plain HTTP,
+backed by a JSON file the test writes ({"nodes": [...], "pods": [...]}, re-read on every request;
+writes are answered as the API server would and applied to that request's copy only). Every request
+is appended to a JSON-lines log ({"method", "path", "query", "body"}) so the test can assert exactly
+what the functions asked of the cluster.
+
+usage: kube_double.py PORT OBJECTS_JSON REQUESTS_JSONL   (prints "listening" once it accepts connections)
+"""
+import json
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+LOCK = threading.Lock()
+OBJECTS = ""
+LOG = ""
+
+
+def field(obj, path):
+    cur = obj
+    for part in path.split("."):
+        if not isinstance(cur, dict):
+            return ""
+        cur = cur.get(part)
+    return cur or ""
+
+
+def matches(obj, selector):
+    """A fieldSelector of `a.b=v`, `a.b==v` and `a.b!=v` terms, comma-separated."""
+    for term in filter(None, (selector or "").split(",")):
+        if "!=" in term:
+            key, value = term.split("!=", 1)
+            if str(field(obj, key)) == value:
+                return False
+        else:
+            key, value = term.replace("==", "=").split("=", 1)
+            if str(field(obj, key)) != value:
+                return False
+    return True
+
+
+def merge(target, patch):
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, dict) and isinstance(target.get(key), dict):
+            merge(target[key], value)
+        else:
+            target[key] = value
+
+
+def status(code, reason, message):
+    return code, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason,
+                  "message": message, "code": code}
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def reply(self, code, body):
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def handle_any(self, method):
+        url = urlparse(self.path)
+        query = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        body = json.loads(raw) if raw else None
+        parts = [p for p in url.path.split("/") if p]
+        with LOCK:
+            with open(LOG, "a") as log:
+                log.write(json.dumps({"method": method, "path": url.path, "query": query, "body": body}) + "\n")
+            try:
+                with open(OBJECTS) as f:
+                    store = json.load(f)
+            except FileNotFoundError:
+                store = {}
+            store.setdefault("nodes", [])
+            store.setdefault("pods", [])
+            code, reply = self.route(store, method, parts, query, body)
+        self.reply(code, reply)
+
+    def route(self, STORE, method, parts, query, body):
+        selector = query.get("fieldSelector")
+        if parts == ["api", "v1", "nodes"] and method == "GET":
+            items = [n for n in STORE["nodes"] if matches(n, selector)]
+            return 200, {"kind": "NodeList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items}
+        if parts[:3] == ["api", "v1", "nodes"] and len(parts) == 4:
+            node = next((n for n in STORE["nodes"] if n["metadata"]["name"] == parts[3]), None)
+            if node is None:
+                return status(404, "NotFound", f'nodes "{parts[3]}" not found')
+            if method == "GET":
+                return 200, node
+            if method == "PATCH":
+                merge(node, body or {})
+                return 200, node
+            if method == "DELETE":
+                STORE["nodes"].remove(node)
+                return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success"}
+        if parts == ["api", "v1", "pods"] and method == "GET":
+            items = [p for p in STORE["pods"] if matches(p, selector)]
+            return 200, {"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items}
+        if len(parts) == 7 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "pods" \
+                and parts[6] == "eviction" and method == "POST":
+            ns, name = parts[3], parts[5]
+            pod = next((p for p in STORE["pods"]
+                        if p["metadata"]["namespace"] == ns and p["metadata"]["name"] == name), None)
+            if pod is None:
+                return status(404, "NotFound", f'pods "{name}" not found')
+            STORE["pods"].remove(pod)
+            return 201, {"kind": "Status", "apiVersion": "v1", "status": "Success"}
+        if parts == ["apis", "apps", "v1", "daemonsets"] and method == "GET":
+            return 200, {"kind": "DaemonSetList", "apiVersion": "apps/v1", "metadata": {}, "items": []}
+        if parts == ["apis", "policy", "v1", "poddisruptionbudgets"] and method == "GET":
+            return 200, {"kind": "PodDisruptionBudgetList", "apiVersion": "policy/v1", "metadata": {}, "items": []}
+        return status(404, "NotFound", f"the double does not serve {method} /{'/'.join(parts)}")
+
+    def do_GET(self):
+        self.handle_any("GET")
+
+    def do_PUT(self):
+        self.handle_any("PUT")
+
+    def do_PATCH(self):
+        self.handle_any("PATCH")
+
+    def do_POST(self):
+        self.handle_any("POST")
+
+    def do_DELETE(self):
+        self.handle_any("DELETE")
+
+
+def main():
+    global OBJECTS, LOG
+    OBJECTS, LOG = sys.argv[2], sys.argv[3]
+    server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
+    print("listening", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,381 @@
+//! The end-to-end harness: the four functions run as real binaries under `cargo lambda watch`
+//! (cargo-lambda from PyPI, pinned in scripts/requirements-test.txt), their AWS calls go to moto,
+//! their Kubernetes calls to `kube_double.py` (a plain-HTTP API server double that records every
+//! request), and the tests invoke them with `cargo lambda invoke --data-file` over the Lambda
+//! runtime API, as a developer would. Every process started here is stopped when its guard drops.
+
+#![allow(clippy::unwrap_used)]
+
+#[path = "../../shared/aws/tests/support/mod.rs"]
+pub mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_ec2::types::Tag;
+use serde_json::Value;
+
+pub use support::{moto_endpoint, unique, workspace_root};
+
+/// The cluster name the samples in events/ carry.
+pub const CLUSTER: &str = "demo";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
+
+fn wait_for_port(port: u16, within: Duration, what: &str) {
+    let deadline = Instant::now() + within;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not listen on {port} within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A scratch directory for one test's files (events, config, logs), kept under target/ so a failed
+/// run can be inspected.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = workspace_root().join("target/e2e").join(unique(name));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn venv_bin() -> PathBuf {
+    workspace_root().join(".venv/bin")
+}
+
+fn path_with_venv() -> String {
+    format!("{}:{}", venv_bin().display(), std::env::var("PATH").unwrap_or_default())
+}
+
+/// A process and everything it starts (cargo, the function binaries), in its own session, killed
+/// when the guard drops or when this test process dies: a shell holds the other end of a pipe and
+/// kills the session when it closes, so nothing outlives the tests.
+struct Group(Child);
+
+impl Group {
+    fn spawn(cmd: &Command, stdout: Stdio, stderr: Stdio) -> Group {
+        let mut wrapper = Command::new("sh");
+        wrapper
+            .arg("-c")
+            // dash's kill takes no `--`; a negative pid is the session's process group.
+            .arg(r#"setsid "$@" & pid=$!; trap 'kill -9 -$pid 2>/dev/null' EXIT HUP INT TERM; read _; kill -9 -$pid 2>/dev/null; wait"#)
+            .arg("sh")
+            .arg(cmd.get_program())
+            .args(cmd.get_args())
+            .stdin(Stdio::piped())
+            .stdout(stdout)
+            .stderr(stderr);
+        for (k, v) in cmd.get_envs() {
+            match v {
+                Some(v) => wrapper.env(k, v),
+                None => wrapper.env_remove(k),
+            };
+        }
+        if let Some(dir) = cmd.get_current_dir() {
+            wrapper.current_dir(dir);
+        }
+        Group(wrapper.spawn().unwrap())
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        let _ = self.0.wait();
+    }
+}
+
+/// The Kubernetes API double.
+pub struct KubeDouble {
+    pub port: u16,
+    objects: PathBuf,
+    log: PathBuf,
+    _process: Group,
+}
+
+impl KubeDouble {
+    pub fn start(dir: &Path) -> KubeDouble {
+        let port = free_port();
+        let objects = dir.join("kube-objects.json");
+        let log = dir.join("kube-requests.jsonl");
+        std::fs::write(&objects, r#"{"nodes": [], "pods": []}"#).unwrap();
+        std::fs::write(&log, "").unwrap();
+        let mut cmd = Command::new(venv_bin().join("python"));
+        cmd.arg(workspace_root().join("tests/e2e/kube_double.py"))
+            .arg(port.to_string())
+            .arg(&objects)
+            .arg(&log);
+        let mut process = Group::spawn(&cmd, Stdio::piped(), Stdio::null());
+        let mut line = String::new();
+        BufReader::new(process.0.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "listening");
+        wait_for_port(port, Duration::from_secs(10), "kube_double.py");
+        KubeDouble {
+            port,
+            objects,
+            log,
+            _process: process,
+        }
+    }
+
+    /// What the API server holds from now on: `{"nodes": [...], "pods": [...]}`.
+    pub fn set_objects(&self, objects: &Value) {
+        let tmp = self.objects.with_extension("tmp");
+        std::fs::write(&tmp, objects.to_string()).unwrap();
+        std::fs::rename(&tmp, &self.objects).unwrap();
+    }
+
+    /// Every request so far: `{"method", "path", "query", "body"}`.
+    pub fn requests(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// A kubeconfig pointing at the double (no authentication).
+    pub fn kubeconfig(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("kubeconfig.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: double\n  cluster: {{server: \"http://127.0.0.1:{}\"}}\n\
+                 users:\n- name: anonymous\n  user: {{}}\ncontexts:\n- name: double\n  context: {{cluster: double, user: anonymous}}\n\
+                 current-context: double\n",
+                self.port
+            ),
+        )
+        .unwrap();
+        path
+    }
+}
+
+/// Where the functions are built for `cargo lambda watch`: not the tests' target directory, whose
+/// dependency features differ (dev-dependencies enable SDK test utilities), so neither build keeps
+/// overwriting the other's artifacts.
+pub fn functions_target_dir() -> PathBuf {
+    workspace_root().join("target/e2e-functions")
+}
+
+/// Builds the four functions once per test process, the way `cargo lambda watch` runs them
+/// (`cargo run --bin NAME`, same features), so the first invocation does not wait for a compile.
+pub fn build_functions() {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--manifest-path", "Cargo.toml"])
+            .args([
+                "--bin",
+                "pod-pending",
+                "--bin",
+                "spot-interruption",
+                "--bin",
+                "state-change",
+                "--bin",
+                "consolidation",
+            ])
+            .arg("--target-dir")
+            .arg(functions_target_dir())
+            .current_dir(workspace_root())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "building the functions: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+/// `cargo lambda watch` serving the four functions.
+pub struct Watch {
+    pub port: u16,
+    pub log: PathBuf,
+    _process: Group,
+}
+
+impl Watch {
+    /// Starts the runtime emulator with the functions' environment in `env` (written to an env
+    /// file), allowing `concurrency` concurrent instances per function.
+    pub fn start(dir: &Path, env: &[(&str, String)], concurrency: u32) -> Watch {
+        let port = free_port();
+        let env_file = dir.join("functions.env");
+        let text: String = env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+        std::fs::write(&env_file, text).unwrap();
+        let log = dir.join("cargo-lambda-watch.log");
+        let out = std::fs::File::create(&log).unwrap();
+        build_functions();
+        let mut cmd = Command::new(venv_bin().join("cargo-lambda"));
+        cmd.args(["lambda", "watch", "--ignore-changes", "--invoke-address", "127.0.0.1"])
+            .args(["--invoke-port", &port.to_string()])
+            .args(["--concurrency", &concurrency.to_string()])
+            .args(["--timeout", "600"])
+            .arg("--env-file")
+            .arg(&env_file)
+            // Not --target-dir: cargo-lambda also passes that to `cargo metadata`, which refuses it.
+            .env("CARGO_TARGET_DIR", functions_target_dir())
+            .current_dir(workspace_root())
+            .env("PATH", path_with_venv());
+        let process = Group::spawn(&cmd, Stdio::from(out.try_clone().unwrap()), Stdio::from(out));
+        wait_for_port(port, Duration::from_secs(120), "cargo lambda watch");
+        Watch {
+            port,
+            log,
+            _process: process,
+        }
+    }
+
+    /// Invokes `function` with the event in `data_file` through `cargo lambda invoke`; the
+    /// function's JSON response.
+    pub fn invoke(&self, function: &str, data_file: &Path) -> Value {
+        let out = self.invoke_command(function, data_file).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "cargo lambda invoke {function} {}: {}{}\n(watch log: {})",
+            data_file.display(),
+            stdout,
+            String::from_utf8_lossy(&out.stderr),
+            self.log.display()
+        );
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{function} answered non-JSON ({e}): {stdout}"))
+    }
+
+    pub fn invoke_command(&self, function: &str, data_file: &Path) -> Command {
+        let mut cmd = Command::new(venv_bin().join("cargo-lambda"));
+        cmd.args(["lambda", "invoke", function, "--invoke-address", "127.0.0.1"])
+            .args(["--invoke-port", &self.port.to_string(), "--output-format", "json"])
+            .arg("--data-file")
+            .arg(data_file)
+            .env("PATH", path_with_venv());
+        cmd
+    }
+}
+
+/// Tags two default subnets, a new security group and moto's first AMI for discovery, as users tag
+/// for Karpenter; returns the tag value.
+pub async fn discovery(ec2: &aws_sdk_ec2::Client) -> String {
+    let value = unique("discovery");
+    let tag = |k: &str| Tag::builder().key(k).value(&value).build();
+    let ami = ec2.describe_images().owners("amazon").send().await.unwrap().images()[0]
+        .image_id()
+        .unwrap()
+        .to_string();
+    let subnets = ec2.describe_subnets().send().await.unwrap();
+    let mut resources: Vec<String> = subnets
+        .subnets()
+        .iter()
+        .take(2)
+        .map(|s| s.subnet_id().unwrap().to_string())
+        .collect();
+    let vpc = ec2.describe_vpcs().send().await.unwrap().vpcs()[0]
+        .vpc_id()
+        .unwrap()
+        .to_string();
+    let sg = ec2
+        .create_security_group()
+        .group_name(unique("nodes"))
+        .description("nodes")
+        .vpc_id(vpc)
+        .send()
+        .await
+        .unwrap()
+        .group_id()
+        .unwrap()
+        .to_string();
+    resources.push(sg);
+    ec2.create_tags()
+        .set_resources(Some(resources))
+        .tags(tag("karpenter.sh/discovery"))
+        .send()
+        .await
+        .unwrap();
+    ec2.create_tags()
+        .resources(ami)
+        .tags(tag("nodewright-e2e-ami"))
+        .send()
+        .await
+        .unwrap();
+    value
+}
+
+/// One NodePool (`general`: m5/c5/r5, amd64, spot and on-demand, `limits.cpu`) and its
+/// EC2NodeClass selecting what [`discovery`] tagged.
+pub fn nodepools(discovery: &str, cpu_limit: u32) -> String {
+    format!(
+        r#"apiVersion: karpenter.sh/v1
+kind: NodePool
+metadata: {{name: general}}
+spec:
+  template:
+    spec:
+      nodeClassRef: {{group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}}
+      requirements:
+        - {{key: karpenter.sh/capacity-type, operator: In, values: [spot, on-demand]}}
+        - {{key: kubernetes.io/arch, operator: In, values: [amd64]}}
+        - {{key: karpenter.k8s.aws/instance-family, operator: In, values: [m5, c5, r5]}}
+  limits: {{cpu: "{cpu_limit}"}}
+  disruption: {{consolidationPolicy: WhenEmpty, consolidateAfter: 10m}}
+---
+apiVersion: karpenter.k8s.aws/v1
+kind: EC2NodeClass
+metadata: {{name: default}}
+spec:
+  amiFamily: AL2023
+  amiSelectorTerms: [{{tags: {{nodewright-e2e-ami: {discovery}}}}}]
+  instanceProfile: NodewrightE2eNodeProfile
+  subnetSelectorTerms: [{{tags: {{karpenter.sh/discovery: {discovery}}}}}]
+  securityGroupSelectorTerms: [{{tags: {{karpenter.sh/discovery: {discovery}}}}}]
+"#
+    )
+}
+
+/// The functions' environment for one test: its own tables, moto, and the double's kubeconfig.
+pub fn function_env(dir: &Path, prefix: &str, nodepools: &str, kubeconfig: &Path) -> Vec<(&'static str, String)> {
+    let pools = dir.join("nodepools.yaml");
+    std::fs::write(&pools, nodepools).unwrap();
+    vec![
+        ("AWS_ENDPOINT_URL", moto_endpoint()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID", "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ("NODEWRIGHT_CLUSTER_NAME", CLUSTER.into()),
+        ("NODEWRIGHT_NODEPOOLS_FILE", pools.display().to_string()),
+        ("NODEWRIGHT_TABLE_PREFIX", prefix.into()),
+        (
+            "NODEWRIGHT_CLUSTER_ENDPOINT",
+            "https://demo.gr7.us-east-1.eks.amazonaws.com".into(),
+        ),
+        ("NODEWRIGHT_CLUSTER_CA", "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0t".into()),
+        ("NODEWRIGHT_KUBECONFIG", kubeconfig.display().to_string()),
+        ("RUST_LOG", "info".into()),
+    ]
+}
+
+/// A sample from events/, with JSON pointer edits applied, written to `dir/name`.
+pub fn event_file(dir: &Path, sample: &str, name: &str, edits: &[(&str, Value)]) -> PathBuf {
+    let text = std::fs::read_to_string(workspace_root().join("events").join(sample)).unwrap();
+    let mut event: Value = serde_json::from_str(&text).unwrap();
+    for (pointer, value) in edits {
+        *event
+            .pointer_mut(pointer)
+            .unwrap_or_else(|| panic!("{sample} has no {pointer}")) = value.clone();
+    }
+    let path = dir.join(name);
+    std::fs::write(&path, event.to_string()).unwrap();
+    path
+}
