@@ -176,7 +176,7 @@ pub fn build_functions() {
     static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     BUILT.get_or_init(|| {
         let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--manifest-path", "Cargo.toml"])
+            .args(["build", "--locked", "--manifest-path", "Cargo.toml"])
             .args([
                 "--bin",
                 "pod-pending",
@@ -266,10 +266,11 @@ impl Watch {
 }
 
 /// Tags two default subnets, a new security group and moto's first AMI for discovery, as users tag
-/// for Karpenter; returns the tag value.
+/// for Karpenter; returns the tag key. Each test has its own key (value "1"): the default subnets
+/// are shared by the tests running at once, and a shared key's value would be overwritten.
 pub async fn discovery(ec2: &aws_sdk_ec2::Client) -> String {
-    let value = unique("discovery");
-    let tag = |k: &str| Tag::builder().key(k).value(&value).build();
+    let key = format!("nodewright-e2e/{}", unique("discovery"));
+    let tag = |_: &str| Tag::builder().key(&key).value("1").build();
     let ami = ec2.describe_images().owners("amazon").send().await.unwrap().images()[0]
         .image_id()
         .unwrap()
@@ -299,17 +300,12 @@ pub async fn discovery(ec2: &aws_sdk_ec2::Client) -> String {
     resources.push(sg);
     ec2.create_tags()
         .set_resources(Some(resources))
-        .tags(tag("karpenter.sh/discovery"))
+        .tags(tag("subnets and security group"))
         .send()
         .await
         .unwrap();
-    ec2.create_tags()
-        .resources(ami)
-        .tags(tag("nodewright-e2e-ami"))
-        .send()
-        .await
-        .unwrap();
-    value
+    ec2.create_tags().resources(ami).tags(tag("ami")).send().await.unwrap();
+    key
 }
 
 /// One NodePool (`general`: m5/c5/r5, amd64, spot and on-demand, `limits.cpu`) and its
@@ -335,10 +331,10 @@ kind: EC2NodeClass
 metadata: {{name: default}}
 spec:
   amiFamily: AL2023
-  amiSelectorTerms: [{{tags: {{nodewright-e2e-ami: {discovery}}}}}]
+  amiSelectorTerms: [{{tags: {{"{discovery}": "1"}}}}]
   instanceProfile: NodewrightE2eNodeProfile
-  subnetSelectorTerms: [{{tags: {{karpenter.sh/discovery: {discovery}}}}}]
-  securityGroupSelectorTerms: [{{tags: {{karpenter.sh/discovery: {discovery}}}}}]
+  subnetSelectorTerms: [{{tags: {{"{discovery}": "1"}}}}]
+  securityGroupSelectorTerms: [{{tags: {{"{discovery}": "1"}}}}]
 "#
     )
 }
