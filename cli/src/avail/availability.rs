@@ -444,8 +444,9 @@ pub fn compute(inputs: &Inputs) -> Availability {
     }
 }
 
+/// Rounded to a hundredth of a cent; never "-0".
 fn round_cents(v: f64) -> f64 {
-    (v * 10_000.0).round() / 10_000.0
+    (v * 10_000.0).round() / 10_000.0 + 0.0
 }
 
 #[cfg(test)]

@@ -15,7 +15,8 @@ fn total_max(current: u64, max: Option<u64>, configured: bool) -> String {
 }
 
 fn money(v: f64) -> String {
-    format!("${v:.2}")
+    // Sums of no prices can be -0.0, which would print as "$-0.00".
+    format!("${:.2}", v.max(0.0))
 }
 
 fn type_label(r: &TypeRow) -> String {
