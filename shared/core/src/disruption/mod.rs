@@ -209,7 +209,10 @@ impl Plan {
 
 /// Plans disruption for the cluster in `input`.
 pub fn plan(input: &Input<'_>, options: &Options) -> Plan {
-    let mut state = simulation::Simulation::new(input, options);
+    let types = simulation::schedulable_types(input);
+    let with_pools = crate::scheduler::Templates::new(&types, input.pools, input.daemonsets);
+    let without_pools = crate::scheduler::Templates::new(&types, simulation::NO_POOLS, input.daemonsets);
+    let mut state = simulation::Simulation::new(input, options, &types, &with_pools, &without_pools);
     let mut out = Plan {
         blocked: state.candidates.blocked.clone(),
         ..Plan::default()

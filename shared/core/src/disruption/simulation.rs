@@ -25,7 +25,27 @@ pub(super) struct Simulation<'a> {
     replacements: usize,
     /// The types some pool may launch, plus the types of the nodes: all the scheduler needs, and a
     /// fraction of the catalogue (each evaluation prepares over it).
-    schedulable_types: std::borrow::Cow<'a, [InstanceType]>,
+    schedulable_types: &'a [InstanceType],
+    /// What every evaluation's preparation shares, with the pools (replacements allowed) and
+    /// without (moves onto existing nodes only).
+    with_pools: &'a scheduler::Templates<'a>,
+    without_pools: &'a scheduler::Templates<'a>,
+}
+
+/// No pools: the scheduler may only use existing nodes. One slice, so templates built on it match.
+pub(super) const NO_POOLS: &[crate::nodepool::NodePool] = &[];
+
+/// The types some pool may launch plus the types of the nodes (usually the input's list as is:
+/// callers pass one already restricted to the pools).
+pub(super) fn schedulable_types<'i>(input: &'i Input<'i>) -> std::borrow::Cow<'i, [InstanceType]> {
+    let wanted = |t: &InstanceType| {
+        input.nodes.iter().any(|n| n.node.instance_type == t.name) || input.pools.iter().any(|p| p.admits_type(t))
+    };
+    if input.instance_types.iter().all(wanted) {
+        std::borrow::Cow::Borrowed(input.instance_types)
+    } else {
+        std::borrow::Cow::Owned(input.instance_types.iter().filter(|t| wanted(t)).cloned().collect())
+    }
 }
 
 /// What the scheduler said about a removal.
@@ -57,7 +77,13 @@ fn pod_cost(p: &Pod) -> f64 {
 }
 
 impl<'a> Simulation<'a> {
-    pub fn new(input: &'a Input<'a>, options: &'a Options) -> Self {
+    pub fn new(
+        input: &'a Input<'a>,
+        options: &'a Options,
+        schedulable_types: &'a [InstanceType],
+        with_pools: &'a scheduler::Templates<'a>,
+        without_pools: &'a scheduler::Templates<'a>,
+    ) -> Self {
         let types: BTreeMap<&str, &InstanceType> = input.instance_types.iter().map(|t| (t.name.as_str(), t)).collect();
         let pools: BTreeMap<&str, _> = input.pools.iter().map(|p| (p.name.as_str(), p)).collect();
         let nodes: Vec<Node> = input.nodes.iter().map(|m| m.node.clone()).collect();
@@ -79,19 +105,12 @@ impl<'a> Simulation<'a> {
                 pods * lifetime
             })
             .collect();
-        let wanted = |t: &InstanceType| {
-            nodes.iter().any(|n| n.instance_type == t.name) || input.pools.iter().any(|p| p.admits_type(t))
-        };
-        // Callers usually pass a list already restricted to the pools (the handlers' settings do).
-        let schedulable_types = if input.instance_types.iter().all(wanted) {
-            std::borrow::Cow::Borrowed(input.instance_types)
-        } else {
-            std::borrow::Cow::Owned(input.instance_types.iter().filter(|t| wanted(t)).cloned().collect())
-        };
         Simulation {
             input,
             types,
             schedulable_types,
+            with_pools,
+            without_pools,
             options,
             removed: vec![false; nodes.len()],
             nodes,
@@ -176,17 +195,19 @@ impl<'a> Simulation<'a> {
         if pods.is_empty() {
             return scheduler::Plan::default();
         }
-        let pools: &[crate::nodepool::NodePool] = if allow_new { self.input.pools } else { &[] };
-        scheduler::schedule(
-            &scheduler::Input {
-                pods,
-                nodes: &self.nodes,
-                pools,
-                instance_types: &self.schedulable_types,
-                daemonsets: self.input.daemonsets,
-            },
-            &scheduler::Options::default(),
-        )
+        let (pools, templates) = if allow_new {
+            (self.input.pools, self.with_pools)
+        } else {
+            (NO_POOLS, self.without_pools)
+        };
+        let input = scheduler::Input {
+            pods,
+            nodes: &self.nodes,
+            pools,
+            instance_types: self.schedulable_types,
+            daemonsets: self.input.daemonsets,
+        };
+        scheduler::schedule_with(&input, &scheduler::Options::default(), Some(templates))
     }
 
     /// A forceful or drift replacement: the scheduler may add any number of nodes.

@@ -24,6 +24,7 @@ use crate::model::{Node, Pod};
 use crate::nodepool::NodePool;
 use crate::resources::Resources;
 
+pub use prepare::Templates;
 pub use typeset::TypeSet;
 
 /// At most this many instance types are sent with a claim (EC2 CreateFleet overrides).
@@ -142,7 +143,12 @@ impl Plan {
 
 /// Plans capacity for `input.pods`.
 pub fn schedule(input: &Input<'_>, options: &Options) -> Plan {
-    let prepared = prepare::Prepared::new(input);
+    schedule_with(input, options, None)
+}
+
+/// [`schedule`], reusing what `templates` precomputed for the same pools, types and daemonsets.
+pub fn schedule_with<'a>(input: &'a Input<'a>, options: &Options, templates: Option<&prepare::Templates<'a>>) -> Plan {
+    let prepared = prepare::Prepared::new_with(input, templates);
     match options.strategy {
         Strategy::CostAware => pack::run(prepared, options),
         Strategy::FirstFitDecreasing => ffd::run(prepared, options),

@@ -44,6 +44,7 @@ pub fn cts_of(mask: u8) -> Vec<CapacityType> {
 }
 
 /// A pool, resolved against the instance types.
+#[derive(Clone)]
 pub struct PoolView<'a> {
     pub pool: &'a NodePool,
     /// Types matching the pool's requirements with at least one allowed offering.
@@ -231,50 +232,134 @@ fn selector_reqs(sel: &BTreeMap<String, String>) -> Vec<Requirement> {
         .collect()
 }
 
+/// The sorted zone names of `types`' offerings and of `nodes` (at most 64: zones are bit masks).
+fn zone_names<'n>(types: &'n [InstanceType], nodes: &'n [crate::model::Node]) -> Vec<&'n str> {
+    // A region has a handful of zones: a linear set of borrowed names beats sorting thousands of
+    // cloned strings (this runs for every scheduling call).
+    let mut zone_names: Vec<&str> = Vec::new();
+    for z in types
+        .iter()
+        .flat_map(|t| t.offerings.iter().map(|o| o.zone.as_str()))
+        .chain(nodes.iter().map(|n| n.zone.as_str()))
+    {
+        if !zone_names.contains(&z) {
+            zone_names.push(z);
+        }
+    }
+    zone_names.sort_unstable();
+    zone_names.truncate(64);
+    zone_names
+}
+
+/// Offerings by zone index: every later check is integer masks.
+fn offers_of(types: &[InstanceType], zones: &[String]) -> Vec<Vec<(f64, u8, usize)>> {
+    let zone_idx = |z: &str| zones.iter().position(|x| x == z);
+    types
+        .iter()
+        .map(|t| {
+            t.offerings
+                .iter()
+                .filter(|o| o.available)
+                .filter_map(|o| zone_idx(&o.zone).map(|z| (o.price, ct_bit(o.capacity_type), z)))
+                .collect()
+        })
+        .collect()
+}
+
+/// Pool views, highest weight first, with nothing used yet.
+fn pool_views<'a>(
+    pools: &'a [NodePool],
+    types: &[InstanceType],
+    zones: &[String],
+    offers: &[Vec<(f64, u8, usize)>],
+    daemonsets: &[Pod],
+) -> Vec<PoolView<'a>> {
+    let mut pool_refs: Vec<&NodePool> = pools.iter().collect();
+    pool_refs.sort_by(|a, b| b.weight.cmp(&a.weight).then(a.name.cmp(&b.name)));
+    pool_refs
+        .into_iter()
+        .map(|p| pool_view(p, types, zones, offers, daemonsets))
+        .collect()
+}
+
+/// What preparation derives from the pools, instance types and daemonsets alone, for reuse by
+/// many scheduling calls over the same ones (the disruption planner asks the scheduler dozens of
+/// times per plan with only the pods and nodes changed). Matching every pool's requirements against
+/// the catalogue is most of a preparation's cost.
+pub struct Templates<'a> {
+    types: &'a [InstanceType],
+    pools: &'a [NodePool],
+    daemonsets: &'a [Pod],
+    zones: Vec<String>,
+    offers: Vec<Vec<(f64, u8, usize)>>,
+    views: Vec<PoolView<'a>>,
+    type_index: HashMap<&'a str, usize>,
+}
+
+impl<'a> Templates<'a> {
+    pub fn new(types: &'a [InstanceType], pools: &'a [NodePool], daemonsets: &'a [Pod]) -> Self {
+        let zones: Vec<String> = zone_names(types, &[]).iter().map(|z| (*z).to_string()).collect();
+        let offers = offers_of(types, &zones);
+        let views = pool_views(pools, types, &zones, &offers, daemonsets);
+        let mut type_index = HashMap::new();
+        for (i, t) in types.iter().enumerate() {
+            // The first of a name wins, as a linear search would find it.
+            type_index.entry(t.name.as_str()).or_insert(i);
+        }
+        Templates {
+            types,
+            pools,
+            daemonsets,
+            zones,
+            offers,
+            views,
+            type_index,
+        }
+    }
+
+    /// Whether these templates were built from exactly `input`'s pools, types and daemonsets
+    /// (the same slices: borrowed for 'a, so they cannot have changed), and `input`'s nodes add no
+    /// zone the offerings lack (then the zones are the same too).
+    fn fits(&self, input: &Input<'_>) -> bool {
+        std::ptr::eq(self.types, input.instance_types)
+            && std::ptr::eq(self.pools, input.pools)
+            && std::ptr::eq(self.daemonsets, input.daemonsets)
+            && self.zones.len() < 64
+            && input.nodes.iter().all(|n| self.zones.iter().any(|z| *z == n.zone))
+    }
+}
+
 impl<'a> Prepared<'a> {
     pub fn new(input: &'a Input<'a>) -> Self {
+        Self::new_with(input, None)
+    }
+
+    /// [`Prepared::new`], starting from `templates` when they were built for `input`'s pools,
+    /// types and daemonsets (otherwise computed afresh; the result is the same either way).
+    pub fn new_with(input: &'a Input<'a>, templates: Option<&Templates<'a>>) -> Self {
         let types = input.instance_types;
-        // A region has a handful of zones: a linear set of borrowed names beats sorting thousands
-        // of cloned strings (this runs for every scheduling call, and the disruption planner makes
-        // dozens per plan).
-        let mut zone_names: Vec<&str> = Vec::new();
-        for z in types
-            .iter()
-            .flat_map(|t| t.offerings.iter().map(|o| o.zone.as_str()))
-            .chain(input.nodes.iter().map(|n| n.zone.as_str()))
-        {
-            if !zone_names.contains(&z) {
-                zone_names.push(z);
-            }
-        }
-        zone_names.sort_unstable();
-        zone_names.truncate(64);
-        let zones: Vec<String> = zone_names.iter().map(|z| (*z).to_string()).collect();
-        let zone_idx = |z: &str| zones.iter().position(|x| x == z);
-
-        // Offerings by zone index, computed once: every later check is integer masks.
-        let offers: Vec<Vec<(f64, u8, usize)>> = types
-            .iter()
-            .map(|t| {
-                t.offerings
+        let templates = templates.filter(|t| t.fits(input));
+        let (zones, offers, mut pools) = match templates {
+            Some(t) => (t.zones.clone(), t.offers.clone(), t.views.clone()),
+            None => {
+                let zones: Vec<String> = zone_names(types, input.nodes)
                     .iter()
-                    .filter(|o| o.available)
-                    .filter_map(|o| zone_idx(&o.zone).map(|z| (o.price, ct_bit(o.capacity_type), z)))
-                    .collect()
-            })
-            .collect();
-
-        // Pools, highest weight first.
-        let mut pool_refs: Vec<&NodePool> = input.pools.iter().collect();
-        pool_refs.sort_by(|a, b| b.weight.cmp(&a.weight).then(a.name.cmp(&b.name)));
-        let mut pools: Vec<PoolView> = pool_refs
-            .into_iter()
-            .map(|p| pool_view(p, types, &zones, &offers, input.daemonsets))
-            .collect();
+                    .map(|z| (*z).to_string())
+                    .collect();
+                let offers = offers_of(types, &zones);
+                let pools = pool_views(input.pools, types, &zones, &offers, input.daemonsets);
+                (zones, offers, pools)
+            }
+        };
+        let zone_idx = |z: &str| zones.iter().position(|x| x == z);
+        let type_of = |name: &str| match templates {
+            Some(t) => t.type_index.get(name).map(|&i| &types[i]),
+            None => types.iter().find(|t| t.name == name),
+        };
         for n in input.nodes {
             if let Some(pv) = pools.iter_mut().find(|pv| Some(&pv.pool.name) == n.pool.as_ref()) {
                 pv.used_nodes += 1;
-                if let Some(t) = types.iter().find(|t| t.name == n.instance_type) {
+                if let Some(t) = type_of(&n.instance_type) {
                     pv.used.add(&t.capacity);
                 } else if let Some(a) = &n.allocatable {
                     pv.used.add(a);

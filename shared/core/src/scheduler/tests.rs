@@ -304,7 +304,11 @@ proptest! {
             return Err(TestCaseError::fail(format!("{e}\n{plan:#?}")));
         }
         let again = schedule(&input, &opts);
-        prop_assert_eq!(plan, again, "the plan must be deterministic");
+        prop_assert_eq!(&plan, &again, "the plan must be deterministic");
+        // Precomputed templates (what the disruption planner reuses) change nothing.
+        let templates = crate::scheduler::Templates::new(types(), &pools, &[]);
+        let with = crate::scheduler::schedule_with(&input, &opts, Some(&templates));
+        prop_assert_eq!(plan, with, "templates must not change the plan");
     }
 }
 
