@@ -325,7 +325,7 @@ impl<'a> Templates<'a> {
             && std::ptr::eq(self.pools, input.pools)
             && std::ptr::eq(self.daemonsets, input.daemonsets)
             && self.zones.len() < 64
-            && input.nodes.iter().all(|n| self.zones.iter().any(|z| *z == n.zone))
+            && input.nodes.iter().all(|n| self.zones.contains(&n.zone))
     }
 }
 
