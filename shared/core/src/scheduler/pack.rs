@@ -765,7 +765,7 @@ pub(super) fn finish(
         }
         kept.sort_by(|a, b| a.0.total_cmp(&b.0).then(types[a.1].name.cmp(&types[b.1].name)));
         let cheapest = kept[0].1;
-        let mut labels = pv.labels.clone();
+        let mut labels = (*pv.labels).clone();
         labels.retain(|k, _| k != labels::NODEPOOL);
         labels.insert(labels::NODEPOOL.into(), pv.pool.name.clone());
         plan.claims.push(ClaimPlan {

@@ -53,9 +53,10 @@ pub struct PoolView<'a> {
     pub cts: u8,
     /// Labels nodes of this pool carry beyond their type's (pool labels, single-valued custom
     /// requirements, the nodepool name).
-    pub labels: BTreeMap<String, String>,
-    /// Daemonset overhead per instance type index (types outside the pool: zero).
-    pub ds_overhead: Vec<Resources>,
+    /// Shared (not copied) by every preparation made from the same templates.
+    pub labels: std::sync::Arc<BTreeMap<String, String>>,
+    /// Daemonset overhead per instance type index (types outside the pool: zero); shared likewise.
+    pub ds_overhead: std::sync::Arc<Vec<Resources>>,
     /// Capacity already used by the pool's nodes (for limits).
     pub used: Resources,
     pub used_nodes: u64,
@@ -520,7 +521,7 @@ impl<'a> Prepared<'a> {
                 .as_ref()
                 .and_then(|p| prep.pools.iter().find(|pv| &pv.pool.name == p))
             {
-                for (k, v) in &pv.labels {
+                for (k, v) in pv.labels.iter() {
                     labels.entry(k.clone()).or_insert_with(|| v.clone());
                 }
             }
@@ -1121,8 +1122,8 @@ fn pool_view<'a>(
         types: set,
         zones: zone_mask & zones_used,
         cts,
-        labels: labels_out,
-        ds_overhead,
+        labels: std::sync::Arc::new(labels_out),
+        ds_overhead: std::sync::Arc::new(ds_overhead),
         used: Resources::new(),
         used_nodes: 0,
     }
