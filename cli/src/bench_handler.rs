@@ -77,9 +77,9 @@ pub fn run(args: &Args) -> u8 {
         eprintln!("error: no catalogue for us-east-1");
         return exit::USAGE;
     };
-    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-        eprintln!("error: cannot start the async runtime");
-        return exit::USAGE;
+    let runtime = match crate::runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
     };
     let mut t = table(["pods", "runs", "p50 ms", "p99 ms", "max ms", "launches/run"]);
     for &size in &args.sizes {

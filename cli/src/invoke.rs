@@ -137,12 +137,9 @@ pub fn run(args: &Args) -> u8 {
         cluster: Some(MemoryCluster::new()),
         daemonsets: Vec::new(),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match crate::runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return exit::USAGE;
-        }
+        Err(code) => return code,
     };
     let now = nodewright_aws::now_millis();
     let result = runtime.block_on(handle(function, &deps, parsed, now));

@@ -86,6 +86,18 @@ fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
+/// The single-threaded async runtime the AWS and handler commands run on; on failure the message is
+/// printed and the exit code ([`exit::FAILED`]) returned.
+pub fn runtime() -> Result<tokio::runtime::Runtime, u8> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            exit::FAILED
+        })
+}
+
 /// Reads a file or says clearly why not.
 pub fn read_file(path: &std::path::Path) -> Result<String, String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;

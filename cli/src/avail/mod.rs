@@ -221,12 +221,9 @@ pub fn run(args: &Args) -> u8 {
         eprintln!("error: --watch: {s} must be at least 0.5 seconds");
         return exit::USAGE;
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match crate::runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return exit::FAILED;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(avail(args)) {
         Ok(code) => code,
