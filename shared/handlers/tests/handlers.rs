@@ -139,15 +139,20 @@ fn node_for(instance_id: &str, instance_type: &str, claim: &str) -> ClusterNode 
     }
 }
 
+/// Every claim's node reports Ready (the watcher's Node Ready, once per claim).
+async fn all_ready(deps: &MemDeps) {
+    for c in deps.state.claim_records() {
+        let text = event_text("node-ready.json").replace("nc-0123456789abcdef", &c.id);
+        run(Function::StateChange, deps, text.as_bytes(), NOW).await;
+    }
+}
+
 #[tokio::test]
 async fn spot_interruption_replaces_first_then_cordons_and_drains() {
     let deps = deps();
     sample_batch(&deps).await;
     // Every claim registered: no in-flight capacity to pack onto, so a replacement must launch.
-    for c in deps.state.claim_records() {
-        let text = event_text("node-ready.json").replace("nc-0123456789abcdef", &c.id);
-        run(Function::StateChange, &deps, text.as_bytes(), NOW).await;
-    }
+    all_ready(&deps).await;
     let claim = deps.state.claim_records().into_iter().next().unwrap();
     let iid = claim.instance_id.clone().unwrap();
     let itype = claim.instance_type.clone().unwrap();
@@ -221,10 +226,7 @@ async fn spot_interruption_replaces_first_then_cordons_and_drains() {
 async fn interruption_soon_after_launch_replaces_the_claims_own_pods() {
     let deps = deps();
     sample_batch(&deps).await;
-    for c in deps.state.claim_records() {
-        let text = event_text("node-ready.json").replace("nc-0123456789abcdef", &c.id);
-        run(Function::StateChange, &deps, text.as_bytes(), NOW).await;
-    }
+    all_ready(&deps).await;
     let claim = deps.state.claim_records().into_iter().next().unwrap();
     let iid = claim.instance_id.clone().unwrap();
     let cluster = deps.cluster.as_ref().unwrap();
