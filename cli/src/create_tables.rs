@@ -3,7 +3,6 @@
 //! are left as they are.
 
 use nodewright_aws::state::{TableNames, create_tables};
-use nodewright_aws::{AwsClients, ClientOptions};
 
 use crate::exit;
 
@@ -32,13 +31,7 @@ pub fn run(args: &Args) -> u8 {
         Err(code) => return code,
     };
     let result = runtime.block_on(async {
-        let clients = AwsClients::load(&ClientOptions {
-            region: args.region.clone(),
-            endpoint_url: args.endpoint_url.clone(),
-            static_credentials: false,
-            max_attempts: Some(2),
-        })
-        .await;
+        let clients = crate::aws_clients(args.region.clone(), args.endpoint_url.clone()).await;
         create_tables(&clients.dynamodb, &names).await
     });
     match result {

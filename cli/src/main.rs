@@ -98,6 +98,18 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, u8> {
         })
 }
 
+/// AWS clients for the CLI's reads and set-up: the default credential chain, an optional region
+/// and endpoint (a local emulator), and few retries so an unreachable endpoint fails fast.
+pub async fn aws_clients(region: Option<String>, endpoint_url: Option<String>) -> nodewright_aws::AwsClients {
+    nodewright_aws::AwsClients::load(&nodewright_aws::ClientOptions {
+        region,
+        endpoint_url,
+        static_credentials: false,
+        max_attempts: Some(2),
+    })
+    .await
+}
+
 /// Reads a file or says clearly why not.
 pub fn read_file(path: &std::path::Path) -> Result<String, String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nodewright_aws::state::{ReadCost, StateStore, StateView, TableNames};
-use nodewright_aws::{AwsClients, ClientOptions};
 use nodewright_core::catalogue::OverheadConfig;
 use nodewright_core::{Catalogue, Config};
 
@@ -161,13 +160,7 @@ async fn source(args: &Args) -> Result<(Source, String), Failure> {
             "--cluster is required (or NODEWRIGHT_CLUSTER_NAME), or read a state file with --state DIR",
         ));
     };
-    let clients = AwsClients::load(&ClientOptions {
-        region: args.region.clone(),
-        endpoint_url: args.endpoint_url.clone(),
-        static_credentials: false,
-        max_attempts: Some(2),
-    })
-    .await;
+    let clients = crate::aws_clients(args.region.clone(), args.endpoint_url.clone()).await;
     let Some(region) = clients.sdk.region().map(|r| r.to_string()) else {
         return Err(Failure::usage("no AWS region: pass --region or set AWS_REGION"));
     };

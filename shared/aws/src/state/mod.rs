@@ -27,7 +27,7 @@ pub use offerings::{OFFERING_UNAVAILABLE_SECS, UnavailableOffering};
 pub use reservations::{Holder, RESERVATION_TTL_SECS, Reservation};
 pub use tables::{Table, TableNames, create_tables};
 pub use usage::{PoolUsage, UsageDecision, UsageDelta};
-pub use view::{LIVE_CLAIM_STATES, ReadCost, STATE_VIEW_FORMAT, StateView};
+pub use view::{ReadCost, STATE_VIEW_FORMAT, StateView};
 
 use crate::{Error, Result};
 

@@ -14,17 +14,6 @@ use serde::{Deserialize, Serialize};
 use super::{ClaimRecord, PoolUsage, Reservation, StateStore, UnavailableOffering};
 use crate::{EpochMillis, Error, Result};
 
-/// The states of a claim whose node exists or is coming: everything but terminated and failed.
-pub const LIVE_CLAIM_STATES: [ClaimState; 7] = [
-    ClaimState::Launching,
-    ClaimState::Launched,
-    ClaimState::Registered,
-    ClaimState::Ready,
-    ClaimState::Cordoned,
-    ClaimState::Draining,
-    ClaimState::Terminating,
-];
-
 /// The `format` field of a state file; bumped when the file's shape changes incompatibly.
 pub const STATE_VIEW_FORMAT: &str = "nodewright-state/v1";
 
@@ -45,7 +34,7 @@ pub struct StateView {
     pub cluster: String,
     /// When the view was taken (epoch ms): "now" for waits and expiries.
     pub at: EpochMillis,
-    /// Claims in a [`LIVE_CLAIM_STATES`] state.
+    /// Claims not ended (not terminated, not failed).
     pub claims: Vec<ClaimRecord>,
     /// Unexpired reservations.
     pub reservations: Vec<Reservation>,
@@ -91,7 +80,9 @@ impl StateStore {
     /// Reads the view at `now`: one Query per live claim state on the by-state index, and one each on
     /// reservations, usage and offerings, all following pages; run concurrently.
     pub async fn read_view(&self, now: EpochMillis) -> Result<StateView> {
-        let claims = try_join_all(LIVE_CLAIM_STATES.map(|s| self.claims_in_state(s)));
+        // Ended claims are never read: one by-state Query per live state.
+        let live = ClaimState::ALL.into_iter().filter(|s| !s.is_terminal());
+        let claims = try_join_all(live.map(|s| self.claims_in_state(s)));
         let (claims, reservations, usage, offerings) = futures::try_join!(
             claims,
             self.reservations(now),

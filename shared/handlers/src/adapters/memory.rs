@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use nodewright_aws::capacity::{InstanceSummary, LaunchOutcome};
 use nodewright_aws::state::{
-    ClaimRecord, ClaimUpdate, EventStart, Holder, IDEMPOTENCY_LEASE_SECS, LIVE_CLAIM_STATES, OFFERING_UNAVAILABLE_SECS,
-    PoolUsage, Reservation, StateView, TransitionOutcome, UnavailableOffering, UsageDecision, UsageDelta,
+    ClaimRecord, ClaimUpdate, EventStart, Holder, IDEMPOTENCY_LEASE_SECS, OFFERING_UNAVAILABLE_SECS, PoolUsage,
+    Reservation, StateView, TransitionOutcome, UnavailableOffering, UsageDecision, UsageDelta,
 };
 use nodewright_aws::{EpochMillis, Error, Result};
 use nodewright_core::disruption::Pdb;
@@ -58,12 +58,7 @@ impl MemoryState {
     pub fn view(&self, cluster: &str, now: EpochMillis) -> StateView {
         let d = lock(&self.data);
         let mut view = StateView::new(cluster, now);
-        view.claims = d
-            .claims
-            .values()
-            .filter(|c| LIVE_CLAIM_STATES.contains(&c.state))
-            .cloned()
-            .collect();
+        view.claims = d.claims.values().filter(|c| !c.state.is_terminal()).cloned().collect();
         let mut reservations: Vec<_> = d.reservations.values().filter(|r| live(r, now)).cloned().collect();
         reservations.sort_by(|a, b| a.pod_uid.cmp(&b.pod_uid));
         view.reservations = reservations;
