@@ -130,6 +130,8 @@ pub fn run(args: &Args) -> u8 {
     let types = Catalogue::embedded().instance_types("us-east-1", &OverheadConfig::default());
     let pools = vec![NodePool::new("default")];
     let hashes = Default::default();
+    // Built once, as the consolidation function's settings hold it across plans.
+    let type_index = nodewright_core::scheduler::TypeIndex::new(&types);
     let mut rows = Vec::new();
     for &n in &args.nodes {
         let nodes = cluster(n, &shapes, &types, args.seed);
@@ -137,6 +139,7 @@ pub fn run(args: &Args) -> u8 {
             nodes: &nodes,
             pools: &pools,
             instance_types: &types,
+            type_index: Some(&type_index),
             daemonsets: &[],
             pdbs: &[],
             node_class_hashes: &hashes,

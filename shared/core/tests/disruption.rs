@@ -116,14 +116,21 @@ fn run(path: &PathBuf) -> Result<(), String> {
         nodes: &s.nodes,
         pools: &config.node_pools,
         instance_types: &types,
+        type_index: None,
         daemonsets: &s.daemonsets,
         pdbs: &s.pdbs,
         node_class_hashes: &s.node_class_hashes,
         now: s.now,
     };
     let p = plan(&input, &Options::default());
-    if p != plan(&input, &Options::default()) {
-        return Err("plan is not deterministic".into());
+    // Deterministic, and the same when planned from a prebuilt type index (as the function does).
+    let index = nodewright_core::scheduler::TypeIndex::new(&types);
+    let indexed = Input {
+        type_index: Some(&index),
+        ..input
+    };
+    if p != plan(&indexed, &Options::default()) {
+        return Err("plan is not deterministic (or differs with a prebuilt type index)".into());
     }
     generic_checks(&s.nodes, &p)?;
     // The Karpenter baseline must also produce a valid plan.

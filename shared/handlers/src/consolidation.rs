@@ -292,6 +292,7 @@ async fn disrupt<S: State, C: Capacity, K: ClusterApi>(
             nodes: &managed,
             pools: &deps.settings.config.node_pools,
             instance_types: &deps.settings.instance_types,
+            type_index: Some(&deps.settings.type_index),
             daemonsets: &daemonsets.items,
             pdbs: &pdbs,
             node_class_hashes: &hashes,

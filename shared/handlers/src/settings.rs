@@ -2,10 +2,12 @@
 //! variable. [`ENV_VARS`] is the one list of what the functions read (docs/configuration.md and the
 //! SAM template are checked against it).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use nodewright_aws::state::RESERVATION_TTL_SECS;
 use nodewright_core::catalogue::OverheadConfig;
+use nodewright_core::scheduler::TypeIndex;
 use nodewright_core::{Catalogue, Config, InstanceType};
 
 use crate::{Error, Result};
@@ -88,8 +90,11 @@ pub struct Settings {
     pub cluster: String,
     pub region: String,
     pub config: Config,
-    /// The region's catalogue, restricted to the types some pool's requirements admit.
-    pub instance_types: Vec<InstanceType>,
+    /// The region's catalogue, restricted to the types some pool's requirements admit. Shared and
+    /// immutable, so `type_index` stays valid across clones.
+    pub instance_types: Arc<[InstanceType]>,
+    /// Index of `instance_types`, built once: every consolidation plan reuses it.
+    pub type_index: Arc<TypeIndex>,
     pub rebalance: RebalancePolicy,
     pub registration_timeout_ms: i64,
     pub reservation_ttl_secs: i64,
@@ -115,11 +120,14 @@ impl Settings {
                 format!("no instance type in {region:?} meets any NodePool's requirements"),
             ));
         }
+        let instance_types: Arc<[InstanceType]> = instance_types.into();
+        let type_index = Arc::new(TypeIndex::new(&instance_types));
         Ok(Settings {
             cluster: cluster.into(),
             region: region.into(),
             config,
             instance_types,
+            type_index,
             rebalance: RebalancePolicy::Replace,
             registration_timeout_ms: 15 * 60 * 1000,
             reservation_ttl_secs: RESERVATION_TTL_SECS,

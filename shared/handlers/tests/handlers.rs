@@ -101,7 +101,7 @@ async fn pool_limits_hold_and_refused_pods_are_released() {
 async fn insufficient_capacity_falls_back_and_is_cached() {
     let deps = deps();
     // Exhaust every spot offering of every type the plan may pick in every zone.
-    for t in &deps.settings.instance_types {
+    for t in deps.settings.instance_types.iter() {
         for o in &t.offerings {
             if o.capacity_type == CapacityType::Spot {
                 deps.capacity.exhaust(CapacityType::Spot, &t.name, &o.zone);

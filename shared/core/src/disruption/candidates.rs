@@ -51,7 +51,7 @@ fn drift_reason(
 ) -> Option<String> {
     let l = node
         .node
-        .labels_with(types.get(node.node.instance_type.as_str()).map(|t| &t.labels));
+        .label_view(types.get(node.node.instance_type.as_str()).map(|t| &t.labels), None);
     if let Some(r) = first_mismatch(&pool.requirements, &l) {
         return Some(format!(
             "requirement {} {:?} {:?} no longer holds",

@@ -80,6 +80,9 @@ pub struct Input<'a> {
     pub nodes: &'a [ManagedNode],
     pub pools: &'a [NodePool],
     pub instance_types: &'a [InstanceType],
+    /// [`crate::scheduler::TypeIndex`] of `instance_types`, when the caller keeps one across plans
+    /// (ignored if built from another slice).
+    pub type_index: Option<&'a crate::scheduler::TypeIndex>,
     pub daemonsets: &'a [Pod],
     pub pdbs: &'a [Pdb],
     /// Current EC2NodeClass hashes by class name (drift detection).
@@ -210,9 +213,7 @@ impl Plan {
 /// Plans disruption for the cluster in `input`.
 pub fn plan(input: &Input<'_>, options: &Options) -> Plan {
     let types = simulation::schedulable_types(input);
-    let with_pools = crate::scheduler::Templates::new(&types, input.pools, input.daemonsets);
-    let without_pools = crate::scheduler::Templates::new(&types, simulation::NO_POOLS, input.daemonsets);
-    let mut state = simulation::Simulation::new(input, options, &types, &with_pools, &without_pools);
+    let mut state = simulation::Simulation::new(input, options, &types);
     let mut out = Plan {
         blocked: state.candidates.blocked.clone(),
         ..Plan::default()

@@ -2,6 +2,7 @@
 //! scheduler where their pods would go, and the answer is either committed (pods moved, a
 //! replacement added as an in-flight node) or rolled back.
 
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap};
 
 use super::candidates::{Candidates, classify};
@@ -27,9 +28,10 @@ pub(super) struct Simulation<'a> {
     /// fraction of the catalogue (each evaluation prepares over it).
     schedulable_types: &'a [InstanceType],
     /// What every evaluation's preparation shares, with the pools (replacements allowed) and
-    /// without (moves onto existing nodes only).
-    with_pools: &'a scheduler::Templates<'a>,
-    without_pools: &'a scheduler::Templates<'a>,
+    /// without (moves onto existing nodes only). Built on first use: most plans on a quiet cluster
+    /// evaluate nothing, and building them is a scan of the catalogue per pool.
+    with_pools: OnceCell<scheduler::Templates<'a>>,
+    without_pools: OnceCell<scheduler::Templates<'a>>,
 }
 
 /// No pools: the scheduler may only use existing nodes. One slice, so templates built on it match.
@@ -38,8 +40,11 @@ pub(super) const NO_POOLS: &[crate::nodepool::NodePool] = &[];
 /// The types some pool may launch plus the types of the nodes (usually the input's list as is:
 /// callers pass one already restricted to the pools).
 pub(super) fn schedulable_types<'i>(input: &'i Input<'i>) -> std::borrow::Cow<'i, [InstanceType]> {
+    let mut node_types: Vec<&str> = input.nodes.iter().map(|n| n.node.instance_type.as_str()).collect();
+    node_types.sort_unstable();
+    node_types.dedup();
     let wanted = |t: &InstanceType| {
-        input.nodes.iter().any(|n| n.node.instance_type == t.name) || input.pools.iter().any(|p| p.admits_type(t))
+        input.pools.iter().any(|p| p.admits_type(t)) || node_types.binary_search(&t.name.as_str()).is_ok()
     };
     if input.instance_types.iter().all(wanted) {
         std::borrow::Cow::Borrowed(input.instance_types)
@@ -77,13 +82,7 @@ fn pod_cost(p: &Pod) -> f64 {
 }
 
 impl<'a> Simulation<'a> {
-    pub fn new(
-        input: &'a Input<'a>,
-        options: &'a Options,
-        schedulable_types: &'a [InstanceType],
-        with_pools: &'a scheduler::Templates<'a>,
-        without_pools: &'a scheduler::Templates<'a>,
-    ) -> Self {
+    pub fn new(input: &'a Input<'a>, options: &'a Options, schedulable_types: &'a [InstanceType]) -> Self {
         let types: BTreeMap<&str, &InstanceType> = input.instance_types.iter().map(|t| (t.name.as_str(), t)).collect();
         let pools: BTreeMap<&str, _> = input.pools.iter().map(|p| (p.name.as_str(), p)).collect();
         let nodes: Vec<Node> = input.nodes.iter().map(|m| m.node.clone()).collect();
@@ -109,8 +108,8 @@ impl<'a> Simulation<'a> {
             input,
             types,
             schedulable_types,
-            with_pools,
-            without_pools,
+            with_pools: OnceCell::new(),
+            without_pools: OnceCell::new(),
             options,
             removed: vec![false; nodes.len()],
             nodes,
@@ -195,11 +194,19 @@ impl<'a> Simulation<'a> {
         if pods.is_empty() {
             return scheduler::Plan::default();
         }
-        let (pools, templates) = if allow_new {
-            (self.input.pools, self.with_pools)
+        let (pools, cell) = if allow_new {
+            (self.input.pools, &self.with_pools)
         } else {
-            (NO_POOLS, self.without_pools)
+            (NO_POOLS, &self.without_pools)
         };
+        let templates = cell.get_or_init(|| {
+            scheduler::Templates::with_index(
+                self.schedulable_types,
+                self.input.type_index,
+                pools,
+                self.input.daemonsets,
+            )
+        });
         let input = scheduler::Input {
             pods,
             nodes: &self.nodes,

@@ -109,6 +109,7 @@ fn run(nodes: &[ManagedNode], pools: &[NodePool], now: i64, options: &Options) -
             nodes,
             pools,
             instance_types: types(),
+            type_index: None,
             daemonsets: &[],
             pdbs: &[],
             node_class_hashes: &hashes,

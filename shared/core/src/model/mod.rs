@@ -15,7 +15,7 @@ pub use k8s::{
     taint_from_k8s,
 };
 pub use load::{MAX_INPUT_BYTES, PodFile, documents, load_nodes, load_pods};
-pub use node::Node;
+pub use node::{Node, NodeLabels};
 pub use pod::{
     Effect, LabelSelector, OwnerRef, Pod, PodAffinityTerm, PreferredTerm, SpreadConstraint, Taint, Toleration,
     TolerationOperator, WhenUnsatisfiable, first_untolerated,

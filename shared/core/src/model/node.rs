@@ -1,12 +1,14 @@
 //! A node that exists (or is in flight): capacity the scheduler uses before it buys more.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::catalogue::CapacityType;
 use crate::labels;
 use crate::model::{Pod, Taint};
+use crate::requirements::LabelSource;
 use crate::resources::Resources;
 
 /// An existing node or an in-flight node claim, as input to the scheduler and the disruption
@@ -71,18 +73,46 @@ impl Node {
         r
     }
 
-    /// The labels the node carries: its instance type's (`type_labels`), the well-known zone,
-    /// capacity-type, hostname, instance-type and nodepool labels, then its own labels on top.
-    pub fn labels_with(&self, type_labels: Option<&BTreeMap<String, String>>) -> BTreeMap<String, String> {
-        let mut l = type_labels.cloned().unwrap_or_default();
-        l.insert(labels::ZONE.into(), self.zone.clone());
-        l.insert(labels::CAPACITY_TYPE.into(), self.capacity_type.as_str().into());
-        l.insert(labels::HOSTNAME.into(), self.name.clone());
-        l.insert(labels::INSTANCE_TYPE.into(), self.instance_type.clone());
-        if let Some(p) = &self.pool {
-            l.insert(labels::NODEPOOL.into(), p.clone());
+    /// The labels the node carries, as a view (no copies): its own labels, then the well-known
+    /// zone, capacity-type, hostname, instance-type and nodepool labels, then its instance type's
+    /// (`type_labels`), then `pool_labels` for keys none of those set.
+    pub fn label_view<'a>(
+        &'a self,
+        type_labels: Option<&'a BTreeMap<String, String>>,
+        pool_labels: Option<Arc<BTreeMap<String, String>>>,
+    ) -> NodeLabels<'a> {
+        NodeLabels {
+            node: self,
+            type_labels,
+            pool_labels,
         }
-        l.extend(self.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-        l
+    }
+}
+
+/// A node's labels, looked up in layers instead of merged: the scheduler asks a few keys of every
+/// node on every call, and merging copied whole maps each time.
+#[derive(Debug, Clone)]
+pub struct NodeLabels<'a> {
+    node: &'a Node,
+    type_labels: Option<&'a BTreeMap<String, String>>,
+    pool_labels: Option<Arc<BTreeMap<String, String>>>,
+}
+
+impl LabelSource for NodeLabels<'_> {
+    fn label(&self, key: &str) -> Option<&str> {
+        if let Some(v) = self.node.labels.get(key) {
+            return Some(v);
+        }
+        let well_known = match key {
+            labels::ZONE => Some(self.node.zone.as_str()),
+            labels::CAPACITY_TYPE => Some(self.node.capacity_type.as_str()),
+            labels::HOSTNAME => Some(self.node.name.as_str()),
+            labels::INSTANCE_TYPE => Some(self.node.instance_type.as_str()),
+            labels::NODEPOOL => self.node.pool.as_deref(),
+            _ => None,
+        };
+        well_known
+            .or_else(|| self.type_labels.and_then(|l| l.label(key)))
+            .or_else(|| self.pool_labels.as_deref().and_then(|l| l.label(key)))
     }
 }

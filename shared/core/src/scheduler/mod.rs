@@ -24,7 +24,7 @@ use crate::model::{Node, Pod};
 use crate::nodepool::NodePool;
 use crate::resources::Resources;
 
-pub use prepare::Templates;
+pub use prepare::{Templates, TypeIndex};
 pub use typeset::TypeSet;
 
 /// At most this many instance types are sent with a claim (EC2 CreateFleet overrides).

@@ -3,7 +3,9 @@
 //! pinning (zone spread and zone affinity are decided up front), hostname constraints, and buckets of
 //! interchangeable pods.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use crate::catalogue::{CapacityType, InstanceType};
 use crate::labels;
@@ -54,9 +56,9 @@ pub struct PoolView<'a> {
     /// Labels nodes of this pool carry beyond their type's (pool labels, single-valued custom
     /// requirements, the nodepool name).
     /// Shared (not copied) by every preparation made from the same templates.
-    pub labels: std::sync::Arc<BTreeMap<String, String>>,
+    pub labels: Arc<BTreeMap<String, String>>,
     /// Daemonset overhead per instance type index (types outside the pool: zero); shared likewise.
-    pub ds_overhead: std::sync::Arc<Vec<Resources>>,
+    pub ds_overhead: Arc<Vec<Resources>>,
     /// Capacity already used by the pool's nodes (for limits).
     pub used: Resources,
     pub used_nodes: u64,
@@ -197,9 +199,9 @@ pub fn matching_on(n: &crate::model::Node, ns: &str, sel: &crate::model::LabelSe
 }
 
 /// An existing node or in-flight claim as the packers see it.
-pub struct NodeState {
+pub struct NodeState<'a> {
     pub name: String,
-    pub labels: BTreeMap<String, String>,
+    pub labels: crate::model::NodeLabels<'a>,
     pub taints: Vec<Taint>,
     pub free: Resources,
     pub zone: usize,
@@ -216,15 +218,16 @@ pub struct Prepared<'a> {
     pub sigs: Vec<Signature>,
     pub host: Vec<HostConstraint>,
     pub buckets: Vec<Bucket>,
-    pub nodes: Vec<NodeState>,
+    pub nodes: Vec<NodeState<'a>>,
     /// Pods that cannot be placed anywhere, decided during preparation.
     pub unschedulable: Vec<(usize, String)>,
     /// The signature of each pod.
     pub pod_sig: Vec<usize>,
     /// Zones where each pod could run (some fitting, compatible type is offered there).
     pub eligible: Vec<u64>,
-    /// Available offerings per instance type: (price, capacity-type bit, zone index).
-    pub offers: Vec<Vec<(f64, u8, usize)>>,
+    /// Available offerings per instance type: (price, capacity-type bit, zone index). Shared with
+    /// the templates it came from.
+    pub offers: Arc<Vec<Vec<(f64, u8, usize)>>>,
 }
 
 fn selector_reqs(sel: &BTreeMap<String, String>) -> Vec<Requirement> {
@@ -283,6 +286,51 @@ fn pool_views<'a>(
         .collect()
 }
 
+/// What preparation derives from the instance types alone: zone names, offerings by zone index
+/// and types by name. Build it once per catalogue and hand it to every plan (the consolidation
+/// function plans every minute over the same catalogue).
+#[derive(Clone)]
+pub struct TypeIndex {
+    /// Address and length of the slice it was built from: an index is only used for that slice.
+    source: (usize, usize),
+    zones: Vec<String>,
+    offers: Arc<Vec<Vec<(f64, u8, usize)>>>,
+    by_name: HashMap<String, usize>,
+}
+
+impl std::fmt::Debug for TypeIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TypeIndex")
+            .field("types", &self.source.1)
+            .field("zones", &self.zones)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TypeIndex {
+    pub fn new(types: &[InstanceType]) -> Self {
+        let zones: Vec<String> = zone_names(types, &[]).iter().map(|z| (*z).to_string()).collect();
+        let offers = Arc::new(offers_of(types, &zones));
+        let mut by_name = HashMap::with_capacity(types.len());
+        for (i, t) in types.iter().enumerate() {
+            // The first of a name wins, as a linear search would find it.
+            by_name.entry(t.name.clone()).or_insert(i);
+        }
+        TypeIndex {
+            source: (types.as_ptr() as usize, types.len()),
+            zones,
+            offers,
+            by_name,
+        }
+    }
+
+    /// Whether this index was built from `types` (the same slice, still borrowed by the caller, so
+    /// unchanged).
+    pub fn built_from(&self, types: &[InstanceType]) -> bool {
+        self.source == (types.as_ptr() as usize, types.len())
+    }
+}
+
 /// What preparation derives from the pools, instance types and daemonsets alone, for reuse by
 /// many scheduling calls over the same ones (the disruption planner asks the scheduler dozens of
 /// times per plan with only the pods and nodes changed). Matching every pool's requirements against
@@ -291,30 +339,33 @@ pub struct Templates<'a> {
     types: &'a [InstanceType],
     pools: &'a [NodePool],
     daemonsets: &'a [Pod],
-    zones: Vec<String>,
-    offers: Vec<Vec<(f64, u8, usize)>>,
+    index: Cow<'a, TypeIndex>,
     views: Vec<PoolView<'a>>,
-    type_index: HashMap<&'a str, usize>,
 }
 
 impl<'a> Templates<'a> {
     pub fn new(types: &'a [InstanceType], pools: &'a [NodePool], daemonsets: &'a [Pod]) -> Self {
-        let zones: Vec<String> = zone_names(types, &[]).iter().map(|z| (*z).to_string()).collect();
-        let offers = offers_of(types, &zones);
-        let views = pool_views(pools, types, &zones, &offers, daemonsets);
-        let mut type_index = HashMap::new();
-        for (i, t) in types.iter().enumerate() {
-            // The first of a name wins, as a linear search would find it.
-            type_index.entry(t.name.as_str()).or_insert(i);
-        }
+        Self::with_index(types, None, pools, daemonsets)
+    }
+
+    /// [`Templates::new`], reusing `index` when it was built from `types`.
+    pub fn with_index(
+        types: &'a [InstanceType],
+        index: Option<&'a TypeIndex>,
+        pools: &'a [NodePool],
+        daemonsets: &'a [Pod],
+    ) -> Self {
+        let index = match index.filter(|i| i.built_from(types)) {
+            Some(i) => Cow::Borrowed(i),
+            None => Cow::Owned(TypeIndex::new(types)),
+        };
+        let views = pool_views(pools, types, &index.zones, &index.offers, daemonsets);
         Templates {
             types,
             pools,
             daemonsets,
-            zones,
-            offers,
+            index,
             views,
-            type_index,
         }
     }
 
@@ -325,8 +376,8 @@ impl<'a> Templates<'a> {
         std::ptr::eq(self.types, input.instance_types)
             && std::ptr::eq(self.pools, input.pools)
             && std::ptr::eq(self.daemonsets, input.daemonsets)
-            && self.zones.len() < 64
-            && input.nodes.iter().all(|n| self.zones.contains(&n.zone))
+            && self.index.zones.len() < 64
+            && input.nodes.iter().all(|n| self.index.zones.contains(&n.zone))
     }
 }
 
@@ -341,7 +392,7 @@ impl<'a> Prepared<'a> {
         let types = input.instance_types;
         let templates = templates.filter(|t| t.fits(input));
         let (zones, offers, mut pools) = match templates {
-            Some(t) => (t.zones.clone(), t.offers.clone(), t.views.clone()),
+            Some(t) => (t.index.zones.clone(), Arc::clone(&t.index.offers), t.views.clone()),
             None => {
                 let zones: Vec<String> = zone_names(types, input.nodes)
                     .iter()
@@ -349,13 +400,27 @@ impl<'a> Prepared<'a> {
                     .collect();
                 let offers = offers_of(types, &zones);
                 let pools = pool_views(input.pools, types, &zones, &offers, input.daemonsets);
-                (zones, offers, pools)
+                (zones, Arc::new(offers), pools)
             }
         };
         let zone_idx = |z: &str| zones.iter().position(|x| x == z);
-        let type_of = |name: &str| match templates {
-            Some(t) => t.type_index.get(name).map(|&i| &types[i]),
-            None => types.iter().find(|t| t.name == name),
+        // Types by name: the templates' index, or one built here when nodes need it.
+        let own_index: HashMap<&str, usize> = match templates {
+            None if !input.nodes.is_empty() => {
+                let mut index = HashMap::new();
+                for (i, t) in types.iter().enumerate() {
+                    index.entry(t.name.as_str()).or_insert(i);
+                }
+                index
+            }
+            _ => HashMap::new(),
+        };
+        let type_of = |name: &str| {
+            match templates {
+                Some(t) => t.index.by_name.get(name),
+                None => own_index.get(name),
+            }
+            .map(|&i| &types[i])
         };
         for n in input.nodes {
             if let Some(pv) = pools.iter_mut().find(|pv| Some(&pv.pool.name) == n.pool.as_ref()) {
@@ -509,22 +574,16 @@ impl<'a> Prepared<'a> {
         };
 
         // Existing nodes.
-        let type_index: std::collections::HashMap<&str, usize> =
-            types.iter().enumerate().map(|(i, t)| (t.name.as_str(), i)).collect();
         let mut extra_carries = input.pods.len();
         for n in input.nodes {
-            let t = type_index.get(n.instance_type.as_str()).map(|&i| &types[i]);
+            let t = type_of(&n.instance_type);
             // The node's own labels win over its pool's template labels.
-            let mut labels = n.labels_with(t.map(|t| &t.labels));
-            if let Some(pv) = n
+            let pool_labels = n
                 .pool
                 .as_ref()
                 .and_then(|p| prep.pools.iter().find(|pv| &pv.pool.name == p))
-            {
-                for (k, v) in pv.labels.iter() {
-                    labels.entry(k.clone()).or_insert_with(|| v.clone());
-                }
-            }
+                .map(|pv| Arc::clone(&pv.labels));
+            let labels = n.label_view(t.map(|t| &t.labels), pool_labels);
             let alloc = n.allocatable.clone().or_else(|| t.map(|t| t.allocatable.clone()));
             let usable = alloc.is_some() && !n.unschedulable;
             let mut free = alloc.unwrap_or_default();
@@ -945,7 +1004,7 @@ impl<'a> Prepared<'a> {
     }
 
     /// Whether a bucket's pods may be placed on an existing node.
-    pub fn fits_node(&self, b: &Bucket, n: &NodeState) -> bool {
+    pub fn fits_node(&self, b: &Bucket, n: &NodeState<'_>) -> bool {
         if !n.usable || b.zones & (1 << n.zone) == 0 || b.cts & ct_bit(n.ct) == 0 {
             return false;
         }
@@ -1122,8 +1181,8 @@ fn pool_view<'a>(
         types: set,
         zones: zone_mask & zones_used,
         cts,
-        labels: std::sync::Arc::new(labels_out),
-        ds_overhead: std::sync::Arc::new(ds_overhead),
+        labels: Arc::new(labels_out),
+        ds_overhead: Arc::new(ds_overhead),
         used: Resources::new(),
         used_nodes: 0,
     }
