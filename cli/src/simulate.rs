@@ -265,9 +265,9 @@ fn print_report(report: &Report) {
             t
         }
         None => {
-            let mut t = table(["", "nodewright", ""]);
+            let mut t = table(["", "nodewright"]);
             for (l, o) in labels.iter().zip(&ours) {
-                t.add_row([l.to_string(), o.clone(), String::new()]);
+                t.add_row([l.to_string(), o.clone()]);
             }
             t
         }

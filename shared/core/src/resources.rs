@@ -199,6 +199,24 @@ impl Resources {
             .all(|(k, v)| *v == 0 || capacity.extended.get(k).is_some_and(|c| c >= v))
     }
 
+    /// True when `self` plus `extra` fits in `capacity` (no sum is built: hot in the scheduler).
+    #[inline]
+    pub fn fits_in_with(&self, extra: &Resources, capacity: &Resources) -> bool {
+        for i in 0..FIXED {
+            if self.fixed[i].saturating_add(extra.fixed[i]) > capacity.fixed[i] {
+                return false;
+            }
+        }
+        let cap = |k: &String| capacity.extended.get(k).copied().unwrap_or(0);
+        self.extended
+            .iter()
+            .all(|(k, v)| v.saturating_add(extra.extended.get(k).copied().unwrap_or(0)) <= cap(k))
+            && extra
+                .extended
+                .iter()
+                .all(|(k, v)| self.extended.contains_key(k) || *v <= cap(k))
+    }
+
     /// The first resource that does not fit, for explanations.
     pub fn first_shortfall(&self, capacity: &Resources) -> Option<(String, u64, u64)> {
         for r in Resource::ALL {
@@ -353,5 +371,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(bad.contains("\"two\""), "{bad}");
+    }
+
+    fn resources() -> impl proptest::strategy::Strategy<Value = Resources> {
+        use proptest::prelude::*;
+        (
+            0u64..8,
+            0u64..8,
+            proptest::collection::btree_map(prop_oneof!["nvidia.com/gpu", "example.com/fpga"], 0u64..4, 0..3),
+        )
+            .prop_map(|(cpu, mem, ext)| {
+                let mut r = Resources::new().with(Resource::Cpu, cpu).with(Resource::Memory, mem);
+                for (k, v) in ext {
+                    r.set_named(&k, v);
+                }
+                r
+            })
+    }
+
+    proptest::proptest! {
+        /// The allocation-free check agrees with summing and then checking.
+        #[test]
+        fn fits_in_with_is_sum_then_fits(a in resources(), b in resources(), cap in resources()) {
+            let mut sum = a.clone();
+            sum.add(&b);
+            proptest::prop_assert_eq!(a.fits_in_with(&b, &cap), sum.fits_in(&cap));
+        }
     }
 }

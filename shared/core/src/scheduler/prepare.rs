@@ -4,6 +4,7 @@
 //! interchangeable pods.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -71,8 +72,12 @@ pub struct Signature {
     pub preferred: Vec<(i32, Vec<Requirement>)>,
     pub tolerations: Vec<Toleration>,
     /// Per pool (in `Prepared::pools` order): the compatible offerings, or why there are none.
-    pub compat: Vec<Result<Compat, String>>,
+    /// Shared with the templates' cache.
+    pub compat: PoolCompat,
 }
+
+/// A signature's compatibility with each pool (in `Prepared::pools` order), shared.
+pub type PoolCompat = Arc<Vec<Result<Compat, String>>>;
 
 #[derive(Clone)]
 pub struct Compat {
@@ -341,6 +346,9 @@ pub struct Templates<'a> {
     daemonsets: &'a [Pod],
     index: Cow<'a, TypeIndex>,
     views: Vec<PoolView<'a>>,
+    /// Each signature's compatibility with the pools, as first computed: it depends on nothing
+    /// but the signature and the templates, and a cluster has few signatures.
+    compat: RefCell<HashMap<SigKey, PoolCompat>>,
 }
 
 impl<'a> Templates<'a> {
@@ -366,6 +374,7 @@ impl<'a> Templates<'a> {
             daemonsets,
             index,
             views,
+            compat: RefCell::default(),
         }
     }
 
@@ -439,7 +448,7 @@ impl<'a> Prepared<'a> {
         let mut pod_sig = Vec::with_capacity(input.pods.len());
         for p in input.pods {
             let key = SigKey::of(p);
-            let id = *sig_index.entry(key).or_insert_with(|| {
+            let id = *sig_index.entry(key).or_insert_with_key(|key| {
                 let mut s = Signature {
                     node_selector: selector_reqs(&p.node_selector),
                     terms: p.node_affinity.clone(),
@@ -453,9 +462,20 @@ impl<'a> Prepared<'a> {
                         v
                     },
                     tolerations: p.tolerations.clone(),
-                    compat: Vec::new(),
+                    compat: Arc::default(),
                 };
-                s.compat = pools.iter().map(|pv| compat(&s, pv, types, &zones, &offers)).collect();
+                let cached = templates.and_then(|t| t.compat.borrow().get(key).cloned());
+                s.compat = match cached {
+                    Some(c) => c,
+                    None => {
+                        let c: Arc<Vec<_>> =
+                            Arc::new(pools.iter().map(|pv| compat(&s, pv, types, &zones, &offers)).collect());
+                        if let Some(t) = templates {
+                            t.compat.borrow_mut().insert(key.clone(), Arc::clone(&c));
+                        }
+                        c
+                    }
+                };
                 sigs.push(s);
                 sigs.len() - 1
             });
@@ -497,9 +517,7 @@ impl<'a> Prepared<'a> {
                     for (pi, c) in prep.sigs[sig].compat.iter().enumerate() {
                         let Ok(c) = c else { continue };
                         for t in c.types.iter() {
-                            let mut need = req.clone();
-                            need.add(&prep.pools[pi].ds_overhead[t]);
-                            if need.fits_in(&types[t].allocatable) {
+                            if req.fits_in_with(&prep.pools[pi].ds_overhead[t], &types[t].allocatable) {
                                 for (_, ct, z) in &prep.offers[t] {
                                     if c.cts & ct != 0 && c.zones & (1 << z) != 0 {
                                         mask |= 1 << z;
@@ -1063,7 +1081,7 @@ fn unsupported(p: &Pod) -> Option<String> {
     None
 }
 
-#[derive(PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 struct SigKey {
     node_selector: BTreeMap<String, String>,
     terms: Vec<Vec<Requirement>>,

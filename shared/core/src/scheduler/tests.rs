@@ -305,8 +305,12 @@ proptest! {
         }
         let again = schedule(&input, &opts);
         prop_assert_eq!(&plan, &again, "the plan must be deterministic");
-        // Precomputed templates (what the disruption planner reuses) change nothing.
-        let templates = crate::scheduler::Templates::new(types(), &pools, &[]);
+        // Precomputed templates and type index (what the disruption planner reuses) change
+        // nothing, and neither does their signature cache on a second call (the first warms it).
+        let index = crate::scheduler::TypeIndex::new(types());
+        let templates = crate::scheduler::Templates::with_index(types(), Some(&index), &pools, &[]);
+        let first_half = Input { pods: &pods[..pods.len() / 2], ..input };
+        crate::scheduler::schedule_with(&first_half, &opts, Some(&templates));
         let with = crate::scheduler::schedule_with(&input, &opts, Some(&templates));
         prop_assert_eq!(plan, with, "templates must not change the plan");
     }
