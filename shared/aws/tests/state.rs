@@ -197,7 +197,10 @@ async fn a_duplicate_event_returns_the_first_outcome_without_a_second_write() {
 async fn a_late_running_after_terminated_does_not_resurrect_a_claim() {
     let clients = support::clients().await;
     let store = support::store(&clients, "claims").await;
-    let claim = ClaimRecord::launching("c-1", "general", vec!["pod-a".into(), "pod-b".into()], NOW);
+    let mut claim = ClaimRecord::launching("c-1", "general", vec!["pod-a".into(), "pod-b".into()], NOW);
+    claim.node_class_hash = Some("0123456789abcdef".into());
+    claim.pods_digest = Some("feedface".into());
+    claim.pods_changed_at = Some(NOW + 5);
     assert!(store.create_claim(&claim).await.unwrap());
     assert!(!store.create_claim(&claim).await.unwrap(), "a second create is refused");
 
@@ -237,6 +240,9 @@ async fn a_late_running_after_terminated_does_not_resurrect_a_claim() {
     assert_eq!(stored.instance_type.as_deref(), Some("m5.large"));
     assert_eq!(stored.allocatable.as_ref().map(|a| a.cpu_milli()), Some(1_930));
     assert_eq!(stored.pods, vec!["pod-a".to_string(), "pod-b".to_string()]);
+    assert_eq!(stored.node_class_hash.as_deref(), Some("0123456789abcdef"));
+    assert_eq!(stored.pods_digest.as_deref(), Some("feedface"));
+    assert_eq!(stored.pods_changed_at, Some(NOW + 5));
 
     // Look-ups by instance, state and pool.
     assert_eq!(

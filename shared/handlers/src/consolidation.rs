@@ -12,7 +12,7 @@
 //! planner already applied: replacements are provisioned first and the nodes cordoned; nodes with no
 //! replacement are cordoned and drained now; termination follows on a later run once drained.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use nodewright_aws::EpochMillis;
 use nodewright_aws::state::{ClaimRecord, ClaimUpdate, Holder};
@@ -240,6 +240,80 @@ async fn drain<S: State, C: Capacity, K: ClusterApi>(
     Ok(())
 }
 
+/// A digest of the workload pods on a node (daemonset pods aside): the sorted uids, FNV-1a. Stored
+/// on the claim, it tells the next run whether the node's pods changed.
+fn pods_digest<'p>(pods: impl Iterator<Item = &'p nodewright_core::Pod>) -> String {
+    let mut uids: Vec<&str> = pods.filter(|p| !p.is_daemonset()).map(|p| p.uid.as_str()).collect();
+    uids.sort_unstable();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in uids.iter().flat_map(|u| u.bytes().chain([0])) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}:{}", uids.len())
+}
+
+/// When the pods on `claim`'s node last changed, given their digest now; records a change on the
+/// claim. The first sighting counts from the node's readiness (when its pods arrived is unknown).
+async fn pods_changed_at<S: State, C: Capacity, K: ClusterApi>(
+    deps: &Deps<S, C, K>,
+    claim: &ClaimRecord,
+    digest: &str,
+    now: EpochMillis,
+) -> Result<EpochMillis> {
+    if let (Some(d), Some(at)) = (&claim.pods_digest, claim.pods_changed_at)
+        && d == digest
+    {
+        return Ok(at);
+    }
+    let at = match claim.pods_digest {
+        None => claim.entered(ClaimState::Ready).unwrap_or(now),
+        Some(_) => now,
+    };
+    let mut updated = claim.clone();
+    updated.pods_digest = Some(digest.to_string());
+    updated.pods_changed_at = Some(at);
+    updated.version += 1;
+    // A lost race means another run recorded the change; either time is right within a tick.
+    deps.state.replace_claim(&updated, claim.version).await?;
+    Ok(at)
+}
+
+/// Why `nodes` may no longer be disrupted as planned, if so: their pods changed since planning, or
+/// their claims left Ready (another run took them).
+async fn changed_since_planning<S: State, C: Capacity, K: ClusterApi>(
+    deps: &Deps<S, C, K>,
+    cluster: &K,
+    nodes: &[String],
+    planned: &HashMap<&str, String>,
+    node_claim: &HashMap<&str, &ClaimRecord>,
+) -> Result<Option<String>> {
+    let bound = cluster.bound_pods().await?;
+    for node in nodes {
+        let now = pods_digest(
+            bound
+                .items
+                .iter()
+                .filter(|p| p.node_name.as_deref() == Some(node.as_str())),
+        );
+        if planned.get(node.as_str()) != Some(&now) {
+            return Ok(Some(format!("the pods on {node} changed since planning")));
+        }
+        if let Some(claim) = node_claim.get(node.as_str()) {
+            let fresh = deps.state.get_claim(&claim.id).await?;
+            let state = fresh.map(|c| c.state);
+            if !matches!(state, Some(ClaimState::Ready | ClaimState::Registered)) {
+                return Ok(Some(format!(
+                    "claim {} of {node} is now {}",
+                    claim.id,
+                    state.map_or("gone", |s| s.as_str())
+                )));
+            }
+        }
+    }
+    Ok(None)
+}
+
 async fn disrupt<S: State, C: Capacity, K: ClusterApi>(
     deps: &Deps<S, C, K>,
     now: EpochMillis,
@@ -262,6 +336,7 @@ async fn disrupt<S: State, C: Capacity, K: ClusterApi>(
         .filter_map(|c| Some((c.instance_id.as_deref()?, c)))
         .collect();
     let mut managed = Vec::new();
+    let mut planned_digests: HashMap<&str, String> = HashMap::new();
     for n in &nodes.items {
         let Some(claim) = n.instance_id.as_deref().and_then(|i| claim_of.get(i)) else {
             continue;
@@ -272,6 +347,7 @@ async fn disrupt<S: State, C: Capacity, K: ClusterApi>(
         let mut node = n.node.clone();
         node.pods = pods_by_node.get(node.name.as_str()).cloned().unwrap_or_default();
         node.price = claim.price_per_hour;
+        let digest = pods_digest(node.pods.iter());
         let mut m = ManagedNode::new(node, claim.entered(ClaimState::Launching).unwrap_or(now) / 1000);
         m.disrupting = !matches!(claim.state, ClaimState::Ready | ClaimState::Registered);
         m.do_not_disrupt = n
@@ -279,14 +355,16 @@ async fn disrupt<S: State, C: Capacity, K: ClusterApi>(
             .labels
             .get(nodewright_core::labels::DO_NOT_DISRUPT)
             .is_some_and(|v| v == "true");
-        // Without a pod-change history, the node's readiness time stands in (conservative).
-        m.last_pod_change_at = claim.entered(ClaimState::Ready).map(|t| t / 1000);
+        m.node_class_hash = claim.node_class_hash.clone();
+        if !m.disrupting {
+            m.last_pod_change_at = Some(pods_changed_at(deps, claim, &digest, now).await? / 1000);
+        }
+        planned_digests.insert(n.node.name.as_str(), digest);
         managed.push(m);
     }
     if managed.is_empty() {
         return Ok(());
     }
-    let hashes = BTreeMap::new();
     let plan = disruption::plan(
         &disruption::Input {
             nodes: &managed,
@@ -295,7 +373,7 @@ async fn disrupt<S: State, C: Capacity, K: ClusterApi>(
             type_index: Some(&deps.settings.type_index),
             daemonsets: &daemonsets.items,
             pdbs: &pdbs,
-            node_class_hashes: &hashes,
+            node_class_hashes: &deps.settings.node_class_hashes,
             now: now / 1000,
         },
         &disruption::Options::default(),
@@ -306,6 +384,43 @@ async fn disrupt<S: State, C: Capacity, K: ClusterApi>(
         .filter_map(|n| Some((n.node.name.as_str(), *claim_of.get(n.instance_id.as_deref()?)?)))
         .collect();
     for action in &plan.actions {
+        // Re-validate against fresh state just before acting.
+        if let Some(why) = changed_since_planning(deps, cluster, &action.nodes, &planned_digests, &node_claim).await? {
+            tracing::info!(nodes = ?action.nodes, %why, "disruption aborted");
+            out.push(Action::DisruptionAborted {
+                nodes: action.nodes.clone(),
+                why,
+            });
+            continue;
+        }
+        // The claims move to Cordoned first: that conditional write is what keeps a concurrent
+        // run from acting on the same nodes (it sees them no longer Ready and aborts).
+        let mut taken = Vec::new();
+        for node in &action.nodes {
+            let Some(claim) = node_claim.get(node.as_str()) else {
+                continue;
+            };
+            let t = deps
+                .state
+                .transition_claim(&claim.id, ClaimState::Cordoned, now, &ClaimUpdate::default())
+                .await?;
+            if !matches!(t, nodewright_aws::state::TransitionOutcome::Advanced(_)) {
+                break;
+            }
+            taken.push((node.as_str(), *claim));
+        }
+        if taken.len() != action.nodes.len() {
+            // Nodes already taken stay cordoned: the drain step empties them and their pods are
+            // provisioned as pending pods.
+            out.push(Action::DisruptionAborted {
+                nodes: action.nodes.clone(),
+                why: "another invocation is disrupting these nodes".into(),
+            });
+            for (node, _) in &taken {
+                cluster.cordon_and_taint(node, DISRUPTED_TAINT).await?;
+            }
+            continue;
+        }
         out.push(Action::Disruption {
             reason: format!("{:?}", action.reason),
             nodes: action.nodes.clone(),
@@ -314,29 +429,25 @@ async fn disrupt<S: State, C: Capacity, K: ClusterApi>(
         });
         if !action.replacements.is_empty() {
             // Replacement first: the pods of the nodes go through provisioning (which plans the
-            // replacement afresh against current offerings).
+            // replacement afresh against current offerings); the nodes drain once it is Ready.
             let nodes: Vec<&str> = action.nodes.iter().map(String::as_str).collect();
             let pods = workload_pods_of(&bound.items, &nodes);
             let holder = Holder::Invocation(format!("disrupt/{}", action.nodes.join(",")));
-            let claims: Vec<&str> = nodes
-                .iter()
-                .filter_map(|n| node_claim.get(n).map(|c| c.id.as_str()))
-                .collect();
+            let claims: Vec<&str> = taken.iter().map(|(_, c)| c.id.as_str()).collect();
             release_from_claims(deps, &pods, &claims).await?;
             provision(deps, pods, &holder, &[], now, out).await?;
         }
-        for node in &action.nodes {
-            let Some(claim) = node_claim.get(node.as_str()) else {
-                continue;
-            };
+        for (node, claim) in &taken {
             cluster.cordon_and_taint(node, DISRUPTED_TAINT).await?;
             out.push(Action::Cordoned {
-                node: node.clone(),
+                node: (*node).to_string(),
                 taint: DISRUPTED_TAINT.into(),
             });
-            deps.state
-                .transition_claim(&claim.id, ClaimState::Cordoned, now, &ClaimUpdate::default())
-                .await?;
+            out.push(Action::ClaimTransition {
+                claim: claim.id.clone(),
+                to: ClaimState::Cordoned.as_str().into(),
+                outcome: "advanced".into(),
+            });
             if action.replacements.is_empty() {
                 deps.state
                     .transition_claim(&claim.id, ClaimState::Draining, now, &ClaimUpdate::default())

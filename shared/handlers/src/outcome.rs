@@ -91,6 +91,10 @@ pub enum Action {
         replacements: usize,
         saving_per_hour: f64,
     },
+    /// A planned disruption not carried out: the cluster changed between planning and acting
+    /// (pods arrived or left, or another invocation took the node).
+    #[serde(rename_all = "camelCase")]
+    DisruptionAborted { nodes: Vec<String>, why: String },
 }
 
 /// Everything one invocation did.

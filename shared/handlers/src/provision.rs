@@ -387,6 +387,11 @@ async fn launch_claim<S: State, C: Capacity, K: ClusterApi>(
     let mut requested = plan.requests.clone();
     requested.add(&plan.daemonset_overhead);
     record.requested = Some(requested);
+    record.node_class_hash = pool
+        .node_class
+        .as_ref()
+        .and_then(|c| deps.settings.node_class_hashes.get(c))
+        .cloned();
     if let PoolBacking::AutoScalingGroup { group_name, .. } = &pool.backing {
         record.backing = format!("asg:{group_name}");
     }

@@ -2,6 +2,7 @@
 //! variable. [`ENV_VARS`] is the one list of what the functions read (docs/configuration.md and the
 //! SAM template are checked against it).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -95,6 +96,9 @@ pub struct Settings {
     pub instance_types: Arc<[InstanceType]>,
     /// Index of `instance_types`, built once: every consolidation plan reuses it.
     pub type_index: Arc<TypeIndex>,
+    /// Drift hash of each EC2NodeClass by name: stamped on claims at launch, compared by the
+    /// disruption planner.
+    pub node_class_hashes: BTreeMap<String, String>,
     pub rebalance: RebalancePolicy,
     pub registration_timeout_ms: i64,
     pub reservation_ttl_secs: i64,
@@ -122,7 +126,9 @@ impl Settings {
         }
         let instance_types: Arc<[InstanceType]> = instance_types.into();
         let type_index = Arc::new(TypeIndex::new(&instance_types));
+        let node_class_hashes = config.node_class_hashes();
         Ok(Settings {
+            node_class_hashes,
             cluster: cluster.into(),
             region: region.into(),
             config,

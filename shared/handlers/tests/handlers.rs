@@ -432,3 +432,158 @@ async fn twenty_concurrent_overlapping_batches_reserve_each_pod_once() {
     let pods_in_claims: usize = claims.iter().map(|c| c.pods.len()).sum();
     assert_eq!(pods_in_claims, 7);
 }
+
+/// The scheduled event with its own id (each tick is a new event, not a replay).
+fn tick(n: u32) -> Vec<u8> {
+    event_text("scheduled.json")
+        .replace("a6b7c8d9-e0f1-a2b3-c4d5-e6f708192a3b", &format!("tick-{n}"))
+        .into_bytes()
+}
+
+/// One claim's node listed in the cluster (the claim Ready at NOW), with `pods` bound to it.
+fn one_listed_node(deps: &MemDeps, pods: Vec<nodewright_core::Pod>) -> (nodewright_aws::state::ClaimRecord, String) {
+    let claim = deps.state.claim_records().into_iter().next().unwrap();
+    let iid = claim.instance_id.clone().unwrap();
+    let cluster = deps.cluster.as_ref().unwrap();
+    cluster.set_nodes(vec![node_for(&iid, claim.instance_type.as_deref().unwrap(), &claim.id)]);
+    let node = format!("node-{iid}");
+    cluster.set_bound(
+        pods.into_iter()
+            .map(|mut p| {
+                p.node_name = Some(node.clone());
+                p
+            })
+            .collect(),
+    );
+    (claim, node)
+}
+
+fn small_pod(uid: &str) -> nodewright_core::Pod {
+    let mut p = nodewright_core::Pod {
+        uid: uid.into(),
+        name: uid.into(),
+        namespace: "shop".into(),
+        ..Default::default()
+    };
+    p.requests.set_quantity("cpu", "250m").unwrap();
+    p.requests.set_quantity("pods", "1").unwrap();
+    p
+}
+
+fn disruptions(o: &nodewright_handlers::Outcome) -> Vec<(String, Vec<String>)> {
+    o.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Disruption { reason, nodes, .. } => Some((reason.clone(), nodes.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_node_launched_under_a_changed_node_class_is_replaced_as_drifted() {
+    let mut deps = deps();
+    sample_batch(&deps).await;
+    all_ready(&deps).await;
+    let (claim, node) = one_listed_node(&deps, vec![small_pod("web-0")]);
+    // Claims carry the drift hash of the class they were launched under.
+    let launched_under = deps.settings.node_class_hashes["default"].clone();
+    assert_eq!(claim.node_class_hash.as_deref(), Some(launched_under.as_str()));
+
+    // Same class: nothing drifted (and consolidateAfter has not passed).
+    let o = run(Function::Consolidation, &deps, &tick(1), NOW + 30_000).await;
+    assert!(disruptions(&o).is_empty(), "{o:#?}");
+
+    // The class now selects other subnets: the node is replaced, launch first, then cordoned.
+    let moved = POOLS.replace(
+        "subnetSelectorTerms: [{tags: {karpenter.sh/discovery: demo}}]",
+        "subnetSelectorTerms: [{tags: {karpenter.sh/discovery: demo-v2}}]",
+    );
+    deps.settings = settings(&moved);
+    assert_ne!(deps.settings.node_class_hashes["default"], launched_under);
+    let o = run(Function::Consolidation, &deps, &tick(2), NOW + 40_000).await;
+    assert_eq!(
+        disruptions(&o),
+        vec![("Drifted".to_string(), vec![node.clone()])],
+        "{o:#?}"
+    );
+    assert!(
+        o.actions
+            .iter()
+            .any(|a| matches!(a, Action::Disruption { replacements, .. } if *replacements == 1))
+    );
+    assert_eq!(
+        deps.cluster.as_ref().unwrap().writes(),
+        [ClusterWrite::CordonAndTaint {
+            node,
+            taint: nodewright_kube::DISRUPTED_TAINT.into()
+        }],
+        "cordoned, not drained before the replacement is ready"
+    );
+    assert_eq!(
+        deps.state.get_claim(&claim.id).await.unwrap().unwrap().state,
+        ClaimState::Cordoned
+    );
+}
+
+#[tokio::test]
+async fn consolidate_after_counts_from_the_last_pod_change_not_from_readiness() {
+    let deps = deps();
+    sample_batch(&deps).await;
+    all_ready(&deps).await;
+    let mut pinned = small_pod("batch-0");
+    pinned.do_not_disrupt = true;
+    let (claim, node) = one_listed_node(&deps, vec![pinned]);
+
+    // Busy with a do-not-disrupt pod: nothing happens; the pods are recorded, the change dated
+    // at readiness (the first sighting).
+    let o = run(Function::Consolidation, &deps, &tick(1), NOW + 10 * 60_000).await;
+    assert!(disruptions(&o).is_empty(), "{o:#?}");
+    let seen = deps.state.get_claim(&claim.id).await.unwrap().unwrap();
+    assert!(seen.pods_digest.is_some());
+    assert!(seen.entered(ClaimState::Ready).is_some());
+    assert_eq!(seen.pods_changed_at, seen.entered(ClaimState::Ready));
+
+    // The pod leaves: the node is empty, but only just (consolidateAfter is 1m).
+    deps.cluster.as_ref().unwrap().set_bound(Vec::new());
+    let left = NOW + 10 * 60_000 + 30_000;
+    let o = run(Function::Consolidation, &deps, &tick(2), left).await;
+    assert!(disruptions(&o).is_empty(), "{o:#?}");
+    assert_eq!(
+        deps.state.get_claim(&claim.id).await.unwrap().unwrap().pods_changed_at,
+        Some(left)
+    );
+
+    // A minute after the change: deleted as empty.
+    let o = run(Function::Consolidation, &deps, &tick(3), left + 61_000).await;
+    assert_eq!(disruptions(&o), vec![("Empty".to_string(), vec![node])], "{o:#?}");
+}
+
+#[tokio::test]
+async fn a_plan_is_abandoned_when_pods_arrive_between_planning_and_acting() {
+    let deps = deps();
+    sample_batch(&deps).await;
+    all_ready(&deps).await;
+    let (claim, node) = one_listed_node(&deps, Vec::new());
+    // The handler lists bound pods to reconcile, then to plan, then to re-validate: a pod lands on
+    // the empty node after the planning listing.
+    let mut arrived = small_pod("late-0");
+    arrived.node_name = Some(node.clone());
+    let cluster = deps.cluster.as_ref().unwrap();
+    cluster.change_bound_after(2, vec![arrived]);
+
+    let o = run(Function::Consolidation, &deps, &tick(1), NOW + 5 * 60_000).await;
+    assert!(disruptions(&o).is_empty(), "{o:#?}");
+    assert!(
+        o.actions
+            .iter()
+            .any(|a| matches!(a, Action::DisruptionAborted { nodes, why }
+            if *nodes == [node.clone()] && why.contains("changed since planning"))),
+        "{o:#?}"
+    );
+    assert!(cluster.writes().is_empty(), "nothing cordoned or drained");
+    assert_eq!(
+        deps.state.get_claim(&claim.id).await.unwrap().unwrap().state,
+        ClaimState::Ready
+    );
+}

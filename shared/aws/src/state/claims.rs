@@ -38,6 +38,16 @@ pub struct ClaimRecord {
     pub transitions: BTreeMap<ClaimState, EpochMillis>,
     /// Where the capacity comes from: `fleet` or `asg:<group name>`.
     pub backing: String,
+    /// Drift hash of the EC2NodeClass the claim was launched under (`Ec2NodeClass::drift_hash`);
+    /// None for adopted instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_class_hash: Option<String>,
+    /// Digest of the workload pods last seen on the claim's node, and when that set last changed
+    /// (epoch ms): consolidateAfter counts from this change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pods_digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pods_changed_at: Option<EpochMillis>,
     /// Incremented by every write; the condition for the next one.
     pub version: u64,
 }
@@ -59,6 +69,9 @@ impl ClaimRecord {
             pods,
             transitions: BTreeMap::from([(ClaimState::Launching, now)]),
             backing: "fleet".into(),
+            node_class_hash: None,
+            pods_digest: None,
+            pods_changed_at: None,
             version: 0,
         }
     }
@@ -157,6 +170,15 @@ impl StateStore {
             let json = serde_json::to_string(v).map_err(|e| Error::invalid("requested", e.to_string()))?;
             item.insert("requested".into(), s(json));
         }
+        if let Some(v) = &claim.node_class_hash {
+            item.insert("nodeClassHash".into(), s(v));
+        }
+        if let Some(v) = &claim.pods_digest {
+            item.insert("podsDigest".into(), s(v));
+        }
+        if let Some(v) = claim.pods_changed_at {
+            item.insert("podsChangedAt".into(), n(v));
+        }
         item.insert("pods".into(), AttributeValue::L(claim.pods.iter().map(s).collect()));
         item.insert(
             "transitions".into(),
@@ -212,6 +234,9 @@ impl StateStore {
             pods: f.string_list("pods")?,
             transitions,
             backing: f.opt_s("backing")?.unwrap_or_else(|| "fleet".into()),
+            node_class_hash: f.opt_s("nodeClassHash")?,
+            pods_digest: f.opt_s("podsDigest")?,
+            pods_changed_at: f.opt_n("podsChangedAt")?,
             version: f.n("version")?,
         })
     }

@@ -54,6 +54,14 @@ impl Config {
         self.node_pools.iter().find(|p| p.name == name)
     }
 
+    /// The drift hash of every EC2NodeClass, by name ([`Ec2NodeClass::drift_hash`]).
+    pub fn node_class_hashes(&self) -> BTreeMap<String, String> {
+        self.node_classes
+            .iter()
+            .map(|c| (c.name.clone(), c.drift_hash()))
+            .collect()
+    }
+
     /// Merges another file's declarations (the CLI accepts several files).
     pub fn merge(&mut self, other: Config) {
         self.node_pools.extend(other.node_pools);
@@ -274,6 +282,24 @@ pub struct Ec2NodeClass {
     pub block_device_mappings: Vec<BlockDevice>,
     /// IMDSv2 is required unless the class says otherwise.
     pub http_tokens_required: bool,
+}
+
+impl Ec2NodeClass {
+    /// A stable digest of everything in the class that shapes a launched node (AMI, subnet and
+    /// security-group selectors, role, tags, user data, kubelet, block devices, IMDS): a node
+    /// launched under another digest has drifted. Nodewright does not resolve selectors to AMI,
+    /// subnet or group ids, so a change of the selectors (not of what they select) is what drifts.
+    /// FNV-1a over the class's canonical JSON: stable across processes and releases, unlike
+    /// `std`'s hasher.
+    pub fn drift_hash(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in json {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{h:016x}")
+    }
 }
 
 #[cfg(test)]

@@ -207,3 +207,27 @@ fn not_yaml_is_one_clear_error() {
     assert_eq!(d.errors.len(), 1);
     assert!(d.errors[0].starts_with("bad.yaml:"), "{:?}", d.errors);
 }
+
+#[test]
+fn node_class_drift_hash_is_stable_and_follows_the_launch_settings() {
+    let class = |subnet_tag: &str| {
+        let text = format!(
+            "apiVersion: karpenter.k8s.aws/v1
+kind: EC2NodeClass
+metadata: {{name: default}}
+spec:
+  amiSelectorTerms: [{{alias: al2023@latest}}]
+  role: NodeRole
+  subnetSelectorTerms: [{{tags: {{karpenter.sh/discovery: {subnet_tag}}}}}]
+  securityGroupSelectorTerms: [{{tags: {{karpenter.sh/discovery: demo}}}}]
+"
+        );
+        let (config, _) = Config::parse_strict(&text, "class.yaml").unwrap();
+        config.node_class_hashes()
+    };
+    let a = class("demo");
+    assert_eq!(a.len(), 1);
+    assert_eq!(a["default"].len(), 16, "{a:?}");
+    assert_eq!(a, class("demo"), "the same class hashes the same");
+    assert_ne!(a["default"], class("other")["default"], "new subnets drift");
+}

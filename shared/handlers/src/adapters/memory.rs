@@ -571,6 +571,10 @@ struct ClusterData {
     daemonsets: Vec<Pod>,
     pdbs: Vec<Pdb>,
     writes: Vec<ClusterWrite>,
+    /// Bound-pod listings served so far, and a change due after that many (tests: the cluster
+    /// moving between a handler's read and its write).
+    bound_lists: usize,
+    bound_change: Option<(usize, Vec<Pod>)>,
 }
 
 /// Kubernetes stand-in: nodes and pods set by the caller, writes recorded.
@@ -592,6 +596,13 @@ impl MemoryCluster {
     pub fn set_bound(&self, pods: Vec<Pod>) {
         lock(&self.data).bound = pods;
     }
+    /// After `listings` more bound-pod listings, the bound pods become `pods`: a pod arriving or
+    /// leaving while a handler is between reading and acting.
+    pub fn change_bound_after(&self, listings: usize, pods: Vec<Pod>) {
+        let mut d = lock(&self.data);
+        let due = d.bound_lists + listings;
+        d.bound_change = Some((due, pods));
+    }
     pub fn writes(&self) -> Vec<ClusterWrite> {
         lock(&self.data).writes.clone()
     }
@@ -609,8 +620,15 @@ impl ClusterApi for MemoryCluster {
         })
     }
     async fn bound_pods(&self) -> nodewright_kube::Result<Listed<Pod>> {
+        let mut d = lock(&self.data);
+        if d.bound_change.as_ref().is_some_and(|(due, _)| d.bound_lists >= *due)
+            && let Some((_, pods)) = d.bound_change.take()
+        {
+            d.bound = pods;
+        }
+        d.bound_lists += 1;
         Ok(Listed {
-            items: lock(&self.data).bound.clone(),
+            items: d.bound.clone(),
             rejected: Vec::new(),
         })
     }
