@@ -247,6 +247,39 @@ impl Resources {
         n
     }
 
+    /// How many copies of `item` fit into `self` minus `used` (capacity never negative), without
+    /// building the difference: the packer asks this of every open claim for every bucket.
+    #[inline]
+    pub fn times_fits_after(&self, used: &Resources, item: &Resources) -> u64 {
+        // Comparisons first: most answers are 0, and divisions cost far more.
+        for i in 0..FIXED {
+            if item.fixed[i] > 0 && used.fixed[i].saturating_add(item.fixed[i]) > self.fixed[i] {
+                return 0;
+            }
+        }
+        let mut n = u64::MAX;
+        for i in 0..FIXED {
+            if let Some(q) = self.fixed[i].saturating_sub(used.fixed[i]).checked_div(item.fixed[i]) {
+                n = n.min(q);
+                if n == 0 {
+                    return 0;
+                }
+            }
+        }
+        for (k, v) in &item.extended {
+            if *v > 0 {
+                let free = self
+                    .extended
+                    .get(k)
+                    .copied()
+                    .unwrap_or(0)
+                    .saturating_sub(used.extended.get(k).copied().unwrap_or(0));
+                n = n.min(free / v);
+            }
+        }
+        n
+    }
+
     /// Formats one resource amount for humans.
     pub fn format_amount(name: &str, v: u64) -> String {
         match name {
@@ -390,6 +423,14 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// The allocation-free count agrees with subtracting and then counting.
+        #[test]
+        fn times_fits_after_is_sub_then_times_fits(cap in resources(), used in resources(), item in resources()) {
+            let mut free = cap.clone();
+            free.saturating_sub(&used);
+            proptest::prop_assert_eq!(cap.times_fits_after(&used, &item), free.times_fits(&item));
+        }
+
         /// The allocation-free check agrees with summing and then checking.
         #[test]
         fn fits_in_with_is_sum_then_fits(a in resources(), b in resources(), cap in resources()) {

@@ -109,6 +109,11 @@ pub(super) fn place_on_existing(prep: &mut Prepared, bindings: &mut Vec<(usize, 
 /// How many pods of bucket `b` may join claim `c` (at most `want`), and the narrowed offering set.
 pub(super) fn join_capacity(prep: &Prepared, c: &Claim, b: usize, want: u64) -> Option<(u64, u64, u8)> {
     let bucket = &prep.buckets[b];
+    // Most claims are full for most buckets: that check first, without allocating.
+    let room = c.cap.times_fits_after(&c.load, &bucket.req);
+    if room == 0 {
+        return None;
+    }
     let compat = prep.sigs[bucket.sig].compat[c.pool].as_ref().ok()?;
     if !compat.types.contains(c.target) {
         return None;
@@ -121,9 +126,7 @@ pub(super) fn join_capacity(prep: &Prepared, c: &Claim, b: usize, want: u64) -> 
     if (zones != c.zones || cts != c.cts) && !prep.offered(c.target, zones, cts) {
         return None;
     }
-    let mut free = c.cap.clone();
-    free.saturating_sub(&c.load);
-    let k = free.times_fits(&bucket.req).min(want).min(bucket.remaining() as u64);
+    let k = room.min(want).min(bucket.remaining() as u64);
     let k = c.host.max_add(bucket, k);
     let k = min_values_cap(prep, c, b, k, compat);
     (k > 0).then_some((k, zones, cts))
@@ -337,8 +340,8 @@ impl Values {
 
 #[allow(clippy::too_many_arguments)]
 /// Simulates filling a fresh claim of type `t` in pool `pi` seeded by bucket `seed`; returns the
-/// value packed. `active` lists the other buckets with pods left, largest first; `min_cpu` is the
-/// smallest CPU request among them (the scan stops once nothing more can fit).
+/// value packed. `active` lists the other buckets with pods left, largest first; `mins` holds the
+/// smallest request of each resource among them (the scan stops once nothing more can fit).
 fn simulate(
     prep: &Prepared,
     values: &mut Values,
@@ -348,8 +351,9 @@ fn simulate(
     seed: usize,
     share: Option<Share>,
     active: &[usize],
-    min_cpu: u64,
+    mins: &[u64; FIXED],
 ) -> f64 {
+    let min_cpu = mins[Resource::Cpu as usize];
     let (mut filled_cpu, mut filled_mem) = (0u64, 0u64);
     let mut free = prep.capacity(pi, t);
     let mut host = HostCounts::default();
@@ -357,19 +361,17 @@ fn simulate(
     let mut value = 0.0;
     for (i, &b) in std::iter::once(&seed).chain(active.iter()).enumerate() {
         if i > 0
-            && (free.cpu_milli() < min_cpu
+            && (free.fixed().iter().zip(mins).any(|(f, m)| f < m)
                 || free.get(Resource::Pods) == 0
                 || share.is_some_and(|s| s.cpu.saturating_sub(filled_cpu) < min_cpu || filled_mem >= s.memory))
         {
             break;
         }
         let bucket = &prep.buckets[b];
-        let rem = bucket.remaining() as u64;
-        let want = if i == 0 {
-            bucket.per_node
-        } else {
-            share.map_or(u64::MAX, |s| budget_left(s, filled_cpu, filled_mem, &bucket.req))
-        };
+        // One pod must fit before anything costlier is asked (comparisons, no divisions).
+        if bucket.req.fixed().iter().zip(free.fixed()).any(|(r, f)| r > f) {
+            continue;
+        }
         let Ok(compat) = &prep.sigs[bucket.sig].compat[pi] else {
             continue;
         };
@@ -381,6 +383,12 @@ fn simulate(
         if z == 0 || c == 0 || ((z != zones || c != cts) && !prep.offered(t, z, c)) {
             continue;
         }
+        let rem = bucket.remaining() as u64;
+        let want = if i == 0 {
+            bucket.per_node
+        } else {
+            share.map_or(u64::MAX, |s| budget_left(s, filled_cpu, filled_mem, &bucket.req))
+        };
         let k = free.times_fits(&bucket.req).min(want).min(rem);
         let k = host.max_add(bucket, k);
         if k == 0 {
@@ -570,11 +578,17 @@ fn open_claim(
         let active: Vec<usize> = (0..prep.buckets.len())
             .filter(|x| *x != b && prep.buckets[*x].remaining() > 0)
             .collect();
-        let min_cpu = active
-            .iter()
-            .map(|x| prep.buckets[*x].req.cpu_milli())
-            .min()
-            .unwrap_or(0);
+        // The smallest request of each resource among them: once a simulated node has less of
+        // any, nothing more fits and its scan stops.
+        let mut mins = [u64::MAX; FIXED];
+        for x in &active {
+            for (m, v) in mins.iter_mut().zip(prep.buckets[*x].req.fixed()) {
+                *m = (*m).min(*v);
+            }
+        }
+        if active.is_empty() {
+            mins = [0; FIXED];
+        }
         let mut candidates: Vec<(f64, f64, usize)> = ranked.iter().take(sim_types).copied().collect();
         // Also the types that are cheapest per pod for the seed's own shape: large pods often belong
         // on large nodes even when the average pod does not.
@@ -608,7 +622,7 @@ fn open_claim(
             candidates.push(c);
         }
         for (_, price, t) in candidates {
-            let value = simulate(prep, values, pi, t, (zones, cts), b, share, &active, min_cpu);
+            let value = simulate(prep, values, pi, t, (zones, cts), b, share, &active, &mins);
             let ratio = value / price;
             let better = match &best {
                 None => true,
