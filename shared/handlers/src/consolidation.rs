@@ -12,7 +12,7 @@
 //! planner already applied: replacements are provisioned first and the nodes cordoned; nodes with no
 //! replacement are cordoned and drained now; termination follows on a later run once drained.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use nodewright_aws::EpochMillis;
 use nodewright_aws::state::{ClaimRecord, ClaimUpdate, Holder};
@@ -175,11 +175,26 @@ async fn reconcile<S: State, C: Capacity, K: ClusterApi>(
             continue;
         }
         if let Some(iid) = &claim.instance_id {
-            deps.capacity.terminate(std::slice::from_ref(iid)).await?;
-            out.push(Action::Terminated {
-                instance_ids: vec![iid.clone()],
-                reason: "drained".into(),
-            });
+            let ids = std::slice::from_ref(iid);
+            match claim.backing.strip_prefix("asg:") {
+                // An Auto Scaling pool's node leaves with a desired-capacity decrement (else the
+                // group would launch a replacement); released from protection first.
+                Some(group) => {
+                    deps.capacity.set_protection(group, ids, false).await?;
+                    let done = deps.capacity.scale_in(group, ids).await?;
+                    out.push(Action::Terminated {
+                        instance_ids: done,
+                        reason: format!("drained; scaled in {group}"),
+                    });
+                }
+                None => {
+                    deps.capacity.terminate(ids).await?;
+                    out.push(Action::Terminated {
+                        instance_ids: vec![iid.clone()],
+                        reason: "drained".into(),
+                    });
+                }
+            }
         }
         let t = deps
             .state
@@ -236,6 +251,45 @@ async fn drain<S: State, C: Capacity, K: ClusterApi>(
             })
         }
         Err(e) => return Err(e.into()),
+    }
+    Ok(())
+}
+
+/// Protects the busy nodes of Auto Scaling pools from their group's own scale-in and releases the
+/// idle ones, so that when a group's desired capacity drops it removes an idle node. Two calls per
+/// group per run at most.
+async fn protect_busy_asg_nodes<S: State, C: Capacity, K: ClusterApi>(
+    deps: &Deps<S, C, K>,
+    busy: &[String],
+    node_claim: &HashMap<&str, &ClaimRecord>,
+    out: &mut Outcome,
+) -> Result<()> {
+    // group -> (busy instances, idle instances)
+    let mut groups: BTreeMap<&str, (Vec<String>, Vec<String>)> = BTreeMap::new();
+    for (node, claim) in node_claim {
+        let (Some(group), Some(iid)) = (claim.backing.strip_prefix("asg:"), &claim.instance_id) else {
+            continue;
+        };
+        if !matches!(claim.state, ClaimState::Ready | ClaimState::Registered) {
+            continue;
+        }
+        let entry = groups.entry(group).or_default();
+        if busy.iter().any(|b| b == node) {
+            entry.0.push(iid.clone());
+        } else {
+            entry.1.push(iid.clone());
+        }
+    }
+    for (group, (mut busy, mut idle)) in groups {
+        busy.sort();
+        idle.sort();
+        deps.capacity.set_protection(group, &busy, true).await?;
+        deps.capacity.set_protection(group, &idle, false).await?;
+        out.push(Action::Protected {
+            group: group.to_string(),
+            protected: busy,
+            released: idle,
+        });
     }
     Ok(())
 }
@@ -383,6 +437,7 @@ async fn disrupt<S: State, C: Capacity, K: ClusterApi>(
         .iter()
         .filter_map(|n| Some((n.node.name.as_str(), *claim_of.get(n.instance_id.as_deref()?)?)))
         .collect();
+    protect_busy_asg_nodes(deps, &plan.protect, &node_claim, out).await?;
     for action in &plan.actions {
         // Re-validate against fresh state just before acting.
         if let Some(why) = changed_since_planning(deps, cluster, &action.nodes, &planned_digests, &node_claim).await? {

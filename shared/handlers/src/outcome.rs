@@ -95,6 +95,14 @@ pub enum Action {
     /// (pods arrived or left, or another invocation took the node).
     #[serde(rename_all = "camelCase")]
     DisruptionAborted { nodes: Vec<String>, why: String },
+    /// Scale-in protection of an Auto Scaling pool's instances set: busy ones protected, idle ones
+    /// released.
+    #[serde(rename_all = "camelCase")]
+    Protected {
+        group: String,
+        protected: Vec<String>,
+        released: Vec<String>,
+    },
 }
 
 /// Everything one invocation did.

@@ -110,6 +110,17 @@ pub trait Capacity: Send + Sync {
     fn scale_up(&self, group: &str) -> impl Future<Output = AwsResult<()>> + Send;
     /// Terminates instances tagged as this cluster's; refuses any other.
     fn terminate(&self, instance_ids: &[String]) -> impl Future<Output = AwsResult<()>> + Send;
+    /// Terminates instances of an Auto Scaling pool with a desired-capacity decrement, so the group
+    /// does not replace them; protected instances and instances outside the group are skipped.
+    /// Returns the instances terminated.
+    fn scale_in(&self, group: &str, instance_ids: &[String]) -> impl Future<Output = AwsResult<Vec<String>>> + Send;
+    /// Protects (or releases) instances of an Auto Scaling pool from the group's own scale-in.
+    fn set_protection(
+        &self,
+        group: &str,
+        instance_ids: &[String],
+        protect: bool,
+    ) -> impl Future<Output = AwsResult<()>> + Send;
     /// Instances tagged as this cluster's (any state but terminated).
     fn instances(&self) -> impl Future<Output = AwsResult<Vec<InstanceSummary>>> + Send;
 }

@@ -587,3 +587,87 @@ async fn a_plan_is_abandoned_when_pods_arrive_between_planning_and_acting() {
         ClaimState::Ready
     );
 }
+
+const ASG_POOL: &str = r#"
+---
+apiVersion: nodewright.io/v1alpha1
+kind: AutoScalingPool
+metadata: {name: inference}
+spec:
+  autoScalingGroupName: eks-inference
+  instanceTypes: [g5.2xlarge]
+  capacityType: on-demand
+  minSize: 0
+  maxSize: 4
+  disruption: {consolidateAfter: 5m}
+"#;
+
+#[tokio::test]
+async fn auto_scaling_pool_nodes_are_protected_while_busy_and_scaled_in_when_idle() {
+    use nodewright_aws::state::{ClaimRecord, ClaimUpdate};
+    let deps = deps_with(&format!("{POOLS}{ASG_POOL}"));
+    let cluster = deps.cluster.as_ref().unwrap();
+    let mut nodes = Vec::new();
+    for (id, iid) in [("asg-a", "i-00000000000000a0a"), ("asg-b", "i-00000000000000b0b")] {
+        let mut c = ClaimRecord::launching(id, "inference", Vec::new(), NOW - 3_600_000);
+        c.backing = "asg:eks-inference".into();
+        assert!(deps.state.create_claim(&c).await.unwrap());
+        let launched = ClaimUpdate {
+            instance_id: Some(iid.into()),
+            instance_type: Some("g5.2xlarge".into()),
+            capacity_type: Some(CapacityType::OnDemand),
+            zone: Some("us-east-1a".into()),
+            ..Default::default()
+        };
+        let none = ClaimUpdate::default();
+        for (state, at, update) in [
+            (ClaimState::Launched, 3_500_000, &launched),
+            (ClaimState::Ready, 3_400_000, &none),
+        ] {
+            deps.state.transition_claim(id, state, NOW - at, update).await.unwrap();
+        }
+        let mut n = node_for(iid, "g5.2xlarge", id);
+        n.node.pool = Some("inference".into());
+        n.node.capacity_type = CapacityType::OnDemand;
+        nodes.push(n);
+    }
+    deps.capacity.resume_from_claims(&deps.state.claim_records());
+    cluster.set_nodes(nodes);
+    // A pod on the first node; the second is empty.
+    let mut busy = small_pod("infer-0");
+    busy.node_name = Some("node-i-00000000000000a0a".into());
+    cluster.set_bound(vec![busy]);
+
+    let o = run(Function::Consolidation, &deps, &tick(1), NOW).await;
+    assert!(
+        o.actions.iter().any(|a| matches!(a, Action::Protected { group, protected, released }
+            if group == "eks-inference" && *protected == ["i-00000000000000a0a"] && *released == ["i-00000000000000b0b"])),
+        "{o:#?}"
+    );
+    assert_eq!(
+        deps.capacity.protected().into_iter().collect::<Vec<_>>(),
+        ["i-00000000000000a0a"]
+    );
+    assert_eq!(
+        disruptions(&o),
+        vec![("Empty".to_string(), vec!["node-i-00000000000000b0b".to_string()])],
+        "{o:#?}"
+    );
+
+    // Drained: the next run takes it out of the group with a decrement, not a plain terminate.
+    let o = run(Function::Consolidation, &deps, &tick(2), NOW + 60_000).await;
+    assert_eq!(
+        deps.capacity.asg_scale_ins(),
+        [("eks-inference".to_string(), vec!["i-00000000000000b0b".to_string()])],
+        "{o:#?}"
+    );
+    assert_eq!(deps.capacity.terminated(), ["i-00000000000000b0b"]);
+    assert_eq!(
+        deps.state.get_claim("asg-b").await.unwrap().unwrap().state,
+        ClaimState::Terminating
+    );
+    assert_eq!(
+        deps.state.get_claim("asg-a").await.unwrap().unwrap().state,
+        ClaimState::Ready
+    );
+}

@@ -224,6 +224,14 @@ impl Capacity for AwsCapacity {
         self.fleet.terminate(instance_ids).await
     }
 
+    async fn scale_in(&self, group: &str, instance_ids: &[String]) -> Result<Vec<String>> {
+        self.asg.scale_in(group, instance_ids).await
+    }
+
+    async fn set_protection(&self, group: &str, instance_ids: &[String], protect: bool) -> Result<()> {
+        self.asg.set_protection(group, instance_ids, protect).await
+    }
+
     async fn instances(&self) -> Result<Vec<InstanceSummary>> {
         self.fleet.cluster_instances().await
     }

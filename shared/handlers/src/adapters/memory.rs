@@ -2,7 +2,7 @@
 //! adapters (conditional reservations, monotonic claims, TTLs, pool limits, ICE cache, guarded
 //! termination). Used by `nodewright invoke`, handler tests and the decision-time benchmark.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use nodewright_aws::capacity::{InstanceSummary, LaunchOutcome};
@@ -321,6 +321,10 @@ struct CapacityData {
     exhausted: Vec<(CapacityType, String, String)>,
     next_id: u64,
     asg_scale_ups: Vec<String>,
+    /// (group, instances terminated with a decrement)
+    asg_scale_ins: Vec<(String, Vec<String>)>,
+    /// Instances protected from their group's scale-in.
+    protected: BTreeSet<String>,
     terminated: Vec<String>,
 }
 
@@ -416,6 +420,14 @@ impl MemoryCapacity {
 
     pub fn asg_scale_ups(&self) -> Vec<String> {
         lock(&self.data).asg_scale_ups.clone()
+    }
+
+    pub fn asg_scale_ins(&self) -> Vec<(String, Vec<String>)> {
+        lock(&self.data).asg_scale_ins.clone()
+    }
+
+    pub fn protected(&self) -> BTreeSet<String> {
+        lock(&self.data).protected.clone()
     }
 }
 
@@ -540,6 +552,34 @@ impl Capacity for MemoryCapacity {
                 i.state = "terminated".into();
             }
             d.terminated.push(id.clone());
+        }
+        Ok(())
+    }
+
+    async fn scale_in(&self, group: &str, instance_ids: &[String]) -> Result<Vec<String>> {
+        let mut d = lock(&self.data);
+        let mut done = Vec::new();
+        for id in instance_ids {
+            if d.protected.contains(id) {
+                continue;
+            }
+            let Some(i) = d.instances.get_mut(id) else { continue };
+            i.state = "terminated".into();
+            d.terminated.push(id.clone());
+            done.push(id.clone());
+        }
+        d.asg_scale_ins.push((group.to_string(), done.clone()));
+        Ok(done)
+    }
+
+    async fn set_protection(&self, _group: &str, instance_ids: &[String], protect: bool) -> Result<()> {
+        let mut d = lock(&self.data);
+        for id in instance_ids {
+            if protect {
+                d.protected.insert(id.clone());
+            } else {
+                d.protected.remove(id);
+            }
         }
         Ok(())
     }
