@@ -575,8 +575,13 @@ fn open_claim(
             .iter()
             .min_by(|a, b| a.1.total_cmp(&b.1).then(a.2.cmp(&b.2)))
             .copied();
+        // Only buckets that could share the claim's zones and capacity types: the rest (pods
+        // pinned to other zones by topology spread, most of a spread batch) can never join it.
         let active: Vec<usize> = (0..prep.buckets.len())
-            .filter(|x| *x != b && prep.buckets[*x].remaining() > 0)
+            .filter(|x| {
+                let o = &prep.buckets[*x];
+                *x != b && o.remaining() > 0 && o.zones & zones != 0 && o.cts & cts != 0
+            })
             .collect();
         // The smallest request of each resource among them: once a simulated node has less of
         // any, nothing more fits and its scan stops.
