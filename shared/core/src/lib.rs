@@ -6,6 +6,7 @@
 //! tested with plain data. Adapters live in sibling crates.
 
 pub mod catalogue;
+pub mod digest;
 pub mod disruption;
 pub mod labels;
 pub mod model;

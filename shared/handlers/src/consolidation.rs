@@ -299,12 +299,8 @@ async fn protect_busy_asg_nodes<S: State, C: Capacity, K: ClusterApi>(
 fn pods_digest<'p>(pods: impl Iterator<Item = &'p nodewright_core::Pod>) -> String {
     let mut uids: Vec<&str> = pods.filter(|p| !p.is_daemonset()).map(|p| p.uid.as_str()).collect();
     uids.sort_unstable();
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in uids.iter().flat_map(|u| u.bytes().chain([0])) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}:{}", uids.len())
+    let digest = nodewright_core::digest::fnv1a_hex(uids.iter().flat_map(|u| u.bytes().chain([0])));
+    format!("{digest}:{}", uids.len())
 }
 
 /// When the pods on `claim`'s node last changed, given their digest now; records a change on the

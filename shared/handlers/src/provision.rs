@@ -506,22 +506,12 @@ async fn settle_usage<S: State, C: Capacity, K: ClusterApi>(
     // Give back only the difference, in one atomic write: releasing the whole charge and adding the
     // actual usage back would open a window in which a concurrent invocation takes the room and the
     // pool ends above its limits.
-    let surplus = UsageDelta {
-        cpu_milli: charged.cpu_milli.saturating_sub(actual.cpu_milli),
-        memory_bytes: charged.memory_bytes.saturating_sub(actual.memory_bytes),
-        gpus: charged.gpus.saturating_sub(actual.gpus),
-        nodes: 0,
-    };
+    let surplus = charged.excess_over(&actual);
     if surplus != UsageDelta::default() {
         deps.state.release_usage(&pool.name, &surplus, false).await?;
     }
     // An instance larger than every option (an adopted one of another type) is counted as it is.
-    let shortfall = UsageDelta {
-        cpu_milli: actual.cpu_milli.saturating_sub(charged.cpu_milli),
-        memory_bytes: actual.memory_bytes.saturating_sub(charged.memory_bytes),
-        gpus: actual.gpus.saturating_sub(charged.gpus),
-        nodes: 0,
-    };
+    let shortfall = actual.excess_over(charged);
     if shortfall != UsageDelta::default() {
         tracing::warn!(pool = %pool.name, instance_type, "launched type is larger than the planned options; counted as launched");
         deps.state

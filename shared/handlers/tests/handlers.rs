@@ -13,14 +13,16 @@ use nodewright_handlers::{Action, Function};
 use nodewright_kube::ClusterNode;
 use support::*;
 
+/// The actions of one kind in an outcome, as `pick` extracts them.
+fn actions_of<T>(o: &nodewright_handlers::Outcome, pick: impl Fn(&Action) -> Option<T>) -> Vec<T> {
+    o.actions.iter().filter_map(pick).collect()
+}
+
 fn launched(o: &nodewright_handlers::Outcome) -> Vec<(String, String)> {
-    o.actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Launched { claim, instance_id, .. } => Some((claim.clone(), instance_id.clone())),
-            _ => None,
-        })
-        .collect()
+    actions_of(o, |a| match a {
+        Action::Launched { claim, instance_id, .. } => Some((claim.clone(), instance_id.clone())),
+        _ => None,
+    })
 }
 
 #[tokio::test]
@@ -471,13 +473,10 @@ fn small_pod(uid: &str) -> nodewright_core::Pod {
 }
 
 fn disruptions(o: &nodewright_handlers::Outcome) -> Vec<(String, Vec<String>)> {
-    o.actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Disruption { reason, nodes, .. } => Some((reason.clone(), nodes.clone())),
-            _ => None,
-        })
-        .collect()
+    actions_of(o, |a| match a {
+        Action::Disruption { reason, nodes, .. } => Some((reason.clone(), nodes.clone())),
+        _ => None,
+    })
 }
 
 #[tokio::test]

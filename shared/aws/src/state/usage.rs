@@ -28,6 +28,16 @@ impl UsageDelta {
             nodes,
         }
     }
+
+    /// What `self` holds beyond `other` (resource by resource, never below zero; no nodes).
+    pub fn excess_over(&self, other: &UsageDelta) -> UsageDelta {
+        UsageDelta {
+            cpu_milli: self.cpu_milli.saturating_sub(other.cpu_milli),
+            memory_bytes: self.memory_bytes.saturating_sub(other.memory_bytes),
+            gpus: self.gpus.saturating_sub(other.gpus),
+            nodes: 0,
+        }
+    }
 }
 
 /// A pool's counters.

@@ -289,16 +289,9 @@ impl Ec2NodeClass {
     /// security-group selectors, role, tags, user data, kubelet, block devices, IMDS): a node
     /// launched under another digest has drifted. Nodewright does not resolve selectors to AMI,
     /// subnet or group ids, so a change of the selectors (not of what they select) is what drifts.
-    /// FNV-1a over the class's canonical JSON: stable across processes and releases, unlike
-    /// `std`'s hasher.
+    /// A stable digest of the class's canonical JSON.
     pub fn drift_hash(&self) -> String {
-        let json = serde_json::to_vec(self).unwrap_or_default();
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in json {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        format!("{h:016x}")
+        crate::digest::fnv1a_hex(serde_json::to_vec(self).unwrap_or_default())
     }
 }
 

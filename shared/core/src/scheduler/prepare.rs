@@ -303,6 +303,15 @@ pub struct TypeIndex {
     by_name: HashMap<String, usize>,
 }
 
+/// Instance types by name; the first of a name wins, as a linear search would find it.
+fn index_by_name(types: &[InstanceType]) -> HashMap<&str, usize> {
+    let mut index = HashMap::with_capacity(types.len());
+    for (i, t) in types.iter().enumerate() {
+        index.entry(t.name.as_str()).or_insert(i);
+    }
+    index
+}
+
 impl std::fmt::Debug for TypeIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TypeIndex")
@@ -316,11 +325,10 @@ impl TypeIndex {
     pub fn new(types: &[InstanceType]) -> Self {
         let zones: Vec<String> = zone_names(types, &[]).iter().map(|z| (*z).to_string()).collect();
         let offers = Arc::new(offers_of(types, &zones));
-        let mut by_name = HashMap::with_capacity(types.len());
-        for (i, t) in types.iter().enumerate() {
-            // The first of a name wins, as a linear search would find it.
-            by_name.entry(t.name.clone()).or_insert(i);
-        }
+        let by_name = index_by_name(types)
+            .into_iter()
+            .map(|(name, i)| (name.to_string(), i))
+            .collect();
         TypeIndex {
             source: (types.as_ptr() as usize, types.len()),
             zones,
@@ -415,13 +423,7 @@ impl<'a> Prepared<'a> {
         let zone_idx = |z: &str| zones.iter().position(|x| x == z);
         // Types by name: the templates' index, or one built here when nodes need it.
         let own_index: HashMap<&str, usize> = match templates {
-            None if !input.nodes.is_empty() => {
-                let mut index = HashMap::new();
-                for (i, t) in types.iter().enumerate() {
-                    index.entry(t.name.as_str()).or_insert(i);
-                }
-                index
-            }
+            None if !input.nodes.is_empty() => index_by_name(types),
             _ => HashMap::new(),
         };
         let type_of = |name: &str| {
