@@ -13,6 +13,11 @@ use nodewright_handlers::{Action, Function};
 use nodewright_kube::ClusterNode;
 use support::*;
 
+/// The stored state of claim `id`.
+async fn claim_state(deps: &MemDeps, id: &str) -> ClaimState {
+    deps.state.get_claim(id).await.unwrap().unwrap().state
+}
+
 /// The actions of one kind in an outcome, as `pick` extracts them.
 fn actions_of<T>(o: &nodewright_handlers::Outcome, pick: impl Fn(&Action) -> Option<T>) -> Vec<T> {
     o.actions.iter().filter_map(pick).collect()
@@ -216,10 +221,7 @@ async fn spot_interruption_replaces_first_then_cordons_and_drains() {
             ClusterWrite::Drain { node, forced: true }
         ]
     );
-    assert_eq!(
-        deps.state.get_claim(&claim.id).await.unwrap().unwrap().state,
-        ClaimState::Draining
-    );
+    assert_eq!(claim_state(&deps, &claim.id).await, ClaimState::Draining);
 }
 
 /// The pods on an interrupted node are still reserved by the claim that launched it (reservations
@@ -318,10 +320,7 @@ async fn terminated_releases_reservations_and_late_events_are_stale() {
             .iter()
             .any(|a| matches!(a, Action::ClaimTransition { outcome, .. } if outcome == "stale"))
     );
-    assert_eq!(
-        deps.state.get_claim(&claim.id).await.unwrap().unwrap().state,
-        ClaimState::Terminated
-    );
+    assert_eq!(claim_state(&deps, &claim.id).await, ClaimState::Terminated);
 }
 
 #[tokio::test]
@@ -363,10 +362,7 @@ async fn consolidation_terminates_claims_never_registered() {
     assert_eq!(terminated.len(), claims.len() - 1, "{o:#?}");
     assert!(!terminated.contains(ready.instance_id.as_ref().unwrap()));
     for c in &claims[1..] {
-        assert_eq!(
-            deps.state.get_claim(&c.id).await.unwrap().unwrap().state,
-            ClaimState::Terminated
-        );
+        assert_eq!(claim_state(&deps, &c.id).await, ClaimState::Terminated);
     }
 }
 
@@ -519,10 +515,7 @@ async fn a_node_launched_under_a_changed_node_class_is_replaced_as_drifted() {
         }],
         "cordoned, not drained before the replacement is ready"
     );
-    assert_eq!(
-        deps.state.get_claim(&claim.id).await.unwrap().unwrap().state,
-        ClaimState::Cordoned
-    );
+    assert_eq!(claim_state(&deps, &claim.id).await, ClaimState::Cordoned);
 }
 
 #[tokio::test]
@@ -581,10 +574,7 @@ async fn a_plan_is_abandoned_when_pods_arrive_between_planning_and_acting() {
         "{o:#?}"
     );
     assert!(cluster.writes().is_empty(), "nothing cordoned or drained");
-    assert_eq!(
-        deps.state.get_claim(&claim.id).await.unwrap().unwrap().state,
-        ClaimState::Ready
-    );
+    assert_eq!(claim_state(&deps, &claim.id).await, ClaimState::Ready);
 }
 
 const ASG_POOL: &str = r#"
@@ -661,12 +651,6 @@ async fn auto_scaling_pool_nodes_are_protected_while_busy_and_scaled_in_when_idl
         "{o:#?}"
     );
     assert_eq!(deps.capacity.terminated(), ["i-00000000000000b0b"]);
-    assert_eq!(
-        deps.state.get_claim("asg-b").await.unwrap().unwrap().state,
-        ClaimState::Terminating
-    );
-    assert_eq!(
-        deps.state.get_claim("asg-a").await.unwrap().unwrap().state,
-        ClaimState::Ready
-    );
+    assert_eq!(claim_state(&deps, "asg-b").await, ClaimState::Terminating);
+    assert_eq!(claim_state(&deps, "asg-a").await, ClaimState::Ready);
 }
