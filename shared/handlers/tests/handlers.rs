@@ -160,23 +160,11 @@ async fn spot_interruption_replaces_first_then_cordons_and_drains() {
     sample_batch(&deps).await;
     // Every claim registered: no in-flight capacity to pack onto, so a replacement must launch.
     all_ready(&deps).await;
-    let claim = deps.state.claim_records().into_iter().next().unwrap();
+    let (claim, node) = one_listed_node(&deps, vec![pod("bound-1", "web-0", "500m")]);
     let iid = claim.instance_id.clone().unwrap();
     let itype = claim.instance_type.clone().unwrap();
     let zone = claim.zone.clone().unwrap();
     let cluster = deps.cluster.as_ref().unwrap();
-    cluster.set_nodes(vec![node_for(&iid, &itype, &claim.id)]);
-    let node = format!("node-{iid}");
-    let mut web = nodewright_core::Pod {
-        uid: "bound-1".into(),
-        name: "web-0".into(),
-        namespace: "shop".into(),
-        ..Default::default()
-    };
-    web.requests.set_quantity("cpu", "500m").unwrap();
-    web.requests.set_quantity("pods", "1").unwrap();
-    web.node_name = Some(node.clone());
-    cluster.set_bound(vec![web]);
 
     let o = run(
         Function::SpotInterruption,
@@ -231,28 +219,14 @@ async fn interruption_soon_after_launch_replaces_the_claims_own_pods() {
     let deps = deps();
     sample_batch(&deps).await;
     all_ready(&deps).await;
-    let claim = deps.state.claim_records().into_iter().next().unwrap();
-    let iid = claim.instance_id.clone().unwrap();
-    let cluster = deps.cluster.as_ref().unwrap();
-    cluster.set_nodes(vec![node_for(&iid, claim.instance_type.as_deref().unwrap(), &claim.id)]);
-    let bound: Vec<nodewright_core::Pod> = claim
-        .pods
+    let reserved = deps.state.claim_records().into_iter().next().unwrap().pods;
+    let bound: Vec<nodewright_core::Pod> = reserved
         .iter()
-        .map(|uid| {
-            let mut p = nodewright_core::Pod {
-                uid: uid.clone(),
-                name: format!("pod-{uid}"),
-                namespace: "shop".into(),
-                node_name: Some(format!("node-{iid}")),
-                ..Default::default()
-            };
-            p.requests.set_quantity("cpu", "500m").unwrap();
-            p.requests.set_quantity("pods", "1").unwrap();
-            p
-        })
+        .map(|uid| pod(uid, &format!("pod-{uid}"), "500m"))
         .collect();
     assert!(!bound.is_empty());
-    cluster.set_bound(bound.clone());
+    let (claim, _) = one_listed_node(&deps, bound.clone());
+    let iid = claim.instance_id.clone().unwrap();
     let o = run(
         Function::SpotInterruption,
         &deps,
@@ -456,16 +430,21 @@ fn one_listed_node(deps: &MemDeps, pods: Vec<nodewright_core::Pod>) -> (nodewrig
     (claim, node)
 }
 
-fn small_pod(uid: &str) -> nodewright_core::Pod {
+/// A pod in namespace `shop` requesting `cpu` and one pod slot.
+fn pod(uid: &str, name: &str, cpu: &str) -> nodewright_core::Pod {
     let mut p = nodewright_core::Pod {
         uid: uid.into(),
-        name: uid.into(),
+        name: name.into(),
         namespace: "shop".into(),
         ..Default::default()
     };
-    p.requests.set_quantity("cpu", "250m").unwrap();
+    p.requests.set_quantity("cpu", cpu).unwrap();
     p.requests.set_quantity("pods", "1").unwrap();
     p
+}
+
+fn small_pod(uid: &str) -> nodewright_core::Pod {
+    pod(uid, uid, "250m")
 }
 
 fn disruptions(o: &nodewright_handlers::Outcome) -> Vec<(String, Vec<String>)> {
