@@ -157,6 +157,8 @@ fn open(prep: &Prepared, claims: &[FfdClaim], b: usize) -> Result<FfdClaim, Stri
                 pods: Vec::new(),
                 host: HostCounts::default(),
                 reserved,
+                sliced: false,
+                joins: Vec::new(),
             },
             max_cap,
         });

@@ -34,6 +34,10 @@ pub(super) struct Claim {
     pub host: HostCounts,
     /// What the claim counts against its pool's limits (None when the pool has no limits).
     pub reserved: Option<Resources>,
+    /// Whether the claim is first filled with a slice of every bucket (see `seed_and_fill`).
+    pub sliced: bool,
+    /// (bucket, pods) of every join, in order: what a tentative claim gives back.
+    pub joins: Vec<(usize, u64)>,
 }
 
 pub(super) fn run(mut prep: Prepared, opts: &Options) -> Plan {
@@ -42,20 +46,42 @@ pub(super) fn run(mut prep: Prepared, opts: &Options) -> Plan {
     let mut claims: Vec<Claim> = Vec::new();
     let mut failed: Vec<(usize, String)> = std::mem::take(&mut prep.unschedulable);
     let mut values = Values::new(&prep);
+    let shapes = Shapes::new(&prep);
 
-    // Buckets limited per node go first; inside each group, the prepared (largest-first) order.
+    // Buckets limited per node go first, then accelerated pods (whose nodes' spare room takes
+    // other pods); inside each group, the prepared (largest-first) order.
     let mut order: Vec<usize> = (0..prep.buckets.len()).collect();
-    order.sort_by_key(|b| (prep.buckets[*b].per_node == u64::MAX, *b));
+    order.sort_by_key(|b| {
+        let o = &prep.buckets[*b];
+        (o.per_node == u64::MAX, o.req.accelerators() == 0, *b)
+    });
 
+    // Every pod asks at least this much of each resource: a claim with less room left is full.
+    let mut least = [u64::MAX; FIXED];
+    for bucket in &prep.buckets {
+        for (l, r) in least.iter_mut().zip(bucket.req.fixed()) {
+            *l = (*l).min(*r);
+        }
+    }
+    let is_full = |c: &Claim| (0..FIXED).any(|r| c.cap.fixed()[r].saturating_sub(c.load.fixed()[r]) < least[r]);
+    // Claims that may still take pods, in the order they were opened.
+    let mut open: Vec<usize> = Vec::new();
+
+    let mut relaxed = false;
     for &b in &order {
         if prep.buckets[b].remaining() == 0 {
             continue;
         }
-        for claim in claims.iter_mut() {
+        if !relaxed && prep.buckets[b].per_node == u64::MAX && prep.buckets[b].req.accelerators() == 0 {
+            relaxed = true;
+            open_relaxed(&mut prep, &shapes, &mut claims, &mut open);
+        }
+        open.retain(|c| !is_full(&claims[*c]));
+        for &c in &open {
             if prep.buckets[b].remaining() == 0 {
                 break;
             }
-            join(&mut prep, claim, b, u64::MAX);
+            join(&mut prep, &mut claims[c], b, u64::MAX);
         }
         // The last claim this bucket opened: while a copy of it packs as much value, the next
         // claims copy its choice instead of simulating every candidate again (at most
@@ -66,28 +92,30 @@ pub(super) fn run(mut prep: Prepared, opts: &Options) -> Plan {
             let share = share_budget(&prep, b, fair_share(&prep, b));
             if reused < MAX_REUSES
                 && let Some(choice) = &last
-                && let Some(claim) = reuse(&mut prep, &claims, b, choice, &mut values, share)
+                && let Some(claim) = reuse(&mut prep, &shapes, &claims, b, choice, &mut values, share)
             {
                 reused += 1;
+                open.push(claims.len());
                 claims.push(claim);
                 continue;
             }
             reused = 0;
             match open_claim(&prep, &claims, b, &mut values, share) {
                 Ok(mut claim) => {
-                    let before = cursors(&prep);
                     let choice = Choice {
                         pool: claim.pool,
                         target: claim.target,
                         zones: claim.zones,
                         cts: claim.cts,
+                        sliced: claim.sliced,
                         value: 0.0,
                     };
-                    seed_and_fill(&mut prep, &mut claim, b, share);
+                    seed_and_fill(&mut prep, &shapes, &mut claim, b, share);
                     last = Some(Choice {
-                        value: packed_value(&prep, &mut values, claim.pool, &before),
+                        value: packed_value(&prep, &mut values, &claim),
                         ..choice
                     });
+                    open.push(claims.len());
                     claims.push(claim);
                 }
                 Err(reason) => prep.buckets[b].fail_rest(&reason, &mut failed),
@@ -97,40 +125,169 @@ pub(super) fn run(mut prep: Prepared, opts: &Options) -> Plan {
     finish(&prep, claims, bindings, failed, opts)
 }
 
+/// From this many pods without per-node limits, the relaxation's optimum seeds the packing.
+const RELAXED_MIN_PODS: u64 = 500;
+
+/// For a large batch of pods without per-node limits (nor accelerators), opens the whole nodes of
+/// the cost relaxation's optimum (see `lower_bound`) for the highest-weight pool, each filled with
+/// its share of the pods the optimum puts on its type. Rounding down leaves some pods, which the
+/// greedy then places (on these nodes' spare room first). With thousands of small pods the
+/// optimum's mix of types is what a cheap plan needs, and no greedy choice finds it.
+fn open_relaxed(prep: &mut Prepared, shapes: &Shapes, claims: &mut Vec<Claim>, open: &mut Vec<usize>) {
+    let pi = 0;
+    let Some(pv) = prep.pools.get(pi) else { return };
+    let (zones, cts) = (pv.zones, pv.cts);
+    let free: Vec<bool> = prep
+        .buckets
+        .iter()
+        .map(|o| {
+            o.remaining() > 0
+                && o.per_node == u64::MAX
+                && o.req.accelerators() == 0
+                && o.zones & zones != 0
+                && o.cts & cts != 0
+                && prep.sigs[o.sig].compat[pi].is_ok()
+        })
+        .collect();
+    let pods: u64 = (0..free.len())
+        .filter(|b| free[*b])
+        .map(|b| prep.buckets[b].remaining() as u64)
+        .sum();
+    if pods < RELAXED_MIN_PODS {
+        return;
+    }
+    let groups = prep
+        .buckets
+        .iter()
+        .zip(&free)
+        .filter(|(_, f)| **f)
+        .filter_map(|(o, _)| {
+            let c = prep.sigs[o.sig].compat[pi].as_ref().ok()?;
+            Some((&o.req, o.remaining() as u64, &c.types))
+        });
+    let relaxation = super::lower_bound::Relaxation::new(prep, pi, groups);
+    let Ok(optimum) = relaxation.solve() else { return };
+    let mut nodes: Vec<(usize, u64)> = optimum
+        .nodes
+        .iter()
+        .map(|(t, n)| (*t, (n + 1e-6).floor() as u64))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    nodes.sort_by_key(|(t, n)| (std::cmp::Reverse(*n), *t));
+    for (t, n) in nodes {
+        if !prep.offered(t, zones, cts) {
+            continue;
+        }
+        // The pods of each request the optimum puts on this type, whole.
+        let mut assigned: Vec<(usize, u64)> = Vec::new();
+        for (si, on) in optimum.pods.iter().enumerate() {
+            let k: u64 = on
+                .iter()
+                .filter(|(x, _)| *x == t)
+                .map(|(_, y)| (y + 1e-6).floor() as u64)
+                .sum();
+            let req = &relaxation.shapes[si].0;
+            if k > 0
+                && let Some(shape) = shapes.list.iter().position(|(r, _)| r == req)
+            {
+                assigned.push((shape, k));
+            }
+        }
+        for i in 0..n {
+            if let Some(room) = headroom(prep, claims.iter(), pi)
+                && !within_limits(
+                    &prep.pools[pi].pool.limits,
+                    &room,
+                    &prep.input.instance_types[t].capacity,
+                )
+            {
+                return;
+            }
+            let Some(seed) = assigned
+                .iter()
+                .flat_map(|(s, _)| shapes.list[*s].1.iter().copied())
+                .find(|b| free[*b])
+            else {
+                break;
+            };
+            let Ok(mut claim) = new_claim(prep, seed, pi, t, zones, cts) else {
+                continue;
+            };
+            for (s, left) in assigned.iter_mut() {
+                let mut want = left.div_ceil(n - i);
+                for &b in &shapes.list[*s].1 {
+                    if want == 0 {
+                        break;
+                    }
+                    if free[b] {
+                        let k = join(prep, &mut claim, b, want);
+                        want -= k;
+                        *left -= k;
+                    }
+                }
+            }
+            if !claim.pods.is_empty() {
+                open.push(claims.len());
+                claims.push(claim);
+            }
+        }
+    }
+}
+
 /// A type choice for a new claim, and the value the claim packed when it was made.
 struct Choice {
     pool: usize,
     target: usize,
     zones: u64,
     cts: u8,
+    sliced: bool,
     value: f64,
 }
 
-/// Each bucket's cursor, so that a tentative claim can be taken back.
-fn cursors(prep: &Prepared) -> Vec<usize> {
-    prep.buckets.iter().map(|x| x.next).collect()
-}
-
-/// The value of the pods taken from the buckets since `before`.
-fn packed_value(prep: &Prepared, values: &mut Values, pi: usize, before: &[usize]) -> f64 {
-    before
+/// The value of the pods a claim holds.
+fn packed_value(prep: &Prepared, values: &mut Values, c: &Claim) -> f64 {
+    c.joins
         .iter()
-        .enumerate()
-        .filter(|(x, n)| prep.buckets[*x].next > **n)
-        .map(|(x, n)| values.get(prep, pi, x) * (prep.buckets[x].next - n) as f64)
+        .map(|(b, k)| values.get(prep, c.pool, *b) * *k as f64)
         .sum()
 }
 
-fn seed_and_fill(prep: &mut Prepared, claim: &mut Claim, b: usize, share: Option<Share>) {
-    let per_node = prep.buckets[b].per_node;
-    join(prep, claim, b, per_node);
-    fill(prep, claim, share);
+/// Seeds a new claim with bucket `b` and fills it: without a fair share, first with a slice of
+/// every bucket in proportion to what is left (so a large node takes the demand's own mix), then
+/// with whatever else fits.
+fn seed_and_fill(prep: &mut Prepared, shapes: &Shapes, claim: &mut Claim, b: usize, share: Option<Share>) {
+    let slice = match share {
+        None if claim.sliced => slice_fraction(
+            slice_demand(prep, claim.pool, (claim.zones, claim.cts), b).as_ref(),
+            &claim.cap,
+        ),
+        _ => None,
+    };
+    let mut want = prep.buckets[b].per_node;
+    if let Some(f) = slice {
+        want = want.min(slice_of(prep.buckets[b].remaining() as u64, f, true));
+        join(prep, claim, b, want);
+        for o in 0..prep.buckets.len() {
+            let rem = prep.buckets[o].remaining() as u64;
+            if o != b && rem > 0 {
+                join(prep, claim, o, slice_of(rem, f, false));
+            }
+        }
+    } else {
+        join(prep, claim, b, want);
+    }
+    if slice.is_some() {
+        join(prep, claim, b, u64::MAX);
+    }
+    fill(prep, shapes, claim, share);
 }
 
 /// Opens a claim with the type of bucket `b`'s previous claim, kept only when it packs at least
 /// the value that claim did (so the choice would still win); otherwise its pods go back.
+#[allow(clippy::too_many_arguments)]
 fn reuse(
     prep: &mut Prepared,
+    shapes: &Shapes,
     claims: &[Claim],
     b: usize,
     choice: &Choice,
@@ -148,13 +305,13 @@ fn reuse(
         return None;
     }
     let mut claim = new_claim(prep, b, pi, choice.target, choice.zones, choice.cts).ok()?;
-    let before = cursors(prep);
-    seed_and_fill(prep, &mut claim, b, share);
-    if packed_value(prep, values, pi, &before) >= choice.value * (1.0 - REUSE_TOLERANCE) && !claim.pods.is_empty() {
+    claim.sliced = choice.sliced;
+    seed_and_fill(prep, shapes, &mut claim, b, share);
+    if packed_value(prep, values, &claim) >= choice.value * (1.0 - REUSE_TOLERANCE) && !claim.pods.is_empty() {
         return Some(claim);
     }
-    for (bucket, next) in prep.buckets.iter_mut().zip(before) {
-        bucket.next = next;
+    for (bucket, k) in claim.joins.iter().rev() {
+        prep.buckets[*bucket].next -= *k as usize;
     }
     None
 }
@@ -277,6 +434,7 @@ pub(super) fn join(prep: &mut Prepared, c: &mut Claim, b: usize, want: u64) -> u
         .extend_from_slice(&bucket.pods[bucket.next..bucket.next + k as usize]);
     bucket.next += k as usize;
     c.host.add(&prep.buckets[b], k as u32);
+    c.joins.push((b, k));
     k
 }
 
@@ -344,8 +502,9 @@ fn fair_share(prep: &Prepared, b: usize) -> Option<u64> {
 
 /// Fills a claim with the remaining buckets, largest first; with a fair share `m`, each bucket gives
 /// at most 1/m of what it has left.
-fn fill(prep: &mut Prepared, c: &mut Claim, share: Option<Share>) {
+fn fill(prep: &mut Prepared, shapes: &Shapes, c: &mut Claim, share: Option<Share>) {
     let seed_load = c.load.clone();
+    fill_balanced(prep, shapes, c, share, &seed_load);
     for b in 0..prep.buckets.len() {
         if prep.buckets[b].remaining() == 0 {
             continue;
@@ -369,6 +528,74 @@ fn fill(prep: &mut Prepared, c: &mut Claim, share: Option<Share>) {
             )
         });
         join(prep, c, b, want);
+    }
+}
+
+/// Buckets grouped by request: the balanced fill scores a request once for all its buckets.
+pub(super) struct Shapes {
+    /// (request, its buckets in order).
+    pub list: Vec<(Resources, Vec<usize>)>,
+}
+
+impl Shapes {
+    pub(super) fn new(prep: &Prepared) -> Shapes {
+        let mut by_req: std::collections::BTreeMap<&Resources, Vec<usize>> = std::collections::BTreeMap::new();
+        for (b, bucket) in prep.buckets.iter().enumerate() {
+            by_req.entry(&bucket.req).or_default().push(b);
+        }
+        Shapes {
+            list: by_req.into_iter().map(|(r, b)| (r.clone(), b)).collect(),
+        }
+    }
+}
+
+/// Adds one pod at a time, each time of the request that best matches the room left (the largest
+/// dot product of request and free capacity, both as shares of the node), so that no resource is
+/// left idle while another runs out. A bucket that cannot join once never can again (the claim only
+/// fills up and narrows), so each request keeps a cursor past its buckets that failed.
+fn fill_balanced(prep: &mut Prepared, shapes: &Shapes, c: &mut Claim, share: Option<Share>, seed_load: &Resources) {
+    let cap = [c.cap.cpu_milli().max(1) as f64, c.cap.memory().max(1) as f64];
+    // (shape, cursor into its buckets)
+    let mut candidates: Vec<(usize, usize)> = (0..shapes.list.len())
+        .filter(|s| shapes.list[*s].0.fits_in_with(&c.load, &c.cap))
+        .map(|s| (s, 0))
+        .collect();
+    loop {
+        let mut free = c.cap.clone();
+        free.saturating_sub(&c.load);
+        let (fc, fm) = (free.cpu_milli() as f64 / cap[0], free.memory() as f64 / cap[1]);
+        let filled = (
+            c.load.cpu_milli() - seed_load.cpu_milli(),
+            c.load.memory() - seed_load.memory(),
+        );
+        candidates.retain(|(s, _)| {
+            let req = &shapes.list[*s].0;
+            req.fixed().iter().zip(free.fixed()).all(|(r, f)| r <= f)
+                && share.is_none_or(|x| budget_left(x, filled.0, filled.1, req) != 0)
+        });
+        let mut best: Option<(f64, usize)> = None;
+        for (i, (s, _)) in candidates.iter().enumerate() {
+            let req = &shapes.list[*s].0;
+            let score = req.cpu_milli() as f64 / cap[0] * fc + req.memory() as f64 / cap[1] * fm;
+            if best.is_none_or(|(x, _)| score > x + 1e-12) {
+                best = Some((score, i));
+            }
+        }
+        let Some((_, i)) = best else { return };
+        let (s, cursor) = &mut candidates[i];
+        let buckets = &shapes.list[*s].1;
+        let mut joined = false;
+        while *cursor < buckets.len() {
+            let b = buckets[*cursor];
+            if prep.buckets[b].remaining() > 0 && join(prep, c, b, 1) == 1 {
+                joined = true;
+                break;
+            }
+            *cursor += 1;
+        }
+        if !joined {
+            candidates.remove(i);
+        }
     }
 }
 
@@ -434,10 +661,57 @@ impl Values {
     }
 }
 
+/// The remaining demand a new claim seeded by bucket `seed` could take a slice of: each fixed
+/// resource summed over the pods left in the buckets of the seed's kind (accelerated or not) that
+/// could join a claim of pool `pi` in `zones`/`cts`. None for accelerated seeds, whose nodes are
+/// sized by their accelerators.
+fn slice_demand(prep: &Prepared, pi: usize, (zones, cts): (u64, u8), seed: usize) -> Option<[f64; FIXED]> {
+    if prep.buckets[seed].req.accelerators() > 0 {
+        return None;
+    }
+    let mut d = [0f64; FIXED];
+    for o in &prep.buckets {
+        if o.remaining() == 0 || o.req.accelerators() > 0 || o.zones & zones == 0 || o.cts & cts == 0 {
+            continue;
+        }
+        let Ok(c) = &prep.sigs[o.sig].compat[pi] else {
+            continue;
+        };
+        if c.zones & zones == 0 || c.cts & cts == 0 {
+            continue;
+        }
+        let n = o.remaining() as f64;
+        for (x, r) in d.iter_mut().zip(o.req.fixed()) {
+            *x += *r as f64 * n;
+        }
+    }
+    Some(d)
+}
+
+/// The fraction of `demand` a node of capacity `cap` holds (the tightest resource); None when it
+/// all fits, so the claim is filled without slicing.
+fn slice_fraction(demand: Option<&[f64; FIXED]>, cap: &Resources) -> Option<f64> {
+    let d = demand?;
+    let f = d
+        .iter()
+        .zip(cap.fixed())
+        .filter(|(d, _)| **d > 0.0)
+        .map(|(d, c)| *c as f64 / d)
+        .fold(f64::INFINITY, f64::min);
+    (f < 1.0).then_some(f)
+}
+
+/// A bucket's pods in a slice of fraction `f`: at least one for the seed.
+fn slice_of(remaining: u64, f: f64, seed: bool) -> u64 {
+    let k = (remaining as f64 * f).floor() as u64;
+    if seed { k.max(1) } else { k }
+}
+
 #[allow(clippy::too_many_arguments)]
 /// Simulates filling a fresh claim of type `t` in pool `pi` seeded by bucket `seed`; returns the
 /// value packed. `active` lists the other buckets with pods left, largest first; `mins` holds the
-/// smallest request of each resource among them (the scan stops once nothing more can fit).
+/// smallest request of each resource among them (the scan stops once nothing more can fit). With a
+/// slice fraction, a first pass takes each bucket's slice and a second tops the node up.
 fn simulate(
     prep: &Prepared,
     values: &mut Values,
@@ -446,8 +720,10 @@ fn simulate(
     (zones, cts): (u64, u8),
     seed: usize,
     share: Option<Share>,
+    slice: Option<f64>,
     active: &[usize],
     mins: &[u64; FIXED],
+    taken: &mut Vec<u64>,
 ) -> f64 {
     let min_cpu = mins[Resource::Cpu as usize];
     let (mut filled_cpu, mut filled_mem) = (0u64, 0u64);
@@ -455,52 +731,61 @@ fn simulate(
     let mut host = HostCounts::default();
     let (mut zones, mut cts) = (zones, cts);
     let mut value = 0.0;
-    for (i, &b) in std::iter::once(&seed).chain(active.iter()).enumerate() {
-        if i > 0
-            && (free.fixed().iter().zip(mins).any(|(f, m)| f < m)
-                || free.get(Resource::Pods) == 0
-                || share.is_some_and(|s| s.cpu.saturating_sub(filled_cpu) < min_cpu || filled_mem >= s.memory))
-        {
-            break;
+    taken.clear();
+    taken.resize(active.len() + 1, 0);
+    let passes: &[Option<f64>] = if slice.is_some() { &[slice, None] } else { &[None] };
+    for pass in passes {
+        for (i, &b) in std::iter::once(&seed).chain(active.iter()).enumerate() {
+            if i > 0
+                && (free.fixed().iter().zip(mins).any(|(f, m)| f < m)
+                    || free.get(Resource::Pods) == 0
+                    || share.is_some_and(|s| s.cpu.saturating_sub(filled_cpu) < min_cpu || filled_mem >= s.memory))
+            {
+                break;
+            }
+            let bucket = &prep.buckets[b];
+            // One pod must fit before anything costlier is asked (comparisons, no divisions).
+            if bucket.req.fixed().iter().zip(free.fixed()).any(|(r, f)| r > f) {
+                continue;
+            }
+            let Ok(compat) = &prep.sigs[bucket.sig].compat[pi] else {
+                continue;
+            };
+            if !compat.types.contains(t) {
+                continue;
+            }
+            let z = zones & compat.zones & bucket.zones;
+            let c = cts & compat.cts & bucket.cts;
+            if z == 0 || c == 0 || ((z != zones || c != cts) && !prep.offered(t, z, c)) {
+                continue;
+            }
+            let rem = bucket.remaining() as u64 - taken[i];
+            let mut want = if i == 0 {
+                bucket.per_node - taken[0].min(bucket.per_node)
+            } else {
+                share.map_or(u64::MAX, |s| budget_left(s, filled_cpu, filled_mem, &bucket.req))
+            };
+            if let Some(f) = pass {
+                want = want.min(slice_of(bucket.remaining() as u64, *f, i == 0));
+            }
+            let k = free.times_fits(&bucket.req).min(want).min(rem);
+            let k = host.max_add(bucket, k);
+            if k == 0 {
+                continue;
+            }
+            let mut add = Resources::new();
+            add.add_times(&bucket.req, k);
+            free.saturating_sub(&add);
+            host.add(bucket, k as u32);
+            taken[i] += k;
+            if i > 0 {
+                filled_cpu += bucket.req.cpu_milli() * k;
+                filled_mem += bucket.req.memory() * k;
+            }
+            zones = z;
+            cts = c;
+            value += values.get(prep, pi, b) * k as f64;
         }
-        let bucket = &prep.buckets[b];
-        // One pod must fit before anything costlier is asked (comparisons, no divisions).
-        if bucket.req.fixed().iter().zip(free.fixed()).any(|(r, f)| r > f) {
-            continue;
-        }
-        let Ok(compat) = &prep.sigs[bucket.sig].compat[pi] else {
-            continue;
-        };
-        if !compat.types.contains(t) {
-            continue;
-        }
-        let z = zones & compat.zones & bucket.zones;
-        let c = cts & compat.cts & bucket.cts;
-        if z == 0 || c == 0 || ((z != zones || c != cts) && !prep.offered(t, z, c)) {
-            continue;
-        }
-        let rem = bucket.remaining() as u64;
-        let want = if i == 0 {
-            bucket.per_node
-        } else {
-            share.map_or(u64::MAX, |s| budget_left(s, filled_cpu, filled_mem, &bucket.req))
-        };
-        let k = free.times_fits(&bucket.req).min(want).min(rem);
-        let k = host.max_add(bucket, k);
-        if k == 0 {
-            continue;
-        }
-        let mut add = Resources::new();
-        add.add_times(&bucket.req, k);
-        free.saturating_sub(&add);
-        host.add(bucket, k as u32);
-        if i > 0 {
-            filled_cpu += bucket.req.cpu_milli() * k;
-            filled_mem += bucket.req.memory() * k;
-        }
-        zones = z;
-        cts = c;
-        value += values.get(prep, pi, b) * k as f64;
     }
     value
 }
@@ -621,8 +906,8 @@ fn open_claim(
     if let Some(r) = prep.sig_reason(bucket.sig) {
         return Err(r);
     }
-    // (weight, ratio, price, pool, type, zones, cts)
-    let mut best: Option<(u32, f64, f64, usize, usize, u64, u8)> = None;
+    // The best candidate so far, with its pool's weight, value per dollar and price.
+    let mut best: Option<(u32, f64, f64, Choice)> = None;
     for pi in 0..prep.pools.len() {
         let weight = prep.pools[pi].pool.weight;
         if best.as_ref().is_some_and(|b| b.0 > weight) {
@@ -691,6 +976,7 @@ fn open_claim(
             mins = [0; FIXED];
         }
         let mut candidates: Vec<(f64, f64, usize)> = ranked.iter().take(sim_types).copied().collect();
+        let mut taken = Vec::new();
         // Also the types that are cheapest per pod for the seed's own shape: large pods often belong
         // on large nodes even when the average pod does not.
         let seed_req = &bucket.req;
@@ -722,29 +1008,61 @@ fn open_claim(
         {
             candidates.push(c);
         }
+        let demand = share
+            .is_none()
+            .then(|| slice_demand(prep, pi, (zones, cts), b))
+            .flatten();
         for (_, price, t) in candidates {
-            let value = simulate(prep, values, pi, t, (zones, cts), b, share, &active, &mins);
-            let ratio = value / price;
-            let better = match &best {
-                None => true,
-                Some(x) => {
-                    weight > x.0
-                        || ratio > x.1 + 1e-9
-                        || ((ratio - x.1).abs() <= 1e-9 && (price < x.2 || (price == x.2 && t < x.4)))
+            let slice = slice_fraction(demand.as_ref(), &prep.capacity(pi, t));
+            for sliced in [false, true] {
+                if sliced && slice.is_none() {
+                    continue;
                 }
-            };
-            if better {
-                best = Some((weight, ratio, price, pi, t, zones, cts));
+                let value = simulate(
+                    prep,
+                    values,
+                    pi,
+                    t,
+                    (zones, cts),
+                    b,
+                    share,
+                    if sliced { slice } else { None },
+                    &active,
+                    &mins,
+                    &mut taken,
+                );
+                let ratio = value / price;
+                let better = match &best {
+                    None => true,
+                    Some(x) => {
+                        weight > x.0
+                            || ratio > x.1 + 1e-9
+                            || ((ratio - x.1).abs() <= 1e-9 && (price < x.2 || (price == x.2 && t < x.3.target)))
+                    }
+                };
+                if better {
+                    let choice = Choice {
+                        pool: pi,
+                        target: t,
+                        zones,
+                        cts,
+                        sliced,
+                        value,
+                    };
+                    best = Some((weight, ratio, price, choice));
+                }
             }
         }
     }
-    let Some((_, _, _, pi, t, zones, cts)) = best else {
+    let Some((_, _, _, choice)) = best else {
         if reasons.is_empty() {
             reasons.push("no NodePool is configured".into());
         }
         return Err(reasons.join("; "));
     };
-    new_claim(prep, b, pi, t, zones, cts)
+    let mut claim = new_claim(prep, b, choice.pool, choice.target, choice.zones, choice.cts)?;
+    claim.sliced = choice.sliced;
+    Ok(claim)
 }
 
 /// An empty claim of type `t` in pool `pi` for bucket `b`'s pods.
@@ -764,6 +1082,8 @@ fn new_claim(prep: &Prepared, b: usize, pi: usize, t: usize, zones: u64, cts: u8
         pods: Vec::new(),
         host: HostCounts::default(),
         reserved: has_limits.then(|| prep.input.instance_types[t].capacity.clone()),
+        sliced: false,
+        joins: Vec::new(),
     })
 }
 
