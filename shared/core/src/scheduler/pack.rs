@@ -74,7 +74,7 @@ pub(super) fn run(mut prep: Prepared, opts: &Options) -> Plan {
         }
         if !relaxed && prep.buckets[b].per_node == u64::MAX && prep.buckets[b].req.accelerators() == 0 {
             relaxed = true;
-            open_relaxed(&mut prep, &shapes, &mut claims, &mut open);
+            open_relaxed(&mut prep, &shapes, &mut claims, &mut open, opts.relaxed_min_pods);
         }
         open.retain(|c| !is_full(&claims[*c]));
         for &c in &open {
@@ -125,15 +125,13 @@ pub(super) fn run(mut prep: Prepared, opts: &Options) -> Plan {
     finish(&prep, claims, bindings, failed, opts)
 }
 
-/// From this many pods without per-node limits, the relaxation's optimum seeds the packing.
-const RELAXED_MIN_PODS: u64 = 500;
-
-/// For a large batch of pods without per-node limits (nor accelerators), opens the whole nodes of
-/// the cost relaxation's optimum (see `lower_bound`) for the highest-weight pool, each filled with
-/// its share of the pods the optimum puts on its type. Rounding down leaves some pods, which the
-/// greedy then places (on these nodes' spare room first). With thousands of small pods the
-/// optimum's mix of types is what a cheap plan needs, and no greedy choice finds it.
-fn open_relaxed(prep: &mut Prepared, shapes: &Shapes, claims: &mut Vec<Claim>, open: &mut Vec<usize>) {
+/// For a large batch of pods without per-node limits (nor accelerators), opens the nodes of the
+/// cost relaxation's optimum (see `lower_bound`) for the highest-weight pool, rounded to the
+/// nearest whole number per type, each filled with its share of the whole pods the optimum puts on
+/// its type. The greedy then places what is left (on these nodes' spare room first), and each
+/// claim is still right-sized at the end. With thousands of small pods the optimum's mix of types
+/// is what a cheap plan needs, and no greedy choice finds it.
+fn open_relaxed(prep: &mut Prepared, shapes: &Shapes, claims: &mut Vec<Claim>, open: &mut Vec<usize>, min_pods: u64) {
     let pi = 0;
     let Some(pv) = prep.pools.get(pi) else { return };
     let (zones, cts) = (pv.zones, pv.cts);
@@ -153,7 +151,7 @@ fn open_relaxed(prep: &mut Prepared, shapes: &Shapes, claims: &mut Vec<Claim>, o
         .filter(|b| free[*b])
         .map(|b| prep.buckets[b].remaining() as u64)
         .sum();
-    if pods < RELAXED_MIN_PODS {
+    if pods < min_pods.max(1) {
         return;
     }
     let groups = prep
@@ -170,7 +168,7 @@ fn open_relaxed(prep: &mut Prepared, shapes: &Shapes, claims: &mut Vec<Claim>, o
     let mut nodes: Vec<(usize, u64)> = optimum
         .nodes
         .iter()
-        .map(|(t, n)| (*t, (n + 1e-6).floor() as u64))
+        .map(|(t, n)| (*t, (n - 1e-6).round() as u64))
         .filter(|(_, n)| *n > 0)
         .collect();
     nodes.sort_by_key(|(t, n)| (std::cmp::Reverse(*n), *t));
