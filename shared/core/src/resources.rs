@@ -186,6 +186,17 @@ impl Resources {
         }
     }
 
+    /// Element-wise minimum (the room two capacities both have); a resource missing from either
+    /// is zero.
+    pub fn min_with(&mut self, o: &Resources) {
+        for i in 0..FIXED {
+            self.fixed[i] = self.fixed[i].min(o.fixed[i]);
+        }
+        for (k, v) in self.extended.iter_mut() {
+            *v = (*v).min(o.extended.get(k).copied().unwrap_or(0));
+        }
+    }
+
     /// True when every resource in `self` is available in `capacity`.
     #[inline]
     pub fn fits_in(&self, capacity: &Resources) -> bool {
@@ -391,6 +402,20 @@ mod tests {
         let efa = Resources::from_quantities([("vpc.amazonaws.com/efa", "1")]).unwrap();
         assert!(!efa.fits_in(&cap), "an extended resource the node lacks does not fit");
         assert_eq!(pod.to_string(), "cpu=1500m,memory=1Gi,pods=1");
+    }
+
+    #[test]
+    fn min_with_keeps_the_room_both_have() {
+        let mut a = Resources::from_quantities([("cpu", "4"), ("memory", "2Gi"), ("nvidia.com/gpu", "1")]).unwrap();
+        let b = Resources::from_quantities([("cpu", "2"), ("memory", "8Gi")]).unwrap();
+        a.min_with(&b);
+        assert_eq!(a.cpu_milli(), 2000);
+        assert_eq!(a.memory(), 2 << 30);
+        assert_eq!(
+            a.get_named("nvidia.com/gpu"),
+            0,
+            "missing from the other side means none"
+        );
     }
 
     #[test]

@@ -503,6 +503,15 @@ fn fair_share(prep: &Prepared, b: usize) -> Option<u64> {
 fn fill(prep: &mut Prepared, shapes: &Shapes, c: &mut Claim, share: Option<Share>) {
     let seed_load = c.load.clone();
     fill_balanced(prep, shapes, c, share, &seed_load);
+    // The fair share is spent, but the node the claim needs may have room left: filling that room
+    // costs nothing, and every pod placed there needs no room elsewhere.
+    if share.is_some()
+        && let Some(room) = paid_room(prep, c)
+    {
+        let cap = std::mem::replace(&mut c.cap, room);
+        fill_balanced(prep, shapes, c, None, &seed_load);
+        c.cap = cap;
+    }
     for b in 0..prep.buckets.len() {
         if prep.buckets[b].remaining() == 0 {
             continue;
@@ -513,7 +522,11 @@ fn fill(prep: &mut Prepared, shapes: &Shapes, c: &mut Claim, share: Option<Share
             break;
         }
         if share.is_some_and(|s| {
-            c.load.cpu_milli() - seed_load.cpu_milli() >= s.cpu || c.load.memory() - seed_load.memory() >= s.memory
+            budget_spent(
+                s,
+                c.load.cpu_milli() - seed_load.cpu_milli(),
+                c.load.memory() - seed_load.memory(),
+            )
         }) {
             break;
         }
@@ -595,6 +608,32 @@ fn fill_balanced(prep: &mut Prepared, shapes: &Shapes, c: &mut Claim, share: Opt
             candidates.remove(i);
         }
     }
+}
+
+/// The capacity of the cheapest type that fits what the claim holds (as `finish` will size it),
+/// within the type it was opened for.
+fn paid_room(prep: &Prepared, c: &Claim) -> Option<Resources> {
+    let pv = &prep.pools[c.pool];
+    let types = prep.input.instance_types;
+    let mut best: Option<(f64, usize)> = None;
+    for t in c.types.iter() {
+        if !c.load.fits_in_with(&pv.ds_overhead[t], &types[t].allocatable) {
+            continue;
+        }
+        if let Some((price, _, _)) = prep.best_offer(t, c.zones, c.cts)
+            && best.is_none_or(|(p, _)| price < p)
+        {
+            best = Some((price, t));
+        }
+    }
+    let mut room = prep.capacity(c.pool, best?.1);
+    room.min_with(&c.cap);
+    Some(room)
+}
+
+/// Whether a fair share is used up by `cpu`/`memory` of fillers.
+fn budget_spent(s: Share, cpu: u64, memory: u64) -> bool {
+    cpu >= s.cpu || memory >= s.memory
 }
 
 /// How many pods of `req` still fit in a fair-share budget after `cpu`/`memory` of fillers.
@@ -737,7 +776,9 @@ fn simulate(
             if i > 0
                 && (free.fixed().iter().zip(mins).any(|(f, m)| f < m)
                     || free.get(Resource::Pods) == 0
-                    || share.is_some_and(|s| s.cpu.saturating_sub(filled_cpu) < min_cpu || filled_mem >= s.memory))
+                    || share.is_some_and(|s| {
+                        budget_spent(s, filled_cpu, filled_mem) || s.cpu.saturating_sub(filled_cpu) < min_cpu
+                    }))
             {
                 break;
             }
