@@ -77,11 +77,18 @@ pub(super) fn run(mut prep: Prepared, opts: &Options) -> Plan {
             open_relaxed(&mut prep, &shapes, &mut claims, &mut open, opts.relaxed_min_pods);
         }
         open.retain(|c| !is_full(&claims[*c]));
+        let (cpu, memory) = (prep.buckets[b].req.cpu_milli(), prep.buckets[b].req.memory());
         for &c in &open {
             if prep.buckets[b].remaining() == 0 {
                 break;
             }
-            join(&mut prep, &mut claims[c], b, u64::MAX);
+            // Most open claims lack the CPU or memory: that check first, by comparison alone.
+            let claim = &mut claims[c];
+            if claim.load.cpu_milli() + cpu > claim.cap.cpu_milli() || claim.load.memory() + memory > claim.cap.memory()
+            {
+                continue;
+            }
+            join(&mut prep, claim, b, u64::MAX);
         }
         // The last claim this bucket opened: while a copy of it packs as much value, the next
         // claims copy its choice instead of simulating every candidate again (at most
@@ -498,47 +505,19 @@ fn fair_share(prep: &Prepared, b: usize) -> Option<u64> {
     Some(m.max(1))
 }
 
-/// Fills a claim with the remaining buckets, largest first; with a fair share `m`, each bucket gives
-/// at most 1/m of what it has left.
+/// Fills a claim with the remaining buckets, balanced (see `fill_balanced`), within its fair share
+/// of the other pods when it has one.
 fn fill(prep: &mut Prepared, shapes: &Shapes, c: &mut Claim, share: Option<Share>) {
     let seed_load = c.load.clone();
     fill_balanced(prep, shapes, c, share, &seed_load);
     // The fair share is spent, but the node the claim needs may have room left: filling that room
     // costs nothing, and every pod placed there needs no room elsewhere.
     if share.is_some()
-        && let Some(room) = paid_room(prep, c)
+        && let Some(room) = paid_room(prep, shapes, c)
     {
         let cap = std::mem::replace(&mut c.cap, room);
         fill_balanced(prep, shapes, c, None, &seed_load);
         c.cap = cap;
-    }
-    for b in 0..prep.buckets.len() {
-        if prep.buckets[b].remaining() == 0 {
-            continue;
-        }
-        let mut free = c.cap.clone();
-        free.saturating_sub(&c.load);
-        if free.get(Resource::Pods) == 0 {
-            break;
-        }
-        if share.is_some_and(|s| {
-            budget_spent(
-                s,
-                c.load.cpu_milli() - seed_load.cpu_milli(),
-                c.load.memory() - seed_load.memory(),
-            )
-        }) {
-            break;
-        }
-        let want = share.map_or(u64::MAX, |s| {
-            budget_left(
-                s,
-                c.load.cpu_milli() - seed_load.cpu_milli(),
-                c.load.memory() - seed_load.memory(),
-                &prep.buckets[b].req,
-            )
-        });
-        join(prep, c, b, want);
     }
 }
 
@@ -546,6 +525,9 @@ fn fill(prep: &mut Prepared, shapes: &Shapes, c: &mut Claim, share: Option<Share
 pub(super) struct Shapes {
     /// (request, its buckets in order).
     pub list: Vec<(Resources, Vec<usize>)>,
+    /// Each pool's types, cheapest first (at the pool's own zones and capacity types), listed on
+    /// first use.
+    by_price: Vec<std::cell::OnceCell<Vec<usize>>>,
 }
 
 impl Shapes {
@@ -556,7 +538,21 @@ impl Shapes {
         }
         Shapes {
             list: by_req.into_iter().map(|(r, b)| (r.clone(), b)).collect(),
+            by_price: (0..prep.pools.len()).map(|_| std::cell::OnceCell::new()).collect(),
         }
+    }
+
+    fn by_price(&self, prep: &Prepared, pi: usize) -> &[usize] {
+        self.by_price[pi].get_or_init(|| {
+            let pv = &prep.pools[pi];
+            let mut priced: Vec<(f64, usize)> = pv
+                .types
+                .iter()
+                .filter_map(|t| prep.best_offer(t, pv.zones, pv.cts).map(|(p, _, _)| (p, t)))
+                .collect();
+            priced.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            priced.into_iter().map(|(_, t)| t).collect()
+        })
     }
 }
 
@@ -610,23 +606,18 @@ fn fill_balanced(prep: &mut Prepared, shapes: &Shapes, c: &mut Claim, share: Opt
     }
 }
 
-/// The capacity of the cheapest type that fits what the claim holds (as `finish` will size it),
-/// within the type it was opened for.
-fn paid_room(prep: &Prepared, c: &Claim) -> Option<Resources> {
+/// The capacity of the type the claim will probably be sized to (the cheapest at the pool's prices
+/// that fits what it holds and is offered where the claim may launch), within the type it was
+/// opened for.
+fn paid_room(prep: &Prepared, shapes: &Shapes, c: &Claim) -> Option<Resources> {
     let pv = &prep.pools[c.pool];
     let types = prep.input.instance_types;
-    let mut best: Option<(f64, usize)> = None;
-    for t in c.types.iter() {
-        if !c.load.fits_in_with(&pv.ds_overhead[t], &types[t].allocatable) {
-            continue;
-        }
-        if let Some((price, _, _)) = prep.best_offer(t, c.zones, c.cts)
-            && best.is_none_or(|(p, _)| price < p)
-        {
-            best = Some((price, t));
-        }
-    }
-    let mut room = prep.capacity(c.pool, best?.1);
+    let t = shapes.by_price(prep, c.pool).iter().copied().find(|t| {
+        c.types.contains(*t)
+            && c.load.fits_in_with(&pv.ds_overhead[*t], &types[*t].allocatable)
+            && prep.offered(*t, c.zones, c.cts)
+    })?;
+    let mut room = prep.capacity(c.pool, t);
     room.min_with(&c.cap);
     Some(room)
 }
