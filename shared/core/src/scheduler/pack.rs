@@ -46,7 +46,7 @@ pub(super) fn run(mut prep: Prepared, opts: &Options) -> Plan {
     let mut claims: Vec<Claim> = Vec::new();
     let mut failed: Vec<(usize, String)> = std::mem::take(&mut prep.unschedulable);
     let mut values = Values::new(&prep);
-    let shapes = Shapes::new(&prep);
+    let look = Lookups::new(&prep);
 
     // Buckets limited per node go first, then accelerated pods (whose nodes' spare room takes
     // other pods); inside each group, the prepared (largest-first) order.
@@ -74,7 +74,7 @@ pub(super) fn run(mut prep: Prepared, opts: &Options) -> Plan {
         }
         if !relaxed && prep.buckets[b].per_node == u64::MAX && prep.buckets[b].req.accelerators() == 0 {
             relaxed = true;
-            open_relaxed(&mut prep, &shapes, &mut claims, &mut open, opts.relaxed_min_pods);
+            open_relaxed(&mut prep, &look, &mut claims, &mut open, opts.relaxed_min_pods);
         }
         open.retain(|c| !is_full(&claims[*c]));
         let (cpu, memory) = (prep.buckets[b].req.cpu_milli(), prep.buckets[b].req.memory());
@@ -99,7 +99,7 @@ pub(super) fn run(mut prep: Prepared, opts: &Options) -> Plan {
             let share = share_budget(&prep, b, fair_share(&prep, b));
             if reused < MAX_REUSES
                 && let Some(choice) = &last
-                && let Some(claim) = reuse(&mut prep, &shapes, &claims, b, choice, &mut values, share)
+                && let Some(claim) = reuse(&mut prep, &look, &claims, b, choice, &mut values, share)
             {
                 reused += 1;
                 open.push(claims.len());
@@ -117,7 +117,7 @@ pub(super) fn run(mut prep: Prepared, opts: &Options) -> Plan {
                         sliced: claim.sliced,
                         value: 0.0,
                     };
-                    seed_and_fill(&mut prep, &shapes, &mut claim, b, share);
+                    seed_and_fill(&mut prep, &look, &mut claim, b, share);
                     last = Some(Choice {
                         value: packed_value(&prep, &mut values, &claim),
                         ..choice
@@ -138,7 +138,7 @@ pub(super) fn run(mut prep: Prepared, opts: &Options) -> Plan {
 /// its type. The greedy then places what is left (on these nodes' spare room first), and each
 /// claim is still right-sized at the end. With thousands of small pods the optimum's mix of types
 /// is what a cheap plan needs, and no greedy choice finds it.
-fn open_relaxed(prep: &mut Prepared, shapes: &Shapes, claims: &mut Vec<Claim>, open: &mut Vec<usize>, min_pods: u64) {
+fn open_relaxed(prep: &mut Prepared, look: &Lookups, claims: &mut Vec<Claim>, open: &mut Vec<usize>, min_pods: u64) {
     let pi = 0;
     let Some(pv) = prep.pools.get(pi) else { return };
     let (zones, cts) = (pv.zones, pv.cts);
@@ -193,7 +193,7 @@ fn open_relaxed(prep: &mut Prepared, shapes: &Shapes, claims: &mut Vec<Claim>, o
                 .sum();
             let req = &relaxation.shapes[si].0;
             if k > 0
-                && let Some(shape) = shapes.list.iter().position(|(r, _)| r == req)
+                && let Some(shape) = look.shapes.iter().position(|(r, _)| r == req)
             {
                 assigned.push((shape, k));
             }
@@ -210,7 +210,7 @@ fn open_relaxed(prep: &mut Prepared, shapes: &Shapes, claims: &mut Vec<Claim>, o
             }
             let Some(seed) = assigned
                 .iter()
-                .flat_map(|(s, _)| shapes.list[*s].1.iter().copied())
+                .flat_map(|(s, _)| look.shapes[*s].1.iter().copied())
                 .find(|b| free[*b])
             else {
                 break;
@@ -220,7 +220,7 @@ fn open_relaxed(prep: &mut Prepared, shapes: &Shapes, claims: &mut Vec<Claim>, o
             };
             for (s, left) in assigned.iter_mut() {
                 let mut want = left.div_ceil(n - i);
-                for &b in &shapes.list[*s].1 {
+                for &b in &look.shapes[*s].1 {
                     if want == 0 {
                         break;
                     }
@@ -260,7 +260,7 @@ fn packed_value(prep: &Prepared, values: &mut Values, c: &Claim) -> f64 {
 /// Seeds a new claim with bucket `b` and fills it: without a fair share, first with a slice of
 /// every bucket in proportion to what is left (so a large node takes the demand's own mix), then
 /// with whatever else fits.
-fn seed_and_fill(prep: &mut Prepared, shapes: &Shapes, claim: &mut Claim, b: usize, share: Option<Share>) {
+fn seed_and_fill(prep: &mut Prepared, look: &Lookups, claim: &mut Claim, b: usize, share: Option<Share>) {
     let slice = match share {
         None if claim.sliced => slice_fraction(
             slice_demand(prep, claim.pool, (claim.zones, claim.cts), b).as_ref(),
@@ -284,7 +284,7 @@ fn seed_and_fill(prep: &mut Prepared, shapes: &Shapes, claim: &mut Claim, b: usi
     if slice.is_some() {
         join(prep, claim, b, u64::MAX);
     }
-    fill(prep, shapes, claim, share);
+    fill(prep, look, claim, share);
 }
 
 /// Opens a claim with the type of bucket `b`'s previous claim, kept only when it packs at least
@@ -292,7 +292,7 @@ fn seed_and_fill(prep: &mut Prepared, shapes: &Shapes, claim: &mut Claim, b: usi
 #[allow(clippy::too_many_arguments)]
 fn reuse(
     prep: &mut Prepared,
-    shapes: &Shapes,
+    look: &Lookups,
     claims: &[Claim],
     b: usize,
     choice: &Choice,
@@ -311,7 +311,7 @@ fn reuse(
     }
     let mut claim = new_claim(prep, b, pi, choice.target, choice.zones, choice.cts).ok()?;
     claim.sliced = choice.sliced;
-    seed_and_fill(prep, shapes, &mut claim, b, share);
+    seed_and_fill(prep, look, &mut claim, b, share);
     if packed_value(prep, values, &claim) >= choice.value * (1.0 - REUSE_TOLERANCE) && !claim.pods.is_empty() {
         return Some(claim);
     }
@@ -507,37 +507,38 @@ fn fair_share(prep: &Prepared, b: usize) -> Option<u64> {
 
 /// Fills a claim with the remaining buckets, balanced (see `fill_balanced`), within its fair share
 /// of the other pods when it has one.
-fn fill(prep: &mut Prepared, shapes: &Shapes, c: &mut Claim, share: Option<Share>) {
+fn fill(prep: &mut Prepared, look: &Lookups, c: &mut Claim, share: Option<Share>) {
     let seed_load = c.load.clone();
-    fill_balanced(prep, shapes, c, share, &seed_load);
+    fill_balanced(prep, look, c, share, &seed_load);
     // The fair share is spent, but the node the claim needs may have room left: filling that room
     // costs nothing, and every pod placed there needs no room elsewhere.
     if share.is_some()
-        && let Some(room) = paid_room(prep, shapes, c)
+        && let Some(room) = paid_room(prep, look, c)
     {
         let cap = std::mem::replace(&mut c.cap, room);
-        fill_balanced(prep, shapes, c, None, &seed_load);
+        fill_balanced(prep, look, c, None, &seed_load);
         c.cap = cap;
     }
 }
 
-/// Buckets grouped by request: the balanced fill scores a request once for all its buckets.
-pub(super) struct Shapes {
-    /// (request, its buckets in order).
-    pub list: Vec<(Resources, Vec<usize>)>,
+/// What one packing run looks up again and again, listed once: buckets by request (the balanced
+/// fill scores a request once for all its buckets) and each pool's types by price.
+pub(super) struct Lookups {
+    /// Buckets grouped by request: (request, its buckets in order).
+    pub shapes: Vec<(Resources, Vec<usize>)>,
     /// Each pool's types, cheapest first (at the pool's own zones and capacity types), listed on
     /// first use.
     by_price: Vec<std::cell::OnceCell<Vec<usize>>>,
 }
 
-impl Shapes {
-    pub(super) fn new(prep: &Prepared) -> Shapes {
+impl Lookups {
+    pub(super) fn new(prep: &Prepared) -> Lookups {
         let mut by_req: std::collections::BTreeMap<&Resources, Vec<usize>> = std::collections::BTreeMap::new();
         for (b, bucket) in prep.buckets.iter().enumerate() {
             by_req.entry(&bucket.req).or_default().push(b);
         }
-        Shapes {
-            list: by_req.into_iter().map(|(r, b)| (r.clone(), b)).collect(),
+        Lookups {
+            shapes: by_req.into_iter().map(|(r, b)| (r.clone(), b)).collect(),
             by_price: (0..prep.pools.len()).map(|_| std::cell::OnceCell::new()).collect(),
         }
     }
@@ -560,11 +561,11 @@ impl Shapes {
 /// dot product of request and free capacity, both as shares of the node), so that no resource is
 /// left idle while another runs out. A bucket that cannot join once never can again (the claim only
 /// fills up and narrows), so each request keeps a cursor past its buckets that failed.
-fn fill_balanced(prep: &mut Prepared, shapes: &Shapes, c: &mut Claim, share: Option<Share>, seed_load: &Resources) {
+fn fill_balanced(prep: &mut Prepared, look: &Lookups, c: &mut Claim, share: Option<Share>, seed_load: &Resources) {
     let cap = [c.cap.cpu_milli().max(1) as f64, c.cap.memory().max(1) as f64];
     // (shape, cursor into its buckets)
-    let mut candidates: Vec<(usize, usize)> = (0..shapes.list.len())
-        .filter(|s| shapes.list[*s].0.fits_in_with(&c.load, &c.cap))
+    let mut candidates: Vec<(usize, usize)> = (0..look.shapes.len())
+        .filter(|s| look.shapes[*s].0.fits_in_with(&c.load, &c.cap))
         .map(|s| (s, 0))
         .collect();
     loop {
@@ -576,13 +577,13 @@ fn fill_balanced(prep: &mut Prepared, shapes: &Shapes, c: &mut Claim, share: Opt
             c.load.memory() - seed_load.memory(),
         );
         candidates.retain(|(s, _)| {
-            let req = &shapes.list[*s].0;
+            let req = &look.shapes[*s].0;
             req.fixed().iter().zip(free.fixed()).all(|(r, f)| r <= f)
                 && share.is_none_or(|x| budget_left(x, filled.0, filled.1, req) != 0)
         });
         let mut best: Option<(f64, usize)> = None;
         for (i, (s, _)) in candidates.iter().enumerate() {
-            let req = &shapes.list[*s].0;
+            let req = &look.shapes[*s].0;
             let score = req.cpu_milli() as f64 / cap[0] * fc + req.memory() as f64 / cap[1] * fm;
             if best.is_none_or(|(x, _)| score > x + 1e-12) {
                 best = Some((score, i));
@@ -590,7 +591,7 @@ fn fill_balanced(prep: &mut Prepared, shapes: &Shapes, c: &mut Claim, share: Opt
         }
         let Some((_, i)) = best else { return };
         let (s, cursor) = &mut candidates[i];
-        let buckets = &shapes.list[*s].1;
+        let buckets = &look.shapes[*s].1;
         let mut joined = false;
         while *cursor < buckets.len() {
             let b = buckets[*cursor];
@@ -609,10 +610,10 @@ fn fill_balanced(prep: &mut Prepared, shapes: &Shapes, c: &mut Claim, share: Opt
 /// The capacity of the type the claim will probably be sized to (the cheapest at the pool's prices
 /// that fits what it holds and is offered where the claim may launch), within the type it was
 /// opened for.
-fn paid_room(prep: &Prepared, shapes: &Shapes, c: &Claim) -> Option<Resources> {
+fn paid_room(prep: &Prepared, look: &Lookups, c: &Claim) -> Option<Resources> {
     let pv = &prep.pools[c.pool];
     let types = prep.input.instance_types;
-    let t = shapes.by_price(prep, c.pool).iter().copied().find(|t| {
+    let t = look.by_price(prep, c.pool).iter().copied().find(|t| {
         c.types.contains(*t)
             && c.load.fits_in_with(&pv.ds_overhead[*t], &types[*t].allocatable)
             && prep.offered(*t, c.zones, c.cts)
