@@ -24,6 +24,9 @@ def main() -> int:
     command = sys.argv[2:]
     pid, fd = pty.fork()
     if pid == 0:
+        # A shell that starts jobs in the background makes them ignore SIGINT, and ignored signals
+        # survive exec: give the command the default, so Ctrl-C ends it as on a real terminal.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.execvp(command[0], command)
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
     out = bytearray()
@@ -42,7 +45,24 @@ def main() -> int:
             out += data
     if not exited:
         os.kill(pid, signal.SIGINT)
-    _, status = os.waitpid(pid, 0)
+    # Keep reading until the command has gone: one blocked writing to a full terminal must be able
+    # to finish its write and see the interrupt. If it does not end, it is killed.
+    stop = time.monotonic() + 10
+    while True:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > stop:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            break
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:
+                data = b""
+            out += data
     sys.stdout.buffer.write(bytes(out))
     return 0
 
