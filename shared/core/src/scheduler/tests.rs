@@ -345,6 +345,25 @@ fn no_pool_explains_itself() {
     assert_eq!(plan.unschedulable[0].reason, "no NodePool is configured");
 }
 
+fn spot_or_on_demand_pool() -> NodePool {
+    NodePool::new("default").with_requirement(Requirement::new(
+        labels::CAPACITY_TYPE,
+        Operator::In,
+        &["spot", "on-demand"],
+    ))
+}
+
+/// A batch of new pods for the test catalogue: no nodes, no daemonsets.
+fn batch<'a>(pods: &'a [Pod], pools: &'a [NodePool]) -> Input<'a> {
+    Input {
+        pods,
+        nodes: &[],
+        pools,
+        instance_types: types(),
+        daemonsets: &[],
+    }
+}
+
 #[test]
 fn lower_bound_never_exceeds_either_packing() {
     let pods: Vec<Pod> = (0..300)
@@ -356,18 +375,8 @@ fn lower_bound_never_exceeds_either_packing() {
             )
         })
         .collect();
-    let pools = vec![NodePool::new("default").with_requirement(Requirement::new(
-        labels::CAPACITY_TYPE,
-        Operator::In,
-        &["spot", "on-demand"],
-    ))];
-    let input = Input {
-        pods: &pods,
-        nodes: &[],
-        pools: &pools,
-        instance_types: types(),
-        daemonsets: &[],
-    };
+    let pools = vec![spot_or_on_demand_pool()];
+    let input = batch(&pods, &pools);
     let lb = lower_bound::lower_bound(&input).unwrap();
     assert_eq!(lb.pods, 300);
     for s in [Strategy::CostAware, Strategy::FirstFitDecreasing] {
@@ -399,26 +408,12 @@ fn large_batches_pack_near_the_bound() {
         .collect();
     // General-purpose families: on burstable micro nodes (t3) even the best whole-node packing is
     // far from the divisible bound.
-    let pools = vec![
-        NodePool::new("default")
-            .with_requirement(Requirement::new(
-                labels::CAPACITY_TYPE,
-                Operator::In,
-                &["spot", "on-demand"],
-            ))
-            .with_requirement(Requirement::new(
-                labels::INSTANCE_FAMILY,
-                Operator::In,
-                &["m5", "c5", "r5", "m7i"],
-            )),
-    ];
-    let input = Input {
-        pods: &pods,
-        nodes: &[],
-        pools: &pools,
-        instance_types: types(),
-        daemonsets: &[],
-    };
+    let pools = vec![spot_or_on_demand_pool().with_requirement(Requirement::new(
+        labels::INSTANCE_FAMILY,
+        Operator::In,
+        &["m5", "c5", "r5", "m7i"],
+    ))];
+    let input = batch(&pods, &pools);
     let bound = lower_bound::lower_bound(&input).unwrap().cost;
     let relaxed = schedule(&input, &Options::default());
     check_plan(&input, &relaxed).unwrap();
