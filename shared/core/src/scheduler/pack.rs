@@ -268,22 +268,23 @@ fn seed_and_fill(prep: &mut Prepared, look: &Lookups, claim: &mut Claim, b: usiz
         ),
         _ => None,
     };
-    let mut want = prep.buckets[b].per_node;
+    let per_node = prep.buckets[b].per_node;
     if let Some(f) = slice {
-        want = want.min(slice_of(prep.buckets[b].remaining() as u64, f, true));
-        join(prep, claim, b, want);
+        join(
+            prep,
+            claim,
+            b,
+            per_node.min(slice_of(prep.buckets[b].remaining() as u64, f, true)),
+        );
         for o in 0..prep.buckets.len() {
             let rem = prep.buckets[o].remaining() as u64;
             if o != b && rem > 0 {
                 join(prep, claim, o, slice_of(rem, f, false));
             }
         }
-    } else {
-        join(prep, claim, b, want);
     }
-    if slice.is_some() {
-        join(prep, claim, b, u64::MAX);
-    }
+    // The seed's own pods first (after its slice, the rest of them), then the others.
+    join(prep, claim, b, if slice.is_some() { u64::MAX } else { per_node });
     fill(prep, look, claim, share);
 }
 
