@@ -9,6 +9,7 @@
 //! for the benchmarks. Both share constraint handling and produce the same [`Plan`] shape, and both
 //! are deterministic: the same input gives the same plan.
 
+mod exchange;
 mod ffd;
 pub mod lower_bound;
 mod pack;
@@ -60,6 +61,9 @@ pub struct Options {
     /// From this many pods without per-node limits, the cost-aware packer starts from the cost
     /// relaxation's optimum rounded to whole nodes (smaller batches: greedy choices only).
     pub relaxed_min_pods: u64,
+    /// Whether the cost-aware packer ends with pod exchanges between claims that let one shrink
+    /// (see `exchange`); off only to measure what they save.
+    pub exchange: bool,
 }
 
 /// Measured with `nodewright bench`: a few milliseconds of LP at this size, and a plan within 1% of
@@ -72,6 +76,7 @@ impl Default for Options {
             strategy: Strategy::CostAware,
             max_instance_types: MAX_INSTANCE_TYPES,
             relaxed_min_pods: RELAXED_MIN_PODS,
+            exchange: true,
         }
     }
 }

@@ -117,10 +117,23 @@ impl HostCounts {
 
     /// How many pods of `b` (up to `want`) may join without breaking any constraint.
     pub fn max_add(&self, b: &Bucket, want: u64) -> u64 {
+        self.max_add_after(None, b, want)
+    }
+
+    /// `max_add` once one pod of `leaving` has left the node (its limits stay, see `remove`).
+    pub fn max_add_after(&self, leaving: Option<&Bucket>, b: &Bucket, want: u64) -> u64 {
+        let count = |c: u16| {
+            let n = self.count(c);
+            if leaving.is_some_and(|l| l.members.contains(&c)) {
+                n.saturating_sub(1)
+            } else {
+                n
+            }
+        };
         let mut k = want;
         for (c, own_limit) in &b.carries {
             let limit = self.limit(*c).map_or(*own_limit, |l| l.min(*own_limit));
-            let count = self.count(*c);
+            let count = count(*c);
             if b.members.contains(c) {
                 k = k.min(u64::from(limit.saturating_sub(count)));
             } else if count > limit {
@@ -132,7 +145,7 @@ impl HostCounts {
                 continue;
             }
             if let Some(limit) = self.limit(*c) {
-                k = k.min(u64::from(limit.saturating_sub(self.count(*c))));
+                k = k.min(u64::from(limit.saturating_sub(count(*c))));
             }
         }
         k
@@ -152,6 +165,16 @@ impl HostCounts {
             match self.limits.iter_mut().find(|(x, _)| x == c) {
                 Some((_, v)) => *v = (*v).min(*l),
                 None => self.limits.push((*c, *l)),
+            }
+        }
+    }
+
+    /// Takes `k` pods of `b` off the counts. Limits stay as they were: another pod on the node may
+    /// carry the same one, and a limit kept too long only refuses a pod.
+    pub fn remove(&mut self, b: &Bucket, k: u32) {
+        for c in &b.members {
+            if let Some((_, v)) = self.counts.iter_mut().find(|(x, _)| x == c) {
+                *v = v.saturating_sub(k);
             }
         }
     }

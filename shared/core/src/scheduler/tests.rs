@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 
-use proptest::prelude::{ProptestConfig, TestCaseError, any, prop, prop_assert_eq, proptest};
+use proptest::prelude::{ProptestConfig, TestCaseError, any, prop, prop_assert, prop_assert_eq, proptest};
 use proptest::strategy::Strategy as Gen;
 
 use super::*;
@@ -295,15 +295,25 @@ proptest! {
         b in pool_strategy("pool-b"),
         strategy in prop::sample::select(vec![Strategy::CostAware, Strategy::FirstFitDecreasing]),
         relaxed_min_pods in prop::sample::select(vec![1u64, RELAXED_MIN_PODS]),
+        exchange in any::<bool>(),
     ) {
         let pods = named(pods);
         let pools = vec![a, b];
         let input = Input { pods: &pods, nodes: &[], pools: &pools, instance_types: types(), daemonsets: &[] };
         // Batches here are small: half the cases round the relaxation from the first pod.
-        let opts = Options { strategy, relaxed_min_pods, ..Options::default() };
+        let opts = Options { strategy, relaxed_min_pods, exchange, ..Options::default() };
         let plan = schedule(&input, &opts);
         if let Err(e) = check_plan(&input, &plan) {
             return Err(TestCaseError::fail(format!("{e}\n{plan:#?}")));
+        }
+        // Exchanges only ever make the plan cheaper.
+        if exchange && strategy == Strategy::CostAware {
+            let without = schedule(&input, &Options { exchange: false, ..opts });
+            prop_assert!(
+                plan.total_price() <= without.total_price() + 1e-9,
+                "with exchanges {} > without {}", plan.total_price(), without.total_price()
+            );
+            prop_assert_eq!(plan.placed_pods(), without.placed_pods());
         }
         let again = schedule(&input, &opts);
         prop_assert_eq!(&plan, &again, "the plan must be deterministic");
@@ -470,4 +480,63 @@ fn single_zone_spread_pod_is_pinned() {
             plan.claims[0].zones
         );
     }
+}
+
+#[test]
+fn exchanges_shrink_claims_the_greedy_left_unbalanced() {
+    // The benchmark's request mix on its synthetic types (price linear in size), a quarter of the
+    // pods one per node: many small nodes that the greedy leaves bound by one resource.
+    let cpu = [100u64, 250, 500, 1000, 1500];
+    let mem = [100u64, 256, 512, 1024, 2048, 4096];
+    // Requests drawn from the mix by a fixed linear congruential sequence.
+    let mut x = 4u64;
+    let mut draw = |n: usize| {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (x >> 33) as usize % n
+    };
+    let pods: Vec<Pod> = (0..500)
+        .map(|i| {
+            let p = Pod::new(&format!("p{i}"), cpu[draw(5)], mem[draw(6)] << 20);
+            if i % 4 == 0 {
+                let mut p = p.with_label("app", "one-per-node");
+                p.pod_anti_affinity.push(PodAffinityTerm {
+                    topology_key: labels::HOSTNAME.into(),
+                    selector: LabelSelector {
+                        match_labels: BTreeMap::from([("app".to_string(), "one-per-node".to_string())]),
+                        match_expressions: vec![],
+                    },
+                    namespaces: vec![],
+                });
+                p
+            } else {
+                p
+            }
+        })
+        .collect();
+    let types = crate::catalogue::fake::benchmark_types(64);
+    let pools = vec![NodePool::new("default")];
+    let input = Input {
+        pods: &pods,
+        nodes: &[],
+        pools: &pools,
+        instance_types: &types,
+        daemonsets: &[],
+    };
+    let with = schedule(&input, &Options::default());
+    let without = schedule(
+        &input,
+        &Options {
+            exchange: false,
+            ..Options::default()
+        },
+    );
+    check_plan(&input, &with).unwrap();
+    assert_eq!(with.placed_pods(), pods.len());
+    assert_eq!(without.placed_pods(), pods.len());
+    assert!(
+        with.total_price() < without.total_price() - 1e-6,
+        "exchanges should save: {:.2} vs {:.2}",
+        with.total_price(),
+        without.total_price()
+    );
 }

@@ -1,0 +1,339 @@
+//! Exchanges after packing: a claim shrinks to a cheaper type by handing one pod to another claim
+//! (or trading it for one of that claim's pods), while the other claim keeps its own price.
+//!
+//! Greedy packing leaves some nodes bound by one resource with another idle: memory-heavy pods
+//! left over at the end share a node with idle CPU, while earlier nodes ran out of CPU with memory
+//! to spare. A trade moves the memory-heavy pod to the spare memory and a CPU-heavy pod the other
+//! way, and the first node drops a size. Only claims of the same pool, zones and capacity types
+//! trade, so no pod changes zone or capacity type (spread and affinity counts stay as packed), and
+//! hostname constraints are checked on both sides. Claims whose pool has limits or minValues, or
+//! that hold accelerators, are left as packed.
+
+use std::collections::BTreeMap;
+
+use super::pack::{Claim, Lookups};
+use super::prepare::{HostCounts, Prepared};
+use crate::resources::{FIXED, Resources};
+
+/// Passes over all claims; later passes find what earlier trades made possible.
+const MAX_PASSES: usize = 3;
+
+/// Cheaper types tried per claim: the ones needing the least to be moved out.
+const TARGETS: usize = 3;
+
+/// Claims of one pool, zones and capacity types: the only ones that trade with each other.
+type Group = (usize, u64, u8);
+
+/// A group's claims by (CPU room, claim) and by (memory room, claim), most room first.
+type ByRoom = [Vec<(u64, usize)>; 2];
+
+/// Which room a partner scan is ordered by.
+type RoomOf = fn(&Resources) -> u64;
+
+/// What a claim costs now: its cheapest fitting type and the room left on it.
+#[derive(Clone)]
+struct Size {
+    t: usize,
+    price: f64,
+    room: Resources,
+}
+
+/// A trade to apply: the bucket of the pod leaving the shrinking claim for `partner` and, if any,
+/// the bucket of the partner's pod coming back.
+struct Trade {
+    out: usize,
+    back: Option<usize>,
+    partner: usize,
+}
+
+pub(super) fn run(prep: &Prepared, look: &Lookups, claims: &mut [Claim]) {
+    let mut pod_bucket = vec![usize::MAX; prep.input.pods.len()];
+    for (b, bucket) in prep.buckets.iter().enumerate() {
+        for p in &bucket.pods[..bucket.next] {
+            pod_bucket[*p] = b;
+        }
+    }
+    let mut sizes: Vec<Option<Size>> = claims.iter().map(|c| size(prep, look, c)).collect();
+    let mut held: Vec<Vec<usize>> = claims.iter().map(|c| buckets_of(c, &pod_bucket)).collect();
+    let mut groups: BTreeMap<Group, Vec<usize>> = BTreeMap::new();
+    for (i, c) in claims.iter().enumerate() {
+        if sizes[i].is_some() {
+            groups.entry((c.pool, c.zones, c.cts)).or_default().push(i);
+        }
+    }
+    for _ in 0..MAX_PASSES {
+        let mut order: Vec<usize> = (0..claims.len()).filter(|i| sizes[*i].is_some()).collect();
+        order.sort_by(|a, b| {
+            let (pa, pb) = (
+                sizes[*a].as_ref().map_or(0.0, |s| s.price),
+                sizes[*b].as_ref().map_or(0.0, |s| s.price),
+            );
+            pb.total_cmp(&pa).then(a.cmp(b))
+        });
+        // Each group's claims by CPU room and by memory room, most first: a pod needing more of
+        // one than any partner has left stops the scan at once.
+        // (The rooms are those at the start of the pass: a claim whose room grew since may be
+        // missed until the next pass.)
+        let by_room: BTreeMap<Group, ByRoom> = groups
+            .iter()
+            .map(|(k, members)| {
+                let sorted = |r: RoomOf| {
+                    let mut v: Vec<(u64, usize)> = members
+                        .iter()
+                        .map(|i| (sizes[*i].as_ref().map_or(0, |s| r(&s.room)), *i))
+                        .collect();
+                    v.sort_by_key(|(room, i)| (std::cmp::Reverse(*room), *i));
+                    v
+                };
+                (*k, [sorted(Resources::cpu_milli), sorted(Resources::memory)])
+            })
+            .collect();
+        let mut improved = false;
+        for y in order {
+            let key = (claims[y].pool, claims[y].zones, claims[y].cts);
+            let partners = &by_room[&key];
+            while let Some(trade) = find_trade(prep, look, claims, &sizes, &held, y, partners) {
+                apply(prep, claims, &pod_bucket, y, &trade);
+                for c in [y, trade.partner] {
+                    sizes[c] = size(prep, look, &claims[c]);
+                    held[c] = buckets_of(&claims[c], &pod_bucket);
+                }
+                improved = true;
+            }
+        }
+        if !improved {
+            break;
+        }
+    }
+}
+
+/// Whether the exchange pass may touch a claim: no limits (a new type could count differently), no
+/// minValues (fewer types could fit), no accelerators.
+fn eligible(prep: &Prepared, c: &Claim) -> bool {
+    c.reserved.is_none()
+        && c.load.accelerators() == 0
+        && !prep.pools[c.pool]
+            .pool
+            .requirements
+            .iter()
+            .any(|r| r.min_values.is_some())
+}
+
+/// The claim's cheapest fitting type (as `finish` prices it: no accelerated or metal type).
+fn size(prep: &Prepared, look: &Lookups, c: &Claim) -> Option<Size> {
+    if !eligible(prep, c) {
+        return None;
+    }
+    let pv = &prep.pools[c.pool];
+    let types = prep.input.instance_types;
+    let mut best: Option<(f64, usize)> = None;
+    for &(floor, t) in look.by_price(prep, c.pool) {
+        if best.is_some_and(|(bp, _)| floor >= bp) {
+            // Types come cheapest first at the pool's prices, a floor on the claim's.
+            break;
+        }
+        if !c.types.contains(t) || types[t].accelerated || types[t].bare_metal {
+            continue;
+        }
+        if !c.load.fits_in_with(&pv.ds_overhead[t], &types[t].allocatable) {
+            continue;
+        }
+        if let Some((p, _, _)) = prep.best_offer(t, c.zones, c.cts)
+            && best.is_none_or(|(bp, _)| p < bp)
+        {
+            best = Some((p, t));
+        }
+    }
+    let (price, t) = best?;
+    let mut room = prep.capacity(c.pool, t);
+    room.saturating_sub(&c.load);
+    Some(Size { t, price, room })
+}
+
+/// Cheaper types the claim could shrink to by moving one pod out: those where the excess over the
+/// type's capacity is smallest (as shares of the current type), at most `TARGETS`, each with its
+/// capacity.
+fn targets(prep: &Prepared, look: &Lookups, c: &Claim, s: &Size, largest: &Resources) -> Vec<(usize, Resources)> {
+    let pv = &prep.pools[c.pool];
+    let types = prep.input.instance_types;
+    let current = prep.capacity(c.pool, s.t);
+    let mut found: Vec<(f64, f64, usize)> = Vec::new();
+    for &(floor, t) in look.by_price(prep, c.pool) {
+        if floor >= s.price {
+            break;
+        }
+        if !c.types.contains(t) || types[t].accelerated || types[t].bare_metal {
+            continue;
+        }
+        // The excess over the type (fixed resources; the trade checks all of them): one pod must
+        // be able to carry it out.
+        let (alloc, ds) = (types[t].allocatable.fixed(), pv.ds_overhead[t].fixed());
+        let mut score = 0.0;
+        let mut coverable = true;
+        for r in 0..FIXED {
+            let excess = (c.load.fixed()[r] + ds[r]).saturating_sub(alloc[r]);
+            if excess > largest.fixed()[r] {
+                coverable = false;
+                break;
+            }
+            score += excess as f64 / current.fixed()[r].max(1) as f64;
+        }
+        if !coverable {
+            continue;
+        }
+        let Some((price, _, _)) = prep.best_offer(t, c.zones, c.cts) else {
+            continue;
+        };
+        if price < s.price {
+            found.push((score, price, t));
+        }
+    }
+    found.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.total_cmp(&a.1)).then(a.2.cmp(&b.2)));
+    found.truncate(TARGETS);
+    found
+        .into_iter()
+        .map(|(_, _, t)| (t, prep.capacity(c.pool, t)))
+        .collect()
+}
+
+/// The distinct buckets among a claim's pods, in the order first held.
+fn buckets_of(c: &Claim, pod_bucket: &[usize]) -> Vec<usize> {
+    let mut out: Vec<usize> = Vec::new();
+    for p in &c.pods {
+        let b = pod_bucket[*p];
+        if b != usize::MAX && !out.contains(&b) {
+            out.push(b);
+        }
+    }
+    out
+}
+
+/// Whether a pod of `b` may sit on a claim of pool `pool` sized to `t`.
+fn compatible(prep: &Prepared, b: usize, pool: usize, t: usize) -> bool {
+    prep.sigs[prep.buckets[b].sig].compat[pool]
+        .as_ref()
+        .is_ok_and(|c| c.types.contains(t))
+}
+
+/// Whether, after one pod of `leaving` goes, one pod of `joining` may come (hostname constraints).
+fn host_allows(prep: &Prepared, host: &HostCounts, leaving: Option<usize>, joining: usize) -> bool {
+    host.max_add_after(leaving.map(|b| &prep.buckets[b]), &prep.buckets[joining], 1) == 1
+}
+
+fn find_trade(
+    prep: &Prepared,
+    look: &Lookups,
+    claims: &[Claim],
+    sizes: &[Option<Size>],
+    held: &[Vec<usize>],
+    y: usize,
+    partners: &ByRoom,
+) -> Option<Trade> {
+    let sy = sizes[y].as_ref()?;
+    let cy = &claims[y];
+    let own = &held[y];
+    let mut largest = Resources::new();
+    for b in own {
+        largest.max_with(&prep.buckets[*b].req);
+    }
+    for (t, cap) in targets(prep, look, cy, sy, &largest) {
+        let mut excess = cy.load.clone();
+        excess.saturating_sub(&cap);
+        for &bq in own {
+            let q = &prep.buckets[bq].req;
+            if !excess.fits_in(q) {
+                continue;
+            }
+            // What may come back: the target's capacity after the pod leaves.
+            let mut slack = cap.clone();
+            let mut rest = cy.load.clone();
+            rest.saturating_sub(q);
+            slack.saturating_sub(&rest);
+            // Scan partners by the room the pod needs most of, beyond what could come back.
+            let need = |r: RoomOf| r(q).saturating_sub(r(&slack));
+            let (order, key): (&[(u64, usize)], RoomOf) = if need(Resources::memory) as f64
+                / cy.load.memory().max(1) as f64
+                > need(Resources::cpu_milli) as f64 / cy.load.cpu_milli().max(1) as f64
+            {
+                (&partners[1], Resources::memory)
+            } else {
+                (&partners[0], Resources::cpu_milli)
+            };
+            for &(room, z) in order {
+                if room < need(key) {
+                    break;
+                }
+                if z == y {
+                    continue;
+                }
+                let Some(sz) = sizes[z].as_ref() else { continue };
+                // Room plus what could come back must hold the pod (CPU and memory first).
+                if sz.room.cpu_milli() + slack.cpu_milli() < q.cpu_milli()
+                    || sz.room.memory() + slack.memory() < q.memory()
+                {
+                    continue;
+                }
+                if !compatible(prep, bq, claims[z].pool, sz.t) {
+                    continue;
+                }
+                if q.fits_in(&sz.room) && host_allows(prep, &claims[z].host, None, bq) {
+                    return Some(Trade {
+                        out: bq,
+                        back: None,
+                        partner: z,
+                    });
+                }
+                for &bp in &held[z] {
+                    let p = &prep.buckets[bp].req;
+                    if bp == bq || !p.fits_in(&slack) || !fits_with_back(q, &sz.room, p) {
+                        continue;
+                    }
+                    if compatible(prep, bp, cy.pool, t)
+                        && host_allows(prep, &claims[z].host, Some(bp), bq)
+                        && host_allows(prep, &cy.host, Some(bq), bp)
+                    {
+                        return Some(Trade {
+                            out: bq,
+                            back: Some(bp),
+                            partner: z,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Whether `q` fits in `room` once `back` has left it (no sum is built: this runs per partner pod).
+fn fits_with_back(q: &Resources, room: &Resources, back: &Resources) -> bool {
+    (0..FIXED).all(|r| q.fixed()[r] <= room.fixed()[r] + back.fixed()[r])
+        && q.extended()
+            .iter()
+            .all(|(k, v)| *v <= room.get_named(k) + back.get_named(k))
+}
+
+/// Moves one pod of bucket `b` from claim `from` to claim `to`.
+fn move_pod(prep: &Prepared, claims: &mut [Claim], pod_bucket: &[usize], b: usize, from: usize, to: usize) {
+    let Some(pos) = claims[from].pods.iter().rposition(|p| pod_bucket[*p] == b) else {
+        return;
+    };
+    let pod = claims[from].pods.remove(pos);
+    let bucket = &prep.buckets[b];
+    claims[from].load.saturating_sub(&bucket.req);
+    claims[from].host.remove(bucket, 1);
+    let c = &mut claims[to];
+    c.pods.push(pod);
+    c.load.add(&bucket.req);
+    c.host.add(bucket, 1);
+    if let Ok(compat) = prep.sigs[bucket.sig].compat[c.pool].as_ref() {
+        c.types.intersect_with(&compat.types);
+    }
+}
+
+fn apply(prep: &Prepared, claims: &mut [Claim], pod_bucket: &[usize], y: usize, trade: &Trade) {
+    move_pod(prep, claims, pod_bucket, trade.out, y, trade.partner);
+    if let Some(bp) = trade.back {
+        move_pod(prep, claims, pod_bucket, bp, trade.partner, y);
+    }
+}
