@@ -4,7 +4,9 @@
 //! Greedy packing leaves some nodes bound by one resource with another idle: memory-heavy pods
 //! left over at the end share a node with idle CPU, while earlier nodes ran out of CPU with memory
 //! to spare. A trade moves the memory-heavy pod to the spare memory and a CPU-heavy pod the other
-//! way, and the first node drops a size. Only claims of the same pool, zones and capacity types
+//! way, and the first node drops a size. The other move is the reverse: a node with much idle
+//! room grows a size to take one pod from each of several nodes that each drop a size, when
+//! together they save more than the growth costs. Only claims of the same pool, zones and capacity types
 //! trade, so no pod changes zone or capacity type (spread and affinity counts stay as packed), and
 //! hostname constraints are checked on both sides. Claims whose pool has limits or minValues, or
 //! that hold accelerators, are left as packed.
@@ -16,10 +18,20 @@ use super::prepare::{HostCounts, Prepared};
 use crate::resources::{FIXED, Resources};
 
 /// Passes over all claims; later passes find what earlier trades made possible.
-const MAX_PASSES: usize = 3;
+const MAX_PASSES: usize = 2;
 
 /// Cheaper types tried per claim: the ones needing the least to be moved out.
 const TARGETS: usize = 3;
+
+/// Partners a pod may go to, most room first: the scan stops there (it bounds the pass's time on
+/// catalogues where most claims have some room).
+const PARTNERS: usize = 256;
+
+/// A claim absorbs pods from others only when at least this share of its CPU or memory is idle.
+const ABSORB_IDLE: f64 = 0.35;
+
+/// Larger types tried for an absorbing claim (the cheapest ones above its own).
+const GROW_TARGETS: usize = 2;
 
 /// Claims of one pool, zones and capacity types: the only ones that trade with each other.
 type Group = (usize, u64, u8);
@@ -29,6 +41,13 @@ type ByRoom = [Vec<(u64, usize)>; 2];
 
 /// Which room a partner scan is ordered by.
 type RoomOf = fn(&Resources) -> u64;
+
+/// A claim's best way down: the cheaper type needing least moved out, its price, and the excess
+/// over it (what one leaving pod must cover).
+struct Down {
+    price: f64,
+    excess: Resources,
+}
 
 /// What a claim costs now: its cheapest fitting type and the room left on it.
 #[derive(Clone)]
@@ -55,6 +74,11 @@ pub(super) fn run(prep: &Prepared, look: &Lookups, claims: &mut [Claim]) {
     }
     let mut sizes: Vec<Option<Size>> = claims.iter().map(|c| size(prep, look, c)).collect();
     let mut held: Vec<Vec<usize>> = claims.iter().map(|c| buckets_of(c, &pod_bucket)).collect();
+    // Claims whose absorb failed and that have not changed since: not tried again.
+    let mut absorb_failed = vec![false; claims.len()];
+    let mut downs: Vec<Option<Down>> = (0..claims.len())
+        .map(|i| down(prep, look, &claims[i], sizes[i].as_ref(), &held[i]))
+        .collect();
     let mut groups: BTreeMap<Group, Vec<usize>> = BTreeMap::new();
     for (i, c) in claims.iter().enumerate() {
         if sizes[i].is_some() {
@@ -88,6 +112,25 @@ pub(super) fn run(prep: &Prepared, look: &Lookups, claims: &mut [Claim]) {
                 (*k, [sorted(Resources::cpu_milli), sorted(Resources::memory)])
             })
             .collect();
+        // Each group's pods whose leaving lets their claim drop a size (checked again when used:
+        // claims change during the pass).
+        let donors: BTreeMap<Group, Vec<(usize, usize)>> = groups
+            .iter()
+            .map(|(k, members)| {
+                let mut v = Vec::new();
+                for &z in members {
+                    if let Some(d) = downs[z].as_ref() {
+                        v.extend(
+                            held[z]
+                                .iter()
+                                .filter(|b| d.excess.fits_in(&prep.buckets[**b].req))
+                                .map(|b| (z, *b)),
+                        );
+                    }
+                }
+                (*k, v)
+            })
+            .collect();
         let mut improved = false;
         for y in order {
             let key = (claims[y].pool, claims[y].zones, claims[y].cts);
@@ -95,8 +138,30 @@ pub(super) fn run(prep: &Prepared, look: &Lookups, claims: &mut [Claim]) {
             while let Some(trade) = find_trade(prep, look, claims, &sizes, &held, y, partners) {
                 apply(prep, claims, &pod_bucket, y, &trade);
                 for c in [y, trade.partner] {
+                    absorb_failed[c] = false;
                     sizes[c] = size(prep, look, &claims[c]);
                     held[c] = buckets_of(&claims[c], &pod_bucket);
+                    downs[c] = down(prep, look, &claims[c], sizes[c].as_ref(), &held[c]);
+                }
+                improved = true;
+            }
+            if absorb_failed[y] {
+                continue;
+            }
+
+            let Some(moves) = find_absorb(prep, look, claims, &sizes, &held, &downs, y, &donors[&key]) else {
+                absorb_failed[y] = true;
+                continue;
+            };
+            {
+                for (b, from) in &moves {
+                    move_pod(prep, claims, &pod_bucket, *b, *from, y);
+                }
+                for c in std::iter::once(y).chain(moves.iter().map(|(_, from)| *from)) {
+                    absorb_failed[c] = false;
+                    sizes[c] = size(prep, look, &claims[c]);
+                    held[c] = buckets_of(&claims[c], &pod_bucket);
+                    downs[c] = down(prep, look, &claims[c], sizes[c].as_ref(), &held[c]);
                 }
                 improved = true;
             }
@@ -196,6 +261,125 @@ fn targets(prep: &Prepared, look: &Lookups, c: &Claim, s: &Size, largest: &Resou
         .collect()
 }
 
+/// The claim's best way down by one leaving pod (see `targets`), if any.
+fn down(prep: &Prepared, look: &Lookups, c: &Claim, s: Option<&Size>, held: &[usize]) -> Option<Down> {
+    let s = s?;
+    let mut largest = Resources::new();
+    for b in held {
+        largest.max_with(&prep.buckets[*b].req);
+    }
+    // The first target one of the claim's pods can cover alone.
+    let (t, excess) = targets(prep, look, c, s, &largest).into_iter().find_map(|(t, cap)| {
+        let mut excess = c.load.clone();
+        excess.saturating_sub(&cap);
+        held.iter()
+            .any(|b| excess.fits_in(&prep.buckets[*b].req))
+            .then_some((t, excess))
+    })?;
+    let price = prep.best_offer(t, c.zones, c.cts)?.0;
+    Some(Down { price, excess })
+}
+
+/// For a claim with much idle room: a larger type for it and one pod from each of several claims
+/// of its group, each of which then drops to its cheaper type, when the drops save more than the
+/// growth costs. Returns the moves (bucket, from claim).
+#[allow(clippy::too_many_arguments)]
+fn find_absorb(
+    prep: &Prepared,
+    look: &Lookups,
+    claims: &[Claim],
+    sizes: &[Option<Size>],
+    held: &[Vec<usize>],
+    downs: &[Option<Down>],
+    y: usize,
+    donors: &[(usize, usize)],
+) -> Option<Vec<(usize, usize)>> {
+    let sy = sizes[y].as_ref()?;
+    let cy = &claims[y];
+    let cap = {
+        let mut c = sy.room.clone();
+        c.add(&cy.load);
+        c
+    };
+    let idle = |r: fn(&Resources) -> u64| r(&sy.room) as f64 / r(&cap).max(1) as f64;
+    if idle(Resources::cpu_milli).max(idle(Resources::memory)) < ABSORB_IDLE {
+        return None;
+    }
+    let types = prep.input.instance_types;
+    let pv = &prep.pools[cy.pool];
+    // The cheapest types above the claim's own (they fit its load: they are larger).
+    let mut grow: Vec<(f64, usize)> = Vec::new();
+    for &(_, t) in look.by_price(prep, cy.pool) {
+        if grow.len() >= GROW_TARGETS * 4 {
+            break;
+        }
+        if t == sy.t || !cy.types.contains(t) || types[t].accelerated || types[t].bare_metal {
+            continue;
+        }
+        if !cy.load.fits_in_with(&pv.ds_overhead[t], &types[t].allocatable) {
+            continue;
+        }
+        if let Some((p, _, _)) = prep.best_offer(t, cy.zones, cy.cts)
+            && p > sy.price
+        {
+            grow.push((p, t));
+        }
+    }
+    grow.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    grow.truncate(GROW_TARGETS);
+    for (price, t) in grow {
+        let extra = price - sy.price;
+        let mut room = prep.capacity(cy.pool, t);
+        room.saturating_sub(&cy.load);
+        // Every pod that would let its claim drop a size, those taking the least of the room (their
+        // largest share of any resource) first; each donor gives at most one.
+        let share = |p: &Resources| {
+            (0..FIXED)
+                .filter(|r| p.fixed()[*r] > 0)
+                .map(|r| p.fixed()[r] as f64 / room.fixed()[r].max(1) as f64)
+                .fold(0.0, f64::max)
+        };
+        let mut offers: Vec<(f64, usize, usize)> = Vec::new();
+        for &(z, bp) in donors {
+            if z == y {
+                continue;
+            }
+            let p = &prep.buckets[bp].req;
+            // CPU and memory by comparison first: most offers fail there.
+            if p.cpu_milli() > room.cpu_milli() || p.memory() > room.memory() {
+                continue;
+            }
+            if !p.fits_in(&room) || !compatible(prep, bp, cy.pool, t) {
+                continue;
+            }
+            if downs[z].as_ref().is_some_and(|d| d.excess.fits_in(p)) && held[z].contains(&bp) {
+                offers.push((share(p), z, bp));
+            }
+        }
+        offers.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        let mut host = cy.host.clone();
+        let mut saved = 0.0;
+        let mut moves: Vec<(usize, usize)> = Vec::new();
+        for (_, z, bp) in offers {
+            let bucket = &prep.buckets[bp];
+            if moves.iter().any(|(_, from)| *from == z) {
+                continue;
+            }
+            if !bucket.req.fits_in(&room) || host.max_add(bucket, 1) != 1 {
+                continue;
+            }
+            host.add(bucket, 1);
+            room.saturating_sub(&bucket.req);
+            saved += sizes[z].as_ref().map_or(0.0, |s| s.price) - downs[z].as_ref().map_or(0.0, |d| d.price);
+            moves.push((bp, z));
+        }
+        if saved > extra + 1e-9 {
+            return Some(moves);
+        }
+    }
+    None
+}
+
 /// The distinct buckets among a claim's pods, in the order first held.
 fn buckets_of(c: &Claim, pod_bucket: &[usize]) -> Vec<usize> {
     let mut out: Vec<usize> = Vec::new();
@@ -259,7 +443,7 @@ fn find_trade(
             } else {
                 (&partners[0], Resources::cpu_milli)
             };
-            for &(room, z) in order {
+            for &(room, z) in order.iter().take(PARTNERS) {
                 if room < need(key) {
                     break;
                 }

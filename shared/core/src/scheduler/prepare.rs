@@ -117,19 +117,28 @@ impl HostCounts {
 
     /// How many pods of `b` (up to `want`) may join without breaking any constraint.
     pub fn max_add(&self, b: &Bucket, want: u64) -> u64 {
-        self.max_add_after(None, b, want)
+        self.max_add_counting(|c| self.count(c), b, want)
     }
 
     /// `max_add` once one pod of `leaving` has left the node (its limits stay, see `remove`).
     pub fn max_add_after(&self, leaving: Option<&Bucket>, b: &Bucket, want: u64) -> u64 {
-        let count = |c: u16| {
-            let n = self.count(c);
-            if leaving.is_some_and(|l| l.members.contains(&c)) {
-                n.saturating_sub(1)
-            } else {
-                n
-            }
-        };
+        self.max_add_counting(
+            |c| {
+                let n = self.count(c);
+                if leaving.is_some_and(|l| l.members.contains(&c)) {
+                    n.saturating_sub(1)
+                } else {
+                    n
+                }
+            },
+            b,
+            want,
+        )
+    }
+
+    /// `max_add` with the node's count of each constraint's pods given by `count`.
+    #[inline(always)]
+    fn max_add_counting(&self, count: impl Fn(u16) -> u32, b: &Bucket, want: u64) -> u64 {
         let mut k = want;
         for (c, own_limit) in &b.carries {
             let limit = self.limit(*c).map_or(*own_limit, |l| l.min(*own_limit));
