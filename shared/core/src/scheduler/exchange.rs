@@ -521,3 +521,154 @@ fn apply(prep: &Prepared, claims: &mut [Claim], pod_bucket: &[usize], y: usize, 
         move_pod(prep, claims, pod_bucket, bp, trade.partner, y);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalogue::fake::benchmark_types;
+    use crate::model::Pod;
+    use crate::nodepool::NodePool;
+    use crate::scheduler::Input;
+    use crate::scheduler::pack::{join, new_claim};
+
+    /// The bucket holding pods of this request.
+    fn bucket(prep: &Prepared, cpu: u64, mib: u64) -> usize {
+        prep.buckets
+            .iter()
+            .position(|b| b.req.cpu_milli() == cpu && b.req.memory() == mib << 20)
+            .expect("a bucket of that request")
+    }
+
+    /// A claim of type `t` holding `k` pods of each bucket given, as the packer would build it.
+    fn claim(prep: &mut Prepared, t: usize, pods: &[(usize, u64)]) -> Claim {
+        let (_, zones, cts) = prep.seed_types(&prep.buckets[pods[0].0], 0).unwrap();
+        let mut c = new_claim(prep, pods[0].0, 0, t, zones, cts).unwrap();
+        for (b, k) in pods {
+            assert_eq!(join(prep, &mut c, *b, *k), *k);
+        }
+        c
+    }
+
+    fn price(prep: &Prepared, look: &Lookups, claims: &[Claim]) -> f64 {
+        claims
+            .iter()
+            .filter(|c| !c.pods.is_empty())
+            .map(|c| size(prep, look, c).unwrap().price)
+            .sum()
+    }
+
+    #[test]
+    fn an_idle_claim_grows_to_take_a_pod_from_each_of_two_that_shrink() {
+        // Benchmark types: type i has i+1 vCPU and 2(i+1) GiB at a price linear in size.
+        let types = benchmark_types(8);
+        let pools = vec![NodePool::new("default")];
+        let mut pods = vec![Pod::new("memory-heavy", 100, 3900 << 20)];
+        pods.extend((0..4).map(|i| Pod::new(&format!("cpu-{i}"), 1000, 512 << 20)));
+        let input = Input {
+            pods: &pods,
+            nodes: &[],
+            pools: &pools,
+            instance_types: &types,
+            daemonsets: &[],
+        };
+        let mut prep = Prepared::new(&input);
+        let (memory, cpu) = (bucket(&prep, 100, 3900), bucket(&prep, 1000, 512));
+        // Three 2-vCPU nodes: one with its memory full and 95% of its CPU idle, two CPU-full.
+        let mut claims = vec![
+            claim(&mut prep, 1, &[(memory, 1)]),
+            claim(&mut prep, 1, &[(cpu, 2)]),
+            claim(&mut prep, 1, &[(cpu, 2)]),
+        ];
+        let look = Lookups::new(&prep);
+        let before = price(&prep, &look, &claims);
+        run(&prep, &look, &mut claims);
+        let after = price(&prep, &look, &claims);
+        // The idle node grows to 3 vCPU and takes one CPU pod from each, which drop to 1 vCPU.
+        let sized: Vec<(usize, usize)> = claims
+            .iter()
+            .map(|c| (size(&prep, &look, c).unwrap().t, c.pods.len()))
+            .collect();
+        assert_eq!(sized, vec![(2, 3), (0, 1), (0, 1)]);
+        assert!(after < before - 0.3, "{after} vs {before}");
+        let mut placed: Vec<usize> = claims.iter().flat_map(|c| c.pods.clone()).collect();
+        placed.sort_unstable();
+        assert_eq!(placed, (0..pods.len()).collect::<Vec<_>>(), "no pod lost or doubled");
+    }
+
+    /// Two 2-vCPU claims: A memory-bound with CPU idle, B CPU-bound with memory idle.
+    fn two_claims(a: [(u64, u64); 2], b: [(u64, u64); 2]) -> Vec<Pod> {
+        a.iter()
+            .chain(&b)
+            .enumerate()
+            .map(|(i, (cpu, mib))| Pod::new(&format!("p{i}"), *cpu, mib << 20))
+            .collect()
+    }
+
+    /// Runs the pass over claims A (pods 0, 1) and B (pods 2, 3), each on the 2-vCPU type; returns
+    /// (pods, type) per claim after, and the prices before and after.
+    fn exchange_two(pods: &[Pod]) -> (Vec<(Vec<usize>, usize)>, f64, f64) {
+        let types = benchmark_types(8);
+        let pools = vec![NodePool::new("default")];
+        let input = Input {
+            pods,
+            nodes: &[],
+            pools: &pools,
+            instance_types: &types,
+            daemonsets: &[],
+        };
+        let mut prep = Prepared::new(&input);
+        let of = |prep: &Prepared, p: &Pod| bucket(prep, p.requests.cpu_milli(), p.requests.memory() >> 20);
+        let (a0, a1, b0, b1) = (
+            of(&prep, &pods[0]),
+            of(&prep, &pods[1]),
+            of(&prep, &pods[2]),
+            of(&prep, &pods[3]),
+        );
+        let mut claims = vec![
+            claim(&mut prep, 1, &[(a0, 1), (a1, 1)]),
+            claim(&mut prep, 1, &[(b0, 1), (b1, 1)]),
+        ];
+        let look = Lookups::new(&prep);
+        let before = price(&prep, &look, &claims);
+        run(&prep, &look, &mut claims);
+        let after = price(&prep, &look, &claims);
+        let out = claims
+            .iter()
+            .map(|c| {
+                let mut p = c.pods.clone();
+                p.sort_unstable();
+                (p, size(&prep, &look, c).unwrap().t)
+            })
+            .collect();
+        (out, before, after)
+    }
+
+    #[test]
+    fn a_claim_shrinks_by_handing_a_pod_to_spare_room() {
+        // B has 100m CPU and 3.8 GiB free: one of A's pods (the first that covers A's excess, 2 GiB)
+        // moves there and A drops to 1 vCPU.
+        let pods = two_claims([(100, 2048), (100, 1536)], [(1500, 100), (400, 100)]);
+        let (claims, before, after) = exchange_two(&pods);
+        assert_eq!(claims, vec![(vec![1], 0), (vec![0, 2, 3], 1)]);
+        assert!(after < before - 0.3, "{after} vs {before}");
+    }
+
+    #[test]
+    fn a_claim_shrinks_by_trading_a_pod_for_a_smaller_one() {
+        // B has no CPU free: A's (600m, 1.5 GiB) pod goes there only in exchange for B's 700m pod,
+        // which fits what A keeps on 1 vCPU; B still fits 2 vCPU.
+        let pods = two_claims([(100, 1800), (600, 1536)], [(1300, 100), (700, 100)]);
+        let (claims, before, after) = exchange_two(&pods);
+        assert_eq!(claims, vec![(vec![0, 3], 0), (vec![1, 2], 1)]);
+        assert!(after < before - 0.3, "{after} vs {before}");
+    }
+
+    #[test]
+    fn nothing_moves_when_no_trade_saves() {
+        // Both nodes balanced and full: any move would need a larger type somewhere.
+        let pods = two_claims([(1000, 2048), (1000, 2048)], [(1000, 2048), (1000, 2048)]);
+        let (claims, before, after) = exchange_two(&pods);
+        assert_eq!(claims, vec![(vec![0, 1], 1), (vec![2, 3], 1)]);
+        assert_eq!(before, after);
+    }
+}

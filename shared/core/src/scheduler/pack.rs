@@ -8,7 +8,8 @@
 //!    remaining compatible buckets), then fills it, largest bucket first. The next claims of the
 //!    same seed copy that choice while a copy packs as much value (a few in a row), which spares
 //!    most simulations when a bucket needs many nodes.
-//! 4. Each claim is right-sized: its options are every compatible type that fits what it holds,
+//! 4. Claims then trade pods where that lets one drop a size (see `exchange`).
+//! 5. Each claim is right-sized: its options are every compatible type that fits what it holds,
 //!    cheapest first, so the plan's price is the cheapest type that fits, not the seed's choice.
 
 use super::prepare::{HostCounts, Prepared, ct_bit, cts_of, matching_on};
@@ -1104,7 +1105,7 @@ fn open_claim(
 }
 
 /// An empty claim of type `t` in pool `pi` for bucket `b`'s pods.
-fn new_claim(prep: &Prepared, b: usize, pi: usize, t: usize, zones: u64, cts: u8) -> Result<Claim, String> {
+pub(super) fn new_claim(prep: &Prepared, b: usize, pi: usize, t: usize, zones: u64, cts: u8) -> Result<Claim, String> {
     let compat = prep.sigs[prep.buckets[b].sig].compat[pi]
         .as_ref()
         .map_err(Clone::clone)?;
