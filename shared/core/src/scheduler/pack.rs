@@ -674,12 +674,10 @@ impl Values {
                 let Some((price, _, _)) = prep.best_offer(t, pv.zones & bucket.zones, pv.cts & bucket.cts) else {
                     continue;
                 };
-                let cap = prep.capacity(pi, t);
+                let cap = prep.capacity_fixed(pi, t);
                 let mut share: f64 = 0.0;
-                for r in 0..FIXED {
-                    let need = bucket.req.fixed()[r];
+                for (&need, &have) in bucket.req.fixed().iter().zip(&cap) {
                     if need > 0 {
-                        let have = cap.fixed()[r];
                         share = share.max(if have == 0 {
                             f64::INFINITY
                         } else {
@@ -970,12 +968,11 @@ fn open_claim(
             let Some((price, _, _)) = prep.best_offer(t, zones, cts) else {
                 continue;
             };
-            let cap = prep.capacity(pi, t);
+            let cap = prep.capacity_fixed(pi, t);
             let mut per_node = f64::INFINITY;
-            for r in 0..FIXED {
-                let d = demand.fixed()[r];
+            for (&d, &have) in demand.fixed().iter().zip(&cap) {
                 if d > 0 {
-                    per_node = per_node.min(cap.fixed()[r] as f64 * count / d as f64);
+                    per_node = per_node.min(have as f64 * count / d as f64);
                 }
             }
             ranked.push((price / per_node.min(count).max(1.0), price, t));
@@ -1023,9 +1020,7 @@ fn open_claim(
         let mut by_seed: Vec<(f64, f64, usize)> = ranked
             .iter()
             .map(|(_, price, t)| {
-                let per_node = (prep.capacity(pi, *t).times_fits(seed_req) as f64)
-                    .min(seed_rem)
-                    .max(1.0);
+                let per_node = (prep.times_fits_on(pi, *t, seed_req) as f64).min(seed_rem).max(1.0);
                 (price / per_node, *price, *t)
             })
             .collect();

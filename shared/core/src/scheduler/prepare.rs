@@ -13,7 +13,7 @@ use crate::labels;
 use crate::model::{Pod, PodAffinityTerm, Taint, Toleration, WhenUnsatisfiable, first_untolerated};
 use crate::nodepool::NodePool;
 use crate::requirements::{LabelSource, Layered, Operator, Requirement, all_match};
-use crate::resources::{Resource, Resources};
+use crate::resources::{FIXED, Resource, Resources};
 
 use super::Input;
 use super::typeset::TypeSet;
@@ -302,9 +302,21 @@ fn offers_of(types: &[InstanceType], zones: &[String]) -> Vec<Vec<(f64, u8, usiz
                 .iter()
                 .filter(|o| o.available)
                 .filter_map(|o| zone_idx(&o.zone).map(|z| (o.price, ct_bit(o.capacity_type), z)))
-                .collect()
+                .collect::<Vec<_>>()
+        })
+        .map(|mut offers| {
+            // Best first, so `best_offer` is the first that matches.
+            offers.sort_by(offer_order);
+            offers
         })
         .collect()
+}
+
+/// Offers cheapest first; ties by capacity type (reserved, spot, on-demand), then zone.
+fn offer_order(a: &(f64, u8, usize), b: &(f64, u8, usize)) -> std::cmp::Ordering {
+    a.0.total_cmp(&b.0)
+        .then(ct_rank(a.1).cmp(&ct_rank(b.1)))
+        .then(a.2.cmp(&b.2))
 }
 
 /// Pool views, highest weight first, with nothing used yet.
@@ -1039,12 +1051,7 @@ impl<'a> Prepared<'a> {
     pub fn best_offer(&self, t: usize, zones: u64, cts: u8) -> Option<(f64, CapacityType, usize)> {
         self.offers[t]
             .iter()
-            .filter(|(_, c, z)| cts & c != 0 && zones & (1 << z) != 0)
-            .min_by(|a, b| {
-                a.0.total_cmp(&b.0)
-                    .then(ct_rank(a.1).cmp(&ct_rank(b.1)))
-                    .then(a.2.cmp(&b.2))
-            })
+            .find(|(_, c, z)| cts & c != 0 && zones & (1 << z) != 0)
             .map(|(p, c, z)| (*p, ct_from_bit(*c), *z))
     }
 
@@ -1053,6 +1060,31 @@ impl<'a> Prepared<'a> {
         let mut a = self.input.instance_types[t].allocatable.clone();
         a.saturating_sub(&self.pools[pi].ds_overhead[t]);
         a
+    }
+
+    /// The fixed resources of `capacity(pi, t)`, without building it (hot in the packer).
+    #[inline]
+    pub fn capacity_fixed(&self, pi: usize, t: usize) -> [u64; FIXED] {
+        let (alloc, ds) = (
+            self.input.instance_types[t].allocatable.fixed(),
+            self.pools[pi].ds_overhead[t].fixed(),
+        );
+        std::array::from_fn(|r| alloc[r].saturating_sub(ds[r]))
+    }
+
+    /// `capacity(pi, t).times_fits(req)`, without building the capacity.
+    pub fn times_fits_on(&self, pi: usize, t: usize, req: &Resources) -> u64 {
+        let cap = self.capacity_fixed(pi, t);
+        let mut n = u64::MAX;
+        for (c, q) in cap.iter().zip(req.fixed()) {
+            if let Some(k) = c.checked_div(*q) {
+                n = n.min(k);
+            }
+        }
+        if !req.extended().is_empty() {
+            n = n.min(self.capacity(pi, t).times_fits(req));
+        }
+        n
     }
 
     /// Whether a bucket's pods may be placed on an existing node.
