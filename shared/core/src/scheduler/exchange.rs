@@ -66,6 +66,10 @@ struct Trade {
 }
 
 pub(super) fn run(prep: &Prepared, look: &Lookups, claims: &mut [Claim]) {
+    // Trades need two claims (most plans of the disruption planner have none or one).
+    if claims.len() < 2 {
+        return;
+    }
     let mut pod_bucket = vec![usize::MAX; prep.input.pods.len()];
     for (b, bucket) in prep.buckets.iter().enumerate() {
         for p in &bucket.pods[..bucket.next] {
