@@ -6,10 +6,12 @@
 //! to spare. A trade moves the memory-heavy pod to the spare memory and a CPU-heavy pod the other
 //! way, and the first node drops a size. The other move is the reverse: a node with much idle
 //! room grows a size to take one pod from each of several nodes that each drop a size, when
-//! together they save more than the growth costs. Only claims of the same pool, zones and capacity types
-//! trade, so no pod changes zone or capacity type (spread and affinity counts stay as packed), and
-//! hostname constraints are checked on both sides. Claims whose pool has limits or minValues, or
-//! that hold accelerators, are left as packed.
+//! together they save more than the growth costs.
+//!
+//! Only claims of the same pool, zones and capacity types trade, so no pod changes zone or
+//! capacity type (spread and affinity counts stay as packed), and hostname constraints are checked
+//! on both sides. Claims whose pool has limits or minValues, or that hold accelerators, are left as
+//! packed. Every accepted move makes the plan strictly cheaper, so the pass ends.
 
 use std::collections::BTreeMap;
 
@@ -42,8 +44,8 @@ type ByRoom = [Vec<(u64, usize)>; 2];
 /// Which room a partner scan is ordered by.
 type RoomOf = fn(&Resources) -> u64;
 
-/// A claim's best way down: the cheaper type needing least moved out, its price, and the excess
-/// over it (what one leaving pod must cover).
+/// A claim's best way down: the price of the cheaper type needing least moved out, and the excess
+/// over that type (what one leaving pod must cover).
 struct Down {
     price: f64,
     excess: Resources,
