@@ -531,11 +531,23 @@ fn apply(prep: &Prepared, claims: &mut [Claim], pod_bucket: &[usize], y: usize, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalogue::InstanceType;
     use crate::catalogue::fake::benchmark_types;
     use crate::model::Pod;
     use crate::nodepool::NodePool;
     use crate::scheduler::Input;
     use crate::scheduler::pack::{join, new_claim};
+
+    /// New pods only: no nodes, no daemonsets.
+    fn batch<'a>(pods: &'a [Pod], pools: &'a [NodePool], types: &'a [InstanceType]) -> Input<'a> {
+        Input {
+            pods,
+            nodes: &[],
+            pools,
+            instance_types: types,
+            daemonsets: &[],
+        }
+    }
 
     /// The bucket holding pods of this request.
     fn bucket(prep: &Prepared, cpu: u64, mib: u64) -> usize {
@@ -570,13 +582,7 @@ mod tests {
         let pools = vec![NodePool::new("default")];
         let mut pods = vec![Pod::new("memory-heavy", 100, 3900 << 20)];
         pods.extend((0..4).map(|i| Pod::new(&format!("cpu-{i}"), 1000, 512 << 20)));
-        let input = Input {
-            pods: &pods,
-            nodes: &[],
-            pools: &pools,
-            instance_types: &types,
-            daemonsets: &[],
-        };
+        let input = batch(&pods, &pools, &types);
         let mut prep = Prepared::new(&input);
         let (memory, cpu) = (bucket(&prep, 100, 3900), bucket(&prep, 1000, 512));
         // Three 2-vCPU nodes: one with its memory full and 95% of its CPU idle, two CPU-full.
@@ -615,13 +621,7 @@ mod tests {
     fn exchange_two(pods: &[Pod]) -> (Vec<(Vec<usize>, usize)>, f64, f64) {
         let types = benchmark_types(8);
         let pools = vec![NodePool::new("default")];
-        let input = Input {
-            pods,
-            nodes: &[],
-            pools: &pools,
-            instance_types: &types,
-            daemonsets: &[],
-        };
+        let input = batch(pods, &pools, &types);
         let mut prep = Prepared::new(&input);
         let of = |prep: &Prepared, p: &Pod| bucket(prep, p.requests.cpu_milli(), p.requests.memory() >> 20);
         let (a0, a1, b0, b1) = (
