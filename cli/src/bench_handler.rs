@@ -92,7 +92,7 @@ pub fn run(args: &Args) -> u8 {
                 capacity: MemoryCapacity::new("bench", state.clone()),
                 state,
                 cluster: Some(MemoryCluster::new()),
-                daemonsets: Vec::new(),
+                daemonsets: nodewright_handlers::DaemonSets::default(),
             };
             let detail = PodPending {
                 schema_version: SCHEMA_VERSION,

@@ -135,7 +135,7 @@ pub fn run(args: &Args) -> u8 {
         capacity,
         state: state.clone(),
         cluster: Some(MemoryCluster::new()),
-        daemonsets: Vec::new(),
+        daemonsets: nodewright_handlers::DaemonSets::default(),
     };
     let runtime = match crate::runtime() {
         Ok(r) => r,

@@ -1,5 +1,5 @@
-//! `nodewright-watcher`: runs in the cluster (infra/k8s/watcher.yaml), watches pods and Nodewright
-//! nodes, and sends `Pod Pending` / `Node Ready` events to EventBridge.
+//! `nodewright-watcher`: runs in the cluster (infra/k8s/watcher.yaml), watches pods and nodes, and
+//! sends `Pod Pending` / `Node Ready` events to EventBridge.
 //!
 //! Configuration (environment): `NODEWRIGHT_CLUSTER_NAME` (required), `NODEWRIGHT_EVENT_BUS`
 //! (default `default`), `NODEWRIGHT_BATCH_IDLE_MS` (1000), `NODEWRIGHT_BATCH_MAX_MS` (10000).
@@ -13,12 +13,11 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
-use nodewright_core::labels;
-use nodewright_core::model::cluster_event::{NodeReady, PendingPod, SCHEMA_VERSION};
+use nodewright_core::model::cluster_event::PendingPod;
 use nodewright_core::model::{self};
 use nodewright_watcher::batch::{Batcher, Windows};
 use nodewright_watcher::entry::{ENTRY_BUDGET, node_ready_entry, pod_pending_entries};
-use nodewright_watcher::ready::ReadyTracker;
+use nodewright_watcher::ready::{ReadyTracker, node_ready_event, ready_since};
 use nodewright_watcher::send::Sender;
 use nodewright_watcher::{Error, Result};
 
@@ -100,11 +99,8 @@ async fn run(client: kube::Client, sender: Sender, settings: Settings) {
         watcher::Config::default().fields("spec.nodeName="),
     )
     .default_backoff();
-    let nodes = watcher::watcher(
-        Api::<Node>::all(client),
-        watcher::Config::default().labels(labels::CLAIM),
-    )
-    .default_backoff();
+    // Every node: what links a node to its claim is its providerID (crate docs of `ready`).
+    let nodes = watcher::watcher(Api::<Node>::all(client), watcher::Config::default()).default_backoff();
     let mut pods = pin!(pods);
     let mut nodes = pin!(nodes);
     let mut batcher = Batcher::new(settings.windows);
@@ -120,10 +116,11 @@ async fn run(client: kube::Client, sender: Sender, settings: Settings) {
                 Err(e) => tracing::warn!(error = %e, "pod watch error; backing off"),
             },
             Some(event) = nodes.next() => match event {
-                Ok(Event::Apply(n)) => node_changed(&mut tracker, &sender, &settings.cluster, &n, false).await,
-                Ok(Event::InitApply(n)) => node_changed(&mut tracker, &sender, &settings.cluster, &n, true).await,
+                Ok(Event::Apply(n)) | Ok(Event::InitApply(n)) => node_changed(&mut tracker, &sender, &settings.cluster, &n).await,
                 Ok(Event::Delete(n)) => tracker.forget(n.metadata.name.as_deref().unwrap_or("")),
-                Ok(Event::Init) | Ok(Event::InitDone) => {}
+                // A (re-)list: everything Ready is reported again.
+                Ok(Event::Init) => tracker.reset(),
+                Ok(Event::InitDone) => {}
                 Err(e) => tracing::warn!(error = %e, "node watch error; backing off"),
             },
             _ = sleep_until(deadline) => {
@@ -190,51 +187,17 @@ async fn flush(batcher: &mut Batcher, sender: &Sender, cluster: &str, batch: Vec
     }
 }
 
-async fn node_changed(tracker: &mut ReadyTracker, sender: &Sender, cluster: &str, node: &Node, initial: bool) {
+async fn node_changed(tracker: &mut ReadyTracker, sender: &Sender, cluster: &str, node: &Node) {
     let Some(name) = node.metadata.name.clone() else { return };
-    let Some(claim) = node
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(labels::CLAIM))
-        .cloned()
-    else {
-        return;
-    };
-    let ready_since = node
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .into_iter()
-        .flatten()
-        .find(|c| c.type_ == "Ready" && c.status == "True")
-        .map(|c| {
-            c.last_transition_time
-                .as_ref()
-                .map(|t| t.0.as_millisecond())
-                .unwrap_or(0)
-        });
-    let now = unix_ms(SystemTime::now());
-    let age = ready_since.map(|t| now - t).unwrap_or(i64::MAX);
-    if !tracker.observe(&name, ready_since.is_some(), initial, age) {
+    if !tracker.observe(&name, ready_since(node).is_some()) {
         return;
     }
-    let event = NodeReady {
-        schema_version: SCHEMA_VERSION,
-        cluster: cluster.to_string(),
-        node: name.clone(),
-        claim,
-        instance_id: node
-            .spec
-            .as_ref()
-            .and_then(|s| s.provider_id.as_deref())
-            .and_then(model::instance_id_from_provider_id)
-            .map(str::to_string),
-        ready_at: ready_since.filter(|t| *t > 0).unwrap_or(now),
+    let Some(event) = node_ready_event(cluster, node, unix_ms(SystemTime::now())) else {
+        return;
     };
     match node_ready_entry(&event) {
         Ok(entry) => match sender.send(&[entry]).await {
-            Ok(_) => tracing::info!(node = %name, claim = %event.claim, "sent Node Ready"),
+            Ok(_) => tracing::info!(node = %name, instance = %event.instance_id, "sent Node Ready"),
             Err(e) => {
                 tracing::error!(node = %name, error = %e, "Node Ready not sent");
                 tracker.forget(&name);

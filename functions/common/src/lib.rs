@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
 use lambda_runtime::{LambdaEvent, service_fn};
-use nodewright_aws::capacity::{AsgPool, ClusterEndpoint, Fleet};
+use nodewright_aws::capacity::{AsgPool, ClusterEndpoint, Fleet, InstanceProfiles};
 use nodewright_aws::state::{StateStore, TableNames};
 use nodewright_aws::{AwsClients, ClientOptions, now_millis};
 use nodewright_handlers::adapters::aws::AwsCapacity;
@@ -87,6 +87,11 @@ pub async fn deps() -> Result<LambdaDeps, Error> {
         AsgPool::new(clients.autoscaling.clone()),
         store.clone(),
         Some(clients.ssm.clone()),
+        Some(InstanceProfiles::new(
+            clients.iam.clone(),
+            settings.cluster.clone(),
+            settings.region.clone(),
+        )),
         endpoint,
         env("NODEWRIGHT_KUBERNETES_VERSION"),
         settings.config.node_classes.clone(),
@@ -97,7 +102,7 @@ pub async fn deps() -> Result<LambdaDeps, Error> {
         state: store,
         capacity,
         cluster,
-        daemonsets: Vec::new(),
+        daemonsets: nodewright_handlers::DaemonSets::default(),
     })
 }
 

@@ -25,6 +25,8 @@ pub struct AwsClients {
     pub ec2: aws_sdk_ec2::Client,
     pub autoscaling: aws_sdk_autoscaling::Client,
     pub ssm: aws_sdk_ssm::Client,
+    /// Instance profiles for EC2NodeClasses that name a role.
+    pub iam: aws_sdk_iam::Client,
     /// The Pricing API lives in us-east-1 (and a few other regions) whatever the cluster's region.
     pub pricing: aws_sdk_pricing::Client,
     /// The loaded configuration (region, credentials, endpoint) for clients of other services.
@@ -62,6 +64,7 @@ impl AwsClients {
             ec2: aws_sdk_ec2::Client::new(&config),
             autoscaling: aws_sdk_autoscaling::Client::new(&config),
             ssm: aws_sdk_ssm::Client::new(&config),
+            iam: aws_sdk_iam::Client::new(&config),
             pricing: aws_sdk_pricing::Client::from_conf(
                 aws_sdk_pricing::config::Builder::from(&config)
                     .region(aws_sdk_pricing::config::Region::new("us-east-1"))

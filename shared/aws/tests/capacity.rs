@@ -249,7 +249,16 @@ async fn launch_template_from_a_node_class_is_created_once_and_reused() {
         service_cidr: Some("10.100.0.0/16".into()),
     };
     let labels = BTreeMap::from([("karpenter.sh/nodepool".to_string(), "general".to_string())]);
-    let spec = LaunchTemplateSpec::new(&class, &resolved, "amd64", &endpoint, &labels, &[]).unwrap();
+    let spec = LaunchTemplateSpec::new(
+        &class,
+        &resolved,
+        "amd64",
+        &endpoint,
+        &labels,
+        &[],
+        class.instance_profile.clone(),
+    )
+    .unwrap();
     let first = fleet.ensure_launch_template(&spec).await.unwrap();
     let second = fleet.ensure_launch_template(&spec).await.unwrap();
     assert_eq!(first, second, "same content, same template");
@@ -279,7 +288,16 @@ async fn launch_template_from_a_node_class_is_created_once_and_reused() {
     assert!(user_data.contains("--node-labels=karpenter.sh/nodepool=general"));
 
     // Different labels, different template.
-    let other = LaunchTemplateSpec::new(&class, &resolved, "amd64", &endpoint, &BTreeMap::new(), &[]).unwrap();
+    let other = LaunchTemplateSpec::new(
+        &class,
+        &resolved,
+        "amd64",
+        &endpoint,
+        &BTreeMap::new(),
+        &[],
+        class.instance_profile.clone(),
+    )
+    .unwrap();
     assert_ne!(fleet.ensure_launch_template(&other).await.unwrap(), first);
 
     // A selector that matches nothing names the field.
@@ -288,7 +306,7 @@ async fn launch_template_from_a_node_class_is_created_once_and_reused() {
     let err = fleet.resolve_node_class(&broken, None, None).await.unwrap_err();
     assert!(err.to_string().contains("subnetSelectorTerms"), "{err}");
     // No image for the architecture asked for names the field.
-    let err = LaunchTemplateSpec::new(&class, &resolved, "arm64", &endpoint, &labels, &[]).unwrap_err();
+    let err = LaunchTemplateSpec::new(&class, &resolved, "arm64", &endpoint, &labels, &[], None).unwrap_err();
     assert!(err.to_string().contains("amiSelectorTerms"), "{err}");
 
     // An ssmParameter term resolves through SSM (moto), then DescribeImages.
@@ -365,4 +383,74 @@ async fn asg_scale_up_respects_max_and_scale_in_skips_protected_instances() {
     assert_eq!(after.desired, 2, "desired capacity decremented");
     assert!(after.instances.iter().any(|(id, _, p)| id == &ids[0] && *p));
     assert!(pool.scale_up(&group, -1).await.is_err());
+}
+
+const EC2_TRUST: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+
+#[tokio::test]
+async fn a_node_role_gets_an_instance_profile_under_our_path_once_and_repaired() {
+    let clients = support::clients().await;
+    let cluster = support::unique("profiles");
+    let role = support::unique("KarpenterNodeRole");
+    clients
+        .iam
+        .create_role()
+        .role_name(&role)
+        .assume_role_policy_document(EC2_TRUST)
+        .send()
+        .await
+        .unwrap();
+    let profiles = nodewright_aws::capacity::InstanceProfiles::new(clients.iam.clone(), &cluster, "us-east-1");
+    let arn = format!("arn:aws:iam::123456789012:role/{role}");
+    let name = profiles.ensure("default", &arn).await.unwrap();
+    assert_eq!(
+        name,
+        profiles.ensure("default", &role).await.unwrap(),
+        "a name or an ARN: one profile"
+    );
+    let got = clients
+        .iam
+        .get_instance_profile()
+        .instance_profile_name(&name)
+        .send()
+        .await
+        .unwrap()
+        .instance_profile
+        .unwrap();
+    assert_eq!(got.path, profiles.path());
+    let roles: Vec<&str> = got.roles.iter().map(|r| r.role_name.as_str()).collect();
+    assert_eq!(roles, [role.as_str()]);
+    let tags = clients
+        .iam
+        .list_instance_profile_tags()
+        .instance_profile_name(&name)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        tags.tags
+            .iter()
+            .any(|t| t.key == "nodewright.io/cluster" && t.value == cluster),
+        "{tags:?}"
+    );
+    // Someone took the role off the profile: the next launch puts it back.
+    clients
+        .iam
+        .remove_role_from_instance_profile()
+        .instance_profile_name(&name)
+        .role_name(&role)
+        .send()
+        .await
+        .unwrap();
+    profiles.ensure("default", &role).await.unwrap();
+    let got = clients
+        .iam
+        .get_instance_profile()
+        .instance_profile_name(&name)
+        .send()
+        .await
+        .unwrap()
+        .instance_profile
+        .unwrap();
+    assert_eq!(got.roles.len(), 1);
 }

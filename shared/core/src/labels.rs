@@ -35,8 +35,6 @@ pub const INSTANCE_ENCRYPTION_IN_TRANSIT: &str = "karpenter.k8s.aws/instance-enc
 pub const DO_NOT_DISRUPT: &str = "karpenter.sh/do-not-disrupt";
 /// Pod annotation that lowers or raises the cost of evicting a pod.
 pub const POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
-/// Node label carrying the Nodewright claim id.
-pub const CLAIM: &str = "nodewright.io/claim";
 
 /// Keys whose value is a property of the instance type (and so known before launch).
 pub const INSTANCE_TYPE_KEYS: &[&str] = &[

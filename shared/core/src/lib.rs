@@ -12,6 +12,7 @@ pub mod labels;
 pub mod model;
 pub mod nodepool;
 pub mod quantity;
+pub mod registration;
 pub mod requirements;
 pub mod resources;
 pub mod scheduler;

@@ -77,7 +77,13 @@ fn generic_checks(nodes: &[ManagedNode], p: &Plan) -> Result<(), String> {
             let displaced: BTreeSet<&str> = nodes
                 .iter()
                 .filter(|m| a.nodes.contains(&m.node.name))
-                .flat_map(|m| m.node.pods.iter().filter(|p| !p.is_daemonset()).map(|p| p.uid.as_str()))
+                .flat_map(|m| {
+                    m.node
+                        .pods
+                        .iter()
+                        .filter(|p| !p.goes_with_node())
+                        .map(|p| p.uid.as_str())
+                })
                 .collect();
             let placed: BTreeSet<&str> = a.placements.iter().map(|(p, _)| p.as_str()).collect();
             if displaced != placed {

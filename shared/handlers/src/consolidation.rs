@@ -6,7 +6,12 @@
 //!    launch and record), and terminate untagged-claim orphans past the registration timeout;
 //! 3. terminate claims launched but not registered within the registration timeout;
 //! 4. close claims whose instance is gone;
-//! 5. drain cordoned claims once their replacements are Ready, and terminate drained ones.
+//! 5. register Ready nodes whose claims are not Ready (matched by providerID);
+//! 6. drain cordoned claims once their replacements are in, drive draining claims every run until
+//!    empty or past the pool's terminationGracePeriod, and terminate drained ones.
+//!
+//! One failed step (a refused termination, a failed eviction) is recorded as `stepFailed` and the
+//! run goes on; the next run retries it.
 //!
 //! Then disruption: the core planner's actions (docs/disruption.md), executed within the budgets the
 //! planner already applied: replacements are provisioned first and the nodes cordoned; nodes with no
@@ -24,6 +29,7 @@ use crate::event::Envelope;
 use crate::outcome::{Action, Outcome, transition_name};
 use crate::ports::{Capacity, ClusterApi, State};
 use crate::provision::{provision, release_from_claims, workload_pods_of};
+use crate::registration::{launch_update, register};
 use crate::state_change::instance_gone;
 use crate::{Deps, Function, Result};
 
@@ -62,150 +68,300 @@ async fn reconcile<S: State, C: Capacity, K: ClusterApi>(
 ) -> Result<()> {
     let timeout = deps.settings.registration_timeout_ms;
     let instances = deps.capacity.instances().await?;
-    let claims = deps.state.claims().await?;
-    let by_id: HashMap<&str, &ClaimRecord> = claims.iter().map(|c| (c.id.as_str(), c)).collect();
+    let mut claims = deps.state.claims().await?;
 
     // 2. Adopt or remove instances without a record.
     let mut orphans = Vec::new();
-    for i in &instances {
-        match &i.claim_id {
-            Some(cid) if !by_id.contains_key(cid.as_str()) => {
-                let pool = i.pool.clone().unwrap_or_default();
-                let launched_at = i.launch_time_millis.unwrap_or(now);
-                let mut record = ClaimRecord::launching(cid, &pool, Vec::new(), launched_at);
-                record.instance_id = Some(i.instance_id.clone());
-                if deps.state.create_claim(&record).await? {
-                    let update = ClaimUpdate {
-                        instance_id: Some(i.instance_id.clone()),
-                        instance_type: Some(i.instance_type.clone()),
-                        capacity_type: Some(if i.spot {
-                            nodewright_core::CapacityType::Spot
-                        } else {
-                            nodewright_core::CapacityType::OnDemand
-                        }),
-                        zone: Some(i.zone.clone()),
-                        ..Default::default()
-                    };
-                    deps.state
-                        .transition_claim(cid, ClaimState::Launched, launched_at, &update)
-                        .await?;
-                    out.push(Action::Adopted {
-                        claim: cid.clone(),
-                        instance_id: i.instance_id.clone(),
-                    });
+    let mut adopted = false;
+    {
+        let known: HashSet<&str> = claims.iter().map(|c| c.id.as_str()).collect();
+        for i in &instances {
+            match &i.claim_id {
+                Some(cid) if !known.contains(cid.as_str()) => {
+                    let pool = i.pool.clone().unwrap_or_default();
+                    let launched_at = i.launch_time_millis.unwrap_or(now);
+                    let mut record = ClaimRecord::launching(cid, &pool, Vec::new(), launched_at);
+                    record.instance_id = Some(i.instance_id.clone());
+                    match adopt(deps, &record, i, launched_at).await {
+                        Ok(true) => {
+                            adopted = true;
+                            out.push(Action::Adopted {
+                                claim: cid.clone(),
+                                instance_id: i.instance_id.clone(),
+                            });
+                        }
+                        Ok(false) => {}
+                        Err(e) => failed(out, "adopt", &i.instance_id, &e),
+                    }
                 }
+                None if i.launch_time_millis.is_some_and(|t| now - t > timeout) => orphans.push(i.instance_id.clone()),
+                _ => {}
             }
-            None if i.launch_time_millis.is_some_and(|t| now - t > timeout) => orphans.push(i.instance_id.clone()),
-            _ => {}
         }
     }
+    if adopted {
+        claims = deps.state.claims().await?;
+    }
     if !orphans.is_empty() {
-        deps.capacity.terminate(&orphans).await?;
-        out.push(Action::Terminated {
-            instance_ids: orphans,
-            reason: "tagged for this cluster but never claimed".into(),
-        });
+        match deps.capacity.terminate(&orphans).await {
+            Ok(()) => out.push(Action::Terminated {
+                instance_ids: orphans,
+                reason: "tagged for this cluster but never claimed".into(),
+            }),
+            Err(e) => failed(out, "terminate orphans", &orphans.join(","), &e.into()),
+        }
     }
 
-    let live_instances: HashSet<&str> = instances.iter().map(|i| i.instance_id.as_str()).collect();
+    // What is alive: the cluster-tag listing, plus claims' instances it misses (an Auto Scaling
+    // group's instances carry the group's tags, not necessarily ours), described by id.
+    let mut live_instances: HashSet<String> = instances.iter().map(|i| i.instance_id.clone()).collect();
+    let unlisted: Vec<String> = claims
+        .iter()
+        .filter(|c| c.state.is_live())
+        .filter_map(|c| c.instance_id.clone())
+        .filter(|i| !live_instances.contains(i))
+        .collect();
+    if !unlisted.is_empty() {
+        for i in deps.capacity.describe(&unlisted).await? {
+            if !matches!(i.state.as_str(), "terminated" | "shutting-down") {
+                live_instances.insert(i.instance_id);
+            }
+        }
+    }
+
+    // 1b. Register Ready nodes whose claims are not Ready yet: a lost or early `Node Ready`, a
+    // restarted watcher, an adopted instance. Matched by providerID, as the event would be.
+    let nodes = match &deps.cluster {
+        Some(cluster) => Some(cluster.nodes().await?),
+        None => None,
+    };
+    let mut registered: HashSet<&str> = HashSet::new();
+    if let Some(nodes) = &nodes {
+        for claim in claims.iter().filter(|c| c.state < ClaimState::Ready) {
+            let Some(iid) = claim.instance_id.as_deref() else {
+                continue;
+            };
+            let Some(n) = nodes
+                .items
+                .iter()
+                .find(|n| n.ready && n.instance_id.as_deref() == Some(iid))
+            else {
+                continue;
+            };
+            match register(deps, claim, &n.node.name, now, out).await {
+                Ok(()) => {
+                    registered.insert(claim.id.as_str());
+                }
+                Err(e) => failed(out, "register", &claim.id, &e),
+            }
+        }
+    }
+
     for claim in &claims {
+        if registered.contains(claim.id.as_str()) {
+            continue;
+        }
         let launched_at = claim.entered(ClaimState::Launching).unwrap_or(now);
-        match claim.state {
+        let result = match claim.state {
             // 3. Never registered.
             ClaimState::Launching | ClaimState::Launched if now - launched_at > timeout => {
-                if let Some(iid) = &claim.instance_id {
-                    if live_instances.contains(iid.as_str()) {
-                        deps.capacity.terminate(std::slice::from_ref(iid)).await?;
-                    }
-                    out.push(Action::Terminated {
-                        instance_ids: vec![iid.clone()],
-                        reason: format!("not registered within {} s", timeout / 1000),
-                    });
-                } else if now - launched_at <= LAUNCHING_TIMEOUT_MS {
+                if claim.instance_id.is_none() && now - launched_at <= LAUNCHING_TIMEOUT_MS {
                     continue;
                 }
-                close(deps, claim, ClaimState::Terminated, now, out).await?;
+                never_registered(deps, claim, &live_instances, timeout, now, out).await
             }
             // 4. Instance gone without an event reaching us.
             s if s.is_live() && !s.is_in_flight() || s == ClaimState::Launched => {
                 let Some(iid) = &claim.instance_id else { continue };
                 if now - launched_at > DESCRIBE_GRACE_MS && !live_instances.contains(iid.as_str()) {
-                    close(deps, claim, ClaimState::Terminated, now, out).await?;
+                    close(deps, claim, ClaimState::Terminated, now, out).await
+                } else {
+                    Ok(())
                 }
             }
-            _ => {}
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            failed(out, "reconcile", &claim.id, &e);
         }
     }
 
-    // 5. Cordoned claims (rebalance, scheduled change, replace actions) drain once nothing is in
-    // flight; drained claims terminate.
-    let Some(cluster) = &deps.cluster else {
+    // 5. Cordoned claims (rebalance, scheduled change, replace actions) drain once their
+    // replacements are in; draining claims are driven every run until empty or out of grace.
+    let (Some(cluster), Some(nodes)) = (&deps.cluster, &nodes) else {
         return Ok(());
     };
     let in_flight = claims.iter().any(|c| c.state.is_in_flight());
-    let nodes = cluster.nodes().await?;
-    let node_of = |iid: &Option<String>| {
-        nodes
+    let bound = cluster.bound_pods().await?;
+    for claim in claims
+        .iter()
+        .filter(|c| matches!(c.state, ClaimState::Cordoned | ClaimState::Draining))
+    {
+        let node = nodes
             .items
             .iter()
-            .find(|n| n.instance_id.is_some() && n.instance_id == *iid)
-            .map(|n| n.node.name.clone())
-    };
-    for claim in claims.iter().filter(|c| c.state == ClaimState::Cordoned) {
-        if in_flight {
-            break;
+            .find(|n| n.instance_id.is_some() && n.instance_id == claim.instance_id)
+            .map(|n| n.node.name.clone());
+        if let Err(e) = retire(deps, cluster, claim, node.as_deref(), in_flight, &bound.items, now, out).await {
+            failed(out, "retire", &claim.id, &e);
         }
-        let Some(node) = node_of(&claim.instance_id) else {
-            continue;
-        };
+    }
+    Ok(())
+}
+
+/// Records an instance found with our claim tag but no record; true when this run created it.
+async fn adopt<S: State, C: Capacity, K: ClusterApi>(
+    deps: &Deps<S, C, K>,
+    record: &ClaimRecord,
+    instance: &nodewright_aws::capacity::InstanceSummary,
+    launched_at: EpochMillis,
+) -> Result<bool> {
+    if !deps.state.create_claim(record).await? {
+        return Ok(false);
+    }
+    let update = launch_update(deps, instance);
+    deps.state
+        .transition_claim(&record.id, ClaimState::Launched, launched_at, &update)
+        .await?;
+    Ok(true)
+}
+
+/// A claim whose node never registered: its instance terminated (if any) and the claim closed.
+async fn never_registered<S: State, C: Capacity, K: ClusterApi>(
+    deps: &Deps<S, C, K>,
+    claim: &ClaimRecord,
+    live_instances: &HashSet<String>,
+    timeout: i64,
+    now: EpochMillis,
+    out: &mut Outcome,
+) -> Result<()> {
+    if let Some(iid) = &claim.instance_id {
+        if live_instances.contains(iid.as_str()) {
+            terminate_instance(deps, claim, iid).await?;
+        }
+        out.push(Action::Terminated {
+            instance_ids: vec![iid.clone()],
+            reason: format!("not registered within {} s", timeout / 1000),
+        });
+    }
+    close(deps, claim, ClaimState::Terminated, now, out).await
+}
+
+/// Records a failed step; the run goes on.
+fn failed(out: &mut Outcome, step: &str, target: &str, e: &crate::Error) {
+    tracing::warn!(step, target, error = %e, "consolidation step failed; the next run retries it");
+    out.push(Action::StepFailed {
+        step: step.into(),
+        target: target.into(),
+        error: e.to_string(),
+    });
+}
+
+/// Terminates a claim's instance: an Auto Scaling pool's with a desired-capacity decrement (else
+/// the group would launch a replacement), released from protection first; a fleet's directly.
+async fn terminate_instance<S: State, C: Capacity, K: ClusterApi>(
+    deps: &Deps<S, C, K>,
+    claim: &ClaimRecord,
+    iid: &str,
+) -> Result<Vec<String>> {
+    let ids = [iid.to_string()];
+    match claim.backing.strip_prefix("asg:") {
+        Some(group) => {
+            deps.capacity.set_protection(group, &ids, false).await?;
+            Ok(deps.capacity.scale_in(group, &ids).await?)
+        }
+        None => {
+            deps.capacity.terminate(&ids).await?;
+            Ok(ids.to_vec())
+        }
+    }
+}
+
+/// Moves a cordoned or draining claim on. Re-entrant: whatever a run that died left half-done, the
+/// next completes. The Node is cordoned first (no write when it already is), so a claim recorded
+/// as cordoned always ends with a cordoned node. A cordoned claim starts draining once nothing is
+/// in flight (its replacement is in), or after the registration timeout regardless. A draining
+/// node with workload pods (DaemonSet and mirror pods never count) is drained again every run;
+/// once the pool's `terminationGracePeriod` has run out since draining began, the remaining pods
+/// are deleted, PDBs and do-not-disrupt notwithstanding, as Karpenter does. An empty node's
+/// instance is terminated.
+#[allow(clippy::too_many_arguments)]
+async fn retire<S: State, C: Capacity, K: ClusterApi>(
+    deps: &Deps<S, C, K>,
+    cluster: &K,
+    claim: &ClaimRecord,
+    node: Option<&str>,
+    in_flight: bool,
+    bound: &[nodewright_core::Pod],
+    now: EpochMillis,
+    out: &mut Outcome,
+) -> Result<()> {
+    let Some(node) = node else {
+        // No Node (never registered, or already deleted): nothing to drain.
+        if claim.state == ClaimState::Draining {
+            finish_retirement(deps, claim, now, out).await?;
+        }
+        return Ok(());
+    };
+    cluster.cordon_and_taint(node, DISRUPTED_TAINT).await?;
+    let mut draining_since = claim.entered(ClaimState::Draining);
+    if claim.state == ClaimState::Cordoned {
+        let cordoned_at = claim.entered(ClaimState::Cordoned).unwrap_or(now);
+        if in_flight && now - cordoned_at < deps.settings.registration_timeout_ms {
+            return Ok(());
+        }
         deps.state
             .transition_claim(&claim.id, ClaimState::Draining, now, &ClaimUpdate::default())
             .await?;
-        drain(deps, &node, DrainMode::Voluntary, out).await?;
+        draining_since = Some(now);
     }
-    let bound = cluster.bound_pods().await?;
-    for claim in claims.iter().filter(|c| c.state == ClaimState::Draining) {
-        let node = node_of(&claim.instance_id);
-        let busy = node.as_ref().is_some_and(|n| {
-            bound.items.iter().any(|p| {
-                p.node_name.as_deref() == Some(n.as_str()) && p.owner.as_ref().is_none_or(|o| o.kind != "DaemonSet")
-            })
-        });
-        if busy {
-            continue;
+    let grace_expired = deps
+        .settings
+        .config
+        .node_pools
+        .iter()
+        .find(|p| p.name == claim.pool)
+        .and_then(|p| p.termination_grace_period_secs)
+        .is_some_and(|g| now - draining_since.unwrap_or(now) >= (g as i64).saturating_mul(1000));
+    let busy = bound
+        .iter()
+        .any(|p| p.node_name.as_deref() == Some(node) && !p.goes_with_node());
+    if busy {
+        drain(deps, node, DrainMode::Voluntary, grace_expired, out).await?;
+        if !grace_expired {
+            // Evicted pods take their own grace period to go: terminated on a later run.
+            return Ok(());
         }
-        if let Some(iid) = &claim.instance_id {
-            let ids = std::slice::from_ref(iid);
-            match claim.backing.strip_prefix("asg:") {
-                // An Auto Scaling pool's node leaves with a desired-capacity decrement (else the
-                // group would launch a replacement); released from protection first.
-                Some(group) => {
-                    deps.capacity.set_protection(group, ids, false).await?;
-                    let done = deps.capacity.scale_in(group, ids).await?;
-                    out.push(Action::Terminated {
-                        instance_ids: done,
-                        reason: format!("drained; scaled in {group}"),
-                    });
-                }
-                None => {
-                    deps.capacity.terminate(ids).await?;
-                    out.push(Action::Terminated {
-                        instance_ids: vec![iid.clone()],
-                        reason: "drained".into(),
-                    });
-                }
-            }
-        }
-        let t = deps
-            .state
-            .transition_claim(&claim.id, ClaimState::Terminating, now, &ClaimUpdate::default())
-            .await?;
-        out.push(Action::ClaimTransition {
-            claim: claim.id.clone(),
-            to: ClaimState::Terminating.as_str().into(),
-            outcome: transition_name(&t).into(),
+    }
+    finish_retirement(deps, claim, now, out).await
+}
+
+/// Terminates a drained claim's instance and records it.
+async fn finish_retirement<S: State, C: Capacity, K: ClusterApi>(
+    deps: &Deps<S, C, K>,
+    claim: &ClaimRecord,
+    now: EpochMillis,
+    out: &mut Outcome,
+) -> Result<()> {
+    if let Some(iid) = &claim.instance_id {
+        let done = terminate_instance(deps, claim, iid).await?;
+        out.push(Action::Terminated {
+            instance_ids: done,
+            reason: match claim.backing.strip_prefix("asg:") {
+                Some(group) => format!("drained; scaled in {group}"),
+                None => "drained".into(),
+            },
         });
     }
+    let t = deps
+        .state
+        .transition_claim(&claim.id, ClaimState::Terminating, now, &ClaimUpdate::default())
+        .await?;
+    out.push(Action::ClaimTransition {
+        claim: claim.id.clone(),
+        to: ClaimState::Terminating.as_str().into(),
+        outcome: transition_name(&t).into(),
+    });
     Ok(())
 }
 
@@ -235,15 +391,14 @@ async fn drain<S: State, C: Capacity, K: ClusterApi>(
     deps: &Deps<S, C, K>,
     node: &str,
     mode: DrainMode,
+    grace_expired: bool,
     out: &mut Outcome,
 ) -> Result<()> {
     let Some(cluster) = &deps.cluster else { return Ok(()) };
-    match cluster.drain(node, &DrainOptions::new(mode, DRAIN_DEADLINE)).await {
-        Ok(r) => out.push(Action::Drained {
-            node: node.into(),
-            evicted: r.evicted.len(),
-            skipped: r.skipped.len(),
-        }),
+    let mut options = DrainOptions::new(mode, DRAIN_DEADLINE);
+    options.grace_expired = grace_expired;
+    match cluster.drain(node, &options).await {
+        Ok(r) => out.push(Action::drained(node.into(), &r)),
         Err(e @ (nodewright_kube::Error::PdbBlocked { .. } | nodewright_kube::Error::DoNotDisrupt { .. })) => {
             out.push(Action::DrainBlocked {
                 node: node.into(),
@@ -297,7 +452,7 @@ async fn protect_busy_asg_nodes<S: State, C: Capacity, K: ClusterApi>(
 /// A digest of the workload pods on a node (daemonset pods aside): the sorted uids, FNV-1a. Stored
 /// on the claim, it tells the next run whether the node's pods changed.
 fn pods_digest<'p>(pods: impl Iterator<Item = &'p nodewright_core::Pod>) -> String {
-    let mut uids: Vec<&str> = pods.filter(|p| !p.is_daemonset()).map(|p| p.uid.as_str()).collect();
+    let mut uids: Vec<&str> = pods.filter(|p| !p.goes_with_node()).map(|p| p.uid.as_str()).collect();
     uids.sort_unstable();
     let digest = nodewright_core::digest::fnv1a_hex(uids.iter().flat_map(|u| u.bytes().chain([0])));
     format!("{digest}:{}", uids.len())
@@ -373,7 +528,7 @@ async fn disrupt<S: State, C: Capacity, K: ClusterApi>(
     let claims = deps.state.claims().await?;
     let nodes = cluster.nodes().await?;
     let bound = cluster.bound_pods().await?;
-    let daemonsets = cluster.daemonsets().await?;
+    let daemonsets = deps.daemonsets.current(Some(cluster), now).await?;
     let pdbs = cluster.pdbs().await?;
     let mut pods_by_node: HashMap<&str, Vec<nodewright_core::Pod>> = HashMap::new();
     for p in &bound.items {
@@ -421,7 +576,7 @@ async fn disrupt<S: State, C: Capacity, K: ClusterApi>(
             pools: &deps.settings.config.node_pools,
             instance_types: &deps.settings.instance_types,
             type_index: Some(&deps.settings.type_index),
-            daemonsets: &daemonsets.items,
+            daemonsets: &daemonsets,
             pdbs: &pdbs,
             node_class_hashes: &deps.settings.node_class_hashes,
             now: now / 1000,
@@ -503,7 +658,9 @@ async fn disrupt<S: State, C: Capacity, K: ClusterApi>(
                 deps.state
                     .transition_claim(&claim.id, ClaimState::Draining, now, &ClaimUpdate::default())
                     .await?;
-                drain(deps, node, DrainMode::Voluntary, out).await?;
+                if let Err(e) = drain(deps, node, DrainMode::Voluntary, false, out).await {
+                    failed(out, "drain", node, &e);
+                }
             }
         }
     }

@@ -30,6 +30,14 @@ impl Error {
         }
     }
 
+    /// A core validation error about the event, kept with the field it names.
+    pub fn invalid_event(e: nodewright_core::Error) -> Self {
+        match e {
+            nodewright_core::Error::Invalid { field, reason } => Error::Event { field, reason },
+            other => Error::event("detail", other.to_string()),
+        }
+    }
+
     pub fn config(variable: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::Config {
             variable: variable.into(),

@@ -165,15 +165,18 @@ pub fn parse_value(v: &Value) -> Result<Parsed> {
     let detail = v.get("detail").unwrap_or(&null);
     let ev = match (envelope.source.as_str(), envelope.detail_type.as_str()) {
         (cluster_event::SOURCE, cluster_event::POD_PENDING) => {
-            let d: PodPending =
+            let mut d: PodPending =
                 serde_json::from_value(detail.clone()).map_err(|e| Error::event("detail", e.to_string()))?;
-            d.validate().map_err(|e| Error::event("detail", e.to_string()))?;
+            // The same normalization and validation as file input: the defaults (one `pods` slot,
+            // namespace) are what keep max-pods and the scheduler's invariants.
+            d.normalize();
+            d.validate().map_err(Error::invalid_event)?;
             Event::PodPending(envelope, Box::new(d))
         }
         (cluster_event::SOURCE, cluster_event::NODE_READY) => {
             let d: NodeReady =
                 serde_json::from_value(detail.clone()).map_err(|e| Error::event("detail", e.to_string()))?;
-            d.validate().map_err(|e| Error::event("detail", e.to_string()))?;
+            d.validate().map_err(Error::invalid_event)?;
             Event::NodeReady(envelope, d)
         }
         ("aws.ec2", "EC2 Spot Instance Interruption Warning") => Event::SpotInterruption {
@@ -294,12 +297,7 @@ fn instance_id(detail: &Value, field: &str) -> Result<String> {
     }
 }
 
-/// `i-` followed by 8 or 17 lowercase hex digits.
-pub fn is_instance_id(s: &str) -> bool {
-    s.strip_prefix("i-").is_some_and(|h| {
-        (h.len() == 8 || h.len() == 17) && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
-}
+pub use nodewright_core::model::is_instance_id;
 
 fn truncate(s: &str) -> String {
     if s.len() <= 64 {

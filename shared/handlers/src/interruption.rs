@@ -137,6 +137,15 @@ async fn interrupt<S: State, C: Capacity, K: ClusterApi>(
             provision(deps, pods, &holder, &exclude, now, out).await?;
         }
     }
+    // The Node is cordoned before the claim is recorded as cordoned: a claim never says cordoned
+    // while pods can still land on its node.
+    if let Some(node) = &node {
+        cluster.cordon_and_taint(node, INTERRUPTED_TAINT).await?;
+        out.push(Action::Cordoned {
+            node: node.clone(),
+            taint: INTERRUPTED_TAINT.into(),
+        });
+    }
     let t = deps
         .state
         .transition_claim(&claim.id, ClaimState::Cordoned, now, &ClaimUpdate::default())
@@ -152,22 +161,13 @@ async fn interrupt<S: State, C: Capacity, K: ClusterApi>(
         });
         return Ok(());
     };
-    cluster.cordon_and_taint(&node, INTERRUPTED_TAINT).await?;
-    out.push(Action::Cordoned {
-        node: node.clone(),
-        taint: INTERRUPTED_TAINT.into(),
-    });
     if urgency == Urgency::Now {
         deps.state
             .transition_claim(&claim.id, ClaimState::Draining, now, &ClaimUpdate::default())
             .await?;
         let options = DrainOptions::new(DrainMode::Forced, deps.settings.interruption_drain_deadline);
         match cluster.drain(&node, &options).await {
-            Ok(report) => out.push(Action::Drained {
-                node,
-                evicted: report.evicted.len(),
-                skipped: report.skipped.len(),
-            }),
+            Ok(report) => out.push(Action::drained(node, &report)),
             Err(e @ nodewright_kube::Error::PdbBlocked { .. }) => out.push(Action::DrainBlocked {
                 node,
                 error: e.to_string(),

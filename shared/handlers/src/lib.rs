@@ -14,6 +14,7 @@
 
 pub mod adapters;
 pub mod consolidation;
+pub mod daemonsets;
 mod error;
 pub mod event;
 pub mod interruption;
@@ -22,12 +23,13 @@ pub mod outcome;
 pub mod pod_pending;
 pub mod ports;
 pub mod provision;
+mod registration;
 pub mod settings;
 pub mod state_change;
 
 use nodewright_aws::EpochMillis;
-use nodewright_core::Pod;
 
+pub use daemonsets::DaemonSets;
 pub use error::{Error, Result};
 pub use event::{Event, Parsed};
 pub use outcome::{Action, Outcome};
@@ -42,9 +44,9 @@ pub struct Deps<S, C, K> {
     pub capacity: C,
     /// None when the function runs without cluster access (then cluster steps are skipped and said so).
     pub cluster: Option<K>,
-    /// Per-node daemonset overhead known without asking the cluster (from configuration); the
-    /// consolidation run refreshes it from the cluster when it has access.
-    pub daemonsets: Vec<Pod>,
+    /// The DaemonSets every new node makes room for: listed from the cluster (cached briefly),
+    /// or configured templates without cluster access.
+    pub daemonsets: DaemonSets,
 }
 
 /// The four functions.

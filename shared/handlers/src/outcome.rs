@@ -66,6 +66,10 @@ pub enum Action {
         node: String,
         evicted: usize,
         skipped: usize,
+        /// Deleted directly: the pool's terminationGracePeriod ran out.
+        deleted: usize,
+        /// Evictions that failed for a reason other than a PDB (retried on the next run).
+        failed: usize,
     },
     #[serde(rename_all = "camelCase")]
     DrainBlocked { node: String, error: String },
@@ -77,6 +81,17 @@ pub enum Action {
     ReservationsReleased { holder: String, pods: usize },
     #[serde(rename_all = "camelCase")]
     Adopted { claim: String, instance_id: String },
+    /// A Node matched to its claim by providerID got the claim's labels and lost the unregistered
+    /// taint.
+    #[serde(rename_all = "camelCase")]
+    Registered { claim: String, node: String, labels: usize },
+    /// One step of a run failed; the run went on with the others and the next run retries it.
+    #[serde(rename_all = "camelCase")]
+    StepFailed {
+        step: String,
+        target: String,
+        error: String,
+    },
     /// Registration latency measured from a `Node Ready` event.
     #[serde(rename_all = "camelCase")]
     Ready {
@@ -103,6 +118,19 @@ pub enum Action {
         protected: Vec<String>,
         released: Vec<String>,
     },
+}
+
+impl Action {
+    /// What a drain did.
+    pub fn drained(node: String, r: &nodewright_kube::DrainReport) -> Action {
+        Action::Drained {
+            node,
+            evicted: r.evicted.len(),
+            skipped: r.skipped.len(),
+            deleted: r.deleted.len(),
+            failed: r.failed.len(),
+        }
+    }
 }
 
 /// Everything one invocation did.

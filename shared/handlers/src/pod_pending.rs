@@ -27,6 +27,7 @@ pub async fn handle<S: State, C: Capacity, K: ClusterApi>(
             ),
         ));
     }
+    detail.check_times(now).map_err(crate::Error::invalid_event)?;
     let key = format!("{}/{}", function.name(), envelope.id);
     once(deps, function, &key, &envelope.id, now, |mut out| async move {
         let pods = detail.pods.into_iter().map(|p| p.pod).collect();

@@ -90,15 +90,14 @@ pub trait State: Send + Sync {
     fn mark_usage_running(&self, pool: &str, nodes: u64) -> impl Future<Output = AwsResult<()>> + Send;
 }
 
-/// One claim to launch, as the scheduler planned it.
+/// One claim to launch, as the scheduler planned it. What the node boots with (labels, taints)
+/// follows from the pool ([`nodewright_core::registration`]).
 #[derive(Debug, Clone)]
 pub struct ClaimLaunch {
     pub claim_id: String,
     pub pool: NodePool,
     /// Offerings the claim may use (cheapest first).
     pub offerings: Vec<InstanceOption>,
-    /// Node labels beyond the instance type's (pool labels, nodepool name).
-    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// EC2 and Auto Scaling.
@@ -123,6 +122,9 @@ pub trait Capacity: Send + Sync {
     ) -> impl Future<Output = AwsResult<()>> + Send;
     /// Instances tagged as this cluster's (any state but terminated).
     fn instances(&self) -> impl Future<Output = AwsResult<Vec<InstanceSummary>>> + Send;
+    /// The named instances as EC2 describes them now, whatever their tags (Auto Scaling pool
+    /// instances may carry none of ours) and state; unknown ids are left out.
+    fn describe(&self, instance_ids: &[String]) -> impl Future<Output = AwsResult<Vec<InstanceSummary>>> + Send;
 }
 
 /// The Kubernetes API.
@@ -135,5 +137,11 @@ pub trait ClusterApi: Send + Sync {
     fn cordon_and_taint(&self, node: &str, taint_key: &str) -> impl Future<Output = KubeResult<()>> + Send;
     fn drain(&self, node: &str, options: &DrainOptions) -> impl Future<Output = KubeResult<DrainReport>> + Send;
     fn delete_node(&self, node: &str) -> impl Future<Output = KubeResult<bool>> + Send;
-    fn label_node(&self, node: &str, key: &str, value: &str) -> impl Future<Output = KubeResult<()>> + Send;
+    /// Writes the claim's labels on a node and removes the unregistered taint (one patch); false
+    /// when it was already registered.
+    fn register_node(
+        &self,
+        node: &str,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> impl Future<Output = KubeResult<bool>> + Send;
 }

@@ -106,16 +106,11 @@ fn in_flight_nodes(claims: &[ClaimRecord]) -> Vec<Node> {
         .collect()
 }
 
-/// Whether a pod is a DaemonSet's (it goes with its node; never re-planned, never blocks a drain).
-pub(crate) fn is_daemonset_pod(p: &Pod) -> bool {
-    p.owner.as_ref().is_some_and(|o| o.kind == "DaemonSet")
-}
-
 /// The workload pods bound to `nodes`, unbound again so they can be planned elsewhere.
 pub(crate) fn workload_pods_of(bound: &[Pod], nodes: &[&str]) -> Vec<Pod> {
     bound
         .iter()
-        .filter(|p| p.node_name.as_deref().is_some_and(|n| nodes.contains(&n)) && !is_daemonset_pod(p))
+        .filter(|p| p.node_name.as_deref().is_some_and(|n| nodes.contains(&n)) && !p.goes_with_node())
         .map(|p| Pod {
             node_name: None,
             ..p.clone()
@@ -215,7 +210,7 @@ async fn plan_and_launch<S: State, C: Capacity, K: ClusterApi>(
         })
         .collect();
     let types = available_types(&deps.state, &settings.instance_types, exclude, now).await?;
-    let daemonsets = deps.daemonsets.clone();
+    let daemonsets = deps.daemonsets.current(deps.cluster.as_ref(), now).await?;
     let plan = schedule(
         &Input {
             pods,
@@ -425,7 +420,6 @@ async fn launch_claim<S: State, C: Capacity, K: ClusterApi>(
         claim_id: id.clone(),
         pool: pool.clone(),
         offerings: plan.instance_types.clone(),
-        labels: plan.labels.clone(),
     };
     match deps.capacity.launch(&launch, now).await {
         Ok(outcome) => {

@@ -141,6 +141,11 @@ impl Settings {
         })
     }
 
+    /// The instance type named `name`, if some pool may launch it.
+    pub fn type_by_name(&self, name: &str) -> Option<&InstanceType> {
+        self.type_index.position(name).and_then(|i| self.instance_types.get(i))
+    }
+
     /// Reads and validates the environment through `var` (std::env::var in the functions).
     pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Settings> {
         let required = |name: &str| {

@@ -1,5 +1,7 @@
 //! `state-change`: EC2 instance state changes, Auto Scaling launch/terminate results and the
-//! watcher's `Node Ready` move claims through their lifecycle. Transitions are monotonic and take
+//! watcher's `Node Ready` move claims through their lifecycle. A `Node Ready` names the node's
+//! instance (from its providerID): the claim is found by instance id and the node registered
+//! (crate::registration). Transitions are monotonic and take
 //! the event's own time, so duplicates and late or out-of-order events are recognised and ignored.
 //! An instance that dies releases its reservations and usage, has its Node object deleted, and its
 //! pods (pending again) re-planned.
@@ -12,7 +14,8 @@ use crate::event::{Event, InstanceState};
 use crate::outcome::{Action, Outcome, transition_name};
 use crate::ports::{Capacity, ClusterApi, State};
 use crate::provision::{fail_claim, provision, usage_of_type};
-use crate::{Deps, Function, Result};
+use crate::registration::{claim_of_instance, launch_update, register};
+use crate::{Deps, Error, Function, Result};
 
 pub async fn handle<S: State, C: Capacity, K: ClusterApi>(
     deps: &Deps<S, C, K>,
@@ -20,6 +23,9 @@ pub async fn handle<S: State, C: Capacity, K: ClusterApi>(
     now: EpochMillis,
 ) -> Result<Outcome> {
     let envelope = event.envelope().clone();
+    if let Some(t) = envelope.time {
+        nodewright_core::model::cluster_event::check_event_time("time", t, now).map_err(Error::invalid_event)?;
+    }
     let at = envelope.time.unwrap_or(now);
     let mut out = Outcome::new(Function::StateChange.name(), &envelope.id);
     match event {
@@ -47,31 +53,17 @@ pub async fn handle<S: State, C: Capacity, K: ClusterApi>(
                 });
                 return Ok(out);
             }
-            let Some(claim) = deps.state.get_claim(&ready.claim).await? else {
+            ready.check_times(now).map_err(Error::invalid_event)?;
+            let Some(claim) = claim_of_instance(deps, &ready.instance_id, ready.ready_at, &mut out).await? else {
                 out.push(Action::Ignored {
-                    reason: format!("claim {} not found", ready.claim),
+                    reason: format!(
+                        "node {} (instance {}) has no Nodewright claim",
+                        ready.node, ready.instance_id
+                    ),
                 });
                 return Ok(out);
             };
-            let t = deps
-                .state
-                .transition_claim(&claim.id, ClaimState::Ready, ready.ready_at, &ClaimUpdate::default())
-                .await?;
-            out.push(Action::ClaimTransition {
-                claim: claim.id.clone(),
-                to: ClaimState::Ready.as_str().into(),
-                outcome: transition_name(&t).into(),
-            });
-            if let TransitionOutcome::Advanced(c) = &t {
-                deps.state.mark_usage_running(&c.pool, 1).await?;
-                let latency = c.entered(ClaimState::Launching).map(|l| ready.ready_at - l);
-                tracing::info!(claim = %c.id, node = %ready.node, launch_to_ready_ms = ?latency, "node ready");
-                out.push(Action::Ready {
-                    claim: c.id.clone(),
-                    node: ready.node.clone(),
-                    launch_to_ready_ms: latency,
-                });
-            }
+            register(deps, &claim, &ready.node, ready.ready_at, &mut out).await?;
         }
         Event::AsgLaunch {
             group,
@@ -105,17 +97,21 @@ pub async fn handle<S: State, C: Capacity, K: ClusterApi>(
             };
             let pool = deps.settings.config.node_pools.iter().find(|p| p.name == claim.pool);
             if successful {
+                // The group chose the type and zone: EC2 says which, for the node's labels.
+                let described = match &instance_id {
+                    Some(iid) => deps.capacity.describe(std::slice::from_ref(iid)).await?,
+                    None => Vec::new(),
+                };
+                let update = match described.first() {
+                    Some(i) => launch_update(deps, i),
+                    None => ClaimUpdate {
+                        instance_id: instance_id.clone(),
+                        ..Default::default()
+                    },
+                };
                 let t = deps
                     .state
-                    .transition_claim(
-                        &claim.id,
-                        ClaimState::Launched,
-                        at,
-                        &ClaimUpdate {
-                            instance_id: instance_id.clone(),
-                            ..Default::default()
-                        },
-                    )
+                    .transition_claim(&claim.id, ClaimState::Launched, at, &update)
                     .await?;
                 out.push(Action::ClaimTransition {
                     claim: claim.id.clone(),

@@ -134,23 +134,23 @@ async fn insufficient_capacity_falls_back_and_is_cached() {
     assert!(!deps.state.unavailable_offerings(NOW).await.unwrap().is_empty());
 }
 
-fn node_for(instance_id: &str, instance_type: &str, claim: &str) -> ClusterNode {
+fn node_for(instance_id: &str, instance_type: &str) -> ClusterNode {
     let mut n = nodewright_core::Node::new(&format!("node-{instance_id}"), instance_type, "us-east-1a");
     n.pool = Some("general".into());
     n.capacity_type = CapacityType::Spot;
     ClusterNode {
         node: n,
         instance_id: Some(instance_id.into()),
-        claim: Some(claim.into()),
         ready: true,
+        unregistered: false,
     }
 }
 
 /// Every claim's node reports Ready (the watcher's Node Ready, once per claim).
 async fn all_ready(deps: &MemDeps) {
     for c in deps.state.claim_records() {
-        let text = event_text("node-ready.json").replace("nc-0123456789abcdef", &c.id);
-        run(Function::StateChange, deps, text.as_bytes(), NOW).await;
+        let text = node_ready_event(deps, c.instance_id.as_deref().unwrap());
+        run(Function::StateChange, deps, &text, NOW).await;
     }
 }
 
@@ -302,8 +302,8 @@ async fn node_ready_measures_registration_latency() {
     let deps = deps();
     sample_batch(&deps).await;
     let claim = deps.state.claim_records().into_iter().next().unwrap();
-    let text = event_text("node-ready.json").replace("nc-0123456789abcdef", &claim.id);
-    let o = run(Function::StateChange, &deps, text.as_bytes(), NOW).await;
+    let text = node_ready_event(&deps, claim.instance_id.as_deref().unwrap());
+    let o = run(Function::StateChange, &deps, &text, NOW).await;
     let latency = o.actions.iter().find_map(|a| match a {
         Action::Ready { launch_to_ready_ms, .. } => *launch_to_ready_ms,
         _ => None,
@@ -322,8 +322,8 @@ async fn consolidation_terminates_claims_never_registered() {
     let claims = deps.state.claim_records();
     // One registers; the others never do.
     let ready = &claims[0];
-    let text = event_text("node-ready.json").replace("nc-0123456789abcdef", &ready.id);
-    run(Function::StateChange, &deps, text.as_bytes(), NOW).await;
+    let text = node_ready_event(&deps, ready.instance_id.as_deref().unwrap());
+    run(Function::StateChange, &deps, &text, NOW).await;
     let later = NOW + 16 * 60 * 1000;
     let o = run(
         Function::Consolidation,
@@ -354,7 +354,6 @@ async fn consolidation_adopts_instances_whose_record_was_lost() {
             zone: "us-east-1a".into(),
             price: 0.096,
         }],
-        labels: Default::default(),
     };
     let outcome = deps.capacity.launch(&launch, NOW).await.unwrap();
     let o = run(
@@ -417,7 +416,7 @@ fn one_listed_node(deps: &MemDeps, pods: Vec<nodewright_core::Pod>) -> (nodewrig
     let claim = deps.state.claim_records().into_iter().next().unwrap();
     let iid = claim.instance_id.clone().unwrap();
     let cluster = deps.cluster.as_ref().unwrap();
-    cluster.set_nodes(vec![node_for(&iid, claim.instance_type.as_deref().unwrap(), &claim.id)]);
+    cluster.set_nodes(vec![node_for(&iid, claim.instance_type.as_deref().unwrap())]);
     let node = format!("node-{iid}");
     cluster.set_bound(
         pods.into_iter()
@@ -594,7 +593,7 @@ async fn auto_scaling_pool_nodes_are_protected_while_busy_and_scaled_in_when_idl
         ] {
             deps.state.transition_claim(id, state, NOW - at, update).await.unwrap();
         }
-        let mut n = node_for(iid, "g5.2xlarge", id);
+        let mut n = node_for(iid, "g5.2xlarge");
         n.node.pool = Some("inference".into());
         n.node.capacity_type = CapacityType::OnDemand;
         nodes.push(n);

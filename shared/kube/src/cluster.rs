@@ -1,6 +1,7 @@
 //! Reads and writes against one cluster. Every list paginates (`limit` + `continue`), every call runs
 //! under a timeout, and every error is classified ([`crate::Error`]).
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
@@ -10,8 +11,8 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use nodewright_core::disruption::Pdb;
-use nodewright_core::labels;
 use nodewright_core::model::{self, Effect, Pod};
+use nodewright_core::registration::UNREGISTERED_TAINT;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
@@ -56,11 +57,11 @@ pub struct Rejected {
 #[derive(Debug, Clone)]
 pub struct ClusterNode {
     pub node: model::Node,
-    /// From `spec.providerID` (`aws:///zone/i-...`).
+    /// From `spec.providerID` (`aws:///zone/i-...`): what links a Node to its claim.
     pub instance_id: Option<String>,
-    /// The `nodewright.io/claim` label.
-    pub claim: Option<String>,
     pub ready: bool,
+    /// Still carries the unregistered taint (its claim has not labelled it yet).
+    pub unregistered: bool,
 }
 
 impl Cluster {
@@ -153,19 +154,7 @@ impl Cluster {
         Ok(convert(
             nodes.iter(),
             |n| n.metadata.name.clone().unwrap_or_default(),
-            |n, path| {
-                Ok(ClusterNode {
-                    node: model::node_from_k8s(n, &path)?,
-                    instance_id: n
-                        .spec
-                        .as_ref()
-                        .and_then(|s| s.provider_id.as_deref())
-                        .and_then(model::instance_id_from_provider_id)
-                        .map(str::to_string),
-                    claim: n.metadata.labels.as_ref().and_then(|l| l.get(labels::CLAIM)).cloned(),
-                    ready: model::node_is_ready(n),
-                })
-            },
+            |n, path| cluster_node(n, &path),
         ))
     }
 
@@ -251,18 +240,55 @@ impl Cluster {
         })
     }
 
-    /// Labels a node (e.g. with its claim id when it registers). Merge patch: other labels stay.
-    pub async fn label_node(&self, node: &str, key: &str, value: &str) -> Result<()> {
+    /// Registers a node Nodewright launched: writes `labels` (merged over the node's own) and
+    /// removes the unregistered taint, in one patch conditional on the node's resourceVersion
+    /// (re-read and retried on conflict). Returns false when there was nothing to write (already
+    /// registered: a replayed event or a second reconcile).
+    pub async fn register_node(&self, node: &str, node_labels: &BTreeMap<String, String>) -> Result<bool> {
         let api: Api<k8s::Node> = Api::all(self.client.clone());
-        let operation = "label node";
-        let patch = json!({"metadata": {"labels": {key: value}}});
-        self.timed(operation, async {
-            api.patch(node, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .map(|_| ())
-                .map_err(|e| Error::from_kube(e, operation, "Node", node))
+        let operation = "register node";
+        for attempt in 0..=CONFLICT_RETRIES {
+            let current = self
+                .timed(operation, async {
+                    api.get(node)
+                        .await
+                        .map_err(|e| Error::from_kube(e, operation, "Node", node))
+                })
+                .await?;
+            let have = current.metadata.labels.clone().unwrap_or_default();
+            let missing: BTreeMap<&String, &String> =
+                node_labels.iter().filter(|(k, v)| have.get(*k) != Some(*v)).collect();
+            let taints = current.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
+            let kept: Vec<&k8s::Taint> = taints.iter().filter(|t| t.key != UNREGISTERED_TAINT).collect();
+            if missing.is_empty() && kept.len() == taints.len() {
+                return Ok(false);
+            }
+            let mut patch = json!({
+                "metadata": {"resourceVersion": current.metadata.resource_version, "labels": missing},
+            });
+            if kept.len() != taints.len() {
+                patch["spec"] = json!({"taints": kept});
+            }
+            let result = self
+                .timed(operation, async {
+                    api.patch(node, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                        .map_err(|e| Error::from_kube(e, operation, "Node", node))
+                })
+                .await;
+            match result {
+                Ok(_) => return Ok(true),
+                Err(Error::Conflict { .. }) if attempt < CONFLICT_RETRIES => {
+                    tracing::debug!(node, attempt, "node changed under us; re-reading");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Conflict {
+            kind: "Node",
+            name: node.to_string(),
+            message: format!("still conflicting after {CONFLICT_RETRIES} retries"),
         })
-        .await
     }
 
     /// Deletes the Node object (after its instance is gone). Returns false when it was already gone.
@@ -283,6 +309,26 @@ impl Cluster {
             Err(e) => Err(e),
         }
     }
+}
+
+/// A Kubernetes Node as the functions see it: the core model, its instance (from providerID),
+/// readiness and registration.
+pub fn cluster_node(n: &k8s::Node, path: &str) -> nodewright_core::Result<ClusterNode> {
+    Ok(ClusterNode {
+        node: model::node_from_k8s(n, path)?,
+        instance_id: n
+            .spec
+            .as_ref()
+            .and_then(|s| s.provider_id.as_deref())
+            .and_then(model::instance_id_from_provider_id)
+            .map(str::to_string),
+        ready: model::node_is_ready(n),
+        unregistered: n
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .is_some_and(|t| t.iter().any(|t| t.key == UNREGISTERED_TAINT)),
+    })
 }
 
 /// `namespace/name` of a namespaced object, for errors, logs and reports.

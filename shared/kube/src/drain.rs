@@ -2,8 +2,10 @@
 //!
 //! DaemonSet pods, mirror (static) pods, finished pods and pods already terminating are skipped.
 //! Evictions refused with HTTP 429 (a PDB allows no disruption now) are retried with exponential
-//! backoff until the deadline, then reported as [`Error::PdbBlocked`]. A drain can be re-run at any
-//! time: evicted pods are terminating and are skipped the next time.
+//! backoff until the deadline, then reported as [`Error::PdbBlocked`]. Any other failed eviction is
+//! logged and retried the same way, then reported in [`DrainReport::failed`]: one bad pod never
+//! stops the others. A drain can be re-run at any time: evicted pods are terminating and are
+//! skipped the next time.
 //!
 //! `karpenter.sh/do-not-disrupt` pods: a voluntary drain (consolidation, drift) refuses to start
 //! ([`Error::DoNotDisrupt`]); a forced drain (interruption: the instance is going away regardless)
@@ -70,6 +72,9 @@ pub struct DrainReport {
     pub skipped: Vec<String>,
     /// Eviction attempts refused by a PDB (429) before the drain finished.
     pub pdb_retries: u32,
+    /// Pods whose eviction (or deletion) failed for another reason, with the last error: logged
+    /// and left for the next drain, never fatal to the rest.
+    pub failed: Vec<(String, String)>,
 }
 
 enum Evicted {
@@ -124,8 +129,13 @@ impl Cluster {
 
         if options.grace_expired {
             for p in &to_evict {
-                self.delete_pod(p).await?;
-                report.deleted.push(name_of(p));
+                match self.delete_pod(p).await {
+                    Ok(()) => report.deleted.push(name_of(p)),
+                    Err(e) => {
+                        tracing::warn!(node, pod = %name_of(p), error = %e, "deleting a pod failed; the next drain retries it");
+                        report.failed.push((name_of(p), e.to_string()));
+                    }
+                }
             }
             return Ok(report);
         }
@@ -133,20 +143,29 @@ impl Cluster {
         let mut backoff = options.backoff_initial;
         loop {
             let mut blocked = Vec::new();
+            let mut failed = Vec::new();
             for p in to_evict {
-                match self.evict(&p).await? {
-                    Evicted::Done => report.evicted.push(name_of(&p)),
-                    Evicted::Blocked => {
+                match self.evict(&p).await {
+                    Ok(Evicted::Done) => report.evicted.push(name_of(&p)),
+                    Ok(Evicted::Blocked) => {
                         report.pdb_retries += 1;
                         blocked.push(p);
                     }
+                    Err(e) => {
+                        tracing::warn!(node, pod = %name_of(&p), error = %e, "eviction failed; retrying");
+                        failed.push((p, e.to_string()));
+                    }
                 }
             }
-            if blocked.is_empty() {
+            if blocked.is_empty() && failed.is_empty() {
                 return Ok(report);
             }
             let elapsed = started.elapsed();
             if elapsed + backoff > options.deadline {
+                report.failed = failed.iter().map(|(p, e)| (name_of(p), e.clone())).collect();
+                if blocked.is_empty() {
+                    return Ok(report);
+                }
                 return Err(Error::PdbBlocked {
                     node: node.to_string(),
                     pods: blocked.iter().map(name_of).collect(),
@@ -161,6 +180,7 @@ impl Cluster {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(options.backoff_max);
             to_evict = blocked;
+            to_evict.extend(failed.into_iter().map(|(p, _)| p));
         }
     }
 

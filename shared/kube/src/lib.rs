@@ -13,7 +13,9 @@ mod drain;
 mod error;
 pub mod token;
 
-pub use cluster::{Cluster, ClusterNode, DEFAULT_PAGE_SIZE, DISRUPTED_TAINT, INTERRUPTED_TAINT, Listed, Rejected};
+pub use cluster::{
+    Cluster, ClusterNode, DEFAULT_PAGE_SIZE, DISRUPTED_TAINT, INTERRUPTED_TAINT, Listed, Rejected, cluster_node,
+};
 pub use connect::{Access, Connection, ca_from_base64_pem};
 pub use drain::{DrainMode, DrainOptions, DrainReport};
 pub use error::{Error, Result};

@@ -169,7 +169,7 @@ fn node_json(taints: Value) -> Value {
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": "ip-10-0-0-1", "resourceVersion": "41", "labels": {
             "node.kubernetes.io/instance-type": "m7g.large", "topology.kubernetes.io/zone": "eu-west-1a",
-            "karpenter.sh/nodepool": "default", "karpenter.sh/capacity-type": "spot", "nodewright.io/claim": "c-1"}},
+            "karpenter.sh/nodepool": "default", "karpenter.sh/capacity-type": "spot"}},
         "spec": {"providerID": "aws:///eu-west-1a/i-0123456789abcdef0", "taints": taints},
         "status": {"allocatable": {"cpu": "1930m", "memory": "7Gi", "pods": "29"},
                    "conditions": [{"type": "Ready", "status": "True"}]}
@@ -177,7 +177,7 @@ fn node_json(taints: Value) -> Value {
 }
 
 #[tokio::test]
-async fn lists_nodes_with_instance_ids_and_claims() {
+async fn lists_nodes_with_instance_ids_from_the_provider_id() {
     let (cluster, server) = mock(vec![
         expect("GET", "/api/v1/nodes?&limit=2").respond(200, list("NodeList", vec![node_json(json!([]))], None)),
     ]);
@@ -185,8 +185,8 @@ async fn lists_nodes_with_instance_ids_and_claims() {
     server.await.unwrap();
     let n = &nodes.items[0];
     assert_eq!(n.instance_id.as_deref(), Some("i-0123456789abcdef0"));
-    assert_eq!(n.claim.as_deref(), Some("c-1"));
     assert!(n.ready);
+    assert!(!n.unregistered);
     assert_eq!(n.node.instance_type, "m7g.large");
     assert_eq!(n.node.pool.as_deref(), Some("default"));
     assert_eq!(n.node.capacity_type, nodewright_core::CapacityType::Spot);
@@ -241,16 +241,41 @@ async fn cordon_retries_after_a_conflict_and_skips_when_already_done() {
 }
 
 #[tokio::test]
-async fn label_node_merges_the_claim_label() {
-    let (cluster, server) = mock(vec![
-        expect("PATCH", "/api/v1/nodes/ip-10-0-0-1?")
-            .body(json!({"metadata": {"labels": {"nodewright.io/claim": "c-9"}}}))
-            .respond(200, node_json(json!([]))),
+async fn register_node_writes_missing_labels_and_lifts_the_unregistered_taint_in_one_patch() {
+    let booting = json!([
+        {"key": "dedicated", "value": "gpu", "effect": "NoSchedule"},
+        {"key": "karpenter.sh/unregistered", "effect": "NoExecute"}
     ]);
-    cluster
-        .label_node("ip-10-0-0-1", "nodewright.io/claim", "c-9")
-        .await
-        .unwrap();
+    let mut registered = node_json(json!([{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]));
+    registered["metadata"]["labels"]["karpenter.k8s.aws/instance-family"] = json!("m7g");
+    let labels: std::collections::BTreeMap<String, String> = [
+        ("karpenter.sh/nodepool", "default"),
+        ("karpenter.k8s.aws/instance-family", "m7g"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let (cluster, server) = mock(vec![
+        expect("GET", "/api/v1/nodes/ip-10-0-0-1").respond(200, node_json(booting.clone())),
+        expect("PATCH", "/api/v1/nodes/ip-10-0-0-1?")
+            .body(json!({
+                "metadata": {"resourceVersion": "41", "labels": {"karpenter.k8s.aws/instance-family": "m7g"}},
+                "spec": {"taints": [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]}
+            }))
+            .respond(409, status(409, "Conflict", "the object has been modified")),
+        // The kubelet updated its status meanwhile: re-read, patch again.
+        expect("GET", "/api/v1/nodes/ip-10-0-0-1").respond(200, node_json(booting)),
+        expect("PATCH", "/api/v1/nodes/ip-10-0-0-1?")
+            .body(json!({
+                "metadata": {"resourceVersion": "41", "labels": {"karpenter.k8s.aws/instance-family": "m7g"}},
+                "spec": {"taints": [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]}
+            }))
+            .respond(200, registered.clone()),
+        // A replay finds it registered: no write.
+        expect("GET", "/api/v1/nodes/ip-10-0-0-1").respond(200, registered),
+    ]);
+    assert!(cluster.register_node("ip-10-0-0-1", &labels).await.unwrap());
+    assert!(!cluster.register_node("ip-10-0-0-1", &labels).await.unwrap());
     server.await.unwrap();
 }
 

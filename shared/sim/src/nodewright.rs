@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::engine::{Autoscaler, Ev, Queue};
 use crate::rng::Rng;
-use crate::world::{PodPhase, SimInstance, World, node_labels};
+use crate::world::{PodPhase, SimInstance, World};
 use crate::{Error, Result, SimConfig};
 
 /// The watcher stand-in's batch window (Karpenter's): closes 1 s after the last pod, 10 s at most.
@@ -77,7 +77,7 @@ impl NodewrightSim {
                 state,
                 capacity: capacity.clone(),
                 cluster: Some(cluster.clone()),
-                daemonsets: Vec::new(),
+                daemonsets: nodewright_handlers::DaemonSets::default(),
             },
             capacity,
             cluster,
@@ -178,11 +178,15 @@ impl NodewrightSim {
         for inst in world.instances.values().filter(|i| i.ready) {
             let mut node = world.node(inst);
             bound.append(&mut node.pods);
+            let unregistered = node
+                .taints
+                .iter()
+                .any(|t| t.key == nodewright_core::registration::UNREGISTERED_TAINT);
             nodes.push(ClusterNode {
                 node,
                 instance_id: Some(inst.instance_id.clone()),
-                claim: inst.claim.clone(),
                 ready: true,
+                unregistered,
             });
         }
         self.cluster.set_nodes(nodes);
@@ -208,7 +212,8 @@ impl NodewrightSim {
                 .get(&(i.instance_type.clone(), ct, i.zone.clone()))
                 .copied()
                 .unwrap_or(0.0);
-            let pool = i.pool.as_deref().and_then(|p| self.deps.settings.config.pool(p));
+            // The node registers from its user data alone, as a real kubelet would.
+            let boot = booted(self.capacity.user_data(&i.instance_id).as_deref());
             let allocatable = world
                 .instance_type(&i.instance_type)
                 .map(|t| t.allocatable.clone())
@@ -218,17 +223,14 @@ impl NodewrightSim {
                 instance_id: i.instance_id.clone(),
                 node_name: i.instance_id.replacen("i-", "ip-", 1),
                 claim: i.claim_id.clone(),
-                pool: i.pool.clone(),
+                pool: boot.pool,
                 instance_type: i.instance_type.clone(),
                 zone: i.zone.clone(),
                 capacity_type: ct,
                 price,
                 allocatable,
-                node_labels: node_labels(
-                    &pool.map(|p| p.labels.clone()).unwrap_or_default(),
-                    i.claim_id.as_deref(),
-                ),
-                taints: pool.map(|p| p.taints.clone()).unwrap_or_default(),
+                node_labels: boot.labels,
+                taints: boot.taints,
                 launched_at: now,
                 ready: false,
                 cordoned: false,
@@ -253,7 +255,8 @@ impl NodewrightSim {
             match w {
                 ClusterWrite::CordonAndTaint { node, .. } => world.cordon(&node),
                 ClusterWrite::Drain { node, .. } => world.drain(&node, now),
-                ClusterWrite::DeleteNode(_) | ClusterWrite::Label { .. } => {}
+                ClusterWrite::Register { node, labels } => world.register(&node, &labels),
+                ClusterWrite::DeleteNode(_) => {}
             }
         }
         Ok(())
@@ -386,11 +389,10 @@ impl Autoscaler for NodewrightSim {
                 if world.node_ready(&id) {
                     let inst = &world.instances[&id];
                     let detail = NodeReady {
-                        schema_version: cluster_event::SCHEMA_VERSION,
+                        schema_version: cluster_event::NODE_READY_SCHEMA_VERSION,
                         cluster: self.deps.settings.cluster.clone(),
                         node: inst.node_name.clone(),
-                        claim: inst.claim.clone().unwrap_or_default(),
-                        instance_id: Some(id.clone()),
+                        instance_id: id.clone(),
                         ready_at: self.epoch(now),
                     };
                     let detail = serde_json::to_value(&detail).map_err(|e| Error::Sim(e.to_string()))?;
@@ -463,5 +465,39 @@ impl Autoscaler for NodewrightSim {
             queue.push(due, Ev::Flush);
         }
         Ok(())
+    }
+}
+
+/// What a simulated node boots with: its user data read by the kubelet emulator (no claim label,
+/// nothing the real kubelet would not set). An instance without readable user data boots bare.
+struct Booted {
+    labels: std::collections::BTreeMap<String, String>,
+    taints: Vec<nodewright_core::model::Taint>,
+    pool: Option<String>,
+}
+
+fn booted(user_data: Option<&str>) -> Booted {
+    let boot = user_data.and_then(|u| match nodewright_kubelet::read_user_data(u) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            tracing::warn!(error = %e, "simulated node cannot read its user data");
+            None
+        }
+    });
+    let boot = boot.unwrap_or_default();
+    Booted {
+        pool: boot.labels.get(nodewright_core::labels::NODEPOOL).cloned(),
+        taints: boot
+            .taints
+            .iter()
+            .filter_map(|t| {
+                Some(nodewright_core::model::Taint {
+                    key: t.key.clone(),
+                    value: t.value.clone(),
+                    effect: nodewright_core::model::Effect::parse(&t.effect)?,
+                })
+            })
+            .collect(),
+        labels: boot.labels,
     }
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use nodewright_core::model::{Effect, Taint, Toleration, TolerationOperator};
 use nodewright_core::scheduler::{Input, Options, schedule};
-use nodewright_core::{CapacityType, InstanceType, Node, Pod, Resource, Resources, labels};
+use nodewright_core::{CapacityType, InstanceType, Node, Pod, Resource, Resources};
 
 use crate::workload::Workload;
 
@@ -229,6 +229,17 @@ impl World {
         }
     }
 
+    /// Registration wrote the claim's labels and removed the unregistered taint.
+    pub fn register(&mut self, node: &str, node_labels: &BTreeMap<String, String>) {
+        if let Some(i) = self.instance_by_node_mut(node) {
+            i.node_labels
+                .extend(node_labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+            i.taints
+                .retain(|t| t.key != nodewright_core::registration::UNREGISTERED_TAINT);
+            self.dirty = true;
+        }
+    }
+
     /// Evicts every pod on the node.
     pub fn drain(&mut self, node: &str, now: i64) {
         let pods = self.instance_by_node(node).map(|i| i.pods.clone()).unwrap_or_default();
@@ -405,13 +416,4 @@ impl World {
         };
         frac(Resource::Cpu).max(frac(Resource::Memory))
     }
-}
-
-/// Node labels for an instance of a pool: the pool's template labels and the claim label.
-pub fn node_labels(pool_labels: &BTreeMap<String, String>, claim: Option<&str>) -> BTreeMap<String, String> {
-    let mut l = pool_labels.clone();
-    if let Some(c) = claim {
-        l.insert(labels::CLAIM.into(), c.into());
-    }
-    l
 }

@@ -98,6 +98,29 @@ impl Fleet {
         .await
     }
 
+    /// The named instances, whatever their tags and state; ids EC2 does not know are left out
+    /// (one unknown id makes DescribeInstances fail the whole call, so it is retried one by one).
+    pub async fn describe_ids(&self, instance_ids: &[String]) -> Result<Vec<InstanceSummary>> {
+        if instance_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self.describe(Vec::new(), Some(instance_ids.to_vec())).await {
+            Ok(found) => Ok(found),
+            Err(Error::Aws { code, .. }) if code.starts_with("InvalidInstanceID") => {
+                let mut out = Vec::new();
+                for id in instance_ids {
+                    match self.describe(Vec::new(), Some(vec![id.clone()])).await {
+                        Ok(found) => out.extend(found),
+                        Err(Error::Aws { code, .. }) if code.starts_with("InvalidInstanceID") => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(out)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// A live instance launched for `claim_id`, if one exists (adoption after a crash).
     pub async fn instance_for_claim(&self, claim_id: &str) -> Result<Option<InstanceSummary>> {
         let found = self

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 use super::Fleet;
 use super::instances::{TAG_CLUSTER, TAG_MANAGED_BY};
+use super::user_data::{self, Bootstrap};
 use crate::{Error, Result};
 
 /// What nodes need to join the cluster.
@@ -54,7 +55,10 @@ pub struct LaunchTemplateSpec {
 }
 
 impl LaunchTemplateSpec {
-    /// The template spec for a node class, one architecture, and a pool's node labels and taints.
+    /// The template spec for a node class, one architecture, and the labels and taints a pool's
+    /// nodes boot with ([`nodewright_core::registration`]). `instance_profile` is the class's
+    /// `instanceProfile`, or the one resolved for its `role`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         class: &Ec2NodeClass,
         resolution: &NodeClassResolution,
@@ -62,17 +66,19 @@ impl LaunchTemplateSpec {
         cluster: &ClusterEndpoint,
         labels: &BTreeMap<String, String>,
         taints: &[Taint],
+        instance_profile: Option<String>,
     ) -> Result<Self> {
         let family = ami_family(class);
+        let boot = Bootstrap {
+            cluster,
+            labels,
+            taints,
+            max_pods: class.kubelet.max_pods,
+        };
+        let field = format!("EC2NodeClass {}: spec.userData", class.name);
         let user_data = match family.as_str() {
-            "bottlerocket" => bottlerocket_user_data(cluster, labels, taints, class.user_data.as_deref()),
-            "al2023" => nodeadm_user_data(
-                cluster,
-                labels,
-                taints,
-                class.kubelet.max_pods,
-                class.user_data.as_deref(),
-            ),
+            "bottlerocket" => user_data::bottlerocket(&boot, class.user_data.as_deref(), &field)?,
+            "al2023" => user_data::nodeadm(&boot, class.user_data.as_deref(), &field)?,
             other => {
                 return Err(Error::invalid(
                     format!("EC2NodeClass {}: amiFamily", class.name),
@@ -90,7 +96,7 @@ impl LaunchTemplateSpec {
             ami_id,
             security_groups: resolution.security_groups.clone(),
             user_data: base64::engine::general_purpose::STANDARD.encode(user_data),
-            instance_profile: class.instance_profile.clone(),
+            instance_profile,
             block_devices: class
                 .block_device_mappings
                 .iter()
@@ -128,96 +134,6 @@ fn ami_family(class: &Ec2NodeClass) -> String {
         .and_then(|a| a.split('@').next())
         .map(str::to_ascii_lowercase)
         .unwrap_or_else(|| "al2023".into())
-}
-
-fn taint_string(t: &Taint) -> String {
-    format!(
-        "{}={}:{}",
-        t.key,
-        t.value.clone().unwrap_or_default(),
-        t.effect.as_str()
-    )
-}
-
-fn nodeadm_user_data(
-    cluster: &ClusterEndpoint,
-    labels: &BTreeMap<String, String>,
-    taints: &[Taint],
-    max_pods: Option<u32>,
-    extra: Option<&str>,
-) -> String {
-    let mut flags = Vec::new();
-    if !labels.is_empty() {
-        let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        flags.push(format!("--node-labels={}", l.join(",")));
-    }
-    if !taints.is_empty() {
-        let t: Vec<String> = taints.iter().map(taint_string).collect();
-        flags.push(format!("--register-with-taints={}", t.join(",")));
-    }
-    let mut config = format!(
-        "apiVersion: node.eks.aws/v1alpha1\nkind: NodeConfig\nspec:\n  cluster:\n    name: {}\n    apiServerEndpoint: {}\n    certificateAuthority: {}\n",
-        cluster.name, cluster.endpoint, cluster.certificate_authority
-    );
-    if let Some(cidr) = &cluster.service_cidr {
-        config.push_str(&format!("    cidr: {cidr}\n"));
-    }
-    config.push_str("  kubelet:\n");
-    if let Some(max) = max_pods {
-        config.push_str(&format!("    config:\n      maxPods: {max}\n"));
-    }
-    config.push_str("    flags:\n");
-    for f in &flags {
-        config.push_str(&format!("      - {f:?}\n"));
-    }
-    let mut out = String::from("MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"//\"\n\n");
-    if let Some(extra) = extra {
-        out.push_str(&format!(
-            "--//\nContent-Type: text/x-shellscript; charset=\"us-ascii\"\n\n{extra}\n\n"
-        ));
-    }
-    out.push_str(&format!(
-        "--//\nContent-Type: application/node.eks.aws\n\n{config}\n--//--\n"
-    ));
-    out
-}
-
-fn bottlerocket_user_data(
-    cluster: &ClusterEndpoint,
-    labels: &BTreeMap<String, String>,
-    taints: &[Taint],
-    extra: Option<&str>,
-) -> String {
-    let mut out = format!(
-        "[settings.kubernetes]\ncluster-name = {:?}\napi-server = {:?}\ncluster-certificate = {:?}\n",
-        cluster.name, cluster.endpoint, cluster.certificate_authority
-    );
-    if !labels.is_empty() {
-        out.push_str("\n[settings.kubernetes.node-labels]\n");
-        for (k, v) in labels {
-            out.push_str(&format!("{k:?} = {v:?}\n"));
-        }
-    }
-    if !taints.is_empty() {
-        out.push_str("\n[settings.kubernetes.node-taints]\n");
-        let mut by_key: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        for t in taints {
-            by_key.entry(&t.key).or_default().push(format!(
-                "{}:{}",
-                t.value.clone().unwrap_or_default(),
-                t.effect.as_str()
-            ));
-        }
-        for (k, v) in by_key {
-            out.push_str(&format!("{k:?} = {v:?}\n"));
-        }
-    }
-    if let Some(extra) = extra {
-        out.push('\n');
-        out.push_str(extra);
-        out.push('\n');
-    }
-    out
 }
 
 /// The SSM parameters an AMI alias (`al2023@latest`, `bottlerocket@v1.20.0`) names, per

@@ -73,7 +73,7 @@ fn graceful_blocker(input: &Input<'_>, node: &super::ManagedNode) -> Option<Stri
     if node.do_not_disrupt {
         return Some("node has karpenter.sh/do-not-disrupt".into());
     }
-    for p in node.node.pods.iter().filter(|p| !p.is_daemonset()) {
+    for p in node.node.pods.iter().filter(|p| !p.goes_with_node()) {
         if p.do_not_disrupt {
             return Some(format!(
                 "pod {}/{} has karpenter.sh/do-not-disrupt",

@@ -242,7 +242,7 @@ fn busy_asg_nodes(input: &Input<'_>) -> Vec<String> {
                     && matches!(p.backing, crate::nodepool::PoolBacking::AutoScalingGroup { .. })
             })
         })
-        .filter(|m| m.node.pods.iter().any(|p| !p.is_daemonset()))
+        .filter(|m| m.node.pods.iter().any(|p| !p.goes_with_node()))
         .map(|m| m.node.name.clone())
         .collect()
 }

@@ -91,7 +91,7 @@ impl<'a> Simulation<'a> {
             .nodes
             .iter()
             .map(|m| {
-                let pods: f64 = m.node.pods.iter().filter(|p| !p.is_daemonset()).map(pod_cost).sum();
+                let pods: f64 = m.node.pods.iter().filter(|p| !p.goes_with_node()).map(pod_cost).sum();
                 let lifetime = m
                     .node
                     .pool
@@ -168,7 +168,7 @@ impl<'a> Simulation<'a> {
         let taken = self.take(set);
         let displaced: Vec<Pod> = taken
             .iter()
-            .flat_map(|(_, pods, _)| pods.iter().filter(|p| !p.is_daemonset()).cloned())
+            .flat_map(|(_, pods, _)| pods.iter().filter(|p| !p.goes_with_node()).cloned())
             .collect();
         let plan = self.run(&displaced, allow_new);
         self.restore(taken);
@@ -220,7 +220,7 @@ impl<'a> Simulation<'a> {
     /// A forceful or drift replacement: the scheduler may add any number of nodes.
     pub fn replace_any(&mut self, i: usize) -> Option<scheduler::Plan> {
         let taken = self.take(&[i]);
-        let displaced: Vec<Pod> = taken[0].1.iter().filter(|p| !p.is_daemonset()).cloned().collect();
+        let displaced: Vec<Pod> = taken[0].1.iter().filter(|p| !p.goes_with_node()).cloned().collect();
         let plan = self.run(&displaced, true);
         self.restore(taken);
         plan.unschedulable.is_empty().then_some(plan)
@@ -279,7 +279,7 @@ impl<'a> Simulation<'a> {
         let taken = self.take(set);
         let mut pods: HashMap<String, Pod> = taken
             .into_iter()
-            .flat_map(|(_, pods, _)| pods.into_iter().filter(|p| !p.is_daemonset()))
+            .flat_map(|(_, pods, _)| pods.into_iter().filter(|p| !p.goes_with_node()))
             .map(|p| (p.uid.clone(), p))
             .collect();
         let index: HashMap<&str, usize> = self
@@ -356,7 +356,7 @@ fn apply_action(nodes: Vec<ManagedNode>, action: &Action, now: i64) -> Vec<Manag
         nodes.into_iter().partition(|m| action.nodes.contains(&m.node.name));
     let mut pods: HashMap<String, Pod> = removed
         .into_iter()
-        .flat_map(|m| m.node.pods.into_iter().filter(|p| !p.is_daemonset()))
+        .flat_map(|m| m.node.pods.into_iter().filter(|p| !p.goes_with_node()))
         .map(|p| (p.uid.clone(), p))
         .collect();
     for claim in &action.replacements {

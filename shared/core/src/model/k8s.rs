@@ -49,6 +49,7 @@ fn pod_from_spec(meta: &meta::ObjectMeta, spec: &core::PodSpec, path: &str) -> R
         node_selector: spec.node_selector.clone().unwrap_or_default(),
         priority: spec.priority.unwrap_or(0),
         do_not_disrupt: annotations.get(labels::DO_NOT_DISRUPT).is_some_and(|v| v == "true"),
+        mirror: annotations.contains_key("kubernetes.io/config.mirror"),
         deletion_cost: annotations
             .get(labels::POD_DELETION_COST)
             .and_then(|v| v.parse().ok())
@@ -331,7 +332,14 @@ pub fn is_terminal(pod: &core::Pod) -> bool {
 pub fn instance_id_from_provider_id(provider_id: &str) -> Option<&str> {
     let rest = provider_id.strip_prefix("aws://")?;
     let id = rest.rsplit('/').next()?;
-    (id.starts_with("i-") && id.len() > 2 && id[2..].bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+    is_instance_id(id).then_some(id)
+}
+
+/// `i-` followed by 8 or 17 lowercase hex digits.
+pub fn is_instance_id(s: &str) -> bool {
+    s.strip_prefix("i-").is_some_and(|h| {
+        (h.len() == 8 || h.len() == 17) && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
 }
 
 /// Converts a Kubernetes Node. Instance type, zone, pool and capacity type come from the well-known

@@ -10,7 +10,7 @@ mod pod;
 
 pub use claim::{ClaimState, Transition};
 pub use k8s::{
-    daemonset_pod_from_k8s, instance_id_from_provider_id, is_daemonset_pod, is_mirror_pod, is_terminal,
+    daemonset_pod_from_k8s, instance_id_from_provider_id, is_daemonset_pod, is_instance_id, is_mirror_pod, is_terminal,
     is_unschedulable, node_from_k8s, node_is_ready, pdb_from_k8s, pod_from_k8s, pods_from_workload_value,
     taint_from_k8s,
 };

@@ -213,6 +213,10 @@ pub struct Pod {
     pub owner: Option<OwnerRef>,
     /// `karpenter.sh/do-not-disrupt: "true"`.
     pub do_not_disrupt: bool,
+    /// A static pod's mirror (`kubernetes.io/config.mirror`): the kubelet runs it from a file on
+    /// the node; it cannot be evicted or moved and never keeps a node busy.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub mirror: bool,
     /// Set when the pod is bound to a node.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
@@ -284,5 +288,11 @@ impl Pod {
     /// A daemonset pod (never evicted, counted as node overhead).
     pub fn is_daemonset(&self) -> bool {
         self.owner.as_ref().is_some_and(|o| o.kind == "DaemonSet")
+    }
+
+    /// A pod that lives and dies with its node (a DaemonSet's or a mirror pod): never moved,
+    /// never counted as work that keeps a node busy.
+    pub fn goes_with_node(&self) -> bool {
+        self.is_daemonset() || self.mirror
     }
 }

@@ -381,6 +381,11 @@ impl TypeIndex {
         }
     }
 
+    /// The position of the type named `name` in the slice the index was built from.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+
     /// Whether this index was built from `types` (the same slice, still borrowed by the caller, so
     /// unchanged).
     pub fn built_from(&self, types: &[InstanceType]) -> bool {
@@ -1183,17 +1188,8 @@ fn pool_view<'a>(
     offers: &[Vec<(f64, u8, usize)>],
     daemonsets: &[Pod],
 ) -> PoolView<'a> {
-    let mut labels_out = p.labels.clone();
-    labels_out.insert(labels::NODEPOOL.into(), p.name.clone());
-    for r in &p.requirements {
-        if r.operator == Operator::In
-            && r.values.len() == 1
-            && !labels::is_well_known(&r.key)
-            && r.key != labels::NODEPOOL
-        {
-            labels_out.entry(r.key.clone()).or_insert_with(|| r.values[0].clone());
-        }
-    }
+    // What registration writes on every node of the pool (crate::registration).
+    let labels_out = crate::registration::pool_labels(p);
     // Capacity types: Karpenter's default is on-demand when the pool does not say.
     let ct_reqs: Vec<&Requirement> = p
         .requirements

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 
 use nodewright_aws::capacity::{
-    AsgPool, ClusterEndpoint, Fleet, InstanceSummary, LaunchOffering, LaunchOutcome, LaunchRequest, LaunchTemplateSpec,
-    NodeClassResolution,
+    AsgPool, ClusterEndpoint, Fleet, InstanceProfiles, InstanceSummary, LaunchOffering, LaunchOutcome, LaunchRequest,
+    LaunchTemplateSpec, NodeClassResolution,
 };
 use nodewright_aws::state::{
     ClaimRecord, ClaimUpdate, EventStart, Holder, Reservation, StateStore, TransitionOutcome, UnavailableOffering,
@@ -15,7 +15,7 @@ use nodewright_aws::state::{
 use nodewright_aws::{EpochMillis, Error, Result};
 use nodewright_core::model::ClaimState;
 use nodewright_core::nodepool::{Ec2NodeClass, Limits};
-use nodewright_core::{CapacityType, InstanceType, labels};
+use nodewright_core::{CapacityType, InstanceType, labels, registration};
 use tokio::sync::Mutex;
 
 use crate::ports::{Capacity, ClaimLaunch, State};
@@ -96,6 +96,8 @@ pub struct AwsCapacity {
     pub asg: AsgPool,
     pub store: StateStore,
     pub ssm: Option<aws_sdk_ssm::Client>,
+    /// Instance profiles for classes that name a `role` (None: only `instanceProfile` works).
+    pub profiles: Option<InstanceProfiles>,
     pub endpoint: ClusterEndpoint,
     pub kubernetes_version: Option<String>,
     pub node_classes: Vec<Ec2NodeClass>,
@@ -103,6 +105,8 @@ pub struct AwsCapacity {
     pub instance_types: HashMap<String, InstanceType>,
     resolved: Mutex<HashMap<String, NodeClassResolution>>,
     templates: Mutex<HashMap<String, String>>,
+    /// Instance profile per role, for the life of the execution environment.
+    profile_names: Mutex<HashMap<String, String>>,
 }
 
 impl AwsCapacity {
@@ -112,6 +116,7 @@ impl AwsCapacity {
         asg: AsgPool,
         store: StateStore,
         ssm: Option<aws_sdk_ssm::Client>,
+        profiles: Option<InstanceProfiles>,
         endpoint: ClusterEndpoint,
         kubernetes_version: Option<String>,
         node_classes: Vec<Ec2NodeClass>,
@@ -122,13 +127,38 @@ impl AwsCapacity {
             asg,
             store,
             ssm,
+            profiles,
             endpoint,
             kubernetes_version,
             node_classes,
             instance_types: instance_types.iter().map(|t| (t.name.clone(), t.clone())).collect(),
             resolved: Mutex::new(HashMap::new()),
             templates: Mutex::new(HashMap::new()),
+            profile_names: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The class's `instanceProfile`, or the profile found or created for its `role`.
+    async fn instance_profile(&self, class: &Ec2NodeClass) -> Result<String> {
+        if let Some(p) = &class.instance_profile {
+            return Ok(p.clone());
+        }
+        let field = format!("EC2NodeClass {}: spec.role", class.name);
+        let role = class
+            .role
+            .as_deref()
+            .ok_or_else(|| Error::invalid(&field, "the class names neither role nor instanceProfile"))?;
+        let mut cache = self.profile_names.lock().await;
+        if let Some(p) = cache.get(role) {
+            return Ok(p.clone());
+        }
+        let profiles = self
+            .profiles
+            .as_ref()
+            .ok_or_else(|| Error::invalid(&field, "no IAM client to create an instance profile for the role"))?;
+        let name = profiles.ensure(&class.name, role).await?;
+        cache.insert(role.to_string(), name.clone());
+        Ok(name)
     }
 
     async fn resolution(&self, class: &Ec2NodeClass) -> Result<NodeClassResolution> {
@@ -180,13 +210,15 @@ impl Capacity for AwsCapacity {
             .first()
             .ok_or_else(|| Error::invalid("offerings", format!("claim {} has no offerings", launch.claim_id)))?;
         let arch = self.arch_of(&first.name);
+        let profile = self.instance_profile(class).await?;
         let spec = LaunchTemplateSpec::new(
             class,
             &resolution,
             &arch,
             &self.endpoint,
-            &launch.labels,
-            &launch.pool.taints,
+            &registration::boot_labels(&launch.pool),
+            &registration::boot_taints(&launch.pool),
+            Some(profile),
         )?;
         let template = self.template(&spec).await?;
         let offerings: Vec<LaunchOffering> = launch
@@ -234,5 +266,9 @@ impl Capacity for AwsCapacity {
 
     async fn instances(&self) -> Result<Vec<InstanceSummary>> {
         self.fleet.cluster_instances().await
+    }
+
+    async fn describe(&self, instance_ids: &[String]) -> Result<Vec<InstanceSummary>> {
+        self.fleet.describe_ids(instance_ids).await
     }
 }

@@ -43,7 +43,7 @@ impl ClusterApi for KubeCluster {
     async fn delete_node(&self, node: &str) -> Result<bool> {
         self.cluster().await?.delete_node(node).await
     }
-    async fn label_node(&self, node: &str, key: &str, value: &str) -> Result<()> {
-        self.cluster().await?.label_node(node, key, value).await
+    async fn register_node(&self, node: &str, labels: &std::collections::BTreeMap<String, String>) -> Result<bool> {
+        self.cluster().await?.register_node(node, labels).await
     }
 }

@@ -326,6 +326,8 @@ struct CapacityData {
     /// Instances protected from their group's scale-in.
     protected: BTreeSet<String>,
     terminated: Vec<String>,
+    /// The user data each instance was launched with (what its node registers from).
+    user_data: HashMap<String, String>,
 }
 
 /// EC2 stand-in: launches the cheapest offering not exhausted (spot first, as the fleet does),
@@ -429,6 +431,54 @@ impl MemoryCapacity {
     pub fn protected(&self) -> BTreeSet<String> {
         lock(&self.data).protected.clone()
     }
+
+    /// The user data an instance was launched with, rendered by the same code as a real launch
+    /// template's (nodeadm NodeConfig), for a kubelet emulator to register its node from.
+    pub fn user_data(&self, instance_id: &str) -> Option<String> {
+        lock(&self.data).user_data.get(instance_id).cloned()
+    }
+
+    /// Adds a running instance as an Auto Scaling group launches it: no tag of ours, its own user
+    /// data (the group's launch template is the user's).
+    pub fn add_group_instance(&self, instance_type: &str, zone: &str, now: EpochMillis) -> String {
+        let mut d = lock(&self.data);
+        d.next_id += 1;
+        let id = format!("i-{:017x}", d.next_id);
+        d.instances.insert(
+            id.clone(),
+            InstanceSummary {
+                instance_id: id.clone(),
+                instance_type: instance_type.into(),
+                zone: zone.into(),
+                state: "running".into(),
+                spot: false,
+                claim_id: None,
+                pool: None,
+                cluster: None,
+                launch_time_millis: Some(now),
+            },
+        );
+        id
+    }
+}
+
+/// The nodeadm user data a memory launch records: the real renderer, a placeholder endpoint.
+fn memory_user_data(cluster: &str, pool: &nodewright_core::NodePool) -> Option<String> {
+    let endpoint = nodewright_aws::capacity::ClusterEndpoint {
+        name: cluster.to_string(),
+        endpoint: "https://memory.cluster.invalid".into(),
+        certificate_authority: "bWVtb3J5".into(),
+        service_cidr: None,
+    };
+    let labels = nodewright_core::registration::boot_labels(pool);
+    let taints = nodewright_core::registration::boot_taints(pool);
+    let boot = nodewright_aws::capacity::user_data::Bootstrap {
+        cluster: &endpoint,
+        labels: &labels,
+        taints: &taints,
+        max_pods: None,
+    };
+    nodewright_aws::capacity::user_data::nodeadm(&boot, None, "userData").ok()
 }
 
 impl Capacity for MemoryCapacity {
@@ -491,9 +541,13 @@ impl Capacity for MemoryCapacity {
                 ));
                 continue;
             }
+            let user_data = memory_user_data(&self.cluster, &launch.pool);
             let mut d = lock(&self.data);
             d.next_id += 1;
             let id = format!("i-{:017x}", d.next_id);
+            if let Some(u) = user_data {
+                d.user_data.insert(id.clone(), u);
+            }
             d.instances.insert(
                 id.clone(),
                 InstanceSummary {
@@ -592,15 +646,32 @@ impl Capacity for MemoryCapacity {
             .cloned()
             .collect())
     }
+
+    async fn describe(&self, instance_ids: &[String]) -> Result<Vec<InstanceSummary>> {
+        let d = lock(&self.data);
+        Ok(instance_ids
+            .iter()
+            .filter_map(|id| d.instances.get(id).cloned())
+            .collect())
+    }
 }
 
 /// A write the memory cluster received.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClusterWrite {
-    CordonAndTaint { node: String, taint: String },
-    Drain { node: String, forced: bool },
+    CordonAndTaint {
+        node: String,
+        taint: String,
+    },
+    Drain {
+        node: String,
+        forced: bool,
+    },
     DeleteNode(String),
-    Label { node: String, key: String, value: String },
+    Register {
+        node: String,
+        labels: BTreeMap<String, String>,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -611,6 +682,10 @@ struct ClusterData {
     daemonsets: Vec<Pod>,
     pdbs: Vec<Pdb>,
     writes: Vec<ClusterWrite>,
+    /// Pods (`namespace/name`) whose eviction a PDB refuses (429) until the grace period runs out.
+    pdb_blocked: BTreeSet<String>,
+    /// Pods whose eviction fails with a server error, every time.
+    failing: BTreeSet<String>,
     /// Bound-pod listings served so far, and a change due after that many (tests: the cluster
     /// moving between a handler's read and its write).
     bound_lists: usize,
@@ -645,6 +720,33 @@ impl MemoryCluster {
     }
     pub fn writes(&self) -> Vec<ClusterWrite> {
         lock(&self.data).writes.clone()
+    }
+    pub fn set_daemonsets(&self, pods: Vec<Pod>) {
+        lock(&self.data).daemonsets = pods;
+    }
+    pub fn set_pdbs(&self, pdbs: Vec<Pdb>) {
+        lock(&self.data).pdbs = pdbs;
+    }
+    /// A PDB refuses the pod's eviction (429) from now on; only a drain past the grace period
+    /// (which deletes) removes it.
+    pub fn block_eviction(&self, pod_key: &str) {
+        lock(&self.data).pdb_blocked.insert(pod_key.into());
+    }
+    /// The pod's eviction fails with a server error from now on (or until `allow_eviction`).
+    pub fn fail_eviction(&self, pod_key: &str) {
+        lock(&self.data).failing.insert(pod_key.into());
+    }
+    pub fn allow_eviction(&self, pod_key: &str) {
+        let mut d = lock(&self.data);
+        d.failing.remove(pod_key);
+        d.pdb_blocked.remove(pod_key);
+    }
+    /// The nodes as the cluster holds them now (registration writes applied).
+    pub fn node_list(&self) -> Vec<ClusterNode> {
+        lock(&self.data).nodes.clone()
+    }
+    pub fn bound(&self) -> Vec<Pod> {
+        lock(&self.data).bound.clone()
     }
     /// The writes since the last call (the simulator applies them to its cluster).
     pub fn take_writes(&self) -> Vec<ClusterWrite> {
@@ -700,21 +802,43 @@ impl ClusterApi for MemoryCluster {
     }
     async fn drain(&self, node: &str, options: &DrainOptions) -> nodewright_kube::Result<DrainReport> {
         let mut d = lock(&self.data);
-        let evicted: Vec<String> = d
-            .bound
-            .iter()
-            .filter(|p| p.node_name.as_deref() == Some(node))
-            .map(|p| format!("{}/{}", p.namespace, p.name))
-            .collect();
-        d.bound.retain(|p| p.node_name.as_deref() != Some(node));
         d.writes.push(ClusterWrite::Drain {
             node: node.into(),
             forced: options.mode == DrainMode::Forced,
         });
-        Ok(DrainReport {
-            evicted,
-            ..Default::default()
-        })
+        let mut report = DrainReport::default();
+        let mut blocked = Vec::new();
+        let mut keep = Vec::new();
+        for p in std::mem::take(&mut d.bound) {
+            let key = format!("{}/{}", p.namespace, p.name);
+            if p.node_name.as_deref() != Some(node) || p.goes_with_node() {
+                if p.node_name.as_deref() == Some(node) {
+                    report.skipped.push(key);
+                }
+                keep.push(p);
+            } else if options.grace_expired {
+                report.deleted.push(key);
+            } else if d.pdb_blocked.contains(&key) {
+                report.pdb_retries += 1;
+                blocked.push(key);
+                keep.push(p);
+            } else if d.failing.contains(&key) {
+                report
+                    .failed
+                    .push((key, "Internal error occurred: etcdserver: request timed out".into()));
+                keep.push(p);
+            } else {
+                report.evicted.push(key);
+            }
+        }
+        d.bound = keep;
+        if !blocked.is_empty() {
+            return Err(nodewright_kube::Error::PdbBlocked {
+                node: node.into(),
+                pods: blocked,
+            });
+        }
+        Ok(report)
     }
     async fn delete_node(&self, node: &str) -> nodewright_kube::Result<bool> {
         let mut d = lock(&self.data);
@@ -723,12 +847,27 @@ impl ClusterApi for MemoryCluster {
         d.writes.push(ClusterWrite::DeleteNode(node.into()));
         Ok(d.nodes.len() < before)
     }
-    async fn label_node(&self, node: &str, key: &str, value: &str) -> nodewright_kube::Result<()> {
-        lock(&self.data).writes.push(ClusterWrite::Label {
+    async fn register_node(&self, node: &str, labels: &BTreeMap<String, String>) -> nodewright_kube::Result<bool> {
+        let mut d = lock(&self.data);
+        let Some(n) = d.nodes.iter_mut().find(|n| n.node.name == node) else {
+            return Err(nodewright_kube::Error::NotFound {
+                kind: "Node",
+                name: node.into(),
+            });
+        };
+        let missing = labels.iter().any(|(k, v)| n.node.labels.get(k) != Some(v));
+        if !missing && !n.unregistered {
+            return Ok(false);
+        }
+        n.node.labels.extend(labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        n.node
+            .taints
+            .retain(|t| t.key != nodewright_core::registration::UNREGISTERED_TAINT);
+        n.unregistered = false;
+        d.writes.push(ClusterWrite::Register {
             node: node.into(),
-            key: key.into(),
-            value: value.into(),
+            labels: labels.clone(),
         });
-        Ok(())
+        Ok(true)
     }
 }

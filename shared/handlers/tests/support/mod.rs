@@ -52,7 +52,7 @@ pub fn deps_with(pools: &str) -> MemDeps {
         capacity: MemoryCapacity::new("demo", state.clone()),
         state,
         cluster: Some(MemoryCluster::new()),
-        daemonsets: Vec::new(),
+        daemonsets: nodewright_handlers::DaemonSets::default(),
     }
 }
 
@@ -87,4 +87,82 @@ pub async fn sample_batch(deps: &MemDeps) -> Outcome {
         NOW,
     )
     .await
+}
+
+/// What EC2 holds for a memory instance, as the kubelet emulator needs it: its type's vCPUs,
+/// memory and architecture from DescribeInstanceTypes (the embedded catalogue is generated from
+/// it), a private IP, and the region.
+fn facts(i: &nodewright_aws::capacity::InstanceSummary) -> nodewright_kubelet::InstanceFacts {
+    use nodewright_core::labels;
+    let types = nodewright_core::Catalogue::embedded()
+        .instance_types("us-east-1", &nodewright_core::catalogue::OverheadConfig::default());
+    let t = types.iter().find(|t| t.name == i.instance_type).unwrap();
+    let n = u64::from_str_radix(i.instance_id.trim_start_matches("i-"), 16).unwrap_or(1);
+    nodewright_kubelet::InstanceFacts {
+        instance_id: i.instance_id.clone(),
+        private_ip: format!("10.0.{}.{}", (n >> 8) % 256, n % 256),
+        zone: i.zone.clone(),
+        region: "us-east-1".into(),
+        instance_type: i.instance_type.clone(),
+        architecture: match t.labels[labels::ARCH].as_str() {
+            "amd64" => "x86_64".into(),
+            other => other.into(),
+        },
+        vcpus: t.labels[labels::INSTANCE_CPU].parse().unwrap(),
+        memory_mib: t.labels[labels::INSTANCE_MEMORY].parse().unwrap(),
+        default_max_pods: t.allocatable.get(nodewright_core::Resource::Pods) as u32,
+    }
+}
+
+/// Boots a Node for every live instance that has none, as a real node would register: the kubelet
+/// emulator reads the user data the launch recorded, builds the Node object, and the product's own
+/// Kubernetes conversion reads it. The nodes report Ready. Returns the nodes added.
+pub fn boot_nodes(deps: &MemDeps) -> Vec<nodewright_kube::ClusterNode> {
+    boot_nodes_where(deps, |_| true)
+}
+
+/// [`boot_nodes`] for the instances `which` selects.
+pub fn boot_nodes_where(deps: &MemDeps, which: impl Fn(&str) -> bool) -> Vec<nodewright_kube::ClusterNode> {
+    let cluster = deps.cluster.as_ref().unwrap();
+    let mut nodes = cluster.node_list();
+    let mut added = Vec::new();
+    for i in deps.capacity.all_instances() {
+        if i.state == "terminated"
+            || !which(&i.instance_id)
+            || nodes
+                .iter()
+                .any(|n| n.instance_id.as_deref() == Some(i.instance_id.as_str()))
+        {
+            continue;
+        }
+        let user_data = deps.capacity.user_data(&i.instance_id).unwrap();
+        let boot = nodewright_kubelet::read_user_data(&user_data).unwrap();
+        let mut json = nodewright_kubelet::register(&facts(&i), &boot);
+        nodewright_kubelet::mark_ready(&mut json, "2026-11-21T10:01:02Z");
+        let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(json).unwrap();
+        let name = node.metadata.name.clone().unwrap();
+        let n = nodewright_kube::cluster_node(&node, &name).unwrap();
+        added.push(n.clone());
+        nodes.push(n);
+    }
+    cluster.set_nodes(nodes);
+    added
+}
+
+/// The watcher's `Node Ready` for `instance_id`'s node, booting nodes first (events/node-ready.json
+/// with the instance and node names replaced).
+pub fn node_ready_event(deps: &MemDeps, instance_id: &str) -> Vec<u8> {
+    boot_nodes_where(deps, |i| i == instance_id);
+    let node = deps
+        .cluster
+        .as_ref()
+        .unwrap()
+        .node_list()
+        .into_iter()
+        .find(|n| n.instance_id.as_deref() == Some(instance_id))
+        .unwrap();
+    event_text("node-ready.json")
+        .replace("i-0123456789abcdef0", instance_id)
+        .replace("ip-10-0-12-34.ec2.internal", &node.node.name)
+        .into_bytes()
 }

@@ -1,0 +1,446 @@
+//! Node user data, built with serde as the node's agent reads it: a nodeadm `NodeConfig` (YAML, in a
+//! MIME multi-part archive) for AL2023, Bottlerocket settings (TOML). What goes in is decided in the
+//! core ([`nodewright_core::registration`]): the labels the kubelet may set on itself, the pool's
+//! taints, startup taints and the unregistered taint, and max pods.
+//!
+//! A user's own `spec.userData` is merged as Karpenter merges it: for AL2023 the user's parts (a
+//! MIME archive's parts, a bare `NodeConfig`, or a shell script) come first and ours last, so
+//! nodeadm's in-order merge keeps the user's settings except where Nodewright must decide (cluster,
+//! labels, taints, max pods); for Bottlerocket the user's TOML is the base and our settings are
+//! written over it.
+
+use std::collections::BTreeMap;
+
+use nodewright_core::model::Taint;
+use serde::Serialize;
+
+use super::launch_template::ClusterEndpoint;
+use crate::{Error, Result};
+
+/// The MIME boundary of the archives we write (Karpenter's).
+const BOUNDARY: &str = "//";
+/// The content type nodeadm reads a `NodeConfig` part from.
+pub const NODEADM_CONTENT_TYPE: &str = "application/node.eks.aws";
+/// Largest user data EC2 accepts (16 KiB before base64).
+pub const MAX_USER_DATA_BYTES: usize = 16 * 1024;
+
+/// What a node is told at boot.
+#[derive(Debug, Clone)]
+pub struct Bootstrap<'a> {
+    pub cluster: &'a ClusterEndpoint,
+    pub labels: &'a BTreeMap<String, String>,
+    pub taints: &'a [Taint],
+    pub max_pods: Option<u32>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct NodeConfig<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    spec: NodeConfigSpec<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct NodeConfigSpec<'a> {
+    cluster: ClusterDetails<'a>,
+    kubelet: KubeletOptions,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ClusterDetails<'a> {
+    name: &'a str,
+    api_server_endpoint: &'a str,
+    certificate_authority: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cidr: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct KubeletOptions {
+    config: KubeletConfiguration,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    flags: Vec<String>,
+}
+
+/// The subset of the kubelet's `KubeletConfiguration` we set (field names as the kubelet's).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct KubeletConfiguration {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_pods: Option<u32>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    register_with_taints: Vec<KubeletTaint>,
+}
+
+#[derive(Serialize)]
+struct KubeletTaint {
+    key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<String>,
+    effect: &'static str,
+}
+
+/// One part of a MIME multi-part archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Part {
+    content_type: String,
+    body: String,
+}
+
+/// AL2023 user data: the user's parts, then our `NodeConfig`.
+pub fn nodeadm(b: &Bootstrap<'_>, user: Option<&str>, field: &str) -> Result<String> {
+    let mut flags = Vec::new();
+    if !b.labels.is_empty() {
+        let pairs: Vec<String> = b.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        flags.push(format!("--node-labels={}", pairs.join(",")));
+    }
+    let config = NodeConfig {
+        api_version: "node.eks.aws/v1alpha1",
+        kind: "NodeConfig",
+        spec: NodeConfigSpec {
+            cluster: ClusterDetails {
+                name: &b.cluster.name,
+                api_server_endpoint: &b.cluster.endpoint,
+                certificate_authority: &b.cluster.certificate_authority,
+                cidr: b.cluster.service_cidr.as_deref(),
+            },
+            kubelet: KubeletOptions {
+                config: KubeletConfiguration {
+                    max_pods: b.max_pods,
+                    register_with_taints: b
+                        .taints
+                        .iter()
+                        .map(|t| KubeletTaint {
+                            key: t.key.clone(),
+                            value: t.value.clone(),
+                            effect: t.effect.as_str(),
+                        })
+                        .collect(),
+                },
+                flags,
+            },
+        },
+    };
+    let yaml = serde_norway::to_string(&config).map_err(|e| Error::invalid(field, format!("NodeConfig: {e}")))?;
+    let mut parts = match user {
+        Some(u) if !u.trim().is_empty() => user_parts(u, field)?,
+        _ => Vec::new(),
+    };
+    parts.push(Part {
+        content_type: NODEADM_CONTENT_TYPE.into(),
+        body: yaml,
+    });
+    let out = write_mime(&parts);
+    check_size(&out, field)?;
+    Ok(out)
+}
+
+/// Bottlerocket user data: the user's settings with ours written over them.
+pub fn bottlerocket(b: &Bootstrap<'_>, user: Option<&str>, field: &str) -> Result<String> {
+    let mut root: toml::Table = match user {
+        Some(u) if !u.trim().is_empty() => u
+            .parse()
+            .map_err(|e| Error::invalid(field, format!("not Bottlerocket TOML: {e}")))?,
+        _ => toml::Table::new(),
+    };
+    let settings = table_at(&mut root, "settings", field)?;
+    let kubernetes = table_at(settings, "kubernetes", field)?;
+    kubernetes.insert("cluster-name".into(), b.cluster.name.clone().into());
+    kubernetes.insert("api-server".into(), b.cluster.endpoint.clone().into());
+    kubernetes.insert(
+        "cluster-certificate".into(),
+        b.cluster.certificate_authority.clone().into(),
+    );
+    if let Some(max) = b.max_pods {
+        kubernetes.insert("max-pods".into(), i64::from(max).into());
+    }
+    let labels = table_at(kubernetes, "node-labels", field)?;
+    for (k, v) in b.labels {
+        labels.insert(k.clone(), v.clone().into());
+    }
+    let taints = table_at(kubernetes, "node-taints", field)?;
+    let mut by_key: BTreeMap<&str, Vec<toml::Value>> = BTreeMap::new();
+    for t in b.taints {
+        let v = format!("{}:{}", t.value.as_deref().unwrap_or(""), t.effect.as_str());
+        by_key.entry(&t.key).or_default().push(v.into());
+    }
+    for (k, v) in by_key {
+        taints.insert(k.to_string(), toml::Value::Array(v));
+    }
+    let out = toml::to_string(&root).map_err(|e| Error::invalid(field, format!("settings: {e}")))?;
+    check_size(&out, field)?;
+    Ok(out)
+}
+
+fn table_at<'t>(t: &'t mut toml::Table, key: &str, field: &str) -> Result<&'t mut toml::Table> {
+    let entry = t
+        .entry(key.to_string())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    entry
+        .as_table_mut()
+        .ok_or_else(|| Error::invalid(field, format!("{key} must be a table in the Bottlerocket settings")))
+}
+
+fn check_size(out: &str, field: &str) -> Result<()> {
+    if out.len() > MAX_USER_DATA_BYTES {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "the merged user data is {} bytes, over EC2's {MAX_USER_DATA_BYTES} byte limit",
+                out.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A user's AL2023 user data as parts: a MIME archive's own parts, else one part whose type says
+/// what it is (a `NodeConfig` document or a shell script).
+fn user_parts(text: &str, field: &str) -> Result<Vec<Part>> {
+    let (headers, body) = split_headers(text);
+    if let Some(boundary) = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        .and_then(|(_, v)| boundary_of(v))
+    {
+        return mime_parts(body, &boundary, field);
+    }
+    let is_node_config = serde_norway::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|v| v.get("apiVersion").and_then(|a| a.as_str()).map(str::to_string))
+        .is_some_and(|a| a.starts_with("node.eks.aws/"));
+    Ok(vec![Part {
+        content_type: if is_node_config {
+            NODEADM_CONTENT_TYPE.into()
+        } else {
+            "text/x-shellscript; charset=\"us-ascii\"".into()
+        },
+        body: text.to_string(),
+    }])
+}
+
+/// Leading `Name: value` header lines (only when the text starts with them), and the rest.
+fn split_headers(text: &str) -> (Vec<(String, String)>, &str) {
+    let mut headers = Vec::new();
+    let mut rest = text;
+    loop {
+        let (line, after) = match rest.find('\n') {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, ""),
+        };
+        let line = line.trim_end_matches('\r');
+        if line.is_empty() {
+            let body = if headers.is_empty() { text } else { after };
+            return (headers, body);
+        }
+        match line.split_once(':') {
+            Some((k, v)) if !k.contains(' ') && !k.is_empty() => {
+                headers.push((k.trim().to_string(), v.trim().to_string()));
+                rest = after;
+            }
+            _ => return (Vec::new(), text),
+        }
+        if after.is_empty() {
+            return (headers, "");
+        }
+    }
+}
+
+fn boundary_of(content_type: &str) -> Option<String> {
+    if !content_type.to_ascii_lowercase().starts_with("multipart/") {
+        return None;
+    }
+    content_type.split(';').find_map(|p| {
+        let (k, v) = p.trim().split_once('=')?;
+        k.eq_ignore_ascii_case("boundary")
+            .then(|| v.trim().trim_matches('"').to_string())
+    })
+}
+
+fn mime_parts(body: &str, boundary: &str, field: &str) -> Result<Vec<Part>> {
+    let open = format!("--{boundary}");
+    let close = format!("--{boundary}--");
+    let mut parts = Vec::new();
+    let mut current: Option<Vec<&str>> = None;
+    let mut closed = false;
+    for line in body.lines() {
+        let l = line.trim_end_matches('\r');
+        if l == close {
+            if let Some(lines) = current.take() {
+                parts.push(part_of(&lines.join("\n")));
+            }
+            closed = true;
+            break;
+        }
+        if l == open {
+            if let Some(lines) = current.take() {
+                parts.push(part_of(&lines.join("\n")));
+            }
+            current = Some(Vec::new());
+        } else if let Some(lines) = current.as_mut() {
+            lines.push(line);
+        }
+    }
+    if !closed {
+        return Err(Error::invalid(
+            field,
+            format!("MIME archive has no closing boundary {close:?}"),
+        ));
+    }
+    Ok(parts)
+}
+
+fn part_of(text: &str) -> Part {
+    let (headers, body) = split_headers(text);
+    let content_type = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| "text/plain".into());
+    Part {
+        content_type,
+        body: body.trim_end_matches('\n').to_string(),
+    }
+}
+
+fn write_mime(parts: &[Part]) -> String {
+    let mut out = format!("MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"{BOUNDARY}\"\n\n");
+    for p in parts {
+        out.push_str(&format!("--{BOUNDARY}\nContent-Type: {}\n\n", p.content_type));
+        out.push_str(p.body.trim_end_matches('\n'));
+        out.push('\n');
+    }
+    out.push_str(&format!("--{BOUNDARY}--\n"));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use nodewright_core::model::Effect;
+
+    use super::*;
+
+    fn endpoint() -> ClusterEndpoint {
+        ClusterEndpoint {
+            name: "prod".into(),
+            endpoint: "https://ABC.gr7.us-east-1.eks.amazonaws.com".into(),
+            certificate_authority: "LS0tLS1CRUdJTg==".into(),
+            service_cidr: Some("10.100.0.0/16".into()),
+        }
+    }
+
+    fn taints() -> Vec<Taint> {
+        vec![
+            Taint {
+                key: "gpu".into(),
+                value: Some("true".into()),
+                effect: Effect::NoSchedule,
+            },
+            Taint {
+                key: "karpenter.sh/unregistered".into(),
+                value: None,
+                effect: Effect::NoExecute,
+            },
+        ]
+    }
+
+    fn labels() -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("karpenter.sh/nodepool".to_string(), "gpu".to_string()),
+            ("team".to_string(), "ml".to_string()),
+        ])
+    }
+
+    #[test]
+    fn nodeadm_config_reads_back_as_yaml_with_our_settings_last() {
+        let (l, t) = (labels(), taints());
+        let ep = endpoint();
+        let b = Bootstrap {
+            cluster: &ep,
+            labels: &l,
+            taints: &t,
+            max_pods: Some(58),
+        };
+        let user = "MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"BOUNDARY\"\n\n--BOUNDARY\nContent-Type: text/x-shellscript\n\n#!/bin/bash\necho hi\n--BOUNDARY\nContent-Type: application/node.eks.aws\n\napiVersion: node.eks.aws/v1alpha1\nkind: NodeConfig\nspec:\n  kubelet:\n    config:\n      shutdownGracePeriod: 30s\n--BOUNDARY--\n";
+        let out = nodeadm(&b, Some(user), "userData").expect("user data");
+        let (headers, body) = split_headers(&out);
+        let boundary = boundary_of(&headers[1].1).expect("boundary");
+        let parts = mime_parts(body, &boundary, "x").expect("parts");
+        assert_eq!(parts.len(), 3, "{out}");
+        assert!(parts[0].body.contains("echo hi"));
+        assert!(parts[1].body.contains("shutdownGracePeriod"));
+        assert_eq!(parts[2].content_type, NODEADM_CONTENT_TYPE);
+        let ours: serde_json::Value = serde_norway::from_str(&parts[2].body).expect("yaml");
+        assert_eq!(ours["spec"]["cluster"]["name"], "prod");
+        assert_eq!(ours["spec"]["cluster"]["cidr"], "10.100.0.0/16");
+        assert_eq!(ours["spec"]["kubelet"]["config"]["maxPods"], 58);
+        assert_eq!(
+            ours["spec"]["kubelet"]["flags"][0],
+            "--node-labels=karpenter.sh/nodepool=gpu,team=ml"
+        );
+        let taints = &ours["spec"]["kubelet"]["config"]["registerWithTaints"];
+        assert_eq!(taints[0]["key"], "gpu");
+        assert_eq!(taints[0]["value"], "true");
+        assert_eq!(taints[1]["effect"], "NoExecute");
+        assert!(taints[1].get("value").is_none());
+    }
+
+    #[test]
+    fn a_bare_node_config_or_script_becomes_a_part_before_ours() {
+        let (l, t) = (labels(), taints());
+        let ep = endpoint();
+        let b = Bootstrap {
+            cluster: &ep,
+            labels: &l,
+            taints: &t,
+            max_pods: None,
+        };
+        let bare = "apiVersion: node.eks.aws/v1alpha1\nkind: NodeConfig\nspec:\n  instance:\n    localStorage:\n      strategy: RAID0\n";
+        let out = nodeadm(&b, Some(bare), "userData").expect("bare");
+        let parts = mime_parts(split_headers(&out).1, BOUNDARY, "x").expect("parts");
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0].content_type, NODEADM_CONTENT_TYPE);
+        let script = nodeadm(&b, Some("#!/bin/bash\nsysctl -w vm.max_map_count=262144\n"), "u").expect("script");
+        let parts = mime_parts(split_headers(&script).1, BOUNDARY, "x").expect("parts");
+        assert!(parts[0].content_type.starts_with("text/x-shellscript"));
+        let broken = "MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"B\"\n\n--B\n\necho\n";
+        let err = nodeadm(&b, Some(broken), "EC2NodeClass gpu: spec.userData").expect_err("unclosed");
+        assert!(err.to_string().contains("spec.userData"), "{err}");
+    }
+
+    #[test]
+    fn bottlerocket_settings_merge_over_the_users() {
+        let (l, t) = (labels(), taints());
+        let ep = endpoint();
+        let b = Bootstrap {
+            cluster: &ep,
+            labels: &l,
+            taints: &t,
+            max_pods: Some(110),
+        };
+        let user = "[settings.kubernetes]\ncluster-name = \"wrong\"\nimage-gc-high-threshold-percent = 85\n[settings.kubernetes.node-labels]\n\"user\" = \"kept\"\n[settings.host-containers.admin]\nenabled = true\n";
+        let out = bottlerocket(&b, Some(user), "userData").expect("toml");
+        let v: toml::Table = out.parse().expect("reads back");
+        let k = &v["settings"]["kubernetes"];
+        assert_eq!(k["cluster-name"].as_str(), Some("prod"));
+        assert_eq!(k["image-gc-high-threshold-percent"].as_integer(), Some(85));
+        assert_eq!(k["max-pods"].as_integer(), Some(110));
+        assert_eq!(k["node-labels"]["user"].as_str(), Some("kept"));
+        assert_eq!(k["node-labels"]["team"].as_str(), Some("ml"));
+        assert_eq!(k["node-taints"]["gpu"][0].as_str(), Some("true:NoSchedule"));
+        assert_eq!(
+            k["node-taints"]["karpenter.sh/unregistered"][0].as_str(),
+            Some(":NoExecute")
+        );
+        assert_eq!(
+            v["settings"]["host-containers"]["admin"]["enabled"].as_bool(),
+            Some(true)
+        );
+        let err = bottlerocket(&b, Some("settings = 3"), "userData").expect_err("not a table");
+        assert!(err.to_string().contains("settings must be a table"), "{err}");
+    }
+}

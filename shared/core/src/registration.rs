@@ -1,0 +1,233 @@
+//! What a node launched for a NodePool carries, and when each part gets there.
+//!
+//! A real node learns nothing from us but its user data: the kubelet registers with the labels and
+//! taints passed on its command line (`--node-labels`, `registerWithTaints`) plus the labels it and
+//! the cloud controller set themselves (hostname, arch, os, instance type, zone, region). One launch
+//! template serves every instance type, zone and capacity type a claim may get, so the labels that
+//! depend on the chosen offering (`karpenter.sh/capacity-type`, `karpenter.k8s.aws/instance-*`) can
+//! only be written once the instance exists. As Karpenter does, the node therefore boots with the
+//! NoExecute taint [`UNREGISTERED_TAINT`]; registration (the `Node Ready` handler, or the
+//! consolidation run's reconcile) matches the Node to its claim by `spec.providerID`, writes
+//! [`node_labels`] and removes the taint in one patch. Until then no workload pod can land on a node
+//! whose labels are incomplete.
+//!
+//! The kubelet refuses to start with labels under `kubernetes.io` / `k8s.io` other than the few the
+//! NodeRestriction admission plugin allows ([`kubelet_may_set`]): those go on at registration only.
+
+use std::collections::BTreeMap;
+
+use crate::catalogue::{CapacityType, InstanceType};
+use crate::labels;
+use crate::model::{Effect, Taint};
+use crate::nodepool::NodePool;
+use crate::requirements::{Operator, Requirement};
+
+/// The taint a node registers with until its claim has labelled it (Karpenter's key, so clusters
+/// migrating from Karpenter already tolerate it where they should, e.g. in DaemonSets).
+pub const UNREGISTERED_TAINT: &str = "karpenter.sh/unregistered";
+
+/// Labels every node of `pool` carries whatever offering it gets: the template labels,
+/// `karpenter.sh/nodepool`, and one value for each custom requirement key that admits values (the
+/// single `In` value; for `Exists`, `NotIn`, `Gt`, `Lt`, `Gte`, `Lte` the smallest non-negative
+/// integer that satisfies every requirement on the key, as Karpenter picks a value). Well-known
+/// keys come from the instance type and offering instead.
+pub fn pool_labels(pool: &NodePool) -> BTreeMap<String, String> {
+    let mut out = pool.labels.clone();
+    let mut by_key: BTreeMap<&str, Vec<&Requirement>> = BTreeMap::new();
+    for r in &pool.requirements {
+        if !labels::is_well_known(&r.key) && !labels::is_restricted(&r.key) {
+            by_key.entry(r.key.as_str()).or_default().push(r);
+        }
+    }
+    for (key, reqs) in by_key {
+        if out.contains_key(key) {
+            continue;
+        }
+        if let Some(v) = pick_value(&reqs) {
+            out.insert(key.to_string(), v);
+        }
+    }
+    out.insert(labels::NODEPOOL.into(), pool.name.clone());
+    out
+}
+
+/// One value satisfying every requirement on a key, if the requirements pin or admit one.
+fn pick_value(reqs: &[&Requirement]) -> Option<String> {
+    if reqs.iter().any(|r| r.operator == Operator::DoesNotExist) {
+        return None;
+    }
+    let ok = |v: &str| reqs.iter().all(|r| r.matches(Some(v)));
+    let ins: Vec<&Requirement> = reqs.iter().copied().filter(|r| r.operator == Operator::In).collect();
+    if let Some(first) = ins.first() {
+        // Only a key that resolves to one value is a label: a pod may need any one of several.
+        let mut admitted: Vec<&String> = first.values.iter().filter(|v| ok(v)).collect();
+        admitted.sort();
+        admitted.dedup();
+        return (admitted.len() == 1).then(|| admitted[0].clone());
+    }
+    let lower = reqs
+        .iter()
+        .filter_map(|r| {
+            let b: i64 = r.values.first()?.parse().ok()?;
+            match r.operator {
+                Operator::Gt => Some(b.saturating_add(1)),
+                Operator::Gte => Some(b),
+                _ => None,
+            }
+        })
+        .max()
+        .unwrap_or(0)
+        .max(0);
+    // NotIn excludes at most as many values as it lists: the search is bounded by that count.
+    let excluded: usize = reqs.iter().map(|r| r.values.len()).sum();
+    (0..=excluded as i64)
+        .map(|i| lower.saturating_add(i))
+        .map(|n| n.to_string())
+        .find(|v| ok(v))
+}
+
+/// Every label a registered node of `pool` carries once its offering is known: [`pool_labels`],
+/// the instance type's well-known labels, zone, region and capacity type.
+pub fn node_labels(
+    pool: &NodePool,
+    instance_type: Option<&InstanceType>,
+    zone: &str,
+    capacity_type: CapacityType,
+) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = instance_type.map(|t| t.labels.clone()).unwrap_or_default();
+    out.extend(pool_labels(pool));
+    if !zone.is_empty() {
+        out.insert(labels::ZONE.into(), zone.to_string());
+    }
+    out.insert(labels::CAPACITY_TYPE.into(), capacity_type.as_str().into());
+    out
+}
+
+/// Whether the kubelet may set `key` on its own node (`--node-labels`): anything outside the
+/// `kubernetes.io` and `k8s.io` domains, and inside them only what NodeRestriction allows.
+pub fn kubelet_may_set(key: &str) -> bool {
+    let domain = key.split_once('/').map(|(d, _)| d).unwrap_or("");
+    let in_k8s =
+        |d: &str| d == "kubernetes.io" || d.ends_with(".kubernetes.io") || d == "k8s.io" || d.ends_with(".k8s.io");
+    if !in_k8s(domain) {
+        return true;
+    }
+    const ALLOWED: &[&str] = &[
+        labels::HOSTNAME,
+        labels::ARCH,
+        labels::OS,
+        labels::INSTANCE_TYPE,
+        labels::ZONE,
+        labels::REGION,
+        "beta.kubernetes.io/arch",
+        "beta.kubernetes.io/os",
+        "beta.kubernetes.io/instance-type",
+        "failure-domain.beta.kubernetes.io/zone",
+        "failure-domain.beta.kubernetes.io/region",
+    ];
+    ALLOWED.contains(&key) || domain == "kubelet.kubernetes.io" || domain == "node.kubernetes.io"
+}
+
+/// The labels a node of `pool` boots with (user data): [`pool_labels`] the kubelet may set.
+pub fn boot_labels(pool: &NodePool) -> BTreeMap<String, String> {
+    pool_labels(pool)
+        .into_iter()
+        .filter(|(k, _)| kubelet_may_set(k))
+        .collect()
+}
+
+/// The taints a node of `pool` boots with: the pool's taints, its startup taints, and
+/// [`UNREGISTERED_TAINT`] (NoExecute) that registration removes.
+pub fn boot_taints(pool: &NodePool) -> Vec<Taint> {
+    let mut out: Vec<Taint> = pool.taints.iter().chain(&pool.startup_taints).cloned().collect();
+    out.push(unregistered_taint());
+    out
+}
+
+pub fn unregistered_taint() -> Taint {
+    Taint {
+        key: UNREGISTERED_TAINT.into(),
+        value: None,
+        effect: Effect::NoExecute,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(key: &str, op: Operator, values: &[&str]) -> Requirement {
+        Requirement {
+            key: key.into(),
+            operator: op,
+            values: values.iter().map(|v| v.to_string()).collect(),
+            min_values: None,
+        }
+    }
+
+    #[test]
+    fn requirement_keys_resolve_to_one_value_as_karpenter_picks_it() {
+        let mut pool = NodePool::new("general");
+        pool.labels.insert("team".into(), "web".into());
+        pool.requirements = vec![
+            req("tier", Operator::In, &["gold"]),
+            req("ring", Operator::In, &["a", "b"]),
+            req("exists", Operator::Exists, &[]),
+            req("not-in", Operator::NotIn, &["0", "1"]),
+            req("gt", Operator::Gt, &["7"]),
+            req("range", Operator::Gte, &["3"]),
+            req("range", Operator::Lt, &["5"]),
+            req("range", Operator::NotIn, &["3"]),
+            req("absent", Operator::DoesNotExist, &[]),
+            req(labels::CAPACITY_TYPE, Operator::In, &["spot"]),
+        ];
+        let l = pool_labels(&pool);
+        assert_eq!(l.get("team").map(String::as_str), Some("web"));
+        assert_eq!(l.get("tier").map(String::as_str), Some("gold"));
+        assert_eq!(l.get("ring"), None, "two values: a pod may need either");
+        assert_eq!(l.get("exists").map(String::as_str), Some("0"));
+        assert_eq!(l.get("not-in").map(String::as_str), Some("2"));
+        assert_eq!(l.get("gt").map(String::as_str), Some("8"));
+        assert_eq!(l.get("range").map(String::as_str), Some("4"));
+        assert_eq!(l.get("absent"), None);
+        assert_eq!(l.get(labels::CAPACITY_TYPE), None, "well-known: from the offering");
+        assert_eq!(l.get(labels::NODEPOOL).map(String::as_str), Some("general"));
+        for (k, v) in &l {
+            let on_key: Vec<&Requirement> = pool.requirements.iter().filter(|r| &r.key == k).collect();
+            assert!(on_key.iter().all(|r| r.matches(Some(v))), "{k}={v} breaks {on_key:?}");
+        }
+    }
+
+    #[test]
+    fn kubelet_flags_carry_only_what_node_restriction_allows() {
+        assert!(kubelet_may_set("karpenter.sh/nodepool"));
+        assert!(kubelet_may_set("karpenter.k8s.aws/instance-family"));
+        assert!(kubelet_may_set("team"));
+        assert!(kubelet_may_set(labels::ZONE));
+        assert!(kubelet_may_set("node.kubernetes.io/lifecycle"));
+        assert!(!kubelet_may_set("node-role.kubernetes.io/worker"));
+        assert!(!kubelet_may_set("kubernetes.io/test"));
+        assert!(!kubelet_may_set("example.k8s.io/x"));
+        let mut pool = NodePool::new("p");
+        pool.labels.insert("node-role.kubernetes.io/worker".into(), "".into());
+        assert!(!boot_labels(&pool).contains_key("node-role.kubernetes.io/worker"));
+        assert!(pool_labels(&pool).contains_key("node-role.kubernetes.io/worker"));
+    }
+
+    #[test]
+    fn nodes_boot_with_the_unregistered_taint_after_the_pools_own() {
+        let mut pool = NodePool::new("p");
+        pool.taints.push(Taint {
+            key: "gpu".into(),
+            value: Some("true".into()),
+            effect: Effect::NoSchedule,
+        });
+        pool.startup_taints.push(Taint {
+            key: "cilium".into(),
+            value: None,
+            effect: Effect::NoExecute,
+        });
+        let keys: Vec<String> = boot_taints(&pool).into_iter().map(|t| t.key).collect();
+        assert_eq!(keys, ["gpu", "cilium", UNREGISTERED_TAINT]);
+    }
+}

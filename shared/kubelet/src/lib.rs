@@ -1,0 +1,424 @@
+//! A kubelet emulator that shares none of Nodewright's assumptions. Given only what EC2 holds for an
+//! instance (its id, private IP, zone, type, architecture, and its user data), it produces the Node
+//! a real EKS node would register:
+//!
+//! - name `ip-a-b-c-d.ec2.internal` (us-east-1) or `ip-a-b-c-d.<region>.compute.internal`;
+//! - `spec.providerID` `aws:///<zone>/<instance-id>`;
+//! - the labels the kubelet and the cloud controller set themselves (`kubernetes.io/hostname`,
+//!   `kubernetes.io/arch`, `kubernetes.io/os`, `node.kubernetes.io/instance-type`,
+//!   `topology.kubernetes.io/zone`, `topology.kubernetes.io/region`);
+//! - the labels, taints and max pods it reads from the user data the way nodeadm (AL2023: a MIME
+//!   archive of `application/node.eks.aws` NodeConfig parts merged in order, `--node-labels` and
+//!   `--register-with-taints` flags, `registerWithTaints` and `maxPods` in the kubelet config) or
+//!   Bottlerocket (`settings.kubernetes.node-labels`, `node-taints`, `max-pods`) would.
+//!
+//! A kubelet refuses to start with a `kubernetes.io` / `k8s.io` label outside the NodeRestriction
+//! allow-list: such user data is an error here too. This crate depends on nothing of Nodewright's,
+//! so a test that registers nodes through it fails when the product writes user data a real node
+//! would not understand, or relies on labels no real node carries.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use serde_json::{Value, json};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("user data: {0}")]
+    UserData(String),
+    #[error("kubelet refuses to start: {0}")]
+    Kubelet(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A taint as the kubelet registers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Taint {
+    pub key: String,
+    pub value: Option<String>,
+    pub effect: String,
+}
+
+/// What the node's agent read from its user data.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BootConfig {
+    pub cluster_name: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub taints: Vec<Taint>,
+    pub max_pods: Option<u32>,
+}
+
+/// What EC2 holds for an instance.
+#[derive(Debug, Clone)]
+pub struct InstanceFacts {
+    pub instance_id: String,
+    pub private_ip: String,
+    pub zone: String,
+    pub region: String,
+    pub instance_type: String,
+    /// `x86_64` or `arm64`, as DescribeInstanceTypes says.
+    pub architecture: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    /// Max pods when the user data does not say (the AMI's ENI table).
+    pub default_max_pods: u32,
+}
+
+/// Reads user data (plain or base64, as DescribeInstanceAttribute returns it) the way the AMI's
+/// agent would. Bottlerocket's is TOML; anything else is read as nodeadm would.
+pub fn read_user_data(raw: &str) -> Result<BootConfig> {
+    let text = decode(raw)?;
+    if text.trim_start().starts_with('[') || text.trim_start().starts_with("settings") {
+        return bottlerocket(&text);
+    }
+    nodeadm(&text)
+}
+
+fn decode(raw: &str) -> Result<String> {
+    let trimmed = raw.trim();
+    if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(trimmed)
+        && let Ok(text) = String::from_utf8(bytes)
+        && (text.contains("MIME-Version") || text.contains("apiVersion") || text.contains("[settings"))
+    {
+        return Ok(text);
+    }
+    Ok(raw.to_string())
+}
+
+/// nodeadm: every `application/node.eks.aws` part is a NodeConfig, merged in order (maps merged,
+/// later scalars win, lists appended); then the kubelet's flags and config are read.
+fn nodeadm(text: &str) -> Result<BootConfig> {
+    let mut merged = Value::Null;
+    for (content_type, body) in mime_parts(text)? {
+        if !content_type.starts_with("application/node.eks.aws") {
+            continue;
+        }
+        let doc: Value = serde_norway::from_str(&body).map_err(|e| Error::UserData(format!("NodeConfig: {e}")))?;
+        if doc.get("kind").and_then(Value::as_str) != Some("NodeConfig") {
+            return Err(Error::UserData("a node.eks.aws part is not a NodeConfig".into()));
+        }
+        merge(&mut merged, doc);
+    }
+    if merged.is_null() {
+        return Err(Error::UserData(
+            "no NodeConfig part: nodeadm cannot join the cluster".into(),
+        ));
+    }
+    let spec = &merged["spec"];
+    let mut boot = BootConfig {
+        cluster_name: spec["cluster"]["name"].as_str().map(str::to_string),
+        ..BootConfig::default()
+    };
+    for k in ["apiServerEndpoint", "certificateAuthority"] {
+        if spec["cluster"][k].as_str().is_none_or(str::is_empty) {
+            return Err(Error::UserData(format!("NodeConfig spec.cluster.{k} is missing")));
+        }
+    }
+    let config = &spec["kubelet"]["config"];
+    boot.max_pods = config["maxPods"].as_u64().map(|m| m as u32);
+    for t in config["registerWithTaints"].as_array().into_iter().flatten() {
+        boot.taints.push(Taint {
+            key: t["key"].as_str().unwrap_or_default().to_string(),
+            value: t["value"].as_str().map(str::to_string),
+            effect: t["effect"].as_str().unwrap_or_default().to_string(),
+        });
+    }
+    for flag in spec["kubelet"]["flags"].as_array().into_iter().flatten() {
+        let flag = flag.as_str().unwrap_or_default();
+        if let Some(v) = flag.strip_prefix("--node-labels=") {
+            for pair in v.split(',').filter(|p| !p.is_empty()) {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                boot.labels.insert(k.to_string(), v.to_string());
+            }
+        } else if let Some(v) = flag.strip_prefix("--register-with-taints=") {
+            for t in v.split(',').filter(|p| !p.is_empty()) {
+                boot.taints.push(parse_taint(t)?);
+            }
+        }
+    }
+    check_labels(&boot.labels)?;
+    Ok(boot)
+}
+
+/// `key=value:Effect` or `key:Effect`.
+fn parse_taint(t: &str) -> Result<Taint> {
+    let (kv, effect) = t
+        .rsplit_once(':')
+        .ok_or_else(|| Error::Kubelet(format!("taint {t:?} has no effect")))?;
+    let (key, value) = match kv.split_once('=') {
+        Some((k, v)) => (k, Some(v.to_string()).filter(|v| !v.is_empty())),
+        None => (kv, None),
+    };
+    Ok(Taint {
+        key: key.into(),
+        value,
+        effect: effect.into(),
+    })
+}
+
+fn bottlerocket(text: &str) -> Result<BootConfig> {
+    let doc: toml::Table = text
+        .parse()
+        .map_err(|e| Error::UserData(format!("Bottlerocket settings: {e}")))?;
+    let k = doc
+        .get("settings")
+        .and_then(|s| s.get("kubernetes"))
+        .ok_or_else(|| Error::UserData("no [settings.kubernetes]".into()))?;
+    let mut boot = BootConfig {
+        cluster_name: k.get("cluster-name").and_then(|v| v.as_str()).map(str::to_string),
+        max_pods: k.get("max-pods").and_then(|v| v.as_integer()).map(|m| m as u32),
+        ..BootConfig::default()
+    };
+    if let Some(labels) = k.get("node-labels").and_then(|v| v.as_table()) {
+        for (key, v) in labels {
+            boot.labels
+                .insert(key.clone(), v.as_str().unwrap_or_default().to_string());
+        }
+    }
+    if let Some(taints) = k.get("node-taints").and_then(|v| v.as_table()) {
+        for (key, values) in taints {
+            for v in values.as_array().into_iter().flatten() {
+                let (value, effect) = v.as_str().unwrap_or_default().rsplit_once(':').unwrap_or(("", ""));
+                boot.taints.push(Taint {
+                    key: key.clone(),
+                    value: Some(value.to_string()).filter(|v| !v.is_empty()),
+                    effect: effect.to_string(),
+                });
+            }
+        }
+    }
+    check_labels(&boot.labels)?;
+    Ok(boot)
+}
+
+/// The kubelet exits on a self-set label in the `kubernetes.io` / `k8s.io` domains outside the
+/// allow-list (kubelet's `--node-labels` validation).
+fn check_labels(labels: &BTreeMap<String, String>) -> Result<()> {
+    const ALLOWED_KEYS: &[&str] = &[
+        "kubernetes.io/hostname",
+        "kubernetes.io/arch",
+        "kubernetes.io/os",
+        "beta.kubernetes.io/arch",
+        "beta.kubernetes.io/os",
+        "beta.kubernetes.io/instance-type",
+        "node.kubernetes.io/instance-type",
+        "failure-domain.beta.kubernetes.io/zone",
+        "failure-domain.beta.kubernetes.io/region",
+        "topology.kubernetes.io/zone",
+        "topology.kubernetes.io/region",
+    ];
+    for key in labels.keys() {
+        let Some((domain, _)) = key.split_once('/') else {
+            continue;
+        };
+        let k8s = domain == "kubernetes.io"
+            || domain.ends_with(".kubernetes.io")
+            || domain == "k8s.io"
+            || domain.ends_with(".k8s.io");
+        let allowed =
+            ALLOWED_KEYS.contains(&key.as_str()) || domain == "kubelet.kubernetes.io" || domain == "node.kubernetes.io";
+        if k8s && !allowed {
+            return Err(Error::Kubelet(format!(
+                "unknown 'kubernetes.io' or 'k8s.io' labels specified with --node-labels: [{key}]"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A MIME multi-part archive's parts as (content type, body); text that is not an archive is one
+/// part of type `text/x-shellscript` (what cloud-init would run).
+fn mime_parts(text: &str) -> Result<Vec<(String, String)>> {
+    let header_end = text.find("\n\n").unwrap_or(text.len());
+    let header = &text[..header_end];
+    let boundary = header
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("content-type:") && l.contains("multipart"))
+        .and_then(|l| l.split("boundary=").nth(1))
+        .map(|b| b.trim().trim_matches('"').to_string());
+    let Some(boundary) = boundary else {
+        return Ok(vec![("text/x-shellscript".into(), text.to_string())]);
+    };
+    let delimiter = format!("--{boundary}");
+    let mut parts = Vec::new();
+    let mut closed = false;
+    for chunk in text[header_end..].split(&delimiter).skip(1) {
+        if chunk.starts_with("--") {
+            closed = true;
+            break;
+        }
+        let chunk = chunk.trim_start_matches(['\r', '\n']);
+        let (headers, body) = chunk.split_once("\n\n").unwrap_or((chunk, ""));
+        let content_type = headers
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.trim()
+                    .eq_ignore_ascii_case("content-type")
+                    .then(|| v.trim().to_string())
+            })
+            .unwrap_or_else(|| "text/plain".into());
+        parts.push((content_type, body.to_string()));
+    }
+    if !closed {
+        return Err(Error::UserData(format!("MIME archive not closed with {delimiter}--")));
+    }
+    Ok(parts)
+}
+
+fn merge(into: &mut Value, from: Value) {
+    match (into, from) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (Value::Array(a), Value::Array(b)) => a.extend(b),
+        (slot, v) => *slot = v,
+    }
+}
+
+/// The node name EC2's private DNS gives the instance.
+pub fn node_name(private_ip: &str, region: &str) -> String {
+    let dashed = private_ip.replace('.', "-");
+    if region == "us-east-1" {
+        format!("ip-{dashed}.ec2.internal")
+    } else {
+        format!("ip-{dashed}.{region}.compute.internal")
+    }
+}
+
+/// The Node object the kubelet registers (not Ready yet: a kubelet reports Ready once its runtime
+/// and network are up; see [`mark_ready`]). Capacity from the instance, allocatable with the EKS
+/// AMI's reservations (kube-reserved memory 11 MiB x max pods + 255 MiB, CPU 6 % / 1 % / 0.5 % /
+/// 0.25 % by core, eviction threshold 100 MiB).
+pub fn register(facts: &InstanceFacts, boot: &BootConfig) -> Value {
+    let name = node_name(&facts.private_ip, &facts.region);
+    let arch = match facts.architecture.as_str() {
+        "x86_64" => "amd64",
+        other => other,
+    };
+    let mut labels: BTreeMap<String, String> = boot.labels.clone();
+    labels.insert("kubernetes.io/hostname".into(), name.clone());
+    labels.insert("kubernetes.io/arch".into(), arch.into());
+    labels.insert("kubernetes.io/os".into(), "linux".into());
+    labels.insert("node.kubernetes.io/instance-type".into(), facts.instance_type.clone());
+    labels.insert("topology.kubernetes.io/zone".into(), facts.zone.clone());
+    labels.insert("topology.kubernetes.io/region".into(), facts.region.clone());
+    let max_pods = boot.max_pods.unwrap_or(facts.default_max_pods);
+    let cpu_milli = u64::from(facts.vcpus) * 1000;
+    let reserved_cpu: u64 = (0..u64::from(facts.vcpus))
+        .map(|core| match core {
+            0 => 60,
+            1 => 10,
+            2 | 3 => 5,
+            _ => 2,
+        })
+        .sum::<u64>()
+        + u64::from(facts.vcpus.saturating_sub(4)) / 2;
+    let reserved_mib = 11 * u64::from(max_pods) + 255 + 100;
+    let taints: Vec<Value> = boot
+        .taints
+        .iter()
+        .map(|t| match &t.value {
+            Some(v) => json!({"key": t.key, "value": v, "effect": t.effect}),
+            None => json!({"key": t.key, "effect": t.effect}),
+        })
+        .collect();
+    json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": labels, "resourceVersion": "1"},
+        "spec": {
+            "providerID": format!("aws:///{}/{}", facts.zone, facts.instance_id),
+            "taints": taints,
+        },
+        "status": {
+            "capacity": {
+                "cpu": facts.vcpus.to_string(),
+                "memory": format!("{}Mi", facts.memory_mib),
+                "pods": max_pods.to_string(),
+            },
+            "allocatable": {
+                "cpu": format!("{}m", cpu_milli.saturating_sub(reserved_cpu)),
+                "memory": format!("{}Mi", facts.memory_mib.saturating_sub(reserved_mib)),
+                "pods": max_pods.to_string(),
+            },
+            "conditions": [{"type": "Ready", "status": "False", "reason": "KubeletNotReady"}],
+            "addresses": [{"type": "InternalIP", "address": facts.private_ip}],
+        }
+    })
+}
+
+/// The kubelet reports Ready at `at` (RFC 3339).
+pub fn mark_ready(node: &mut Value, at: &str) {
+    node["status"]["conditions"] = json!([{
+        "type": "Ready", "status": "True", "reason": "KubeletReady",
+        "lastTransitionTime": at, "lastHeartbeatTime": at
+    }]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AL2023: &str = "MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"//\"\n\n--//\nContent-Type: application/node.eks.aws\n\napiVersion: node.eks.aws/v1alpha1\nkind: NodeConfig\nspec:\n  cluster:\n    name: prod\n    apiServerEndpoint: https://x.eks.amazonaws.com\n    certificateAuthority: Y2E=\n  kubelet:\n    config:\n      maxPods: 29\n      registerWithTaints:\n      - key: karpenter.sh/unregistered\n        effect: NoExecute\n    flags:\n    - --node-labels=karpenter.sh/nodepool=general,team=web\n--//--\n";
+
+    fn facts() -> InstanceFacts {
+        InstanceFacts {
+            instance_id: "i-0123456789abcdef0".into(),
+            private_ip: "10.0.1.7".into(),
+            zone: "us-east-1a".into(),
+            region: "us-east-1".into(),
+            instance_type: "m5.large".into(),
+            architecture: "x86_64".into(),
+            vcpus: 2,
+            memory_mib: 8192,
+            default_max_pods: 29,
+        }
+    }
+
+    #[test]
+    fn a_node_registers_from_nodeadm_user_data_alone() {
+        let boot = read_user_data(&base64::engine::general_purpose::STANDARD.encode(AL2023)).expect("boot");
+        assert_eq!(boot.cluster_name.as_deref(), Some("prod"));
+        assert_eq!(boot.max_pods, Some(29));
+        assert_eq!(boot.labels["karpenter.sh/nodepool"], "general");
+        assert_eq!(boot.taints[0].key, "karpenter.sh/unregistered");
+        let node = register(&facts(), &boot);
+        assert_eq!(node["metadata"]["name"], "ip-10-0-1-7.ec2.internal");
+        assert_eq!(node["spec"]["providerID"], "aws:///us-east-1a/i-0123456789abcdef0");
+        assert_eq!(node["metadata"]["labels"]["kubernetes.io/arch"], "amd64");
+        assert_eq!(node["metadata"]["labels"]["team"], "web");
+        assert!(node["metadata"]["labels"].get("karpenter.sh/capacity-type").is_none());
+        assert_eq!(node["status"]["conditions"][0]["status"], "False");
+    }
+
+    #[test]
+    fn the_kubelet_refuses_restricted_labels_and_broken_archives() {
+        let bad = AL2023.replace("team=web", "node-role.kubernetes.io/worker=true");
+        assert!(matches!(read_user_data(&bad), Err(Error::Kubelet(_))));
+        assert!(matches!(
+            read_user_data("#!/bin/bash\necho hi\n"),
+            Err(Error::UserData(_))
+        ));
+        let unclosed = AL2023.replace("--//--", "");
+        assert!(read_user_data(&unclosed).is_err());
+    }
+
+    #[test]
+    fn bottlerocket_settings() {
+        let boot = read_user_data(
+            "[settings.kubernetes]\ncluster-name = \"prod\"\nmax-pods = 58\n[settings.kubernetes.node-labels]\n\"karpenter.sh/nodepool\" = \"br\"\n[settings.kubernetes.node-taints]\n\"karpenter.sh/unregistered\" = [\":NoExecute\"]\n",
+        )
+        .expect("boot");
+        assert_eq!(boot.max_pods, Some(58));
+        assert_eq!(boot.labels["karpenter.sh/nodepool"], "br");
+        assert_eq!(boot.taints[0].effect, "NoExecute");
+        assert_eq!(
+            node_name("10.1.2.3", "eu-west-2"),
+            "ip-10-1-2-3.eu-west-2.compute.internal"
+        );
+    }
+}
