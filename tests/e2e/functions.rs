@@ -11,7 +11,8 @@ use nodewright_aws::now_millis;
 use nodewright_aws::state::{ClaimRecord, ClaimUpdate, Holder, StateStore, TableNames, create_tables};
 use nodewright_core::model::ClaimState;
 use nodewright_e2e::{
-    CLUSTER, KubeDouble, Watch, discovery, event_file, function_env, nodepools, scratch, support, unique,
+    CLUSTER, KubeDouble, Watch, boot_nodes, discovery, event_file, function_env, node_ready_file, nodepools, rfc3339,
+    scratch, support, unique,
 };
 use serde_json::{Value, json};
 
@@ -84,36 +85,55 @@ fn actions<'a>(outcome: &'a Value, kind: &str) -> Vec<&'a Value> {
         .collect()
 }
 
-/// A Ready node for `claim`'s instance and its pods bound to it, as the double will serve them.
-fn node_with_pods(claim: &ClaimRecord, pods: &[Value]) -> Value {
-    let node_name = format!("ip-10-0-0-{}.ec2.internal", claim.id.len());
-    let zone = claim.zone.clone().unwrap();
-    let node = json!({
-        "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": node_name, "labels": {
-            "nodewright.io/claim": claim.id, "karpenter.sh/nodepool": claim.pool,
-            "node.kubernetes.io/instance-type": claim.instance_type, "topology.kubernetes.io/zone": zone}},
-        "spec": {"providerID": format!("aws:///{zone}/{}", claim.instance_id.as_deref().unwrap())},
-        "status": {"conditions": [{"type": "Ready", "status": "True"}],
-                   "allocatable": {"cpu": "7910m", "memory": "31Gi", "pods": "58"},
-                   "capacity": {"cpu": "8", "memory": "32Gi", "pods": "58"}}
-    });
-    let bound: Vec<Value> = pods
-        .iter()
+/// The pods of `claim` from the sample batch, bound to `node` as the scheduler would bind them.
+fn bound_pods(claim: &ClaimRecord, pods: &[Value], node: &str) -> Vec<Value> {
+    pods.iter()
         .filter(|p| claim.pods.iter().any(|u| p["uid"] == u.as_str()))
         .map(|p| {
             json!({
                 "apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": p["name"], "namespace": p["namespace"], "uid": p["uid"],
+                             "labels": p.get("labels").cloned().unwrap_or(json!({})),
                              "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
                                                   "name": p["owner"]["name"], "uid": "rs-1", "controller": true}]},
-                "spec": {"nodeName": node_name, "containers": [{"name": "app", "image": "app",
+                "spec": {"nodeName": node, "nodeSelector": p.get("nodeSelector").cloned().unwrap_or(json!({})),
+                         "containers": [{"name": "app", "image": "app",
                          "resources": {"requests": p["requests"]}}]},
                 "status": {"phase": "Running"}
             })
         })
-        .collect();
-    json!({"nodes": [node], "pods": bound})
+        .collect()
+}
+
+/// The registered node of `instance_id` in the double.
+fn node_of(double: &KubeDouble, instance_id: &str) -> Value {
+    double.objects()["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["spec"]["providerID"].as_str().unwrap_or("").ends_with(instance_id))
+        .cloned()
+        .unwrap_or_else(|| panic!("no node for {instance_id}"))
+}
+
+/// Every label a pod's nodeSelector and required node affinity ask for holds on `node`.
+fn pod_fits_labels(pod: &Value, node: &Value) {
+    let labels = &node["metadata"]["labels"];
+    for (k, v) in pod["nodeSelector"].as_object().into_iter().flatten() {
+        assert_eq!(&labels[k], v, "pod {} selects {k}={v}; node has {labels}", pod["name"]);
+    }
+    for term in pod["nodeAffinity"].as_array().into_iter().flatten() {
+        for r in term.as_array().into_iter().flatten() {
+            let have = labels[r["key"].as_str().unwrap()].as_str();
+            let values: Vec<&str> = r["values"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            match r["operator"].as_str().unwrap() {
+                "In" => assert!(have.is_some_and(|h| values.contains(&h)), "{r} vs {labels}"),
+                "NotIn" => assert!(have.is_none_or(|h| !values.contains(&h)), "{r} vs {labels}"),
+                "Exists" => assert!(have.is_some(), "{r} vs {labels}"),
+                _ => {}
+            }
+        }
+    }
 }
 
 /// A claim launched 30 minutes ago whose instance never registered, set up as a crashed
@@ -209,28 +229,48 @@ async fn pending_pods_interruption_termination_and_sweep_end_to_end() {
     assert_eq!(e.store.claims().await.unwrap().len(), claims.len());
     assert_eq!(our_instances(&e.ec2, &claims).await.len(), claims.len());
 
-    // 3. The first claim's node registers and its pods bind (the watcher's Node Ready)...
+    // 3. The instances boot: the kubelet emulator registers each Node from what EC2 holds (its
+    // user data as nodeadm reads it). Nothing of ours is on them yet but the boot labels and the
+    // unregistered taint.
+    let ids: Vec<String> = claims.iter().map(|c| c.instance_id.clone().unwrap()).collect();
+    let booted = boot_nodes(&e.ec2, &e.double, &ids, &rfc3339(now_millis())).await;
+    assert_eq!(booted.len(), claims.len());
+    for n in &booted {
+        let labels = &n["metadata"]["labels"];
+        assert_eq!(labels["karpenter.sh/nodepool"], "general", "{n}");
+        assert!(labels.get("karpenter.sh/capacity-type").is_none(), "only registration knows it: {n}");
+        assert!(labels.get("nodewright.io/claim").is_none(), "{n}");
+        assert!(n["spec"]["taints"].to_string().contains("karpenter.sh/unregistered"), "{n}");
+    }
+    // The first node's pods bind to it; the watcher's Node Ready (its own code) names the instance.
     let victim = claims[0].clone();
     let victim_instance = victim.instance_id.clone().unwrap();
-    let objects = node_with_pods(&victim, &pods);
+    let victim_node = node_of(&e.double, &victim_instance);
+    let node_name = victim_node["metadata"]["name"].as_str().unwrap().to_string();
+    let mut objects = e.double.objects();
+    objects["pods"] = Value::Array(bound_pods(&victim, &pods, &node_name));
     e.double.set_objects(&objects);
-    let ready = event_file(
-        &e.dir,
-        "node-ready.json",
-        "node-ready.json",
-        &[
-            ("/detail/claim", json!(victim.id)),
-            ("/detail/instanceId", json!(victim_instance)),
-            ("/detail/node", objects["nodes"][0]["metadata"]["name"].clone()),
-            ("/detail/readyAt", json!(now_millis())),
-        ],
-    );
+    let ready = node_ready_file(&e.dir, &victim_node, now_millis());
     let outcome = e.watch.invoke("state-change", &ready);
     assert_eq!(actions(&outcome, "ready").len(), 1, "{outcome}");
-    assert_eq!(
-        e.store.get_claim(&victim.id).await.unwrap().unwrap().state,
-        ClaimState::Ready
-    );
+    assert_eq!(actions(&outcome, "registered").len(), 1, "{outcome}");
+    let registered = e.store.get_claim(&victim.id).await.unwrap().unwrap();
+    assert_eq!(registered.state, ClaimState::Ready);
+    // Registration wrote Karpenter's labels for the launched offering and lifted the taint.
+    let node = node_of(&e.double, &victim_instance);
+    let labels = &node["metadata"]["labels"];
+    assert_eq!(labels["karpenter.sh/capacity-type"], json!(registered.capacity_type.unwrap().as_str()));
+    assert_eq!(labels["node.kubernetes.io/instance-type"], json!(registered.instance_type));
+    assert_eq!(labels["topology.kubernetes.io/zone"], json!(registered.zone));
+    let family = registered.instance_type.as_deref().unwrap().split('.').next().unwrap();
+    assert_eq!(labels["karpenter.k8s.aws/instance-family"], family);
+    assert!(!node["spec"]["taints"].to_string().contains("unregistered"), "{node}");
+    for p in pods.iter().filter(|p| victim.pods.iter().any(|u| p["uid"] == u.as_str())) {
+        pod_fits_labels(p, &node);
+    }
+    // The same Node Ready again: nothing to write.
+    let again = e.watch.invoke("state-change", &ready);
+    assert!(actions(&again, "registered").is_empty(), "{again}");
 
     // ...then a spot interruption warning for its instance.
     let warning = event_file(
@@ -276,7 +316,6 @@ async fn pending_pods_interruption_termination_and_sweep_end_to_end() {
     // The exact cluster writes: the node tainted and cordoned, each of its pods evicted.
     let requests = e.double.requests();
     let writes: Vec<&Value> = requests.iter().filter(|r| r["method"] != "GET").collect();
-    let node_name = format!("ip-10-0-0-{}.ec2.internal", victim.id.len());
     let patch = writes
         .iter()
         .find(|r| r["method"] == "PATCH" && r["path"] == format!("/api/v1/nodes/{node_name}"))
@@ -367,10 +406,72 @@ async fn pending_pods_interruption_termination_and_sweep_end_to_end() {
         matches!(state.as_deref(), Some("shutting-down" | "terminated")),
         "{state:?}"
     );
-    // The fresh claims (launched seconds ago) are left alone.
+    // The other nodes never had their Node Ready delivered (a restarted watcher): the schedule
+    // registered them by providerID, and they are Ready, not reaped.
     for c in &claims[1..] {
         let now = e.store.get_claim(&c.id).await.unwrap().unwrap();
-        assert_eq!(now.state, ClaimState::Launched, "{now:?}");
+        assert_eq!(now.state, ClaimState::Ready, "{now:?}\n{outcome}");
+        let node = node_of(&e.double, c.instance_id.as_deref().unwrap());
+        assert!(!node["spec"]["taints"].to_string().contains("unregistered"), "{node}");
+    }
+
+    // 6. Two hours of schedule ticks later, the nodes are still there: the claims are moved two
+    // hours into the past (the functions read the wall clock), with pods on them so that only the
+    // registration timeout could take them.
+    let survivor = claims[1].clone();
+    let survivor_node = node_of(&e.double, survivor.instance_id.as_deref().unwrap());
+    let survivor_name = survivor_node["metadata"]["name"].as_str().unwrap().to_string();
+    let mut objects = e.double.objects();
+    objects["pods"] = Value::Array(bound_pods(&survivor, &pods, &survivor_name));
+    e.double.set_objects(&objects);
+    age_claims(&e.store, &claims[1..], 2 * 60 * 60_000, false).await;
+    for _ in 0..3 {
+        let outcome = e.watch.invoke("consolidation", &scheduled);
+        assert!(actions(&outcome, "stepFailed").is_empty(), "{outcome}");
+    }
+    let alive = our_instances(&e.ec2, &claims[1..]).await;
+    assert_eq!(alive.len(), claims.len() - 1, "no node reaped after registering");
+    assert_eq!(
+        e.store.get_claim(&survivor.id).await.unwrap().unwrap().state,
+        ClaimState::Ready
+    );
+
+    // 7. Its pods go away; past consolidateAfter the empty node is cordoned and drained, then its
+    // instance terminated.
+    let mut objects = e.double.objects();
+    objects["pods"] = json!([]);
+    e.double.set_objects(&objects);
+    e.watch.invoke("consolidation", &scheduled);
+    age_claims(&e.store, std::slice::from_ref(&survivor), 11 * 60_000, true).await;
+    let outcome = e.watch.invoke("consolidation", &scheduled);
+    let disrupted = actions(&outcome, "disruption");
+    assert!(
+        disrupted.iter().any(|d| d["nodes"].to_string().contains(&survivor_name)),
+        "{outcome}"
+    );
+    let node = node_of(&e.double, survivor.instance_id.as_deref().unwrap());
+    assert_eq!(node["spec"]["unschedulable"], true, "{node}");
+    let outcome = e.watch.invoke("consolidation", &scheduled);
+    let gone = actions(&outcome, "terminated");
+    assert!(gone.iter().any(|t| t["instanceIds"].to_string().contains(survivor.instance_id.as_deref().unwrap())), "{outcome}");
+    let state = e.store.get_claim(&survivor.id).await.unwrap().unwrap().state;
+    assert!(matches!(state, ClaimState::Terminating | ClaimState::Terminated), "{state:?}");
+}
+
+/// Moves claims `by` ms into the past (every transition and, with `pods_clock`, the last pod
+/// change), as if that much time had passed since they happened.
+async fn age_claims(store: &StateStore, claims: &[ClaimRecord], by: i64, pods_clock: bool) {
+    for c in claims {
+        let mut current = store.get_claim(&c.id).await.unwrap().unwrap();
+        let version = current.version;
+        for at in current.transitions.values_mut() {
+            *at -= by;
+        }
+        if pods_clock && let Some(at) = current.pods_changed_at.as_mut() {
+            *at -= by;
+        }
+        current.version += 1;
+        assert!(store.replace_claim(&current, version).await.unwrap());
     }
 }
 

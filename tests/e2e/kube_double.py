@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
 """A Kubernetes API server double for the end-to-end tests: the handful of core/v1, apps/v1 and
 policy/v1 calls Nodewright's functions make (list nodes and pods with field selectors, get and
-merge-patch a node, delete a node, create a pod eviction, list DaemonSets and PDBs), over plain HTTP,
-backed by a JSON file the test writes ({"nodes": [...], "pods": [...]}, re-read on every request;
-writes are answered as the API server would and applied to that request's copy only). Every request
-is appended to a JSON-lines log ({"method", "path", "query", "body"}) so the test can assert exactly
-what the functions asked of the cluster.
+merge-patch a node, delete a node or a pod, create a pod eviction, list DaemonSets and PDBs), over
+plain HTTP, backed by a JSON file ({"nodes": [...], "pods": [...], "daemonsets": [...],
+"pdbs": [...]}) that the test writes and the double re-reads on every request. Writes are applied
+and saved back, as an API server would keep them: a merge patch carrying metadata.resourceVersion
+is refused with 409 Conflict when the object has moved on, and every write bumps the object's
+resourceVersion. An eviction of a pod a PDB covers with status.disruptionsAllowed 0 is refused
+with 429. Every request is appended to a JSON-lines log ({"method", "path", "query", "body"}) so
+the test can assert exactly what the functions asked of the cluster.
 
 usage: kube_double.py PORT OBJECTS_JSON REQUESTS_JSONL   (prints "listening" once it accepts connections)
 """
 import json
+import os
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -89,7 +93,13 @@ class Handler(BaseHTTPRequestHandler):
                 store = {}
             store.setdefault("nodes", [])
             store.setdefault("pods", [])
+            before = json.dumps(store, sort_keys=True)
             code, reply = self.route(store, method, parts, query, body)
+            if method != "GET" and json.dumps(store, sort_keys=True) != before:
+                tmp = OBJECTS + ".double"
+                with open(tmp, "w") as f:
+                    json.dump(store, f)
+                os.replace(tmp, OBJECTS)
         self.reply(code, reply)
 
     def route(self, STORE, method, parts, query, body):
@@ -104,7 +114,14 @@ class Handler(BaseHTTPRequestHandler):
             if method == "GET":
                 return 200, node
             if method == "PATCH":
-                merge(node, body or {})
+                body = body or {}
+                want = (body.get("metadata") or {}).pop("resourceVersion", None)
+                have = node["metadata"].get("resourceVersion", "1")
+                if want is not None and want != have:
+                    return status(409, "Conflict", f'Operation cannot be fulfilled on nodes "{parts[3]}": '
+                                  "the object has been modified; please apply your changes to the latest version")
+                merge(node, body)
+                node["metadata"]["resourceVersion"] = str(int(have) + 1)
                 return 200, node
             if method == "DELETE":
                 STORE["nodes"].remove(node)
@@ -119,12 +136,29 @@ class Handler(BaseHTTPRequestHandler):
                         if p["metadata"]["namespace"] == ns and p["metadata"]["name"] == name), None)
             if pod is None:
                 return status(404, "NotFound", f'pods "{name}" not found')
+            for pdb in STORE.get("pdbs", []):
+                sel = ((pdb.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+                labels = pod["metadata"].get("labels") or {}
+                if pdb["metadata"].get("namespace") == ns and sel and all(labels.get(k) == v for k, v in sel.items()) \
+                        and (pdb.get("status") or {}).get("disruptionsAllowed", 0) == 0:
+                    return status(429, "TooManyRequests",
+                                  "Cannot evict pod as it would violate the pod's disruption budget.")
             STORE["pods"].remove(pod)
             return 201, {"kind": "Status", "apiVersion": "v1", "status": "Success"}
+        if len(parts) == 6 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "pods" and method == "DELETE":
+            ns, name = parts[3], parts[5]
+            pod = next((p for p in STORE["pods"]
+                        if p["metadata"]["namespace"] == ns and p["metadata"]["name"] == name), None)
+            if pod is None:
+                return status(404, "NotFound", f'pods "{name}" not found')
+            STORE["pods"].remove(pod)
+            return 200, pod
         if parts == ["apis", "apps", "v1", "daemonsets"] and method == "GET":
-            return 200, {"kind": "DaemonSetList", "apiVersion": "apps/v1", "metadata": {}, "items": []}
+            return 200, {"kind": "DaemonSetList", "apiVersion": "apps/v1", "metadata": {},
+                         "items": STORE.get("daemonsets", [])}
         if parts == ["apis", "policy", "v1", "poddisruptionbudgets"] and method == "GET":
-            return 200, {"kind": "PodDisruptionBudgetList", "apiVersion": "policy/v1", "metadata": {}, "items": []}
+            return 200, {"kind": "PodDisruptionBudgetList", "apiVersion": "policy/v1", "metadata": {},
+                         "items": STORE.get("pdbs", [])}
         return status(404, "NotFound", f"the double does not serve {method} /{'/'.join(parts)}")
 
     def do_GET(self):

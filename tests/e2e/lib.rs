@@ -137,6 +137,11 @@ impl KubeDouble {
         std::fs::rename(&tmp, &self.objects).unwrap();
     }
 
+    /// What the API server holds now (the functions' writes included).
+    pub fn objects(&self) -> Value {
+        serde_json::from_str(&std::fs::read_to_string(&self.objects).unwrap()).unwrap()
+    }
+
     /// Every request so far: `{"method", "path", "query", "body"}`.
     pub fn requests(&self) -> Vec<Value> {
         std::fs::read_to_string(&self.log)
@@ -374,4 +379,100 @@ pub fn event_file(dir: &Path, sample: &str, name: &str, edits: &[(&str, Value)])
     let path = dir.join(name);
     std::fs::write(&path, event.to_string()).unwrap();
     path
+}
+
+/// The kubelet emulator over moto: registers a Node in the double for each of `instance_ids` that is
+/// running and has none, from what EC2 holds alone (DescribeInstances, DescribeInstanceTypes, the
+/// instance's user data from DescribeInstanceAttribute), and reports it Ready at `ready_at`
+/// (RFC 3339). Returns the nodes added.
+pub async fn boot_nodes(
+    ec2: &aws_sdk_ec2::Client,
+    double: &KubeDouble,
+    instance_ids: &[String],
+    ready_at: &str,
+) -> Vec<Value> {
+    use aws_sdk_ec2::types::InstanceAttributeName;
+    let mut objects = double.objects();
+    let out = ec2
+        .describe_instances()
+        .set_instance_ids(Some(instance_ids.to_vec()))
+        .send()
+        .await
+        .unwrap();
+    let mut added = Vec::new();
+    for i in out.reservations().iter().flat_map(|r| r.instances()) {
+        let id = i.instance_id().unwrap().to_string();
+        let provider = |n: &Value| n["spec"]["providerID"].as_str().unwrap_or("").ends_with(&id);
+        if i.state().and_then(|s| s.name()).map(|s| s.as_str()) != Some("running")
+            || objects["nodes"].as_array().unwrap().iter().any(provider)
+        {
+            continue;
+        }
+        let itype = i.instance_type().unwrap().as_str().to_string();
+        let described = ec2
+            .describe_instance_types()
+            .instance_types(i.instance_type().unwrap().clone())
+            .send()
+            .await
+            .unwrap();
+        let t = &described.instance_types()[0];
+        let net = t.network_info().unwrap();
+        let enis = net.maximum_network_interfaces().unwrap_or(3) as u32;
+        let per_eni = net.ipv4_addresses_per_interface().unwrap_or(10) as u32;
+        let user_data = ec2
+            .describe_instance_attribute()
+            .instance_id(&id)
+            .attribute(InstanceAttributeName::UserData)
+            .send()
+            .await
+            .unwrap()
+            .user_data()
+            .and_then(|u| u.value())
+            .unwrap_or_default()
+            .to_string();
+        let boot = nodewright_kubelet::read_user_data(&user_data)
+            .unwrap_or_else(|e| panic!("instance {id} cannot join: {e}\n{user_data}"));
+        let facts = nodewright_kubelet::InstanceFacts {
+            instance_id: id.clone(),
+            private_ip: i.private_ip_address().unwrap().to_string(),
+            zone: i.placement().and_then(|p| p.availability_zone()).unwrap().to_string(),
+            region: "us-east-1".into(),
+            instance_type: itype,
+            architecture: t
+                .processor_info()
+                .map(|p| p.supported_architectures()[0].as_str().to_string())
+                .unwrap(),
+            vcpus: t.v_cpu_info().and_then(|v| v.default_v_cpus()).unwrap() as u32,
+            memory_mib: t.memory_info().and_then(|m| m.size_in_mib()).unwrap() as u64,
+            default_max_pods: enis * (per_eni - 1) + 2,
+        };
+        let mut node = nodewright_kubelet::register(&facts, &boot);
+        nodewright_kubelet::mark_ready(&mut node, ready_at);
+        objects["nodes"].as_array_mut().unwrap().push(node.clone());
+        added.push(node);
+    }
+    double.set_objects(&objects);
+    added
+}
+
+/// The watcher's `Node Ready` for a node object, built by the watcher's own code, as an
+/// EventBridge event file in `dir`.
+pub fn node_ready_file(dir: &Path, node: &Value, now: i64) -> PathBuf {
+    let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(node.clone()).unwrap();
+    let ready = nodewright_watcher::ready::node_ready_event(CLUSTER, &node, now).unwrap();
+    let name = format!("node-ready-{}.json", ready.node);
+    event_file(
+        dir,
+        "node-ready.json",
+        &name,
+        &[("/detail", serde_json::to_value(&ready).unwrap())],
+    )
+}
+
+/// RFC 3339 of Unix milliseconds (UTC).
+pub fn rfc3339(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (y, m, d) = nodewright_core::time::civil_from_days(secs.div_euclid(86_400));
+    let t = secs.rem_euclid(86_400);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", t / 3600, t % 3600 / 60, t % 60)
 }
