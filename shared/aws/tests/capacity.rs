@@ -420,18 +420,12 @@ async fn a_node_role_gets_an_instance_profile_under_our_path_once_and_repaired()
     assert_eq!(got.path, profiles.path());
     let roles: Vec<&str> = got.roles.iter().map(|r| r.role_name.as_str()).collect();
     assert_eq!(roles, [role.as_str()]);
-    let tags = clients
-        .iam
-        .list_instance_profile_tags()
-        .instance_profile_name(&name)
-        .send()
-        .await
-        .unwrap();
+    // (moto answers ListInstanceProfileTags with a 500; GetInstanceProfile carries the tags.)
     assert!(
-        tags.tags
+        got.tags()
             .iter()
             .any(|t| t.key == "nodewright.io/cluster" && t.value == cluster),
-        "{tags:?}"
+        "{got:?}"
     );
     // Someone took the role off the profile: the next launch puts it back.
     clients
