@@ -8,7 +8,7 @@ use nodewright_aws::state::StateView;
 use nodewright_core::Config;
 use nodewright_handlers::adapters::memory::{MemoryCapacity, MemoryCluster, MemoryState};
 use nodewright_handlers::event::parse_bytes;
-use nodewright_handlers::{Deps, Function, Settings, handle};
+use nodewright_handlers::{Deps, Function, Parsed, Settings, handle};
 
 use crate::exit;
 use crate::report::table;
@@ -141,7 +141,13 @@ pub fn run(args: &Args) -> u8 {
         Ok(r) => r,
         Err(code) => return code,
     };
-    let now = nodewright_aws::now_millis();
+    // A replayed event runs at its own time (sample files carry fixed dates; the handlers refuse
+    // event times more than a day from their clock), else at the wall clock.
+    let now = match &parsed {
+        Parsed::Event(e) => e.envelope().time,
+        Parsed::Ignore(_) => None,
+    }
+    .unwrap_or_else(nodewright_aws::now_millis);
     let result = runtime.block_on(handle(function, &deps, parsed, now));
     if let Some(dir) = &args.state
         && let Err(e) = save_state(dir, &args.cluster, &state, now)

@@ -125,7 +125,12 @@ fn pod_fits_labels(pod: &Value, node: &Value) {
     for term in pod["nodeAffinity"].as_array().into_iter().flatten() {
         for r in term.as_array().into_iter().flatten() {
             let have = labels[r["key"].as_str().unwrap()].as_str();
-            let values: Vec<&str> = r["values"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            let values: Vec<&str> = r["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
             match r["operator"].as_str().unwrap() {
                 "In" => assert!(have.is_some_and(|h| values.contains(&h)), "{r} vs {labels}"),
                 "NotIn" => assert!(have.is_none_or(|h| !values.contains(&h)), "{r} vs {labels}"),
@@ -238,9 +243,15 @@ async fn pending_pods_interruption_termination_and_sweep_end_to_end() {
     for n in &booted {
         let labels = &n["metadata"]["labels"];
         assert_eq!(labels["karpenter.sh/nodepool"], "general", "{n}");
-        assert!(labels.get("karpenter.sh/capacity-type").is_none(), "only registration knows it: {n}");
+        assert!(
+            labels.get("karpenter.sh/capacity-type").is_none(),
+            "only registration knows it: {n}"
+        );
         assert!(labels.get("nodewright.io/claim").is_none(), "{n}");
-        assert!(n["spec"]["taints"].to_string().contains("karpenter.sh/unregistered"), "{n}");
+        assert!(
+            n["spec"]["taints"].to_string().contains("karpenter.sh/unregistered"),
+            "{n}"
+        );
     }
     // The first node's pods bind to it; the watcher's Node Ready (its own code) names the instance.
     let victim = claims[0].clone();
@@ -259,13 +270,22 @@ async fn pending_pods_interruption_termination_and_sweep_end_to_end() {
     // Registration wrote Karpenter's labels for the launched offering and lifted the taint.
     let node = node_of(&e.double, &victim_instance);
     let labels = &node["metadata"]["labels"];
-    assert_eq!(labels["karpenter.sh/capacity-type"], json!(registered.capacity_type.unwrap().as_str()));
-    assert_eq!(labels["node.kubernetes.io/instance-type"], json!(registered.instance_type));
+    assert_eq!(
+        labels["karpenter.sh/capacity-type"],
+        json!(registered.capacity_type.unwrap().as_str())
+    );
+    assert_eq!(
+        labels["node.kubernetes.io/instance-type"],
+        json!(registered.instance_type)
+    );
     assert_eq!(labels["topology.kubernetes.io/zone"], json!(registered.zone));
     let family = registered.instance_type.as_deref().unwrap().split('.').next().unwrap();
     assert_eq!(labels["karpenter.k8s.aws/instance-family"], family);
     assert!(!node["spec"]["taints"].to_string().contains("unregistered"), "{node}");
-    for p in pods.iter().filter(|p| victim.pods.iter().any(|u| p["uid"] == u.as_str())) {
+    for p in pods
+        .iter()
+        .filter(|p| victim.pods.iter().any(|u| p["uid"] == u.as_str()))
+    {
         pod_fits_labels(p, &node);
     }
     // The same Node Ready again: nothing to write.
@@ -446,16 +466,26 @@ async fn pending_pods_interruption_termination_and_sweep_end_to_end() {
     let outcome = e.watch.invoke("consolidation", &scheduled);
     let disrupted = actions(&outcome, "disruption");
     assert!(
-        disrupted.iter().any(|d| d["nodes"].to_string().contains(&survivor_name)),
+        disrupted
+            .iter()
+            .any(|d| d["nodes"].to_string().contains(&survivor_name)),
         "{outcome}"
     );
     let node = node_of(&e.double, survivor.instance_id.as_deref().unwrap());
     assert_eq!(node["spec"]["unschedulable"], true, "{node}");
     let outcome = e.watch.invoke("consolidation", &scheduled);
     let gone = actions(&outcome, "terminated");
-    assert!(gone.iter().any(|t| t["instanceIds"].to_string().contains(survivor.instance_id.as_deref().unwrap())), "{outcome}");
+    assert!(
+        gone.iter().any(|t| t["instanceIds"]
+            .to_string()
+            .contains(survivor.instance_id.as_deref().unwrap())),
+        "{outcome}"
+    );
     let state = e.store.get_claim(&survivor.id).await.unwrap().unwrap().state;
-    assert!(matches!(state, ClaimState::Terminating | ClaimState::Terminated), "{state:?}");
+    assert!(
+        matches!(state, ClaimState::Terminating | ClaimState::Terminated),
+        "{state:?}"
+    );
 }
 
 /// Moves claims `by` ms into the past (every transition and, with `pods_clock`, the last pod

@@ -23,10 +23,12 @@ pub async fn handle<S: State, C: Capacity, K: ClusterApi>(
     now: EpochMillis,
 ) -> Result<Outcome> {
     let envelope = event.envelope().clone();
-    if let Some(t) = envelope.time {
-        nodewright_core::model::cluster_event::check_event_time("time", t, now).map_err(Error::invalid_event)?;
-    }
-    let at = envelope.time.unwrap_or(now);
+    // The event's own time orders transitions; one more than a day from our clock (a broken
+    // clock, a documentation sample) orders nothing and the receive time stands in.
+    let at = envelope
+        .time
+        .filter(|t| nodewright_core::model::cluster_event::check_event_time("time", *t, now).is_ok())
+        .unwrap_or(now);
     let mut out = Outcome::new(Function::StateChange.name(), &envelope.id);
     match event {
         Event::InstanceState { instance_id, state, .. } => {
