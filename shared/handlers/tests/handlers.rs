@@ -209,7 +209,7 @@ async fn spot_interruption_replaces_first_then_cordons_and_drains() {
         .collect();
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
     assert_eq!(
-        disruption_writes(&cluster),
+        disruption_writes(cluster),
         [
             ClusterWrite::CordonAndTaint {
                 node: node.clone(),
@@ -560,7 +560,7 @@ async fn a_plan_is_abandoned_when_pods_arrive_between_planning_and_acting() {
             if *nodes == [node.clone()] && why.contains("changed since planning"))),
         "{o:#?}"
     );
-    assert!(disruption_writes(&cluster).is_empty(), "nothing cordoned or drained");
+    assert!(disruption_writes(cluster).is_empty(), "nothing cordoned or drained");
     assert_eq!(claim_state(&deps, &claim.id).await, ClaimState::Ready);
 }
 
