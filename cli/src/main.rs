@@ -9,6 +9,7 @@ mod create_tables;
 mod invoke;
 mod plan;
 mod report;
+mod restamp;
 mod simulate;
 mod validate;
 mod workloads;
@@ -68,6 +69,9 @@ enum Command {
     /// Benchmark the pod-pending handler's decision time (event in -> launch requests out) for
     /// batches of pending pods, with in-process stand-ins (no emulator calls timed).
     BenchHandler(bench_handler::Args),
+    /// Print a sample event moved to the present (every time in it shifted by one offset), for
+    /// `cargo lambda invoke`: the functions refuse events more than a day from their clock.
+    Restamp(restamp::Args),
 }
 
 fn main() -> ExitCode {
@@ -82,6 +86,7 @@ fn main() -> ExitCode {
         Command::BenchDisruption(a) => bench_disruption::run(&a),
         Command::Invoke(a) => invoke::run(&a),
         Command::BenchHandler(a) => bench_handler::run(&a),
+        Command::Restamp(a) => restamp::run(&a),
     };
     ExitCode::from(code)
 }

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use aws_sdk_ec2::types::{Filter, Instance, ResourceType, Tag, TagSpecification};
+use base64::Engine as _;
 use futures::future::join_all;
 use nodewright_aws::now_millis;
 use nodewright_aws::state::{ClaimRecord, ClaimUpdate, Holder, StateStore, TableNames, create_tables};
@@ -19,12 +20,18 @@ use serde_json::{Value, json};
 struct Env {
     dir: std::path::PathBuf,
     ec2: aws_sdk_ec2::Client,
+    autoscaling: aws_sdk_autoscaling::Client,
     store: StateStore,
     double: KubeDouble,
     watch: Watch,
 }
 
 async fn env(test: &str, cpu_limit: u32, concurrency: u32) -> Env {
+    env_with(test, concurrency, |tag| nodepools(tag, cpu_limit)).await
+}
+
+/// An environment whose functions read the pools `pools(discovery tag)` returns.
+async fn env_with(test: &str, concurrency: u32, pools: impl FnOnce(&str) -> String) -> Env {
     let dir = scratch(test);
     let clients = support::clients().await;
     let prefix = unique(test);
@@ -34,11 +41,12 @@ async fn env(test: &str, cpu_limit: u32, concurrency: u32) -> Env {
     let tag = discovery(&clients.ec2).await;
     let double = KubeDouble::start(&dir);
     let kubeconfig = double.kubeconfig(&dir);
-    let env = function_env(&dir, &prefix, &nodepools(&tag, cpu_limit), &kubeconfig);
+    let env = function_env(&dir, &prefix, &pools(&tag), &kubeconfig);
     let watch = Watch::start(&dir, &env, concurrency);
     Env {
         dir,
         ec2: clients.ec2.clone(),
+        autoscaling: clients.autoscaling.clone(),
         store,
         double,
         watch,
@@ -196,12 +204,9 @@ async fn never_registered_claim(e: &Env) -> (String, String) {
 #[tokio::test(flavor = "multi_thread")]
 async fn pending_pods_interruption_termination_and_sweep_end_to_end() {
     let e = env("e2e-flow", 64, 1).await;
-    let sample: Value = serde_json::from_str(
-        &std::fs::read_to_string(support::workspace_root().join("events/pod-pending.json")).unwrap(),
-    )
-    .unwrap();
+    let pod_pending = event_file(&e.dir, "pod-pending.json", "pod-pending.json", &[]);
+    let sample: Value = serde_json::from_str(&std::fs::read_to_string(&pod_pending).unwrap()).unwrap();
     let pods = sample["detail"]["pods"].as_array().unwrap().clone();
-    let pod_pending = support::workspace_root().join("events/pod-pending.json");
 
     // 1. A Pod Pending batch: instances in EC2 with our tags, claims and reservations in DynamoDB.
     let outcome = e.watch.invoke("pod-pending", &pod_pending);
@@ -338,7 +343,11 @@ async fn pending_pods_interruption_termination_and_sweep_end_to_end() {
     let writes: Vec<&Value> = requests.iter().filter(|r| r["method"] != "GET").collect();
     let patch = writes
         .iter()
-        .find(|r| r["method"] == "PATCH" && r["path"] == format!("/api/v1/nodes/{node_name}"))
+        .find(|r| {
+            r["method"] == "PATCH"
+                && r["path"] == format!("/api/v1/nodes/{node_name}")
+                && !r["body"]["spec"]["unschedulable"].is_null()
+        })
         .unwrap_or_else(|| panic!("no cordon patch in {writes:?}"));
     assert_eq!(patch["body"]["spec"]["unschedulable"], true, "{patch}");
     assert!(
@@ -391,9 +400,25 @@ async fn pending_pods_interruption_termination_and_sweep_end_to_end() {
         .collect();
     assert!(held.is_empty(), "released: {held:?}");
 
+    // The replacement boots, and its Node Ready is lost (a restarted watcher).
+    let others: Vec<ClaimRecord> = e
+        .store
+        .claims()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.state == ClaimState::Launched)
+        .collect();
+    assert_eq!(others.len(), 1, "the replacement is launched: {others:?}");
+    let ids: Vec<String> = others.iter().map(|c| c.instance_id.clone().unwrap()).collect();
+    assert_eq!(
+        boot_nodes(&e.ec2, &e.double, &ids, &rfc3339(now_millis())).await.len(),
+        others.len()
+    );
+
     // 5. The schedule: a claim launched 30 minutes ago that never registered is terminated.
     let (stale, stale_instance) = never_registered_claim(&e).await;
-    let scheduled = support::workspace_root().join("events/scheduled.json");
+    let scheduled = event_file(&e.dir, "scheduled.json", "scheduled.json", &[]);
     let outcome = e.watch.invoke("consolidation", &scheduled);
     let swept = actions(&outcome, "terminated");
     assert!(
@@ -426,9 +451,9 @@ async fn pending_pods_interruption_termination_and_sweep_end_to_end() {
         matches!(state.as_deref(), Some("shutting-down" | "terminated")),
         "{state:?}"
     );
-    // The other nodes never had their Node Ready delivered (a restarted watcher): the schedule
-    // registered them by providerID, and they are Ready, not reaped.
-    for c in &claims[1..] {
+    // The replacement's Node Ready never came: the schedule registered it by providerID, and it
+    // is Ready, not reaped.
+    for c in &others {
         let now = e.store.get_claim(&c.id).await.unwrap().unwrap();
         assert_eq!(now.state, ClaimState::Ready, "{now:?}\n{outcome}");
         let node = node_of(&e.double, c.instance_id.as_deref().unwrap());
@@ -438,19 +463,19 @@ async fn pending_pods_interruption_termination_and_sweep_end_to_end() {
     // 6. Two hours of schedule ticks later, the nodes are still there: the claims are moved two
     // hours into the past (the functions read the wall clock), with pods on them so that only the
     // registration timeout could take them.
-    let survivor = claims[1].clone();
+    let survivor = others[0].clone();
     let survivor_node = node_of(&e.double, survivor.instance_id.as_deref().unwrap());
     let survivor_name = survivor_node["metadata"]["name"].as_str().unwrap().to_string();
     let mut objects = e.double.objects();
     objects["pods"] = Value::Array(bound_pods(&survivor, &pods, &survivor_name));
     e.double.set_objects(&objects);
-    age_claims(&e.store, &claims[1..], 2 * 60 * 60_000, false).await;
+    age_claims(&e.store, &others, 2 * 60 * 60_000, false).await;
     for _ in 0..3 {
         let outcome = e.watch.invoke("consolidation", &scheduled);
         assert!(actions(&outcome, "stepFailed").is_empty(), "{outcome}");
     }
-    let alive = our_instances(&e.ec2, &claims[1..]).await;
-    assert_eq!(alive.len(), claims.len() - 1, "no node reaped after registering");
+    let alive = our_instances(&e.ec2, &others).await;
+    assert_eq!(alive.len(), others.len(), "no node reaped after registering");
     assert_eq!(
         e.store.get_claim(&survivor.id).await.unwrap().unwrap().state,
         ClaimState::Ready
@@ -511,13 +536,14 @@ async fn age_claims(store: &StateStore, claims: &[ClaimRecord], by: i64, pods_cl
 async fn twenty_concurrent_pod_pending_invocations() {
     let e = env("e2e-concurrent", 16, 20).await;
     let uid = |i: usize| format!("0c0c0000-0000-4000-8000-{i:012}");
+    let created = now_millis() - 10_000;
     let files: Vec<std::path::PathBuf> = (0..20)
         .map(|n| {
             let pods: Vec<Value> = (0..10)
                 .map(|k| (n + k * 3) % 30)
                 .map(|i| {
                     json!({"uid": uid(i), "namespace": "batch", "name": format!("worker-{i}"),
-                           "resourceVersion": "1", "createdAt": 1_795_255_190_000_i64,
+                           "resourceVersion": "1", "createdAt": created,
                            "requests": {"cpu": "1", "memory": "1Gi", "pods": "1"},
                            "owner": {"kind": "ReplicaSet", "name": "worker"}})
                 })
@@ -582,4 +608,243 @@ async fn twenty_concurrent_pod_pending_invocations() {
     assert_eq!(ids.len(), live.len());
     assert!(!live.is_empty());
     let _ = Path::new(&e.dir);
+}
+
+/// The user's own launch template for an Auto Scaling pool, as a self-managed AL2023 node group
+/// carries it: a nodeadm NodeConfig whose kubelet flags set the group's labels and taint.
+const GROUP_USER_DATA: &str = "MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"BOUNDARY\"\n\n--BOUNDARY\nContent-Type: application/node.eks.aws\n\napiVersion: node.eks.aws/v1alpha1\nkind: NodeConfig\nspec:\n  cluster:\n    name: demo\n    apiServerEndpoint: https://demo.gr7.us-east-1.eks.amazonaws.com\n    certificateAuthority: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0t\n    cidr: 10.100.0.0/16\n  kubelet:\n    flags:\n    - --node-labels=workload=batch\n    - --register-with-taints=dedicated=batch:NoSchedule\n\n--BOUNDARY--\n";
+
+/// The instances of `group` that moto has running, by id.
+async fn group_instances(e: &Env, group: &str) -> BTreeSet<String> {
+    let out = e
+        .autoscaling
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(group)
+        .send()
+        .await
+        .unwrap();
+    out.auto_scaling_groups()[0]
+        .instances()
+        .iter()
+        .map(|i| i.instance_id().unwrap().to_string())
+        .collect()
+}
+
+/// The fleet flow for a pool backed by an existing Auto Scaling group: pending pods raise the
+/// group's desired capacity, the group's launch event names the instance, the node boots from the
+/// group's own launch template (not ours), registers, survives two hours of schedule ticks, and
+/// once empty is drained and scaled in with a desired-capacity decrement.
+#[tokio::test(flavor = "multi_thread")]
+async fn auto_scaling_pool_node_end_to_end() {
+    let group = unique("e2e-batch");
+    let pools = |tag: &str| {
+        format!(
+            "{}---\napiVersion: nodewright.io/v1alpha1\nkind: AutoScalingPool\nmetadata: {{name: batch}}\nspec:\n  \
+             autoScalingGroupName: {group}\n  instanceTypes: [m5.large]\n  capacityType: on-demand\n  minSize: 0\n  \
+             maxSize: 3\n  template:\n    metadata:\n      labels: {{workload: batch}}\n    spec:\n      taints:\n        \
+             - {{key: dedicated, value: batch, effect: NoSchedule}}\n  disruption: {{consolidationPolicy: WhenEmpty, consolidateAfter: 10m}}\n",
+            nodepools(tag, 64)
+        )
+    };
+    let e = env_with("e2e-asg", 1, pools).await;
+    // The group as the user made it: their launch template, their user data, no Nodewright tags.
+    let image = e.ec2.describe_images().owners("amazon").send().await.unwrap().images()[0]
+        .image_id()
+        .unwrap()
+        .to_string();
+    let template = e
+        .ec2
+        .create_launch_template()
+        .launch_template_name(unique("batch-nodes"))
+        .launch_template_data(
+            aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                .image_id(image)
+                .instance_type(aws_sdk_ec2::types::InstanceType::M5Large)
+                .user_data(base64::engine::general_purpose::STANDARD.encode(GROUP_USER_DATA))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .launch_template()
+        .unwrap()
+        .launch_template_id()
+        .unwrap()
+        .to_string();
+    let subnet = e.ec2.describe_subnets().send().await.unwrap().subnets()[0]
+        .subnet_id()
+        .unwrap()
+        .to_string();
+    e.autoscaling
+        .create_auto_scaling_group()
+        .auto_scaling_group_name(&group)
+        .min_size(0)
+        .max_size(3)
+        .desired_capacity(0)
+        .vpc_zone_identifier(subnet)
+        .launch_template(
+            aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
+                .launch_template_id(template)
+                .version("$Latest")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    // 1. Two pending pods that select the group's label and tolerate its taint.
+    let uid = |i: usize| format!("0a5c0000-0000-4000-8000-{i:012}");
+    let created = now_millis() - 10_000;
+    let pods: Vec<Value> = (0..2)
+        .map(|i| {
+            json!({"uid": uid(i), "namespace": "batch", "name": format!("trainer-{i}"),
+                   "resourceVersion": "1", "createdAt": created,
+                   "requests": {"cpu": "500m", "memory": "1Gi", "pods": "1"},
+                   "nodeSelector": {"workload": "batch"},
+                   "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "batch", "effect": "NoSchedule"}],
+                   "owner": {"kind": "ReplicaSet", "name": "trainer"}})
+        })
+        .collect();
+    let pending = event_file(
+        &e.dir,
+        "pod-pending.json",
+        "pending.json",
+        &[("/detail/pods", Value::Array(pods.clone()))],
+    );
+    let outcome = e.watch.invoke("pod-pending", &pending);
+    let scaled = actions(&outcome, "scaledUp");
+    assert_eq!(scaled.len(), 1, "{outcome}");
+    assert_eq!(scaled[0]["group"], json!(group));
+    assert!(
+        actions(&outcome, "launched").is_empty(),
+        "no fleet launch for these pods: {outcome}"
+    );
+    let claims = e.store.claims().await.unwrap();
+    assert_eq!(claims.len(), 1, "{claims:?}");
+    let claim = claims[0].clone();
+    assert_eq!(claim.backing, format!("asg:{group}"));
+    assert_eq!(claim.state, ClaimState::Launching);
+    let instances = group_instances(&e, &group).await;
+    assert_eq!(instances.len(), 1, "desired capacity raised by one");
+    let instance = instances.into_iter().next().unwrap();
+
+    // 2. The group's launch event names the instance; EC2 says its type and zone. Twice: once.
+    let launch = event_file(
+        &e.dir,
+        "asg-launch-successful.json",
+        "asg-launch.json",
+        &[
+            ("/detail/AutoScalingGroupName", json!(group)),
+            ("/detail/EC2InstanceId", json!(instance)),
+            (
+                "/resources/1",
+                json!(format!("arn:aws:ec2:us-east-1:123456789012:instance/{instance}")),
+            ),
+        ],
+    );
+    let outcome = e.watch.invoke("state-change", &launch);
+    let launched = e.store.get_claim(&claim.id).await.unwrap().unwrap();
+    assert_eq!(launched.state, ClaimState::Launched, "{outcome}");
+    assert_eq!(launched.instance_id.as_deref(), Some(instance.as_str()));
+    assert_eq!(launched.instance_type.as_deref(), Some("m5.large"));
+    let again = e.watch.invoke("state-change", &launch);
+    assert_eq!(
+        e.store.get_claim(&claim.id).await.unwrap().unwrap().version,
+        launched.version,
+        "{again}"
+    );
+
+    // 3. The node boots from the group's user data: its labels and taint, none of ours.
+    let booted = boot_nodes(
+        &e.ec2,
+        &e.double,
+        std::slice::from_ref(&instance),
+        &rfc3339(now_millis()),
+    )
+    .await;
+    assert_eq!(booted.len(), 1);
+    let labels = &booted[0]["metadata"]["labels"];
+    assert_eq!(labels["workload"], "batch", "{}", booted[0]);
+    assert!(labels.get("karpenter.sh/nodepool").is_none(), "{}", booted[0]);
+    assert!(
+        booted[0]["spec"]["taints"].to_string().contains("dedicated"),
+        "{}",
+        booted[0]
+    );
+    let node_name = booted[0]["metadata"]["name"].as_str().unwrap().to_string();
+
+    // 4. The schedule finds it Ready before any Node Ready arrives (a lost event) and registers it.
+    let scheduled = event_file(&e.dir, "scheduled.json", "scheduled.json", &[]);
+    let outcome = e.watch.invoke("consolidation", &scheduled);
+    assert_eq!(actions(&outcome, "registered").len(), 1, "{outcome}");
+    let ready = e.store.get_claim(&claim.id).await.unwrap().unwrap();
+    assert_eq!(ready.state, ClaimState::Ready, "{outcome}");
+    let node = node_of(&e.double, &instance);
+    let labels = &node["metadata"]["labels"];
+    assert_eq!(labels["karpenter.sh/nodepool"], "batch", "{node}");
+    assert_eq!(labels["karpenter.sh/capacity-type"], "on-demand", "{node}");
+    assert_eq!(labels["node.kubernetes.io/instance-type"], "m5.large", "{node}");
+    assert_eq!(labels["topology.kubernetes.io/zone"], json!(ready.zone), "{node}");
+    for p in &pods {
+        pod_fits_labels(p, &node);
+    }
+    // The watcher's Node Ready, late: nothing more to do.
+    let ready_event = node_ready_file(&e.dir, &node, now_millis());
+    let late = e.watch.invoke("state-change", &ready_event);
+    assert!(actions(&late, "registered").is_empty(), "{late}");
+
+    // 5. Two hours of ticks with its pods bound: alive, and protected from the group's scale-in.
+    let mut objects = e.double.objects();
+    objects["pods"] = Value::Array(bound_pods(&ready, &pods, &node_name));
+    e.double.set_objects(&objects);
+    age_claims(&e.store, std::slice::from_ref(&ready), 2 * 60 * 60_000, false).await;
+    for _ in 0..3 {
+        let outcome = e.watch.invoke("consolidation", &scheduled);
+        assert!(actions(&outcome, "stepFailed").is_empty(), "{outcome}");
+        let protected = actions(&outcome, "protected");
+        assert!(
+            protected.iter().any(|p| p["protected"].to_string().contains(&instance)),
+            "{outcome}"
+        );
+    }
+    assert_eq!(group_instances(&e, &group).await.len(), 1, "still there");
+    assert_eq!(
+        e.store.get_claim(&claim.id).await.unwrap().unwrap().state,
+        ClaimState::Ready
+    );
+
+    // 6. Its pods finish; past consolidateAfter the node is cordoned and drained, then scaled in.
+    let mut objects = e.double.objects();
+    objects["pods"] = json!([]);
+    e.double.set_objects(&objects);
+    e.watch.invoke("consolidation", &scheduled);
+    age_claims(&e.store, std::slice::from_ref(&ready), 11 * 60_000, true).await;
+    let outcome = e.watch.invoke("consolidation", &scheduled);
+    assert!(
+        actions(&outcome, "disruption")
+            .iter()
+            .any(|d| d["nodes"].to_string().contains(&node_name)),
+        "{outcome}"
+    );
+    assert_eq!(node_of(&e.double, &instance)["spec"]["unschedulable"], true);
+    let outcome = e.watch.invoke("consolidation", &scheduled);
+    assert!(
+        actions(&outcome, "terminated")
+            .iter()
+            .any(|t| t["instanceIds"].to_string().contains(&instance)),
+        "{outcome}"
+    );
+    let g = e
+        .autoscaling
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(&group)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        g.auto_scaling_groups()[0].desired_capacity(),
+        Some(0),
+        "scaled in with a decrement: the group launches no replacement"
+    );
+    assert!(group_instances(&e, &group).await.is_empty());
 }

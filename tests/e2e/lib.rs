@@ -367,10 +367,12 @@ pub fn function_env(dir: &Path, prefix: &str, nodepools: &str, kubeconfig: &Path
     ]
 }
 
-/// A sample from events/, with JSON pointer edits applied, written to `dir/name`.
+/// A sample from events/, moved to the present ([`nodewright_core::time::restamp_event`]), with JSON pointer edits applied,
+/// written to `dir/name`.
 pub fn event_file(dir: &Path, sample: &str, name: &str, edits: &[(&str, Value)]) -> PathBuf {
     let text = std::fs::read_to_string(workspace_root().join("events").join(sample)).unwrap();
     let mut event: Value = serde_json::from_str(&text).unwrap();
+    nodewright_core::time::restamp_event(&mut event, nodewright_aws::now_millis());
     for (pointer, value) in edits {
         *event
             .pointer_mut(pointer)

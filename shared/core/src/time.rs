@@ -75,9 +75,76 @@ pub fn format_rfc3339(millis: i64) -> String {
     )
 }
 
+/// Moves a sample event to `now`: every time it carries shifts by the one offset that makes its
+/// envelope `time` equal `now`, so order and spacing hold. Samples are dated when captured, and the
+/// functions refuse events more than a day from their clock, as they would a real event that old.
+/// Returns the offset in ms, or `None` when the event has no RFC 3339 `time` (nothing is changed).
+pub fn restamp_event(event: &mut serde_json::Value, now: i64) -> Option<i64> {
+    let then = event.get("time")?.as_str().and_then(parse_rfc3339_millis)?;
+    shift_times(event, now - then);
+    Some(now - then)
+}
+
+/// Millisecond numbers and RFC 3339 strings under the time keys our events and AWS's use.
+fn shift_times(v: &mut serde_json::Value, by: i64) {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) => {
+            for (key, value) in map.iter_mut() {
+                let is_time = matches!(
+                    key.as_str(),
+                    "time" | "sentAt" | "createdAt" | "readyAt" | "startTime" | "endTime" | "StartTime" | "EndTime"
+                );
+                match value {
+                    Value::Number(n) if is_time => {
+                        if let Some(ms) = n.as_i64() {
+                            *value = Value::from(ms.saturating_add(by));
+                        }
+                    }
+                    Value::String(t) if is_time => {
+                        if let Some(ms) = parse_rfc3339_millis(t) {
+                            *value = Value::from(format_rfc3339(ms.saturating_add(by)));
+                        }
+                    }
+                    _ => shift_times(value, by),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|i| shift_times(i, by)),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restamps_every_time_by_one_offset() {
+        let mut e = serde_json::json!({
+            "time": "2026-11-21T10:00:00Z",
+            "detail": {"sentAt": 1_795_255_200_000_i64,
+                       "pods": [{"createdAt": 1_795_255_190_000_i64, "name": "time"}],
+                       "EndTime": "2026-11-21T10:00:40Z", "startTime": "Wed, 25 Nov 2026 10:00:00 GMT"}
+        });
+        let now = 1_796_031_270_000; // 2026-11-30T09:34:30Z
+        assert_eq!(restamp_event(&mut e, now), Some(now - 1_795_255_200_000));
+        assert_eq!(e["time"], "2026-11-30T09:34:30Z");
+        assert_eq!(e["detail"]["sentAt"], now);
+        assert_eq!(e["detail"]["pods"][0]["createdAt"], now - 10_000);
+        assert_eq!(
+            e["detail"]["pods"][0]["name"], "time",
+            "only values under time keys move"
+        );
+        assert_eq!(e["detail"]["EndTime"], "2026-11-30T09:35:10Z");
+        assert_eq!(
+            e["detail"]["startTime"], "Wed, 25 Nov 2026 10:00:00 GMT",
+            "not RFC 3339: kept"
+        );
+        let mut no_time = serde_json::json!({"detail": {"sentAt": 1}});
+        assert_eq!(restamp_event(&mut no_time, now), None);
+        assert_eq!(no_time["detail"]["sentAt"], 1);
+    }
 
     #[test]
     fn round_trips() {
