@@ -346,3 +346,64 @@ async fn bad_names_are_rejected_with_the_field() {
         .unwrap_err();
     assert!(err.to_string().contains("podUid"), "{err}");
 }
+
+/// The usage reconciler's three calls: every counter write bumps the version; a check is recorded
+/// only at the version seen; a correction applies only at the version it was computed against;
+/// counters below zero are reported, not hidden.
+#[tokio::test]
+async fn usage_corrections_are_conditional_on_the_counters_version() {
+    let clients = support::clients().await;
+    let store = support::store(&clients, "usage-version").await;
+    assert!(!store.usage_snapshot("p").await.unwrap().exists);
+    let one = UsageDelta {
+        cpu_milli: 2_000,
+        memory_bytes: 8 << 30,
+        gpus: 0,
+        nodes: 1,
+    };
+    let none = Limits::default();
+    assert_eq!(
+        store.try_add_usage("p", &one, &none).await.unwrap(),
+        UsageDecision::Granted
+    );
+    let first = store.usage_snapshot("p").await.unwrap();
+    assert!(first.exists && !first.negative);
+    assert_eq!((first.usage.nodes, first.version, first.checked), (1, 1, None));
+
+    store.note_usage_checked("p", first.version, NOW).await.unwrap();
+    assert_eq!(store.usage_snapshot("p").await.unwrap().checked, Some((1, NOW)));
+    // A check at a version that has moved on is not recorded.
+    store.note_usage_checked("p", 7, NOW + 1).await.unwrap();
+    assert_eq!(store.usage_snapshot("p").await.unwrap().checked, Some((1, NOW)));
+
+    // A charge lands between the read and the correction: the correction does not apply.
+    assert_eq!(
+        store.try_add_usage("p", &one, &none).await.unwrap(),
+        UsageDecision::Granted
+    );
+    let zero = nodewright_aws::state::PoolUsage::default();
+    assert!(!store.correct_usage("p", &zero, first.version, NOW + 2).await.unwrap());
+    assert_eq!(store.pool_usage("p").await.unwrap().nodes, 2);
+    // At the current version it does, and records itself as the last check.
+    let now = store.usage_snapshot("p").await.unwrap();
+    assert_eq!(now.version, 2);
+    let fixed = nodewright_aws::state::PoolUsage {
+        cpu_milli: 2_000,
+        memory_bytes: 8 << 30,
+        gpus: 0,
+        nodes: 1,
+        nodes_in_flight: 0,
+    };
+    assert!(store.correct_usage("p", &fixed, now.version, NOW + 3).await.unwrap());
+    let after = store.usage_snapshot("p").await.unwrap();
+    assert_eq!(after.usage, fixed);
+    assert_eq!((after.version, after.checked), (3, Some((3, NOW + 3))));
+
+    // Releases past zero (a release applied twice) show as negative.
+    store.release_usage("p", &one, false).await.unwrap();
+    store.release_usage("p", &one, false).await.unwrap();
+    let below = store.usage_snapshot("p").await.unwrap();
+    assert!(below.negative, "{below:?}");
+    assert_eq!(below.usage.cpu_milli, 0);
+    assert_eq!(below.version, 5);
+}

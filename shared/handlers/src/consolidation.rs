@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use nodewright_aws::EpochMillis;
-use nodewright_aws::state::{ClaimRecord, ClaimUpdate, Holder};
+use nodewright_aws::state::{ClaimRecord, ClaimUpdate, Holder, PoolUsage, UsageSnapshot};
 use nodewright_core::disruption::{self, ManagedNode};
 use nodewright_core::model::ClaimState;
 use nodewright_kube::{DISRUPTED_TAINT, DrainMode, DrainOptions};
@@ -68,16 +68,51 @@ async fn reconcile<S: State, C: Capacity, K: ClusterApi>(
 ) -> Result<()> {
     let timeout = deps.settings.registration_timeout_ms;
     let instances = deps.capacity.instances().await?;
+    // Counters first, then the claims they should equal (see `reconcile_usage`).
+    let mut snapshots = Vec::new();
+    for pool in &deps.settings.config.node_pools {
+        match deps.state.usage_snapshot(&pool.name).await {
+            Ok(s) => snapshots.push((pool.name.clone(), s)),
+            Err(e) => failed(out, "read usage", &pool.name, &e.into()),
+        }
+    }
     let mut claims = deps.state.claims().await?;
+    for (pool, snapshot) in &snapshots {
+        if let Err(e) = reconcile_usage(deps, pool, snapshot, &claims, now, out).await {
+            failed(out, "reconcile usage", pool, &e);
+        }
+    }
 
-    // 2. Adopt or remove instances without a record.
+    // 2. Adopt or remove instances without a record; record launches whose record was lost;
+    // terminate instances whose claim has ended.
     let mut orphans = Vec::new();
+    let mut of_ended_claims = Vec::new();
     let mut adopted = false;
     {
-        let known: HashSet<&str> = claims.iter().map(|c| c.id.as_str()).collect();
+        let known: HashMap<&str, &ClaimRecord> = claims.iter().map(|c| (c.id.as_str(), c)).collect();
         for i in &instances {
-            match &i.claim_id {
-                Some(cid) if !known.contains(cid.as_str()) => {
+            let running = matches!(i.state.as_str(), "pending" | "running" | "stopping" | "stopped");
+            match i.claim_id.as_deref().map(|cid| (cid, known.get(cid))) {
+                // The launch happened but its record did not (the invocation died in between, the
+                // write's response was lost, CreateFleet failed on our side after creating it).
+                Some((cid, Some(c))) if c.state == ClaimState::Launching && c.instance_id.is_none() => {
+                    match record_lost_launch(deps, c, i, now).await {
+                        Ok(()) => {
+                            adopted = true;
+                            out.push(Action::Adopted {
+                                claim: cid.to_string(),
+                                instance_id: i.instance_id.clone(),
+                            });
+                        }
+                        Err(e) => failed(out, "record launch", &i.instance_id, &e),
+                    }
+                }
+                // Its claim ended (failed, timed out, closed) while the instance lived on: a second
+                // launch under the same claim, or a termination that did not happen.
+                Some((_, Some(c))) if c.state.is_terminal() && running => {
+                    of_ended_claims.push(i.instance_id.clone());
+                }
+                Some((cid, None)) => {
                     let pool = i.pool.clone().unwrap_or_default();
                     let launched_at = i.launch_time_millis.unwrap_or(now);
                     let mut record = ClaimRecord::launching(cid, &pool, Vec::new(), launched_at);
@@ -86,7 +121,7 @@ async fn reconcile<S: State, C: Capacity, K: ClusterApi>(
                         Ok(true) => {
                             adopted = true;
                             out.push(Action::Adopted {
-                                claim: cid.clone(),
+                                claim: cid.to_string(),
                                 instance_id: i.instance_id.clone(),
                             });
                         }
@@ -101,6 +136,15 @@ async fn reconcile<S: State, C: Capacity, K: ClusterApi>(
     }
     if adopted {
         claims = deps.state.claims().await?;
+    }
+    if !of_ended_claims.is_empty() {
+        match deps.capacity.terminate(&of_ended_claims).await {
+            Ok(()) => out.push(Action::Terminated {
+                instance_ids: of_ended_claims,
+                reason: "its claim has ended".into(),
+            }),
+            Err(e) => failed(out, "terminate", &of_ended_claims.join(","), &e.into()),
+        }
     }
     if !orphans.is_empty() {
         match deps.capacity.terminate(&orphans).await {
@@ -224,6 +268,92 @@ async fn adopt<S: State, C: Capacity, K: ClusterApi>(
         .transition_claim(&record.id, ClaimState::Launched, launched_at, &update)
         .await?;
     Ok(true)
+}
+
+/// How long a pool's counters must go unwritten before the reconciler trusts a count of its
+/// claims against them: longer than any function runs (the longest timeout is 110 s), so every
+/// charge older than that either has its claim written or belongs to an invocation that died.
+pub const USAGE_STABLE_MS: i64 = 3 * 60 * 1000;
+
+/// What a pool's counters should hold: one node per live claim, its instance type's capacity
+/// (Karpenter counts capacity), in flight until Ready. None while a live claim's type is unknown
+/// (a launch in progress: its charge is the largest option's, which the claim does not record).
+pub fn usage_of_claims(
+    claims: &[ClaimRecord],
+    pool: &str,
+    types: &[nodewright_core::InstanceType],
+) -> Option<PoolUsage> {
+    let mut usage = PoolUsage::default();
+    for c in claims.iter().filter(|c| c.pool == pool && c.state.is_live()) {
+        let t = c.instance_type.as_deref()?;
+        let d = crate::provision::usage_of_type(t, types);
+        usage.cpu_milli += d.cpu_milli;
+        usage.memory_bytes += d.memory_bytes;
+        usage.gpus += d.gpus;
+        usage.nodes += 1;
+        if c.state < ClaimState::Ready {
+            usage.nodes_in_flight += 1;
+        }
+    }
+    Some(usage)
+}
+
+/// Repairs a pool's counters from its live claims. Counters drift when an invocation dies between
+/// a charge and its claim, or between a claim's end and its release, or when a write applied but
+/// its response was lost and the retry applied it again. A count of claims can only be trusted
+/// against counters nobody is writing: so the counters are corrected only when their version is
+/// the one this function saw at least [`USAGE_STABLE_MS`] earlier, and the correction is
+/// conditional on that version (a charge in between makes it fail, and the next run tries again).
+async fn reconcile_usage<S: State, C: Capacity, K: ClusterApi>(
+    deps: &Deps<S, C, K>,
+    pool: &str,
+    snapshot: &UsageSnapshot,
+    claims: &[ClaimRecord],
+    now: EpochMillis,
+    out: &mut Outcome,
+) -> Result<()> {
+    let Some(expected) = usage_of_claims(claims, pool, &deps.settings.instance_types) else {
+        return Ok(());
+    };
+    if !snapshot.exists && expected == PoolUsage::default() {
+        return Ok(());
+    }
+    if expected == snapshot.usage && !snapshot.negative {
+        return Ok(());
+    }
+    let stable = snapshot
+        .checked
+        .is_some_and(|(v, at)| v == snapshot.version && now - at >= USAGE_STABLE_MS);
+    if !stable {
+        if !matches!(snapshot.checked, Some((v, _)) if v == snapshot.version) {
+            deps.state.note_usage_checked(pool, snapshot.version, now).await?;
+        }
+        return Ok(());
+    }
+    if deps.state.correct_usage(pool, &expected, snapshot.version, now).await? {
+        tracing::warn!(pool, from = ?snapshot.usage, to = ?expected, "pool usage counters corrected from live claims");
+        out.push(Action::UsageCorrected {
+            pool: pool.to_string(),
+            from: snapshot.usage,
+            to: expected,
+        });
+    }
+    Ok(())
+}
+
+/// Records the launch of a `Launching` claim from its instance, found by the claim tag.
+async fn record_lost_launch<S: State, C: Capacity, K: ClusterApi>(
+    deps: &Deps<S, C, K>,
+    claim: &ClaimRecord,
+    instance: &nodewright_aws::capacity::InstanceSummary,
+    now: EpochMillis,
+) -> Result<()> {
+    let update = launch_update(deps, instance);
+    let at = instance.launch_time_millis.unwrap_or(now);
+    deps.state
+        .transition_claim(&claim.id, ClaimState::Launched, at, &update)
+        .await?;
+    Ok(())
 }
 
 /// A claim whose node never registered: its instance terminated (if any) and the claim closed.
@@ -638,8 +768,9 @@ async fn disrupt<S: State, C: Capacity, K: ClusterApi>(
             // replacement afresh against current offerings); the nodes drain once it is Ready.
             let nodes: Vec<&str> = action.nodes.iter().map(String::as_str).collect();
             let pods = workload_pods_of(&bound.items, &nodes);
-            let holder = Holder::Invocation(format!("disrupt/{}", action.nodes.join(",")));
+            // Named by the claims taken, not the nodes: node names (private IPs) come back.
             let claims: Vec<&str> = taken.iter().map(|(_, c)| c.id.as_str()).collect();
+            let holder = Holder::Invocation(format!("disrupt/{}", claims.join(",")));
             release_from_claims(deps, &pods, &claims).await?;
             provision(deps, pods, &holder, &[], now, out).await?;
         }

@@ -59,6 +59,13 @@ pub enum Action {
     },
     #[serde(rename_all = "camelCase")]
     ClaimTransition { claim: String, to: String, outcome: String },
+    /// A pool's counters disagreed with its live claims and were set to what the claims hold.
+    #[serde(rename_all = "camelCase")]
+    UsageCorrected {
+        pool: String,
+        from: nodewright_aws::state::PoolUsage,
+        to: nodewright_aws::state::PoolUsage,
+    },
     #[serde(rename_all = "camelCase")]
     Cordoned { node: String, taint: String },
     #[serde(rename_all = "camelCase")]

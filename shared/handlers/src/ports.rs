@@ -9,8 +9,8 @@ use std::future::Future;
 use nodewright_aws::EpochMillis;
 use nodewright_aws::capacity::{InstanceSummary, LaunchOutcome};
 use nodewright_aws::state::{
-    ClaimRecord, ClaimUpdate, EventStart, Holder, Reservation, TransitionOutcome, UnavailableOffering, UsageDecision,
-    UsageDelta,
+    ClaimRecord, ClaimUpdate, EventStart, Holder, PoolUsage, Reservation, TransitionOutcome, UnavailableOffering,
+    UsageDecision, UsageDelta, UsageSnapshot,
 };
 use nodewright_core::disruption::Pdb;
 use nodewright_core::model::ClaimState;
@@ -88,6 +88,23 @@ pub trait State: Send + Sync {
         was_in_flight: bool,
     ) -> impl Future<Output = AwsResult<()>> + Send;
     fn mark_usage_running(&self, pool: &str, nodes: u64) -> impl Future<Output = AwsResult<()>> + Send;
+    /// The pool's counters, their write version and the reconciler's last check (consistent read).
+    fn usage_snapshot(&self, pool: &str) -> impl Future<Output = AwsResult<UsageSnapshot>> + Send;
+    /// Records that the counters were seen at `version` at `now` (nothing if they moved since).
+    fn note_usage_checked(
+        &self,
+        pool: &str,
+        version: u64,
+        now: EpochMillis,
+    ) -> impl Future<Output = AwsResult<()>> + Send;
+    /// Overwrites the counters if still at `expected_version`; false when they moved.
+    fn correct_usage(
+        &self,
+        pool: &str,
+        usage: &PoolUsage,
+        expected_version: u64,
+        now: EpochMillis,
+    ) -> impl Future<Output = AwsResult<bool>> + Send;
 }
 
 /// One claim to launch, as the scheduler planned it. What the node boots with (labels, taints)

@@ -36,11 +36,23 @@ pub struct Exclude {
     pub zone: String,
 }
 
-/// A durable claim id from the invocation's holder and the plan's claim index: a retried event
-/// plans the same ids, so its launches adopt the instances of the first attempt.
-pub fn claim_id(holder: &Holder, plan_claim: &str) -> String {
-    let digest = Sha256::digest(format!("{}|{plan_claim}", holder.encode()).as_bytes());
-    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+/// A durable claim id for one decision: the invocation's holder, the pool and the claim's pods. A
+/// retry that makes the same decision derives the same id, so its launch adopts the first
+/// attempt's instance (the id is the ClientToken and the claim tag); a retry after partial
+/// progress plans the pods left over, a different decision with a different id (the plan's own
+/// numbering restarts at "claim-1" and must not name it).
+pub fn claim_id(holder: &Holder, pool: &str, pods: &[String]) -> String {
+    let mut sorted: Vec<&str> = pods.iter().map(String::as_str).collect();
+    sorted.sort_unstable();
+    let mut hasher = Sha256::new();
+    hasher.update(holder.encode().as_bytes());
+    hasher.update(b"|");
+    hasher.update(pool.as_bytes());
+    for u in sorted {
+        hasher.update(b"|");
+        hasher.update(u.as_bytes());
+    }
+    let hex: String = hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
     format!("nc-{hex}")
 }
 
@@ -338,7 +350,7 @@ async fn launch_claim<S: State, C: Capacity, K: ClusterApi>(
 ) -> Result<Vec<Action>> {
     let mut actions = Vec::new();
     let ttl = deps.settings.reservation_ttl_secs;
-    let id = claim_id(holder, &plan.id);
+    let id = claim_id(holder, &plan.pool, &plan.pods);
     log_decision(plan, &id);
     let Some(pool) = deps
         .settings
@@ -392,7 +404,21 @@ async fn launch_claim<S: State, C: Capacity, K: ClusterApi>(
     }
     let created = deps.state.create_claim(&record).await?;
     if !created {
-        tracing::info!(claim = %id, "claim exists from an earlier attempt of this event; resuming it");
+        // An earlier attempt of this decision wrote the claim and charged its usage: this
+        // attempt's charge goes back, so the claim is counted once.
+        deps.state.release_usage(&pool.name, &delta, true).await?;
+        let existing = deps.state.get_claim(&id).await?;
+        if let Some(c) = existing.filter(|c| c.state != ClaimState::Launching) {
+            // Carried out (or ended) already: nothing to launch; the pods go back for a retry.
+            for u in &plan.pods {
+                deps.state.release_pod(u, holder).await?;
+            }
+            actions.push(Action::Ignored {
+                reason: format!("claim {id} of an earlier attempt is already {}", c.state.as_str()),
+            });
+            return Ok(actions);
+        }
+        tracing::info!(claim = %id, "claim exists from an earlier attempt of this decision; resuming it");
     }
     let claim_holder = Holder::Claim(id.clone());
     for u in &plan.pods {
@@ -400,6 +426,12 @@ async fn launch_claim<S: State, C: Capacity, K: ClusterApi>(
     }
 
     if let PoolBacking::AutoScalingGroup { group_name, .. } = &pool.backing {
+        if !created {
+            // The first attempt may have raised the group already; raising it again could launch
+            // an instance no claim takes. The group's launch event, or the launching timeout and
+            // the sweep, settle the claim.
+            return Ok(actions);
+        }
         return match deps.capacity.scale_up(group_name).await {
             Ok(()) => {
                 actions.push(Action::ScaledUp {

@@ -26,7 +26,7 @@ pub use idempotency::{EventStart, IDEMPOTENCY_LEASE_SECS, IDEMPOTENCY_TTL_SECS, 
 pub use offerings::{OFFERING_UNAVAILABLE_SECS, UnavailableOffering};
 pub use reservations::{Holder, RESERVATION_TTL_SECS, Reservation};
 pub use tables::{Table, TableNames, create_tables};
-pub use usage::{PoolUsage, UsageDecision, UsageDelta};
+pub use usage::{PoolUsage, UsageDecision, UsageDelta, UsageSnapshot};
 pub use view::{ReadCost, STATE_VIEW_FORMAT, StateView};
 
 use crate::{Error, Result};

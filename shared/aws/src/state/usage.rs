@@ -58,6 +58,20 @@ impl PoolUsage {
     }
 }
 
+/// A pool's counters as the usage reconciler reads them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UsageSnapshot {
+    /// The pool has a counters item at all.
+    pub exists: bool,
+    pub usage: PoolUsage,
+    /// A counter is below zero (`usage` shows it as zero).
+    pub negative: bool,
+    /// Bumped by every write to the counters.
+    pub version: u64,
+    /// The version the reconciler last saw, and when (epoch ms).
+    pub checked: Option<(u64, i64)>,
+}
+
 /// The answer to a usage request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UsageDecision {
@@ -102,8 +116,10 @@ impl StateStore {
             .key("cluster", s(&self.cluster))
             .key("pool", s(pool))
             .update_expression(
-                "ADD cpuMilli :cpuMilli, memoryBytes :memoryBytes, gpus :gpus, nodes :nodes, nodesInFlight :nodes",
-            );
+                "ADD cpuMilli :cpuMilli, memoryBytes :memoryBytes, gpus :gpus, nodes :nodes, nodesInFlight :nodes, \
+                 version :one",
+            )
+            .expression_attribute_values(":one", n(1));
         for (attr, limit, increment) in &dims {
             request = request.expression_attribute_values(format!(":{attr}"), n(increment));
             if let Some(limit) = limit {
@@ -155,8 +171,9 @@ impl StateStore {
             .table_name(self.table_name(Table::Usage))
             .key("cluster", s(&self.cluster))
             .key("pool", s(pool))
-            .update_expression("ADD nodesInFlight :minus")
+            .update_expression("ADD nodesInFlight :minus, version :one")
             .condition_expression("nodesInFlight >= :n")
+            .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":minus", n(-(nodes as i64)))
             .expression_attribute_values(":n", n(nodes))
             .send()
@@ -180,7 +197,10 @@ impl StateStore {
             .table_name(self.table_name(Table::Usage))
             .key("cluster", s(&self.cluster))
             .key("pool", s(pool))
-            .update_expression("ADD cpuMilli :cpu, memoryBytes :mem, gpus :gpus, nodes :nodes, nodesInFlight :inFlight")
+            .update_expression(
+                "ADD cpuMilli :cpu, memoryBytes :mem, gpus :gpus, nodes :nodes, nodesInFlight :inFlight, version :one",
+            )
+            .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":cpu", n(-(delta.cpu_milli as i128)))
             .expression_attribute_values(":mem", n(-(delta.memory_bytes as i128)))
             .expression_attribute_values(":gpus", n(-(delta.gpus as i128)))
@@ -190,6 +210,79 @@ impl StateStore {
             .await
             .map_err(|e| Error::aws("UpdateItem", e))?;
         Ok(())
+    }
+
+    /// The pool's counters with their write version and the reconciler's last check (consistent read).
+    pub async fn usage_snapshot(&self, pool: &str) -> Result<UsageSnapshot> {
+        let table = self.table_name(Table::Usage);
+        let Some(item) = self.get_one(Table::Usage, pool).await? else {
+            return Ok(UsageSnapshot::default());
+        };
+        let f = Fields::new(&table, "pool", &item);
+        let raw: Vec<i128> = ["cpuMilli", "memoryBytes", "gpus", "nodes", "nodesInFlight"]
+            .iter()
+            .map(|a| f.n_or_zero::<i128>(a))
+            .collect::<Result<_>>()?;
+        let (_, usage) = parse_usage(&table, &item)?;
+        let checked = match (f.opt_n::<u64>("checkedVersion")?, f.opt_n::<i64>("checkedAt")?) {
+            (Some(v), Some(at)) => Some((v, at)),
+            _ => None,
+        };
+        Ok(UsageSnapshot {
+            exists: true,
+            usage,
+            negative: raw.iter().any(|v| *v < 0),
+            version: f.n_or_zero("version")?,
+            checked,
+        })
+    }
+
+    /// Records that the reconciler saw the counters at `version` at `now`; nothing when they have
+    /// moved since (or the pool has no counters).
+    pub async fn note_usage_checked(&self, pool: &str, version: u64, now: i64) -> Result<()> {
+        let request = self
+            .client
+            .update_item()
+            .table_name(self.table_name(Table::Usage))
+            .key("cluster", s(&self.cluster))
+            .key("pool", s(pool))
+            .update_expression("SET checkedVersion = :v, checkedAt = :now")
+            .expression_attribute_values(":v", n(version))
+            .expression_attribute_values(":now", n(now));
+        let request = version_condition(request, version);
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Ok(()),
+            Err(e) => Err(Error::aws("UpdateItem", e)),
+        }
+    }
+
+    /// Overwrites the counters with `usage` if their version is still `expected_version` (false:
+    /// they moved, and the caller's count may be stale).
+    pub async fn correct_usage(&self, pool: &str, usage: &PoolUsage, expected_version: u64, now: i64) -> Result<bool> {
+        let request = self
+            .client
+            .update_item()
+            .table_name(self.table_name(Table::Usage))
+            .key("cluster", s(&self.cluster))
+            .key("pool", s(pool))
+            .update_expression(
+                "SET cpuMilli = :cpu, memoryBytes = :mem, gpus = :gpus, nodes = :nodes, nodesInFlight = :inFlight, \
+                 version = :next, checkedVersion = :next, checkedAt = :now",
+            )
+            .expression_attribute_values(":cpu", n(usage.cpu_milli))
+            .expression_attribute_values(":mem", n(usage.memory_bytes))
+            .expression_attribute_values(":gpus", n(usage.gpus))
+            .expression_attribute_values(":nodes", n(usage.nodes))
+            .expression_attribute_values(":inFlight", n(usage.nodes_in_flight))
+            .expression_attribute_values(":next", n(expected_version + 1))
+            .expression_attribute_values(":now", n(now));
+        let request = version_condition(request, expected_version);
+        match request.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(Error::aws("UpdateItem", e)),
+        }
     }
 
     /// The pool's counters (zero when it has never launched).
@@ -209,6 +302,21 @@ impl StateStore {
             .iter()
             .map(|item| parse_usage(&table, item))
             .collect()
+    }
+}
+
+/// The condition that the usage item is at `version` (version 0: no item, or one written before
+/// versions were kept).
+fn version_condition(
+    request: aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
+    version: u64,
+) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+    if version == 0 {
+        request.condition_expression("attribute_not_exists(version)")
+    } else {
+        request
+            .condition_expression("version = :expected")
+            .expression_attribute_values(":expected", n(version))
     }
 }
 

@@ -9,8 +9,8 @@ use nodewright_aws::capacity::{
     LaunchTemplateSpec, NodeClassResolution,
 };
 use nodewright_aws::state::{
-    ClaimRecord, ClaimUpdate, EventStart, Holder, Reservation, StateStore, TransitionOutcome, UnavailableOffering,
-    UsageDecision, UsageDelta,
+    ClaimRecord, ClaimUpdate, EventStart, Holder, PoolUsage, Reservation, StateStore, TransitionOutcome,
+    UnavailableOffering, UsageDecision, UsageDelta, UsageSnapshot,
 };
 use nodewright_aws::{EpochMillis, Error, Result};
 use nodewright_core::model::ClaimState;
@@ -87,6 +87,21 @@ impl State for StateStore {
     }
     async fn mark_usage_running(&self, pool: &str, nodes: u64) -> Result<()> {
         StateStore::mark_usage_running(self, pool, nodes).await
+    }
+    async fn usage_snapshot(&self, pool: &str) -> Result<UsageSnapshot> {
+        StateStore::usage_snapshot(self, pool).await
+    }
+    async fn note_usage_checked(&self, pool: &str, version: u64, now: EpochMillis) -> Result<()> {
+        StateStore::note_usage_checked(self, pool, version, now).await
+    }
+    async fn correct_usage(
+        &self,
+        pool: &str,
+        usage: &PoolUsage,
+        expected_version: u64,
+        now: EpochMillis,
+    ) -> Result<bool> {
+        StateStore::correct_usage(self, pool, usage, expected_version, now).await
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use nodewright_aws::capacity::{InstanceSummary, LaunchOutcome};
 use nodewright_aws::state::{
     ClaimRecord, ClaimUpdate, EventStart, Holder, IDEMPOTENCY_LEASE_SECS, OFFERING_UNAVAILABLE_SECS, PoolUsage,
-    Reservation, StateView, TransitionOutcome, UnavailableOffering, UsageDecision, UsageDelta,
+    Reservation, StateView, TransitionOutcome, UnavailableOffering, UsageDecision, UsageDelta, UsageSnapshot,
 };
 use nodewright_aws::{EpochMillis, Error, Result};
 use nodewright_core::disruption::Pdb;
@@ -32,6 +32,14 @@ struct StateData {
     claims: BTreeMap<String, ClaimRecord>,
     offerings: Vec<UnavailableOffering>,
     usage: HashMap<String, PoolUsage>,
+    /// Per pool: the counters' write version and the reconciler's last check (version, ms).
+    usage_versions: HashMap<String, (u64, Option<(u64, EpochMillis)>)>,
+}
+
+impl StateData {
+    fn bump_usage_version(&mut self, pool: &str) {
+        self.usage_versions.entry(pool.to_string()).or_default().0 += 1;
+    }
 }
 
 /// DynamoDB stand-in.
@@ -290,6 +298,7 @@ impl State for MemoryState {
         used.gpus += delta.gpus;
         used.nodes += delta.nodes;
         used.nodes_in_flight += delta.nodes;
+        d.bump_usage_version(pool);
         Ok(UsageDecision::Granted)
     }
     async fn release_usage(&self, pool: &str, delta: &UsageDelta, was_in_flight: bool) -> Result<()> {
@@ -302,6 +311,7 @@ impl State for MemoryState {
         if was_in_flight {
             used.nodes_in_flight = used.nodes_in_flight.saturating_sub(delta.nodes);
         }
+        d.bump_usage_version(pool);
         Ok(())
     }
     async fn mark_usage_running(&self, pool: &str, nodes: u64) -> Result<()> {
@@ -309,8 +319,50 @@ impl State for MemoryState {
         let used = d.usage.entry(pool.to_string()).or_default();
         if used.nodes_in_flight >= nodes {
             used.nodes_in_flight -= nodes;
+            d.bump_usage_version(pool);
         }
         Ok(())
+    }
+    async fn usage_snapshot(&self, pool: &str) -> Result<UsageSnapshot> {
+        let d = lock(&self.data);
+        let (version, checked) = d.usage_versions.get(pool).copied().unwrap_or_default();
+        Ok(match d.usage.get(pool) {
+            Some(usage) => UsageSnapshot {
+                exists: true,
+                usage: *usage,
+                negative: false,
+                version,
+                checked,
+            },
+            None => UsageSnapshot::default(),
+        })
+    }
+    async fn note_usage_checked(&self, pool: &str, version: u64, now: EpochMillis) -> Result<()> {
+        let mut d = lock(&self.data);
+        if !d.usage.contains_key(pool) {
+            return Ok(());
+        }
+        let entry = d.usage_versions.entry(pool.to_string()).or_default();
+        if entry.0 == version {
+            entry.1 = Some((version, now));
+        }
+        Ok(())
+    }
+    async fn correct_usage(
+        &self,
+        pool: &str,
+        usage: &PoolUsage,
+        expected_version: u64,
+        now: EpochMillis,
+    ) -> Result<bool> {
+        let mut d = lock(&self.data);
+        let entry = d.usage_versions.entry(pool.to_string()).or_default();
+        if entry.0 != expected_version {
+            return Ok(false);
+        }
+        *entry = (expected_version + 1, Some((expected_version + 1, now)));
+        d.usage.insert(pool.to_string(), *usage);
+        Ok(true)
     }
 }
 

@@ -1,0 +1,238 @@
+//! Regression tests for crash and retry safety (#19), each a hand-built sequence of what a dying
+//! or retried invocation leaves behind: a launch whose record was lost, a claim that ended while
+//! its instance lived on, a retry after partial progress, a retry of a decision already carried
+//! out, a disruption holder reused by a node name that came back.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use nodewright_aws::state::{ClaimRecord, ClaimUpdate, Holder};
+use nodewright_core::model::ClaimState;
+use nodewright_core::{CapacityType, Pod};
+use nodewright_handlers::ports::{Capacity, ClaimLaunch, State};
+use nodewright_handlers::provision::{claim_id, provision};
+use nodewright_handlers::{Action, Function, Outcome};
+use support::*;
+
+fn m6i_launch(deps: &MemDeps, claim: &str) -> ClaimLaunch {
+    ClaimLaunch {
+        claim_id: claim.into(),
+        pool: deps.settings.config.node_pools[0].clone(),
+        offerings: vec![nodewright_core::scheduler::InstanceOption {
+            name: "m6i.large".into(),
+            capacity_type: CapacityType::OnDemand,
+            zone: "us-east-1a".into(),
+            price: 0.096,
+        }],
+    }
+}
+
+fn scheduled() -> Vec<u8> {
+    event_text("scheduled.json").into_bytes()
+}
+
+#[tokio::test]
+async fn a_launch_whose_record_was_lost_is_recorded_not_leaked() {
+    let deps = deps();
+    // The invocation wrote the claim, launched, and died before recording the launch.
+    let record = ClaimRecord::launching("nc-lost-record", "general", Vec::new(), NOW);
+    assert!(deps.state.create_claim(&record).await.unwrap());
+    let launched = deps
+        .capacity
+        .launch(&m6i_launch(&deps, "nc-lost-record"), NOW)
+        .await
+        .unwrap();
+
+    // The next schedule finds the instance by its claim tag and records the launch.
+    let later = NOW + 3 * 60_000;
+    let o = run(Function::Consolidation, &deps, &scheduled(), later).await;
+    let c = deps.state.get_claim("nc-lost-record").await.unwrap().unwrap();
+    assert_eq!(c.state, ClaimState::Launched, "{o:#?}");
+    assert_eq!(c.instance_id.as_deref(), Some(launched.instance_id.as_str()), "{o:#?}");
+    assert_eq!(c.instance_type.as_deref(), Some("m6i.large"));
+    assert!(
+        o.actions
+            .iter()
+            .any(|a| matches!(a, Action::Adopted { claim, .. } if claim == "nc-lost-record")),
+        "{o:#?}"
+    );
+    // ...and then lives its normal life: the node boots and the claim goes Ready.
+    boot_nodes(&deps);
+    let o = run(Function::Consolidation, &deps, &scheduled(), later + 60_000).await;
+    let c = deps.state.get_claim("nc-lost-record").await.unwrap().unwrap();
+    assert_eq!(c.state, ClaimState::Ready, "{o:#?}");
+    assert!(deps.capacity.terminated().is_empty());
+}
+
+#[tokio::test]
+async fn a_lost_launch_record_whose_node_never_came_is_terminated_not_leaked() {
+    let deps = deps();
+    let record = ClaimRecord::launching("nc-lost-late", "general", Vec::new(), NOW);
+    assert!(deps.state.create_claim(&record).await.unwrap());
+    let launched = deps
+        .capacity
+        .launch(&m6i_launch(&deps, "nc-lost-late"), NOW)
+        .await
+        .unwrap();
+    // First seen past the launching timeout, with no node: the claim closes and its instance goes.
+    let later = NOW + 21 * 60_000;
+    let o = run(Function::Consolidation, &deps, &scheduled(), later).await;
+    let c = deps.state.get_claim("nc-lost-late").await.unwrap().unwrap();
+    assert_eq!(c.state, ClaimState::Terminated, "{o:#?}");
+    assert_eq!(deps.capacity.terminated(), vec![launched.instance_id], "{o:#?}");
+}
+
+#[tokio::test]
+async fn an_instance_whose_claim_ended_is_terminated() {
+    let deps = deps();
+    // A launch that failed on our side (timeout) was recorded as Failed, but EC2 created the instance.
+    let record = ClaimRecord::launching("nc-failed", "general", Vec::new(), NOW);
+    assert!(deps.state.create_claim(&record).await.unwrap());
+    deps.state
+        .transition_claim("nc-failed", ClaimState::Failed, NOW + 1_000, &ClaimUpdate::default())
+        .await
+        .unwrap();
+    let stray = deps
+        .capacity
+        .launch(&m6i_launch(&deps, "nc-failed"), NOW)
+        .await
+        .unwrap();
+    let o = run(Function::Consolidation, &deps, &scheduled(), NOW + 60_000).await;
+    assert_eq!(deps.capacity.terminated(), vec![stray.instance_id.clone()], "{o:#?}");
+    // Once it is shutting down it is not terminated again.
+    let again = run(Function::Consolidation, &deps, &scheduled(), NOW + 120_000).await;
+    assert_eq!(deps.capacity.terminated().len(), 1, "{again:#?}");
+}
+
+fn pod(uid: &str, cpu_milli: u64) -> Pod {
+    let mut p = Pod::new(uid, cpu_milli, 1 << 30);
+    p.uid = uid.into();
+    p.normalize();
+    p
+}
+
+async fn provision_as(deps: &MemDeps, holder: &Holder, pods: Vec<Pod>, now: i64) -> Outcome {
+    let mut out = Outcome::new("pod-pending", "retry");
+    provision(deps, pods, holder, &[], now, &mut out).await.unwrap();
+    out
+}
+
+#[tokio::test]
+async fn a_retry_after_partial_progress_plans_a_new_claim_not_the_first_ones() {
+    let deps = deps();
+    let holder = Holder::Invocation("event-1".into());
+    // The first attempt got as far as one claim for pods a and b (then died).
+    let first = provision_as(&deps, &holder, vec![pod("a", 1000), pod("b", 1000)], NOW).await;
+    let first_claims = deps.state.claim_records();
+    assert_eq!(first_claims.len(), 1, "{first:#?}");
+    // The retry finds a and b held by that claim and plans only c: its plan is numbered "claim-1"
+    // again, which must not name the first attempt's claim.
+    // c is too big to pack onto the first claim's instance: it needs a claim of its own.
+    let retry = provision_as(
+        &deps,
+        &holder,
+        vec![pod("a", 1000), pod("b", 1000), pod("c", 30_000)],
+        NOW + 5_000,
+    )
+    .await;
+    let claims = deps.state.claim_records();
+    assert_eq!(claims.len(), 2, "{retry:#?}");
+    let second = claims.iter().find(|c| c.id != first_claims[0].id).unwrap();
+    assert_eq!(second.pods, vec!["c".to_string()]);
+    assert_ne!(
+        second.instance_id, first_claims[0].instance_id,
+        "c has its own instance"
+    );
+    let first_now = claims.iter().find(|c| c.id == first_claims[0].id).unwrap();
+    assert_eq!(
+        first_now.pods, first_claims[0].pods,
+        "the first claim's pods are its own"
+    );
+    // Usage counts two nodes, once each.
+    assert_eq!(deps.state.usage("general").nodes, 2);
+}
+
+#[tokio::test]
+async fn a_retry_of_a_decision_already_made_is_charged_once() {
+    let deps = deps();
+    let holder = Holder::Invocation("event-2".into());
+    let pods = vec![pod("x", 1000)];
+    // The first attempt wrote and charged its claim, then died before launching.
+    let id = claim_id(&holder, "general", &["x".to_string()]);
+    let first = provision_as(&deps, &holder, pods.clone(), NOW).await;
+    assert!(deps.state.get_claim(&id).await.unwrap().is_some(), "{first:#?}");
+    let charged = deps.state.usage("general");
+    // The same decision again (its reservation expired, so the retry wins the pod again): the
+    // claim is not charged twice and its instance is the first one.
+    deps.state.release_pod("x", &Holder::Claim(id.clone())).await.unwrap();
+    let retry = provision_as(&deps, &holder, pods, NOW + 5_000).await;
+    assert_eq!(deps.state.usage("general"), charged, "{retry:#?}");
+    assert_eq!(deps.state.claim_records().len(), 1);
+    assert_eq!(deps.capacity.all_instances().len(), 1, "no second instance");
+}
+
+#[test]
+fn claim_ids_name_one_decision() {
+    let h = Holder::Invocation("e".into());
+    let ab = claim_id(&h, "general", &["a".into(), "b".into()]);
+    assert_eq!(ab, claim_id(&h, "general", &["b".into(), "a".into()]), "order of pods");
+    assert_ne!(ab, claim_id(&h, "general", &["a".into()]));
+    assert_ne!(ab, claim_id(&h, "gpu", &["a".into(), "b".into()]));
+    assert_ne!(
+        ab,
+        claim_id(&Holder::Invocation("f".into()), "general", &["a".into(), "b".into()])
+    );
+}
+
+/// A charge whose claim was never written (the invocation died in between), then a pool that
+/// reads fuller than its claims: the schedule corrects the counters once nobody has written them
+/// for [`USAGE_STABLE_MS`], and not while charges keep landing.
+#[tokio::test]
+async fn leaked_usage_is_corrected_from_the_claims_once_the_counters_are_still() {
+    use nodewright_handlers::consolidation::{USAGE_STABLE_MS, usage_of_claims};
+    let deps = deps();
+    sample_batch(&deps).await;
+    let types = &deps.settings.instance_types;
+    let truth = usage_of_claims(&deps.state.claim_records(), "general", types).unwrap();
+    assert_eq!(
+        deps.state.usage("general"),
+        truth,
+        "the batch charged what its claims hold"
+    );
+    let leak = nodewright_aws::state::UsageDelta {
+        cpu_milli: 16_000,
+        memory_bytes: 64 << 30,
+        gpus: 0,
+        nodes: 1,
+    };
+    let limits = deps.settings.config.node_pools[0].limits.clone();
+    deps.state.try_add_usage("general", &leak, &limits).await.unwrap();
+    assert_ne!(deps.state.usage("general"), truth);
+
+    let corrected = |o: &Outcome| o.actions.iter().any(|a| matches!(a, Action::UsageCorrected { .. }));
+    let t0 = NOW + 60_000;
+    let o = run(Function::Consolidation, &deps, &scheduled(), t0).await;
+    assert!(!corrected(&o), "first sight only records the version: {o:#?}");
+    // Another charge lands (a concurrent launch): the stable clock starts again.
+    deps.state.try_add_usage("general", &leak, &limits).await.unwrap();
+    let o = run(Function::Consolidation, &deps, &scheduled(), t0 + USAGE_STABLE_MS + 1).await;
+    assert!(!corrected(&o), "{o:#?}");
+    let o = run(
+        Function::Consolidation,
+        &deps,
+        &scheduled(),
+        t0 + 2 * USAGE_STABLE_MS + 2,
+    )
+    .await;
+    assert!(corrected(&o), "{o:#?}");
+    assert_eq!(deps.state.usage("general"), truth);
+    // Nothing more to do next time.
+    let o = run(
+        Function::Consolidation,
+        &deps,
+        &scheduled(),
+        t0 + 3 * USAGE_STABLE_MS + 3,
+    )
+    .await;
+    assert!(!corrected(&o), "{o:#?}");
+}
