@@ -40,7 +40,40 @@ pub enum Error {
     Core(#[from] nodewright_core::Error),
 }
 
+/// AWS error codes a retry of the same request cannot get past: credentials, permissions, and
+/// requests the service rejected as malformed.
+const PERMANENT_CODES: &[&str] = &[
+    "AccessDenied",
+    "AccessDeniedException",
+    "AuthFailure",
+    "UnauthorizedOperation",
+    "UnrecognizedClientException",
+    "InvalidClientTokenId",
+    "SignatureDoesNotMatch",
+    "ValidationError",
+    "ValidationException",
+    "MissingParameter",
+    "InvalidParameter",
+    "InvalidParameterValue",
+    "InvalidParameterCombination",
+    "ResourceNotFoundException",
+];
+
 impl Error {
+    /// Whether the same call could succeed later: throttling, timeouts, service errors, capacity
+    /// and lost races yes; refusals, invalid input, corrupt records and permissions no.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Aws { code, .. } => !PERMANENT_CODES.contains(&code.as_str()),
+            Error::Contended(_) | Error::NoCapacity { .. } => true,
+            Error::Corrupt { .. }
+            | Error::ClaimNotFound(_)
+            | Error::Refused(_)
+            | Error::Invalid { .. }
+            | Error::Core(_) => false,
+        }
+    }
+
     pub(crate) fn aws<E>(operation: &'static str, err: E) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,

@@ -407,3 +407,23 @@ async fn usage_corrections_are_conditional_on_the_counters_version() {
     assert_eq!(below.usage.cpu_milli, 0);
     assert_eq!(below.version, 5);
 }
+
+/// The lease outlasts every function's timeout in the deployment template (no live invocation is
+/// doubled) and has run out by Lambda's second asynchronous retry after any of them fails: the
+/// first comes about 60 s after the failure, the second about 120 s after the first.
+#[test]
+fn the_idempotency_lease_fits_the_templates_timeouts_and_lambdas_retries() {
+    let template = std::fs::read_to_string(support::workspace_root().join("infra/template.yaml")).unwrap();
+    let timeouts: Vec<i64> = template
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Timeout:"))
+        .map(|v| v.trim().parse().unwrap())
+        .collect();
+    assert!(timeouts.len() >= 2, "{timeouts:?}");
+    let lease = nodewright_aws::state::IDEMPOTENCY_LEASE_SECS;
+    for t in timeouts {
+        assert!(t < lease, "a {t} s function outlives the {lease} s lease");
+    }
+    // The worst case is an invocation that dies as it starts: retried about 60 s and 180 s later.
+    assert!(lease < 180, "the second retry finds the {lease} s lease held");
+}

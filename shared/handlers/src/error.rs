@@ -45,8 +45,64 @@ impl Error {
         }
     }
 
-    /// Whether retrying the same event could succeed (transient), as opposed to bad input.
+    /// Whether retrying the same event could succeed (transient), as opposed to bad input, bad
+    /// configuration, a refusal or a permission a retry will not get past (those go to the log,
+    /// not back to the retry queue).
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, Error::Event { .. } | Error::Config { .. } | Error::Core(_))
+        match self {
+            Error::Busy(_) => true,
+            Error::Aws(e) => e.is_transient(),
+            Error::Kube(e) => e.is_transient(),
+            Error::Event { .. } | Error::Config { .. } | Error::Core(_) => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_errors_a_retry_can_get_past_are_retried() {
+        let aws = |code: &str| {
+            Error::Aws(nodewright_aws::Error::Aws {
+                operation: "CreateFleet",
+                code: code.into(),
+                message: "m".into(),
+            })
+        };
+        assert!(aws("RequestLimitExceeded").is_retryable());
+        assert!(aws("InternalError").is_retryable());
+        assert!(!aws("UnauthorizedOperation").is_retryable());
+        assert!(!aws("ValidationException").is_retryable());
+        assert!(!Error::Aws(nodewright_aws::Error::Refused("not ours".into())).is_retryable());
+        assert!(
+            !Error::Aws(nodewright_aws::Error::Corrupt {
+                table: "t".into(),
+                key: "k".into(),
+                reason: "r".into()
+            })
+            .is_retryable()
+        );
+        let api = |code: u16| {
+            Error::Kube(nodewright_kube::Error::Api {
+                operation: "evict".into(),
+                code,
+                message: "m".into(),
+            })
+        };
+        assert!(api(429).is_retryable());
+        assert!(api(503).is_retryable());
+        assert!(!api(422).is_retryable());
+        assert!(
+            !Error::Kube(nodewright_kube::Error::Unauthorized {
+                operation: "list".into(),
+                code: 403,
+                message: "m".into()
+            })
+            .is_retryable()
+        );
+        assert!(Error::Busy("e".into()).is_retryable());
+        assert!(!Error::event("detail", "bad").is_retryable());
     }
 }

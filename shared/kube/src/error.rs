@@ -50,6 +50,21 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// Whether the same call could succeed later: conflicts, blocked drains, timeouts, throttling,
+    /// server and transport errors yes; missing objects, permissions, invalid input and other
+    /// client errors (4xx) no.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Conflict { .. }
+            | Error::PdbBlocked { .. }
+            | Error::DoNotDisrupt { .. }
+            | Error::Timeout { .. }
+            | Error::Client { .. } => true,
+            Error::Api { code, .. } => *code == 429 || *code >= 500,
+            Error::NotFound { .. } | Error::Unauthorized { .. } | Error::Invalid { .. } | Error::Core(_) => false,
+        }
+    }
+
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::Invalid {
             field: field.into(),

@@ -6,8 +6,12 @@ use super::item::{Fields, is_condition_failure, n, s};
 use super::{StateStore, Table};
 use crate::{EpochMillis, Error, Result};
 
-/// How long a started-but-unfinished event blocks redeliveries (longer than a function's timeout).
-pub const IDEMPOTENCY_LEASE_SECS: i64 = 15 * 60;
+/// How long a started-but-unfinished event blocks redeliveries: longer than any function runs (the
+/// longest timeout in infra/template.yaml is 110 s), so a live invocation is never doubled, and
+/// short enough that Lambda's asynchronous retries (about 1 and then 2 more minutes after a
+/// failure) find it expired: an invocation that was killed or timed out is run again by the
+/// second retry at the latest, not sent to the dead-letter queue.
+pub const IDEMPOTENCY_LEASE_SECS: i64 = 150;
 /// How long a finished event's outcome is remembered (EventBridge retries for up to 24 h).
 pub const IDEMPOTENCY_TTL_SECS: i64 = 24 * 60 * 60;
 
