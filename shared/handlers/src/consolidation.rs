@@ -291,7 +291,7 @@ pub fn usage_of_claims(
         usage.memory_bytes += d.memory_bytes;
         usage.gpus += d.gpus;
         usage.nodes += 1;
-        if c.state < ClaimState::Ready {
+        if c.counted_in_flight() {
             usage.nodes_in_flight += 1;
         }
     }

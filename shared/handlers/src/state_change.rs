@@ -203,7 +203,7 @@ pub(crate) async fn instance_gone<S: State, C: Capacity, K: ClusterApi>(
         &deps.settings.instance_types,
     );
     deps.state
-        .release_usage(&claim.pool, &delta, claim.state.is_in_flight())
+        .release_usage(&claim.pool, &delta, claim.counted_in_flight())
         .await?;
     let expected = matches!(claim.state, ClaimState::Draining | ClaimState::Terminating);
     let Some(cluster) = &deps.cluster else {

@@ -236,3 +236,49 @@ async fn leaked_usage_is_corrected_from_the_claims_once_the_counters_are_still()
     .await;
     assert!(!corrected(&o), "{o:#?}");
 }
+
+/// An instance that stops before it is Ready and then terminates leaves the pool's counters as
+/// if it had never launched: its node was in flight until the end.
+#[tokio::test]
+async fn stopping_then_terminated_before_ready_releases_the_in_flight_node() {
+    let deps = deps();
+    sample_batch(&deps).await;
+    let before = deps.state.usage("general");
+    let claim = deps.state.claim_records().into_iter().next().unwrap();
+    let iid = claim.instance_id.clone().unwrap();
+    let mut stopping: serde_json::Value =
+        serde_json::from_slice(&event_for("instance-state-change-terminated.json", &iid)).unwrap();
+    stopping["detail"]["state"] = "stopping".into();
+    stopping["id"] = "stopping-1".into();
+    let o = run(
+        Function::StateChange,
+        &deps,
+        stopping.to_string().as_bytes(),
+        NOW + 60_000,
+    )
+    .await;
+    assert_ne!(
+        deps.state.get_claim(&claim.id).await.unwrap().unwrap().state,
+        ClaimState::Launched,
+        "{o:#?}"
+    );
+    let o = run(
+        Function::StateChange,
+        &deps,
+        &event_for("instance-state-change-terminated.json", &iid),
+        NOW + 120_000,
+    )
+    .await;
+    let after = deps.state.usage("general");
+    assert_eq!(after.nodes, before.nodes - 1, "{o:#?}");
+    assert_eq!(after.nodes_in_flight, before.nodes_in_flight - 1, "{o:#?}");
+    assert_eq!(
+        Some(after),
+        nodewright_handlers::consolidation::usage_of_claims(
+            &deps.state.claim_records(),
+            "general",
+            &deps.settings.instance_types
+        ),
+        "the counters equal what the live claims hold"
+    );
+}

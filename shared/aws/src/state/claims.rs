@@ -111,6 +111,13 @@ impl ClaimRecord {
     pub fn entered(&self, state: ClaimState) -> Option<EpochMillis> {
         self.transitions.get(&state).copied()
     }
+
+    /// Whether the pool's `nodesInFlight` counts this claim: from its charge until it becomes
+    /// Ready (`mark_usage_running`), whatever it went through instead (a claim stopped or
+    /// terminated before Ready stays counted until its release).
+    pub fn counted_in_flight(&self) -> bool {
+        self.entered(ClaimState::Ready).is_none()
+    }
 }
 
 /// Facts learned along with a transition (the launch result, mostly).
