@@ -310,6 +310,16 @@ async fn plan_and_launch<S: State, C: Capacity, K: ClusterApi>(
     }
 }
 
+/// What an Auto Scaling pool's claim was charged: the largest of the pool's instance types (the
+/// group picks the type).
+pub(crate) fn usage_of_pool_types(pool: &NodePool, types: &[InstanceType]) -> UsageDelta {
+    let mut most = Resources::new();
+    for t in types.iter().filter(|t| pool.admits_type(t)) {
+        most.max_with(&t.capacity);
+    }
+    UsageDelta::of(&most, 1)
+}
+
 /// The pool usage one claim may add: the largest capacity among its options, so limits hold
 /// whichever instance type the fleet picks.
 fn usage_of(plan: &ClaimPlan, types: &[InstanceType]) -> UsageDelta {
@@ -368,7 +378,11 @@ async fn launch_claim<S: State, C: Capacity, K: ClusterApi>(
             pods: plan.pods.len(),
         });
     };
-    let delta = usage_of(plan, types);
+    // An Auto Scaling group picks the type itself: charged (and released) as its largest.
+    let delta = match pool.backing {
+        PoolBacking::AutoScalingGroup { .. } => usage_of_pool_types(&pool, &deps.settings.instance_types),
+        _ => usage_of(plan, types),
+    };
     if let UsageDecision::Denied {
         resource,
         used,
@@ -572,10 +586,15 @@ pub(crate) async fn fail_claim<S: State, C: Capacity, K: ClusterApi>(
     actions: &mut Vec<Action>,
 ) -> Result<()> {
     tracing::warn!(claim = id, pool = %pool.name, error, pods = pods.len(), "launch failed; claim failed and its pods released");
-    deps.state
+    let t = deps
+        .state
         .transition_claim(id, ClaimState::Failed, now, &ClaimUpdate::default())
         .await?;
-    deps.state.release_usage(&pool.name, delta, true).await?;
+    // Released once per claim: only the invocation whose transition ended the claim gives its
+    // usage back (a redelivered failure event finds it Duplicate).
+    if matches!(t, TransitionOutcome::Advanced(_)) {
+        deps.state.release_usage(&pool.name, delta, true).await?;
+    }
     let holder = Holder::Claim(id.to_string());
     for u in pods {
         deps.state.release_pod(u, &holder).await?;

@@ -121,7 +121,7 @@ pub async fn handle<S: State, C: Capacity, K: ClusterApi>(
                     outcome: transition_name(&t).into(),
                 });
             } else if let Some(pool) = pool {
-                let delta = nodewright_aws::state::UsageDelta::default();
+                let delta = crate::provision::usage_of_pool_types(pool, &deps.settings.instance_types);
                 let mut actions = Vec::new();
                 fail_claim(
                     deps,

@@ -282,3 +282,67 @@ async fn stopping_then_terminated_before_ready_releases_the_in_flight_node() {
         "the counters equal what the live claims hold"
     );
 }
+
+const GPU_GROUP: &str = r#"
+---
+apiVersion: nodewright.io/v1alpha1
+kind: AutoScalingPool
+metadata: {name: gpu}
+spec:
+  autoScalingGroupName: gpu-pool
+  instanceTypes: [g5.2xlarge]
+  capacityType: on-demand
+  minSize: 0
+  maxSize: 2
+  template:
+    spec:
+      taints: [{key: nvidia.com/gpu, effect: NoSchedule}]
+"#;
+
+/// Failed Auto Scaling launches give their usage back, once each: four failures in a row used to
+/// leave a two-node group reading "at limit" with no live claims.
+#[tokio::test]
+async fn failed_auto_scaling_launches_release_their_usage_once() {
+    let deps = deps_with(&format!("{POOLS}{GPU_GROUP}"));
+    let gpu_pod = |uid: &str| {
+        let mut p = pod(uid, 1000);
+        p.requests.set(nodewright_core::Resource::NvidiaGpu, 1);
+        p.tolerations.push(nodewright_core::model::Toleration {
+            key: Some("nvidia.com/gpu".into()),
+            operator: nodewright_core::model::TolerationOperator::Exists,
+            value: None,
+            effect: None,
+        });
+        p
+    };
+    for round in 0..4 {
+        let holder = Holder::Invocation(format!("gpu-{round}"));
+        let o = provision_as(
+            &deps,
+            &holder,
+            vec![gpu_pod(&format!("g{round}"))],
+            NOW + round * 60_000,
+        )
+        .await;
+        assert!(
+            o.actions
+                .iter()
+                .any(|a| matches!(a, Action::ScaledUp { group, .. } if group == "gpu-pool")),
+            "round {round}: {o:#?}"
+        );
+        let mut failed: serde_json::Value = serde_json::from_str(&event_text("asg-launch-unsuccessful.json")).unwrap();
+        failed["id"] = format!("asg-failed-{round}").into();
+        let bytes = failed.to_string().into_bytes();
+        let at = NOW + round * 60_000 + 30_000;
+        run(Function::StateChange, &deps, &bytes, at).await;
+        // The same failure delivered again under another id (a second rule, a replay).
+        failed["id"] = format!("asg-failed-{round}-again").into();
+        run(Function::StateChange, &deps, failed.to_string().as_bytes(), at + 1_000).await;
+        let usage = deps.state.usage("gpu");
+        assert_eq!(
+            (usage.nodes, usage.nodes_in_flight, usage.gpus),
+            (0, 0, 0),
+            "round {round}: {usage:?}"
+        );
+    }
+}
