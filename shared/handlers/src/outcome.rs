@@ -19,6 +19,10 @@ pub enum Action {
     /// Pods held by another invocation or claim (or already bound): left to their holder.
     #[serde(rename_all = "camelCase")]
     SkippedPods { pods: Vec<String>, reason: String },
+    /// A claim an earlier attempt of this invocation wrote but did not launch (or launched without
+    /// recording it), launched now as it was decided.
+    #[serde(rename_all = "camelCase")]
+    ResumedAttempt { claim: String, pods: usize },
     /// Pods packed onto a claim still in flight.
     #[serde(rename_all = "camelCase")]
     PackedOntoClaim { claim: String, pods: usize },

@@ -169,13 +169,20 @@ pub async fn provision<S: State, C: Capacity, K: ClusterApi>(
         return Ok(());
     }
     let uids: Vec<String> = pods.iter().map(|p| p.uid.clone()).collect();
-    let won: HashSet<String> = deps
+    let mut won: HashSet<String> = deps
         .state
         .reserve_pods(&uids, holder, now, ttl)
         .await?
         .into_iter()
         .collect();
-    let skipped: Vec<String> = uids.iter().filter(|u| !won.contains(*u)).cloned().collect();
+    let claims = deps.state.claims().await?;
+    let resumed = resume_dead_attempts(deps, holder, &uids, &claims, now, out).await?;
+    won.retain(|u| !resumed.contains(u));
+    let skipped: Vec<String> = uids
+        .iter()
+        .filter(|u| !won.contains(*u) && !resumed.contains(*u))
+        .cloned()
+        .collect();
     if !skipped.is_empty() {
         out.push(Action::SkippedPods {
             pods: skipped,
@@ -188,7 +195,7 @@ pub async fn provision<S: State, C: Capacity, K: ClusterApi>(
     }
     out.push(Action::Reserved { pods: pods.len() });
 
-    let result = plan_and_launch(deps, &pods, holder, exclude, now, out).await;
+    let result = plan_and_launch(deps, &pods, &claims, holder, exclude, now, out).await;
     if let Err(e) = &result {
         // Whatever this invocation still holds goes back for a retry.
         let mut released = 0;
@@ -202,9 +209,70 @@ pub async fn provision<S: State, C: Capacity, K: ClusterApi>(
     result
 }
 
+/// Claims an earlier attempt of this invocation wrote but did not launch, or launched without
+/// recording it (it died, or a call failed, in between): launched now as they were decided, from
+/// the offerings the claim recorded, with the claim id as ClientToken and tag, so an instance the
+/// first attempt did create is adopted, not doubled. A claim is ours when this holder derives its
+/// id from the claim's own pool and pods; another invocation's claim is never touched. The
+/// batch's pods still held by this invocation move to the claim. Returns the pods of the claims
+/// resumed (not planned again).
+async fn resume_dead_attempts<S: State, C: Capacity, K: ClusterApi>(
+    deps: &Deps<S, C, K>,
+    holder: &Holder,
+    batch: &[String],
+    claims: &[ClaimRecord],
+    now: EpochMillis,
+    out: &mut Outcome,
+) -> Result<HashSet<String>> {
+    let batch: HashSet<&str> = batch.iter().map(String::as_str).collect();
+    let ttl = deps.settings.reservation_ttl_secs;
+    let types = &deps.settings.instance_types;
+    let mut resumed = HashSet::new();
+    for c in claims {
+        if c.state != ClaimState::Launching
+            || c.instance_id.is_some()
+            || c.backing != "fleet"
+            || c.offerings.is_empty()
+            || !c.pods.iter().any(|u| batch.contains(u.as_str()))
+            || claim_id(holder, &c.pool, &c.pods) != c.id
+        {
+            continue;
+        }
+        let Some(pool) = deps.settings.config.node_pools.iter().find(|p| p.name == c.pool) else {
+            continue;
+        };
+        let claim_holder = Holder::Claim(c.id.clone());
+        for u in &c.pods {
+            deps.state.transfer_pod(u, holder, &claim_holder, now, ttl).await?;
+        }
+        resumed.extend(c.pods.iter().cloned());
+        out.push(Action::ResumedAttempt {
+            claim: c.id.clone(),
+            pods: c.pods.len(),
+        });
+        let charged = usage_of_options(&c.offerings, types);
+        let launch = ClaimLaunch {
+            claim_id: c.id.clone(),
+            pool: pool.clone(),
+            offerings: c.offerings.clone(),
+        };
+        let mut actions = Vec::new();
+        match deps.capacity.launch(&launch, now).await {
+            Ok(outcome) => {
+                record_launch(deps, pool, &c.id, &outcome, types, c.pods.len(), now, &mut actions).await?;
+                settle_usage(deps, pool, &charged, &outcome.instance_type, types).await?;
+            }
+            Err(e) => fail_claim(deps, pool, &c.id, &charged, &c.pods, now, &e.to_string(), &mut actions).await?,
+        }
+        out.actions.extend(actions);
+    }
+    Ok(resumed)
+}
+
 async fn plan_and_launch<S: State, C: Capacity, K: ClusterApi>(
     deps: &Deps<S, C, K>,
     pods: &[Pod],
+    claims: &[ClaimRecord],
     holder: &Holder,
     exclude: &[Exclude],
     now: EpochMillis,
@@ -212,8 +280,7 @@ async fn plan_and_launch<S: State, C: Capacity, K: ClusterApi>(
 ) -> Result<()> {
     let settings = &deps.settings;
     let ttl = settings.reservation_ttl_secs;
-    let claims = deps.state.claims().await?;
-    let nodes: Vec<Node> = in_flight_nodes(&claims)
+    let nodes: Vec<Node> = in_flight_nodes(claims)
         .into_iter()
         .filter(|n| {
             !exclude
@@ -322,9 +389,9 @@ pub(crate) fn usage_of_pool_types(pool: &NodePool, types: &[InstanceType]) -> Us
 
 /// The pool usage one claim may add: the largest capacity among its options, so limits hold
 /// whichever instance type the fleet picks.
-fn usage_of(plan: &ClaimPlan, types: &[InstanceType]) -> UsageDelta {
+fn usage_of_options(options: &[nodewright_core::scheduler::InstanceOption], types: &[InstanceType]) -> UsageDelta {
     let mut most = Resources::new();
-    for o in &plan.instance_types {
+    for o in options {
         if let Some(t) = types.iter().find(|t| t.name == o.name) {
             most.max_with(&t.capacity);
         }
@@ -381,7 +448,7 @@ async fn launch_claim<S: State, C: Capacity, K: ClusterApi>(
     // An Auto Scaling group picks the type itself: charged (and released) as its largest.
     let delta = match pool.backing {
         PoolBacking::AutoScalingGroup { .. } => usage_of_pool_types(&pool, &deps.settings.instance_types),
-        _ => usage_of(plan, types),
+        _ => usage_of_options(&plan.instance_types, types),
     };
     if let UsageDecision::Denied {
         resource,
@@ -405,6 +472,12 @@ async fn launch_claim<S: State, C: Capacity, K: ClusterApi>(
     }
 
     let mut record = ClaimRecord::launching(&id, &pool.name, plan.pods.clone(), now);
+    record.offerings = plan
+        .instance_types
+        .iter()
+        .take(nodewright_aws::state::MAX_STORED_OFFERINGS)
+        .cloned()
+        .collect();
     let mut requested = plan.requests.clone();
     requested.add(&plan.daemonset_overhead);
     record.requested = Some(requested);
@@ -499,16 +572,25 @@ async fn record_launch<S: State, C: Capacity, K: ClusterApi>(
             reason: reason.clone(),
         });
     }
-    let allocatable = types
-        .iter()
-        .find(|t| t.name == outcome.instance_type)
-        .map(|t| t.allocatable.clone());
+    let launched_type = types.iter().find(|t| t.name == outcome.instance_type);
+    let allocatable = launched_type.map(|t| t.allocatable.clone());
+    // An adopted instance (a retry's ClientToken found the first attempt's) comes back without a
+    // price: the catalogue's for its offering, so consolidation does not take it for free or dear.
+    let price = outcome.price.or_else(|| {
+        launched_type.and_then(|t| {
+            t.offerings
+                .iter()
+                .filter(|o| o.capacity_type == outcome.capacity_type && o.zone == outcome.zone)
+                .map(|o| o.price)
+                .min_by(f64::total_cmp)
+        })
+    });
     let update = ClaimUpdate {
         instance_id: Some(outcome.instance_id.clone()),
         instance_type: Some(outcome.instance_type.clone()),
         capacity_type: Some(outcome.capacity_type),
         zone: Some(outcome.zone.clone()),
-        price_per_hour: outcome.price,
+        price_per_hour: price,
         allocatable,
     };
     let t = deps
@@ -525,7 +607,7 @@ async fn record_launch<S: State, C: Capacity, K: ClusterApi>(
         instance_type: outcome.instance_type.clone(),
         zone: outcome.zone.clone(),
         capacity_type: outcome.capacity_type,
-        price_per_hour: outcome.price,
+        price_per_hour: price,
         pods,
         adopted: outcome.adopted,
         fell_back_to_on_demand: outcome.fell_back_to_on_demand,

@@ -48,6 +48,10 @@ pub struct ClaimRecord {
     pub pods_digest: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pods_changed_at: Option<EpochMillis>,
+    /// The offerings the claim was decided with (cheapest first, at most [`MAX_STORED_OFFERINGS`]),
+    /// so a retry of a decision whose invocation died before launching can launch it as decided.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub offerings: Vec<nodewright_core::scheduler::InstanceOption>,
     /// Incremented by every write; the condition for the next one.
     pub version: u64,
 }
@@ -72,6 +76,7 @@ impl ClaimRecord {
             node_class_hash: None,
             pods_digest: None,
             pods_changed_at: None,
+            offerings: Vec::new(),
             version: 0,
         }
     }
@@ -119,6 +124,9 @@ impl ClaimRecord {
         self.entered(ClaimState::Ready).is_none()
     }
 }
+
+/// The most offerings a claim record keeps (about 80 bytes each; items are limited to 400 KB).
+pub const MAX_STORED_OFFERINGS: usize = 200;
 
 /// Facts learned along with a transition (the launch result, mostly).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -186,6 +194,11 @@ impl StateStore {
         if let Some(v) = claim.pods_changed_at {
             item.insert("podsChangedAt".into(), n(v));
         }
+        if !claim.offerings.is_empty() {
+            let kept = &claim.offerings[..claim.offerings.len().min(MAX_STORED_OFFERINGS)];
+            let json = serde_json::to_string(kept).map_err(|e| Error::invalid("offerings", e.to_string()))?;
+            item.insert("offerings".into(), s(json));
+        }
         item.insert("pods".into(), AttributeValue::L(claim.pods.iter().map(s).collect()));
         item.insert(
             "transitions".into(),
@@ -222,6 +235,10 @@ impl StateStore {
             }
             None => None,
         };
+        let offerings = match f.opt_s("offerings")? {
+            Some(json) => serde_json::from_str(&json).map_err(|e| f.corrupt(format!("offerings is not valid: {e}")))?,
+            None => Vec::new(),
+        };
         let mut transitions = BTreeMap::new();
         for (k, v) in f.number_map("transitions")? {
             let st = ClaimState::parse(&k).ok_or_else(|| f.corrupt(format!("transitions has unknown state {k:?}")))?;
@@ -244,6 +261,7 @@ impl StateStore {
             node_class_hash: f.opt_s("nodeClassHash")?,
             pods_digest: f.opt_s("podsDigest")?,
             pods_changed_at: f.opt_n("podsChangedAt")?,
+            offerings,
             version: f.n("version")?,
         })
     }

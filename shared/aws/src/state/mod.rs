@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ConsumedCapacity, ReturnConsumedCapacity};
 
-pub use claims::{ClaimRecord, ClaimUpdate, TransitionOutcome};
+pub use claims::{ClaimRecord, ClaimUpdate, MAX_STORED_OFFERINGS, TransitionOutcome};
 pub use idempotency::{EventStart, IDEMPOTENCY_LEASE_SECS, IDEMPOTENCY_TTL_SECS, Once};
 pub use offerings::{OFFERING_UNAVAILABLE_SECS, UnavailableOffering};
 pub use reservations::{Holder, RESERVATION_TTL_SECS, Reservation};

@@ -1,0 +1,213 @@
+//! Crash and retry safety of provisioning, by sweep: the sample Pod Pending batch is handled with a
+//! fault injected at every port call in turn (the invocation dies there, the call fails, or it
+//! applies and its response is lost), then the platform's retry, the schedule and the nodes'
+//! boot run without faults, and the invariants are checked: no instance without exactly one live
+//! claim, no pod on two live claims, every pod on one, and the pools' counters equal to what the
+//! live claims hold.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use nodewright_core::model::cluster_event::PodPending;
+use nodewright_handlers::adapters::faults::{FaultKind, Faults, FaultyCapacity, FaultyState};
+use nodewright_handlers::adapters::memory::{MemoryCapacity, MemoryCluster, MemoryState};
+use nodewright_handlers::consolidation::{USAGE_STABLE_MS, usage_of_claims};
+use nodewright_handlers::event::parse_bytes;
+use nodewright_handlers::{Deps, Function, Outcome, handle};
+use support::*;
+
+type FaultyDeps = Deps<FaultyState<MemoryState>, FaultyCapacity<MemoryCapacity>, MemoryCluster>;
+
+fn faulty(base: &MemDeps, faults: &Arc<Faults>) -> FaultyDeps {
+    Deps {
+        settings: base.settings.clone(),
+        state: FaultyState {
+            inner: base.state.clone(),
+            faults: faults.clone(),
+        },
+        capacity: FaultyCapacity {
+            inner: base.capacity.clone(),
+            faults: faults.clone(),
+        },
+        cluster: base.cluster.clone(),
+        daemonsets: nodewright_handlers::DaemonSets::default(),
+    }
+}
+
+/// Runs `function` under the fault plan; None when the invocation died.
+async fn run_faulty(
+    function: Function,
+    deps: &FaultyDeps,
+    faults: &Faults,
+    bytes: &[u8],
+    now: i64,
+) -> Option<nodewright_handlers::Result<Outcome>> {
+    let parsed = parse_bytes(bytes).unwrap();
+    tokio::select! {
+        r = handle(function, deps, parsed, now) => Some(r),
+        () = faults.crashed() => None,
+    }
+}
+
+fn sample_pods() -> Vec<nodewright_core::Pod> {
+    let event: serde_json::Value = serde_json::from_str(&event_text("pod-pending.json")).unwrap();
+    let mut detail: PodPending = serde_json::from_value(event["detail"].clone()).unwrap();
+    detail.normalize();
+    detail.pods.into_iter().map(|p| p.pod).collect()
+}
+
+/// The kube-scheduler's part: each pod held by a live claim whose node is up binds to that node;
+/// the rest stay pending.
+fn bind_as_scheduled(deps: &MemDeps, pods: &[nodewright_core::Pod]) {
+    let cluster = deps.cluster.as_ref().unwrap();
+    let nodes = cluster.node_list();
+    let claims = deps.state.claim_records();
+    let mut bound = Vec::new();
+    let mut pending = Vec::new();
+    for p in pods {
+        let node = claims
+            .iter()
+            .filter(|c| c.state.is_live() && c.pods.contains(&p.uid))
+            .find_map(|c| {
+                nodes
+                    .iter()
+                    .find(|n| n.instance_id.is_some() && n.instance_id == c.instance_id)
+            });
+        match node {
+            Some(n) => bound.push(nodewright_core::Pod {
+                node_name: Some(n.node.name.clone()),
+                ..p.clone()
+            }),
+            None => pending.push(p.clone()),
+        }
+    }
+    cluster.set_bound(bound);
+    cluster.set_pending(pending);
+}
+
+/// What must hold once the retry and the schedule have run; a description of each violation.
+fn violations(deps: &MemDeps, pods: &[nodewright_core::Pod]) -> Vec<String> {
+    let mut out = Vec::new();
+    let claims = deps.state.claim_records();
+    let live: Vec<_> = claims.iter().filter(|c| c.state.is_live()).collect();
+    let mut owners: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for c in &live {
+        if let Some(i) = &c.instance_id {
+            owners.entry(i.as_str()).or_default().push(c.id.as_str());
+        }
+    }
+    for i in deps.capacity.all_instances() {
+        if matches!(i.state.as_str(), "terminated" | "shutting-down") {
+            continue;
+        }
+        match owners.get(i.instance_id.as_str()).map(Vec::len) {
+            Some(1) => {}
+            Some(n) => out.push(format!("instance {} owned by {n} live claims", i.instance_id)),
+            None => out.push(format!("instance {} ({}) has no live claim", i.instance_id, i.state)),
+        }
+    }
+    let mut holders: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for c in &live {
+        for p in &c.pods {
+            holders.entry(p.as_str()).or_default().insert(c.id.as_str());
+        }
+    }
+    for p in pods {
+        match holders.get(p.uid.as_str()).map(BTreeSet::len) {
+            Some(1) => {}
+            Some(n) => out.push(format!("pod {} on {n} live claims", p.name)),
+            None => out.push(format!("pod {} on no live claim", p.name)),
+        }
+    }
+    for pool in &deps.settings.config.node_pools {
+        let want = usage_of_claims(&claims, &pool.name, &deps.settings.instance_types);
+        let have = deps.state.usage(&pool.name);
+        if want.is_some_and(|w| w != have) {
+            out.push(format!("pool {} counts {have:?}, its claims hold {want:?}", pool.name));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn provisioning_survives_a_fault_at_every_call() {
+    let pods = sample_pods();
+    let batch = event_text("pod-pending.json").into_bytes();
+    let tick = event_text("scheduled.json").into_bytes();
+
+    let clean = deps();
+    let none = Faults::none();
+    let calls = {
+        let d = faulty(&clean, &none);
+        run_faulty(Function::PodPending, &d, &none, &batch, NOW)
+            .await
+            .unwrap()
+            .unwrap();
+        none.calls()
+    };
+    assert!(calls > 10, "a clean run makes {calls} port calls");
+
+    let mut failures = Vec::new();
+    let mut injected = BTreeMap::<(&'static str, String), usize>::new();
+    for call in 0..calls {
+        for kind in FaultKind::ALL {
+            let base = deps();
+            base.cluster.as_ref().unwrap().set_pending(pods.clone());
+            let faults = Faults::at(call, kind);
+            let d = faulty(&base, &faults);
+            let first = run_faulty(Function::PodPending, &d, &faults, &batch, NOW).await;
+            let (at, method) = faults.injected().expect("the planned call is reached");
+            assert_eq!(at, call);
+            *injected.entry((method, format!("{kind:?}"))).or_default() += 1;
+            // Lambda retries a failed or timed-out invocation about a minute later, then two more;
+            // the second retry finds any lease of the first run expired.
+            if !matches!(first, Some(Ok(_))) {
+                let _ = run(Function::PodPending, &base, &batch, NOW + 60_000 + 120_000 + 60_000).await;
+            }
+            // The schedule, then the nodes boot, then enough ticks for the counters to settle.
+            let mut t = NOW + 5 * 60_000;
+            run(Function::Consolidation, &base, &tick, t).await;
+            boot_nodes(&base);
+            bind_as_scheduled(&base, &pods);
+            for _ in 0..4 {
+                t += USAGE_STABLE_MS / 2 + 1;
+                run(Function::Consolidation, &base, &tick, t).await;
+            }
+            let v = violations(&base, &pods);
+            if !v.is_empty() {
+                let claims: Vec<String> = base
+                    .state
+                    .claim_records()
+                    .iter()
+                    .map(|c| format!("{} {} {:?} {:?}", c.id, c.state.as_str(), c.instance_id, c.pods))
+                    .collect();
+                failures.push(format!(
+                    "{kind:?} at call {call} ({method}): {}\n  claims: {}",
+                    v.join("; "),
+                    claims.join("\n          ")
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} runs broke an invariant:\n{}",
+        failures.len(),
+        calls * 3,
+        failures.join("\n")
+    );
+    // Every port method the handler calls had every fault kind injected.
+    let methods: BTreeSet<&str> = injected.keys().map(|(m, _)| *m).collect();
+    for m in &methods {
+        for kind in FaultKind::ALL {
+            assert!(injected.contains_key(&(*m, format!("{kind:?}"))), "{m} {kind:?}");
+        }
+    }
+    assert!(
+        methods.contains("launch") && methods.contains("create_claim"),
+        "{methods:?}"
+    );
+}
