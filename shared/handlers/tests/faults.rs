@@ -11,6 +11,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use nodewright_core::model::ClaimState;
 use nodewright_core::model::cluster_event::PodPending;
 use nodewright_handlers::adapters::faults::{FaultKind, Faults, FaultyCapacity, FaultyState};
 use nodewright_handlers::adapters::memory::{MemoryCapacity, MemoryCluster, MemoryState};
@@ -52,6 +53,11 @@ async fn run_faulty(
     }
 }
 
+/// One clean invocation, its error returned (a failed invocation is retried by the platform).
+async fn try_run(function: Function, deps: &MemDeps, bytes: &[u8], now: i64) -> nodewright_handlers::Result<Outcome> {
+    handle(function, deps, parse_bytes(bytes).unwrap(), now).await
+}
+
 fn sample_pods() -> Vec<nodewright_core::Pod> {
     let event: serde_json::Value = serde_json::from_str(&event_text("pod-pending.json")).unwrap();
     let mut detail: PodPending = serde_json::from_value(event["detail"].clone()).unwrap();
@@ -89,7 +95,9 @@ fn bind_as_scheduled(deps: &MemDeps, pods: &[nodewright_core::Pod]) {
 }
 
 /// What must hold once the retry and the schedule have run; a description of each violation.
-fn violations(deps: &MemDeps, pods: &[nodewright_core::Pod]) -> Vec<String> {
+/// With `retiring_allowed`, a pod may also still be listed by a claim being retired (cordoned,
+/// draining, terminating) besides the one active claim that replaced it.
+fn violations(deps: &MemDeps, pods: &[nodewright_core::Pod], retiring_allowed: bool) -> Vec<String> {
     let mut out = Vec::new();
     let claims = deps.state.claim_records();
     let live: Vec<_> = claims.iter().filter(|c| c.state.is_live()).collect();
@@ -115,6 +123,13 @@ fn violations(deps: &MemDeps, pods: &[nodewright_core::Pod]) -> Vec<String> {
             holders.entry(p.as_str()).or_default().insert(c.id.as_str());
         }
     }
+    let mut active: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for c in live.iter().filter(|c| c.state <= ClaimState::Ready) {
+        for p in &c.pods {
+            active.entry(p.as_str()).or_default().insert(c.id.as_str());
+        }
+    }
+    let holders = if retiring_allowed { active } else { holders };
     for p in pods {
         match holders.get(p.uid.as_str()).map(BTreeSet::len) {
             Some(1) => {}
@@ -162,10 +177,15 @@ async fn provisioning_survives_a_fault_at_every_call() {
             let (at, method) = faults.injected().expect("the planned call is reached");
             assert_eq!(at, call);
             *injected.entry((method, format!("{kind:?}"))).or_default() += 1;
-            // Lambda retries a failed or timed-out invocation about a minute later, then two more;
-            // the second retry finds any lease of the first run expired.
+            // Lambda retries a failed or timed-out invocation about a minute later (the dead
+            // attempt's lease may still hold: Busy), then two minutes after that.
             if !matches!(first, Some(Ok(_))) {
-                let _ = run(Function::PodPending, &base, &batch, NOW + 60_000 + 120_000 + 60_000).await;
+                let retry = try_run(Function::PodPending, &base, &batch, NOW + 60_000).await;
+                if retry.is_err() {
+                    try_run(Function::PodPending, &base, &batch, NOW + 180_000)
+                        .await
+                        .unwrap();
+                }
             }
             // The schedule, then the nodes boot, then enough ticks for the counters to settle.
             let mut t = NOW + 5 * 60_000;
@@ -176,7 +196,7 @@ async fn provisioning_survives_a_fault_at_every_call() {
                 t += USAGE_STABLE_MS / 2 + 1;
                 run(Function::Consolidation, &base, &tick, t).await;
             }
-            let v = violations(&base, &pods);
+            let v = violations(&base, &pods, false);
             if !v.is_empty() {
                 let claims: Vec<String> = base
                     .state
@@ -209,5 +229,92 @@ async fn provisioning_survives_a_fault_at_every_call() {
     assert!(
         methods.contains("launch") && methods.contains("create_claim"),
         "{methods:?}"
+    );
+}
+
+/// The interruption path under the same sweep: a Ready node's spot interruption warning handled
+/// with a fault at every call, then the retry, the instance's termination two minutes later, and
+/// the schedule. The node's pods end on exactly one active claim.
+#[tokio::test]
+async fn interruption_survives_a_fault_at_every_call() {
+    let pods = sample_pods();
+    let batch = event_text("pod-pending.json").into_bytes();
+    let tick = event_text("scheduled.json").into_bytes();
+
+    // A cluster after the batch: every node up, Ready, its pods bound.
+    let settled = || async {
+        let base = deps();
+        base.cluster.as_ref().unwrap().set_pending(pods.clone());
+        run(Function::PodPending, &base, &batch, NOW).await;
+        boot_nodes(&base);
+        bind_as_scheduled(&base, &pods);
+        run(Function::Consolidation, &base, &tick, NOW + 60_000).await;
+        let victim = base
+            .state
+            .claim_records()
+            .into_iter()
+            .find(|c| c.state == ClaimState::Ready && c.pods.len() > 1)
+            .unwrap();
+        let iid = victim.instance_id.clone().unwrap();
+        (base, iid)
+    };
+    let t = NOW + 10 * 60_000;
+    let calls = {
+        let (base, iid) = settled().await;
+        let none = Faults::none();
+        let d = faulty(&base, &none);
+        let warning = event_for("spot-interruption.json", &iid);
+        run_faulty(Function::SpotInterruption, &d, &none, &warning, t)
+            .await
+            .unwrap()
+            .unwrap();
+        none.calls()
+    };
+    assert!(calls > 5, "{calls}");
+
+    let mut failures = Vec::new();
+    for call in 0..calls {
+        for kind in FaultKind::ALL {
+            let (base, iid) = settled().await;
+            let warning = event_for("spot-interruption.json", &iid);
+            let faults = Faults::at(call, kind);
+            let d = faulty(&base, &faults);
+            let first = run_faulty(Function::SpotInterruption, &d, &faults, &warning, t).await;
+            let (_, method) = faults.injected().expect("the planned call is reached");
+            if !matches!(first, Some(Ok(_))) {
+                // Lambda's retries: about a minute later (the dead attempt's lease may still
+                // hold: Busy), then two minutes after that.
+                let retry = try_run(Function::SpotInterruption, &base, &warning, t + 60_000).await;
+                if retry.is_err() {
+                    try_run(Function::SpotInterruption, &base, &warning, t + 180_000)
+                        .await
+                        .unwrap();
+                }
+            }
+            // Two minutes after the warning the instance is reclaimed.
+            let mut gone: serde_json::Value =
+                serde_json::from_slice(&event_for("instance-state-change-terminated.json", &iid)).unwrap();
+            gone["id"] = format!("gone-{call}-{kind:?}").into();
+            let _ = run(Function::StateChange, &base, gone.to_string().as_bytes(), t + 120_000).await;
+            let mut now = t + 3 * 60_000;
+            run(Function::Consolidation, &base, &tick, now).await;
+            boot_nodes(&base);
+            bind_as_scheduled(&base, &pods);
+            for _ in 0..4 {
+                now += USAGE_STABLE_MS / 2 + 1;
+                run(Function::Consolidation, &base, &tick, now).await;
+            }
+            let v = violations(&base, &pods, true);
+            if !v.is_empty() {
+                failures.push(format!("{kind:?} at call {call} ({method}): {}", v.join("; ")));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} runs broke an invariant:\n{}",
+        failures.len(),
+        calls * 3,
+        failures.join("\n")
     );
 }
