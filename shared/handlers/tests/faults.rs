@@ -17,6 +17,7 @@ use nodewright_handlers::adapters::faults::{FaultKind, Faults, FaultyCapacity, F
 use nodewright_handlers::adapters::memory::{MemoryCapacity, MemoryCluster, MemoryState};
 use nodewright_handlers::consolidation::{USAGE_STABLE_MS, usage_of_claims};
 use nodewright_handlers::event::parse_bytes;
+use nodewright_handlers::ports::State;
 use nodewright_handlers::{Deps, Function, Outcome, handle};
 use support::*;
 
@@ -305,6 +306,89 @@ async fn interruption_survives_a_fault_at_every_call() {
                 run(Function::Consolidation, &base, &tick, now).await;
             }
             let v = violations(&base, &pods, true);
+            if !v.is_empty() {
+                failures.push(format!("{kind:?} at call {call} ({method}): {}", v.join("; ")));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} runs broke an invariant:\n{}",
+        failures.len(),
+        calls * 3,
+        failures.join("\n")
+    );
+}
+
+/// The schedule's disruption under the same sweep: one node's pods finish, and the consolidation
+/// run that would retire it meets a fault at every call in turn (no retry: the next tick is the
+/// retry). Later ticks finish the job: the empty node's instance is gone, its claim ended, and
+/// every other pod still on exactly one active claim.
+#[tokio::test]
+async fn consolidation_survives_a_fault_at_every_call() {
+    let pods = sample_pods();
+    let batch = event_text("pod-pending.json").into_bytes();
+    let tick = event_text("scheduled.json").into_bytes();
+    let settled = || async {
+        let base = deps();
+        base.cluster.as_ref().unwrap().set_pending(pods.clone());
+        run(Function::PodPending, &base, &batch, NOW).await;
+        boot_nodes(&base);
+        bind_as_scheduled(&base, &pods);
+        run(Function::Consolidation, &base, &tick, NOW + 60_000).await;
+        // The smallest node's pods finish (a batch job): its node is empty.
+        let done = base
+            .state
+            .claim_records()
+            .into_iter()
+            .filter(|c| c.state == ClaimState::Ready)
+            .min_by_key(|c| c.pods.len())
+            .unwrap();
+        let left: Vec<_> = pods.iter().filter(|p| !done.pods.contains(&p.uid)).cloned().collect();
+        bind_as_scheduled(&base, &left);
+        // The schedule sees the change; consolidateAfter counts from it.
+        run(Function::Consolidation, &base, &tick, NOW + 5 * 60_000).await;
+        (base, done, left)
+    };
+    let t = NOW + 10 * 60_000;
+    let calls = {
+        let (base, done, _) = settled().await;
+        let none = Faults::none();
+        let d = faulty(&base, &none);
+        let o = run_faulty(Function::Consolidation, &d, &none, &tick, t)
+            .await
+            .unwrap()
+            .unwrap();
+        let state = base.state.get_claim(&done.id).await.unwrap().unwrap().state;
+        assert!(state >= ClaimState::Cordoned, "this run retires the empty node: {o:#?}");
+        none.calls()
+    };
+    assert!(calls >= 5, "the disrupting run makes {calls} calls");
+
+    let mut failures = Vec::new();
+    for call in 0..calls {
+        for kind in FaultKind::ALL {
+            let (base, done, left) = settled().await;
+            let faults = Faults::at(call, kind);
+            let d = faulty(&base, &faults);
+            let _ = run_faulty(Function::Consolidation, &d, &faults, &tick, t).await;
+            let (_, method) = faults.injected().expect("the planned call is reached");
+            let mut now = t;
+            for _ in 0..6 {
+                now += USAGE_STABLE_MS / 2 + 1;
+                run(Function::Consolidation, &base, &tick, now).await;
+                boot_nodes(&base);
+                bind_as_scheduled(&base, &left);
+            }
+            let mut v = violations(&base, &left, true);
+            let ended = base.state.get_claim(&done.id).await.unwrap().unwrap();
+            if !matches!(ended.state, ClaimState::Terminating | ClaimState::Terminated) {
+                v.push(format!("the empty node's claim is {}", ended.state.as_str()));
+            }
+            let iid = ended.instance_id.clone().unwrap();
+            if !base.capacity.terminated().contains(&iid) {
+                v.push(format!("the empty node's instance {iid} was not terminated"));
+            }
             if !v.is_empty() {
                 failures.push(format!("{kind:?} at call {call} ({method}): {}", v.join("; ")));
             }
