@@ -213,6 +213,11 @@ async fn provisioning_survives_a_fault_at_every_call() {
             }
         }
     }
+    eprintln!(
+        "{} runs ({calls} port calls x {} fault kinds)",
+        calls * 3,
+        FaultKind::ALL.len()
+    );
     assert!(
         failures.is_empty(),
         "{} of {} runs broke an invariant:\n{}",
@@ -311,6 +316,11 @@ async fn interruption_survives_a_fault_at_every_call() {
             }
         }
     }
+    eprintln!(
+        "{} runs ({calls} port calls x {} fault kinds)",
+        calls * 3,
+        FaultKind::ALL.len()
+    );
     assert!(
         failures.is_empty(),
         "{} of {} runs broke an invariant:\n{}",
@@ -394,6 +404,11 @@ async fn consolidation_survives_a_fault_at_every_call() {
             }
         }
     }
+    eprintln!(
+        "{} runs ({calls} port calls x {} fault kinds)",
+        calls * 3,
+        FaultKind::ALL.len()
+    );
     assert!(
         failures.is_empty(),
         "{} of {} runs broke an invariant:\n{}",
