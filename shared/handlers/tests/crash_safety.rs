@@ -346,3 +346,33 @@ async fn failed_auto_scaling_launches_release_their_usage_once() {
         );
     }
 }
+
+/// A release applied twice (a lost response, retried) takes the counters below zero, as
+/// DynamoDB's ADD does; reads show zero, and the reconciler sets them from the claims.
+#[tokio::test]
+async fn counters_taken_below_zero_are_corrected() {
+    use nodewright_handlers::consolidation::{USAGE_STABLE_MS, usage_of_claims};
+    let deps = deps();
+    sample_batch(&deps).await;
+    let truth = usage_of_claims(&deps.state.claim_records(), "general", &deps.settings.instance_types).unwrap();
+    let all = nodewright_aws::state::UsageDelta {
+        cpu_milli: truth.cpu_milli,
+        memory_bytes: truth.memory_bytes,
+        gpus: 0,
+        nodes: truth.nodes,
+    };
+    deps.state.release_usage("general", &all, true).await.unwrap();
+    deps.state.release_usage("general", &all, true).await.unwrap();
+    let snapshot = deps.state.usage_snapshot("general").await.unwrap();
+    assert!(snapshot.negative, "{snapshot:?}");
+    assert_eq!(snapshot.usage.nodes, 0, "reads show zero");
+    let t0 = NOW + 60_000;
+    run(Function::Consolidation, &deps, &scheduled(), t0).await;
+    let o = run(Function::Consolidation, &deps, &scheduled(), t0 + USAGE_STABLE_MS).await;
+    assert!(
+        o.actions.iter().any(|a| matches!(a, Action::UsageCorrected { .. })),
+        "{o:#?}"
+    );
+    assert_eq!(deps.state.usage("general"), truth);
+    assert!(!deps.state.usage_snapshot("general").await.unwrap().negative);
+}

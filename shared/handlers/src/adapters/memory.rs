@@ -31,9 +31,57 @@ struct StateData {
     reservations: HashMap<String, Reservation>,
     claims: BTreeMap<String, ClaimRecord>,
     offerings: Vec<UnavailableOffering>,
-    usage: HashMap<String, PoolUsage>,
+    usage: HashMap<String, SignedUsage>,
     /// Per pool: the counters' write version and the reconciler's last check (version, ms).
     usage_versions: HashMap<String, (u64, Option<(u64, EpochMillis)>)>,
+}
+
+/// A pool's counters as DynamoDB keeps them: numbers that an extra release takes below zero
+/// (reads show zero; the usage reconciler is told).
+#[derive(Debug, Clone, Copy, Default)]
+struct SignedUsage {
+    cpu_milli: i128,
+    memory_bytes: i128,
+    gpus: i128,
+    nodes: i128,
+    nodes_in_flight: i128,
+}
+
+impl SignedUsage {
+    fn clamped(&self) -> PoolUsage {
+        let c = |v: i128| u64::try_from(v.max(0)).unwrap_or(u64::MAX);
+        PoolUsage {
+            cpu_milli: c(self.cpu_milli),
+            memory_bytes: c(self.memory_bytes),
+            gpus: c(self.gpus),
+            nodes: c(self.nodes),
+            nodes_in_flight: c(self.nodes_in_flight),
+        }
+    }
+
+    fn negative(&self) -> bool {
+        [
+            self.cpu_milli,
+            self.memory_bytes,
+            self.gpus,
+            self.nodes,
+            self.nodes_in_flight,
+        ]
+        .iter()
+        .any(|v| *v < 0)
+    }
+}
+
+impl From<PoolUsage> for SignedUsage {
+    fn from(u: PoolUsage) -> Self {
+        SignedUsage {
+            cpu_milli: u.cpu_milli.into(),
+            memory_bytes: u.memory_bytes.into(),
+            gpus: u.gpus.into(),
+            nodes: u.nodes.into(),
+            nodes_in_flight: u.nodes_in_flight.into(),
+        }
+    }
 }
 
 impl StateData {
@@ -59,7 +107,11 @@ impl MemoryState {
     }
 
     pub fn usage(&self, pool: &str) -> PoolUsage {
-        lock(&self.data).usage.get(pool).copied().unwrap_or_default()
+        lock(&self.data)
+            .usage
+            .get(pool)
+            .map(SignedUsage::clamped)
+            .unwrap_or_default()
     }
 
     /// The state as `nodewright avail` sees it at `now` (what `--state DIR` files hold).
@@ -70,7 +122,7 @@ impl MemoryState {
         let mut reservations: Vec<_> = d.reservations.values().filter(|r| live(r, now)).cloned().collect();
         reservations.sort_by(|a, b| a.pod_uid.cmp(&b.pod_uid));
         view.reservations = reservations;
-        view.usage = d.usage.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        view.usage = d.usage.iter().map(|(k, v)| (k.clone(), v.clamped())).collect();
         view.offerings = d
             .offerings
             .iter()
@@ -109,7 +161,7 @@ impl MemoryState {
                 .iter()
                 .map(|r| (r.pod_uid.clone(), r.clone()))
                 .collect();
-            d.usage = view.usage.iter().map(|(k, v)| (k.clone(), *v)).collect();
+            d.usage = view.usage.iter().map(|(k, v)| (k.clone(), (*v).into())).collect();
             d.offerings = view.offerings.clone();
         }
         state
@@ -270,7 +322,7 @@ impl State for MemoryState {
         let used = d.usage.entry(pool.to_string()).or_default();
         let limit = |r: Resource| (limits.resources.get(r) > 0).then(|| limits.resources.get(r));
         let gpu_limit = (limits.resources.accelerators() > 0).then(|| limits.resources.accelerators());
-        let dims: [(&'static str, Option<u64>, u64, u64); 4] = [
+        let dims: [(&'static str, Option<u64>, i128, u64); 4] = [
             ("cpuMilli", limit(Resource::Cpu), used.cpu_milli, delta.cpu_milli),
             (
                 "memoryBytes",
@@ -281,35 +333,37 @@ impl State for MemoryState {
             ("gpus", gpu_limit, used.gpus, delta.gpus),
             ("nodes", limits.nodes, used.nodes, delta.nodes),
         ];
+        // As DynamoDB's condition (`attr <= limit - increment`): a counter below zero passes.
         for (resource, limit, current, inc) in dims {
             if let Some(limit) = limit
-                && current + inc > limit
+                && current + i128::from(inc) > i128::from(limit)
             {
                 return Ok(UsageDecision::Denied {
                     resource,
-                    used: current,
+                    used: u64::try_from(current.max(0)).unwrap_or(u64::MAX),
                     requested: inc,
                     limit,
                 });
             }
         }
-        used.cpu_milli += delta.cpu_milli;
-        used.memory_bytes += delta.memory_bytes;
-        used.gpus += delta.gpus;
-        used.nodes += delta.nodes;
-        used.nodes_in_flight += delta.nodes;
+        used.cpu_milli += i128::from(delta.cpu_milli);
+        used.memory_bytes += i128::from(delta.memory_bytes);
+        used.gpus += i128::from(delta.gpus);
+        used.nodes += i128::from(delta.nodes);
+        used.nodes_in_flight += i128::from(delta.nodes);
         d.bump_usage_version(pool);
         Ok(UsageDecision::Granted)
     }
+    /// Unconditional, like DynamoDB's ADD: a release applied twice takes the counters below zero.
     async fn release_usage(&self, pool: &str, delta: &UsageDelta, was_in_flight: bool) -> Result<()> {
         let mut d = lock(&self.data);
         let used = d.usage.entry(pool.to_string()).or_default();
-        used.cpu_milli = used.cpu_milli.saturating_sub(delta.cpu_milli);
-        used.memory_bytes = used.memory_bytes.saturating_sub(delta.memory_bytes);
-        used.gpus = used.gpus.saturating_sub(delta.gpus);
-        used.nodes = used.nodes.saturating_sub(delta.nodes);
+        used.cpu_milli -= i128::from(delta.cpu_milli);
+        used.memory_bytes -= i128::from(delta.memory_bytes);
+        used.gpus -= i128::from(delta.gpus);
+        used.nodes -= i128::from(delta.nodes);
         if was_in_flight {
-            used.nodes_in_flight = used.nodes_in_flight.saturating_sub(delta.nodes);
+            used.nodes_in_flight -= i128::from(delta.nodes);
         }
         d.bump_usage_version(pool);
         Ok(())
@@ -317,8 +371,8 @@ impl State for MemoryState {
     async fn mark_usage_running(&self, pool: &str, nodes: u64) -> Result<()> {
         let mut d = lock(&self.data);
         let used = d.usage.entry(pool.to_string()).or_default();
-        if used.nodes_in_flight >= nodes {
-            used.nodes_in_flight -= nodes;
+        if used.nodes_in_flight >= i128::from(nodes) {
+            used.nodes_in_flight -= i128::from(nodes);
             d.bump_usage_version(pool);
         }
         Ok(())
@@ -329,8 +383,8 @@ impl State for MemoryState {
         Ok(match d.usage.get(pool) {
             Some(usage) => UsageSnapshot {
                 exists: true,
-                usage: *usage,
-                negative: false,
+                usage: usage.clamped(),
+                negative: usage.negative(),
                 version,
                 checked,
             },
@@ -361,7 +415,7 @@ impl State for MemoryState {
             return Ok(false);
         }
         *entry = (expected_version + 1, Some((expected_version + 1, now)));
-        d.usage.insert(pool.to_string(), *usage);
+        d.usage.insert(pool.to_string(), (*usage).into());
         Ok(true)
     }
 }
