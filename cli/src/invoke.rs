@@ -104,12 +104,26 @@ pub fn run(args: &Args) -> u8 {
             return exit::USAGE;
         }
     };
-    let parsed = match parse_bytes(&bytes) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: {}: {e}", args.event.display());
-            return exit::INVALID;
-        }
+    // One EventBridge event, or an SQS batch of them (EventBridge -> SQS -> Lambda), handled record
+    // by record as the function does: a record that cannot be parsed is reported and dropped.
+    let batch = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .filter(nodewright_handlers::event::is_sqs_batch);
+    let records: Vec<(String, nodewright_handlers::Result<Parsed>)> = match &batch {
+        Some(v) => match nodewright_handlers::event::parse_sqs_batch(v) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {}: {e}", args.event.display());
+                return exit::INVALID;
+            }
+        },
+        None => match parse_bytes(&bytes) {
+            Ok(p) => vec![(String::new(), Ok(p))],
+            Err(e) => {
+                eprintln!("error: {}: {e}", args.event.display());
+                return exit::INVALID;
+            }
+        },
     };
     let settings = match Settings::new(&args.cluster, &args.region, config) {
         Ok(s) => s,
@@ -141,43 +155,61 @@ pub fn run(args: &Args) -> u8 {
         Ok(r) => r,
         Err(code) => return code,
     };
-    // A replayed event runs at its own time (sample files carry fixed dates; the handlers refuse
-    // event times more than a day from their clock), else at the wall clock.
-    let now = match &parsed {
-        Parsed::Event(e) => e.envelope().time,
-        Parsed::Ignore(_) => None,
+    let mut code = exit::OK;
+    let mut last_now = nodewright_aws::now_millis();
+    for (record, parsed) in records {
+        if !record.is_empty() && !args.json {
+            println!("record {record}:");
+        }
+        let parsed = match parsed {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("error: record {record}: {e} (dropped, as the function drops it)");
+                code = exit::INVALID;
+                continue;
+            }
+        };
+        // A replayed event runs at its own time (sample files carry fixed dates; the handlers
+        // refuse event times more than a day from their clock), else at the wall clock.
+        let now = match &parsed {
+            Parsed::Event(e) => e.envelope().time,
+            Parsed::Ignore(_) => None,
+        }
+        .unwrap_or_else(nodewright_aws::now_millis);
+        last_now = now;
+        match runtime.block_on(handle(function, &deps, parsed, now)) {
+            Ok(outcome) => print_outcome(&outcome, args.json),
+            Err(e) => {
+                eprintln!("error: {e}");
+                code = exit::INVALID;
+            }
+        }
     }
-    .unwrap_or_else(nodewright_aws::now_millis);
-    let result = runtime.block_on(handle(function, &deps, parsed, now));
     if let Some(dir) = &args.state
-        && let Err(e) = save_state(dir, &args.cluster, &state, now)
+        && let Err(e) = save_state(dir, &args.cluster, &state, last_now)
     {
         eprintln!("error: cannot save the state: {e}");
         return exit::FAILED;
     }
-    match result {
-        Ok(outcome) => {
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&outcome).unwrap_or_default());
-            } else {
-                println!("{} handled event {:?}", outcome.function, outcome.event_id);
-                let mut t = table(["#", "action", "details"]);
-                for (i, a) in outcome.actions.iter().enumerate() {
-                    let mut v = serde_json::to_value(a).unwrap_or_default();
-                    let name = v
-                        .as_object_mut()
-                        .and_then(|o| o.remove("action"))
-                        .and_then(|n| n.as_str().map(str::to_string))
-                        .unwrap_or_default();
-                    t.add_row(vec![(i + 1).to_string(), name, v.to_string()]);
-                }
-                println!("{t}");
-            }
-            exit::OK
+    code
+}
+
+/// One outcome, as a table (or JSON with `--json`).
+fn print_outcome(outcome: &nodewright_handlers::Outcome, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(outcome).unwrap_or_default());
+    } else {
+        println!("{} handled event {:?}", outcome.function, outcome.event_id);
+        let mut t = table(["#", "action", "details"]);
+        for (i, a) in outcome.actions.iter().enumerate() {
+            let mut v = serde_json::to_value(a).unwrap_or_default();
+            let name = v
+                .as_object_mut()
+                .and_then(|o| o.remove("action"))
+                .and_then(|n| n.as_str().map(str::to_string))
+                .unwrap_or_default();
+            t.add_row(vec![(i + 1).to_string(), name, v.to_string()]);
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            exit::INVALID
-        }
+        println!("{t}");
     }
 }

@@ -270,3 +270,42 @@ fn invoke_with_a_state_directory_carries_claims_and_replays_across_runs() {
     assert_eq!(other.status.code(), Some(2));
     assert!(text(&other).contains("not --cluster \"other\""), "{}", text(&other));
 }
+
+#[test]
+fn invoke_takes_an_sqs_batch_record_by_record() {
+    let out = nodewright(&[
+        "invoke",
+        "pod-pending",
+        "--event",
+        "events/pod-pending-sqs.json",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one outcome per record");
+    assert!(
+        outcome["actions"]
+            .as_array()
+            .expect("actions")
+            .iter()
+            .any(|a| a["action"] == "launched"),
+        "{outcome}"
+    );
+}
+
+#[test]
+fn restamp_moves_a_sample_to_the_present() {
+    let out = nodewright(&["restamp", "events/pod-pending.json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let event: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    let sent = event["detail"]["sentAt"].as_i64().expect("sentAt");
+    assert!((now - sent).abs() < 60_000, "sentAt {sent} vs now {now}");
+    let created = event["detail"]["pods"][0]["createdAt"].as_i64().expect("createdAt");
+    assert_eq!(sent - created, 10_000, "spacing kept");
+    let bad = nodewright(&["restamp", "Cargo.toml"]);
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
+    assert!(text(&bad).contains("not JSON"), "{}", text(&bad));
+}
