@@ -167,19 +167,23 @@ pub fn load_csv(text: &str, source: &str, options: &CsvOptions) -> Result<Worklo
     })
 }
 
-/// A Go duration, or whole days with a `d` suffix ("20d").
+/// A Go duration, optionally led by whole days with a `d` suffix ("20d", "1d12h", "2d30m").
 pub fn parse_span(s: &str) -> std::result::Result<i64, String> {
     let t = s.trim();
-    if let Some(days) = t.strip_suffix('d') {
-        let d: u64 = days
-            .parse()
-            .map_err(|_| format!("{s:?}: expected whole days, e.g. 20d"))?;
-        if d > 3650 {
-            return Err(format!("{s:?}: at most 3650 days"));
+    let (days, rest) = match t.split_once('d') {
+        Some((days, rest)) => {
+            let d: u64 = days
+                .parse()
+                .map_err(|_| format!("{s:?}: expected whole days before \"d\", e.g. 20d or 1d12h"))?;
+            if d > 3650 {
+                return Err(format!("{s:?}: at most 3650 days"));
+            }
+            (d, rest)
         }
-        return Ok(d as i64 * 86_400_000);
-    }
-    parse_duration(t).map(|secs| secs as i64 * 1000)
+        None => (0, t),
+    };
+    let secs = if rest.is_empty() { 0 } else { parse_duration(rest)? };
+    Ok(days as i64 * 86_400_000 + secs as i64 * 1000)
 }
 
 #[derive(Debug, Deserialize)]
@@ -309,6 +313,16 @@ pub fn load_deployments(text: &str, source: &str) -> Result<Workload> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn spans_take_days_with_a_remainder() {
+        assert_eq!(parse_span("2d"), Ok(2 * 86_400_000));
+        assert_eq!(parse_span("1d12h"), Ok(36 * 3_600_000));
+        assert_eq!(parse_span("90m"), Ok(90 * 60_000));
+        assert!(parse_span("xd").unwrap_err().contains("whole days"));
+        assert!(parse_span("4000d").unwrap_err().contains("3650"));
+        assert!(parse_span("1d12x").is_err());
+    }
+
     use super::*;
 
     #[test]
