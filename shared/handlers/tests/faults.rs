@@ -66,6 +66,21 @@ fn sample_pods() -> Vec<nodewright_core::Pod> {
     detail.pods.into_iter().map(|p| p.pod).collect()
 }
 
+/// Fails with every run that broke an invariant; prints how many runs the sweep made.
+fn assert_no_violations(failures: &[String], calls: usize) {
+    let runs = calls * FaultKind::ALL.len();
+    eprintln!(
+        "{runs} runs ({calls} port calls x {} fault kinds)",
+        FaultKind::ALL.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {runs} runs broke an invariant:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
 /// The kube-scheduler's part: each pod held by a live claim whose node is up binds to that node;
 /// the rest stay pending.
 fn bind_as_scheduled(deps: &MemDeps, pods: &[nodewright_core::Pod]) {
@@ -213,18 +228,7 @@ async fn provisioning_survives_a_fault_at_every_call() {
             }
         }
     }
-    eprintln!(
-        "{} runs ({calls} port calls x {} fault kinds)",
-        calls * 3,
-        FaultKind::ALL.len()
-    );
-    assert!(
-        failures.is_empty(),
-        "{} of {} runs broke an invariant:\n{}",
-        failures.len(),
-        calls * 3,
-        failures.join("\n")
-    );
+    assert_no_violations(&failures, calls);
     // Every port method the handler calls had every fault kind injected.
     let methods: BTreeSet<&str> = injected.keys().map(|(m, _)| *m).collect();
     for m in &methods {
@@ -316,18 +320,7 @@ async fn interruption_survives_a_fault_at_every_call() {
             }
         }
     }
-    eprintln!(
-        "{} runs ({calls} port calls x {} fault kinds)",
-        calls * 3,
-        FaultKind::ALL.len()
-    );
-    assert!(
-        failures.is_empty(),
-        "{} of {} runs broke an invariant:\n{}",
-        failures.len(),
-        calls * 3,
-        failures.join("\n")
-    );
+    assert_no_violations(&failures, calls);
 }
 
 /// The schedule's disruption under the same sweep: one node's pods finish, and the consolidation
@@ -404,16 +397,5 @@ async fn consolidation_survives_a_fault_at_every_call() {
             }
         }
     }
-    eprintln!(
-        "{} runs ({calls} port calls x {} fault kinds)",
-        calls * 3,
-        FaultKind::ALL.len()
-    );
-    assert!(
-        failures.is_empty(),
-        "{} of {} runs broke an invariant:\n{}",
-        failures.len(),
-        calls * 3,
-        failures.join("\n")
-    );
+    assert_no_violations(&failures, calls);
 }
