@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use nodewright_aws::state::StateView;
 use nodewright_core::Config;
+use nodewright_core::ports::state::StateView;
 use nodewright_handlers::adapters::memory::{MemoryCapacity, MemoryCluster, MemoryState};
 use nodewright_handlers::event::parse_bytes;
 use nodewright_handlers::{Deps, Function, Parsed, Settings, handle};
@@ -41,7 +41,10 @@ pub struct Args {
 /// Completed events, kept next to the state so a replayed event is recognised in a later run.
 const EVENTS_FILE: &str = "events.json";
 
-fn load_state(dir: &Path, cluster: &str) -> Result<(MemoryState, Vec<nodewright_aws::state::ClaimRecord>), String> {
+fn load_state(
+    dir: &Path,
+    cluster: &str,
+) -> Result<(MemoryState, Vec<nodewright_core::ports::state::ClaimRecord>), String> {
     let path = dir.join(crate::avail::STATE_FILE);
     if !path.exists() {
         return Ok((MemoryState::new(), Vec::new()));
@@ -156,7 +159,7 @@ pub fn run(args: &Args) -> u8 {
         Err(code) => return code,
     };
     let mut code = exit::OK;
-    let mut last_now = nodewright_aws::now_millis();
+    let mut last_now = nodewright_core::ports::now_millis();
     for (record, parsed) in records {
         if !record.is_empty() && !args.json {
             println!("record {record}:");
@@ -175,7 +178,7 @@ pub fn run(args: &Args) -> u8 {
             Parsed::Event(e) => e.envelope().time,
             Parsed::Ignore(_) => None,
         }
-        .unwrap_or_else(nodewright_aws::now_millis);
+        .unwrap_or_else(nodewright_core::ports::now_millis);
         last_now = now;
         match runtime.block_on(handle(function, &deps, parsed, now)) {
             Ok(outcome) => print_outcome(&outcome, args.json),

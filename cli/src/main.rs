@@ -5,6 +5,7 @@ mod avail;
 mod bench;
 mod bench_disruption;
 mod bench_handler;
+#[cfg(feature = "aws")]
 mod create_tables;
 mod invoke;
 mod plan;
@@ -51,6 +52,7 @@ enum Command {
     /// wait, spot share, cost) from Nodewright's DynamoDB state or a state directory.
     Avail(avail::Args),
     /// Create Nodewright's DynamoDB tables (local runs against an emulator; idempotent).
+    #[cfg(feature = "aws")]
     CreateTables(create_tables::Args),
     /// Replay a workload against NodePools with the real handlers on a virtual clock (no AWS), next
     /// to an optional fixed node group; print cost, utilization and pending times; write a plot.
@@ -78,6 +80,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Avail(a) => avail::run(&a),
+        #[cfg(feature = "aws")]
         Command::CreateTables(a) => create_tables::run(&a),
         Command::Simulate(a) => simulate::run(&a),
         Command::Validate(a) => validate::run(&a),
@@ -103,6 +106,7 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, u8> {
         })
 }
 
+#[cfg(feature = "aws")]
 /// AWS clients for the CLI's reads and set-up: the default credential chain, an optional region
 /// and endpoint (a local emulator), and few retries so an unreachable endpoint fails fast.
 pub async fn aws_clients(region: Option<String>, endpoint_url: Option<String>) -> nodewright_aws::AwsClients {

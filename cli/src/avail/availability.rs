@@ -8,9 +8,9 @@
 
 use std::collections::BTreeMap;
 
-use nodewright_aws::state::{ClaimRecord, Holder, PoolUsage, StateView};
 use nodewright_core::model::ClaimState;
 use nodewright_core::nodepool::{Limits, NodePool};
+use nodewright_core::ports::state::{ClaimRecord, Holder, PoolUsage, StateView};
 use nodewright_core::{CapacityType, Config, InstanceType, Resource, Resources};
 use serde::Serialize;
 
@@ -451,8 +451,8 @@ fn round_cents(v: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use nodewright_aws::state::{PoolUsage, Reservation};
     use nodewright_core::catalogue::OverheadConfig;
+    use nodewright_core::ports::state::{PoolUsage, Reservation};
     use nodewright_core::{Catalogue, Config};
 
     use super::*;

@@ -10,8 +10,10 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nodewright_aws::state::{ReadCost, StateStore, StateView, TableNames};
+#[cfg(feature = "aws")]
+use nodewright_aws::state::{StateStore, TableNames};
 use nodewright_core::catalogue::OverheadConfig;
+use nodewright_core::ports::state::{ReadCost, StateView};
 use nodewright_core::{Catalogue, Config};
 
 pub use availability::{Availability, Inputs, compute};
@@ -72,7 +74,11 @@ impl Failure {
 }
 
 enum Source {
-    Dynamo { store: StateStore, endpoint: String },
+    #[cfg(feature = "aws")]
+    Dynamo {
+        store: StateStore,
+        endpoint: String,
+    },
     File(PathBuf),
 }
 
@@ -80,10 +86,11 @@ impl Source {
     async fn read(&self) -> Result<(StateView, Option<ReadCost>), Failure> {
         match self {
             Source::File(dir) => read_state_dir(dir).map(|v| (v, None)),
+            #[cfg(feature = "aws")]
             Source::Dynamo { store, endpoint } => {
                 let before = store.read_cost();
                 let view = store
-                    .read_view(nodewright_aws::now_millis())
+                    .read_view(nodewright_core::ports::now_millis())
                     .await
                     .map_err(|e| unreachable(&e, endpoint, store))?;
                 let after = store.read_cost();
@@ -114,6 +121,7 @@ pub fn write_state_dir(dir: &Path, view: &StateView) -> Result<(), String> {
     std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+#[cfg(feature = "aws")]
 /// A short, actionable message for a failed read: no SDK dump, no stack trace.
 fn unreachable(e: &nodewright_aws::Error, endpoint: &str, store: &StateStore) -> Failure {
     let hint = match e {
@@ -160,12 +168,25 @@ async fn source(args: &Args) -> Result<(Source, String), Failure> {
             "--cluster is required (or NODEWRIGHT_CLUSTER_NAME), or read a state file with --state DIR",
         ));
     };
+    dynamo_source(args, cluster).await
+}
+
+#[cfg(not(feature = "aws"))]
+async fn dynamo_source(_: &Args, _: &str) -> Result<(Source, String), Failure> {
+    Err(Failure::usage(
+        "this nodewright was built without AWS support (--no-default-features): read a state file with --state DIR, \
+         or rebuild with the default features to read DynamoDB",
+    ))
+}
+
+#[cfg(feature = "aws")]
+async fn dynamo_source(args: &Args, cluster: &str) -> Result<(Source, String), Failure> {
     let clients = crate::aws_clients(args.region.clone(), args.endpoint_url.clone()).await;
     let Some(region) = clients.sdk.region().map(|r| r.to_string()) else {
         return Err(Failure::usage("no AWS region: pass --region or set AWS_REGION"));
     };
     let tables = TableNames::new(&args.table_prefix).map_err(|e| Failure::usage(e.to_string()))?;
-    let store = StateStore::new(clients.dynamodb.clone(), tables, cluster.clone())
+    let store = StateStore::new(clients.dynamodb.clone(), tables, cluster.to_string())
         .map_err(|e| Failure::usage(e.to_string()))?;
     let endpoint = args
         .endpoint_url

@@ -11,13 +11,13 @@ use std::time::Instant;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
 use lambda_runtime::{LambdaEvent, service_fn};
+use nodewright_aws::AwsCapacity;
 use nodewright_aws::capacity::{AsgPool, ClusterEndpoint, Fleet, InstanceProfiles};
 use nodewright_aws::state::{StateStore, TableNames};
 use nodewright_aws::{AwsClients, ClientOptions, now_millis};
-use nodewright_handlers::adapters::aws::AwsCapacity;
-use nodewright_handlers::adapters::kube::KubeCluster;
 use nodewright_handlers::event::{is_sqs_batch, parse_sqs_batch, parse_value};
 use nodewright_handlers::{Deps, Error, Function, Settings, handle};
+use nodewright_kube::KubeCluster;
 use nodewright_kube::{Access, Connection};
 use serde_json::{Value, json};
 

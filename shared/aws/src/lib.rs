@@ -9,19 +9,11 @@
 pub mod capacity;
 mod clients;
 mod error;
+mod ports;
 pub mod state;
 
 pub use clients::{AwsClients, ClientOptions};
 pub use error::{Error, Result};
+pub use ports::AwsCapacity;
 
-/// Milliseconds since the Unix epoch. Every time in the adapters is passed in explicitly (never read
-/// from the clock inside) so that TTLs and lifecycle ordering are testable.
-pub type EpochMillis = i64;
-
-/// The current time, for callers at the edge (Lambda handlers, the CLI).
-pub fn now_millis() -> EpochMillis {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
-}
+pub use nodewright_core::ports::{EpochMillis, now_millis};

@@ -11,6 +11,7 @@ pub mod disruption;
 pub mod labels;
 pub mod model;
 pub mod nodepool;
+pub mod ports;
 pub mod quantity;
 pub mod registration;
 pub mod requirements;

@@ -19,11 +19,11 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use nodewright_aws::EpochMillis;
-use nodewright_aws::state::{ClaimRecord, ClaimUpdate, Holder, PoolUsage, UsageSnapshot};
 use nodewright_core::disruption::{self, ManagedNode};
 use nodewright_core::model::ClaimState;
-use nodewright_kube::{DISRUPTED_TAINT, DrainMode, DrainOptions};
+use nodewright_core::ports::EpochMillis;
+use nodewright_core::ports::cluster::{DISRUPTED_TAINT, DrainMode, DrainOptions};
+use nodewright_core::ports::state::{ClaimRecord, ClaimUpdate, Holder, PoolUsage, UsageSnapshot};
 
 use crate::event::Envelope;
 use crate::outcome::{Action, Outcome, transition_name};
@@ -257,7 +257,7 @@ async fn reconcile<S: State, C: Capacity, K: ClusterApi>(
 async fn adopt<S: State, C: Capacity, K: ClusterApi>(
     deps: &Deps<S, C, K>,
     record: &ClaimRecord,
-    instance: &nodewright_aws::capacity::InstanceSummary,
+    instance: &nodewright_core::ports::capacity::InstanceSummary,
     launched_at: EpochMillis,
 ) -> Result<bool> {
     if !deps.state.create_claim(record).await? {
@@ -345,7 +345,7 @@ async fn reconcile_usage<S: State, C: Capacity, K: ClusterApi>(
 async fn record_lost_launch<S: State, C: Capacity, K: ClusterApi>(
     deps: &Deps<S, C, K>,
     claim: &ClaimRecord,
-    instance: &nodewright_aws::capacity::InstanceSummary,
+    instance: &nodewright_core::ports::capacity::InstanceSummary,
     now: EpochMillis,
 ) -> Result<()> {
     let update = launch_update(deps, instance);
@@ -511,7 +511,7 @@ async fn close<S: State, C: Capacity, K: ClusterApi>(
         to: to.as_str().into(),
         outcome: transition_name(&t).into(),
     });
-    if matches!(t, nodewright_aws::state::TransitionOutcome::Advanced(_)) {
+    if matches!(t, nodewright_core::ports::state::TransitionOutcome::Advanced(_)) {
         instance_gone(deps, claim, now, out).await?;
     }
     Ok(())
@@ -529,12 +529,13 @@ async fn drain<S: State, C: Capacity, K: ClusterApi>(
     options.grace_expired = grace_expired;
     match cluster.drain(node, &options).await {
         Ok(r) => out.push(Action::drained(node.into(), &r)),
-        Err(e @ (nodewright_kube::Error::PdbBlocked { .. } | nodewright_kube::Error::DoNotDisrupt { .. })) => {
-            out.push(Action::DrainBlocked {
-                node: node.into(),
-                error: e.to_string(),
-            })
-        }
+        Err(
+            e @ (nodewright_core::ports::KubeError::PdbBlocked { .. }
+            | nodewright_core::ports::KubeError::DoNotDisrupt { .. }),
+        ) => out.push(Action::DrainBlocked {
+            node: node.into(),
+            error: e.to_string(),
+        }),
         Err(e) => return Err(e.into()),
     }
     Ok(())
@@ -740,7 +741,7 @@ async fn disrupt<S: State, C: Capacity, K: ClusterApi>(
                 .state
                 .transition_claim(&claim.id, ClaimState::Cordoned, now, &ClaimUpdate::default())
                 .await?;
-            if !matches!(t, nodewright_aws::state::TransitionOutcome::Advanced(_)) {
+            if !matches!(t, nodewright_core::ports::state::TransitionOutcome::Advanced(_)) {
                 break;
             }
             taken.push((node.as_str(), *claim));

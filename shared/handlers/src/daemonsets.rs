@@ -5,8 +5,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use nodewright_aws::EpochMillis;
 use nodewright_core::Pod;
+use nodewright_core::ports::EpochMillis;
 
 use crate::Result;
 use crate::ports::ClusterApi;

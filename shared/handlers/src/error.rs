@@ -13,9 +13,9 @@ pub enum Error {
     #[error("event {0} is being handled by another invocation")]
     Busy(String),
     #[error(transparent)]
-    Aws(#[from] nodewright_aws::Error),
+    Aws(#[from] nodewright_core::ports::AwsError),
     #[error(transparent)]
-    Kube(#[from] nodewright_kube::Error),
+    Kube(#[from] nodewright_core::ports::KubeError),
     #[error(transparent)]
     Core(#[from] nodewright_core::Error),
 }
@@ -65,7 +65,7 @@ mod tests {
     #[test]
     fn only_errors_a_retry_can_get_past_are_retried() {
         let aws = |code: &str| {
-            Error::Aws(nodewright_aws::Error::Aws {
+            Error::Aws(nodewright_core::ports::AwsError::Aws {
                 operation: "CreateFleet",
                 code: code.into(),
                 message: "m".into(),
@@ -75,9 +75,9 @@ mod tests {
         assert!(aws("InternalError").is_retryable());
         assert!(!aws("UnauthorizedOperation").is_retryable());
         assert!(!aws("ValidationException").is_retryable());
-        assert!(!Error::Aws(nodewright_aws::Error::Refused("not ours".into())).is_retryable());
+        assert!(!Error::Aws(nodewright_core::ports::AwsError::Refused("not ours".into())).is_retryable());
         assert!(
-            !Error::Aws(nodewright_aws::Error::Corrupt {
+            !Error::Aws(nodewright_core::ports::AwsError::Corrupt {
                 table: "t".into(),
                 key: "k".into(),
                 reason: "r".into()
@@ -85,7 +85,7 @@ mod tests {
             .is_retryable()
         );
         let api = |code: u16| {
-            Error::Kube(nodewright_kube::Error::Api {
+            Error::Kube(nodewright_core::ports::KubeError::Api {
                 operation: "evict".into(),
                 code,
                 message: "m".into(),
@@ -95,7 +95,7 @@ mod tests {
         assert!(api(503).is_retryable());
         assert!(!api(422).is_retryable());
         assert!(
-            !Error::Kube(nodewright_kube::Error::Unauthorized {
+            !Error::Kube(nodewright_core::ports::KubeError::Unauthorized {
                 operation: "list".into(),
                 code: 403,
                 message: "m".into()

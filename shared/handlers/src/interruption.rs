@@ -7,11 +7,11 @@
 //! `replace` (replacement + cordon now; the consolidation run drains once the replacement is Ready),
 //! `cordon`, or `ignore`. Scheduled changes have days of notice and are handled like `replace`.
 
-use nodewright_aws::EpochMillis;
-use nodewright_aws::state::{ClaimUpdate, Holder};
 use nodewright_core::CapacityType;
 use nodewright_core::model::ClaimState;
-use nodewright_kube::{DrainMode, DrainOptions, INTERRUPTED_TAINT};
+use nodewright_core::ports::EpochMillis;
+use nodewright_core::ports::cluster::{DrainMode, DrainOptions, INTERRUPTED_TAINT};
+use nodewright_core::ports::state::{ClaimUpdate, Holder};
 
 use crate::event::Event;
 use crate::outcome::{Action, Outcome, transition_name};
@@ -168,7 +168,7 @@ async fn interrupt<S: State, C: Capacity, K: ClusterApi>(
         let options = DrainOptions::new(DrainMode::Forced, deps.settings.interruption_drain_deadline);
         match cluster.drain(&node, &options).await {
             Ok(report) => out.push(Action::drained(node, &report)),
-            Err(e @ nodewright_kube::Error::PdbBlocked { .. }) => out.push(Action::DrainBlocked {
+            Err(e @ nodewright_core::ports::KubeError::PdbBlocked { .. }) => out.push(Action::DrainBlocked {
                 node,
                 error: e.to_string(),
             }),

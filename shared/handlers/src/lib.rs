@@ -1,8 +1,8 @@
 //! The Lambda functions' handlers, shared by the function binaries (functions/), `nodewright invoke`
 //! and the tests. A handler takes a parsed [`event::Event`] and acts through three ports
-//! ([`ports::State`], [`ports::Capacity`], [`ports::ClusterApi`]); the adapters behind them are the
-//! real services ([`adapters::aws`], [`adapters::kube`]) or in-process stand-ins
-//! ([`adapters::memory`]).
+//! ([`ports::State`], [`ports::Capacity`], [`ports::ClusterApi`], owned by the core); the adapters
+//! behind them are the real services (`nodewright-aws`, `nodewright-kube`) or in-process stand-ins
+//! ([`adapters::memory`]). Nothing here links an SDK.
 //!
 //! - [`pod_pending`]: a watcher batch -> reservations -> plan -> claims -> launches.
 //! - [`interruption`]: spot interruption, rebalance, capacity-reservation interruption, AWS Health
@@ -21,13 +21,13 @@ pub mod interruption;
 pub mod metrics;
 pub mod outcome;
 pub mod pod_pending;
-pub mod ports;
 pub mod provision;
 mod registration;
 pub mod settings;
 pub mod state_change;
 
-use nodewright_aws::EpochMillis;
+pub use nodewright_core::ports;
+use nodewright_core::ports::EpochMillis;
 
 pub use daemonsets::DaemonSets;
 pub use error::{Error, Result};
@@ -157,7 +157,7 @@ where
     F: FnOnce(Outcome) -> Fut,
     Fut: std::future::Future<Output = Result<Outcome>>,
 {
-    use nodewright_aws::state::EventStart;
+    use nodewright_core::ports::state::EventStart;
     match deps.state.begin_event(key, now).await? {
         EventStart::Completed(summary) => {
             let mut o = Outcome::new(function.name(), event_id);

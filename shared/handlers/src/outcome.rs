@@ -67,8 +67,8 @@ pub enum Action {
     #[serde(rename_all = "camelCase")]
     UsageCorrected {
         pool: String,
-        from: nodewright_aws::state::PoolUsage,
-        to: nodewright_aws::state::PoolUsage,
+        from: nodewright_core::ports::state::PoolUsage,
+        to: nodewright_core::ports::state::PoolUsage,
     },
     #[serde(rename_all = "camelCase")]
     Cordoned { node: String, taint: String },
@@ -133,7 +133,7 @@ pub enum Action {
 
 impl Action {
     /// What a drain did.
-    pub fn drained(node: String, r: &nodewright_kube::DrainReport) -> Action {
+    pub fn drained(node: String, r: &nodewright_core::ports::cluster::DrainReport) -> Action {
         Action::Drained {
             node,
             evicted: r.evicted.len(),
@@ -197,10 +197,10 @@ impl Outcome {
 }
 
 /// How a claim transition went, for [`Action::ClaimTransition`].
-pub fn transition_name(t: &nodewright_aws::state::TransitionOutcome) -> &'static str {
+pub fn transition_name(t: &nodewright_core::ports::state::TransitionOutcome) -> &'static str {
     match t {
-        nodewright_aws::state::TransitionOutcome::Advanced(_) => "advanced",
-        nodewright_aws::state::TransitionOutcome::Duplicate(_) => "duplicate",
-        nodewright_aws::state::TransitionOutcome::Stale(_) => "stale",
+        nodewright_core::ports::state::TransitionOutcome::Advanced(_) => "advanced",
+        nodewright_core::ports::state::TransitionOutcome::Duplicate(_) => "duplicate",
+        nodewright_core::ports::state::TransitionOutcome::Stale(_) => "stale",
     }
 }

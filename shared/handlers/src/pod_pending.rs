@@ -1,8 +1,8 @@
 //! `pod-pending`: one watcher batch (`Pod Pending`, docs/events.md) -> capacity.
 
-use nodewright_aws::EpochMillis;
-use nodewright_aws::state::Holder;
 use nodewright_core::model::cluster_event::PodPending;
+use nodewright_core::ports::EpochMillis;
+use nodewright_core::ports::state::Holder;
 
 use crate::event::Envelope;
 use crate::outcome::Outcome;

@@ -12,11 +12,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use futures::StreamExt;
-use nodewright_aws::EpochMillis;
-use nodewright_aws::capacity::LaunchOutcome;
-use nodewright_aws::state::{ClaimRecord, ClaimUpdate, Holder, TransitionOutcome, UsageDecision, UsageDelta};
 use nodewright_core::model::ClaimState;
 use nodewright_core::nodepool::PoolBacking;
+use nodewright_core::ports::EpochMillis;
+use nodewright_core::ports::capacity::LaunchOutcome;
+use nodewright_core::ports::state::{ClaimRecord, ClaimUpdate, Holder, TransitionOutcome, UsageDecision, UsageDelta};
 use nodewright_core::scheduler::{ClaimPlan, Input, Options, schedule};
 use nodewright_core::{CapacityType, InstanceType, Node, NodePool, Pod, Resources};
 use sha2::{Digest, Sha256};
@@ -475,7 +475,7 @@ async fn launch_claim<S: State, C: Capacity, K: ClusterApi>(
     record.offerings = plan
         .instance_types
         .iter()
-        .take(nodewright_aws::state::MAX_STORED_OFFERINGS)
+        .take(nodewright_core::ports::state::MAX_STORED_OFFERINGS)
         .cloned()
         .collect();
     let mut requested = plan.requests.clone();

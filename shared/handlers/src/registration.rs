@@ -10,10 +10,10 @@
 
 use std::collections::BTreeMap;
 
-use nodewright_aws::EpochMillis;
-use nodewright_aws::capacity::InstanceSummary;
-use nodewright_aws::state::{ClaimRecord, ClaimUpdate, TransitionOutcome};
 use nodewright_core::model::ClaimState;
+use nodewright_core::ports::EpochMillis;
+use nodewright_core::ports::capacity::InstanceSummary;
+use nodewright_core::ports::state::{ClaimRecord, ClaimUpdate, TransitionOutcome};
 use nodewright_core::{CapacityType, NodePool, registration};
 
 use crate::outcome::{Action, Outcome, transition_name};
@@ -132,7 +132,7 @@ pub(crate) async fn register<S: State, C: Capacity, K: ClusterApi>(
                 labels: labels.len(),
             }),
             Ok(false) => {}
-            Err(nodewright_kube::Error::NotFound { .. }) => {
+            Err(nodewright_core::ports::KubeError::NotFound { .. }) => {
                 // Deleted since it reported Ready (its instance is going): nothing to register.
                 out.push(Action::Ignored {
                     reason: format!("node {node} no longer exists"),

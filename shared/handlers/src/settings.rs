@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nodewright_aws::state::RESERVATION_TTL_SECS;
 use nodewright_core::catalogue::OverheadConfig;
+use nodewright_core::ports::state::RESERVATION_TTL_SECS;
 use nodewright_core::scheduler::TypeIndex;
 use nodewright_core::{Catalogue, Config, InstanceType};
 

@@ -6,9 +6,9 @@
 //! An instance that dies releases its reservations and usage, has its Node object deleted, and its
 //! pods (pending again) re-planned.
 
-use nodewright_aws::EpochMillis;
-use nodewright_aws::state::{ClaimRecord, ClaimUpdate, Holder, TransitionOutcome};
 use nodewright_core::model::ClaimState;
+use nodewright_core::ports::EpochMillis;
+use nodewright_core::ports::state::{ClaimRecord, ClaimUpdate, Holder, TransitionOutcome};
 
 use crate::event::{Event, InstanceState};
 use crate::outcome::{Action, Outcome, transition_name};

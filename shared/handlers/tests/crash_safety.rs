@@ -6,8 +6,8 @@
 
 mod support;
 
-use nodewright_aws::state::{ClaimRecord, ClaimUpdate, Holder};
 use nodewright_core::model::ClaimState;
+use nodewright_core::ports::state::{ClaimRecord, ClaimUpdate, Holder};
 use nodewright_core::{CapacityType, Pod};
 use nodewright_handlers::ports::{Capacity, ClaimLaunch, State};
 use nodewright_handlers::provision::{claim_id, provision};
@@ -199,7 +199,7 @@ async fn leaked_usage_is_corrected_from_the_claims_once_the_counters_are_still()
         truth,
         "the batch charged what its claims hold"
     );
-    let leak = nodewright_aws::state::UsageDelta {
+    let leak = nodewright_core::ports::state::UsageDelta {
         cpu_milli: 16_000,
         memory_bytes: 64 << 30,
         gpus: 0,
@@ -355,7 +355,7 @@ async fn counters_taken_below_zero_are_corrected() {
     let deps = deps();
     sample_batch(&deps).await;
     let truth = usage_of_claims(&deps.state.claim_records(), "general", &deps.settings.instance_types).unwrap();
-    let all = nodewright_aws::state::UsageDelta {
+    let all = nodewright_core::ports::state::UsageDelta {
         cpu_milli: truth.cpu_milli,
         memory_bytes: truth.memory_bytes,
         gpus: 0,

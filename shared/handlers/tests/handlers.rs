@@ -4,13 +4,13 @@
 
 mod support;
 
-use nodewright_aws::state::Holder;
 use nodewright_core::CapacityType;
 use nodewright_core::model::ClaimState;
+use nodewright_core::ports::cluster::ClusterNode;
+use nodewright_core::ports::state::Holder;
 use nodewright_handlers::adapters::memory::ClusterWrite;
 use nodewright_handlers::ports::{Capacity, State};
 use nodewright_handlers::{Action, Function};
-use nodewright_kube::ClusterNode;
 use support::*;
 
 /// The cluster writes other than registration (which every node gets when it turns Ready).
@@ -423,7 +423,10 @@ fn tick(n: u32) -> Vec<u8> {
 }
 
 /// One claim's node listed in the cluster (the claim Ready at NOW), with `pods` bound to it.
-fn one_listed_node(deps: &MemDeps, pods: Vec<nodewright_core::Pod>) -> (nodewright_aws::state::ClaimRecord, String) {
+fn one_listed_node(
+    deps: &MemDeps,
+    pods: Vec<nodewright_core::Pod>,
+) -> (nodewright_core::ports::state::ClaimRecord, String) {
     let claim = deps.state.claim_records().into_iter().next().unwrap();
     let iid = claim.instance_id.clone().unwrap();
     let cluster = deps.cluster.as_ref().unwrap();
@@ -500,7 +503,7 @@ async fn a_node_launched_under_a_changed_node_class_is_replaced_as_drifted() {
         disruption_writes(deps.cluster.as_ref().unwrap()),
         [ClusterWrite::CordonAndTaint {
             node,
-            taint: nodewright_kube::DISRUPTED_TAINT.into()
+            taint: nodewright_core::ports::cluster::DISRUPTED_TAINT.into()
         }],
         "cordoned, not drained before the replacement is ready"
     );
@@ -582,7 +585,7 @@ spec:
 
 #[tokio::test]
 async fn auto_scaling_pool_nodes_are_protected_while_busy_and_scaled_in_when_idle() {
-    use nodewright_aws::state::{ClaimRecord, ClaimUpdate};
+    use nodewright_core::ports::state::{ClaimRecord, ClaimUpdate};
     let deps = deps_with(&format!("{POOLS}{ASG_POOL}"));
     let cluster = deps.cluster.as_ref().unwrap();
     let mut nodes = Vec::new();

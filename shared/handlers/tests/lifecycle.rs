@@ -6,8 +6,8 @@
 
 mod support;
 
-use nodewright_aws::state::{ClaimRecord, ClaimUpdate};
 use nodewright_core::model::ClaimState;
+use nodewright_core::ports::state::{ClaimRecord, ClaimUpdate};
 use nodewright_core::{Pod, Resource};
 use nodewright_handlers::adapters::memory::ClusterWrite;
 use nodewright_handlers::event::parse_bytes;
@@ -100,7 +100,10 @@ async fn a_node_ready_before_the_launch_is_recorded_keeps_the_instance() {
         .transition_claim("nc-early", ClaimState::Launched, NOW + 61_000, &ClaimUpdate::default())
         .await
         .unwrap();
-    assert!(matches!(late, nodewright_aws::state::TransitionOutcome::Stale(_)));
+    assert!(matches!(
+        late,
+        nodewright_core::ports::state::TransitionOutcome::Stale(_)
+    ));
     assert_eq!(
         deps.state
             .claim_by_instance(&launched.instance_id)

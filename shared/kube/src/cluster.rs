@@ -16,7 +16,8 @@ use nodewright_core::registration::UNREGISTERED_TAINT;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::{Error, Result};
+use crate::error::FromKube;
+use crate::{ClusterNode, Error, Listed, Rejected, Result, cluster_node};
 
 /// Items per list page: large enough for few round trips, small enough to bound each response.
 pub const DEFAULT_PAGE_SIZE: u32 = 500;
@@ -25,43 +26,12 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Retries of a read-modify-write that lost a race (HTTP 409).
 const CONFLICT_RETRIES: usize = 3;
 
-/// The taint on a node Nodewright is disrupting (consolidation, expiry, drift).
-pub const DISRUPTED_TAINT: &str = "nodewright.io/disrupted";
-/// The taint on a node whose instance is being interrupted (spot, rebalance, scheduled change).
-pub const INTERRUPTED_TAINT: &str = "nodewright.io/interrupted";
-
 /// One cluster, reached through a kube client.
 #[derive(Clone)]
 pub struct Cluster {
     pub(crate) client: kube::Client,
     pub(crate) timeout: Duration,
     page_size: u32,
-}
-
-/// A list converted into the core model, with the objects that could not be converted kept aside
-/// (one bad pod must not stop provisioning for the others).
-#[derive(Debug, Clone, Default)]
-pub struct Listed<T> {
-    pub items: Vec<T>,
-    pub rejected: Vec<Rejected>,
-}
-
-/// An object the core model could not take, and why.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Rejected {
-    pub name: String,
-    pub reason: String,
-}
-
-/// A node as the functions need it: the core model plus what links it to EC2 and to a claim.
-#[derive(Debug, Clone)]
-pub struct ClusterNode {
-    pub node: model::Node,
-    /// From `spec.providerID` (`aws:///zone/i-...`): what links a Node to its claim.
-    pub instance_id: Option<String>,
-    pub ready: bool,
-    /// Still carries the unregistered taint (its claim has not labelled it yet).
-    pub unregistered: bool,
 }
 
 impl Cluster {
@@ -309,26 +279,6 @@ impl Cluster {
             Err(e) => Err(e),
         }
     }
-}
-
-/// A Kubernetes Node as the functions see it: the core model, its instance (from providerID),
-/// readiness and registration.
-pub fn cluster_node(n: &k8s::Node, path: &str) -> nodewright_core::Result<ClusterNode> {
-    Ok(ClusterNode {
-        node: model::node_from_k8s(n, path)?,
-        instance_id: n
-            .spec
-            .as_ref()
-            .and_then(|s| s.provider_id.as_deref())
-            .and_then(model::instance_id_from_provider_id)
-            .map(str::to_string),
-        ready: model::node_is_ready(n),
-        unregistered: n
-            .spec
-            .as_ref()
-            .and_then(|s| s.taints.as_ref())
-            .is_some_and(|t| t.iter().any(|t| t.key == UNREGISTERED_TAINT)),
-    })
 }
 
 /// `namespace/name` of a namespaced object, for errors, logs and reports.

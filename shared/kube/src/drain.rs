@@ -12,8 +12,6 @@
 //! leaves them alone to run until the end. Once the pool's `terminationGracePeriod` has run out, the
 //! drain deletes remaining pods directly, PDB or not, as Karpenter does.
 
-use std::time::Duration;
-
 use k8s_openapi::api::core::v1 as k8s;
 use k8s_openapi::api::policy::v1::Eviction;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -23,59 +21,8 @@ use nodewright_core::model;
 use tokio::time::Instant;
 
 use crate::cluster::object_path;
-use crate::{Cluster, Error, Result};
-
-/// Why the node is being drained.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DrainMode {
-    /// Nodewright chose to disrupt (consolidation, drift, expiry): do-not-disrupt pods veto it.
-    Voluntary,
-    /// The instance is going away (spot interruption, scheduled maintenance): evict what can be
-    /// evicted, leave do-not-disrupt pods alone.
-    Forced,
-}
-
-/// How long and how patiently to drain.
-#[derive(Debug, Clone)]
-pub struct DrainOptions {
-    pub mode: DrainMode,
-    /// Give up retrying PDB-blocked evictions after this long.
-    pub deadline: Duration,
-    /// First wait after a 429; doubles up to `backoff_max`.
-    pub backoff_initial: Duration,
-    pub backoff_max: Duration,
-    /// The pool's terminationGracePeriod has run out for this node: delete instead of evict.
-    pub grace_expired: bool,
-}
-
-impl DrainOptions {
-    pub fn new(mode: DrainMode, deadline: Duration) -> Self {
-        DrainOptions {
-            mode,
-            deadline,
-            backoff_initial: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(10),
-            grace_expired: false,
-        }
-    }
-}
-
-/// What a drain did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DrainReport {
-    /// `namespace/name` of pods evicted (or already gone).
-    pub evicted: Vec<String>,
-    /// Pods deleted directly because the termination grace period ran out.
-    pub deleted: Vec<String>,
-    /// Pods not touched: DaemonSet, mirror, finished, already terminating, or do-not-disrupt in a
-    /// forced drain.
-    pub skipped: Vec<String>,
-    /// Eviction attempts refused by a PDB (429) before the drain finished.
-    pub pdb_retries: u32,
-    /// Pods whose eviction (or deletion) failed for another reason, with the last error: logged
-    /// and left for the next drain, never fatal to the rest.
-    pub failed: Vec<(String, String)>,
-}
+use crate::error::FromKube;
+use crate::{Cluster, DrainMode, DrainOptions, DrainReport, Error, Result};
 
 enum Evicted {
     Done,

@@ -11,11 +11,14 @@ mod cluster;
 mod connect;
 mod drain;
 mod error;
+mod port;
 pub mod token;
 
-pub use cluster::{
-    Cluster, ClusterNode, DEFAULT_PAGE_SIZE, DISRUPTED_TAINT, INTERRUPTED_TAINT, Listed, Rejected, cluster_node,
-};
+pub use cluster::{Cluster, DEFAULT_PAGE_SIZE};
 pub use connect::{Access, Connection, ca_from_base64_pem};
-pub use drain::{DrainMode, DrainOptions, DrainReport};
 pub use error::{Error, Result};
+pub use nodewright_core::ports::cluster::{
+    ClusterNode, DISRUPTED_TAINT, DrainMode, DrainOptions, DrainReport, INTERRUPTED_TAINT, Listed, Rejected,
+    cluster_node,
+};
+pub use port::KubeCluster;

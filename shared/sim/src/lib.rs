@@ -18,9 +18,9 @@ pub mod rng;
 pub mod workload;
 pub mod world;
 
-use nodewright_aws::state::StateView;
 use nodewright_core::catalogue::OverheadConfig;
 use nodewright_core::nodepool::PoolBacking;
+use nodewright_core::ports::state::StateView;
 use nodewright_core::{Catalogue, Config, InstanceType};
 use nodewright_handlers::Settings;
 

@@ -6,13 +6,13 @@
 
 use std::collections::{HashMap, HashSet};
 
-use nodewright_aws::state::StateView;
 use nodewright_core::model::cluster_event::{self, NodeReady, PendingPod, PodPending};
+use nodewright_core::ports::cluster::ClusterNode;
+use nodewright_core::ports::state::StateView;
 use nodewright_core::{CapacityType, InstanceType};
 use nodewright_handlers::adapters::memory::{ClusterWrite, MemoryCapacity, MemoryCluster, MemoryState};
 use nodewright_handlers::ports::Capacity;
 use nodewright_handlers::{Action, Deps, Function, Settings, event, handle};
-use nodewright_kube::ClusterNode;
 use serde_json::{Value, json};
 
 use crate::engine::{Autoscaler, Ev, Queue};

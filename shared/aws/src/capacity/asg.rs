@@ -3,6 +3,7 @@
 //! protects busy instances from scale-in, and scales in by terminating chosen idle instances with a
 //! desired-capacity decrement.
 
+use crate::error::FromSdk;
 use crate::{Error, Result};
 
 /// A group's current shape.

@@ -14,7 +14,8 @@ use aws_sdk_ec2::types::{
 use nodewright_core::CapacityType;
 use sha2::{Digest, Sha256};
 
-use super::instances::{TAG_CLAIM, TAG_CLUSTER, TAG_MANAGED_BY, TAG_POOL};
+use super::{LaunchOutcome, TAG_CLAIM, TAG_CLUSTER, TAG_MANAGED_BY, TAG_POOL};
+use crate::error::FromSdk;
 use crate::state::StateStore;
 use crate::{EpochMillis, Error, Result};
 
@@ -64,22 +65,6 @@ pub struct LaunchRequest {
     pub offerings: Vec<LaunchOffering>,
     /// Extra instance tags (the EC2NodeClass's tags).
     pub tags: BTreeMap<String, String>,
-}
-
-/// What a launch did.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LaunchOutcome {
-    pub instance_id: String,
-    pub instance_type: String,
-    pub zone: String,
-    pub capacity_type: CapacityType,
-    pub price: Option<f64>,
-    /// The instance already existed (a retried launch); nothing new was created.
-    pub adopted: bool,
-    /// Spot was wanted but exhausted, and on-demand was used.
-    pub fell_back_to_on_demand: bool,
-    /// Offerings that failed with a capacity error on the way (capacity type, type, zone, code).
-    pub unavailable: Vec<(CapacityType, String, String, String)>,
 }
 
 /// EC2 access for one cluster.

@@ -12,7 +12,8 @@ use aws_sdk_iam::error::ProvideErrorMetadata;
 use aws_sdk_iam::types::Tag;
 use sha2::{Digest, Sha256};
 
-use super::instances::TAG_CLUSTER;
+use super::TAG_CLUSTER;
+use crate::error::FromSdk;
 use crate::{Error, Result};
 
 /// The tag naming the EC2NodeClass a profile was made for.

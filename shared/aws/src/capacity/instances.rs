@@ -3,30 +3,9 @@
 
 use aws_sdk_ec2::types::Filter;
 
-use super::Fleet;
+use super::{Fleet, InstanceSummary, TAG_CLAIM, TAG_CLUSTER, TAG_POOL};
+use crate::error::FromSdk;
 use crate::{Error, Result};
-
-/// The cluster an instance belongs to (IAM conditions on this tag too).
-pub const TAG_CLUSTER: &str = "nodewright.io/cluster";
-/// The NodePool it was launched for.
-pub const TAG_POOL: &str = "karpenter.sh/nodepool";
-/// The node claim it was launched for (adoption after a crash between launch and record).
-pub const TAG_CLAIM: &str = "nodewright.io/claim";
-pub const TAG_MANAGED_BY: &str = "nodewright.io/managed-by";
-
-/// What reconciliation needs to know about an instance.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InstanceSummary {
-    pub instance_id: String,
-    pub instance_type: String,
-    pub zone: String,
-    pub state: String,
-    pub spot: bool,
-    pub claim_id: Option<String>,
-    pub pool: Option<String>,
-    pub cluster: Option<String>,
-    pub launch_time_millis: Option<i64>,
-}
 
 fn summary(i: &aws_sdk_ec2::types::Instance) -> InstanceSummary {
     let tag = |key: &str| {

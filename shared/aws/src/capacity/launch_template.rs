@@ -16,20 +16,10 @@ use nodewright_core::model::Taint;
 use nodewright_core::nodepool::{Ec2NodeClass, SelectorTerm};
 use sha2::{Digest, Sha256};
 
-use super::Fleet;
-use super::instances::{TAG_CLUSTER, TAG_MANAGED_BY};
 use super::user_data::{self, Bootstrap};
+use super::{ClusterEndpoint, Fleet, TAG_CLUSTER, TAG_MANAGED_BY};
+use crate::error::FromSdk;
 use crate::{Error, Result};
-
-/// What nodes need to join the cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterEndpoint {
-    pub name: String,
-    pub endpoint: String,
-    /// Base64 PEM of the cluster CA, as EKS DescribeCluster returns it.
-    pub certificate_authority: String,
-    pub service_cidr: Option<String>,
-}
 
 /// A node class's selectors, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]

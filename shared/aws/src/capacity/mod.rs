@@ -8,11 +8,13 @@ mod instance_profile;
 mod instances;
 mod launch_template;
 mod pricing;
-pub mod user_data;
 
 pub use asg::{AsgPool, GroupState, ScaleUp};
-pub use fleet::{Fleet, LaunchOffering, LaunchOutcome, LaunchRequest, is_capacity_error};
+pub use fleet::{Fleet, LaunchOffering, LaunchRequest, is_capacity_error};
 pub use instance_profile::{InstanceProfiles, TAG_NODE_CLASS, role_name};
-pub use instances::{InstanceSummary, TAG_CLAIM, TAG_CLUSTER, TAG_MANAGED_BY, TAG_POOL};
-pub use launch_template::{ClusterEndpoint, LaunchTemplateSpec, NodeClassResolution, alias_parameters};
+pub use launch_template::{LaunchTemplateSpec, NodeClassResolution, alias_parameters};
+pub use nodewright_core::ports::capacity::{
+    ClusterEndpoint, InstanceSummary, LaunchOutcome, TAG_CLAIM, TAG_CLUSTER, TAG_MANAGED_BY, TAG_POOL,
+};
+pub use nodewright_core::registration::user_data;
 pub use pricing::PriceBook;

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::error::FromSdk;
 use aws_sdk_ec2::types::Filter;
 use nodewright_core::{CapacityType, InstanceType};
 

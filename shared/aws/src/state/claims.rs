@@ -5,150 +5,16 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use nodewright_core::CapacityType;
 use nodewright_core::model::{ClaimState, Transition};
-use nodewright_core::{CapacityType, Resources};
 
 use super::item::{Fields, conditional, n, s};
 use super::tables::{CLAIMS_BY_INSTANCE, CLAIMS_BY_POOL, CLAIMS_BY_STATE};
-use super::{Item, StateStore, Table};
+use super::{ClaimRecord, ClaimUpdate, Item, MAX_STORED_OFFERINGS, StateStore, Table, TransitionOutcome};
 use crate::{EpochMillis, Error, Result};
 
 /// How many times a transition re-reads and retries after losing a version race.
 const MAX_VERSION_RETRIES: usize = 8;
-
-/// A node claim as stored.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ClaimRecord {
-    pub id: String,
-    pub pool: String,
-    pub state: ClaimState,
-    pub instance_id: Option<String>,
-    pub instance_type: Option<String>,
-    pub capacity_type: Option<CapacityType>,
-    pub zone: Option<String>,
-    pub price_per_hour: Option<f64>,
-    pub allocatable: Option<Resources>,
-    /// Sum of the requests of the pods planned onto the claim (daemonset overhead included), so a
-    /// later batch can pack onto the claim while it is still in flight.
-    pub requested: Option<Resources>,
-    /// Pod uids reserved onto this claim.
-    pub pods: Vec<String>,
-    /// When the claim entered each state (epoch ms).
-    pub transitions: BTreeMap<ClaimState, EpochMillis>,
-    /// Where the capacity comes from: `fleet` or `asg:<group name>`.
-    pub backing: String,
-    /// Drift hash of the EC2NodeClass the claim was launched under (`Ec2NodeClass::drift_hash`);
-    /// None for adopted instances.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node_class_hash: Option<String>,
-    /// Digest of the workload pods last seen on the claim's node, and when that set last changed
-    /// (epoch ms): consolidateAfter counts from this change.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pods_digest: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pods_changed_at: Option<EpochMillis>,
-    /// The offerings the claim was decided with (cheapest first, at most [`MAX_STORED_OFFERINGS`]),
-    /// so a retry of a decision whose invocation died before launching can launch it as decided.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub offerings: Vec<nodewright_core::scheduler::InstanceOption>,
-    /// Incremented by every write; the condition for the next one.
-    pub version: u64,
-}
-
-impl ClaimRecord {
-    /// A new claim in `launching`, as the scheduler decided it.
-    pub fn launching(id: &str, pool: &str, pods: Vec<String>, now: EpochMillis) -> Self {
-        ClaimRecord {
-            id: id.into(),
-            pool: pool.into(),
-            state: ClaimState::Launching,
-            instance_id: None,
-            instance_type: None,
-            capacity_type: None,
-            zone: None,
-            price_per_hour: None,
-            allocatable: None,
-            requested: None,
-            pods,
-            transitions: BTreeMap::from([(ClaimState::Launching, now)]),
-            backing: "fleet".into(),
-            node_class_hash: None,
-            pods_digest: None,
-            pods_changed_at: None,
-            offerings: Vec::new(),
-            version: 0,
-        }
-    }
-
-    /// Moves the record to `to` at `at` with what was learned, if that is forward (the version is
-    /// bumped); otherwise leaves it untouched and says why. Every state store applies transitions
-    /// through this one function.
-    pub fn advance(&mut self, to: ClaimState, at: EpochMillis, update: &ClaimUpdate) -> Transition {
-        let transition = self.state.transition(to);
-        if transition != Transition::Advance {
-            return transition;
-        }
-        self.state = to;
-        self.transitions.entry(to).or_insert(at);
-        self.version += 1;
-        if update.instance_id.is_some() {
-            self.instance_id.clone_from(&update.instance_id);
-        }
-        if update.instance_type.is_some() {
-            self.instance_type.clone_from(&update.instance_type);
-        }
-        if update.capacity_type.is_some() {
-            self.capacity_type = update.capacity_type;
-        }
-        if update.zone.is_some() {
-            self.zone.clone_from(&update.zone);
-        }
-        if update.price_per_hour.is_some() {
-            self.price_per_hour = update.price_per_hour;
-        }
-        if update.allocatable.is_some() {
-            self.allocatable.clone_from(&update.allocatable);
-        }
-        transition
-    }
-
-    pub fn entered(&self, state: ClaimState) -> Option<EpochMillis> {
-        self.transitions.get(&state).copied()
-    }
-
-    /// Whether the pool's `nodesInFlight` counts this claim: from its charge until it becomes
-    /// Ready (`mark_usage_running`), whatever it went through instead (a claim stopped or
-    /// terminated before Ready stays counted until its release).
-    pub fn counted_in_flight(&self) -> bool {
-        self.entered(ClaimState::Ready).is_none()
-    }
-}
-
-/// The most offerings a claim record keeps (about 80 bytes each; items are limited to 400 KB).
-pub const MAX_STORED_OFFERINGS: usize = 200;
-
-/// Facts learned along with a transition (the launch result, mostly).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ClaimUpdate {
-    pub instance_id: Option<String>,
-    pub instance_type: Option<String>,
-    pub capacity_type: Option<CapacityType>,
-    pub zone: Option<String>,
-    pub price_per_hour: Option<f64>,
-    pub allocatable: Option<Resources>,
-}
-
-/// What a transition did.
-#[derive(Debug, Clone, PartialEq)]
-pub enum TransitionOutcome {
-    /// The claim moved; the stored record after the write.
-    Advanced(ClaimRecord),
-    /// The claim was already in that state.
-    Duplicate(ClaimRecord),
-    /// The claim is past that state; the event was late and is ignored.
-    Stale(ClaimRecord),
-}
 
 impl StateStore {
     fn claim_item(&self, claim: &ClaimRecord) -> Result<Item> {

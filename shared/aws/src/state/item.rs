@@ -3,6 +3,7 @@
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::Item;
+use crate::error::FromSdk;
 use crate::{Error, Result};
 
 pub(crate) struct Fields<'a> {

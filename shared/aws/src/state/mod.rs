@@ -21,14 +21,14 @@ use std::sync::{Arc, Mutex};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ConsumedCapacity, ReturnConsumedCapacity};
 
-pub use claims::{ClaimRecord, ClaimUpdate, MAX_STORED_OFFERINGS, TransitionOutcome};
-pub use idempotency::{EventStart, IDEMPOTENCY_LEASE_SECS, IDEMPOTENCY_TTL_SECS, Once};
-pub use offerings::{OFFERING_UNAVAILABLE_SECS, UnavailableOffering};
-pub use reservations::{Holder, RESERVATION_TTL_SECS, Reservation};
+pub use nodewright_core::ports::state::{
+    ClaimRecord, ClaimUpdate, EventStart, Holder, IDEMPOTENCY_LEASE_SECS, IDEMPOTENCY_TTL_SECS, MAX_STORED_OFFERINGS,
+    OFFERING_UNAVAILABLE_SECS, Once, PoolUsage, RESERVATION_TTL_SECS, ReadCost, Reservation, STATE_VIEW_FORMAT,
+    StateView, TransitionOutcome, UnavailableOffering, UsageDecision, UsageDelta, UsageSnapshot,
+};
 pub use tables::{Table, TableNames, create_tables};
-pub use usage::{PoolUsage, UsageDecision, UsageDelta, UsageSnapshot};
-pub use view::{ReadCost, STATE_VIEW_FORMAT, StateView};
 
+use crate::error::FromSdk;
 use crate::{Error, Result};
 
 pub(crate) type Item = HashMap<String, AttributeValue>;

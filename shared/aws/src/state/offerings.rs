@@ -4,24 +4,9 @@
 use nodewright_core::CapacityType;
 
 use super::item::{Fields, n, s};
-use super::{StateStore, Table};
+use super::{OFFERING_UNAVAILABLE_SECS, StateStore, Table, UnavailableOffering};
+use crate::error::FromSdk;
 use crate::{EpochMillis, Result};
-
-/// How long an offering stays unavailable after a capacity error (Karpenter uses 3 minutes).
-pub const OFFERING_UNAVAILABLE_SECS: i64 = 180;
-
-/// An offering that recently failed.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct UnavailableOffering {
-    pub capacity_type: CapacityType,
-    pub instance_type: String,
-    pub zone: String,
-    /// The AWS error code (or interruption) that made it unavailable.
-    pub reason: String,
-    /// Epoch seconds.
-    pub expires_at: i64,
-}
 
 fn offering_key(capacity_type: CapacityType, instance_type: &str, zone: &str) -> String {
     format!("{}#{}#{}", capacity_type.as_str(), instance_type, zone)

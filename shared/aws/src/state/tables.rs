@@ -8,6 +8,7 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType, TimeToLiveSpecification,
 };
 
+use crate::error::FromSdk;
 use crate::{Error, Result};
 
 /// The record types Nodewright keeps, one table each.

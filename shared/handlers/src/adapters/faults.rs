@@ -8,15 +8,15 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use nodewright_aws::capacity::{InstanceSummary, LaunchOutcome};
-use nodewright_aws::state::{
-    ClaimRecord, ClaimUpdate, EventStart, Holder, PoolUsage, Reservation, TransitionOutcome, UnavailableOffering,
-    UsageDecision, UsageDelta, UsageSnapshot,
-};
-use nodewright_aws::{EpochMillis, Error, Result};
 use nodewright_core::CapacityType;
 use nodewright_core::model::ClaimState;
 use nodewright_core::nodepool::Limits;
+use nodewright_core::ports::capacity::{InstanceSummary, LaunchOutcome};
+use nodewright_core::ports::state::{
+    ClaimRecord, ClaimUpdate, EventStart, Holder, PoolUsage, Reservation, TransitionOutcome, UnavailableOffering,
+    UsageDecision, UsageDelta, UsageSnapshot,
+};
+use nodewright_core::ports::{AwsError as Error, AwsResult as Result, EpochMillis};
 use tokio::sync::Notify;
 
 use crate::ports::{Capacity, ClaimLaunch, State};

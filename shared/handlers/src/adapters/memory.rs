@@ -5,17 +5,17 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use nodewright_aws::capacity::{InstanceSummary, LaunchOutcome};
-use nodewright_aws::state::{
-    ClaimRecord, ClaimUpdate, EventStart, Holder, IDEMPOTENCY_LEASE_SECS, OFFERING_UNAVAILABLE_SECS, PoolUsage,
-    Reservation, StateView, TransitionOutcome, UnavailableOffering, UsageDecision, UsageDelta, UsageSnapshot,
-};
-use nodewright_aws::{EpochMillis, Error, Result};
 use nodewright_core::disruption::Pdb;
 use nodewright_core::model::{ClaimState, Transition};
 use nodewright_core::nodepool::Limits;
+use nodewright_core::ports::capacity::{InstanceSummary, LaunchOutcome};
+use nodewright_core::ports::cluster::{ClusterNode, DrainMode, DrainOptions, DrainReport, Listed};
+use nodewright_core::ports::state::{
+    ClaimRecord, ClaimUpdate, EventStart, Holder, IDEMPOTENCY_LEASE_SECS, OFFERING_UNAVAILABLE_SECS, PoolUsage,
+    Reservation, StateView, TransitionOutcome, UnavailableOffering, UsageDecision, UsageDelta, UsageSnapshot,
+};
+use nodewright_core::ports::{AwsError as Error, AwsResult as Result, EpochMillis};
 use nodewright_core::{CapacityType, Pod, Resource};
-use nodewright_kube::{ClusterNode, DrainMode, DrainOptions, DrainReport, Listed};
 
 use crate::ports::{Capacity, ClaimLaunch, ClusterApi, State};
 
@@ -570,7 +570,7 @@ impl MemoryCapacity {
 
 /// The nodeadm user data a memory launch records: the real renderer, a placeholder endpoint.
 fn memory_user_data(cluster: &str, pool: &nodewright_core::NodePool) -> Option<String> {
-    let endpoint = nodewright_aws::capacity::ClusterEndpoint {
+    let endpoint = nodewright_core::ports::capacity::ClusterEndpoint {
         name: cluster.to_string(),
         endpoint: "https://memory.cluster.invalid".into(),
         certificate_authority: "bWVtb3J5".into(),
@@ -578,13 +578,13 @@ fn memory_user_data(cluster: &str, pool: &nodewright_core::NodePool) -> Option<S
     };
     let labels = nodewright_core::registration::boot_labels(pool);
     let taints = nodewright_core::registration::boot_taints(pool);
-    let boot = nodewright_aws::capacity::user_data::Bootstrap {
+    let boot = nodewright_core::registration::user_data::Bootstrap {
         cluster: &endpoint,
         labels: &labels,
         taints: &taints,
         max_pods: None,
     };
-    nodewright_aws::capacity::user_data::nodeadm(&boot, None, "userData").ok()
+    nodewright_core::registration::user_data::nodeadm(&boot, None, "userData").ok()
 }
 
 impl Capacity for MemoryCapacity {
@@ -861,13 +861,13 @@ impl MemoryCluster {
 }
 
 impl ClusterApi for MemoryCluster {
-    async fn unschedulable_pods(&self) -> nodewright_kube::Result<Listed<Pod>> {
+    async fn unschedulable_pods(&self) -> nodewright_core::ports::KubeResult<Listed<Pod>> {
         Ok(Listed {
             items: lock(&self.data).pending.clone(),
             rejected: Vec::new(),
         })
     }
-    async fn bound_pods(&self) -> nodewright_kube::Result<Listed<Pod>> {
+    async fn bound_pods(&self) -> nodewright_core::ports::KubeResult<Listed<Pod>> {
         let mut d = lock(&self.data);
         if d.bound_change.as_ref().is_some_and(|(due, _)| d.bound_lists >= *due)
             && let Some((_, pods)) = d.bound_change.take()
@@ -880,22 +880,22 @@ impl ClusterApi for MemoryCluster {
             rejected: Vec::new(),
         })
     }
-    async fn nodes(&self) -> nodewright_kube::Result<Listed<ClusterNode>> {
+    async fn nodes(&self) -> nodewright_core::ports::KubeResult<Listed<ClusterNode>> {
         Ok(Listed {
             items: lock(&self.data).nodes.clone(),
             rejected: Vec::new(),
         })
     }
-    async fn daemonsets(&self) -> nodewright_kube::Result<Listed<Pod>> {
+    async fn daemonsets(&self) -> nodewright_core::ports::KubeResult<Listed<Pod>> {
         Ok(Listed {
             items: lock(&self.data).daemonsets.clone(),
             rejected: Vec::new(),
         })
     }
-    async fn pdbs(&self) -> nodewright_kube::Result<Vec<Pdb>> {
+    async fn pdbs(&self) -> nodewright_core::ports::KubeResult<Vec<Pdb>> {
         Ok(lock(&self.data).pdbs.clone())
     }
-    async fn cordon_and_taint(&self, node: &str, taint_key: &str) -> nodewright_kube::Result<()> {
+    async fn cordon_and_taint(&self, node: &str, taint_key: &str) -> nodewright_core::ports::KubeResult<()> {
         let mut d = lock(&self.data);
         if let Some(n) = d.nodes.iter_mut().find(|n| n.node.name == node) {
             n.node.unschedulable = true;
@@ -906,7 +906,7 @@ impl ClusterApi for MemoryCluster {
         });
         Ok(())
     }
-    async fn drain(&self, node: &str, options: &DrainOptions) -> nodewright_kube::Result<DrainReport> {
+    async fn drain(&self, node: &str, options: &DrainOptions) -> nodewright_core::ports::KubeResult<DrainReport> {
         let mut d = lock(&self.data);
         d.writes.push(ClusterWrite::Drain {
             node: node.into(),
@@ -939,24 +939,28 @@ impl ClusterApi for MemoryCluster {
         }
         d.bound = keep;
         if !blocked.is_empty() {
-            return Err(nodewright_kube::Error::PdbBlocked {
+            return Err(nodewright_core::ports::KubeError::PdbBlocked {
                 node: node.into(),
                 pods: blocked,
             });
         }
         Ok(report)
     }
-    async fn delete_node(&self, node: &str) -> nodewright_kube::Result<bool> {
+    async fn delete_node(&self, node: &str) -> nodewright_core::ports::KubeResult<bool> {
         let mut d = lock(&self.data);
         let before = d.nodes.len();
         d.nodes.retain(|n| n.node.name != node);
         d.writes.push(ClusterWrite::DeleteNode(node.into()));
         Ok(d.nodes.len() < before)
     }
-    async fn register_node(&self, node: &str, labels: &BTreeMap<String, String>) -> nodewright_kube::Result<bool> {
+    async fn register_node(
+        &self,
+        node: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> nodewright_core::ports::KubeResult<bool> {
         let mut d = lock(&self.data);
         let Some(n) = d.nodes.iter_mut().find(|n| n.node.name == node) else {
-            return Err(nodewright_kube::Error::NotFound {
+            return Err(nodewright_core::ports::KubeError::NotFound {
                 kind: "Node",
                 name: node.into(),
             });

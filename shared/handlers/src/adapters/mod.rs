@@ -1,7 +1,6 @@
-//! Adapters behind the ports: the real services, an in-process stand-in, and fault injection
-//! around either.
+//! In-process adapters behind the core's ports, and fault injection around any adapter. The real
+//! ones live beside their SDKs (`nodewright_aws::AwsCapacity` and the DynamoDB `StateStore`,
+//! `nodewright_kube::KubeCluster`).
 
-pub mod aws;
 pub mod faults;
-pub mod kube;
 pub mod memory;

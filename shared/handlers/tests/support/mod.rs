@@ -92,7 +92,7 @@ pub async fn sample_batch(deps: &MemDeps) -> Outcome {
 /// What EC2 holds for a memory instance, as the kubelet emulator needs it: its type's vCPUs,
 /// memory and architecture from DescribeInstanceTypes (the embedded catalogue is generated from
 /// it), a private IP, and the region.
-fn facts(i: &nodewright_aws::capacity::InstanceSummary) -> nodewright_kubelet::InstanceFacts {
+fn facts(i: &nodewright_core::ports::capacity::InstanceSummary) -> nodewright_kubelet::InstanceFacts {
     use nodewright_core::labels;
     let types = nodewright_core::Catalogue::embedded()
         .instance_types("us-east-1", &nodewright_core::catalogue::OverheadConfig::default());
@@ -117,12 +117,15 @@ fn facts(i: &nodewright_aws::capacity::InstanceSummary) -> nodewright_kubelet::I
 /// Boots a Node for every live instance that has none, as a real node would register: the kubelet
 /// emulator reads the user data the launch recorded, builds the Node object, and the product's own
 /// Kubernetes conversion reads it. The nodes report Ready. Returns the nodes added.
-pub fn boot_nodes(deps: &MemDeps) -> Vec<nodewright_kube::ClusterNode> {
+pub fn boot_nodes(deps: &MemDeps) -> Vec<nodewright_core::ports::cluster::ClusterNode> {
     boot_nodes_where(deps, |_| true)
 }
 
 /// [`boot_nodes`] for the instances `which` selects.
-pub fn boot_nodes_where(deps: &MemDeps, which: impl Fn(&str) -> bool) -> Vec<nodewright_kube::ClusterNode> {
+pub fn boot_nodes_where(
+    deps: &MemDeps,
+    which: impl Fn(&str) -> bool,
+) -> Vec<nodewright_core::ports::cluster::ClusterNode> {
     let cluster = deps.cluster.as_ref().unwrap();
     let mut nodes = cluster.node_list();
     let mut added = Vec::new();
@@ -141,7 +144,7 @@ pub fn boot_nodes_where(deps: &MemDeps, which: impl Fn(&str) -> bool) -> Vec<nod
         nodewright_kubelet::mark_ready(&mut json, "2026-11-21T10:01:02Z");
         let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(json).unwrap();
         let name = node.metadata.name.clone().unwrap();
-        let n = nodewright_kube::cluster_node(&node, &name).unwrap();
+        let n = nodewright_core::ports::cluster::cluster_node(&node, &name).unwrap();
         added.push(n.clone());
         nodes.push(n);
     }

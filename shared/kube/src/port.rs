@@ -1,11 +1,11 @@
-//! The cluster port over the Kubernetes API (`nodewright-kube`), with a client that keeps its EKS
+//! The core's cluster port over the Kubernetes API, with a client that keeps its EKS
 //! token fresh.
 
+use crate::{Cluster, ClusterNode, Connection, DrainOptions, DrainReport, Listed, Result};
 use nodewright_core::Pod;
 use nodewright_core::disruption::Pdb;
-use nodewright_kube::{Cluster, ClusterNode, Connection, DrainOptions, DrainReport, Listed, Result};
 
-use crate::ports::ClusterApi;
+use nodewright_core::ports::ClusterApi;
 
 /// A cluster reached through a [`Connection`].
 pub struct KubeCluster {

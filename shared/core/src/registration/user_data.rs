@@ -1,6 +1,6 @@
 //! Node user data, built with serde as the node's agent reads it: a nodeadm `NodeConfig` (YAML, in a
 //! MIME multi-part archive) for AL2023, Bottlerocket settings (TOML). What goes in is decided in the
-//! core ([`nodewright_core::registration`]): the labels the kubelet may set on itself, the pool's
+//! core ([`crate::registration`]): the labels the kubelet may set on itself, the pool's
 //! taints, startup taints and the unregistered taint, and max pods.
 //!
 //! A user's own `spec.userData` is merged as Karpenter merges it: for AL2023 the user's parts (a
@@ -11,10 +11,10 @@
 
 use std::collections::BTreeMap;
 
-use nodewright_core::model::Taint;
+use crate::model::Taint;
 use serde::Serialize;
 
-use super::launch_template::ClusterEndpoint;
+use crate::ports::capacity::ClusterEndpoint;
 use crate::{Error, Result};
 
 /// The MIME boundary of the archives we write (Karpenter's).
@@ -320,7 +320,7 @@ fn write_mime(parts: &[Part]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use nodewright_core::model::Effect;
+    use crate::model::Effect;
 
     use super::*;
 

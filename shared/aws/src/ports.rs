@@ -1,24 +1,24 @@
-//! The ports over AWS: [`State`] is the DynamoDB `StateStore` itself; [`AwsCapacity`] resolves a
+//! The core's ports over AWS: [`State`] is the DynamoDB `StateStore` itself; [`AwsCapacity`] resolves a
 //! pool's EC2NodeClass (AMIs, subnets, security groups; cached for the life of the execution
 //! environment), keeps one launch template per content hash, and launches through `Fleet`.
 
 use std::collections::HashMap;
 
-use nodewright_aws::capacity::{
+use crate::capacity::{
     AsgPool, ClusterEndpoint, Fleet, InstanceProfiles, InstanceSummary, LaunchOffering, LaunchOutcome, LaunchRequest,
     LaunchTemplateSpec, NodeClassResolution,
 };
-use nodewright_aws::state::{
+use crate::state::{
     ClaimRecord, ClaimUpdate, EventStart, Holder, PoolUsage, Reservation, StateStore, TransitionOutcome,
     UnavailableOffering, UsageDecision, UsageDelta, UsageSnapshot,
 };
-use nodewright_aws::{EpochMillis, Error, Result};
+use crate::{EpochMillis, Error, Result};
 use nodewright_core::model::ClaimState;
 use nodewright_core::nodepool::{Ec2NodeClass, Limits};
 use nodewright_core::{CapacityType, InstanceType, labels, registration};
 use tokio::sync::Mutex;
 
-use crate::ports::{Capacity, ClaimLaunch, State};
+use nodewright_core::ports::{Capacity, ClaimLaunch, State};
 
 impl State for StateStore {
     async fn begin_event(&self, key: &str, now: EpochMillis) -> Result<EventStart> {

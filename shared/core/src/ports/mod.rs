@@ -1,26 +1,42 @@
-//! The three ports the handlers act through. Each has an adapter over the real services
-//! ([`crate::adapters::aws`], [`crate::adapters::kube`]) and an in-process one
-//! ([`crate::adapters::memory`]) used by `nodewright invoke`, the simulator, handler tests and the
-//! decision-time benchmark. The method names and types are the adapters' own, so the real adapters
-//! are one-line delegations.
+//! The three ports the handlers act through, and the records they deal in. The core owns them;
+//! each has an adapter over the real services (`nodewright-aws` for [`State`] and [`Capacity`],
+//! `nodewright-kube` for [`ClusterApi`]) and an in-process one (`nodewright_handlers::adapters::memory`)
+//! used by `nodewright invoke`, the simulator, the handler tests and the decision-time benchmark.
+//! Nothing here does I/O, so the handlers, the memory adapters and the simulator build without any
+//! SDK.
+
+pub mod capacity;
+pub mod cluster;
+mod error;
+pub mod state;
 
 use std::future::Future;
 
-use nodewright_aws::EpochMillis;
-use nodewright_aws::capacity::{InstanceSummary, LaunchOutcome};
-use nodewright_aws::state::{
+pub use error::{AwsError, AwsResult, KubeError, KubeResult};
+
+use crate::disruption::Pdb;
+use crate::model::ClaimState;
+use crate::nodepool::Limits;
+use crate::scheduler::InstanceOption;
+use crate::{CapacityType, NodePool, Pod};
+use capacity::{InstanceSummary, LaunchOutcome};
+use cluster::{ClusterNode, DrainOptions, DrainReport, Listed};
+use state::{
     ClaimRecord, ClaimUpdate, EventStart, Holder, PoolUsage, Reservation, TransitionOutcome, UnavailableOffering,
     UsageDecision, UsageDelta, UsageSnapshot,
 };
-use nodewright_core::disruption::Pdb;
-use nodewright_core::model::ClaimState;
-use nodewright_core::nodepool::Limits;
-use nodewright_core::scheduler::InstanceOption;
-use nodewright_core::{CapacityType, NodePool, Pod};
-use nodewright_kube::{ClusterNode, DrainOptions, DrainReport, Listed};
 
-type AwsResult<T> = nodewright_aws::Result<T>;
-type KubeResult<T> = nodewright_kube::Result<T>;
+/// Milliseconds since the Unix epoch. Every time the ports see is passed in explicitly (never read
+/// from the clock inside an adapter) so that TTLs and lifecycle ordering are testable.
+pub type EpochMillis = i64;
+
+/// The current time, for callers at the edge (Lambda handlers, the CLI).
+pub fn now_millis() -> EpochMillis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
 
 /// Durable state (DynamoDB in AWS).
 pub trait State: Send + Sync {
@@ -108,7 +124,7 @@ pub trait State: Send + Sync {
 }
 
 /// One claim to launch, as the scheduler planned it. What the node boots with (labels, taints)
-/// follows from the pool ([`nodewright_core::registration`]).
+/// follows from the pool ([`crate::registration`]).
 #[derive(Debug, Clone)]
 pub struct ClaimLaunch {
     pub claim_id: String,

@@ -14,6 +14,8 @@
 //! The kubelet refuses to start with labels under `kubernetes.io` / `k8s.io` other than the few the
 //! NodeRestriction admission plugin allows ([`kubelet_may_set`]): those go on at registration only.
 
+pub mod user_data;
+
 use std::collections::BTreeMap;
 
 use crate::catalogue::{CapacityType, InstanceType};
