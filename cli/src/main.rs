@@ -5,6 +5,7 @@ mod avail;
 mod bench;
 mod bench_disruption;
 mod bench_handler;
+mod chaos;
 #[cfg(feature = "aws")]
 mod create_tables;
 mod invoke;
@@ -71,6 +72,9 @@ enum Command {
     /// Benchmark the pod-pending handler's decision time (event in -> launch requests out) for
     /// batches of pending pods, with in-process stand-ins (no emulator calls timed).
     BenchHandler(bench_handler::Args),
+    /// Seeded stories of the functions with faults at every port and in delivery; invariants
+    /// checked at every step; exits 1 on any violation.
+    Chaos(chaos::Args),
     /// Print a sample event moved to the present (every time in it shifted by one offset), for
     /// `cargo lambda invoke`: the functions refuse events more than a day from their clock.
     Restamp(restamp::Args),
@@ -89,6 +93,7 @@ fn main() -> ExitCode {
         Command::BenchDisruption(a) => bench_disruption::run(&a),
         Command::Invoke(a) => invoke::run(&a),
         Command::BenchHandler(a) => bench_handler::run(&a),
+        Command::Chaos(a) => chaos::run(&a),
         Command::Restamp(a) => restamp::run(&a),
     };
     ExitCode::from(code)

@@ -5,10 +5,13 @@
 //!   they call, acting through in-process stand-ins for DynamoDB, EC2 and the cluster;
 //! - [`fixed_group`]: a Cluster Autoscaler-style single node group, the baseline;
 //! - [`world`]: the simulated cluster both act on (kube-scheduler stand-in, meters);
-//! - [`engine`]: the event queue and loop; [`report`] and [`plot`]: what comes out.
+//! - [`engine`]: the event queue and loop; [`report`] and [`plot`]: what comes out;
+//! - [`chaos`]: seeded stories with faults at the ports and in delivery, invariants checked at
+//!   every step (`nodewright chaos`).
 //!
 //! Same inputs and seed, same report: nothing reads the wall clock or an unseeded random source.
 
+pub mod chaos;
 pub mod engine;
 pub mod fixed_group;
 pub mod nodewright;

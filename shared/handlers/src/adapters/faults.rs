@@ -1,39 +1,130 @@
-//! Fault injection around the [`State`] and [`Capacity`] ports, for crash and retry tests: at a
-//! chosen call the invocation dies (the call never returns and the handler's future is dropped,
-//! as when Lambda times out or kills the sandbox), the call fails before it applies (a transient
-//! error), or it applies and its response is lost (the caller sees an error for a write that
-//! happened). Calls are numbered across both ports in the order the handler makes them, so a
-//! sweep over every call number reaches every await.
+//! Fault injection around the three ports ([`State`], [`Capacity`], [`ClusterApi`]), for crash and
+//! retry tests and `nodewright chaos`: at a chosen call the invocation dies (the call never returns
+//! and the handler's future is dropped, as when Lambda times out or kills the sandbox), the call
+//! fails before it applies (a transient error, or throttling), or it applies and its response is
+//! lost (the caller sees an error for a write that happened, as after an SDK retry gave up). Calls
+//! are numbered across the ports in the order the handler makes them, so a sweep over every call
+//! number reaches every await; a seeded plan instead faults each call with a probability.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use nodewright_core::CapacityType;
+use nodewright_core::Pod;
+use nodewright_core::disruption::Pdb;
 use nodewright_core::model::ClaimState;
 use nodewright_core::nodepool::Limits;
 use nodewright_core::ports::capacity::{InstanceSummary, LaunchOutcome};
+use nodewright_core::ports::cluster::{ClusterNode, DrainOptions, DrainReport, Listed};
 use nodewright_core::ports::state::{
     ClaimRecord, ClaimUpdate, EventStart, Holder, PoolUsage, Reservation, TransitionOutcome, UnavailableOffering,
     UsageDecision, UsageDelta, UsageSnapshot,
 };
-use nodewright_core::ports::{AwsError as Error, AwsResult as Result, EpochMillis};
+use nodewright_core::ports::{AwsError, AwsResult as Result, EpochMillis, KubeError, KubeResult};
 use tokio::sync::Notify;
 
-use crate::ports::{Capacity, ClaimLaunch, State};
+use crate::ports::{Capacity, ClaimLaunch, ClusterApi, State};
 
 /// What happens at the faulty call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum FaultKind {
     /// The invocation dies: the call never returns and [`Faults::crashed`] fires.
     Crash,
-    /// The call fails without applying.
+    /// The call fails without applying (a 500).
     Error,
     /// The call applies; the caller gets an error instead of its result.
     LostResponse,
+    /// The call is throttled without applying (`ThrottlingException`, HTTP 429).
+    Throttle,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 3] = [FaultKind::Crash, FaultKind::Error, FaultKind::LostResponse];
+    pub const ALL: [FaultKind; 4] = [
+        FaultKind::Crash,
+        FaultKind::Error,
+        FaultKind::LostResponse,
+        FaultKind::Throttle,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Crash => "crash",
+            FaultKind::Error => "error",
+            FaultKind::LostResponse => "lost-response",
+            FaultKind::Throttle => "throttle",
+        }
+    }
+
+    /// Parses a name as [`FaultKind::name`] writes it.
+    pub fn parse(s: &str) -> Option<FaultKind> {
+        FaultKind::ALL.into_iter().find(|k| k.name() == s)
+    }
+}
+
+/// An error a faulty call returns in place of its result.
+trait Injected {
+    fn injected(method: &'static str, kind: FaultKind, call: usize) -> Self;
+}
+
+impl Injected for AwsError {
+    fn injected(method: &'static str, kind: FaultKind, call: usize) -> Self {
+        let code = if kind == FaultKind::Throttle {
+            "ThrottlingException"
+        } else {
+            "InternalError"
+        };
+        AwsError::Aws {
+            operation: method,
+            code: code.into(),
+            message: format!("injected {} at call {call}", kind.name()),
+        }
+    }
+}
+
+impl Injected for KubeError {
+    fn injected(method: &'static str, kind: FaultKind, call: usize) -> Self {
+        KubeError::Api {
+            operation: method.into(),
+            code: if kind == FaultKind::Throttle { 429 } else { 500 },
+            message: format!("injected {} at call {call}", kind.name()),
+        }
+    }
+}
+
+/// A seeded plan: each call faults with probability `rate`, with a kind drawn from `kinds`, at
+/// most `max` times per invocation.
+#[derive(Debug)]
+struct RandomPlan {
+    rng: u64,
+    rate: f64,
+    kinds: Vec<FaultKind>,
+    max: usize,
+    injected: usize,
+}
+
+impl RandomPlan {
+    fn next(&mut self) -> u64 {
+        // splitmix64: small, seedable, good enough to spread faults over calls.
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn draw(&mut self) -> Option<FaultKind> {
+        if self.injected >= self.max || self.kinds.is_empty() {
+            return None;
+        }
+        let unit = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
+        if unit >= self.rate {
+            return None;
+        }
+        self.injected += 1;
+        let i = (self.next() % self.kinds.len() as u64) as usize;
+        Some(self.kinds[i])
+    }
 }
 
 /// The fault plan and call counter shared by the wrapped ports of one invocation.
@@ -41,9 +132,77 @@ impl FaultKind {
 pub struct Faults {
     calls: AtomicUsize,
     at: Option<(usize, FaultKind)>,
+    random: Option<std::sync::Mutex<RandomPlan>>,
     crashed: Notify,
-    /// (call number, method) of the injected fault, once injected.
-    injected: std::sync::Mutex<Option<(usize, &'static str)>>,
+    /// (call number, method, kind) of every injected fault, in order.
+    injected: std::sync::Mutex<Vec<(usize, &'static str, FaultKind)>>,
+    /// Calls made per method.
+    called: std::sync::Mutex<BTreeMap<&'static str, usize>>,
+}
+
+/// Every port method the wrappers gate, by port: what a chaos run should reach.
+pub const PORT_METHODS: &[(&str, &[&str])] = &[
+    (
+        "State",
+        &[
+            "begin_event",
+            "complete_event",
+            "abandon_event",
+            "reserve_pods",
+            "transfer_pod",
+            "release_pod",
+            "reservations",
+            "create_claim",
+            "get_claim",
+            "claim_by_instance",
+            "claims",
+            "replace_claim",
+            "transition_claim",
+            "mark_offering_unavailable",
+            "unavailable_offerings",
+            "try_add_usage",
+            "release_usage",
+            "mark_usage_running",
+            "usage_snapshot",
+            "note_usage_checked",
+            "correct_usage",
+        ],
+    ),
+    (
+        "Capacity",
+        &[
+            "launch",
+            "scale_up",
+            "terminate",
+            "scale_in",
+            "set_protection",
+            "instances",
+            "describe",
+        ],
+    ),
+    (
+        "ClusterApi",
+        &[
+            "unschedulable_pods",
+            "bound_pods",
+            "nodes",
+            "daemonsets",
+            "pdbs",
+            "cordon_and_taint",
+            "drain",
+            "delete_node",
+            "register_node",
+        ],
+    ),
+];
+
+/// `Port.method` for a gated method name.
+pub fn qualified(method: &str) -> String {
+    let port = PORT_METHODS
+        .iter()
+        .find(|(_, methods)| methods.contains(&method))
+        .map_or("?", |(port, _)| port);
+    format!("{port}.{method}")
 }
 
 impl Faults {
@@ -60,14 +219,48 @@ impl Faults {
         })
     }
 
+    /// Each call faults with probability `rate` (a kind from `kinds`), at most `max` calls; the
+    /// same seed gives the same faults for the same sequence of calls.
+    pub fn random(seed: u64, rate: f64, kinds: &[FaultKind], max: usize) -> Arc<Faults> {
+        Arc::new(Faults {
+            random: Some(std::sync::Mutex::new(RandomPlan {
+                rng: seed,
+                rate,
+                kinds: kinds.to_vec(),
+                max,
+                injected: 0,
+            })),
+            ..Faults::default()
+        })
+    }
+
     /// How many port calls were made.
     pub fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
     }
 
-    /// The fault injected, if the plan's call was reached: (call number, method).
+    /// The first fault injected, if any: (call number, method).
     pub fn injected(&self) -> Option<(usize, &'static str)> {
-        *self.injected.lock().unwrap_or_else(|p| p.into_inner())
+        self.injected_all().first().map(|&(call, method, _)| (call, method))
+    }
+
+    /// Every fault injected: (call number, method, kind).
+    pub fn injected_all(&self) -> Vec<(usize, &'static str, FaultKind)> {
+        self.injected.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Injected faults counted by (method, kind).
+    pub fn counts(&self) -> BTreeMap<(&'static str, FaultKind), usize> {
+        let mut out = BTreeMap::new();
+        for (_, method, kind) in self.injected_all() {
+            *out.entry((method, kind)).or_default() += 1;
+        }
+        out
+    }
+
+    /// Calls made per method.
+    pub fn called(&self) -> BTreeMap<&'static str, usize> {
+        self.called.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Completes when the invocation has died; race the handler against it and drop the handler.
@@ -75,26 +268,43 @@ impl Faults {
         self.crashed.notified().await;
     }
 
-    async fn gate<T>(&self, method: &'static str, call: impl Future<Output = Result<T>>) -> Result<T> {
+    fn plan(&self, n: usize) -> Option<FaultKind> {
+        if let Some((at, kind)) = self.at {
+            return (at == n).then_some(kind);
+        }
+        self.random
+            .as_ref()
+            .and_then(|r| r.lock().unwrap_or_else(|p| p.into_inner()).draw())
+    }
+
+    async fn gate<T, E: Injected>(
+        &self,
+        method: &'static str,
+        call: impl Future<Output = std::result::Result<T, E>>,
+    ) -> std::result::Result<T, E> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
-        let Some((at, kind)) = self.at.filter(|(at, _)| *at == n) else {
+        *self
+            .called
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(method)
+            .or_default() += 1;
+        let Some(kind) = self.plan(n) else {
             return call.await;
         };
-        *self.injected.lock().unwrap_or_else(|p| p.into_inner()) = Some((at, method));
-        let injected = || Error::Aws {
-            operation: method,
-            code: "InternalError".into(),
-            message: format!("injected fault at call {at}"),
-        };
+        self.injected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((n, method, kind));
         match kind {
             FaultKind::Crash => {
                 self.crashed.notify_one();
                 std::future::pending().await
             }
-            FaultKind::Error => Err(injected()),
+            FaultKind::Error | FaultKind::Throttle => Err(E::injected(method, kind, n)),
             FaultKind::LostResponse => {
                 let _applied = call.await;
-                Err(injected())
+                Err(E::injected(method, kind, n))
             }
         }
     }
@@ -264,5 +474,48 @@ impl<C: Capacity> Capacity for FaultyCapacity<C> {
     }
     async fn describe(&self, instance_ids: &[String]) -> Result<Vec<InstanceSummary>> {
         self.faults.gate("describe", self.inner.describe(instance_ids)).await
+    }
+}
+
+/// A [`ClusterApi`] whose calls go through a fault plan.
+#[derive(Debug, Clone)]
+pub struct FaultyCluster<K> {
+    pub inner: K,
+    pub faults: Arc<Faults>,
+}
+
+impl<K: ClusterApi> ClusterApi for FaultyCluster<K> {
+    async fn unschedulable_pods(&self) -> KubeResult<Listed<Pod>> {
+        self.faults
+            .gate("unschedulable_pods", self.inner.unschedulable_pods())
+            .await
+    }
+    async fn bound_pods(&self) -> KubeResult<Listed<Pod>> {
+        self.faults.gate("bound_pods", self.inner.bound_pods()).await
+    }
+    async fn nodes(&self) -> KubeResult<Listed<ClusterNode>> {
+        self.faults.gate("nodes", self.inner.nodes()).await
+    }
+    async fn daemonsets(&self) -> KubeResult<Listed<Pod>> {
+        self.faults.gate("daemonsets", self.inner.daemonsets()).await
+    }
+    async fn pdbs(&self) -> KubeResult<Vec<Pdb>> {
+        self.faults.gate("pdbs", self.inner.pdbs()).await
+    }
+    async fn cordon_and_taint(&self, node: &str, taint_key: &str) -> KubeResult<()> {
+        self.faults
+            .gate("cordon_and_taint", self.inner.cordon_and_taint(node, taint_key))
+            .await
+    }
+    async fn drain(&self, node: &str, options: &DrainOptions) -> KubeResult<DrainReport> {
+        self.faults.gate("drain", self.inner.drain(node, options)).await
+    }
+    async fn delete_node(&self, node: &str) -> KubeResult<bool> {
+        self.faults.gate("delete_node", self.inner.delete_node(node)).await
+    }
+    async fn register_node(&self, node: &str, labels: &std::collections::BTreeMap<String, String>) -> KubeResult<bool> {
+        self.faults
+            .gate("register_node", self.inner.register_node(node, labels))
+            .await
     }
 }

@@ -1,0 +1,269 @@
+//! What must hold, checked after every step of a story. Some invariants hold at every instant;
+//! some only within a bound (an instance may exist for a moment before its launch is recorded);
+//! conservation of the usage counters holds once the story has settled (the reconciler corrects a
+//! counter only after it has been still for `USAGE_STABLE_MS`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use nodewright_core::Resource;
+use nodewright_core::model::ClaimState;
+use nodewright_core::ports::State;
+use nodewright_core::ports::capacity::InstanceSummary;
+use nodewright_core::ports::state::Holder;
+use nodewright_handlers::Settings;
+use nodewright_handlers::adapters::memory::MemoryState;
+use nodewright_handlers::consolidation::usage_of_claims;
+
+/// How long an instance may run without a live claim owning it: the launch-to-record window plus
+/// the reconciler's next passes (the schedule runs every minute; adoption and clean-up of orphans
+/// happen there).
+pub const ORPHAN_BOUND_MS: i64 = 5 * 60_000;
+/// How long past the registration timeout a claim may stay before Ready (the sweep that closes it
+/// runs on the next schedule; retries of a failed schedule come a minute and three minutes later).
+pub const CLAIM_TIMEOUT_SLACK_MS: i64 = 4 * 60_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invariant {
+    /// Every running instance tagged for the cluster is owned by a live claim (within
+    /// [`ORPHAN_BOUND_MS`]; strictly once settled).
+    InstanceOwned,
+    /// No two live claims hold one instance.
+    SingleOwner,
+    /// No pod is planned onto two active claims (an event taking effect twice would do it).
+    PodOnOneClaim,
+    /// No usage counter below zero.
+    UsageNotNegative,
+    /// A pool's live claims (in flight included) stay within its limits.
+    LimitsHold,
+    /// Once settled, a pool's counters equal what its live claims hold.
+    UsageConserved,
+    /// No claim stays before Ready past the registration timeout (plus the sweep's slack).
+    ClaimTimeout,
+    /// No reservation held by an ended claim lives longer than its TTL after the claim ended.
+    ReservationTtl,
+    /// A node with workload pods is drained (an eviction attempted) before Nodewright terminates
+    /// its instance (EC2 reclaiming a spot instance aside).
+    DrainBeforeTerminate,
+    /// Once settled, every pending pod that fits a pool is held by a live claim.
+    PendingPodsServed,
+}
+
+impl Invariant {
+    pub const ALL: [Invariant; 10] = [
+        Invariant::InstanceOwned,
+        Invariant::SingleOwner,
+        Invariant::PodOnOneClaim,
+        Invariant::UsageNotNegative,
+        Invariant::LimitsHold,
+        Invariant::UsageConserved,
+        Invariant::ClaimTimeout,
+        Invariant::ReservationTtl,
+        Invariant::DrainBeforeTerminate,
+        Invariant::PendingPodsServed,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Invariant::InstanceOwned => "instance-owned-by-a-live-claim",
+            Invariant::SingleOwner => "no-instance-held-twice",
+            Invariant::PodOnOneClaim => "pod-on-one-claim",
+            Invariant::UsageNotNegative => "usage-never-negative",
+            Invariant::LimitsHold => "limits-hold-with-in-flight",
+            Invariant::UsageConserved => "usage-equals-live-claims",
+            Invariant::ClaimTimeout => "claim-within-its-timeout",
+            Invariant::ReservationTtl => "reservation-within-ttl-of-holder",
+            Invariant::DrainBeforeTerminate => "drain-before-terminate",
+            Invariant::PendingPodsServed => "pending-pods-served",
+        }
+    }
+}
+
+/// When a check runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// During the story, faults on.
+    Running,
+    /// Faults off, the schedule catching up.
+    Settling,
+    /// The end: every invariant strictly.
+    Settled,
+}
+
+/// The violations found now. `pods` is (uid, pending) for every pod that exists.
+pub async fn check(
+    when: Check,
+    now: i64,
+    settings: &Settings,
+    state: &MemoryState,
+    instances: &[InstanceSummary],
+    first_seen: &BTreeMap<String, i64>,
+    pods: &[(String, bool)],
+) -> Vec<(Invariant, String)> {
+    let mut out = Vec::new();
+    let claims = state.claim_records();
+    let live: Vec<_> = claims.iter().filter(|c| c.state.is_live()).collect();
+
+    let mut owners: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for c in &live {
+        if let Some(i) = &c.instance_id {
+            owners.entry(i.as_str()).or_default().push(c.id.as_str());
+        }
+    }
+    for (instance, ids) in &owners {
+        if ids.len() > 1 {
+            out.push((
+                Invariant::SingleOwner,
+                format!("instance {instance} held by claims {}", ids.join(", ")),
+            ));
+        }
+    }
+    for i in instances {
+        if matches!(i.state.as_str(), "terminated" | "shutting-down") || owners.contains_key(i.instance_id.as_str()) {
+            continue;
+        }
+        let age = now - first_seen.get(&i.instance_id).copied().unwrap_or(now);
+        if when == Check::Settled || age > ORPHAN_BOUND_MS {
+            out.push((
+                Invariant::InstanceOwned,
+                format!(
+                    "instance {} ({}, {} s old) has no live claim",
+                    i.instance_id,
+                    i.state,
+                    age / 1000
+                ),
+            ));
+        }
+    }
+
+    let mut active: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for c in live.iter().filter(|c| c.state <= ClaimState::Ready) {
+        for p in &c.pods {
+            active.entry(p.as_str()).or_default().insert(c.id.as_str());
+        }
+    }
+    for (pod, holders) in &active {
+        if holders.len() > 1 {
+            out.push((
+                Invariant::PodOnOneClaim,
+                format!(
+                    "pod {pod} on {} active claims: {}",
+                    holders.len(),
+                    holders.iter().copied().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+    }
+
+    for pool in &settings.config.node_pools {
+        let snapshot = state.usage_snapshot(&pool.name).await;
+        if let Ok(s) = &snapshot
+            && s.negative
+        {
+            out.push((
+                Invariant::UsageNotNegative,
+                format!("pool {} has a counter below zero", pool.name),
+            ));
+        }
+        let held = usage_of_claims(&claims, &pool.name, &settings.instance_types);
+        if let Some(held) = held {
+            let cpu_limit = pool.limits.resources.get(Resource::Cpu);
+            if cpu_limit > 0 && held.cpu_milli > cpu_limit {
+                out.push((
+                    Invariant::LimitsHold,
+                    format!(
+                        "pool {}: live claims hold {} mCPU over the {} mCPU limit",
+                        pool.name, held.cpu_milli, cpu_limit
+                    ),
+                ));
+            }
+            if let Some(nodes) = pool.limits.nodes
+                && held.nodes > nodes
+            {
+                out.push((
+                    Invariant::LimitsHold,
+                    format!(
+                        "pool {}: {} live claims over the {nodes}-node limit",
+                        pool.name, held.nodes
+                    ),
+                ));
+            }
+            if when == Check::Settled
+                && let Ok(s) = &snapshot
+                && s.usage != held
+            {
+                out.push((
+                    Invariant::UsageConserved,
+                    format!("pool {} counts {:?}, its live claims hold {held:?}", pool.name, s.usage),
+                ));
+            }
+        }
+    }
+
+    for c in &live {
+        if c.entered(ClaimState::Ready).is_some() || c.state > ClaimState::Ready {
+            continue;
+        }
+        let since = c.entered(ClaimState::Launching).unwrap_or(now);
+        if now - since > settings.registration_timeout_ms + CLAIM_TIMEOUT_SLACK_MS {
+            out.push((
+                Invariant::ClaimTimeout,
+                format!(
+                    "claim {} still {} {} s after launching (timeout {} s)",
+                    c.id,
+                    c.state.as_str(),
+                    (now - since) / 1000,
+                    settings.registration_timeout_ms / 1000
+                ),
+            ));
+        }
+    }
+
+    if let Ok(reservations) = state.reservations(now).await {
+        let ended: BTreeMap<&str, i64> = claims
+            .iter()
+            .filter(|c| !c.state.is_live())
+            .filter_map(|c| Some((c.id.as_str(), c.transitions.values().max().copied()?)))
+            .collect();
+        for r in reservations {
+            if let Holder::Claim(id) = &r.holder
+                && let Some(end) = ended.get(id.as_str())
+                && now - end > settings.reservation_ttl_secs * 1000
+            {
+                out.push((
+                    Invariant::ReservationTtl,
+                    format!(
+                        "pod {} still reserved by claim {id}, which ended {} s ago",
+                        r.pod_uid,
+                        (now - end) / 1000
+                    ),
+                ));
+            }
+        }
+    }
+
+    if when == Check::Settled {
+        let pods_of_live: BTreeSet<&str> = live.iter().flat_map(|c| c.pods.iter().map(String::as_str)).collect();
+        let unserved: Vec<&str> = pods
+            .iter()
+            .filter(|(uid, pending)| *pending && !pods_of_live.contains(uid.as_str()))
+            .map(|(uid, _)| uid.as_str())
+            .collect();
+        // A pool at its limit may leave pods pending; anything else must be on its way.
+        let at_limit = settings.config.node_pools.iter().any(|p| {
+            let cpu = p.limits.resources.get(Resource::Cpu);
+            usage_of_claims(&claims, &p.name, &settings.instance_types)
+                .is_some_and(|u| cpu > 0 && u.cpu_milli + 8_000 > cpu)
+        });
+        if !unserved.is_empty() && !at_limit {
+            out.push((
+                Invariant::PendingPodsServed,
+                format!(
+                    "{} pending pods on no live claim: {}",
+                    unserved.len(),
+                    unserved.join(", ")
+                ),
+            ));
+        }
+    }
+    out
+}
