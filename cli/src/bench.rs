@@ -90,6 +90,7 @@ fn timed(pods: &[Pod], pools: &[NodePool], types: &[InstanceType], strategy: Str
         pools,
         instance_types: types,
         daemonsets: &[],
+        pool_usage: &[],
     };
     let opts = Options {
         strategy,
@@ -187,6 +188,7 @@ pub fn run(args: &Args) -> u8 {
             pools,
             instance_types: types,
             daemonsets: &[],
+            pool_usage: &[],
         };
         let lb = match lower_bound(&input) {
             Ok(lb) => lb.cost,

@@ -115,6 +115,7 @@ fn plan(args: &Args) -> Result<u8, String> {
         pools: &config.node_pools,
         instance_types: &types,
         daemonsets: &pod_file.daemonsets,
+        pool_usage: &[],
     };
     let options = Options {
         strategy: match args.strategy {

@@ -10,7 +10,7 @@ use crate::capacity::{
 };
 use crate::state::{
     ClaimRecord, ClaimUpdate, EventStart, Holder, PoolUsage, Reservation, StateStore, TransitionOutcome,
-    UnavailableOffering, UsageDecision, UsageDelta, UsageSnapshot,
+    UnavailableOffering, UsageDecision, UsageDelta, UsageDrift, UsageSnapshot,
 };
 use crate::{EpochMillis, Error, Result};
 use nodewright_core::model::ClaimState;
@@ -91,8 +91,8 @@ impl State for StateStore {
     async fn usage_snapshot(&self, pool: &str) -> Result<UsageSnapshot> {
         StateStore::usage_snapshot(self, pool).await
     }
-    async fn note_usage_checked(&self, pool: &str, version: u64, now: EpochMillis) -> Result<()> {
-        StateStore::note_usage_checked(self, pool, version, now).await
+    async fn note_usage_checked(&self, pool: &str, drift: &UsageDrift, now: EpochMillis) -> Result<()> {
+        StateStore::note_usage_checked(self, pool, drift, now).await
     }
     async fn correct_usage(
         &self,

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use nodewright_aws::state::{
     ClaimRecord, ClaimUpdate, EventStart, Holder, OFFERING_UNAVAILABLE_SECS, Once, RESERVATION_TTL_SECS,
-    TransitionOutcome, UsageDecision, UsageDelta,
+    TransitionOutcome, UsageDecision, UsageDelta, UsageDrift,
 };
 use nodewright_core::model::ClaimState;
 use nodewright_core::nodepool::Limits;
@@ -370,11 +370,23 @@ async fn usage_corrections_are_conditional_on_the_counters_version() {
     assert!(first.exists && !first.negative);
     assert_eq!((first.usage.nodes, first.version, first.checked), (1, 1, None));
 
-    store.note_usage_checked("p", first.version, NOW).await.unwrap();
-    assert_eq!(store.usage_snapshot("p").await.unwrap().checked, Some((1, NOW)));
-    // A check at a version that has moved on is not recorded.
-    store.note_usage_checked("p", 7, NOW + 1).await.unwrap();
-    assert_eq!(store.usage_snapshot("p").await.unwrap().checked, Some((1, NOW)));
+    // The reconciler notes the difference it sees; the same difference seen again keeps its
+    // first time (it has persisted since), a different one restarts the clock. Notes do not bump
+    // the counters' version.
+    let held = nodewright_aws::state::PoolUsage::default();
+    let drift = UsageDrift::between(&first.usage, false, &held);
+    assert_eq!((drift.cpu_milli, drift.nodes, drift.negative), (2_000, 1, false));
+    store.note_usage_checked("p", &drift, NOW).await.unwrap();
+    assert_eq!(store.usage_snapshot("p").await.unwrap().checked, Some((drift, NOW)));
+    store.note_usage_checked("p", &drift, NOW + 1).await.unwrap();
+    assert_eq!(store.usage_snapshot("p").await.unwrap().checked, Some((drift, NOW)));
+    let other = UsageDrift { nodes: 2, ..drift };
+    store.note_usage_checked("p", &other, NOW + 2).await.unwrap();
+    assert_eq!(store.usage_snapshot("p").await.unwrap().checked, Some((other, NOW + 2)));
+    assert_eq!(store.usage_snapshot("p").await.unwrap().version, first.version);
+    // A pool without counters gets no note (and no item).
+    store.note_usage_checked("q", &drift, NOW).await.unwrap();
+    assert!(!store.usage_snapshot("q").await.unwrap().exists);
 
     // A charge lands between the read and the correction: the correction does not apply.
     assert_eq!(
@@ -397,7 +409,10 @@ async fn usage_corrections_are_conditional_on_the_counters_version() {
     assert!(store.correct_usage("p", &fixed, now.version, NOW + 3).await.unwrap());
     let after = store.usage_snapshot("p").await.unwrap();
     assert_eq!(after.usage, fixed);
-    assert_eq!((after.version, after.checked), (3, Some((3, NOW + 3))));
+    assert_eq!(
+        (after.version, after.checked),
+        (3, Some((UsageDrift::default(), NOW + 3)))
+    );
 
     // Releases past zero (a release applied twice) show as negative.
     store.release_usage("p", &one, false).await.unwrap();

@@ -105,6 +105,7 @@ fn run(path: &PathBuf) -> Result<(), String> {
         pools: &config.node_pools,
         instance_types: &types,
         daemonsets: &s.daemonsets,
+        pool_usage: &[],
     };
     let plan = schedule(&input, &Options::default());
     let again = schedule(&input, &Options::default());

@@ -23,7 +23,7 @@ use nodewright_core::disruption::{self, ManagedNode};
 use nodewright_core::model::ClaimState;
 use nodewright_core::ports::EpochMillis;
 use nodewright_core::ports::cluster::{DISRUPTED_TAINT, DrainMode, DrainOptions};
-use nodewright_core::ports::state::{ClaimRecord, ClaimUpdate, Holder, PoolUsage, UsageSnapshot};
+use nodewright_core::ports::state::{ClaimRecord, ClaimUpdate, Holder, PoolUsage, UsageDrift, UsageSnapshot};
 
 use crate::event::Envelope;
 use crate::outcome::{Action, Outcome, transition_name};
@@ -37,7 +37,7 @@ use crate::{Deps, Function, Result};
 /// listed yet, and is not declared gone.
 const DESCRIBE_GRACE_MS: i64 = 2 * 60 * 1000;
 /// A claim stuck in `launching` with no instance this long had its invocation die before launching.
-const LAUNCHING_TIMEOUT_MS: i64 = 20 * 60 * 1000;
+pub const LAUNCHING_TIMEOUT_MS: i64 = 20 * 60 * 1000;
 /// How long a voluntary drain retries PDB-blocked evictions in one run.
 const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -321,12 +321,17 @@ async fn reconcile_usage<S: State, C: Capacity, K: ClusterApi>(
     if expected == snapshot.usage && !snapshot.negative {
         return Ok(());
     }
-    let stable = snapshot
+    // Only a difference that has stayed the same for USAGE_STABLE_MS is corrected: a charge in
+    // progress (counted before its claim is written) changes the difference from one run to the
+    // next, a leak or a lost release does not. The counters may change meanwhile (a busy pool is
+    // corrected too); the correction is conditional on the version read with them.
+    let drift = UsageDrift::between(&snapshot.usage, snapshot.negative, &expected);
+    let persisted = snapshot
         .checked
-        .is_some_and(|(v, at)| v == snapshot.version && now - at >= USAGE_STABLE_MS);
-    if !stable {
-        if !matches!(snapshot.checked, Some((v, _)) if v == snapshot.version) {
-            deps.state.note_usage_checked(pool, snapshot.version, now).await?;
+        .is_some_and(|(seen, since)| seen == drift && now - since >= USAGE_STABLE_MS);
+    if !persisted {
+        if !matches!(snapshot.checked, Some((seen, _)) if seen == drift) {
+            deps.state.note_usage_checked(pool, &drift, now).await?;
         }
         return Ok(());
     }

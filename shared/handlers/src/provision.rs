@@ -17,8 +17,8 @@ use nodewright_core::nodepool::PoolBacking;
 use nodewright_core::ports::EpochMillis;
 use nodewright_core::ports::capacity::LaunchOutcome;
 use nodewright_core::ports::state::{ClaimRecord, ClaimUpdate, Holder, TransitionOutcome, UsageDecision, UsageDelta};
-use nodewright_core::scheduler::{ClaimPlan, Input, Options, schedule};
-use nodewright_core::{CapacityType, InstanceType, Node, NodePool, Pod, Resources};
+use nodewright_core::scheduler::{ClaimPlan, Input, Options, PoolUsed, schedule};
+use nodewright_core::{CapacityType, InstanceType, Node, NodePool, Pod, Resource, Resources};
 use sha2::{Digest, Sha256};
 
 use crate::outcome::{Action, Outcome};
@@ -88,6 +88,33 @@ async fn available_types<S: State>(
             t
         })
         .collect())
+}
+
+/// The usage counters of the pools that have limits, for the scheduler: without them it sees only
+/// the in-flight claims it may pack onto, plans pods onto a pool that is already full, and the
+/// charge is then refused (found by `nodewright chaos`: pods that another pool could take stayed
+/// pending). A counter that cannot be read is left out; the conditional charge still guards the
+/// limit.
+async fn limited_pools_usage<S: State, C: Capacity, K: ClusterApi>(deps: &Deps<S, C, K>) -> Vec<PoolUsed> {
+    let mut out = Vec::new();
+    for pool in &deps.settings.config.node_pools {
+        if pool.limits.resources.is_zero() && pool.limits.nodes.is_none() {
+            continue;
+        }
+        match deps.state.usage_snapshot(&pool.name).await {
+            Ok(s) => out.push(PoolUsed {
+                pool: pool.name.clone(),
+                resources: Resources::new()
+                    .with(Resource::Cpu, s.usage.cpu_milli)
+                    .with(Resource::Memory, s.usage.memory_bytes),
+                nodes: s.usage.nodes,
+            }),
+            Err(e) => {
+                tracing::warn!(pool = %pool.name, error = %e, "pool usage unread; the charge will check the limit")
+            }
+        }
+    }
+    out
 }
 
 /// In-flight claims as scheduler nodes: their instance type's allocatable, minus what is planned on
@@ -176,8 +203,11 @@ pub async fn provision<S: State, C: Capacity, K: ClusterApi>(
         .into_iter()
         .collect();
     let claims = deps.state.claims().await?;
-    let resumed = resume_dead_attempts(deps, holder, &uids, &claims, now, out).await?;
+    let mut resumed = resume_dead_attempts(deps, holder, &uids, &claims, now, out).await?;
     won.retain(|u| !resumed.contains(u));
+    let adopted = finish_packing(deps, holder, &won, &claims, now, out).await?;
+    won.retain(|u| !adopted.contains(u));
+    resumed.extend(adopted);
     let skipped: Vec<String> = uids
         .iter()
         .filter(|u| !won.contains(*u) && !resumed.contains(*u))
@@ -269,6 +299,45 @@ async fn resume_dead_attempts<S: State, C: Capacity, K: ClusterApi>(
     Ok(resumed)
 }
 
+/// Pods an earlier decision already planned onto a claim still in flight (its record lists them and
+/// was charged and sized for them) but that the claim does not hold: the decision's invocation died
+/// or lost a response between growing the claim's record and moving the reservations. They move to
+/// that claim now instead of being planned a second time (capacity launched twice for one pod).
+/// A claim already Ready is not adopted onto: a pod still pending while such a node is up did not
+/// fit there, and is planned again.
+async fn finish_packing<S: State, C: Capacity, K: ClusterApi>(
+    deps: &Deps<S, C, K>,
+    holder: &Holder,
+    won: &HashSet<String>,
+    claims: &[ClaimRecord],
+    now: EpochMillis,
+    out: &mut Outcome,
+) -> Result<HashSet<String>> {
+    let ttl = deps.settings.reservation_ttl_secs;
+    let mut adopted = HashSet::new();
+    for c in claims.iter().filter(|c| c.state.is_in_flight()) {
+        let mine: Vec<&String> = c
+            .pods
+            .iter()
+            .filter(|u| won.contains(*u) && !adopted.contains(*u))
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let to = Holder::Claim(c.id.clone());
+        for u in &mine {
+            if deps.state.transfer_pod(u, holder, &to, now, ttl).await? {
+                adopted.insert((*u).clone());
+            }
+        }
+        out.push(Action::PackedOntoClaim {
+            claim: c.id.clone(),
+            pods: mine.len(),
+        });
+    }
+    Ok(adopted)
+}
+
 async fn plan_and_launch<S: State, C: Capacity, K: ClusterApi>(
     deps: &Deps<S, C, K>,
     pods: &[Pod],
@@ -290,6 +359,7 @@ async fn plan_and_launch<S: State, C: Capacity, K: ClusterApi>(
         .collect();
     let types = available_types(&deps.state, &settings.instance_types, exclude, now).await?;
     let daemonsets = deps.daemonsets.current(deps.cluster.as_ref(), now).await?;
+    let pool_usage = limited_pools_usage(deps).await;
     let plan = schedule(
         &Input {
             pods,
@@ -297,6 +367,7 @@ async fn plan_and_launch<S: State, C: Capacity, K: ClusterApi>(
             pools: &settings.config.node_pools,
             instance_types: &types,
             daemonsets: &daemonsets,
+            pool_usage: &pool_usage,
         },
         &Options::default(),
     );

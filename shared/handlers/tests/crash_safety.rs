@@ -185,10 +185,10 @@ fn claim_ids_name_one_decision() {
 }
 
 /// A charge whose claim was never written (the invocation died in between), then a pool that
-/// reads fuller than its claims: the schedule corrects the counters once nobody has written them
-/// for [`USAGE_STABLE_MS`], and not while charges keep landing.
+/// reads fuller than its claims: the schedule corrects the counters once the same difference has
+/// persisted for [`USAGE_STABLE_MS`], and not while it keeps changing.
 #[tokio::test]
-async fn leaked_usage_is_corrected_from_the_claims_once_the_counters_are_still() {
+async fn leaked_usage_is_corrected_once_the_difference_has_persisted() {
     use nodewright_handlers::consolidation::{USAGE_STABLE_MS, usage_of_claims};
     let deps = deps();
     sample_batch(&deps).await;
@@ -375,4 +375,95 @@ async fn counters_taken_below_zero_are_corrected() {
     );
     assert_eq!(deps.state.usage("general"), truth);
     assert!(!deps.state.usage_snapshot("general").await.unwrap().negative);
+}
+
+/// A leak in a pool that never rests (found by `nodewright chaos`, seeds 10-12): every minute a
+/// new batch is charged and its claim written, so the counters' version never stays the same for
+/// three minutes. The difference from the claims does, and the reconciler corrects it.
+#[tokio::test]
+async fn leaked_usage_is_corrected_in_a_busy_pool() {
+    use nodewright_handlers::consolidation::{USAGE_STABLE_MS, usage_of_claims};
+    let deps = deps();
+    sample_batch(&deps).await;
+    let types = &deps.settings.instance_types;
+    let leak = nodewright_core::ports::state::UsageDelta {
+        cpu_milli: 4_000,
+        memory_bytes: 16 << 30,
+        gpus: 0,
+        nodes: 1,
+    };
+    let limits = deps.settings.config.node_pools[0].limits.clone();
+    deps.state.try_add_usage("general", &leak, &limits).await.unwrap();
+
+    let mut corrected_at = None;
+    for minute in 1..=8 {
+        let now = NOW + minute * 60_000;
+        // The pool's usual business: a new pod, a new claim, charged.
+        let holder = Holder::Invocation(format!("busy-{minute}"));
+        provision_as(&deps, &holder, vec![pod(&format!("busy-{minute}"), 1500)], now).await;
+        let o = run(Function::Consolidation, &deps, &scheduled(), now + 1_000).await;
+        if o.actions.iter().any(|a| matches!(a, Action::UsageCorrected { .. })) {
+            corrected_at = Some(minute * 60_000);
+            break;
+        }
+    }
+    let truth = usage_of_claims(&deps.state.claim_records(), "general", types).unwrap();
+    assert_eq!(deps.state.usage("general"), truth, "the leak is gone");
+    let at = corrected_at.expect("corrected within 8 busy minutes");
+    assert!(at >= USAGE_STABLE_MS, "not before the difference persisted ({at} ms)");
+}
+
+/// An invocation grew an in-flight claim's record with a pod, then died (or lost the response)
+/// before moving the pod's reservation to it (found by `nodewright chaos`, seed 8). Whoever
+/// reserves the pod next moves it to that claim: the capacity is already on its way, and planning
+/// the pod again would launch a second instance for it.
+#[tokio::test]
+async fn a_pod_packed_onto_an_in_flight_claim_is_not_planned_again() {
+    let deps = deps();
+    let first = Holder::Invocation("event-a".into());
+    provision_as(&deps, &first, vec![pod("a", 500)], NOW).await;
+    let claims = deps.state.claim_records();
+    assert_eq!(claims.len(), 1);
+    let mut claim = claims[0].clone();
+    assert!(claim.state.is_in_flight(), "{claim:?}");
+
+    // The second batch's invocation packs c onto the claim's record, then dies.
+    let second = Holder::Invocation("event-b".into());
+    let won = deps
+        .state
+        .reserve_pods(&["c".to_string()], &second, NOW + 1_000, 1_200)
+        .await
+        .unwrap();
+    assert_eq!(won, vec!["c".to_string()]);
+    let expected = claim.version;
+    claim.pods.push("c".into());
+    let mut requested = claim.requested.clone().unwrap_or_default();
+    requested.add(&pod("c", 500).requests);
+    claim.requested = Some(requested);
+    claim.version += 1;
+    assert!(deps.state.replace_claim(&claim, expected).await.unwrap());
+    let charged = deps.state.usage("general");
+
+    // Its retry finds c already decided: moved to the claim, not planned onto a new one.
+    let retry = provision_as(&deps, &second, vec![pod("c", 500)], NOW + 60_000).await;
+    assert_eq!(deps.state.claim_records().len(), 1, "{retry:#?}");
+    assert_eq!(deps.capacity.all_instances().len(), 1, "no second instance");
+    assert_eq!(deps.state.usage("general"), charged, "nothing charged twice");
+    let held: Vec<_> = deps
+        .state
+        .reservations(NOW + 60_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.pod_uid == "c")
+        .collect();
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].holder, Holder::Claim(claim.id.clone()), "{retry:#?}");
+    assert!(
+        retry
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::PackedOntoClaim { claim: c, pods: 1 } if *c == claim.id)),
+        "{retry:#?}"
+    );
 }

@@ -362,6 +362,7 @@ impl World {
                 pools: &[],
                 instance_types: &types,
                 daemonsets: &[],
+                pool_usage: &[],
             },
             &Options::default(),
         );

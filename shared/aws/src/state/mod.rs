@@ -24,7 +24,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ConsumedCapacity, ReturnConsumedCa
 pub use nodewright_core::ports::state::{
     ClaimRecord, ClaimUpdate, EventStart, Holder, IDEMPOTENCY_LEASE_SECS, IDEMPOTENCY_TTL_SECS, MAX_STORED_OFFERINGS,
     OFFERING_UNAVAILABLE_SECS, Once, PoolUsage, RESERVATION_TTL_SECS, ReadCost, Reservation, STATE_VIEW_FORMAT,
-    StateView, TransitionOutcome, UnavailableOffering, UsageDecision, UsageDelta, UsageSnapshot,
+    StateView, TransitionOutcome, UnavailableOffering, UsageDecision, UsageDelta, UsageDrift, UsageSnapshot,
 };
 pub use tables::{Table, TableNames, create_tables};
 

@@ -6,7 +6,7 @@ use nodewright_core::Resource;
 use nodewright_core::nodepool::Limits;
 
 use super::item::{Fields, is_condition_failure, n, s};
-use super::{PoolUsage, StateStore, Table, UsageDecision, UsageDelta, UsageSnapshot};
+use super::{PoolUsage, StateStore, Table, UsageDecision, UsageDelta, UsageDrift, UsageSnapshot};
 use crate::error::FromSdk;
 use crate::{Error, Result};
 
@@ -149,8 +149,11 @@ impl StateStore {
             .map(|a| f.n_or_zero::<i128>(a))
             .collect::<Result<_>>()?;
         let (_, usage) = parse_usage(&table, &item)?;
-        let checked = match (f.opt_n::<u64>("checkedVersion")?, f.opt_n::<i64>("checkedAt")?) {
-            (Some(v), Some(at)) => Some((v, at)),
+        let checked = match (f.opt_s("checkedDrift")?, f.opt_n::<i64>("checkedAt")?) {
+            (Some(d), Some(at)) => Some((
+                UsageDrift::decode(&d).ok_or_else(|| f.corrupt(format!("checkedDrift {d:?} is not five integers")))?,
+                at,
+            )),
             _ => None,
         };
         Ok(UsageSnapshot {
@@ -162,19 +165,24 @@ impl StateStore {
         })
     }
 
-    /// Records that the reconciler saw the counters at `version` at `now`; nothing when they have
-    /// moved since (or the pool has no counters).
-    pub async fn note_usage_checked(&self, pool: &str, version: u64, now: i64) -> Result<()> {
+    /// Records the difference between the counters and the live claims the reconciler saw at
+    /// `now`; nothing when that same difference is already recorded (it keeps its older time) or
+    /// the pool has no counters. The counters' version is not bumped: this is a note, not a write
+    /// to them.
+    pub async fn note_usage_checked(&self, pool: &str, drift: &UsageDrift, now: i64) -> Result<()> {
         let request = self
             .client
             .update_item()
             .table_name(self.table_name(Table::Usage))
             .key("cluster", s(&self.cluster))
             .key("pool", s(pool))
-            .update_expression("SET checkedVersion = :v, checkedAt = :now")
-            .expression_attribute_values(":v", n(version))
+            .update_expression("SET checkedDrift = :d, checkedAt = :now")
+            .condition_expression(
+                "attribute_exists(#pool) AND (attribute_not_exists(checkedDrift) OR checkedDrift <> :d)",
+            )
+            .expression_attribute_names("#pool", "pool")
+            .expression_attribute_values(":d", s(drift.encode()))
             .expression_attribute_values(":now", n(now));
-        let request = version_condition(request, version);
         match request.send().await {
             Ok(_) => Ok(()),
             Err(e) if is_condition_failure(&e) => Ok(()),
@@ -193,7 +201,7 @@ impl StateStore {
             .key("pool", s(pool))
             .update_expression(
                 "SET cpuMilli = :cpu, memoryBytes = :mem, gpus = :gpus, nodes = :nodes, nodesInFlight = :inFlight, \
-                 version = :next, checkedVersion = :next, checkedAt = :now",
+                 version = :next, checkedDrift = :none, checkedAt = :now",
             )
             .expression_attribute_values(":cpu", n(usage.cpu_milli))
             .expression_attribute_values(":mem", n(usage.memory_bytes))
@@ -201,6 +209,7 @@ impl StateStore {
             .expression_attribute_values(":nodes", n(usage.nodes))
             .expression_attribute_values(":inFlight", n(usage.nodes_in_flight))
             .expression_attribute_values(":next", n(expected_version + 1))
+            .expression_attribute_values(":none", s(UsageDrift::default().encode()))
             .expression_attribute_values(":now", n(now));
         let request = version_condition(request, expected_version);
         match request.send().await {

@@ -43,8 +43,10 @@ pub(super) fn schedulable_types<'i>(input: &'i Input<'i>) -> std::borrow::Cow<'i
     let mut node_types: Vec<&str> = input.nodes.iter().map(|n| n.node.instance_type.as_str()).collect();
     node_types.sort_unstable();
     node_types.dedup();
+    // Each pool's type requirements picked out once, not once per type (this runs every plan).
+    let pools: Vec<Vec<&crate::Requirement>> = input.pools.iter().map(|p| p.type_requirements().collect()).collect();
     let wanted = |t: &InstanceType| {
-        input.pools.iter().any(|p| p.admits_type(t)) || node_types.binary_search(&t.name.as_str()).is_ok()
+        pools.iter().any(|reqs| crate::nodepool::admits(reqs, t)) || node_types.binary_search(&t.name.as_str()).is_ok()
     };
     if input.instance_types.iter().all(wanted) {
         std::borrow::Cow::Borrowed(input.instance_types)
@@ -213,6 +215,7 @@ impl<'a> Simulation<'a> {
             pools,
             instance_types: self.schedulable_types,
             daemonsets: self.input.daemonsets,
+            pool_usage: &[],
         };
         scheduler::schedule_with(&input, &scheduler::Options::default(), Some(templates))
     }

@@ -221,10 +221,15 @@ impl NodePool {
     /// Whether the pool's instance-type requirements admit `t` (offerings, zones and capacity
     /// types are the scheduler's to check).
     pub fn admits_type(&self, t: &crate::InstanceType) -> bool {
+        admits(&self.type_requirements().collect::<Vec<_>>(), t)
+    }
+
+    /// The requirements on instance-type labels (what [`NodePool::admits_type`] checks): collect
+    /// them once to test many types.
+    pub fn type_requirements(&self) -> impl Iterator<Item = &Requirement> {
         self.requirements
             .iter()
             .filter(|r| crate::labels::INSTANCE_TYPE_KEYS.contains(&r.key.as_str()))
-            .all(|r| r.matches(t.labels.get(&r.key).map(String::as_str)))
     }
 
     pub fn with_requirement(mut self, r: Requirement) -> Self {
@@ -297,3 +302,10 @@ impl Ec2NodeClass {
 
 #[cfg(test)]
 mod tests;
+
+/// Whether `t` meets every one of a pool's instance-type requirements ([`NodePool::type_requirements`]).
+pub fn admits(type_requirements: &[&Requirement], t: &crate::InstanceType) -> bool {
+    type_requirements
+        .iter()
+        .all(|r| r.matches(t.labels.get(&r.key).map(String::as_str)))
+}

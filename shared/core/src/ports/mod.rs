@@ -23,7 +23,7 @@ use capacity::{InstanceSummary, LaunchOutcome};
 use cluster::{ClusterNode, DrainOptions, DrainReport, Listed};
 use state::{
     ClaimRecord, ClaimUpdate, EventStart, Holder, PoolUsage, Reservation, TransitionOutcome, UnavailableOffering,
-    UsageDecision, UsageDelta, UsageSnapshot,
+    UsageDecision, UsageDelta, UsageDrift, UsageSnapshot,
 };
 
 /// Milliseconds since the Unix epoch. Every time the ports see is passed in explicitly (never read
@@ -106,11 +106,12 @@ pub trait State: Send + Sync {
     fn mark_usage_running(&self, pool: &str, nodes: u64) -> impl Future<Output = AwsResult<()>> + Send;
     /// The pool's counters, their write version and the reconciler's last check (consistent read).
     fn usage_snapshot(&self, pool: &str) -> impl Future<Output = AwsResult<UsageSnapshot>> + Send;
-    /// Records that the counters were seen at `version` at `now` (nothing if they moved since).
+    /// Records the difference between the counters and the live claims seen at `now`; a
+    /// difference equal to the one recorded keeps its older time (it has persisted since then).
     fn note_usage_checked(
         &self,
         pool: &str,
-        version: u64,
+        drift: &UsageDrift,
         now: EpochMillis,
     ) -> impl Future<Output = AwsResult<()>> + Send;
     /// Overwrites the counters if still at `expected_version`; false when they moved.

@@ -546,6 +546,7 @@ mod tests {
             pools,
             instance_types: types,
             daemonsets: &[],
+            pool_usage: &[],
         }
     }
 

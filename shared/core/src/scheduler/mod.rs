@@ -43,6 +43,19 @@ pub struct Input<'a> {
     pub instance_types: &'a [InstanceType],
     /// DaemonSet pod templates: their requests are reserved on every node they would land on.
     pub daemonsets: &'a [Pod],
+    /// What pools have already launched, as their usage counters hold it (running and in-flight
+    /// nodes alike). A pool listed here has its limits checked against the larger of this and its
+    /// nodes in `nodes` (which the provisioning path only fills with in-flight claims), so a pool
+    /// at its limit is not planned onto and its pods go to another pool or stay unschedulable.
+    pub pool_usage: &'a [PoolUsed],
+}
+
+/// One pool's launched capacity and node count.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PoolUsed {
+    pub pool: String,
+    pub resources: crate::Resources,
+    pub nodes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -492,6 +492,12 @@ impl<'a> Prepared<'a> {
                 }
             }
         }
+        for u in input.pool_usage {
+            if let Some(pv) = pools.iter_mut().find(|pv| pv.pool.name == u.pool) {
+                pv.used.max_with(&u.resources);
+                pv.used_nodes = pv.used_nodes.max(u.nodes);
+            }
+        }
 
         // Signatures.
         let mut sig_index: HashMap<SigKey, usize> = HashMap::new();

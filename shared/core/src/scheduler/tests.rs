@@ -299,7 +299,7 @@ proptest! {
     ) {
         let pods = named(pods);
         let pools = vec![a, b];
-        let input = Input { pods: &pods, nodes: &[], pools: &pools, instance_types: types(), daemonsets: &[] };
+        let input = Input { pods: &pods, nodes: &[], pools: &pools, instance_types: types(), daemonsets: &[], pool_usage: &[] };
         // Batches here are small: half the cases round the relaxation from the first pod.
         let opts = Options { strategy, relaxed_min_pods, exchange, ..Options::default() };
         let plan = schedule(&input, &opts);
@@ -337,6 +337,7 @@ fn empty_input_gives_empty_plan() {
         pools: &pools,
         instance_types: types(),
         daemonsets: &[],
+        pool_usage: &[],
     };
     assert_eq!(schedule(&input, &Options::default()), Plan::default());
 }
@@ -350,6 +351,7 @@ fn no_pool_explains_itself() {
         pools: &[],
         instance_types: types(),
         daemonsets: &[],
+        pool_usage: &[],
     };
     let plan = schedule(&input, &Options::default());
     assert_eq!(plan.unschedulable[0].reason, "no NodePool is configured");
@@ -371,6 +373,7 @@ fn batch<'a>(pods: &'a [Pod], pools: &'a [NodePool]) -> Input<'a> {
         pools,
         instance_types: types(),
         daemonsets: &[],
+        pool_usage: &[],
     }
 }
 
@@ -464,6 +467,7 @@ fn single_zone_spread_pod_is_pinned() {
         pools: &pools,
         instance_types: types(),
         daemonsets: &[],
+        pool_usage: &[],
     };
     for strategy in [Strategy::CostAware, Strategy::FirstFitDecreasing] {
         let plan = schedule(
@@ -521,6 +525,7 @@ fn exchanges_shrink_claims_the_greedy_left_unbalanced() {
         pools: &pools,
         instance_types: &types,
         daemonsets: &[],
+        pool_usage: &[],
     };
     let with = schedule(&input, &Options::default());
     let without = schedule(

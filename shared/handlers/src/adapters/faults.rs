@@ -19,7 +19,7 @@ use nodewright_core::ports::capacity::{InstanceSummary, LaunchOutcome};
 use nodewright_core::ports::cluster::{ClusterNode, DrainOptions, DrainReport, Listed};
 use nodewright_core::ports::state::{
     ClaimRecord, ClaimUpdate, EventStart, Holder, PoolUsage, Reservation, TransitionOutcome, UnavailableOffering,
-    UsageDecision, UsageDelta, UsageSnapshot,
+    UsageDecision, UsageDelta, UsageDrift, UsageSnapshot,
 };
 use nodewright_core::ports::{AwsError, AwsResult as Result, EpochMillis, KubeError, KubeResult};
 use tokio::sync::Notify;
@@ -425,9 +425,9 @@ impl<S: State> State for FaultyState<S> {
             .gate("usage_snapshot", self.inner.usage_snapshot(pool))
             .await
     }
-    async fn note_usage_checked(&self, pool: &str, version: u64, now: EpochMillis) -> Result<()> {
+    async fn note_usage_checked(&self, pool: &str, drift: &UsageDrift, now: EpochMillis) -> Result<()> {
         self.faults
-            .gate("note_usage_checked", self.inner.note_usage_checked(pool, version, now))
+            .gate("note_usage_checked", self.inner.note_usage_checked(pool, drift, now))
             .await
     }
     async fn correct_usage(

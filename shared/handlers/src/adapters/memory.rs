@@ -12,7 +12,8 @@ use nodewright_core::ports::capacity::{InstanceSummary, LaunchOutcome};
 use nodewright_core::ports::cluster::{ClusterNode, DrainMode, DrainOptions, DrainReport, Listed};
 use nodewright_core::ports::state::{
     ClaimRecord, ClaimUpdate, EventStart, Holder, IDEMPOTENCY_LEASE_SECS, OFFERING_UNAVAILABLE_SECS, PoolUsage,
-    Reservation, StateView, TransitionOutcome, UnavailableOffering, UsageDecision, UsageDelta, UsageSnapshot,
+    Reservation, StateView, TransitionOutcome, UnavailableOffering, UsageDecision, UsageDelta, UsageDrift,
+    UsageSnapshot,
 };
 use nodewright_core::ports::{AwsError as Error, AwsResult as Result, EpochMillis};
 use nodewright_core::{CapacityType, Pod, Resource};
@@ -33,7 +34,7 @@ struct StateData {
     offerings: Vec<UnavailableOffering>,
     usage: HashMap<String, SignedUsage>,
     /// Per pool: the counters' write version and the reconciler's last check (version, ms).
-    usage_versions: HashMap<String, (u64, Option<(u64, EpochMillis)>)>,
+    usage_versions: HashMap<String, (u64, Option<(UsageDrift, EpochMillis)>)>,
 }
 
 /// A pool's counters as DynamoDB keeps them: numbers that an extra release takes below zero
@@ -102,6 +103,11 @@ impl MemoryState {
     }
 
     /// Every claim, for inspection.
+    /// Every reservation kept, expired ones included (DynamoDB deletes expired items lazily too).
+    pub fn reservation_records(&self) -> Vec<Reservation> {
+        lock(&self.data).reservations.values().cloned().collect()
+    }
+
     pub fn claim_records(&self) -> Vec<ClaimRecord> {
         lock(&self.data).claims.values().cloned().collect()
     }
@@ -391,14 +397,14 @@ impl State for MemoryState {
             None => UsageSnapshot::default(),
         })
     }
-    async fn note_usage_checked(&self, pool: &str, version: u64, now: EpochMillis) -> Result<()> {
+    async fn note_usage_checked(&self, pool: &str, drift: &UsageDrift, now: EpochMillis) -> Result<()> {
         let mut d = lock(&self.data);
         if !d.usage.contains_key(pool) {
             return Ok(());
         }
         let entry = d.usage_versions.entry(pool.to_string()).or_default();
-        if entry.0 == version {
-            entry.1 = Some((version, now));
+        if entry.1.is_none_or(|(seen, _)| seen != *drift) {
+            entry.1 = Some((*drift, now));
         }
         Ok(())
     }
@@ -414,7 +420,7 @@ impl State for MemoryState {
         if entry.0 != expected_version {
             return Ok(false);
         }
-        *entry = (expected_version + 1, Some((expected_version + 1, now)));
+        *entry = (expected_version + 1, Some((UsageDrift::default(), now)));
         d.usage.insert(pool.to_string(), (*usage).into());
         Ok(true)
     }

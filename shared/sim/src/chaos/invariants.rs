@@ -5,14 +5,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use nodewright_core::Resource;
 use nodewright_core::model::ClaimState;
 use nodewright_core::ports::State;
 use nodewright_core::ports::capacity::InstanceSummary;
 use nodewright_core::ports::state::Holder;
+use nodewright_core::{Pod, Resource};
 use nodewright_handlers::Settings;
 use nodewright_handlers::adapters::memory::MemoryState;
-use nodewright_handlers::consolidation::usage_of_claims;
+use nodewright_handlers::consolidation::{LAUNCHING_TIMEOUT_MS, usage_of_claims};
 
 /// How long an instance may run without a live claim owning it: the launch-to-record window plus
 /// the reconciler's next passes (the schedule runs every minute; adoption and clean-up of orphans
@@ -21,6 +21,9 @@ pub const ORPHAN_BOUND_MS: i64 = 5 * 60_000;
 /// How long past the registration timeout a claim may stay before Ready (the sweep that closes it
 /// runs on the next schedule; retries of a failed schedule come a minute and three minutes later).
 pub const CLAIM_TIMEOUT_SLACK_MS: i64 = 4 * 60_000;
+/// The same while faults are on: a sweep that fails is retried after 1 and 3 minutes, and the next
+/// scheduled runs may fail too.
+pub const CLAIM_TIMEOUT_SLACK_MS_FAULTS: i64 = 10 * 60_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Invariant {
@@ -29,7 +32,8 @@ pub enum Invariant {
     InstanceOwned,
     /// No two live claims hold one instance.
     SingleOwner,
-    /// No pod is planned onto two active claims (an event taking effect twice would do it).
+    /// No pod is planned onto two claims in flight (capacity launched twice for one pod: an event
+    /// taking effect twice, or a retry re-planning what an earlier attempt decided, would do it).
     PodOnOneClaim,
     /// No usage counter below zero.
     UsageNotNegative,
@@ -89,7 +93,8 @@ pub enum Check {
     Settled,
 }
 
-/// The violations found now. `pods` is (uid, pending) for every pod that exists.
+/// The violations found now. `pods` is (uid, pending, the latest reason it was reported
+/// unschedulable) for every pod that exists.
 pub async fn check(
     when: Check,
     now: i64,
@@ -97,7 +102,7 @@ pub async fn check(
     state: &MemoryState,
     instances: &[InstanceSummary],
     first_seen: &BTreeMap<String, i64>,
-    pods: &[(String, bool)],
+    pods: &[(Pod, bool, Option<String>)],
 ) -> Vec<(Invariant, String)> {
     let mut out = Vec::new();
     let claims = state.claim_records();
@@ -136,7 +141,7 @@ pub async fn check(
     }
 
     let mut active: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-    for c in live.iter().filter(|c| c.state <= ClaimState::Ready) {
+    for c in live.iter().filter(|c| c.state.is_in_flight()) {
         for p in &c.pods {
             active.entry(p.as_str()).or_default().insert(c.id.as_str());
         }
@@ -146,9 +151,21 @@ pub async fn check(
             out.push((
                 Invariant::PodOnOneClaim,
                 format!(
-                    "pod {pod} on {} active claims: {}",
+                    "pod {pod} on {} claims in flight: {}",
                     holders.len(),
-                    holders.iter().copied().collect::<Vec<_>>().join(", ")
+                    holders
+                        .iter()
+                        .filter_map(|id| live.iter().find(|c| c.id == *id))
+                        .map(|c| format!(
+                            "{} ({} in {}, since +{} s, pods {})",
+                            c.id,
+                            c.state.as_str(),
+                            c.pool,
+                            (c.entered(ClaimState::Launching).unwrap_or(now) - now) / 1000,
+                            c.pods.join(",")
+                        ))
+                        .collect::<Vec<_>>()
+                        .join("; ")
                 ),
             ));
         }
@@ -193,7 +210,10 @@ pub async fn check(
             {
                 out.push((
                     Invariant::UsageConserved,
-                    format!("pool {} counts {:?}, its live claims hold {held:?}", pool.name, s.usage),
+                    format!(
+                        "pool {} counts {:?} (version {}, checked {:?}), its live claims hold {held:?}",
+                        pool.name, s.usage, s.version, s.checked
+                    ),
                 ));
             }
         }
@@ -204,7 +224,19 @@ pub async fn check(
             continue;
         }
         let since = c.entered(ClaimState::Launching).unwrap_or(now);
-        if now - since > settings.registration_timeout_ms + CLAIM_TIMEOUT_SLACK_MS {
+        // A claim with no instance yet may wait for its decision's retry (LAUNCHING_TIMEOUT_MS);
+        // one with an instance for its node (the registration timeout).
+        let timeout = if c.instance_id.is_none() {
+            LAUNCHING_TIMEOUT_MS.max(settings.registration_timeout_ms)
+        } else {
+            settings.registration_timeout_ms
+        };
+        let slack = if when == Check::Running {
+            CLAIM_TIMEOUT_SLACK_MS_FAULTS
+        } else {
+            CLAIM_TIMEOUT_SLACK_MS
+        };
+        if now - since > timeout + slack {
             out.push((
                 Invariant::ClaimTimeout,
                 format!(
@@ -212,19 +244,20 @@ pub async fn check(
                     c.id,
                     c.state.as_str(),
                     (now - since) / 1000,
-                    settings.registration_timeout_ms / 1000
+                    timeout / 1000
                 ),
             ));
         }
     }
 
-    if let Ok(reservations) = state.reservations(now).await {
+    let reservations = state.reservations(now).await.unwrap_or_default();
+    {
         let ended: BTreeMap<&str, i64> = claims
             .iter()
             .filter(|c| !c.state.is_live())
             .filter_map(|c| Some((c.id.as_str(), c.transitions.values().max().copied()?)))
             .collect();
-        for r in reservations {
+        for r in &reservations {
             if let Holder::Claim(id) = &r.holder
                 && let Some(end) = ended.get(id.as_str())
                 && now - end > settings.reservation_ttl_secs * 1000
@@ -243,18 +276,37 @@ pub async fn check(
 
     if when == Check::Settled {
         let pods_of_live: BTreeSet<&str> = live.iter().flat_map(|c| c.pods.iter().map(String::as_str)).collect();
-        let unserved: Vec<&str> = pods
+        // A pod still reserved by an invocation that died waits for the reservation's TTL (the
+        // reservation invariant bounds that); any other pending pod must be on its way.
+        // So does one whose reservation ran out since the last schedule (the next one takes it).
+        let all_reservations = state.reservation_records();
+        let reserved: BTreeSet<&str> = all_reservations
             .iter()
-            .filter(|(uid, pending)| *pending && !pods_of_live.contains(uid.as_str()))
-            .map(|(uid, _)| uid.as_str())
+            .filter(|r| now - r.expires_at * 1000 < 2 * 60_000)
+            .map(|r| r.pod_uid.as_str())
             .collect();
-        // A pool at its limit may leave pods pending; anything else must be on its way.
-        let at_limit = settings.config.node_pools.iter().any(|p| {
-            let cpu = p.limits.resources.get(Resource::Cpu);
-            usage_of_claims(&claims, &p.name, &settings.instance_types)
-                .is_some_and(|u| cpu > 0 && u.cpu_milli + 8_000 > cpu)
-        });
-        if !unserved.is_empty() && !at_limit {
+        // A pod no pool may take without passing its limit stays pending, as in Karpenter (the
+        // scheduler said so, or plainly no pool has the room); anything else must be on its way.
+        let room_for = |pod: &Pod| {
+            settings.config.node_pools.iter().any(|p| {
+                let selected = pod.node_selector.iter().all(|(k, v)| p.labels.get(k) == Some(v));
+                let limit = p.limits.resources.get(Resource::Cpu);
+                let used = state.usage(&p.name).cpu_milli;
+                selected && (limit == 0 || used + pod.requests.cpu_milli() <= limit)
+            })
+        };
+        let unserved: Vec<String> = pods
+            .iter()
+            .filter(|(pod, pending, _)| {
+                *pending && !pods_of_live.contains(pod.uid.as_str()) && !reserved.contains(pod.uid.as_str())
+            })
+            .filter(|(pod, _, reason)| room_for(pod) && !reason.as_deref().is_some_and(|r| r.contains("limit")))
+            .map(|(pod, _, reason)| match reason {
+                Some(r) => format!("{} ({r})", pod.uid),
+                None => pod.uid.clone(),
+            })
+            .collect();
+        if !unserved.is_empty() {
             out.push((
                 Invariant::PendingPodsServed,
                 format!(

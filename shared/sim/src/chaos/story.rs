@@ -15,7 +15,7 @@ use nodewright_handlers::adapters::faults::{
 };
 use nodewright_handlers::adapters::memory::{ClusterWrite, MemoryCapacity, MemoryCluster, MemoryState};
 use nodewright_handlers::ports::Capacity;
-use nodewright_handlers::{DaemonSets, Deps, Function, Settings, event, handle};
+use nodewright_handlers::{Action, DaemonSets, Deps, Function, Settings, event, handle};
 use serde_json::{Value, json};
 
 use super::invariants::{self, Check, Invariant};
@@ -36,6 +36,9 @@ const RETRY_DELAYS_MS: [i64; 2] = [MINUTE, 2 * MINUTE];
 const RESEND_EVERY_MS: i64 = 5 * MINUTE;
 /// Steps of schedule, faults off, before the strict checks.
 const SETTLE_STEPS: usize = 12;
+/// At most this many more while the usage counters still differ from the live claims (about 20
+/// minutes: the reconciler needs 3 still minutes and a schedule run).
+const EXTRA_SETTLE_STEPS: usize = 28;
 
 /// Two pools as a Karpenter user writes them: a general spot-or-on-demand pool with a CPU limit,
 /// and an on-demand pool pods select by label.
@@ -131,7 +134,8 @@ struct Delivery {
 
 /// How an invocation ended.
 enum Ended {
-    Ok,
+    /// With the pods it reported unschedulable: (pod, reason).
+    Ok(Vec<(String, String)>),
     Failed(String),
     Died,
 }
@@ -175,6 +179,8 @@ pub(super) struct Story<'o> {
     terminated_seen: BTreeSet<String>,
     last_tick: i64,
     last_resend: i64,
+    /// The latest reason each pod was reported unschedulable (by pod name).
+    unschedulable: BTreeMap<String, String>,
     pub result: StoryResult,
 }
 
@@ -187,10 +193,15 @@ pub(super) async fn run_story(seed: u64, options: &ChaosOptions) -> StoryResult 
         }
     }
     story.faults_on = false;
-    for _ in 0..SETTLE_STEPS {
+    for i in 0..SETTLE_STEPS + EXTRA_SETTLE_STEPS {
         story.step(false).await;
         if !story.result.violations.is_empty() {
             return story.finish();
+        }
+        // Settled: the minimum has passed and the usage reconciler has caught up (it corrects a
+        // counter only once it has been still for `USAGE_STABLE_MS`).
+        if i + 1 >= SETTLE_STEPS && story.usage_conserved() {
+            break;
         }
     }
     story.check(Check::Settled).await;
@@ -226,6 +237,7 @@ impl<'o> Story<'o> {
             terminated_seen: BTreeSet::new(),
             last_tick: START,
             last_resend: START,
+            unschedulable: BTreeMap::new(),
             result: StoryResult::default(),
         }
     }
@@ -279,7 +291,14 @@ impl<'o> Story<'o> {
         }
         self.physics().await;
         self.deliver_due().await;
-        self.evictions();
+        // Pods evicted by those invocations come back pending, and their events go out now
+        // (a bounded number of rounds: each can evict again).
+        for _ in 0..3 {
+            if self.evictions() == 0 {
+                break;
+            }
+            self.deliver_due().await;
+        }
         self.schedule_pods();
         self.sync_cluster();
         let check = if story_moves { Check::Running } else { Check::Settling };
@@ -507,8 +526,8 @@ impl<'o> Story<'o> {
         self.send_pods(&[new]);
     }
 
-    /// Pods the cluster stand-in no longer lists as bound were evicted by a drain.
-    fn evictions(&mut self) {
+    /// Pods the cluster stand-in no longer lists as bound were evicted by a drain; how many.
+    fn evictions(&mut self) -> usize {
         let listed: BTreeSet<String> = self.cluster.bound().into_iter().map(|p| p.uid).collect();
         let evicted: Vec<String> = self
             .pods
@@ -516,9 +535,11 @@ impl<'o> Story<'o> {
             .filter(|(uid, (_, s))| matches!(s, PodState::Bound(_)) && !listed.contains(*uid))
             .map(|(uid, _)| uid.clone())
             .collect();
+        let n = evicted.len();
         for uid in evicted {
             self.replace_pod(&uid);
         }
+        n
     }
 
     /// kube-scheduler's part: a pending pod held by a live claim whose node is up binds to it.
@@ -658,7 +679,12 @@ impl<'o> Story<'o> {
             for (copy, e) in ended.into_iter().enumerate() {
                 let what = d.event["detail-type"].as_str().unwrap_or("?").to_string();
                 let failed = match e {
-                    Ended::Ok => false,
+                    Ended::Ok(unschedulable) => {
+                        for (pod, reason) in unschedulable {
+                            self.unschedulable.insert(pod, reason);
+                        }
+                        false
+                    }
                     Ended::Failed(err) => {
                         self.note(format!(
                             "{} {what} (attempt {}, copy {copy}) failed: {err}",
@@ -755,11 +781,20 @@ impl<'o> Story<'o> {
         };
         tokio::select! {
             r = handle(d.function, &deps, parsed, self.now) => match r {
-                Ok(_) => Ended::Ok,
+                Ok(outcome) => Ended::Ok(
+                    outcome
+                        .actions
+                        .iter()
+                        .filter_map(|a| match a {
+                            Action::Unschedulable { pod, reason } => Some((pod.clone(), reason.clone())),
+                            _ => None,
+                        })
+                        .collect(),
+                ),
                 // As the function's main: an error a retry cannot fix is logged and not retried.
                 Err(e) if !e.is_retryable() => {
                     tracing::debug!(error = %e, "permanent handler error");
-                    Ended::Ok
+                    Ended::Ok(Vec::new())
                 }
                 Err(e) => Ended::Failed(e.to_string()),
             },
@@ -796,11 +831,27 @@ impl<'o> Story<'o> {
         }
     }
 
-    fn pods_by_state(&self) -> Vec<(String, bool)> {
+    fn usage_conserved(&self) -> bool {
+        let claims = self.state.claim_records();
+        self.settings.config.node_pools.iter().all(|p| {
+            nodewright_handlers::consolidation::usage_of_claims(&claims, &p.name, &self.settings.instance_types)
+                .is_none_or(|held| held == self.state.usage(&p.name))
+        })
+    }
+
+    /// (pod, pending, the latest unschedulable reason) of every pod that exists.
+    fn pods_by_state(&self) -> Vec<(Pod, bool, Option<String>)> {
         self.pods
             .iter()
             .filter(|(_, (_, s))| *s != PodState::Gone)
-            .map(|(uid, (_, s))| (uid.clone(), *s == PodState::Pending))
+            .map(|(_, (pod, s))| {
+                let reason = self
+                    .unschedulable
+                    .get(&pod.name)
+                    .or_else(|| self.unschedulable.get(&pod.key()))
+                    .cloned();
+                (pod.clone(), *s == PodState::Pending, reason)
+            })
             .collect()
     }
 }

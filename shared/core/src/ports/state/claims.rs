@@ -42,6 +42,7 @@ pub struct ClaimRecord {
     pub pods_changed_at: Option<EpochMillis>,
     /// The offerings the claim was decided with (cheapest first, at most [`MAX_STORED_OFFERINGS`]),
     /// so a retry of a decision whose invocation died before launching can launch it as decided.
+    /// Dropped once the launch is recorded (`Launched`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub offerings: Vec<crate::scheduler::InstanceOption>,
     /// Incremented by every write; the condition for the next one.
@@ -84,6 +85,11 @@ impl ClaimRecord {
         self.state = to;
         self.transitions.entry(to).or_insert(at);
         self.version += 1;
+        if to == ClaimState::Launched {
+            // Kept only until the launch is recorded (a retry of a dead decision launches from
+            // them); after that they are dead weight in every read of the claims.
+            self.offerings = Vec::new();
+        }
         if update.instance_id.is_some() {
             self.instance_id.clone_from(&update.instance_id);
         }

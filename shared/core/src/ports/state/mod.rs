@@ -12,5 +12,5 @@ pub use claims::{ClaimRecord, ClaimUpdate, MAX_STORED_OFFERINGS, TransitionOutco
 pub use idempotency::{EventStart, IDEMPOTENCY_LEASE_SECS, IDEMPOTENCY_TTL_SECS, Once};
 pub use offerings::{OFFERING_UNAVAILABLE_SECS, UnavailableOffering};
 pub use reservations::{Holder, RESERVATION_TTL_SECS, Reservation};
-pub use usage::{PoolUsage, UsageDecision, UsageDelta, UsageSnapshot};
+pub use usage::{PoolUsage, UsageDecision, UsageDelta, UsageDrift, UsageSnapshot};
 pub use view::{ReadCost, STATE_VIEW_FORMAT, StateView};

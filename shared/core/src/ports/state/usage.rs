@@ -62,8 +62,70 @@ pub struct UsageSnapshot {
     pub negative: bool,
     /// Bumped by every write to the counters.
     pub version: u64,
-    /// The version the reconciler last saw, and when (epoch ms).
-    pub checked: Option<(u64, i64)>,
+    /// The difference from the live claims the reconciler last saw, and since when (epoch ms).
+    pub checked: Option<(UsageDrift, i64)>,
+}
+
+/// What a pool's counters hold beyond its live claims, dimension by dimension (negative: less). A
+/// charge in progress (counted before its claim is written) changes it from one check to the next;
+/// a leak or a lost release leaves it the same, which is how the reconciler tells them apart.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UsageDrift {
+    pub cpu_milli: i128,
+    pub memory_bytes: i128,
+    pub gpus: i128,
+    pub nodes: i128,
+    pub nodes_in_flight: i128,
+    /// A counter is below zero (the difference may read zero once clamped).
+    pub negative: bool,
+}
+
+impl UsageDrift {
+    /// `counted` (with `negative` from the snapshot) minus `held`.
+    pub fn between(counted: &PoolUsage, negative: bool, held: &PoolUsage) -> UsageDrift {
+        let d = |a: u64, b: u64| i128::from(a) - i128::from(b);
+        UsageDrift {
+            cpu_milli: d(counted.cpu_milli, held.cpu_milli),
+            memory_bytes: d(counted.memory_bytes, held.memory_bytes),
+            gpus: d(counted.gpus, held.gpus),
+            nodes: d(counted.nodes, held.nodes),
+            nodes_in_flight: d(counted.nodes_in_flight, held.nodes_in_flight),
+            negative,
+        }
+    }
+
+    pub fn is_zero(&self) -> bool {
+        *self == UsageDrift::default()
+    }
+
+    /// As stored: `cpu,memory,gpus,nodes,inFlight[,negative]`.
+    pub fn encode(&self) -> String {
+        let mut s = format!(
+            "{},{},{},{},{}",
+            self.cpu_milli, self.memory_bytes, self.gpus, self.nodes, self.nodes_in_flight
+        );
+        if self.negative {
+            s.push_str(",negative");
+        }
+        s
+    }
+
+    pub fn decode(s: &str) -> Option<UsageDrift> {
+        let mut parts = s.split(',');
+        let mut next = || parts.next()?.parse::<i128>().ok();
+        let drift = UsageDrift {
+            cpu_milli: next()?,
+            memory_bytes: next()?,
+            gpus: next()?,
+            nodes: next()?,
+            nodes_in_flight: next()?,
+            negative: false,
+        };
+        Some(UsageDrift {
+            negative: s.ends_with(",negative"),
+            ..drift
+        })
+    }
 }
 
 /// The answer to a usage request.
