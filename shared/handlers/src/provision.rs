@@ -96,12 +96,19 @@ async fn available_types<S: State>(
 /// pending). A counter that cannot be read is left out; the conditional charge still guards the
 /// limit.
 async fn limited_pools_usage<S: State, C: Capacity, K: ClusterApi>(deps: &Deps<S, C, K>) -> Vec<PoolUsed> {
+    let limited: Vec<&NodePool> = deps
+        .settings
+        .config
+        .node_pools
+        .iter()
+        .filter(|p| !p.limits.resources.is_zero() || p.limits.nodes.is_some())
+        .collect();
+    // One read per limited pool, concurrently (the decision waits for the slowest, not the sum).
+    let reads = limited.iter().map(|p| deps.state.usage_snapshot(&p.name));
+    let snapshots = futures::future::join_all(reads).await;
     let mut out = Vec::new();
-    for pool in &deps.settings.config.node_pools {
-        if pool.limits.resources.is_zero() && pool.limits.nodes.is_none() {
-            continue;
-        }
-        match deps.state.usage_snapshot(&pool.name).await {
+    for (pool, snapshot) in limited.into_iter().zip(snapshots) {
+        match snapshot {
             Ok(s) => out.push(PoolUsed {
                 pool: pool.name.clone(),
                 resources: Resources::new()
@@ -325,15 +332,19 @@ async fn finish_packing<S: State, C: Capacity, K: ClusterApi>(
             continue;
         }
         let to = Holder::Claim(c.id.clone());
+        let mut moved = 0;
         for u in &mine {
             if deps.state.transfer_pod(u, holder, &to, now, ttl).await? {
                 adopted.insert((*u).clone());
+                moved += 1;
             }
         }
-        out.push(Action::PackedOntoClaim {
-            claim: c.id.clone(),
-            pods: mine.len(),
-        });
+        if moved > 0 {
+            out.push(Action::PackedOntoClaim {
+                claim: c.id.clone(),
+                pods: moved,
+            });
+        }
     }
     Ok(adopted)
 }
