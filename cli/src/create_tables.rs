@@ -44,7 +44,9 @@ pub fn run(args: &Args) -> u8 {
             exit::OK
         }
         Err(e) => {
-            eprintln!("error: cannot create the tables: {e}");
+            let at = args.endpoint_url.as_deref().unwrap_or("the region's DynamoDB endpoint");
+            eprintln!("error: cannot create the tables at {at}: {e}");
+            eprintln!("hint: {}", crate::aws_hint(&e));
             exit::UNREACHABLE
         }
     }

@@ -124,6 +124,34 @@ pub async fn aws_clients(region: Option<String>, endpoint_url: Option<String>) -
     .await
 }
 
+#[cfg(feature = "aws")]
+/// One line of advice for a failed AWS call, printed after the error as `hint: ...`: what to check
+/// for an endpoint that does not answer, missing or refused credentials, a missing region or table.
+pub fn aws_hint(e: &nodewright_aws::Error) -> &'static str {
+    let nodewright_aws::Error::Aws { code, message, .. } = e else {
+        return "see the message above; AWS_PROFILE, AWS_REGION and --endpoint-url select what is called";
+    };
+    let code = code.as_str();
+    if message.contains("no credentials") || message.contains("credential provider") {
+        "no AWS credentials found: set AWS_PROFILE (after `aws sso login` if it uses SSO) or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+    } else if message.contains("Missing Region") {
+        "no AWS region: pass --region or set AWS_REGION"
+    } else if code.contains("AccessDenied")
+        || code.contains("UnrecognizedClient")
+        || code.contains("InvalidClientTokenId")
+        || code.contains("SignatureDoesNotMatch")
+        || code.contains("Token")
+    {
+        "the credentials were refused: check AWS_PROFILE (or the AWS_ACCESS_KEY_ID in use) and the role's permissions"
+    } else if code == "ResourceNotFoundException" {
+        "the table does not exist there: check --table-prefix and --region (or run `nodewright create-tables`)"
+    } else if code == "DispatchFailure" || code == "Timeout" {
+        "is the endpoint reachable? check --endpoint-url / AWS_ENDPOINT_URL, --region and the network"
+    } else {
+        "see the AWS error code above; AWS_PROFILE, AWS_REGION and --endpoint-url select what is called"
+    }
+}
+
 /// Reads a file or says clearly why not.
 pub fn read_file(path: &std::path::Path) -> Result<String, String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;

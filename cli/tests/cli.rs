@@ -309,3 +309,101 @@ fn restamp_moves_a_sample_to_the_present() {
     assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
     assert!(text(&bad).contains("not JSON"), "{}", text(&bad));
 }
+
+/// The binary with AWS settings that reach nothing: dummy or no credentials, no profile, no
+/// instance metadata, one attempt.
+#[cfg(feature = "aws")]
+fn offline_aws(args: &[&str], credentials: bool) -> Output {
+    let home = std::env::temp_dir().join(format!("nodewright-cli-home-{}", std::process::id()));
+    std::fs::create_dir_all(&home).expect("temp home");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nodewright"));
+    cmd.args(args)
+        .current_dir(root())
+        .env("HOME", &home)
+        .env("AWS_CONFIG_FILE", home.join("no-config"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("no-credentials"))
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_WEB_IDENTITY_TOKEN_FILE")
+        .env_remove("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+        .env_remove("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+        .env_remove("NODEWRIGHT_TABLE_PREFIX");
+    if credentials {
+        cmd.env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing");
+    } else {
+        cmd.env_remove("AWS_ACCESS_KEY_ID").env_remove("AWS_SECRET_ACCESS_KEY");
+    }
+    cmd.output().expect("run nodewright")
+}
+
+#[cfg(feature = "aws")]
+fn unreachable_endpoint() -> String {
+    // A port nothing listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    format!("http://127.0.0.1:{port}")
+}
+
+#[cfg(feature = "aws")]
+#[test]
+fn aws_errors_show_the_cause_and_one_hint_not_the_sdk_debug_dump() {
+    let endpoint = unreachable_endpoint();
+    let args = ["create-tables", "--region", "us-east-1", "--endpoint-url", &endpoint];
+    let out = offline_aws(&args, true);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    for dump in ["DispatchFailure(", "ConnectorError", "ConnectError(", "Os {", "kind: "] {
+        assert!(!stderr.contains(dump), "SDK Debug dump ({dump}) in:\n{stderr}");
+    }
+    assert!(
+        stderr.starts_with(&format!(
+            "error: cannot create the tables at {endpoint}: ListTables failed: "
+        )),
+        "{stderr}"
+    );
+    // The cause, level by level, as the SDK and the OS say it.
+    assert!(stderr.contains("dispatch failure: io error"), "{stderr}");
+    assert!(stderr.contains("tcp connect error"), "{stderr}");
+    let hints: Vec<&str> = stderr.lines().filter(|l| l.starts_with("hint: ")).collect();
+    assert_eq!(
+        hints,
+        ["hint: is the endpoint reachable? check --endpoint-url / AWS_ENDPOINT_URL, --region and the network"],
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 2, "{stderr}");
+
+    // No credentials anywhere: said so, with what to set.
+    let out = offline_aws(&args, false);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(!stderr.contains("DispatchFailure("), "{stderr}");
+    assert!(stderr.contains("no credentials found in chain"), "{stderr}");
+    assert!(
+        stderr.contains("hint: no AWS credentials found: set AWS_PROFILE"),
+        "{stderr}"
+    );
+
+    // avail's read fails the same readable way (its own hint is avail's).
+    let out = offline_aws(
+        &[
+            "avail",
+            "--cluster",
+            "x",
+            "--region",
+            "us-east-1",
+            "--endpoint-url",
+            &endpoint,
+        ],
+        true,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(!stderr.contains("DispatchFailure("), "{stderr}");
+    assert!(stderr.contains("tcp connect error"), "{stderr}");
+}
