@@ -204,7 +204,7 @@ fn cells(r: &RunReport) -> Vec<String> {
         }
     };
     vec![
-        format!("${:.2}", r.total_cost_usd),
+        format!("${:.2} (${:.2} / 30 days)", r.total_cost_usd, r.cost_per_month_usd),
         format!("{:.1}", r.node_hours),
         r.cost_per_pod_hour.map_or("-".into(), |c| format!("${c:.4}")),
         format!("{:.0}%", r.utilization.cpu * 100.0),
@@ -216,9 +216,10 @@ fn cells(r: &RunReport) -> Vec<String> {
             secs(r.pending.p95_seconds),
             secs(r.pending.p99_seconds)
         ),
+        format!("{} arrived, {} ran", r.pods.arrived, r.pods.ran),
         format!(
-            "{} ran, {} pending, {} left unrun",
-            r.pods.ran, r.pods.pending_at_end, r.pods.left_before_running
+            "{} ({} pending at the end, {} deleted while pending)",
+            r.pods.never_ran, r.pods.pending_at_end, r.pods.left_before_running
         ),
         format!(
             "{} ({} spot, {} on-demand)",
@@ -226,10 +227,41 @@ fn cells(r: &RunReport) -> Vec<String> {
         ),
         r.interruptions_handled.to_string(),
         format!(
-            "{} actions, {} nodes, ${:.3}/h expected",
-            r.consolidation.actions, r.consolidation.nodes, r.consolidation.expected_saving_per_hour
+            "{} actions, {} nodes, ${:.2} saved",
+            r.consolidation.actions, r.consolidation.nodes, r.consolidation.saved_usd
         ),
+        match r.churn.evictions_per_node_hour_saved {
+            Some(rate) => format!(
+                "{} ({} by consolidation: {rate:.2} per node-hour saved)",
+                r.churn.evictions, r.churn.consolidation_evictions
+            ),
+            None => r.churn.evictions.to_string(),
+        },
     ]
+}
+
+/// The saving, per month and by cause, and a warning when the two runs did not run the same pods.
+fn print_saving(report: &Report) {
+    let (Some(b), Some(pct), Some(split)) = (&report.baseline, report.saving_percent, &report.saving_breakdown) else {
+        return;
+    };
+    println!(
+        "Saving vs {}: {pct:.1}% (${:.2} over the run, ${:.2} per 30-day month)",
+        b.autoscaler,
+        split.total_usd,
+        report.saving_per_month_usd.unwrap_or(0.0)
+    );
+    println!(
+        "  from spot prices ${:.2}, faster scale-down ${:.2}, consolidation ${:.2}, instance choice and packing ${:.2}",
+        split.spot_usd, split.idle_capacity_usd, split.consolidation_usd, split.instance_choice_usd
+    );
+    let nw = &report.nodewright;
+    if nw.pods.never_ran > b.pods.never_ran {
+        println!(
+            "warning: {} pods never ran under Nodewright against {} under {}: the saving is not like for like",
+            nw.pods.never_ran, b.pods.never_ran, b.autoscaler
+        );
+    }
 }
 
 fn print_report(report: &Report) {
@@ -250,12 +282,14 @@ fn print_report(report: &Report) {
         "GPU utilization",
         "Pending p50 / p95 / p99",
         "Pods",
+        "Never ran",
         "Launches",
         "Spot interruptions handled",
         "Consolidation",
+        "Evictions",
     ];
     let ours = cells(&report.nodewright);
-    let mut t = match &report.baseline {
+    let t = match &report.baseline {
         Some(b) => {
             let mut t = table(["", "nodewright", b.autoscaler.as_str()]);
             let theirs = cells(b);
@@ -272,10 +306,8 @@ fn print_report(report: &Report) {
             t
         }
     };
-    if let Some(s) = report.saving_percent {
-        t.add_row(["Saving vs baseline".to_string(), format!("{s:.1}%"), String::new()]);
-    }
     println!("{t}");
+    print_saving(report);
     let mut types: Vec<_> = report.nodewright.node_hours_by_type.iter().collect();
     types.sort_by(|a, b| b.1.total_cmp(a.1));
     let top: Vec<String> = types.iter().take(6).map(|(t, h)| format!("{t} {h:.0} h")).collect();

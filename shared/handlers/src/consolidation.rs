@@ -717,7 +717,7 @@ async fn disrupt<S: State, C: Capacity, K: ClusterApi>(
             node_class_hashes: &deps.settings.node_class_hashes,
             now: now / 1000,
         },
-        &disruption::Options::default(),
+        &deps.settings.disruption,
     );
     let node_claim: HashMap<&str, &ClaimRecord> = nodes
         .items

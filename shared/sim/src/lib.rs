@@ -69,6 +69,8 @@ pub struct SimConfig {
     pub interruption_scale: f64,
     /// The virtual clock's zero, as Unix ms (what the handlers see as "now").
     pub start_epoch_ms: i64,
+    /// The consolidation planner's options (`Options::karpenter()` replays Karpenter's search).
+    pub disruption: nodewright_core::disruption::Options,
 }
 
 impl Default for SimConfig {
@@ -83,6 +85,7 @@ impl Default for SimConfig {
             interruption_scale: 1.0,
             // 2026-11-02T00:00:00Z, a Monday.
             start_epoch_ms: nodewright_core::time::days_from_civil(2026, 11, 2) * 86_400_000,
+            disruption: nodewright_core::disruption::Options::default(),
         }
     }
 }
@@ -134,8 +137,9 @@ pub fn simulate_with_state(
     if pools.node_pools.is_empty() {
         return Err(Error::input("nodepools", "no groupless NodePool to simulate"));
     }
-    let settings =
+    let mut settings =
         Settings::new(&config.cluster, &config.region, pools).map_err(|e| Error::input("nodepools", e.to_string()))?;
+    settings.disruption = config.disruption;
     // The whole regional catalogue: the baseline's type need not be one the pools admit.
     let types: Vec<InstanceType> = Catalogue::embedded().instance_types(&config.region, &OverheadConfig::default());
     // Checked before the long Nodewright run.
@@ -173,6 +177,17 @@ pub fn simulate_with_state(
             b.pods.pending_at_end, b.autoscaler
         ));
     }
+    let saving_per_month_usd = baseline.as_ref().map(|b| {
+        let hours = workload.duration_ms as f64 / 3_600_000.0;
+        (report::per_month(b.total_cost_usd - nodewright.total_cost_usd, hours) * 100.0).round() / 100.0
+    });
+    let saving_breakdown = baseline.as_ref().map(|b| report::saving_breakdown(&nodewright, b));
+    if nodewright.pods.never_ran > 0 {
+        notes.push(format!(
+            "{} of {} pods never ran under Nodewright ({} still pending at the end); their time pending is in the percentiles",
+            nodewright.pods.never_ran, nodewright.pods.arrived, nodewright.pods.pending_at_end
+        ));
+    }
     let report = Report {
         workload: workload.source.clone(),
         pods: workload.pods.len(),
@@ -183,6 +198,8 @@ pub fn simulate_with_state(
         nodewright,
         baseline,
         saving_percent,
+        saving_per_month_usd,
+        saving_breakdown,
         notes,
     };
     Ok((report, state))

@@ -41,6 +41,14 @@ pub struct Stats {
     pub disruption_actions: u32,
     pub disrupted_nodes: u32,
     pub disruption_saving_per_hour: f64,
+    /// Dollars consolidation of busy nodes saved over the run, estimated per action: its $/h
+    /// saving until the last pod on the removed nodes would have left (when the node would have
+    /// emptied and gone anyway), or the end of the run.
+    pub consolidation_saved_usd: f64,
+    /// Node-hours those actions saved (the same span, per removed node).
+    pub consolidation_node_hours_saved: f64,
+    /// Running pods those actions evicted.
+    pub consolidation_evictions: u32,
     pub on_demand_fallbacks: u32,
     pub unschedulable_reports: u32,
     /// Handler errors (a retry would follow in Lambda); the first few are kept.
@@ -151,11 +159,15 @@ impl NodewrightSim {
                             ..
                         } => self.stats.on_demand_fallbacks += 1,
                         Action::Disruption {
-                            nodes, saving_per_hour, ..
+                            nodes,
+                            saving_per_hour,
+                            replacements,
+                            ..
                         } => {
                             self.stats.disruption_actions += 1;
                             self.stats.disrupted_nodes += nodes.len() as u32;
                             self.stats.disruption_saving_per_hour += saving_per_hour;
+                            self.count_consolidation(world, nodes, *replacements, *saving_per_hour, now);
                         }
                         Action::Unschedulable { .. } => self.stats.unschedulable_reports += 1,
                         _ => {}
@@ -170,6 +182,28 @@ impl NodewrightSim {
             }
         }
         self.observe(now, world, queue).await
+    }
+
+    /// What a disruption of busy nodes saves and costs in churn (the world still shows the pods on
+    /// them: the drain comes after). Emptiness (no pods) is not counted: the node was idle.
+    fn count_consolidation(&mut self, world: &World, nodes: &[String], replacements: usize, saving: f64, now: i64) {
+        let pods: Vec<usize> = nodes
+            .iter()
+            .filter_map(|n| world.instance_by_node(n))
+            .flat_map(|i| i.pods.iter().copied())
+            .collect();
+        if pods.is_empty() {
+            return;
+        }
+        let emptied_at = pods
+            .iter()
+            .map(|&p| world.ends[p].unwrap_or(world.duration_ms).min(world.duration_ms))
+            .max()
+            .unwrap_or(now);
+        let hours = (emptied_at - now).max(0) as f64 / 3_600_000.0;
+        self.stats.consolidation_saved_usd += saving * hours;
+        self.stats.consolidation_node_hours_saved += nodes.len().saturating_sub(replacements) as f64 * hours;
+        self.stats.consolidation_evictions += pods.len() as u32;
     }
 
     fn mirror(&self, world: &World) {

@@ -84,6 +84,20 @@ pub struct Meters {
     pub launches: u32,
     pub spot_launches: u32,
     pub terminations: u32,
+    /// What the billed instances would have cost at their type's on-demand price (the spot share
+    /// of a saving is this minus `cost_usd`).
+    pub on_demand_cost_usd: f64,
+    /// Cost, and cost at on-demand prices, of instances while no pod was bound to them (booting,
+    /// or empty and not yet removed).
+    pub idle_cost_usd: f64,
+    pub idle_on_demand_cost_usd: f64,
+    /// Pending episodes that ended without a bind: the pod was deleted while pending, or was still
+    /// pending at the end (time so far).
+    pub unbound_pending_ms: Vec<i64>,
+    /// Of those, the ones still open at the end.
+    pub pending_at_end: usize,
+    /// Bound pods evicted (drain or instance loss); each comes back as a new pod.
+    pub evictions: u32,
 }
 
 fn triple(r: &Resources) -> [f64; 3] {
@@ -100,6 +114,11 @@ pub struct World {
     /// Capacity or pending pods changed since the last bind.
     dirty: bool,
     types: HashMap<String, InstanceType>,
+    /// Instances with no pod bound, since when (for the idle meters).
+    idle_since: HashMap<String, i64>,
+    /// Each workload pod's departure (ms), None when it runs to the end.
+    pub ends: Vec<Option<i64>>,
+    pub duration_ms: i64,
 }
 
 impl World {
@@ -146,7 +165,38 @@ impl World {
             fresh_pending: Vec::new(),
             dirty: false,
             types: instance_types.iter().map(|t| (t.name.clone(), t.clone())).collect(),
+            idle_since: HashMap::new(),
+            ends: workload.pods.iter().map(|w| w.end_ms).collect(),
+            duration_ms: workload.duration_ms,
         }
+    }
+
+    /// The on-demand price of `inst`'s type (in its zone when listed there), or what it paid.
+    fn on_demand_price(&self, inst: &SimInstance) -> f64 {
+        let Some(t) = self.types.get(&inst.instance_type) else {
+            return inst.price;
+        };
+        let od = |o: &&nodewright_core::Offering| o.capacity_type == CapacityType::OnDemand;
+        t.offerings
+            .iter()
+            .filter(od)
+            .find(|o| o.zone == inst.zone)
+            .or_else(|| t.offerings.iter().find(od))
+            .map_or(inst.price, |o| o.price)
+    }
+
+    /// Closes `instance_id`'s idle stretch at `now`, if it has one.
+    fn end_idle(&mut self, instance_id: &str, now: i64) {
+        let Some(since) = self.idle_since.remove(instance_id) else {
+            return;
+        };
+        let Some(inst) = self.instances.get(instance_id) else {
+            return;
+        };
+        let hours = (now - since).max(0) as f64 / 3_600_000.0;
+        let od = self.on_demand_price(inst);
+        self.meters.idle_cost_usd += inst.price * hours;
+        self.meters.idle_on_demand_cost_usd += od * hours;
     }
 
     pub fn instance_type(&self, name: &str) -> Option<&InstanceType> {
@@ -167,6 +217,9 @@ impl World {
 
     /// The pod's owner deletes it.
     pub fn delete_pod(&mut self, i: usize, now: i64) {
+        if let PodPhase::Pending { since, .. } = self.pods[i].phase {
+            self.meters.unbound_pending_ms.push(now - since);
+        }
         self.unbind(i, now);
         self.pods[i].phase = PodPhase::Gone;
     }
@@ -183,6 +236,10 @@ impl World {
             let node = node.clone();
             if let Some(inst) = self.instance_by_node_mut(&node) {
                 inst.pods.retain(|p| *p != i);
+                if inst.pods.is_empty() {
+                    let id = inst.instance_id.clone();
+                    self.idle_since.insert(id, now);
+                }
             }
             self.dirty = true;
         }
@@ -191,6 +248,7 @@ impl World {
     /// Evicts a bound pod: it comes back pending as a new pod.
     pub fn evict(&mut self, i: usize, now: i64) {
         if matches!(self.pods[i].phase, PodPhase::Bound { .. }) {
+            self.meters.evictions += 1;
             self.unbind(i, now);
             self.make_pending(i, now);
         }
@@ -200,6 +258,9 @@ impl World {
         self.meters.launches += 1;
         if inst.capacity_type == CapacityType::Spot {
             self.meters.spot_launches += 1;
+        }
+        if inst.pods.is_empty() {
+            self.idle_since.insert(inst.instance_id.clone(), inst.launched_at);
         }
         self.instances.insert(inst.instance_id.clone(), inst);
     }
@@ -256,6 +317,7 @@ impl World {
         for p in inst.pods.clone() {
             self.evict(p, now);
         }
+        self.end_idle(instance_id, now);
         let Some(inst) = self.instances.remove(instance_id) else {
             return false;
         };
@@ -268,6 +330,7 @@ impl World {
     fn bill(&mut self, inst: &SimInstance, now: i64) {
         let dur = (now - inst.launched_at).max(0) as f64;
         self.meters.cost_usd += inst.price * dur / 3_600_000.0;
+        self.meters.on_demand_cost_usd += self.on_demand_price(inst) * dur / 3_600_000.0;
         self.meters.node_ms += dur;
         *self
             .meters
@@ -282,7 +345,15 @@ impl World {
     /// Closes every open meter at the end of the run.
     pub fn finish(&mut self, now: i64) {
         for i in 0..self.pods.len() {
+            if let PodPhase::Pending { since, .. } = self.pods[i].phase {
+                self.meters.unbound_pending_ms.push(now - since);
+                self.meters.pending_at_end += 1;
+            }
             self.unbind(i, now);
+        }
+        let ids: Vec<String> = self.instances.keys().cloned().collect();
+        for id in &ids {
+            self.end_idle(id, now);
         }
         let open: Vec<SimInstance> = self.instances.values().cloned().collect();
         for inst in &open {
@@ -377,6 +448,8 @@ impl World {
                 continue;
             };
             inst.pods.push(i);
+            let id = inst.instance_id.clone();
+            self.end_idle(&id, now);
             self.meters.pending_ms.push(now - since);
             self.pods[i].ever_ran = true;
             self.pods[i].phase = PodPhase::Bound {

@@ -50,6 +50,21 @@ fn conserved(r: &nodewright_sim::RunReport, arrived: usize) {
         r.autoscaler,
         r.pods
     );
+    assert_eq!(r.pods.never_ran, r.pods.arrived - r.pods.ran, "{:?}", r.pods);
+    // Each pod that never ran left an episode that never ended in a bind.
+    assert!(
+        r.pending.open_at_end >= r.pods.pending_at_end,
+        "{:?} {:?}",
+        r.pending,
+        r.pods
+    );
+    assert!(
+        r.pending.unbound_episodes >= r.pending.open_at_end + r.pods.left_before_running,
+        "{:?} {:?}",
+        r.pending,
+        r.pods
+    );
+    assert!(r.pending.max_seconds >= r.pending.p99_seconds);
 }
 
 #[test]
@@ -92,6 +107,25 @@ fn same_seed_same_report_and_the_baseline_runs() {
     assert_eq!(nw.pods.pending_at_end, 0);
     assert!(nw.total_cost_usd > 0.0);
     let saving = a.saving_percent.expect("saving computed");
+    // The saving's causes add up to it; spot is what on-demand prices would have cost on top.
+    let split = a.saving_breakdown.as_ref().expect("breakdown with a baseline");
+    let parts = split.spot_usd + split.idle_capacity_usd + split.consolidation_usd + split.instance_choice_usd;
+    assert!((parts - split.total_usd).abs() < 0.05, "{split:?}");
+    assert!(
+        (split.total_usd - (base.total_cost_usd - nw.total_cost_usd)).abs() < 0.01,
+        "{split:?}"
+    );
+    assert!(
+        split.spot_usd >= 0.0 && nw.on_demand_equivalent_usd >= nw.total_cost_usd,
+        "{split:?}"
+    );
+    assert!(nw.idle_cost_usd <= nw.total_cost_usd && base.idle_cost_usd <= base.total_cost_usd);
+    let month = a.saving_per_month_usd.expect("monthly saving");
+    assert!(
+        (month - split.total_usd / 48.0 * 720.0).abs() < 0.1,
+        "{month} vs {split:?}"
+    );
+    assert!((nw.cost_per_month_usd - nw.total_cost_usd / 48.0 * 720.0).abs() < 0.1);
     assert!(
         nw.total_cost_usd < base.total_cost_usd,
         "Nodewright ${} vs fixed group ${} ({saving}%)",
@@ -182,4 +216,85 @@ proptest! {
         conserved(r.baseline.as_ref().expect("baseline"), pods.len());
         prop_assert!(r.nodewright.total_cost_usd >= 0.0);
     }
+}
+
+/// Issue #22: after each day's peak, consolidation deleted the node running `api-0` (moving it
+/// onto a node that had just emptied) while 8 empty nodes remained: avoidable evictions. The
+/// repository's DataMigrate workload and pools, 2 days: every pod pends exactly once, and
+/// consolidation costs no more than Karpenter's search, which does evict.
+#[test]
+fn datamigrate_consolidation_evicts_no_running_pod() {
+    let mut w = load_deployments(
+        include_str!("../../../examples/sim/datamigrate.yaml"),
+        "datamigrate.yaml",
+    )
+    .expect("the example workload loads");
+    w.truncate(2 * 24 * 3_600_000);
+    let (pools, _) = Config::parse_strict(include_str!("../../../examples/sim/nodepools.yaml"), "nodepools.yaml")
+        .expect("the example pools parse");
+    let quiet = SimConfig {
+        // Interruptions evict for their own reason; this is about consolidation.
+        interruptions: false,
+        ..SimConfig::default()
+    };
+    let ours = simulate(&quiet, pools.clone(), &w, None, &mut |_| {})
+        .expect("runs")
+        .nodewright;
+    let karpenter = SimConfig {
+        disruption: nodewright_core::disruption::Options::karpenter(),
+        ..quiet.clone()
+    };
+    let theirs = simulate(&karpenter, pools, &w, None, &mut |_| {})
+        .expect("runs")
+        .nodewright;
+
+    conserved(&ours, 2 + 8 * 2);
+    assert_eq!(ours.pods.ran, ours.pods.arrived, "{:?}", ours.pods);
+    assert_eq!(
+        ours.pending.episodes, ours.pods.arrived,
+        "a pending episode per pod, none from an eviction: {:?}",
+        ours.churn
+    );
+    assert_eq!(ours.churn.evictions, 0, "{:?}", ours.churn);
+    assert!(
+        ours.consolidation.actions > 0,
+        "the peaks end; emptiness must act: {:?}",
+        ours.consolidation
+    );
+    assert!(
+        ours.total_cost_usd <= theirs.total_cost_usd,
+        "no higher cost: ours ${} vs Karpenter's search ${}",
+        ours.total_cost_usd,
+        theirs.total_cost_usd
+    );
+    eprintln!(
+        "ours: ${} {} episodes {:?}; Karpenter's search: ${} {} episodes {:?}",
+        ours.total_cost_usd,
+        ours.pending.episodes,
+        ours.churn,
+        theirs.total_cost_usd,
+        theirs.pending.episodes,
+        theirs.churn
+    );
+}
+
+/// Issue #22: a run where no pod ever ran reported "p50/p95/p99 0 s / 0 s / 0 s". Pods that never
+/// ran are counted, and their time pending so far is in the percentiles.
+#[test]
+fn pods_that_never_ran_are_in_the_headline() {
+    // 1000 vCPU fits no type the pools admit (c, m, t): never schedulable.
+    let w = load_deployments(
+        "duration: 2h\ndeployments:\n  - {name: huge, cpu: 1000, memory: 1Gi, replicas: [{at: 0s, count: 3}]}\n",
+        "huge.yaml",
+    )
+    .expect("workload");
+    let r = run(&w, &SimConfig::default(), Some("fixed:t3.medium:1")).nodewright;
+    conserved(&r, 3);
+    assert_eq!(r.pods.ran, 0);
+    assert_eq!(r.pods.never_ran, 3);
+    assert_eq!(r.pending.episodes, 0);
+    assert_eq!(r.pending.open_at_end, 3);
+    // Pending the whole 2 hours.
+    assert_eq!(r.pending.p50_seconds, 7200.0, "{:?}", r.pending);
+    assert_eq!(r.pending.p99_seconds, 7200.0, "{:?}", r.pending);
 }

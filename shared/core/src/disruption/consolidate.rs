@@ -1,7 +1,8 @@
 //! Nodewright's disruption search: forceful and drift replacements, emptiness, and consolidation.
 //!
-//! Consolidation runs three passes over the candidates, cheapest-to-move first (lowest utilization,
-//! then highest price):
+//! Consolidation runs three passes over the candidates, cheapest-to-move first (disruption cost,
+//! then lowest utilization, then highest price), and never moves a pod onto an empty node that
+//! emptiness will remove (`Simulation::close_emptying`):
 //! 1. **Delete search over every candidate** (not a 100-candidate prefix): galloping group testing.
 //!    A batch of candidates is removed together and their pods rescheduled onto the rest; a batch
 //!    that fits is committed and the next batch doubles, a batch that does not is halved, and a
@@ -76,7 +77,9 @@ pub(super) fn delete_empty(s: &mut Simulation<'_>, out: &mut Vec<Action>) {
     }
 }
 
-/// Candidates for consolidation, cheapest to move first.
+/// Candidates for consolidation, cheapest to move first: by Karpenter's disruption cost (pods
+/// weighted by priority and deletion cost, scaled by remaining lifetime), then lowest
+/// utilization, then highest price.
 pub(super) fn underutilized_candidates(s: &Simulation<'_>) -> Vec<usize> {
     let mut c: Vec<usize> = s
         .candidates
@@ -94,8 +97,9 @@ pub(super) fn underutilized_candidates(s: &Simulation<'_>) -> Vec<usize> {
         .collect();
     let util: HashMap<usize, f64> = c.iter().map(|&i| (i, s.utilization(i))).collect();
     c.sort_by(|a, b| {
-        util[a]
-            .total_cmp(&util[b])
+        s.cost[*a]
+            .total_cmp(&s.cost[*b])
+            .then_with(|| util[a].total_cmp(&util[b]))
             .then_with(|| s.price[*b].total_cmp(&s.price[*a]))
             .then_with(|| s.nodes[*a].name.cmp(&s.nodes[*b].name))
     });
@@ -121,6 +125,7 @@ fn spend(s: &mut Simulation<'_>, set: &[usize]) {
 
 pub(super) fn underutilized(s: &mut Simulation<'_>, out: &mut Vec<Action>) {
     let candidates = underutilized_candidates(s);
+    s.close_emptying();
     let max_eval = s.options.max_evaluations;
 
     // 1. Galloping delete search over every candidate.

@@ -131,6 +131,28 @@ impl<'a> Simulation<'a> {
         self.nodes[i].pods.iter().all(Pod::is_daemonset)
     }
 
+    /// Closes the empty nodes that emptiness will remove (now or once `consolidateAfter` has
+    /// passed) to the pods consolidation displaces. Moving a running pod onto a node that is about
+    /// to go spends an eviction on a saving that deleting the empty node makes anyway, and makes
+    /// that node busy again: after a peak, every empty node would take one displaced pod and
+    /// none would go (Karpenter disrupts empty nodes first for the same reason). Nodes that stay
+    /// (launching, `do-not-disrupt`, pools that never consolidate) remain destinations.
+    pub fn close_emptying(&mut self) {
+        let pools: BTreeMap<&str, &crate::nodepool::NodePool> =
+            self.input.pools.iter().map(|p| (p.name.as_str(), p)).collect();
+        for (i, m) in self.input.nodes.iter().enumerate() {
+            let removable = m
+                .node
+                .pool
+                .as_deref()
+                .and_then(|p| pools.get(p))
+                .is_some_and(|p| p.disruption.consolidate_after_secs.is_some());
+            if removable && !m.node.in_flight && !m.do_not_disrupt && !self.removed[i] && self.is_empty(i) {
+                self.nodes[i].unschedulable = true;
+            }
+        }
+    }
+
     /// Utilization of node `i`: the larger of its cpu and memory request fractions.
     pub fn utilization(&self, i: usize) -> f64 {
         let n = &self.nodes[i];

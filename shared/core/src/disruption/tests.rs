@@ -243,3 +243,53 @@ fn asg_pools_delete_idle_nodes_after_keep_alive_and_protect_busy_ones() {
     );
     assert_eq!(plan.protect, vec!["busy".to_string()]);
 }
+
+/// After a peak: the api node has been stable long enough to be a candidate, the workers' nodes
+/// have just emptied (consolidateAfter not yet passed). Karpenter would move the api pod onto one
+/// of them; we never spend an eviction on a saving emptiness makes anyway.
+#[test]
+fn busy_nodes_are_not_consolidated_onto_nodes_emptiness_will_remove() {
+    let now = 10_000;
+    let mut nodes = Vec::new();
+    let mut api = Node::new("api", "t3.medium", "us-east-1a");
+    api.pool = Some("default".into());
+    api.capacity_type = CapacityType::OnDemand;
+    let mut pod = Pod::new("api-0", 1500, 2560 << 20);
+    pod.normalize();
+    api.pods.push(pod);
+    let mut m = ManagedNode::new(api, 0);
+    m.last_pod_change_at = Some(0);
+    nodes.push(m);
+    for i in 0..3 {
+        let mut n = Node::new(&format!("worker-{i}"), "t3.medium", "us-east-1a");
+        n.pool = Some("default".into());
+        n.capacity_type = CapacityType::OnDemand;
+        let mut m = ManagedNode::new(n, 0);
+        // Emptied 10 s ago: emptiness removes them once consolidateAfter (30 s) has passed.
+        m.last_pod_change_at = Some(now - 10);
+        nodes.push(m);
+    }
+    let mut p = pool(10);
+    p.disruption.consolidate_after_secs = Some(30);
+    let planned = run(&nodes, std::slice::from_ref(&p), now, &Options::default());
+    assert!(
+        planned.actions.iter().all(|a| !a.nodes.contains(&"api".to_string())),
+        "the api pod was moved onto a node about to be removed: {:?}",
+        planned.actions
+    );
+    // Once the workers' nodes have gone, nothing else is proposed either: the api node is full.
+    let later = run(&nodes, std::slice::from_ref(&p), now + 60, &Options::default());
+    let emptied: Vec<&String> = later.actions.iter().flat_map(|a| &a.nodes).collect();
+    assert_eq!(emptied.len(), 3, "the three empty nodes go: {:?}", later.actions);
+    assert!(emptied.iter().all(|n| n.starts_with("worker-")), "{emptied:?}");
+
+    // A node emptiness never removes (do-not-disrupt) stays a destination.
+    let mut pinned = nodes.clone();
+    pinned[1].do_not_disrupt = true;
+    let moved = run(&pinned, std::slice::from_ref(&p), now, &Options::default());
+    assert!(
+        moved.actions.iter().any(|a| a.nodes == ["api"] && a.is_delete()),
+        "the api pod may move onto a node that stays: {:?}",
+        moved.actions
+    );
+}
