@@ -56,6 +56,14 @@ fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_nodewright")
 }
 
+/// What the pods planned onto a claim request: `cpu` millicores, 1 GiB, `gpus` NVIDIA GPUs.
+fn req(cpu: u64, gpus: u64) -> Resources {
+    Resources::new()
+        .with(Resource::Cpu, cpu)
+        .with(Resource::Memory, 1 << 30)
+        .with(Resource::NvidiaGpu, gpus)
+}
+
 fn tmp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(support::unique(name));
     std::fs::create_dir_all(&dir).unwrap();
@@ -106,16 +114,12 @@ impl Fixture {
         type_name: &str,
         decided: i64,
         ready: bool,
-        requested_cpu: u64,
+        requested: Resources,
         pods: u32,
     ) {
         let t = catalogue_type(type_name);
         let mut record = ClaimRecord::launching(id, pool, Vec::new(), decided);
-        record.requested = Some(
-            Resources::new()
-                .with(Resource::Cpu, requested_cpu)
-                .with(Resource::Memory, 1 << 30),
-        );
+        record.requested = Some(requested);
         assert!(self.store.create_claim(&record).await.unwrap());
         let granted = self
             .store
@@ -154,14 +158,14 @@ impl Fixture {
         let f = Fixture::new(test).await;
         let now = now_millis();
         // general: two m5.large Ready (one with room, one full), one launching for 3 waiting pods.
-        f.claim("gen-a", "general", "m5.large", now - 600_000, true, 200, 0)
+        f.claim("gen-a", "general", "m5.large", now - 600_000, true, req(200, 0), 0)
             .await;
-        f.claim("gen-b", "general", "m5.large", now - 600_000, true, 1_900, 0)
+        f.claim("gen-b", "general", "m5.large", now - 600_000, true, req(1_900, 0), 0)
             .await;
-        f.claim("gen-c", "general", "m5.large", now - 20_000, false, 1_500, 3)
+        f.claim("gen-c", "general", "m5.large", now - 20_000, false, req(1_500, 0), 3)
             .await;
-        // gpu: one g5.xlarge Ready and full; the GPU limit (1) is reached.
-        f.claim("gpu-a", "gpu", "g5.xlarge", now - 900_000, true, 3_800, 0)
+        // gpu: one g5.xlarge Ready, its GPU requested; the GPU limit (1) is reached.
+        f.claim("gpu-a", "gpu", "g5.xlarge", now - 900_000, true, req(3_800, 1), 0)
             .await;
         f.store
             .mark_offering_unavailable(
@@ -204,7 +208,9 @@ fn aws_env(cmd: &mut Command) {
         .env_remove("NODEWRIGHT_CLUSTER_NAME")
         .env_remove("NODEWRIGHT_TABLE_PREFIX")
         .env_remove("NODEWRIGHT_NODEPOOLS_FILE")
-        .env_remove("NO_COLOR");
+        .env_remove("NO_COLOR")
+        // Wide enough for one line per row (piped tables are fitted to COLUMNS, else 100).
+        .env("COLUMNS", "250");
 }
 
 fn text(b: &[u8]) -> String {
@@ -219,6 +225,34 @@ fn row(out: &str, pool: &str, type_label: &str) -> Vec<String> {
         .unwrap_or_else(|| panic!("no row {pool} / {type_label} in:\n{out}"))
 }
 
+/// The GPU summary's row of `model`, as its cells.
+fn summary_row(out: &str, model: &str) -> Vec<String> {
+    out.lines()
+        .map(|l| l.split(['│', '┆']).map(|c| c.trim().to_string()).collect::<Vec<_>>())
+        .find(|cells| cells.len() == 6 && cells[1] == model)
+        .map(|cells| cells[1..5].to_vec())
+        .unwrap_or_else(|| panic!("no GPU summary row {model} in:\n{out}"))
+}
+
+/// Validates `json` against docs/schemas/avail.schema.json with a real JSON Schema validator
+/// (jsonschema, pinned in scripts/requirements-test.txt).
+fn assert_schema_valid(json: &[u8], test: &str) {
+    let root = support::workspace_root();
+    let json_file = tmp_dir(test).join("avail.json");
+    std::fs::write(&json_file, json).unwrap();
+    let check = Command::new(root.join(".venv/bin/python"))
+        .arg("-c")
+        .arg(
+            "import json,sys,jsonschema; \
+             jsonschema.validate(json.load(open(sys.argv[2])), json.load(open(sys.argv[1]))); print('valid')",
+        )
+        .arg(root.join("docs/schemas/avail.schema.json"))
+        .arg(&json_file)
+        .output()
+        .unwrap();
+    assert_eq!(text(&check.stdout).trim(), "valid", "{}", text(&check.stderr));
+}
+
 #[tokio::test]
 async fn table_shows_counts_limits_pending_pods_and_measured_waits() {
     let f = Fixture::populated("avail-table").await;
@@ -226,18 +260,21 @@ async fn table_shows_counts_limits_pending_pods_and_measured_waits() {
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
     assert!(!stdout.contains("\x1b["), "no colours when piped:\n{stdout}");
-    // Pool, type, Ready, Launching, Total / Max, Pending pods, Est. wait, Spot %, $/h now.
-    // GPU pool: 1 GPU of a 1-GPU limit used: at limit.
+    // Pool, type, Ready, Launching, Total / Max, Free GPUs, Pending pods, Est. wait, Spot %, $/h now.
+    // GPU pool: 1 GPU of a 1-GPU limit used, and requested: at limit, none free.
     assert_eq!(
         row(&stdout, "gpu", "g5.xlarge (1 GPU)")[3..],
-        ["1", "0", "1 / 1", "0", "at limit", "100%", "$0.25", ""]
+        ["1", "0", "1 / 1", "0", "0", "at limit", "100%", "$0.25", ""]
     );
     // general: 3 m5.large (2 vCPU each) of 32 vCPU: 13 more fit. Pods wait on the launch, which
     // started 20 s ago of a measured 70 s (10 s launch + 60 s registration).
     assert_eq!(
         row(&stdout, "general", "m5.large")[3..],
-        ["2", "1", "3 / 16", "3", "~1min (scaling up)", "100%", "$0.75", ""]
+        ["2", "1", "3 / 16", "-", "3", "~1min (scaling up)", "100%", "$0.75", ""]
     );
+    // The GPU summary, above the table: A10G, none free, 1 on nodes, the limit allows 1.
+    assert_eq!(summary_row(&stdout, "A10G"), ["A10G", "0", "1", "1"]);
+    assert!(stdout.find("GPU model") < stdout.find("Instance type"), "{stdout}");
     let lines: Vec<&str> = stdout.lines().collect();
     let gpu_line = lines.iter().position(|l| l.contains("g5.xlarge")).unwrap();
     let general_line = lines.iter().position(|l| l.contains("m5.large")).unwrap();
@@ -254,21 +291,7 @@ async fn json_matches_the_published_schema_and_the_table() {
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
 
-    // Validate with a real JSON Schema validator (jsonschema, pinned in scripts/requirements-test.txt).
-    let root = support::workspace_root();
-    let json_file = tmp_dir("avail-json").join("avail.json");
-    std::fs::write(&json_file, &out.stdout).unwrap();
-    let check = Command::new(root.join(".venv/bin/python"))
-        .arg("-c")
-        .arg(
-            "import json,sys,jsonschema; \
-             jsonschema.validate(json.load(open(sys.argv[2])), json.load(open(sys.argv[1]))); print('valid')",
-        )
-        .arg(root.join("docs/schemas/avail.schema.json"))
-        .arg(&json_file)
-        .output()
-        .unwrap();
-    assert_eq!(text(&check.stdout).trim(), "valid", "{}", text(&check.stderr));
+    assert_schema_valid(&out.stdout, "avail-json");
 
     assert_eq!(doc["schema"], "nodewright-avail/v1");
     assert_eq!(doc["cluster"], f.cluster.as_str());
@@ -285,8 +308,32 @@ async fn json_matches_the_published_schema_and_the_table() {
     assert_eq!(m5["latency"]["launchSeconds"], 10.0);
     assert_eq!(m5["latency"]["registrationSeconds"], 60.0);
     assert_eq!(m5["latency"]["samples"], 2);
+    assert_eq!(m5["freeGpus"], Value::Null);
+    assert_eq!(m5["gpuModel"], Value::Null);
     let g5 = &pools[1]["types"][0];
     assert_eq!(g5["gpusPerNode"], 1);
+    assert_eq!(g5["gpuModel"], "A10G");
+    assert_eq!(g5["freeGpus"], 0);
+    assert_eq!(pools[1]["freeGpus"], 0);
+    let models = doc["gpuModels"].as_array().unwrap();
+    assert_eq!(models.len(), 1, "{models:?}");
+    assert_eq!(models[0]["model"], "A10G");
+    assert_eq!(
+        (
+            &models[0]["availableNow"],
+            &models[0]["total"],
+            &models[0]["scalableTo"]
+        ),
+        (&Value::from(0), &Value::from(1), &Value::from(1))
+    );
+    assert_eq!(models[0]["limitsKnown"], true);
+    assert!(
+        models[0]["instanceTypes"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("g5.xlarge")),
+        "{models:?}"
+    );
     assert_eq!(g5["wait"]["kind"], "atLimit");
     assert_eq!(g5["unavailableOfferings"], serde_json::json!(["spot/us-east-1b"]));
     assert_eq!(pools[1]["usage"]["gpus"], 1);
@@ -317,7 +364,11 @@ async fn empty_state_says_so_with_its_exit_code() {
     assert_eq!(out.status.code(), Some(0));
     let stdout = text(&out.stdout);
     let general = row(&stdout, "general", "m5.large");
-    assert_eq!(general[3..8], ["0", "0", "0 / 16", "0", "~1min (new node)"]);
+    assert_eq!(general[3..9], ["0", "0", "0 / 16", "-", "0", "~1min (new node)"]);
+    // The GPU pool: its cheapest type with a GPU, as many as its 1-GPU limit allows, none free.
+    let gpu = row(&stdout, "gpu", "g5.xlarge (1 GPU)");
+    assert_eq!(gpu[3..9], ["0", "0", "0 / 1", "0", "0", "~1min (new node)"]);
+    assert_eq!(summary_row(&stdout, "A10G"), ["A10G", "0", "0", "1"]);
     assert!(stdout.contains("no node has become Ready yet"), "{stdout}");
 }
 
@@ -380,7 +431,7 @@ async fn unreachable_endpoint_and_missing_tables_are_clear_errors() {
 async fn watch_redraws_in_place_on_a_terminal_and_shows_changes() {
     let f = Fixture::new("avail-watch").await;
     let now = now_millis();
-    f.claim("w-a", "general", "m5.large", now - 600_000, true, 1_900, 0)
+    f.claim("w-a", "general", "m5.large", now - 600_000, true, req(1_900, 0), 0)
         .await;
     let mut cmd = Command::new(support::workspace_root().join(".venv/bin/python"));
     cmd.arg(support::workspace_root().join("scripts/pty-capture.py"))
@@ -391,7 +442,7 @@ async fn watch_redraws_in_place_on_a_terminal_and_shows_changes() {
     let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     // Let a few frames show the first state, then launch a second node.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    f.claim("w-b", "general", "m5.large", now_millis(), false, 1_000, 2)
+    f.claim("w-b", "general", "m5.large", now_millis(), false, req(1_000, 0), 2)
         .await;
     let out = child.wait_with_output().unwrap();
     let screen = text(&out.stdout);
@@ -465,4 +516,218 @@ fn state_directory_from_the_simulator_is_read_the_same_way() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("state.json"), "{}", text(&out.stderr));
+}
+
+const GPU_POOLS: &str = r#"
+apiVersion: karpenter.sh/v1
+kind: NodePool
+metadata: {name: inference}
+spec:
+  template:
+    spec:
+      nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}
+      requirements:
+        - {key: karpenter.k8s.aws/instance-family, operator: In, values: [g5]}
+      taints: [{key: nvidia.com/gpu, effect: NoSchedule}]
+  limits: {nvidia.com/gpu: "16"}
+---
+apiVersion: karpenter.sh/v1
+kind: NodePool
+metadata: {name: training}
+spec:
+  template:
+    spec:
+      nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}
+      requirements:
+        - {key: node.kubernetes.io/instance-type, operator: In, values: [p5.48xlarge]}
+      taints: [{key: nvidia.com/gpu, effect: NoSchedule}]
+  limits: {nvidia.com/gpu: "16"}
+"#;
+
+/// A GPU cluster's state file, as the simulator or `invoke --state` writes one: in `inference`,
+/// g5.12xlarge nodes with all 4 GPUs requested (`full`) and with 1 of 4 (`partly`), when asked,
+/// and a g5.xlarge launching for a pod; `training` has no nodes.
+fn gpu_state(dir: &std::path::Path, partly: bool) {
+    use nodewright_core::ports::state::{PoolUsage, Reservation, StateView};
+    const T0: i64 = 1_790_000_000_000;
+    let now = T0 + 600_000;
+    let node = |id: &str, type_name: &str, start: i64, ready: bool, requested: Resources| {
+        let mut c = ClaimRecord::launching(id, "inference", Vec::new(), start);
+        c.instance_type = Some(type_name.into());
+        c.capacity_type = Some(CapacityType::OnDemand);
+        c.price_per_hour = catalogue_type(type_name).cheapest(CapacityType::OnDemand);
+        c.allocatable = Some(catalogue_type(type_name).allocatable);
+        c.requested = Some(requested);
+        c.state = ClaimState::Launched;
+        c.transitions.insert(ClaimState::Launched, start + 10_000);
+        if ready {
+            c.state = ClaimState::Ready;
+            c.transitions.insert(ClaimState::Ready, start + 70_000);
+        }
+        c
+    };
+    let mut view = StateView::new("gpu-cluster", now);
+    view.claims.push(node("full", "g5.12xlarge", T0, true, req(8_000, 4)));
+    if partly {
+        view.claims
+            .push(node("partly", "g5.12xlarge", T0, true, req(12_000, 1)));
+    }
+    // Launched 30 s ago; the type's pool measured 70 s to Ready.
+    view.claims
+        .push(node("new", "g5.xlarge", now - 30_000, false, req(3_000, 1)));
+    view.reservations.push(Reservation {
+        pod_uid: "waiting".into(),
+        holder: Holder::Claim("new".into()),
+        created_at: now - 30_000,
+        expires_at: now / 1000 + 1200,
+    });
+    let mut usage = PoolUsage::default();
+    for c in &view.claims {
+        let t = catalogue_type(c.instance_type.as_deref().unwrap());
+        usage.cpu_milli += t.capacity.cpu_milli();
+        usage.memory_bytes += t.capacity.memory();
+        usage.gpus += t.capacity.accelerators();
+        usage.nodes += 1;
+        usage.nodes_in_flight += u64::from(c.state != ClaimState::Ready);
+    }
+    view.usage.insert("inference".into(), usage);
+    std::fs::write(dir.join("state.json"), view.to_json()).unwrap();
+}
+
+fn avail_state(dir: &std::path::Path, columns: &str, extra: &[&str]) -> Output {
+    let pools = dir.join("gpu-pools.yaml");
+    std::fs::write(&pools, GPU_POOLS).unwrap();
+    Command::new(bin())
+        .args(["avail", "--region", "us-east-1", "--state"])
+        .arg(dir)
+        .arg("--nodepool")
+        .arg(&pools)
+        .args(extra)
+        .env("COLUMNS", columns)
+        .env_remove("NO_COLOR")
+        .env_remove("NODEWRIGHT_NODEPOOLS_FILE")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn gpu_users_see_free_gpus_per_type_and_a_summary_per_model() {
+    let dir = tmp_dir("avail-gpu");
+    gpu_state(&dir, true);
+    let out = avail_state(&dir, "250", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    // Free now / on Ready and launching nodes / what the limits allow.
+    assert_eq!(summary_row(&stdout, "A10G"), ["A10G", "3", "9", "16"]);
+    assert_eq!(summary_row(&stdout, "H100"), ["H100", "0", "0", "16"]);
+    // Ready, Launching, Total / Max, Free GPUs, Pending pods, Est. wait: 9 of 16 GPUs used, so one
+    // more 4-GPU node or seven 1-GPU nodes.
+    assert_eq!(
+        row(&stdout, "inference", "g5.12xlarge (4 GPUs)")[3..9],
+        ["2", "0", "2 / 3", "3", "0", "Available now"]
+    );
+    assert_eq!(
+        row(&stdout, "inference", "g5.xlarge (1 GPU)")[3..9],
+        ["0", "1", "1 / 8", "0", "1", "~1min (scaling up)"]
+    );
+    // The empty GPU pool: its cheapest type with GPUs, its max from the GPU limit (16 / 8).
+    assert_eq!(
+        row(&stdout, "training", "p5.48xlarge (8 GPUs)")[3..9],
+        ["0", "0", "0 / 2", "0", "0", "~1min (new node)"]
+    );
+
+    // Only the node with every GPU requested: its CPU is mostly idle, but no GPU pod fits.
+    gpu_state(&dir, false);
+    let stdout = text(&avail_state(&dir, "250", &[]).stdout);
+    assert_eq!(summary_row(&stdout, "A10G"), ["A10G", "0", "5", "16"]);
+    let full = row(&stdout, "inference", "g5.12xlarge (4 GPUs)");
+    assert_eq!(full[3..9], ["1", "0", "1 / 3", "0", "0", "~1min (new node)"]);
+}
+
+#[test]
+fn gpu_json_has_free_gpus_and_the_model_summary_and_matches_the_schema() {
+    let dir = tmp_dir("avail-gpu-json");
+    gpu_state(&dir, true);
+    let out = avail_state(&dir, "250", &["--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_schema_valid(&out.stdout, "avail-gpu-json");
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let models: Vec<(String, u64, u64, Value)> = doc["gpuModels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["model"].as_str().unwrap().to_string(),
+                m["availableNow"].as_u64().unwrap(),
+                m["total"].as_u64().unwrap(),
+                m["scalableTo"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        models,
+        [
+            ("A10G".into(), 3, 9, Value::from(16)),
+            ("H100".into(), 0, 0, Value::from(16))
+        ]
+    );
+    let inference = &doc["pools"][0];
+    assert_eq!(inference["pool"], "inference");
+    assert_eq!(inference["freeGpus"], 3);
+    let g5 = &inference["types"][0];
+    assert_eq!(
+        (&g5["instanceType"], &g5["gpuModel"]),
+        (&"g5.12xlarge".into(), &"A10G".into())
+    );
+    assert_eq!(
+        (&g5["freeGpus"], &g5["wait"]["kind"]),
+        (&3.into(), &"availableNow".into())
+    );
+    let p5 = &doc["pools"][1]["types"][0];
+    assert_eq!((&p5["instanceType"], &p5["max"]), (&"p5.48xlarge".into(), &2.into()));
+
+    // Without the NodePools: limits unknown, which the schema allows as null, not as unlimited.
+    let out = Command::new(bin())
+        .args(["avail", "--json", "--region", "us-east-1", "--state"])
+        .arg(&dir)
+        .env_remove("NODEWRIGHT_NODEPOOLS_FILE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_schema_valid(&out.stdout, "avail-gpu-json-nolimits");
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["gpuModels"][0]["scalableTo"], Value::Null);
+    assert_eq!(doc["gpuModels"][0]["limitsKnown"], false);
+}
+
+#[test]
+fn avail_tables_fit_80_and_100_columns() {
+    let dir = tmp_dir("avail-width");
+    gpu_state(&dir, true);
+    for width in [80usize, 100] {
+        let out = avail_state(&dir, &width.to_string(), &[]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let stdout = text(&out.stdout);
+        for line in stdout.lines() {
+            assert!(
+                line.chars().count() <= width,
+                "a line of {} columns at COLUMNS={width}:\n{stdout}",
+                line.chars().count()
+            );
+        }
+        // Both tables, no word split.
+        for word in [
+            "GPU model",
+            "A10G",
+            "H100",
+            "inference",
+            "g5.12xlarge",
+            "p5.48xlarge",
+            "Available",
+            "(scaling",
+        ] {
+            assert!(stdout.contains(word), "{word:?} at COLUMNS={width}:\n{stdout}");
+        }
+    }
 }

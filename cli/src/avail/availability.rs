@@ -1,17 +1,19 @@
 //! What `nodewright avail` computes from a [`StateView`]: per pool and instance type, the nodes
 //! ready and on their way, how far the pool's limits let the type grow, the pods waiting for it,
-//! and how long a new pod would wait. Pure: no I/O, "now" is the view's time.
+//! and how long a new pod would wait, and per GPU model how many GPUs are free, on nodes and
+//! allowed by the limits. Pure: no I/O, "now" is the view's time.
 //!
 //! Waits come from the claims' own transition times (decision -> EC2 instance -> node Ready), the
 //! median over the live claims of the type, else of the pool, else of the cluster; only when no
 //! claim has ever become Ready is the published default used, and the output says so.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
+use nodewright_core::labels;
 use nodewright_core::model::ClaimState;
 use nodewright_core::nodepool::{Limits, NodePool};
 use nodewright_core::ports::state::{ClaimRecord, Holder, PoolUsage, StateView};
-use nodewright_core::{CapacityType, Config, InstanceType, Resource, Resources};
+use nodewright_core::{CapacityType, Catalogue, Config, InstanceType, Resource, Resources};
 use serde::Serialize;
 
 /// Decision to Ready when nothing was measured: a 45 s launch and 35 s registration, the
@@ -82,6 +84,12 @@ pub struct TypeRow {
     pub instance_type: String,
     /// Accelerators per node (GPUs, Neuron); such types are listed first.
     pub gpus_per_node: u64,
+    /// The accelerator's model from the catalogue (`A10G`, `H100`, `Inferentia2`); `null` for
+    /// types without one.
+    pub gpu_model: Option<String>,
+    /// GPUs on the type's Ready nodes not requested by the pods planned onto them (allocatable
+    /// minus requested, summed over the nodes); `null` for types without GPUs.
+    pub free_gpus: Option<u64>,
     /// Nodes Ready (taking pods).
     pub ready: u64,
     /// Nodes decided, launched or registered, not Ready yet.
@@ -126,7 +134,32 @@ pub struct PoolRow {
     pub launching: u64,
     pub current: u64,
     pub pending_pods: u64,
+    /// Free GPUs over the pool's rows; `null` when no row has GPUs.
+    pub free_gpus: Option<u64>,
     pub price_per_hour: f64,
+}
+
+/// One GPU model across the cluster: what gpu-dev shows as "0 / 90", and how far it can grow.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GpuModelRow {
+    /// As the catalogue names it (`A10G`, `H100`, `Inferentia2`).
+    pub model: String,
+    /// GPUs of the model on Ready nodes not requested by planned pods (the rows' `freeGpus`).
+    pub available_now: u64,
+    /// GPUs of the model on Ready and launching nodes.
+    pub total: u64,
+    /// How many GPUs of the model the pools' limits allow in all: the GPUs on live nodes (leaving
+    /// ones too: they hold the limit until gone) plus, per pool admitting the model, what its
+    /// remaining room holds of the admitted type of the model that adds the most GPUs. Pools share
+    /// their limit between models, so two models' figures may count the same room. `null` when
+    /// some pool admitting the model has no limit that bounds it, or when limits are unknown
+    /// (`limitsKnown` false).
+    pub scalable_to: Option<u64>,
+    /// Whether the NodePools of every pool with the model were given (`--nodepool`).
+    pub limits_known: bool,
+    /// The instance types counted (on live nodes or admitted by a pool), by name.
+    pub instance_types: Vec<String>,
 }
 
 /// The whole report (`--json` prints it; schema in docs/cli.md).
@@ -137,6 +170,9 @@ pub struct Availability {
     /// The view's time, RFC 3339.
     pub at: String,
     pub pools: Vec<PoolRow>,
+    /// Per GPU model, by name: every model on a live node or in a row, and every model a pool
+    /// with a GPU limit admits.
+    pub gpu_models: Vec<GpuModelRow>,
     /// Pods held by an invocation that is still deciding (no pool yet).
     pub deciding_pods: u64,
     /// Pods reserved onto Ready nodes, about to bind.
@@ -230,17 +266,178 @@ fn room_for(limits: &Limits, usage: &PoolUsage, capacity: &Resources) -> Option<
     room
 }
 
-/// Whether a Ready claim has room the scheduler did not plan away: at least a quarter of its
-/// allocatable CPU and memory. (Planned requests, not live usage: pods that ended still count.)
-fn has_room(c: &ClaimRecord) -> bool {
-    let Some(alloc) = &c.allocatable else {
-        return false;
-    };
+/// The accelerator model of a type as the catalogue spells it (`A10G`, `L40S`, `Inferentia2`);
+/// `None` for types without GPUs or Neuron devices. The type's labels carry the name lower-cased;
+/// the embedded catalogue's record keeps the vendor's spelling.
+pub fn gpu_model(t: &InstanceType) -> Option<String> {
+    if t.capacity.accelerators() == 0 {
+        return None;
+    }
+    if let Ok(spec) = Catalogue::embedded().get(&t.name) {
+        let name = if spec.gpu_count > 0 {
+            &spec.gpu_name
+        } else {
+            &spec.accelerator_name
+        };
+        if !name.is_empty() {
+            return Some(name.clone());
+        }
+    }
+    [labels::INSTANCE_GPU_NAME, labels::INSTANCE_ACCELERATOR_NAME]
+        .iter()
+        .find_map(|k| t.labels.get(*k))
+        .map(|n| n.to_ascii_uppercase())
+}
+
+/// A claim's allocatable (its record's, else its type's in the catalogue) and what the pods
+/// planned onto it leave of that. Planned requests, not live usage: a pod that ended still counts
+/// until consolidation replaces the node.
+fn room_on(c: &ClaimRecord, t: Option<&InstanceType>) -> Option<(Resources, Resources)> {
+    let alloc = c.allocatable.clone().or_else(|| t.map(|t| t.allocatable.clone()))?;
     let mut left = alloc.clone();
     if let Some(req) = &c.requested {
         left.saturating_sub(req);
     }
-    left.cpu_milli() * 4 >= alloc.cpu_milli() && left.memory() * 4 >= alloc.memory() && alloc.cpu_milli() > 0
+    Some((alloc, left))
+}
+
+/// Whether a Ready node with `alloc` allocatable and `left` unplanned has room for the pod a new
+/// user of its type most likely brings:
+/// - a type without GPUs: a quarter of its allocatable CPU and of its memory;
+/// - a type with GPUs: one GPU, and a quarter of the CPU and memory that go with one GPU on it
+///   (allocatable / GPUs per node), the same quarter per GPU. A GPU pod needs its GPU first: a
+///   node whose GPUs are all requested has no room however idle its CPU and memory are, and a
+///   free GPU whose host is planned away (a stranded GPU) is no room either.
+///
+/// The records hold each node's summed requests, not its pods' shapes, so the shape is this fixed
+/// rule rather than a median of the pods seen; "one GPU" is the smallest GPU pod (gpu-dev's unit).
+fn has_room(alloc: &Resources, left: &Resources) -> bool {
+    if alloc.cpu_milli() == 0 {
+        return false;
+    }
+    let gpus = alloc.accelerators();
+    let quarter_per_gpu = |left: u64, alloc: u64| u128::from(left) * 4 * u128::from(gpus.max(1)) >= u128::from(alloc);
+    (gpus == 0 || left.accelerators() >= 1)
+        && quarter_per_gpu(left.cpu_milli(), alloc.cpu_milli())
+        && quarter_per_gpu(left.memory(), alloc.memory())
+}
+
+/// The cheapest type of `admitted` that passes `keep` (spot price, else on-demand).
+fn cheapest<'t>(admitted: &[&'t InstanceType], keep: impl Fn(&InstanceType) -> bool) -> Option<&'t str> {
+    admitted
+        .iter()
+        .filter(|t| keep(t))
+        .filter_map(|t| {
+            Some((
+                t.cheapest(CapacityType::Spot).or(t.cheapest(CapacityType::OnDemand))?,
+                t.name.as_str(),
+            ))
+        })
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, n)| n)
+}
+
+const LIVE: [ClaimState; 7] = [
+    ClaimState::Launching,
+    ClaimState::Launched,
+    ClaimState::Registered,
+    ClaimState::Ready,
+    ClaimState::Cordoned,
+    ClaimState::Draining,
+    ClaimState::Terminating,
+];
+
+/// The per-model summary (see [`GpuModelRow`]).
+fn gpu_models(
+    view: &StateView,
+    pools: &[PoolRow],
+    pools_config: &BTreeMap<&str, &NodePool>,
+    types: &[InstanceType],
+    limits_given: bool,
+) -> Vec<GpuModelRow> {
+    let with_model: Vec<(&InstanceType, String)> = types.iter().filter_map(|t| Some((t, gpu_model(t)?))).collect();
+    let model_of: BTreeMap<&str, (&InstanceType, &str)> = with_model
+        .iter()
+        .map(|(t, m)| (t.name.as_str(), (*t, m.as_str())))
+        .collect();
+    // Each configured pool's admitted types that have a model.
+    let admitted: Vec<(&NodePool, Vec<(&InstanceType, &str)>)> = pools_config
+        .values()
+        .map(|p| {
+            let requirements: Vec<_> = p.type_requirements().collect();
+            let of_pool = with_model
+                .iter()
+                .filter(|(t, _)| nodewright_core::nodepool::admits(&requirements, t))
+                .map(|(t, m)| (*t, m.as_str()))
+                .collect();
+            (*p, of_pool)
+        })
+        .collect();
+
+    let mut models: BTreeSet<&str> = BTreeSet::new();
+    models.extend(view.claims.iter().filter_map(|c| Some(model_of.get(type_of(c))?.1)));
+    models.extend(
+        pools
+            .iter()
+            .flat_map(|p| &p.types)
+            .filter_map(|r| model_of.get(r.instance_type.as_str()).map(|(_, m)| *m)),
+    );
+    for (p, of_pool) in &admitted {
+        if p.limits.resources.accelerators() > 0 {
+            models.extend(of_pool.iter().map(|(_, m)| *m));
+        }
+    }
+
+    models
+        .into_iter()
+        .map(|model| {
+            let mut instance_types: BTreeSet<&str> = BTreeSet::new();
+            let (mut available_now, mut total, mut live) = (0, 0, 0);
+            let mut limits_known = limits_given;
+            for c in view.claims.iter().filter(|c| LIVE.contains(&c.state)) {
+                let Some((t, m)) = model_of.get(type_of(c)) else {
+                    continue;
+                };
+                if *m != model {
+                    continue;
+                }
+                instance_types.insert(t.name.as_str());
+                limits_known &= pools_config.contains_key(c.pool.as_str());
+                let gpus = t.capacity.accelerators();
+                live += gpus;
+                match c.state {
+                    ClaimState::Ready => {
+                        total += gpus;
+                        available_now += room_on(c, Some(t)).map_or(0, |(_, left)| left.accelerators());
+                    }
+                    ClaimState::Launching | ClaimState::Launched | ClaimState::Registered => total += gpus,
+                    _ => {}
+                }
+            }
+            // Per pool, the admitted type of the model whose nodes add the most GPUs in the room
+            // left; the pools' limits are independent, so their room adds up.
+            let mut more = Some(0u64);
+            for (p, of_pool) in &admitted {
+                let usage = view.usage.get(p.name.as_str()).copied().unwrap_or_default();
+                let mut pool_more = Some(0u64);
+                for (t, _) in of_pool.iter().filter(|(_, m)| *m == model) {
+                    instance_types.insert(t.name.as_str());
+                    let gpus =
+                        room_for(&p.limits, &usage, &t.capacity).map(|n| n.saturating_mul(t.capacity.accelerators()));
+                    pool_more = pool_more.zip(gpus).map(|(a, b)| a.max(b));
+                }
+                more = more.zip(pool_more).map(|(a, b)| a.saturating_add(b));
+            }
+            GpuModelRow {
+                model: model.to_string(),
+                available_now,
+                total,
+                scalable_to: if limits_known { more.map(|m| live + m) } else { None },
+                limits_known,
+                instance_types: instance_types.into_iter().map(str::to_string).collect(),
+            }
+        })
+        .collect()
 }
 
 pub fn compute(inputs: &Inputs) -> Availability {
@@ -298,21 +495,18 @@ pub fn compute(inputs: &Inputs) -> Availability {
             if inputs.all_types {
                 type_names.extend(admitted.map(|t| t.name.as_str()));
             } else if claims.is_empty() {
-                // What the next launch most likely picks: the cheapest admitted type (a general
-                // one when the pool admits any).
+                // What the next launch most likely picks: the cheapest admitted general type when
+                // the pool admits any; and for a GPU pool (a GPU limit, or no general type), the
+                // cheapest type with at least one whole GPU, which its limit is counted in.
                 let admitted: Vec<&InstanceType> = admitted.collect();
-                let general = admitted.iter().any(|t| !t.accelerated);
-                let cheapest = admitted
-                    .into_iter()
-                    .filter(|t| !(general && t.accelerated))
-                    .filter_map(|t| {
-                        Some((
-                            t.cheapest(CapacityType::Spot).or(t.cheapest(CapacityType::OnDemand))?,
-                            t.name.as_str(),
-                        ))
-                    })
-                    .min_by(|a, b| a.0.total_cmp(&b.0));
-                type_names.extend(cheapest.map(|(_, n)| n));
+                let general = cheapest(&admitted, |t| !t.accelerated);
+                type_names.extend(general);
+                if general.is_none() || p.limits.resources.accelerators() > 0 {
+                    type_names.extend(
+                        cheapest(&admitted, |t| t.capacity.accelerators() > 0)
+                            .or_else(|| general.or_else(|| cheapest(&admitted, |_| true))),
+                    );
+                }
             }
         }
         type_names.sort_unstable();
@@ -354,11 +548,20 @@ pub fn compute(inputs: &Inputs) -> Availability {
                 })
                 .filter_map(|c| c.entered(ClaimState::Launching))
                 .min();
+            let gpus_per_node = catalogue.map_or(0, |t| t.capacity.accelerators());
+            // Ready nodes: allocatable, and what the planned pods leave of it.
+            let ready_room: Vec<(Resources, Resources)> = of_type
+                .iter()
+                .filter(|c| c.state == ClaimState::Ready)
+                .filter_map(|c| room_on(c, catalogue))
+                .collect();
+            let free_gpus =
+                (gpus_per_node > 0).then(|| ready_room.iter().map(|(_, left)| left.accelerators()).sum::<u64>());
             let limited = pool.is_some() && max.is_some_and(|m| current >= m);
             // Pods already waiting on launches of this type mean the Ready nodes had no room for
             // them: a new pod queues behind the launch too.
             let queued = pending_pods > 0 && soonest_started.is_some();
-            let wait = if !queued && of_type.iter().any(|c| c.state == ClaimState::Ready && has_room(c)) {
+            let wait = if !queued && ready_room.iter().any(|(alloc, left)| has_room(alloc, left)) {
                 Wait::AvailableNow
             } else if let Some(started) = soonest_started {
                 let elapsed = (now - started).max(0) as f64 / 1000.0;
@@ -393,7 +596,9 @@ pub fn compute(inputs: &Inputs) -> Availability {
                 .collect();
             rows.push(TypeRow {
                 instance_type: name.to_string(),
-                gpus_per_node: catalogue.map_or(0, |t| t.capacity.accelerators()),
+                gpus_per_node,
+                gpu_model: catalogue.and_then(gpu_model),
+                free_gpus,
                 ready,
                 launching,
                 leaving,
@@ -428,15 +633,18 @@ pub fn compute(inputs: &Inputs) -> Availability {
             launching: sum(|r| r.launching),
             current: sum(|r| r.current),
             pending_pods: sum(|r| r.pending_pods),
+            free_gpus: rows.iter().filter_map(|r| r.free_gpus).reduce(|a, b| a + b),
             price_per_hour: round_cents(rows.iter().map(|r| r.price_per_hour).sum()),
             types: rows,
         });
     }
     let price_per_hour = round_cents(pools.iter().map(|p| p.price_per_hour).sum());
+    let gpu_models = gpu_models(view, &pools, &pools_config, inputs.types, inputs.config.is_some());
     Availability {
         cluster: view.cluster.clone(),
         at: nodewright_core::time::format_rfc3339(view.at),
         pools,
+        gpu_models,
         deciding_pods,
         binding_pods,
         price_per_hour,
@@ -450,20 +658,20 @@ fn round_cents(v: f64) -> f64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use nodewright_core::catalogue::OverheadConfig;
     use nodewright_core::ports::state::{PoolUsage, Reservation};
     use nodewright_core::{Catalogue, Config};
 
     use super::*;
 
-    const T0: i64 = 1_790_000_000_000;
+    pub(in crate::avail) const T0: i64 = 1_790_000_000_000;
 
     /// A claim of `type_` in `pool` at `state`, launched at `start` and Ready after 20 s + 60 s.
-    struct Claim(ClaimRecord);
+    pub(in crate::avail) struct Claim(pub(in crate::avail) ClaimRecord);
 
     impl Claim {
-        fn new(id: &str, pool: &str, type_: &str, start: i64) -> Claim {
+        pub(in crate::avail) fn new(id: &str, pool: &str, type_: &str, start: i64) -> Claim {
             let mut c = ClaimRecord::launching(id, pool, Vec::new(), start);
             c.instance_type = Some(type_.into());
             c.capacity_type = Some(CapacityType::Spot);
@@ -472,17 +680,17 @@ mod tests {
             c.transitions.insert(ClaimState::Launched, start + 20_000);
             Claim(c)
         }
-        fn ready(mut self) -> Claim {
+        pub(in crate::avail) fn ready(mut self) -> Claim {
             self.0.state = ClaimState::Ready;
             let launched = self.0.transitions[&ClaimState::Launched];
             self.0.transitions.insert(ClaimState::Ready, launched + 60_000);
             self
         }
-        fn on_demand(mut self) -> Claim {
+        pub(in crate::avail) fn on_demand(mut self) -> Claim {
             self.0.capacity_type = Some(CapacityType::OnDemand);
             self
         }
-        fn room(mut self, alloc_cpu: u64, requested_cpu: u64) -> Claim {
+        pub(in crate::avail) fn room(mut self, alloc_cpu: u64, requested_cpu: u64) -> Claim {
             let gib = 1 << 30;
             self.0.allocatable = Some(
                 Resources::new()
@@ -498,20 +706,66 @@ mod tests {
         }
     }
 
-    fn pools(yaml_limits: &str) -> Config {
+    pub(in crate::avail) fn pools(yaml_limits: &str) -> Config {
+        pool("gpu", "karpenter.k8s.aws/instance-family", "[g5, m5]", yaml_limits)
+    }
+
+    /// One NodePool `name` admitting `key In values`, with `limits` (YAML flow map).
+    pub(in crate::avail) fn pool(name: &str, key: &str, values: &str, limits: &str) -> Config {
         let text = format!(
-            "apiVersion: karpenter.sh/v1\nkind: NodePool\nmetadata: {{name: gpu}}\nspec:\n  template:\n    spec:\n      \
+            "apiVersion: karpenter.sh/v1\nkind: NodePool\nmetadata: {{name: {name}}}\nspec:\n  template:\n    spec:\n      \
              nodeClassRef: {{group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}}\n      requirements:\n        \
-             - {{key: karpenter.k8s.aws/instance-family, operator: In, values: [g5, m5]}}\n  limits: {yaml_limits}\n"
+             - {{key: {key}, operator: In, values: {values}}}\n  limits: {limits}\n"
         );
         Config::parse_strict(&text, "test").expect("valid pool").0
     }
+
+    pub(in crate::avail) fn catalogue_type(name: &str) -> InstanceType {
+        types().into_iter().find(|t| t.name == name).expect("in the catalogue")
+    }
+
+    /// A Ready GPU node of `type_` with its catalogue allocatable, and `gpus`, `cpu_milli` and
+    /// `memory` planned onto it.
+    pub(in crate::avail) fn gpu_node(
+        id: &str,
+        pool: &str,
+        type_: &str,
+        gpus: u64,
+        cpu_milli: u64,
+        memory: u64,
+    ) -> ClaimRecord {
+        let mut c = Claim::new(id, pool, type_, T0).ready().0;
+        c.allocatable = Some(catalogue_type(type_).allocatable);
+        c.requested = Some(
+            Resources::new()
+                .with(Resource::NvidiaGpu, gpus)
+                .with(Resource::Cpu, cpu_milli)
+                .with(Resource::Memory, memory),
+        );
+        c
+    }
+
+    /// The pool's usage counters as the claims' capacities add up (every claim counted).
+    pub(in crate::avail) fn usage_of(view: &mut StateView, pool: &str) {
+        let mut u = PoolUsage::default();
+        for c in view.claims.iter().filter(|c| c.pool == pool) {
+            let t = catalogue_type(c.instance_type.as_deref().unwrap_or_default());
+            u.cpu_milli += t.capacity.cpu_milli();
+            u.memory_bytes += t.capacity.memory();
+            u.gpus += t.capacity.accelerators();
+            u.nodes += 1;
+            u.nodes_in_flight += u64::from(c.state != ClaimState::Ready);
+        }
+        view.usage.insert(pool.into(), u);
+    }
+
+    pub(in crate::avail) const GIB: u64 = 1 << 30;
 
     fn types() -> Vec<InstanceType> {
         Catalogue::embedded().instance_types("us-east-1", &OverheadConfig::default())
     }
 
-    fn run(view: &StateView, config: Option<&Config>) -> Availability {
+    pub(in crate::avail) fn run(view: &StateView, config: Option<&Config>) -> Availability {
         compute(&Inputs {
             view,
             config,
@@ -611,6 +865,186 @@ mod tests {
         assert!(a.notes.iter().any(|n| n.contains("no node has become Ready")));
         // Without the NodePools there is nothing to show.
         assert!(run(&view, None).is_empty());
+    }
+
+    #[test]
+    fn a_node_with_every_gpu_requested_is_not_available_however_idle_its_cpu() {
+        let g5 = catalogue_type("g5.12xlarge");
+        assert_eq!(g5.allocatable.get(Resource::NvidiaGpu), 4);
+        let config = pool(
+            "gpu",
+            "karpenter.k8s.aws/instance-family",
+            "[g5]",
+            "{nvidia.com/gpu: \"16\"}",
+        );
+        let mut view = StateView::new("c", T0 + 300_000);
+        // All 4 GPUs requested, with 8 of 47 vCPU and 16 GiB: 75 %+ of CPU and memory unplanned,
+        // which the CPU-only rule would call "Available now".
+        view.claims = vec![gpu_node("full", "gpu", "g5.12xlarge", 4, 8_000, 16 * GIB)];
+        usage_of(&mut view, "gpu");
+        let a = run(&view, Some(&config));
+        let row = &a.pools[0].types[0];
+        assert_eq!(row.instance_type, "g5.12xlarge");
+        assert_eq!(row.gpu_model.as_deref(), Some("A10G"));
+        assert_eq!(row.free_gpus, Some(0));
+        assert_eq!(row.wait, Wait::NewNode { seconds: 80.0 }, "{row:?}");
+        // 16 GPUs allowed, 4 used: 3 more 4-GPU nodes.
+        assert_eq!(row.max, Some(4));
+        assert_eq!(a.pools[0].free_gpus, Some(0));
+
+        // A second node, one GPU of four requested: 3 GPUs free, and a 1-GPU pod fits.
+        view.claims
+            .push(gpu_node("partly", "gpu", "g5.12xlarge", 1, 12_000, 48 * GIB));
+        usage_of(&mut view, "gpu");
+        let a = run(&view, Some(&config));
+        let row = &a.pools[0].types[0];
+        assert_eq!(row.free_gpus, Some(3));
+        assert_eq!(row.wait, Wait::AvailableNow);
+        assert_eq!(row.max, Some(4), "8 of 16 GPUs used: 2 more");
+        assert_eq!(
+            a.gpu_models,
+            [GpuModelRow {
+                model: "A10G".into(),
+                available_now: 3,
+                total: 8,
+                scalable_to: Some(16),
+                limits_known: true,
+                instance_types: [
+                    "g5.12xlarge",
+                    "g5.16xlarge",
+                    "g5.24xlarge",
+                    "g5.2xlarge",
+                    "g5.48xlarge",
+                    "g5.4xlarge",
+                    "g5.8xlarge",
+                    "g5.xlarge"
+                ]
+                .map(String::from)
+                .to_vec(),
+            }]
+        );
+    }
+
+    #[test]
+    fn a_free_gpu_whose_host_is_planned_away_is_counted_free_but_not_available() {
+        let g5 = catalogue_type("g5.12xlarge");
+        let config = pool("gpu", "karpenter.k8s.aws/instance-family", "[g5]", "{}");
+        let mut view = StateView::new("c", T0 + 300_000);
+        // 3 GPUs requested with all but 1 vCPU: the fourth GPU is stranded (a GPU pod needs a
+        // quarter of the 47 / 4 vCPU per GPU).
+        let cpu = g5.allocatable.cpu_milli() - 1_000;
+        view.claims = vec![gpu_node("stranded", "gpu", "g5.12xlarge", 3, cpu, 16 * GIB)];
+        let a = run(&view, Some(&config));
+        let row = &a.pools[0].types[0];
+        assert_eq!(row.free_gpus, Some(1));
+        assert_ne!(row.wait, Wait::AvailableNow);
+        assert_eq!(row.max, None, "no limit");
+        let model = &a.gpu_models[0];
+        assert_eq!((model.available_now, model.total, model.scalable_to), (1, 4, None));
+        assert!(model.limits_known, "unlimited, not unknown");
+        // With a quarter of a GPU's share of CPU free, it fits.
+        let cpu = g5.allocatable.cpu_milli() * 3 / 4;
+        view.claims = vec![gpu_node("room", "gpu", "g5.12xlarge", 3, cpu, 16 * GIB)];
+        assert_eq!(run(&view, Some(&config)).pools[0].types[0].wait, Wait::AvailableNow);
+    }
+
+    #[test]
+    fn an_empty_gpu_pool_shows_its_cheapest_gpu_type_and_a_max_from_the_gpu_limit() {
+        let view = StateView::new("c", T0);
+        // Only 4-GPU types admitted: 16 GPUs are 4 nodes.
+        let config = pool(
+            "train",
+            "node.kubernetes.io/instance-type",
+            "[g5.12xlarge, g5.24xlarge]",
+            "{nvidia.com/gpu: \"16\"}",
+        );
+        let a = run(&view, Some(&config));
+        let rows = &a.pools[0].types;
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (rows[0].instance_type.as_str(), rows[0].gpus_per_node),
+            ("g5.12xlarge", 4)
+        );
+        assert_eq!((rows[0].current, rows[0].max), (0, Some(4)));
+        assert_eq!(rows[0].free_gpus, Some(0));
+        assert_eq!(
+            (
+                a.gpu_models[0].model.as_str(),
+                a.gpu_models[0].available_now,
+                a.gpu_models[0].total
+            ),
+            ("A10G", 0, 0)
+        );
+        assert_eq!(a.gpu_models[0].scalable_to, Some(16));
+
+        // A pool admitting general and GPU types with a GPU limit: its cheapest general type
+        // (unbounded by the GPU limit) and its cheapest type with a whole GPU (bounded by it).
+        let config = pool(
+            "mixed",
+            "karpenter.k8s.aws/instance-family",
+            "[g5, m5]",
+            "{nvidia.com/gpu: \"16\"}",
+        );
+        let a = run(&view, Some(&config));
+        let rows: Vec<(&str, u64, Option<u64>)> = a.pools[0]
+            .types
+            .iter()
+            .map(|r| (r.instance_type.as_str(), r.gpus_per_node, r.max))
+            .collect();
+        assert_eq!(rows[0], ("g5.xlarge", 1, Some(16)), "{rows:?}");
+        assert!(
+            rows[1].0.starts_with("m5.") && rows[1].1 == 0 && rows[1].2.is_none(),
+            "{rows:?}"
+        );
+        // Without a GPU limit, a pool that admits general types shows one general row.
+        let config = pool(
+            "mixed",
+            "karpenter.k8s.aws/instance-family",
+            "[g5, m5]",
+            "{cpu: \"100\"}",
+        );
+        let a = run(&view, Some(&config));
+        assert_eq!(a.pools[0].types.len(), 1);
+        assert!(a.gpu_models.is_empty(), "no GPU row, no GPU limit: {:?}", a.gpu_models);
+    }
+
+    #[test]
+    fn the_gpu_summary_adds_pools_and_counts_launching_nodes() {
+        let mut config = pool(
+            "a",
+            "karpenter.k8s.aws/instance-family",
+            "[g5]",
+            "{nvidia.com/gpu: \"8\"}",
+        );
+        config.merge(pool(
+            "b",
+            "karpenter.k8s.aws/instance-family",
+            "[g5, p5]",
+            "{nvidia.com/gpu: \"10\"}",
+        ));
+        let mut view = StateView::new("c", T0 + 300_000);
+        let launching = Claim::new("l", "b", "g5.xlarge", T0 + 290_000).0;
+        view.claims = vec![
+            gpu_node("a1", "a", "g5.2xlarge", 0, 500, GIB),
+            gpu_node("b1", "b", "p5.4xlarge", 1, 4_000, 64 * GIB),
+            launching,
+        ];
+        usage_of(&mut view, "a");
+        usage_of(&mut view, "b");
+        let a = run(&view, Some(&config));
+        let by_model: Vec<(&str, u64, u64, Option<u64>)> = a
+            .gpu_models
+            .iter()
+            .map(|m| (m.model.as_str(), m.available_now, m.total, m.scalable_to))
+            .collect();
+        // A10G: pool a 1 of 8 used (7 more), pool b 2 of 10 used (8 more in 1-GPU nodes, or
+        // 8 in two 4-GPU nodes); the launching g5.xlarge is in the total, not free.
+        // H100: pool b's room (8 GPUs) holds eight p5.4xlarge or one p5.48xlarge: 8 more.
+        assert_eq!(by_model, [("A10G", 1, 2, Some(2 + 7 + 8)), ("H100", 0, 1, Some(1 + 8))]);
+        // Without the NodePools the limits are unknown, not unlimited.
+        let a = run(&view, None);
+        assert!(a.gpu_models.iter().all(|m| !m.limits_known && m.scalable_to.is_none()));
+        assert_eq!(a.gpu_models[0].total, 2);
     }
 
     #[test]

@@ -218,7 +218,7 @@ fn json_of(frame: &Frame, pretty: bool) -> String {
 }
 
 fn text_of(frame: &Frame, colour: bool) -> String {
-    let mut out = render::render(&frame.availability, colour);
+    let mut out = render::render(&frame.availability, colour, None);
     if let Some(r) = frame.reads {
         out.push_str(&format!(
             "read {} DynamoDB requests, {:.1} read capacity units\n",
