@@ -54,6 +54,16 @@ pub struct Args {
     /// the state at that moment is what --state-out saves.
     #[arg(long, value_name = "SPAN")]
     until: Option<String>,
+    /// Plot from this simulated time on (e.g. 9h, 1d12h); the report still covers the whole run.
+    #[arg(long, value_name = "SPAN")]
+    from: Option<String>,
+    /// Plot up to this simulated time.
+    #[arg(long, value_name = "SPAN")]
+    to: Option<String>,
+    /// The consolidation search: nodewright (default) or karpenter (Karpenter's documented search,
+    /// for comparisons).
+    #[arg(long, default_value = "nodewright", value_parser = ["nodewright", "karpenter"])]
+    consolidation: String,
     /// Save Nodewright's state at the end of the run to DIR/state.json, for `nodewright avail
     /// --state DIR`.
     #[arg(long, value_name = "DIR")]
@@ -135,8 +145,30 @@ fn simulate(args: &Args) -> Result<u8, (u8, String)> {
         seed: args.seed,
         interruptions: !args.no_interruptions,
         interruption_scale: args.interruption_scale,
+        disruption: match args.consolidation.as_str() {
+            "karpenter" => nodewright_core::disruption::Options::karpenter(),
+            _ => nodewright_core::disruption::Options::default(),
+        },
         ..SimConfig::default()
     };
+    let hours = |flag: &str, span: &Option<String>| -> Result<Option<f64>, (u8, String)> {
+        span.as_deref()
+            .map(|s| {
+                workload::parse_span(s)
+                    .map(|ms| ms as f64 / 3_600_000.0)
+                    .map_err(|e| usage(format!("{flag}: {e}")))
+            })
+            .transpose()
+    };
+    let window = nodewright_sim::plot::Window {
+        from_hours: hours("--from", &args.from)?,
+        to_hours: hours("--to", &args.to)?,
+    };
+    if let (Some(f), Some(t)) = (window.from_hours, window.to_hours)
+        && t <= f
+    {
+        return Err(usage(format!("--to ({t} h) must be after --from ({f} h)")));
+    }
 
     let show_progress = std::io::stderr().is_terminal() && !args.json;
     let mut last_drawn = -1i64;
@@ -168,7 +200,7 @@ fn simulate(args: &Args) -> Result<u8, (u8, String)> {
     if show_progress {
         eprint!("\r{}\r", " ".repeat(50));
     }
-    std::fs::write(&args.plot, nodewright_sim::plot::svg(&report))
+    std::fs::write(&args.plot, nodewright_sim::plot::svg_window(&report, window))
         .map_err(|e| (exit::FAILED, format!("{}: {e}", args.plot.display())))?;
 
     if let Some(dir) = &args.state_out {

@@ -1,5 +1,6 @@
 //! The report's plot as a self-contained SVG: Nodewright's nodes by instance type (stacked), the
-//! cost rate and the pending pods over time, with the baseline drawn dashed for comparison.
+//! cost rate, the cumulative cost, the pending pods and (when GPUs were bought) GPUs over time,
+//! with the baseline drawn dashed for comparison; optionally zoomed to a window of the run.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -61,13 +62,15 @@ fn buckets(samples: &[Sample]) -> Vec<&[Sample]> {
 struct Panel {
     y0: f64,
     max: f64,
+    /// The x range shown, in display units (hours or days).
+    x_min: f64,
     x_max: f64,
     x_scale: f64,
 }
 
 impl Panel {
     fn x(&self, hours: f64) -> f64 {
-        LEFT + hours / self.x_scale / self.x_max.max(1e-9) * (WIDTH - LEFT - RIGHT)
+        LEFT + (hours / self.x_scale - self.x_min) / (self.x_max - self.x_min).max(1e-9) * (WIDTH - LEFT - RIGHT)
     }
     fn y(&self, v: f64) -> f64 {
         self.y0 + PANEL_HEIGHT - v / self.max.max(1e-9) * PANEL_HEIGHT
@@ -95,8 +98,8 @@ fn axes(svg: &mut String, p: &Panel, title: &str, y_label: &str, x_label: &str) 
         );
         v += step;
     }
-    let x_step = nice_step(p.x_max);
-    let mut t = 0.0;
+    let x_step = nice_step(p.x_max - p.x_min);
+    let mut t = (p.x_min / x_step).ceil() * x_step;
     while t <= p.x_max + 1e-9 {
         let x = p.x(t * p.x_scale);
         let _ = writeln!(
@@ -173,17 +176,46 @@ fn series(samples: &[Sample], f: impl Fn(&Sample) -> f64, reduce_max: bool) -> V
         .collect()
 }
 
-/// Renders the report's plot.
+/// The part of the run to plot, in simulated hours (None: from the start, to the end).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Window {
+    pub from_hours: Option<f64>,
+    pub to_hours: Option<f64>,
+}
+
+/// Renders the report's plot over the whole run.
 pub fn svg(report: &Report) -> String {
-    let nw = &report.nodewright.timeline;
-    let base = report.baseline.as_ref().map(|b| &b.timeline);
-    let hours = report.simulated_hours.max(1e-6);
+    svg_window(report, Window::default())
+}
+
+fn within(samples: &[Sample], from: f64, to: f64) -> Vec<Sample> {
+    samples
+        .iter()
+        .filter(|s| s.at_hours >= from && s.at_hours <= to)
+        .cloned()
+        .collect()
+}
+
+/// Renders the report's plot over `window` (clamped to the run; an empty window shows the whole).
+pub fn svg_window(report: &Report, window: Window) -> String {
+    let end = report.simulated_hours.max(1e-6);
+    let from = window.from_hours.unwrap_or(0.0).clamp(0.0, end);
+    let to = window.to_hours.unwrap_or(end).clamp(0.0, end);
+    let (from, to) = if to > from { (from, to) } else { (0.0, end) };
+    let nw_all = within(&report.nodewright.timeline, from, to);
+    let base_all = report.baseline.as_ref().map(|b| within(&b.timeline, from, to));
+    let nw = &nw_all;
+    let base = base_all.as_ref();
+    let hours = to - from;
     let (x_scale, x_label) = if hours > 72.0 {
         (24.0, "simulated time (days)")
     } else {
         (1.0, "simulated time (hours)")
     };
-    let x_max = hours / x_scale;
+    let x_min = from / x_scale;
+    let x_max = to / x_scale;
+    let gpus = nw.iter().chain(base.into_iter().flatten()).any(|s| s.gpus > 0);
+    let panels_below = if gpus { 4.0 } else { 3.0 };
 
     // Stacked node counts: the types with the most node-hours, the rest summed.
     let mut by_hours: Vec<(&String, &f64)> = report.nodewright.node_hours_by_type.iter().collect();
@@ -226,15 +258,20 @@ pub fn svg(report: &Report) -> String {
         .chain(base_nodes.iter().flatten().map(|p| p.1))
         .fold(1.0, f64::max);
 
-    let height = TOP + 3.0 * (PANEL_HEIGHT + GAP) + 10.0;
+    let height = TOP + (panels_below + 1.0) * (PANEL_HEIGHT + GAP) + 10.0;
     let mut svg = String::new();
     let _ = writeln!(
         svg,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="Helvetica, Arial, 'DejaVu Sans', 'Liberation Sans', sans-serif">"#
     );
     let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let shown = if from > 0.0 || to < end {
+        format!(", showing {from:.1} h to {to:.1} h")
+    } else {
+        String::new()
+    };
     let title = format!(
-        "Nodewright simulation: {} ({} pods, {:.0} h simulated)",
+        "Nodewright simulation: {} ({} pods, {:.0} h simulated{shown})",
         report.workload, report.pods, report.simulated_hours
     );
     let subtitle = match (&report.baseline, report.saving_percent) {
@@ -257,6 +294,7 @@ pub fn svg(report: &Report) -> String {
     let p1 = Panel {
         y0: TOP,
         max: max_nodes * 1.05,
+        x_min,
         x_max,
         x_scale,
     };
@@ -302,9 +340,15 @@ pub fn svg(report: &Report) -> String {
     }
     legend(&mut svg, &p1, &items);
 
-    // Panels 2 and 3: cost rate and pending pods.
-    let panels: [LinePanel; 2] = [
+    // Line panels: cost rate, cumulative cost, pending pods, GPUs.
+    let mut panels: Vec<LinePanel> = vec![
         ("Cost rate", "USD per hour", |s| s.dollars_per_hour, false),
+        (
+            "Cumulative cost",
+            "USD since the start",
+            |s| s.cumulative_cost_usd,
+            false,
+        ),
         (
             "Pending pods",
             "pods (max per interval)",
@@ -312,6 +356,9 @@ pub fn svg(report: &Report) -> String {
             true,
         ),
     ];
+    if gpus {
+        panels.push(("GPUs bought", "GPUs (max per interval)", |s| s.gpus as f64, true));
+    }
     for (i, (title, unit, f, reduce_max)) in panels.into_iter().enumerate() {
         let ours = series(nw, f, reduce_max);
         let theirs = base.map(|b| series(b, f, reduce_max));
@@ -325,6 +372,7 @@ pub fn svg(report: &Report) -> String {
         let p = Panel {
             y0: TOP + (i as f64 + 1.0) * (PANEL_HEIGHT + GAP),
             max,
+            x_min,
             x_max,
             x_scale,
         };
@@ -335,6 +383,12 @@ pub fn svg(report: &Report) -> String {
             polyline(&mut svg, &p, points, "#222", true);
             items.push((b.autoscaler.clone(), "#222".into(), true));
         }
+        if title == "GPUs bought" {
+            // What the pods asked for, under what was bought.
+            let asked = series(nw, |s| s.gpus_requested as f64, true);
+            polyline(&mut svg, &p, &asked, PALETTE[1], false);
+            items.push(("nodewright: requested".into(), PALETTE[1].into(), false));
+        }
         legend(&mut svg, &p, &items);
     }
     svg.push_str("</svg>\n");
@@ -344,6 +398,141 @@ pub fn svg(report: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sample(at_hours: f64, gpus: u64, spent: f64) -> Sample {
+        Sample {
+            at_hours,
+            nodes_by_type: BTreeMap::from([("g5.xlarge".to_string(), 1)]),
+            dollars_per_hour: 1.0,
+            pending_pods: 0,
+            cumulative_cost_usd: spent,
+            gpus,
+            gpus_requested: gpus / 2,
+        }
+    }
+
+    fn report(gpus: u64) -> Report {
+        let timeline: Vec<Sample> = (0..=48).map(|h| sample(f64::from(h), gpus, f64::from(h))).collect();
+        let run = crate::report::RunReport {
+            autoscaler: "nodewright".into(),
+            total_cost_usd: 48.0,
+            cost_per_month_usd: 720.0,
+            on_demand_equivalent_usd: 48.0,
+            idle_cost_usd: 0.0,
+            idle_on_demand_cost_usd: 0.0,
+            node_hours: 48.0,
+            cost_per_pod_hour: None,
+            utilization: crate::report::Utilization {
+                cpu: 0.5,
+                memory: 0.5,
+                gpu: None,
+            },
+            pending: crate::report::PendingTimes {
+                episodes: 0,
+                unbound_episodes: 0,
+                open_at_end: 0,
+                p50_seconds: 0.0,
+                p95_seconds: 0.0,
+                p99_seconds: 0.0,
+                max_seconds: 0.0,
+            },
+            pods: crate::report::PodCounts {
+                arrived: 0,
+                ran: 0,
+                pending_at_end: 0,
+                left_before_running: 0,
+                never_ran: 0,
+            },
+            launches: crate::report::Launches {
+                total: 1,
+                spot: 0,
+                on_demand: 1,
+                on_demand_fallbacks: 0,
+                terminations: 0,
+            },
+            interruptions_handled: 0,
+            consolidation: crate::report::Consolidation {
+                actions: 0,
+                nodes: 0,
+                saved_usd: 0.0,
+                node_hours_saved: 0.0,
+            },
+            churn: crate::report::Churn {
+                evictions: 0,
+                consolidation_evictions: 0,
+                evictions_per_node_hour_saved: None,
+            },
+            node_hours_by_type: BTreeMap::from([("g5.xlarge".to_string(), 48.0)]),
+            handlers: None,
+            timeline,
+        };
+        Report {
+            workload: "w".into(),
+            pods: 0,
+            simulated_hours: 48.0,
+            seed: 1,
+            launch_delay_seconds: 45.0,
+            registration_delay_seconds: 35.0,
+            baseline: Some(crate::report::RunReport {
+                autoscaler: "fixed:g5.xlarge".into(),
+                ..run.clone()
+            }),
+            nodewright: run,
+            saving_percent: Some(0.0),
+            saving_per_month_usd: Some(0.0),
+            saving_breakdown: None,
+            notes: Vec::new(),
+        }
+    }
+
+    /// The x tick labels of the first panel (text anchored in the middle under the axis).
+    fn x_ticks(svg: &str) -> Vec<f64> {
+        let panel_bottom = TOP + PANEL_HEIGHT + 18.0;
+        svg.lines()
+            .filter(|l| l.contains(&format!(r#"y="{panel_bottom}" font-size="11" text-anchor="middle""#)))
+            .filter_map(|l| l.rsplit_once("\">")?.1.strip_suffix("</text>")?.parse().ok())
+            .collect()
+    }
+
+    #[test]
+    fn cumulative_cost_and_gpu_panels_and_a_zoom_window() {
+        let full = svg(&report(4));
+        assert!(full.contains(">Cumulative cost<"), "cumulative cost panel");
+        assert!(full.contains(">GPUs bought<"), "GPU panel when GPUs were bought");
+        assert!(full.contains("nodewright: requested"));
+        let ticks = x_ticks(&full);
+        assert_eq!(ticks.first(), Some(&0.0), "{ticks:?}");
+        assert!(
+            ticks.iter().all(|t| (0.0..=48.0).contains(t)) && ticks.len() >= 4,
+            "{ticks:?}"
+        );
+
+        let zoomed = svg_window(
+            &report(4),
+            Window {
+                from_hours: Some(10.0),
+                to_hours: Some(20.0),
+            },
+        );
+        assert!(zoomed.contains("showing 10.0 h to 20.0 h"));
+        let ticks = x_ticks(&zoomed);
+        assert_eq!(ticks.first(), Some(&10.0), "{ticks:?}");
+        assert_eq!(ticks.last(), Some(&20.0), "{ticks:?}");
+        // The cumulative cost axis fits the window's values (10..20 $), not the run's (48 $).
+        assert!(!zoomed.contains(">40<"), "y axis limited to the window");
+
+        let cpu_only = svg(&report(0));
+        assert!(!cpu_only.contains(">GPUs bought<"), "no GPU panel without GPUs");
+        // A window outside the run falls back to the whole run.
+        let outside = svg_window(
+            &report(0),
+            Window {
+                from_hours: Some(100.0),
+                to_hours: Some(200.0),
+            },
+        );
+        assert_eq!(x_ticks(&outside), x_ticks(&svg(&report(0))));
+    }
 
     #[test]
     fn steps_are_round() {

@@ -67,6 +67,11 @@ pub struct Sample {
     pub nodes_by_type: BTreeMap<String, u32>,
     pub dollars_per_hour: f64,
     pub pending_pods: u32,
+    /// Dollars spent since the start (billed instances plus the running ones so far).
+    pub cumulative_cost_usd: f64,
+    /// GPUs on the instances, and GPUs the bound pods request.
+    pub gpus: u64,
+    pub gpus_requested: u64,
 }
 
 /// Integrated meters.
@@ -465,9 +470,18 @@ impl World {
     pub fn sample(&mut self, now: i64) {
         let mut by_type = BTreeMap::new();
         let mut dollars = 0.0;
+        let mut spent = self.meters.cost_usd;
+        let (mut gpus, mut gpus_requested) = (0, 0);
         for i in self.instances.values() {
             *by_type.entry(i.instance_type.clone()).or_insert(0) += 1;
             dollars += i.price;
+            spent += i.price * (now - i.launched_at).max(0) as f64 / 3_600_000.0;
+            gpus += i.allocatable.accelerators();
+            gpus_requested += i
+                .pods
+                .iter()
+                .map(|&p| self.pods[p].template.requests.accelerators())
+                .sum::<u64>();
         }
         let pending = self.pending().count() as u32;
         self.timeline.push(Sample {
@@ -475,6 +489,9 @@ impl World {
             nodes_by_type: by_type,
             dollars_per_hour: dollars,
             pending_pods: pending,
+            cumulative_cost_usd: spent,
+            gpus,
+            gpus_requested,
         });
     }
 
