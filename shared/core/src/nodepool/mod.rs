@@ -42,6 +42,39 @@ impl Config {
         parse::parse_config(text, source)
     }
 
+    /// Parses several files (text, source name) as one configuration, each with its own errors
+    /// and warnings; a NodePool's nodeClassRef may name an EC2NodeClass in any of them. `None` when
+    /// any file has an error.
+    pub fn parse_all(files: &[(String, String)]) -> (Option<Config>, Diagnostics) {
+        // The class names every file declares, read first (a file that does not parse declares none).
+        let classes: Vec<Vec<String>> = files
+            .iter()
+            .map(|(text, source)| {
+                parse::parse_config_with(text, source, &[])
+                    .0
+                    .map(|c| c.node_classes.into_iter().map(|n| n.name).collect())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let mut config = Config::default();
+        let mut all = Diagnostics::default();
+        for (i, (text, source)) in files.iter().enumerate() {
+            let others: Vec<String> = classes
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .flat_map(|(_, names)| names.iter().cloned())
+                .collect();
+            let (c, d) = parse::parse_config_with(text, source, &others);
+            all.errors.extend(d.errors);
+            all.warnings.extend(d.warnings);
+            if let Some(c) = c {
+                config.merge(c);
+            }
+        }
+        (all.errors.is_empty().then_some(config), all)
+    }
+
     /// Parses and turns any error into [`crate::Error::Config`]; warnings are returned.
     pub fn parse_strict(text: &str, source: &str) -> crate::Result<(Config, Vec<String>)> {
         match Config::parse(text, source) {

@@ -121,7 +121,14 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
+/// One file: its declarations and diagnostics, a NodePool's nodeClassRef looked up in that file.
 pub(super) fn parse_config(text: &str, source: &str) -> (Option<Config>, Diagnostics) {
+    parse_config_with(text, source, &[])
+}
+
+/// One file of several: a NodePool's nodeClassRef is looked up in this file and in `other_classes`
+/// (the names the other files of the same call declare), so a class in another file is no warning.
+pub(super) fn parse_config_with(text: &str, source: &str, other_classes: &[String]) -> (Option<Config>, Diagnostics) {
     let mut ctx = Ctx::new();
     let mut config = Config::default();
     let docs = match crate::model::documents(text, source) {
@@ -214,6 +221,7 @@ pub(super) fn parse_config(text: &str, source: &str) -> (Option<Config>, Diagnos
     for p in &config.node_pools {
         if let (Some(nc), PoolBacking::Fleet) = (&p.node_class, &p.backing)
             && !config.node_classes.iter().any(|c| &c.name == nc)
+            && !other_classes.contains(nc)
         {
             ctx.warn(
                 &format!("NodePool {}", p.name),

@@ -231,3 +231,66 @@ spec:
     assert_eq!(a, class("demo"), "the same class hashes the same");
     assert_ne!(a["default"], class("other")["default"], "new subnets drift");
 }
+
+#[test]
+fn node_class_refs_resolve_across_the_files_of_one_call() {
+    let pool = |class: &str| {
+        format!(
+            "apiVersion: karpenter.sh/v1
+kind: NodePool
+metadata: {{name: general}}
+spec:
+  template:
+    spec:
+      nodeClassRef: {{group: karpenter.k8s.aws, kind: EC2NodeClass, name: {class}}}
+"
+        )
+    };
+    let class = "apiVersion: karpenter.k8s.aws/v1
+kind: EC2NodeClass
+metadata: {name: default}
+spec:
+  amiSelectorTerms: [{alias: al2023@latest}]
+  role: NodeRole
+  subnetSelectorTerms: [{tags: {karpenter.sh/discovery: demo}}]
+  securityGroupSelectorTerms: [{tags: {karpenter.sh/discovery: demo}}]
+"
+    .to_string();
+    let undefined = |d: &Diagnostics| d.warnings.iter().filter(|w| w.contains("is not defined")).count();
+
+    // Alone, the pool's file warns: its class is nowhere.
+    let (_, d) = Config::parse(&pool("default"), "pools.yaml");
+    assert_eq!(undefined(&d), 1, "{:?}", d.warnings);
+
+    // With the class in another file of the same call: no warning, one merged configuration.
+    let files = [
+        (pool("default"), "pools.yaml".to_string()),
+        (class.clone(), "classes.yaml".to_string()),
+    ];
+    let (config, d) = Config::parse_all(&files);
+    assert_eq!(undefined(&d), 0, "{:?}", d.warnings);
+    let config = config.unwrap();
+    assert_eq!((config.node_pools.len(), config.node_classes.len()), (1, 1));
+
+    // A class no file declares still warns, naming the pool's file.
+    let files = [
+        (pool("gpu"), "pools.yaml".to_string()),
+        (class, "classes.yaml".to_string()),
+    ];
+    let (_, d) = Config::parse_all(&files);
+    assert_eq!(undefined(&d), 1, "{:?}", d.warnings);
+    assert!(
+        d.warnings[0].starts_with("pools.yaml: NodePool general: nodeClassRef \"gpu\""),
+        "{:?}",
+        d.warnings
+    );
+
+    // An error in any file: no configuration, every file's errors.
+    let files = [
+        (pool("default"), "pools.yaml".to_string()),
+        ("kind: [unclosed".to_string(), "bad.yaml".to_string()),
+    ];
+    let (config, d) = Config::parse_all(&files);
+    assert!(config.is_none());
+    assert!(d.errors[0].starts_with("bad.yaml:"), "{:?}", d.errors);
+}
