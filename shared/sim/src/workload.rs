@@ -167,22 +167,41 @@ pub fn load_csv(text: &str, source: &str, options: &CsvOptions) -> Result<Worklo
     })
 }
 
-/// A Go duration, optionally led by whole days with a `d` suffix ("20d", "1d12h", "2d30m").
+/// A span: a Go duration, optionally led by whole days with a `d` suffix ("20d", "1d12h",
+/// "2h30m", "1d12h30m", "90s"), in ms. Sub-second parts round up to the second.
 pub fn parse_span(s: &str) -> std::result::Result<i64, String> {
+    const EXAMPLES: &str = "e.g. 2d, 1d12h, 2h30m or 90s";
     let t = s.trim();
+    if t.is_empty() {
+        return Err(format!("empty span; {EXAMPLES}"));
+    }
     let (days, rest) = match t.split_once('d') {
         Some((days, rest)) => {
-            let d: u64 = days
-                .parse()
-                .map_err(|_| format!("{s:?}: expected whole days before \"d\", e.g. 20d or 1d12h"))?;
+            if days.is_empty() || !days.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!("{s:?}: expected whole days first, before \"d\" ({EXAMPLES})"));
+            }
+            let d: u64 = days.parse().map_err(|_| format!("{s:?}: at most 3650 days"))?;
             if d > 3650 {
                 return Err(format!("{s:?}: at most 3650 days"));
+            }
+            if rest.contains('d') {
+                return Err(format!("{s:?}: days are given once, first ({EXAMPLES})"));
             }
             (d, rest)
         }
         None => (0, t),
     };
-    let secs = if rest.is_empty() { 0 } else { parse_duration(rest)? };
+    let secs = if rest.is_empty() {
+        0
+    } else {
+        parse_duration(rest).map_err(|e| {
+            if days > 0 {
+                format!("{s:?}: after the days, {e}")
+            } else {
+                format!("{e}; spans also take days ({EXAMPLES})")
+            }
+        })?
+    };
     Ok(days as i64 * 86_400_000 + secs as i64 * 1000)
 }
 
@@ -321,6 +340,36 @@ mod tests {
         assert!(parse_span("xd").unwrap_err().contains("whole days"));
         assert!(parse_span("4000d").unwrap_err().contains("3650"));
         assert!(parse_span("1d12x").is_err());
+    }
+
+    #[test]
+    fn compound_spans_add_up_and_bad_ones_say_why() {
+        for (span, ms) in [
+            ("2h30m", 150 * 60_000),
+            ("90s", 90_000),
+            ("1d12h30m", (36 * 60 + 30) * 60_000),
+            ("33h0m30s", (33 * 3600 + 30) * 1000),
+            (" 1d ", 86_400_000),
+            ("0", 0),
+            ("0d", 0),
+            ("1500ms", 2000),
+        ] {
+            assert_eq!(parse_span(span), Ok(ms), "{span}");
+        }
+        for (span, says) in [
+            ("", "empty span"),
+            ("d", "whole days first"),
+            ("1.5d", "whole days first"),
+            ("-1d", "whole days first"),
+            ("12h1d", "whole days first"),
+            ("1d2d", "days are given once"),
+            ("1d12x", "after the days, \"12x\": unknown unit \"x\""),
+            ("12x", "spans also take days"),
+            ("99999999999999999999d", "at most 3650 days"),
+        ] {
+            let err = parse_span(span).expect_err(span);
+            assert!(err.contains(says), "{span}: {err}");
+        }
     }
 
     use super::*;
