@@ -5,6 +5,8 @@
 
 use std::path::PathBuf;
 
+use comfy_table::Table;
+
 use nodewright_core::catalogue::{InstanceType, OverheadConfig, fake};
 use nodewright_core::model::{Pod, load_pods};
 use nodewright_core::scheduler::lower_bound::lower_bound;
@@ -12,8 +14,11 @@ use nodewright_core::scheduler::{Input, Options, Plan, Strategy, schedule};
 use nodewright_core::{Catalogue, NodePool, Operator, Requirement, labels};
 use serde::Serialize;
 
-use crate::report::{best_of, table};
+use crate::report::{self, best_of, money, rows_or_transposed};
 use crate::{exit, read_file, workloads};
+
+/// The Alibaba GPU trace, in the repository.
+const DEFAULT_TRACE: &str = "data/workloads/openb_pod_list_default.csv";
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -21,7 +26,7 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', default_value = "1000,5000,20000")]
     sizes: Vec<usize>,
     /// The Alibaba GPU trace (CSV).
-    #[arg(long, default_value = "data/workloads/openb_pod_list_default.csv")]
+    #[arg(long, default_value = DEFAULT_TRACE)]
     trace: PathBuf,
     /// Repetitions per timing (the best is reported).
     #[arg(long, default_value_t = 3)]
@@ -100,6 +105,13 @@ fn timed(pods: &[Pod], pools: &[NodePool], types: &[InstanceType], strategy: Str
 }
 
 pub fn run(args: &Args) -> u8 {
+    let trace_path = match crate::paths::default_file(&args.trace, DEFAULT_TRACE, "--trace") {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    };
     let fake_types = fake::benchmark_types(400);
     let real_types = Catalogue::embedded().instance_types("us-east-1", &OverheadConfig::default());
     let fake_pools = vec![NodePool::new("default")];
@@ -127,12 +139,12 @@ pub fn run(args: &Args) -> u8 {
         }
     }
 
-    let trace = match read_file(&args.trace)
-        .and_then(|t| load_pods(&t, &args.trace.display().to_string()).map_err(|e| e.to_string()))
+    let trace = match read_file(&trace_path)
+        .and_then(|t| load_pods(&t, &trace_path.display().to_string()).map_err(|e| e.to_string()))
     {
         Ok(f) => f.pods,
         Err(e) => {
-            eprintln!("error: {e} (run from the repository root or pass --trace)");
+            eprintln!("error: {e}");
             return exit::USAGE;
         }
     };
@@ -218,7 +230,20 @@ pub fn run(args: &Args) -> u8 {
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         return exit::OK;
     }
-    let mut t = table([
+    let width = report::width();
+    println!("{}", throughput_table(&throughput, width));
+    if !costs.is_empty() {
+        println!("{}", cost_table(&costs, width));
+    }
+    println!(
+        "Karpenter's published figure for its own benchmark: about 782 pods/s (40,151 pods onto 8,031 nodes in 51.4 s)."
+    );
+    exit::OK
+}
+
+/// Scheduling time per workload and size, Nodewright next to FFD.
+fn throughput_table(throughput: &[Throughput], width: u16) -> Table {
+    let header = [
         "throughput",
         "pods",
         "Nodewright ms",
@@ -226,20 +251,27 @@ pub fn run(args: &Args) -> u8 {
         "FFD ms",
         "FFD pods/s",
         "speed-up",
-    ]);
-    for r in &throughput {
-        t.add_row([
-            r.workload.clone(),
-            r.pods.to_string(),
-            format!("{:.1}", r.nodewright_ms),
-            format!("{:.0}", r.nodewright_pods_per_s),
-            r.ffd_ms.map_or("-".into(), |v| format!("{v:.1}")),
-            r.ffd_pods_per_s.map_or("-".into(), |v| format!("{v:.0}")),
-            r.speedup.map_or("-".into(), |v| format!("{v:.1}x")),
-        ]);
-    }
-    println!("{t}");
-    let mut c = table([
+    ];
+    let rows: Vec<Vec<String>> = throughput
+        .iter()
+        .map(|r| {
+            vec![
+                r.workload.clone(),
+                r.pods.to_string(),
+                format!("{:.1}", r.nodewright_ms),
+                format!("{:.0}", r.nodewright_pods_per_s),
+                r.ffd_ms.map_or("-".into(), |v| format!("{v:.1}")),
+                r.ffd_pods_per_s.map_or("-".into(), |v| format!("{v:.0}")),
+                r.speedup.map_or("-".into(), |v| format!("{v:.1}x")),
+            ]
+        })
+        .collect();
+    rows_or_transposed(&header, &rows, width)
+}
+
+/// Plan cost per workload: Nodewright, FFD and the LP bound.
+fn cost_table(costs: &[Cost], width: u16) -> Table {
+    let header = [
         "cost ($/h)",
         "pods",
         "Nodewright nodes",
@@ -250,32 +282,79 @@ pub fn run(args: &Args) -> u8 {
         "NW / bound",
         "FFD / bound",
         "NW / FFD",
-    ]);
-    for r in &costs {
-        c.add_row([
-            r.workload.clone(),
-            format!(
-                "{}{}",
-                r.pods,
+    ];
+    let rows: Vec<Vec<String>> = costs
+        .iter()
+        .map(|r| {
+            vec![
+                r.workload.clone(),
                 if r.nodewright_unschedulable + r.ffd_unschedulable > 0 {
-                    format!(" ({} / {} unsched.)", r.nodewright_unschedulable, r.ffd_unschedulable)
+                    format!(
+                        "{} ({} / {} unsched.)",
+                        r.pods, r.nodewright_unschedulable, r.ffd_unschedulable
+                    )
                 } else {
-                    String::new()
-                }
-            ),
-            r.nodewright_nodes.to_string(),
-            format!("{:.2}", r.nodewright_cost),
-            r.ffd_nodes.to_string(),
-            format!("{:.2}", r.ffd_cost),
-            format!("{:.2}", r.lower_bound),
-            format!("{:.3}", r.nodewright_vs_bound),
-            format!("{:.3}", r.ffd_vs_bound),
-            format!("{:.3}", r.nodewright_vs_ffd),
-        ]);
+                    r.pods.to_string()
+                },
+                r.nodewright_nodes.to_string(),
+                format!("{:.2}", money(r.nodewright_cost)),
+                r.ffd_nodes.to_string(),
+                format!("{:.2}", money(r.ffd_cost)),
+                format!("{:.2}", money(r.lower_bound)),
+                format!("{:.3}", r.nodewright_vs_bound),
+                format!("{:.3}", r.ffd_vs_bound),
+                format!("{:.3}", r.nodewright_vs_ffd),
+            ]
+        })
+        .collect();
+    rows_or_transposed(&header, &rows, width)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::testing::assert_fits;
+
+    #[test]
+    fn bench_tables_fit_80_and_100_columns() {
+        // Rows as wide as the real ones get: the longest labels and large figures.
+        let throughput: Vec<Throughput> = [
+            ("diverse, 400 fake types", Some(1234.5)),
+            ("diverse, real catalogue", None),
+        ]
+        .into_iter()
+        .map(|(label, ffd)| Throughput {
+            workload: label.into(),
+            pods: 20_000,
+            nodewright_ms: 12_345.6,
+            nodewright_pods_per_s: 123_456.0,
+            ffd_ms: ffd,
+            ffd_pods_per_s: ffd.map(|ms| 20_000.0 / ms * 1000.0),
+            speedup: ffd.map(|ms| ms / 12_345.6),
+        })
+        .collect();
+        let costs = vec![Cost {
+            workload: "Alibaba GPU trace (openb_pod_list_default)".into(),
+            pods: 8152,
+            nodewright_nodes: 1234,
+            nodewright_cost: 12_345.678,
+            nodewright_unschedulable: 8109,
+            ffd_nodes: 1301,
+            ffd_cost: 13_001.5,
+            ffd_unschedulable: 8109,
+            lower_bound: 11_999.25,
+            nodewright_vs_bound: 1.029,
+            ffd_vs_bound: 1.084,
+            nodewright_vs_ffd: 0.949,
+        }];
+        for width in [80, 100] {
+            let out = assert_fits(&throughput_table(&throughput, width), width, "bench throughput");
+            assert!(out.contains("12345.6") && out.contains("123456"), "{out}");
+            let out = assert_fits(&cost_table(&costs, width), width, "bench cost");
+            assert!(out.contains("12345.68") && out.contains("0.949"), "{out}");
+        }
+        // Wide enough: one row per workload, as before.
+        let out = cost_table(&costs, 250).to_string();
+        assert_eq!(out.lines().filter(|l| l.contains("Alibaba")).count(), 1, "{out}");
     }
-    println!("{c}");
-    println!(
-        "Karpenter's published figure for its own benchmark: about 782 pods/s (40,151 pods onto 8,031 nodes in 51.4 s)."
-    );
-    exit::OK
 }

@@ -10,15 +10,20 @@
 
 use std::path::PathBuf;
 
+use comfy_table::Table;
+
 use nodewright_core::catalogue::{CapacityType, InstanceType, OverheadConfig};
 use nodewright_core::disruption::{self, ManagedNode, Options};
 use nodewright_core::model::{Node, Pod, load_pods};
 use nodewright_core::{Catalogue, NodePool, labels};
 use serde::Serialize;
 
-use crate::report::{best_of, table};
+use crate::report::{self, best_of, first_fitting, money, transposed};
 use crate::workloads::Rng;
 use crate::{exit, read_file};
+
+/// The Alibaba GPU trace, in the repository.
+const DEFAULT_TRACE: &str = "data/workloads/openb_pod_list_default.csv";
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -26,7 +31,7 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', default_value = "500,2000,5000")]
     nodes: Vec<usize>,
     /// The Alibaba trace (CSV); its CPU-only pods give the pod shapes.
-    #[arg(long, default_value = "data/workloads/openb_pod_list_default.csv")]
+    #[arg(long, default_value = DEFAULT_TRACE)]
     trace: PathBuf,
     #[arg(long, default_value_t = 7)]
     seed: u64,
@@ -114,17 +119,24 @@ fn cluster(n: usize, shapes: &[Pod], types: &[InstanceType], seed: u64) -> Vec<M
 }
 
 pub fn run(args: &Args) -> u8 {
-    let shapes: Vec<Pod> = match read_file(&args.trace)
-        .and_then(|t| load_pods(&t, &args.trace.display().to_string()).map_err(|e| e.to_string()))
+    let trace_path = match crate::paths::default_file(&args.trace, DEFAULT_TRACE, "--trace") {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    };
+    let shapes: Vec<Pod> = match read_file(&trace_path)
+        .and_then(|t| load_pods(&t, &trace_path.display().to_string()).map_err(|e| e.to_string()))
     {
         Ok(f) => f.pods.into_iter().filter(|p| p.requests.accelerators() == 0).collect(),
         Err(e) => {
-            eprintln!("error: {e} (run from the repository root or pass --trace)");
+            eprintln!("error: {e}");
             return exit::USAGE;
         }
     };
     if shapes.is_empty() {
-        eprintln!("error: {}: no CPU-only pods", args.trace.display());
+        eprintln!("error: {}: no CPU-only pods", trace_path.display());
         return exit::USAGE;
     }
     let types = Catalogue::embedded().instance_types("us-east-1", &OverheadConfig::default());
@@ -170,7 +182,15 @@ pub fn run(args: &Args) -> u8 {
         println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
         return exit::OK;
     }
-    let mut t = table([
+    println!("Disruption planning, one round, default NodePool (budget 10%), real us-east-1 catalogue");
+    println!("{}", rows_table(&rows, report::width()));
+    exit::OK
+}
+
+/// One row per cluster size: Nodewright's round next to the Karpenter-style one (one column per
+/// size when that is too wide).
+fn rows_table(rows: &[Row], width: u16) -> Table {
+    let header = [
         "nodes",
         "cluster $/h",
         "Nodewright ms",
@@ -182,28 +202,76 @@ pub fn run(args: &Args) -> u8 {
         "nodes disrupted",
         "evaluations",
         "saving ratio",
-    ]);
-    for r in &rows {
-        let ratio = if r.karpenter_saving > 0.0 {
-            format!("{:.2}x", r.nodewright_saving / r.karpenter_saving)
-        } else {
-            "-".into()
-        };
-        t.add_row([
-            r.nodes.to_string(),
-            format!("{:.2}", r.cluster_cost),
-            format!("{:.0}", r.nodewright_ms),
-            format!("{:.2}", r.nodewright_saving),
-            r.nodewright_disrupted.to_string(),
-            r.nodewright_evaluations.to_string(),
-            format!("{:.0}", r.karpenter_ms),
-            format!("{:.2}", r.karpenter_saving),
-            r.karpenter_disrupted.to_string(),
-            r.karpenter_evaluations.to_string(),
-            ratio,
-        ]);
+    ];
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let ratio = if r.karpenter_saving > 0.0 {
+                format!("{:.2}x", r.nodewright_saving / r.karpenter_saving)
+            } else {
+                "-".into()
+            };
+            vec![
+                r.nodes.to_string(),
+                format!("{:.2}", money(r.cluster_cost)),
+                format!("{:.0}", r.nodewright_ms),
+                format!("{:.2}", money(r.nodewright_saving)),
+                r.nodewright_disrupted.to_string(),
+                r.nodewright_evaluations.to_string(),
+                format!("{:.0}", r.karpenter_ms),
+                format!("{:.2}", money(r.karpenter_saving)),
+                r.karpenter_disrupted.to_string(),
+                r.karpenter_evaluations.to_string(),
+                ratio,
+            ]
+        })
+        .collect();
+    let wide = report::rows_table(&header, &cells, width);
+    // On their side the two "saved $/h" lines need their owner.
+    let side = [
+        "nodes",
+        "cluster $/h",
+        "Nodewright ms",
+        "Nodewright saved $/h",
+        "Nodewright nodes disrupted",
+        "Nodewright evaluations",
+        "Karpenter-style ms",
+        "Karpenter-style saved $/h",
+        "Karpenter-style nodes disrupted",
+        "Karpenter-style evaluations",
+        "saving ratio",
+    ];
+    first_fitting([wide, transposed(&side, &cells, width)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::testing::assert_fits;
+
+    #[test]
+    fn disruption_table_fits_80_and_100_columns() {
+        let rows: Vec<Row> = [500, 5000, 50_000]
+            .into_iter()
+            .map(|n| Row {
+                nodes: n,
+                cluster_cost: n as f64 * 1.2345,
+                nodewright_ms: 12_345.0,
+                nodewright_saving: 1234.56,
+                nodewright_disrupted: n / 10,
+                nodewright_actions: 12,
+                nodewright_evaluations: 123_456,
+                karpenter_ms: 54_321.0,
+                karpenter_saving: 0.0,
+                karpenter_disrupted: 1,
+                karpenter_evaluations: 100,
+            })
+            .collect();
+        for width in [80, 100] {
+            let out = assert_fits(&rows_table(&rows, width), width, "bench-disruption");
+            assert!(out.contains("61725.00") && out.contains("1234.56"), "{out}");
+            // No Karpenter saving: no ratio, not inf.
+            assert!(!out.contains("inf"), "{out}");
+        }
     }
-    println!("Disruption planning, one round, default NodePool (budget 10%), real us-east-1 catalogue");
-    println!("{t}");
-    exit::OK
 }

@@ -4,15 +4,19 @@
 
 use std::time::Instant;
 
-use nodewright_core::Config;
 use nodewright_core::model::cluster_event::{PendingPod, PodPending, SCHEMA_VERSION};
 use nodewright_handlers::adapters::memory::{MemoryCapacity, MemoryCluster, MemoryState};
 use nodewright_handlers::event::{Envelope, Event, Parsed};
 use nodewright_handlers::{Deps, Function, Settings, handle};
 
 use crate::exit;
-use crate::report::table;
+use crate::report::{self, rows_or_transposed};
 use crate::workloads::Rng;
+
+const DEFAULT_NODEPOOLS: &str = "examples/nodepools.yaml";
+
+/// The handler's clock; the batches are sent at it (the handler refuses events a day away).
+const NOW: i64 = 1_795_255_200_000;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -22,7 +26,7 @@ pub struct Args {
     /// Invocations per size (each on fresh state).
     #[arg(long, default_value_t = 50)]
     runs: usize,
-    #[arg(long = "nodepool", default_value = "examples/nodepools.yaml")]
+    #[arg(long = "nodepool", default_value = DEFAULT_NODEPOOLS)]
     nodepools: std::path::PathBuf,
 }
 
@@ -43,7 +47,7 @@ fn batch(n: usize, seed: u64) -> Vec<PendingPod> {
             let _ = pod.requests.set_quantity("pods", "1");
             PendingPod {
                 resource_version: "1".into(),
-                created_at: 0,
+                created_at: NOW - 10_000,
                 pod,
             }
         })
@@ -59,18 +63,14 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 pub fn run(args: &Args) -> u8 {
-    let text = match crate::read_file(&args.nodepools) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::USAGE;
-        }
-    };
-    let config = match Config::parse_strict(&text, &args.nodepools.display().to_string()) {
-        Ok((c, _)) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return exit::INVALID;
+    let config = match crate::paths::default_file(&args.nodepools, DEFAULT_NODEPOOLS, "--nodepool")
+        .map_err(|e| (exit::USAGE, format!("error: {e}")))
+        .and_then(|f| crate::load_config(&[f]))
+    {
+        Ok((config, _)) => config,
+        Err((code, message)) => {
+            eprintln!("{message}");
+            return code;
         }
     };
     let Ok(settings) = Settings::new("bench", "us-east-1", config) else {
@@ -81,7 +81,7 @@ pub fn run(args: &Args) -> u8 {
         Ok(r) => r,
         Err(code) => return code,
     };
-    let mut t = table(["pods", "runs", "p50 ms", "p99 ms", "max ms", "launches/run"]);
+    let mut rows = Vec::new();
     for &size in &args.sizes {
         let mut times = Vec::with_capacity(args.runs);
         let mut launches = 0;
@@ -100,7 +100,7 @@ pub fn run(args: &Args) -> u8 {
                 batch_id: format!("b{r}"),
                 part: 1,
                 parts: 1,
-                sent_at: 0,
+                sent_at: NOW,
                 pods: batch(size, r as u64 + 1),
             };
             let envelope = Envelope {
@@ -112,7 +112,7 @@ pub fn run(args: &Args) -> u8 {
             };
             let event = Parsed::Event(Event::PodPending(envelope, Box::new(detail)));
             let start = Instant::now();
-            let outcome = runtime.block_on(handle(Function::PodPending, &deps, event, 1_795_255_200_000));
+            let outcome = runtime.block_on(handle(Function::PodPending, &deps, event, NOW));
             times.push(start.elapsed().as_secs_f64() * 1000.0);
             match outcome {
                 Ok(o) => launches += o.launched(),
@@ -123,7 +123,7 @@ pub fn run(args: &Args) -> u8 {
             }
         }
         times.sort_by(f64::total_cmp);
-        t.add_row(vec![
+        rows.push(vec![
             size.to_string(),
             times.len().to_string(),
             format!("{:.2}", percentile(&times, 0.5)),
@@ -133,6 +133,43 @@ pub fn run(args: &Args) -> u8 {
         ]);
     }
     println!("pod-pending decision time (in-memory adapters; event in -> launch requests out)");
-    println!("{t}");
+    println!("{}", times_table(&rows, report::width()));
     exit::OK
+}
+
+/// One row per batch size.
+fn times_table(rows: &[Vec<String>], width: u16) -> comfy_table::Table {
+    rows_or_transposed(
+        &["pods", "runs", "p50 ms", "p99 ms", "max ms", "launches/run"],
+        rows,
+        width,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::testing::assert_fits;
+
+    #[test]
+    fn times_table_fits_80_and_100_columns() {
+        let rows: Vec<Vec<String>> = [10, 1000, 100_000]
+            .iter()
+            .map(|n| {
+                [
+                    n.to_string(),
+                    "50".into(),
+                    "12345.67".into(),
+                    "23456.78".into(),
+                    "34567.89".into(),
+                    "1234.5".into(),
+                ]
+                .to_vec()
+            })
+            .collect();
+        for width in [80, 100] {
+            let out = assert_fits(&times_table(&rows, width), width, "bench-handler");
+            assert!(out.contains("100000") && out.contains("34567.89"), "{out}");
+        }
+    }
 }

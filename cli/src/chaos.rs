@@ -6,7 +6,10 @@
 use nodewright_handlers::adapters::faults::FaultKind;
 use nodewright_sim::chaos::{self, ChaosOptions, ChaosReport};
 
+use comfy_table::Table;
+
 use crate::exit;
+use crate::report::{keep_words, rows_table, table_with_width};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -96,28 +99,9 @@ fn print_report(report: &ChaosReport, options: &ChaosOptions, secs: f64) {
         options.rate,
         secs
     );
-    let mut t = crate::report::table(["invariant", "violations"]);
-    for (name, n) in &report.violations {
-        t.add_row(vec![name.to_string(), n.to_string()]);
-    }
-    println!("{t}");
-
-    let kinds: Vec<&str> = options.kinds.iter().map(|k| k.name()).collect();
-    let mut header = vec!["port method"];
-    header.extend(&kinds);
-    let mut t = comfy_table::Table::new();
-    t.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
-    t.set_header(header);
-    let mut total = 0;
-    for (method, by_kind) in &report.injected {
-        let mut row = vec![method.clone()];
-        for k in &kinds {
-            let n = by_kind.get(k).copied().unwrap_or(0);
-            total += n;
-            row.push(n.to_string());
-        }
-        t.add_row(row);
-    }
+    let width = crate::report::width();
+    println!("{}", violations_table(report, width));
+    let (t, total) = injected_table(report, options, width);
     println!("faults injected: {total}");
     println!("{t}");
     if !report.not_reached.is_empty() {
@@ -146,6 +130,75 @@ fn print_report(report: &ChaosReport, options: &ChaosOptions, secs: f64) {
             for line in &c.trace[skip..] {
                 println!("  {line}");
             }
+        }
+    }
+}
+
+/// Violations per invariant (every invariant listed).
+fn violations_table(report: &ChaosReport, width: u16) -> Table {
+    let mut t = table_with_width(["invariant", "violations"], width);
+    for (name, n) in &report.violations {
+        t.add_row(vec![name.to_string(), n.to_string()]);
+    }
+    keep_words(&mut t);
+    t
+}
+
+/// Faults injected per port method and kind, and their total.
+fn injected_table(report: &ChaosReport, options: &ChaosOptions, width: u16) -> (Table, u64) {
+    let kinds: Vec<&str> = options.kinds.iter().map(|k| k.name()).collect();
+    let mut header = vec!["port method"];
+    header.extend(&kinds);
+    let mut total = 0;
+    let rows: Vec<Vec<String>> = report
+        .injected
+        .iter()
+        .map(|(method, by_kind)| {
+            let mut row = vec![method.clone()];
+            for k in &kinds {
+                let n = by_kind.get(k).copied().unwrap_or(0);
+                total += n;
+                row.push(n.to_string());
+            }
+            row
+        })
+        .collect();
+    let mut t = rows_table(&header, &rows, width);
+    keep_words(&mut t);
+    (t, total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::testing::assert_fits;
+
+    #[test]
+    fn chaos_tables_fit_80_and_100_columns() {
+        // A short real run with every fault kind, so every invariant and port method is listed.
+        let options = ChaosOptions {
+            seeds: 2,
+            steps: 8,
+            rate: 0.2,
+            kinds: ["crash", "error", "lost-response", "throttle"]
+                .iter()
+                .filter_map(|k| FaultKind::parse(k))
+                .collect(),
+            ..ChaosOptions::default()
+        };
+        let runtime = crate::runtime().expect("runtime");
+        let report = runtime.block_on(chaos::run(&options));
+        assert!(!report.violations.is_empty() && !report.injected.is_empty());
+        for width in [80, 100] {
+            let out = assert_fits(&violations_table(&report, width), width, "chaos violations");
+            for name in report.violations.keys() {
+                assert!(out.contains(name), "{name} at {width}:\n{out}");
+            }
+            let (t, total) = injected_table(&report, &options, width);
+            let out = assert_fits(&t, width, "chaos faults");
+            assert!(out.contains("lost-response"), "{out}");
+            let sum: u64 = report.injected.values().flat_map(|k| k.values()).sum();
+            assert_eq!(total, sum);
         }
     }
 }

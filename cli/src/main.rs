@@ -9,6 +9,7 @@ mod chaos;
 #[cfg(feature = "aws")]
 mod create_tables;
 mod invoke;
+mod paths;
 mod plan;
 mod report;
 mod restamp;
@@ -149,6 +150,24 @@ pub fn aws_hint(e: &nodewright_aws::Error) -> &'static str {
         "is the endpoint reachable? check --endpoint-url / AWS_ENDPOINT_URL, --region and the network"
     } else {
         "see the AWS error code above; AWS_PROFILE, AWS_REGION and --endpoint-url select what is called"
+    }
+}
+
+/// Reads NodePool / EC2NodeClass files as one configuration (a nodeClassRef may name a class in
+/// any of them). Returns it with its warnings, or the exit code and message: [`exit::USAGE`] when a
+/// file cannot be read, [`exit::INVALID`] with every file's errors.
+pub fn load_config(files: &[std::path::PathBuf]) -> Result<(nodewright_core::Config, Vec<String>), (u8, String)> {
+    let mut texts = Vec::with_capacity(files.len());
+    for f in files {
+        let text = read_file(f).map_err(|e| (exit::USAGE, format!("error: {e}")))?;
+        texts.push((text, f.display().to_string()));
+    }
+    match nodewright_core::Config::parse_all(&texts) {
+        (Some(config), diags) => Ok((config, diags.warnings)),
+        (None, diags) => Err((
+            exit::INVALID,
+            format!("invalid configuration:\n{}", diags.errors.join("\n")),
+        )),
     }
 }
 

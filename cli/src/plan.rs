@@ -1,14 +1,17 @@
 //! `nodewright plan`: one scheduling decision, printed as a table or as JSON (docs/cli.md).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+
+use comfy_table::Table;
 
 use nodewright_core::catalogue::OverheadConfig;
 use nodewright_core::model::{load_nodes, load_pods};
 use nodewright_core::scheduler::{Input, Options, Plan, Strategy, schedule};
-use nodewright_core::{Catalogue, Config, Resources};
+use nodewright_core::{Catalogue, Resources};
 use serde::Serialize;
 
-use crate::report::table;
+use crate::report::{self, first_fitting, keep_words, money, table_with_width};
 use crate::{exit, read_file};
 
 #[derive(clap::Args)]
@@ -62,22 +65,18 @@ pub fn run(args: &Args) -> u8 {
 }
 
 fn plan(args: &Args) -> Result<u8, String> {
-    let mut config = Config::default();
-    for f in &args.nodepools {
-        let text = read_file(f)?;
-        match Config::parse_strict(&text, &f.display().to_string()) {
-            Ok((c, warnings)) => {
-                for w in warnings {
-                    eprintln!("warning: {w}");
-                }
-                config.merge(c);
+    let config = match crate::load_config(&args.nodepools) {
+        Ok((config, warnings)) => {
+            for w in warnings {
+                eprintln!("warning: {w}");
             }
-            Err(e) => {
-                eprintln!("{e}");
-                return Ok(exit::INVALID);
-            }
+            config
         }
-    }
+        Err((code, message)) => {
+            eprintln!("{message}");
+            return Ok(code);
+        }
+    };
     if config.node_pools.is_empty() {
         return Err("no NodePool in the --nodepool files".into());
     }
@@ -129,7 +128,7 @@ fn plan(args: &Args) -> Result<u8, String> {
         let doc = PlanDocument {
             schema_version: 1,
             region: &args.region,
-            total_price_per_hour: plan.total_price(),
+            total_price_per_hour: money(plan.total_price()),
             plan: &plan,
         };
         println!("{}", serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?);
@@ -140,9 +139,10 @@ fn plan(args: &Args) -> Result<u8, String> {
 }
 
 fn print_table(plan: &Plan, pods: usize) {
+    let width = report::width();
     if !plan.bindings.is_empty() {
         println!("{} pod(s) fit on existing or in-flight nodes:", plan.bindings.len());
-        let mut per_node: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+        let mut per_node: BTreeMap<&str, usize> = BTreeMap::new();
         for b in &plan.bindings {
             *per_node.entry(&b.node).or_default() += 1;
         }
@@ -151,18 +151,55 @@ fn print_table(plan: &Plan, pods: usize) {
         }
     }
     if !plan.claims.is_empty() {
-        let mut t = table([
-            "claim",
-            "pool",
-            "instance type",
-            "capacity",
-            "zone",
-            "$/h",
-            "pods",
-            "requests",
-            "alternatives",
-        ]);
-        for c in &plan.claims {
+        println!("{}", claims_table(plan, width));
+    }
+    if !plan.unschedulable.is_empty() {
+        let groups = group_unschedulable(plan);
+        println!(
+            "{} pod(s) unschedulable for {} reason(s) (every pod is listed with --json):",
+            plan.unschedulable.len(),
+            groups.len()
+        );
+        println!("{}", unschedulable_table(&groups, width));
+        let rest = &groups[groups.len().min(TOP_REASONS)..];
+        if !rest.is_empty() {
+            println!(
+                "... {} more reason(s) for {} pod(s)",
+                rest.len(),
+                rest.iter().map(|g| g.pods.len()).sum::<usize>()
+            );
+        }
+    }
+    println!(
+        "{} pod(s): {} on existing capacity, {} on {} new node(s) at ${:.4}/h, {} unschedulable",
+        pods,
+        plan.bindings.len(),
+        plan.claims.iter().map(|c| c.pods.len()).sum::<usize>(),
+        plan.claims.len(),
+        money(plan.total_price()),
+        plan.unschedulable.len()
+    );
+}
+
+/// One row per claim to launch: every detail in its own column when the width allows, else claim
+/// and pool, type, capacity and zone stacked in one cell each, else the alternatives counted.
+fn claims_table(plan: &Plan, width: u16) -> Table {
+    struct Row {
+        id: String,
+        pool: String,
+        kind: String,
+        capacity: String,
+        zone: String,
+        price: String,
+        pods: String,
+        requests: String,
+        alternatives: String,
+        others: String,
+    }
+    let rows: Vec<Row> = plan
+        .claims
+        .iter()
+        .map(|c| {
             let first = &c.instance_types[0];
             let alternatives: Vec<&str> = c
                 .instance_types
@@ -172,44 +209,212 @@ fn print_table(plan: &Plan, pods: usize) {
                 .map(|o| o.name.as_str())
                 .collect();
             let more = c.instance_types.len().saturating_sub(5);
-            t.add_row([
-                c.id.clone(),
-                c.pool.clone(),
-                first.name.clone(),
-                first.capacity_type.to_string(),
-                if c.zones.len() == 1 {
+            Row {
+                id: c.id.clone(),
+                pool: c.pool.clone(),
+                kind: first.name.clone(),
+                capacity: first.capacity_type.to_string(),
+                zone: if c.zones.len() == 1 {
                     c.zones[0].clone()
                 } else {
                     format!("{} zones", c.zones.len())
                 },
-                format!("{:.4}", c.price),
-                c.pods.len().to_string(),
-                short(&c.requests),
-                if more > 0 {
+                price: format!("{:.4}", money(c.price)),
+                pods: c.pods.len().to_string(),
+                requests: short(&c.requests),
+                alternatives: if more > 0 {
                     format!("{} +{more}", alternatives.join(", "))
                 } else {
                     alternatives.join(", ")
                 },
-            ]);
-        }
-        println!("{t}");
-    }
-    for u in &plan.unschedulable {
-        println!("unschedulable {}: {}", u.name, u.reason);
-    }
-    println!(
-        "{} pod(s): {} on existing capacity, {} on {} new node(s) at ${:.4}/h, {} unschedulable",
-        pods,
-        plan.bindings.len(),
-        plan.claims.iter().map(|c| c.pods.len()).sum::<usize>(),
-        plan.claims.len(),
-        plan.total_price(),
-        plan.unschedulable.len()
+                others: c.instance_types.len().saturating_sub(1).to_string(),
+            }
+        })
+        .collect();
+    let mut wide = table_with_width(
+        [
+            "claim",
+            "pool",
+            "instance type",
+            "capacity",
+            "zone",
+            "$/h",
+            "pods",
+            "requests",
+            "alternatives",
+        ],
+        width,
     );
+    let mut stacked = table_with_width(
+        [
+            "claim / pool",
+            "type / capacity / zone",
+            "$/h",
+            "pods",
+            "requests",
+            "alternatives",
+        ],
+        width,
+    );
+    let mut counted = table_with_width(
+        [
+            "claim / pool",
+            "type / capacity / zone",
+            "$/h",
+            "pods",
+            "requests",
+            "other types",
+        ],
+        width,
+    );
+    for r in &rows {
+        wide.add_row([
+            &r.id,
+            &r.pool,
+            &r.kind,
+            &r.capacity,
+            &r.zone,
+            &r.price,
+            &r.pods,
+            &r.requests,
+            &r.alternatives,
+        ]);
+        let claim = format!("{}\n{}", r.id, r.pool);
+        let kind = format!("{}\n{}\n{}", r.kind, r.capacity, r.zone);
+        stacked.add_row([&claim, &kind, &r.price, &r.pods, &r.requests, &r.alternatives]);
+        counted.add_row([&claim, &kind, &r.price, &r.pods, &r.requests, &r.others]);
+    }
+    first_fitting([wide, stacked, counted])
 }
 
+/// Reasons shown in the text output; the rest are counted.
+const TOP_REASONS: usize = 10;
+/// Pod names shown per reason.
+const EXAMPLES: usize = 3;
+
+/// Unschedulable pods grouped by their reason, most pods first (then by reason).
+struct ReasonGroup<'a> {
+    reason: &'a str,
+    pods: Vec<&'a str>,
+}
+
+fn group_unschedulable(plan: &Plan) -> Vec<ReasonGroup<'_>> {
+    let mut by_reason: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for u in &plan.unschedulable {
+        by_reason.entry(&u.reason).or_default().push(&u.name);
+    }
+    let mut groups: Vec<ReasonGroup> = by_reason
+        .into_iter()
+        .map(|(reason, pods)| ReasonGroup { reason, pods })
+        .collect();
+    groups.sort_by(|a, b| b.pods.len().cmp(&a.pods.len()).then_with(|| a.reason.cmp(b.reason)));
+    groups
+}
+
+/// The first [`TOP_REASONS`] groups: count, reason, a few pods.
+fn unschedulable_table(groups: &[ReasonGroup], width: u16) -> Table {
+    let mut t = table_with_width(["pods", "reason", "e.g."], width);
+    for g in groups.iter().take(TOP_REASONS) {
+        let mut examples = g.pods.iter().take(EXAMPLES).copied().collect::<Vec<_>>().join(", ");
+        if g.pods.len() > EXAMPLES {
+            examples.push_str(&format!(" +{} more", g.pods.len() - EXAMPLES));
+        }
+        t.add_row([g.pods.len().to_string(), g.reason.to_string(), examples]);
+    }
+    keep_words(&mut t);
+    t
+}
+
+/// Requests without the pod count, one resource per word ("cpu=3500m, memory=13Gi") so a narrow
+/// column wraps between them.
 fn short(r: &Resources) -> String {
     let mut out = r.clone();
     out.set(nodewright_core::Resource::Pods, 0);
-    out.to_string()
+    out.to_string().replace(',', ", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use nodewright_core::Config;
+    use nodewright_core::scheduler::Unschedulable;
+
+    use super::*;
+    use crate::report::testing::assert_fits;
+
+    fn repo(path: &str) -> String {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path);
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    /// The example NodePools' plan for a pods file of the repository.
+    fn example_plan(pods: &str) -> Plan {
+        let (config, _) =
+            Config::parse_strict(&repo("examples/nodepools.yaml"), "nodepools.yaml").expect("example pools");
+        let pod_file = load_pods(&repo(pods), pods).expect("pods");
+        let types = Catalogue::embedded().instance_types("us-east-1", &OverheadConfig::default());
+        let input = Input {
+            pods: &pod_file.pods,
+            nodes: &[],
+            pools: &config.node_pools,
+            instance_types: &types,
+            daemonsets: &pod_file.daemonsets,
+            pool_usage: &[],
+        };
+        schedule(&input, &Options::default())
+    }
+
+    #[test]
+    fn plan_tables_fit_80_and_100_columns() {
+        // The Alibaba trace: 19 claims, and 8,109 pods unschedulable for 5 long reasons.
+        let plan = example_plan("data/workloads/openb_pod_list_default.csv");
+        assert!(plan.claims.len() > 5 && plan.unschedulable.len() > 1000);
+        let groups = group_unschedulable(&plan);
+        for width in [80, 100, 160] {
+            let out = assert_fits(&claims_table(&plan, width), width, "plan claims");
+            for c in &plan.claims {
+                assert!(out.contains(&c.id), "{} missing at {width}:\n{out}", c.id);
+                assert!(out.contains(&c.instance_types[0].name), "{out}");
+            }
+            let out = assert_fits(&unschedulable_table(&groups, width), width, "plan unschedulable");
+            assert!(out.contains(&groups[0].pods.len().to_string()), "{out}");
+        }
+        // Wide enough, one line per claim and every column of its own.
+        let out = claims_table(&plan, 200).to_string();
+        assert!(out.contains("alternatives") && out.contains("capacity"), "{out}");
+    }
+
+    #[test]
+    fn unschedulable_pods_are_grouped_by_reason_most_pods_first() {
+        let pod = |name: &str, reason: &str| Unschedulable {
+            pod: name.into(),
+            name: name.into(),
+            reason: reason.into(),
+        };
+        let plan = Plan {
+            unschedulable: vec![
+                pod("a", "too big"),
+                pod("b", "no gpu"),
+                pod("c", "no gpu"),
+                pod("d", "no gpu"),
+                pod("e", "no gpu"),
+                pod("f", "taint"),
+            ],
+            ..Plan::default()
+        };
+        let groups = group_unschedulable(&plan);
+        let summary: Vec<(&str, usize)> = groups.iter().map(|g| (g.reason, g.pods.len())).collect();
+        assert_eq!(summary, [("no gpu", 4), ("taint", 1), ("too big", 1)]);
+        let out = unschedulable_table(&groups, 100).to_string();
+        assert!(out.contains("b, c, d +1 more"), "{out}");
+        assert_eq!(out.matches("no gpu").count(), 1, "{out}");
+        // Ten reasons at most in the table.
+        let many = Plan {
+            unschedulable: (0..25)
+                .map(|i| pod(&format!("p{i}"), &format!("reason {i:02}")))
+                .collect(),
+            ..Plan::default()
+        };
+        let out = unschedulable_table(&group_unschedulable(&many), 100).to_string();
+        assert!(out.contains("reason 09") && !out.contains("reason 10"), "{out}");
+    }
 }

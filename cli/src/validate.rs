@@ -14,35 +14,36 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> u8 {
-    let mut errors = 0;
-    let mut pools = 0;
-    let mut classes = 0;
+    let mut files = Vec::with_capacity(args.files.len());
     for f in &args.files {
-        let text = match read_file(f) {
-            Ok(t) => t,
+        match read_file(f) {
+            Ok(t) => files.push((t, f.display().to_string())),
             Err(e) => {
                 eprintln!("error: {e}");
                 return exit::USAGE;
             }
-        };
-        let (config, diags) = Config::parse(&text, &f.display().to_string());
-        for w in &diags.warnings {
-            println!("warning: {w}");
-        }
-        for e in &diags.errors {
-            println!("error: {e}");
-        }
-        errors += diags.errors.len();
-        if let Some(c) = config {
-            pools += c.node_pools.len();
-            classes += c.node_classes.len();
         }
     }
-    if errors > 0 {
-        println!("{errors} error(s); configuration is invalid");
-        exit::INVALID
-    } else {
-        println!("ok: {pools} pool(s), {classes} node class(es)");
-        exit::OK
+    // One configuration: a NodePool's nodeClassRef may name a class in another of the files.
+    let (config, diags) = Config::parse_all(&files);
+    for w in &diags.warnings {
+        println!("warning: {w}");
+    }
+    for e in &diags.errors {
+        println!("error: {e}");
+    }
+    match config {
+        Some(c) => {
+            println!(
+                "ok: {} pool(s), {} node class(es)",
+                c.node_pools.len(),
+                c.node_classes.len()
+            );
+            exit::OK
+        }
+        None => {
+            println!("{} error(s); configuration is invalid", diags.errors.len());
+            exit::INVALID
+        }
     }
 }

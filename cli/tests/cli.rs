@@ -15,6 +15,16 @@ fn nodewright(args: &[&str]) -> Output {
         .expect("run nodewright")
 }
 
+/// `nodewright ARGS` with stdout piped and `COLUMNS=width`.
+fn nodewright_at(width: u16, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nodewright"))
+        .args(args)
+        .current_dir(root())
+        .env("COLUMNS", width.to_string())
+        .output()
+        .expect("run nodewright")
+}
+
 /// `nodewright plan --nodepool NODEPOOL --pods PODS EXTRA...`
 fn plan(nodepool: &str, pods: &str, extra: &[&str]) -> Output {
     let mut args = vec!["plan", "--nodepool", nodepool, "--pods", pods];
@@ -126,11 +136,48 @@ fn plan_reports_unschedulable_pods_with_reasons() {
     );
     let o = plan("examples/nodepools.yaml", pods.to_str().unwrap_or_default(), &[]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(
-        text(&o).contains("unschedulable default/huge: pool gpu: no instance type offers nvidia.com/gpu >= 16"),
-        "{}",
-        text(&o)
+    let out = text(&o);
+    assert!(out.contains("1 pod(s) unschedulable for 1 reason(s)"), "{out}");
+    assert!(out.contains("default/huge"), "{out}");
+    assert!(out.contains("no instance type offers nvidia.com/gpu >= 16"), "{out}");
+    // Nothing planned: no negative zero.
+    assert!(out.contains("on 0 new node(s) at $0.0000/h"), "{out}");
+    let o = plan(
+        "examples/nodepools.yaml",
+        pods.to_str().unwrap_or_default(),
+        &["--json"],
     );
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert_eq!(doc["unschedulable"][0]["name"], "default/huge");
+    assert!(
+        doc["unschedulable"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("pool gpu: no instance type offers nvidia.com/gpu >= 16")),
+        "{doc}"
+    );
+    assert_eq!(doc["totalPricePerHour"].to_string(), "0.0");
+}
+
+#[test]
+fn plan_groups_thousands_of_unschedulable_pods_by_reason() {
+    let trace = "data/workloads/openb_pod_list_default.csv";
+    let o = plan("examples/nodepools.yaml", trace, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(out.contains("8109 pod(s) unschedulable for 5 reason(s)"), "{out}");
+    // One row per reason, most pods first, not one line per pod.
+    let counts: Vec<u64> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("│ "))
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .filter(|&n: &u64| n > 3)
+        .collect();
+    assert_eq!(counts, [6989, 1045, 44, 16, 15], "{out}");
+    assert!(out.lines().count() < 200, "{} lines", out.lines().count());
+    // --json keeps every pod.
+    let o = plan("examples/nodepools.yaml", trace, &["--json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert_eq!(doc["unschedulable"].as_array().map(Vec::len), Some(8109));
 }
 
 #[test]
@@ -281,15 +328,59 @@ fn invoke_takes_an_sqs_batch_record_by_record() {
         "--json",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one outcome per record");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one report for the batch");
+    let records = doc["records"].as_array().expect("records");
+    assert_eq!(records.len(), 1, "{doc}");
+    assert_eq!(records[0]["messageId"], "9f8e7d6c-5b4a-3928-1716-050403020100");
+    assert_eq!(records[0]["result"], "handled");
     assert!(
-        outcome["actions"]
+        records[0]["outcome"]["actions"]
             .as_array()
             .expect("actions")
             .iter()
             .any(|a| a["action"] == "launched"),
-        "{outcome}"
+        "{doc}"
     );
+    assert_eq!(doc["batchItemFailures"], serde_json::json!([]));
+
+    // A record the function cannot parse is dropped (not retried), the others handled.
+    let sample: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("events/pod-pending-sqs.json")).expect("sample"))
+            .expect("json");
+    let mut bad = sample["Records"][0].clone();
+    bad["messageId"] = "broken-1".into();
+    bad["body"] = "{\"detail-type\": \"Pod Pending\"".into();
+    let mut batch = sample.clone();
+    batch["Records"].as_array_mut().expect("records").push(bad);
+    let file = temp_file("sqs-two.json", &batch.to_string());
+    let path = file.to_str().expect("utf-8");
+    let out = nodewright(&["invoke", "pod-pending", "--event", path, "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let results: Vec<&str> = doc["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .map(|r| r["result"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(results, ["handled", "dropped"], "{doc}");
+    assert!(
+        doc["records"][1]["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{doc}"
+    );
+    assert_eq!(doc["batchItemFailures"], serde_json::json!([]));
+
+    // The text: per record, readable details, the batch response last.
+    let out = nodewright(&["invoke", "pod-pending", "--event", path]);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        said.contains("record 9f8e7d6c-5b4a-3928-1716-050403020100: pod-pending handled event"),
+        "{said}"
+    );
+    assert!(said.contains("record broken-1: dropped"), "{said}");
+    assert!(said.contains("instanceId=i-"), "{said}");
+    assert!(!said.contains("{\""), "no JSON in the details: {said}");
+    assert!(said.trim_end().ends_with("batchItemFailures: none"), "{said}");
 }
 
 #[test]
@@ -406,4 +497,233 @@ fn aws_errors_show_the_cause_and_one_hint_not_the_sdk_debug_dump() {
     assert_eq!(out.status.code(), Some(4), "{stderr}");
     assert!(!stderr.contains("DispatchFailure("), "{stderr}");
     assert!(stderr.contains("tcp connect error"), "{stderr}");
+}
+
+#[test]
+fn every_table_fits_80_and_100_columns() {
+    use unicode_width::UnicodeWidthStr;
+    let commands: &[&[&str]] = &[
+        &[
+            "plan",
+            "--nodepool",
+            "examples/nodepools.yaml",
+            "--pods",
+            "examples/pods.yaml",
+        ],
+        &[
+            "plan",
+            "--nodepool",
+            "examples/nodepools.yaml",
+            "--pods",
+            "data/workloads/openb_pod_list_default.csv",
+        ],
+        &["invoke", "pod-pending", "--event", "events/pod-pending.json"],
+        &["invoke", "pod-pending", "--event", "events/pod-pending-sqs.json"],
+        &[
+            "invoke",
+            "spot-interruption",
+            "--event",
+            "events/spot-interruption.json",
+        ],
+        &["bench-handler", "--sizes", "10,100", "--runs", "1"],
+        &["chaos", "--seeds", "1", "--steps", "5"],
+        &["bench-disruption", "--nodes", "100,500", "--repeat", "1"],
+        &["bench", "--sizes", "200", "--repeat", "1"],
+    ];
+    for args in commands {
+        for width in [80, 100] {
+            let o = nodewright_at(width, args);
+            let out = String::from_utf8_lossy(&o.stdout).to_string();
+            assert!(o.status.code().is_some_and(|c| c <= 1), "{args:?}: {}", text(&o));
+            assert!(out.contains('┌'), "{args:?} printed a table:\n{out}");
+            // The tables' lines (plain lines are left to the terminal to wrap).
+            for line in out.lines().filter(|l| l.starts_with(['┌', '│', '╞', '├', '└'])) {
+                assert!(
+                    line.width() <= usize::from(width),
+                    "{args:?} at {width}: a line of {} columns:\n{line}\n\n{out}",
+                    line.width()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn invoke_on_a_simulator_state_runs_at_the_state_s_time() {
+    let dir = std::env::temp_dir().join(format!("nodewright-invoke-sim-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let state = dir.join("state");
+    let state = state.to_str().expect("utf-8");
+    let plot = dir.join("plot.svg");
+    // 30 s into DataMigrate's second daily scale-up: claims launched, not registered yet.
+    let sim = nodewright(&[
+        "simulate",
+        "--until",
+        "33h0m30s",
+        "--state-out",
+        state,
+        "--plot",
+        plot.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(sim.status.code(), Some(0), "{}", text(&sim));
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("state/state.json")).expect("state")).expect("json");
+    let at = saved["at"].as_i64().expect("at");
+    let claims = saved["claims"].as_array().map_or(0, Vec::len);
+    let in_flight = saved["claims"]
+        .as_array()
+        .expect("claims")
+        .iter()
+        .filter(|c| c["state"] == "launched")
+        .count();
+    assert!(in_flight > 0, "{saved}");
+
+    let copy = |name: &str| {
+        let to = dir.join(name);
+        std::fs::create_dir_all(&to).expect("dir");
+        std::fs::copy(dir.join("state/state.json"), to.join("state.json")).expect("copy");
+        to.to_str().expect("utf-8").to_string()
+    };
+    let consolidate = |state: &str, extra: &[&str]| {
+        let mut args = vec![
+            "invoke",
+            "consolidation",
+            "--event",
+            "events/scheduled.json",
+            "--cluster",
+            "sim",
+            "--nodepool",
+            "examples/sim/nodepools.yaml",
+            "--state",
+            state,
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let o = nodewright(&args);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+        doc["actions"]
+            .as_array()
+            .expect("actions")
+            .iter()
+            .filter(|a| a["action"] == "terminated")
+            .count()
+    };
+
+    // At the state's time (the default) the claims are 30 s old: none terminated, and the state is
+    // saved at that time again.
+    let here = copy("at-state");
+    assert_eq!(consolidate(&here, &[]), 0);
+    let after: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("at-state/state.json")).expect("state")).expect("json");
+    assert_eq!(after["at"].as_i64(), Some(at));
+    assert_eq!(after["claims"].as_array().map_or(0, Vec::len), claims);
+
+    // Told to run at the event's own time (weeks later), every launched claim is past its
+    // registration timeout (the Ready ones stay).
+    let there = copy("at-event");
+    assert_eq!(consolidate(&there, &["--now", "event"]), in_flight);
+
+    // An explicit time 20 minutes on: past the 15-minute registration timeout too.
+    let later = nodewright_core::time::format_rfc3339(at + 20 * 60_000);
+    let then = copy("later");
+    assert_eq!(consolidate(&then, &["--now", &later]), in_flight);
+
+    let bad = nodewright(&[
+        "invoke",
+        "consolidation",
+        "--event",
+        "events/scheduled.json",
+        "--now",
+        "soon",
+    ]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    assert!(text(&bad).contains("--now: \"soon\" is not"), "{}", text(&bad));
+}
+
+#[test]
+fn a_node_class_in_another_file_of_the_call_is_no_warning() {
+    let pools = temp_file(
+        "split-pools.yaml",
+        "apiVersion: karpenter.sh/v1
+kind: NodePool
+metadata: {name: general}
+spec:
+  template:
+    spec:
+      nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}
+      requirements:
+        - {key: karpenter.k8s.aws/instance-family, operator: In, values: [m5]}
+",
+    );
+    let classes = temp_file(
+        "split-classes.yaml",
+        "apiVersion: karpenter.k8s.aws/v1
+kind: EC2NodeClass
+metadata: {name: default}
+spec:
+  amiSelectorTerms: [{alias: al2023@latest}]
+  role: NodeRole
+  subnetSelectorTerms: [{tags: {karpenter.sh/discovery: demo}}]
+  securityGroupSelectorTerms: [{tags: {karpenter.sh/discovery: demo}}]
+",
+    );
+    let (pools, classes) = (pools.to_str().expect("utf-8"), classes.to_str().expect("utf-8"));
+    let pods = temp_file("split-pods.yaml", "- {name: a, requests: {cpu: 1, memory: 1Gi}}\n");
+    let pods = pods.to_str().expect("utf-8");
+
+    // Alone, the pool's file warns (the class must exist at deploy time).
+    let o = nodewright(&["validate", pools]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("nodeClassRef \"default\" is not defined"),
+        "{}",
+        text(&o)
+    );
+    // Given with the class's file: no warning, from validate or plan.
+    let o = nodewright(&["validate", pools, classes]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(!text(&o).contains("warning"), "{}", text(&o));
+    assert!(text(&o).contains("ok: 1 pool(s), 1 node class(es)"), "{}", text(&o));
+    let o = nodewright(&["plan", "--nodepool", pools, "--nodepool", classes, "--pods", pods]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(!text(&o).contains("warning"), "{}", text(&o));
+    let o = nodewright(&["plan", "--nodepool", pools, "--pods", pods]);
+    assert!(text(&o).contains("warning: "), "{}", text(&o));
+}
+
+#[test]
+fn default_files_are_found_outside_the_repository_or_named_with_their_flag() {
+    let elsewhere = std::env::temp_dir();
+    let event = root().join("events/pod-pending.json");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_nodewright"))
+            .args(args)
+            .current_dir(&elsewhere)
+            .output()
+            .expect("run nodewright")
+    };
+    // The default --nodepool (examples/nodepools.yaml) is the repository's.
+    let o = run(&[
+        "invoke",
+        "pod-pending",
+        "--event",
+        event.to_str().expect("utf-8"),
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = run(&["bench-handler", "--sizes", "10", "--runs", "1"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // A file the user names is theirs: not looked up elsewhere.
+    let o = run(&[
+        "invoke",
+        "pod-pending",
+        "--event",
+        event.to_str().expect("utf-8"),
+        "--nodepool",
+        "examples/none.yaml",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("examples/none.yaml: No such file"), "{}", text(&o));
 }
