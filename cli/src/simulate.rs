@@ -5,20 +5,19 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use nodewright_core::Config;
 use nodewright_sim::{CsvOptions, FixedGroupSpec, Report, RunReport, SimConfig, workload};
 
-use crate::report::table;
+use crate::report::{money, table_with_width, width};
 use crate::{exit, read_file};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// NodePool / EC2NodeClass YAML (Karpenter v1).
-    #[arg(long = "nodepool", default_value = "examples/sim/nodepools.yaml")]
+    #[arg(long = "nodepool", default_value = DEFAULT_NODEPOOLS)]
     nodepools: Vec<PathBuf>,
     /// The workload: a CSV trace (name,cpu_milli,memory_mib,num_gpu,creation_time,deletion_time)
     /// or a YAML list of deployments with replica changes (docs/simulator.md).
-    #[arg(long, default_value = "examples/sim/datamigrate.yaml")]
+    #[arg(long, default_value = DEFAULT_WORKLOAD)]
     workload: PathBuf,
     /// CSV only: replay the first N pods.
     #[arg(long)]
@@ -83,10 +82,14 @@ pub fn run(args: &Args) -> u8 {
     }
 }
 
+const DEFAULT_NODEPOOLS: &str = "examples/sim/nodepools.yaml";
+const DEFAULT_WORKLOAD: &str = "examples/sim/datamigrate.yaml";
+
 fn load_workload(args: &Args) -> Result<nodewright_sim::Workload, String> {
-    let text = read_file(&args.workload)?;
+    let path = crate::paths::default_file(&args.workload, DEFAULT_WORKLOAD, "--workload")?;
+    let text = read_file(&path)?;
     let source = args.workload.display().to_string();
-    let is_csv = args.workload.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    let is_csv = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
     let w = if is_csv {
         workload::load_csv(
             &text,
@@ -107,15 +110,15 @@ fn load_workload(args: &Args) -> Result<nodewright_sim::Workload, String> {
 
 fn simulate(args: &Args) -> Result<u8, (u8, String)> {
     let usage = |e: String| (exit::USAGE, e);
-    let mut config = Config::default();
-    for f in &args.nodepools {
-        let text = read_file(f).map_err(usage)?;
-        let (c, warnings) =
-            Config::parse_strict(&text, &f.display().to_string()).map_err(|e| (exit::INVALID, e.to_string()))?;
-        for w in warnings {
-            eprintln!("warning: {w}");
-        }
-        config.merge(c);
+    let files = args
+        .nodepools
+        .iter()
+        .map(|f| crate::paths::default_file(f, DEFAULT_NODEPOOLS, "--nodepool"))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(usage)?;
+    let (config, warnings) = crate::load_config(&files)?;
+    for w in warnings {
+        eprintln!("warning: {w}");
     }
     let mut workload = load_workload(args).map_err(|e| (exit::INVALID, e))?;
     if let Some(span) = &args.until {
@@ -236,9 +239,13 @@ fn cells(r: &RunReport) -> Vec<String> {
         }
     };
     vec![
-        format!("${:.2} (${:.2} / 30 days)", r.total_cost_usd, r.cost_per_month_usd),
+        format!(
+            "${:.2} (${:.2} / 30 days)",
+            money(r.total_cost_usd),
+            money(r.cost_per_month_usd)
+        ),
         format!("{:.1}", r.node_hours),
-        r.cost_per_pod_hour.map_or("-".into(), |c| format!("${c:.4}")),
+        r.cost_per_pod_hour.map_or("-".into(), |c| format!("${:.4}", money(c))),
         format!("{:.0}%", r.utilization.cpu * 100.0),
         format!("{:.0}%", r.utilization.memory * 100.0),
         r.utilization.gpu.map_or("-".into(), |g| format!("{:.0}%", g * 100.0)),
@@ -260,7 +267,9 @@ fn cells(r: &RunReport) -> Vec<String> {
         r.interruptions_handled.to_string(),
         format!(
             "{} actions, {} nodes, ${:.2} saved",
-            r.consolidation.actions, r.consolidation.nodes, r.consolidation.saved_usd
+            r.consolidation.actions,
+            r.consolidation.nodes,
+            money(r.consolidation.saved_usd)
         ),
         match r.churn.evictions_per_node_hour_saved {
             Some(rate) => format!(
@@ -280,13 +289,17 @@ fn print_saving(report: &Report) {
     println!(
         "Saving vs {}: {pct:.1}% (${:.2} over the run, ${:.2} per 30-day month)",
         b.autoscaler,
-        split.total_usd,
-        report.saving_per_month_usd.unwrap_or(0.0)
+        money(split.total_usd),
+        money(report.saving_per_month_usd.unwrap_or(0.0))
     );
-    println!(
-        "  from spot prices ${:.2}, faster scale-down ${:.2}, consolidation ${:.2}, instance choice and packing ${:.2}",
-        split.spot_usd, split.idle_capacity_usd, split.consolidation_usd, split.instance_choice_usd
-    );
+    for (cause, usd) in [
+        ("spot prices", split.spot_usd),
+        ("faster scale-down", split.idle_capacity_usd),
+        ("consolidation", split.consolidation_usd),
+        ("instance choice and packing", split.instance_choice_usd),
+    ] {
+        println!("  {cause:<28} {:>10}", format!("${:.2}", money(usd)));
+    }
     let nw = &report.nodewright;
     if nw.pods.never_ran > b.pods.never_ran {
         println!(
@@ -294,6 +307,46 @@ fn print_saving(report: &Report) {
             nw.pods.never_ran, b.pods.never_ran, b.autoscaler
         );
     }
+}
+
+const LABELS: [&str; 13] = [
+    "Total cost",
+    "Node-hours",
+    "Cost per pod-hour",
+    "CPU utilization",
+    "Memory utilization",
+    "GPU utilization",
+    "Pending p50 / p95 / p99",
+    "Pods",
+    "Never ran",
+    "Launches",
+    "Spot interruptions handled",
+    "Consolidation",
+    "Evictions",
+];
+
+/// The side-by-side table, fitted to `width` columns with words kept whole when they fit.
+fn report_table(report: &Report, width: u16) -> comfy_table::Table {
+    let ours = cells(&report.nodewright);
+    let mut t = match &report.baseline {
+        Some(b) => {
+            let mut t = table_with_width(["", "nodewright", b.autoscaler.as_str()], width);
+            let theirs = cells(b);
+            for ((l, o), th) in LABELS.iter().zip(&ours).zip(&theirs) {
+                t.add_row([l.to_string(), o.clone(), th.clone()]);
+            }
+            t
+        }
+        None => {
+            let mut t = table_with_width(["", "nodewright"], width);
+            for (l, o) in LABELS.iter().zip(&ours) {
+                t.add_row([l.to_string(), o.clone()]);
+            }
+            t
+        }
+    };
+    crate::report::keep_words(&mut t);
+    t
 }
 
 fn print_report(report: &Report) {
@@ -305,40 +358,7 @@ fn print_report(report: &Report) {
         report.seed,
         report.launch_delay_seconds + report.registration_delay_seconds
     );
-    let labels = [
-        "Total cost",
-        "Node-hours",
-        "Cost per pod-hour",
-        "CPU utilization",
-        "Memory utilization",
-        "GPU utilization",
-        "Pending p50 / p95 / p99",
-        "Pods",
-        "Never ran",
-        "Launches",
-        "Spot interruptions handled",
-        "Consolidation",
-        "Evictions",
-    ];
-    let ours = cells(&report.nodewright);
-    let t = match &report.baseline {
-        Some(b) => {
-            let mut t = table(["", "nodewright", b.autoscaler.as_str()]);
-            let theirs = cells(b);
-            for ((l, o), th) in labels.iter().zip(&ours).zip(&theirs) {
-                t.add_row([l.to_string(), o.clone(), th.clone()]);
-            }
-            t
-        }
-        None => {
-            let mut t = table(["", "nodewright"]);
-            for (l, o) in labels.iter().zip(&ours) {
-                t.add_row([l.to_string(), o.clone()]);
-            }
-            t
-        }
-    };
-    println!("{t}");
+    println!("{}", report_table(report, width()));
     print_saving(report);
     let mut types: Vec<_> = report.nodewright.node_hours_by_type.iter().collect();
     types.sort_by(|a, b| b.1.total_cmp(a.1));
@@ -354,5 +374,30 @@ fn print_report(report: &Report) {
     }
     for n in &report.notes {
         println!("note: {n}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::testing::assert_fits;
+
+    #[test]
+    fn the_report_table_fits_80_and_100_columns() {
+        let (pools, _) =
+            nodewright_core::Config::parse_strict(include_str!("../../examples/sim/nodepools.yaml"), "nodepools.yaml")
+                .expect("the example pools parse");
+        let w = workload::load_deployments(
+            "duration: 3h\ndeployments:\n  - {name: api, cpu: 1500m, memory: 2560Mi, replicas: [{at: 0s, count: 3}]}\n",
+            "w.yaml",
+        )
+        .expect("workload");
+        let spec = FixedGroupSpec::parse("fixed:t3.medium:2").expect("spec");
+        let report = nodewright_sim::simulate(&SimConfig::default(), pools, &w, Some(&spec), &mut |_| {})
+            .expect("simulation runs");
+        for width in [80, 100] {
+            let out = assert_fits(&report_table(&report, width), width, "simulate");
+            assert!(out.contains("Never ran") && out.contains("fixed:t3.medium:2"), "{out}");
+        }
     }
 }

@@ -19,6 +19,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use nodewright_core::Resources;
 use nodewright_core::disruption::{self, ManagedNode};
 use nodewright_core::model::ClaimState;
 use nodewright_core::ports::EpochMillis;
@@ -595,11 +596,14 @@ fn pods_digest<'p>(pods: impl Iterator<Item = &'p nodewright_core::Pod>) -> Stri
 }
 
 /// When the pods on `claim`'s node last changed, given their digest now; records a change on the
-/// claim. The first sighting counts from the node's readiness (when its pods arrived is unknown).
+/// claim, with what the node's bound pods now request (provisioning only knew what it planned there;
+/// `avail` reads free capacity, GPUs above all, from this). The first sighting counts from the
+/// node's readiness (when its pods arrived is unknown).
 async fn pods_changed_at<S: State, C: Capacity, K: ClusterApi>(
     deps: &Deps<S, C, K>,
     claim: &ClaimRecord,
     digest: &str,
+    requested: Resources,
     now: EpochMillis,
 ) -> Result<EpochMillis> {
     if let (Some(d), Some(at)) = (&claim.pods_digest, claim.pods_changed_at)
@@ -614,6 +618,7 @@ async fn pods_changed_at<S: State, C: Capacity, K: ClusterApi>(
     let mut updated = claim.clone();
     updated.pods_digest = Some(digest.to_string());
     updated.pods_changed_at = Some(at);
+    updated.requested = Some(requested);
     updated.version += 1;
     // A lost race means another run recorded the change; either time is right within a tick.
     deps.state.replace_claim(&updated, claim.version).await?;
@@ -698,7 +703,8 @@ async fn disrupt<S: State, C: Capacity, K: ClusterApi>(
             .is_some_and(|v| v == "true");
         m.node_class_hash = claim.node_class_hash.clone();
         if !m.disrupting {
-            m.last_pod_change_at = Some(pods_changed_at(deps, claim, &digest, now).await? / 1000);
+            let requested = m.node.requested();
+            m.last_pod_change_at = Some(pods_changed_at(deps, claim, &digest, requested, now).await? / 1000);
         }
         planned_digests.insert(n.node.name.as_str(), digest);
         managed.push(m);

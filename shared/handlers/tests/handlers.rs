@@ -527,16 +527,24 @@ async fn consolidate_after_counts_from_the_last_pod_change_not_from_readiness() 
     assert!(seen.pods_digest.is_some());
     assert!(seen.entered(ClaimState::Ready).is_some());
     assert_eq!(seen.pods_changed_at, seen.entered(ClaimState::Ready));
+    // What the node's bound pods request is recorded (avail reads free capacity from it), not
+    // what provisioning once planned there.
+    let bound = small_pod("batch-0");
+    assert_eq!(
+        seen.requested.as_ref().map(|r| r.cpu_milli()),
+        Some(bound.requests.cpu_milli()),
+        "{:?}",
+        seen.requested
+    );
 
     // The pod leaves: the node is empty, but only just (consolidateAfter is 1m).
     deps.cluster.as_ref().unwrap().set_bound(Vec::new());
     let left = NOW + 10 * 60_000 + 30_000;
     let o = run(Function::Consolidation, &deps, &tick(2), left).await;
     assert!(disruptions(&o).is_empty(), "{o:#?}");
-    assert_eq!(
-        deps.state.get_claim(&claim.id).await.unwrap().unwrap().pods_changed_at,
-        Some(left)
-    );
+    let after = deps.state.get_claim(&claim.id).await.unwrap().unwrap();
+    assert_eq!(after.pods_changed_at, Some(left));
+    assert_eq!(after.requested.as_ref().map(|r| r.cpu_milli()), Some(0), "the pod left");
 
     // A minute after the change: deleted as empty.
     let o = run(Function::Consolidation, &deps, &tick(3), left + 61_000).await;
