@@ -18,7 +18,9 @@ pub fn default_file(path: &Path, default: &str, flag: &str) -> Result<PathBuf, S
     let exe = std::env::current_exe().ok();
     let candidates = exe
         .iter()
-        .flat_map(|e| e.ancestors().skip(1))
+        // Up to the repository of target/<profile>/[deps/]<binary>, no further: an installed
+        // binary must not pick up whatever examples/ sits in a parent directory.
+        .flat_map(|e| e.ancestors().skip(1).take(4))
         .map(Path::to_path_buf)
         .chain(std::iter::once(PathBuf::from(BUILT_IN)));
     find_in(candidates, default).ok_or_else(|| {

@@ -596,9 +596,12 @@ fn pods_digest<'p>(pods: impl Iterator<Item = &'p nodewright_core::Pod>) -> Stri
 }
 
 /// When the pods on `claim`'s node last changed, given their digest now; records a change on the
-/// claim, with what the node's bound pods now request (provisioning only knew what it planned there;
-/// `avail` reads free capacity, GPUs above all, from this). The first sighting counts from the
-/// node's readiness (when its pods arrived is unknown).
+/// claim. The first sighting counts from the node's readiness (when its pods arrived is unknown).
+///
+/// A Ready claim also records what the node's bound pods now request (provisioning only knew what
+/// it planned there; `avail` reads free capacity, GPUs above all, from it), whenever that differs.
+/// A claim still in flight keeps its planned requests: its pods are not bound yet, and provisioning
+/// packs onto it by what was planned.
 async fn pods_changed_at<S: State, C: Capacity, K: ClusterApi>(
     deps: &Deps<S, C, K>,
     claim: &ClaimRecord,
@@ -606,19 +609,26 @@ async fn pods_changed_at<S: State, C: Capacity, K: ClusterApi>(
     requested: Resources,
     now: EpochMillis,
 ) -> Result<EpochMillis> {
-    if let (Some(d), Some(at)) = (&claim.pods_digest, claim.pods_changed_at)
-        && d == digest
-    {
+    let refresh =
+        (claim.state == ClaimState::Ready && claim.requested.as_ref() != Some(&requested)).then_some(requested);
+    let unchanged = match (&claim.pods_digest, claim.pods_changed_at) {
+        (Some(d), Some(at)) if d == digest => Some(at),
+        _ => None,
+    };
+    if let (Some(at), None) = (unchanged, &refresh) {
         return Ok(at);
     }
-    let at = match claim.pods_digest {
-        None => claim.entered(ClaimState::Ready).unwrap_or(now),
-        Some(_) => now,
+    let at = match (unchanged, &claim.pods_digest) {
+        (Some(at), _) => at,
+        (None, None) => claim.entered(ClaimState::Ready).unwrap_or(now),
+        (None, Some(_)) => now,
     };
     let mut updated = claim.clone();
     updated.pods_digest = Some(digest.to_string());
     updated.pods_changed_at = Some(at);
-    updated.requested = Some(requested);
+    if let Some(r) = refresh {
+        updated.requested = Some(r);
+    }
     updated.version += 1;
     // A lost race means another run recorded the change; either time is right within a tick.
     deps.state.replace_claim(&updated, claim.version).await?;

@@ -654,3 +654,34 @@ async fn auto_scaling_pool_nodes_are_protected_while_busy_and_scaled_in_when_idl
     assert_eq!(claim_state(&deps, "asg-b").await, ClaimState::Terminating);
     assert_eq!(claim_state(&deps, "asg-a").await, ClaimState::Ready);
 }
+
+/// A claim whose node has joined but is not Ready keeps what provisioning planned onto it: its
+/// pods are not bound yet, and the next batch packs onto it by those numbers. Only Ready claims
+/// take their requests from the bound pods.
+#[tokio::test]
+async fn a_registering_claim_keeps_its_planned_requests() {
+    let deps = deps();
+    sample_batch(&deps).await;
+    let claim = deps.state.claim_records().into_iter().next().unwrap();
+    let planned = claim.requested.clone();
+    assert!(planned.as_ref().is_some_and(|r| r.cpu_milli() > 0), "{planned:?}");
+    let iid = claim.instance_id.clone().unwrap();
+    let mut joined = node_for(&iid, claim.instance_type.as_deref().unwrap());
+    joined.ready = false;
+    deps.cluster.as_ref().unwrap().set_nodes(vec![joined]);
+    deps.cluster.as_ref().unwrap().set_bound(Vec::new());
+    deps.state
+        .transition_claim(
+            &claim.id,
+            ClaimState::Registered,
+            NOW + 30_000,
+            &nodewright_core::ports::state::ClaimUpdate::default(),
+        )
+        .await
+        .unwrap();
+
+    run(Function::Consolidation, &deps, &tick(1), NOW + 60_000).await;
+    let seen = deps.state.get_claim(&claim.id).await.unwrap().unwrap();
+    assert_eq!(seen.state, ClaimState::Registered, "still joining");
+    assert_eq!(seen.requested, planned, "no bound pods yet: the planned requests stay");
+}

@@ -159,15 +159,18 @@ impl NodewrightSim {
                             ..
                         } => self.stats.on_demand_fallbacks += 1,
                         Action::Disruption {
+                            reason,
                             nodes,
                             saving_per_hour,
                             replacements,
-                            ..
                         } => {
                             self.stats.disruption_actions += 1;
                             self.stats.disrupted_nodes += nodes.len() as u32;
                             self.stats.disruption_saving_per_hour += saving_per_hour;
-                            self.count_consolidation(world, nodes, *replacements, *saving_per_hour, now);
+                            // Expiry and drift replace nodes for their own reasons, at any cost.
+                            if reason == "Underutilized" {
+                                self.count_consolidation(world, nodes, *replacements, *saving_per_hour, now);
+                            }
                         }
                         Action::Unschedulable { .. } => self.stats.unschedulable_reports += 1,
                         _ => {}

@@ -20,8 +20,9 @@ const PALETTE: [&str; 8] = [
 ];
 const OTHER: &str = "other types";
 
-/// A line panel: title, unit, the sampled value, and whether a bucket keeps its maximum.
-type LinePanel = (&'static str, &'static str, fn(&Sample) -> f64, bool);
+/// A line panel: title, unit, the sampled value, whether a bucket keeps its maximum, and whether
+/// the value is a count (whole ticks, an axis of at least 1) rather than dollars.
+type LinePanel = (&'static str, &'static str, fn(&Sample) -> f64, bool, bool);
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
@@ -62,6 +63,8 @@ fn buckets(samples: &[Sample]) -> Vec<&[Sample]> {
 struct Panel {
     y0: f64,
     max: f64,
+    /// Counts: ticks on whole numbers.
+    whole: bool,
     /// The x range shown, in display units (hours or days).
     x_min: f64,
     x_max: f64,
@@ -85,7 +88,11 @@ fn axes(svg: &mut String, p: &Panel, title: &str, y_label: &str, x_label: &str) 
         p.y0 - 12.0,
         esc(title)
     );
-    let step = nice_step(p.max);
+    let step = if p.whole {
+        nice_step(p.max).max(1.0)
+    } else {
+        nice_step(p.max)
+    };
     let mut v = 0.0;
     while v <= p.max + 1e-9 {
         let y = p.y(v);
@@ -218,7 +225,14 @@ pub fn svg_window(report: &Report, window: Window) -> String {
     let panels_below = if gpus { 4.0 } else { 3.0 };
 
     // Stacked node counts: the types with the most node-hours, the rest summed.
-    let mut by_hours: Vec<(&String, &f64)> = report.nodewright.node_hours_by_type.iter().collect();
+    // Node time per type inside the window (samples are evenly spaced): the legend names what is drawn.
+    let mut in_window: BTreeMap<String, f64> = BTreeMap::new();
+    for s in nw {
+        for (t, n) in &s.nodes_by_type {
+            *in_window.entry(t.clone()).or_default() += f64::from(*n);
+        }
+    }
+    let mut by_hours: Vec<(&String, &f64)> = in_window.iter().collect();
     by_hours.sort_by(|a, b| b.1.total_cmp(a.1).then_with(|| a.0.cmp(b.0)));
     let shown: Vec<String> = by_hours
         .iter()
@@ -266,20 +280,24 @@ pub fn svg_window(report: &Report, window: Window) -> String {
     );
     let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let shown = if from > 0.0 || to < end {
-        format!(", showing {from:.1} h to {to:.1} h")
+        format!("showing {from:.1} h to {to:.1} h; ")
     } else {
         String::new()
     };
+    // The file name, not its path: a long path would run off the page.
+    let workload = std::path::Path::new(&report.workload)
+        .file_name()
+        .map_or(report.workload.as_str(), |n| n.to_str().unwrap_or(&report.workload));
     let title = format!(
-        "Nodewright simulation: {} ({} pods, {:.0} h simulated{shown})",
-        report.workload, report.pods, report.simulated_hours
+        "Nodewright simulation: {workload} ({} pods, {:.0} h simulated)",
+        report.pods, report.simulated_hours
     );
     let subtitle = match (&report.baseline, report.saving_percent) {
         (Some(b), Some(s)) => format!(
-            "total ${:.2} vs ${:.2} for {}: {s:.1}% saved",
+            "{shown}total ${:.2} vs ${:.2} for {}: {s:.1}% saved",
             report.nodewright.total_cost_usd, b.total_cost_usd, b.autoscaler
         ),
-        _ => format!("total ${:.2}", report.nodewright.total_cost_usd),
+        _ => format!("{shown}total ${:.2}", report.nodewright.total_cost_usd),
     };
     let _ = writeln!(
         svg,
@@ -294,6 +312,7 @@ pub fn svg_window(report: &Report, window: Window) -> String {
     let p1 = Panel {
         y0: TOP,
         max: max_nodes * 1.05,
+        whole: true,
         x_min,
         x_max,
         x_scale,
@@ -342,11 +361,12 @@ pub fn svg_window(report: &Report, window: Window) -> String {
 
     // Line panels: cost rate, cumulative cost, pending pods, GPUs.
     let mut panels: Vec<LinePanel> = vec![
-        ("Cost rate", "USD per hour", |s| s.dollars_per_hour, false),
+        ("Cost rate", "USD per hour", |s| s.dollars_per_hour, false, false),
         (
             "Cumulative cost",
             "USD since the start",
             |s| s.cumulative_cost_usd,
+            false,
             false,
         ),
         (
@@ -354,12 +374,13 @@ pub fn svg_window(report: &Report, window: Window) -> String {
             "pods (max per interval)",
             |s| f64::from(s.pending_pods),
             true,
+            true,
         ),
     ];
     if gpus {
-        panels.push(("GPUs bought", "GPUs (max per interval)", |s| s.gpus as f64, true));
+        panels.push(("GPUs bought", "GPUs (max per interval)", |s| s.gpus as f64, true, true));
     }
-    for (i, (title, unit, f, reduce_max)) in panels.into_iter().enumerate() {
+    for (i, (title, unit, f, reduce_max, whole)) in panels.into_iter().enumerate() {
         let ours = series(nw, f, reduce_max);
         let theirs = base.map(|b| series(b, f, reduce_max));
         let max = ours
@@ -367,11 +388,13 @@ pub fn svg_window(report: &Report, window: Window) -> String {
             .chain(theirs.iter().flatten())
             .map(|p| p.1)
             .fold(0.0, f64::max)
-            .max(1.0)
+            // Counts get an axis of at least 1; dollars fit their values (a cent at least).
+            .max(if whole { 1.0 } else { 0.01 })
             * 1.05;
         let p = Panel {
             y0: TOP + (i as f64 + 1.0) * (PANEL_HEIGHT + GAP),
             max,
+            whole,
             x_min,
             x_max,
             x_scale,
@@ -412,6 +435,7 @@ mod tests {
     }
 
     fn report(gpus: u64) -> Report {
+        // A path, as the CLI passes it: the title shows the file name only.
         let timeline: Vec<Sample> = (0..=48).map(|h| sample(f64::from(h), gpus, f64::from(h))).collect();
         let run = crate::report::RunReport {
             autoscaler: "nodewright".into(),
@@ -467,7 +491,7 @@ mod tests {
             timeline,
         };
         Report {
-            workload: "w".into(),
+            workload: "/a/long/path/to/the/workload.csv".into(),
             pods: 0,
             simulated_hours: 48.0,
             seed: 1,
@@ -515,11 +539,46 @@ mod tests {
             },
         );
         assert!(zoomed.contains("showing 10.0 h to 20.0 h"));
+        assert!(zoomed.contains("simulation: workload.csv (") && !zoomed.contains("/a/long/path"));
         let ticks = x_ticks(&zoomed);
         assert_eq!(ticks.first(), Some(&10.0), "{ticks:?}");
         assert_eq!(ticks.last(), Some(&20.0), "{ticks:?}");
         // The cumulative cost axis fits the window's values (10..20 $), not the run's (48 $).
         assert!(!zoomed.contains(">40<"), "y axis limited to the window");
+
+        // The legend names the types drawn in the window only.
+        let mut late = report(4);
+        for s in late.nodewright.timeline.iter_mut().filter(|s| s.at_hours > 30.0) {
+            s.nodes_by_type.insert("m5.large".into(), 1);
+        }
+        assert!(svg(&late).contains(">m5.large<"));
+        let early = svg_window(
+            &late,
+            Window {
+                from_hours: Some(0.0),
+                to_hours: Some(20.0),
+            },
+        );
+        assert!(
+            !early.contains(">m5.large<"),
+            "a type outside the window is not in the legend"
+        );
+        // Counts tick on whole numbers; dollars fit their values (the cost rate is 1 $/h here).
+        // The node panel (one node: a fractional step unless counts tick on whole numbers).
+        let node_labels: Vec<&str> = full
+            .lines()
+            .filter(|l| l.contains(r#"text-anchor="end""#))
+            .filter(|l| {
+                l.split(r#"y1=""#)
+                    .nth(1)
+                    .and_then(|r| r.split('"').next())
+                    .and_then(|y| y.parse::<f64>().ok())
+                    .is_some_and(|y| (TOP..=TOP + PANEL_HEIGHT).contains(&y))
+            })
+            .filter_map(|l| l.rsplit_once("\">")?.1.strip_suffix("</text>"))
+            .collect();
+        assert_eq!(node_labels, ["0", "1"], "whole nodes only");
+        assert!(full.contains(">1.0<"), "the dollar axis reaches its values");
 
         let cpu_only = svg(&report(0));
         assert!(!cpu_only.contains(">GPUs bought<"), "no GPU panel without GPUs");

@@ -1,7 +1,7 @@
 //! Nodewright's disruption search: forceful and drift replacements, emptiness, and consolidation.
 //!
 //! Consolidation runs three passes over the candidates, cheapest-to-move first (disruption cost,
-//! then lowest utilization, then highest price), and never moves a pod onto an empty node that
+//! then lowest utilization, then highest price), and never plans a pod onto an empty node that
 //! emptiness will remove (`Simulation::close_emptying`):
 //! 1. **Delete search over every candidate** (not a 100-candidate prefix): galloping group testing.
 //!    A batch of candidates is removed together and their pods rescheduled onto the rest; a batch

@@ -132,7 +132,8 @@ impl<'a> Simulation<'a> {
     }
 
     /// Closes the empty nodes that emptiness will remove (now or once `consolidateAfter` has
-    /// passed) to the pods consolidation displaces. Moving a running pod onto a node that is about
+    /// passed) to the pods consolidation displaces, in the plan (the drain itself leaves the choice
+    /// to the kube-scheduler: docs/disruption.md). Moving a running pod onto a node that is about
     /// to go spends an eviction on a saving that deleting the empty node makes anyway, and makes
     /// that node busy again: after a peak, every empty node would take one displaced pod and
     /// none would go (Karpenter disrupts empty nodes first for the same reason). Nodes that stay

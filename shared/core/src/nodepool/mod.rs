@@ -58,6 +58,8 @@ impl Config {
             .collect();
         let mut config = Config::default();
         let mut all = Diagnostics::default();
+        let mut pool_sources: BTreeMap<String, String> = BTreeMap::new();
+        let mut class_sources: BTreeMap<String, String> = BTreeMap::new();
         for (i, (text, source)) in files.iter().enumerate() {
             let others: Vec<String> = classes
                 .iter()
@@ -69,6 +71,23 @@ impl Config {
             all.errors.extend(d.errors);
             all.warnings.extend(d.warnings);
             if let Some(c) = c {
+                // A name defined in two files: the later definition is used (see `merge`), said.
+                for p in &c.node_pools {
+                    if let Some(first) = pool_sources.insert(p.name.clone(), source.clone()) {
+                        all.warnings.push(format!(
+                            "{source}: NodePool {}: also defined in {first}; this later definition is used",
+                            p.name
+                        ));
+                    }
+                }
+                for k in &c.node_classes {
+                    if let Some(first) = class_sources.insert(k.name.clone(), source.clone()) {
+                        all.warnings.push(format!(
+                            "{source}: EC2NodeClass {}: also defined in {first}; this later definition is used",
+                            k.name
+                        ));
+                    }
+                }
                 config.merge(c);
             }
         }
@@ -96,9 +115,18 @@ impl Config {
     }
 
     /// Merges another file's declarations (the CLI accepts several files).
+    /// Adds `other`'s pools and classes; one with a name already here replaces it (the later
+    /// definition wins, as `kubectl apply` of the files in order would leave it), so every lookup by
+    /// name agrees.
     pub fn merge(&mut self, other: Config) {
-        self.node_pools.extend(other.node_pools);
-        self.node_classes.extend(other.node_classes);
+        for p in other.node_pools {
+            self.node_pools.retain(|q| q.name != p.name);
+            self.node_pools.push(p);
+        }
+        for c in other.node_classes {
+            self.node_classes.retain(|k| k.name != c.name);
+            self.node_classes.push(c);
+        }
     }
 }
 

@@ -272,6 +272,29 @@ spec:
     let config = config.unwrap();
     assert_eq!((config.node_pools.len(), config.node_classes.len()), (1, 1));
 
+    // A name in two files: one definition (the later), and a warning naming both files.
+    let later = class.replace("role: NodeRole", "role: LaterRole");
+    let files = [
+        (pool("default"), "pools.yaml".to_string()),
+        (class.clone(), "classes.yaml".to_string()),
+        (later.clone(), "more.yaml".to_string()),
+    ];
+    let (config, d) = Config::parse_all(&files);
+    let config = config.unwrap();
+    assert_eq!(config.node_classes.len(), 1, "lookups by name must agree");
+    assert_eq!(
+        config.node_classes[0].role.as_deref(),
+        Some("LaterRole"),
+        "the later file's wins"
+    );
+    assert!(
+        d.warnings
+            .iter()
+            .any(|w| w.starts_with("more.yaml: EC2NodeClass default: also defined in classes.yaml")),
+        "{:?}",
+        d.warnings
+    );
+
     // A class no file declares still warns, naming the pool's file.
     let files = [
         (pool("gpu"), "pools.yaml".to_string()),
