@@ -337,16 +337,6 @@ fn cheapest<'t>(admitted: &[&'t InstanceType], keep: impl Fn(&InstanceType) -> b
         .map(|(_, n)| n)
 }
 
-const LIVE: [ClaimState; 7] = [
-    ClaimState::Launching,
-    ClaimState::Launched,
-    ClaimState::Registered,
-    ClaimState::Ready,
-    ClaimState::Cordoned,
-    ClaimState::Draining,
-    ClaimState::Terminating,
-];
-
 /// The per-model summary (see [`GpuModelRow`]).
 fn gpu_models(
     view: &StateView,
@@ -394,7 +384,7 @@ fn gpu_models(
             let mut instance_types: BTreeSet<&str> = BTreeSet::new();
             let (mut available_now, mut total, mut live) = (0, 0, 0);
             let mut limits_known = limits_given;
-            for c in view.claims.iter().filter(|c| LIVE.contains(&c.state)) {
+            for c in view.claims.iter().filter(|c| !c.state.is_terminal()) {
                 let Some((t, m)) = model_of.get(type_of(c)) else {
                     continue;
                 };
