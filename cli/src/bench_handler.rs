@@ -93,6 +93,7 @@ pub fn run(args: &Args) -> u8 {
                 state,
                 cluster: Some(MemoryCluster::new()),
                 daemonsets: nodewright_handlers::DaemonSets::default(),
+                consolidated: Default::default(),
             };
             let detail = PodPending {
                 schema_version: SCHEMA_VERSION,

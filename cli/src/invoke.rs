@@ -282,6 +282,7 @@ pub fn run(args: &Args) -> u8 {
         state: state.clone(),
         cluster: Some(MemoryCluster::new()),
         daemonsets: nodewright_handlers::DaemonSets::default(),
+        consolidated: Default::default(),
     };
     let runtime = match crate::runtime() {
         Ok(r) => r,

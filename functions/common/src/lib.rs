@@ -103,6 +103,7 @@ pub async fn deps() -> Result<LambdaDeps, Error> {
         capacity,
         cluster,
         daemonsets: nodewright_handlers::DaemonSets::default(),
+        consolidated: Default::default(),
     })
 }
 

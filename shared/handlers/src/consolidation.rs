@@ -41,6 +41,29 @@ const DESCRIBE_GRACE_MS: i64 = 2 * 60 * 1000;
 pub const LAUNCHING_TIMEOUT_MS: i64 = 20 * 60 * 1000;
 /// How long a voluntary drain retries PDB-blocked evictions in one run.
 const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+/// An unchanged cluster is planned again after this long anyway (Karpenter's consolidated state
+/// lasts five minutes): what a fingerprint leaves out (a node's remaining lifetime) drifts slowly.
+pub const REPLAN_UNCHANGED_MS: i64 = 5 * 60 * 1000;
+
+/// Karpenter's "consolidated" state: the fingerprint ([`disruption::fingerprint`]) of the last
+/// cluster a plan found nothing to disrupt in, and when. Planning is most of a run's work and a
+/// quiet cluster asks the same question every minute. Held in memory, so a cold start plans afresh
+/// and concurrent environments never share a stale answer.
+#[derive(Debug, Default)]
+pub struct Consolidated(std::sync::Mutex<Option<(u64, EpochMillis)>>);
+
+impl Consolidated {
+    /// When the plan that found this cluster quiet ran, if it still stands at `now`.
+    fn planned_at(&self, fingerprint: u64, now: EpochMillis) -> Option<EpochMillis> {
+        let last = *self.0.lock().unwrap_or_else(|p| p.into_inner());
+        last.filter(|&(f, at)| f == fingerprint && (0..REPLAN_UNCHANGED_MS).contains(&(now - at)))
+            .map(|(_, at)| at)
+    }
+
+    fn set(&self, mark: Option<(u64, EpochMillis)>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = mark;
+    }
+}
 
 pub async fn handle<S: State, C: Capacity, K: ClusterApi>(
     deps: &Deps<S, C, K>,
@@ -722,19 +745,24 @@ async fn disrupt<S: State, C: Capacity, K: ClusterApi>(
     if managed.is_empty() {
         return Ok(());
     }
-    let plan = disruption::plan(
-        &disruption::Input {
-            nodes: &managed,
-            pools: &deps.settings.config.node_pools,
-            instance_types: &deps.settings.instance_types,
-            type_index: Some(&deps.settings.type_index),
-            daemonsets: &daemonsets,
-            pdbs: &pdbs,
-            node_class_hashes: &deps.settings.node_class_hashes,
-            now: now / 1000,
-        },
-        &deps.settings.disruption,
-    );
+    let input = disruption::Input {
+        nodes: &managed,
+        pools: &deps.settings.config.node_pools,
+        instance_types: &deps.settings.instance_types,
+        type_index: Some(&deps.settings.type_index),
+        daemonsets: &daemonsets,
+        pdbs: &pdbs,
+        node_class_hashes: &deps.settings.node_class_hashes,
+        now: now / 1000,
+    };
+    let fingerprint = disruption::fingerprint(&input);
+    if let Some(planned_at) = fingerprint.and_then(|f| deps.consolidated.planned_at(f, now)) {
+        out.push(Action::Unchanged { planned_at });
+        return Ok(());
+    }
+    // Cleared first: a run that dies past here leaves no claim that the cluster is quiet.
+    deps.consolidated.set(None);
+    let plan = disruption::plan(&input, &deps.settings.disruption);
     let node_claim: HashMap<&str, &ClaimRecord> = nodes
         .items
         .iter()
@@ -816,6 +844,11 @@ async fn disrupt<S: State, C: Capacity, K: ClusterApi>(
                 }
             }
         }
+    }
+    if plan.actions.is_empty()
+        && let Some(f) = fingerprint
+    {
+        deps.consolidated.set(Some((f, now)));
     }
     Ok(())
 }

@@ -47,6 +47,8 @@ pub struct Deps<S, C, K> {
     /// The DaemonSets every new node makes room for: listed from the cluster (cached briefly),
     /// or configured templates without cluster access.
     pub daemonsets: DaemonSets,
+    /// The cluster a disruption plan last found nothing to do in (skips re-planning it).
+    pub consolidated: consolidation::Consolidated,
 }
 
 /// The four functions.

@@ -121,6 +121,10 @@ pub enum Action {
     /// (pods arrived or left, or another invocation took the node).
     #[serde(rename_all = "camelCase")]
     DisruptionAborted { nodes: Vec<String>, why: String },
+    /// Not planned again: nodes, pods, PDBs and candidates are as they were when a plan at
+    /// `planned_at` (epoch ms) found nothing to disrupt (re-planned at least every five minutes).
+    #[serde(rename_all = "camelCase")]
+    Unchanged { planned_at: i64 },
     /// Scale-in protection of an Auto Scaling pool's instances set: busy ones protected, idle ones
     /// released.
     #[serde(rename_all = "camelCase")]

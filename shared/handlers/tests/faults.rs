@@ -36,6 +36,7 @@ fn faulty(base: &MemDeps, faults: &Arc<Faults>) -> FaultyDeps {
         },
         cluster: base.cluster.clone(),
         daemonsets: nodewright_handlers::DaemonSets::default(),
+        consolidated: Default::default(),
     }
 }
 

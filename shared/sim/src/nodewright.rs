@@ -86,6 +86,7 @@ impl NodewrightSim {
                 capacity: capacity.clone(),
                 cluster: Some(cluster.clone()),
                 daemonsets: nodewright_handlers::DaemonSets::default(),
+                consolidated: Default::default(),
             },
             capacity,
             cluster,

@@ -16,6 +16,7 @@ mod simulation;
 mod tests;
 
 use std::collections::BTreeMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 use serde::{Deserialize, Serialize};
 
@@ -229,6 +230,35 @@ pub fn plan(input: &Input<'_>, options: &Options) -> Plan {
     out.evaluations = state.evaluations;
     out.protect = busy_asg_nodes(input);
     out
+}
+
+/// What a plan depends on that changes from run to run under one configuration: the nodes with
+/// their pods and history, the DaemonSets, the PDBs, and what `now` makes of them (which nodes are
+/// candidates for which reason, which budgets are active and what they allow). Under the same
+/// pools, catalogue, class hashes and options (not hashed: they are the caller's fixed settings, and
+/// the catalogue is large), two inputs with one fingerprint plan alike, but for the slow drift of a
+/// node's remaining lifetime in its disruption cost. `None` when the input cannot be hashed (then
+/// nothing may be skipped).
+pub fn fingerprint(input: &Input<'_>) -> Option<u64> {
+    let mut w = HashWriter(DefaultHasher::new());
+    serde_json::to_writer(&mut w, &(input.nodes, input.daemonsets, input.pdbs)).ok()?;
+    let c = candidates::classify(input);
+    (&c.expired, &c.drifted, &c.consolidatable, &c.budget).hash(&mut w.0);
+    Some(w.0.finish())
+}
+
+/// Feeds serialized bytes to a hasher (no buffer of the whole input).
+struct HashWriter(DefaultHasher);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Nodes of Auto Scaling pools that run pods (daemonset pods aside).

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::OnceLock;
 
-use proptest::prelude::{ProptestConfig, TestCaseError, prop, prop_assert, proptest};
+use proptest::prelude::{ProptestConfig, TestCaseError, prop, prop_assert, prop_assert_eq, prop_assert_ne, proptest};
 use proptest::strategy::Strategy as Gen;
 
 use super::*;
@@ -178,6 +178,67 @@ proptest! {
         }
         prop_assert!(quiet == 3, "did not converge within 40 rounds");
     }
+}
+
+fn fingerprint_at(nodes: &[ManagedNode], pools: &[NodePool], now: i64) -> Option<u64> {
+    let hashes = BTreeMap::new();
+    fingerprint(&Input {
+        nodes,
+        pools,
+        instance_types: types(),
+        type_index: None,
+        daemonsets: &[],
+        pdbs: &[],
+        node_class_hashes: &hashes,
+        now,
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// Skipping a plan on an unchanged fingerprint is sound: two moments with one fingerprint plan
+    /// alike (without expireAfter, the only input a fingerprint leaves out is a node's remaining
+    /// lifetime), and the moment a node passes consolidateAfter changes it.
+    #[test]
+    fn one_fingerprint_one_plan(
+        (mut nodes, budget) in cluster(),
+        changes in prop::collection::vec(0i64..2_000, 14),
+        later in 1i64..3_000,
+    ) {
+        for (m, at) in nodes.iter_mut().zip(&changes) {
+            m.last_pod_change_at = Some(at + 10_000);
+        }
+        let mut pool = pool(budget);
+        pool.disruption.consolidate_after_secs = Some(600);
+        let pools = vec![pool];
+        let (t1, t2) = (11_000, 11_000 + later);
+        let f1 = fingerprint_at(&nodes, &pools, t1);
+        let f2 = fingerprint_at(&nodes, &pools, t2);
+        prop_assert!(f1.is_some());
+        let p1 = run(&nodes, &pools, t1, &Options::default());
+        let p2 = run(&nodes, &pools, t2, &Options::default());
+        if f1 == f2 {
+            prop_assert_eq!(&p1.actions, &p2.actions);
+        }
+        // Nodes leave the blocked list only by passing consolidateAfter here.
+        if p1.blocked.len() != p2.blocked.len() {
+            prop_assert_ne!(f1, f2, "a node became a candidate and the fingerprint did not change");
+        }
+    }
+}
+
+#[test]
+fn a_pod_change_changes_the_fingerprint() {
+    let mut n = Node::new("a", "m5.large", "us-east-1a");
+    n.pool = Some("default".into());
+    let m = ManagedNode::new(n, 0);
+    let pools = [pool(1)];
+    let before = fingerprint_at(std::slice::from_ref(&m), &pools, 100_000);
+    assert_eq!(before, fingerprint_at(std::slice::from_ref(&m), &pools, 100_060), "nothing changed");
+    let mut busier = m.clone();
+    busier.node.pods.push(Pod::new("p", 100, 1 << 20));
+    assert_ne!(before, fingerprint_at(&[busier], &pools, 100_000));
 }
 
 #[test]

@@ -53,6 +53,7 @@ pub fn deps_with(pools: &str) -> MemDeps {
         state,
         cluster: Some(MemoryCluster::new()),
         daemonsets: nodewright_handlers::DaemonSets::default(),
+        consolidated: Default::default(),
     }
 }
 

@@ -774,6 +774,7 @@ impl<'o> Story<'o> {
                 faults: faults.clone(),
             }),
             daemonsets: DaemonSets::default(),
+            consolidated: Default::default(),
         };
         let parsed = match event::parse_value(&d.event) {
             Ok(p) => p,
