@@ -7,7 +7,8 @@ use std::time::Instant;
 use nodewright_core::model::cluster_event::{PendingPod, PodPending, SCHEMA_VERSION};
 use nodewright_handlers::adapters::memory::{MemoryCapacity, MemoryCluster, MemoryState};
 use nodewright_handlers::event::{Envelope, Event, Parsed};
-use nodewright_handlers::{Deps, Function, Settings, handle};
+use nodewright_handlers::adapters::handle_in_memory;
+use nodewright_handlers::{Deps, Function, Settings};
 
 use crate::exit;
 use crate::report::{self, rows_or_transposed};
@@ -113,7 +114,7 @@ pub fn run(args: &Args) -> u8 {
             };
             let event = Parsed::Event(Event::PodPending(envelope, Box::new(detail)));
             let start = Instant::now();
-            let outcome = runtime.block_on(handle(Function::PodPending, &deps, event, NOW));
+            let outcome = runtime.block_on(handle_in_memory(Function::PodPending, &deps, event, NOW));
             times.push(start.elapsed().as_secs_f64() * 1000.0);
             match outcome {
                 Ok(o) => launches += o.launched(),

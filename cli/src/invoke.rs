@@ -9,7 +9,8 @@ use nodewright_core::ports::state::StateView;
 use nodewright_core::time::{format_rfc3339, parse_rfc3339_millis, restamp_event};
 use nodewright_handlers::adapters::memory::{MemoryCapacity, MemoryCluster, MemoryState};
 use nodewright_handlers::event::{is_sqs_batch, parse_sqs_batch, parse_value};
-use nodewright_handlers::{Deps, Function, Outcome, Parsed, Settings, handle};
+use nodewright_handlers::adapters::handle_in_memory;
+use nodewright_handlers::{Deps, Function, Outcome, Parsed, Settings};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -302,7 +303,7 @@ pub fn run(args: &Args) -> u8 {
                 (Clock::Event, Parsed::Ignore(_)) => nodewright_core::ports::now_millis(),
             };
             last_now = now;
-            runtime.block_on(handle(function, &deps, parsed, now))
+            runtime.block_on(handle_in_memory(function, &deps, parsed, now))
         });
         if !batch {
             match result {

@@ -12,7 +12,8 @@ use nodewright_core::ports::state::StateView;
 use nodewright_core::{CapacityType, InstanceType};
 use nodewright_handlers::adapters::memory::{ClusterWrite, MemoryCapacity, MemoryCluster, MemoryState};
 use nodewright_handlers::ports::Capacity;
-use nodewright_handlers::{Action, Deps, Function, Settings, event, handle};
+use nodewright_handlers::adapters::handle_in_memory;
+use nodewright_handlers::{Action, Deps, Function, Settings, event};
 use serde_json::{Value, json};
 
 use crate::engine::{Autoscaler, Ev, Queue};
@@ -151,7 +152,7 @@ impl NodewrightSim {
         }
         let parsed = event::parse_value(&event)
             .map_err(|e| Error::Sim(format!("the simulator built an event the parser refused: {e}")))?;
-        match handle(function, &self.deps, parsed, self.epoch(now)).await {
+        match handle_in_memory(function, &self.deps, parsed, self.epoch(now)).await {
             Ok(outcome) => {
                 for a in &outcome.actions {
                     match a {

@@ -15,7 +15,8 @@ use nodewright_handlers::adapters::faults::{
 };
 use nodewright_handlers::adapters::memory::{ClusterWrite, MemoryCapacity, MemoryCluster, MemoryState};
 use nodewright_handlers::ports::Capacity;
-use nodewright_handlers::{Action, DaemonSets, Deps, Function, Settings, event, handle};
+use nodewright_handlers::adapters::handle_with_faults;
+use nodewright_handlers::{Action, DaemonSets, Deps, Function, Settings, event};
 use serde_json::{Value, json};
 
 use super::invariants::{self, Check, Invariant};
@@ -781,7 +782,7 @@ impl<'o> Story<'o> {
             Err(e) => return Ended::Failed(format!("the story built an event the parser refused: {e}")),
         };
         tokio::select! {
-            r = handle(d.function, &deps, parsed, self.now) => match r {
+            r = handle_with_faults(d.function, &deps, parsed, self.now) => match r {
                 Ok(outcome) => Ended::Ok(
                     outcome
                         .actions
