@@ -5,9 +5,9 @@
 use std::time::Instant;
 
 use nodewright_core::model::cluster_event::{PendingPod, PodPending, SCHEMA_VERSION};
+use nodewright_handlers::adapters::handle_in_memory;
 use nodewright_handlers::adapters::memory::{MemoryCapacity, MemoryCluster, MemoryState};
 use nodewright_handlers::event::{Envelope, Event, Parsed};
-use nodewright_handlers::adapters::handle_in_memory;
 use nodewright_handlers::{Deps, Function, Settings};
 
 use crate::exit;

@@ -551,6 +551,51 @@ async fn consolidate_after_counts_from_the_last_pod_change_not_from_readiness() 
     assert_eq!(disruptions(&o), vec![("Empty".to_string(), vec![node])], "{o:#?}");
 }
 
+fn unchanged(o: &nodewright_handlers::Outcome) -> Option<i64> {
+    actions_of(o, |a| match a {
+        Action::Unchanged { planned_at } => Some(*planned_at),
+        _ => None,
+    })
+    .first()
+    .copied()
+}
+
+/// Karpenter's consolidated state: a cluster a plan found nothing to do in is not planned again
+/// while it stays the same, for at most five minutes; any change plans at once.
+#[tokio::test]
+async fn an_unchanged_cluster_is_not_planned_again_until_it_changes() {
+    let deps = deps();
+    sample_batch(&deps).await;
+    all_ready(&deps).await;
+    let mut pinned = small_pod("batch-0");
+    pinned.do_not_disrupt = true;
+    let (_, node) = one_listed_node(&deps, vec![pinned.clone()]);
+    let t0 = NOW + 10 * 60_000;
+    let o = run(Function::Consolidation, &deps, &tick(1), t0).await;
+    assert!(disruptions(&o).is_empty() && unchanged(&o).is_none(), "planned: {o:#?}");
+    let o = run(Function::Consolidation, &deps, &tick(2), t0 + 60_000).await;
+    assert_eq!(unchanged(&o), Some(t0), "{o:#?}");
+    // Five minutes on, planned again anyway.
+    let o = run(Function::Consolidation, &deps, &tick(3), t0 + 5 * 60_000).await;
+    assert_eq!(unchanged(&o), None, "{o:#?}");
+    let t1 = t0 + 5 * 60_000;
+    // A second pod arrives: the cluster changed, so the next run plans.
+    let mut second = small_pod("batch-1");
+    second.node_name = Some(node.clone());
+    pinned.node_name = Some(node.clone());
+    deps.cluster.as_ref().unwrap().set_bound(vec![pinned, second]);
+    let o = run(Function::Consolidation, &deps, &tick(4), t1 + 60_000).await;
+    assert_eq!(unchanged(&o), None, "a pod arrived: {o:#?}");
+    // All pods leave: the node becomes empty, but consolidateAfter (1m) has not passed; then it
+    // has, and the empty node goes although nothing else changed.
+    deps.cluster.as_ref().unwrap().set_bound(Vec::new());
+    let left = t1 + 2 * 60_000;
+    let o = run(Function::Consolidation, &deps, &tick(5), left).await;
+    assert!(disruptions(&o).is_empty(), "{o:#?}");
+    let o = run(Function::Consolidation, &deps, &tick(6), left + 61_000).await;
+    assert_eq!(disruptions(&o), vec![("Empty".to_string(), vec![node])], "{o:#?}");
+}
+
 #[tokio::test]
 async fn a_plan_is_abandoned_when_pods_arrive_between_planning_and_acting() {
     let deps = deps();

@@ -10,9 +10,9 @@ use nodewright_core::model::cluster_event::{self, NodeReady, PendingPod, PodPend
 use nodewright_core::ports::cluster::ClusterNode;
 use nodewright_core::ports::state::StateView;
 use nodewright_core::{CapacityType, InstanceType};
+use nodewright_handlers::adapters::handle_in_memory;
 use nodewright_handlers::adapters::memory::{ClusterWrite, MemoryCapacity, MemoryCluster, MemoryState};
 use nodewright_handlers::ports::Capacity;
-use nodewright_handlers::adapters::handle_in_memory;
 use nodewright_handlers::{Action, Deps, Function, Settings, event};
 use serde_json::{Value, json};
 

@@ -235,7 +235,11 @@ fn a_pod_change_changes_the_fingerprint() {
     let m = ManagedNode::new(n, 0);
     let pools = [pool(1)];
     let before = fingerprint_at(std::slice::from_ref(&m), &pools, 100_000);
-    assert_eq!(before, fingerprint_at(std::slice::from_ref(&m), &pools, 100_060), "nothing changed");
+    assert_eq!(
+        before,
+        fingerprint_at(std::slice::from_ref(&m), &pools, 100_060),
+        "nothing changed"
+    );
     let mut busier = m.clone();
     busier.node.pods.push(Pod::new("p", 100, 1 << 20));
     assert_ne!(before, fingerprint_at(&[busier], &pools, 100_000));

@@ -19,11 +19,21 @@ pub type FaultyDeps = Deps<FaultyState<MemoryState>, FaultyCapacity<MemoryCapaci
 /// [`crate::handle`] over [`MemoryDeps`], compiled once here. Without it every crate that runs the
 /// handlers in memory compiles its own optimized copy of all of them (release builds do not share
 /// generic instances between crates), which was most of the simulator's and the CLI's build time.
-pub async fn handle_in_memory(function: Function, deps: &MemoryDeps, parsed: Parsed, now: EpochMillis) -> Result<Outcome> {
+pub async fn handle_in_memory(
+    function: Function,
+    deps: &MemoryDeps,
+    parsed: Parsed,
+    now: EpochMillis,
+) -> Result<Outcome> {
     crate::handle(function, deps, parsed, now).await
 }
 
 /// [`crate::handle`] over [`FaultyDeps`], compiled once here (see [`handle_in_memory`]).
-pub async fn handle_with_faults(function: Function, deps: &FaultyDeps, parsed: Parsed, now: EpochMillis) -> Result<Outcome> {
+pub async fn handle_with_faults(
+    function: Function,
+    deps: &FaultyDeps,
+    parsed: Parsed,
+    now: EpochMillis,
+) -> Result<Outcome> {
     crate::handle(function, deps, parsed, now).await
 }

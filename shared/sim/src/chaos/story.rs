@@ -13,9 +13,9 @@ use nodewright_core::{Config, Pod, labels};
 use nodewright_handlers::adapters::faults::{
     FaultKind, Faults, FaultyCapacity, FaultyCluster, FaultyState, PORT_METHODS, qualified,
 };
+use nodewright_handlers::adapters::handle_with_faults;
 use nodewright_handlers::adapters::memory::{ClusterWrite, MemoryCapacity, MemoryCluster, MemoryState};
 use nodewright_handlers::ports::Capacity;
-use nodewright_handlers::adapters::handle_with_faults;
 use nodewright_handlers::{Action, DaemonSets, Deps, Function, Settings, event};
 use serde_json::{Value, json};
 
