@@ -245,24 +245,17 @@ fn type_of(c: &ClaimRecord) -> &str {
 /// How many more nodes of `capacity` the limits allow on top of `usage`; `None` when unlimited.
 fn room_for(limits: &Limits, usage: &PoolUsage, capacity: &Resources) -> Option<u64> {
     let mut room: Option<u64> = limits.nodes.map(|n| n.saturating_sub(usage.nodes));
-    let mut limit_by = |limit: u64, used: u64, per_node: u64| {
-        if limit == 0 || per_node == 0 {
+    let mut limit_by = |limit: Option<u64>, used: u64, per_node: u64| {
+        let Some(limit) = limit else { return };
+        if per_node == 0 {
             return;
         }
         let more = limit.saturating_sub(used) / per_node;
         room = Some(room.map_or(more, |r| r.min(more)));
     };
-    limit_by(
-        limits.resources.get(Resource::Cpu),
-        usage.cpu_milli,
-        capacity.cpu_milli(),
-    );
-    limit_by(
-        limits.resources.get(Resource::Memory),
-        usage.memory_bytes,
-        capacity.memory(),
-    );
-    limit_by(limits.resources.accelerators(), usage.gpus, capacity.accelerators());
+    limit_by(limits.of(Resource::Cpu), usage.cpu_milli, capacity.cpu_milli());
+    limit_by(limits.of(Resource::Memory), usage.memory_bytes, capacity.memory());
+    limit_by(limits.gpus(), usage.gpus, capacity.accelerators());
     room
 }
 

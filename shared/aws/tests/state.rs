@@ -78,6 +78,7 @@ async fn sixteen_tasks_never_push_a_pool_past_its_limit() {
             .with(Resource::Cpu, 100_000)
             .with(Resource::Memory, 1 << 40),
         nodes: Some(40),
+        ..Limits::default()
     };
     let mut tasks = Vec::new();
     for t in 0..16u64 {

@@ -101,7 +101,7 @@ async fn limited_pools_usage<S: State, C: Capacity, K: ClusterApi>(deps: &Deps<S
         .config
         .node_pools
         .iter()
-        .filter(|p| !p.limits.resources.is_zero() || p.limits.nodes.is_some())
+        .filter(|p| !p.limits.is_empty())
         .collect();
     // One read per limited pool, concurrently (the decision waits for the slowest, not the sum).
     let reads = limited.iter().map(|p| deps.state.usage_snapshot(&p.name));

@@ -12,14 +12,8 @@ use crate::{Error, Result};
 
 /// The limited dimensions: attribute name, limit, increment.
 fn dimensions(limits: &Limits, delta: &UsageDelta) -> Vec<(&'static str, Option<u64>, u64)> {
-    let limit_of = |r: Resource| {
-        let v = limits.resources.get(r);
-        (v > 0).then_some(v)
-    };
-    let gpu_limit = {
-        let v = limits.resources.accelerators();
-        (v > 0).then_some(v)
-    };
+    let limit_of = |r: Resource| limits.of(r);
+    let gpu_limit = limits.gpus();
     vec![
         ("cpuMilli", limit_of(Resource::Cpu), delta.cpu_milli),
         ("memoryBytes", limit_of(Resource::Memory), delta.memory_bytes),

@@ -228,12 +228,45 @@ impl Default for Disruption {
 #[serde(rename_all = "camelCase")]
 pub struct Limits {
     pub resources: Resources,
+    /// The resources the pool names, zero included: `cpu: "0"` launches nothing (as in Karpenter),
+    /// which `resources` alone cannot tell from no limit at all.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub named: std::collections::BTreeSet<String>,
     pub nodes: Option<u64>,
 }
 
 impl Limits {
     pub fn is_empty(&self) -> bool {
-        self.resources.is_zero() && self.nodes.is_none()
+        self.resources.is_zero() && self.named.is_empty() && self.nodes.is_none()
+    }
+
+    /// The limit on resource `name` (its Kubernetes name), if the pool sets one, zero included.
+    pub fn get(&self, name: &str) -> Option<u64> {
+        let v = self.resources.get_named(name);
+        (v > 0 || self.named.contains(name)).then_some(v)
+    }
+
+    /// The limit on `r`, if the pool sets one.
+    pub fn of(&self, r: crate::Resource) -> Option<u64> {
+        self.get(r.name())
+    }
+
+    /// The limit on all accelerators together (NVIDIA, AMD, Neuron), if the pool sets any.
+    pub fn gpus(&self) -> Option<u64> {
+        use crate::Resource::{AmdGpu, Neuron, NvidiaGpu};
+        let set = [NvidiaGpu, AmdGpu, Neuron].iter().any(|r| self.of(*r).is_some());
+        set.then(|| self.resources.accelerators())
+    }
+
+    /// Every limited resource and its limit, zero limits included.
+    pub fn entries(&self) -> Vec<(String, u64)> {
+        let mut out = self.resources.entries();
+        for n in &self.named {
+            if !out.iter().any(|(k, _)| k == n) {
+                out.push((n.clone(), 0));
+            }
+        }
+        out
     }
 }
 

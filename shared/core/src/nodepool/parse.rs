@@ -500,7 +500,10 @@ fn parse_resources(ctx: &mut Ctx, m: &Map<String, Value>, path: &str) -> Limits 
         }
         let mut r = Resources::new();
         match r.set_quantity(k, &q) {
-            Ok(()) => limits.resources.add(&r),
+            Ok(()) => {
+                limits.resources.add(&r);
+                limits.named.insert(k.clone());
+            }
             Err(e) => ctx.err(&p, e),
         }
     }

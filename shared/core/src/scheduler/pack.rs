@@ -118,7 +118,17 @@ pub(super) fn run(mut prep: Prepared, opts: &Options) -> Plan {
                         sliced: claim.sliced,
                         value: 0.0,
                     };
+                    let before = prep.buckets[b].remaining();
                     seed_and_fill(&mut prep, &look, &mut claim, b, share);
+                    if prep.buckets[b].remaining() == before {
+                        // A new node that takes none of the pods: opening more would never end.
+                        let reason = format!(
+                            "pool {}: a new node cannot take the pod within the pool's requirements",
+                            prep.pools[claim.pool].pool.name
+                        );
+                        prep.buckets[b].fail_rest(&reason, &mut failed);
+                        continue;
+                    }
                     last = Some(Choice {
                         value: packed_value(&prep, &mut values, &claim),
                         ..choice
@@ -853,7 +863,7 @@ pub(super) fn headroom<'c>(
         nodes += 1;
     }
     let mut room = limits.resources.clone();
-    for (name, v) in limits.resources.entries() {
+    for (name, v) in limits.entries() {
         room.set_named(&name, v.saturating_sub(used.get_named(&name)));
     }
     Some((room, limits.nodes.map(|n| n.saturating_sub(nodes))))
@@ -865,7 +875,6 @@ pub(super) fn within_limits(limits: &Limits, room: &(Resources, Option<u64>), ca
         return false;
     }
     limits
-        .resources
         .entries()
         .iter()
         .all(|(name, _)| cap.get_named(name) <= room.0.get_named(name))
@@ -906,7 +915,7 @@ pub(super) fn limit_reason(prep: &Prepared, pi: usize, room: &(Resources, Option
         );
     }
     let types = prep.input.instance_types;
-    for (name, limit) in pv.pool.limits.resources.entries() {
+    for (name, limit) in pv.pool.limits.entries() {
         let smallest = set
             .iter()
             .map(|t| types[t].capacity.get_named(&name))
@@ -958,6 +967,10 @@ fn open_claim(
             }
         };
         if let Err(reason) = apply_limits(prep, pi, headroom(prep, claims.iter(), pi).as_ref(), &mut set) {
+            reasons.push(reason);
+            continue;
+        }
+        if let Some(reason) = prep.min_values_shortfall(pi, &set) {
             reasons.push(reason);
             continue;
         }
@@ -1190,7 +1203,6 @@ pub(super) fn finish(
                 let fixed_ok = pv
                     .pool
                     .limits
-                    .resources
                     .entries()
                     .iter()
                     .all(|(name, _)| types[t].capacity.get_named(name) <= r.get_named(name));
@@ -1202,14 +1214,19 @@ pub(super) fn finish(
                 options.push((price, t, ct, zi));
             }
         }
-        // Accelerated and metal types only when the pods need them or nothing else fits.
+        // Accelerated and metal types only when the pods need them, nothing else fits, or the
+        // pool's minValues needs them.
         if c.load.accelerators() == 0 {
             let plain: Vec<_> = options
                 .iter()
                 .filter(|o| !(types[o.1].accelerated || types[o.1].bare_metal))
                 .cloned()
                 .collect();
-            if !plain.is_empty() {
+            let mut plain_set = TypeSet::empty(types.len());
+            for o in &plain {
+                plain_set.insert(o.1);
+            }
+            if !plain.is_empty() && prep.min_values_shortfall(c.pool, &plain_set).is_none() {
                 options = plain;
             }
         }

@@ -1019,8 +1019,37 @@ impl<'a> Prepared<'a> {
         if fit.is_empty() {
             return Err(self.fit_reason(bucket, pi, &compat.types));
         }
-        let chosen = if plain.is_empty() { fit } else { plain };
+        if let Some(why) = self.min_values_shortfall(pi, &fit) {
+            return Err(why);
+        }
+        // GPU and metal types only when the pod needs them, or the pool's minValues does.
+        let chosen = if plain.is_empty() || self.min_values_shortfall(pi, &plain).is_some() {
+            fit
+        } else {
+            plain
+        };
         Ok((chosen, zones, cts))
+    }
+
+    /// Why `set` cannot keep pool `pi`'s minValues (a requirement with fewer distinct values among
+    /// the types than it asks for), if it cannot. Karpenter leaves such a pod unschedulable.
+    pub fn min_values_shortfall(&self, pi: usize, set: &TypeSet) -> Option<String> {
+        let pool = self.pools[pi].pool;
+        let types = self.input.instance_types;
+        pool.requirements.iter().find_map(|r| {
+            let need = r.min_values? as usize;
+            let mut values: Vec<&str> = set.iter().filter_map(|t| types[t].labels.label(&r.key)).collect();
+            values.sort_unstable();
+            values.dedup();
+            (values.len() < need).then(|| {
+                format!(
+                    "pool {}: {} needs at least {need} values (minValues) and the types that fit the pod offer {}",
+                    pool.name,
+                    r.key,
+                    values.len()
+                )
+            })
+        })
     }
 
     fn fit_reason(&self, bucket: &Bucket, pi: usize, set: &TypeSet) -> String {

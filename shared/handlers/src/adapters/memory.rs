@@ -326,8 +326,8 @@ impl State for MemoryState {
     async fn try_add_usage(&self, pool: &str, delta: &UsageDelta, limits: &Limits) -> Result<UsageDecision> {
         let mut d = lock(&self.data);
         let used = d.usage.entry(pool.to_string()).or_default();
-        let limit = |r: Resource| (limits.resources.get(r) > 0).then(|| limits.resources.get(r));
-        let gpu_limit = (limits.resources.accelerators() > 0).then(|| limits.resources.accelerators());
+        let limit = |r: Resource| limits.of(r);
+        let gpu_limit = limits.gpus();
         let dims: [(&'static str, Option<u64>, i128, u64); 4] = [
             ("cpuMilli", limit(Resource::Cpu), used.cpu_milli, delta.cpu_milli),
             (
