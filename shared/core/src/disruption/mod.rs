@@ -232,16 +232,26 @@ pub fn plan(input: &Input<'_>, options: &Options) -> Plan {
     out
 }
 
-/// What a plan depends on that changes from run to run under one configuration: the nodes with
-/// their pods and history, the DaemonSets, the PDBs, and what `now` makes of them (which nodes are
-/// candidates for which reason, which budgets are active and what they allow). Under the same
-/// pools, catalogue, class hashes and options (not hashed: they are the caller's fixed settings, and
-/// the catalogue is large), two inputs with one fingerprint plan alike, but for the slow drift of a
-/// node's remaining lifetime in its disruption cost. `None` when the input cannot be hashed (then
+/// What a plan depends on: the nodes with their pods and history, the DaemonSets, the PDBs, the
+/// pools and class hashes, and what `now` makes of them (which nodes are candidates for which
+/// reason, which budgets are active and what they allow). Under the same catalogue and options (not
+/// hashed: the caller's fixed settings, and the catalogue is large), two inputs with one
+/// fingerprint plan alike, but for the slow drift of a node's remaining lifetime in its disruption
+/// cost. `None` when the input cannot be hashed (then
 /// nothing may be skipped).
 pub fn fingerprint(input: &Input<'_>) -> Option<u64> {
     let mut w = HashWriter(DefaultHasher::new());
-    serde_json::to_writer(&mut w, &(input.nodes, input.daemonsets, input.pdbs)).ok()?;
+    serde_json::to_writer(
+        &mut w,
+        &(
+            input.nodes,
+            input.daemonsets,
+            input.pdbs,
+            input.pools,
+            input.node_class_hashes,
+        ),
+    )
+    .ok()?;
     let c = candidates::classify(input);
     (&c.expired, &c.drifted, &c.consolidatable, &c.budget).hash(&mut w.0);
     Some(w.0.finish())

@@ -251,11 +251,13 @@ impl Limits {
         self.get(r.name())
     }
 
-    /// The limit on all accelerators together (NVIDIA, AMD, Neuron), if the pool sets any.
+    /// The limit on all accelerators together (NVIDIA, AMD, Neuron) for the usage counters, which
+    /// keep one GPU count: the sum of the pool's accelerator limits when above zero. A zero limit
+    /// on one kind (`nvidia.com/gpu: 0`) is the scheduler's to enforce, per kind: summed, it would
+    /// refuse the other kinds too.
     pub fn gpus(&self) -> Option<u64> {
-        use crate::Resource::{AmdGpu, Neuron, NvidiaGpu};
-        let set = [NvidiaGpu, AmdGpu, Neuron].iter().any(|r| self.of(*r).is_some());
-        set.then(|| self.resources.accelerators())
+        let v = self.resources.accelerators();
+        (v > 0).then_some(v)
     }
 
     /// Every limited resource and its limit, zero limits included.

@@ -18,7 +18,6 @@ use super::{Binding, ClaimPlan, InstanceOption, Options, Plan, Unschedulable};
 use crate::catalogue::CapacityType;
 use crate::labels;
 use crate::nodepool::Limits;
-use crate::requirements::LabelSource;
 use crate::resources::{FIXED, Resource, Resources};
 
 /// A new node claim while it is being filled.
@@ -122,6 +121,10 @@ pub(super) fn run(mut prep: Prepared, opts: &Options) -> Plan {
                     seed_and_fill(&mut prep, &look, &mut claim, b, share);
                     if prep.buckets[b].remaining() == before {
                         // A new node that takes none of the pods: opening more would never end.
+                        // Pods of other buckets it took go back to them.
+                        for (bucket, k) in claim.joins.iter().rev() {
+                            prep.buckets[*bucket].next -= *k as usize;
+                        }
                         let reason = format!(
                             "pool {}: a new node cannot take the pod within the pool's requirements",
                             prep.pools[claim.pool].pool.name
@@ -426,7 +429,7 @@ fn min_values_cap(prep: &Prepared, c: &Claim, b: usize, mut k: u64, compat: &sup
                     need.add(&prep.pools[c.pool].ds_overhead[*t]);
                     need.fits_in(&types[*t].allocatable)
                 })
-                .filter_map(|t| types[t].labels.label(&r.key))
+                .flat_map(|t| super::prepare::type_values(&types[t], &r.key))
                 .collect();
             values.sort_unstable();
             values.dedup();
@@ -1222,12 +1225,18 @@ pub(super) fn finish(
                 .filter(|o| !(types[o.1].accelerated || types[o.1].bare_metal))
                 .cloned()
                 .collect();
-            let mut plain_set = TypeSet::empty(types.len());
-            for o in &plain {
-                plain_set.insert(o.1);
-            }
-            if !plain.is_empty() && prep.min_values_shortfall(c.pool, &plain_set).is_none() {
+            let set_of = |options: &[(f64, usize, CapacityType, usize)]| {
+                let mut set = TypeSet::empty(types.len());
+                for o in options {
+                    set.insert(o.1);
+                }
+                set
+            };
+            let no_gpu: Vec<_> = options.iter().filter(|o| !types[o.1].accelerated).cloned().collect();
+            if !plain.is_empty() && prep.min_values_shortfall(c.pool, &set_of(&plain)).is_none() {
                 options = plain;
+            } else if !no_gpu.is_empty() && prep.min_values_shortfall(c.pool, &set_of(&no_gpu)).is_none() {
+                options = no_gpu;
             }
         }
         // Spot offerings pricier than the cheapest on-demand option are dropped.
@@ -1409,17 +1418,24 @@ fn truncate_keeping_min_values(
         .iter()
         .filter(|r| r.min_values.is_some())
     {
-        let mut have: Vec<&str> = kept.iter().filter_map(|o| types[o.1].labels.label(&r.key)).collect();
+        let mut have: Vec<&str> = kept
+            .iter()
+            .flat_map(|o| super::prepare::type_values(&types[o.1], &r.key))
+            .collect();
         have.sort_unstable();
         have.dedup();
         for o in options.iter().skip(max) {
             if have.len() >= r.min_values.unwrap_or(0) as usize {
                 break;
             }
-            if let Some(v) = types[o.1].labels.label(&r.key)
-                && !have.contains(&v)
-            {
-                have.push(v);
+            let new: Vec<&str> = super::prepare::type_values(&types[o.1], &r.key)
+                .into_iter()
+                .filter(|v| !have.contains(v))
+                .collect();
+            if !new.is_empty() {
+                have.extend(new);
+                have.sort_unstable();
+                have.dedup();
                 kept.push(*o);
             }
         }

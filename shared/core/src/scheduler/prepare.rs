@@ -1022,12 +1022,20 @@ impl<'a> Prepared<'a> {
         if let Some(why) = self.min_values_shortfall(pi, &fit) {
             return Err(why);
         }
-        // GPU and metal types only when the pod needs them, or the pool's minValues does.
-        let chosen = if plain.is_empty() || self.min_values_shortfall(pi, &plain).is_some() {
-            fit
-        } else {
-            plain
-        };
+        // GPU and metal types only when the pod needs them, or the pool's minValues does (metal
+        // first: a CPU pod's claim lists GPU types only when nothing less makes the count).
+        let mut chosen = fit.clone();
+        if !plain.is_empty() {
+            let mut no_gpu = plain.clone();
+            for t in fit.iter().filter(|t| types[*t].bare_metal && !types[*t].accelerated) {
+                no_gpu.insert(t);
+            }
+            if self.min_values_shortfall(pi, &plain).is_none() {
+                chosen = plain;
+            } else if self.min_values_shortfall(pi, &no_gpu).is_none() {
+                chosen = no_gpu;
+            }
+        }
         Ok((chosen, zones, cts))
     }
 
@@ -1038,7 +1046,7 @@ impl<'a> Prepared<'a> {
         let types = self.input.instance_types;
         pool.requirements.iter().find_map(|r| {
             let need = r.min_values? as usize;
-            let mut values: Vec<&str> = set.iter().filter_map(|t| types[t].labels.label(&r.key)).collect();
+            let mut values: Vec<&str> = set.iter().flat_map(|t| type_values(&types[t], &r.key)).collect();
             values.sort_unstable();
             values.dedup();
             (values.len() < need).then(|| {
@@ -1444,4 +1452,24 @@ fn evaluate(
 
 fn first_mismatch_refs<'r>(reqs: &[&'r Requirement], labels: &BTreeMap<String, String>) -> Option<&'r Requirement> {
     reqs.iter().find(|r| !r.matches(labels.label(&r.key))).copied()
+}
+
+/// The values a type has for a requirement key, as minValues counts them: its label, or for zone
+/// and capacity type (which a type has per offering) those of its available offerings.
+pub(super) fn type_values<'a>(t: &'a InstanceType, key: &str) -> Vec<&'a str> {
+    match key {
+        labels::ZONE => t
+            .offerings
+            .iter()
+            .filter(|o| o.available)
+            .map(|o| o.zone.as_str())
+            .collect(),
+        labels::CAPACITY_TYPE => t
+            .offerings
+            .iter()
+            .filter(|o| o.available)
+            .map(|o| o.capacity_type.as_str())
+            .collect(),
+        _ => t.labels.label(key).into_iter().collect(),
+    }
 }

@@ -183,8 +183,9 @@ pub async fn check(
         }
         let held = usage_of_claims(&claims, &pool.name, &settings.instance_types);
         if let Some(held) = held {
-            let cpu_limit = pool.limits.resources.get(Resource::Cpu);
-            if cpu_limit > 0 && held.cpu_milli > cpu_limit {
+            if let Some(cpu_limit) = pool.limits.of(Resource::Cpu)
+                && held.cpu_milli > cpu_limit
+            {
                 out.push((
                     Invariant::LimitsHold,
                     format!(
@@ -290,9 +291,11 @@ pub async fn check(
         let room_for = |pod: &Pod| {
             settings.config.node_pools.iter().any(|p| {
                 let selected = pod.node_selector.iter().all(|(k, v)| p.labels.get(k) == Some(v));
-                let limit = p.limits.resources.get(Resource::Cpu);
                 let used = state.usage(&p.name).cpu_milli;
-                selected && (limit == 0 || used + pod.requests.cpu_milli() <= limit)
+                selected
+                    && p.limits
+                        .of(Resource::Cpu)
+                        .is_none_or(|limit| used + pod.requests.cpu_milli() <= limit)
             })
         };
         let unserved: Vec<String> = pods
