@@ -755,6 +755,13 @@ async fn disrupt<S: State, C: Capacity, K: ClusterApi>(
         node_class_hashes: &deps.settings.node_class_hashes,
         now: now / 1000,
     };
+    let node_claim: HashMap<&str, &ClaimRecord> = nodes
+        .items
+        .iter()
+        .filter_map(|n| Some((n.node.name.as_str(), *claim_of.get(n.instance_id.as_deref()?)?)))
+        .collect();
+    // Every run, planned or not: protection set outside (or a lost write) is put right.
+    protect_busy_asg_nodes(deps, &disruption::busy_asg_nodes(&input), &node_claim, out).await?;
     let fingerprint = disruption::fingerprint(&input);
     if let Some(planned_at) = fingerprint.and_then(|f| deps.consolidated.planned_at(f, now)) {
         out.push(Action::Unchanged { planned_at });
@@ -763,12 +770,6 @@ async fn disrupt<S: State, C: Capacity, K: ClusterApi>(
     // Cleared first: a run that dies past here leaves no claim that the cluster is quiet.
     deps.consolidated.set(None);
     let plan = disruption::plan(&input, &deps.settings.disruption);
-    let node_claim: HashMap<&str, &ClaimRecord> = nodes
-        .items
-        .iter()
-        .filter_map(|n| Some((n.node.name.as_str(), *claim_of.get(n.instance_id.as_deref()?)?)))
-        .collect();
-    protect_busy_asg_nodes(deps, &plan.protect, &node_claim, out).await?;
     for action in &plan.actions {
         // Re-validate against fresh state just before acting.
         if let Some(why) = changed_since_planning(deps, cluster, &action.nodes, &planned_digests, &node_claim).await? {

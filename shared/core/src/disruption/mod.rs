@@ -272,7 +272,7 @@ impl std::io::Write for HashWriter {
 }
 
 /// Nodes of Auto Scaling pools that run pods (daemonset pods aside).
-fn busy_asg_nodes(input: &Input<'_>) -> Vec<String> {
+pub fn busy_asg_nodes(input: &Input<'_>) -> Vec<String> {
     input
         .nodes
         .iter()
