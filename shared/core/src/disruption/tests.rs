@@ -102,21 +102,27 @@ fn check_conserved(before: &[ManagedNode], after: &[ManagedNode]) -> Result<(), 
     Ok(())
 }
 
+/// The planner's input for `nodes` and `pools` at `now`: no DaemonSets, PDBs or class hashes.
+fn input<'a>(
+    nodes: &'a [ManagedNode],
+    pools: &'a [NodePool],
+    hashes: &'a BTreeMap<String, String>,
+    now: i64,
+) -> Input<'a> {
+    Input {
+        nodes,
+        pools,
+        instance_types: types(),
+        type_index: None,
+        daemonsets: &[],
+        pdbs: &[],
+        node_class_hashes: hashes,
+        now,
+    }
+}
+
 fn run(nodes: &[ManagedNode], pools: &[NodePool], now: i64, options: &Options) -> Plan {
-    let hashes = BTreeMap::new();
-    plan(
-        &Input {
-            nodes,
-            pools,
-            instance_types: types(),
-            type_index: None,
-            daemonsets: &[],
-            pdbs: &[],
-            node_class_hashes: &hashes,
-            now,
-        },
-        options,
-    )
+    plan(&input(nodes, pools, &BTreeMap::new(), now), options)
 }
 
 proptest! {
@@ -181,17 +187,7 @@ proptest! {
 }
 
 fn fingerprint_at(nodes: &[ManagedNode], pools: &[NodePool], now: i64) -> Option<u64> {
-    let hashes = BTreeMap::new();
-    fingerprint(&Input {
-        nodes,
-        pools,
-        instance_types: types(),
-        type_index: None,
-        daemonsets: &[],
-        pdbs: &[],
-        node_class_hashes: &hashes,
-        now,
-    })
+    fingerprint(&input(nodes, pools, &BTreeMap::new(), now))
 }
 
 proptest! {
