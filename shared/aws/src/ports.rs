@@ -42,6 +42,12 @@ impl State for StateStore {
     async fn reservations(&self, now: EpochMillis) -> Result<Vec<Reservation>> {
         StateStore::reservations(self, now).await
     }
+    async fn take_lease(&self, name: &str, holder: &str, now: EpochMillis, ttl_secs: i64) -> Result<bool> {
+        StateStore::take_lease(self, name, holder, now, ttl_secs).await
+    }
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        StateStore::release_lease(self, name, holder).await
+    }
     async fn create_claim(&self, claim: &ClaimRecord) -> Result<bool> {
         StateStore::create_claim(self, claim).await
     }
@@ -263,8 +269,9 @@ impl Capacity for AwsCapacity {
         self.fleet.launch(&request, &self.store, now).await
     }
 
-    async fn scale_up(&self, group: &str) -> Result<()> {
-        self.asg.scale_up(group, 1).await.map(|_| ())
+    async fn scale_up(&self, group: &str) -> Result<bool> {
+        let raised = self.asg.scale_up(group, 1).await?;
+        Ok(raised.granted > 0)
     }
 
     async fn terminate(&self, instance_ids: &[String]) -> Result<()> {

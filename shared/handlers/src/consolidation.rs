@@ -114,6 +114,9 @@ async fn reconcile<S: State, C: Capacity, K: ClusterApi>(
     let mut adopted = false;
     {
         let known: HashMap<&str, &ClaimRecord> = claims.iter().map(|c| (c.id.as_str(), c)).collect();
+        // Auto Scaling instances carry the group's tags (ours only if the group propagates them),
+        // never a claim tag: a claim holds them by instance id.
+        let held: HashSet<&str> = claims.iter().filter_map(|c| c.instance_id.as_deref()).collect();
         for i in &instances {
             let running = matches!(i.state.as_str(), "pending" | "running" | "stopping" | "stopped");
             match i.claim_id.as_deref().map(|cid| (cid, known.get(cid))) {
@@ -146,6 +149,30 @@ async fn reconcile<S: State, C: Capacity, K: ClusterApi>(
                             adopted = true;
                             out.push(Action::Adopted {
                                 claim: cid.to_string(),
+                                instance_id: i.instance_id.clone(),
+                            });
+                        }
+                        Ok(false) => {}
+                        Err(e) => failed(out, "adopt", &i.instance_id, &e),
+                    }
+                }
+                None if held.contains(i.instance_id.as_str()) => {}
+                // A group's instance no claim holds (its launch event was lost): adopted like the
+                // launch event would, never terminated past the group (it would replace it). Not
+                // while its launch event may still be on its way (or in a claims read that lags).
+                None if asg_group_of(deps, i.pool.as_deref()).is_some()
+                    && i.launch_time_millis.is_some_and(|t| now - t > GROUP_ADOPTION_DELAY_MS) =>
+                {
+                    let pool = i.pool.clone().unwrap_or_default();
+                    let launched_at = i.launch_time_millis.unwrap_or(now);
+                    let id = format!("asg-{}", i.instance_id);
+                    let mut record = ClaimRecord::launching(&id, &pool, Vec::new(), launched_at);
+                    record.backing = format!("asg:{}", asg_group_of(deps, Some(&pool)).unwrap_or_default());
+                    match adopt(deps, &record, i, launched_at).await {
+                        Ok(true) => {
+                            adopted = true;
+                            out.push(Action::Adopted {
+                                claim: id,
                                 instance_id: i.instance_id.clone(),
                             });
                         }
@@ -277,6 +304,27 @@ async fn reconcile<S: State, C: Capacity, K: ClusterApi>(
     Ok(())
 }
 
+/// How old an Auto Scaling instance no claim holds must be before consolidation adopts it: its
+/// launch event comes within seconds, and it is the one that should take it.
+const GROUP_ADOPTION_DELAY_MS: i64 = 2 * 60 * 1000;
+
+/// The Auto Scaling group behind a pool, if it is an Auto Scaling pool.
+fn asg_group_of<'a, S: State, C: Capacity, K: ClusterApi>(
+    deps: &'a Deps<S, C, K>,
+    pool: Option<&str>,
+) -> Option<&'a str> {
+    let pool = deps
+        .settings
+        .config
+        .node_pools
+        .iter()
+        .find(|p| Some(p.name.as_str()) == pool)?;
+    match &pool.backing {
+        nodewright_core::nodepool::PoolBacking::AutoScalingGroup { group_name, .. } => Some(group_name.as_str()),
+        _ => None,
+    }
+}
+
 /// Records an instance found with our claim tag but no record; true when this run created it.
 async fn adopt<S: State, C: Capacity, K: ClusterApi>(
     deps: &Deps<S, C, K>,
@@ -396,7 +444,7 @@ async fn never_registered<S: State, C: Capacity, K: ClusterApi>(
 ) -> Result<()> {
     if let Some(iid) = &claim.instance_id {
         if live_instances.contains(iid.as_str()) {
-            terminate_instance(deps, claim, iid).await?;
+            terminate_instance(deps, claim, iid, now).await?;
         }
         out.push(Action::Terminated {
             instance_ids: vec![iid.clone()],
@@ -422,12 +470,20 @@ async fn terminate_instance<S: State, C: Capacity, K: ClusterApi>(
     deps: &Deps<S, C, K>,
     claim: &ClaimRecord,
     iid: &str,
+    now: EpochMillis,
 ) -> Result<Vec<String>> {
     let ids = [iid.to_string()];
     match claim.backing.strip_prefix("asg:") {
+        // Under the group's lease: a scale-up's read-modify-write of the desired capacity would
+        // otherwise undo this decrement.
         Some(group) => {
-            deps.capacity.set_protection(group, &ids, false).await?;
-            Ok(deps.capacity.scale_in(group, &ids).await?)
+            let holder = format!("retire/{}", claim.id);
+            crate::provision::with_group_lease(deps, group, &holder, now, || async {
+                deps.capacity.set_protection(group, &ids, false).await?;
+                Ok(deps.capacity.scale_in(group, &ids).await?)
+            })
+            .await?
+            .ok_or_else(|| crate::Error::Busy(format!("Auto Scaling group {group} is being changed")))
         }
         None => {
             deps.capacity.terminate(&ids).await?;
@@ -503,7 +559,7 @@ async fn finish_retirement<S: State, C: Capacity, K: ClusterApi>(
     out: &mut Outcome,
 ) -> Result<()> {
     if let Some(iid) = &claim.instance_id {
-        let done = terminate_instance(deps, claim, iid).await?;
+        let done = terminate_instance(deps, claim, iid, now).await?;
         out.push(Action::Terminated {
             instance_ids: done,
             reason: match claim.backing.strip_prefix("asg:") {

@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 
 use crate::outcome::{Action, Outcome};
 use crate::ports::{Capacity, ClaimLaunch, ClusterApi, State};
-use crate::{Deps, Result};
+use crate::{Deps, Error, Result};
 
 /// Launches run this many at a time (CreateFleet takes ~1 s; a 1,000-pod burst plans tens of claims).
 const LAUNCH_CONCURRENCY: usize = 8;
@@ -266,10 +266,16 @@ async fn resume_dead_attempts<S: State, C: Capacity, K: ClusterApi>(
     let types = &deps.settings.instance_types;
     let mut resumed = HashSet::new();
     for c in claims {
+        // A fleet claim launches from its recorded offerings; an Auto Scaling claim whose raise
+        // was not recorded raises its group.
+        let fleet = c.backing == "fleet" && !c.offerings.is_empty();
+        let group = c
+            .backing
+            .strip_prefix("asg:")
+            .filter(|_| c.scale_requested_at.is_none());
         if c.state != ClaimState::Launching
             || c.instance_id.is_some()
-            || c.backing != "fleet"
-            || c.offerings.is_empty()
+            || !(fleet || group.is_some())
             || !c.pods.iter().any(|u| batch.contains(u.as_str()))
             || claim_id(holder, &c.pool, &c.pods) != c.id
         {
@@ -287,6 +293,13 @@ async fn resume_dead_attempts<S: State, C: Capacity, K: ClusterApi>(
             claim: c.id.clone(),
             pods: c.pods.len(),
         });
+        if let Some(group) = group {
+            let charged = usage_of_pool_types(pool, types);
+            let mut actions = Vec::new();
+            raise_and_report(deps, pool, group, &c.id, &c.pods, &charged, holder, now, &mut actions).await?;
+            out.actions.extend(actions);
+            continue;
+        }
         let charged = usage_of_options(&c.offerings, types);
         let launch = ClaimLaunch {
             claim_id: c.id.clone(),
@@ -595,26 +608,21 @@ async fn launch_claim<S: State, C: Capacity, K: ClusterApi>(
     }
 
     if let PoolBacking::AutoScalingGroup { group_name, .. } = &pool.backing {
-        if !created {
-            // The first attempt may have raised the group already; raising it again could launch
-            // an instance no claim takes. The group's launch event, or the launching timeout and
-            // the sweep, settle the claim.
-            return Ok(actions);
-        }
-        return match deps.capacity.scale_up(group_name).await {
-            Ok(()) => {
-                actions.push(Action::ScaledUp {
-                    claim: id,
-                    group: group_name.clone(),
-                    pods: plan.pods.len(),
-                });
-                Ok(actions)
-            }
-            Err(e) => {
-                fail_claim(deps, &pool, &id, &delta, &plan.pods, now, &e.to_string(), &mut actions).await?;
-                Ok(actions)
-            }
-        };
+        // A retry of the decision (the claim exists) raises the group only if the first attempt
+        // did not record that it had.
+        raise_and_report(
+            deps,
+            &pool,
+            group_name,
+            &id,
+            &plan.pods,
+            &delta,
+            holder,
+            now,
+            &mut actions,
+        )
+        .await?;
+        return Ok(actions);
     }
 
     let launch = ClaimLaunch {
@@ -633,6 +641,141 @@ async fn launch_claim<S: State, C: Capacity, K: ClusterApi>(
             Ok(actions)
         }
     }
+}
+
+/// How long an Auto Scaling group's lease may be held (two Auto Scaling calls and a write; an
+/// invocation that dies holding it blocks the group's changes this long at most).
+pub const GROUP_LEASE_SECS: i64 = 30;
+/// Tries at a busy group lease, and the pause after each.
+const GROUP_LEASE_TRIES: u32 = 5;
+const GROUP_LEASE_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Runs `work` holding the group's lease, so that read-modify-writes of its desired capacity
+/// (scale-ups here, scale-ins in consolidation) never interleave: None when the lease stayed busy.
+/// The lease is given back whether `work` succeeded or not.
+pub(crate) async fn with_group_lease<S, C, K, T, F, Fut>(
+    deps: &Deps<S, C, K>,
+    group: &str,
+    holder: &str,
+    now: EpochMillis,
+    work: F,
+) -> Result<Option<T>>
+where
+    S: State,
+    C: Capacity,
+    K: ClusterApi,
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let lease = format!("asg/{group}");
+    let mut taken = false;
+    for attempt in 0..GROUP_LEASE_TRIES {
+        if deps.state.take_lease(&lease, holder, now, GROUP_LEASE_SECS).await? {
+            taken = true;
+            break;
+        }
+        if attempt + 1 < GROUP_LEASE_TRIES {
+            tokio::time::sleep(GROUP_LEASE_PAUSE).await;
+        }
+    }
+    if !taken {
+        return Ok(None);
+    }
+    let result = work().await;
+    deps.state.release_lease(&lease, holder).await?;
+    result.map(Some)
+}
+
+/// Raises the group for a claim and reports it: a group at its max size fails the claim (its usage
+/// and pods go back), as does an Auto Scaling error; a lease that stayed busy fails the invocation
+/// with the claim left launching, so the event's retry raises the group for it.
+#[allow(clippy::too_many_arguments)]
+async fn raise_and_report<S: State, C: Capacity, K: ClusterApi>(
+    deps: &Deps<S, C, K>,
+    pool: &NodePool,
+    group: &str,
+    claim: &str,
+    pods: &[String],
+    charged: &UsageDelta,
+    holder: &Holder,
+    now: EpochMillis,
+    actions: &mut Vec<Action>,
+) -> Result<()> {
+    match raise_group_for_claim(deps, group, claim, &holder.encode(), now).await {
+        Ok(GroupRaise::Raised) => actions.push(Action::ScaledUp {
+            claim: claim.to_string(),
+            group: group.to_string(),
+            pods: pods.len(),
+        }),
+        Ok(GroupRaise::Done) => actions.push(Action::Ignored {
+            reason: format!("group {group} was raised for claim {claim} by an earlier attempt"),
+        }),
+        Ok(GroupRaise::AtMax) => {
+            let why = format!("Auto Scaling group {group} is at its max size");
+            fail_claim(deps, pool, claim, charged, pods, now, &why, actions).await?;
+        }
+        Ok(GroupRaise::Busy) => {
+            return Err(Error::Busy(format!(
+                "Auto Scaling group {group} is being changed by another invocation"
+            )));
+        }
+        Err(e) => fail_claim(deps, pool, claim, charged, pods, now, &e.to_string(), actions).await?,
+    }
+    Ok(())
+}
+
+/// What raising a group for a claim came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GroupRaise {
+    Raised,
+    /// An earlier attempt raised it (recorded on the claim), or the claim has moved on.
+    Done,
+    /// The group is at its max size.
+    AtMax,
+    /// Another invocation held the group's lease throughout.
+    Busy,
+}
+
+/// Raises an Auto Scaling group by one for a claim, once: under the group's lease, and only if the
+/// claim has not recorded a raise yet. The raise is recorded on the claim after it lands; an
+/// invocation that dies in between leaves a retry to raise it again, and the group's extra
+/// instance is adopted by its launch event and removed by consolidation like any empty node.
+pub(crate) async fn raise_group_for_claim<S: State, C: Capacity, K: ClusterApi>(
+    deps: &Deps<S, C, K>,
+    group: &str,
+    claim_id: &str,
+    holder: &str,
+    now: EpochMillis,
+) -> Result<GroupRaise> {
+    let raised = with_group_lease(deps, group, holder, now, || async {
+        let Some(claim) = deps.state.get_claim(claim_id).await? else {
+            return Ok(GroupRaise::Done);
+        };
+        if claim.scale_requested_at.is_some() || claim.state != ClaimState::Launching {
+            return Ok(GroupRaise::Done);
+        }
+        if !deps.capacity.scale_up(group).await? {
+            return Ok(GroupRaise::AtMax);
+        }
+        // Recorded under the claim's version; a concurrent write (a launch event already taking
+        // the instance) is re-read and the mark put on the newer record.
+        let mut current = claim;
+        for _ in 0..5 {
+            let mut marked = current.clone();
+            marked.scale_requested_at = Some(now);
+            marked.version += 1;
+            if deps.state.replace_claim(&marked, current.version).await? {
+                break;
+            }
+            match deps.state.get_claim(claim_id).await? {
+                Some(c) if c.scale_requested_at.is_none() => current = c,
+                _ => break,
+            }
+        }
+        Ok(GroupRaise::Raised)
+    })
+    .await?;
+    Ok(raised.unwrap_or(GroupRaise::Busy))
 }
 
 #[allow(clippy::too_many_arguments)]

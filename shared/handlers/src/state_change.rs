@@ -73,69 +73,7 @@ pub async fn handle<S: State, C: Capacity, K: ClusterApi>(
             successful,
             ..
         } => {
-            // The oldest claim of the group still waiting for an instance takes this one.
-            let backing = format!("asg:{group}");
-            let mut waiting: Vec<ClaimRecord> = deps
-                .state
-                .claims()
-                .await?
-                .into_iter()
-                .filter(|c| c.backing == backing && c.state == ClaimState::Launching && c.instance_id.is_none())
-                .collect();
-            waiting.sort_by_key(|c| (c.entered(ClaimState::Launching), c.id.clone()));
-            if let Some(iid) = &instance_id
-                && deps.state.claim_by_instance(iid).await?.is_some()
-            {
-                out.push(Action::Ignored {
-                    reason: format!("instance {iid} already has a claim (duplicate event)"),
-                });
-                return Ok(out);
-            }
-            let Some(claim) = waiting.into_iter().next() else {
-                out.push(Action::Ignored {
-                    reason: format!("no claim of group {group} is waiting for an instance"),
-                });
-                return Ok(out);
-            };
-            let pool = deps.settings.config.node_pools.iter().find(|p| p.name == claim.pool);
-            if successful {
-                // The group chose the type and zone: EC2 says which, for the node's labels.
-                let described = match &instance_id {
-                    Some(iid) => deps.capacity.describe(std::slice::from_ref(iid)).await?,
-                    None => Vec::new(),
-                };
-                let update = match described.first() {
-                    Some(i) => launch_update(deps, i),
-                    None => ClaimUpdate {
-                        instance_id: instance_id.clone(),
-                        ..Default::default()
-                    },
-                };
-                let t = deps
-                    .state
-                    .transition_claim(&claim.id, ClaimState::Launched, at, &update)
-                    .await?;
-                out.push(Action::ClaimTransition {
-                    claim: claim.id.clone(),
-                    to: ClaimState::Launched.as_str().into(),
-                    outcome: transition_name(&t).into(),
-                });
-            } else if let Some(pool) = pool {
-                let delta = crate::provision::usage_of_pool_types(pool, &deps.settings.instance_types);
-                let mut actions = Vec::new();
-                fail_claim(
-                    deps,
-                    pool,
-                    &claim.id,
-                    &delta,
-                    &claim.pods,
-                    now,
-                    "Auto Scaling launch unsuccessful",
-                    &mut actions,
-                )
-                .await?;
-                out.actions.extend(actions);
-            }
+            asg_launch(deps, &group, instance_id.as_deref(), successful, at, now, &mut out).await?;
         }
         Event::AsgTerminate { instance_id, .. } => {
             if let Some(claim) = deps.state.claim_by_instance(&instance_id).await? {
@@ -151,6 +89,130 @@ pub async fn handle<S: State, C: Capacity, K: ClusterApi>(
         }),
     }
     Ok(out)
+}
+
+/// An Auto Scaling group launched an instance (or failed to). The oldest claim of the group still
+/// waiting for an instance takes it; a claim another launch event took meanwhile (the claims read
+/// is eventually consistent) is passed over, and an event for an instance a claim already holds is
+/// a duplicate. An instance no claim waits for (a raise repeated after its record was lost, the
+/// group replacing an instance) is adopted as a claim of the pool, so it is used or removed like
+/// any node, never left running unowned.
+#[allow(clippy::too_many_arguments)]
+async fn asg_launch<S: State, C: Capacity, K: ClusterApi>(
+    deps: &Deps<S, C, K>,
+    group: &str,
+    instance_id: Option<&str>,
+    successful: bool,
+    at: EpochMillis,
+    now: EpochMillis,
+    out: &mut Outcome,
+) -> Result<()> {
+    let backing = format!("asg:{group}");
+    let claims = deps.state.claims().await?;
+    if let Some(iid) = instance_id
+        && claims.iter().any(|c| c.instance_id.as_deref() == Some(iid))
+    {
+        out.push(Action::Ignored {
+            reason: format!("instance {iid} already has a claim (duplicate event)"),
+        });
+        return Ok(());
+    }
+    let mut waiting: Vec<ClaimRecord> = claims
+        .into_iter()
+        .filter(|c| c.backing == backing && c.state == ClaimState::Launching && c.instance_id.is_none())
+        .collect();
+    waiting.sort_by_key(|c| (c.entered(ClaimState::Launching), c.id.clone()));
+    let group_pool = deps.settings.config.node_pools.iter().find(|p| {
+        matches!(&p.backing, nodewright_core::nodepool::PoolBacking::AutoScalingGroup { group_name, .. }
+            if group_name == group)
+    });
+
+    if !successful {
+        let Some(claim) = waiting.first() else {
+            out.push(Action::Ignored {
+                reason: format!("no claim of group {group} is waiting for an instance"),
+            });
+            return Ok(());
+        };
+        if let Some(pool) = deps.settings.config.node_pools.iter().find(|p| p.name == claim.pool) {
+            let delta = crate::provision::usage_of_pool_types(pool, &deps.settings.instance_types);
+            let mut actions = Vec::new();
+            fail_claim(
+                deps,
+                pool,
+                &claim.id,
+                &delta,
+                &claim.pods,
+                now,
+                "Auto Scaling launch unsuccessful",
+                &mut actions,
+            )
+            .await?;
+            out.actions.extend(actions);
+        }
+        return Ok(());
+    }
+
+    // The group chose the type and zone: EC2 says which, for the node's labels.
+    let described = match instance_id {
+        Some(iid) => deps.capacity.describe(&[iid.to_string()]).await?,
+        None => Vec::new(),
+    };
+    let update = match described.first() {
+        Some(i) => launch_update(deps, i),
+        None => ClaimUpdate {
+            instance_id: instance_id.map(str::to_string),
+            ..Default::default()
+        },
+    };
+    for claim in &waiting {
+        let t = deps
+            .state
+            .transition_claim(&claim.id, ClaimState::Launched, at, &update)
+            .await?;
+        match &t {
+            TransitionOutcome::Advanced(_) => {
+                out.push(Action::ClaimTransition {
+                    claim: claim.id.clone(),
+                    to: ClaimState::Launched.as_str().into(),
+                    outcome: transition_name(&t).into(),
+                });
+                return Ok(());
+            }
+            TransitionOutcome::Duplicate(c) | TransitionOutcome::Stale(c)
+                if instance_id.is_some() && c.instance_id.as_deref() == instance_id =>
+            {
+                out.push(Action::Ignored {
+                    reason: format!("claim {} already holds this instance (duplicate event)", c.id),
+                });
+                return Ok(());
+            }
+            // Taken by another instance's event since the read: the next claim in line.
+            _ => {}
+        }
+    }
+    let (Some(iid), Some(pool)) = (instance_id, group_pool) else {
+        out.push(Action::Ignored {
+            reason: format!("no claim of group {group} is waiting for an instance"),
+        });
+        return Ok(());
+    };
+    let id = format!("asg-{iid}");
+    let mut record = ClaimRecord::launching(&id, &pool.name, Vec::new(), at);
+    record.backing = backing;
+    if deps.state.create_claim(&record).await? {
+        let t = deps
+            .state
+            .transition_claim(&id, ClaimState::Launched, at, &update)
+            .await?;
+        if matches!(t, TransitionOutcome::Advanced(_)) {
+            out.push(Action::Adopted {
+                claim: id,
+                instance_id: iid.to_string(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Applies an instance lifecycle transition and, when the instance is gone, cleans up after it.

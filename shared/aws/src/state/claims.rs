@@ -60,6 +60,9 @@ impl StateStore {
         if let Some(v) = claim.pods_changed_at {
             item.insert("podsChangedAt".into(), n(v));
         }
+        if let Some(v) = claim.scale_requested_at {
+            item.insert("scaleRequestedAt".into(), n(v));
+        }
         if !claim.offerings.is_empty() {
             let kept = &claim.offerings[..claim.offerings.len().min(MAX_STORED_OFFERINGS)];
             let json = serde_json::to_string(kept).map_err(|e| Error::invalid("offerings", e.to_string()))?;
@@ -128,6 +131,7 @@ impl StateStore {
             pods_digest: f.opt_s("podsDigest")?,
             pods_changed_at: f.opt_n("podsChangedAt")?,
             offerings,
+            scale_requested_at: f.opt_n("scaleRequestedAt")?,
             version: f.n("version")?,
         })
     }

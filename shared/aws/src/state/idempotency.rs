@@ -127,4 +127,60 @@ impl StateStore {
             Err(e) => Err(Error::aws("DeleteItem", e)),
         }
     }
+
+    /// Takes a named lease (an item of the idempotency table, key `lease/<name>`, never listed):
+    /// written if absent, expired, or already `holder`'s. Its TTL attribute lets DynamoDB delete
+    /// it once it has run out.
+    pub async fn take_lease(&self, name: &str, holder: &str, now: EpochMillis, ttl_secs: i64) -> Result<bool> {
+        if name.is_empty() || name.len() > 256 {
+            return Err(Error::invalid(
+                "lease",
+                format!("lease name must be 1-256 characters, got {}", name.len()),
+            ));
+        }
+        let until = now.div_euclid(1000) + ttl_secs;
+        let result = self
+            .client
+            .put_item()
+            .table_name(self.table_name(Table::Idempotency))
+            .item("cluster", s(&self.cluster))
+            .item("eventId", s(format!("{LEASE_PREFIX}{name}")))
+            .item("status", s("lease"))
+            .item("holder", s(holder))
+            .item("leaseUntil", n(until))
+            .item("expiresAt", n(until))
+            .condition_expression("attribute_not_exists(eventId) OR leaseUntil < :now OR holder = :holder")
+            .expression_attribute_values(":now", n(now.div_euclid(1000)))
+            .expression_attribute_values(":holder", s(holder))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(Error::aws("PutItem", e)),
+        }
+    }
+
+    /// Gives a lease back if `holder` still has it.
+    pub async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(self.table_name(Table::Idempotency))
+            .key("cluster", s(&self.cluster))
+            .key("eventId", s(format!("{LEASE_PREFIX}{name}")))
+            .condition_expression("holder = :holder")
+            .expression_attribute_values(":holder", s(holder))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Ok(()),
+            Err(e) => Err(Error::aws("DeleteItem", e)),
+        }
+    }
 }
+
+/// Leases share the idempotency table under this key prefix (no event id starts with it: event
+/// ids are AWS event ids and pod-batch digests).
+const LEASE_PREFIX: &str = "lease/";

@@ -63,6 +63,20 @@ pub trait State: Send + Sync {
     fn release_pod(&self, uid: &str, holder: &Holder) -> impl Future<Output = AwsResult<bool>> + Send;
     fn reservations(&self, now: EpochMillis) -> impl Future<Output = AwsResult<Vec<Reservation>>> + Send;
 
+    /// Takes the named lease for `holder` through `now + ttl_secs` (whole seconds, inclusive)
+    /// when it is free, expired or already `holder`'s; false while another holder has it. Guards
+    /// read-modify-writes of what lives outside DynamoDB (an Auto Scaling group's desired
+    /// capacity), so concurrent invocations take turns.
+    fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: EpochMillis,
+        ttl_secs: i64,
+    ) -> impl Future<Output = AwsResult<bool>> + Send;
+    /// Gives the lease back if `holder` still has it (else nothing).
+    fn release_lease(&self, name: &str, holder: &str) -> impl Future<Output = AwsResult<()>> + Send;
+
     fn create_claim(&self, claim: &ClaimRecord) -> impl Future<Output = AwsResult<bool>> + Send;
     fn get_claim(&self, id: &str) -> impl Future<Output = AwsResult<Option<ClaimRecord>>> + Send;
     fn claim_by_instance(&self, instance_id: &str) -> impl Future<Output = AwsResult<Option<ClaimRecord>>> + Send;
@@ -139,8 +153,10 @@ pub trait Capacity: Send + Sync {
     /// Launches (or adopts) one instance for the claim; offerings in the ICE cache are skipped and new
     /// capacity errors recorded there.
     fn launch(&self, launch: &ClaimLaunch, now: EpochMillis) -> impl Future<Output = AwsResult<LaunchOutcome>> + Send;
-    /// Adds one instance to an Auto Scaling pool (its instance id arrives with the ASG event).
-    fn scale_up(&self, group: &str) -> impl Future<Output = AwsResult<()>> + Send;
+    /// Raises an Auto Scaling pool's desired capacity by one (the instance id arrives with the
+    /// group's launch event); false when the group is at its max size and nothing was raised.
+    /// A read-modify-write of the group: callers serialize it (the group's lease).
+    fn scale_up(&self, group: &str) -> impl Future<Output = AwsResult<bool>> + Send;
     /// Terminates instances tagged as this cluster's; refuses any other.
     fn terminate(&self, instance_ids: &[String]) -> impl Future<Output = AwsResult<()>> + Send;
     /// Terminates instances of an Auto Scaling pool with a desired-capacity decrement, so the group

@@ -354,6 +354,16 @@ impl<S: State> State for FaultyState<S> {
     async fn reservations(&self, now: EpochMillis) -> Result<Vec<Reservation>> {
         self.faults.gate("reservations", self.inner.reservations(now)).await
     }
+    async fn take_lease(&self, name: &str, holder: &str, now: EpochMillis, ttl_secs: i64) -> Result<bool> {
+        self.faults
+            .gate("take_lease", self.inner.take_lease(name, holder, now, ttl_secs))
+            .await
+    }
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        self.faults
+            .gate("release_lease", self.inner.release_lease(name, holder))
+            .await
+    }
     async fn create_claim(&self, claim: &ClaimRecord) -> Result<bool> {
         self.faults.gate("create_claim", self.inner.create_claim(claim)).await
     }
@@ -450,7 +460,7 @@ impl<C: Capacity> Capacity for FaultyCapacity<C> {
     async fn launch(&self, launch: &ClaimLaunch, now: EpochMillis) -> Result<LaunchOutcome> {
         self.faults.gate("launch", self.inner.launch(launch, now)).await
     }
-    async fn scale_up(&self, group: &str) -> Result<()> {
+    async fn scale_up(&self, group: &str) -> Result<bool> {
         self.faults.gate("scale_up", self.inner.scale_up(group)).await
     }
     async fn terminate(&self, instance_ids: &[String]) -> Result<()> {

@@ -11,9 +11,9 @@ use nodewright_core::nodepool::Limits;
 use nodewright_core::ports::capacity::{InstanceSummary, LaunchOutcome};
 use nodewright_core::ports::cluster::{ClusterNode, DrainMode, DrainOptions, DrainReport, Listed};
 use nodewright_core::ports::state::{
-    ClaimRecord, ClaimUpdate, EventStart, Holder, IDEMPOTENCY_LEASE_SECS, OFFERING_UNAVAILABLE_SECS, PoolUsage,
-    Reservation, StateView, TransitionOutcome, UnavailableOffering, UsageDecision, UsageDelta, UsageDrift,
-    UsageSnapshot,
+    ClaimRecord, ClaimUpdate, EventStart, Holder, IDEMPOTENCY_LEASE_SECS, IDEMPOTENCY_TTL_SECS,
+    OFFERING_UNAVAILABLE_SECS, PoolUsage, Reservation, StateView, TransitionOutcome, UnavailableOffering,
+    UsageDecision, UsageDelta, UsageDrift, UsageSnapshot,
 };
 use nodewright_core::ports::{AwsError as Error, AwsResult as Result, EpochMillis};
 use nodewright_core::{CapacityType, Pod, Resource};
@@ -25,10 +25,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// An idempotency record as DynamoDB holds it: times in whole seconds, compared inclusively.
+#[derive(Debug, Clone)]
+struct EventRecord {
+    /// The outcome once completed.
+    outcome: Option<String>,
+    /// In progress through this second (epoch seconds).
+    lease_until: i64,
+    /// The record is forgotten after this second (its TTL, a day from its start).
+    expires_at: i64,
+}
+
 #[derive(Debug, Default)]
 struct StateData {
-    /// key -> (outcome when done, lease expiry ms)
-    events: HashMap<String, (Option<String>, EpochMillis)>,
+    events: HashMap<String, EventRecord>,
+    /// name -> (holder, held through this second)
+    leases: HashMap<String, (String, i64)>,
     reservations: HashMap<String, Reservation>,
     claims: BTreeMap<String, ClaimRecord>,
     offerings: Vec<UnavailableOffering>,
@@ -132,7 +144,7 @@ impl MemoryState {
         view.offerings = d
             .offerings
             .iter()
-            .filter(|o| o.expires_at * 1000 > now)
+            .filter(|o| live_until(o.expires_at, now))
             .cloned()
             .collect();
         view
@@ -144,14 +156,21 @@ impl MemoryState {
         lock(&self.data)
             .events
             .iter()
-            .filter_map(|(k, (outcome, _))| Some((k.clone(), outcome.clone()?)))
+            .filter_map(|(k, e)| Some((k.clone(), e.outcome.clone()?)))
             .collect()
     }
 
     pub fn restore_completed_events(&self, events: &BTreeMap<String, String>) {
         let mut d = lock(&self.data);
         for (k, v) in events {
-            d.events.insert(k.clone(), (Some(v.clone()), i64::MAX));
+            d.events.insert(
+                k.clone(),
+                EventRecord {
+                    outcome: Some(v.clone()),
+                    lease_until: 0,
+                    expires_at: i64::MAX,
+                },
+            );
         }
     }
 
@@ -175,30 +194,55 @@ impl MemoryState {
 }
 
 fn live(r: &Reservation, now: EpochMillis) -> bool {
-    r.expires_at * 1000 > now
+    live_until(r.expires_at, now)
+}
+
+/// Whether a record whose TTL attribute is `expires_at` (epoch seconds) is still live at `now`:
+/// through its last second, as the DynamoDB adapter's conditions and read filters compare.
+fn live_until(expires_at: i64, now: EpochMillis) -> bool {
+    expires_at >= now.div_euclid(1000)
 }
 
 impl State for MemoryState {
     async fn begin_event(&self, key: &str, now: EpochMillis) -> Result<EventStart> {
         let mut d = lock(&self.data);
+        let now_secs = now.div_euclid(1000);
         match d.events.get(key) {
-            Some((Some(outcome), _)) => Ok(EventStart::Completed(outcome.clone())),
-            Some((None, lease)) if *lease > now => Ok(EventStart::InProgress),
-            _ => {
-                d.events
-                    .insert(key.to_string(), (None, now + IDEMPOTENCY_LEASE_SECS * 1000));
-                Ok(EventStart::New)
-            }
+            Some(e) if live_until(e.expires_at, now) => match &e.outcome {
+                Some(outcome) => return Ok(EventStart::Completed(outcome.clone())),
+                None if e.lease_until >= now_secs => return Ok(EventStart::InProgress),
+                None => {}
+            },
+            _ => {}
         }
+        d.events.insert(
+            key.to_string(),
+            EventRecord {
+                outcome: None,
+                lease_until: now_secs + IDEMPOTENCY_LEASE_SECS,
+                expires_at: now_secs + IDEMPOTENCY_TTL_SECS,
+            },
+        );
+        Ok(EventStart::New)
     }
+    /// Completes the record the event's start wrote (its expiry stays a day from the start).
     async fn complete_event(&self, key: &str, outcome: &str, _now: EpochMillis) -> Result<()> {
-        lock(&self.data)
-            .events
-            .insert(key.to_string(), (Some(outcome.to_string()), i64::MAX));
+        let mut d = lock(&self.data);
+        let record = d.events.entry(key.to_string()).or_insert_with(|| EventRecord {
+            // DynamoDB's UpdateItem creates an item without TTL attributes: it never expires.
+            outcome: None,
+            lease_until: 0,
+            expires_at: i64::MAX,
+        });
+        record.outcome = Some(outcome.to_string());
         Ok(())
     }
+    /// Releases an event still in progress; a completed one keeps its outcome.
     async fn abandon_event(&self, key: &str) -> Result<()> {
-        lock(&self.data).events.remove(key);
+        let mut d = lock(&self.data);
+        if d.events.get(key).is_some_and(|e| e.outcome.is_none()) {
+            d.events.remove(key);
+        }
         Ok(())
     }
     async fn reserve_pods(&self, uids: &[String], holder: &Holder, now: EpochMillis, ttl: i64) -> Result<Vec<String>> {
@@ -248,6 +292,25 @@ impl State for MemoryState {
         let mut out: Vec<_> = d.reservations.values().filter(|r| live(r, now)).cloned().collect();
         out.sort_by(|a, b| a.pod_uid.cmp(&b.pod_uid));
         Ok(out)
+    }
+    async fn take_lease(&self, name: &str, holder: &str, now: EpochMillis, ttl_secs: i64) -> Result<bool> {
+        let mut d = lock(&self.data);
+        let free = d
+            .leases
+            .get(name)
+            .is_none_or(|(h, until)| h == holder || !live_until(*until, now));
+        if free {
+            d.leases
+                .insert(name.to_string(), (holder.to_string(), now.div_euclid(1000) + ttl_secs));
+        }
+        Ok(free)
+    }
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        let mut d = lock(&self.data);
+        if d.leases.get(name).is_some_and(|(h, _)| h == holder) {
+            d.leases.remove(name);
+        }
+        Ok(())
     }
     async fn create_claim(&self, claim: &ClaimRecord) -> Result<bool> {
         let mut d = lock(&self.data);
@@ -319,7 +382,7 @@ impl State for MemoryState {
         Ok(lock(&self.data)
             .offerings
             .iter()
-            .filter(|o| o.expires_at * 1000 > now)
+            .filter(|o| live_until(o.expires_at, now))
             .cloned()
             .collect())
     }
@@ -339,6 +402,19 @@ impl State for MemoryState {
             ("gpus", gpu_limit, used.gpus, delta.gpus),
             ("nodes", limits.nodes, used.nodes, delta.nodes),
         ];
+        // A charge above a limit on its own is refused before any write, whatever the counters.
+        for (resource, limit, _, inc) in dims {
+            if let Some(limit) = limit
+                && inc > limit
+            {
+                return Ok(UsageDecision::Denied {
+                    resource,
+                    used: 0,
+                    requested: inc,
+                    limit,
+                });
+            }
+        }
         // As DynamoDB's condition (`attr <= limit - increment`): a counter below zero passes.
         for (resource, limit, current, inc) in dims {
             if let Some(limit) = limit
@@ -440,6 +516,33 @@ struct CapacityData {
     terminated: Vec<String>,
     /// The user data each instance was launched with (what its node registers from).
     user_data: HashMap<String, String>,
+    /// Auto Scaling groups by name.
+    groups: BTreeMap<String, MemoryGroup>,
+}
+
+/// An Auto Scaling group as the service keeps it: a desired capacity it launches towards (see
+/// [`MemoryCapacity::launch_group_instances`]), a max it never passes, its member instances.
+#[derive(Debug, Clone)]
+pub struct MemoryGroup {
+    pub desired: u32,
+    pub max: u32,
+    pub members: BTreeSet<String>,
+    /// What the group's launch template launches.
+    pub instance_type: String,
+    pub zone: String,
+}
+
+/// The max size of a group no test declared (the user created it; its size is theirs).
+const UNDECLARED_GROUP_MAX: u32 = 100;
+
+fn undeclared_group(instance_type: &str) -> MemoryGroup {
+    MemoryGroup {
+        desired: 0,
+        max: UNDECLARED_GROUP_MAX,
+        members: BTreeSet::new(),
+        instance_type: instance_type.into(),
+        zone: "us-east-1a".into(),
+    }
 }
 
 /// EC2 stand-in: launches the cheapest offering not exhausted (spot first, as the fleet does),
@@ -478,6 +581,18 @@ impl MemoryCapacity {
             if let Some(n) = id.strip_prefix("i-").and_then(|h| u64::from_str_radix(h, 16).ok()) {
                 d.next_id = d.next_id.max(n);
             }
+            // A group's instance carries the group's tags, none of ours, and counts towards its
+            // desired capacity.
+            let group = c.backing.strip_prefix("asg:");
+            if let Some(group) = group {
+                let g = d
+                    .groups
+                    .entry(group.to_string())
+                    .or_insert_with(|| undeclared_group(instance_type));
+                g.members.insert(id.clone());
+                g.desired = g.desired.max(u32::try_from(g.members.len()).unwrap_or(u32::MAX));
+            }
+            let ours = group.is_none();
             d.instances.insert(
                 id.clone(),
                 InstanceSummary {
@@ -486,9 +601,9 @@ impl MemoryCapacity {
                     zone: c.zone.clone().unwrap_or_default(),
                     state: "running".into(),
                     spot: c.capacity_type == Some(CapacityType::Spot),
-                    claim_id: Some(c.id.clone()),
-                    pool: Some(c.pool.clone()),
-                    cluster: Some(self.cluster.clone()),
+                    claim_id: ours.then(|| c.id.clone()),
+                    pool: ours.then(|| c.pool.clone()),
+                    cluster: ours.then(|| self.cluster.clone()),
                     launch_time_millis: c.entered(ClaimState::Launched),
                 },
             );
@@ -548,6 +663,58 @@ impl MemoryCapacity {
     /// template's (nodeadm NodeConfig), for a kubelet emulator to register its node from.
     pub fn user_data(&self, instance_id: &str) -> Option<String> {
         lock(&self.data).user_data.get(instance_id).cloned()
+    }
+
+    /// Declares an Auto Scaling group (its max size and what it launches); a group used without
+    /// being declared gets a max of 100 and launches m5.large in us-east-1a.
+    pub fn declare_group(&self, name: &str, max: u32, instance_type: &str, zone: &str) {
+        lock(&self.data).groups.insert(
+            name.to_string(),
+            MemoryGroup {
+                desired: 0,
+                max,
+                members: BTreeSet::new(),
+                instance_type: instance_type.into(),
+                zone: zone.into(),
+            },
+        );
+    }
+
+    pub fn group(&self, name: &str) -> Option<MemoryGroup> {
+        lock(&self.data).groups.get(name).cloned()
+    }
+
+    /// What the Auto Scaling service does between calls: each group launches instances until its
+    /// live members reach its desired capacity. Returns (group, instance id) per launch, the
+    /// launch events to deliver.
+    pub fn launch_group_instances(&self, now: EpochMillis) -> Vec<(String, String)> {
+        let mut launched = Vec::new();
+        let names: Vec<String> = lock(&self.data).groups.keys().cloned().collect();
+        for name in names {
+            loop {
+                let (missing, instance_type, zone) = {
+                    let mut d = lock(&self.data);
+                    let CapacityData { groups, instances, .. } = &mut *d;
+                    let Some(g) = groups.get_mut(&name) else { break };
+                    g.members
+                        .retain(|m| instances.get(m).is_some_and(|i| i.state != "terminated"));
+                    (
+                        usize::try_from(g.desired).unwrap_or(usize::MAX) > g.members.len(),
+                        g.instance_type.clone(),
+                        g.zone.clone(),
+                    )
+                };
+                if !missing {
+                    break;
+                }
+                let id = self.add_group_instance(&instance_type, &zone, now);
+                if let Some(g) = lock(&self.data).groups.get_mut(&name) {
+                    g.members.insert(id.clone());
+                }
+                launched.push((name.clone(), id));
+            }
+        }
+        launched
     }
 
     /// Adds a running instance as an Auto Scaling group launches it: no tag of ours, its own user
@@ -694,9 +861,28 @@ impl Capacity for MemoryCapacity {
         })
     }
 
-    async fn scale_up(&self, group: &str) -> Result<()> {
-        lock(&self.data).asg_scale_ups.push(group.to_string());
-        Ok(())
+    /// A read-modify-write of the desired capacity, as the Auto Scaling adapter does it (describe,
+    /// then set): two calls that interleave raise the group once between them.
+    async fn scale_up(&self, group: &str) -> Result<bool> {
+        let read = {
+            let mut d = lock(&self.data);
+            let g = d
+                .groups
+                .entry(group.to_string())
+                .or_insert_with(|| undeclared_group("m5.large"));
+            (g.desired, g.max)
+        };
+        tokio::task::yield_now().await;
+        let (desired, max) = read;
+        if desired >= max {
+            return Ok(false);
+        }
+        let mut d = lock(&self.data);
+        if let Some(g) = d.groups.get_mut(group) {
+            g.desired = desired + 1;
+        }
+        d.asg_scale_ups.push(group.to_string());
+        Ok(true)
     }
 
     async fn terminate(&self, instance_ids: &[String]) -> Result<()> {
@@ -726,13 +912,19 @@ impl Capacity for MemoryCapacity {
         let mut d = lock(&self.data);
         let mut done = Vec::new();
         for id in instance_ids {
-            if d.protected.contains(id) {
+            // TerminateInstanceInAutoScalingGroup refuses an instance outside the group.
+            let member = d.groups.get(group).is_some_and(|g| g.members.contains(id));
+            if !member || d.protected.contains(id) {
                 continue;
             }
             let Some(i) = d.instances.get_mut(id) else { continue };
             i.state = "terminated".into();
             d.terminated.push(id.clone());
             done.push(id.clone());
+            if let Some(g) = d.groups.get_mut(group) {
+                g.members.remove(id);
+                g.desired = g.desired.saturating_sub(1);
+            }
         }
         d.asg_scale_ins.push((group.to_string(), done.clone()));
         Ok(done)
@@ -976,6 +1168,18 @@ impl ClusterApi for MemoryCluster {
             return Ok(false);
         }
         n.node.labels.extend(labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        // What the next listing's conversion (`node_from_k8s`) derives from the labels.
+        if let Some(pool) = n.node.labels.get(nodewright_core::labels::NODEPOOL) {
+            n.node.pool = Some(pool.clone());
+        }
+        if let Some(ct) = n
+            .node
+            .labels
+            .get(nodewright_core::labels::CAPACITY_TYPE)
+            .and_then(|v| CapacityType::parse(v))
+        {
+            n.node.capacity_type = ct;
+        }
         n.node
             .taints
             .retain(|t| t.key != nodewright_core::registration::UNREGISTERED_TAINT);

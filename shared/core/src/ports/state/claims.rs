@@ -45,6 +45,10 @@ pub struct ClaimRecord {
     /// Dropped once the launch is recorded (`Launched`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub offerings: Vec<crate::scheduler::InstanceOption>,
+    /// When an Auto Scaling pool's group was raised by one for this claim (epoch ms), so a retry of
+    /// the decision does not raise it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_requested_at: Option<EpochMillis>,
     /// Incremented by every write; the condition for the next one.
     pub version: u64,
 }
@@ -70,6 +74,7 @@ impl ClaimRecord {
             pods_digest: None,
             pods_changed_at: None,
             offerings: Vec::new(),
+            scale_requested_at: None,
             version: 0,
         }
     }
