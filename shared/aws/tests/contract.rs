@@ -4,21 +4,29 @@
 //! the reader filters, conditional deletes, unconditional ADD); the memory store is held to them,
 //! so a handler test on memory proves what the deployed functions would do.
 //!
-//! Each case is a generic function over `S: State`; `contract!` instantiates it once per adapter.
+//! The `Capacity` port's Auto Scaling and termination guard are held to one contract the same way,
+//! against the EC2/Auto Scaling adapter on moto and the memory capacity, each with its world (a
+//! group created, the group's launches, an instance that is not ours).
+//!
+//! Each case is a generic function over the port; `contract!` instantiates it once per adapter.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 mod support;
 
+use nodewright_aws::AwsCapacity;
+use nodewright_aws::capacity::{AsgPool, ClusterEndpoint, Fleet};
 use nodewright_aws::state::StateStore;
 use nodewright_core::model::ClaimState;
 use nodewright_core::nodepool::Limits;
+use nodewright_core::ports::Capacity;
 use nodewright_core::ports::State;
 use nodewright_core::ports::state::{
     ClaimRecord, ClaimUpdate, EventStart, Holder, IDEMPOTENCY_LEASE_SECS, IDEMPOTENCY_TTL_SECS,
     OFFERING_UNAVAILABLE_SECS, PoolUsage, TransitionOutcome, UsageDecision, UsageDelta, UsageDrift,
 };
 use nodewright_core::{CapacityType, Resource, Resources};
+use nodewright_handlers::adapters::memory::MemoryCapacity;
 use nodewright_handlers::adapters::memory::MemoryState;
 
 /// A time on a whole second, and the same second's last millisecond: DynamoDB compares seconds.
@@ -427,6 +435,288 @@ async fn leases_have_one_holder_until_released_or_run_out<S: State>(store: S) {
     assert_eq!(store.begin_event("asg/g", NOW).await.unwrap(), EventStart::New);
 }
 
+/// What surrounds the capacity port: the user's Auto Scaling groups and the account's other
+/// instances.
+trait World: Capacity {
+    /// A group with max size `max`, desired 0.
+    async fn create_group(&self, name: &str, max: u32);
+    /// The group's desired capacity.
+    async fn desired(&self, name: &str) -> u32;
+    /// The group's live members once it has launched towards its desired capacity.
+    async fn members(&self, name: &str) -> Vec<String>;
+    /// An instance of the account that is not this cluster's.
+    async fn foreign_instance(&self) -> String;
+}
+
+impl World for MemoryCapacity {
+    async fn create_group(&self, name: &str, max: u32) {
+        self.declare_group(name, max, "m5.large", "us-east-1a");
+    }
+    async fn desired(&self, name: &str) -> u32 {
+        self.group(name).unwrap().desired
+    }
+    async fn members(&self, name: &str) -> Vec<String> {
+        self.launch_group_instances(NOW);
+        self.group(name).unwrap().members.into_iter().collect()
+    }
+    async fn foreign_instance(&self) -> String {
+        self.add_foreign_instance("i-0f0000000000000f0");
+        "i-0f0000000000000f0".into()
+    }
+}
+
+/// The AWS capacity adapter with the clients it was built from.
+struct MotoCapacity {
+    capacity: AwsCapacity,
+    clients: nodewright_aws::AwsClients,
+}
+
+impl Capacity for MotoCapacity {
+    async fn launch(
+        &self,
+        launch: &nodewright_core::ports::ClaimLaunch,
+        now: i64,
+    ) -> nodewright_core::ports::AwsResult<nodewright_core::ports::capacity::LaunchOutcome> {
+        self.capacity.launch(launch, now).await
+    }
+    async fn scale_up(&self, group: &str) -> nodewright_core::ports::AwsResult<bool> {
+        self.capacity.scale_up(group).await
+    }
+    async fn terminate(&self, ids: &[String]) -> nodewright_core::ports::AwsResult<()> {
+        self.capacity.terminate(ids).await
+    }
+    async fn scale_in(&self, group: &str, ids: &[String]) -> nodewright_core::ports::AwsResult<Vec<String>> {
+        self.capacity.scale_in(group, ids).await
+    }
+    async fn set_protection(
+        &self,
+        group: &str,
+        ids: &[String],
+        protect: bool,
+    ) -> nodewright_core::ports::AwsResult<()> {
+        self.capacity.set_protection(group, ids, protect).await
+    }
+    async fn instances(
+        &self,
+    ) -> nodewright_core::ports::AwsResult<Vec<nodewright_core::ports::capacity::InstanceSummary>> {
+        self.capacity.instances().await
+    }
+    async fn describe(
+        &self,
+        ids: &[String],
+    ) -> nodewright_core::ports::AwsResult<Vec<nodewright_core::ports::capacity::InstanceSummary>> {
+        self.capacity.describe(ids).await
+    }
+}
+
+impl World for MotoCapacity {
+    async fn create_group(&self, name: &str, max: u32) {
+        let ec2 = &self.clients.ec2;
+        let images = ec2
+            .describe_images()
+            .owners("amazon")
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("architecture")
+                    .values("x86_64")
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let ami = images.images()[0].image_id().unwrap().to_string();
+        let subnets = ec2
+            .describe_subnets()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("default-for-az")
+                    .values("true")
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let subnet = subnets.subnets()[0].subnet_id().unwrap().to_string();
+        let template = ec2
+            .create_launch_template()
+            .launch_template_name(support::unique("contract-lt"))
+            .launch_template_data(
+                aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                    .image_id(ami)
+                    .instance_type(aws_sdk_ec2::types::InstanceType::M5Large)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let template_id = template.launch_template().unwrap().launch_template_id().unwrap();
+        self.clients
+            .autoscaling
+            .create_auto_scaling_group()
+            .auto_scaling_group_name(name)
+            .min_size(0)
+            .max_size(i32::try_from(max).unwrap())
+            .desired_capacity(0)
+            .vpc_zone_identifier(subnet)
+            .launch_template(
+                aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
+                    .launch_template_id(template_id)
+                    .version("$Latest")
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+    async fn desired(&self, name: &str) -> u32 {
+        let state = AsgPool::new(self.clients.autoscaling.clone())
+            .group_state(name)
+            .await
+            .unwrap();
+        u32::try_from(state.desired).unwrap()
+    }
+    async fn members(&self, name: &str) -> Vec<String> {
+        let state = AsgPool::new(self.clients.autoscaling.clone())
+            .group_state(name)
+            .await
+            .unwrap();
+        let mut ids: Vec<String> = state
+            .instances
+            .into_iter()
+            .filter(|(_, lifecycle, _)| !lifecycle.starts_with("Terminat"))
+            .map(|(id, _, _)| id)
+            .collect();
+        ids.sort();
+        ids
+    }
+    async fn foreign_instance(&self) -> String {
+        let images = self
+            .clients
+            .ec2
+            .describe_images()
+            .owners("amazon")
+            .send()
+            .await
+            .unwrap();
+        let ami = images.images()[0].image_id().unwrap().to_string();
+        self.clients
+            .ec2
+            .run_instances()
+            .image_id(ami)
+            .min_count(1)
+            .max_count(1)
+            .send()
+            .await
+            .unwrap()
+            .instances()[0]
+            .instance_id()
+            .unwrap()
+            .to_string()
+    }
+}
+
+async fn moto_capacity() -> MotoCapacity {
+    let clients = support::clients().await;
+    let store = support::store(&clients, "contract-capacity").await;
+    let cluster = store.cluster().to_string();
+    let capacity = AwsCapacity::new(
+        Fleet::new(clients.ec2.clone(), &cluster),
+        AsgPool::new(clients.autoscaling.clone()),
+        store,
+        None,
+        None,
+        ClusterEndpoint {
+            name: cluster,
+            endpoint: "https://contract.invalid".into(),
+            certificate_authority: "Y29udHJhY3Q=".into(),
+            service_cidr: None,
+        },
+        None,
+        Vec::new(),
+        &[],
+    );
+    MotoCapacity { capacity, clients }
+}
+
+fn memory_capacity() -> MemoryCapacity {
+    MemoryCapacity::new("contract", MemoryState::new())
+}
+
+/// A group is raised one instance at a time and never past its max (false: nothing raised).
+async fn a_group_is_raised_one_at_a_time_up_to_its_max<W: World>(world: W) {
+    let group = support::unique("contract-asg");
+    world.create_group(&group, 2).await;
+    assert!(world.scale_up(&group).await.unwrap());
+    assert!(world.scale_up(&group).await.unwrap());
+    assert!(!world.scale_up(&group).await.unwrap(), "at its max");
+    assert_eq!(world.desired(&group).await, 2);
+    assert_eq!(world.members(&group).await.len(), 2);
+}
+
+/// Scale-in takes only unprotected members of the group, lowering its desired capacity so the
+/// group replaces nothing; protection can be lifted.
+async fn scale_in_takes_unprotected_members_and_lowers_desired<W: World>(world: W) {
+    let group = support::unique("contract-asg");
+    world.create_group(&group, 3).await;
+    for _ in 0..3 {
+        assert!(world.scale_up(&group).await.unwrap());
+    }
+    let members = world.members(&group).await;
+    assert_eq!(members.len(), 3);
+    let foreign = world.foreign_instance().await;
+    world.set_protection(&group, &members[..1], true).await.unwrap();
+    let asked = vec![members[0].clone(), members[1].clone(), foreign];
+    assert_eq!(
+        world.scale_in(&group, &asked).await.unwrap(),
+        vec![members[1].clone()],
+        "the protected member and the non-member are skipped"
+    );
+    assert_eq!(world.desired(&group).await, 2);
+    let left = world.members(&group).await;
+    assert_eq!(left.len(), 2, "nothing replaced: {left:?}");
+    assert!(!left.contains(&members[1]));
+    world.set_protection(&group, &members[..1], false).await.unwrap();
+    assert_eq!(
+        world.scale_in(&group, &members[..1]).await.unwrap(),
+        vec![members[0].clone()]
+    );
+    assert_eq!(world.desired(&group).await, 1);
+}
+
+/// Termination is refused for any instance not tagged as this cluster's (a group's instance, an
+/// instance of the account's); the cluster listing leaves them out; describe tells of any instance
+/// by id and leaves out ids that do not exist.
+async fn only_our_instances_are_terminated_or_listed<W: World>(world: W) {
+    let group = support::unique("contract-asg");
+    world.create_group(&group, 1).await;
+    assert!(world.scale_up(&group).await.unwrap());
+    let member = world.members(&group).await.remove(0);
+    let foreign = world.foreign_instance().await;
+    for id in [&member, &foreign] {
+        let err = world.terminate(std::slice::from_ref(id)).await.unwrap_err();
+        assert!(
+            matches!(err, nodewright_core::ports::AwsError::Refused(ref m) if m.contains(id.as_str())),
+            "{err}"
+        );
+    }
+    let listed: Vec<String> = world
+        .instances()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.instance_id)
+        .collect();
+    assert!(!listed.contains(&member) && !listed.contains(&foreign), "{listed:?}");
+    let described = world
+        .describe(&[member.clone(), "i-0000000000000dead".into()])
+        .await
+        .unwrap();
+    assert_eq!(described.len(), 1, "{described:?}");
+    assert_eq!(described[0].instance_id, member);
+    assert_eq!(described[0].state, "running");
+    assert_eq!(described[0].claim_id, None, "a group's instance carries no claim tag");
+}
+
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -449,6 +739,33 @@ macro_rules! contract {
         }
     };
 }
+
+macro_rules! capacity_contract {
+    ($($case:ident),* $(,)?) => {
+        mod memory_capacity {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(super::memory_capacity()).await;
+                }
+            )*
+        }
+        mod moto_capacity {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(super::moto_capacity().await).await;
+                }
+            )*
+        }
+    };
+}
+
+capacity_contract!(
+    a_group_is_raised_one_at_a_time_up_to_its_max,
+    scale_in_takes_unprotected_members_and_lowers_desired,
+    only_our_instances_are_terminated_or_listed,
+);
 
 contract!(
     events_run_once_within_their_lease_and_record,
