@@ -286,6 +286,16 @@ impl Capacity for AwsCapacity {
         self.asg.set_protection(group, instance_ids, protect).await
     }
 
+    async fn group_members(&self, group: &str) -> Result<Vec<String>> {
+        let state = self.asg.group_state(group).await?;
+        Ok(state
+            .instances
+            .into_iter()
+            .filter(|(_, lifecycle, _)| !lifecycle.starts_with("Terminat") && !lifecycle.starts_with("Detach"))
+            .map(|(id, _, _)| id)
+            .collect())
+    }
+
     async fn instances(&self) -> Result<Vec<InstanceSummary>> {
         self.fleet.cluster_instances().await
     }

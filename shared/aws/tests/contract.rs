@@ -496,6 +496,9 @@ impl Capacity for MotoCapacity {
     ) -> nodewright_core::ports::AwsResult<()> {
         self.capacity.set_protection(group, ids, protect).await
     }
+    async fn group_members(&self, group: &str) -> nodewright_core::ports::AwsResult<Vec<String>> {
+        self.capacity.group_members(group).await
+    }
     async fn instances(
         &self,
     ) -> nodewright_core::ports::AwsResult<Vec<nodewright_core::ports::capacity::InstanceSummary>> {
@@ -675,6 +678,9 @@ async fn scale_in_takes_unprotected_members_and_lowers_desired<W: World>(world: 
     let left = world.members(&group).await;
     assert_eq!(left.len(), 2, "nothing replaced: {left:?}");
     assert!(!left.contains(&members[1]));
+    let mut listed = world.group_members(&group).await.unwrap();
+    listed.sort();
+    assert_eq!(listed, left, "the port lists the group's live members");
     world.set_protection(&group, &members[..1], false).await.unwrap();
     assert_eq!(
         world.scale_in(&group, &members[..1]).await.unwrap(),

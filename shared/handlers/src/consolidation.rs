@@ -157,31 +157,38 @@ async fn reconcile<S: State, C: Capacity, K: ClusterApi>(
                     }
                 }
                 None if held.contains(i.instance_id.as_str()) => {}
-                // A group's instance no claim holds (its launch event was lost): adopted like the
-                // launch event would, never terminated past the group (it would replace it). Not
-                // while its launch event may still be on its way (or in a claims read that lags).
-                None if asg_group_of(deps, i.pool.as_deref()).is_some()
-                    && i.launch_time_millis.is_some_and(|t| now - t > GROUP_ADOPTION_DELAY_MS) =>
-                {
-                    let pool = i.pool.clone().unwrap_or_default();
-                    let launched_at = i.launch_time_millis.unwrap_or(now);
-                    let id = format!("asg-{}", i.instance_id);
-                    let mut record = ClaimRecord::launching(&id, &pool, Vec::new(), launched_at);
-                    record.backing = format!("asg:{}", asg_group_of(deps, Some(&pool)).unwrap_or_default());
-                    match adopt(deps, &record, i, launched_at).await {
-                        Ok(true) => {
-                            adopted = true;
-                            out.push(Action::Adopted {
-                                claim: id,
-                                instance_id: i.instance_id.clone(),
-                            });
-                        }
-                        Ok(false) => {}
-                        Err(e) => failed(out, "adopt", &i.instance_id, &e),
-                    }
-                }
+                // A group's instance (the group propagates our tags): never terminated past the
+                // group, which would replace it; the group pass below gives it a claim.
+                None if asg_group_of(deps, i.pool.as_deref()).is_some() => {}
                 None if i.launch_time_millis.is_some_and(|t| now - t > timeout) => orphans.push(i.instance_id.clone()),
                 _ => {}
+            }
+        }
+    }
+    // Auto Scaling groups: a member no claim holds (its launch event lost, or dead-lettered) is
+    // given to the claim waiting for it, or adopted, as its launch event would have done.
+    for (group, members) in group_members(deps, out).await {
+        let held: HashSet<&str> = claims.iter().filter_map(|c| c.instance_id.as_deref()).collect();
+        let unheld: Vec<String> = members.into_iter().filter(|m| !held.contains(m.as_str())).collect();
+        if unheld.is_empty() {
+            continue;
+        }
+        let described = match deps.capacity.describe(&unheld).await {
+            Ok(d) => d,
+            Err(e) => {
+                failed(out, "describe group instances", &group, &e.into());
+                continue;
+            }
+        };
+        for i in described {
+            let launched_at = i.launch_time_millis.unwrap_or(now);
+            if now - launched_at <= GROUP_ADOPTION_DELAY_MS {
+                continue;
+            }
+            match crate::state_change::asg_launch(deps, &group, Some(&i.instance_id), true, launched_at, now, out).await
+            {
+                Ok(()) => adopted = true,
+                Err(e) => failed(out, "attach group instance", &i.instance_id, &e),
             }
         }
     }
@@ -257,9 +264,22 @@ async fn reconcile<S: State, C: Capacity, K: ClusterApi>(
             continue;
         }
         let launched_at = claim.entered(ClaimState::Launching).unwrap_or(now);
+        // The node's registration is timed from when its instance exists: an Auto Scaling claim
+        // may wait for its group's instance long after it was decided.
+        let instance_at = claim.entered(ClaimState::Launched).unwrap_or(launched_at);
         let result = match claim.state {
+            // 3a. An Auto Scaling claim whose group was never raised (every attempt of its
+            // decision failed, retries included): raised now.
+            ClaimState::Launching
+                if claim.instance_id.is_none()
+                    && claim.scale_requested_at.is_none()
+                    && claim.backing.starts_with("asg:")
+                    && now - launched_at > UNRAISED_CLAIM_AFTER_MS =>
+            {
+                raise_unraised(deps, claim, now, out).await
+            }
             // 3. Never registered.
-            ClaimState::Launching | ClaimState::Launched if now - launched_at > timeout => {
+            ClaimState::Launching | ClaimState::Launched if now - instance_at > timeout => {
                 if claim.instance_id.is_none() && now - launched_at <= LAUNCHING_TIMEOUT_MS {
                     continue;
                 }
@@ -304,9 +324,63 @@ async fn reconcile<S: State, C: Capacity, K: ClusterApi>(
     Ok(())
 }
 
-/// How old an Auto Scaling instance no claim holds must be before consolidation adopts it: its
+/// How long an Auto Scaling claim may wait for its decision's invocation (and Lambda's retries, at
+/// about +1 and +3 minutes) to raise its group before consolidation raises it.
+const UNRAISED_CLAIM_AFTER_MS: i64 = 4 * 60 * 1000;
+
+/// Raises the group of a claim whose decision never did (see [`UNRAISED_CLAIM_AFTER_MS`]).
+async fn raise_unraised<S: State, C: Capacity, K: ClusterApi>(
+    deps: &Deps<S, C, K>,
+    claim: &ClaimRecord,
+    now: EpochMillis,
+    out: &mut Outcome,
+) -> Result<()> {
+    let (Some(group), Some(pool)) = (
+        claim.backing.strip_prefix("asg:"),
+        deps.settings.config.node_pools.iter().find(|p| p.name == claim.pool),
+    ) else {
+        return Ok(());
+    };
+    let charged = crate::provision::usage_of_pool_types(pool, &deps.settings.instance_types);
+    let holder = nodewright_core::ports::state::Holder::Invocation(format!("raise/{}", claim.id));
+    let mut actions = Vec::new();
+    let raised = crate::provision::raise_and_report(
+        deps,
+        pool,
+        group,
+        &claim.id,
+        &claim.pods,
+        &charged,
+        &holder,
+        now,
+        &mut actions,
+    )
+    .await;
+    out.actions.extend(actions);
+    raised
+}
+
+/// How old an Auto Scaling instance no claim holds must be before consolidation attaches it: its
 /// launch event comes within seconds, and it is the one that should take it.
 const GROUP_ADOPTION_DELAY_MS: i64 = 2 * 60 * 1000;
+
+/// The members of every Auto Scaling pool's group; a group that cannot be read is reported and
+/// left for the next run.
+async fn group_members<S: State, C: Capacity, K: ClusterApi>(
+    deps: &Deps<S, C, K>,
+    out: &mut Outcome,
+) -> Vec<(String, Vec<String>)> {
+    let mut all = Vec::new();
+    for pool in &deps.settings.config.node_pools {
+        if let nodewright_core::nodepool::PoolBacking::AutoScalingGroup { group_name, .. } = &pool.backing {
+            match deps.capacity.group_members(group_name).await {
+                Ok(m) => all.push((group_name.clone(), m)),
+                Err(e) => failed(out, "list group instances", group_name, &e.into()),
+            }
+        }
+    }
+    all
+}
 
 /// The Auto Scaling group behind a pool, if it is an Auto Scaling pool.
 fn asg_group_of<'a, S: State, C: Capacity, K: ClusterApi>(
@@ -332,7 +406,7 @@ async fn adopt<S: State, C: Capacity, K: ClusterApi>(
     instance: &nodewright_core::ports::capacity::InstanceSummary,
     launched_at: EpochMillis,
 ) -> Result<bool> {
-    if !deps.state.create_claim(record).await? {
+    if !crate::provision::create_adopted_claim(deps, record, Some(&instance.instance_type)).await? {
         return Ok(false);
     }
     let update = launch_update(deps, instance);
@@ -483,7 +557,7 @@ async fn terminate_instance<S: State, C: Capacity, K: ClusterApi>(
                 Ok(deps.capacity.scale_in(group, &ids).await?)
             })
             .await?
-            .ok_or_else(|| crate::Error::Busy(format!("Auto Scaling group {group} is being changed")))
+            .ok_or_else(|| crate::Error::GroupBusy(group.to_string()))
         }
         None => {
             deps.capacity.terminate(&ids).await?;

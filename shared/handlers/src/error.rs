@@ -12,6 +12,10 @@ pub enum Error {
     /// Another invocation holds this event's lease; fail so the event is redelivered later.
     #[error("event {0} is being handled by another invocation")]
     Busy(String),
+    /// Another invocation held an Auto Scaling group's lease throughout; fail so the event is
+    /// redelivered (its claim stays launching and the retry raises the group for it).
+    #[error("Auto Scaling group {0} is being changed by another invocation")]
+    GroupBusy(String),
     #[error(transparent)]
     Aws(#[from] nodewright_core::ports::AwsError),
     #[error(transparent)]
@@ -50,7 +54,7 @@ impl Error {
     /// not back to the retry queue).
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Busy(_) => true,
+            Error::Busy(_) | Error::GroupBusy(_) => true,
             Error::Aws(e) => e.is_transient(),
             Error::Kube(e) => e.is_transient(),
             Error::Event { .. } | Error::Config { .. } | Error::Core(_) => false,

@@ -690,7 +690,7 @@ where
 /// and pods go back), as does an Auto Scaling error; a lease that stayed busy fails the invocation
 /// with the claim left launching, so the event's retry raises the group for it.
 #[allow(clippy::too_many_arguments)]
-async fn raise_and_report<S: State, C: Capacity, K: ClusterApi>(
+pub(crate) async fn raise_and_report<S: State, C: Capacity, K: ClusterApi>(
     deps: &Deps<S, C, K>,
     pool: &NodePool,
     group: &str,
@@ -715,9 +715,7 @@ async fn raise_and_report<S: State, C: Capacity, K: ClusterApi>(
             fail_claim(deps, pool, claim, charged, pods, now, &why, actions).await?;
         }
         Ok(GroupRaise::Busy) => {
-            return Err(Error::Busy(format!(
-                "Auto Scaling group {group} is being changed by another invocation"
-            )));
+            return Err(Error::GroupBusy(group.to_string()));
         }
         Err(e) => fail_claim(deps, pool, claim, charged, pods, now, &e.to_string(), actions).await?,
     }
@@ -842,7 +840,7 @@ async fn record_launch<S: State, C: Capacity, K: ClusterApi>(
 
 /// The usage charged before launch was the largest option's; now the instance type is known, charge
 /// exactly its capacity (what termination will release).
-async fn settle_usage<S: State, C: Capacity, K: ClusterApi>(
+pub(crate) async fn settle_usage<S: State, C: Capacity, K: ClusterApi>(
     deps: &Deps<S, C, K>,
     pool: &NodePool,
     charged: &UsageDelta,
@@ -866,6 +864,26 @@ async fn settle_usage<S: State, C: Capacity, K: ClusterApi>(
             .await?;
     }
     Ok(())
+}
+
+/// Writes the claim of an instance that exists already (adopted: its record was lost, or a group
+/// launched it for no claim), counted in the pool's usage whatever the limits. The charge comes
+/// first: an invocation that dies before the claim leaves a charge the usage reconciler takes
+/// back, where the other order would leave a claim whose end releases what was never charged (a
+/// counter below zero). True when this call created the claim.
+pub(crate) async fn create_adopted_claim<S: State, C: Capacity, K: ClusterApi>(
+    deps: &Deps<S, C, K>,
+    record: &ClaimRecord,
+    instance_type: Option<&str>,
+) -> Result<bool> {
+    let delta = usage_of_type(instance_type.unwrap_or(""), &deps.settings.instance_types);
+    let unlimited = nodewright_core::nodepool::Limits::default();
+    deps.state.try_add_usage(&record.pool, &delta, &unlimited).await?;
+    if deps.state.create_claim(record).await? {
+        return Ok(true);
+    }
+    deps.state.release_usage(&record.pool, &delta, true).await?;
+    Ok(false)
 }
 
 /// The pool usage of one instance of `instance_type` (zero when unknown).

@@ -91,14 +91,14 @@ pub async fn handle<S: State, C: Capacity, K: ClusterApi>(
     Ok(out)
 }
 
-/// An Auto Scaling group launched an instance (or failed to). The oldest claim of the group still
-/// waiting for an instance takes it; a claim another launch event took meanwhile (the claims read
+/// An Auto Scaling group launched an instance (or failed to). The claim of the group that raised
+/// it earliest and still waits for an instance takes it; a claim another launch event took meanwhile (the claims read
 /// is eventually consistent) is passed over, and an event for an instance a claim already holds is
 /// a duplicate. An instance no claim waits for (a raise repeated after its record was lost, the
 /// group replacing an instance) is adopted as a claim of the pool, so it is used or removed like
 /// any node, never left running unowned.
 #[allow(clippy::too_many_arguments)]
-async fn asg_launch<S: State, C: Capacity, K: ClusterApi>(
+pub(crate) async fn asg_launch<S: State, C: Capacity, K: ClusterApi>(
     deps: &Deps<S, C, K>,
     group: &str,
     instance_id: Option<&str>,
@@ -121,7 +121,16 @@ async fn asg_launch<S: State, C: Capacity, K: ClusterApi>(
         .into_iter()
         .filter(|c| c.backing == backing && c.state == ClaimState::Launching && c.instance_id.is_none())
         .collect();
-    waiting.sort_by_key(|c| (c.entered(ClaimState::Launching), c.id.clone()));
+    // Claims that raised the group first, in the order they raised it (the instance answers one
+    // of those raises); a claim whose raise never happened (its invocation failed throughout)
+    // only after them.
+    waiting.sort_by_key(|c| {
+        (
+            c.scale_requested_at.is_none(),
+            c.scale_requested_at.or(c.entered(ClaimState::Launching)),
+            c.id.clone(),
+        )
+    });
     let group_pool = deps.settings.config.node_pools.iter().find(|p| {
         matches!(&p.backing, nodewright_core::nodepool::PoolBacking::AutoScalingGroup { group_name, .. }
             if group_name == group)
@@ -177,6 +186,13 @@ async fn asg_launch<S: State, C: Capacity, K: ClusterApi>(
                     to: ClaimState::Launched.as_str().into(),
                     outcome: transition_name(&t).into(),
                 });
+                // Charged as the pool's largest type; now the group's choice is known, counted
+                // as what termination will release.
+                if let (Some(pool), Some(t)) = (group_pool, update.instance_type.as_deref()) {
+                    let types = &deps.settings.instance_types;
+                    let charged = crate::provision::usage_of_pool_types(pool, types);
+                    crate::provision::settle_usage(deps, pool, &charged, t, types).await?;
+                }
                 return Ok(());
             }
             TransitionOutcome::Duplicate(c) | TransitionOutcome::Stale(c)
@@ -200,7 +216,7 @@ async fn asg_launch<S: State, C: Capacity, K: ClusterApi>(
     let id = format!("asg-{iid}");
     let mut record = ClaimRecord::launching(&id, &pool.name, Vec::new(), at);
     record.backing = backing;
-    if deps.state.create_claim(&record).await? {
+    if crate::provision::create_adopted_claim(deps, &record, update.instance_type.as_deref()).await? {
         let t = deps
             .state
             .transition_claim(&id, ClaimState::Launched, at, &update)

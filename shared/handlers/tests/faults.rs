@@ -49,7 +49,9 @@ async fn run_faulty(
     now: i64,
 ) -> Option<nodewright_handlers::Result<Outcome>> {
     let parsed = parse_bytes(bytes).unwrap();
+    // Biased: branch order fixed, so a seed gives one run (tokio picks at random otherwise).
     tokio::select! {
+        biased;
         r = handle(function, deps, parsed, now) => Some(r),
         () = faults.crashed() => None,
     }

@@ -170,6 +170,9 @@ pub trait Capacity: Send + Sync {
         instance_ids: &[String],
         protect: bool,
     ) -> impl Future<Output = AwsResult<()>> + Send;
+    /// An Auto Scaling group's instances that are launching or in service (not terminating), as
+    /// the group lists them: how consolidation finds an instance whose launch event was lost.
+    fn group_members(&self, group: &str) -> impl Future<Output = AwsResult<Vec<String>>> + Send;
     /// Instances tagged as this cluster's (any state but terminated).
     fn instances(&self) -> impl Future<Output = AwsResult<Vec<InstanceSummary>>> + Send;
     /// The named instances as EC2 describes them now, whatever their tags (Auto Scaling pool

@@ -152,6 +152,8 @@ pub const PORT_METHODS: &[(&str, &[&str])] = &[
             "transfer_pod",
             "release_pod",
             "reservations",
+            "take_lease",
+            "release_lease",
             "create_claim",
             "get_claim",
             "claim_by_instance",
@@ -176,6 +178,7 @@ pub const PORT_METHODS: &[(&str, &[&str])] = &[
             "terminate",
             "scale_in",
             "set_protection",
+            "group_members",
             "instances",
             "describe",
         ],
@@ -478,6 +481,9 @@ impl<C: Capacity> Capacity for FaultyCapacity<C> {
                 self.inner.set_protection(group, instance_ids, protect),
             )
             .await
+    }
+    async fn group_members(&self, group: &str) -> Result<Vec<String>> {
+        self.faults.gate("group_members", self.inner.group_members(group)).await
     }
     async fn instances(&self) -> Result<Vec<InstanceSummary>> {
         self.faults.gate("instances", self.inner.instances()).await

@@ -530,6 +530,8 @@ pub struct MemoryGroup {
     /// What the group's launch template launches.
     pub instance_type: String,
     pub zone: String,
+    /// The launch template's user data (the user's: what its nodes register from).
+    pub user_data: Option<String>,
 }
 
 /// The max size of a group no test declared (the user created it; its size is theirs).
@@ -542,6 +544,7 @@ fn undeclared_group(instance_type: &str) -> MemoryGroup {
         members: BTreeSet::new(),
         instance_type: instance_type.into(),
         zone: "us-east-1a".into(),
+        user_data: None,
     }
 }
 
@@ -676,8 +679,18 @@ impl MemoryCapacity {
                 members: BTreeSet::new(),
                 instance_type: instance_type.into(),
                 zone: zone.into(),
+                user_data: None,
             },
         );
+    }
+
+    /// Gives a declared group's launch template user data for `pool`, as our docs tell a user to
+    /// write it: nodeadm joining the cluster with the pool's labels and taints.
+    pub fn set_group_user_data_for(&self, name: &str, pool: &nodewright_core::NodePool) {
+        let user_data = memory_user_data(&self.cluster, pool);
+        if let Some(g) = lock(&self.data).groups.get_mut(name) {
+            g.user_data = user_data;
+        }
     }
 
     pub fn group(&self, name: &str) -> Option<MemoryGroup> {
@@ -692,7 +705,7 @@ impl MemoryCapacity {
         let names: Vec<String> = lock(&self.data).groups.keys().cloned().collect();
         for name in names {
             loop {
-                let (missing, instance_type, zone) = {
+                let (missing, instance_type, zone, user_data) = {
                     let mut d = lock(&self.data);
                     let CapacityData { groups, instances, .. } = &mut *d;
                     let Some(g) = groups.get_mut(&name) else { break };
@@ -702,15 +715,21 @@ impl MemoryCapacity {
                         usize::try_from(g.desired).unwrap_or(usize::MAX) > g.members.len(),
                         g.instance_type.clone(),
                         g.zone.clone(),
+                        g.user_data.clone(),
                     )
                 };
                 if !missing {
                     break;
                 }
                 let id = self.add_group_instance(&instance_type, &zone, now);
-                if let Some(g) = lock(&self.data).groups.get_mut(&name) {
+                let mut d = lock(&self.data);
+                if let Some(g) = d.groups.get_mut(&name) {
                     g.members.insert(id.clone());
                 }
+                if let Some(u) = user_data {
+                    d.user_data.insert(id.clone(), u);
+                }
+                drop(d);
                 launched.push((name.clone(), id));
             }
         }
@@ -940,6 +959,21 @@ impl Capacity for MemoryCapacity {
             }
         }
         Ok(())
+    }
+
+    async fn group_members(&self, group: &str) -> Result<Vec<String>> {
+        let d = lock(&self.data);
+        let Some(g) = d.groups.get(group) else {
+            return Err(Error::invalid(
+                "autoScalingGroup",
+                format!("group {group:?} does not exist"),
+            ));
+        };
+        Ok(g.members
+            .iter()
+            .filter(|m| d.instances.get(*m).is_some_and(|i| i.state != "terminated"))
+            .cloned()
+            .collect())
     }
 
     async fn instances(&self) -> Result<Vec<InstanceSummary>> {

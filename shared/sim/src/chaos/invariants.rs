@@ -224,13 +224,17 @@ pub async fn check(
         if c.entered(ClaimState::Ready).is_some() || c.state > ClaimState::Ready {
             continue;
         }
-        let since = c.entered(ClaimState::Launching).unwrap_or(now);
+        let decided = c.entered(ClaimState::Launching).unwrap_or(now);
         // A claim with no instance yet may wait for its decision's retry (LAUNCHING_TIMEOUT_MS);
-        // one with an instance for its node (the registration timeout).
-        let timeout = if c.instance_id.is_none() {
-            LAUNCHING_TIMEOUT_MS.max(settings.registration_timeout_ms)
+        // one with an instance for its node (the registration timeout, from the instance's
+        // launch: an Auto Scaling claim may get its instance long after it was decided).
+        let (since, timeout) = if c.instance_id.is_none() {
+            (decided, LAUNCHING_TIMEOUT_MS.max(settings.registration_timeout_ms))
         } else {
-            settings.registration_timeout_ms
+            (
+                c.entered(ClaimState::Launched).unwrap_or(decided),
+                settings.registration_timeout_ms,
+            )
         };
         let slack = if when == Check::Running {
             CLAIM_TIMEOUT_SLACK_MS_FAULTS
@@ -241,11 +245,17 @@ pub async fn check(
             out.push((
                 Invariant::ClaimTimeout,
                 format!(
-                    "claim {} still {} {} s after launching (timeout {} s)",
+                    "claim {} ({}, instance {}) still {} {} s after launching (timeout {} s); transitions {:?}",
                     c.id,
+                    c.backing,
+                    c.instance_id.as_deref().unwrap_or("none"),
                     c.state.as_str(),
                     (now - since) / 1000,
-                    timeout / 1000
+                    timeout / 1000,
+                    c.transitions
+                        .iter()
+                        .map(|(s, at)| format!("{} +{} s", s.as_str(), (at - since) / 1000))
+                        .collect::<Vec<_>>()
                 ),
             ));
         }

@@ -42,7 +42,8 @@ const SETTLE_STEPS: usize = 12;
 const EXTRA_SETTLE_STEPS: usize = 28;
 
 /// Two pools as a Karpenter user writes them: a general spot-or-on-demand pool with a CPU limit,
-/// and an on-demand pool pods select by label.
+/// and an on-demand pool pods select by label; and an Auto Scaling pool (an existing group of
+/// m5.xlarge, at most 3) that batch pods select.
 const POOLS: &str = r#"
 apiVersion: karpenter.sh/v1
 kind: NodePool
@@ -74,6 +75,19 @@ spec:
   limits: {cpu: "16"}
   disruption: {consolidationPolicy: WhenEmpty, consolidateAfter: 2m}
 ---
+apiVersion: nodewright.io/v1alpha1
+kind: AutoScalingPool
+metadata: {name: batch}
+spec:
+  autoScalingGroupName: chaos-batch
+  instanceTypes: [m5.xlarge]
+  capacityType: on-demand
+  minSize: 0
+  maxSize: 3
+  template:
+    metadata: {labels: {workload: batch}}
+  disruption: {consolidateAfter: 2m}
+---
 apiVersion: karpenter.k8s.aws/v1
 kind: EC2NodeClass
 metadata: {name: default}
@@ -83,6 +97,10 @@ spec:
   securityGroupSelectorTerms: [{tags: {karpenter.sh/discovery: chaos}}]
   role: KarpenterNodeRole-chaos
 "#;
+
+/// The Auto Scaling group behind the `batch` pool, and its max size.
+const GROUP: &str = "chaos-batch";
+const GROUP_MAX: u32 = 3;
 
 /// Pod shapes: (millicores, MiB).
 const SHAPES: [(u64, u64); 6] = [
@@ -178,6 +196,8 @@ pub(super) struct Story<'o> {
     /// Instances EC2 took back (not Nodewright's termination).
     reclaimed: BTreeSet<String>,
     terminated_seen: BTreeSet<String>,
+    /// Instances the Auto Scaling group launched.
+    group_instances: BTreeSet<String>,
     last_tick: i64,
     last_resend: i64,
     /// The latest reason each pod was reported unschedulable (by pod name).
@@ -213,11 +233,18 @@ impl<'o> Story<'o> {
     fn new(seed: u64, options: &'o ChaosOptions) -> Story<'o> {
         let state = MemoryState::new();
         let settings = settings();
+        // The user's group, its launch template's user data written as docs/configuration.md
+        // says (the pool's labels and taints).
+        let capacity = MemoryCapacity::new(&settings.cluster, state.clone());
+        capacity.declare_group(GROUP, GROUP_MAX, "m5.xlarge", "us-east-1a");
+        if let Some(pool) = settings.config.node_pools.iter().find(|p| p.name == "batch") {
+            capacity.set_group_user_data_for(GROUP, pool);
+        }
         Story {
             seed,
             options,
             rng: Rng::new(seed ^ 0x5EED_C4A0_5000_0000),
-            capacity: MemoryCapacity::new(&settings.cluster, state.clone()),
+            capacity,
             settings,
             state,
             cluster: MemoryCluster::new(),
@@ -236,6 +263,7 @@ impl<'o> Story<'o> {
             reclaims: Vec::new(),
             reclaimed: BTreeSet::new(),
             terminated_seen: BTreeSet::new(),
+            group_instances: BTreeSet::new(),
             last_tick: START,
             last_resend: START,
             unschedulable: BTreeMap::new(),
@@ -321,8 +349,14 @@ impl<'o> Story<'o> {
         let mut pod = Pod::new(&name, cpu, mib * 1024 * 1024);
         pod.uid = format!("uid-{:06}", self.next_pod);
         pod.namespace = "default".into();
-        if self.rng.below(5) == 0 {
-            pod.node_selector.insert("tier".into(), "critical".into());
+        match self.rng.below(10) {
+            0 | 1 => {
+                pod.node_selector.insert("tier".into(), "critical".into());
+            }
+            2 => {
+                pod.node_selector.insert("workload".into(), "batch".into());
+            }
+            _ => {}
         }
         let uid = pod.uid.clone();
         self.pods.insert(uid.clone(), (pod, PodState::Pending));
@@ -376,6 +410,14 @@ impl<'o> Story<'o> {
     /// EC2 and the kubelets: instances turn running and their nodes register and turn Ready;
     /// spot reclaims happen; instances Nodewright terminated take their nodes and pods with them.
     async fn physics(&mut self) {
+        // The Auto Scaling group launches towards its desired capacity (replacing members that
+        // were terminated past it) and says so.
+        for (group, id) in self.capacity.launch_group_instances(self.now) {
+            self.group_instances.insert(id.clone());
+            self.note(format!("group {group} launches {id}"));
+            let ev = self.asg_event("EC2 Instance Launch Successful", &group, &id);
+            self.send(Function::StateChange, ev);
+        }
         let due: Vec<String> = self
             .reclaims
             .iter()
@@ -509,6 +551,10 @@ impl<'o> Story<'o> {
             }
         }
         self.note(format!("{id} terminated"));
+        if self.group_instances.contains(id) {
+            let ev = self.asg_event("EC2 Instance Terminate Successful", GROUP, id);
+            self.send(Function::StateChange, ev);
+        }
         let ev = self.ec2_event(
             "EC2 Instance State-change Notification",
             id,
@@ -602,6 +648,23 @@ impl<'o> Story<'o> {
     fn ec2_event(&mut self, detail_type: &str, instance_id: &str, detail: Value) -> Value {
         let arn = format!("arn:aws:ec2:us-east-1:123456789012:instance/{instance_id}");
         self.envelope("aws.ec2", detail_type, vec![arn], detail)
+    }
+
+    /// An Auto Scaling activity event, as the service sends it.
+    fn asg_event(&mut self, detail_type: &str, group: &str, instance_id: &str) -> Value {
+        let resources = vec![
+            format!("arn:aws:autoscaling:us-east-1:123456789012:autoScalingGroup:uuid:autoScalingGroupName/{group}"),
+            format!("arn:aws:ec2:us-east-1:123456789012:instance/{instance_id}"),
+        ];
+        let detail = json!({
+            "StatusCode": "InProgress",
+            "AutoScalingGroupName": group,
+            "EC2InstanceId": instance_id,
+            "Details": {"Availability Zone": "us-east-1a"},
+            "StatusMessage": "",
+            "Cause": "a user request update of AutoScalingGroup constraints",
+        });
+        self.envelope("aws.autoscaling", detail_type, resources, detail)
     }
 
     fn send_pods(&mut self, uids: &[String]) {
@@ -781,7 +844,11 @@ impl<'o> Story<'o> {
             Ok(p) => p,
             Err(e) => return Ended::Failed(format!("the story built an event the parser refused: {e}")),
         };
+        // Biased: the branches are polled in this order every time, so a seed replays exactly
+        // (tokio picks one at random otherwise, and a crash could cut concurrent calls short or
+        // not from one run to the next).
         tokio::select! {
+            biased;
             r = handle_with_faults(d.function, &deps, parsed, self.now) => match r {
                 Ok(outcome) => Ended::Ok(
                     outcome
