@@ -1,7 +1,9 @@
 //! `nodewright chaos` in the test suite: a handful of seeded stories, including the seeds whose
 //! counterexamples found real defects (a pod planned onto two in-flight claims after a crash
 //! between growing a claim and moving the pod's reservation, seed 8; usage leaks never corrected
-//! in a busy pool, seeds 10-12), must run without a violation, with faults of every kind injected
+//! in a busy pool, seeds 10-12; with the Auto Scaling pool: a group member whose launch event was
+//! dead-lettered left unowned, seed 153; an adopted claim's end taking a counter below zero, seed
+//! 119; an instance reaching a long-waiting claim timed out at once, seed 173), must run without a violation, with faults of every kind injected
 //! at all three ports. `scripts/test` also runs the CLI over 30 seeds.
 #![allow(clippy::unwrap_used)]
 
@@ -44,7 +46,7 @@ async fn seeded_stories_break_no_invariant() {
 
 #[tokio::test]
 async fn the_seeds_that_found_defects_stay_fixed() {
-    for seed in [2, 4, 5, 6, 8, 9, 10, 11, 12] {
+    for seed in [2, 4, 5, 6, 8, 9, 10, 11, 12, 119, 153, 173] {
         let report = run(&options(seed, 1)).await;
         assert_eq!(
             report.total_violations(),
@@ -55,8 +57,16 @@ async fn the_seeds_that_found_defects_stay_fixed() {
     }
 }
 
+/// Seed 153 once ended differently from run to run (tokio's select! polled the crash and the
+/// handler in a random order); every run of a seed must be the same story.
 #[tokio::test]
 async fn the_same_seed_gives_the_same_story() {
+    let a = run(&options(153, 1)).await;
+    for _ in 0..4 {
+        let b = run(&options(153, 1)).await;
+        assert_eq!((a.steps, a.invocations), (b.steps, b.invocations));
+        assert_eq!(a.injected, b.injected);
+    }
     let a = run(&options(3, 1)).await;
     let b = run(&options(3, 1)).await;
     assert_eq!(a.steps, b.steps);
