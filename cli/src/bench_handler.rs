@@ -90,7 +90,7 @@ pub fn run(args: &Args) -> u8 {
             let state = MemoryState::new();
             let deps = Deps {
                 settings: settings.clone(),
-                capacity: MemoryCapacity::new("bench", state.clone()),
+                capacity: MemoryCapacity::new("bench"),
                 state,
                 cluster: Some(MemoryCluster::new()),
                 daemonsets: nodewright_handlers::DaemonSets::default(),

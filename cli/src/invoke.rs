@@ -275,7 +275,7 @@ pub fn run(args: &Args) -> u8 {
         }
     };
     let state = loaded.state;
-    let capacity = MemoryCapacity::new(&args.cluster, state.clone());
+    let capacity = MemoryCapacity::new(&args.cluster);
     capacity.resume_from_claims(&loaded.claims);
     let deps = Deps {
         settings,

@@ -216,7 +216,8 @@ impl AwsCapacity {
 }
 
 impl Capacity for AwsCapacity {
-    async fn launch(&self, launch: &ClaimLaunch, now: EpochMillis) -> Result<LaunchOutcome> {
+    /// (`_now`: the instance's launch time is EC2's.)
+    async fn launch(&self, launch: &ClaimLaunch, _now: EpochMillis) -> Result<LaunchOutcome> {
         let class_name = launch.pool.node_class.clone().unwrap_or_else(|| "default".into());
         let class = self.node_classes.iter().find(|c| c.name == class_name).ok_or_else(|| {
             Error::invalid(
@@ -266,7 +267,7 @@ impl Capacity for AwsCapacity {
             offerings,
             tags,
         };
-        self.fleet.launch(&request, &self.store, now).await
+        self.fleet.launch(&request).await
     }
 
     async fn scale_up(&self, group: &str) -> Result<bool> {

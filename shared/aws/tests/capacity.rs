@@ -15,8 +15,6 @@ use nodewright_aws::capacity::{
 use nodewright_core::CapacityType;
 use nodewright_core::nodepool::{Ec2NodeClass, SelectorTerm};
 
-const NOW: i64 = 1_790_000_000_000;
-
 /// An AMI moto knows, and the default subnets with their zones.
 async fn ami_and_subnets(ec2: &aws_sdk_ec2::Client) -> (String, Vec<(String, String)>) {
     let images = ec2
@@ -96,7 +94,7 @@ async fn fleet_launch_is_tagged_retry_safe_and_termination_is_guarded() {
         }],
         tags: BTreeMap::from([("team".to_string(), "ml".to_string())]),
     };
-    let first = fleet.launch(&request, &store, NOW).await.unwrap();
+    let first = fleet.launch(&request).await.unwrap();
     assert!(!first.adopted);
     assert_eq!(first.instance_type, "m5.large");
     assert_eq!(first.capacity_type, CapacityType::OnDemand);
@@ -118,7 +116,7 @@ async fn fleet_launch_is_tagged_retry_safe_and_termination_is_guarded() {
     assert_eq!(tag_of(instance, "team").as_deref(), Some("ml"));
 
     // A retried launch (the invocation died before recording) adopts the same instance.
-    let again = fleet.launch(&request, &store, NOW + 5_000).await.unwrap();
+    let again = fleet.launch(&request).await.unwrap();
     assert!(again.adopted);
     assert_eq!(again.instance_id, first.instance_id);
     let ours = fleet.cluster_instances().await.unwrap();

@@ -642,7 +642,7 @@ async fn moto_capacity() -> MotoCapacity {
 }
 
 fn memory_capacity() -> MemoryCapacity {
-    MemoryCapacity::new("contract", MemoryState::new())
+    MemoryCapacity::new("contract")
 }
 
 /// A group is raised one instance at a time and never past its max (false: nothing raised).

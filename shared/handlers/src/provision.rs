@@ -14,9 +14,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use futures::StreamExt;
 use nodewright_core::model::ClaimState;
 use nodewright_core::nodepool::PoolBacking;
-use nodewright_core::ports::EpochMillis;
 use nodewright_core::ports::capacity::LaunchOutcome;
 use nodewright_core::ports::state::{ClaimRecord, ClaimUpdate, Holder, TransitionOutcome, UsageDecision, UsageDelta};
+use nodewright_core::ports::{AwsError, EpochMillis};
 use nodewright_core::scheduler::{ClaimPlan, Input, Options, PoolUsed, schedule};
 use nodewright_core::{CapacityType, InstanceType, Node, NodePool, Pod, Resource, Resources};
 use sha2::{Digest, Sha256};
@@ -307,7 +307,7 @@ async fn resume_dead_attempts<S: State, C: Capacity, K: ClusterApi>(
             offerings: c.offerings.clone(),
         };
         let mut actions = Vec::new();
-        match deps.capacity.launch(&launch, now).await {
+        match launch_offerings(deps, &launch, now).await? {
             Ok(outcome) => {
                 record_launch(deps, pool, &c.id, &outcome, types, c.pods.len(), now, &mut actions).await?;
                 settle_usage(deps, pool, &charged, &outcome.instance_type, types).await?;
@@ -630,7 +630,7 @@ async fn launch_claim<S: State, C: Capacity, K: ClusterApi>(
         pool: pool.clone(),
         offerings: plan.instance_types.clone(),
     };
-    match deps.capacity.launch(&launch, now).await {
+    match launch_offerings(deps, &launch, now).await? {
         Ok(outcome) => {
             record_launch(deps, &pool, &id, &outcome, types, plan.pods.len(), now, &mut actions).await?;
             settle_usage(deps, &pool, &delta, &outcome.instance_type, types).await?;
@@ -641,6 +641,51 @@ async fn launch_claim<S: State, C: Capacity, K: ClusterApi>(
             Ok(actions)
         }
     }
+}
+
+/// Launches a claim through the capacity port. The ICE cache is read and written here and nowhere
+/// else: offerings it holds are left out (when that leaves none, the launch fails without a call),
+/// and every offering the launch found without capacity is recorded for every invocation. The
+/// outer error is the state's (the invocation fails and is retried); the inner one the launch's.
+pub(crate) async fn launch_offerings<S: State, C: Capacity, K: ClusterApi>(
+    deps: &Deps<S, C, K>,
+    launch: &ClaimLaunch,
+    now: EpochMillis,
+) -> Result<std::result::Result<LaunchOutcome, AwsError>> {
+    let cached = deps.state.unavailable_offerings(now).await?;
+    let offerings: Vec<_> = launch
+        .offerings
+        .iter()
+        .filter(|o| {
+            !cached
+                .iter()
+                .any(|u| u.capacity_type == o.capacity_type && u.instance_type == o.name && u.zone == o.zone)
+        })
+        .cloned()
+        .collect();
+    if offerings.is_empty() {
+        return Ok(Err(AwsError::NoCapacity {
+            claim: launch.claim_id.clone(),
+            tried: vec!["every offering is in the unavailable-offerings cache".into()],
+            unavailable: Vec::new(),
+        }));
+    }
+    let launch = ClaimLaunch {
+        offerings,
+        ..launch.clone()
+    };
+    let result = deps.capacity.launch(&launch, now).await;
+    let found = match &result {
+        Ok(outcome) => outcome.unavailable.as_slice(),
+        Err(AwsError::NoCapacity { unavailable, .. }) => unavailable.as_slice(),
+        Err(_) => &[],
+    };
+    for (capacity_type, instance_type, zone, code) in found {
+        deps.state
+            .mark_offering_unavailable(*capacity_type, instance_type, zone, code, now)
+            .await?;
+    }
+    Ok(result)
 }
 
 /// How long an Auto Scaling group's lease may be held (two Auto Scaling calls and a write; an

@@ -143,6 +143,50 @@ async fn insufficient_capacity_falls_back_and_is_cached() {
     assert!(!deps.state.unavailable_offerings(NOW).await.unwrap().is_empty());
 }
 
+/// The ICE cache is kept in one place, the handler: what a launch reports without capacity is
+/// recorded through the State port, and a launch within the next 3 minutes leaves those offerings
+/// out (the capacity port is not asked about them again).
+#[tokio::test]
+async fn offerings_without_capacity_are_recorded_and_left_out_of_the_next_launch() {
+    let deps = deps();
+    for t in deps.settings.instance_types.iter() {
+        for o in &t.offerings {
+            if o.capacity_type == CapacityType::Spot {
+                deps.capacity.exhaust(CapacityType::Spot, &t.name, &o.zone);
+            }
+        }
+    }
+    let reported = |o: &nodewright_handlers::Outcome| {
+        o.actions
+            .iter()
+            .filter(|a| matches!(a, Action::OfferingUnavailable { .. }))
+            .count()
+    };
+    let first = sample_batch(&deps).await;
+    let cached = deps.state.unavailable_offerings(NOW).await.unwrap();
+    assert!(reported(&first) >= 1, "{first:#?}");
+    assert_eq!(cached.len(), reported(&first), "each reported offering recorded once");
+
+    let mut later = nodewright_core::Pod::new("later", 1000, 1 << 30);
+    later.uid = "later".into();
+    later.normalize();
+    let mut out = nodewright_handlers::Outcome::new("pod-pending", "second");
+    let holder = nodewright_core::ports::state::Holder::Invocation("second".into());
+    nodewright_handlers::provision::provision(&deps, vec![later], &holder, &[], NOW + 60_000, &mut out)
+        .await
+        .unwrap();
+    // Whatever the second launch tried, it was not an offering the first one found without
+    // capacity; what it found is recorded too.
+    let text = format!("{out:?}");
+    let tried_again: Vec<_> = cached
+        .iter()
+        .filter(|c| text.contains(&format!("{}/{}/{}", c.capacity_type, c.instance_type, c.zone)))
+        .collect();
+    assert!(tried_again.is_empty(), "{tried_again:?}");
+    let now_cached = deps.state.unavailable_offerings(NOW + 60_000).await.unwrap();
+    assert!(now_cached.len() > cached.len(), "{out:#?}");
+}
+
 fn node_for(instance_id: &str, instance_type: &str) -> ClusterNode {
     let mut n = nodewright_core::Node::new(&format!("node-{instance_id}"), instance_type, "us-east-1a");
     n.pool = Some("general".into());

@@ -77,7 +77,7 @@ pub struct NodewrightSim {
 impl NodewrightSim {
     pub fn new(config: &SimConfig, settings: Settings) -> NodewrightSim {
         let state = MemoryState::new();
-        let capacity = MemoryCapacity::new(&settings.cluster, state.clone());
+        let capacity = MemoryCapacity::new(&settings.cluster);
         let cluster = MemoryCluster::new();
         let prices = price_index(&settings.instance_types);
         NodewrightSim {

@@ -16,8 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::{LaunchOutcome, TAG_CLAIM, TAG_CLUSTER, TAG_MANAGED_BY, TAG_POOL};
 use crate::error::FromSdk;
-use crate::state::StateStore;
-use crate::{EpochMillis, Error, Result};
+use crate::{Error, Result};
 
 /// CreateFleet accepts at most this many overrides per request worth sending (Karpenter's cap).
 pub const MAX_OVERRIDES: usize = 60;
@@ -86,9 +85,9 @@ impl Fleet {
         &self.cluster
     }
 
-    /// Launches one instance for the claim. Adopts an instance already launched for it; skips
-    /// offerings in the ICE cache; records new capacity errors there.
-    pub async fn launch(&self, request: &LaunchRequest, store: &StateStore, now: EpochMillis) -> Result<LaunchOutcome> {
+    /// Launches one instance for the claim. Adopts an instance already launched for it; reports the
+    /// offerings found without capacity (the caller keeps the ICE cache).
+    pub async fn launch(&self, request: &LaunchRequest) -> Result<LaunchOutcome> {
         if request.offerings.is_empty() {
             return Err(Error::invalid(
                 "offerings",
@@ -119,17 +118,7 @@ impl Fleet {
             });
         }
 
-        let cached = store.unavailable_offerings(now).await?;
-        let mut remaining: Vec<LaunchOffering> = request
-            .offerings
-            .iter()
-            .filter(|o| {
-                !cached.iter().any(|u| {
-                    u.capacity_type == o.capacity_type && u.instance_type == o.instance_type && u.zone == o.zone
-                })
-            })
-            .cloned()
-            .collect();
+        let mut remaining: Vec<LaunchOffering> = request.offerings.clone();
         remaining.sort_by(|a, b| {
             a.price
                 .total_cmp(&b.price)
@@ -200,9 +189,6 @@ impl Fleet {
                                 batch.first().cloned().into_iter().collect()
                             };
                             for v in victims {
-                                store
-                                    .mark_offering_unavailable(v.capacity_type, &v.instance_type, &v.zone, &code, now)
-                                    .await?;
                                 remaining.retain(|o| o != &v);
                                 unavailable.push((
                                     v.capacity_type,
@@ -218,6 +204,7 @@ impl Fleet {
                             return Err(Error::NoCapacity {
                                 claim: request.claim_id.clone(),
                                 tried,
+                                unavailable,
                             });
                         }
                     }
@@ -225,12 +212,10 @@ impl Fleet {
                 }
             }
         }
-        if tried.is_empty() {
-            tried.push("every offering is in the unavailable-offerings cache".into());
-        }
         Err(Error::NoCapacity {
             claim: request.claim_id.clone(),
             tried,
+            unavailable,
         })
     }
 

@@ -24,9 +24,15 @@ pub enum AwsError {
     #[error("claim {0:?} changed concurrently too often; giving up")]
     Contended(String),
 
-    /// No offering could be launched; `tried` says what was attempted and why it failed.
+    /// No offering could be launched; `tried` says what was attempted and why it failed, and
+    /// `unavailable` the offerings found without capacity (capacity type, type, zone, code), for
+    /// the caller to record in the ICE cache.
     #[error("no capacity for claim {claim}: {}", .tried.join("; "))]
-    NoCapacity { claim: String, tried: Vec<String> },
+    NoCapacity {
+        claim: String,
+        tried: Vec<String>,
+        unavailable: Vec<(crate::CapacityType, String, String, String)>,
+    },
 
     /// A safety check refused the operation (e.g. terminating an instance that is not ours).
     #[error("refused: {0}")]

@@ -150,8 +150,9 @@ pub struct ClaimLaunch {
 
 /// EC2 and Auto Scaling.
 pub trait Capacity: Send + Sync {
-    /// Launches (or adopts) one instance for the claim; offerings in the ICE cache are skipped and new
-    /// capacity errors recorded there.
+    /// Launches (or adopts) one instance for the claim from the offerings given (the caller leaves
+    /// out those in the ICE cache); the offerings found without capacity come back in the outcome
+    /// (or in `NoCapacity`) for the caller to record. Adapters never touch the cache.
     fn launch(&self, launch: &ClaimLaunch, now: EpochMillis) -> impl Future<Output = AwsResult<LaunchOutcome>> + Send;
     /// Raises an Auto Scaling pool's desired capacity by one (the instance id arrives with the
     /// group's launch event); false when the group is at its max size and nothing was raised.

@@ -553,15 +553,13 @@ fn undeclared_group(instance_type: &str) -> MemoryGroup {
 #[derive(Debug, Clone)]
 pub struct MemoryCapacity {
     cluster: String,
-    state: MemoryState,
     data: Arc<Mutex<CapacityData>>,
 }
 
 impl MemoryCapacity {
-    pub fn new(cluster: &str, state: MemoryState) -> Self {
+    pub fn new(cluster: &str) -> Self {
         MemoryCapacity {
             cluster: cluster.into(),
-            state,
             data: Arc::new(Mutex::new(CapacityData::default())),
         }
     }
@@ -802,17 +800,7 @@ impl Capacity for MemoryCapacity {
                 unavailable: Vec::new(),
             });
         }
-        let cached = self.state.unavailable_offerings(now).await?;
-        let mut options: Vec<_> = launch
-            .offerings
-            .iter()
-            .filter(|o| {
-                !cached
-                    .iter()
-                    .any(|u| u.capacity_type == o.capacity_type && u.instance_type == o.name && u.zone == o.zone)
-            })
-            .cloned()
-            .collect();
+        let mut options: Vec<_> = launch.offerings.clone();
         // Spot first, then on-demand; cheapest first within each.
         options.sort_by(|a, b| {
             (a.capacity_type != CapacityType::Spot)
@@ -828,9 +816,6 @@ impl Capacity for MemoryCapacity {
                 .iter()
                 .any(|(ct, t, z)| *ct == o.capacity_type && *t == o.name && *z == o.zone);
             if exhausted {
-                self.state
-                    .mark_offering_unavailable(o.capacity_type, &o.name, &o.zone, "InsufficientInstanceCapacity", now)
-                    .await?;
                 unavailable.push((
                     o.capacity_type,
                     o.name.clone(),
@@ -877,6 +862,7 @@ impl Capacity for MemoryCapacity {
                 .iter()
                 .map(|(ct, t, z, _)| format!("{ct}/{t}/{z}"))
                 .collect(),
+            unavailable,
         })
     }
 

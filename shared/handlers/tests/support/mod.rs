@@ -49,7 +49,7 @@ pub fn deps_with(pools: &str) -> MemDeps {
     let state = MemoryState::new();
     Deps {
         settings: settings(pools),
-        capacity: MemoryCapacity::new("demo", state.clone()),
+        capacity: MemoryCapacity::new("demo"),
         state,
         cluster: Some(MemoryCluster::new()),
         daemonsets: nodewright_handlers::DaemonSets::default(),

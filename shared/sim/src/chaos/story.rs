@@ -235,7 +235,7 @@ impl<'o> Story<'o> {
         let settings = settings();
         // The user's group, its launch template's user data written as docs/configuration.md
         // says (the pool's labels and taints).
-        let capacity = MemoryCapacity::new(&settings.cluster, state.clone());
+        let capacity = MemoryCapacity::new(&settings.cluster);
         capacity.declare_group(GROUP, GROUP_MAX, "m5.xlarge", "us-east-1a");
         if let Some(pool) = settings.config.node_pools.iter().find(|p| p.name == "batch") {
             capacity.set_group_user_data_for(GROUP, pool);
@@ -299,6 +299,8 @@ impl<'o> Story<'o> {
                 self.depart(n);
             } else if r < 0.6 {
                 self.warn_spot();
+            } else if r < 0.7 {
+                self.exhaust_spot();
             }
         }
         if self.now - self.last_tick >= MINUTE {
@@ -405,6 +407,25 @@ impl<'o> Story<'o> {
             json!({"instance-id": id, "instance-action": "terminate"}),
         );
         self.send(Function::SpotInterruption, ev);
+    }
+
+    /// EC2 runs out of spot capacity for an offering the cluster uses (the planner's favourite:
+    /// the next launch asks for it), for the rest of the story.
+    fn exhaust_spot(&mut self) {
+        let used: Vec<(String, String)> = self
+            .capacity
+            .all_instances()
+            .into_iter()
+            .filter(|i| i.spot)
+            .map(|i| (i.instance_type, i.zone))
+            .collect();
+        if used.is_empty() {
+            return;
+        }
+        let (instance_type, zone) = self.rng.pick(&used).clone();
+        self.note(format!("EC2 has no spot capacity left for {instance_type} in {zone}"));
+        self.capacity
+            .exhaust(nodewright_core::CapacityType::Spot, &instance_type, &zone);
     }
 
     /// EC2 and the kubelets: instances turn running and their nodes register and turn Ready;
