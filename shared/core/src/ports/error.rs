@@ -62,14 +62,32 @@ const PERMANENT_CODES: &[&str] = &[
     "InvalidParameterValue",
     "InvalidParameterCombination",
     "ResourceNotFoundException",
+    "ValidationFailure",
+    "OptInRequired",
+    "UnsupportedOperation",
+    "Unsupported",
+    "InvalidAction",
+    "MalformedQueryString",
+    // The SDK could not build the request: the same input fails the same way.
+    "ConstructionFailure",
 ];
+
+/// Whether an AWS error code names a request no retry can get past: the list above, and EC2's
+/// families of client errors (`Invalid*`: a malformed or unknown id, parameter or template;
+/// `*.NotFound`, `*.Malformed`).
+fn is_permanent_code(code: &str) -> bool {
+    PERMANENT_CODES.contains(&code)
+        || code.starts_with("Invalid")
+        || code.ends_with(".NotFound")
+        || code.ends_with(".Malformed")
+}
 
 impl AwsError {
     /// Whether the same call could succeed later: throttling, timeouts, service errors, capacity
     /// and lost races yes; refusals, invalid input, corrupt records and permissions no.
     pub fn is_transient(&self) -> bool {
         match self {
-            AwsError::Aws { code, .. } => !PERMANENT_CODES.contains(&code.as_str()),
+            AwsError::Aws { code, .. } => !is_permanent_code(code),
             AwsError::Contended(_) | AwsError::NoCapacity { .. } => true,
             AwsError::Corrupt { .. }
             | AwsError::ClaimNotFound(_)
@@ -181,3 +199,83 @@ impl KubeError {
 
 pub type AwsResult<T, E = AwsError> = std::result::Result<T, E>;
 pub type KubeResult<T, E = KubeError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn aws(code: &str) -> AwsError {
+        AwsError::Aws {
+            operation: "Call",
+            code: code.into(),
+            message: String::new(),
+        }
+    }
+
+    /// Retried only when a retry can succeed: throttling, service and transport failures and
+    /// capacity; never what the same request will fail again with.
+    #[test]
+    fn only_errors_a_retry_can_get_past_are_transient() {
+        for code in [
+            "ThrottlingException",
+            "RequestLimitExceeded",
+            "ProvisionedThroughputExceededException",
+            "InternalError",
+            "ServiceUnavailable",
+            "InsufficientInstanceCapacity",
+            "DispatchFailure",
+            "Timeout",
+            "ResponseError",
+        ] {
+            assert!(aws(code).is_transient(), "{code}");
+        }
+        for code in [
+            "AccessDeniedException",
+            "UnauthorizedOperation",
+            "ValidationError",
+            "InvalidParameterValue",
+            "InvalidLaunchTemplateId.NotFound",
+            "InvalidInstanceID.Malformed",
+            "InvalidAMIID.NotFound",
+            "ConstructionFailure",
+            "OptInRequired",
+        ] {
+            assert!(!aws(code).is_transient(), "{code}");
+        }
+        assert!(!AwsError::Refused("not ours".into()).is_transient());
+        assert!(!AwsError::invalid("field", "bad").is_transient());
+        assert!(
+            !AwsError::Corrupt {
+                table: "t".into(),
+                key: "k".into(),
+                reason: "r".into()
+            }
+            .is_transient()
+        );
+        assert!(AwsError::Contended("c".into()).is_transient());
+        assert!(
+            KubeError::Api {
+                operation: "list".into(),
+                code: 429,
+                message: String::new()
+            }
+            .is_transient()
+        );
+        assert!(
+            !KubeError::Unauthorized {
+                operation: "list".into(),
+                code: 403,
+                message: String::new()
+            }
+            .is_transient()
+        );
+        assert!(
+            !KubeError::Api {
+                operation: "patch".into(),
+                code: 422,
+                message: String::new()
+            }
+            .is_transient()
+        );
+    }
+}
