@@ -9,8 +9,8 @@ use crate::capacity::{
     LaunchTemplateSpec, NodeClassResolution,
 };
 use crate::state::{
-    ClaimRecord, ClaimUpdate, EventStart, Holder, PoolUsage, Reservation, StateStore, TransitionOutcome,
-    UnavailableOffering, UsageDecision, UsageDelta, UsageDrift, UsageSnapshot,
+    ClaimRecord, ClaimUpdate, EventStart, Holder, PoolUsage, StateStore, TransitionOutcome, UnavailableOffering,
+    UsageDecision, UsageDelta, UsageDrift, UsageSnapshot,
 };
 use crate::{EpochMillis, Error, Result};
 use nodewright_core::model::ClaimState;
@@ -38,9 +38,6 @@ impl State for StateStore {
     }
     async fn release_pod(&self, uid: &str, holder: &Holder) -> Result<bool> {
         StateStore::release_pod(self, uid, holder).await
-    }
-    async fn reservations(&self, now: EpochMillis) -> Result<Vec<Reservation>> {
-        StateStore::reservations(self, now).await
     }
     async fn take_lease(&self, name: &str, holder: &str, now: EpochMillis, ttl_secs: i64) -> Result<bool> {
         StateStore::take_lease(self, name, holder, now, ttl_secs).await

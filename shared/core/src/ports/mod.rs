@@ -22,8 +22,8 @@ use crate::{CapacityType, NodePool, Pod};
 use capacity::{InstanceSummary, LaunchOutcome};
 use cluster::{ClusterNode, DrainOptions, DrainReport, Listed};
 use state::{
-    ClaimRecord, ClaimUpdate, EventStart, Holder, PoolUsage, Reservation, TransitionOutcome, UnavailableOffering,
-    UsageDecision, UsageDelta, UsageDrift, UsageSnapshot,
+    ClaimRecord, ClaimUpdate, EventStart, Holder, PoolUsage, TransitionOutcome, UnavailableOffering, UsageDecision,
+    UsageDelta, UsageDrift, UsageSnapshot,
 };
 
 /// Milliseconds since the Unix epoch. Every time the ports see is passed in explicitly (never read
@@ -61,7 +61,6 @@ pub trait State: Send + Sync {
         ttl_secs: i64,
     ) -> impl Future<Output = AwsResult<bool>> + Send;
     fn release_pod(&self, uid: &str, holder: &Holder) -> impl Future<Output = AwsResult<bool>> + Send;
-    fn reservations(&self, now: EpochMillis) -> impl Future<Output = AwsResult<Vec<Reservation>>> + Send;
 
     /// Takes the named lease for `holder` through `now + ttl_secs` (whole seconds, inclusive)
     /// when it is free, expired or already `holder`'s; false while another holder has it. Guards

@@ -18,8 +18,8 @@ use nodewright_core::nodepool::Limits;
 use nodewright_core::ports::capacity::{InstanceSummary, LaunchOutcome};
 use nodewright_core::ports::cluster::{ClusterNode, DrainOptions, DrainReport, Listed};
 use nodewright_core::ports::state::{
-    ClaimRecord, ClaimUpdate, EventStart, Holder, PoolUsage, Reservation, TransitionOutcome, UnavailableOffering,
-    UsageDecision, UsageDelta, UsageDrift, UsageSnapshot,
+    ClaimRecord, ClaimUpdate, EventStart, Holder, PoolUsage, TransitionOutcome, UnavailableOffering, UsageDecision,
+    UsageDelta, UsageDrift, UsageSnapshot,
 };
 use nodewright_core::ports::{AwsError, AwsResult as Result, EpochMillis, KubeError, KubeResult};
 use tokio::sync::Notify;
@@ -151,7 +151,6 @@ pub const PORT_METHODS: &[(&str, &[&str])] = &[
             "reserve_pods",
             "transfer_pod",
             "release_pod",
-            "reservations",
             "take_lease",
             "release_lease",
             "create_claim",
@@ -353,9 +352,6 @@ impl<S: State> State for FaultyState<S> {
         self.faults
             .gate("release_pod", self.inner.release_pod(uid, holder))
             .await
-    }
-    async fn reservations(&self, now: EpochMillis) -> Result<Vec<Reservation>> {
-        self.faults.gate("reservations", self.inner.reservations(now)).await
     }
     async fn take_lease(&self, name: &str, holder: &str, now: EpochMillis, ttl_secs: i64) -> Result<bool> {
         self.faults

@@ -120,6 +120,15 @@ impl MemoryState {
         lock(&self.data).reservations.values().cloned().collect()
     }
 
+    /// Live reservations, sorted by pod (what `StateStore::reservations` lists; no handler needs
+    /// it, so it is not part of the `State` port).
+    pub async fn reservations(&self, now: EpochMillis) -> Result<Vec<Reservation>> {
+        let d = lock(&self.data);
+        let mut out: Vec<_> = d.reservations.values().filter(|r| live(r, now)).cloned().collect();
+        out.sort_by(|a, b| a.pod_uid.cmp(&b.pod_uid));
+        Ok(out)
+    }
+
     pub fn claim_records(&self) -> Vec<ClaimRecord> {
         lock(&self.data).claims.values().cloned().collect()
     }
@@ -286,12 +295,6 @@ impl State for MemoryState {
             return Ok(true);
         }
         Ok(false)
-    }
-    async fn reservations(&self, now: EpochMillis) -> Result<Vec<Reservation>> {
-        let d = lock(&self.data);
-        let mut out: Vec<_> = d.reservations.values().filter(|r| live(r, now)).cloned().collect();
-        out.sort_by(|a, b| a.pod_uid.cmp(&b.pod_uid));
-        Ok(out)
     }
     async fn take_lease(&self, name: &str, holder: &str, now: EpochMillis, ttl_secs: i64) -> Result<bool> {
         let mut d = lock(&self.data);

@@ -86,7 +86,7 @@ spec:
   maxSize: 3
   template:
     metadata: {labels: {workload: batch}}
-  disruption: {consolidateAfter: 2m}
+  disruption: {consolidateAfter: 1m}
 ---
 apiVersion: karpenter.k8s.aws/v1
 kind: EC2NodeClass
@@ -355,7 +355,7 @@ impl<'o> Story<'o> {
             0 | 1 => {
                 pod.node_selector.insert("tier".into(), "critical".into());
             }
-            2 => {
+            2 | 3 => {
                 pod.node_selector.insert("workload".into(), "batch".into());
             }
             _ => {}
