@@ -688,12 +688,16 @@ pub(crate) async fn launch_offerings<S: State, C: Capacity, K: ClusterApi>(
     Ok(result)
 }
 
-/// How long an Auto Scaling group's lease may be held (two Auto Scaling calls and a write; an
-/// invocation that dies holding it blocks the group's changes this long at most).
-pub const GROUP_LEASE_SECS: i64 = 30;
+/// How long an Auto Scaling group's lease is held at most, counted from the invocation's start
+/// (the time the handlers are given): longer than any function runs (the longest timeout is
+/// 110 s), so a lease is never written already run out by a late caller. An invocation that dies
+/// holding it blocks the group's changes this long: decisions meanwhile fail (`GroupBusy`) and
+/// Lambda's retry, about 3 minutes later, raises the group.
+pub const GROUP_LEASE_SECS: i64 = 150;
 /// Tries at a busy group lease, and the pause after each.
-const GROUP_LEASE_TRIES: u32 = 5;
-const GROUP_LEASE_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
+/// (With `Settings::group_lease_pause`, about 5 s in all: enough for a burst's claims to raise one
+/// group in turn, a raise being two Auto Scaling calls and a write.)
+const GROUP_LEASE_TRIES: u32 = 20;
 
 /// Runs `work` holding the group's lease, so that read-modify-writes of its desired capacity
 /// (scale-ups here, scale-ins in consolidation) never interleave: None when the lease stayed busy.
@@ -720,7 +724,7 @@ where
             break;
         }
         if attempt + 1 < GROUP_LEASE_TRIES {
-            tokio::time::sleep(GROUP_LEASE_PAUSE).await;
+            tokio::time::sleep(deps.settings.group_lease_pause).await;
         }
     }
     if !taken {
@@ -746,7 +750,11 @@ pub(crate) async fn raise_and_report<S: State, C: Capacity, K: ClusterApi>(
     now: EpochMillis,
     actions: &mut Vec<Action>,
 ) -> Result<()> {
-    match raise_group_for_claim(deps, group, claim, &holder.encode(), now).await {
+    // One holder per claim: the claims of one invocation raise concurrently, and must take turns
+    // like anyone else's (a holder re-takes its own lease, which lets a retry past a lease its
+    // dead first attempt left).
+    let lease_holder = format!("{}/{claim}", holder.encode());
+    match raise_group_for_claim(deps, group, claim, &lease_holder, now).await {
         Ok(GroupRaise::Raised) => actions.push(Action::ScaledUp {
             claim: claim.to_string(),
             group: group.to_string(),

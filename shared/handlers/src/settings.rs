@@ -104,6 +104,9 @@ pub struct Settings {
     pub reservation_ttl_secs: i64,
     /// How long a forced (interruption) drain retries PDB-blocked evictions: inside the 2-minute notice.
     pub interruption_drain_deadline: Duration,
+    /// The pause between tries at a busy Auto Scaling group lease (20 tries). Real time: the
+    /// simulator's stories, on a virtual clock, shorten it.
+    pub group_lease_pause: Duration,
     /// The consolidation planner's options (Nodewright's search; Karpenter's for comparisons).
     pub disruption: nodewright_core::disruption::Options,
 }
@@ -140,6 +143,7 @@ impl Settings {
             registration_timeout_ms: 15 * 60 * 1000,
             reservation_ttl_secs: RESERVATION_TTL_SECS,
             interruption_drain_deadline: Duration::from_secs(90),
+            group_lease_pause: Duration::from_millis(250),
             disruption: nodewright_core::disruption::Options::default(),
         })
     }

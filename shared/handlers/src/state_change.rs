@@ -188,7 +188,8 @@ pub(crate) async fn asg_launch<S: State, C: Capacity, K: ClusterApi>(
                 });
                 // Charged as the pool's largest type; now the group's choice is known, counted
                 // as what termination will release.
-                if let (Some(pool), Some(t)) = (group_pool, update.instance_type.as_deref()) {
+                let claim_pool = deps.settings.config.node_pools.iter().find(|p| p.name == claim.pool);
+                if let (Some(pool), Some(t)) = (claim_pool, update.instance_type.as_deref()) {
                     let types = &deps.settings.instance_types;
                     let charged = crate::provision::usage_of_pool_types(pool, types);
                     crate::provision::settle_usage(deps, pool, &charged, t, types).await?;
@@ -216,6 +217,12 @@ pub(crate) async fn asg_launch<S: State, C: Capacity, K: ClusterApi>(
     let id = format!("asg-{iid}");
     let mut record = ClaimRecord::launching(&id, &pool.name, Vec::new(), at);
     record.backing = backing;
+    // Written with its instance: if the invocation dies before the transition below, the claim
+    // holds the instance already (never waits for one, never takes another's).
+    record.instance_id = Some(iid.to_string());
+    record.instance_type.clone_from(&update.instance_type);
+    record.zone.clone_from(&update.zone);
+    record.capacity_type = update.capacity_type;
     if crate::provision::create_adopted_claim(deps, &record, update.instance_type.as_deref()).await? {
         let t = deps
             .state

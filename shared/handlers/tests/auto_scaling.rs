@@ -39,7 +39,9 @@ spec:
 }
 
 fn group_deps(max: u32) -> MemDeps {
-    let deps = deps_with(&pools());
+    let mut deps = deps_with(&pools());
+    // The waits at a busy lease are real time; in memory the holder finishes within a few polls.
+    deps.settings.group_lease_pause = std::time::Duration::from_millis(1);
     deps.capacity.declare_group(GROUP, max, "g5.2xlarge", "us-east-1a");
     deps
 }
@@ -133,6 +135,18 @@ async fn concurrent_decisions_raise_the_group_once_per_claim() {
     let mut ids: Vec<String> = launched.into_iter().map(|(_, i)| i).collect();
     ids.sort();
     assert_eq!(held, ids, "each instance to its own claim, none unowned");
+}
+
+/// One invocation's claims for one group (two GPU pods, one GPU per instance) raise it once each:
+/// they run concurrently, so they take the group's lease in turn like anyone else's (a lease held
+/// per invocation let both in, and one raise was lost).
+#[tokio::test]
+async fn one_decisions_claims_for_one_group_raise_it_once_each() {
+    let deps = group_deps(4);
+    let o = provision_as(&deps, "event-1", vec![gpu_pod("a"), gpu_pod("b")], NOW).await;
+    assert_eq!(scaled_up(&o), 2, "{o:#?}");
+    assert_eq!(deps.capacity.group(GROUP).unwrap().desired, 2, "{o:#?}");
+    assert_eq!(deps.capacity.launch_group_instances(NOW + 20_000).len(), 2);
 }
 
 /// A retry of a decision whose raise was recorded does not raise again; one whose invocation died

@@ -297,6 +297,12 @@ impl State for MemoryState {
         Ok(false)
     }
     async fn take_lease(&self, name: &str, holder: &str, now: EpochMillis, ttl_secs: i64) -> Result<bool> {
+        if name.is_empty() || name.len() > 256 {
+            return Err(Error::invalid(
+                "lease",
+                format!("lease name must be 1-256 characters, got {}", name.len()),
+            ));
+        }
         let mut d = lock(&self.data);
         let free = d
             .leases
