@@ -169,6 +169,41 @@ async fn reconcile<S: State, C: Capacity, K: ClusterApi>(
     // given to the claim waiting for it, or adopted, as its launch event would have done.
     for (group, members) in group_members(deps, out).await {
         let held: HashSet<&str> = claims.iter().filter_map(|c| c.instance_id.as_deref()).collect();
+        // A member held only by claims that ended long enough ago for their own retirement to
+        // have run (a claim closed from a read taken before its launch was attached): scaled in,
+        // as nothing else would ever remove it.
+        let ended_only: Vec<String> = members
+            .iter()
+            .filter(|m| {
+                let mut holders = claims.iter().filter(|c| c.instance_id.as_deref() == Some(m.as_str()));
+                let mut any = false;
+                let all_ended_long_ago = holders.all(|c| {
+                    any = true;
+                    c.state.is_terminal()
+                        && c.transitions
+                            .values()
+                            .max()
+                            .is_some_and(|ended| now - ended > GROUP_ADOPTION_DELAY_MS)
+                });
+                any && all_ended_long_ago
+            })
+            .cloned()
+            .collect();
+        if !ended_only.is_empty() {
+            let holder = format!("reap/{}", ended_only.join(","));
+            let scaled = crate::provision::with_group_lease(deps, &group, &holder, now, || async {
+                Ok(deps.capacity.scale_in(&group, &ended_only).await?)
+            })
+            .await;
+            match scaled {
+                Ok(Some(done)) if !done.is_empty() => out.push(Action::Terminated {
+                    instance_ids: done,
+                    reason: format!("its claim has ended; scaled in {group}"),
+                }),
+                Ok(_) => {}
+                Err(e) => failed(out, "scale in members of ended claims", &group, &e),
+            }
+        }
         let unheld: Vec<String> = members.into_iter().filter(|m| !held.contains(m.as_str())).collect();
         if unheld.is_empty() {
             continue;

@@ -328,3 +328,40 @@ async fn a_lease_left_by_a_dead_invocation_delays_the_raise_until_it_runs_out() 
     assert_eq!(deps.capacity.group(GROUP).unwrap().desired, 1);
     assert_eq!(claims_of_group(&deps).len(), 1);
 }
+
+/// A group member held only by a claim that ended (closed from a read taken before its launch was
+/// attached, say) is scaled in by consolidation: group instances carry no claim tag, so nothing
+/// else would ever remove it.
+#[tokio::test]
+async fn a_member_whose_claim_ended_is_scaled_in() {
+    let deps = group_deps(4);
+    let o = provision_as(&deps, "event-1", vec![gpu_pod("a")], NOW).await;
+    assert_eq!(scaled_up(&o), 1, "{o:#?}");
+    let (_, iid) = deps.capacity.launch_group_instances(NOW + 20_000).remove(0);
+    run(Function::StateChange, &deps, &launch_event(&iid, 0), NOW + 30_000).await;
+    let claim = claims_of_group(&deps).pop().unwrap();
+    assert_eq!(claim.instance_id.as_deref(), Some(iid.as_str()));
+    // Ended without its instance being removed.
+    deps.state
+        .transition_claim(
+            &claim.id,
+            ClaimState::Failed,
+            NOW + 40_000,
+            &nodewright_core::ports::state::ClaimUpdate::default(),
+        )
+        .await
+        .unwrap();
+    let scheduled = event_text("scheduled.json").into_bytes();
+    run(Function::Consolidation, &deps, &scheduled, NOW + 60_000).await;
+    assert!(
+        deps.capacity.asg_scale_ins().is_empty(),
+        "not while it may still be retiring"
+    );
+    let o = run(Function::Consolidation, &deps, &scheduled, NOW + 5 * 60_000).await;
+    assert_eq!(
+        deps.capacity.asg_scale_ins(),
+        [(GROUP.to_string(), vec![iid.clone()])],
+        "{o:#?}"
+    );
+    assert_eq!(deps.capacity.group(GROUP).unwrap().desired, 0);
+}
