@@ -7,63 +7,13 @@ mod support;
 
 use std::collections::BTreeMap;
 
-use aws_sdk_ec2::types::{Filter, Tag};
+use aws_sdk_ec2::types::Tag;
 use nodewright_aws::capacity::{
     AsgPool, ClusterEndpoint, Fleet, LaunchOffering, LaunchRequest, LaunchTemplateSpec, TAG_CLAIM, TAG_CLUSTER,
     TAG_MANAGED_BY, TAG_POOL,
 };
 use nodewright_core::CapacityType;
 use nodewright_core::nodepool::{Ec2NodeClass, SelectorTerm};
-
-/// An AMI moto knows, and the default subnets with their zones.
-async fn ami_and_subnets(ec2: &aws_sdk_ec2::Client) -> (String, Vec<(String, String)>) {
-    let images = ec2
-        .describe_images()
-        .owners("amazon")
-        .filters(Filter::builder().name("architecture").values("x86_64").build())
-        .send()
-        .await
-        .unwrap();
-    let ami = images.images()[0].image_id().unwrap().to_string();
-    let subnets = ec2
-        .describe_subnets()
-        .filters(Filter::builder().name("default-for-az").values("true").build())
-        .send()
-        .await
-        .unwrap();
-    let mut subnets: Vec<(String, String)> = subnets
-        .subnets()
-        .iter()
-        .map(|s| {
-            (
-                s.subnet_id().unwrap().to_string(),
-                s.availability_zone().unwrap().to_string(),
-            )
-        })
-        .collect();
-    subnets.sort_by(|a, b| a.1.cmp(&b.1));
-    (ami, subnets)
-}
-
-async fn template(ec2: &aws_sdk_ec2::Client, ami: &str) -> String {
-    let name = support::unique("lt");
-    ec2.create_launch_template()
-        .launch_template_name(name)
-        .launch_template_data(
-            aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
-                .image_id(ami)
-                .instance_type(aws_sdk_ec2::types::InstanceType::from("t3.micro"))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap()
-        .launch_template()
-        .unwrap()
-        .launch_template_id()
-        .unwrap()
-        .to_string()
-}
 
 fn tag_of(instance: &aws_sdk_ec2::types::Instance, key: &str) -> Option<String> {
     instance
@@ -77,8 +27,8 @@ fn tag_of(instance: &aws_sdk_ec2::types::Instance, key: &str) -> Option<String> 
 async fn fleet_launch_is_tagged_retry_safe_and_termination_is_guarded() {
     let clients = support::clients().await;
     let store = support::store(&clients, "fleet").await;
-    let (ami, subnets) = ami_and_subnets(&clients.ec2).await;
-    let lt = template(&clients.ec2, &ami).await;
+    let (ami, subnets) = support::ami_and_subnets(&clients.ec2).await;
+    let lt = support::launch_template(&clients.ec2, &ami, "t3.micro").await;
     let fleet = Fleet::new(clients.ec2.clone(), store.cluster());
     let (subnet, zone) = subnets[0].clone();
     let request = LaunchRequest {
@@ -175,7 +125,7 @@ async fn launch_template_from_a_node_class_is_created_once_and_reused() {
     let clients = support::clients().await;
     let cluster = support::unique("lt-cluster");
     let fleet = Fleet::new(clients.ec2.clone(), &cluster);
-    let (ami, subnets) = ami_and_subnets(&clients.ec2).await;
+    let (ami, subnets) = support::ami_and_subnets(&clients.ec2).await;
     let discovery = support::unique("discovery");
     // Tag two subnets and the AMI for discovery, as users tag for Karpenter.
     for (subnet, _) in subnets.iter().take(2) {
@@ -343,8 +293,8 @@ async fn launch_template_from_a_node_class_is_created_once_and_reused() {
 #[tokio::test]
 async fn asg_scale_up_respects_max_and_scale_in_skips_protected_instances() {
     let clients = support::clients().await;
-    let (ami, subnets) = ami_and_subnets(&clients.ec2).await;
-    let lt = template(&clients.ec2, &ami).await;
+    let (ami, subnets) = support::ami_and_subnets(&clients.ec2).await;
+    let lt = support::launch_template(&clients.ec2, &ami, "t3.micro").await;
     let group = support::unique("asg");
     clients
         .autoscaling

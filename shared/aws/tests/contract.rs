@@ -519,45 +519,9 @@ impl Capacity for MotoCapacity {
 
 impl World for MotoCapacity {
     async fn create_group(&self, name: &str, max: u32) {
-        let ec2 = &self.clients.ec2;
-        let images = ec2
-            .describe_images()
-            .owners("amazon")
-            .filters(
-                aws_sdk_ec2::types::Filter::builder()
-                    .name("architecture")
-                    .values("x86_64")
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
-        let ami = images.images()[0].image_id().unwrap().to_string();
-        let subnets = ec2
-            .describe_subnets()
-            .filters(
-                aws_sdk_ec2::types::Filter::builder()
-                    .name("default-for-az")
-                    .values("true")
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
-        let subnet = subnets.subnets()[0].subnet_id().unwrap().to_string();
-        let template = ec2
-            .create_launch_template()
-            .launch_template_name(support::unique("contract-lt"))
-            .launch_template_data(
-                aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
-                    .image_id(ami)
-                    .instance_type(aws_sdk_ec2::types::InstanceType::M5Large)
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
-        let template_id = template.launch_template().unwrap().launch_template_id().unwrap();
+        let (ami, subnets) = support::ami_and_subnets(&self.clients.ec2).await;
+        let template_id = support::launch_template(&self.clients.ec2, &ami, "m5.large").await;
+        let subnet = subnets[0].0.clone();
         self.clients
             .autoscaling
             .create_auto_scaling_group()
