@@ -74,19 +74,7 @@ async fn fleet_launch_is_tagged_retry_safe_and_termination_is_guarded() {
     assert_eq!(ours[0].claim_id.as_deref(), Some("claim-1"));
 
     // An instance without our cluster tag is refused, and nothing is terminated.
-    let foreign = clients
-        .ec2
-        .run_instances()
-        .image_id(&ami)
-        .min_count(1)
-        .max_count(1)
-        .send()
-        .await
-        .unwrap()
-        .instances()[0]
-        .instance_id()
-        .unwrap()
-        .to_string();
+    let foreign = support::foreign_instance(&clients.ec2, &ami).await;
     let err = fleet
         .terminate(&[first.instance_id.clone(), foreign.clone()])
         .await

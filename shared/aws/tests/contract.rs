@@ -562,28 +562,8 @@ impl World for MotoCapacity {
         ids
     }
     async fn foreign_instance(&self) -> String {
-        let images = self
-            .clients
-            .ec2
-            .describe_images()
-            .owners("amazon")
-            .send()
-            .await
-            .unwrap();
-        let ami = images.images()[0].image_id().unwrap().to_string();
-        self.clients
-            .ec2
-            .run_instances()
-            .image_id(ami)
-            .min_count(1)
-            .max_count(1)
-            .send()
-            .await
-            .unwrap()
-            .instances()[0]
-            .instance_id()
-            .unwrap()
-            .to_string()
+        let (ami, _) = support::ami_and_subnets(&self.clients.ec2).await;
+        support::foreign_instance(&self.clients.ec2, &ami).await
     }
 }
 

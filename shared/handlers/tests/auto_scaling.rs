@@ -46,20 +46,6 @@ fn group_deps(max: u32) -> MemDeps {
     deps
 }
 
-fn gpu_pod(uid: &str) -> Pod {
-    let mut p = Pod::new(uid, 1000, 1 << 30);
-    p.uid = uid.into();
-    p.requests.set(nodewright_core::Resource::NvidiaGpu, 1);
-    p.tolerations.push(nodewright_core::model::Toleration {
-        key: Some("nvidia.com/gpu".into()),
-        operator: nodewright_core::model::TolerationOperator::Exists,
-        value: None,
-        effect: None,
-    });
-    p.normalize();
-    p
-}
-
 async fn provision_as(deps: &MemDeps, holder: &str, pods: Vec<Pod>, now: i64) -> Outcome {
     let mut out = Outcome::new("pod-pending", holder);
     provision(deps, pods, &Holder::Invocation(holder.into()), &[], now, &mut out)

@@ -304,17 +304,6 @@ spec:
 #[tokio::test]
 async fn failed_auto_scaling_launches_release_their_usage_once() {
     let deps = deps_with(&format!("{POOLS}{GPU_GROUP}"));
-    let gpu_pod = |uid: &str| {
-        let mut p = pod(uid, 1000);
-        p.requests.set(nodewright_core::Resource::NvidiaGpu, 1);
-        p.tolerations.push(nodewright_core::model::Toleration {
-            key: Some("nvidia.com/gpu".into()),
-            operator: nodewright_core::model::TolerationOperator::Exists,
-            value: None,
-            effect: None,
-        });
-        p
-    };
     for round in 0..4 {
         let holder = Holder::Invocation(format!("gpu-{round}"));
         let o = provision_as(

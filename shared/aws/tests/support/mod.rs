@@ -169,3 +169,18 @@ pub async fn launch_template(ec2: &aws_sdk_ec2::Client, ami: &str, instance_type
         .unwrap()
         .to_string()
 }
+
+/// An instance of the account that carries none of our tags.
+pub async fn foreign_instance(ec2: &aws_sdk_ec2::Client, ami: &str) -> String {
+    ec2.run_instances()
+        .image_id(ami)
+        .min_count(1)
+        .max_count(1)
+        .send()
+        .await
+        .unwrap()
+        .instances()[0]
+        .instance_id()
+        .unwrap()
+        .to_string()
+}

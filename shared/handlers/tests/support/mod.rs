@@ -170,3 +170,18 @@ pub fn node_ready_event(deps: &MemDeps, instance_id: &str) -> Vec<u8> {
         .replace("ip-10-0-12-34.ec2.internal", &node.node.name)
         .into_bytes()
 }
+
+/// A pod asking for one NVIDIA GPU and tolerating the GPU taint.
+pub fn gpu_pod(uid: &str) -> nodewright_core::Pod {
+    let mut p = nodewright_core::Pod::new(uid, 1000, 1 << 30);
+    p.uid = uid.into();
+    p.requests.set(nodewright_core::Resource::NvidiaGpu, 1);
+    p.tolerations.push(nodewright_core::model::Toleration {
+        key: Some("nvidia.com/gpu".into()),
+        operator: nodewright_core::model::TolerationOperator::Exists,
+        value: None,
+        effect: None,
+    });
+    p.normalize();
+    p
+}
