@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+mod ec2_support;
 mod support;
 
 use std::collections::BTreeMap;
@@ -27,8 +28,8 @@ fn tag_of(instance: &aws_sdk_ec2::types::Instance, key: &str) -> Option<String> 
 async fn fleet_launch_is_tagged_retry_safe_and_termination_is_guarded() {
     let clients = support::clients().await;
     let store = support::store(&clients, "fleet").await;
-    let (ami, subnets) = support::ami_and_subnets(&clients.ec2).await;
-    let lt = support::launch_template(&clients.ec2, &ami, "t3.micro").await;
+    let (ami, subnets) = ec2_support::ami_and_subnets(&clients.ec2).await;
+    let lt = ec2_support::launch_template(&clients.ec2, &ami, "t3.micro").await;
     let fleet = Fleet::new(clients.ec2.clone(), store.cluster());
     let (subnet, zone) = subnets[0].clone();
     let request = LaunchRequest {
@@ -74,7 +75,7 @@ async fn fleet_launch_is_tagged_retry_safe_and_termination_is_guarded() {
     assert_eq!(ours[0].claim_id.as_deref(), Some("claim-1"));
 
     // An instance without our cluster tag is refused, and nothing is terminated.
-    let foreign = support::foreign_instance(&clients.ec2, &ami).await;
+    let foreign = ec2_support::foreign_instance(&clients.ec2, &ami).await;
     let err = fleet
         .terminate(&[first.instance_id.clone(), foreign.clone()])
         .await
@@ -113,7 +114,7 @@ async fn launch_template_from_a_node_class_is_created_once_and_reused() {
     let clients = support::clients().await;
     let cluster = support::unique("lt-cluster");
     let fleet = Fleet::new(clients.ec2.clone(), &cluster);
-    let (ami, subnets) = support::ami_and_subnets(&clients.ec2).await;
+    let (ami, subnets) = ec2_support::ami_and_subnets(&clients.ec2).await;
     let discovery = support::unique("discovery");
     // Tag two subnets and the AMI for discovery, as users tag for Karpenter.
     for (subnet, _) in subnets.iter().take(2) {
@@ -281,8 +282,8 @@ async fn launch_template_from_a_node_class_is_created_once_and_reused() {
 #[tokio::test]
 async fn asg_scale_up_respects_max_and_scale_in_skips_protected_instances() {
     let clients = support::clients().await;
-    let (ami, subnets) = support::ami_and_subnets(&clients.ec2).await;
-    let lt = support::launch_template(&clients.ec2, &ami, "t3.micro").await;
+    let (ami, subnets) = ec2_support::ami_and_subnets(&clients.ec2).await;
+    let lt = ec2_support::launch_template(&clients.ec2, &ami, "t3.micro").await;
     let group = support::unique("asg");
     clients
         .autoscaling

@@ -12,6 +12,7 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+mod ec2_support;
 mod support;
 
 use nodewright_aws::AwsCapacity;
@@ -519,8 +520,8 @@ impl Capacity for MotoCapacity {
 
 impl World for MotoCapacity {
     async fn create_group(&self, name: &str, max: u32) {
-        let (ami, subnets) = support::ami_and_subnets(&self.clients.ec2).await;
-        let template_id = support::launch_template(&self.clients.ec2, &ami, "m5.large").await;
+        let (ami, subnets) = ec2_support::ami_and_subnets(&self.clients.ec2).await;
+        let template_id = ec2_support::launch_template(&self.clients.ec2, &ami, "m5.large").await;
         let subnet = subnets[0].0.clone();
         self.clients
             .autoscaling
@@ -562,8 +563,8 @@ impl World for MotoCapacity {
         ids
     }
     async fn foreign_instance(&self) -> String {
-        let (ami, _) = support::ami_and_subnets(&self.clients.ec2).await;
-        support::foreign_instance(&self.clients.ec2, &ami).await
+        let (ami, _) = ec2_support::ami_and_subnets(&self.clients.ec2).await;
+        ec2_support::foreign_instance(&self.clients.ec2, &ami).await
     }
 }
 
