@@ -48,9 +48,10 @@ pub const REPLAN_UNCHANGED_MS: i64 = 5 * 60 * 1000;
 /// Karpenter's "consolidated" state: the fingerprint ([`disruption::fingerprint`]) of the last
 /// cluster a plan found nothing to disrupt in, and when. Planning is most of a run's work and a
 /// quiet cluster asks the same question every minute. Held in memory, so a cold start plans afresh
-/// and concurrent environments never share a stale answer.
-#[derive(Debug, Default)]
-pub struct Consolidated(std::sync::Mutex<Option<(u64, EpochMillis)>>);
+/// and concurrent environments never share a stale answer. Clones share the memo (one execution
+/// environment's invocations, as the chaos stories run them).
+#[derive(Debug, Default, Clone)]
+pub struct Consolidated(std::sync::Arc<std::sync::Mutex<Option<(u64, EpochMillis)>>>);
 
 impl Consolidated {
     /// When the plan that found this cluster quiet ran, if it still stands at `now`.

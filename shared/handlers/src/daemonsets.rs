@@ -14,20 +14,23 @@ use crate::ports::ClusterApi;
 /// How long a listing of DaemonSets is reused.
 pub const DAEMONSET_TTL_MS: i64 = 60_000;
 
-/// The DaemonSets new nodes must make room for.
-#[derive(Debug, Default)]
+/// The DaemonSets new nodes must make room for. Clones share the cache (one execution
+/// environment).
+#[derive(Debug, Default, Clone)]
 pub struct DaemonSets {
     /// Used when there is no cluster access (local runs, `NODEWRIGHT_CLUSTER_ACCESS=none`).
     fallback: Arc<Vec<Pod>>,
-    /// (listed at, templates)
-    cached: Mutex<Option<(EpochMillis, Arc<Vec<Pod>>)>>,
+    cached: Arc<Mutex<Option<Listing>>>,
 }
+
+/// The templates and when they were listed.
+type Listing = (EpochMillis, Arc<Vec<Pod>>);
 
 impl DaemonSets {
     pub fn new(fallback: Vec<Pod>) -> Self {
         DaemonSets {
             fallback: Arc::new(fallback),
-            cached: Mutex::new(None),
+            cached: Arc::new(Mutex::new(None)),
         }
     }
 

@@ -701,7 +701,6 @@ const GROUP_LEASE_TRIES: u32 = 20;
 
 /// Runs `work` holding the group's lease, so that read-modify-writes of its desired capacity
 /// (scale-ups here, scale-ins in consolidation) never interleave: None when the lease stayed busy.
-/// The lease is given back whether `work` succeeded or not.
 pub(crate) async fn with_group_lease<S, C, K, T, F, Fut>(
     deps: &Deps<S, C, K>,
     group: &str,
@@ -716,10 +715,29 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
 {
-    let lease = format!("asg/{group}");
+    with_lease(deps, &format!("asg/{group}"), holder, now, work).await
+}
+
+/// Runs `work` holding the named lease (waiting a few seconds for a busy one): None when it stayed
+/// busy. The lease is given back whether `work` succeeded or not; one left by an invocation that
+/// died runs out [`GROUP_LEASE_SECS`] after that invocation's start.
+pub(crate) async fn with_lease<S, C, K, T, F, Fut>(
+    deps: &Deps<S, C, K>,
+    lease: &str,
+    holder: &str,
+    now: EpochMillis,
+    work: F,
+) -> Result<Option<T>>
+where
+    S: State,
+    C: Capacity,
+    K: ClusterApi,
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
     let mut taken = false;
     for attempt in 0..GROUP_LEASE_TRIES {
-        if deps.state.take_lease(&lease, holder, now, GROUP_LEASE_SECS).await? {
+        if deps.state.take_lease(lease, holder, now, GROUP_LEASE_SECS).await? {
             taken = true;
             break;
         }
@@ -731,7 +749,7 @@ where
         return Ok(None);
     }
     let result = work().await;
-    deps.state.release_lease(&lease, holder).await?;
+    deps.state.release_lease(lease, holder).await?;
     result.map(Some)
 }
 

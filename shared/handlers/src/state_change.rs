@@ -92,13 +92,50 @@ pub async fn handle<S: State, C: Capacity, K: ClusterApi>(
 }
 
 /// An Auto Scaling group launched an instance (or failed to). The claim of the group that raised
-/// it earliest and still waits for an instance takes it; a claim another launch event took meanwhile (the claims read
-/// is eventually consistent) is passed over, and an event for an instance a claim already holds is
-/// a duplicate. An instance no claim waits for (a raise repeated after its record was lost, the
-/// group replacing an instance) is adopted as a claim of the pool, so it is used or removed like
-/// any node, never left running unowned.
+/// it earliest and still waits for an instance takes it; a claim another launch event took meanwhile
+/// is passed over, and an event for an instance a claim already holds is a duplicate. An instance
+/// no claim waits for (a raise repeated after its record was lost, the group replacing an
+/// instance) is adopted as a claim of the pool, so it is used or removed like any node, never left
+/// running unowned.
+///
+/// Matching one instance is serialized by a lease (`instance/<id>`) taken before the claims are
+/// read: a late launch event and consolidation's pass over unheld members, each deciding from its
+/// own read, gave one instance to two claims. A busy lease fails with [`Error::GroupBusy`]
+/// (retryable); the holder's result is seen by the retry.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn asg_launch<S: State, C: Capacity, K: ClusterApi>(
+    deps: &Deps<S, C, K>,
+    group: &str,
+    instance_id: Option<&str>,
+    successful: bool,
+    at: EpochMillis,
+    now: EpochMillis,
+    out: &mut Outcome,
+) -> Result<()> {
+    let Some(iid) = instance_id.filter(|_| successful) else {
+        return match_launch(deps, group, instance_id, successful, at, now, out).await;
+    };
+    let holder = format!("{}/{}", out.function, out.event_id);
+    let lease = format!("instance/{iid}");
+    let matched = crate::provision::with_lease(deps, &lease, &holder, now, || async {
+        let mut actions = Outcome::new(&out.function, &out.event_id);
+        match_launch(deps, group, instance_id, successful, at, now, &mut actions).await?;
+        Ok(actions.actions)
+    })
+    .await?;
+    match matched {
+        Some(actions) => {
+            out.actions.extend(actions);
+            Ok(())
+        }
+        None => Err(Error::GroupBusy(format!(
+            "instance {iid} of group {group} is being matched to a claim by another invocation"
+        ))),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn match_launch<S: State, C: Capacity, K: ClusterApi>(
     deps: &Deps<S, C, K>,
     group: &str,
     instance_id: Option<&str>,

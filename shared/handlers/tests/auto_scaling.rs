@@ -351,3 +351,73 @@ async fn a_member_whose_claim_ended_is_scaled_in() {
     );
     assert_eq!(deps.capacity.group(GROUP).unwrap().desired, 0);
 }
+
+/// A late launch event for a member and consolidation's pass over unheld members race for the
+/// same instance: the event read the claims before a decision raised the group for a new claim,
+/// consolidation read them after and gave the instance to that claim, then the event adopted it as
+/// well. Two claims held one instance (and charged it twice). Matching is serialized per instance
+/// (a lease taken before the claims are read), so one of them waits and sees the other's result.
+#[tokio::test]
+async fn a_late_launch_event_and_consolidation_never_both_take_one_instance() {
+    use nodewright_handlers::adapters::faults::{Faults, FaultyCapacity, FaultyCluster, FaultyState};
+    use std::sync::Arc;
+    use tokio::sync::Notify;
+
+    let deps = group_deps(4);
+    // A member whose raise no claim remembers (its decision's record was lost), launched at NOW;
+    // its launch event comes late.
+    assert!(deps.capacity.scale_up(GROUP).await.unwrap());
+    let (_, member) = deps.capacity.launch_group_instances(NOW).remove(0);
+
+    let (reached, resume) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let faults = Faults::pause_after("claims", reached.clone(), resume.clone());
+    let paused = nodewright_handlers::Deps {
+        settings: deps.settings.clone(),
+        state: FaultyState {
+            inner: deps.state.clone(),
+            faults: faults.clone(),
+        },
+        capacity: FaultyCapacity {
+            inner: deps.capacity.clone(),
+            faults: faults.clone(),
+        },
+        cluster: deps.cluster.clone().map(|inner| FaultyCluster {
+            inner,
+            faults: faults.clone(),
+        }),
+        daemonsets: Default::default(),
+        consolidated: Default::default(),
+    };
+    let late = NOW + 3 * 60_000;
+    let event = launch_event(&member, 0);
+    let parsed = nodewright_handlers::event::parse_bytes(&event).unwrap();
+    let event_run = nodewright_handlers::handle(Function::StateChange, &paused, parsed, late);
+    let meanwhile = async {
+        reached.notified().await;
+        // A pod for the pool: its claim raises the group and waits for an instance.
+        let o = provision_as(&deps, "event-2", vec![gpu_pod("b")], late).await;
+        assert_eq!(scaled_up(&o), 1, "{o:#?}");
+        // Consolidation's pass over members no claim holds, more than 2 minutes old.
+        run(
+            Function::Consolidation,
+            &deps,
+            &event_text("scheduled.json").into_bytes(),
+            late + 1_000,
+        )
+        .await;
+        resume.notify_one();
+    };
+    let (event_outcome, ()) = tokio::join!(event_run, meanwhile);
+    let event_outcome = event_outcome.unwrap();
+    let holders: Vec<ClaimRecord> = claims_of_group(&deps)
+        .into_iter()
+        .filter(|c| c.state.is_live() && c.instance_id.as_deref() == Some(member.as_str()))
+        .collect();
+    assert_eq!(
+        holders.len(),
+        1,
+        "one claim holds {member}: {holders:#?}\n{event_outcome:#?}"
+    );
+    // The group was raised for the new claim: its own instance comes next.
+    assert_eq!(deps.capacity.group(GROUP).unwrap().desired, 2);
+}

@@ -259,6 +259,76 @@ async fn a_pdb_blocked_drain_is_retried_every_run_then_finishes_after_the_grace_
     assert!(cluster.bound().iter().any(|p| p.mirror));
 }
 
+/// The cluster double refuses evictions as the API server does, from the PDBs' status: with one
+/// disruption allowed, a drain of a node holding two of the budget's pods evicts one and is refused
+/// (429) for the other; once the disruption controller counts the evicted pod healthy again
+/// elsewhere, the next run evicts the second.
+#[tokio::test]
+async fn a_pdb_allowing_one_disruption_lets_a_drain_evict_one_pod_per_run() {
+    let deps = deps_with(POOLS_WITH_GRACE);
+    let (c, node, _) = draining_claim(&deps, Some(1800)).await;
+    let cluster = deps.cluster.as_ref().unwrap();
+    let mut pods = cluster.bound();
+    for p in pods.iter_mut().filter(|p| p.namespace == "shop") {
+        p.labels.insert("app".into(), "api".into());
+    }
+    let mut second = pods.iter().find(|p| p.namespace == "shop").unwrap().clone();
+    second.name = "api-1".into();
+    second.uid = "u-api-1".into();
+    pods.push(second);
+    cluster.set_bound(pods);
+    let budget = |allowed| nodewright_core::disruption::Pdb {
+        name: "api".into(),
+        namespace: "shop".into(),
+        selector: nodewright_core::model::LabelSelector {
+            match_labels: [("app".to_string(), "api".to_string())].into(),
+            match_expressions: Vec::new(),
+        },
+        disruptions_allowed: allowed,
+    };
+    cluster.set_pdbs(vec![budget(1)]);
+
+    let now = NOW + 60_000;
+    let (event, _) = consolidation_at(now);
+    let o = run(Function::Consolidation, &deps, &event, now).await;
+    assert!(
+        o.actions.iter().any(|a| matches!(a, Action::DrainBlocked { .. })),
+        "{o:#?}"
+    );
+    let left: Vec<String> = cluster
+        .bound()
+        .into_iter()
+        .filter(|p| p.namespace == "shop" && p.node_name.as_deref() == Some(node.as_str()))
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(left.len(), 1, "one evicted, one refused: {left:?}");
+    assert_eq!(
+        cluster.pdb_list()[0].disruptions_allowed,
+        0,
+        "the eviction spent the budget"
+    );
+    assert_eq!(claim(&deps, &c.id).await.state, ClaimState::Draining);
+
+    // The evicted pod runs again elsewhere: one disruption allowed again.
+    cluster.set_pdbs(vec![budget(1)]);
+    let now = now + 60_000;
+    let (event, _) = consolidation_at(now);
+    let o = run(Function::Consolidation, &deps, &event, now).await;
+    assert!(
+        o.actions
+            .iter()
+            .any(|a| matches!(a, Action::Drained { evicted: 1, .. })),
+        "{o:#?}"
+    );
+    assert!(
+        cluster
+            .bound()
+            .iter()
+            .all(|p| p.namespace != "shop" || p.node_name.as_deref() != Some(node.as_str())),
+        "{o:#?}"
+    );
+}
+
 #[tokio::test]
 async fn a_failed_eviction_is_retried_not_fatal_and_an_empty_node_terminates() {
     let deps = deps();

@@ -111,7 +111,9 @@ impl StateStore {
     }
 
     /// Every item of this cluster in `table` (or in one partition of an index), following pages.
-    /// Eventually consistent: half the read units of a consistent read, and indexes allow no other.
+    /// The table is read consistently: handlers decide from it (which claim holds an instance,
+    /// which waits for one) and a read missing a write of a second ago gave one instance to two
+    /// claims. Indexes allow only eventually consistent reads; their callers re-read the item.
     pub(crate) async fn query_all(&self, table: Table, index: Option<(&str, &str, &str)>) -> Result<Vec<Item>> {
         let (index_name, key_attr, key_value) = match index {
             Some((name, attr, value)) => (Some(name), attr, value.to_string()),
@@ -125,6 +127,7 @@ impl StateStore {
                 .query()
                 .table_name(self.table_name(table))
                 .set_index_name(index_name.map(str::to_string))
+                .consistent_read(index_name.is_none())
                 .key_condition_expression("#k = :k")
                 .expression_attribute_names("#k", key_attr)
                 .expression_attribute_values(":k", AttributeValue::S(key_value.clone()))

@@ -47,6 +47,24 @@ struct StateData {
     usage: HashMap<String, SignedUsage>,
     /// Per pool: the counters' write version and the reconciler's last check (version, ms).
     usage_versions: HashMap<String, (u64, Option<(UsageDrift, EpochMillis)>)>,
+    /// The instance index (a DynamoDB global secondary index, eventually consistent): look-ups by
+    /// instance served so far, how many more miss a newly written instance, and from which
+    /// look-up on each instance is visible.
+    index_lookups: u64,
+    index_lag: u64,
+    indexed_from: HashMap<String, u64>,
+}
+
+impl StateData {
+    /// A claim written with an instance: the index shows it `index_lag` look-ups later.
+    fn index(&mut self, claim: &ClaimRecord) {
+        if let Some(iid) = &claim.instance_id
+            && !self.indexed_from.contains_key(iid)
+        {
+            let from = self.index_lookups + self.index_lag;
+            self.indexed_from.insert(iid.clone(), from);
+        }
+    }
 }
 
 /// A pool's counters as DynamoDB keeps them: numbers that an extra release takes below zero
@@ -112,6 +130,14 @@ pub struct MemoryState {
 impl MemoryState {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A store whose instance index lags its table as DynamoDB's global secondary indexes do: the
+    /// next `lookups` look-ups by instance after a claim gets its instance miss it.
+    pub fn with_index_lag(lookups: u64) -> Self {
+        let s = Self::default();
+        lock(&s.data).index_lag = lookups;
+        s
     }
 
     /// Every claim, for inspection.
@@ -190,6 +216,9 @@ impl MemoryState {
         {
             let mut d = lock(&state.data);
             d.claims = view.claims.iter().map(|c| (c.id.clone(), c.clone())).collect();
+            for c in &view.claims {
+                d.index(c);
+            }
             d.reservations = view
                 .reservations
                 .iter()
@@ -326,15 +355,25 @@ impl State for MemoryState {
         if d.claims.contains_key(&claim.id) {
             return Ok(false);
         }
+        d.index(claim);
         d.claims.insert(claim.id.clone(), claim.clone());
         Ok(true)
     }
     async fn get_claim(&self, id: &str) -> Result<Option<ClaimRecord>> {
         Ok(lock(&self.data).claims.get(id).cloned())
     }
+    /// Through the lagging index, then the table (as the DynamoDB store re-reads the item).
     async fn claim_by_instance(&self, instance_id: &str) -> Result<Option<ClaimRecord>> {
-        Ok(lock(&self.data)
-            .claims
+        let mut d = lock(&self.data);
+        d.index_lookups += 1;
+        let visible = d
+            .indexed_from
+            .get(instance_id)
+            .is_some_and(|from| *from < d.index_lookups);
+        if !visible {
+            return Ok(None);
+        }
+        Ok(d.claims
             .values()
             .find(|c| c.instance_id.as_deref() == Some(instance_id))
             .cloned())
@@ -347,6 +386,7 @@ impl State for MemoryState {
         match d.claims.get_mut(&claim.id) {
             Some(c) if c.version == expected_version => {
                 *c = claim.clone();
+                d.index(claim);
                 Ok(true)
             }
             _ => Ok(false),
@@ -361,11 +401,14 @@ impl State for MemoryState {
     ) -> Result<TransitionOutcome> {
         let mut d = lock(&self.data);
         let claim = d.claims.get_mut(id).ok_or_else(|| Error::ClaimNotFound(id.into()))?;
-        Ok(match claim.advance(to, at, update) {
+        let outcome = match claim.advance(to, at, update) {
             Transition::Advance => TransitionOutcome::Advanced(claim.clone()),
             Transition::Duplicate => TransitionOutcome::Duplicate(claim.clone()),
             Transition::Stale => TransitionOutcome::Stale(claim.clone()),
-        })
+        };
+        let written = claim.clone();
+        d.index(&written);
+        Ok(outcome)
     }
     async fn mark_offering_unavailable(
         &self,
@@ -1025,7 +1068,33 @@ struct ClusterData {
     bound_change: Option<(usize, Vec<Pod>)>,
 }
 
-/// Kubernetes stand-in: nodes and pods set by the caller, writes recorded.
+impl ClusterData {
+    fn pdbs_of<'a>(&'a self, pod: &'a Pod) -> impl Iterator<Item = usize> + 'a {
+        self.pdbs
+            .iter()
+            .enumerate()
+            .filter(move |(_, b)| b.namespace == pod.namespace && b.selector.matches(&pod.labels))
+            .map(|(i, _)| i)
+    }
+
+    /// The eviction API's check: every PDB selecting the pod must allow one more disruption.
+    fn pdbs_allow_eviction(&self, pod: &Pod) -> bool {
+        self.pdbs_of(pod).all(|i| self.pdbs[i].disruptions_allowed > 0)
+    }
+
+    /// An eviction spends one disruption of every PDB selecting the pod, until the disruption
+    /// controller recomputes the status (the caller's `set_pdbs`).
+    fn take_disruption(&mut self, pod: &Pod) {
+        let spent: Vec<usize> = self.pdbs_of(pod).collect();
+        for i in spent {
+            self.pdbs[i].disruptions_allowed = self.pdbs[i].disruptions_allowed.saturating_sub(1);
+        }
+    }
+}
+
+/// Kubernetes stand-in: nodes and pods set by the caller, writes recorded. Evictions are refused
+/// (429) as the API server refuses them: by the PDBs' `disruptionsAllowed`, each eviction spending
+/// one, or for pods marked with `block_eviction`.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryCluster {
     data: Arc<Mutex<ClusterData>>,
@@ -1057,8 +1126,13 @@ impl MemoryCluster {
     pub fn set_daemonsets(&self, pods: Vec<Pod>) {
         lock(&self.data).daemonsets = pods;
     }
+    /// The PDBs with their status as the disruption controller last computed it.
     pub fn set_pdbs(&self, pdbs: Vec<Pdb>) {
         lock(&self.data).pdbs = pdbs;
+    }
+    /// The PDBs as the cluster holds them now (evictions spent).
+    pub fn pdb_list(&self) -> Vec<Pdb> {
+        lock(&self.data).pdbs.clone()
     }
     /// A PDB refuses the pod's eviction (429) from now on; only a drain past the grace period
     /// (which deletes) removes it.
@@ -1151,7 +1225,7 @@ impl ClusterApi for MemoryCluster {
                 keep.push(p);
             } else if options.grace_expired {
                 report.deleted.push(key);
-            } else if d.pdb_blocked.contains(&key) {
+            } else if d.pdb_blocked.contains(&key) || !d.pdbs_allow_eviction(&p) {
                 report.pdb_retries += 1;
                 blocked.push(key);
                 keep.push(p);
@@ -1161,6 +1235,7 @@ impl ClusterApi for MemoryCluster {
                     .push((key, "Internal error occurred: etcdserver: request timed out".into()));
                 keep.push(p);
             } else {
+                d.take_disruption(&p);
                 report.evicted.push(key);
             }
         }

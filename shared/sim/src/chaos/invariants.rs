@@ -18,6 +18,10 @@ use nodewright_handlers::consolidation::{LAUNCHING_TIMEOUT_MS, usage_of_claims};
 /// the reconciler's next passes (the schedule runs every minute; adoption and clean-up of orphans
 /// happen there).
 pub const ORPHAN_BOUND_MS: i64 = 5 * 60_000;
+/// The same while faults are on: a reconciler run reads claims, instances, nodes and groups first
+/// and fails if one of those reads does (about one run in three at the stories' fault rate), and
+/// the launch event's own retries may all fail too.
+pub const ORPHAN_BOUND_MS_FAULTS: i64 = 10 * 60_000;
 /// How long past the registration timeout a claim may stay before Ready (the sweep that closes it
 /// runs on the next schedule; retries of a failed schedule come a minute and three minutes later).
 pub const CLAIM_TIMEOUT_SLACK_MS: i64 = 4 * 60_000;
@@ -28,7 +32,8 @@ pub const CLAIM_TIMEOUT_SLACK_MS_FAULTS: i64 = 10 * 60_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Invariant {
     /// Every running instance tagged for the cluster is owned by a live claim (within
-    /// [`ORPHAN_BOUND_MS`]; strictly once settled).
+    /// [`ORPHAN_BOUND_MS`], [`ORPHAN_BOUND_MS_FAULTS`] while faults are on; strictly once
+    /// settled).
     InstanceOwned,
     /// No two live claims hold one instance.
     SingleOwner,
@@ -127,7 +132,12 @@ pub async fn check(
             continue;
         }
         let age = now - first_seen.get(&i.instance_id).copied().unwrap_or(now);
-        if when == Check::Settled || age > ORPHAN_BOUND_MS {
+        let bound = if when == Check::Running {
+            ORPHAN_BOUND_MS_FAULTS
+        } else {
+            ORPHAN_BOUND_MS
+        };
+        if when == Check::Settled || age > bound {
             out.push((
                 Invariant::InstanceOwned,
                 format!(

@@ -5,8 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use nodewright_core::model::ClaimState;
+use nodewright_core::disruption::Pdb;
 use nodewright_core::model::cluster_event::{self, NodeReady, PendingPod, PodPending};
+use nodewright_core::model::{ClaimState, LabelSelector};
 use nodewright_core::ports::capacity::InstanceSummary;
 use nodewright_core::ports::cluster::{ClusterNode, cluster_node};
 use nodewright_core::{Config, Pod, labels};
@@ -35,6 +36,9 @@ const SPOT_NOTICE_MS: i64 = 2 * MINUTE;
 const RETRY_DELAYS_MS: [i64; 2] = [MINUTE, 2 * MINUTE];
 /// The watcher re-sends pods still pending this often.
 const RESEND_EVERY_MS: i64 = 5 * MINUTE;
+/// Look-ups by instance that miss a claim's newly written instance (DynamoDB's index lags its
+/// table; the functions must not depend on it being current).
+const INDEX_LAG: u64 = 3;
 /// Steps of schedule, faults off, before the strict checks.
 const SETTLE_STEPS: usize = 12;
 /// At most this many more while the usage counters still differ from the live claims (about 20
@@ -206,7 +210,16 @@ pub(super) struct Story<'o> {
     last_resend: i64,
     /// The latest reason each pod was reported unschedulable (by pod name).
     unschedulable: BTreeMap<String, String>,
+    /// Each function's warm execution environment.
+    warm: BTreeMap<&'static str, Environment>,
     pub result: StoryResult,
+}
+
+/// What one Lambda execution environment keeps between invocations.
+#[derive(Debug, Clone, Default)]
+struct Environment {
+    consolidated: nodewright_handlers::consolidation::Consolidated,
+    daemonsets: DaemonSets,
 }
 
 pub(super) async fn run_story(seed: u64, options: &ChaosOptions) -> StoryResult {
@@ -235,7 +248,7 @@ pub(super) async fn run_story(seed: u64, options: &ChaosOptions) -> StoryResult 
 
 impl<'o> Story<'o> {
     fn new(seed: u64, options: &'o ChaosOptions) -> Story<'o> {
-        let state = MemoryState::new();
+        let state = MemoryState::with_index_lag(INDEX_LAG);
         let settings = settings();
         // The user's group, its launch template's user data written as docs/configuration.md
         // says (the pool's labels and taints).
@@ -271,6 +284,7 @@ impl<'o> Story<'o> {
             last_tick: START,
             last_resend: START,
             unschedulable: BTreeMap::new(),
+            warm: BTreeMap::new(),
             result: StoryResult::default(),
         }
     }
@@ -361,6 +375,11 @@ impl<'o> Story<'o> {
             }
             2 | 3 => {
                 pod.node_selector.insert("workload".into(), "batch".into());
+            }
+            // A Deployment with a PDB (maxUnavailable 1), on the pool that consolidates and
+            // takes spot interruptions.
+            4 | 5 => {
+                pod.labels.insert("app".into(), "web".into());
             }
             _ => {}
         }
@@ -649,6 +668,21 @@ impl<'o> Story<'o> {
                 PodState::Gone => {}
             }
         }
+        // The disruption controller: the web pods' PDB (maxUnavailable 1) allows a disruption
+        // only while none of them is pending.
+        let unavailable = pending
+            .iter()
+            .filter(|p| p.labels.get("app").map(String::as_str) == Some("web"))
+            .count();
+        self.cluster.set_pdbs(vec![Pdb {
+            name: "web".into(),
+            namespace: "default".into(),
+            selector: LabelSelector {
+                match_labels: [("app".to_string(), "web".to_string())].into(),
+                match_expressions: Vec::new(),
+            },
+            disruptions_allowed: u32::from(unavailable == 0),
+        }]);
         self.cluster.set_pending(pending);
         self.cluster.set_bound(bound);
     }
@@ -823,7 +857,22 @@ impl<'o> Story<'o> {
                 }
             })
             .collect();
-        let runs = plans.iter().map(|faults| self.invoke_once(d, faults));
+        // The first copy runs in the function's warm execution environment (its per-environment
+        // caches: the consolidated memo, the DaemonSets), unless this is a cold start; other
+        // copies run concurrently, in environments of their own.
+        if self.rng.below(5) == 0 {
+            self.warm.remove(d.function.name());
+        }
+        let envs: Vec<Environment> = (0..copies)
+            .map(|copy| match copy {
+                0 => self.warm.entry(d.function.name()).or_default().clone(),
+                _ => Environment::default(),
+            })
+            .collect();
+        let runs = plans
+            .iter()
+            .zip(&envs)
+            .map(|(faults, env)| self.invoke_once(d, faults, env));
         let ended = futures::future::join_all(runs).await;
         for faults in &plans {
             self.result.invocations += 1;
@@ -847,7 +896,7 @@ impl<'o> Story<'o> {
         ended
     }
 
-    async fn invoke_once(&self, d: &Delivery, faults: &Arc<Faults>) -> Ended {
+    async fn invoke_once(&self, d: &Delivery, faults: &Arc<Faults>, env: &Environment) -> Ended {
         let deps = Deps {
             settings: self.settings.clone(),
             state: FaultyState {
@@ -862,8 +911,8 @@ impl<'o> Story<'o> {
                 inner: self.cluster.clone(),
                 faults: faults.clone(),
             }),
-            daemonsets: DaemonSets::default(),
-            consolidated: Default::default(),
+            daemonsets: env.daemonsets.clone(),
+            consolidated: env.consolidated.clone(),
         };
         let parsed = match event::parse_value(&d.event) {
             Ok(p) => p,
