@@ -574,7 +574,7 @@ pub fn compute(inputs: &Inputs) -> Availability {
             let unavailable_offerings = view
                 .offerings
                 .iter()
-                .filter(|o| o.instance_type == name)
+                .filter(|o| o.instance_type == name || o.instance_type == nodewright_core::ports::capacity::fleet::ANY)
                 .map(|o| format!("{}/{}", o.capacity_type.as_str(), o.zone))
                 .collect();
             rows.push(TypeRow {

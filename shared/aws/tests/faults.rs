@@ -342,3 +342,46 @@ async fn on_demand_prices_refresh_from_the_pricing_api() {
     assert_ne!(embedded, 0.0777);
     assert_eq!(products.num_calls(), 1);
 }
+
+/// The account's spot quota is spent (MaxSpotInstanceCountExceeded on the spot request): no other
+/// spot request can succeed, so the launch makes no more, reports spot unavailable as a whole and
+/// falls back to on-demand in the same launch.
+#[tokio::test]
+async fn a_spot_quota_error_gives_up_on_spot_and_falls_back_at_once() {
+    let clients = support::clients().await;
+    let store = support::store(&clients, "quota").await;
+    let create_fleet = mock!(Client::create_fleet).then_compute_response(|input| {
+        if is_spot(input) {
+            MockResponse::Error(CreateFleetError::generic(
+                ErrorMetadata::builder()
+                    .code("MaxSpotInstanceCountExceeded")
+                    .message("Max spot instance count exceeded")
+                    .build(),
+            ))
+        } else {
+            let (itype, zone) = first_override(input);
+            MockResponse::Output(launched(&itype, &zone))
+        }
+    });
+    let ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&no_instances(), &create_fleet]);
+    let fleet = Fleet::new(ec2, store.cluster());
+    let offerings = vec![
+        offering("m5.large", "us-east-1a", CapacityType::Spot, 0.030),
+        offering("m5.large", "us-east-1b", CapacityType::Spot, 0.032),
+        offering("c5.large", "us-east-1a", CapacityType::Spot, 0.033),
+        offering("m5.large", "us-east-1a", CapacityType::OnDemand, 0.096),
+    ];
+    let outcome = fleet.launch(&request(offerings)).await.unwrap();
+    assert_eq!(outcome.capacity_type, CapacityType::OnDemand);
+    assert!(outcome.fell_back_to_on_demand);
+    assert_eq!(
+        outcome.unavailable,
+        vec![(
+            CapacityType::Spot,
+            "*".into(),
+            "*".into(),
+            "MaxSpotInstanceCountExceeded".into()
+        )]
+    );
+    assert_eq!(create_fleet.num_calls(), 2, "one spot request, one on-demand");
+}

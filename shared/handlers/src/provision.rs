@@ -14,10 +14,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use futures::StreamExt;
 use nodewright_core::model::ClaimState;
 use nodewright_core::nodepool::PoolBacking;
-use nodewright_core::ports::capacity::LaunchOutcome;
+use nodewright_core::ports::capacity::{LaunchOutcome, fleet};
 use nodewright_core::ports::state::{ClaimRecord, ClaimUpdate, Holder, TransitionOutcome, UsageDecision, UsageDelta};
 use nodewright_core::ports::{AwsError, EpochMillis};
-use nodewright_core::scheduler::{ClaimPlan, Input, Options, PoolUsed, schedule};
+use nodewright_core::scheduler::{ClaimPlan, Input, InstanceOption, Options, PoolUsed, schedule};
 use nodewright_core::{CapacityType, InstanceType, Node, NodePool, Pod, Resource, Resources};
 use sha2::{Digest, Sha256};
 
@@ -76,12 +76,19 @@ async fn available_types<S: State>(
     if blocked.is_empty() {
         return Ok(types.to_vec());
     }
+    let whole: Vec<CapacityType> = blocked
+        .iter()
+        .filter(|b| b.1 == fleet::ANY && b.2 == fleet::ANY)
+        .map(|b| b.0)
+        .collect();
     Ok(types
         .iter()
         .map(|t| {
             let mut t = t.clone();
             for o in &mut t.offerings {
-                if blocked.contains(&(o.capacity_type, t.name.as_str(), o.zone.as_str())) {
+                if whole.contains(&o.capacity_type)
+                    || blocked.contains(&(o.capacity_type, t.name.as_str(), o.zone.as_str()))
+                {
                     o.available = false;
                 }
             }
@@ -494,6 +501,44 @@ fn usage_of_options(options: &[nodewright_core::scheduler::InstanceOption], type
     UsageDelta::of(&most, 1)
 }
 
+/// The offerings a claim launches with: the plan's (each type's cheapest allowed offering), then,
+/// when the claim may run on-demand, the on-demand offering (cheapest of the claim's zones) of each
+/// type the plan chose spot for. The fleet tries spot first and falls back to these in the same
+/// launch when spot has no capacity or the account's spot quota is spent; without them a mixed
+/// pool's claim failed, and its pods waited for a re-plan that chose spot again once the ICE
+/// cache forgot (found by `nodewright chaos` with a spot quota).
+fn with_on_demand_fallback(plan: &ClaimPlan, types: &[InstanceType]) -> Vec<InstanceOption> {
+    let mut offerings = plan.instance_types.clone();
+    if !plan.capacity_types.contains(&CapacityType::OnDemand) {
+        return offerings;
+    }
+    for o in plan
+        .instance_types
+        .iter()
+        .filter(|o| o.capacity_type == CapacityType::Spot)
+    {
+        let Some(t) = types.iter().find(|t| t.name == o.name) else {
+            continue;
+        };
+        let on_demand = t
+            .offerings
+            .iter()
+            .filter(|x| x.available && x.capacity_type == CapacityType::OnDemand && plan.zones.contains(&x.zone))
+            .min_by(|a, b| a.price.total_cmp(&b.price).then_with(|| a.zone.cmp(&b.zone)));
+        let Some(x) = on_demand else { continue };
+        let fallback = InstanceOption {
+            name: t.name.clone(),
+            capacity_type: CapacityType::OnDemand,
+            zone: x.zone.clone(),
+            price: x.price,
+        };
+        if !offerings.contains(&fallback) {
+            offerings.push(fallback);
+        }
+    }
+    offerings
+}
+
 fn log_decision(plan: &ClaimPlan, claim: &str) {
     let options: Vec<String> = plan
         .instance_types
@@ -566,9 +611,9 @@ async fn launch_claim<S: State, C: Capacity, K: ClusterApi>(
         return Ok(actions);
     }
 
+    let offerings = with_on_demand_fallback(plan, types);
     let mut record = ClaimRecord::launching(&id, &pool.name, plan.pods.clone(), now);
-    record.offerings = plan
-        .instance_types
+    record.offerings = offerings
         .iter()
         .take(nodewright_core::ports::state::MAX_STORED_OFFERINGS)
         .cloned()
@@ -628,7 +673,7 @@ async fn launch_claim<S: State, C: Capacity, K: ClusterApi>(
     let launch = ClaimLaunch {
         claim_id: id.clone(),
         pool: pool.clone(),
-        offerings: plan.instance_types.clone(),
+        offerings,
     };
     match launch_offerings(deps, &launch, now).await? {
         Ok(outcome) => {
@@ -657,9 +702,12 @@ pub(crate) async fn launch_offerings<S: State, C: Capacity, K: ClusterApi>(
         .offerings
         .iter()
         .filter(|o| {
-            !cached
-                .iter()
-                .any(|u| u.capacity_type == o.capacity_type && u.instance_type == o.name && u.zone == o.zone)
+            !cached.iter().any(|u| {
+                fleet::covers(
+                    (u.capacity_type, &u.instance_type, &u.zone),
+                    (o.capacity_type, &o.name, &o.zone),
+                )
+            })
         })
         .cloned()
         .collect();

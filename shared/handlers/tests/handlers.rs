@@ -187,6 +187,58 @@ async fn offerings_without_capacity_are_recorded_and_left_out_of_the_next_launch
     assert!(now_cached.len() > cached.len(), "{out:#?}");
 }
 
+/// The account's spot quota is spent: a mixed pool's claims launch on-demand in the same
+/// invocation (the launch carries each type's on-demand offering after the spot ones), spot is
+/// recorded unavailable as a whole, and the next decision asks for no spot at all. Before, the
+/// launch carried only the plan's spot offerings: the claims failed, and their pods waited for a
+/// re-plan that chose spot again once the ICE cache had forgotten.
+#[tokio::test]
+async fn a_spent_spot_quota_falls_back_to_on_demand_in_the_same_launch() {
+    let deps = deps();
+    deps.capacity.limit_spot_instances(0);
+    let first = sample_batch(&deps).await;
+    let launched: Vec<(CapacityType, bool)> = first
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Launched {
+                capacity_type,
+                fell_back_to_on_demand,
+                ..
+            } => Some((*capacity_type, *fell_back_to_on_demand)),
+            _ => None,
+        })
+        .collect();
+    assert!(!launched.is_empty(), "{first:#?}");
+    // Every claim runs on-demand; those the plan gave spot offerings fell back.
+    assert!(
+        launched.iter().all(|l| l.0 == CapacityType::OnDemand) && launched.iter().any(|l| l.1),
+        "{launched:?}\n{first:#?}"
+    );
+    let cached = deps.state.unavailable_offerings(NOW).await.unwrap();
+    assert!(
+        cached
+            .iter()
+            .any(|c| c.capacity_type == CapacityType::Spot && c.instance_type == "*" && c.zone == "*"),
+        "{cached:?}"
+    );
+
+    let requests_before = deps.capacity.fleet_requests().len();
+    let mut later = nodewright_core::Pod::new("later", 1000, 1 << 30);
+    later.uid = "later".into();
+    later.normalize();
+    let mut out = nodewright_handlers::Outcome::new("pod-pending", "second");
+    let holder = nodewright_core::ports::state::Holder::Invocation("second".into());
+    nodewright_handlers::provision::provision(&deps, vec![later], &holder, &[], NOW + 60_000, &mut out)
+        .await
+        .unwrap();
+    let requests: Vec<CapacityType> = deps.capacity.fleet_requests()[requests_before..]
+        .iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(requests, [CapacityType::OnDemand], "{out:#?}");
+}
+
 fn node_for(instance_id: &str, instance_type: &str) -> ClusterNode {
     let mut n = nodewright_core::Node::new(&format!("node-{instance_id}"), instance_type, "us-east-1a");
     n.pool = Some("general".into());

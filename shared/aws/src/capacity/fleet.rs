@@ -18,30 +18,9 @@ use super::{LaunchOutcome, TAG_CLAIM, TAG_CLUSTER, TAG_MANAGED_BY, TAG_POOL};
 use crate::error::FromSdk;
 use crate::{Error, Result};
 
-/// CreateFleet accepts at most this many overrides per request worth sending (Karpenter's cap).
-pub const MAX_OVERRIDES: usize = 60;
-/// Launch attempts per capacity type before giving up on it.
-const MAX_ATTEMPTS_PER_CAPACITY_TYPE: usize = 4;
-
-/// EC2's capacity error codes: the offering is (for now) unavailable, try another.
-pub fn is_capacity_error(code: &str) -> bool {
-    matches!(
-        code,
-        "InsufficientInstanceCapacity"
-            | "MaxSpotInstanceCountExceeded"
-            | "VcpuLimitExceeded"
-            | "UnfulfillableCapacity"
-            | "Unsupported"
-            | "InsufficientFreeAddressesInSubnet"
-            | "InsufficientCapacity"
-            | "SpotMaxPriceTooLow"
-    )
-}
-
-/// Errors that exhaust a whole capacity type (account quotas), not one offering.
-fn exhausts_capacity_type(code: &str) -> bool {
-    matches!(code, "MaxSpotInstanceCountExceeded" | "VcpuLimitExceeded")
-}
+pub use nodewright_core::ports::capacity::fleet::{
+    ANY, MAX_ATTEMPTS_PER_CAPACITY_TYPE, MAX_OVERRIDES, exhausts_capacity_type, is_capacity_error,
+};
 
 /// One launchable offering: instance type in a zone's subnet at a capacity type.
 #[derive(Debug, Clone, PartialEq)]
@@ -176,9 +155,14 @@ impl Fleet {
                             if !is_capacity_error(&code) {
                                 continue;
                             }
-                            let victims: Vec<LaunchOffering> = if exhausts_capacity_type(&code) {
-                                batch.clone()
-                            } else if let Some((itype, zone)) = offering {
+                            if exhausts_capacity_type(&code) {
+                                // A quota: no offering of the capacity type can launch now.
+                                remaining.retain(|o| o.capacity_type != capacity_type);
+                                unavailable.push((capacity_type, ANY.into(), ANY.into(), code.clone()));
+                                removed = true;
+                                continue;
+                            }
+                            let victims: Vec<LaunchOffering> = if let Some((itype, zone)) = offering {
                                 batch
                                     .iter()
                                     .filter(|o| o.instance_type == itype && (zone.is_empty() || o.zone == zone))

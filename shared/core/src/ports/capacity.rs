@@ -51,3 +51,47 @@ pub struct ClusterEndpoint {
     pub certificate_authority: String,
     pub service_cidr: Option<String>,
 }
+
+/// How a fleet launch goes, for both capacity adapters (EC2's `CreateFleet` in nodewright-aws, and
+/// the memory adapter that must fail as it fails): per capacity type, spot first, up to
+/// [`MAX_ATTEMPTS_PER_CAPACITY_TYPE`] requests, each with the [`MAX_OVERRIDES`] cheapest offerings
+/// left; offerings a request reports without capacity are dropped before the next; a quota error
+/// drops the whole request's offerings.
+pub mod fleet {
+    /// CreateFleet accepts at most this many overrides per request worth sending (Karpenter's cap).
+    pub const MAX_OVERRIDES: usize = 60;
+    /// Launch requests per capacity type before giving up on it.
+    pub const MAX_ATTEMPTS_PER_CAPACITY_TYPE: usize = 4;
+
+    /// EC2's capacity error codes: the offering is (for now) unavailable, try another.
+    pub fn is_capacity_error(code: &str) -> bool {
+        matches!(
+            code,
+            "InsufficientInstanceCapacity"
+                | "MaxSpotInstanceCountExceeded"
+                | "VcpuLimitExceeded"
+                | "UnfulfillableCapacity"
+                | "Unsupported"
+                | "InsufficientFreeAddressesInSubnet"
+                | "InsufficientCapacity"
+                | "SpotMaxPriceTooLow"
+        )
+    }
+
+    /// Errors that exhaust a whole capacity type (account quotas), not one offering: the launch
+    /// gives up on the capacity type and reports it unavailable as a whole ([`ANY`] type and zone),
+    /// as Karpenter marks a capacity type unavailable on a spot quota error.
+    pub fn exhausts_capacity_type(code: &str) -> bool {
+        matches!(code, "MaxSpotInstanceCountExceeded" | "VcpuLimitExceeded")
+    }
+
+    /// The instance type and zone of an unavailable offering that stands for every offering of
+    /// its capacity type.
+    pub const ANY: &str = "*";
+
+    /// Whether an unavailable (capacity type, type, zone) entry covers the offering.
+    pub fn covers(entry: (crate::CapacityType, &str, &str), offering: (crate::CapacityType, &str, &str)) -> bool {
+        entry.0 == offering.0
+            && ((entry.1 == ANY && entry.2 == ANY) || (entry.1 == offering.1 && entry.2 == offering.2))
+    }
+}

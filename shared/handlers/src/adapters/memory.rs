@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use nodewright_core::disruption::Pdb;
 use nodewright_core::model::{ClaimState, Transition};
 use nodewright_core::nodepool::Limits;
-use nodewright_core::ports::capacity::{InstanceSummary, LaunchOutcome};
+use nodewright_core::ports::capacity::{InstanceSummary, LaunchOutcome, fleet};
 use nodewright_core::ports::cluster::{ClusterNode, DrainMode, DrainOptions, DrainReport, Listed};
 use nodewright_core::ports::state::{
     ClaimRecord, ClaimUpdate, EventStart, Holder, IDEMPOTENCY_LEASE_SECS, IDEMPOTENCY_TTL_SECS,
@@ -16,6 +16,7 @@ use nodewright_core::ports::state::{
     UsageDecision, UsageDelta, UsageDrift, UsageSnapshot,
 };
 use nodewright_core::ports::{AwsError as Error, AwsResult as Result, EpochMillis};
+use nodewright_core::scheduler::InstanceOption;
 use nodewright_core::{CapacityType, Pod, Resource};
 
 use crate::ports::{Capacity, ClaimLaunch, ClusterApi, State};
@@ -570,6 +571,10 @@ struct CapacityData {
     user_data: HashMap<String, String>,
     /// Auto Scaling groups by name.
     groups: BTreeMap<String, MemoryGroup>,
+    /// The account's spot instance quota (MaxSpotInstanceCountExceeded past it).
+    spot_quota: Option<usize>,
+    /// CreateFleet requests made: (capacity type, overrides sent).
+    fleet_requests: Vec<(CapacityType, usize)>,
 }
 
 /// An Auto Scaling group as the service keeps it: a desired capacity it launches towards (see
@@ -600,8 +605,10 @@ fn undeclared_group(instance_type: &str) -> MemoryGroup {
     }
 }
 
-/// EC2 stand-in: launches the cheapest offering not exhausted (spot first, as the fleet does),
-/// adopts by claim tag, terminates only its own instances.
+/// EC2 stand-in: launches as CreateFleet does for the fleet adapter (requests of at most
+/// [`fleet::MAX_OVERRIDES`] offerings, spot first, a bounded number per capacity type, the cheapest
+/// offering with capacity in a request, errors for those without, a spot quota failing a whole
+/// request), adopts by claim tag, terminates only its own instances.
 #[derive(Debug, Clone)]
 pub struct MemoryCapacity {
     cluster: String,
@@ -614,6 +621,16 @@ impl MemoryCapacity {
             cluster: cluster.into(),
             data: Arc::new(Mutex::new(CapacityData::default())),
         }
+    }
+
+    /// The account may run at most `instances` spot instances (MaxSpotInstanceCountExceeded).
+    pub fn limit_spot_instances(&self, instances: usize) {
+        lock(&self.data).spot_quota = Some(instances);
+    }
+
+    /// The CreateFleet requests made so far: (capacity type, overrides in the request).
+    pub fn fleet_requests(&self) -> Vec<(CapacityType, usize)> {
+        lock(&self.data).fleet_requests.clone()
     }
 
     /// Makes an offering fail with insufficient capacity from now on.
@@ -852,68 +869,102 @@ impl Capacity for MemoryCapacity {
                 unavailable: Vec::new(),
             });
         }
-        let mut options: Vec<_> = launch.offerings.clone();
-        // Spot first, then on-demand; cheapest first within each.
-        options.sort_by(|a, b| {
-            (a.capacity_type != CapacityType::Spot)
-                .cmp(&(b.capacity_type != CapacityType::Spot))
-                .then(a.price.total_cmp(&b.price))
-                .then_with(|| a.name.cmp(&b.name))
-        });
+        let mut remaining: Vec<_> = launch.offerings.clone();
+        remaining.sort_by(|a, b| a.price.total_cmp(&b.price).then_with(|| a.name.cmp(&b.name)));
         let wanted_spot = launch.offerings.iter().any(|o| o.capacity_type == CapacityType::Spot);
         let mut unavailable = Vec::new();
-        for o in options {
-            let exhausted = lock(&self.data)
-                .exhausted
-                .iter()
-                .any(|(ct, t, z)| *ct == o.capacity_type && *t == o.name && *z == o.zone);
-            if exhausted {
-                unavailable.push((
-                    o.capacity_type,
-                    o.name.clone(),
-                    o.zone.clone(),
-                    "InsufficientInstanceCapacity".into(),
-                ));
-                continue;
-            }
-            let user_data = memory_user_data(&self.cluster, &launch.pool);
-            let mut d = lock(&self.data);
-            d.next_id += 1;
-            let id = format!("i-{:017x}", d.next_id);
-            if let Some(u) = user_data {
-                d.user_data.insert(id.clone(), u);
-            }
-            d.instances.insert(
-                id.clone(),
-                InstanceSummary {
-                    instance_id: id.clone(),
+        let mut tried = Vec::new();
+        for capacity_type in [CapacityType::Spot, CapacityType::OnDemand] {
+            for attempt in 0..fleet::MAX_ATTEMPTS_PER_CAPACITY_TYPE {
+                let batch: Vec<_> = remaining
+                    .iter()
+                    .filter(|o| o.capacity_type == capacity_type)
+                    .take(fleet::MAX_OVERRIDES)
+                    .cloned()
+                    .collect();
+                if batch.is_empty() {
+                    break;
+                }
+                let mut d = lock(&self.data);
+                d.fleet_requests.push((capacity_type, batch.len()));
+                let spot_running = d
+                    .instances
+                    .values()
+                    .filter(|i| i.spot && i.state != "terminated")
+                    .count();
+                let over_quota = capacity_type == CapacityType::Spot && d.spot_quota.is_some_and(|q| spot_running >= q);
+                // A quota fails the whole request, and no other request of the capacity type can
+                // succeed; otherwise an error per offering tried without capacity (cheapest first,
+                // up to the one launched).
+                if over_quota {
+                    let code = "MaxSpotInstanceCountExceeded";
+                    tried.push(format!("{capacity_type} attempt {}: {code}", attempt + 1));
+                    remaining.retain(|o| o.capacity_type != capacity_type);
+                    unavailable.push((capacity_type, fleet::ANY.into(), fleet::ANY.into(), code.into()));
+                    break;
+                }
+                let mut errors: Vec<(String, &InstanceOption)> = Vec::new();
+                let mut chosen = None;
+                {
+                    for o in &batch {
+                        let exhausted = d
+                            .exhausted
+                            .iter()
+                            .any(|(ct, t, z)| *ct == o.capacity_type && *t == o.name && *z == o.zone);
+                        if exhausted {
+                            errors.push(("InsufficientInstanceCapacity".into(), o));
+                        } else {
+                            chosen = Some(o.clone());
+                            break;
+                        }
+                    }
+                }
+                for (code, o) in &errors {
+                    tried.push(format!(
+                        "{capacity_type} attempt {}: {code}: {}/{}",
+                        attempt + 1,
+                        o.name,
+                        o.zone
+                    ));
+                    remaining.retain(|r| r != *o);
+                    unavailable.push((o.capacity_type, o.name.clone(), o.zone.clone(), code.clone()));
+                }
+                let Some(o) = chosen else { continue };
+                let user_data = memory_user_data(&self.cluster, &launch.pool);
+                d.next_id += 1;
+                let id = format!("i-{:017x}", d.next_id);
+                if let Some(u) = user_data {
+                    d.user_data.insert(id.clone(), u);
+                }
+                d.instances.insert(
+                    id.clone(),
+                    InstanceSummary {
+                        instance_id: id.clone(),
+                        instance_type: o.name.clone(),
+                        zone: o.zone.clone(),
+                        state: "pending".into(),
+                        spot: o.capacity_type == CapacityType::Spot,
+                        claim_id: Some(launch.claim_id.clone()),
+                        pool: Some(launch.pool.name.clone()),
+                        cluster: Some(self.cluster.clone()),
+                        launch_time_millis: Some(now),
+                    },
+                );
+                return Ok(LaunchOutcome {
+                    instance_id: id,
                     instance_type: o.name.clone(),
                     zone: o.zone.clone(),
-                    state: "pending".into(),
-                    spot: o.capacity_type == CapacityType::Spot,
-                    claim_id: Some(launch.claim_id.clone()),
-                    pool: Some(launch.pool.name.clone()),
-                    cluster: Some(self.cluster.clone()),
-                    launch_time_millis: Some(now),
-                },
-            );
-            return Ok(LaunchOutcome {
-                instance_id: id,
-                instance_type: o.name.clone(),
-                zone: o.zone.clone(),
-                capacity_type: o.capacity_type,
-                price: Some(o.price),
-                adopted: false,
-                fell_back_to_on_demand: wanted_spot && o.capacity_type == CapacityType::OnDemand,
-                unavailable,
-            });
+                    capacity_type: o.capacity_type,
+                    price: Some(o.price),
+                    adopted: false,
+                    fell_back_to_on_demand: wanted_spot && o.capacity_type == CapacityType::OnDemand,
+                    unavailable,
+                });
+            }
         }
         Err(Error::NoCapacity {
             claim: launch.claim_id.clone(),
-            tried: unavailable
-                .iter()
-                .map(|(ct, t, z, _)| format!("{ct}/{t}/{z}"))
-                .collect(),
+            tried,
             unavailable,
         })
     }
@@ -1293,5 +1344,91 @@ impl ClusterApi for MemoryCluster {
             labels: labels.clone(),
         });
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The memory EC2 fails as the fleet adapter's CreateFleet does (its mocked-EC2 tests in
+    //! shared/aws/tests/faults.rs): requests of at most 60 overrides, errors naming the offerings
+    //! without capacity, a quota failing a whole request, a bounded number of requests.
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const NOW: EpochMillis = 1_795_255_200_000;
+
+    fn offering(i: usize, capacity_type: CapacityType) -> InstanceOption {
+        InstanceOption {
+            name: format!("m5.t{i:03}"),
+            capacity_type,
+            zone: "us-east-1a".into(),
+            price: 0.01 + i as f64 * 0.001,
+        }
+    }
+
+    fn launch(claim: &str, offerings: Vec<InstanceOption>) -> ClaimLaunch {
+        ClaimLaunch {
+            claim_id: claim.into(),
+            pool: nodewright_core::NodePool::new("general"),
+            offerings,
+        }
+    }
+
+    #[tokio::test]
+    async fn offerings_without_capacity_are_reported_and_the_next_request_takes_the_rest() {
+        let ec2 = MemoryCapacity::new("demo");
+        let offerings: Vec<_> = (0..70).map(|i| offering(i, CapacityType::Spot)).collect();
+        for o in &offerings[..62] {
+            ec2.exhaust(CapacityType::Spot, &o.name, &o.zone);
+        }
+        let out = ec2.launch(&launch("c1", offerings), NOW).await.unwrap();
+        assert_eq!(out.instance_type, "m5.t062", "the cheapest with capacity");
+        assert_eq!(
+            ec2.fleet_requests(),
+            [(CapacityType::Spot, 60), (CapacityType::Spot, 10)]
+        );
+        assert_eq!(out.unavailable.len(), 62);
+        assert!(out.unavailable.iter().all(|u| u.3 == "InsufficientInstanceCapacity"));
+    }
+
+    #[tokio::test]
+    async fn a_spot_quota_fails_the_whole_request_and_on_demand_takes_over() {
+        let ec2 = MemoryCapacity::new("demo");
+        ec2.limit_spot_instances(1);
+        let offerings = vec![
+            offering(0, CapacityType::Spot),
+            offering(1, CapacityType::Spot),
+            offering(50, CapacityType::OnDemand),
+        ];
+        let first = ec2.launch(&launch("c1", offerings.clone()), NOW).await.unwrap();
+        assert_eq!(first.capacity_type, CapacityType::Spot);
+        let second = ec2.launch(&launch("c2", offerings), NOW).await.unwrap();
+        assert_eq!(second.capacity_type, CapacityType::OnDemand);
+        assert!(second.fell_back_to_on_demand);
+        assert_eq!(
+            second.unavailable,
+            [(
+                CapacityType::Spot,
+                "*".into(),
+                "*".into(),
+                "MaxSpotInstanceCountExceeded".into()
+            )],
+            "spot as a whole"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_capacity_type_is_given_up_after_four_requests() {
+        let ec2 = MemoryCapacity::new("demo");
+        let offerings: Vec<_> = (0..300).map(|i| offering(i, CapacityType::Spot)).collect();
+        for o in &offerings {
+            ec2.exhaust(CapacityType::Spot, &o.name, &o.zone);
+        }
+        let err = ec2.launch(&launch("c1", offerings), NOW).await.unwrap_err();
+        match err {
+            Error::NoCapacity { unavailable, .. } => assert_eq!(unavailable.len(), 240),
+            other => panic!("expected NoCapacity, got {other}"),
+        }
+        assert_eq!(ec2.fleet_requests(), [(CapacityType::Spot, 60); 4]);
     }
 }

@@ -102,6 +102,9 @@ spec:
   role: KarpenterNodeRole-chaos
 "#;
 
+/// The spot instance quota of the accounts that have one.
+const SPOT_QUOTA: usize = 3;
+
 /// The Auto Scaling group behind the `batch` pool, and its max size.
 const GROUP: &str = "chaos-batch";
 const GROUP_MAX: u32 = 3;
@@ -257,10 +260,16 @@ impl<'o> Story<'o> {
         if let Some(pool) = settings.config.node_pools.iter().find(|p| p.name == "batch") {
             capacity.set_group_user_data_for(GROUP, pool);
         }
+        let mut rng = Rng::new(seed ^ 0x5EED_C4A0_5000_0000);
+        // Half the accounts have a small spot quota: past it, a spot request fails whole
+        // (MaxSpotInstanceCountExceeded) and launches fall back to on-demand.
+        if rng.below(2) == 0 {
+            capacity.limit_spot_instances(SPOT_QUOTA);
+        }
         Story {
             seed,
             options,
-            rng: Rng::new(seed ^ 0x5EED_C4A0_5000_0000),
+            rng,
             capacity,
             settings,
             state,
