@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""Holds the watcher's manifest, the template's outputs, the watcher's own settings and its image
+to one another (run by scripts/check-infra), for a stack deployed as docs/deployment.md says
+(`--stack-name nodewright`):
+
+- the service account the manifest runs the watcher as is the one the template's watcher role
+  trusts (IRSA subject), and its role annotation names that role;
+- the bus the manifest sends to is the bus the template creates, and the template's rules for the
+  watcher's events listen on it;
+- the template outputs what the manifest needs (bus, role, cluster name);
+- every NODEWRIGHT_* variable the manifest sets is one the watcher reads, and the required one is set;
+- the manifest's image tag is the workspace version scripts/image tags, and its user the
+  Containerfile's.
+
+Each difference is printed with what and where; exit 1 on any.
+"""
+
+import re
+import sys
+
+import yaml
+
+STACK = "nodewright"
+TEMPLATE = "infra/template.yaml"
+MANIFEST = "infra/k8s/watcher.yaml"
+WATCHER_MAIN = "watcher/src/main.rs"
+CONTAINERFILE = "watcher/Containerfile"
+
+
+class Tagged:
+    """A CloudFormation intrinsic (!Ref, !Sub ...) kept as (tag, value)."""
+
+    def __init__(self, tag, value):
+        self.tag, self.value = tag, value
+
+
+def cfn_loader():
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def construct(loader, suffix, node):
+        if isinstance(node, yaml.ScalarNode):
+            value = loader.construct_scalar(node)
+        elif isinstance(node, yaml.SequenceNode):
+            value = loader.construct_sequence(node, deep=True)
+        else:
+            value = loader.construct_mapping(node, deep=True)
+        return Tagged(suffix, value)
+
+    Loader.add_multi_constructor("!", construct)
+    return Loader
+
+
+def resolve(value, template):
+    """The value for stack STACK with default parameters (what the checks need of it)."""
+    if isinstance(value, Tagged):
+        if value.tag == "Ref":
+            if value.value == "AWS::StackName":
+                return STACK
+            param = template["Parameters"].get(value.value)
+            if param is not None:
+                return param.get("Default", "")
+            resource = template["Resources"].get(value.value, {})
+            if resource.get("Type") == "AWS::Events::EventBus":
+                return resolve(resource["Properties"]["Name"], template)
+            return f"<{value.value}>"
+        if value.tag == "Sub" and isinstance(value.value, str):
+            return value.value.replace("${AWS::StackName}", STACK)
+        if value.tag == "If":
+            name, then, otherwise = value.value
+            return resolve(then if condition(name, template) else otherwise, template)
+    return value
+
+
+def condition(name, template):
+    expr = template["Conditions"][name]
+    if expr.tag == "Equals":
+        a, b = (resolve(x, template) for x in expr.value)
+        return a == b
+    if expr.tag == "Not":
+        return not condition_expr(expr.value[0], template)
+    raise SystemExit(f"check-manifests: cannot evaluate condition {name}")
+
+
+def condition_expr(expr, template):
+    if expr.tag == "Equals":
+        a, b = (resolve(x, template) for x in expr.value)
+        return a == b
+    raise SystemExit(f"check-manifests: cannot evaluate {expr.tag}")
+
+
+def main():
+    problems = []
+    with open(TEMPLATE, encoding="utf-8") as f:
+        template = yaml.load(f, Loader=cfn_loader())
+    with open(MANIFEST, encoding="utf-8") as f:
+        docs = [d for d in yaml.safe_load_all(f) if d]
+    with open(WATCHER_MAIN, encoding="utf-8") as f:
+        watcher_src = f.read()
+    with open(CONTAINERFILE, encoding="utf-8") as f:
+        containerfile = f.read()
+    with open("Cargo.toml", encoding="utf-8") as f:
+        version = re.search(r'^version = "([^"]+)"', f.read(), re.M).group(1)
+
+    def one(kind):
+        found = [d for d in docs if d.get("kind") == kind]
+        if len(found) != 1:
+            problems.append(f"{MANIFEST}: expected one {kind}, found {len(found)}")
+            return {}
+        return found[0]
+
+    sa = one("ServiceAccount")
+    deployment = one("Deployment")
+    resources = template["Resources"]
+    outputs = template["Outputs"]
+
+    # The role: its name, the service account it trusts, and the manifest's annotation.
+    role = resources["WatcherRole"]["Properties"]
+    role_name = resolve(role["RoleName"], template)
+    annotation = sa.get("metadata", {}).get("annotations", {}).get("eks.amazonaws.com/role-arn", "")
+    if not annotation.endswith(f":role/{role_name}"):
+        problems.append(f"{MANIFEST}: the service account's role-arn {annotation!r} does not name role {role_name!r}")
+    subject = f"system:serviceaccount:{sa['metadata']['namespace']}:{sa['metadata']['name']}"
+    trust = role["AssumeRolePolicyDocument"]
+    trust_text = trust.value[1].value if isinstance(trust, Tagged) else ""
+    if subject not in trust_text:
+        problems.append(f"{TEMPLATE}: WatcherRole's IRSA trust does not name {subject}")
+    if "pods.eks.amazonaws.com" not in yaml.safe_dump(trust.value[2] if isinstance(trust, Tagged) else trust):
+        problems.append(f"{TEMPLATE}: WatcherRole does not trust EKS Pod Identity")
+    if deployment and deployment["spec"]["template"]["spec"].get("serviceAccountName") != sa["metadata"]["name"]:
+        problems.append(f"{MANIFEST}: the Deployment does not run as service account {sa['metadata']['name']}")
+
+    # The bus.
+    container = deployment["spec"]["template"]["spec"]["containers"][0] if deployment else {}
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    bus = resolve(resources["PodPendingRule"]["Properties"]["EventBusName"], template)
+    if env.get("NODEWRIGHT_EVENT_BUS") != bus:
+        problems.append(
+            f"{MANIFEST}: NODEWRIGHT_EVENT_BUS is {env.get('NODEWRIGHT_EVENT_BUS')!r}, "
+            f"the template's Pod Pending rule listens on {bus!r}"
+        )
+    if resolve(outputs["WatcherEventBus"]["Value"], template) != bus:
+        problems.append(f"{TEMPLATE}: output WatcherEventBus is not the rule's bus")
+    policy = role["Policies"][0]["PolicyDocument"]["Statement"][0]
+    if policy.get("Action") != "events:PutEvents":
+        problems.append(f"{TEMPLATE}: the watcher role may do {policy.get('Action')!r}, not only events:PutEvents")
+
+    # Outputs the manifest needs.
+    for name in ("WatcherEventBus", "WatcherRoleArn", "WatcherClusterName"):
+        if name not in outputs:
+            problems.append(f"{TEMPLATE}: no output {name}")
+
+    # The watcher's settings.
+    read = set(re.findall(r'"(NODEWRIGHT_[A-Z_]+)"', watcher_src))
+    for name in env:
+        if name.startswith("NODEWRIGHT_") and name not in read:
+            problems.append(f"{MANIFEST}: sets {name}, which the watcher does not read ({sorted(read)})")
+    if not env.get("NODEWRIGHT_CLUSTER_NAME"):
+        problems.append(f"{MANIFEST}: NODEWRIGHT_CLUSTER_NAME (required) is not set")
+
+    # The image.
+    image = container.get("image", "")
+    if not image.endswith(f"/nodewright-watcher:{version}"):
+        problems.append(f"{MANIFEST}: image {image!r} is not nodewright-watcher:{version}, the tag scripts/image builds")
+    user = re.search(r"^USER (\d+)", containerfile, re.M)
+    run_as = deployment["spec"]["template"]["spec"].get("securityContext", {}).get("runAsUser") if deployment else None
+    if not user or run_as != int(user.group(1)):
+        problems.append(f"{MANIFEST}: runAsUser {run_as} is not the Containerfile's USER")
+
+    for p in problems:
+        print(f"check-manifests: {p}", file=sys.stderr)
+    if problems:
+        sys.exit(1)
+    print(
+        f"check-manifests: watcher manifest, template outputs, watcher settings and image agree "
+        f"(bus {bus}, role {role_name}, service account {subject}, image tag {version})"
+    )
+
+
+if __name__ == "__main__":
+    main()
