@@ -10,7 +10,9 @@ to one another (run by scripts/check-infra), for a stack deployed as docs/deploy
 - the template outputs what the manifest needs (bus, role, cluster name);
 - every NODEWRIGHT_* variable the manifest sets is one the watcher reads, and the required one is set;
 - the manifest's image tag is the workspace version scripts/image tags, and its user the
-  Containerfile's.
+  Containerfile's;
+- the dashboard's body is JSON once substituted, and every Nodewright metric the dashboard and the
+  alarms read is one the functions emit (shared/handlers/src/metrics.rs).
 
 Each difference is printed with what and where; exit 1 on any.
 """
@@ -24,6 +26,7 @@ STACK = "nodewright"
 TEMPLATE = "infra/template.yaml"
 MANIFEST = "infra/k8s/watcher.yaml"
 WATCHER_MAIN = "watcher/src/main.rs"
+METRICS_RS = "shared/handlers/src/metrics.rs"
 CONTAINERFILE = "watcher/Containerfile"
 
 
@@ -167,13 +170,51 @@ def main():
     if not user or run_as != int(user.group(1)):
         problems.append(f"{MANIFEST}: runAsUser {run_as} is not the Containerfile's USER")
 
+    # The dashboard and the alarms read only metrics the functions emit.
+    with open(METRICS_RS, encoding="utf-8") as f:
+        emitted = set(re.findall(r'^\s*\("([A-Za-z]+)", "[A-Za-z]+"\),', f.read(), re.M))
+    if not emitted:
+        problems.append(f"{METRICS_RS}: no metric declarations found")
+    dashboard = resources["Dashboard"]["Properties"]["DashboardBody"]
+    body = re.sub(r"\$\{[^}]+\}", "1", dashboard.value if isinstance(dashboard, Tagged) else dashboard)
+    try:
+        import json
+
+        widgets = json.loads(body)["widgets"]
+    except (ValueError, KeyError) as e:
+        problems.append(f"{TEMPLATE}: the dashboard body is not JSON with widgets: {e}")
+        widgets = []
+    read_metrics = set()
+    for w in widgets:
+        previous = []
+        for row in w.get("properties", {}).get("metrics", []):
+            # CloudWatch's shorthand: "." repeats the previous row's field, "..." all before.
+            if row and row[0] == "...":
+                row = previous[: len(previous) - len(row) + 1] + row[1:]
+            row = [previous[i] if v == "." and i < len(previous) else v for i, v in enumerate(row)]
+            if len(row) > 1 and row[0] == "Nodewright":
+                read_metrics.add(row[1])
+            previous = row
+    for r in resources.values():
+        props = r.get("Properties", {})
+        if r.get("Type") == "AWS::CloudWatch::Alarm":
+            for m in props.get("Metrics", []):
+                metric = m.get("MetricStat", {}).get("Metric", {})
+                if metric.get("Namespace") == "Nodewright":
+                    read_metrics.add(metric.get("MetricName"))
+            if props.get("Namespace") == "Nodewright":
+                read_metrics.add(props.get("MetricName"))
+    for m in sorted(read_metrics - emitted):
+        problems.append(f"{TEMPLATE}: reads metric Nodewright/{m}, which no function emits ({sorted(emitted)})")
+
     for p in problems:
         print(f"check-manifests: {p}", file=sys.stderr)
     if problems:
         sys.exit(1)
     print(
         f"check-manifests: watcher manifest, template outputs, watcher settings and image agree "
-        f"(bus {bus}, role {role_name}, service account {subject}, image tag {version})"
+        f"(bus {bus}, role {role_name}, service account {subject}, image tag {version}; "
+        f"dashboard and alarms read {len(read_metrics)} emitted metrics)"
     )
 
 

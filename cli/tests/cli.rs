@@ -217,6 +217,55 @@ fn bad_pod_files_give_clear_errors_without_panics() {
     }
 }
 
+/// A spot-only pool plans spot capacity in a region the Spot Instance Advisor data does not cover
+/// (before, only 5 regions had spot offerings and this planned nothing, with a wrong reason).
+#[test]
+fn plan_offers_spot_for_a_spot_only_pool_in_eu_west_2() {
+    let pools = temp_file(
+        "spot-only.yaml",
+        r#"apiVersion: karpenter.sh/v1
+kind: NodePool
+metadata: {name: spot}
+spec:
+  template:
+    spec:
+      nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}
+      requirements:
+        - {key: karpenter.sh/capacity-type, operator: In, values: [spot]}
+        - {key: karpenter.k8s.aws/instance-category, operator: In, values: [c, m, r]}
+"#,
+    );
+    let o = plan(
+        pools.to_str().unwrap_or_default(),
+        "examples/pods.yaml",
+        &["--region", "eu-west-2", "--json"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    let claims = doc["claims"].as_array().cloned().unwrap_or_default();
+    assert!(!claims.is_empty(), "{doc}");
+    for c in &claims {
+        let options = c["instanceTypes"].as_array().cloned().unwrap_or_default();
+        assert!(!options.is_empty(), "{c}");
+        assert!(options.iter().all(|o| o["capacityType"] == "spot"), "{c}");
+        assert!(
+            options
+                .iter()
+                .all(|o| o["zone"].as_str().is_some_and(|z| z.starts_with("eu-west-2"))),
+            "{c}"
+        );
+    }
+    // Only the GPU pods stay pending (the pool allows c, m and r types), not for want of spot.
+    let reasons: Vec<String> = doc["unschedulable"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|u| u["reason"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(reasons.iter().all(|r| r.contains("nvidia.com/gpu")), "{reasons:?}");
+}
+
 #[test]
 fn plan_rejects_unknown_region_and_invalid_pools() {
     let o = plan("examples/nodepools.yaml", "examples/pods.yaml", &["--region", "mars-1"]);

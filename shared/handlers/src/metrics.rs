@@ -18,6 +18,7 @@ pub const METRICS: &[(&str, &str)] = &[
     ("InterruptionsHandled", "Count"),
     ("ConsolidationActions", "Count"),
     ("ConsolidationSavingsPerHour", "None"),
+    ("OldestPendingSeconds", "Seconds"),
 ];
 
 /// The EMF document for one handled event.
@@ -73,6 +74,7 @@ pub fn emf(outcome: &Outcome, latency_ms: f64, timestamp_ms: i64) -> Value {
         "InterruptionsHandled": interruptions,
         "ConsolidationActions": actions,
         "ConsolidationSavingsPerHour": savings,
+        "OldestPendingSeconds": outcome.oldest_pending_secs.unwrap_or(0),
     })
 }
 
@@ -108,7 +110,9 @@ mod tests {
             claim: "c".into(),
             pods: 4,
         });
+        o.oldest_pending_secs = Some(600);
         let v = emf(&o, 12.5, 1_000);
+        assert_eq!(v["OldestPendingSeconds"], 600);
         assert_eq!(v["PodsProvisioned"], 9);
         assert_eq!(v["SpotLaunches"], 1);
         assert_eq!(v["OnDemandLaunches"], 1);

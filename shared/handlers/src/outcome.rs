@@ -155,6 +155,10 @@ pub struct Outcome {
     pub function: String,
     pub event_id: String,
     pub actions: Vec<Action>,
+    /// pod-pending: how long the batch's oldest pod has been pending (since its creation), for the
+    /// `OldestPendingSeconds` metric and the template's pods-pending-too-long alarm.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oldest_pending_secs: Option<u64>,
 }
 
 impl Outcome {
@@ -163,6 +167,7 @@ impl Outcome {
             function: function.into(),
             event_id: event_id.into(),
             actions: Vec::new(),
+            oldest_pending_secs: None,
         }
     }
 

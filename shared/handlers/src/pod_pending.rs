@@ -28,8 +28,14 @@ pub async fn handle<S: State, C: Capacity, K: ClusterApi>(
         ));
     }
     detail.check_times(now).map_err(crate::Error::invalid_event)?;
+    let oldest_pending_secs = detail
+        .pods
+        .iter()
+        .filter(|p| p.created_at > 0)
+        .map(|p| u64::try_from((now - p.created_at).max(0) / 1000).unwrap_or(0))
+        .max();
     let key = format!("{}/{}", function.name(), envelope.id);
-    once(deps, function, &key, &envelope.id, now, |mut out| async move {
+    let mut outcome = once(deps, function, &key, &envelope.id, now, |mut out| async move {
         let pods = detail.pods.into_iter().map(|p| p.pod).collect();
         provision(deps, pods, &Holder::Invocation(envelope.id.clone()), &[], now, &mut out).await?;
         tracing::info!(
@@ -41,5 +47,7 @@ pub async fn handle<S: State, C: Capacity, K: ClusterApi>(
         );
         Ok(out)
     })
-    .await
+    .await?;
+    outcome.oldest_pending_secs = oldest_pending_secs;
+    Ok(outcome)
 }

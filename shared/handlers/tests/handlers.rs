@@ -239,6 +239,25 @@ async fn a_spent_spot_quota_falls_back_to_on_demand_in_the_same_launch() {
     assert_eq!(requests, [CapacityType::OnDemand], "{out:#?}");
 }
 
+/// A batch says how long its oldest pod has been pending (from the pods' creation times), for the
+/// `OldestPendingSeconds` metric the template's pods-pending-too-long alarm watches; a replayed
+/// batch says it too.
+#[tokio::test]
+async fn a_batch_reports_how_long_its_oldest_pod_has_been_pending() {
+    let deps = deps();
+    let first = sample_batch(&deps).await;
+    // events/pod-pending.json: every pod created 10 s before the batch is handled.
+    assert_eq!(first.oldest_pending_secs, Some(10), "{first:#?}");
+    let replay = run(
+        Function::PodPending,
+        &deps,
+        event_text("pod-pending.json").as_bytes(),
+        NOW + 60_000,
+    )
+    .await;
+    assert_eq!(replay.oldest_pending_secs, Some(70));
+}
+
 fn node_for(instance_id: &str, instance_type: &str) -> ClusterNode {
     let mut n = nodewright_core::Node::new(&format!("node-{instance_id}"), instance_type, "us-east-1a");
     n.pool = Some("general".into());

@@ -258,6 +258,9 @@ impl InstanceType {
 pub struct Catalogue {
     specs: Vec<InstanceSpec>,
     index: BTreeMap<String, usize>,
+    /// The median savings of every advisor entry: the spot estimate for a type the advisor
+    /// covers in no region.
+    median_spot_savings_pct: u32,
 }
 
 impl Catalogue {
@@ -371,14 +374,27 @@ impl Catalogue {
             });
         }
         let index = specs.iter().enumerate().map(|(i, s)| (s.name.clone(), i)).collect();
-        Ok(Catalogue { specs, index })
+        let mut all: Vec<u32> = specs
+            .iter()
+            .flat_map(|s| s.spot.iter().map(|a| a.savings_pct))
+            .collect();
+        all.sort_unstable();
+        let median_spot_savings_pct = all.get(all.len() / 2).copied().unwrap_or(DEFAULT_SPOT_SAVINGS_PCT);
+        Ok(Catalogue {
+            specs,
+            index,
+            median_spot_savings_pct,
+        })
     }
 
     /// Resolves every priced type offered in `region` into schedulable instance types.
     ///
     /// Prices are the catalogue's us-east-1 list prices in every region until the Pricing API
-    /// refresh replaces them; spot is offered where the Spot Instance Advisor covers the region,
-    /// at on-demand x (1 - advisor savings).
+    /// refresh replaces them. Spot is offered for every type that supports it in every region it
+    /// is offered in, at on-demand x (1 - savings): the Spot Instance Advisor's savings for the
+    /// region where it covers it, else the median of the type's savings in the regions it covers,
+    /// else the median over the whole advisor data. Outside the advisor's regions the interruption
+    /// band is unknown (None), and DescribeSpotPriceHistory replaces the estimate when refreshed.
     pub fn instance_types(&self, region: &str, cfg: &OverheadConfig) -> Vec<InstanceType> {
         self.specs.iter().filter_map(|s| self.resolve(s, region, cfg)).collect()
     }
@@ -388,14 +404,25 @@ impl Catalogue {
         let od = s.od_price?;
         let zones = s.zones.get(region)?;
         let advice = s.spot_advice(region);
+        let savings_pct = match advice {
+            Some(a) => a.savings_pct,
+            None => {
+                let mut elsewhere: Vec<u32> = s.spot.iter().map(|a| a.savings_pct).collect();
+                elsewhere.sort_unstable();
+                elsewhere
+                    .get(elsewhere.len() / 2)
+                    .copied()
+                    .unwrap_or(self.median_spot_savings_pct)
+            }
+        };
         let mut offerings = Vec::new();
         for z in zones {
             let zone = format!("{region}{z}");
-            if let (true, Some(a)) = (s.spot_supported, advice) {
+            if s.spot_supported {
                 offerings.push(Offering {
                     zone: zone.clone(),
                     capacity_type: CapacityType::Spot,
-                    price: round6(od * (1.0 - f64::from(a.savings_pct) / 100.0)),
+                    price: round6(od * (1.0 - f64::from(savings_pct.min(95)) / 100.0)),
                     available: true,
                 });
             }
@@ -426,6 +453,9 @@ impl Catalogue {
     }
 }
 
+/// The spot savings assumed when the catalogue holds no advisor data at all.
+const DEFAULT_SPOT_SAVINGS_PCT: u32 = 60;
+
 fn round6(x: f64) -> f64 {
     (x * 1e6).round() / 1e6
 }
@@ -433,6 +463,40 @@ fn round6(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Spot is offered wherever a type that supports it is offered, not only in the regions the
+    /// Spot Instance Advisor data covers: estimated from the type's savings elsewhere, with the
+    /// interruption band unknown there.
+    #[test]
+    fn every_region_offers_spot_for_types_that_support_it() {
+        let c = Catalogue::embedded();
+        let cfg = OverheadConfig::default();
+        let regions = c.regions();
+        assert!(regions.len() > 5, "{regions:?}");
+        for region in &regions {
+            let types = c.instance_types(region, &cfg);
+            let spot_capable = types
+                .iter()
+                .filter(|t| c.get(&t.name).is_ok_and(|s| s.spot_supported))
+                .count();
+            let with_spot = types
+                .iter()
+                .filter(|t| t.offerings.iter().any(|o| o.capacity_type == CapacityType::Spot))
+                .count();
+            assert!(spot_capable > 0, "{region}");
+            assert_eq!(with_spot, spot_capable, "{region}");
+            for t in &types {
+                if let (Some(spot), Some(od)) = (t.cheapest(CapacityType::Spot), t.cheapest(CapacityType::OnDemand)) {
+                    assert!(spot > 0.0 && spot <= od, "{region} {}: spot {spot} od {od}", t.name);
+                }
+            }
+        }
+        let m5 = c.get("m5.large").unwrap();
+        if m5.spot_advice("eu-west-2").is_none() {
+            let t = c.resolve(m5, "eu-west-2", &cfg).unwrap();
+            assert_eq!(t.interruption_band, None, "unknown outside the advisor's regions");
+        }
+    }
 
     #[test]
     fn embedded_catalogue_is_complete() {
