@@ -61,11 +61,24 @@ fn tables_match_the_code() {
     let tables = resources(&t, "AWS::DynamoDB::Table");
     assert_eq!(tables.len(), TABLES.len(), "one template table per code table");
     for spec in TABLES {
-        let want_name = format!("${{AWS::StackName}}-{}", spec.suffix);
+        // `!Sub ["${Prefix}-claims", {Prefix: <TablePrefix, else the stack name>}]`: the same
+        // prefix the functions get as NODEWRIGHT_TABLE_PREFIX.
+        let want_name = format!("${{Prefix}}-{}", spec.suffix);
         let (id, table) = tables
             .iter()
-            .find(|(_, r)| str_of(get(get(r, "Properties"), "TableName")) == want_name)
+            .find(|(_, r)| {
+                let name = untag(get(get(r, "Properties"), "TableName"));
+                name.as_sequence()
+                    .and_then(|parts| parts.first())
+                    .is_some_and(|first| str_of(first) == want_name)
+            })
             .unwrap_or_else(|| panic!("no table named {want_name}"));
+        let prefix = &untag(get(get(table, "Properties"), "TableName")).as_sequence().unwrap()[1];
+        let env_prefix = get(
+            get(get(get(get(&t, "Globals"), "Function"), "Environment"), "Variables"),
+            "NODEWRIGHT_TABLE_PREFIX",
+        );
+        assert_eq!(get(prefix, "Prefix"), env_prefix, "{id}: the functions' table prefix");
         let props = get(table, "Properties");
         assert_eq!(
             keys(get(props, "KeySchema")),
