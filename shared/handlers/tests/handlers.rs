@@ -146,6 +146,19 @@ async fn insufficient_capacity_falls_back_and_is_cached() {
 /// The ICE cache is kept in one place, the handler: what a launch reports without capacity is
 /// recorded through the State port, and a launch within the next 3 minutes leaves those offerings
 /// out (the capacity port is not asked about them again).
+/// A second decision, for one more pod, at `at`.
+async fn decide_one_more_pod(deps: &MemDeps, at: i64) -> nodewright_handlers::Outcome {
+    let mut later = nodewright_core::Pod::new("later", 1000, 1 << 30);
+    later.uid = "later".into();
+    later.normalize();
+    let mut out = nodewright_handlers::Outcome::new("pod-pending", "second");
+    let holder = nodewright_core::ports::state::Holder::Invocation("second".into());
+    nodewright_handlers::provision::provision(deps, vec![later], &holder, &[], at, &mut out)
+        .await
+        .unwrap();
+    out
+}
+
 #[tokio::test]
 async fn offerings_without_capacity_are_recorded_and_left_out_of_the_next_launch() {
     let deps = deps();
@@ -167,14 +180,7 @@ async fn offerings_without_capacity_are_recorded_and_left_out_of_the_next_launch
     assert!(reported(&first) >= 1, "{first:#?}");
     assert_eq!(cached.len(), reported(&first), "each reported offering recorded once");
 
-    let mut later = nodewright_core::Pod::new("later", 1000, 1 << 30);
-    later.uid = "later".into();
-    later.normalize();
-    let mut out = nodewright_handlers::Outcome::new("pod-pending", "second");
-    let holder = nodewright_core::ports::state::Holder::Invocation("second".into());
-    nodewright_handlers::provision::provision(&deps, vec![later], &holder, &[], NOW + 60_000, &mut out)
-        .await
-        .unwrap();
+    let out = decide_one_more_pod(&deps, NOW + 60_000).await;
     // Whatever the second launch tried, it was not an offering the first one found without
     // capacity; what it found is recorded too.
     let text = format!("{out:?}");
@@ -224,14 +230,7 @@ async fn a_spent_spot_quota_falls_back_to_on_demand_in_the_same_launch() {
     );
 
     let requests_before = deps.capacity.fleet_requests().len();
-    let mut later = nodewright_core::Pod::new("later", 1000, 1 << 30);
-    later.uid = "later".into();
-    later.normalize();
-    let mut out = nodewright_handlers::Outcome::new("pod-pending", "second");
-    let holder = nodewright_core::ports::state::Holder::Invocation("second".into());
-    nodewright_handlers::provision::provision(&deps, vec![later], &holder, &[], NOW + 60_000, &mut out)
-        .await
-        .unwrap();
+    let out = decide_one_more_pod(&deps, NOW + 60_000).await;
     let requests: Vec<CapacityType> = deps.capacity.fleet_requests()[requests_before..]
         .iter()
         .map(|r| r.0)
