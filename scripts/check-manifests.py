@@ -4,7 +4,8 @@ to one another (run by scripts/check-infra), for a stack deployed as docs/deploy
 (`--stack-name nodewright`):
 
 - the service account the manifest runs the watcher as is the one the template's watcher role
-  trusts (IRSA subject), and its role annotation names that role;
+  trusts (IRSA subject), and its role annotation is the placeholder the output WatcherRoleArn
+  fills; the role may only put events;
 - the bus the manifest sends to is the bus the template creates, and the template's rules for the
   watcher's events listen on it;
 - the template outputs what the manifest needs (bus, role, cluster name);
@@ -117,12 +118,21 @@ def main():
     resources = template["Resources"]
     outputs = template["Outputs"]
 
-    # The role: its name, the service account it trusts, and the manifest's annotation.
+    # The role: generated name (no RoleName: that would need CAPABILITY_NAMED_IAM), given to the
+    # manifest through the output WatcherRoleArn; the service account it trusts.
     role = resources["WatcherRole"]["Properties"]
-    role_name = resolve(role["RoleName"], template)
+    if "RoleName" in role:
+        problems.append(f"{TEMPLATE}: WatcherRole sets RoleName, which `sam deploy` refuses without CAPABILITY_NAMED_IAM")
+    role_output = outputs.get("WatcherRoleArn", {}).get("Value")
+    if not (isinstance(role_output, Tagged) and role_output.tag == "GetAtt" and role_output.value == "WatcherRole.Arn"):
+        problems.append(f"{TEMPLATE}: output WatcherRoleArn is not WatcherRole's ARN")
     annotation = sa.get("metadata", {}).get("annotations", {}).get("eks.amazonaws.com/role-arn", "")
-    if not annotation.endswith(f":role/{role_name}"):
-        problems.append(f"{MANIFEST}: the service account's role-arn {annotation!r} does not name role {role_name!r}")
+    if annotation != "WATCHER_ROLE_ARN":
+        problems.append(
+            f"{MANIFEST}: the service account's role-arn is {annotation!r}, not the WATCHER_ROLE_ARN "
+            "placeholder docs/deployment.md fills from the output WatcherRoleArn"
+        )
+    role_name = "WatcherRole (output WatcherRoleArn)"
     subject = f"system:serviceaccount:{sa['metadata']['namespace']}:{sa['metadata']['name']}"
     trust = role["AssumeRolePolicyDocument"]
     trust_text = trust.value[1].value if isinstance(trust, Tagged) else ""
@@ -144,9 +154,12 @@ def main():
         )
     if resolve(outputs["WatcherEventBus"]["Value"], template) != bus:
         problems.append(f"{TEMPLATE}: output WatcherEventBus is not the rule's bus")
-    policy = role["Policies"][0]["PolicyDocument"]["Statement"][0]
-    if policy.get("Action") != "events:PutEvents":
-        problems.append(f"{TEMPLATE}: the watcher role may do {policy.get('Action')!r}, not only events:PutEvents")
+    statements = [st for p in role.get("Policies", []) for st in p["PolicyDocument"]["Statement"]]
+    if role.get("ManagedPolicyArns") or [st.get("Action") for st in statements] != ["events:PutEvents"]:
+        problems.append(
+            f"{TEMPLATE}: the watcher role may do {[st.get('Action') for st in statements]} "
+            f"(managed policies {role.get('ManagedPolicyArns')}), not only events:PutEvents"
+        )
 
     # Outputs the manifest needs.
     for name in ("WatcherEventBus", "WatcherRoleArn", "WatcherClusterName"):

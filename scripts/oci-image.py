@@ -177,6 +177,7 @@ def build(spec, context, out, tag):
         json.dump({"imageLayoutVersion": "1.0.0"}, f)
     index = {
         "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
         "manifests": [
             {
                 "mediaType": MANIFEST,
@@ -202,6 +203,14 @@ def read_blob(out, descriptor, what):
     if sha256(data) != digest or len(data) != descriptor["size"]:
         fail(f"{what} blob {digest}: digest or size does not match its descriptor")
     return data
+
+
+def elf_machine(data):
+    """The ELF e_machine of a 64-bit executable (62: x86-64, 183: AArch64), or None."""
+    if data[:4] != b"\x7fELF" or data[4] != 2:
+        return None
+    endian = "<" if data[5] == 1 else ">"
+    return struct.unpack_from(endian + "H", data, 0x12)[0]
 
 
 def is_static_elf(data):
@@ -256,15 +265,31 @@ def check(spec, context, out, tag):
                 with open(os.path.join(context, source), "rb") as f:
                     if tar.extractfile(files[dest.strip("/")]).read() != f.read():
                         fail(f"{dest} in the layer differs from {source}")
-            tar.extractall(root, filter="data")
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(root, filter="data")
+            else:  # Python before 3.11.4: the members were listed and checked above.
+                tar.extractall(root)
         binary = os.path.join(root, spec.entrypoint[0].strip("/"))
         with open(binary, "rb") as f:
-            if not is_static_elf(f.read()):
-                fail(f"{spec.entrypoint[0]} is not a static executable (it names an ELF interpreter)")
+            elf = f.read()
+        if not is_static_elf(elf):
+            fail(f"{spec.entrypoint[0]} is not a static executable (it names an ELF interpreter)")
+        machine = {"amd64": 62, "arm64": 183}.get(config.get("architecture"))
+        if elf_machine(elf) != machine:
+            fail(f"{spec.entrypoint[0]} is ELF machine {elf_machine(elf)}, the config says {config.get('architecture')}")
         if not os.access(binary, os.X_OK):
             fail(f"{spec.entrypoint[0]} is not executable in the layer")
-        # Unconfigured, the watcher must refuse to start and say which setting is missing.
-        run = subprocess.run([binary, *spec.entrypoint[1:]], env={}, capture_output=True, text=True, timeout=30)
+        # Unconfigured, the watcher must refuse to start and say which setting is missing (run
+        # only where the host can execute it).
+        if {"x86_64": 62, "aarch64": 183}.get(os.uname().machine) != machine:
+            print(f"oci-image: {out}: entrypoint not run (host {os.uname().machine} cannot execute it)")
+            return
+        try:
+            run = subprocess.run(
+                [binary, *spec.entrypoint[1:]], env={}, capture_output=True, text=True, timeout=30
+            )
+        except OSError as e:
+            fail(f"{spec.entrypoint[0]} could not be started here: {e}")
         if run.returncode != 2 or "NODEWRIGHT_CLUSTER_NAME" not in run.stderr:
             fail(
                 f"{spec.entrypoint[0]} with no configuration exited {run.returncode} "

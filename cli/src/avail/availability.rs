@@ -574,7 +574,14 @@ pub fn compute(inputs: &Inputs) -> Availability {
             let unavailable_offerings = view
                 .offerings
                 .iter()
-                .filter(|o| o.instance_type == name || o.instance_type == nodewright_core::ports::capacity::fleet::ANY)
+                .filter(|o| {
+                    o.instance_type == name
+                        || (o.zone == nodewright_core::ports::capacity::fleet::ANY
+                            && nodewright_core::ports::capacity::fleet::covers(
+                                (o.capacity_type, &o.instance_type, &o.zone),
+                                (o.capacity_type, name, &o.zone),
+                            ))
+                })
                 .map(|o| format!("{}/{}", o.capacity_type.as_str(), o.zone))
                 .collect();
             rows.push(TypeRow {

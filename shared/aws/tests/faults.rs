@@ -343,9 +343,10 @@ async fn on_demand_prices_refresh_from_the_pricing_api() {
     assert_eq!(products.num_calls(), 1);
 }
 
-/// The account's spot quota is spent (MaxSpotInstanceCountExceeded on the spot request): no other
-/// spot request can succeed, so the launch makes no more, reports spot unavailable as a whole and
-/// falls back to on-demand in the same launch.
+/// The account's spot quota for standard types is spent (MaxSpotInstanceCountExceeded on the spot
+/// request): no other spot request for those types can succeed, so the launch makes no more,
+/// reports the quota class unavailable with one entry and falls back to on-demand in the same
+/// launch.
 #[tokio::test]
 async fn a_spot_quota_error_gives_up_on_spot_and_falls_back_at_once() {
     let clients = support::clients().await;
@@ -378,7 +379,7 @@ async fn a_spot_quota_error_gives_up_on_spot_and_falls_back_at_once() {
         outcome.unavailable,
         vec![(
             CapacityType::Spot,
-            "*".into(),
+            "quota:standard".into(),
             "*".into(),
             "MaxSpotInstanceCountExceeded".into()
         )]

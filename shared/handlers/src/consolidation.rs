@@ -221,7 +221,17 @@ async fn reconcile<S: State, C: Capacity, K: ClusterApi>(
             if now - launched_at <= GROUP_ADOPTION_DELAY_MS {
                 continue;
             }
-            match crate::state_change::asg_launch(deps, &group, Some(&i.instance_id), true, launched_at, now, out).await
+            match crate::state_change::asg_launch(
+                deps,
+                &group,
+                Some(&i.instance_id),
+                true,
+                false,
+                launched_at,
+                now,
+                out,
+            )
+            .await
             {
                 Ok(()) => adopted = true,
                 Err(e) => failed(out, "attach group instance", &i.instance_id, &e),

@@ -16,6 +16,10 @@ pub enum Error {
     /// redelivered (its claim stays launching and the retry raises the group for it).
     #[error("Auto Scaling group {0} is being changed by another invocation")]
     GroupBusy(String),
+    /// Another invocation is matching this Auto Scaling instance to a claim; fail so the event is
+    /// redelivered and sees that invocation's result.
+    #[error("instance {0} is being matched to a claim by another invocation")]
+    InstanceBusy(String),
     #[error(transparent)]
     Aws(#[from] nodewright_core::ports::AwsError),
     #[error(transparent)]
@@ -54,7 +58,7 @@ impl Error {
     /// not back to the retry queue).
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Busy(_) | Error::GroupBusy(_) => true,
+            Error::Busy(_) | Error::GroupBusy(_) | Error::InstanceBusy(_) => true,
             Error::Aws(e) => e.is_transient(),
             Error::Kube(e) => e.is_transient(),
             Error::Event { .. } | Error::Config { .. } | Error::Core(_) => false,

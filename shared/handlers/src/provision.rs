@@ -76,19 +76,15 @@ async fn available_types<S: State>(
     if blocked.is_empty() {
         return Ok(types.to_vec());
     }
-    let whole: Vec<CapacityType> = blocked
-        .iter()
-        .filter(|b| b.1 == fleet::ANY && b.2 == fleet::ANY)
-        .map(|b| b.0)
-        .collect();
+    // Quota entries stand for every offering of a quota class and capacity type.
+    let quotas: Vec<(CapacityType, &str, &str)> = blocked.iter().filter(|b| b.2 == fleet::ANY).copied().collect();
     Ok(types
         .iter()
         .map(|t| {
             let mut t = t.clone();
             for o in &mut t.offerings {
-                if whole.contains(&o.capacity_type)
-                    || blocked.contains(&(o.capacity_type, t.name.as_str(), o.zone.as_str()))
-                {
+                let offering = (o.capacity_type, t.name.as_str(), o.zone.as_str());
+                if blocked.contains(&offering) || quotas.iter().any(|q| fleet::covers(*q, offering)) {
                     o.available = false;
                 }
             }
@@ -745,7 +741,7 @@ pub const GROUP_LEASE_SECS: i64 = 150;
 /// Tries at a busy group lease, and the pause after each.
 /// (With `Settings::group_lease_pause`, about 5 s in all: enough for a burst's claims to raise one
 /// group in turn, a raise being two Auto Scaling calls and a write.)
-const GROUP_LEASE_TRIES: u32 = 20;
+pub(crate) const GROUP_LEASE_TRIES: u32 = 20;
 
 /// Runs `work` holding the group's lease, so that read-modify-writes of its desired capacity
 /// (scale-ups here, scale-ins in consolidation) never interleave: None when the lease stayed busy.
@@ -763,16 +759,17 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
 {
-    with_lease(deps, &format!("asg/{group}"), holder, now, work).await
+    with_lease(deps, &format!("asg/{group}"), holder, GROUP_LEASE_TRIES, now, work).await
 }
 
-/// Runs `work` holding the named lease (waiting a few seconds for a busy one): None when it stayed
+/// Runs `work` holding the named lease (trying `tries` times, a pause apart): None when it stayed
 /// busy. The lease is given back whether `work` succeeded or not; one left by an invocation that
 /// died runs out [`GROUP_LEASE_SECS`] after that invocation's start.
 pub(crate) async fn with_lease<S, C, K, T, F, Fut>(
     deps: &Deps<S, C, K>,
     lease: &str,
     holder: &str,
+    tries: u32,
     now: EpochMillis,
     work: F,
 ) -> Result<Option<T>>
@@ -784,12 +781,12 @@ where
     Fut: std::future::Future<Output = Result<T>>,
 {
     let mut taken = false;
-    for attempt in 0..GROUP_LEASE_TRIES {
+    for attempt in 0..tries {
         if deps.state.take_lease(lease, holder, now, GROUP_LEASE_SECS).await? {
             taken = true;
             break;
         }
-        if attempt + 1 < GROUP_LEASE_TRIES {
+        if attempt + 1 < tries {
             tokio::time::sleep(deps.settings.group_lease_pause).await;
         }
     }

@@ -73,7 +73,17 @@ pub async fn handle<S: State, C: Capacity, K: ClusterApi>(
             successful,
             ..
         } => {
-            asg_launch(deps, &group, instance_id.as_deref(), successful, at, now, &mut out).await?;
+            asg_launch(
+                deps,
+                &group,
+                instance_id.as_deref(),
+                successful,
+                true,
+                at,
+                now,
+                &mut out,
+            )
+            .await?;
         }
         Event::AsgTerminate { instance_id, .. } => {
             if let Some(claim) = deps.state.claim_by_instance(&instance_id).await? {
@@ -100,14 +110,17 @@ pub async fn handle<S: State, C: Capacity, K: ClusterApi>(
 ///
 /// Matching one instance is serialized by a lease (`instance/<id>`) taken before the claims are
 /// read: a late launch event and consolidation's pass over unheld members, each deciding from its
-/// own read, gave one instance to two claims. A busy lease fails with [`Error::GroupBusy`]
-/// (retryable); the holder's result is seen by the retry.
+/// own read, gave one instance to two claims. A busy lease fails with [`Error::InstanceBusy`]
+/// (retryable); the holder's result is seen by the retry. A launch event waits a few seconds for
+/// the lease (`wait`); consolidation's pass over members does not (it takes the member next run),
+/// so a run with many busy members still finishes in its time.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn asg_launch<S: State, C: Capacity, K: ClusterApi>(
     deps: &Deps<S, C, K>,
     group: &str,
     instance_id: Option<&str>,
     successful: bool,
+    wait: bool,
     at: EpochMillis,
     now: EpochMillis,
     out: &mut Outcome,
@@ -117,7 +130,8 @@ pub(crate) async fn asg_launch<S: State, C: Capacity, K: ClusterApi>(
     };
     let holder = format!("{}/{}", out.function, out.event_id);
     let lease = format!("instance/{iid}");
-    let matched = crate::provision::with_lease(deps, &lease, &holder, now, || async {
+    let tries = if wait { crate::provision::GROUP_LEASE_TRIES } else { 1 };
+    let matched = crate::provision::with_lease(deps, &lease, &holder, tries, now, || async {
         let mut actions = Outcome::new(&out.function, &out.event_id);
         match_launch(deps, group, instance_id, successful, at, now, &mut actions).await?;
         Ok(actions.actions)
@@ -128,9 +142,7 @@ pub(crate) async fn asg_launch<S: State, C: Capacity, K: ClusterApi>(
             out.actions.extend(actions);
             Ok(())
         }
-        None => Err(Error::GroupBusy(format!(
-            "instance {iid} of group {group} is being matched to a claim by another invocation"
-        ))),
+        None => Err(Error::InstanceBusy(format!("{iid} (group {group})"))),
     }
 }
 

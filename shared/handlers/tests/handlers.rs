@@ -194,8 +194,8 @@ async fn offerings_without_capacity_are_recorded_and_left_out_of_the_next_launch
 }
 
 /// The account's spot quota is spent: a mixed pool's claims launch on-demand in the same
-/// invocation (the launch carries each type's on-demand offering after the spot ones), spot is
-/// recorded unavailable as a whole, and the next decision asks for no spot at all. Before, the
+/// invocation (the launch carries each type's on-demand offering after the spot ones), spot of the
+/// quota's class is recorded unavailable with one entry, and the next decision asks for no spot. Before, the
 /// launch carried only the plan's spot offerings: the claims failed, and their pods waited for a
 /// re-plan that chose spot again once the ICE cache had forgotten.
 #[tokio::test]
@@ -225,7 +225,7 @@ async fn a_spent_spot_quota_falls_back_to_on_demand_in_the_same_launch() {
     assert!(
         cached
             .iter()
-            .any(|c| c.capacity_type == CapacityType::Spot && c.instance_type == "*" && c.zone == "*"),
+            .any(|c| c.capacity_type == CapacityType::Spot && c.instance_type == "quota:standard" && c.zone == "*"),
         "{cached:?}"
     );
 

@@ -19,7 +19,8 @@ use crate::error::FromSdk;
 use crate::{Error, Result};
 
 pub use nodewright_core::ports::capacity::fleet::{
-    ANY, MAX_ATTEMPTS_PER_CAPACITY_TYPE, MAX_OVERRIDES, exhausts_capacity_type, is_capacity_error,
+    ANY, MAX_ATTEMPTS_PER_CAPACITY_TYPE, MAX_OVERRIDES, exhausts_capacity_type, is_capacity_error, quota_class,
+    quota_entry,
 };
 
 /// One launchable offering: instance type in a zone's subnet at a capacity type.
@@ -156,9 +157,21 @@ impl Fleet {
                                 continue;
                             }
                             if exhausts_capacity_type(&code) {
-                                // A quota: no offering of the capacity type can launch now.
-                                remaining.retain(|o| o.capacity_type != capacity_type);
-                                unavailable.push((capacity_type, ANY.into(), ANY.into(), code.clone()));
+                                // A quota: no offering of its class and capacity type can launch
+                                // now (the offering named, else the request's cheapest).
+                                let named = offering.as_ref().map(|(t, _)| t.clone());
+                                let Some(itype) = named.or_else(|| batch.first().map(|o| o.instance_type.clone()))
+                                else {
+                                    continue;
+                                };
+                                let class = quota_class(&itype);
+                                remaining.retain(|o| {
+                                    o.capacity_type != capacity_type || quota_class(&o.instance_type) != class
+                                });
+                                let entry = (capacity_type, quota_entry(&itype), ANY.to_string(), code.clone());
+                                if !unavailable.contains(&entry) {
+                                    unavailable.push(entry);
+                                }
                                 removed = true;
                                 continue;
                             }

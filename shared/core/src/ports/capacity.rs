@@ -78,20 +78,82 @@ pub mod fleet {
         )
     }
 
-    /// Errors that exhaust a whole capacity type (account quotas), not one offering: the launch
-    /// gives up on the capacity type and reports it unavailable as a whole ([`ANY`] type and zone),
-    /// as Karpenter marks a capacity type unavailable on a spot quota error.
+    /// Errors of an account quota, not of one offering. EC2's vCPU quotas are per capacity type
+    /// and per class of instance families ([`quota_class`]): the launch gives up on the offerings
+    /// of that class and capacity type, and reports them unavailable with one entry
+    /// ([`quota_entry`]) that covers them all, so a GPU pool's spent G quota never blocks the
+    /// standard types of other pools.
     pub fn exhausts_capacity_type(code: &str) -> bool {
         matches!(code, "MaxSpotInstanceCountExceeded" | "VcpuLimitExceeded")
     }
 
-    /// The instance type and zone of an unavailable offering that stands for every offering of
-    /// its capacity type.
+    /// The zone of an entry that stands for many offerings.
     pub const ANY: &str = "*";
+    const QUOTA_PREFIX: &str = "quota:";
 
-    /// Whether an unavailable (capacity type, type, zone) entry covers the offering.
+    /// EC2's quota class of an instance type (Service Quotas: "Running On-Demand Standard (A, C,
+    /// D, H, I, M, R, T, Z) instances", "... G and VT ...", and the same for spot requests).
+    pub fn quota_class(instance_type: &str) -> &'static str {
+        let family = instance_type.split('.').next().unwrap_or(instance_type);
+        let category: String = family.chars().take_while(char::is_ascii_alphabetic).collect();
+        match category.as_str() {
+            "g" | "vt" => "g-vt",
+            "p" => "p",
+            "f" => "f",
+            "inf" => "inf",
+            "trn" => "trn",
+            "dl" => "dl",
+            "x" => "x",
+            "u" => "high-memory",
+            "hpc" => "hpc",
+            "mac" => "mac",
+            _ => "standard",
+        }
+    }
+
+    /// The unavailable-offering instance type that stands for every type of a quota class.
+    pub fn quota_entry(instance_type: &str) -> String {
+        format!("{QUOTA_PREFIX}{}", quota_class(instance_type))
+    }
+
+    /// Whether an unavailable (capacity type, type, zone) entry covers the offering: the same
+    /// offering, or a quota entry of the offering's class.
     pub fn covers(entry: (crate::CapacityType, &str, &str), offering: (crate::CapacityType, &str, &str)) -> bool {
-        entry.0 == offering.0
-            && ((entry.1 == ANY && entry.2 == ANY) || (entry.1 == offering.1 && entry.2 == offering.2))
+        if entry.0 != offering.0 {
+            return false;
+        }
+        match entry.1.strip_prefix(QUOTA_PREFIX) {
+            Some(class) => quota_class(offering.1) == class,
+            None => entry.1 == offering.1 && entry.2 == offering.2,
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crate::CapacityType::{OnDemand, Spot};
+
+        #[test]
+        fn quota_entries_cover_their_class_and_capacity_type_only() {
+            let g = quota_entry("g5.xlarge");
+            assert_eq!(g, "quota:g-vt");
+            assert!(covers((Spot, &g, ANY), (Spot, "g6.2xlarge", "us-east-1a")));
+            assert!(
+                !covers((Spot, &g, ANY), (Spot, "m5.large", "us-east-1a")),
+                "standard types stay"
+            );
+            assert!(!covers((Spot, &g, ANY), (OnDemand, "g5.xlarge", "us-east-1a")));
+            assert_eq!(quota_class("c7gn.large"), "standard");
+            assert_eq!(quota_class("inf2.xlarge"), "inf");
+            assert_eq!(quota_class("u-6tb1.metal"), "high-memory");
+            assert!(covers(
+                (Spot, "m5.large", "us-east-1a"),
+                (Spot, "m5.large", "us-east-1a")
+            ));
+            assert!(!covers(
+                (Spot, "m5.large", "us-east-1a"),
+                (Spot, "m5.large", "us-east-1b")
+            ));
+        }
     }
 }

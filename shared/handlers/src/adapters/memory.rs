@@ -623,7 +623,8 @@ impl MemoryCapacity {
         }
     }
 
-    /// The account may run at most `instances` spot instances (MaxSpotInstanceCountExceeded).
+    /// The account may run at most `instances` spot instances of each quota class
+    /// (MaxSpotInstanceCountExceeded).
     pub fn limit_spot_instances(&self, instances: usize) {
         lock(&self.data).spot_quota = Some(instances);
     }
@@ -887,21 +888,28 @@ impl Capacity for MemoryCapacity {
                 }
                 let mut d = lock(&self.data);
                 d.fleet_requests.push((capacity_type, batch.len()));
+                // The spot quota is per class of instance families: the cheapest offering's class
+                // at its quota fails the whole request, and no other request for that class can
+                // succeed; otherwise an error per offering tried without capacity (cheapest first,
+                // up to the one launched).
+                let class = fleet::quota_class(&batch[0].name);
                 let spot_running = d
                     .instances
                     .values()
-                    .filter(|i| i.spot && i.state != "terminated")
+                    .filter(|i| i.spot && i.state != "terminated" && fleet::quota_class(&i.instance_type) == class)
                     .count();
                 let over_quota = capacity_type == CapacityType::Spot && d.spot_quota.is_some_and(|q| spot_running >= q);
-                // A quota fails the whole request, and no other request of the capacity type can
-                // succeed; otherwise an error per offering tried without capacity (cheapest first,
-                // up to the one launched).
                 if over_quota {
                     let code = "MaxSpotInstanceCountExceeded";
-                    tried.push(format!("{capacity_type} attempt {}: {code}", attempt + 1));
-                    remaining.retain(|o| o.capacity_type != capacity_type);
-                    unavailable.push((capacity_type, fleet::ANY.into(), fleet::ANY.into(), code.into()));
-                    break;
+                    tried.push(format!("{capacity_type} attempt {}: {code} ({class})", attempt + 1));
+                    remaining.retain(|o| o.capacity_type != capacity_type || fleet::quota_class(&o.name) != class);
+                    unavailable.push((
+                        capacity_type,
+                        fleet::quota_entry(&batch[0].name),
+                        fleet::ANY.into(),
+                        code.into(),
+                    ));
+                    continue;
                 }
                 let mut errors: Vec<(String, &InstanceOption)> = Vec::new();
                 let mut chosen = None;
@@ -1276,6 +1284,14 @@ impl ClusterApi for MemoryCluster {
                 keep.push(p);
             } else if options.grace_expired {
                 report.deleted.push(key);
+            } else if d.pdbs_of(&p).count() > 1 {
+                // The eviction API refuses a pod more than one PDB selects (500).
+                report.failed.push((
+                    key,
+                    "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support."
+                        .into(),
+                ));
+                keep.push(p);
             } else if d.pdb_blocked.contains(&key) || !d.pdbs_allow_eviction(&p) {
                 report.pdb_retries += 1;
                 blocked.push(key);
@@ -1409,7 +1425,7 @@ mod tests {
             second.unavailable,
             [(
                 CapacityType::Spot,
-                "*".into(),
+                "quota:standard".into(),
                 "*".into(),
                 "MaxSpotInstanceCountExceeded".into()
             )],
