@@ -87,6 +87,24 @@ fn launched(instance_type: &str, zone: &str) -> CreateFleetOutput {
         .build()
 }
 
+/// CreateFleet whose spot requests fail with the call error `code` (naming no offering) and whose
+/// on-demand requests launch their first override.
+fn spot_fails_with(
+    code: &'static str,
+    message: &'static str,
+) -> impl Fn(&CreateFleetInput) -> MockResponse<CreateFleetOutput, CreateFleetError> + Send + Sync + 'static {
+    move |input| {
+        if is_spot(input) {
+            MockResponse::Error(CreateFleetError::generic(
+                ErrorMetadata::builder().code(code).message(message).build(),
+            ))
+        } else {
+            let (itype, zone) = first_override(input);
+            MockResponse::Output(launched(&itype, &zone))
+        }
+    }
+}
+
 fn ice_entry(instance_type: &str, zone: &str) -> FleetErrorEntry {
     FleetErrorEntry::builder()
         .error_code("InsufficientInstanceCapacity")
@@ -140,19 +158,8 @@ async fn ice_on_every_spot_offering_falls_back_to_on_demand_when_the_pool_allows
     let clients = support::clients().await;
     let store = support::store(&clients, "ice-all").await;
     // Fault: every spot request fails as a call error (no offering named).
-    let create_fleet = mock!(Client::create_fleet).then_compute_response(|input| {
-        if is_spot(input) {
-            MockResponse::Error(CreateFleetError::generic(
-                ErrorMetadata::builder()
-                    .code("InsufficientInstanceCapacity")
-                    .message("no spot capacity")
-                    .build(),
-            ))
-        } else {
-            let (itype, zone) = first_override(input);
-            MockResponse::Output(launched(&itype, &zone))
-        }
-    });
+    let create_fleet = mock!(Client::create_fleet)
+        .then_compute_response(spot_fails_with("InsufficientInstanceCapacity", "no spot capacity"));
     let ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&no_instances(), &create_fleet]);
     let fleet = Fleet::new(ec2, store.cluster());
     let allowed = vec![
@@ -351,19 +358,10 @@ async fn on_demand_prices_refresh_from_the_pricing_api() {
 async fn a_spot_quota_error_gives_up_on_spot_and_falls_back_at_once() {
     let clients = support::clients().await;
     let store = support::store(&clients, "quota").await;
-    let create_fleet = mock!(Client::create_fleet).then_compute_response(|input| {
-        if is_spot(input) {
-            MockResponse::Error(CreateFleetError::generic(
-                ErrorMetadata::builder()
-                    .code("MaxSpotInstanceCountExceeded")
-                    .message("Max spot instance count exceeded")
-                    .build(),
-            ))
-        } else {
-            let (itype, zone) = first_override(input);
-            MockResponse::Output(launched(&itype, &zone))
-        }
-    });
+    let create_fleet = mock!(Client::create_fleet).then_compute_response(spot_fails_with(
+        "MaxSpotInstanceCountExceeded",
+        "Max spot instance count exceeded",
+    ));
     let ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&no_instances(), &create_fleet]);
     let fleet = Fleet::new(ec2, store.cluster());
     let offerings = vec![
