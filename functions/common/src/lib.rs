@@ -94,8 +94,10 @@ pub async fn deps() -> Result<LambdaDeps, Error> {
         )),
         endpoint,
         env("NODEWRIGHT_KUBERNETES_VERSION"),
-        settings.config.node_classes.clone(),
-        &settings.instance_types,
+        settings.configured_pools().config.node_classes.clone(),
+        // Every type in the region: the cluster's pools may admit any of them.
+        &nodewright_core::Catalogue::embedded()
+            .instance_types(&settings.region, &nodewright_core::catalogue::OverheadConfig::default()),
     );
     Ok(Deps {
         settings,

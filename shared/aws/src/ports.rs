@@ -179,16 +179,18 @@ impl AwsCapacity {
         Ok(name)
     }
 
+    /// Cached by the class's drift hash: a class changed in the cluster is resolved again.
     async fn resolution(&self, class: &Ec2NodeClass) -> Result<NodeClassResolution> {
+        let key = format!("{}/{}", class.name, class.drift_hash());
         let mut cache = self.resolved.lock().await;
-        if let Some(r) = cache.get(&class.name) {
+        if let Some(r) = cache.get(&key) {
             return Ok(r.clone());
         }
         let r = self
             .fleet
             .resolve_node_class(class, self.ssm.as_ref(), self.kubernetes_version.as_deref())
             .await?;
-        cache.insert(class.name.clone(), r.clone());
+        cache.insert(key, r.clone());
         Ok(r)
     }
 
@@ -216,12 +218,16 @@ impl Capacity for AwsCapacity {
     /// (`_now`: the instance's launch time is EC2's.)
     async fn launch(&self, launch: &ClaimLaunch, _now: EpochMillis) -> Result<LaunchOutcome> {
         let class_name = launch.pool.node_class.clone().unwrap_or_else(|| "default".into());
-        let class = self.node_classes.iter().find(|c| c.name == class_name).ok_or_else(|| {
-            Error::invalid(
-                format!("NodePool {}: spec.template.spec.nodeClassRef", launch.pool.name),
-                format!("EC2NodeClass {class_name:?} is not in the configuration"),
-            )
-        })?;
+        let class = launch
+            .node_class
+            .as_ref()
+            .or_else(|| self.node_classes.iter().find(|c| c.name == class_name))
+            .ok_or_else(|| {
+                Error::invalid(
+                    format!("NodePool {}: spec.template.spec.nodeClassRef", launch.pool.name),
+                    format!("EC2NodeClass {class_name:?} is not in the configuration"),
+                )
+            })?;
         let resolution = self.resolution(class).await?;
         // One launch template per request: the architecture of the cheapest offering.
         let first = launch

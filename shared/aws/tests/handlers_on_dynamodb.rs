@@ -86,7 +86,7 @@ async fn the_reconciler_corrects_dynamodb_counters_taken_below_zero() {
         out.actions.iter().any(|a| matches!(a, Action::Launched { .. })),
         "{out:#?}"
     );
-    let types = &deps.settings.instance_types;
+    let types = &deps.settings.pools().instance_types;
     let truth = usage_of_claims(&store.claims().await.unwrap(), "general", types).unwrap();
     assert!(truth.nodes >= 1);
     assert_eq!(store.pool_usage("general").await.unwrap(), truth, "charged as decided");

@@ -80,8 +80,11 @@ pub async fn handle<S: State, C: Capacity, K: ClusterApi>(
         }
     }
     reconcile(deps, now, &mut out).await?;
-    if deps.cluster.is_some() {
+    if let Some(cluster) = &deps.cluster {
         disrupt(deps, now, &mut out).await?;
+        if let Err(e) = crate::node_pools::write_statuses(&deps.settings, &deps.state, cluster, now, &mut out).await {
+            failed(&mut out, "status", "NodePools", &e);
+        }
     }
     Ok(out)
 }
@@ -95,7 +98,7 @@ async fn reconcile<S: State, C: Capacity, K: ClusterApi>(
     let instances = deps.capacity.instances().await?;
     // Counters first, then the claims they should equal (see `reconcile_usage`).
     let mut snapshots = Vec::new();
-    for pool in &deps.settings.config.node_pools {
+    for pool in &deps.settings.pools().config.node_pools {
         match deps.state.usage_snapshot(&pool.name).await {
             Ok(s) => snapshots.push((pool.name.clone(), s)),
             Err(e) => failed(out, "read usage", &pool.name, &e.into()),
@@ -381,13 +384,14 @@ async fn raise_unraised<S: State, C: Capacity, K: ClusterApi>(
     now: EpochMillis,
     out: &mut Outcome,
 ) -> Result<()> {
+    let pools = deps.settings.pools();
     let (Some(group), Some(pool)) = (
         claim.backing.strip_prefix("asg:"),
-        deps.settings.config.node_pools.iter().find(|p| p.name == claim.pool),
+        pools.config.node_pools.iter().find(|p| p.name == claim.pool),
     ) else {
         return Ok(());
     };
-    let charged = crate::provision::usage_of_pool_types(pool, &deps.settings.instance_types);
+    let charged = crate::provision::usage_of_pool_types(pool, &pools.instance_types);
     let holder = nodewright_core::ports::state::Holder::Invocation(format!("raise/{}", claim.id));
     let mut actions = Vec::new();
     let raised = crate::provision::raise_and_report(
@@ -417,7 +421,7 @@ async fn group_members<S: State, C: Capacity, K: ClusterApi>(
     out: &mut Outcome,
 ) -> Vec<(String, Vec<String>)> {
     let mut all = Vec::new();
-    for pool in &deps.settings.config.node_pools {
+    for pool in &deps.settings.pools().config.node_pools {
         if let nodewright_core::nodepool::PoolBacking::AutoScalingGroup { group_name, .. } = &pool.backing {
             match deps.capacity.group_members(group_name).await {
                 Ok(m) => all.push((group_name.clone(), m)),
@@ -429,18 +433,11 @@ async fn group_members<S: State, C: Capacity, K: ClusterApi>(
 }
 
 /// The Auto Scaling group behind a pool, if it is an Auto Scaling pool.
-fn asg_group_of<'a, S: State, C: Capacity, K: ClusterApi>(
-    deps: &'a Deps<S, C, K>,
-    pool: Option<&str>,
-) -> Option<&'a str> {
-    let pool = deps
-        .settings
-        .config
-        .node_pools
-        .iter()
-        .find(|p| Some(p.name.as_str()) == pool)?;
+fn asg_group_of<S: State, C: Capacity, K: ClusterApi>(deps: &Deps<S, C, K>, pool: Option<&str>) -> Option<String> {
+    let pools = deps.settings.pools();
+    let pool = pools.config.node_pools.iter().find(|p| Some(p.name.as_str()) == pool)?;
     match &pool.backing {
-        nodewright_core::nodepool::PoolBacking::AutoScalingGroup { group_name, .. } => Some(group_name.as_str()),
+        nodewright_core::nodepool::PoolBacking::AutoScalingGroup { group_name, .. } => Some(group_name.clone()),
         _ => None,
     }
 }
@@ -504,7 +501,7 @@ async fn reconcile_usage<S: State, C: Capacity, K: ClusterApi>(
     now: EpochMillis,
     out: &mut Outcome,
 ) -> Result<()> {
-    let Some(expected) = usage_of_claims(claims, pool, &deps.settings.instance_types) else {
+    let Some(expected) = usage_of_claims(claims, pool, &deps.settings.pools().instance_types) else {
         return Ok(());
     };
     if !snapshot.exists && expected == PoolUsage::default() {
@@ -652,6 +649,7 @@ async fn retire<S: State, C: Capacity, K: ClusterApi>(
     }
     let grace_expired = deps
         .settings
+        .pools()
         .config
         .node_pools
         .iter()
@@ -923,12 +921,12 @@ async fn disrupt<S: State, C: Capacity, K: ClusterApi>(
     }
     let input = disruption::Input {
         nodes: &managed,
-        pools: &deps.settings.config.node_pools,
-        instance_types: &deps.settings.instance_types,
-        type_index: Some(&deps.settings.type_index),
+        pools: &deps.settings.pools().config.node_pools,
+        instance_types: &deps.settings.pools().instance_types,
+        type_index: Some(&deps.settings.pools().type_index),
         daemonsets: &daemonsets,
         pdbs: &pdbs,
-        node_class_hashes: &deps.settings.node_class_hashes,
+        node_class_hashes: &deps.settings.pools().node_class_hashes,
         now: now / 1000,
     };
     let node_claim: HashMap<&str, &ClaimRecord> = nodes
@@ -983,6 +981,16 @@ async fn disrupt<S: State, C: Capacity, K: ClusterApi>(
                 cluster.cordon_and_taint(node, DISRUPTED_TAINT).await?;
             }
             continue;
+        }
+        let how = if action.replacements.is_empty() { "Delete" } else { "Replace" };
+        for node in &action.nodes {
+            out.events.push(crate::events::node(
+                node,
+                nodewright_core::ports::cluster::EventType::Normal,
+                "DisruptionTerminating",
+                "Disrupt",
+                format!("Disrupting Node: {:?}/{how}", action.reason),
+            ));
         }
         out.push(Action::Disruption {
             reason: format!("{:?}", action.reason),

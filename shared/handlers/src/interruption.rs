@@ -10,7 +10,7 @@
 use nodewright_core::CapacityType;
 use nodewright_core::model::ClaimState;
 use nodewright_core::ports::EpochMillis;
-use nodewright_core::ports::cluster::{DrainMode, DrainOptions, INTERRUPTED_TAINT};
+use nodewright_core::ports::cluster::{DrainMode, DrainOptions, EventType, INTERRUPTED_TAINT};
 use nodewright_core::ports::state::{ClaimUpdate, Holder};
 
 use crate::event::Event;
@@ -59,26 +59,51 @@ pub async fn handle<S: State, C: Capacity, K: ClusterApi>(
             ));
         }
     };
+    // The node Event's reason and note, as `kubectl describe node` shows them.
+    let notice = match &event {
+        Event::SpotInterruption { .. } => ("SpotInterrupted", "Spot interruption warning was triggered"),
+        Event::ReservationInterruption { .. } => (
+            "CapacityReservationInterrupted",
+            "Capacity reservation interruption warning was triggered",
+        ),
+        Event::ScheduledChange { .. } => ("ScheduledChange", "AWS Health scheduled change for the instance"),
+        _ => ("SpotRebalanceRecommendation", "EC2 rebalance recommendation was triggered"),
+    };
     let key = format!("{}/{}", function.name(), envelope.id);
     let event_id = envelope.id.clone();
     once(deps, function, &key, &envelope.id, now, |mut out| async move {
         for instance_id in &instances {
-            interrupt(deps, instance_id, urgency, spot_warning, &event_id, now, &mut out).await?;
+            let notice = Notice {
+                urgency,
+                spot_warning,
+                reason: notice.0,
+                note: notice.1,
+            };
+            interrupt(deps, instance_id, &notice, &event_id, now, &mut out).await?;
         }
         Ok(out)
     })
     .await
 }
 
+/// What an interruption asks for and how it is reported.
+struct Notice {
+    urgency: Urgency,
+    spot_warning: bool,
+    /// The node Event's reason and note.
+    reason: &'static str,
+    note: &'static str,
+}
+
 async fn interrupt<S: State, C: Capacity, K: ClusterApi>(
     deps: &Deps<S, C, K>,
     instance_id: &str,
-    urgency: Urgency,
-    spot_warning: bool,
+    notice: &Notice,
     event_id: &str,
     now: EpochMillis,
     out: &mut Outcome,
 ) -> Result<()> {
+    let (urgency, spot_warning) = (notice.urgency, notice.spot_warning);
     let Some(claim) = deps.state.claim_by_instance(instance_id).await? else {
         tracing::debug!(instance = instance_id, "interruption for an instance that is not ours");
         out.push(Action::Ignored {
@@ -141,6 +166,13 @@ async fn interrupt<S: State, C: Capacity, K: ClusterApi>(
     // while pods can still land on its node.
     if let Some(node) = &node {
         cluster.cordon_and_taint(node, INTERRUPTED_TAINT).await?;
+        out.events.push(crate::events::node(
+            node,
+            EventType::Warning,
+            notice.reason,
+            "Interrupt",
+            format!("{} for {instance_id}; cordoned and draining", notice.note),
+        ));
         out.push(Action::Cordoned {
             node: node.clone(),
             taint: INTERRUPTED_TAINT.into(),

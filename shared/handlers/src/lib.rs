@@ -17,8 +17,10 @@ pub mod consolidation;
 pub mod daemonsets;
 mod error;
 pub mod event;
+pub mod events;
 pub mod interruption;
 pub mod metrics;
+pub mod node_pools;
 pub mod outcome;
 pub mod pod_pending;
 pub mod provision;
@@ -130,7 +132,8 @@ pub async fn handle<S: State, C: Capacity, K: ClusterApi>(
         tracing::debug!(function = function.name(), %reason, "ignored event");
         return Ok(Outcome::ignored(function.name(), &id, reason));
     }
-    match event {
+    node_pools::refresh(&deps.settings, deps.cluster.as_ref(), now).await?;
+    let mut outcome = match event {
         Event::PodPending(envelope, detail) => pod_pending::handle(deps, &envelope, *detail, now).await,
         Event::Schedule(envelope) => consolidation::handle(deps, &envelope, now).await,
         e @ (Event::SpotInterruption { .. }
@@ -138,7 +141,9 @@ pub async fn handle<S: State, C: Capacity, K: ClusterApi>(
         | Event::ReservationInterruption { .. }
         | Event::ScheduledChange { .. }) => interruption::handle(deps, e, now).await,
         e => state_change::handle(deps, e, now).await,
-    }
+    }?;
+    events::post(deps.cluster.as_ref(), &mut outcome, now).await;
+    Ok(outcome)
 }
 
 /// Runs `work` at most once per idempotency `key`: a replay returns [`Action::Replayed`], a

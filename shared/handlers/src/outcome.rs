@@ -159,6 +159,9 @@ pub struct Outcome {
     /// `OldestPendingSeconds` metric and the template's pods-pending-too-long alarm.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oldest_pending_secs: Option<u64>,
+    /// Kubernetes Events to post on pods and nodes (posted after the handler, best effort).
+    #[serde(skip)]
+    pub events: Vec<nodewright_core::ports::cluster::ObjectEvent>,
 }
 
 impl Outcome {
@@ -168,6 +171,7 @@ impl Outcome {
             event_id: event_id.into(),
             actions: Vec::new(),
             oldest_pending_secs: None,
+            events: Vec::new(),
         }
     }
 

@@ -99,8 +99,8 @@ async fn available_types<S: State>(
 /// pending). A counter that cannot be read is left out; the conditional charge still guards the
 /// limit.
 async fn limited_pools_usage<S: State, C: Capacity, K: ClusterApi>(deps: &Deps<S, C, K>) -> Vec<PoolUsed> {
-    let limited: Vec<&NodePool> = deps
-        .settings
+    let pools = deps.settings.pools();
+    let limited: Vec<&NodePool> = pools
         .config
         .node_pools
         .iter()
@@ -266,7 +266,7 @@ async fn resume_dead_attempts<S: State, C: Capacity, K: ClusterApi>(
 ) -> Result<HashSet<String>> {
     let batch: HashSet<&str> = batch.iter().map(String::as_str).collect();
     let ttl = deps.settings.reservation_ttl_secs;
-    let types = &deps.settings.instance_types;
+    let types = &deps.settings.pools().instance_types;
     let mut resumed = HashSet::new();
     for c in claims {
         // A fleet claim launches from its recorded offerings; an Auto Scaling claim whose raise
@@ -284,7 +284,8 @@ async fn resume_dead_attempts<S: State, C: Capacity, K: ClusterApi>(
         {
             continue;
         }
-        let Some(pool) = deps.settings.config.node_pools.iter().find(|p| p.name == c.pool) else {
+        let pools = deps.settings.pools();
+        let Some(pool) = pools.config.node_pools.iter().find(|p| p.name == c.pool) else {
             continue;
         };
         let claim_holder = Holder::Claim(c.id.clone());
@@ -307,6 +308,7 @@ async fn resume_dead_attempts<S: State, C: Capacity, K: ClusterApi>(
         let launch = ClaimLaunch {
             claim_id: c.id.clone(),
             pool: pool.clone(),
+            node_class: node_class_of(&pools, pool),
             offerings: c.offerings.clone(),
         };
         let mut actions = Vec::new();
@@ -375,6 +377,7 @@ async fn plan_and_launch<S: State, C: Capacity, K: ClusterApi>(
     out: &mut Outcome,
 ) -> Result<()> {
     let settings = &deps.settings;
+    let pools = settings.pools();
     let ttl = settings.reservation_ttl_secs;
     let nodes: Vec<Node> = in_flight_nodes(claims)
         .into_iter()
@@ -384,14 +387,14 @@ async fn plan_and_launch<S: State, C: Capacity, K: ClusterApi>(
                 .any(|e| e.instance_type == n.instance_type && e.zone == n.zone && e.capacity_type == n.capacity_type)
         })
         .collect();
-    let types = available_types(&deps.state, &settings.instance_types, exclude, now).await?;
+    let types = available_types(&deps.state, &pools.instance_types, exclude, now).await?;
     let daemonsets = deps.daemonsets.current(deps.cluster.as_ref(), now).await?;
     let pool_usage = limited_pools_usage(deps).await;
     let plan = schedule(
         &Input {
             pods,
             nodes: &nodes,
-            pools: &settings.config.node_pools,
+            pools: &pools.config.node_pools,
             instance_types: &types,
             daemonsets: &daemonsets,
             pool_usage: &pool_usage,
@@ -403,6 +406,11 @@ async fn plan_and_launch<S: State, C: Capacity, K: ClusterApi>(
     // Pods nothing can take: released (a later event may find capacity, e.g. after a limit rises).
     for u in &plan.unschedulable {
         deps.state.release_pod(&u.pod, holder).await?;
+        out.events.extend(crate::events::unschedulable(
+            by_uid.get(u.pod.as_str()).copied(),
+            &u.name,
+            &u.reason,
+        ));
         out.push(Action::Unschedulable {
             pod: u.name.clone(),
             reason: u.reason.clone(),
@@ -437,6 +445,8 @@ async fn plan_and_launch<S: State, C: Capacity, K: ClusterApi>(
                     .transfer_pod(u, holder, &Holder::Claim(claim.id.clone()), now, ttl)
                     .await?;
             }
+            out.events
+                .extend(crate::events::for_packed(&by_uid, &claim.id, &uids));
             out.push(Action::PackedOntoClaim {
                 claim: claim.id.clone(),
                 pods: uids.len(),
@@ -459,9 +469,13 @@ async fn plan_and_launch<S: State, C: Capacity, K: ClusterApi>(
         .collect()
         .await;
     let mut first_error = None;
-    for r in results {
+    for (c, r) in plan.claims.iter().zip(results) {
         match r {
-            Ok(actions) => out.actions.extend(actions),
+            Ok(actions) => {
+                let claim_pods: Vec<&Pod> = c.pods.iter().filter_map(|u| by_uid.get(u.as_str()).copied()).collect();
+                out.events.extend(crate::events::for_claim(&claim_pods, &actions));
+                out.actions.extend(actions);
+            }
             Err(e) => {
                 if first_error.is_none() {
                     first_error = Some(e);
@@ -473,6 +487,12 @@ async fn plan_and_launch<S: State, C: Capacity, K: ClusterApi>(
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// The pool's EC2NodeClass in `pools`.
+fn node_class_of(pools: &crate::settings::Pools, pool: &NodePool) -> Option<nodewright_core::nodepool::Ec2NodeClass> {
+    let name = pool.node_class.as_deref().unwrap_or("default");
+    pools.config.node_classes.iter().find(|c| c.name == name).cloned()
 }
 
 /// What an Auto Scaling pool's claim was charged: the largest of the pool's instance types (the
@@ -567,6 +587,7 @@ async fn launch_claim<S: State, C: Capacity, K: ClusterApi>(
     log_decision(plan, &id);
     let Some(pool) = deps
         .settings
+        .pools()
         .config
         .node_pools
         .iter()
@@ -583,7 +604,7 @@ async fn launch_claim<S: State, C: Capacity, K: ClusterApi>(
     };
     // An Auto Scaling group picks the type itself: charged (and released) as its largest.
     let delta = match pool.backing {
-        PoolBacking::AutoScalingGroup { .. } => usage_of_pool_types(&pool, &deps.settings.instance_types),
+        PoolBacking::AutoScalingGroup { .. } => usage_of_pool_types(&pool, &deps.settings.pools().instance_types),
         _ => usage_of_options(&plan.instance_types, types),
     };
     if let UsageDecision::Denied {
@@ -620,8 +641,7 @@ async fn launch_claim<S: State, C: Capacity, K: ClusterApi>(
     record.node_class_hash = pool
         .node_class
         .as_ref()
-        .and_then(|c| deps.settings.node_class_hashes.get(c))
-        .cloned();
+        .and_then(|c| deps.settings.pools().node_class_hashes.get(c).cloned());
     if let PoolBacking::AutoScalingGroup { group_name, .. } = &pool.backing {
         record.backing = format!("asg:{group_name}");
     }
@@ -669,6 +689,7 @@ async fn launch_claim<S: State, C: Capacity, K: ClusterApi>(
     let launch = ClaimLaunch {
         claim_id: id.clone(),
         pool: pool.clone(),
+        node_class: node_class_of(&deps.settings.pools(), &pool),
         offerings,
     };
     match launch_offerings(deps, &launch, now).await? {
@@ -992,7 +1013,7 @@ pub(crate) async fn create_adopted_claim<S: State, C: Capacity, K: ClusterApi>(
     record: &ClaimRecord,
     instance_type: Option<&str>,
 ) -> Result<bool> {
-    let delta = usage_of_type(instance_type.unwrap_or(""), &deps.settings.instance_types);
+    let delta = usage_of_type(instance_type.unwrap_or(""), &deps.settings.pools().instance_types);
     let unlimited = nodewright_core::nodepool::Limits::default();
     deps.state.try_add_usage(&record.pool, &delta, &unlimited).await?;
     if deps.state.create_claim(record).await? {

@@ -34,7 +34,7 @@ pub(crate) fn launch_update<S, C, K>(deps: &Deps<S, C, K>, i: &InstanceSummary) 
         instance_type: Some(i.instance_type.clone()),
         capacity_type: Some(capacity_type),
         zone: Some(i.zone.clone()),
-        price_per_hour: t.and_then(|t| {
+        price_per_hour: t.as_ref().and_then(|t| {
             t.offerings
                 .iter()
                 .filter(|o| o.capacity_type == capacity_type && o.zone == i.zone)
@@ -88,7 +88,8 @@ pub(crate) async fn claim_of_instance<S: State, C: Capacity, K: ClusterApi>(
 /// The labels a claim's node carries once registered.
 pub(crate) fn claim_labels<S, C, K>(deps: &Deps<S, C, K>, claim: &ClaimRecord) -> BTreeMap<String, String> {
     let fallback;
-    let pool = match deps.settings.config.node_pools.iter().find(|p| p.name == claim.pool) {
+    let pools = deps.settings.pools();
+    let pool = match pools.config.node_pools.iter().find(|p| p.name == claim.pool) {
         Some(p) => p,
         None => {
             // The pool was removed from the configuration: the node still gets its identity.
@@ -99,7 +100,7 @@ pub(crate) fn claim_labels<S, C, K>(deps: &Deps<S, C, K>, claim: &ClaimRecord) -
     let t = claim
         .instance_type
         .as_deref()
-        .and_then(|n| deps.settings.type_by_name(n));
+        .and_then(|n| pools.type_by_name(n));
     registration::node_labels(
         pool,
         t,

@@ -3,8 +3,12 @@
 //! SAM template are checked against it).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+
+use nodewright_core::nodepool::Verdict;
+use nodewright_core::ports::EpochMillis;
+use nodewright_core::ports::cluster::ConfigKind;
 
 use nodewright_core::catalogue::OverheadConfig;
 use nodewright_core::ports::state::RESERVATION_TTL_SECS;
@@ -25,6 +29,11 @@ pub const ENV_VARS: &[(&str, bool, &str)] = &[
         "NODEWRIGHT_NODEPOOLS",
         false,
         "NodePool / EC2NodeClass YAML, inline (or NODEWRIGHT_NODEPOOLS_FILE)",
+    ),
+    (
+        "NODEWRIGHT_NODEPOOL_SOURCE",
+        false,
+        "cluster (default): NodePools and EC2NodeClasses from the Kubernetes API, the YAML as fallback; config: the YAML only",
     ),
     (
         "NODEWRIGHT_NODEPOOLS_FILE",
@@ -85,20 +94,83 @@ pub enum RebalancePolicy {
     Ignore,
 }
 
-/// Validated settings shared by all handlers.
+/// Where the NodePools come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolSource {
+    /// The configured YAML only (`NODEWRIGHT_NODEPOOLS`, local runs, tests).
+    Configured,
+    /// NodePools and EC2NodeClasses listed from the Kubernetes API ([`crate::node_pools`]), the
+    /// configured YAML when the cluster has none.
+    Cluster,
+}
+
+/// What a configuration makes, derived once: the pools and classes, the region's instance types
+/// some pool admits, their index and the classes' drift hashes. Handlers take one snapshot per
+/// step ([`Settings::pools`]) so a refresh never changes the pools under a decision.
+#[derive(Debug)]
+pub struct Pools {
+    pub config: Config,
+    /// The region's catalogue, restricted to the types some pool's requirements admit.
+    pub instance_types: Arc<[InstanceType]>,
+    /// Index of `instance_types`, built once: every consolidation plan reuses it.
+    pub type_index: TypeIndex,
+    /// Drift hash of each EC2NodeClass by name: stamped on claims at launch, compared by the
+    /// disruption planner.
+    pub node_class_hashes: BTreeMap<String, String>,
+    /// Read from the cluster: each object's verdict (empty for configured pools).
+    pub objects: Vec<Verdict>,
+    /// Each object's status as last listed or written, by kind and name: what a status write is
+    /// compared with (status changes do not change the fingerprint).
+    pub statuses: Mutex<BTreeMap<(ConfigKind, String), serde_json::Value>>,
+    /// The names and generations the pools were built from: a listing with the same is not
+    /// parsed again.
+    pub fingerprint: String,
+}
+
+impl Pools {
+    /// Derives everything from `config` for `region`.
+    pub fn build(region: &str, config: Config) -> Result<Pools> {
+        let mut instance_types = Catalogue::embedded().instance_types(region, &OverheadConfig::default());
+        if instance_types.is_empty() {
+            return Err(Error::config(
+                "AWS_REGION",
+                format!("{region:?} has no instance types in the catalogue"),
+            ));
+        }
+        // Only what some pool may launch: every plan prepares over this list.
+        instance_types.retain(|t| config.node_pools.iter().any(|p| p.admits_type(t)));
+        let instance_types: Arc<[InstanceType]> = instance_types.into();
+        let type_index = TypeIndex::new(&instance_types);
+        let node_class_hashes = config.node_class_hashes();
+        Ok(Pools {
+            config,
+            instance_types,
+            type_index,
+            node_class_hashes,
+            objects: Vec::new(),
+            statuses: Mutex::new(BTreeMap::new()),
+            fingerprint: String::new(),
+        })
+    }
+
+    /// The instance type named `name`, if some pool may launch it.
+    pub fn type_by_name(&self, name: &str) -> Option<&InstanceType> {
+        self.type_index.position(name).and_then(|i| self.instance_types.get(i))
+    }
+}
+
+/// Validated settings shared by all handlers. Clones share the current pools (one execution
+/// environment).
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub cluster: String,
     pub region: String,
-    pub config: Config,
-    /// The region's catalogue, restricted to the types some pool's requirements admit. Shared and
-    /// immutable, so `type_index` stays valid across clones.
-    pub instance_types: Arc<[InstanceType]>,
-    /// Index of `instance_types`, built once: every consolidation plan reuses it.
-    pub type_index: Arc<TypeIndex>,
-    /// Drift hash of each EC2NodeClass by name: stamped on claims at launch, compared by the
-    /// disruption planner.
-    pub node_class_hashes: BTreeMap<String, String>,
+    pub pool_source: PoolSource,
+    /// The pools from the configured YAML: used alone, or when the cluster has no NodePools.
+    configured: Arc<Pools>,
+    current: Arc<RwLock<Arc<Pools>>>,
+    /// When the cluster's pools were last listed (for [`crate::node_pools::POOLS_TTL_MS`]).
+    pub(crate) listed_at: Arc<Mutex<Option<EpochMillis>>>,
     pub rebalance: RebalancePolicy,
     pub registration_timeout_ms: i64,
     pub reservation_ttl_secs: i64,
@@ -114,31 +186,22 @@ pub struct Settings {
 impl Settings {
     /// Settings for tests and local runs.
     pub fn new(cluster: &str, region: &str, config: Config) -> Result<Settings> {
-        let mut instance_types = Catalogue::embedded().instance_types(region, &OverheadConfig::default());
-        if instance_types.is_empty() {
-            return Err(Error::config(
-                "AWS_REGION",
-                format!("{region:?} has no instance types in the catalogue"),
-            ));
-        }
-        // Only what some pool may launch: every plan prepares over this list.
-        instance_types.retain(|t| config.node_pools.iter().any(|p| p.admits_type(t)));
-        if instance_types.is_empty() && !config.node_pools.is_empty() {
+        let any_pool = !config.node_pools.is_empty();
+        let pools = Pools::build(region, config)?;
+        if pools.instance_types.is_empty() && any_pool {
             return Err(Error::config(
                 "NODEWRIGHT_NODEPOOLS",
                 format!("no instance type in {region:?} meets any NodePool's requirements"),
             ));
         }
-        let instance_types: Arc<[InstanceType]> = instance_types.into();
-        let type_index = Arc::new(TypeIndex::new(&instance_types));
-        let node_class_hashes = config.node_class_hashes();
+        let pools = Arc::new(pools);
         Ok(Settings {
-            node_class_hashes,
             cluster: cluster.into(),
             region: region.into(),
-            config,
-            instance_types,
-            type_index,
+            pool_source: PoolSource::Configured,
+            configured: Arc::clone(&pools),
+            current: Arc::new(RwLock::new(pools)),
+            listed_at: Arc::new(Mutex::new(None)),
             rebalance: RebalancePolicy::Replace,
             registration_timeout_ms: 15 * 60 * 1000,
             reservation_ttl_secs: RESERVATION_TTL_SECS,
@@ -148,9 +211,24 @@ impl Settings {
         })
     }
 
+    /// The pools now: one snapshot, to be used for a whole step.
+    pub fn pools(&self) -> Arc<Pools> {
+        Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The pools from the configured YAML.
+    pub fn configured_pools(&self) -> Arc<Pools> {
+        Arc::clone(&self.configured)
+    }
+
+    /// Makes `pools` the current pools (a refresh from the cluster).
+    pub fn set_pools(&self, pools: Arc<Pools>) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = pools;
+    }
+
     /// The instance type named `name`, if some pool may launch it.
-    pub fn type_by_name(&self, name: &str) -> Option<&InstanceType> {
-        self.type_index.position(name).and_then(|i| self.instance_types.get(i))
+    pub fn type_by_name(&self, name: &str) -> Option<InstanceType> {
+        self.pools().type_by_name(name).cloned()
     }
 
     /// Reads and validates the environment through `var` (std::env::var in the functions).
@@ -172,35 +250,55 @@ impl Settings {
             ));
         }
         let region = required("AWS_REGION")?;
-        let (text, source) = match (var("NODEWRIGHT_NODEPOOLS"), var("NODEWRIGHT_NODEPOOLS_FILE")) {
-            (Some(inline), _) if !inline.trim().is_empty() => (inline, "NODEWRIGHT_NODEPOOLS".to_string()),
-            (_, Some(path)) => (
-                std::fs::read_to_string(&path)
-                    .map_err(|e| Error::config("NODEWRIGHT_NODEPOOLS_FILE", format!("cannot read {path:?}: {e}")))?,
-                path,
-            ),
-            _ => {
+        let pool_source = match var("NODEWRIGHT_NODEPOOL_SOURCE").as_deref().map(str::trim) {
+            None | Some("") | Some("cluster") => PoolSource::Cluster,
+            Some("config") => PoolSource::Configured,
+            Some(other) => {
                 return Err(Error::config(
-                    "NODEWRIGHT_NODEPOOLS",
-                    "set NODEWRIGHT_NODEPOOLS (YAML) or NODEWRIGHT_NODEPOOLS_FILE (path)",
+                    "NODEWRIGHT_NODEPOOL_SOURCE",
+                    format!("{other:?} is not one of cluster, config"),
                 ));
             }
         };
-        let (config, warnings) =
-            Config::parse_strict(&text, &source).map_err(|e| Error::config("NODEWRIGHT_NODEPOOLS", e.to_string()))?;
-        for w in warnings {
-            tracing::warn!(warning = %w, "NodePool configuration");
-        }
-        if config.node_pools.is_empty() {
-            return Err(Error::config(
-                "NODEWRIGHT_NODEPOOLS",
-                "no NodePool in the configuration",
-            ));
-        }
+        let text = match (var("NODEWRIGHT_NODEPOOLS"), var("NODEWRIGHT_NODEPOOLS_FILE")) {
+            (Some(inline), _) if !inline.trim().is_empty() => Some((inline, "NODEWRIGHT_NODEPOOLS".to_string())),
+            (_, Some(path)) => Some((
+                std::fs::read_to_string(&path)
+                    .map_err(|e| Error::config("NODEWRIGHT_NODEPOOLS_FILE", format!("cannot read {path:?}: {e}")))?,
+                path,
+            )),
+            _ => None,
+        };
+        let config = match text {
+            Some((text, source)) => {
+                let (config, warnings) = Config::parse_strict(&text, &source)
+                    .map_err(|e| Error::config("NODEWRIGHT_NODEPOOLS", e.to_string()))?;
+                for w in warnings {
+                    tracing::warn!(warning = %w, "NodePool configuration");
+                }
+                if config.node_pools.is_empty() && pool_source == PoolSource::Configured {
+                    return Err(Error::config(
+                        "NODEWRIGHT_NODEPOOLS",
+                        "no NodePool in the configuration",
+                    ));
+                }
+                config
+            }
+            // The cluster's NodePools alone (none configured as a fallback).
+            None if pool_source == PoolSource::Cluster => Config::default(),
+            None => {
+                return Err(Error::config(
+                    "NODEWRIGHT_NODEPOOLS",
+                    "set NODEWRIGHT_NODEPOOLS (YAML) or NODEWRIGHT_NODEPOOLS_FILE (path), \
+                     or NODEWRIGHT_NODEPOOL_SOURCE=cluster",
+                ));
+            }
+        };
         let mut s = Settings::new(&cluster, &region, config).map_err(|e| match e {
             Error::Config { reason, .. } => Error::config("AWS_REGION", reason),
             other => other,
         })?;
+        s.pool_source = pool_source;
         if let Some(v) = var("NODEWRIGHT_REBALANCE") {
             s.rebalance = match v.trim() {
                 "replace" => RebalancePolicy::Replace,
@@ -250,8 +348,20 @@ mod tests {
             (vec![], "NODEWRIGHT_CLUSTER_NAME"),
             (vec![("NODEWRIGHT_CLUSTER_NAME", "prod")], "AWS_REGION"),
             (
-                vec![("NODEWRIGHT_CLUSTER_NAME", "prod"), ("AWS_REGION", "us-east-1")],
+                vec![
+                    ("NODEWRIGHT_CLUSTER_NAME", "prod"),
+                    ("AWS_REGION", "us-east-1"),
+                    ("NODEWRIGHT_NODEPOOL_SOURCE", "config"),
+                ],
                 "NODEWRIGHT_NODEPOOLS",
+            ),
+            (
+                vec![
+                    ("NODEWRIGHT_CLUSTER_NAME", "prod"),
+                    ("AWS_REGION", "us-east-1"),
+                    ("NODEWRIGHT_NODEPOOL_SOURCE", "crd"),
+                ],
+                "NODEWRIGHT_NODEPOOL_SOURCE",
             ),
             (
                 vec![("NODEWRIGHT_CLUSTER_NAME", "bad name!"), ("AWS_REGION", "us-east-1")],
@@ -295,6 +405,10 @@ mod tests {
         ]))
         .expect("valid");
         assert_eq!(ok.rebalance, RebalancePolicy::Cordon);
-        assert!(!ok.instance_types.is_empty());
+        assert_eq!(ok.pool_source, PoolSource::Cluster);
+        assert!(!ok.pools().instance_types.is_empty());
+        let from_cluster_only = Settings::from_env(env(&[("NODEWRIGHT_CLUSTER_NAME", "prod"), ("AWS_REGION", "us-east-1")]))
+            .expect("the cluster's NodePools alone");
+        assert!(from_cluster_only.pools().config.node_pools.is_empty());
     }
 }

@@ -180,7 +180,8 @@ async fn match_launch<S: State, C: Capacity, K: ClusterApi>(
             c.id.clone(),
         )
     });
-    let group_pool = deps.settings.config.node_pools.iter().find(|p| {
+    let pools = deps.settings.pools();
+    let group_pool = pools.config.node_pools.iter().find(|p| {
         matches!(&p.backing, nodewright_core::nodepool::PoolBacking::AutoScalingGroup { group_name, .. }
             if group_name == group)
     });
@@ -192,8 +193,8 @@ async fn match_launch<S: State, C: Capacity, K: ClusterApi>(
             });
             return Ok(());
         };
-        if let Some(pool) = deps.settings.config.node_pools.iter().find(|p| p.name == claim.pool) {
-            let delta = crate::provision::usage_of_pool_types(pool, &deps.settings.instance_types);
+        if let Some(pool) = deps.settings.pools().config.node_pools.iter().find(|p| p.name == claim.pool) {
+            let delta = crate::provision::usage_of_pool_types(pool, &deps.settings.pools().instance_types);
             let mut actions = Vec::new();
             fail_claim(
                 deps,
@@ -237,9 +238,10 @@ async fn match_launch<S: State, C: Capacity, K: ClusterApi>(
                 });
                 // Charged as the pool's largest type; now the group's choice is known, counted
                 // as what termination will release.
-                let claim_pool = deps.settings.config.node_pools.iter().find(|p| p.name == claim.pool);
+                let pools = deps.settings.pools();
+                let claim_pool = pools.config.node_pools.iter().find(|p| p.name == claim.pool);
                 if let (Some(pool), Some(t)) = (claim_pool, update.instance_type.as_deref()) {
-                    let types = &deps.settings.instance_types;
+                    let types = &pools.instance_types;
                     let charged = crate::provision::usage_of_pool_types(pool, types);
                     crate::provision::settle_usage(deps, pool, &charged, t, types).await?;
                 }
@@ -334,7 +336,7 @@ pub(crate) async fn instance_gone<S: State, C: Capacity, K: ClusterApi>(
     });
     let delta = usage_of_type(
         claim.instance_type.as_deref().unwrap_or(""),
-        &deps.settings.instance_types,
+        &deps.settings.pools().instance_types,
     );
     deps.state
         .release_usage(&claim.pool, &delta, claim.counted_in_flight())

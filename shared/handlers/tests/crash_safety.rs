@@ -16,8 +16,9 @@ use support::*;
 
 fn m6i_launch(deps: &MemDeps, claim: &str) -> ClaimLaunch {
     ClaimLaunch {
+        node_class: None,
         claim_id: claim.into(),
-        pool: deps.settings.config.node_pools[0].clone(),
+        pool: deps.settings.pools().config.node_pools[0].clone(),
         offerings: vec![nodewright_core::scheduler::InstanceOption {
             name: "m6i.large".into(),
             capacity_type: CapacityType::OnDemand,
@@ -192,7 +193,7 @@ async fn leaked_usage_is_corrected_once_the_difference_has_persisted() {
     use nodewright_handlers::consolidation::{USAGE_STABLE_MS, usage_of_claims};
     let deps = deps();
     sample_batch(&deps).await;
-    let types = &deps.settings.instance_types;
+    let types = &deps.settings.pools().instance_types;
     let truth = usage_of_claims(&deps.state.claim_records(), "general", types).unwrap();
     assert_eq!(
         deps.state.usage("general"),
@@ -205,7 +206,7 @@ async fn leaked_usage_is_corrected_once_the_difference_has_persisted() {
         gpus: 0,
         nodes: 1,
     };
-    let limits = deps.settings.config.node_pools[0].limits.clone();
+    let limits = deps.settings.pools().config.node_pools[0].limits.clone();
     deps.state.try_add_usage("general", &leak, &limits).await.unwrap();
     assert_ne!(deps.state.usage("general"), truth);
 
@@ -277,7 +278,7 @@ async fn stopping_then_terminated_before_ready_releases_the_in_flight_node() {
         nodewright_handlers::consolidation::usage_of_claims(
             &deps.state.claim_records(),
             "general",
-            &deps.settings.instance_types
+            &deps.settings.pools().instance_types
         ),
         "the counters equal what the live claims hold"
     );
@@ -343,7 +344,7 @@ async fn counters_taken_below_zero_are_corrected() {
     use nodewright_handlers::consolidation::{USAGE_STABLE_MS, usage_of_claims};
     let deps = deps();
     sample_batch(&deps).await;
-    let truth = usage_of_claims(&deps.state.claim_records(), "general", &deps.settings.instance_types).unwrap();
+    let truth = usage_of_claims(&deps.state.claim_records(), "general", &deps.settings.pools().instance_types).unwrap();
     let all = nodewright_core::ports::state::UsageDelta {
         cpu_milli: truth.cpu_milli,
         memory_bytes: truth.memory_bytes,
@@ -374,14 +375,14 @@ async fn leaked_usage_is_corrected_in_a_busy_pool() {
     use nodewright_handlers::consolidation::{USAGE_STABLE_MS, usage_of_claims};
     let deps = deps();
     sample_batch(&deps).await;
-    let types = &deps.settings.instance_types;
+    let types = &deps.settings.pools().instance_types;
     let leak = nodewright_core::ports::state::UsageDelta {
         cpu_milli: 4_000,
         memory_bytes: 16 << 30,
         gpus: 0,
         nodes: 1,
     };
-    let limits = deps.settings.config.node_pools[0].limits.clone();
+    let limits = deps.settings.pools().config.node_pools[0].limits.clone();
     deps.state.try_add_usage("general", &leak, &limits).await.unwrap();
 
     let mut corrected_at = None;

@@ -156,8 +156,8 @@ fn violations(deps: &MemDeps, pods: &[nodewright_core::Pod], retiring_allowed: b
             None => out.push(format!("pod {} on no live claim", p.name)),
         }
     }
-    for pool in &deps.settings.config.node_pools {
-        let want = usage_of_claims(&claims, &pool.name, &deps.settings.instance_types);
+    for pool in &deps.settings.pools().config.node_pools {
+        let want = usage_of_claims(&claims, &pool.name, &deps.settings.pools().instance_types);
         let have = deps.state.usage(&pool.name);
         if want.is_some_and(|w| w != have) {
             out.push(format!("pool {} counts {have:?}, its claims hold {want:?}", pool.name));

@@ -117,7 +117,7 @@ async fn pool_limits_hold_and_refused_pods_are_released() {
 async fn insufficient_capacity_falls_back_and_is_cached() {
     let deps = deps();
     // Exhaust every spot offering of every type the plan may pick in every zone.
-    for t in deps.settings.instance_types.iter() {
+    for t in deps.settings.pools().instance_types.iter() {
         for o in &t.offerings {
             if o.capacity_type == CapacityType::Spot {
                 deps.capacity.exhaust(CapacityType::Spot, &t.name, &o.zone);
@@ -162,7 +162,7 @@ async fn decide_one_more_pod(deps: &MemDeps, at: i64) -> nodewright_handlers::Ou
 #[tokio::test]
 async fn offerings_without_capacity_are_recorded_and_left_out_of_the_next_launch() {
     let deps = deps();
-    for t in deps.settings.instance_types.iter() {
+    for t in deps.settings.pools().instance_types.iter() {
         for o in &t.offerings {
             if o.capacity_type == CapacityType::Spot {
                 deps.capacity.exhaust(CapacityType::Spot, &t.name, &o.zone);
@@ -469,8 +469,9 @@ async fn consolidation_terminates_claims_never_registered() {
 async fn consolidation_adopts_instances_whose_record_was_lost() {
     let deps = deps();
     // An invocation launched but died before writing its claim: only the instance exists.
-    let pool = deps.settings.config.node_pools[0].clone();
+    let pool = deps.settings.pools().config.node_pools[0].clone();
     let launch = nodewright_handlers::ports::ClaimLaunch {
+        node_class: None,
         claim_id: "nc-lost".into(),
         pool,
         offerings: vec![nodewright_core::scheduler::InstanceOption {
@@ -588,7 +589,7 @@ async fn a_node_launched_under_a_changed_node_class_is_replaced_as_drifted() {
     all_ready(&deps).await;
     let (claim, node) = one_listed_node(&deps, vec![small_pod("web-0")]);
     // Claims carry the drift hash of the class they were launched under.
-    let launched_under = deps.settings.node_class_hashes["default"].clone();
+    let launched_under = deps.settings.pools().node_class_hashes["default"].clone();
     assert_eq!(claim.node_class_hash.as_deref(), Some(launched_under.as_str()));
 
     // Same class: nothing drifted (and consolidateAfter has not passed).
@@ -601,7 +602,7 @@ async fn a_node_launched_under_a_changed_node_class_is_replaced_as_drifted() {
         "subnetSelectorTerms: [{tags: {karpenter.sh/discovery: demo-v2}}]",
     );
     deps.settings = settings(&moved);
-    assert_ne!(deps.settings.node_class_hashes["default"], launched_under);
+    assert_ne!(deps.settings.pools().node_class_hashes["default"], launched_under);
     let o = run(Function::Consolidation, &deps, &tick(2), NOW + 40_000).await;
     assert_eq!(
         disruptions(&o),

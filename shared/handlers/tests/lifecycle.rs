@@ -69,10 +69,11 @@ async fn registration_writes_the_offerings_labels_and_every_pods_selector_then_m
 async fn a_node_ready_before_the_launch_is_recorded_keeps_the_instance() {
     let deps = deps();
     // An invocation launched but has not recorded the launch yet: the claim is Launching.
-    let pool = deps.settings.config.node_pools[0].clone();
+    let pool = deps.settings.pools().config.node_pools[0].clone();
     let record = ClaimRecord::launching("nc-early", &pool.name, Vec::new(), NOW);
     assert!(deps.state.create_claim(&record).await.unwrap());
     let launch = nodewright_handlers::ports::ClaimLaunch {
+        node_class: None,
         claim_id: "nc-early".into(),
         pool,
         offerings: vec![nodewright_core::scheduler::InstanceOption {
@@ -130,8 +131,9 @@ async fn lost_node_ready_and_old_adopted_instances_are_registered_not_reaped() {
     }
 
     // An instance whose record was lost, launched long ago, its node Ready: adopted and Ready.
-    let pool = deps.settings.config.node_pools[0].clone();
+    let pool = deps.settings.pools().config.node_pools[0].clone();
     let launch = nodewright_handlers::ports::ClaimLaunch {
+        node_class: None,
         claim_id: "nc-lost".into(),
         pool,
         offerings: vec![nodewright_core::scheduler::InstanceOption {
@@ -178,7 +180,7 @@ async fn draining_claim(deps: &MemDeps, grace_secs: Option<u64>) -> (ClaimRecord
     mirror.mirror = true;
     mirror.node_name = Some(node.clone());
     cluster.set_bound(vec![pod, mirror]);
-    assert!(grace_secs.is_none() || deps.settings.config.node_pools[0].termination_grace_period_secs == grace_secs);
+    assert!(grace_secs.is_none() || deps.settings.pools().config.node_pools[0].termination_grace_period_secs == grace_secs);
     for to in [ClaimState::Cordoned, ClaimState::Draining] {
         deps.state
             .transition_claim(&c.id, to, NOW, &ClaimUpdate::default())

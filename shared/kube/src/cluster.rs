@@ -67,7 +67,7 @@ impl Cluster {
     }
 
     /// Lists every page of `api` with `params`.
-    async fn list_all<K>(&self, api: &Api<K>, params: ListParams, operation: &str, kind: &'static str) -> Result<Vec<K>>
+    pub(crate) async fn list_all<K>(&self, api: &Api<K>, params: ListParams, operation: &str, kind: &'static str) -> Result<Vec<K>>
     where
         K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
     {

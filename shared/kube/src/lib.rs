@@ -11,6 +11,7 @@ mod cluster;
 mod connect;
 mod drain;
 mod error;
+pub mod objects;
 mod port;
 pub mod token;
 

@@ -4,6 +4,7 @@
 use crate::{Cluster, ClusterNode, Connection, DrainOptions, DrainReport, Listed, Result};
 use nodewright_core::Pod;
 use nodewright_core::disruption::Pdb;
+use nodewright_core::ports::cluster::{ConfigKind, ConfigObjects, ObjectEvent};
 
 use nodewright_core::ports::ClusterApi;
 
@@ -45,5 +46,14 @@ impl ClusterApi for KubeCluster {
     }
     async fn register_node(&self, node: &str, labels: &std::collections::BTreeMap<String, String>) -> Result<bool> {
         self.cluster().await?.register_node(node, labels).await
+    }
+    async fn config_objects(&self) -> Result<ConfigObjects> {
+        self.cluster().await?.config_objects().await
+    }
+    async fn write_status(&self, kind: ConfigKind, name: &str, status: &serde_json::Value) -> Result<bool> {
+        self.cluster().await?.write_status(kind, name, status).await
+    }
+    async fn record_events(&self, events: &[ObjectEvent]) -> Result<usize> {
+        self.cluster().await?.record_events(events).await
     }
 }

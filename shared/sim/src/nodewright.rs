@@ -79,7 +79,7 @@ impl NodewrightSim {
         let state = MemoryState::new();
         let capacity = MemoryCapacity::new(&settings.cluster);
         let cluster = MemoryCluster::new();
-        let prices = price_index(&settings.instance_types);
+        let prices = price_index(&settings.pools().instance_types);
         NodewrightSim {
             deps: Deps {
                 settings,

@@ -5,6 +5,7 @@
 
 mod duration;
 mod legacy;
+pub mod objects;
 mod parse;
 
 use std::collections::BTreeMap;
@@ -12,6 +13,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 pub use duration::{format_duration, parse_duration};
+pub use objects::{ClusterConfig, Verdict};
 
 use crate::model::Taint;
 use crate::requirements::Requirement;

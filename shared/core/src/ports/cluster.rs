@@ -110,3 +110,164 @@ pub struct DrainReport {
     /// and left for the next drain, never fatal to the rest.
     pub failed: Vec<(String, String)>,
 }
+
+/// The kinds of configuration object the functions read from the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ConfigKind {
+    /// `karpenter.sh/v1` `NodePool`.
+    NodePool,
+    /// `karpenter.k8s.aws/v1` `EC2NodeClass`.
+    Ec2NodeClass,
+}
+
+impl ConfigKind {
+    pub fn kind(self) -> &'static str {
+        match self {
+            ConfigKind::NodePool => "NodePool",
+            ConfigKind::Ec2NodeClass => "EC2NodeClass",
+        }
+    }
+    pub fn api_version(self) -> &'static str {
+        match self {
+            ConfigKind::NodePool => "karpenter.sh/v1",
+            ConfigKind::Ec2NodeClass => "karpenter.k8s.aws/v1",
+        }
+    }
+}
+
+/// A NodePool or EC2NodeClass as the API server holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigObject {
+    pub kind: ConfigKind,
+    pub name: String,
+    /// `metadata.generation`: bumped by the API server on every spec change (conditions carry it
+    /// as `observedGeneration`).
+    pub generation: i64,
+    /// The whole object (`apiVersion`, `kind`, `metadata`, `spec`, `status`).
+    pub object: serde_json::Value,
+}
+
+impl ConfigObject {
+    /// The object's `status`, or null.
+    pub fn status(&self) -> &serde_json::Value {
+        self.object.get("status").unwrap_or(&serde_json::Value::Null)
+    }
+}
+
+/// Every NodePool and EC2NodeClass in the cluster.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConfigObjects {
+    /// False when the API server does not serve the kinds (no Karpenter CRDs and none of ours).
+    pub served: bool,
+    pub node_pools: Vec<ConfigObject>,
+    pub node_classes: Vec<ConfigObject>,
+}
+
+/// Whether an Event reports normal operation or a problem (`kubectl describe` shows both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
+
+/// The object an Event is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventObject {
+    /// `Pod` or `Node`.
+    pub kind: &'static str,
+    /// Empty for cluster-scoped objects (nodes); the Event is then written to `default`.
+    pub namespace: String,
+    pub name: String,
+    pub uid: Option<String>,
+}
+
+impl EventObject {
+    pub fn pod(namespace: &str, name: &str, uid: Option<&str>) -> Self {
+        EventObject {
+            kind: "Pod",
+            namespace: namespace.into(),
+            name: name.into(),
+            uid: uid.map(str::to_string),
+        }
+    }
+    pub fn node(name: &str) -> Self {
+        EventObject {
+            kind: "Node",
+            namespace: String::new(),
+            name: name.into(),
+            uid: None,
+        }
+    }
+}
+
+/// A Kubernetes Event to record (events.k8s.io/v1), as Karpenter records them: what happened to a
+/// pod or node and why, so `kubectl describe` shows Nodewright's decisions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectEvent {
+    pub regarding: EventObject,
+    pub event_type: EventType,
+    /// CamelCase, e.g. `Nominated`, `FailedScheduling`, `DisruptionTerminating`.
+    pub reason: String,
+    /// What Nodewright did (`Provision`, `Disrupt`, `Interrupt`).
+    pub action: &'static str,
+    /// Human-readable, at most [`EVENT_NOTE_MAX`] bytes (the API server's limit is 1 KiB).
+    pub note: String,
+    /// When it happened (epoch ms); not part of [`ObjectEvent::name`].
+    pub time: super::EpochMillis,
+}
+
+/// The API server refuses longer Event notes.
+pub const EVENT_NOTE_MAX: usize = 1024;
+/// At most this many Events are posted per invocation; the rest are dropped and counted (a burst
+/// of 10,000 pending pods must not become 10,000 API calls).
+pub const MAX_EVENTS_PER_INVOCATION: usize = 100;
+
+impl ObjectEvent {
+    pub fn new(
+        regarding: EventObject,
+        event_type: EventType,
+        reason: &str,
+        action: &'static str,
+        note: impl Into<String>,
+    ) -> Self {
+        let mut note: String = note.into();
+        if note.len() > EVENT_NOTE_MAX {
+            let mut cut = EVENT_NOTE_MAX - 3;
+            while !note.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            note.truncate(cut);
+            note.push_str("...");
+        }
+        ObjectEvent {
+            regarding,
+            event_type,
+            reason: reason.into(),
+            action,
+            note,
+            time: 0,
+        }
+    }
+
+    /// A name that is the same for the same object, reason and note: a retried or duplicated
+    /// invocation creates the same name, and the API server refuses the second (409), which is how
+    /// Events are deduplicated without reading them back.
+    pub fn name(&self) -> String {
+        let digest = crate::digest::fnv1a_hex(
+            format!(
+                "{}/{}/{}/{}/{}/{}",
+                self.regarding.kind,
+                self.regarding.namespace,
+                self.regarding.name,
+                self.regarding.uid.as_deref().unwrap_or(""),
+                self.reason,
+                self.note
+            )
+            .bytes(),
+        );
+        // Object names are at most 253 characters; keep the regarding name readable.
+        let mut base: String = self.regarding.name.chars().take(200).collect();
+        base.make_ascii_lowercase();
+        format!("{base}.{digest}")
+    }
+}

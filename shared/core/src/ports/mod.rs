@@ -20,7 +20,7 @@ use crate::nodepool::Limits;
 use crate::scheduler::InstanceOption;
 use crate::{CapacityType, NodePool, Pod};
 use capacity::{InstanceSummary, LaunchOutcome};
-use cluster::{ClusterNode, DrainOptions, DrainReport, Listed};
+use cluster::{ClusterNode, ConfigKind, ConfigObjects, DrainOptions, DrainReport, Listed, ObjectEvent};
 use state::{
     ClaimRecord, ClaimUpdate, EventStart, Holder, PoolUsage, TransitionOutcome, UnavailableOffering, UsageDecision,
     UsageDelta, UsageDrift, UsageSnapshot,
@@ -143,6 +143,9 @@ pub trait State: Send + Sync {
 pub struct ClaimLaunch {
     pub claim_id: String,
     pub pool: NodePool,
+    /// The pool's EC2NodeClass as the decision saw it (the cluster's pools change at run time);
+    /// None: the adapter's configured class of the pool's `nodeClassRef`.
+    pub node_class: Option<crate::nodepool::Ec2NodeClass>,
     /// Offerings the claim may use (cheapest first).
     pub offerings: Vec<InstanceOption>,
 }
@@ -197,4 +200,17 @@ pub trait ClusterApi: Send + Sync {
         node: &str,
         labels: &std::collections::BTreeMap<String, String>,
     ) -> impl Future<Output = KubeResult<bool>> + Send;
+    /// Every NodePool and EC2NodeClass (`served: false` when the API has no such kinds).
+    fn config_objects(&self) -> impl Future<Output = KubeResult<ConfigObjects>> + Send;
+    /// Merge-patches the status subresource of a NodePool or EC2NodeClass; false when the object
+    /// is gone.
+    fn write_status(
+        &self,
+        kind: ConfigKind,
+        name: &str,
+        status: &serde_json::Value,
+    ) -> impl Future<Output = KubeResult<bool>> + Send;
+    /// Creates the Events; one whose name exists already (the same object, reason and note) is a
+    /// duplicate and skipped. Returns how many were created.
+    fn record_events(&self, events: &[ObjectEvent]) -> impl Future<Output = KubeResult<usize>> + Send;
 }

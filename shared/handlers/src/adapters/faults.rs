@@ -16,7 +16,9 @@ use nodewright_core::disruption::Pdb;
 use nodewright_core::model::ClaimState;
 use nodewright_core::nodepool::Limits;
 use nodewright_core::ports::capacity::{InstanceSummary, LaunchOutcome};
-use nodewright_core::ports::cluster::{ClusterNode, DrainOptions, DrainReport, Listed};
+use nodewright_core::ports::cluster::{
+    ClusterNode, ConfigKind, ConfigObjects, DrainOptions, DrainReport, Listed, ObjectEvent,
+};
 use nodewright_core::ports::state::{
     ClaimRecord, ClaimUpdate, EventStart, Holder, PoolUsage, TransitionOutcome, UnavailableOffering, UsageDecision,
     UsageDelta, UsageDrift, UsageSnapshot,
@@ -227,6 +229,9 @@ pub const PORT_METHODS: &[(&str, &[&str])] = &[
             "drain",
             "delete_node",
             "register_node",
+            "config_objects",
+            "write_status",
+            "record_events",
         ],
     ),
 ];
@@ -583,6 +588,19 @@ impl<K: ClusterApi> ClusterApi for FaultyCluster<K> {
     async fn register_node(&self, node: &str, labels: &std::collections::BTreeMap<String, String>) -> KubeResult<bool> {
         self.faults
             .gate("register_node", self.inner.register_node(node, labels))
+            .await
+    }
+    async fn config_objects(&self) -> KubeResult<ConfigObjects> {
+        self.faults.gate("config_objects", self.inner.config_objects()).await
+    }
+    async fn write_status(&self, kind: ConfigKind, name: &str, status: &serde_json::Value) -> KubeResult<bool> {
+        self.faults
+            .gate("write_status", self.inner.write_status(kind, name, status))
+            .await
+    }
+    async fn record_events(&self, events: &[ObjectEvent]) -> KubeResult<usize> {
+        self.faults
+            .gate("record_events", self.inner.record_events(events))
             .await
     }
 }

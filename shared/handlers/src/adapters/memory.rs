@@ -9,7 +9,9 @@ use nodewright_core::disruption::Pdb;
 use nodewright_core::model::{ClaimState, Transition};
 use nodewright_core::nodepool::Limits;
 use nodewright_core::ports::capacity::{InstanceSummary, LaunchOutcome, fleet};
-use nodewright_core::ports::cluster::{ClusterNode, DrainMode, DrainOptions, DrainReport, Listed};
+use nodewright_core::ports::cluster::{
+    ClusterNode, ConfigKind, ConfigObject, ConfigObjects, DrainMode, DrainOptions, DrainReport, Listed, ObjectEvent,
+};
 use nodewright_core::ports::state::{
     ClaimRecord, ClaimUpdate, EventStart, Holder, IDEMPOTENCY_LEASE_SECS, IDEMPOTENCY_TTL_SECS,
     OFFERING_UNAVAILABLE_SECS, PoolUsage, Reservation, StateView, TransitionOutcome, UnavailableOffering,
@@ -1125,6 +1127,13 @@ struct ClusterData {
     /// moving between a handler's read and its write).
     bound_lists: usize,
     bound_change: Option<(usize, Vec<Pod>)>,
+    /// Whether the API serves NodePools and EC2NodeClasses (their CRDs are installed).
+    config_served: bool,
+    /// NodePools and EC2NodeClasses as the API server holds them.
+    config: BTreeMap<(ConfigKind, String), serde_json::Value>,
+    /// Events created, by name (a second create of a name is refused, as the API server does).
+    events: BTreeMap<String, ObjectEvent>,
+    duplicate_events: usize,
 }
 
 impl ClusterData {
@@ -1182,6 +1191,47 @@ impl MemoryCluster {
     pub fn writes(&self) -> Vec<ClusterWrite> {
         lock(&self.data).writes.clone()
     }
+    /// `kubectl apply` of a NodePool or EC2NodeClass: the API server keeps the status, sets the
+    /// generation to 1 on create and bumps it when the spec changes (not on metadata or status).
+    /// Serves the kinds from now on (as when their CRDs are installed).
+    pub fn apply_config(&self, kind: ConfigKind, object: serde_json::Value) {
+        let mut d = lock(&self.data);
+        d.config_served = true;
+        let name = object["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let mut object = object;
+        let key = (kind, name);
+        let (generation, status) = match d.config.get(&key) {
+            Some(old) => {
+                let g = old["metadata"]["generation"].as_i64().unwrap_or(1);
+                let g = if old.get("spec") == object.get("spec") { g } else { g + 1 };
+                (g, old.get("status").cloned())
+            }
+            None => (1, None),
+        };
+        object["metadata"]["generation"] = generation.into();
+        match status {
+            Some(s) => object["status"] = s,
+            None => {
+                if let Some(m) = object.as_object_mut() {
+                    m.remove("status");
+                }
+            }
+        }
+        d.config.insert(key, object);
+    }
+    /// `kubectl delete` of a NodePool or EC2NodeClass.
+    pub fn delete_config(&self, kind: ConfigKind, name: &str) {
+        lock(&self.data).config.remove(&(kind, name.to_string()));
+    }
+    /// A NodePool or EC2NodeClass as the API holds it now (with its status).
+    pub fn config_object(&self, kind: ConfigKind, name: &str) -> Option<serde_json::Value> {
+        lock(&self.data).config.get(&(kind, name.to_string())).cloned()
+    }
+    /// The Events created, and how many creates were refused as duplicates.
+    pub fn events(&self) -> (Vec<ObjectEvent>, usize) {
+        let d = lock(&self.data);
+        (d.events.values().cloned().collect(), d.duplicate_events)
+    }
     pub fn set_daemonsets(&self, pods: Vec<Pod>) {
         lock(&self.data).daemonsets = pods;
     }
@@ -1221,6 +1271,53 @@ impl MemoryCluster {
 }
 
 impl ClusterApi for MemoryCluster {
+    async fn config_objects(&self) -> nodewright_core::ports::KubeResult<ConfigObjects> {
+        let d = lock(&self.data);
+        let mut out = ConfigObjects {
+            served: d.config_served,
+            ..Default::default()
+        };
+        for ((kind, name), object) in &d.config {
+            let o = ConfigObject {
+                kind: *kind,
+                name: name.clone(),
+                generation: object["metadata"]["generation"].as_i64().unwrap_or(1),
+                object: object.clone(),
+            };
+            match kind {
+                ConfigKind::NodePool => out.node_pools.push(o),
+                ConfigKind::Ec2NodeClass => out.node_classes.push(o),
+            }
+        }
+        Ok(out)
+    }
+    async fn write_status(
+        &self,
+        kind: ConfigKind,
+        name: &str,
+        status: &serde_json::Value,
+    ) -> nodewright_core::ports::KubeResult<bool> {
+        let mut d = lock(&self.data);
+        let Some(object) = d.config.get_mut(&(kind, name.to_string())) else {
+            return Ok(false);
+        };
+        object["status"] = status.clone();
+        Ok(true)
+    }
+    async fn record_events(&self, events: &[ObjectEvent]) -> nodewright_core::ports::KubeResult<usize> {
+        let mut d = lock(&self.data);
+        let mut created = 0;
+        for e in events {
+            match d.events.entry(e.name()) {
+                std::collections::btree_map::Entry::Occupied(_) => d.duplicate_events += 1,
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(e.clone());
+                    created += 1;
+                }
+            }
+        }
+        Ok(created)
+    }
     async fn unschedulable_pods(&self) -> nodewright_core::ports::KubeResult<Listed<Pod>> {
         Ok(Listed {
             items: lock(&self.data).pending.clone(),
@@ -1384,6 +1481,7 @@ mod tests {
 
     fn launch(claim: &str, offerings: Vec<InstanceOption>) -> ClaimLaunch {
         ClaimLaunch {
+            node_class: None,
             claim_id: claim.into(),
             pool: nodewright_core::NodePool::new("general"),
             offerings,

@@ -181,7 +181,8 @@ pub async fn check(
         }
     }
 
-    for pool in &settings.config.node_pools {
+    let pools = settings.pools();
+    for pool in &pools.config.node_pools {
         let snapshot = state.usage_snapshot(&pool.name).await;
         if let Ok(s) = &snapshot
             && s.negative
@@ -191,7 +192,7 @@ pub async fn check(
                 format!("pool {} has a counter below zero", pool.name),
             ));
         }
-        let held = usage_of_claims(&claims, &pool.name, &settings.instance_types);
+        let held = usage_of_claims(&claims, &pool.name, &pools.instance_types);
         if let Some(held) = held {
             if let Some(cpu_limit) = pool.limits.of(Resource::Cpu)
                 && held.cpu_milli > cpu_limit
@@ -309,7 +310,7 @@ pub async fn check(
         // A pod no pool may take without passing its limit stays pending, as in Karpenter (the
         // scheduler said so, or plainly no pool has the room); anything else must be on its way.
         let room_for = |pod: &Pod| {
-            settings.config.node_pools.iter().any(|p| {
+            pools.config.node_pools.iter().any(|p| {
                 let selected = pod.node_selector.iter().all(|(k, v)| p.labels.get(k) == Some(v));
                 let used = state.usage(&p.name).cpu_milli;
                 selected

@@ -257,7 +257,7 @@ impl<'o> Story<'o> {
         // says (the pool's labels and taints).
         let capacity = MemoryCapacity::new(&settings.cluster);
         capacity.declare_group(GROUP, GROUP_MAX, "m5.xlarge", "us-east-1a");
-        if let Some(pool) = settings.config.node_pools.iter().find(|p| p.name == "batch") {
+        if let Some(pool) = settings.pools().config.node_pools.iter().find(|p| p.name == "batch") {
             capacity.set_group_user_data_for(GROUP, pool);
         }
         let mut rng = Rng::new(seed ^ 0x5EED_C4A0_5000_0000);
@@ -985,8 +985,9 @@ impl<'o> Story<'o> {
 
     fn usage_conserved(&self) -> bool {
         let claims = self.state.claim_records();
-        self.settings.config.node_pools.iter().all(|p| {
-            nodewright_handlers::consolidation::usage_of_claims(&claims, &p.name, &self.settings.instance_types)
+        let pools = self.settings.pools();
+        pools.config.node_pools.iter().all(|p| {
+            nodewright_handlers::consolidation::usage_of_claims(&claims, &p.name, &pools.instance_types)
                 .is_none_or(|held| held == self.state.usage(&p.name))
         })
     }
