@@ -982,7 +982,11 @@ async fn disrupt<S: State, C: Capacity, K: ClusterApi>(
             }
             continue;
         }
-        let how = if action.replacements.is_empty() { "Delete" } else { "Replace" };
+        let how = if action.replacements.is_empty() {
+            "Delete"
+        } else {
+            "Replace"
+        };
         for node in &action.nodes {
             out.events.push(crate::events::node(
                 node,

@@ -10,8 +10,8 @@
 use std::collections::HashMap;
 
 use nodewright_core::Pod;
-use nodewright_core::ports::{ClusterApi, EpochMillis};
 use nodewright_core::ports::cluster::{EventObject, EventType, MAX_EVENTS_PER_INVOCATION, ObjectEvent};
+use nodewright_core::ports::{ClusterApi, EpochMillis};
 
 use crate::outcome::{Action, Outcome};
 
@@ -120,6 +120,10 @@ pub async fn post<K: ClusterApi>(cluster: Option<&K>, outcome: &mut Outcome, now
         Err(e) => tracing::warn!(error = %e, events = events.len(), "posting events failed"),
     }
     if dropped > 0 {
-        tracing::info!(dropped, limit = MAX_EVENTS_PER_INVOCATION, "events over the limit not posted");
+        tracing::info!(
+            dropped,
+            limit = MAX_EVENTS_PER_INVOCATION,
+            "events over the limit not posted"
+        );
     }
 }

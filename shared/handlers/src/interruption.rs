@@ -67,7 +67,10 @@ pub async fn handle<S: State, C: Capacity, K: ClusterApi>(
             "Capacity reservation interruption warning was triggered",
         ),
         Event::ScheduledChange { .. } => ("ScheduledChange", "AWS Health scheduled change for the instance"),
-        _ => ("SpotRebalanceRecommendation", "EC2 rebalance recommendation was triggered"),
+        _ => (
+            "SpotRebalanceRecommendation",
+            "EC2 rebalance recommendation was triggered",
+        ),
     };
     let key = format!("{}/{}", function.name(), envelope.id);
     let event_id = envelope.id.clone();

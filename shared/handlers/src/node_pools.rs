@@ -141,13 +141,7 @@ pub async fn write_statuses<S: State, K: ClusterApi>(
             .cloned()
             .unwrap_or_default();
         let usage = match verdict.kind {
-            ConfigKind::NodePool => Some(
-                state
-                    .usage_snapshot(&verdict.name)
-                    .await
-                    .map_err(Error::from)?
-                    .usage,
-            ),
+            ConfigKind::NodePool => Some(state.usage_snapshot(&verdict.name).await.map_err(Error::from)?.usage),
             ConfigKind::Ec2NodeClass => None,
         };
         let Some(status) = desired_status(verdict, &current, usage.as_ref(), &stamp) else {
@@ -160,7 +154,11 @@ pub async fn write_statuses<S: State, K: ClusterApi>(
         written += 1;
         match cluster.write_status(verdict.kind, &verdict.name, &status).await {
             Ok(_) => {
-                pools.statuses.lock().unwrap_or_else(|p| p.into_inner()).insert(key, status);
+                pools
+                    .statuses
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key, status);
             }
             Err(e) => out.push(Action::StepFailed {
                 step: "status".into(),

@@ -445,8 +445,7 @@ async fn plan_and_launch<S: State, C: Capacity, K: ClusterApi>(
                     .transfer_pod(u, holder, &Holder::Claim(claim.id.clone()), now, ttl)
                     .await?;
             }
-            out.events
-                .extend(crate::events::for_packed(&by_uid, &claim.id, &uids));
+            out.events.extend(crate::events::for_packed(&by_uid, &claim.id, &uids));
             out.push(Action::PackedOntoClaim {
                 claim: claim.id.clone(),
                 pods: uids.len(),

@@ -97,10 +97,7 @@ pub(crate) fn claim_labels<S, C, K>(deps: &Deps<S, C, K>, claim: &ClaimRecord) -
             &fallback
         }
     };
-    let t = claim
-        .instance_type
-        .as_deref()
-        .and_then(|n| pools.type_by_name(n));
+    let t = claim.instance_type.as_deref().and_then(|n| pools.type_by_name(n));
     registration::node_labels(
         pool,
         t,

@@ -407,8 +407,9 @@ mod tests {
         assert_eq!(ok.rebalance, RebalancePolicy::Cordon);
         assert_eq!(ok.pool_source, PoolSource::Cluster);
         assert!(!ok.pools().instance_types.is_empty());
-        let from_cluster_only = Settings::from_env(env(&[("NODEWRIGHT_CLUSTER_NAME", "prod"), ("AWS_REGION", "us-east-1")]))
-            .expect("the cluster's NodePools alone");
+        let from_cluster_only =
+            Settings::from_env(env(&[("NODEWRIGHT_CLUSTER_NAME", "prod"), ("AWS_REGION", "us-east-1")]))
+                .expect("the cluster's NodePools alone");
         assert!(from_cluster_only.pools().config.node_pools.is_empty());
     }
 }

@@ -193,7 +193,14 @@ async fn match_launch<S: State, C: Capacity, K: ClusterApi>(
             });
             return Ok(());
         };
-        if let Some(pool) = deps.settings.pools().config.node_pools.iter().find(|p| p.name == claim.pool) {
+        if let Some(pool) = deps
+            .settings
+            .pools()
+            .config
+            .node_pools
+            .iter()
+            .find(|p| p.name == claim.pool)
+        {
             let delta = crate::provision::usage_of_pool_types(pool, &deps.settings.pools().instance_types);
             let mut actions = Vec::new();
             fail_claim(

@@ -344,7 +344,12 @@ async fn counters_taken_below_zero_are_corrected() {
     use nodewright_handlers::consolidation::{USAGE_STABLE_MS, usage_of_claims};
     let deps = deps();
     sample_batch(&deps).await;
-    let truth = usage_of_claims(&deps.state.claim_records(), "general", &deps.settings.pools().instance_types).unwrap();
+    let truth = usage_of_claims(
+        &deps.state.claim_records(),
+        "general",
+        &deps.settings.pools().instance_types,
+    )
+    .unwrap();
     let all = nodewright_core::ports::state::UsageDelta {
         cpu_milli: truth.cpu_milli,
         memory_bytes: truth.memory_bytes,

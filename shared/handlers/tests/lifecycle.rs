@@ -180,7 +180,9 @@ async fn draining_claim(deps: &MemDeps, grace_secs: Option<u64>) -> (ClaimRecord
     mirror.mirror = true;
     mirror.node_name = Some(node.clone());
     cluster.set_bound(vec![pod, mirror]);
-    assert!(grace_secs.is_none() || deps.settings.pools().config.node_pools[0].termination_grace_period_secs == grace_secs);
+    assert!(
+        grace_secs.is_none() || deps.settings.pools().config.node_pools[0].termination_grace_period_secs == grace_secs
+    );
     for to in [ClaimState::Cordoned, ClaimState::Draining] {
         deps.state
             .transition_claim(&c.id, to, NOW, &ClaimUpdate::default())

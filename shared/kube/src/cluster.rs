@@ -67,7 +67,13 @@ impl Cluster {
     }
 
     /// Lists every page of `api` with `params`.
-    pub(crate) async fn list_all<K>(&self, api: &Api<K>, params: ListParams, operation: &str, kind: &'static str) -> Result<Vec<K>>
+    pub(crate) async fn list_all<K>(
+        &self,
+        api: &Api<K>,
+        params: ListParams,
+        operation: &str,
+        kind: &'static str,
+    ) -> Result<Vec<K>>
     where
         K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
     {

@@ -494,3 +494,141 @@ async fn a_call_that_hangs_times_out_with_a_typed_error() {
     assert!(matches!(err, Error::Timeout { seconds: 3, .. }), "{err:?}");
     server.abort();
 }
+
+fn nodepool(name: &str, generation: i64) -> Value {
+    json!({
+        "apiVersion": "karpenter.sh/v1", "kind": "NodePool",
+        "metadata": {"name": name, "generation": generation, "resourceVersion": "5"},
+        "spec": {"template": {"spec": {"requirements": []}}},
+        "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+    })
+}
+
+#[tokio::test]
+async fn lists_nodepools_and_classes_across_pages_and_says_when_the_kinds_are_not_served() {
+    let (cluster, server) = mock(vec![
+        expect("GET", "/apis/karpenter.sh/v1/nodepools?&limit=2").respond(
+            200,
+            // A list's items carry no apiVersion and kind; the adapter sets them.
+            json!({"apiVersion": "karpenter.sh/v1", "kind": "NodePoolList", "metadata": {"continue": "p2"},
+                   "items": [{"metadata": {"name": "a", "generation": 3}, "spec": {}}, nodepool("b", 1)]}),
+        ),
+        expect("GET", "/apis/karpenter.sh/v1/nodepools?&limit=2&continue=p2").respond(
+            200,
+            json!({"apiVersion": "karpenter.sh/v1", "kind": "NodePoolList", "metadata": {}, "items": [nodepool("c", 2)]}),
+        ),
+        expect("GET", "/apis/karpenter.k8s.aws/v1/ec2nodeclasses?&limit=2").respond(
+            200,
+            json!({"apiVersion": "karpenter.k8s.aws/v1", "kind": "EC2NodeClassList", "metadata": {}, "items": []}),
+        ),
+        // No CRDs: both kinds answer 404.
+        expect("GET", "/apis/karpenter.sh/v1/nodepools?&limit=2").respond(
+            404,
+            status(404, "NotFound", "the server could not find the requested resource"),
+        ),
+        expect("GET", "/apis/karpenter.k8s.aws/v1/ec2nodeclasses?&limit=2").respond(
+            404,
+            status(404, "NotFound", "the server could not find the requested resource"),
+        ),
+    ]);
+    let listed = cluster.config_objects().await.unwrap();
+    assert!(listed.served);
+    let names: Vec<(&str, i64)> = listed
+        .node_pools
+        .iter()
+        .map(|o| (o.name.as_str(), o.generation))
+        .collect();
+    assert_eq!(names, [("a", 3), ("b", 1), ("c", 2)]);
+    assert_eq!(listed.node_pools[0].object["kind"], "NodePool");
+    assert_eq!(listed.node_pools[0].object["apiVersion"], "karpenter.sh/v1");
+    assert_eq!(listed.node_pools[1].status()["conditions"][0]["type"], "Ready");
+    let none = cluster.config_objects().await.unwrap();
+    assert!(!none.served && none.node_pools.is_empty());
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn status_is_a_merge_patch_of_the_status_subresource() {
+    let status_doc = json!({"conditions": [{"type": "Ready", "status": "True"}], "resources": {"nodes": "2"}});
+    let (cluster, server) = mock(vec![
+        expect("PATCH", "/apis/karpenter.sh/v1/nodepools/web/status?")
+            .body(json!({"status": status_doc}))
+            .respond(200, nodepool("web", 1)),
+        expect("PATCH", "/apis/karpenter.k8s.aws/v1/ec2nodeclasses/gone/status?")
+            .body(json!({"status": status_doc}))
+            .respond(404, status(404, "NotFound", "ec2nodeclasses \"gone\" not found")),
+    ]);
+    use nodewright_core::ports::cluster::ConfigKind;
+    assert!(
+        cluster
+            .write_status(ConfigKind::NodePool, "web", &status_doc)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !cluster
+            .write_status(ConfigKind::Ec2NodeClass, "gone", &status_doc)
+            .await
+            .unwrap()
+    );
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn events_are_created_under_their_deterministic_name_and_a_duplicate_is_skipped() {
+    use nodewright_core::ports::cluster::{EventObject, EventType, ObjectEvent};
+    let mut pod_event = ObjectEvent::new(
+        EventObject::pod("shop", "web-1", Some("uid-1")),
+        EventType::Normal,
+        "Nominated",
+        "Provision",
+        "Pod should schedule on: nodeclaim/general-abc",
+    );
+    pod_event.time = 1_795_255_200_000;
+    let mut node_event = ObjectEvent::new(
+        EventObject::node("ip-10-0-0-1.ec2.internal"),
+        EventType::Warning,
+        "SpotInterrupted",
+        "Interrupt",
+        "x".repeat(5000),
+    );
+    node_event.time = 1_795_255_200_000;
+    assert!(node_event.note.len() <= 1024, "notes are cut to the API server's limit");
+    let pod_name = pod_event.name();
+    let node_name = node_event.name();
+    assert!(node_name.starts_with("ip-10-0-0-1.ec2.internal."), "{node_name}");
+    assert_eq!(pod_name, pod_event.clone().name(), "the same event, the same name");
+    let mut other = pod_event.clone();
+    other.time += 60_000;
+    assert_eq!(other.name(), pod_name, "time is not part of the name");
+    let (cluster, server) = mock(vec![
+        expect("POST", "/apis/events.k8s.io/v1/namespaces/shop/events?")
+            .body(json!({
+                "apiVersion": "events.k8s.io/v1", "kind": "Event",
+                "metadata": {"name": pod_name, "namespace": "shop"},
+                "eventTime": "2026-11-21T10:00:00.000000Z",
+                "reportingController": "nodewright.io/nodewright",
+                "reportingInstance": "nodewright.io/nodewright",
+                "action": "Provision", "reason": "Nominated", "type": "Normal",
+                "note": "Pod should schedule on: nodeclaim/general-abc",
+                "regarding": {"apiVersion": "v1", "kind": "Pod", "namespace": "shop", "name": "web-1", "uid": "uid-1"},
+            }))
+            .respond(409, status(409, "AlreadyExists", "events \"x\" already exists")),
+        // A node is cluster-scoped: its Event lives in `default`, regarding has no namespace.
+        expect("POST", "/apis/events.k8s.io/v1/namespaces/default/events?")
+            .body(json!({
+                "apiVersion": "events.k8s.io/v1", "kind": "Event",
+                "metadata": {"name": node_name, "namespace": "default"},
+                "eventTime": "2026-11-21T10:00:00.000000Z",
+                "reportingController": "nodewright.io/nodewright",
+                "reportingInstance": "nodewright.io/nodewright",
+                "action": "Interrupt", "reason": "SpotInterrupted", "type": "Warning",
+                "note": format!("{}...", "x".repeat(1021)),
+                "regarding": {"apiVersion": "v1", "kind": "Node", "name": "ip-10-0-0-1.ec2.internal"},
+            }))
+            .respond(201, json!({})),
+    ]);
+    let created = cluster.record_events(&[pod_event, node_event]).await;
+    server.await.unwrap();
+    assert_eq!(created.unwrap(), 1, "the duplicate (409) is skipped, not an error");
+}

@@ -183,7 +183,13 @@ fn conditions(verdict: &Verdict) -> Vec<Value> {
     if verdict.node_class_problem.is_some() {
         unready.push("NodeClassReady=False");
     }
-    out.push(condition("Ready", unready.is_empty(), "UnhealthyDependents", &unready.join(", "), g));
+    out.push(condition(
+        "Ready",
+        unready.is_empty(),
+        "UnhealthyDependents",
+        &unready.join(", "),
+        g,
+    ));
     out
 }
 
@@ -199,11 +205,7 @@ fn resources(usage: &PoolUsage) -> Value {
     } else {
         usage.memory_bytes.to_string()
     };
-    let mut r = BTreeMap::from([
-        ("cpu", cpu),
-        ("memory", memory),
-        ("nodes", usage.nodes.to_string()),
-    ]);
+    let mut r = BTreeMap::from([("cpu", cpu), ("memory", memory), ("nodes", usage.nodes.to_string())]);
     if usage.gpus > 0 {
         r.insert("nvidia.com/gpu", usage.gpus.to_string());
     }
@@ -213,7 +215,12 @@ fn resources(usage: &PoolUsage) -> Value {
 /// The status to write on the object, or None when what it carries already says the same (no
 /// write, so a minute's consolidation run does not churn every object). A condition keeps its
 /// `lastTransitionTime` while its status holds.
-pub fn desired_status(verdict: &Verdict, current: &Value, usage: Option<&PoolUsage>, now_rfc3339: &str) -> Option<Value> {
+pub fn desired_status(
+    verdict: &Verdict,
+    current: &Value,
+    usage: Option<&PoolUsage>,
+    now_rfc3339: &str,
+) -> Option<Value> {
     let previous: Vec<&Value> = current
         .get("conditions")
         .and_then(Value::as_array)
@@ -316,7 +323,10 @@ spec:
         assert_eq!(c.config.node_classes.len(), 1);
         for v in &c.verdicts {
             assert!(v.ready(), "{v:?}");
-            assert!(v.warnings.is_empty(), "managedFields, uid and status are the server's: {v:?}");
+            assert!(
+                v.warnings.is_empty(),
+                "managedFields, uid and status are the server's: {v:?}"
+            );
         }
     }
 
@@ -338,7 +348,10 @@ spec:
         assert!(valid["message"].as_str().unwrap().contains("spec.limits.cpu"));
         assert_eq!(valid["observedGeneration"], 3);
         let ready = status["conditions"].as_array().unwrap().last().unwrap();
-        assert_eq!((ready["type"].as_str(), ready["status"].as_str()), (Some("Ready"), Some("False")));
+        assert_eq!(
+            (ready["type"].as_str(), ready["status"].as_str()),
+            (Some("Ready"), Some("False"))
+        );
     }
 
     #[test]
@@ -346,7 +359,10 @@ spec:
         let c = ClusterConfig::from_objects(&objects(&[pool("gpu", "missing", "")]));
         assert!(c.config.node_pools.is_empty());
         let v = &c.verdicts[1];
-        assert_eq!(v.node_class_problem.as_deref(), Some("EC2NodeClass \"missing\" not found"));
+        assert_eq!(
+            v.node_class_problem.as_deref(),
+            Some("EC2NodeClass \"missing\" not found")
+        );
         let status = desired_status(v, &Value::Null, None, "t").unwrap();
         assert_eq!(status["conditions"][1]["reason"], "NodeClassNotFound");
         assert_eq!(status["conditions"][0]["status"], "True");
@@ -364,7 +380,10 @@ spec:
             nodes_in_flight: 1,
         };
         let first = desired_status(v, &Value::Null, Some(&usage), "2026-12-01T00:00:00Z").unwrap();
-        assert_eq!(first["resources"], json!({"cpu": "4500m", "memory": "8388608Ki", "nodes": "2"}));
+        assert_eq!(
+            first["resources"],
+            json!({"cpu": "4500m", "memory": "8388608Ki", "nodes": "2"})
+        );
         assert_eq!(desired_status(v, &first, Some(&usage), "2026-12-01T00:05:00Z"), None);
         let more = PoolUsage { nodes: 3, ..usage };
         let second = desired_status(v, &first, Some(&more), "2026-12-01T00:05:00Z").unwrap();

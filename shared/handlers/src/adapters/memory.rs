@@ -1203,7 +1203,11 @@ impl MemoryCluster {
         let (generation, status) = match d.config.get(&key) {
             Some(old) => {
                 let g = old["metadata"]["generation"].as_i64().unwrap_or(1);
-                let g = if old.get("spec") == object.get("spec") { g } else { g + 1 };
+                let g = if old.get("spec") == object.get("spec") {
+                    g
+                } else {
+                    g + 1
+                };
                 (g, old.get("status").cloned())
             }
             None => (1, None),
