@@ -511,6 +511,16 @@ async fn pending_pods_interruption_termination_and_sweep_end_to_end() {
         matches!(state, ClaimState::Terminating | ClaimState::Terminated),
         "{state:?}"
     );
+    // The disruption said so on the node.
+    let events = e.double.objects()["events"].as_array().cloned().unwrap_or_default();
+    assert!(
+        events.iter().any(|ev| ev["reason"] == "DisruptionTerminating"
+            && ev["regarding"]["name"] == survivor_name.as_str()
+            && ev["regarding"]["kind"] == "Node"),
+        "{events:?}"
+    );
+    // Everything the functions asked of the cluster is what the shipped ClusterRole grants.
+    nodewright_e2e::assert_rbac_allows(&e.double.requests());
 }
 
 /// Moves claims `by` ms into the past (every transition and, with `pods_clock`, the last pod
@@ -847,4 +857,109 @@ async fn auto_scaling_pool_node_end_to_end() {
         "scaled in with a decrement: the group launches no replacement"
     );
     assert!(group_instances(&e, &group).await.is_empty());
+}
+
+/// NodePools and EC2NodeClasses applied to the cluster (the double, as objects) are what the
+/// functions launch from; the consolidation run writes their status; pods and nodes get Events.
+#[tokio::test(flavor = "multi_thread")]
+async fn nodepools_from_the_cluster_with_status_and_events_end_to_end() {
+    // The configured YAML is a fallback pool the cluster's pools must win over.
+    let mut yaml = String::new();
+    let e = env_with("e2e-cluster-pools", 1, |tag| {
+        yaml = nodepools(tag, 64);
+        yaml.replace("name: general", "name: fallback")
+    })
+    .await;
+    let mut docs: Vec<Value> = yaml
+        .split("\n---\n")
+        .map(|d| serde_norway::from_str::<Value>(d).unwrap())
+        .collect();
+    for d in &mut docs {
+        d["metadata"]["generation"] = json!(1);
+        d["metadata"]["resourceVersion"] = json!("1");
+        d["metadata"]["uid"] = json!(format!("uid-{}", d["metadata"]["name"].as_str().unwrap()));
+    }
+    let class = docs.iter().find(|d| d["kind"] == "EC2NodeClass").unwrap().clone();
+    let mut web = docs.iter().find(|d| d["kind"] == "NodePool").unwrap().clone();
+    web["metadata"]["name"] = json!("web");
+    let mut broken = web.clone();
+    broken["metadata"]["name"] = json!("broken");
+    broken["spec"]["limits"]["cpu"] = json!("lots");
+    broken["spec"]["weight"] = json!(100);
+    let mut objects = e.double.objects();
+    objects["nodepools"] = json!([web, broken]);
+    objects["ec2nodeclasses"] = json!([class]);
+    e.double.set_objects(&objects);
+
+    let pod_pending = event_file(&e.dir, "pod-pending.json", "pod-pending.json", &[]);
+    let sample: Value = serde_json::from_str(&std::fs::read_to_string(&pod_pending).unwrap()).unwrap();
+    let pods = sample["detail"]["pods"].as_array().unwrap().clone();
+    let outcome = e.watch.invoke("pod-pending", &pod_pending);
+    let launched = actions(&outcome, "launched");
+    assert!(!launched.is_empty(), "{outcome}");
+    assert!(
+        launched.iter().all(|l| l["pool"] == "web"),
+        "the cluster's valid pool: {outcome}"
+    );
+    let claims = e.store.claims().await.unwrap();
+    let instances = our_instances(&e.ec2, &claims).await;
+    assert!(
+        instances
+            .values()
+            .all(|i| tag_of(i, "karpenter.sh/nodepool").as_deref() == Some("web")),
+        "{instances:?}"
+    );
+
+    // Every pod was told where it goes, once.
+    let events = e.double.objects()["events"].as_array().cloned().unwrap_or_default();
+    for p in &pods {
+        let nominated: Vec<&Value> = events
+            .iter()
+            .filter(|ev| ev["reason"] == "Nominated" && ev["regarding"]["uid"] == p["uid"])
+            .collect();
+        assert_eq!(nominated.len(), 1, "{p}: {events:?}");
+        assert_eq!(nominated[0]["metadata"]["namespace"], p["namespace"]);
+        assert!(nominated[0]["note"].as_str().unwrap().contains("nodeclaim/"));
+        assert_eq!(nominated[0]["reportingController"], "nodewright.io/nodewright");
+    }
+
+    // The consolidation run writes each object's status.
+    let scheduled = event_file(&e.dir, "scheduled.json", "scheduled.json", &[]);
+    let outcome = e.watch.invoke("consolidation", &scheduled);
+    assert!(actions(&outcome, "stepFailed").is_empty(), "{outcome}");
+    let objects = e.double.objects();
+    let pool = |name: &str| {
+        objects["nodepools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["metadata"]["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    let condition = |o: &Value, kind: &str| {
+        o["status"]["conditions"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no conditions: {o}"))
+            .iter()
+            .find(|c| c["type"] == kind)
+            .cloned()
+            .unwrap()
+    };
+    let web = pool("web");
+    assert_eq!(condition(&web, "Ready")["status"], "True", "{web}");
+    assert_eq!(web["status"]["resources"]["nodes"], claims.len().to_string(), "{web}");
+    let broken = pool("broken");
+    assert_eq!(condition(&broken, "ValidationSucceeded")["status"], "False", "{broken}");
+    assert!(
+        condition(&broken, "ValidationSucceeded")["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.limits.cpu"),
+        "{broken}"
+    );
+    let class = &objects["ec2nodeclasses"][0];
+    assert_eq!(condition(class, "Ready")["status"], "True", "{class}");
+
+    nodewright_e2e::assert_rbac_allows(&e.double.requests());
 }

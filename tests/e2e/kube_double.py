@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
-"""A Kubernetes API server double for the end-to-end tests: the handful of core/v1, apps/v1 and
-policy/v1 calls Nodewright's functions make (list nodes and pods with field selectors, get and
-merge-patch a node, delete a node or a pod, create a pod eviction, list DaemonSets and PDBs), over
-plain HTTP, backed by a JSON file ({"nodes": [...], "pods": [...], "daemonsets": [...],
-"pdbs": [...]}) that the test writes and the double re-reads on every request. Writes are applied
+"""A Kubernetes API server double for the end-to-end tests: the handful of core/v1, apps/v1,
+policy/v1, karpenter and events.k8s.io calls Nodewright's functions make (list nodes and pods with
+field selectors, get and merge-patch a node, delete a node or a pod, create a pod eviction, list
+DaemonSets and PDBs, list NodePools and EC2NodeClasses and merge-patch their status, create Events),
+over plain HTTP, backed by a JSON file ({"nodes": [...], "pods": [...], "daemonsets": [...],
+"pdbs": [...], "nodepools": [...], "ec2nodeclasses": [...], "events": [...]}; without "nodepools"
+the karpenter kinds are not served, as without their CRDs) that the test writes and the double re-reads on every request. Writes are applied
 and saved back, as an API server would keep them: a merge patch carrying metadata.resourceVersion
 is refused with 409 Conflict when the object has moved on, and every write bumps the object's
 resourceVersion. An eviction of a pod a PDB covers with status.disruptionsAllowed 0 is refused
-with 429. Every request is appended to a JSON-lines log ({"method", "path", "query", "body"}) so
+with 429. An Event is validated as the API server does (required fields, note ≤ 1 KiB) and a second
+create of its name is refused with 409 AlreadyExists. Every request is appended to a JSON-lines log ({"method", "path", "query", "body"}) so
 the test can assert exactly what the functions asked of the cluster.
 
 usage: kube_double.py PORT OBJECTS_JSON REQUESTS_JSONL   (prints "listening" once it accepts connections)
@@ -159,6 +162,44 @@ class Handler(BaseHTTPRequestHandler):
         if parts == ["apis", "policy", "v1", "poddisruptionbudgets"] and method == "GET":
             return 200, {"kind": "PodDisruptionBudgetList", "apiVersion": "policy/v1", "metadata": {},
                          "items": STORE.get("pdbs", [])}
+        config = {("karpenter.sh", "nodepools"): "nodepools", ("karpenter.k8s.aws", "ec2nodeclasses"): "ec2nodeclasses"}
+        if len(parts) >= 4 and parts[0] == "apis" and parts[2] == "v1" and (parts[1], parts[3]) in config:
+            key = config[(parts[1], parts[3])]
+            if key not in STORE:
+                # Not in the objects file: the kind is not served (no CRD), as the API server says.
+                return status(404, "NotFound", "the server could not find the requested resource")
+            if len(parts) == 4 and method == "GET":
+                kind = "NodePoolList" if key == "nodepools" else "EC2NodeClassList"
+                items = [{k: v for k, v in o.items() if k not in ("apiVersion", "kind")} for o in STORE[key]]
+                return 200, {"kind": kind, "apiVersion": f"{parts[1]}/v1", "metadata": {"resourceVersion": "1"},
+                             "items": items}
+            if len(parts) == 6 and parts[5] == "status" and method == "PATCH":
+                obj = next((o for o in STORE[key] if o["metadata"]["name"] == parts[4]), None)
+                if obj is None:
+                    return status(404, "NotFound", f'{key} "{parts[4]}" not found')
+                # The status subresource takes status only; a merge patch replaces lists whole.
+                patch = (body or {}).get("status") or {}
+                obj.setdefault("status", {})
+                merge(obj["status"], patch)
+                obj["metadata"]["resourceVersion"] = str(int(obj["metadata"].get("resourceVersion", "1")) + 1)
+                return 200, obj
+        if len(parts) == 6 and parts[:3] == ["apis", "events.k8s.io", "v1"] and parts[3] == "namespaces" \
+                and parts[5] == "events" and method == "POST":
+            event = body or {}
+            name = (event.get("metadata") or {}).get("name")
+            for required in ("eventTime", "reportingController", "reportingInstance", "reason", "action", "type"):
+                if not event.get(required):
+                    return status(422, "Invalid", f"Event.events.k8s.io is invalid: {required}: Required value")
+            if not name or len(name) > 253:
+                return status(422, "Invalid", "Event.events.k8s.io is invalid: metadata.name: Invalid value")
+            if len(event.get("note") or "") > 1024:
+                return status(422, "Invalid", "Event.events.k8s.io is invalid: note: Too long: may not be more than 1024 bytes")
+            events = STORE.setdefault("events", [])
+            if any(e["metadata"]["name"] == name and e["metadata"].get("namespace") == parts[4] for e in events):
+                return status(409, "AlreadyExists", f'events.events.k8s.io "{name}" already exists')
+            event["metadata"]["namespace"] = parts[4]
+            events.append(event)
+            return 201, event
         return status(404, "NotFound", f"the double does not serve {method} /{'/'.join(parts)}")
 
     def do_GET(self):

@@ -483,3 +483,58 @@ pub fn rfc3339(ms: i64) -> String {
         t % 60
     )
 }
+
+/// The Kubernetes RBAC check of a request: (API group, resource[/subresource], verb), from its
+/// method and path as the API server derives them.
+pub fn rbac_attributes(method: &str, path: &str) -> (String, String, String) {
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    // /api/v1/... is the core group; /apis/<group>/<version>/...
+    let (group, rest) = match parts.first() {
+        Some(&"api") => ("", &parts[2..]),
+        _ => (parts[1], &parts[3..]),
+    };
+    let rest: Vec<&str> = match rest {
+        ["namespaces", _, tail @ ..] if !tail.is_empty() => tail.to_vec(),
+        other => other.to_vec(),
+    };
+    let resource = match rest.as_slice() {
+        [r] | [r, _] => (*r).to_string(),
+        [r, _, sub] => format!("{r}/{sub}"),
+        other => panic!("unexpected path {path}: {other:?}"),
+    };
+    let named = rest.len() >= 2;
+    let verb = match (method, named) {
+        ("GET", false) => "list",
+        ("GET", true) => "get",
+        ("POST", _) => "create",
+        ("PATCH", _) => "patch",
+        ("PUT", _) => "update",
+        ("DELETE", _) => "delete",
+        _ => panic!("unexpected method {method}"),
+    };
+    (group.to_string(), resource, verb.to_string())
+}
+
+/// Asserts infra/k8s/functions-rbac.yaml's ClusterRole allows every request the functions made:
+/// the manifest a user applies is the one the functions are tested against.
+pub fn assert_rbac_allows(requests: &[Value]) {
+    let text = std::fs::read_to_string(workspace_root().join("infra/k8s/functions-rbac.yaml")).unwrap();
+    let role: Value = text
+        .split("\n---")
+        .map(|doc| serde_norway::from_str::<Value>(doc).unwrap())
+        .find(|d| d["kind"] == "ClusterRole")
+        .unwrap();
+    let rules = role["rules"].as_array().unwrap();
+    let has = |list: &Value, item: &str| list.as_array().unwrap().iter().any(|v| v == item);
+    for r in requests {
+        let (group, resource, verb) = rbac_attributes(r["method"].as_str().unwrap(), r["path"].as_str().unwrap());
+        let allowed = rules.iter().any(|rule| {
+            has(&rule["apiGroups"], &group) && has(&rule["resources"], &resource) && has(&rule["verbs"], &verb)
+        });
+        assert!(
+            allowed,
+            "functions-rbac.yaml does not allow {verb} {group}/{resource} ({} {})",
+            r["method"], r["path"]
+        );
+    }
+}
