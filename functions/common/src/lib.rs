@@ -99,6 +99,9 @@ pub async fn deps() -> Result<LambdaDeps, Error> {
         &nodewright_core::Catalogue::embedded()
             .instance_types(&settings.region, &nodewright_core::catalogue::OverheadConfig::default()),
     );
+    let mut capacity = capacity;
+    capacity.pricing = Some(clients.pricing.clone());
+    capacity.region = settings.region.clone();
     Ok(Deps {
         settings,
         state: store,

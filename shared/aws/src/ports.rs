@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use crate::capacity::{
     AsgPool, ClusterEndpoint, Fleet, InstanceProfiles, InstanceSummary, LaunchOffering, LaunchOutcome, LaunchRequest,
-    LaunchTemplateSpec, NodeClassResolution,
+    LaunchTemplateSpec, NodeClassResolution, PriceBook,
 };
 use crate::state::{
     ClaimRecord, ClaimUpdate, EventStart, Holder, PoolUsage, StateStore, TransitionOutcome, UnavailableOffering,
@@ -18,6 +18,7 @@ use nodewright_core::nodepool::{Ec2NodeClass, Limits};
 use nodewright_core::{CapacityType, InstanceType, labels, registration};
 use tokio::sync::Mutex;
 
+use nodewright_core::ports::state::PriceSheet;
 use nodewright_core::ports::{Capacity, ClaimLaunch, State};
 
 impl State for StateStore {
@@ -94,6 +95,12 @@ impl State for StateStore {
     async fn usage_snapshot(&self, pool: &str) -> Result<UsageSnapshot> {
         StateStore::usage_snapshot(self, pool).await
     }
+    async fn prices(&self, now: EpochMillis) -> Result<Option<PriceSheet>> {
+        StateStore::prices(self, now).await
+    }
+    async fn put_prices(&self, sheet: &PriceSheet) -> Result<()> {
+        StateStore::put_prices(self, sheet).await
+    }
     async fn note_usage_checked(&self, pool: &str, drift: &UsageDrift, now: EpochMillis) -> Result<()> {
         StateStore::note_usage_checked(self, pool, drift, now).await
     }
@@ -119,6 +126,9 @@ pub struct AwsCapacity {
     pub endpoint: ClusterEndpoint,
     pub kubernetes_version: Option<String>,
     pub node_classes: Vec<Ec2NodeClass>,
+    /// The Pricing API (None: on-demand prices stay the catalogue's) and the cluster's region.
+    pub pricing: Option<aws_sdk_pricing::Client>,
+    pub region: String,
     /// Instance types by name (for the architecture of an offering).
     pub instance_types: HashMap<String, InstanceType>,
     resolved: Mutex<HashMap<String, NodeClassResolution>>,
@@ -149,6 +159,8 @@ impl AwsCapacity {
             endpoint,
             kubernetes_version,
             node_classes,
+            pricing: None,
+            region: String::new(),
             instance_types: instance_types.iter().map(|t| (t.name.clone(), t.clone())).collect(),
             resolved: Mutex::new(HashMap::new()),
             templates: Mutex::new(HashMap::new()),
@@ -302,6 +314,23 @@ impl Capacity for AwsCapacity {
 
     async fn instances(&self) -> Result<Vec<InstanceSummary>> {
         self.fleet.cluster_instances().await
+    }
+
+    async fn current_prices(&self, instance_types: &[String], now: EpochMillis) -> Result<PriceSheet> {
+        let mut book = PriceBook::new();
+        let on_demand = match &self.pricing {
+            Some(pricing) => book.refresh_on_demand(pricing, &self.region).await,
+            None => false,
+        };
+        let spot = book.refresh_spot(&self.fleet.ec2, instance_types).await;
+        if !on_demand && !spot {
+            return Err(Error::Aws {
+                operation: "GetProducts",
+                code: "Unavailable".into(),
+                message: "neither the Pricing API nor DescribeSpotPriceHistory answered".into(),
+            });
+        }
+        Ok(book.sheet(&self.region, now))
     }
 
     async fn describe(&self, instance_ids: &[String]) -> Result<Vec<InstanceSummary>> {

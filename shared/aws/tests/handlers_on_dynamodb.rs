@@ -124,3 +124,126 @@ async fn the_reconciler_corrects_dynamodb_counters_taken_below_zero() {
     assert_eq!(store.pool_usage("general").await.unwrap(), truth);
     assert!(!store.usage_snapshot("general").await.unwrap().negative);
 }
+
+/// Live prices through the real refresh code: the Pricing API (GetProducts, a real-shaped price
+/// list) and DescribeSpotPriceHistory served by the SDK's mock layer, the sheet stored in DynamoDB
+/// (moto) by the scheduled function's refresh and read back by every function's load, which then
+/// plans at it.
+#[tokio::test]
+async fn live_prices_are_refreshed_into_dynamodb_and_planned_at() {
+    use aws_sdk_ec2::operation::describe_spot_price_history::DescribeSpotPriceHistoryOutput;
+    use aws_sdk_ec2::types::SpotPrice;
+    use aws_sdk_pricing::operation::get_products::GetProductsOutput;
+    use aws_smithy_mocks::{mock, mock_client};
+    use nodewright_aws::AwsCapacity;
+    use nodewright_aws::capacity::{AsgPool, ClusterEndpoint, Fleet};
+    use nodewright_core::CapacityType;
+    use nodewright_core::ports::state::PriceSheet;
+
+    let clients = support::clients().await;
+    let store: StateStore = support::store(&clients, "prices").await;
+    assert!(store.prices(NOW).await.unwrap().is_none());
+
+    // A sheet of several chunks round-trips through DynamoDB's 400 KB item limit.
+    let mut big = PriceSheet {
+        region: "us-east-1".into(),
+        refreshed_at: NOW - 2 * 3_600_000,
+        ..Default::default()
+    };
+    for i in 0..8000 {
+        big.spot
+            .insert((format!("t{i}.large"), "us-east-1a".into()), 0.01 + f64::from(i) / 1e5);
+    }
+    assert!(big.encode().len() > 2);
+    store.put_prices(&big).await.unwrap();
+    let read = store.prices(NOW).await.unwrap().expect("stored");
+    assert!(
+        read == big,
+        "{} prices read back as {}",
+        big.spot.len(),
+        read.spot.len()
+    );
+    let expired = NOW - 2 * 3_600_000 + nodewright_core::ports::state::PRICES_TTL_SECS * 1000;
+    assert!(store.prices(expired).await.unwrap().is_none(), "expired");
+
+    let doc = r#"{"product":{"productFamily":"Compute Instance","attributes":{"instanceType":"m5.large","regionCode":"us-east-1","operatingSystem":"Linux"}},"terms":{"OnDemand":{"X.JRTCKXETXF":{"priceDimensions":{"X.JRTCKXETXF.6YS6EN2CT7":{"unit":"Hrs","pricePerUnit":{"USD":"0.0777000000"}}}}}}}"#;
+    let products = mock!(aws_sdk_pricing::Client::get_products)
+        .then_output(move || GetProductsOutput::builder().price_list(doc).build());
+    // One request per 100 types; the m5.large price in the answer to the request that asks for it.
+    let history = mock!(aws_sdk_ec2::Client::describe_spot_price_history)
+        .sequence()
+        .output(|| DescribeSpotPriceHistoryOutput::builder().build())
+        .repeatedly()
+        .build();
+    let m5_history = mock!(aws_sdk_ec2::Client::describe_spot_price_history)
+        .match_requests(|r| r.instance_types().iter().any(|t| t.as_str() == "m5.large"))
+        .then_output(|| {
+            DescribeSpotPriceHistoryOutput::builder()
+                .spot_price_history(
+                    SpotPrice::builder()
+                        .instance_type(aws_sdk_ec2::types::InstanceType::from("m5.large"))
+                        .availability_zone("us-east-1a")
+                        .spot_price("0.0123")
+                        .build(),
+                )
+                .build()
+        });
+    let ec2 = mock_client!(
+        aws_sdk_ec2,
+        aws_smithy_mocks::RuleMode::MatchAny,
+        [&m5_history, &history]
+    );
+    let (config, _) = Config::parse_strict(POOLS, "test").unwrap();
+    let settings = Settings::new(store.cluster(), "us-east-1", config.clone()).unwrap();
+    let mut capacity = AwsCapacity::new(
+        Fleet::new(ec2, store.cluster()),
+        AsgPool::new(clients.autoscaling.clone()),
+        store.clone(),
+        None,
+        None,
+        ClusterEndpoint {
+            name: store.cluster().into(),
+            endpoint: "https://example.eks.amazonaws.com".into(),
+            certificate_authority: "LS0t".into(),
+            service_cidr: None,
+        },
+        None,
+        config.node_classes.clone(),
+        &settings.pools().instance_types,
+    );
+    capacity.pricing = Some(mock_client!(aws_sdk_pricing, [&products]));
+    capacity.region = "us-east-1".into();
+    let deps = Deps {
+        capacity,
+        state: store.clone(),
+        cluster: Some(MemoryCluster::new()),
+        settings,
+        daemonsets: Default::default(),
+        consolidated: Default::default(),
+    };
+    // The stored sheet is two hours old: the scheduled run refreshes it.
+    assert!(nodewright_handlers::prices::refresh(&deps, NOW).await);
+    let stored = store.prices(NOW).await.unwrap().unwrap();
+    assert_eq!(stored.refreshed_at, NOW);
+    assert_eq!(stored.on_demand.get("m5.large"), Some(&0.0777));
+    assert_eq!(
+        stored.spot.get(&("m5.large".into(), "us-east-1a".into())),
+        Some(&0.0123)
+    );
+    assert!(products.num_calls() == 1 && m5_history.num_calls() == 1 && history.num_calls() > 1);
+
+    nodewright_handlers::prices::load(&deps.settings, &deps.state, NOW).await;
+    let pools = deps.settings.pools();
+    let m5 = pools.type_by_name("m5.large").unwrap();
+    let price = |ct: CapacityType, zone: &str| {
+        m5.offerings
+            .iter()
+            .find(|o| o.capacity_type == ct && (zone.is_empty() || o.zone == zone))
+            .unwrap()
+            .price
+    };
+    assert_eq!(price(CapacityType::OnDemand, ""), 0.0777);
+    assert_eq!(price(CapacityType::Spot, "us-east-1a"), 0.0123);
+    // Fresh: the next run neither reads nor refreshes.
+    assert!(!nodewright_handlers::prices::refresh(&deps, NOW + 60_000).await);
+}

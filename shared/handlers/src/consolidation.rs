@@ -80,6 +80,15 @@ pub async fn handle<S: State, C: Capacity, K: ClusterApi>(
         }
     }
     reconcile(deps, now, &mut out).await?;
+    if crate::prices::refresh(deps, now).await {
+        // This run plans at them too.
+        *deps
+            .settings
+            .prices_checked_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+        crate::prices::load(&deps.settings, &deps.state, now).await;
+    }
     if let Some(cluster) = &deps.cluster {
         disrupt(deps, now, &mut out).await?;
         if let Err(e) = crate::node_pools::write_statuses(&deps.settings, &deps.state, cluster, now, &mut out).await {

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod node_pools;
 pub mod outcome;
 pub mod pod_pending;
+pub mod prices;
 pub mod provision;
 mod registration;
 pub mod settings;
@@ -132,6 +133,7 @@ pub async fn handle<S: State, C: Capacity, K: ClusterApi>(
         tracing::debug!(function = function.name(), %reason, "ignored event");
         return Ok(Outcome::ignored(function.name(), &id, reason));
     }
+    prices::load(&deps.settings, &deps.state, now).await;
     node_pools::refresh(&deps.settings, deps.cluster.as_ref(), now).await?;
     let mut outcome = match event {
         Event::PodPending(envelope, detail) => pod_pending::handle(deps, &envelope, *detail, now).await,

@@ -44,7 +44,7 @@ pub fn pools_from_objects(settings: &Settings, objects: &ConfigObjects) -> Resul
             config.node_pools.push(p.clone());
         }
     }
-    let mut pools = Pools::build(&settings.region, config)?;
+    let mut pools = Pools::build(&settings.region, config, settings.prices().as_deref())?;
     pools.objects = cluster.verdicts;
     pools.fingerprint = fingerprint(objects);
     note_statuses(&pools, objects);

@@ -9,6 +9,7 @@ use std::time::Duration;
 use nodewright_core::nodepool::Verdict;
 use nodewright_core::ports::EpochMillis;
 use nodewright_core::ports::cluster::ConfigKind;
+use nodewright_core::ports::state::PriceSheet;
 
 use nodewright_core::catalogue::OverheadConfig;
 use nodewright_core::ports::state::RESERVATION_TTL_SECS;
@@ -128,14 +129,18 @@ pub struct Pools {
 }
 
 impl Pools {
-    /// Derives everything from `config` for `region`.
-    pub fn build(region: &str, config: Config) -> Result<Pools> {
+    /// Derives everything from `config` for `region`, at the live `prices` when there are some
+    /// (else the catalogue's).
+    pub fn build(region: &str, config: Config, prices: Option<&PriceSheet>) -> Result<Pools> {
         let mut instance_types = Catalogue::embedded().instance_types(region, &OverheadConfig::default());
         if instance_types.is_empty() {
             return Err(Error::config(
                 "AWS_REGION",
                 format!("{region:?} has no instance types in the catalogue"),
             ));
+        }
+        if let Some(p) = prices.filter(|p| p.region == region) {
+            p.apply(&mut instance_types);
         }
         // Only what some pool may launch: every plan prepares over this list.
         instance_types.retain(|t| config.node_pools.iter().any(|p| p.admits_type(t)));
@@ -167,8 +172,12 @@ pub struct Settings {
     pub region: String,
     pub pool_source: PoolSource,
     /// The pools from the configured YAML: used alone, or when the cluster has no NodePools.
-    configured: Arc<Pools>,
+    configured: Arc<RwLock<Arc<Pools>>>,
     current: Arc<RwLock<Arc<Pools>>>,
+    /// The live prices the pools are built at (None: the catalogue's), and when the store was
+    /// last read for newer ones ([`crate::prices`]).
+    prices: Arc<RwLock<Option<Arc<PriceSheet>>>>,
+    pub(crate) prices_checked_at: Arc<Mutex<Option<EpochMillis>>>,
     /// When the cluster's pools were last listed (for [`crate::node_pools::POOLS_TTL_MS`]).
     pub(crate) listed_at: Arc<Mutex<Option<EpochMillis>>>,
     pub rebalance: RebalancePolicy,
@@ -187,7 +196,7 @@ impl Settings {
     /// Settings for tests and local runs.
     pub fn new(cluster: &str, region: &str, config: Config) -> Result<Settings> {
         let any_pool = !config.node_pools.is_empty();
-        let pools = Pools::build(region, config)?;
+        let pools = Pools::build(region, config, None)?;
         if pools.instance_types.is_empty() && any_pool {
             return Err(Error::config(
                 "NODEWRIGHT_NODEPOOLS",
@@ -199,8 +208,10 @@ impl Settings {
             cluster: cluster.into(),
             region: region.into(),
             pool_source: PoolSource::Configured,
-            configured: Arc::clone(&pools),
+            configured: Arc::new(RwLock::new(Arc::clone(&pools))),
             current: Arc::new(RwLock::new(pools)),
+            prices: Arc::new(RwLock::new(None)),
+            prices_checked_at: Arc::new(Mutex::new(None)),
             listed_at: Arc::new(Mutex::new(None)),
             rebalance: RebalancePolicy::Replace,
             registration_timeout_ms: 15 * 60 * 1000,
@@ -218,7 +229,33 @@ impl Settings {
 
     /// The pools from the configured YAML.
     pub fn configured_pools(&self) -> Arc<Pools> {
-        Arc::clone(&self.configured)
+        Arc::clone(&self.configured.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The live prices the pools are built at, if any.
+    pub fn prices(&self) -> Option<Arc<PriceSheet>> {
+        self.prices.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Rebuilds the pools at `sheet`'s prices (the configured ones, and the cluster's if in use).
+    pub fn set_prices(&self, sheet: Arc<PriceSheet>) -> Result<()> {
+        let configured = self.configured_pools();
+        let current = self.pools();
+        let rebuilt = Arc::new(Pools::build(&self.region, configured.config.clone(), Some(&sheet))?);
+        let new_current = if Arc::ptr_eq(&current, &configured) {
+            Arc::clone(&rebuilt)
+        } else {
+            let mut p = Pools::build(&self.region, current.config.clone(), Some(&sheet))?;
+            p.objects = current.objects.clone();
+            p.fingerprint = current.fingerprint.clone();
+            *p.statuses.lock().unwrap_or_else(|e| e.into_inner()) =
+                current.statuses.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            Arc::new(p)
+        };
+        *self.prices.write().unwrap_or_else(|p| p.into_inner()) = Some(sheet);
+        *self.configured.write().unwrap_or_else(|p| p.into_inner()) = rebuilt;
+        self.set_pools(new_current);
+        Ok(())
     }
 
     /// Makes `pools` the current pools (a refresh from the cluster).

@@ -275,3 +275,94 @@ async fn pods_get_nominated_and_failed_scheduling_events_once_and_nodes_get_inte
     assert_eq!(on_node[0].reason, "SpotInterrupted");
     assert_eq!(on_node[0].regarding.kind, "Node");
 }
+
+/// Live prices: the scheduled run stores what the Pricing API and the spot price history report,
+/// every function plans at them, and an unreachable price source leaves the catalogue's.
+#[tokio::test]
+async fn live_prices_are_refreshed_by_the_schedule_and_decisions_use_them() {
+    use nodewright_core::CapacityType;
+    use nodewright_core::ports::state::PriceSheet;
+    use nodewright_handlers::ports::State;
+    let deps = deps_with(
+        r#"
+apiVersion: karpenter.sh/v1
+kind: NodePool
+metadata: {name: general}
+spec:
+  template:
+    spec:
+      nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}
+      requirements:
+        - {key: karpenter.sh/capacity-type, operator: In, values: [on-demand]}
+        - {key: node.kubernetes.io/instance-type, operator: In, values: [m5.2xlarge, c5.2xlarge]}
+"#,
+    );
+    let catalogue_price = |name: &str| {
+        deps.settings
+            .pools()
+            .type_by_name(name)
+            .unwrap()
+            .offerings
+            .iter()
+            .find(|o| o.capacity_type == CapacityType::OnDemand)
+            .unwrap()
+            .price
+    };
+    let (m5, c5) = (catalogue_price("m5.2xlarge"), catalogue_price("c5.2xlarge"));
+    assert!(c5 < m5, "the catalogue makes c5 the cheaper choice");
+
+    // No price source: the run goes on at the catalogue's prices, nothing stored.
+    let scheduled = event_text("scheduled.json");
+    run(Function::Consolidation, &deps, scheduled.as_bytes(), NOW).await;
+    assert!(deps.state.prices(NOW + 60 * 60_000).await.unwrap().is_none());
+
+    // The Pricing API now says c5 costs more than m5.
+    let mut live = PriceSheet {
+        region: "us-east-1".into(),
+        ..Default::default()
+    };
+    live.on_demand.insert("c5.2xlarge".into(), m5 * 1.5);
+    live.on_demand.insert("m5.2xlarge".into(), m5);
+    deps.capacity.set_live_prices(live);
+    run(
+        Function::Consolidation,
+        &deps,
+        scheduled.replace("scheduled", "scheduled-2").as_bytes(),
+        NOW + 60_000,
+    )
+    .await;
+    let stored = deps
+        .state
+        .prices(NOW + 60 * 60_000)
+        .await
+        .unwrap()
+        .expect("stored by the scheduled run");
+    assert_eq!(stored.refreshed_at, NOW + 60_000);
+    assert_eq!(
+        catalogue_price("c5.2xlarge"),
+        m5 * 1.5,
+        "this environment plans at them"
+    );
+
+    let o = run(Function::PodPending, &deps, &batch(1), NOW + 120_000).await;
+    let l = launched(&o);
+    assert!(!l.is_empty() && l.iter().all(|(_, t)| t == "m5.2xlarge"), "{l:?}");
+
+    // Within the hour the sheet is not refreshed again.
+    run(
+        Function::Consolidation,
+        &deps,
+        scheduled.replace("scheduled", "scheduled-3").as_bytes(),
+        NOW + 30 * 60_000,
+    )
+    .await;
+    assert_eq!(
+        deps.state
+            .prices(NOW + 60 * 60_000)
+            .await
+            .unwrap()
+            .unwrap()
+            .refreshed_at,
+        NOW + 60_000
+    );
+}

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::FromSdk;
 use aws_sdk_ec2::types::Filter;
+use nodewright_core::ports::state::PriceSheet;
 use nodewright_core::{CapacityType, InstanceType};
 
 /// How long refreshed prices are trusted before the next refresh.
@@ -50,6 +51,16 @@ impl PriceBook {
 
     pub fn refreshed_on_demand_prices(&self) -> usize {
         self.on_demand.len()
+    }
+
+    /// What was refreshed, as the state port stores it.
+    pub fn sheet(&self, region: &str, now: nodewright_core::ports::EpochMillis) -> PriceSheet {
+        PriceSheet {
+            region: region.into(),
+            refreshed_at: now,
+            on_demand: self.on_demand.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            spot: self.spot.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        }
     }
 
     pub fn is_stale(&self) -> bool {

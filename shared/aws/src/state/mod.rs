@@ -10,6 +10,7 @@ mod claims;
 mod idempotency;
 mod item;
 mod offerings;
+mod prices;
 mod reservations;
 pub mod tables;
 mod usage;

@@ -118,6 +118,10 @@ pub trait State: Send + Sync {
     ) -> impl Future<Output = AwsResult<()>> + Send;
     fn mark_usage_running(&self, pool: &str, nodes: u64) -> impl Future<Output = AwsResult<()>> + Send;
     /// The pool's counters, their write version and the reconciler's last check (consistent read).
+    /// The live price sheet the scheduled function last stored (None: never, or expired at `now`).
+    fn prices(&self, now: EpochMillis) -> impl Future<Output = AwsResult<Option<state::PriceSheet>>> + Send;
+    /// Stores a refreshed price sheet (replacing the previous one).
+    fn put_prices(&self, sheet: &state::PriceSheet) -> impl Future<Output = AwsResult<()>> + Send;
     fn usage_snapshot(&self, pool: &str) -> impl Future<Output = AwsResult<UsageSnapshot>> + Send;
     /// Records the difference between the counters and the live claims seen at `now`; a
     /// difference equal to the one recorded keeps its older time (it has persisted since then).
@@ -176,6 +180,13 @@ pub trait Capacity: Send + Sync {
     /// An Auto Scaling group's instances that are launching or in service (not terminating), as
     /// the group lists them: how consolidation finds an instance whose launch event was lost.
     fn group_members(&self, group: &str) -> impl Future<Output = AwsResult<Vec<String>>> + Send;
+    /// The region's prices as AWS reports them now: on-demand from the Pricing API, spot from
+    /// DescribeSpotPriceHistory for `instance_types`. Fails only when neither could be read.
+    fn current_prices(
+        &self,
+        instance_types: &[String],
+        now: EpochMillis,
+    ) -> impl Future<Output = AwsResult<state::PriceSheet>> + Send;
     /// Instances tagged as this cluster's (any state but terminated).
     fn instances(&self) -> impl Future<Output = AwsResult<Vec<InstanceSummary>>> + Send;
     /// The named instances as EC2 describes them now, whatever their tags (Auto Scaling pool

@@ -20,8 +20,8 @@ use nodewright_core::ports::cluster::{
     ClusterNode, ConfigKind, ConfigObjects, DrainOptions, DrainReport, Listed, ObjectEvent,
 };
 use nodewright_core::ports::state::{
-    ClaimRecord, ClaimUpdate, EventStart, Holder, PoolUsage, TransitionOutcome, UnavailableOffering, UsageDecision,
-    UsageDelta, UsageDrift, UsageSnapshot,
+    ClaimRecord, ClaimUpdate, EventStart, Holder, PoolUsage, PriceSheet, TransitionOutcome, UnavailableOffering,
+    UsageDecision, UsageDelta, UsageDrift, UsageSnapshot,
 };
 use nodewright_core::ports::{AwsError, AwsResult as Result, EpochMillis, KubeError, KubeResult};
 use tokio::sync::Notify;
@@ -202,6 +202,8 @@ pub const PORT_METHODS: &[(&str, &[&str])] = &[
             "usage_snapshot",
             "note_usage_checked",
             "correct_usage",
+            "prices",
+            "put_prices",
         ],
     ),
     (
@@ -215,6 +217,7 @@ pub const PORT_METHODS: &[(&str, &[&str])] = &[
             "group_members",
             "instances",
             "describe",
+            "current_prices",
         ],
     ),
     (
@@ -489,6 +492,12 @@ impl<S: State> State for FaultyState<S> {
             .gate("mark_usage_running", self.inner.mark_usage_running(pool, nodes))
             .await
     }
+    async fn prices(&self, now: EpochMillis) -> Result<Option<PriceSheet>> {
+        self.faults.gate("prices", self.inner.prices(now)).await
+    }
+    async fn put_prices(&self, sheet: &PriceSheet) -> Result<()> {
+        self.faults.gate("put_prices", self.inner.put_prices(sheet)).await
+    }
     async fn usage_snapshot(&self, pool: &str) -> Result<UsageSnapshot> {
         self.faults
             .gate("usage_snapshot", self.inner.usage_snapshot(pool))
@@ -543,6 +552,11 @@ impl<C: Capacity> Capacity for FaultyCapacity<C> {
     }
     async fn instances(&self) -> Result<Vec<InstanceSummary>> {
         self.faults.gate("instances", self.inner.instances()).await
+    }
+    async fn current_prices(&self, instance_types: &[String], now: EpochMillis) -> Result<PriceSheet> {
+        self.faults
+            .gate("current_prices", self.inner.current_prices(instance_types, now))
+            .await
     }
     async fn describe(&self, instance_ids: &[String]) -> Result<Vec<InstanceSummary>> {
         self.faults.gate("describe", self.inner.describe(instance_ids)).await

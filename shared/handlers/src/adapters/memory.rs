@@ -14,7 +14,7 @@ use nodewright_core::ports::cluster::{
 };
 use nodewright_core::ports::state::{
     ClaimRecord, ClaimUpdate, EventStart, Holder, IDEMPOTENCY_LEASE_SECS, IDEMPOTENCY_TTL_SECS,
-    OFFERING_UNAVAILABLE_SECS, PoolUsage, Reservation, StateView, TransitionOutcome, UnavailableOffering,
+    OFFERING_UNAVAILABLE_SECS, PoolUsage, PriceSheet, Reservation, StateView, TransitionOutcome, UnavailableOffering,
     UsageDecision, UsageDelta, UsageDrift, UsageSnapshot,
 };
 use nodewright_core::ports::{AwsError as Error, AwsResult as Result, EpochMillis};
@@ -56,6 +56,8 @@ struct StateData {
     index_lookups: u64,
     index_lag: u64,
     indexed_from: HashMap<String, u64>,
+    /// The stored price sheet (expires as the DynamoDB items do).
+    prices: Option<PriceSheet>,
 }
 
 impl StateData {
@@ -514,6 +516,19 @@ impl State for MemoryState {
         }
         Ok(())
     }
+    async fn prices(&self, now: EpochMillis) -> Result<Option<PriceSheet>> {
+        Ok(lock(&self.data).prices.clone().filter(|p| !p.is_expired(now)))
+    }
+    async fn put_prices(&self, sheet: &PriceSheet) -> Result<()> {
+        if sheet.on_demand.len() + sheet.spot.len() > nodewright_core::ports::state::MAX_PRICE_ENTRIES {
+            return Err(Error::Invalid {
+                field: "prices".into(),
+                reason: "too many prices to store".into(),
+            });
+        }
+        lock(&self.data).prices = Some(sheet.clone());
+        Ok(())
+    }
     async fn usage_snapshot(&self, pool: &str) -> Result<UsageSnapshot> {
         let d = lock(&self.data);
         let (version, checked) = d.usage_versions.get(pool).copied().unwrap_or_default();
@@ -559,6 +574,8 @@ impl State for MemoryState {
 
 #[derive(Debug, Default)]
 struct CapacityData {
+    /// What the Pricing API and the spot price history report (None: unreachable).
+    live_prices: Option<PriceSheet>,
     instances: BTreeMap<String, InstanceSummary>,
     /// Offerings that fail with InsufficientInstanceCapacity: (capacity type, type, zone).
     exhausted: Vec<(CapacityType, String, String)>,
@@ -623,6 +640,11 @@ impl MemoryCapacity {
             cluster: cluster.into(),
             data: Arc::new(Mutex::new(CapacityData::default())),
         }
+    }
+
+    /// What the Pricing API and DescribeSpotPriceHistory report from now on (unset: unreachable).
+    pub fn set_live_prices(&self, sheet: PriceSheet) {
+        lock(&self.data).live_prices = Some(sheet);
     }
 
     /// The account may run at most `instances` spot instances of each quota class
@@ -1073,6 +1095,22 @@ impl Capacity for MemoryCapacity {
             .filter(|m| d.instances.get(*m).is_some_and(|i| i.state != "terminated"))
             .cloned()
             .collect())
+    }
+
+    async fn current_prices(&self, instance_types: &[String], now: EpochMillis) -> Result<PriceSheet> {
+        let d = lock(&self.data);
+        let Some(live) = &d.live_prices else {
+            return Err(Error::Aws {
+                operation: "GetProducts",
+                code: "EndpointUnreachable".into(),
+                message: "no price source configured".into(),
+            });
+        };
+        // As DescribeSpotPriceHistory: spot prices for the types asked about only.
+        let mut sheet = live.clone();
+        sheet.spot.retain(|(t, _), _| instance_types.iter().any(|n| n == t));
+        sheet.refreshed_at = now;
+        Ok(sheet)
     }
 
     async fn instances(&self) -> Result<Vec<InstanceSummary>> {
