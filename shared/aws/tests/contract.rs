@@ -283,6 +283,42 @@ async fn unavailable_offerings_expire_after_their_window<S: State>(store: S) {
     assert_eq!(later[0].capacity_type, CapacityType::Spot);
 }
 
+async fn a_price_sheet_replaces_the_last_and_expires<S: State>(store: S) {
+    use nodewright_core::ports::state::{PRICES_TTL_SECS, PriceSheet};
+    assert!(store.prices(NOW).await.unwrap().is_none());
+    let sheet = |at: i64, price: f64| {
+        let mut s = PriceSheet {
+            region: "us-east-1".into(),
+            refreshed_at: at,
+            ..Default::default()
+        };
+        s.on_demand.insert("m5.large".into(), price);
+        s.spot.insert(("m5.large".into(), "us-east-1a".into()), price / 3.0);
+        s
+    };
+    store.put_prices(&sheet(NOW, 0.096)).await.unwrap();
+    store.put_prices(&sheet(NOW + 3_600_000, 0.1)).await.unwrap();
+    let read = store.prices(NOW + 3_600_000).await.unwrap().unwrap();
+    assert_eq!(read, sheet(NOW + 3_600_000, 0.1), "the newer sheet, whole");
+    assert!(
+        store
+            .prices(NOW + 3_600_000 + PRICES_TTL_SECS * 1000)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Bounded: a sheet larger than any region's is refused, not stored.
+    let mut huge = sheet(NOW + 7_200_000, 0.1);
+    for i in 0..=nodewright_core::ports::state::MAX_PRICE_ENTRIES {
+        huge.spot.insert((format!("x{i}.large"), "us-east-1a".into()), 0.01);
+    }
+    assert!(store.put_prices(&huge).await.is_err());
+    assert_eq!(
+        store.prices(NOW + 7_200_000).await.unwrap().unwrap().refreshed_at,
+        NOW + 3_600_000
+    );
+}
+
 fn node(cpu_milli: u64) -> UsageDelta {
     UsageDelta {
         cpu_milli,
@@ -516,6 +552,13 @@ impl Capacity for MotoCapacity {
     ) -> nodewright_core::ports::AwsResult<Vec<nodewright_core::ports::capacity::InstanceSummary>> {
         self.capacity.describe(ids).await
     }
+    async fn current_prices(
+        &self,
+        types: &[String],
+        now: i64,
+    ) -> nodewright_core::ports::AwsResult<nodewright_core::ports::state::PriceSheet> {
+        self.capacity.current_prices(types, now).await
+    }
 }
 
 impl World for MotoCapacity {
@@ -730,4 +773,5 @@ contract!(
     unavailable_offerings_expire_after_their_window,
     usage_counters_hold_limits_and_show_drift,
     leases_have_one_holder_until_released_or_run_out,
+    a_price_sheet_replaces_the_last_and_expires,
 );
