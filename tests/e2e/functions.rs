@@ -32,6 +32,16 @@ async fn env(test: &str, cpu_limit: u32, concurrency: u32) -> Env {
 
 /// An environment whose functions read the pools `pools(discovery tag)` returns.
 async fn env_with(test: &str, concurrency: u32, pools: impl FnOnce(&str) -> String) -> Env {
+    env_with_extra(test, concurrency, pools, Vec::new()).await
+}
+
+/// [`env_with`], the functions' environment extended with `extra`.
+async fn env_with_extra(
+    test: &str,
+    concurrency: u32,
+    pools: impl FnOnce(&str) -> String,
+    extra: Vec<(&'static str, String)>,
+) -> Env {
     let dir = scratch(test);
     let clients = support::clients().await;
     let prefix = unique(test);
@@ -41,7 +51,8 @@ async fn env_with(test: &str, concurrency: u32, pools: impl FnOnce(&str) -> Stri
     let tag = discovery(&clients.ec2).await;
     let double = KubeDouble::start(&dir);
     let kubeconfig = double.kubeconfig(&dir);
-    let env = function_env(&dir, &prefix, &pools(&tag), &kubeconfig);
+    let mut env = function_env(&dir, &prefix, &pools(&tag), &kubeconfig);
+    env.extend(extra);
     let watch = Watch::start(&dir, &env, concurrency);
     Env {
         dir,
@@ -864,11 +875,46 @@ async fn auto_scaling_pool_node_end_to_end() {
 #[tokio::test(flavor = "multi_thread")]
 async fn nodepools_from_the_cluster_with_status_and_events_end_to_end() {
     // The configured YAML is a fallback pool the cluster's pools must win over.
+    // The Pricing API (moto has none) says every m5/c5/r5 costs half the catalogue's price.
+    let catalogue = nodewright_core::Catalogue::embedded()
+        .instance_types("us-east-1", &nodewright_core::catalogue::OverheadConfig::default());
+    let list_price = |name: &str, ct: &str, zone: &str| {
+        catalogue
+            .iter()
+            .find(|t| t.name == name)
+            .and_then(|t| {
+                t.offerings
+                    .iter()
+                    .find(|o| o.capacity_type.as_str() == ct && o.zone == zone)
+            })
+            .map(|o| o.price)
+            .unwrap()
+    };
+    let mut live = serde_json::Map::new();
+    for t in catalogue
+        .iter()
+        .filter(|t| ["m5.", "c5.", "r5."].iter().any(|f| t.name.starts_with(f)))
+    {
+        let od = t
+            .offerings
+            .iter()
+            .find(|o| o.capacity_type.as_str() == "on-demand")
+            .unwrap()
+            .price;
+        live.insert(t.name.clone(), json!(od / 2.0));
+    }
+    let dir = scratch("e2e-cluster-pools-prices");
+    let price_api = nodewright_e2e::PriceDouble::start(&dir, &json!({"us-east-1": live}));
     let mut yaml = String::new();
-    let e = env_with("e2e-cluster-pools", 1, |tag| {
-        yaml = nodepools(tag, 64);
-        yaml.replace("name: general", "name: fallback")
-    })
+    let e = env_with_extra(
+        "e2e-cluster-pools",
+        1,
+        |tag| {
+            yaml = nodepools(tag, 64);
+            yaml.replace("name: general", "name: fallback")
+        },
+        vec![("AWS_ENDPOINT_URL_PRICING", price_api.endpoint())],
+    )
     .await;
     let mut docs: Vec<Value> = yaml
         .split("\n---\n")
@@ -891,6 +937,22 @@ async fn nodepools_from_the_cluster_with_status_and_events_end_to_end() {
     objects["ec2nodeclasses"] = json!([class]);
     e.double.set_objects(&objects);
 
+    // The first scheduled run refreshes the region's prices into DynamoDB.
+    let scheduled = event_file(&e.dir, "scheduled.json", "scheduled.json", &[]);
+    let outcome = e.watch.invoke("consolidation", &scheduled);
+    assert!(actions(&outcome, "stepFailed").is_empty(), "{outcome}");
+    let asked = price_api.requests();
+    assert!(!asked.is_empty(), "the Pricing API was asked");
+    assert!(
+        asked[0]["body"]["Filters"].to_string().contains("us-east-1"),
+        "{asked:?}"
+    );
+    let sheet = e.store.prices(now_millis()).await.unwrap().expect("prices stored");
+    assert_eq!(
+        sheet.on_demand.get("m5.large"),
+        Some(&(list_price("m5.large", "on-demand", "us-east-1a") / 2.0))
+    );
+
     let pod_pending = event_file(&e.dir, "pod-pending.json", "pod-pending.json", &[]);
     let sample: Value = serde_json::from_str(&std::fs::read_to_string(&pod_pending).unwrap()).unwrap();
     let pods = sample["detail"]["pods"].as_array().unwrap().clone();
@@ -901,6 +963,20 @@ async fn nodepools_from_the_cluster_with_status_and_events_end_to_end() {
         launched.iter().all(|l| l["pool"] == "web"),
         "the cluster's valid pool: {outcome}"
     );
+    // Decided at the live prices: each launch's price is half the catalogue's for its offering
+    // (on-demand from the Pricing API; spot estimates scale with it, moto reports no spot history).
+    for l in &launched {
+        let catalogue_price = list_price(
+            l["instanceType"].as_str().unwrap(),
+            l["capacityType"].as_str().unwrap(),
+            l["zone"].as_str().unwrap(),
+        );
+        let price = l["pricePerHour"].as_f64().unwrap();
+        assert!(
+            (price - catalogue_price / 2.0).abs() < 1e-6,
+            "{l}: catalogue {catalogue_price}"
+        );
+    }
     let claims = e.store.claims().await.unwrap();
     let instances = our_instances(&e.ec2, &claims).await;
     assert!(
@@ -923,8 +999,7 @@ async fn nodepools_from_the_cluster_with_status_and_events_end_to_end() {
         assert_eq!(nominated[0]["reportingController"], "nodewright.io/nodewright");
     }
 
-    // The consolidation run writes each object's status.
-    let scheduled = event_file(&e.dir, "scheduled.json", "scheduled.json", &[]);
+    // The next consolidation run writes each object's status with the new nodes.
     let outcome = e.watch.invoke("consolidation", &scheduled);
     assert!(actions(&outcome, "stepFailed").is_empty(), "{outcome}");
     let objects = e.double.objects();

@@ -168,6 +168,55 @@ impl KubeDouble {
     }
 }
 
+/// The Pricing API double (price_double.py): GetProducts answered from `prices`
+/// (`{"region": {"instance-type": usd}}`).
+pub struct PriceDouble {
+    pub port: u16,
+    log: PathBuf,
+    _process: Group,
+}
+
+impl PriceDouble {
+    pub fn start(dir: &Path, prices: &Value) -> PriceDouble {
+        let port = free_port();
+        let file = dir.join("prices.json");
+        let log = dir.join("price-requests.jsonl");
+        std::fs::write(&file, prices.to_string()).unwrap();
+        std::fs::write(&log, "").unwrap();
+        let mut cmd = Command::new(venv_bin().join("python"));
+        cmd.arg(workspace_root().join("tests/e2e/price_double.py"))
+            .arg(port.to_string())
+            .arg(&file)
+            .arg(&log);
+        let mut process = Group::spawn(&cmd, Stdio::piped(), Stdio::null());
+        let mut line = String::new();
+        BufReader::new(process.0.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "listening");
+        wait_for_port(port, Duration::from_secs(10), "price_double.py");
+        PriceDouble {
+            port,
+            log,
+            _process: process,
+        }
+    }
+
+    /// The endpoint the functions' Pricing client uses (`AWS_ENDPOINT_URL_PRICING`).
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Every request so far: `{"target", "body"}`.
+    pub fn requests(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
 /// Where the functions are built for `cargo lambda watch`: not the tests' target directory, whose
 /// dependency features differ (dev-dependencies enable SDK test utilities), so neither build keeps
 /// overwriting the other's artifacts.

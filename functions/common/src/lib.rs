@@ -49,6 +49,16 @@ pub async fn deps() -> Result<LambdaDeps, Error> {
         ..Default::default()
     })
     .await;
+    let mut clients = clients;
+    if let Some(url) = env("AWS_ENDPOINT_URL_PRICING") {
+        // The Pricing API's own endpoint (local runs: moto has none).
+        clients.pricing = aws_sdk_pricing::Client::from_conf(
+            aws_sdk_pricing::config::Builder::from(&clients.sdk)
+                .region(aws_sdk_pricing::config::Region::new("us-east-1"))
+                .endpoint_url(url)
+                .build(),
+        );
+    }
     let prefix = env("NODEWRIGHT_TABLE_PREFIX").unwrap_or_else(|| "nodewright".into());
     let tables = TableNames::new(prefix).map_err(|e| Error::config("NODEWRIGHT_TABLE_PREFIX", e.to_string()))?;
     let store = StateStore::new(clients.dynamodb.clone(), tables, settings.cluster.clone())?;

@@ -82,6 +82,11 @@ pub const ENV_VARS: &[(&str, bool, &str)] = &[
         "terminate claims not registered within this (default 900)",
     ),
     ("AWS_ENDPOINT_URL", false, "AWS endpoint override (local emulator)"),
+    (
+        "AWS_ENDPOINT_URL_PRICING",
+        false,
+        "Pricing API endpoint override (local runs; moto serves no Pricing API)",
+    ),
 ];
 
 /// What to do with an EC2 rebalance recommendation.
@@ -220,6 +225,19 @@ impl Settings {
             group_lease_pause: Duration::from_millis(250),
             disruption: nodewright_core::disruption::Options::default(),
         })
+    }
+
+    /// A copy that shares nothing with `self` (clones share the pools, prices and caches, as
+    /// invocations in one execution environment do): another environment's settings.
+    pub fn detached(&self) -> Settings {
+        Settings {
+            configured: Arc::new(RwLock::new(self.configured_pools())),
+            current: Arc::new(RwLock::new(self.pools())),
+            prices: Arc::new(RwLock::new(self.prices())),
+            prices_checked_at: Arc::new(Mutex::new(None)),
+            listed_at: Arc::new(Mutex::new(None)),
+            ..self.clone()
+        }
     }
 
     /// The pools now: one snapshot, to be used for a whole step.

@@ -9,7 +9,7 @@ use nodewright_core::disruption::Pdb;
 use nodewright_core::model::cluster_event::{self, NodeReady, PendingPod, PodPending};
 use nodewright_core::model::{ClaimState, LabelSelector};
 use nodewright_core::ports::capacity::InstanceSummary;
-use nodewright_core::ports::cluster::{ClusterNode, cluster_node};
+use nodewright_core::ports::cluster::{ClusterNode, ConfigKind, cluster_node};
 use nodewright_core::{Config, Pod, labels};
 use nodewright_handlers::adapters::faults::{
     FaultKind, Faults, FaultyCapacity, FaultyCluster, FaultyState, PORT_METHODS, qualified,
@@ -134,6 +134,29 @@ pub(super) fn settings() -> Settings {
         .clone()
 }
 
+/// Prices the price APIs report: the catalogue's for the pools' types, each off by up to 25%.
+fn live_prices(settings: &Settings, rng: &mut Rng) -> nodewright_core::ports::state::PriceSheet {
+    let mut sheet = nodewright_core::ports::state::PriceSheet {
+        region: settings.region.clone(),
+        ..Default::default()
+    };
+    for t in settings.pools().instance_types.iter() {
+        for o in &t.offerings {
+            let factor = 0.75 + f64::from(u32::try_from(rng.below(51)).unwrap_or(0)) / 100.0;
+            match o.capacity_type {
+                nodewright_core::CapacityType::OnDemand => {
+                    sheet.on_demand.insert(t.name.clone(), o.price * factor);
+                }
+                nodewright_core::CapacityType::Spot => {
+                    sheet.spot.insert((t.name.clone(), o.zone.clone()), o.price * factor);
+                }
+                _ => {}
+            }
+        }
+    }
+    sheet
+}
+
 /// Every port method, qualified (`State.claims`).
 pub(super) fn all_methods() -> Vec<String> {
     PORT_METHODS
@@ -252,7 +275,7 @@ pub(super) async fn run_story(seed: u64, options: &ChaosOptions) -> StoryResult 
 impl<'o> Story<'o> {
     fn new(seed: u64, options: &'o ChaosOptions) -> Story<'o> {
         let state = MemoryState::with_index_lag(INDEX_LAG);
-        let settings = settings();
+        let mut settings = settings().detached();
         // The user's group, its launch template's user data written as docs/configuration.md
         // says (the pool's labels and taints).
         let capacity = MemoryCapacity::new(&settings.cluster);
@@ -266,6 +289,24 @@ impl<'o> Story<'o> {
         if rng.below(2) == 0 {
             capacity.limit_spot_instances(SPOT_QUOTA);
         }
+        // Half the clusters hold their NodePools and EC2NodeClasses as API objects (listed,
+        // cached, status written back); the others configure them.
+        let cluster = MemoryCluster::new();
+        if rng.below(2) == 0 {
+            settings.pool_source = nodewright_handlers::settings::PoolSource::Cluster;
+            for doc in nodewright_core::model::documents(POOLS, "chaos").unwrap_or_default() {
+                let kind = match doc["kind"].as_str() {
+                    Some("NodePool") => ConfigKind::NodePool,
+                    Some("EC2NodeClass") => ConfigKind::Ec2NodeClass,
+                    _ => continue,
+                };
+                cluster.apply_config(kind, doc);
+            }
+        }
+        // A third of the accounts reach the price APIs: live prices within 25% of the catalogue's.
+        if rng.below(3) == 0 {
+            capacity.set_live_prices(live_prices(&settings, &mut rng));
+        }
         Story {
             seed,
             options,
@@ -273,7 +314,7 @@ impl<'o> Story<'o> {
             capacity,
             settings,
             state,
-            cluster: MemoryCluster::new(),
+            cluster,
             now: START,
             step: 0,
             faults_on: true,
