@@ -106,6 +106,8 @@ pub const RARE_METHODS: &[&str] = &[
     "correct_usage",
     "note_usage_checked",
     "mark_offering_unavailable",
+    "put_prices",
+    "write_status",
 ];
 pub const RARE_RATE: f64 = 0.3;
 
