@@ -13,7 +13,10 @@ to one another (run by scripts/check-infra), for a stack deployed as docs/deploy
 - the manifest's image tag is the workspace version scripts/image tags, and its user the
   Containerfile's;
 - the dashboard's body is JSON once substituted, and every Nodewright metric the dashboard and the
-  alarms read is one the functions emit (shared/handlers/src/metrics.rs).
+  alarms read is one the functions emit (shared/handlers/src/metrics.rs);
+- our CRDs (infra/k8s/crds/) serve exactly the group, version, kind and plural the functions list
+  (shared/kube/src/objects.rs), cluster-scoped, with the status subresource the functions patch,
+  and the ClusterRole grants list on them, patch on their status and create on events.
 
 Each difference is printed with what and where; exit 1 on any.
 """
@@ -220,6 +223,39 @@ def main():
     for m in sorted(read_metrics - emitted):
         problems.append(f"{TEMPLATE}: reads metric Nodewright/{m}, which no function emits ({sorted(emitted)})")
 
+    # The CRDs and the adapter's resources; the ClusterRole.
+    objects_rs = open("shared/kube/src/objects.rs").read()
+    served = set(re.findall(r'GroupVersionKind::gvk\("([^"]+)", "([^"]+)", "([^"]+)"\),\s*"([^"]+)"', objects_rs))
+    if len(served) != 2:
+        problems.append(f"shared/kube/src/objects.rs: expected 2 kinds, read {sorted(served)}")
+    crds = {}
+    for name in ("karpenter.sh_nodepools.yaml", "karpenter.k8s.aws_ec2nodeclasses.yaml"):
+        doc = yaml.safe_load(open(f"infra/k8s/crds/{name}"))
+        spec = doc["spec"]
+        versions = [v for v in spec["versions"] if v.get("served") and v.get("storage")]
+        crds[(spec["group"], versions[0]["name"] if versions else "?", spec["names"]["kind"], spec["names"]["plural"])] = (
+            name, spec, versions)
+    for key in sorted(served):
+        if key not in crds:
+            problems.append(f"infra/k8s/crds/: no CRD serves {key} as the functions list it")
+            continue
+        name, spec, versions = crds[key]
+        if spec.get("scope") != "Cluster":
+            problems.append(f"infra/k8s/crds/{name}: scope {spec.get('scope')!r}, Karpenter's kinds are cluster-scoped")
+        if "status" not in (versions[0].get("subresources") or {}):
+            problems.append(f"infra/k8s/crds/{name}: no status subresource (the functions patch /status)")
+    rbac = [d for d in yaml.safe_load_all(open("infra/k8s/functions-rbac.yaml")) if d and d["kind"] == "ClusterRole"][0]
+
+    def granted(group, resource, verb):
+        return any(group in r["apiGroups"] and resource in r["resources"] and verb in r["verbs"] for r in rbac["rules"])
+
+    for group, _, _, plural in sorted(served):
+        for resource, verb in ((plural, "list"), (f"{plural}/status", "patch")):
+            if not granted(group, resource, verb):
+                problems.append(f"infra/k8s/functions-rbac.yaml: {verb} {group}/{resource} is not granted")
+    if not granted("events.k8s.io", "events", "create"):
+        problems.append("infra/k8s/functions-rbac.yaml: create events.k8s.io/events is not granted")
+
     for p in problems:
         print(f"check-manifests: {p}", file=sys.stderr)
     if problems:
@@ -227,7 +263,8 @@ def main():
     print(
         f"check-manifests: watcher manifest, template outputs, watcher settings and image agree "
         f"(bus {bus}, role {role_name}, service account {subject}, image tag {version}; "
-        f"dashboard and alarms read {len(read_metrics)} emitted metrics)"
+        f"dashboard and alarms read {len(read_metrics)} emitted metrics; CRDs and ClusterRole match "
+        f"the {len(served)} kinds the functions read)"
     )
 
 
