@@ -913,7 +913,11 @@ async fn nodepools_from_the_cluster_with_status_and_events_end_to_end() {
             yaml = nodepools(tag, 64);
             yaml.replace("name: general", "name: fallback")
         },
-        vec![("AWS_ENDPOINT_URL_PRICING", price_api.endpoint())],
+        vec![
+            ("AWS_ENDPOINT_URL_PRICING", price_api.endpoint()),
+            // The YAML file is set (a fallback pool): opt in to the cluster's pools.
+            ("NODEWRIGHT_NODEPOOL_SOURCE", "cluster".into()),
+        ],
     )
     .await;
     let mut docs: Vec<Value> = yaml

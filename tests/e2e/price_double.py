@@ -16,15 +16,15 @@ PRICES = {}
 LOG = ""
 
 
-def document(region, instance_type, usd):
-    sku = f"SKU{abs(hash((region, instance_type))) % 10**8:08d}"
+def document(region, instance_type, usd, market="OnDemand"):
+    sku = f"SKU{abs(hash((region, instance_type, market))) % 10**8:08d}"
     return json.dumps({
         "product": {
             "productFamily": "Compute Instance",
             "sku": sku,
             "attributes": {
                 "instanceType": instance_type, "regionCode": region, "operatingSystem": "Linux",
-                "tenancy": "Shared", "preInstalledSw": "NA", "capacitystatus": "Used",
+                "tenancy": "Shared", "preInstalledSw": "NA", "capacitystatus": "Used", "marketoption": market,
             },
         },
         "serviceCode": "AmazonEC2",
@@ -64,7 +64,12 @@ class Handler(BaseHTTPRequestHandler):
         docs = []
         for instance_type, usd in sorted((PRICES.get(region) or {}).items()):
             if terms.get("operatingSystem", "Linux") == "Linux" and terms.get("tenancy", "Shared") == "Shared":
-                docs.append(document(region, instance_type, usd))
+                if terms.get("marketoption", "OnDemand") == "OnDemand":
+                    docs.append(document(region, instance_type, usd))
+                # The real list also prices Capacity Blocks under the same type (marketoption
+                # CapacityBlock); a request that does not filter them out gets them too.
+                if terms.get("marketoption") in (None, "CapacityBlock"):
+                    docs.append(document(region, instance_type, usd * 0.3, market="CapacityBlock"))
         size = int(body.get("MaxResults") or 100)
         start = int(body.get("NextToken") or 0)
         page = docs[start:start + size]

@@ -80,20 +80,21 @@ pub async fn handle<S: State, C: Capacity, K: ClusterApi>(
         }
     }
     reconcile(deps, now, &mut out).await?;
+    if let Some(cluster) = &deps.cluster {
+        disrupt(deps, now, &mut out).await?;
+        if let Err(e) = crate::node_pools::write_statuses(&deps.settings, &deps.state, cluster, now, &mut out).await {
+            failed(&mut out, "status", "NodePools", &e);
+        }
+    }
+    // Last: the refresh may wait on the price APIs, and the run's own work comes first.
     if crate::prices::refresh(deps, now).await {
-        // This run plans at them too.
+        // The next invocation in this environment plans at them.
         *deps
             .settings
             .prices_checked_at
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = None;
         crate::prices::load(&deps.settings, &deps.state, now).await;
-    }
-    if let Some(cluster) = &deps.cluster {
-        disrupt(deps, now, &mut out).await?;
-        if let Err(e) = crate::node_pools::write_statuses(&deps.settings, &deps.state, cluster, now, &mut out).await {
-            failed(&mut out, "status", "NodePools", &e);
-        }
     }
     Ok(out)
 }
@@ -400,7 +401,7 @@ async fn raise_unraised<S: State, C: Capacity, K: ClusterApi>(
     ) else {
         return Ok(());
     };
-    let charged = crate::provision::usage_of_pool_types(pool, &pools.instance_types);
+    let charged = crate::provision::usage_of_pool_types(pool, &pools.all_types);
     let holder = nodewright_core::ports::state::Holder::Invocation(format!("raise/{}", claim.id));
     let mut actions = Vec::new();
     let raised = crate::provision::raise_and_report(
@@ -510,7 +511,7 @@ async fn reconcile_usage<S: State, C: Capacity, K: ClusterApi>(
     now: EpochMillis,
     out: &mut Outcome,
 ) -> Result<()> {
-    let Some(expected) = usage_of_claims(claims, pool, &deps.settings.pools().instance_types) else {
+    let Some(expected) = usage_of_claims(claims, pool, &deps.settings.pools().all_types) else {
         return Ok(());
     };
     if !snapshot.exists && expected == PoolUsage::default() {
@@ -928,14 +929,16 @@ async fn disrupt<S: State, C: Capacity, K: ClusterApi>(
     if managed.is_empty() {
         return Ok(());
     }
+    // One snapshot: the index must be of the very list it indexes.
+    let pools = deps.settings.pools();
     let input = disruption::Input {
         nodes: &managed,
-        pools: &deps.settings.pools().config.node_pools,
-        instance_types: &deps.settings.pools().instance_types,
-        type_index: Some(&deps.settings.pools().type_index),
+        pools: &pools.config.node_pools,
+        instance_types: &pools.instance_types,
+        type_index: Some(&pools.type_index),
         daemonsets: &daemonsets,
         pdbs: &pdbs,
-        node_class_hashes: &deps.settings.pools().node_class_hashes,
+        node_class_hashes: &pools.node_class_hashes,
         now: now / 1000,
     };
     let node_claim: HashMap<&str, &ClaimRecord> = nodes

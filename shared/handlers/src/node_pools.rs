@@ -4,8 +4,8 @@
 //! left out, the others keep working). The consolidation run writes each object's status back:
 //! conditions and, for pools, the resources Nodewright holds for them.
 //!
-//! The configured YAML is the fallback: used when the API serves no NodePool (no CRDs, or none
-//! applied). Auto Scaling pools (Nodewright's own kind, which the API does not serve) always come
+//! The configured YAML is the fallback: used when the API does not serve the kinds (no CRDs). A
+//! cluster that serves them with none applied has no NodePool. Auto Scaling pools (Nodewright's own kind, which the API does not serve) always come
 //! from the configured YAML.
 
 use std::sync::Arc;
@@ -23,16 +23,21 @@ pub const POOLS_TTL_MS: i64 = 30_000;
 /// At most this many status writes per run (a cluster with thousands of NodePools is bounded).
 pub const MAX_STATUS_WRITES: usize = 100;
 
-/// The identity of a listing: kinds, names and generations.
+/// The identity of a listing: kinds, names, uids and generations (an object deleted and created
+/// again starts at generation 1 with a new uid). Never empty, so an empty listing differs from the
+/// configured pools (whose fingerprint is empty).
 fn fingerprint(objects: &ConfigObjects) -> String {
     let mut parts: Vec<String> = objects
         .node_pools
         .iter()
         .chain(&objects.node_classes)
-        .map(|o| format!("{}/{}@{}", o.kind.kind(), o.name, o.generation))
+        .map(|o| {
+            let uid = o.object["metadata"]["uid"].as_str().unwrap_or("");
+            format!("{}/{}/{uid}@{}", o.kind.kind(), o.name, o.generation)
+        })
         .collect();
     parts.sort();
-    parts.join(",")
+    format!("cluster:{}", parts.join(","))
 }
 
 /// Builds the pools the objects make (with the configured Auto Scaling pools).
@@ -73,6 +78,8 @@ pub async fn refresh<K: ClusterApi>(settings: &Settings, cluster: Option<&K>, no
             return Ok(());
         }
     }
+    // A failed listing is retried after the TTL too (not on every invocation).
+    *settings.listed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
     let objects = match cluster.config_objects().await {
         Ok(o) => o,
         Err(e) => {
@@ -80,14 +87,15 @@ pub async fn refresh<K: ClusterApi>(settings: &Settings, cluster: Option<&K>, no
             return Ok(());
         }
     };
-    *settings.listed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
-    if !objects.served || objects.node_pools.is_empty() {
+    // The configured pools only where the kinds are not served. A cluster that serves them with
+    // none applied has no NodePool (deleting every NodePool stops provisioning, as in Karpenter).
+    if !objects.served {
         let configured = settings.configured_pools();
         if !Arc::ptr_eq(&settings.pools(), &configured) {
             tracing::info!(
                 served = objects.served,
                 pools = configured.config.node_pools.len(),
-                "no NodePool in the cluster; using the configured pools"
+                "the cluster serves no NodePool kind; using the configured pools"
             );
             settings.set_pools(configured);
         }
@@ -141,7 +149,18 @@ pub async fn write_statuses<S: State, K: ClusterApi>(
             .cloned()
             .unwrap_or_default();
         let usage = match verdict.kind {
-            ConfigKind::NodePool => Some(state.usage_snapshot(&verdict.name).await.map_err(Error::from)?.usage),
+            ConfigKind::NodePool => match state.usage_snapshot(&verdict.name).await {
+                Ok(s) => Some(s.usage),
+                Err(e) => {
+                    // This object's status waits for the next run; the others are written.
+                    out.push(Action::StepFailed {
+                        step: "status".into(),
+                        target: format!("NodePool/{}", verdict.name),
+                        error: Error::from(e).to_string(),
+                    });
+                    continue;
+                }
+            },
             ConfigKind::Ec2NodeClass => None,
         };
         let Some(status) = desired_status(verdict, &current, usage.as_ref(), &stamp) else {

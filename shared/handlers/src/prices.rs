@@ -45,19 +45,35 @@ pub async fn load<S: State>(settings: &Settings, state: &S, now: EpochMillis) {
     }
 }
 
+/// After a failed refresh, the next try waits this long (the price APIs may be unreachable from
+/// the functions' network for good: a private VPC without a NAT gateway).
+pub const PRICES_RETRY_MS: i64 = 15 * 60_000;
+/// A refresh gives up after this long: it runs inside the scheduled function's 55 s.
+const REFRESH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// The scheduled function's part: refreshes the stored sheet when it is due. Returns whether it
-/// stored a new one.
+/// stored a new one. Half a refresh (on-demand or spot unreachable) keeps the other half of the
+/// previous sheet.
 pub async fn refresh<S: State, C: Capacity, K: ClusterApi>(deps: &Deps<S, C, K>, now: EpochMillis) -> bool {
     // The sheet in use is not due: nothing to read (the sheet is ~100 KB per region).
     if deps.settings.prices().is_some_and(|p| !p.is_due(now)) {
         return false;
     }
-    // Not loaded, or due: another environment may have refreshed it already.
-    match deps.state.prices(now).await {
-        Ok(Some(sheet)) if !sheet.is_due(now) => return false,
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "reading live prices failed; refreshing them"),
+    {
+        let failed = deps.settings.prices_failed_at.lock().unwrap_or_else(|p| p.into_inner());
+        if failed.is_some_and(|at| (0..PRICES_RETRY_MS).contains(&(now - at))) {
+            return false;
+        }
     }
+    // Not loaded, or due: another environment may have refreshed it already.
+    let previous = match deps.state.prices(now).await {
+        Ok(Some(sheet)) if !sheet.is_due(now) => return false,
+        Ok(previous) => previous,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading live prices failed; refreshing them");
+            None
+        }
+    };
     let region = deps.settings.region.clone();
     let names: Vec<String> = Catalogue::embedded()
         .instance_types(&region, &OverheadConfig::default())
@@ -66,7 +82,25 @@ pub async fn refresh<S: State, C: Capacity, K: ClusterApi>(deps: &Deps<S, C, K>,
         .collect();
     let holder = format!("prices/{now}");
     let stored = crate::provision::with_lease(deps, LEASE, &holder, 1, now, || async {
-        let sheet = deps.capacity.current_prices(&names, now).await?;
+        let fetched = tokio::time::timeout(REFRESH_TIMEOUT, deps.capacity.current_prices(&names, now)).await;
+        let mut sheet = match fetched {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(crate::Error::Aws(nodewright_core::ports::AwsError::Aws {
+                    operation: "GetProducts",
+                    code: "Timeout".into(),
+                    message: format!("the price refresh took more than {}s", REFRESH_TIMEOUT.as_secs()),
+                }));
+            }
+        };
+        if let Some(previous) = previous.filter(|p| p.region == sheet.region) {
+            if sheet.on_demand.is_empty() {
+                sheet.on_demand = previous.on_demand;
+            }
+            if sheet.spot.is_empty() {
+                sheet.spot = previous.spot;
+            }
+        }
         if sheet.is_empty() {
             return Ok(false);
         }
@@ -83,7 +117,12 @@ pub async fn refresh<S: State, C: Capacity, K: ClusterApi>(deps: &Deps<S, C, K>,
         Ok(Some(stored)) => stored,
         Ok(None) => false,
         Err(e) => {
-            tracing::warn!(error = %e, "refreshing live prices failed; the prices in use stand");
+            *deps.settings.prices_failed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
+            tracing::warn!(
+                error = %e,
+                retry_in_minutes = PRICES_RETRY_MS / 60_000,
+                "refreshing live prices failed; the prices in use stand"
+            );
             false
         }
     }

@@ -266,7 +266,7 @@ async fn resume_dead_attempts<S: State, C: Capacity, K: ClusterApi>(
 ) -> Result<HashSet<String>> {
     let batch: HashSet<&str> = batch.iter().map(String::as_str).collect();
     let ttl = deps.settings.reservation_ttl_secs;
-    let types = &deps.settings.pools().instance_types;
+    let types = &deps.settings.pools().all_types;
     let mut resumed = HashSet::new();
     for c in claims {
         // A fleet claim launches from its recorded offerings; an Auto Scaling claim whose raise
@@ -603,7 +603,7 @@ async fn launch_claim<S: State, C: Capacity, K: ClusterApi>(
     };
     // An Auto Scaling group picks the type itself: charged (and released) as its largest.
     let delta = match pool.backing {
-        PoolBacking::AutoScalingGroup { .. } => usage_of_pool_types(&pool, &deps.settings.pools().instance_types),
+        PoolBacking::AutoScalingGroup { .. } => usage_of_pool_types(&pool, &deps.settings.pools().all_types),
         _ => usage_of_options(&plan.instance_types, types),
     };
     if let UsageDecision::Denied {
@@ -1012,7 +1012,7 @@ pub(crate) async fn create_adopted_claim<S: State, C: Capacity, K: ClusterApi>(
     record: &ClaimRecord,
     instance_type: Option<&str>,
 ) -> Result<bool> {
-    let delta = usage_of_type(instance_type.unwrap_or(""), &deps.settings.pools().instance_types);
+    let delta = usage_of_type(instance_type.unwrap_or(""), &deps.settings.pools().all_types);
     let unlimited = nodewright_core::nodepool::Limits::default();
     deps.state.try_add_usage(&record.pool, &delta, &unlimited).await?;
     if deps.state.create_claim(record).await? {

@@ -34,7 +34,7 @@ pub const ENV_VARS: &[(&str, bool, &str)] = &[
     (
         "NODEWRIGHT_NODEPOOL_SOURCE",
         false,
-        "cluster (default): NodePools and EC2NodeClasses from the Kubernetes API, the YAML as fallback; config: the YAML only",
+        "cluster: NodePools and EC2NodeClasses from the Kubernetes API (the YAML as fallback where the kinds are not served); config: the YAML only; auto (default): config when YAML is set, else cluster",
     ),
     (
         "NODEWRIGHT_NODEPOOLS_FILE",
@@ -120,6 +120,11 @@ pub struct Pools {
     pub instance_types: Arc<[InstanceType]>,
     /// Index of `instance_types`, built once: every consolidation plan reuses it.
     pub type_index: TypeIndex,
+    /// Every type the region offers, at the same prices: what an existing claim's type is looked
+    /// up in (its usage, labels and price), since a pool changed at run time may no longer admit
+    /// the type it was launched with.
+    pub all_types: Arc<[InstanceType]>,
+    all_index: TypeIndex,
     /// Drift hash of each EC2NodeClass by name: stamped on claims at launch, compared by the
     /// disruption planner.
     pub node_class_hashes: BTreeMap<String, String>,
@@ -147,6 +152,8 @@ impl Pools {
         if let Some(p) = prices.filter(|p| p.region == region) {
             p.apply(&mut instance_types);
         }
+        let all_types: Arc<[InstanceType]> = instance_types.clone().into();
+        let all_index = TypeIndex::new(&all_types);
         // Only what some pool may launch: every plan prepares over this list.
         instance_types.retain(|t| config.node_pools.iter().any(|p| p.admits_type(t)));
         let instance_types: Arc<[InstanceType]> = instance_types.into();
@@ -156,6 +163,8 @@ impl Pools {
             config,
             instance_types,
             type_index,
+            all_types,
+            all_index,
             node_class_hashes,
             objects: Vec::new(),
             statuses: Mutex::new(BTreeMap::new()),
@@ -163,9 +172,10 @@ impl Pools {
         })
     }
 
-    /// The instance type named `name`, if some pool may launch it.
+    /// The instance type named `name`, if the region offers it (whether or not a pool admits it
+    /// now: existing claims are looked up here).
     pub fn type_by_name(&self, name: &str) -> Option<&InstanceType> {
-        self.type_index.position(name).and_then(|i| self.instance_types.get(i))
+        self.all_index.position(name).and_then(|i| self.all_types.get(i))
     }
 }
 
@@ -183,6 +193,8 @@ pub struct Settings {
     /// last read for newer ones ([`crate::prices`]).
     prices: Arc<RwLock<Option<Arc<PriceSheet>>>>,
     pub(crate) prices_checked_at: Arc<Mutex<Option<EpochMillis>>>,
+    /// When a price refresh last failed (retried after [`crate::prices::PRICES_RETRY_MS`]).
+    pub(crate) prices_failed_at: Arc<Mutex<Option<EpochMillis>>>,
     /// When the cluster's pools were last listed (for [`crate::node_pools::POOLS_TTL_MS`]).
     pub(crate) listed_at: Arc<Mutex<Option<EpochMillis>>>,
     pub rebalance: RebalancePolicy,
@@ -217,6 +229,7 @@ impl Settings {
             current: Arc::new(RwLock::new(pools)),
             prices: Arc::new(RwLock::new(None)),
             prices_checked_at: Arc::new(Mutex::new(None)),
+            prices_failed_at: Arc::new(Mutex::new(None)),
             listed_at: Arc::new(Mutex::new(None)),
             rebalance: RebalancePolicy::Replace,
             registration_timeout_ms: 15 * 60 * 1000,
@@ -235,6 +248,7 @@ impl Settings {
             current: Arc::new(RwLock::new(self.pools())),
             prices: Arc::new(RwLock::new(self.prices())),
             prices_checked_at: Arc::new(Mutex::new(None)),
+            prices_failed_at: Arc::new(Mutex::new(None)),
             listed_at: Arc::new(Mutex::new(None)),
             ..self.clone()
         }
@@ -281,7 +295,7 @@ impl Settings {
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = pools;
     }
 
-    /// The instance type named `name`, if some pool may launch it.
+    /// The instance type named `name`, if the region offers it.
     pub fn type_by_name(&self, name: &str) -> Option<InstanceType> {
         self.pools().type_by_name(name).cloned()
     }
@@ -305,13 +319,16 @@ impl Settings {
             ));
         }
         let region = required("AWS_REGION")?;
-        let pool_source = match var("NODEWRIGHT_NODEPOOL_SOURCE").as_deref().map(str::trim) {
-            None | Some("") | Some("cluster") => PoolSource::Cluster,
-            Some("config") => PoolSource::Configured,
+        // Unset (or `auto`): the cluster's unless YAML is configured, so a stack upgraded with its
+        // pools in the parameter keeps them until it opts in.
+        let explicit = match var("NODEWRIGHT_NODEPOOL_SOURCE").as_deref().map(str::trim) {
+            None | Some("") | Some("auto") => None,
+            Some("cluster") => Some(PoolSource::Cluster),
+            Some("config") => Some(PoolSource::Configured),
             Some(other) => {
                 return Err(Error::config(
                     "NODEWRIGHT_NODEPOOL_SOURCE",
-                    format!("{other:?} is not one of cluster, config"),
+                    format!("{other:?} is not one of auto, cluster, config"),
                 ));
             }
         };
@@ -324,6 +341,11 @@ impl Settings {
             )),
             _ => None,
         };
+        let pool_source = explicit.unwrap_or(if text.is_some() {
+            PoolSource::Configured
+        } else {
+            PoolSource::Cluster
+        });
         let config = match text {
             Some((text, source)) => {
                 let (config, warnings) = Config::parse_strict(&text, &source)
@@ -460,11 +482,24 @@ mod tests {
         ]))
         .expect("valid");
         assert_eq!(ok.rebalance, RebalancePolicy::Cordon);
-        assert_eq!(ok.pool_source, PoolSource::Cluster);
+        assert_eq!(
+            ok.pool_source,
+            PoolSource::Configured,
+            "YAML given, no source: the YAML"
+        );
         assert!(!ok.pools().instance_types.is_empty());
         let from_cluster_only =
             Settings::from_env(env(&[("NODEWRIGHT_CLUSTER_NAME", "prod"), ("AWS_REGION", "us-east-1")]))
                 .expect("the cluster's NodePools alone");
         assert!(from_cluster_only.pools().config.node_pools.is_empty());
+        assert_eq!(from_cluster_only.pool_source, PoolSource::Cluster);
+        let opted_in = Settings::from_env(env(&[
+            ("NODEWRIGHT_CLUSTER_NAME", "prod"),
+            ("AWS_REGION", "us-east-1"),
+            ("NODEWRIGHT_NODEPOOLS", POOL),
+            ("NODEWRIGHT_NODEPOOL_SOURCE", "cluster"),
+        ]))
+        .expect("the cluster's, the YAML as fallback");
+        assert_eq!(opted_in.pool_source, PoolSource::Cluster);
     }
 }

@@ -201,7 +201,7 @@ async fn match_launch<S: State, C: Capacity, K: ClusterApi>(
             .iter()
             .find(|p| p.name == claim.pool)
         {
-            let delta = crate::provision::usage_of_pool_types(pool, &deps.settings.pools().instance_types);
+            let delta = crate::provision::usage_of_pool_types(pool, &deps.settings.pools().all_types);
             let mut actions = Vec::new();
             fail_claim(
                 deps,
@@ -248,7 +248,7 @@ async fn match_launch<S: State, C: Capacity, K: ClusterApi>(
                 let pools = deps.settings.pools();
                 let claim_pool = pools.config.node_pools.iter().find(|p| p.name == claim.pool);
                 if let (Some(pool), Some(t)) = (claim_pool, update.instance_type.as_deref()) {
-                    let types = &pools.instance_types;
+                    let types = &pools.all_types;
                     let charged = crate::provision::usage_of_pool_types(pool, types);
                     crate::provision::settle_usage(deps, pool, &charged, t, types).await?;
                 }
@@ -343,7 +343,7 @@ pub(crate) async fn instance_gone<S: State, C: Capacity, K: ClusterApi>(
     });
     let delta = usage_of_type(
         claim.instance_type.as_deref().unwrap_or(""),
-        &deps.settings.pools().instance_types,
+        &deps.settings.pools().all_types,
     );
     deps.state
         .release_usage(&claim.pool, &delta, claim.counted_in_flight())

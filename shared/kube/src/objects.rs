@@ -90,8 +90,9 @@ impl Cluster {
         }
     }
 
-    /// Creates the Events; a name that exists (409) is a duplicate and skipped. Stops at the first
-    /// other failure.
+    /// Creates the Events; a name that exists (409) is a duplicate and skipped. An Event the API
+    /// server refuses (another 4xx: its namespace is being deleted, say) is skipped and logged;
+    /// a timeout, an authorization failure or a server error stops the rest.
     pub async fn record_events(&self, events: &[ObjectEvent]) -> Result<usize> {
         let operation = "create event";
         let mut created = 0;
@@ -111,6 +112,12 @@ impl Cluster {
             match result {
                 Ok(()) => created += 1,
                 Err(Error::Conflict { .. }) => {}
+                Err(Error::NotFound { .. }) => {
+                    tracing::debug!(event = %name, "event refused: its namespace is gone");
+                }
+                Err(Error::Api { code, message, .. }) if (400..500).contains(&code) && code != 429 => {
+                    tracing::warn!(event = %name, code, %message, "event refused; skipping it");
+                }
                 Err(err) => return Err(err),
             }
         }

@@ -125,6 +125,8 @@ impl PriceBook {
             ("tenancy", "Shared"),
             ("preInstalledSw", "NA"),
             ("capacitystatus", "Used"),
+            // Not Capacity Blocks or other market options priced under the same type.
+            ("marketoption", "OnDemand"),
         ]
         .into_iter()
         .map(|(field, value)| {
@@ -158,7 +160,10 @@ impl PriceBook {
             };
             for entry in page.price_list() {
                 if let Some((itype, price)) = on_demand_price(entry) {
-                    fresh.insert(itype, price);
+                    // Two documents for one type (a product the filters did not tell apart): the
+                    // lower, whatever their order.
+                    let p = fresh.entry(itype).or_insert(price);
+                    *p = f64::min(*p, price);
                 }
             }
             match page.next_token {

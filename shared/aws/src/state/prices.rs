@@ -7,6 +7,9 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
 use nodewright_core::ports::state::{PRICES_TTL_SECS, PriceSheet};
 
 use super::item::{Fields, n, s};
+
+/// More chunks than a sheet of `MAX_PRICE_ENTRIES` lines of ~60 bytes needs.
+const MAX_PRICE_CHUNKS: usize = 64;
 use super::{StateStore, Table};
 use crate::error::FromSdk;
 use crate::{Error, Result};
@@ -35,6 +38,10 @@ impl StateStore {
         let f = Fields::new(&table, "offering", &item);
         let refreshed_at: i64 = f.n("refreshedAt")?;
         let chunks: usize = f.n("chunks")?;
+        // Bounded before allocating: MAX_PRICE_ENTRIES lines fit in far fewer chunks.
+        if chunks > MAX_PRICE_CHUNKS {
+            return Err(f.corrupt(format!("{chunks} price chunks (at most {MAX_PRICE_CHUNKS})")));
+        }
         let region = f.s("region")?;
         if now - refreshed_at >= PRICES_TTL_SECS * 1000 {
             return Ok(None);

@@ -254,10 +254,24 @@ pub fn desired_status(
     status.insert("conditions".into(), Value::Array(conds));
     if verdict.kind == ConfigKind::NodePool {
         let usage = usage.copied().unwrap_or_default();
-        let r = resources(&usage);
+        let mut r = resources(&usage);
         // Karpenter 1.8+'s printer column reads `status.nodes`; older ones `resources.nodes`.
         let nodes = Value::from(usage.nodes);
-        if current.get("resources") != Some(&r) || current.get("nodes") != Some(&nodes) {
+        if current.get("resources") != Some(&r) {
+            changed = true;
+        }
+        // A merge patch keeps keys it does not carry: a key we no longer report (a GPU count gone
+        // to zero, Karpenter's own `pods`) is removed with null, or it would differ every run.
+        if let (Some(old), Some(new)) = (current.get("resources").and_then(Value::as_object), r.as_object_mut()) {
+            for key in old.keys() {
+                if !new.contains_key(key) {
+                    new.insert(key.clone(), Value::Null);
+                }
+            }
+        }
+        // Compared only when the object keeps it: a CRD without the field (Karpenter before 1.8)
+        // prunes it, and comparing would write every run.
+        if current.get("nodes").is_some_and(|n| n != &nodes) {
             changed = true;
         }
         status.insert("resources".into(), r);
@@ -391,6 +405,23 @@ spec:
         assert_eq!(
             second["conditions"][2]["lastTransitionTime"], "2026-12-01T00:00:00Z",
             "Ready held: its transition time stays"
+        );
+
+        // As the API server keeps it after the merge patch: Karpenter's `pods` left from before
+        // the migration, a GPU count, and no `nodes` (a CRD that prunes it).
+        let mut kept = first.clone();
+        kept["resources"]["pods"] = json!("12");
+        kept["resources"]["nvidia.com/gpu"] = json!("4");
+        kept.as_object_mut().unwrap().remove("nodes");
+        let patch = desired_status(v, &kept, Some(&usage), "t").unwrap();
+        assert_eq!(patch["resources"]["pods"], Value::Null, "removed, not left to differ");
+        assert_eq!(patch["resources"]["nvidia.com/gpu"], Value::Null);
+        let mut after = first.clone();
+        after.as_object_mut().unwrap().remove("nodes");
+        assert_eq!(
+            desired_status(v, &after, Some(&usage), "t"),
+            None,
+            "a pruned `nodes` is no change"
         );
     }
 }

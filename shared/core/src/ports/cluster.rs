@@ -265,9 +265,64 @@ impl ObjectEvent {
             )
             .bytes(),
         );
-        // Object names are at most 253 characters; keep the regarding name readable.
-        let mut base: String = self.regarding.name.chars().take(200).collect();
-        base.make_ascii_lowercase();
+        // A DNS subdomain of at most 253 characters: the regarding name kept readable, cut to 200
+        // and never ending in `-` or `.` (the API server refuses `web-.abc`).
+        let mut base: String = self
+            .regarding
+            .name
+            .chars()
+            .take(200)
+            .map(|c| c.to_ascii_lowercase())
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        while base.ends_with(['-', '.']) {
+            base.pop();
+        }
+        if base.is_empty() {
+            return digest;
+        }
         format!("{base}.{digest}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_names_are_dns_subdomains_the_same_for_the_same_event() {
+        let long = format!("{}-{}", "a".repeat(199), "b".repeat(60));
+        let e = ObjectEvent::new(
+            EventObject::pod("ns", &long, None),
+            EventType::Normal,
+            "Nominated",
+            "Provision",
+            "x",
+        );
+        let name = e.name();
+        assert!(name.len() <= 253, "{}", name.len());
+        assert!(!name.contains("-."), "the cut does not end in '-': {name}");
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.'),
+            "{name}"
+        );
+        let mut later = e.clone();
+        later.time = 99;
+        assert_eq!(later.name(), name);
+        let other = ObjectEvent::new(
+            EventObject::pod("ns", &long, None),
+            EventType::Normal,
+            "Nominated",
+            "Provision",
+            "y",
+        );
+        assert_ne!(other.name(), name, "another note is another Event");
     }
 }

@@ -1172,6 +1172,7 @@ struct ClusterData {
     /// Events created, by name (a second create of a name is refused, as the API server does).
     events: BTreeMap<String, ObjectEvent>,
     duplicate_events: usize,
+    status_writes: usize,
 }
 
 impl ClusterData {
@@ -1269,6 +1270,10 @@ impl MemoryCluster {
     pub fn config_object(&self, kind: ConfigKind, name: &str) -> Option<serde_json::Value> {
         lock(&self.data).config.get(&(kind, name.to_string())).cloned()
     }
+    /// Status writes asked for so far.
+    pub fn status_writes(&self) -> usize {
+        lock(&self.data).status_writes
+    }
     /// The Events created, and how many creates were refused as duplicates.
     pub fn events(&self) -> (Vec<ObjectEvent>, usize) {
         let d = lock(&self.data);
@@ -1340,10 +1345,27 @@ impl ClusterApi for MemoryCluster {
         status: &serde_json::Value,
     ) -> nodewright_core::ports::KubeResult<bool> {
         let mut d = lock(&self.data);
+        d.status_writes += 1;
         let Some(object) = d.config.get_mut(&(kind, name.to_string())) else {
             return Ok(false);
         };
-        object["status"] = status.clone();
+        // A JSON merge patch, as the API server applies it: keys not in the patch stay, null
+        // removes, objects merge, anything else replaces.
+        fn merge(target: &mut serde_json::Value, patch: &serde_json::Value) {
+            match (target.as_object_mut(), patch.as_object()) {
+                (Some(t), Some(p)) => {
+                    for (k, v) in p {
+                        if v.is_null() {
+                            t.remove(k);
+                        } else {
+                            merge(t.entry(k.clone()).or_insert(serde_json::Value::Null), v);
+                        }
+                    }
+                }
+                _ => *target = patch.clone(),
+            }
+        }
+        merge(&mut object["status"], status);
         Ok(true)
     }
     async fn record_events(&self, events: &[ObjectEvent]) -> nodewright_core::ports::KubeResult<usize> {

@@ -192,7 +192,7 @@ pub async fn check(
                 format!("pool {} has a counter below zero", pool.name),
             ));
         }
-        let held = usage_of_claims(&claims, &pool.name, &pools.instance_types);
+        let held = usage_of_claims(&claims, &pool.name, &pools.all_types);
         if let Some(held) = held {
             if let Some(cpu_limit) = pool.limits.of(Resource::Cpu)
                 && held.cpu_milli > cpu_limit

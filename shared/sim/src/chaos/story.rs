@@ -1028,7 +1028,7 @@ impl<'o> Story<'o> {
         let claims = self.state.claim_records();
         let pools = self.settings.pools();
         pools.config.node_pools.iter().all(|p| {
-            nodewright_handlers::consolidation::usage_of_claims(&claims, &p.name, &pools.instance_types)
+            nodewright_handlers::consolidation::usage_of_claims(&claims, &p.name, &pools.all_types)
                 .is_none_or(|held| held == self.state.usage(&p.name))
         })
     }
