@@ -95,6 +95,33 @@ impl Drop for Group {
     }
 }
 
+/// Starts `tests/e2e/<script>` (a Python double taking PORT DATA LOG) and waits until it accepts
+/// connections.
+fn start_double(script: &str, port: u16, data: &Path, log: &Path) -> Group {
+    let mut cmd = Command::new(venv_bin().join("python"));
+    cmd.arg(workspace_root().join("tests/e2e").join(script))
+        .arg(port.to_string())
+        .arg(data)
+        .arg(log);
+    let mut process = Group::spawn(&cmd, Stdio::piped(), Stdio::null());
+    let mut line = String::new();
+    BufReader::new(process.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "listening");
+    wait_for_port(port, Duration::from_secs(10), script);
+    process
+}
+
+/// A double's JSON-lines request log.
+fn read_log(log: &Path) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 /// The Kubernetes API double.
 pub struct KubeDouble {
     pub port: u16,
@@ -110,18 +137,7 @@ impl KubeDouble {
         let log = dir.join("kube-requests.jsonl");
         std::fs::write(&objects, r#"{"nodes": [], "pods": []}"#).unwrap();
         std::fs::write(&log, "").unwrap();
-        let mut cmd = Command::new(venv_bin().join("python"));
-        cmd.arg(workspace_root().join("tests/e2e/kube_double.py"))
-            .arg(port.to_string())
-            .arg(&objects)
-            .arg(&log);
-        let mut process = Group::spawn(&cmd, Stdio::piped(), Stdio::null());
-        let mut line = String::new();
-        BufReader::new(process.0.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "listening");
-        wait_for_port(port, Duration::from_secs(10), "kube_double.py");
+        let process = start_double("kube_double.py", port, &objects, &log);
         KubeDouble {
             port,
             objects,
@@ -144,11 +160,7 @@ impl KubeDouble {
 
     /// Every request so far: `{"method", "path", "query", "body"}`.
     pub fn requests(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        read_log(&self.log)
     }
 
     /// A kubeconfig pointing at the double (no authentication).
@@ -183,18 +195,7 @@ impl PriceDouble {
         let log = dir.join("price-requests.jsonl");
         std::fs::write(&file, prices.to_string()).unwrap();
         std::fs::write(&log, "").unwrap();
-        let mut cmd = Command::new(venv_bin().join("python"));
-        cmd.arg(workspace_root().join("tests/e2e/price_double.py"))
-            .arg(port.to_string())
-            .arg(&file)
-            .arg(&log);
-        let mut process = Group::spawn(&cmd, Stdio::piped(), Stdio::null());
-        let mut line = String::new();
-        BufReader::new(process.0.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "listening");
-        wait_for_port(port, Duration::from_secs(10), "price_double.py");
+        let process = start_double("price_double.py", port, &file, &log);
         PriceDouble {
             port,
             log,
@@ -209,11 +210,7 @@ impl PriceDouble {
 
     /// Every request so far: `{"target", "body"}`.
     pub fn requests(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        read_log(&self.log)
     }
 }
 

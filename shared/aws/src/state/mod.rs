@@ -120,18 +120,38 @@ impl StateStore {
             Some((name, attr, value)) => (Some(name), attr, value.to_string()),
             None => (None, table.spec().partition_key, self.cluster.clone()),
         };
+        self.query_pages(table, index_name, key_attr, &key_value, None).await
+    }
+
+    /// Every item of one partition (`key_attr = key_value`), or of its sort keys starting with
+    /// `(sort_attr, prefix)`, following pages; consistent on the table, as [`Self::query_all`].
+    pub(crate) async fn query_pages(
+        &self,
+        table: Table,
+        index_name: Option<&str>,
+        key_attr: &str,
+        key_value: &str,
+        sort_prefix: Option<(&str, &str)>,
+    ) -> Result<Vec<Item>> {
         let mut items = Vec::new();
         let mut start: Option<Item> = None;
         loop {
-            let page = self
+            let mut query = self
                 .client
                 .query()
                 .table_name(self.table_name(table))
                 .set_index_name(index_name.map(str::to_string))
                 .consistent_read(index_name.is_none())
-                .key_condition_expression("#k = :k")
                 .expression_attribute_names("#k", key_attr)
-                .expression_attribute_values(":k", AttributeValue::S(key_value.clone()))
+                .expression_attribute_values(":k", AttributeValue::S(key_value.to_string()));
+            query = match sort_prefix {
+                Some((attr, prefix)) => query
+                    .key_condition_expression("#k = :k AND begins_with(#s, :p)")
+                    .expression_attribute_names("#s", attr)
+                    .expression_attribute_values(":p", AttributeValue::S(prefix.to_string())),
+                None => query.key_condition_expression("#k = :k"),
+            };
+            let page = query
                 .set_exclusive_start_key(start.take())
                 .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()

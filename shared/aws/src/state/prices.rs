@@ -48,37 +48,25 @@ impl StateStore {
         }
         let mut texts = vec![String::new(); chunks];
         let mut found = 0;
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&table)
-                .key_condition_expression("#k = :k AND begins_with(#o, :p)")
-                .expression_attribute_names("#k", "cluster")
-                .expression_attribute_names("#o", "offering")
-                .expression_attribute_values(":k", s(self.prices_partition()))
-                .expression_attribute_values(":p", s(format!("chunk#{refreshed_at}#")))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                .send()
-                .await
-                .map_err(|e| Error::aws("Query", e))?;
-            self.count_read(page.consumed_capacity());
-            for item in page.items() {
-                let f = Fields::new(&table, "offering", item);
-                let i: usize = f.n("index")?;
-                let slot = texts
-                    .get_mut(i)
-                    .ok_or_else(|| f.corrupt(format!("chunk {i} of {chunks}")))?;
-                *slot = f.s("prices")?;
-                found += 1;
-            }
-            match page.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => break,
-            }
+        let prefix = format!("chunk#{refreshed_at}#");
+        let partition = self.prices_partition();
+        let items = self
+            .query_pages(
+                Table::Offerings,
+                None,
+                "cluster",
+                &partition,
+                Some(("offering", &prefix)),
+            )
+            .await?;
+        for item in &items {
+            let f = Fields::new(&table, "offering", item);
+            let i: usize = f.n("index")?;
+            let slot = texts
+                .get_mut(i)
+                .ok_or_else(|| f.corrupt(format!("chunk {i} of {chunks}")))?;
+            *slot = f.s("prices")?;
+            found += 1;
         }
         if found != chunks {
             return Err(Error::Corrupt {
