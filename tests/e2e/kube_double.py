@@ -17,6 +17,7 @@ usage: kube_double.py PORT OBJECTS_JSON REQUESTS_JSONL   (prints "listening" onc
 """
 import json
 import os
+import re
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -190,7 +191,7 @@ class Handler(BaseHTTPRequestHandler):
             for required in ("eventTime", "reportingController", "reportingInstance", "reason", "action", "type"):
                 if not event.get(required):
                     return status(422, "Invalid", f"Event.events.k8s.io is invalid: {required}: Required value")
-            if not name or len(name) > 253:
+            if not name or len(name) > 253 or not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", name):
                 return status(422, "Invalid", "Event.events.k8s.io is invalid: metadata.name: Invalid value")
             if len(event.get("note") or "") > 1024:
                 return status(422, "Invalid", "Event.events.k8s.io is invalid: note: Too long: may not be more than 1024 bytes")

@@ -128,12 +128,18 @@ async fn pools_applied_to_the_cluster_are_used_and_a_change_takes_effect_after_t
 
     // Deleted and created again (generation 1 again, a new uid): parsed again, not mistaken for
     // the first `web`.
-    let mut again = pool("web", &["r5"], json!({}));
-    again["metadata"]["uid"] = json!("uid-web-2");
-    cluster(&deps).apply_config(ConfigKind::NodePool, again);
+    cluster(&deps).apply_config(ConfigKind::NodePool, pool("web", &["r5"], json!({})));
     let o = run(Function::PodPending, &deps, &batch(6), later + 3 * POOLS_TTL_MS).await;
     let l = launched(&o);
     assert!(!l.is_empty() && l.iter().all(|(_, t)| t.starts_with("r5.")), "{l:?}");
+
+    // Between two listings, deleted and created again with another spec: the same name and
+    // generation (1), only the server's uid tells it apart.
+    cluster(&deps).delete_config(ConfigKind::NodePool, "web");
+    cluster(&deps).apply_config(ConfigKind::NodePool, pool("web", &["m5"], json!({})));
+    let o = run(Function::PodPending, &deps, &batch(7), later + 4 * POOLS_TTL_MS).await;
+    let l = launched(&o);
+    assert!(!l.is_empty() && l.iter().all(|(_, t)| t.starts_with("m5.")), "{l:?}");
 }
 
 #[tokio::test]

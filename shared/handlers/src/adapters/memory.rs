@@ -1173,6 +1173,8 @@ struct ClusterData {
     events: BTreeMap<String, ObjectEvent>,
     duplicate_events: usize,
     status_writes: usize,
+    /// Config objects created so far (for their uids).
+    created_objects: u64,
 }
 
 impl ClusterData {
@@ -1231,7 +1233,8 @@ impl MemoryCluster {
         lock(&self.data).writes.clone()
     }
     /// `kubectl apply` of a NodePool or EC2NodeClass: the API server keeps the status, sets the
-    /// generation to 1 on create and bumps it when the spec changes (not on metadata or status).
+    /// generation to 1 on create and bumps it when the spec changes (not on metadata or status),
+    /// and assigns the uid on create (a uid in the applied object is not the server's).
     /// Serves the kinds from now on (as when their CRDs are installed).
     pub fn apply_config(&self, kind: ConfigKind, object: serde_json::Value) {
         let mut d = lock(&self.data);
@@ -1239,7 +1242,7 @@ impl MemoryCluster {
         let name = object["metadata"]["name"].as_str().unwrap_or_default().to_string();
         let mut object = object;
         let key = (kind, name);
-        let (generation, status) = match d.config.get(&key) {
+        let (generation, status, uid) = match d.config.get(&key) {
             Some(old) => {
                 let g = old["metadata"]["generation"].as_i64().unwrap_or(1);
                 let g = if old.get("spec") == object.get("spec") {
@@ -1247,11 +1250,19 @@ impl MemoryCluster {
                 } else {
                     g + 1
                 };
-                (g, old.get("status").cloned())
+                (g, old.get("status").cloned(), old["metadata"]["uid"].clone())
             }
-            None => (1, None),
+            None => {
+                d.created_objects += 1;
+                (
+                    1,
+                    None,
+                    format!("00000000-0000-4000-8000-{:012x}", d.created_objects).into(),
+                )
+            }
         };
         object["metadata"]["generation"] = generation.into();
+        object["metadata"]["uid"] = uid;
         match status {
             Some(s) => object["status"] = s,
             None => {
