@@ -58,6 +58,9 @@ impl State for StateStore {
     async fn claims(&self) -> Result<Vec<ClaimRecord>> {
         StateStore::claims(self).await
     }
+    async fn live_claims(&self) -> Result<Vec<ClaimRecord>> {
+        StateStore::live_claims(self).await
+    }
     async fn replace_claim(&self, claim: &ClaimRecord, expected_version: u64) -> Result<bool> {
         StateStore::replace_claim(self, claim, expected_version).await
     }

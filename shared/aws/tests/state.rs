@@ -443,3 +443,208 @@ fn the_idempotency_lease_fits_the_templates_timeouts_and_lambdas_retries() {
     // The worst case is an invocation that dies as it starts: retried about 60 s and 180 s later.
     assert!(lease < 180, "the second retry finds the {lease} s lease held");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ended_claims_leave_the_live_partition_are_never_revived_and_expire() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use nodewright_aws::state::Table;
+    use nodewright_core::ports::state::CLAIM_RETENTION_SECS;
+
+    let clients = support::clients().await;
+    let store = support::store(&clients, "ended").await;
+    for i in 0..5 {
+        let claim = ClaimRecord::launching(&format!("c-{i}"), "general", vec![format!("pod-{i}")], NOW);
+        assert!(store.create_claim(&claim).await.unwrap());
+    }
+    let launched = ClaimUpdate {
+        instance_id: Some("i-0".into()),
+        ..ClaimUpdate::default()
+    };
+    store
+        .transition_claim("c-0", ClaimState::Launched, NOW + 1_000, &launched)
+        .await
+        .unwrap();
+    let ended_at = NOW + 60_000;
+    store
+        .transition_claim("c-0", ClaimState::Terminated, ended_at, &ClaimUpdate::default())
+        .await
+        .unwrap();
+    store
+        .transition_claim("c-1", ClaimState::Failed, ended_at, &ClaimUpdate::default())
+        .await
+        .unwrap();
+
+    // The live read returns the live claims only; the full read and the point reads still see all.
+    let live: BTreeSet<String> = store.live_claims().await.unwrap().into_iter().map(|c| c.id).collect();
+    assert_eq!(live, BTreeSet::from(["c-2".into(), "c-3".into(), "c-4".into()]));
+    assert_eq!(store.claims().await.unwrap().len(), 5);
+    let ended = store.get_claim("c-0").await.unwrap().unwrap();
+    assert_eq!((ended.state, ended.version), (ClaimState::Terminated, 2));
+    assert_eq!(
+        store.claim_by_instance("i-0").await.unwrap().map(|c| c.id),
+        Some("c-0".into())
+    );
+    // A late event about the ended claim is stale, as before it moved.
+    let late = store
+        .transition_claim("c-0", ClaimState::Ready, NOW + 2_000, &ClaimUpdate::default())
+        .await
+        .unwrap();
+    assert!(matches!(late, TransitionOutcome::Stale(_)));
+
+    // A retried decision that re-derives an ended claim's id does not bring it back.
+    let again = ClaimRecord::launching("c-0", "general", vec!["pod-0".into()], NOW + 90_000);
+    assert!(!store.create_claim(&again).await.unwrap());
+    assert_eq!(store.live_claims().await.unwrap().len(), 3);
+    assert_eq!(
+        store.get_claim("c-0").await.unwrap().unwrap().state,
+        ClaimState::Terminated
+    );
+
+    // Expiry: the ended item carries the TTL attribute a week after its end, and the table's TTL
+    // is enabled on that attribute (DynamoDB deletes it; moto never does).
+    let table = store.table_name(Table::Claims);
+    let raw = clients
+        .dynamodb
+        .get_item()
+        .table_name(&table)
+        .key("cluster", AttributeValue::S(format!("{}#ended", store.cluster())))
+        .key("claimId", AttributeValue::S("c-0".into()))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    let expires: i64 = raw["expiresAt"].as_n().unwrap().parse().unwrap();
+    assert_eq!(expires, ended_at / 1000 + CLAIM_RETENTION_SECS);
+    let ttl = clients
+        .dynamodb
+        .describe_time_to_live()
+        .table_name(&table)
+        .send()
+        .await
+        .unwrap();
+    let ttl = ttl.time_to_live_description().unwrap();
+    assert_eq!(ttl.attribute_name(), Some("expiresAt"));
+    // Live items carry no expiry.
+    let live_item = clients
+        .dynamodb
+        .get_item()
+        .table_name(&table)
+        .key("cluster", AttributeValue::S(store.cluster().to_string()))
+        .key("claimId", AttributeValue::S("c-2".into()))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    assert!(!live_item.contains_key("expiresAt"));
+
+    // A claim stored ended in the live partition (by a release before the move) is left out of
+    // the live read and moved to the ended partition.
+    let mut legacy = ClaimRecord::launching("c-old", "general", Vec::new(), NOW);
+    legacy.state = ClaimState::Terminated;
+    legacy.transitions.insert(ClaimState::Terminated, NOW);
+    let mut item = std::collections::HashMap::new();
+    item.insert("cluster".to_string(), AttributeValue::S(store.cluster().to_string()));
+    item.insert("claimId".to_string(), AttributeValue::S("c-old".into()));
+    item.insert("pool".to_string(), AttributeValue::S("general".into()));
+    item.insert("state".to_string(), AttributeValue::S("terminated".into()));
+    item.insert("version".to_string(), AttributeValue::N("0".into()));
+    item.insert("pods".to_string(), AttributeValue::L(Vec::new()));
+    item.insert(
+        "transitions".to_string(),
+        AttributeValue::M(std::collections::HashMap::from([(
+            "terminated".to_string(),
+            AttributeValue::N(NOW.to_string()),
+        )])),
+    );
+    clients
+        .dynamodb
+        .put_item()
+        .table_name(&table)
+        .set_item(Some(item))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(store.live_claims().await.unwrap().len(), 3);
+    assert_eq!(store.live_claims().await.unwrap().len(), 3);
+    let moved = store.get_claim("c-old").await.unwrap().unwrap();
+    assert_eq!(moved.state, ClaimState::Terminated);
+    assert_eq!(store.claims().await.unwrap().len(), 6, "moved, not copied");
+}
+
+/// The memory store's bill (`nodewright bench-scale`, the cost model) sizes claim items from the
+/// same layout as this store: checked against the items this store really writes.
+#[test]
+fn the_memory_bill_sizes_claim_items_as_this_store_writes_them() {
+    use nodewright_aws::state::{StateStore, TableNames};
+    use nodewright_core::scheduler::InstanceOption;
+    use nodewright_handlers::adapters::billing::{CLUSTER_NAME_BYTES, claim_item_bytes};
+
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+        .build();
+    let cluster = "c".repeat(CLUSTER_NAME_BYTES);
+    let store = StateStore::new(
+        aws_sdk_dynamodb::Client::from_conf(config),
+        TableNames::new("size").unwrap(),
+        cluster,
+    )
+    .unwrap();
+
+    let fresh = ClaimRecord::launching("nw-7f3a9c", "general", vec!["3f1c-uid".into()], NOW);
+    let mut decided = fresh.clone();
+    decided.offerings = (0..40)
+        .map(|i| InstanceOption {
+            name: format!("m5.{i}xlarge"),
+            capacity_type: CapacityType::Spot,
+            zone: format!("us-east-1{}", ["a", "b", "c"][i % 3]),
+            price: 0.0416 * f64::from(i as u32 + 1),
+        })
+        .collect();
+    decided.requested = Some(
+        Resources::new()
+            .with(Resource::Cpu, 3_500)
+            .with(Resource::Memory, 7 << 30),
+    );
+    decided.scale_requested_at = Some(NOW + 17);
+    let mut ready = decided.clone();
+    for (state, at) in [
+        (ClaimState::Launched, NOW + 1_234),
+        (ClaimState::Registered, NOW + 45_678),
+        (ClaimState::Ready, NOW + 51_000),
+    ] {
+        ready.advance(
+            state,
+            at,
+            &ClaimUpdate {
+                instance_id: Some("i-0abc1234def567890".into()),
+                instance_type: Some("m5.xlarge".into()),
+                capacity_type: Some(CapacityType::Spot),
+                zone: Some("us-east-1b".into()),
+                price_per_hour: Some(0.0731),
+                allocatable: Some(
+                    Resources::new()
+                        .with(Resource::Cpu, 3_920)
+                        .with(Resource::Memory, 15_000_000_000),
+                ),
+            },
+        );
+    }
+    ready.pods = (0..30).map(|i| format!("0b9d6c2e-1f4a-4e8b-9c3d-{i:012}")).collect();
+    ready.node_class_hash = Some("0123456789abcdef".into());
+    ready.pods_digest = Some("feedfacecafebeef".into());
+    ready.pods_changed_at = Some(NOW + 600_000);
+    let mut ended = ready.clone();
+    ended.advance(ClaimState::Terminated, NOW + 9_000_000, &ClaimUpdate::default());
+
+    for claim in [&fresh, &decided, &ready, &ended] {
+        let real = store.claim_item_bytes(claim).unwrap();
+        assert_eq!(claim_item_bytes(claim), real, "claim in {:?}", claim.state);
+        assert!(real > 0);
+    }
+    // The sizes bill differently: a decided claim (offerings) is over 1 KB, an ended one is not
+    // read by the live Query at all.
+    assert!(claim_item_bytes(&decided) > 1024);
+}

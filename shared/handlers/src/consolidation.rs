@@ -17,7 +17,7 @@
 //! planner already applied: replacements are provisioned first and the nodes cordoned; nodes with no
 //! replacement are cordoned and drained now; termination follows on a later run once drained.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use nodewright_core::Resources;
 use nodewright_core::disruption::{self, ManagedNode};
@@ -119,10 +119,25 @@ async fn reconcile<S: State, C: Capacity, K: ClusterApi>(
             Err(e) => failed(out, "read usage", &pool.name, &e.into()),
         }
     }
-    let mut claims = deps.state.claims().await?;
+    let mut claims = deps.state.live_claims().await?;
     for (pool, snapshot) in &snapshots {
         if let Err(e) = reconcile_usage(deps, pool, snapshot, &claims, now, out).await {
             failed(out, "reconcile usage", pool, &e);
+        }
+    }
+    // Ended claims are not read in bulk: an instance naming a claim that is not live is looked up
+    // by id (a point read each; in a steady cluster only instances outliving their claim), so an
+    // instance of an ended claim is terminated rather than adopted. A failed look-up stops the
+    // pass: adopting on a guess could bring an ended claim back.
+    let live_ids: HashSet<String> = claims.iter().map(|c| c.id.clone()).collect();
+    let not_live: BTreeSet<&str> = instances
+        .iter()
+        .filter_map(|i| i.claim_id.as_deref())
+        .filter(|cid| !live_ids.contains(*cid))
+        .collect();
+    for cid in not_live {
+        if let Some(c) = deps.state.get_claim(cid).await? {
+            claims.push(c);
         }
     }
 
@@ -187,6 +202,25 @@ async fn reconcile<S: State, C: Capacity, K: ClusterApi>(
     // Auto Scaling groups: a member no claim holds (its launch event lost, or dead-lettered) is
     // given to the claim waiting for it, or adopted, as its launch event would have done.
     for (group, members) in group_members(deps, out).await {
+        // A member no live claim holds: the claim that held it, if any, by the instance index.
+        let mut lookup_failed = false;
+        for m in &members {
+            if claims.iter().any(|c| c.instance_id.as_deref() == Some(m.as_str())) {
+                continue;
+            }
+            match deps.state.claim_by_instance(m).await {
+                Ok(Some(c)) if !claims.iter().any(|k| k.id == c.id) => claims.push(c),
+                Ok(_) => {}
+                Err(e) => {
+                    failed(out, "look up group member", m, &e.into());
+                    lookup_failed = true;
+                    break;
+                }
+            }
+        }
+        if lookup_failed {
+            continue;
+        }
         let held: HashSet<&str> = claims.iter().filter_map(|c| c.instance_id.as_deref()).collect();
         // A member held only by claims that ended long enough ago for their own retirement to
         // have run (a claim closed from a read taken before its launch was attached): scaled in,
@@ -257,7 +291,7 @@ async fn reconcile<S: State, C: Capacity, K: ClusterApi>(
         }
     }
     if adopted {
-        claims = deps.state.claims().await?;
+        claims = deps.state.live_claims().await?;
     }
     if !of_ended_claims.is_empty() {
         match deps.capacity.terminate(&of_ended_claims).await {
@@ -888,7 +922,7 @@ async fn disrupt<S: State, C: Capacity, K: ClusterApi>(
     out: &mut Outcome,
 ) -> Result<()> {
     let Some(cluster) = &deps.cluster else { return Ok(()) };
-    let claims = deps.state.claims().await?;
+    let claims = deps.state.live_claims().await?;
     let nodes = cluster.nodes().await?;
     let bound = cluster.bound_pods().await?;
     let daemonsets = deps.daemonsets.current(Some(cluster), now).await?;

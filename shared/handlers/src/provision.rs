@@ -212,7 +212,7 @@ pub async fn provision<S: State, C: Capacity, K: ClusterApi>(
         .await?
         .into_iter()
         .collect();
-    let claims = deps.state.claims().await?;
+    let claims = deps.state.live_claims().await?;
     let mut resumed = resume_dead_attempts(deps, holder, &uids, &claims, now, out).await?;
     won.retain(|u| !resumed.contains(u));
     let adopted = finish_packing(deps, holder, &won, &claims, now, out).await?;

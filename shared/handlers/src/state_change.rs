@@ -157,9 +157,18 @@ async fn match_launch<S: State, C: Capacity, K: ClusterApi>(
     out: &mut Outcome,
 ) -> Result<()> {
     let backing = format!("asg:{group}");
-    let claims = deps.state.claims().await?;
+    let claims = deps.state.live_claims().await?;
+    // Held by a live claim (read consistently), or by an ended one (the instance index: an ended
+    // claim's instance was attached long before, so the index has it).
+    let held = match instance_id {
+        Some(iid) => {
+            claims.iter().any(|c| c.instance_id.as_deref() == Some(iid))
+                || deps.state.claim_by_instance(iid).await?.is_some()
+        }
+        None => false,
+    };
     if let Some(iid) = instance_id
-        && claims.iter().any(|c| c.instance_id.as_deref() == Some(iid))
+        && held
     {
         out.push(Action::Ignored {
             reason: format!("instance {iid} already has a claim (duplicate event)"),

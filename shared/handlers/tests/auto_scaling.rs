@@ -370,7 +370,7 @@ async fn a_late_launch_event_and_consolidation_never_both_take_one_instance() {
     let (_, member) = deps.capacity.launch_group_instances(NOW).remove(0);
 
     let (reached, resume) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-    let faults = Faults::pause_after("claims", reached.clone(), resume.clone());
+    let faults = Faults::pause_after("live_claims", reached.clone(), resume.clone());
     let paused = nodewright_handlers::Deps {
         settings: deps.settings.clone(),
         state: FaultyState {

@@ -4,11 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Delete, Put, TransactWriteItem};
 use nodewright_core::CapacityType;
 use nodewright_core::model::{ClaimState, Transition};
 
-use super::item::{Fields, conditional, n, s};
+use super::item::{Fields, conditional, n, s, transaction};
 use super::tables::{CLAIMS_BY_INSTANCE, CLAIMS_BY_POOL, CLAIMS_BY_STATE};
 use super::{ClaimRecord, ClaimUpdate, Item, MAX_STORED_OFFERINGS, StateStore, Table, TransitionOutcome};
 use crate::{EpochMillis, Error, Result};
@@ -16,10 +16,37 @@ use crate::{EpochMillis, Error, Result};
 /// How many times a transition re-reads and retries after losing a version race.
 const MAX_VERSION_RETRIES: usize = 8;
 
+/// The partition key of this cluster's ended claims (`<cluster>#ended`), beside the live ones
+/// under `<cluster>`: a Query of live claims reads no history, and ended claims expire by TTL.
+fn ended_partition(cluster: &str) -> String {
+    format!("{cluster}#ended")
+}
+
 impl StateStore {
-    fn claim_item(&self, claim: &ClaimRecord) -> Result<Item> {
+    /// The partition a claim in `state` lives in.
+    fn claim_partition(&self, state: ClaimState) -> String {
+        if state.is_terminal() {
+            ended_partition(&self.cluster)
+        } else {
+            self.cluster.clone()
+        }
+    }
+
+    fn claim_key(&self, partition: String, id: &str) -> Item {
+        Item::from([("cluster".to_string(), s(partition)), ("claimId".to_string(), s(id))])
+    }
+
+    /// The size of the item that stores `claim`, as DynamoDB bills it.
+    pub fn claim_item_bytes(&self, claim: &ClaimRecord) -> Result<usize> {
+        Ok(super::item::item_bytes(&self.claim_item(claim)?))
+    }
+
+    pub(crate) fn claim_item(&self, claim: &ClaimRecord) -> Result<Item> {
         let mut item = Item::new();
-        item.insert("cluster".into(), s(&self.cluster));
+        item.insert("cluster".into(), s(self.claim_partition(claim.state)));
+        if let Some(at) = claim.expires_at() {
+            item.insert("expiresAt".into(), n(at));
+        }
         item.insert("claimId".into(), s(&claim.id));
         item.insert("pool".into(), s(&claim.pool));
         item.insert("poolKey".into(), s(self.scoped(&claim.pool)));
@@ -136,23 +163,41 @@ impl StateStore {
         })
     }
 
-    /// Stores a new claim. Returns false (and writes nothing) when a claim with that id exists, so a
-    /// retried invocation that re-derives the same id does not overwrite progress.
+    /// Stores a new claim. Returns false (and writes nothing) when a claim with that id exists,
+    /// live or ended, so a retried invocation that re-derives the same id neither overwrites
+    /// progress nor brings an ended claim back (one transaction: the ended key is checked).
     pub async fn create_claim(&self, claim: &ClaimRecord) -> Result<bool> {
-        let result = self
-            .client
-            .put_item()
-            .table_name(self.table_name(Table::Claims))
+        let table = self.table_name(Table::Claims);
+        let absent = ConditionCheck::builder()
+            .table_name(&table)
+            .set_key(Some(self.claim_key(ended_partition(&self.cluster), &claim.id)))
+            .condition_expression("attribute_not_exists(claimId)")
+            .build()
+            .map_err(|e| Error::invalid("claim", e.to_string()))?;
+        let put = Put::builder()
+            .table_name(&table)
             .set_item(Some(self.claim_item(claim)?))
             .condition_expression("attribute_not_exists(claimId)")
+            .build()
+            .map_err(|e| Error::invalid("claim", e.to_string()))?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().condition_check(absent).build())
+            .transact_items(TransactWriteItem::builder().put(put).build())
             .send()
             .await;
-        conditional("PutItem", result)
+        transaction("TransactWriteItems", result)
     }
 
+    /// The claim, live or ended (consistent reads: the live key, then the ended one).
     pub async fn get_claim(&self, id: &str) -> Result<Option<ClaimRecord>> {
-        let item = self.get_one(Table::Claims, id).await?;
-        item.map(|i| self.parse_claim(&i)).transpose()
+        for partition in [self.cluster.clone(), ended_partition(&self.cluster)] {
+            if let Some(item) = self.get_in(Table::Claims, &partition, id).await? {
+                return self.parse_claim(&item).map(Some);
+            }
+        }
+        Ok(None)
     }
 
     /// The claim that launched an instance (index look-up; eventually consistent).
@@ -189,13 +234,35 @@ impl StateStore {
             .collect()
     }
 
-    /// Every claim of this cluster.
+    /// Every claim of this cluster kept: the live ones and the ended ones not yet expired.
     pub async fn claims(&self) -> Result<Vec<ClaimRecord>> {
-        self.query_all(Table::Claims, None)
-            .await?
-            .iter()
-            .map(|i| self.parse_claim(i))
-            .collect()
+        let ended = ended_partition(&self.cluster);
+        let (live, ended) = futures::try_join!(
+            self.query_pages(Table::Claims, None, "cluster", &self.cluster, None),
+            self.query_pages(Table::Claims, None, "cluster", &ended, None)
+        )?;
+        live.iter().chain(&ended).map(|i| self.parse_claim(i)).collect()
+    }
+
+    /// The claims not ended: one consistent Query of the live partition, whose cost follows the
+    /// live nodes. A stored ended claim found there (written before ended claims moved to their
+    /// own partition) is left out and moved.
+    pub async fn live_claims(&self) -> Result<Vec<ClaimRecord>> {
+        let items = self
+            .query_pages(Table::Claims, None, "cluster", &self.cluster, None)
+            .await?;
+        let mut live = Vec::with_capacity(items.len());
+        for item in &items {
+            let claim = self.parse_claim(item)?;
+            if claim.state.is_terminal() {
+                if let Err(e) = self.replace_claim(&claim, claim.version).await {
+                    tracing::warn!(claim = %claim.id, error = %e, "moving an ended claim out of the live partition");
+                }
+                continue;
+            }
+            live.push(claim);
+        }
+        Ok(live)
     }
 
     /// Moves a claim to `to` at time `at`, with what was learned on the way. Monotonic: a state at or
@@ -224,12 +291,40 @@ impl StateStore {
         Err(Error::Contended(id.into()))
     }
 
-    /// Replaces the stored claim if its version is still `expected_version`.
+    /// Replaces the stored claim if its version is still `expected_version`. A claim that ends
+    /// moves to the ended partition in one transaction (the live item deleted under the version
+    /// condition); an ended claim is replaced where it is.
     pub async fn replace_claim(&self, claim: &ClaimRecord, expected_version: u64) -> Result<bool> {
+        let table = self.table_name(Table::Claims);
+        if claim.state.is_terminal() {
+            let delete = Delete::builder()
+                .table_name(&table)
+                .set_key(Some(self.claim_key(self.cluster.clone(), &claim.id)))
+                .condition_expression("version = :v")
+                .expression_attribute_values(":v", n(expected_version))
+                .build()
+                .map_err(|e| Error::invalid("claim", e.to_string()))?;
+            let put = Put::builder()
+                .table_name(&table)
+                .set_item(Some(self.claim_item(claim)?))
+                .build()
+                .map_err(|e| Error::invalid("claim", e.to_string()))?;
+            let moved = self
+                .client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().delete(delete).build())
+                .transact_items(TransactWriteItem::builder().put(put).build())
+                .send()
+                .await;
+            if transaction("TransactWriteItems", moved)? {
+                return Ok(true);
+            }
+            // Not live at that version: already ended (replaced in place below) or moved on.
+        }
         let result = self
             .client
             .put_item()
-            .table_name(self.table_name(Table::Claims))
+            .table_name(&table)
             .set_item(Some(self.claim_item(claim)?))
             .condition_expression("version = :v")
             .expression_attribute_values(":v", n(expected_version))

@@ -128,3 +128,60 @@ where
         Err(e) => Err(Error::aws(operation, e)),
     }
 }
+
+/// The outcome of a conditional transaction: true when written, false when a condition said no.
+/// A transaction cancelled for another reason (a conflict with a concurrent transaction) is an
+/// error for the caller to retry: it decided nothing.
+pub(crate) fn transaction<T>(
+    operation: &'static str,
+    result: std::result::Result<
+        T,
+        aws_sdk_dynamodb::error::SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError>,
+    >,
+) -> Result<bool> {
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) => match e.as_service_error() {
+            Some(TransactWriteItemsError::TransactionCanceledException(c))
+                if c.cancellation_reasons()
+                    .iter()
+                    .any(|r| r.code() == Some("ConditionalCheckFailed")) =>
+            {
+                Ok(false)
+            }
+            _ => Err(Error::aws(operation, e)),
+        },
+    }
+}
+
+/// An item's size as DynamoDB bills it ("Item sizes and formats" in the developer guide): the
+/// UTF-8 length of every attribute name and value; a number one byte per two significant digits
+/// plus one; a list or map 3 bytes plus its elements, each with 1 byte of its own.
+pub fn item_bytes(item: &Item) -> usize {
+    item.iter().map(|(k, v)| k.len() + value_bytes(v)).sum()
+}
+
+fn value_bytes(v: &AttributeValue) -> usize {
+    match v {
+        AttributeValue::S(s) => s.len(),
+        AttributeValue::N(n) => {
+            let digits: String = n.chars().filter(char::is_ascii_digit).collect();
+            digits
+                .trim_start_matches('0')
+                .trim_end_matches('0')
+                .len()
+                .max(1)
+                .div_ceil(2)
+                + 1
+        }
+        AttributeValue::B(b) => b.as_ref().len(),
+        AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
+        AttributeValue::L(l) => 3 + l.iter().map(|e| value_bytes(e) + 1).sum::<usize>(),
+        AttributeValue::M(m) => 3 + m.iter().map(|(k, e)| k.len() + value_bytes(e) + 1).sum::<usize>(),
+        AttributeValue::Ss(l) => l.iter().map(String::len).sum(),
+        AttributeValue::Ns(l) => l.iter().map(|n| value_bytes(&AttributeValue::N(n.clone()))).sum(),
+        AttributeValue::Bs(l) => l.iter().map(|b| b.as_ref().len()).sum(),
+        _ => 0,
+    }
+}

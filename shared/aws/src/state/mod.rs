@@ -94,13 +94,19 @@ impl StateStore {
 
     /// One item of this cluster by its sort key, read consistently.
     pub(crate) async fn get_one(&self, table: Table, sort_value: &str) -> Result<Option<Item>> {
+        let partition = self.cluster.clone();
+        self.get_in(table, &partition, sort_value).await
+    }
+
+    /// One item of `partition` by its sort key, read consistently.
+    pub(crate) async fn get_in(&self, table: Table, partition: &str, sort_value: &str) -> Result<Option<Item>> {
         let spec = table.spec();
         let sort_key = spec.sort_key.unwrap_or(spec.partition_key);
         let out = self
             .client
             .get_item()
             .table_name(self.table_name(table))
-            .key(spec.partition_key, AttributeValue::S(self.cluster.clone()))
+            .key(spec.partition_key, AttributeValue::S(partition.to_string()))
             .key(sort_key, AttributeValue::S(sort_value.to_string()))
             .consistent_read(true)
             .return_consumed_capacity(ReturnConsumedCapacity::Total)

@@ -73,7 +73,7 @@ pub const TABLES: [TableSpec; 5] = [
                 sort_key: Some("claimId"),
             },
         ],
-        ttl_attribute: None,
+        ttl_attribute: Some("expiresAt"),
     },
     TableSpec {
         table: Table::Reservations,

@@ -79,7 +79,12 @@ pub trait State: Send + Sync {
     fn create_claim(&self, claim: &ClaimRecord) -> impl Future<Output = AwsResult<bool>> + Send;
     fn get_claim(&self, id: &str) -> impl Future<Output = AwsResult<Option<ClaimRecord>>> + Send;
     fn claim_by_instance(&self, instance_id: &str) -> impl Future<Output = AwsResult<Option<ClaimRecord>>> + Send;
+    /// Every claim kept, ended ones included until they expire ([`state::CLAIM_RETENTION_SECS`]):
+    /// for inspection and tests. Handlers read [`State::live_claims`].
     fn claims(&self) -> impl Future<Output = AwsResult<Vec<ClaimRecord>>> + Send;
+    /// The claims not ended (consistent read): what every handler decides from. Its cost follows
+    /// the cluster's live nodes, never its history (ended claims are stored apart and expire).
+    fn live_claims(&self) -> impl Future<Output = AwsResult<Vec<ClaimRecord>>> + Send;
     /// Writes `claim` if the stored version is still `expected_version` (false: someone else wrote).
     fn replace_claim(&self, claim: &ClaimRecord, expected_version: u64)
     -> impl Future<Output = AwsResult<bool>> + Send;

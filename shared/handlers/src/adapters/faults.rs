@@ -193,7 +193,7 @@ pub const PORT_METHODS: &[(&str, &[&str])] = &[
             "create_claim",
             "get_claim",
             "claim_by_instance",
-            "claims",
+            "live_claims",
             "replace_claim",
             "transition_claim",
             "mark_offering_unavailable",
@@ -441,6 +441,9 @@ impl<S: State> State for FaultyState<S> {
     }
     async fn claims(&self) -> Result<Vec<ClaimRecord>> {
         self.faults.gate("claims", self.inner.claims()).await
+    }
+    async fn live_claims(&self) -> Result<Vec<ClaimRecord>> {
+        self.faults.gate("live_claims", self.inner.live_claims()).await
     }
     async fn replace_claim(&self, claim: &ClaimRecord, expected_version: u64) -> Result<bool> {
         self.faults

@@ -21,6 +21,7 @@ use nodewright_core::ports::{AwsError as Error, AwsResult as Result, EpochMillis
 use nodewright_core::scheduler::InstanceOption;
 use nodewright_core::{CapacityType, Pod, Resource};
 
+use super::billing::{Bill, SMALL_ITEM_BYTES, claim_item_bytes};
 use crate::ports::{Capacity, ClaimLaunch, ClusterApi, State};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -58,9 +59,43 @@ struct StateData {
     indexed_from: HashMap<String, u64>,
     /// The stored price sheet (expires as the DynamoDB items do).
     prices: Option<PriceSheet>,
+    /// What the calls so far would have cost in DynamoDB ([`super::billing`]).
+    bill: Bill,
 }
 
 impl StateData {
+    /// A consistent GetItem of the live key, and of the ended key when the claim is not live.
+    fn bill_get_claim(&mut self, claim: Option<&ClaimRecord>) {
+        match claim {
+            Some(c) if !c.state.is_terminal() => self.bill.get(claim_item_bytes(c), true),
+            Some(c) => {
+                self.bill.get(0, true);
+                self.bill.get(claim_item_bytes(c), true);
+            }
+            None => {
+                self.bill.get(0, true);
+                self.bill.get(0, true);
+            }
+        }
+    }
+
+    /// A conditional replace; a claim that ends moves partitions in a transaction (a delete and
+    /// a put), as the DynamoDB store writes it.
+    fn bill_replace_claim(&mut self, before: Option<&ClaimRecord>, after: &ClaimRecord, expected_version: u64) {
+        let before_bytes = before.map_or(0, claim_item_bytes);
+        let after_bytes = claim_item_bytes(after);
+        let ends_now = after.state.is_terminal() && before.is_some_and(|b| !b.state.is_terminal());
+        if ends_now && before.is_some_and(|b| b.version == expected_version) {
+            self.bill.transaction(&[before_bytes, after_bytes]);
+            return;
+        }
+        if after.state.is_terminal() {
+            // The transaction's condition failed first, then the in-place put was tried.
+            self.bill.transaction(&[before_bytes, after_bytes]);
+        }
+        self.bill.write("PutItem", before_bytes, after_bytes);
+    }
+
     /// A claim written with an instance: the index shows it `index_lag` look-ups later.
     fn index(&mut self, claim: &ClaimRecord) {
         if let Some(iid) = &claim.instance_id
@@ -164,6 +199,27 @@ impl MemoryState {
         lock(&self.data).claims.values().cloned().collect()
     }
 
+    /// What the calls so far would have cost in DynamoDB: requests and capacity units as AWS
+    /// bills them ([`super::billing`]).
+    pub fn bill(&self) -> Bill {
+        lock(&self.data).bill.clone()
+    }
+
+    /// Starts counting again (a benchmark measures one invocation at a time).
+    pub fn reset_bill(&self) {
+        lock(&self.data).bill = Bill::default();
+    }
+
+    /// What DynamoDB's TTL does in the background: forgets ended claims past their expiry
+    /// ([`ClaimRecord::expires_at`]). Returns how many went.
+    pub fn expire(&self, now: EpochMillis) -> usize {
+        let mut d = lock(&self.data);
+        let before = d.claims.len();
+        let now_secs = now.div_euclid(1000);
+        d.claims.retain(|_, c| c.expires_at().is_none_or(|at| at >= now_secs));
+        before - d.claims.len()
+    }
+
     pub fn usage(&self, pool: &str) -> PoolUsage {
         lock(&self.data)
             .usage
@@ -236,6 +292,11 @@ impl MemoryState {
     }
 }
 
+/// A price sheet as stored: about 40 bytes per price in its JSON chunks.
+fn price_sheet_bytes(sheet: &PriceSheet) -> usize {
+    (sheet.on_demand.len() + sheet.spot.len()) * 40
+}
+
 fn live(r: &Reservation, now: EpochMillis) -> bool {
     live_until(r.expires_at, now)
 }
@@ -249,6 +310,7 @@ fn live_until(expires_at: i64, now: EpochMillis) -> bool {
 impl State for MemoryState {
     async fn begin_event(&self, key: &str, now: EpochMillis) -> Result<EventStart> {
         let mut d = lock(&self.data);
+        d.bill.write("PutItem", SMALL_ITEM_BYTES, SMALL_ITEM_BYTES);
         let now_secs = now.div_euclid(1000);
         match d.events.get(key) {
             Some(e) if live_until(e.expires_at, now) => match &e.outcome {
@@ -271,6 +333,8 @@ impl State for MemoryState {
     /// Completes the record the event's start wrote (its expiry stays a day from the start).
     async fn complete_event(&self, key: &str, outcome: &str, _now: EpochMillis) -> Result<()> {
         let mut d = lock(&self.data);
+        d.bill
+            .write("UpdateItem", SMALL_ITEM_BYTES, SMALL_ITEM_BYTES + outcome.len());
         let record = d.events.entry(key.to_string()).or_insert_with(|| EventRecord {
             // DynamoDB's UpdateItem creates an item without TTL attributes: it never expires.
             outcome: None,
@@ -283,6 +347,7 @@ impl State for MemoryState {
     /// Releases an event still in progress; a completed one keeps its outcome.
     async fn abandon_event(&self, key: &str) -> Result<()> {
         let mut d = lock(&self.data);
+        d.bill.write("DeleteItem", SMALL_ITEM_BYTES, 0);
         if d.events.get(key).is_some_and(|e| e.outcome.is_none()) {
             d.events.remove(key);
         }
@@ -292,6 +357,8 @@ impl State for MemoryState {
         let mut d = lock(&self.data);
         let mut won = Vec::new();
         for uid in uids {
+            // One conditional PutItem per pod (charged whether or not the condition holds).
+            d.bill.write("PutItem", SMALL_ITEM_BYTES, SMALL_ITEM_BYTES);
             let free = d
                 .reservations
                 .get(uid)
@@ -313,6 +380,7 @@ impl State for MemoryState {
     }
     async fn transfer_pod(&self, uid: &str, from: &Holder, to: &Holder, now: EpochMillis, ttl: i64) -> Result<bool> {
         let mut d = lock(&self.data);
+        d.bill.write("UpdateItem", SMALL_ITEM_BYTES, SMALL_ITEM_BYTES);
         match d.reservations.get_mut(uid) {
             Some(r) if r.holder == *from => {
                 r.holder = to.clone();
@@ -324,6 +392,7 @@ impl State for MemoryState {
     }
     async fn release_pod(&self, uid: &str, holder: &Holder) -> Result<bool> {
         let mut d = lock(&self.data);
+        d.bill.write("DeleteItem", SMALL_ITEM_BYTES, 0);
         if d.reservations.get(uid).is_some_and(|r| r.holder == *holder) {
             d.reservations.remove(uid);
             return Ok(true);
@@ -338,6 +407,7 @@ impl State for MemoryState {
             ));
         }
         let mut d = lock(&self.data);
+        d.bill.write("PutItem", SMALL_ITEM_BYTES, SMALL_ITEM_BYTES);
         let free = d
             .leases
             .get(name)
@@ -350,13 +420,17 @@ impl State for MemoryState {
     }
     async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
         let mut d = lock(&self.data);
+        d.bill.write("DeleteItem", SMALL_ITEM_BYTES, 0);
         if d.leases.get(name).is_some_and(|(h, _)| h == holder) {
             d.leases.remove(name);
         }
         Ok(())
     }
+    /// A transaction as the DynamoDB store writes it: the ended key checked absent, the claim
+    /// put if absent.
     async fn create_claim(&self, claim: &ClaimRecord) -> Result<bool> {
         let mut d = lock(&self.data);
+        d.bill.transaction(&[0, claim_item_bytes(claim)]);
         if d.claims.contains_key(&claim.id) {
             return Ok(false);
         }
@@ -364,8 +438,12 @@ impl State for MemoryState {
         d.claims.insert(claim.id.clone(), claim.clone());
         Ok(true)
     }
+    /// The live key, then the ended one (two consistent reads when the claim is not live).
     async fn get_claim(&self, id: &str) -> Result<Option<ClaimRecord>> {
-        Ok(lock(&self.data).claims.get(id).cloned())
+        let mut d = lock(&self.data);
+        let claim = d.claims.get(id).cloned();
+        d.bill_get_claim(claim.as_ref());
+        Ok(claim)
     }
     /// Through the lagging index, then the table (as the DynamoDB store re-reads the item).
     async fn claim_by_instance(&self, instance_id: &str) -> Result<Option<ClaimRecord>> {
@@ -375,19 +453,39 @@ impl State for MemoryState {
             .indexed_from
             .get(instance_id)
             .is_some_and(|from| *from < d.index_lookups);
-        if !visible {
-            return Ok(None);
+        let found = if visible {
+            d.claims
+                .values()
+                .find(|c| c.instance_id.as_deref() == Some(instance_id))
+                .cloned()
+        } else {
+            None
+        };
+        d.bill.query(found.iter().map(claim_item_bytes), false);
+        if found.is_some() {
+            d.bill_get_claim(found.as_ref());
         }
-        Ok(d.claims
-            .values()
-            .find(|c| c.instance_id.as_deref() == Some(instance_id))
-            .cloned())
+        Ok(found)
     }
+    /// Both partitions: the live claims and the ended ones kept.
     async fn claims(&self) -> Result<Vec<ClaimRecord>> {
-        Ok(self.claim_records())
+        let mut d = lock(&self.data);
+        let (ended, live): (Vec<_>, Vec<_>) = d.claims.values().cloned().partition(|c| c.state.is_terminal());
+        d.bill.query(live.iter().map(claim_item_bytes), true);
+        d.bill.query(ended.iter().map(claim_item_bytes), true);
+        Ok(live.into_iter().chain(ended).collect())
+    }
+    /// The live partition only: ended claims are neither returned nor billed.
+    async fn live_claims(&self) -> Result<Vec<ClaimRecord>> {
+        let mut d = lock(&self.data);
+        let live: Vec<ClaimRecord> = d.claims.values().filter(|c| !c.state.is_terminal()).cloned().collect();
+        d.bill.query(live.iter().map(claim_item_bytes), true);
+        Ok(live)
     }
     async fn replace_claim(&self, claim: &ClaimRecord, expected_version: u64) -> Result<bool> {
         let mut d = lock(&self.data);
+        let before = d.claims.get(&claim.id).cloned();
+        d.bill_replace_claim(before.as_ref(), claim, expected_version);
         match d.claims.get_mut(&claim.id) {
             Some(c) if c.version == expected_version => {
                 *c = claim.clone();
@@ -397,6 +495,8 @@ impl State for MemoryState {
             _ => Ok(false),
         }
     }
+    /// Atomic here; billed as the DynamoDB store does it (a consistent read, then a conditional
+    /// replace).
     async fn transition_claim(
         &self,
         id: &str,
@@ -405,6 +505,8 @@ impl State for MemoryState {
         update: &ClaimUpdate,
     ) -> Result<TransitionOutcome> {
         let mut d = lock(&self.data);
+        let before = d.claims.get(id).cloned();
+        d.bill_get_claim(before.as_ref());
         let claim = d.claims.get_mut(id).ok_or_else(|| Error::ClaimNotFound(id.into()))?;
         let outcome = match claim.advance(to, at, update) {
             Transition::Advance => TransitionOutcome::Advanced(claim.clone()),
@@ -412,6 +514,9 @@ impl State for MemoryState {
             Transition::Stale => TransitionOutcome::Stale(claim.clone()),
         };
         let written = claim.clone();
+        if let (TransitionOutcome::Advanced(_), Some(before)) = (&outcome, &before) {
+            d.bill_replace_claim(Some(before), &written, before.version);
+        }
         d.index(&written);
         Ok(outcome)
     }
@@ -424,6 +529,7 @@ impl State for MemoryState {
         now: EpochMillis,
     ) -> Result<()> {
         let mut d = lock(&self.data);
+        d.bill.write("PutItem", SMALL_ITEM_BYTES, SMALL_ITEM_BYTES);
         d.offerings
             .retain(|o| !(o.capacity_type == capacity_type && o.instance_type == instance_type && o.zone == zone));
         d.offerings.push(UnavailableOffering {
@@ -436,8 +542,11 @@ impl State for MemoryState {
         Ok(())
     }
     async fn unavailable_offerings(&self, now: EpochMillis) -> Result<Vec<UnavailableOffering>> {
-        Ok(lock(&self.data)
-            .offerings
+        let mut d = lock(&self.data);
+        // The Query reads the expired items DynamoDB has not deleted yet too.
+        let stored = d.offerings.len();
+        d.bill.query(std::iter::repeat_n(SMALL_ITEM_BYTES, stored), true);
+        Ok(d.offerings
             .iter()
             .filter(|o| live_until(o.expires_at, now))
             .cloned()
@@ -445,6 +554,7 @@ impl State for MemoryState {
     }
     async fn try_add_usage(&self, pool: &str, delta: &UsageDelta, limits: &Limits) -> Result<UsageDecision> {
         let mut d = lock(&self.data);
+        d.bill.write("UpdateItem", SMALL_ITEM_BYTES, SMALL_ITEM_BYTES);
         let used = d.usage.entry(pool.to_string()).or_default();
         let limit = |r: Resource| limits.of(r);
         let gpu_limit = limits.gpus();
@@ -496,6 +606,7 @@ impl State for MemoryState {
     /// Unconditional, like DynamoDB's ADD: a release applied twice takes the counters below zero.
     async fn release_usage(&self, pool: &str, delta: &UsageDelta, was_in_flight: bool) -> Result<()> {
         let mut d = lock(&self.data);
+        d.bill.write("UpdateItem", SMALL_ITEM_BYTES, SMALL_ITEM_BYTES);
         let used = d.usage.entry(pool.to_string()).or_default();
         used.cpu_milli -= i128::from(delta.cpu_milli);
         used.memory_bytes -= i128::from(delta.memory_bytes);
@@ -509,6 +620,7 @@ impl State for MemoryState {
     }
     async fn mark_usage_running(&self, pool: &str, nodes: u64) -> Result<()> {
         let mut d = lock(&self.data);
+        d.bill.write("UpdateItem", SMALL_ITEM_BYTES, SMALL_ITEM_BYTES);
         let used = d.usage.entry(pool.to_string()).or_default();
         if used.nodes_in_flight >= i128::from(nodes) {
             used.nodes_in_flight -= i128::from(nodes);
@@ -517,7 +629,13 @@ impl State for MemoryState {
         Ok(())
     }
     async fn prices(&self, now: EpochMillis) -> Result<Option<PriceSheet>> {
-        Ok(lock(&self.data).prices.clone().filter(|p| !p.is_expired(now)))
+        let mut d = lock(&self.data);
+        let bytes = d.prices.as_ref().map_or(0, price_sheet_bytes);
+        d.bill.get(SMALL_ITEM_BYTES, true);
+        if bytes > 0 {
+            d.bill.query([bytes], true);
+        }
+        Ok(d.prices.clone().filter(|p| !p.is_expired(now)))
     }
     async fn put_prices(&self, sheet: &PriceSheet) -> Result<()> {
         if sheet.on_demand.len() + sheet.spot.len() > nodewright_core::ports::state::MAX_PRICE_ENTRIES {
@@ -526,11 +644,22 @@ impl State for MemoryState {
                 reason: "too many prices to store".into(),
             });
         }
-        lock(&self.data).prices = Some(sheet.clone());
+        let mut d = lock(&self.data);
+        let bytes = price_sheet_bytes(sheet);
+        for _ in 0..bytes.div_ceil(nodewright_core::ports::state::PRICE_CHUNK_BYTES).max(1) {
+            d.bill.write(
+                "PutItem",
+                0,
+                bytes.min(nodewright_core::ports::state::PRICE_CHUNK_BYTES),
+            );
+        }
+        d.bill.write("PutItem", SMALL_ITEM_BYTES, SMALL_ITEM_BYTES);
+        d.prices = Some(sheet.clone());
         Ok(())
     }
     async fn usage_snapshot(&self, pool: &str) -> Result<UsageSnapshot> {
-        let d = lock(&self.data);
+        let mut d = lock(&self.data);
+        d.bill.get(SMALL_ITEM_BYTES, true);
         let (version, checked) = d.usage_versions.get(pool).copied().unwrap_or_default();
         Ok(match d.usage.get(pool) {
             Some(usage) => UsageSnapshot {
@@ -545,6 +674,7 @@ impl State for MemoryState {
     }
     async fn note_usage_checked(&self, pool: &str, drift: &UsageDrift, now: EpochMillis) -> Result<()> {
         let mut d = lock(&self.data);
+        d.bill.write("UpdateItem", SMALL_ITEM_BYTES, SMALL_ITEM_BYTES);
         if !d.usage.contains_key(pool) {
             return Ok(());
         }
@@ -562,6 +692,7 @@ impl State for MemoryState {
         now: EpochMillis,
     ) -> Result<bool> {
         let mut d = lock(&self.data);
+        d.bill.write("PutItem", SMALL_ITEM_BYTES, SMALL_ITEM_BYTES);
         let entry = d.usage_versions.entry(pool.to_string()).or_default();
         if entry.0 != expected_version {
             return Ok(false);

@@ -2,6 +2,7 @@
 //! ones live beside their SDKs (`nodewright_aws::AwsCapacity` and the DynamoDB `StateStore`,
 //! `nodewright_kube::KubeCluster`).
 
+pub mod billing;
 pub mod faults;
 pub mod memory;
 

@@ -120,6 +120,19 @@ impl ClaimRecord {
         self.transitions.get(&state).copied()
     }
 
+    /// When an ended claim may be forgotten (epoch seconds, DynamoDB's TTL unit): its end plus
+    /// [`CLAIM_RETENTION_SECS`]. None while it is live.
+    pub fn expires_at(&self) -> Option<i64> {
+        if !self.state.is_terminal() {
+            return None;
+        }
+        let ended = self
+            .entered(self.state)
+            .or_else(|| self.transitions.values().max().copied())
+            .unwrap_or(0);
+        Some(ended.div_euclid(1000) + CLAIM_RETENTION_SECS)
+    }
+
     /// Whether the pool's `nodesInFlight` counts this claim: from its charge until it becomes
     /// Ready (`mark_usage_running`), whatever it went through instead (a claim stopped or
     /// terminated before Ready stays counted until its release).
@@ -127,6 +140,12 @@ impl ClaimRecord {
         self.entered(ClaimState::Ready).is_none()
     }
 }
+
+/// How long a claim is kept after it ended (Terminated or Failed): long enough for late events
+/// about its instance to find it and for the reconciler to terminate an instance that outlived it
+/// (every minute), short enough that the store does not grow with the cluster's history. Ended
+/// claims are never read on hot paths (`State::live_claims`); they expire by TTL.
+pub const CLAIM_RETENTION_SECS: i64 = 7 * 86_400;
 
 /// The most offerings a claim record keeps (about 80 bytes each; items are limited to 400 KB).
 pub const MAX_STORED_OFFERINGS: usize = 200;

@@ -9,7 +9,7 @@ mod reservations;
 mod usage;
 mod view;
 
-pub use claims::{ClaimRecord, ClaimUpdate, MAX_STORED_OFFERINGS, TransitionOutcome};
+pub use claims::{CLAIM_RETENTION_SECS, ClaimRecord, ClaimUpdate, MAX_STORED_OFFERINGS, TransitionOutcome};
 pub use idempotency::{EventStart, IDEMPOTENCY_LEASE_SECS, IDEMPOTENCY_TTL_SECS, Once};
 pub use offerings::{OFFERING_UNAVAILABLE_SECS, UnavailableOffering};
 pub use prices::{MAX_PRICE_ENTRIES, PRICE_CHUNK_BYTES, PRICES_REFRESH_SECS, PRICES_TTL_SECS, PriceSheet};
