@@ -405,16 +405,25 @@ async fn reconcile<S: State, C: Capacity, K: ClusterApi>(
         return Ok(());
     };
     let in_flight = claims.iter().any(|c| c.state.is_in_flight());
-    let bound = cluster.bound_pods().await?;
-    for claim in claims
+    let retiring: Vec<(&ClaimRecord, Option<String>)> = claims
         .iter()
         .filter(|c| matches!(c.state, ClaimState::Cordoned | ClaimState::Draining))
-    {
-        let node = nodes
-            .items
-            .iter()
-            .find(|n| n.instance_id.is_some() && n.instance_id == claim.instance_id)
-            .map(|n| n.node.name.clone());
+        .map(|claim| {
+            let node = nodes
+                .items
+                .iter()
+                .find(|n| n.instance_id.is_some() && n.instance_id == claim.instance_id)
+                .map(|n| n.node.name.clone());
+            (claim, node)
+        })
+        .collect();
+    if retiring.is_empty() {
+        return Ok(());
+    }
+    // Only the retiring nodes' pods: a steady cluster lists none here.
+    let retiring_nodes: Vec<String> = retiring.iter().filter_map(|(_, n)| n.clone()).collect();
+    let bound = cluster.pods_on_nodes(&retiring_nodes).await?;
+    for (claim, node) in retiring {
         if let Err(e) = retire(deps, cluster, claim, node.as_deref(), in_flight, &bound.items, now, out).await {
             failed(out, "retire", &claim.id, &e);
         }
@@ -890,7 +899,7 @@ async fn changed_since_planning<S: State, C: Capacity, K: ClusterApi>(
     planned: &HashMap<&str, String>,
     node_claim: &HashMap<&str, &ClaimRecord>,
 ) -> Result<Option<String>> {
-    let bound = cluster.bound_pods().await?;
+    let bound = cluster.pods_on_nodes(nodes).await?;
     for node in nodes {
         let now = pods_digest(
             bound

@@ -156,7 +156,7 @@ async fn interrupt<S: State, C: Capacity, K: ClusterApi>(
         && let Some(node) = &node
     {
         // The node's workload pods, re-planned elsewhere before the node goes.
-        let bound = cluster.bound_pods().await?;
+        let bound = cluster.pods_on_nodes(std::slice::from_ref(node)).await?;
         let pods = workload_pods_of(&bound.items, &[node.as_str()]);
         if !pods.is_empty() {
             let holder = Holder::Invocation(format!("{event_id}/{instance_id}"));

@@ -717,12 +717,13 @@ async fn a_plan_is_abandoned_when_pods_arrive_between_planning_and_acting() {
     sample_batch(&deps).await;
     all_ready(&deps).await;
     let (claim, node) = one_listed_node(&deps, Vec::new());
-    // The handler lists bound pods to reconcile, then to plan, then to re-validate: a pod lands on
-    // the empty node after the planning listing.
+    // The handler lists bound pods to plan (nothing is retiring, so reconciliation lists none),
+    // then the planned nodes' pods to re-validate: a pod lands on the empty node after the
+    // planning listing.
     let mut arrived = small_pod("late-0");
     arrived.node_name = Some(node.clone());
     let cluster = deps.cluster.as_ref().unwrap();
-    cluster.change_bound_after(2, vec![arrived]);
+    cluster.change_bound_after(1, vec![arrived]);
 
     let o = run(Function::Consolidation, &deps, &tick(1), NOW + 5 * 60_000).await;
     assert!(disruptions(&o).is_empty(), "{o:#?}");

@@ -116,6 +116,25 @@ impl Cluster {
         Ok(convert(pods.iter(), pod_path, |p, path| model::pod_from_k8s(p, &path)))
     }
 
+    /// The unfinished pods bound to `nodes`, converted: one field-selected List per node.
+    pub async fn pods_bound_to(&self, nodes: &[String]) -> Result<Listed<Pod>> {
+        let api: Api<k8s::Pod> = Api::all(self.client.clone());
+        let mut listed = Listed {
+            items: Vec::new(),
+            rejected: Vec::new(),
+        };
+        for node in nodes {
+            let params = ListParams::default().fields(&format!(
+                "spec.nodeName={node},status.phase!=Succeeded,status.phase!=Failed"
+            ));
+            let pods = self.list_all(&api, params, "list pods on node", "Pod").await?;
+            let part = convert(pods.iter(), pod_path, |p, path| model::pod_from_k8s(p, &path));
+            listed.items.extend(part.items);
+            listed.rejected.extend(part.rejected);
+        }
+        Ok(listed)
+    }
+
     /// The pods on one node, as Kubernetes objects (drain needs owners and annotations).
     pub async fn pods_on_node(&self, node: &str) -> Result<Vec<k8s::Pod>> {
         let api: Api<k8s::Pod> = Api::all(self.client.clone());

@@ -26,6 +26,9 @@ impl ClusterApi for KubeCluster {
     async fn bound_pods(&self) -> Result<Listed<Pod>> {
         self.cluster().await?.bound_pods().await
     }
+    async fn pods_on_nodes(&self, nodes: &[String]) -> Result<Listed<Pod>> {
+        self.cluster().await?.pods_bound_to(nodes).await
+    }
     async fn nodes(&self) -> Result<Listed<ClusterNode>> {
         self.cluster().await?.nodes().await
     }

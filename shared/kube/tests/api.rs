@@ -142,6 +142,39 @@ async fn lists_unschedulable_pods_across_pages() {
     assert!(pending.rejected.is_empty());
 }
 
+/// An interruption reads the pods of its node only: one field-selected List per node, finished
+/// pods left out by the server, pages followed.
+#[tokio::test]
+async fn pods_on_nodes_list_each_node_by_field_selector() {
+    let on = |node: &str| {
+        format!("fieldSelector=spec.nodeName%3D{node}%2Cstatus.phase%21%3DSucceeded%2Cstatus.phase%21%3DFailed")
+    };
+    let (cluster, server) = mock(vec![
+        expect("GET", format!("/api/v1/pods?&{}&limit=2", on("ip-a"))).respond(
+            200,
+            list("PodList", vec![pod("a1", Some("ip-a"), json!({}))], Some("p2")),
+        ),
+        expect("GET", format!("/api/v1/pods?&{}&limit=2&continue=p2", on("ip-a")))
+            .respond(200, list("PodList", vec![pod("a2", Some("ip-a"), json!({}))], None)),
+        expect("GET", format!("/api/v1/pods?&{}&limit=2", on("ip-b")))
+            .respond(200, list("PodList", vec![pod("b1", Some("ip-b"), json!({}))], None)),
+    ]);
+    let pods = cluster
+        .pods_bound_to(&["ip-a".to_string(), "ip-b".to_string()])
+        .await
+        .unwrap();
+    server.await.unwrap();
+    let names: Vec<_> = pods
+        .items
+        .iter()
+        .map(|p| (p.name.as_str(), p.node_name.as_deref()))
+        .collect();
+    assert_eq!(
+        names,
+        [("a1", Some("ip-a")), ("a2", Some("ip-a")), ("b1", Some("ip-b"))]
+    );
+}
+
 #[tokio::test]
 async fn a_pod_the_core_cannot_take_is_rejected_not_fatal() {
     let bad = pod(

@@ -202,7 +202,12 @@ pub trait Capacity: Send + Sync {
 /// The Kubernetes API.
 pub trait ClusterApi: Send + Sync {
     fn unschedulable_pods(&self) -> impl Future<Output = KubeResult<Listed<Pod>>> + Send;
+    /// Every pod bound to a node and not finished: for planning consolidation, which needs them
+    /// all (once per run).
     fn bound_pods(&self) -> impl Future<Output = KubeResult<Listed<Pod>>> + Send;
+    /// The unfinished pods bound to these nodes (a field-selected list per node): what an
+    /// interruption or a disruption of a few nodes reads, whatever the cluster's size.
+    fn pods_on_nodes(&self, nodes: &[String]) -> impl Future<Output = KubeResult<Listed<Pod>>> + Send;
     fn nodes(&self) -> impl Future<Output = KubeResult<Listed<ClusterNode>>> + Send;
     fn daemonsets(&self) -> impl Future<Output = KubeResult<Listed<Pod>>> + Send;
     fn pdbs(&self) -> impl Future<Output = KubeResult<Vec<Pdb>>> + Send;

@@ -227,6 +227,7 @@ pub const PORT_METHODS: &[(&str, &[&str])] = &[
         &[
             "unschedulable_pods",
             "bound_pods",
+            "pods_on_nodes",
             "nodes",
             "daemonsets",
             "pdbs",
@@ -583,6 +584,9 @@ impl<K: ClusterApi> ClusterApi for FaultyCluster<K> {
     }
     async fn bound_pods(&self) -> KubeResult<Listed<Pod>> {
         self.faults.gate("bound_pods", self.inner.bound_pods()).await
+    }
+    async fn pods_on_nodes(&self, nodes: &[String]) -> nodewright_core::ports::KubeResult<Listed<Pod>> {
+        self.faults.gate("pods_on_nodes", self.inner.pods_on_nodes(nodes)).await
     }
     async fn nodes(&self) -> KubeResult<Listed<ClusterNode>> {
         self.faults.gate("nodes", self.inner.nodes()).await

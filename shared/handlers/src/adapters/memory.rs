@@ -1543,6 +1543,19 @@ impl ClusterApi for MemoryCluster {
             rejected: Vec::new(),
         })
     }
+    /// A listing of bound pods too (it counts toward [`MemoryCluster::change_bound_after`]),
+    /// filtered by node as the field selector does.
+    async fn pods_on_nodes(&self, nodes: &[String]) -> nodewright_core::ports::KubeResult<Listed<Pod>> {
+        let all = self.bound_pods().await?;
+        Ok(Listed {
+            items: all
+                .items
+                .into_iter()
+                .filter(|p| p.node_name.as_ref().is_some_and(|n| nodes.contains(n)))
+                .collect(),
+            rejected: Vec::new(),
+        })
+    }
     async fn nodes(&self) -> nodewright_core::ports::KubeResult<Listed<ClusterNode>> {
         Ok(Listed {
             items: lock(&self.data).nodes.clone(),
