@@ -31,7 +31,8 @@ pub struct Args {
     nodepools: std::path::PathBuf,
 }
 
-fn batch(n: usize, seed: u64) -> Vec<PendingPod> {
+/// `n` pending pods of four CPU and memory sizes, seeded.
+pub(crate) fn batch(n: usize, seed: u64) -> Vec<PendingPod> {
     let mut rng = Rng::new(seed);
     (0..n)
         .map(|i| {

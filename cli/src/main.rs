@@ -5,6 +5,7 @@ mod avail;
 mod bench;
 mod bench_disruption;
 mod bench_handler;
+mod bench_scale;
 mod chaos;
 #[cfg(feature = "aws")]
 mod create_tables;
@@ -73,6 +74,9 @@ enum Command {
     /// Benchmark the pod-pending handler's decision time (event in -> launch requests out) for
     /// batches of pending pods, with in-process stand-ins (no emulator calls timed).
     BenchHandler(bench_handler::Args),
+    /// Run every function's handler on clusters of 500 to 5,000 nodes (memory stand-ins with
+    /// modelled service latencies): time, peak memory, Kubernetes objects read, DynamoDB units.
+    BenchScale(bench_scale::Args),
     /// Seeded stories of the functions with faults at every port and in delivery; invariants
     /// checked at every step; exits 1 on any violation.
     Chaos(chaos::Args),
@@ -94,6 +98,7 @@ fn main() -> ExitCode {
         Command::BenchDisruption(a) => bench_disruption::run(&a),
         Command::Invoke(a) => invoke::run(&a),
         Command::BenchHandler(a) => bench_handler::run(&a),
+        Command::BenchScale(a) => bench_scale::run(&a),
         Command::Chaos(a) => chaos::run(&a),
         Command::Restamp(a) => restamp::run(&a),
     };

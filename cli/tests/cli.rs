@@ -783,3 +783,52 @@ fn default_files_are_found_outside_the_repository_or_named_with_their_flag() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("examples/none.yaml: No such file"), "{}", text(&o));
 }
+
+/// `bench-scale` runs every function on a built cluster and reports what each read: the
+/// interruption lists its node's pods only, the planners read the live claims, consolidation lists
+/// every bound pod; DynamoDB units are counted.
+#[test]
+fn bench_scale_reports_reads_that_follow_the_work() {
+    use serde_json::Value;
+    let out = nodewright(&["bench-scale", "--nodes", "30,60", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let rows = rows.as_array().expect("rows");
+    assert_eq!(rows.len(), 10, "five invocations per size");
+    let row = |nodes: u64, prefix: &str| -> &Value {
+        rows.iter()
+            .find(|r| r["nodes"] == nodes && r["function"].as_str().unwrap_or("").starts_with(prefix))
+            .unwrap_or_else(|| panic!("{prefix} at {nodes}"))
+    };
+    for nodes in [30u64, 60] {
+        let pods = row(nodes, "consolidation (first")
+            .get("pods")
+            .and_then(Value::as_u64)
+            .unwrap();
+        // 20 pods a node, a quarter of that on every tenth.
+        assert_eq!(pods, nodes * 20 - nodes / 10 * 15);
+        // Consolidation plans from every bound pod and node (nodes listed twice: reconcile and
+        // plan); beyond that it reads only the pods of the nodes it disrupts (re-validation).
+        let consolidation = row(nodes, "consolidation (first");
+        let listed = consolidation["kubeObjects"].as_u64().unwrap();
+        assert!(listed >= pods + 2 * nodes && listed < 2 * pods + 2 * nodes, "{listed}");
+        assert!(
+            consolidation["writeUnits"].as_f64().unwrap() >= nodes as f64,
+            "a digest per node"
+        );
+        // The interruption lists the nodes and its own node's 20 pods, nothing else.
+        let interruption = row(nodes, "spot-interruption");
+        assert_eq!(interruption["kubeObjects"].as_u64(), Some(nodes + 20));
+        assert!(interruption["readUnits"].as_f64().unwrap() > 0.0);
+        for r in rows.iter().filter(|r| r["nodes"] == nodes) {
+            assert!(r["wallMs"].as_f64().unwrap() >= r["computeMs"].as_f64().unwrap());
+            assert!(r["dynamodbRequests"].as_u64().unwrap() > 0, "{r}");
+        }
+    }
+    // The live-claims read grows with the live nodes (twice the nodes, about twice the units).
+    let (small, large) = (
+        row(30, "pod-pending")["readUnits"].as_f64().unwrap(),
+        row(60, "pod-pending")["readUnits"].as_f64().unwrap(),
+    );
+    assert!(large > small, "{small} -> {large}");
+}

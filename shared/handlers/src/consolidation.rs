@@ -19,6 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use futures::StreamExt;
 use nodewright_core::Resources;
 use nodewright_core::disruption::{self, ManagedNode};
 use nodewright_core::model::ClaimState;
@@ -84,15 +85,18 @@ pub async fn handle<S: State, C: Capacity, K: ClusterApi>(
             }
         }
     }
+    let started = tokio::time::Instant::now();
+    let deadline = started + ACTION_BUDGET;
     reconcile(deps, now, &mut out).await?;
     if let Some(cluster) = &deps.cluster {
-        disrupt(deps, now, &mut out).await?;
+        disrupt(deps, now, deadline, &mut out).await?;
         if let Err(e) = crate::node_pools::write_statuses(&deps.settings, &deps.state, cluster, now, &mut out).await {
             failed(&mut out, "status", "NodePools", &e);
         }
     }
-    // Last: the refresh may wait on the price APIs, and the run's own work comes first.
-    if crate::prices::refresh(deps, now).await {
+    // Last: the refresh may wait on the price APIs (up to its own 20 s bound), and the run's own
+    // work comes first; a run already long leaves it to the next.
+    if started.elapsed() < PRICES_AFTER_AT_MOST && crate::prices::refresh(deps, now).await {
         // The next invocation in this environment plans at them.
         *deps
             .settings
@@ -925,9 +929,23 @@ async fn changed_since_planning<S: State, C: Capacity, K: ClusterApi>(
     Ok(None)
 }
 
+/// How long a run may spend before it stops starting disruptions (the function's timeout is 55 s;
+/// status, Events and the price refresh come after). What is left is planned again, from the
+/// stored claims, by the next run a minute later: a disruption started is carried on from its
+/// claim's state (Cordoned, Draining), one not started is simply planned again.
+pub const ACTION_BUDGET: std::time::Duration = std::time::Duration::from_secs(40);
+
+/// A run older than this skips the hourly price refresh (bounded to 20 s itself), so the run
+/// ends inside the function's 55 s timeout.
+const PRICES_AFTER_AT_MOST: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Digest writes in flight at once (DynamoDB takes thousands of writes a second per partition).
+const DIGEST_WRITE_CONCURRENCY: usize = 32;
+
 async fn disrupt<S: State, C: Capacity, K: ClusterApi>(
     deps: &Deps<S, C, K>,
     now: EpochMillis,
+    deadline: tokio::time::Instant,
     out: &mut Outcome,
 ) -> Result<()> {
     let Some(cluster) = &deps.cluster else { return Ok(()) };
@@ -947,6 +965,7 @@ async fn disrupt<S: State, C: Capacity, K: ClusterApi>(
         .filter_map(|c| Some((c.instance_id.as_deref()?, c)))
         .collect();
     let mut managed = Vec::new();
+    let mut changes = Vec::new();
     let mut planned_digests: HashMap<&str, String> = HashMap::new();
     for n in &nodes.items {
         let Some(claim) = n.instance_id.as_deref().and_then(|i| claim_of.get(i)) else {
@@ -968,14 +987,27 @@ async fn disrupt<S: State, C: Capacity, K: ClusterApi>(
             .is_some_and(|v| v == "true");
         m.node_class_hash = claim.node_class_hash.clone();
         if !m.disrupting {
-            let requested = m.node.requested();
-            m.last_pod_change_at = Some(pods_changed_at(deps, claim, &digest, requested, now).await? / 1000);
+            changes.push((managed.len(), *claim, digest.clone(), m.node.requested()));
         }
         planned_digests.insert(n.node.name.as_str(), digest);
         managed.push(m);
     }
     if managed.is_empty() {
         return Ok(());
+    }
+    // When each node's pods last changed: a write per node whose pods changed, concurrently (a
+    // first run over 5,000 nodes writes 5,000 digests; one at a time they took 25 s).
+    // Futures built eagerly (not in a stream closure), so the whole handler future stays Send.
+    let mut writes = Vec::with_capacity(changes.len());
+    for (_, claim, digest, requested) in &changes {
+        writes.push(pods_changed_at(deps, claim, digest, requested.clone(), now));
+    }
+    let changed_at: Vec<Result<EpochMillis>> = futures::stream::iter(writes)
+        .buffered(DIGEST_WRITE_CONCURRENCY)
+        .collect()
+        .await;
+    for ((i, ..), at) in changes.iter().zip(changed_at) {
+        managed[*i].last_pod_change_at = Some(at? / 1000);
     }
     // One snapshot: the index must be of the very list it indexes.
     let pools = deps.settings.pools();
@@ -1004,7 +1036,19 @@ async fn disrupt<S: State, C: Capacity, K: ClusterApi>(
     // Cleared first: a run that dies past here leaves no claim that the cluster is quiet.
     deps.consolidated.set(None);
     let plan = disruption::plan(&input, &deps.settings.disruption);
-    for action in &plan.actions {
+    // The planner's order is the value order (empty nodes, then multi-node, then single-node
+    // consolidation, as Karpenter's methods run): a run out of time leaves the least.
+    for (done, action) in plan.actions.iter().enumerate() {
+        if tokio::time::Instant::now() >= deadline {
+            let left = plan.actions.len() - done;
+            tracing::warn!(
+                done,
+                left,
+                "consolidation run out of time; the rest is planned next run"
+            );
+            out.push(Action::OutOfTime { done, left });
+            break;
+        }
         // Re-validate against fresh state just before acting.
         if let Some(why) = changed_since_planning(deps, cluster, &action.nodes, &planned_digests, &node_claim).await? {
             tracing::info!(nodes = ?action.nodes, %why, "disruption aborted");

@@ -125,6 +125,10 @@ pub enum Action {
     /// `planned_at` (epoch ms) found nothing to disrupt (re-planned at least every five minutes).
     #[serde(rename_all = "camelCase")]
     Unchanged { planned_at: i64 },
+    /// The run spent its time budget (`consolidation::ACTION_BUDGET`) after `done` disruptions;
+    /// `left` were not started and are planned again by the next run.
+    #[serde(rename_all = "camelCase")]
+    OutOfTime { done: usize, left: usize },
     /// Scale-in protection of an Auto Scaling pool's instances set: busy ones protected, idle ones
     /// released.
     #[serde(rename_all = "camelCase")]

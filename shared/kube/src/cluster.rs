@@ -77,8 +77,53 @@ impl Cluster {
     where
         K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
     {
-        let mut params = params.limit(self.page_size);
         let mut out = Vec::new();
+        self.list_pages(api, params, operation, kind, |page| out.extend(page))
+            .await?;
+        Ok(out)
+    }
+
+    /// Lists every page of `api` with `params` and converts each page as it arrives, so at most
+    /// one page of Kubernetes objects is held (a pod object is kilobytes; its model, a fraction):
+    /// listing 100,000 pods holds 500 objects at a time, not 100,000.
+    async fn list_converted<K, T>(
+        &self,
+        api: &Api<K>,
+        params: ListParams,
+        (operation, kind): (&str, &'static str),
+        keep: impl Fn(&K) -> bool,
+        name: impl Fn(&K) -> String,
+        f: impl Fn(&K, String) -> nodewright_core::Result<T>,
+    ) -> Result<Listed<T>>
+    where
+        K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
+    {
+        let mut listed = Listed {
+            items: Vec::new(),
+            rejected: Vec::new(),
+        };
+        self.list_pages(api, params, operation, kind, |page| {
+            let part = convert(page.iter().filter(|o| keep(o)), &name, &f);
+            listed.items.extend(part.items);
+            listed.rejected.extend(part.rejected);
+        })
+        .await?;
+        Ok(listed)
+    }
+
+    /// Lists every page of `api` with `params`, handing each page to `each` and dropping it.
+    async fn list_pages<K>(
+        &self,
+        api: &Api<K>,
+        params: ListParams,
+        operation: &str,
+        kind: &'static str,
+        mut each: impl FnMut(Vec<K>),
+    ) -> Result<()>
+    where
+        K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
+    {
+        let mut params = params.limit(self.page_size);
         loop {
             let page = self
                 .timed(operation, async {
@@ -87,10 +132,10 @@ impl Cluster {
                         .map_err(|e| Error::from_kube(e, operation, kind, ""))
                 })
                 .await?;
-            out.extend(page.items);
+            each(page.items);
             match page.metadata.continue_.filter(|c| !c.is_empty()) {
                 Some(token) => params.continue_token = Some(token),
-                None => return Ok(out),
+                None => return Ok(()),
             }
         }
     }
@@ -100,20 +145,30 @@ impl Cluster {
         let api: Api<k8s::Pod> = Api::all(self.client.clone());
         // The server narrows to unbound Pending pods; the condition is checked here.
         let params = ListParams::default().fields("spec.nodeName=,status.phase=Pending");
-        let pods = self.list_all(&api, params, "list unschedulable pods", "Pod").await?;
-        Ok(convert(
-            pods.iter().filter(|p| model::is_unschedulable(p)),
+        self.list_converted(
+            &api,
+            params,
+            ("list unschedulable pods", "Pod"),
+            model::is_unschedulable,
             pod_path,
             |p, path| model::pod_from_k8s(p, &path),
-        ))
+        )
+        .await
     }
 
     /// Pods bound to nodes and still running (capacity in use), converted.
     pub async fn bound_pods(&self) -> Result<Listed<Pod>> {
         let api: Api<k8s::Pod> = Api::all(self.client.clone());
         let params = ListParams::default().fields("spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed");
-        let pods = self.list_all(&api, params, "list bound pods", "Pod").await?;
-        Ok(convert(pods.iter(), pod_path, |p, path| model::pod_from_k8s(p, &path)))
+        self.list_converted(
+            &api,
+            params,
+            ("list bound pods", "Pod"),
+            |_| true,
+            pod_path,
+            |p, path| model::pod_from_k8s(p, &path),
+        )
+        .await
     }
 
     /// The unfinished pods bound to `nodes`, converted: one field-selected List per node.
@@ -127,8 +182,16 @@ impl Cluster {
             let params = ListParams::default().fields(&format!(
                 "spec.nodeName={node},status.phase!=Succeeded,status.phase!=Failed"
             ));
-            let pods = self.list_all(&api, params, "list pods on node", "Pod").await?;
-            let part = convert(pods.iter(), pod_path, |p, path| model::pod_from_k8s(p, &path));
+            let part = self
+                .list_converted(
+                    &api,
+                    params,
+                    ("list pods on node", "Pod"),
+                    |_| true,
+                    pod_path,
+                    |p, path| model::pod_from_k8s(p, &path),
+                )
+                .await?;
             listed.items.extend(part.items);
             listed.rejected.extend(part.rejected);
         }
@@ -145,12 +208,15 @@ impl Cluster {
     /// All nodes, converted.
     pub async fn nodes(&self) -> Result<Listed<ClusterNode>> {
         let api: Api<k8s::Node> = Api::all(self.client.clone());
-        let nodes = self.list_all(&api, ListParams::default(), "list nodes", "Node").await?;
-        Ok(convert(
-            nodes.iter(),
+        self.list_converted(
+            &api,
+            ListParams::default(),
+            ("list nodes", "Node"),
+            |_| true,
             |n| n.metadata.name.clone().unwrap_or_default(),
             |n, path| cluster_node(n, &path),
-        ))
+        )
+        .await
     }
 
     /// One pod template per DaemonSet: the per-node overhead every new node carries.

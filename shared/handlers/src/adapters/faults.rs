@@ -166,6 +166,72 @@ pub struct Faults {
     /// Tests: after the first call of this method returns, say so and wait to be resumed (one
     /// invocation held between a read and its write while another runs).
     pause: Option<Pause>,
+    /// `nodewright bench-scale`: how long each call takes (slept on the runtime's clock).
+    latency: Option<Latency>,
+    /// Objects returned by listing calls, per method.
+    listed: std::sync::Mutex<BTreeMap<&'static str, u64>>,
+}
+
+/// How long the real services take, for `nodewright bench-scale` (run on a paused clock, so the
+/// sleeps model time without spending it). The figures are typical in-region latencies, stated in
+/// docs/operations.md; concurrent calls overlap as they would.
+#[derive(Debug, Clone, Copy)]
+pub struct Latency {
+    /// One DynamoDB request (GetItem, PutItem, UpdateItem, one Query page).
+    pub dynamodb_ms: u64,
+    /// Items in one Query page of claims (1 MB).
+    pub dynamodb_page_items: u64,
+    /// One EC2 or Auto Scaling request; CreateFleet (a launch) takes `launch_ms`.
+    pub ec2_ms: u64,
+    pub launch_ms: u64,
+    /// One Kubernetes API request, and the server's time per object listed.
+    pub kube_ms: u64,
+    pub kube_page_items: u64,
+    pub kube_object_us: u64,
+}
+
+impl Latency {
+    /// Typical figures: DynamoDB 5 ms, EC2 100 ms, CreateFleet 1.5 s, Kubernetes 15 ms per
+    /// request plus 0.3 ms per object listed, in pages of 500.
+    pub const TYPICAL: Latency = Latency {
+        dynamodb_ms: 5,
+        dynamodb_page_items: 700,
+        ec2_ms: 100,
+        launch_ms: 1_500,
+        kube_ms: 15,
+        kube_page_items: 500,
+        kube_object_us: 300,
+    };
+
+    fn of_call(&self, method: &str) -> std::time::Duration {
+        let ms = match port_of(method) {
+            "State" => self.dynamodb_ms,
+            "Capacity" if method == "launch" => self.launch_ms,
+            "Capacity" => self.ec2_ms,
+            _ => self.kube_ms,
+        };
+        std::time::Duration::from_millis(ms)
+    }
+
+    /// The extra time of a listing of `objects` beyond its first request: further pages, and the
+    /// server's time per object.
+    fn of_listing(&self, method: &str, objects: u64) -> std::time::Duration {
+        let (page, page_ms, per_object_us) = if port_of(method) == "State" {
+            (self.dynamodb_page_items, self.dynamodb_ms, 0)
+        } else {
+            (self.kube_page_items, self.kube_ms, self.kube_object_us)
+        };
+        let pages = objects.div_ceil(page.max(1)).max(1);
+        std::time::Duration::from_millis((pages - 1) * page_ms)
+            + std::time::Duration::from_micros(objects * per_object_us)
+    }
+}
+
+fn port_of(method: &str) -> &'static str {
+    PORT_METHODS
+        .iter()
+        .find(|(_, methods)| methods.contains(&method))
+        .map_or("?", |(port, _)| port)
 }
 
 /// Where [`Faults::pause_after`] holds an invocation.
@@ -244,11 +310,7 @@ pub const PORT_METHODS: &[(&str, &[&str])] = &[
 
 /// `Port.method` for a gated method name.
 pub fn qualified(method: &str) -> String {
-    let port = PORT_METHODS
-        .iter()
-        .find(|(_, methods)| methods.contains(&method))
-        .map_or("?", |(port, _)| port);
-    format!("{port}.{method}")
+    format!("{}.{method}", port_of(method))
 }
 
 impl Faults {
@@ -292,6 +354,46 @@ impl Faults {
             }),
             ..Faults::default()
         })
+    }
+
+    /// No fault; every call takes the time `latency` gives it (`nodewright bench-scale`).
+    pub fn with_latency(latency: Latency) -> Arc<Faults> {
+        Arc::new(Faults {
+            latency: Some(latency),
+            ..Faults::default()
+        })
+    }
+
+    /// Objects returned by listing calls, per method (`bound_pods`, `nodes`, `live_claims` ...).
+    pub fn listed(&self) -> BTreeMap<&'static str, u64> {
+        self.listed.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Counts a listing's objects and spends its extra time.
+    async fn count_listed(&self, method: &'static str, objects: usize) {
+        *self
+            .listed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(method)
+            .or_default() += objects as u64;
+        if let Some(l) = &self.latency {
+            tokio::time::sleep(l.of_listing(method, objects as u64)).await;
+        }
+    }
+
+    /// A listing call through the gate, its objects counted.
+    async fn gate_list<T, E: Injected>(
+        &self,
+        method: &'static str,
+        call: impl Future<Output = std::result::Result<T, E>>,
+        count: impl Fn(&T) -> usize,
+    ) -> std::result::Result<T, E> {
+        let result = self.gate(method, call).await;
+        if let Ok(r) = &result {
+            self.count_listed(method, count(r)).await;
+        }
+        result
     }
 
     /// How many port calls were made.
@@ -342,6 +444,9 @@ impl Faults {
         method: &'static str,
         call: impl Future<Output = std::result::Result<T, E>>,
     ) -> std::result::Result<T, E> {
+        if let Some(l) = &self.latency {
+            tokio::time::sleep(l.of_call(method)).await;
+        }
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
         *self
             .called
@@ -444,7 +549,9 @@ impl<S: State> State for FaultyState<S> {
         self.faults.gate("claims", self.inner.claims()).await
     }
     async fn live_claims(&self) -> Result<Vec<ClaimRecord>> {
-        self.faults.gate("live_claims", self.inner.live_claims()).await
+        self.faults
+            .gate_list("live_claims", self.inner.live_claims(), Vec::len)
+            .await
     }
     async fn replace_claim(&self, claim: &ClaimRecord, expected_version: u64) -> Result<bool> {
         self.faults
@@ -579,23 +686,31 @@ pub struct FaultyCluster<K> {
 impl<K: ClusterApi> ClusterApi for FaultyCluster<K> {
     async fn unschedulable_pods(&self) -> KubeResult<Listed<Pod>> {
         self.faults
-            .gate("unschedulable_pods", self.inner.unschedulable_pods())
+            .gate_list("unschedulable_pods", self.inner.unschedulable_pods(), |l| l.items.len())
             .await
     }
     async fn bound_pods(&self) -> KubeResult<Listed<Pod>> {
-        self.faults.gate("bound_pods", self.inner.bound_pods()).await
+        self.faults
+            .gate_list("bound_pods", self.inner.bound_pods(), |l| l.items.len())
+            .await
     }
     async fn pods_on_nodes(&self, nodes: &[String]) -> nodewright_core::ports::KubeResult<Listed<Pod>> {
-        self.faults.gate("pods_on_nodes", self.inner.pods_on_nodes(nodes)).await
+        self.faults
+            .gate_list("pods_on_nodes", self.inner.pods_on_nodes(nodes), |l| l.items.len())
+            .await
     }
     async fn nodes(&self) -> KubeResult<Listed<ClusterNode>> {
-        self.faults.gate("nodes", self.inner.nodes()).await
+        self.faults
+            .gate_list("nodes", self.inner.nodes(), |l| l.items.len())
+            .await
     }
     async fn daemonsets(&self) -> KubeResult<Listed<Pod>> {
-        self.faults.gate("daemonsets", self.inner.daemonsets()).await
+        self.faults
+            .gate_list("daemonsets", self.inner.daemonsets(), |l| l.items.len())
+            .await
     }
     async fn pdbs(&self) -> KubeResult<Vec<Pdb>> {
-        self.faults.gate("pdbs", self.inner.pdbs()).await
+        self.faults.gate_list("pdbs", self.inner.pdbs(), Vec::len).await
     }
     async fn cordon_and_taint(&self, node: &str, taint_key: &str) -> KubeResult<()> {
         self.faults
