@@ -109,6 +109,92 @@ pub struct Measured {
     pub actions: usize,
 }
 
+/// What running Nodewright costs a month at one cluster size, from that size's invocations (the
+/// model in docs/operations.md; us-east-1 prices).
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MonthlyCost {
+    pub nodes: usize,
+    pub lambda_gb_seconds: f64,
+    pub lambda_usd: f64,
+    pub dynamodb_usd: f64,
+    pub events_and_queues_usd: f64,
+    pub cloudwatch_usd: f64,
+    pub watcher_usd: f64,
+    pub total_usd: f64,
+    /// Karpenter's controllers as its getting-started install sizes them (2 replicas of 1 vCPU and
+    /// 1 GiB): as a share of m5 on-demand capacity, and on Fargate.
+    pub karpenter_ec2_usd: f64,
+    pub karpenter_fargate_usd: f64,
+}
+
+mod price {
+    pub const LAMBDA_GB_SECOND: f64 = 0.000_013_333_4;
+    pub const LAMBDA_REQUEST: f64 = 0.20 / 1e6;
+    pub const READ_UNIT: f64 = 0.125 / 1e6;
+    pub const WRITE_UNIT: f64 = 0.625 / 1e6;
+    pub const CUSTOM_EVENT: f64 = 1.0 / 1e6;
+    pub const SQS_REQUEST: f64 = 0.40 / 1e6;
+    pub const LOG_GB: f64 = 0.50;
+    /// 9 custom metrics at $0.30, 6 alarms at $0.10, one dashboard at $3.
+    pub const CLOUDWATCH_FIXED: f64 = 9.0 * 0.30 + 6.0 * 0.10 + 3.0;
+    /// m5 on-demand per vCPU-hour and GiB-hour (m5.large $0.096: 2 vCPU, 8 GiB, split 80/20).
+    pub const VCPU_HOUR: f64 = 0.048;
+    pub const GIB_HOUR: f64 = 0.006;
+    pub const FARGATE_VCPU_HOUR: f64 = 0.040_48;
+    pub const FARGATE_GB_HOUR: f64 = 0.004_445;
+    pub const HOURS: f64 = 730.0;
+}
+
+/// The month modelled: one consolidation run a minute (1 GB; the run with disruption work); one
+/// pod-pending batch a minute per 1,000 nodes, at least six an hour (0.5 GB); each node replaced
+/// ten times a month (three state-change events each); half the nodes interrupted once.
+fn monthly_cost(nodes: usize, rows: &[Measured]) -> Option<MonthlyCost> {
+    let of = |prefix: &str| rows.iter().find(|m| m.nodes == nodes && m.function.starts_with(prefix));
+    let (c, p, s, t) = (
+        of("consolidation (next")?,
+        of("pod-pending")?,
+        of("spot-interruption")?,
+        of("state-change")?,
+    );
+    let n = nodes as f64;
+    let runs = 43_200.0;
+    let batches = 43_200.0 * (n / 1000.0).max(0.1);
+    let interruptions = n * 0.5;
+    let state_changes = n * 10.0 * 3.0;
+    let counts = [
+        (c, runs, 1.0),
+        (p, batches, 0.5),
+        (s, interruptions, 0.5),
+        (t, state_changes, 0.5),
+    ];
+    let gb_seconds: f64 = counts.iter().map(|(m, k, gb)| k * m.wall_ms / 1000.0 * gb).sum();
+    let invocations: f64 = counts.iter().map(|(_, k, _)| k).sum();
+    let lambda_usd = gb_seconds * price::LAMBDA_GB_SECOND + invocations * price::LAMBDA_REQUEST;
+    let dynamodb_usd: f64 = counts
+        .iter()
+        .map(|(m, k, _)| k * (m.read_units * price::READ_UNIT + m.write_units * price::WRITE_UNIT))
+        .sum();
+    let events_and_queues_usd =
+        batches * price::CUSTOM_EVENT + (batches + interruptions + state_changes) * 3.0 * price::SQS_REQUEST;
+    // About 2 KB of JSON log lines an invocation.
+    let cloudwatch_usd = invocations * 2e-6 * price::LOG_GB + price::CLOUDWATCH_FIXED;
+    let watcher_usd = (0.05 * price::VCPU_HOUR + 0.0625 * price::GIB_HOUR) * price::HOURS;
+    let total_usd = lambda_usd + dynamodb_usd + events_and_queues_usd + cloudwatch_usd + watcher_usd;
+    Some(MonthlyCost {
+        nodes,
+        lambda_gb_seconds: gb_seconds,
+        lambda_usd,
+        dynamodb_usd,
+        events_and_queues_usd,
+        cloudwatch_usd,
+        watcher_usd,
+        total_usd,
+        karpenter_ec2_usd: 2.0 * (price::VCPU_HOUR + price::GIB_HOUR) * price::HOURS,
+        karpenter_fargate_usd: 2.0 * (price::FARGATE_VCPU_HOUR + 2.0 * price::FARGATE_GB_HOUR) * price::HOURS,
+    })
+}
+
 struct Cluster {
     settings: Settings,
     state: MemoryState,
@@ -448,8 +534,10 @@ pub fn run(args: &Args) -> u8 {
             }
         }
     }
+    let costs: Vec<MonthlyCost> = args.nodes.iter().filter_map(|&n| monthly_cost(n, &all)).collect();
     if args.json {
-        match serde_json::to_string_pretty(&all) {
+        let doc = serde_json::json!({"invocations": all, "monthlyCost": costs});
+        match serde_json::to_string_pretty(&doc) {
             Ok(s) => println!("{s}"),
             Err(e) => {
                 eprintln!("error: {e}");
@@ -504,6 +592,44 @@ pub fn run(args: &Args) -> u8 {
             "RCU",
             "WCU",
             "EC2 calls",
+        ],
+        &rows,
+        report::width(),
+    );
+    println!("{table}");
+    println!();
+    println!(
+        "what running it costs a month (docs/operations.md: one consolidation run a minute, a 100-pod batch a \
+         minute per 1,000 nodes, each node replaced ten times, half interrupted once; us-east-1 prices), \
+         against Karpenter's two 1 vCPU / 1 GiB controllers"
+    );
+    let rows: Vec<Vec<String>> = costs
+        .iter()
+        .map(|c| {
+            vec![
+                c.nodes.to_string(),
+                format!("{:.0}", c.lambda_gb_seconds),
+                format!("{:.2}", c.lambda_usd),
+                format!("{:.2}", c.dynamodb_usd),
+                format!("{:.2}", c.events_and_queues_usd),
+                format!("{:.2}", c.cloudwatch_usd),
+                format!("{:.2}", c.watcher_usd),
+                format!("{:.2}", c.total_usd),
+                format!("{:.2} / {:.2}", c.karpenter_ec2_usd, c.karpenter_fargate_usd),
+            ]
+        })
+        .collect();
+    let table = rows_or_transposed(
+        &[
+            "nodes",
+            "Lambda GB-s",
+            "Lambda $",
+            "DynamoDB $",
+            "EventBridge + SQS $",
+            "CloudWatch $",
+            "watcher $",
+            "Nodewright $/month",
+            "Karpenter $/month (EC2 / Fargate)",
         ],
         &rows,
         report::width(),

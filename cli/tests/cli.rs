@@ -792,9 +792,16 @@ fn bench_scale_reports_reads_that_follow_the_work() {
     use serde_json::Value;
     let out = nodewright(&["bench-scale", "--nodes", "30,60", "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let rows: Value = serde_json::from_slice(&out.stdout).expect("json");
-    let rows = rows.as_array().expect("rows");
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let rows = doc["invocations"].as_array().expect("rows");
     assert_eq!(rows.len(), 10, "five invocations per size");
+    // The month's bill per size, from these invocations: more nodes cost more; Karpenter's
+    // controllers are the same at every size.
+    let costs = doc["monthlyCost"].as_array().expect("costs");
+    assert_eq!(costs.len(), 2);
+    let total = |i: usize| costs[i]["totalUsd"].as_f64().unwrap();
+    assert!(total(0) > 0.0 && total(1) > total(0), "{costs:?}");
+    assert_eq!(costs[0]["karpenterEc2Usd"], costs[1]["karpenterEc2Usd"]);
     let row = |nodes: u64, prefix: &str| -> &Value {
         rows.iter()
             .find(|r| r["nodes"] == nodes && r["function"].as_str().unwrap_or("").starts_with(prefix))
