@@ -631,6 +631,99 @@ async fn twenty_concurrent_pod_pending_invocations() {
     let _ = Path::new(&e.dir);
 }
 
+/// An SQS batch as the pod-pending queue delivers it: three batches of distinct pods, a redelivered
+/// copy of the first, and a record that is not an event. The records run concurrently inside the
+/// invocation; every pod lands on exactly one claim, the copy adds nothing, the bad record is
+/// dropped (not retried forever), and only a copy that found its twin in progress goes back to SQS.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_sqs_batch_of_pod_pending_records_is_handled_concurrently_once_each() {
+    let e = env("e2e-sqs-batch", 64, 2).await;
+    let created = now_millis() - 10_000;
+    let uid = |b: usize, i: usize| format!("5a5a0000-0000-4000-8000-{b:04}{i:08}");
+    let mut bodies = Vec::new();
+    for b in 0..3 {
+        let pods: Vec<Value> = (0..6)
+            .map(|i| {
+                json!({"uid": uid(b, i), "namespace": "web", "name": format!("web-{b}-{i}"),
+                       "resourceVersion": "1", "createdAt": created,
+                       "requests": {"cpu": "500m", "memory": "1Gi", "pods": "1"},
+                       "owner": {"kind": "ReplicaSet", "name": format!("web-{b}")}})
+            })
+            .collect();
+        let f = event_file(
+            &e.dir,
+            "pod-pending.json",
+            &format!("sqs-{b}.json"),
+            &[
+                ("/id", json!(format!("sqs-batch-{b}"))),
+                ("/detail/batchId", json!(format!("sqsbatch{b}"))),
+                ("/detail/pods", Value::Array(pods)),
+            ],
+        );
+        bodies.push(std::fs::read_to_string(f).unwrap());
+    }
+    bodies.push(bodies[0].clone());
+    bodies.push("{\"not\": \"an event\"}".to_string());
+    let records: Vec<Value> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, body)| {
+            json!({"messageId": format!("m-{i}"), "receiptHandle": "AQEB-example", "body": body,
+                   "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": now_millis().to_string(),
+                                  "SenderId": "AIDAEXAMPLE", "ApproximateFirstReceiveTimestamp": now_millis().to_string()},
+                   "messageAttributes": {}, "md5OfBody": "0", "eventSource": "aws:sqs",
+                   "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:nodewright-pod-pending",
+                   "awsRegion": "us-east-1"})
+        })
+        .collect();
+    let batch = e.dir.join("sqs-batch.json");
+    std::fs::write(&batch, json!({"Records": records}).to_string()).unwrap();
+
+    let response = e.watch.invoke("pod-pending", &batch);
+    let failed: Vec<String> = response["batchItemFailures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["itemIdentifier"].as_str().unwrap().to_string())
+        .collect();
+    // The copy ran beside the first: one of the two may find the other in progress, and only that
+    // one is handed back to SQS; the bad record is dropped, never retried.
+    assert!(
+        failed.len() <= 1 && failed.iter().all(|m| m == "m-0" || m == "m-3"),
+        "{response}"
+    );
+    // Redelivered alone, it finds its event done and launches nothing more.
+    if let Some(m) = failed.first() {
+        let record = records.iter().find(|r| r["messageId"] == m.as_str()).unwrap();
+        let again = e.dir.join("sqs-redelivery.json");
+        std::fs::write(&again, json!({"Records": [record]}).to_string()).unwrap();
+        let response = e.watch.invoke("pod-pending", &again);
+        assert_eq!(
+            response["batchItemFailures"].as_array().map(Vec::len),
+            Some(0),
+            "{response}"
+        );
+    }
+    let claims = e.store.live_claims().await.unwrap();
+    let mut placed = BTreeMap::new();
+    for c in &claims {
+        for p in &c.pods {
+            assert!(
+                placed.insert(p.clone(), c.id.clone()).is_none(),
+                "pod {p} on two claims"
+            );
+        }
+    }
+    let wanted: BTreeSet<String> = (0..3).flat_map(|b| (0..6).map(move |i| uid(b, i))).collect();
+    assert_eq!(
+        placed.keys().cloned().collect::<BTreeSet<_>>(),
+        wanted,
+        "every pod once"
+    );
+    let instances = our_instances(&e.ec2, &claims).await;
+    assert_eq!(instances.len(), claims.len(), "one instance per claim");
+}
+
 /// The user's own launch template for an Auto Scaling pool, as a self-managed AL2023 node group
 /// carries it: a nodeadm NodeConfig whose kubelet flags set the group's labels and taint.
 const GROUP_USER_DATA: &str = "MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"BOUNDARY\"\n\n--BOUNDARY\nContent-Type: application/node.eks.aws\n\napiVersion: node.eks.aws/v1alpha1\nkind: NodeConfig\nspec:\n  cluster:\n    name: demo\n    apiServerEndpoint: https://demo.gr7.us-east-1.eks.amazonaws.com\n    certificateAuthority: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0t\n    cidr: 10.100.0.0/16\n  kubelet:\n    flags:\n    - --node-labels=workload=batch\n    - --register-with-taints=dedicated=batch:NoSchedule\n\n--BOUNDARY--\n";

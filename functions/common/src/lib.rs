@@ -164,19 +164,37 @@ fn emit_metrics(outcome: &nodewright_handlers::Outcome, started: Instant) {
     println!("{doc}");
 }
 
+/// Records of one SQS batch handled at once: four one-node interruptions at 5,000 nodes take
+/// about 4 x 94 MB (docs/operations.md), inside the functions' 512 MB.
+const SQS_RECORD_CONCURRENCY: usize = 4;
+
 /// Handles one payload: an EventBridge event or an SQS batch.
 pub async fn invoke(function: Function, deps: &LambdaDeps, payload: Value) -> Result<Value, Error> {
     let started = Instant::now();
     if is_sqs_batch(&payload) {
-        let mut failures = Vec::new();
+        // The records of a batch are handled SQS_RECORD_CONCURRENCY at a time (each is an event
+        // that could have come in its own invocation: the handlers are built for concurrent
+        // invocations); their failures are reported in the batch's order.
+        let mut records = Vec::new();
         for (message_id, parsed) in parse_sqs_batch(&payload)? {
-            let record_started = Instant::now();
-            let result = match parsed {
-                Ok(p) => handle(function, deps, p, now_millis())
-                    .await
-                    .map(|outcome| emit_metrics(&outcome, record_started)),
-                Err(e) => Err(e),
-            };
+            records.push(async move {
+                let record_started = Instant::now();
+                let result = match parsed {
+                    Ok(p) => handle(function, deps, p, now_millis())
+                        .await
+                        .map(|outcome| emit_metrics(&outcome, record_started)),
+                    Err(e) => Err(e),
+                };
+                (message_id, result)
+            });
+        }
+        let results: Vec<_> = futures::StreamExt::collect(futures::StreamExt::buffered(
+            futures::stream::iter(records),
+            SQS_RECORD_CONCURRENCY,
+        ))
+        .await;
+        let mut failures = Vec::new();
+        for (message_id, result) in results {
             match result {
                 Ok(()) => {}
                 Err(e) if !e.is_retryable() => {
