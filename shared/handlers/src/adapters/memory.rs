@@ -84,14 +84,12 @@ impl StateData {
     fn bill_replace_claim(&mut self, before: Option<&ClaimRecord>, after: &ClaimRecord, expected_version: u64) {
         let before_bytes = before.map_or(0, claim_item_bytes);
         let after_bytes = claim_item_bytes(after);
-        let ends_now = after.state.is_terminal() && before.is_some_and(|b| !b.state.is_terminal());
-        if ends_now && before.is_some_and(|b| b.version == expected_version) {
-            self.bill.transaction(&[before_bytes, after_bytes]);
-            return;
-        }
         if after.state.is_terminal() {
-            // The transaction's condition failed first, then the in-place put was tried.
             self.bill.transaction(&[before_bytes, after_bytes]);
+            if before.is_some_and(|b| !b.state.is_terminal() && b.version == expected_version) {
+                return;
+            }
+            // The move's condition failed: the store then tries the put in place.
         }
         self.bill.write("PutItem", before_bytes, after_bytes);
     }
