@@ -12,13 +12,15 @@ use nodewright_aws::now_millis;
 use nodewright_aws::state::{ClaimRecord, ClaimUpdate, Holder, StateStore, TableNames, create_tables};
 use nodewright_core::model::ClaimState;
 use nodewright_e2e::{
-    CLUSTER, KubeDouble, Watch, boot_nodes, discovery, event_file, function_env, node_ready_file, nodepools, rfc3339,
-    scratch, support, unique,
+    KubeDouble, Watch, boot_nodes, cluster_name, discovery, event_file, function_env, node_ready_file, nodepools,
+    rfc3339, scratch, support, unique,
 };
 use serde_json::{Value, json};
 
 struct Env {
     dir: std::path::PathBuf,
+    /// This test's own cluster name (the samples' "demo" replaced).
+    cluster: String,
     ec2: aws_sdk_ec2::Client,
     autoscaling: aws_sdk_autoscaling::Client,
     store: StateStore,
@@ -47,20 +49,34 @@ async fn env_with_extra(
     let prefix = unique(test);
     let names = TableNames::new(&prefix).unwrap();
     create_tables(&clients.dynamodb, &names).await.unwrap();
-    let store = StateStore::new(clients.dynamodb.clone(), names, CLUSTER).unwrap();
+    let cluster = cluster_name(test);
+    let store = StateStore::new(clients.dynamodb.clone(), names, &cluster).unwrap();
     let tag = discovery(&clients.ec2).await;
     let double = KubeDouble::start(&dir);
     let kubeconfig = double.kubeconfig(&dir);
-    let mut env = function_env(&dir, &prefix, &pools(&tag), &kubeconfig);
+    let mut env = function_env(&dir, &prefix, &cluster, &pools(&tag), &kubeconfig);
     env.extend(extra);
     let watch = Watch::start(&dir, &env, concurrency);
     Env {
         dir,
+        cluster,
         ec2: clients.ec2.clone(),
         autoscaling: clients.autoscaling.clone(),
         store,
         double,
         watch,
+    }
+}
+
+impl Env {
+    /// A sample event sent by this test's cluster ([`event_file`]).
+    fn event(&self, sample: &str, name: &str, edits: &[(&str, Value)]) -> std::path::PathBuf {
+        event_file(&self.dir, &self.cluster, sample, name, edits)
+    }
+
+    /// The watcher's `Node Ready` for `node`, from this test's cluster ([`node_ready_file`]).
+    fn node_ready(&self, node: &Value, now: i64) -> std::path::PathBuf {
+        node_ready_file(&self.dir, &self.cluster, node, now)
     }
 }
 
@@ -73,14 +89,14 @@ fn tag_of(i: &Instance, key: &str) -> Option<String> {
 }
 
 /// Instances tagged as this cluster's that are not terminated, by id.
-async fn our_instances(ec2: &aws_sdk_ec2::Client, claims: &[ClaimRecord]) -> BTreeMap<String, Instance> {
+async fn our_instances(ec2: &aws_sdk_ec2::Client, cluster: &str, claims: &[ClaimRecord]) -> BTreeMap<String, Instance> {
     let ids: BTreeSet<&str> = claims.iter().filter_map(|c| c.instance_id.as_deref()).collect();
     let out = ec2
         .describe_instances()
         .filters(
             Filter::builder()
                 .name("tag:nodewright.io/cluster")
-                .values(CLUSTER)
+                .values(cluster)
                 .build(),
         )
         .send()
@@ -169,7 +185,7 @@ async fn never_registered_claim(e: &Env) -> (String, String) {
     let claim = ClaimRecord::launching(&id, "general", Vec::new(), long_ago);
     assert!(e.store.create_claim(&claim).await.unwrap());
     let tags = [
-        ("nodewright.io/cluster", CLUSTER),
+        ("nodewright.io/cluster", e.cluster.as_str()),
         ("nodewright.io/claim", id.as_str()),
         ("karpenter.sh/nodepool", "general"),
         ("nodewright.io/managed-by", "nodewright"),
@@ -215,7 +231,7 @@ async fn never_registered_claim(e: &Env) -> (String, String) {
 #[tokio::test(flavor = "multi_thread")]
 async fn pending_pods_interruption_termination_and_sweep_end_to_end() {
     let e = env("e2e-flow", 64, 1).await;
-    let pod_pending = event_file(&e.dir, "pod-pending.json", "pod-pending.json", &[]);
+    let pod_pending = e.event("pod-pending.json", "pod-pending.json", &[]);
     let sample: Value = serde_json::from_str(&std::fs::read_to_string(&pod_pending).unwrap()).unwrap();
     let pods = sample["detail"]["pods"].as_array().unwrap().clone();
 
@@ -226,7 +242,7 @@ async fn pending_pods_interruption_termination_and_sweep_end_to_end() {
     let claims = e.store.claims().await.unwrap();
     assert_eq!(claims.len(), launched.len());
     assert!(claims.iter().all(|c| c.state == ClaimState::Launched), "{claims:?}");
-    let instances = our_instances(&e.ec2, &claims).await;
+    let instances = our_instances(&e.ec2, &e.cluster, &claims).await;
     assert_eq!(instances.len(), claims.len());
     for c in &claims {
         let i = &instances[c.instance_id.as_deref().unwrap()];
@@ -248,7 +264,7 @@ async fn pending_pods_interruption_termination_and_sweep_end_to_end() {
     assert!(actions(&again, "launched").is_empty(), "{again}");
     assert_eq!(actions(&again, "replayed").len(), 1, "{again}");
     assert_eq!(e.store.claims().await.unwrap().len(), claims.len());
-    assert_eq!(our_instances(&e.ec2, &claims).await.len(), claims.len());
+    assert_eq!(our_instances(&e.ec2, &e.cluster, &claims).await.len(), claims.len());
 
     // 3. The instances boot: the kubelet emulator registers each Node from what EC2 holds (its
     // user data as nodeadm reads it). Nothing of ours is on them yet but the boot labels and the
@@ -277,7 +293,7 @@ async fn pending_pods_interruption_termination_and_sweep_end_to_end() {
     let mut objects = e.double.objects();
     objects["pods"] = Value::Array(bound_pods(&victim, &pods, &node_name));
     e.double.set_objects(&objects);
-    let ready = node_ready_file(&e.dir, &victim_node, now_millis());
+    let ready = e.node_ready(&victim_node, now_millis());
     let outcome = e.watch.invoke("state-change", &ready);
     assert_eq!(actions(&outcome, "ready").len(), 1, "{outcome}");
     assert_eq!(actions(&outcome, "registered").len(), 1, "{outcome}");
@@ -309,8 +325,7 @@ async fn pending_pods_interruption_termination_and_sweep_end_to_end() {
     assert!(actions(&again, "registered").is_empty(), "{again}");
 
     // ...then a spot interruption warning for its instance.
-    let warning = event_file(
-        &e.dir,
+    let warning = e.event(
         "spot-interruption.json",
         "spot-interruption.json",
         &[
@@ -386,8 +401,7 @@ async fn pending_pods_interruption_termination_and_sweep_end_to_end() {
     assert_eq!(evicted, expected);
 
     // 4. The interrupted instance terminates: its claim ends and its reservations are released.
-    let terminated = event_file(
-        &e.dir,
+    let terminated = e.event(
         "instance-state-change-terminated.json",
         "terminated.json",
         &[
@@ -429,7 +443,7 @@ async fn pending_pods_interruption_termination_and_sweep_end_to_end() {
 
     // 5. The schedule: a claim launched 30 minutes ago that never registered is terminated.
     let (stale, stale_instance) = never_registered_claim(&e).await;
-    let scheduled = event_file(&e.dir, "scheduled.json", "scheduled.json", &[]);
+    let scheduled = e.event("scheduled.json", "scheduled.json", &[]);
     let outcome = e.watch.invoke("consolidation", &scheduled);
     let swept = actions(&outcome, "terminated");
     assert!(
@@ -485,7 +499,7 @@ async fn pending_pods_interruption_termination_and_sweep_end_to_end() {
         let outcome = e.watch.invoke("consolidation", &scheduled);
         assert!(actions(&outcome, "stepFailed").is_empty(), "{outcome}");
     }
-    let alive = our_instances(&e.ec2, &others).await;
+    let alive = our_instances(&e.ec2, &e.cluster, &others).await;
     assert_eq!(alive.len(), others.len(), "no node reaped after registering");
     assert_eq!(
         e.store.get_claim(&survivor.id).await.unwrap().unwrap().state,
@@ -569,8 +583,7 @@ async fn twenty_concurrent_pod_pending_invocations() {
                            "owner": {"kind": "ReplicaSet", "name": "worker"}})
                 })
                 .collect();
-            event_file(
-                &e.dir,
+            e.event(
                 "pod-pending.json",
                 &format!("pending-{n}.json"),
                 &[
@@ -623,7 +636,7 @@ async fn twenty_concurrent_pod_pending_invocations() {
     // The limit: the pool's usage counter and the instances' vCPUs both within 16.
     let usage = e.store.pool_usage("general").await.unwrap();
     assert!(usage.cpu_milli <= 16_000, "{usage:?}");
-    let instances = our_instances(&e.ec2, &claims).await;
+    let instances = our_instances(&e.ec2, &e.cluster, &claims).await;
     assert_eq!(instances.len(), live.len(), "one instance per claim, none twice");
     let ids: BTreeSet<_> = live.iter().map(|c| c.instance_id.clone().unwrap()).collect();
     assert_eq!(ids.len(), live.len());
@@ -650,8 +663,7 @@ async fn an_sqs_batch_of_pod_pending_records_is_handled_concurrently_once_each()
                        "owner": {"kind": "ReplicaSet", "name": format!("web-{b}")}})
             })
             .collect();
-        let f = event_file(
-            &e.dir,
+        let f = e.event(
             "pod-pending.json",
             &format!("sqs-{b}.json"),
             &[
@@ -720,7 +732,7 @@ async fn an_sqs_batch_of_pod_pending_records_is_handled_concurrently_once_each()
         wanted,
         "every pod once"
     );
-    let instances = our_instances(&e.ec2, &claims).await;
+    let instances = our_instances(&e.ec2, &e.cluster, &claims).await;
     assert_eq!(instances.len(), claims.len(), "one instance per claim");
 }
 
@@ -774,7 +786,10 @@ async fn auto_scaling_pool_node_end_to_end() {
             aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
                 .image_id(image)
                 .instance_type(aws_sdk_ec2::types::InstanceType::M5Large)
-                .user_data(base64::engine::general_purpose::STANDARD.encode(GROUP_USER_DATA))
+                .user_data(
+                    base64::engine::general_purpose::STANDARD
+                        .encode(GROUP_USER_DATA.replace("name: demo", &format!("name: {}", e.cluster))),
+                )
                 .build(),
         )
         .send()
@@ -819,8 +834,7 @@ async fn auto_scaling_pool_node_end_to_end() {
                    "owner": {"kind": "ReplicaSet", "name": "trainer"}})
         })
         .collect();
-    let pending = event_file(
-        &e.dir,
+    let pending = e.event(
         "pod-pending.json",
         "pending.json",
         &[("/detail/pods", Value::Array(pods.clone()))],
@@ -843,8 +857,7 @@ async fn auto_scaling_pool_node_end_to_end() {
     let instance = instances.into_iter().next().unwrap();
 
     // 2. The group's launch event names the instance; EC2 says its type and zone. Twice: once.
-    let launch = event_file(
-        &e.dir,
+    let launch = e.event(
         "asg-launch-successful.json",
         "asg-launch.json",
         &[
@@ -888,7 +901,7 @@ async fn auto_scaling_pool_node_end_to_end() {
     let node_name = booted[0]["metadata"]["name"].as_str().unwrap().to_string();
 
     // 4. The schedule finds it Ready before any Node Ready arrives (a lost event) and registers it.
-    let scheduled = event_file(&e.dir, "scheduled.json", "scheduled.json", &[]);
+    let scheduled = e.event("scheduled.json", "scheduled.json", &[]);
     let outcome = e.watch.invoke("consolidation", &scheduled);
     assert_eq!(actions(&outcome, "registered").len(), 1, "{outcome}");
     let ready = e.store.get_claim(&claim.id).await.unwrap().unwrap();
@@ -903,7 +916,7 @@ async fn auto_scaling_pool_node_end_to_end() {
         pod_fits_labels(p, &node);
     }
     // The watcher's Node Ready, late: nothing more to do.
-    let ready_event = node_ready_file(&e.dir, &node, now_millis());
+    let ready_event = e.node_ready(&node, now_millis());
     let late = e.watch.invoke("state-change", &ready_event);
     assert!(actions(&late, "registered").is_empty(), "{late}");
 
@@ -1035,7 +1048,7 @@ async fn nodepools_from_the_cluster_with_status_and_events_end_to_end() {
     e.double.set_objects(&objects);
 
     // The first scheduled run refreshes the region's prices into DynamoDB.
-    let scheduled = event_file(&e.dir, "scheduled.json", "scheduled.json", &[]);
+    let scheduled = e.event("scheduled.json", "scheduled.json", &[]);
     let outcome = e.watch.invoke("consolidation", &scheduled);
     assert!(actions(&outcome, "stepFailed").is_empty(), "{outcome}");
     let asked = price_api.requests();
@@ -1050,7 +1063,7 @@ async fn nodepools_from_the_cluster_with_status_and_events_end_to_end() {
         Some(&(list_price("m5.large", "on-demand", "us-east-1a") / 2.0))
     );
 
-    let pod_pending = event_file(&e.dir, "pod-pending.json", "pod-pending.json", &[]);
+    let pod_pending = e.event("pod-pending.json", "pod-pending.json", &[]);
     let sample: Value = serde_json::from_str(&std::fs::read_to_string(&pod_pending).unwrap()).unwrap();
     let pods = sample["detail"]["pods"].as_array().unwrap().clone();
     let outcome = e.watch.invoke("pod-pending", &pod_pending);
@@ -1075,12 +1088,16 @@ async fn nodepools_from_the_cluster_with_status_and_events_end_to_end() {
         );
     }
     let claims = e.store.claims().await.unwrap();
-    let instances = our_instances(&e.ec2, &claims).await;
+    let instances = our_instances(&e.ec2, &e.cluster, &claims).await;
     assert!(
         instances
             .values()
             .all(|i| tag_of(i, "karpenter.sh/nodepool").as_deref() == Some("web")),
-        "{instances:?}"
+        "pools by instance: {:?}",
+        instances
+            .iter()
+            .map(|(id, i)| (id, tag_of(i, "karpenter.sh/nodepool")))
+            .collect::<Vec<_>>()
     );
 
     // Every pod was told where it goes, once.

@@ -21,7 +21,15 @@ use serde_json::Value;
 pub use support::{moto_endpoint, unique, workspace_root};
 
 /// The cluster name the samples in events/ carry.
-pub const CLUSTER: &str = "demo";
+/// The cluster name the samples in events/ carry; each test runs as its own cluster
+/// ([`cluster_name`]), as two clusters in one account do: one moto serves every test, and a
+/// cluster's functions act on every instance tagged with its name (adoption, the sweep).
+pub const SAMPLE_CLUSTER: &str = "demo";
+
+/// A cluster name of this test's own (EKS allows 100 characters: letters, digits, hyphens).
+pub fn cluster_name(test: &str) -> String {
+    unique(test)
+}
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -391,7 +399,13 @@ spec:
 }
 
 /// The functions' environment for one test: its own tables, moto, and the double's kubeconfig.
-pub fn function_env(dir: &Path, prefix: &str, nodepools: &str, kubeconfig: &Path) -> Vec<(&'static str, String)> {
+pub fn function_env(
+    dir: &Path,
+    prefix: &str,
+    cluster: &str,
+    nodepools: &str,
+    kubeconfig: &Path,
+) -> Vec<(&'static str, String)> {
     let pools = dir.join("nodepools.yaml");
     std::fs::write(&pools, nodepools).unwrap();
     vec![
@@ -400,7 +414,7 @@ pub fn function_env(dir: &Path, prefix: &str, nodepools: &str, kubeconfig: &Path
         ("AWS_ACCESS_KEY_ID", "testing".into()),
         ("AWS_SECRET_ACCESS_KEY", "testing".into()),
         ("AWS_EC2_METADATA_DISABLED", "true".into()),
-        ("NODEWRIGHT_CLUSTER_NAME", CLUSTER.into()),
+        ("NODEWRIGHT_CLUSTER_NAME", cluster.into()),
         ("NODEWRIGHT_NODEPOOLS_FILE", pools.display().to_string()),
         ("NODEWRIGHT_TABLE_PREFIX", prefix.into()),
         (
@@ -413,12 +427,17 @@ pub fn function_env(dir: &Path, prefix: &str, nodepools: &str, kubeconfig: &Path
     ]
 }
 
-/// A sample from events/, moved to the present ([`nodewright_core::time::restamp_event`]), with JSON pointer edits applied,
-/// written to `dir/name`.
-pub fn event_file(dir: &Path, sample: &str, name: &str, edits: &[(&str, Value)]) -> PathBuf {
+/// A sample from events/, moved to the present ([`nodewright_core::time::restamp_event`]), sent by
+/// `cluster` (the samples' own cluster name replaced), with JSON pointer edits applied, written to
+/// `dir/name`.
+pub fn event_file(dir: &Path, cluster: &str, sample: &str, name: &str, edits: &[(&str, Value)]) -> PathBuf {
     let text = std::fs::read_to_string(workspace_root().join("events").join(sample)).unwrap();
     let mut event: Value = serde_json::from_str(&text).unwrap();
     nodewright_core::time::restamp_event(&mut event, nodewright_aws::now_millis());
+    if let Some(c) = event.pointer_mut("/detail/cluster") {
+        assert_eq!(c, SAMPLE_CLUSTER, "{sample}");
+        *c = Value::from(cluster);
+    }
     for (pointer, value) in edits {
         *event
             .pointer_mut(pointer)
@@ -505,12 +524,13 @@ pub async fn boot_nodes(
 
 /// The watcher's `Node Ready` for a node object, built by the watcher's own code, as an
 /// EventBridge event file in `dir`.
-pub fn node_ready_file(dir: &Path, node: &Value, now: i64) -> PathBuf {
+pub fn node_ready_file(dir: &Path, cluster: &str, node: &Value, now: i64) -> PathBuf {
     let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(node.clone()).unwrap();
-    let ready = nodewright_watcher::ready::node_ready_event(CLUSTER, &node, now).unwrap();
+    let ready = nodewright_watcher::ready::node_ready_event(cluster, &node, now).unwrap();
     let name = format!("node-ready-{}.json", ready.node);
     event_file(
         dir,
+        cluster,
         "node-ready.json",
         &name,
         &[("/detail", serde_json::to_value(&ready).unwrap())],
