@@ -106,7 +106,12 @@ pub struct Measured {
     pub read_units: f64,
     pub write_units: f64,
     pub ec2_calls: u64,
+    /// Until the first launch request left (modelled service time to it, plus all the compute:
+    /// an upper bound): the decision time of an invocation that launches.
+    pub to_launch_ms: Option<f64>,
     pub actions: usize,
+    /// Calls per port method (`State.live_claims`, `ClusterApi.nodes` ...): where the time went.
+    pub calls: std::collections::BTreeMap<String, usize>,
 }
 
 /// What running Nodewright costs a month at one cluster size, from that size's invocations (the
@@ -393,11 +398,12 @@ fn measure(
     c.state.reset_bill();
     ALLOCATOR.reset_peak_usage();
     let before = ALLOCATOR.current_usage();
-    let (outcome, compute, service) = runtime.block_on(async {
+    let (outcome, compute, service, to_launch) = runtime.block_on(async {
         let virtual_start = tokio::time::Instant::now();
         let start = Instant::now();
         let outcome = handle_with_faults(function, &deps, parsed, now).await;
-        (outcome, start.elapsed(), virtual_start.elapsed())
+        let to_launch = faults.first_call_at("launch").map(|at| at - virtual_start);
+        (outcome, start.elapsed(), virtual_start.elapsed(), to_launch)
     });
     let peak = ALLOCATOR.peak_usage().saturating_sub(before);
     let outcome = outcome.map_err(|e| format!("{label}: {e}"))?;
@@ -444,7 +450,12 @@ fn measure(
         read_units: bill.read_units,
         write_units: bill.write_units,
         ec2_calls: calls_of("Capacity."),
+        to_launch_ms: to_launch.map(|d| d.as_secs_f64() * 1000.0 + compute_ms),
         actions: outcome.actions.len(),
+        calls: called
+            .iter()
+            .map(|(m, n)| (nodewright_handlers::adapters::faults::qualified(m), *n))
+            .collect(),
     })
 }
 
@@ -574,6 +585,7 @@ pub fn run(args: &Args) -> u8 {
                 format!("{:.1}", m.read_units),
                 format!("{:.0}", m.write_units),
                 m.ec2_calls.to_string(),
+                m.to_launch_ms.map_or_else(|| "-".into(), |t| format!("{t:.0}")),
             ]
         })
         .collect();
@@ -592,6 +604,7 @@ pub fn run(args: &Args) -> u8 {
             "RCU",
             "WCU",
             "EC2 calls",
+            "to launch ms",
         ],
         &rows,
         report::width(),

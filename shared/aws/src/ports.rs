@@ -61,6 +61,9 @@ impl State for StateStore {
     async fn live_claims(&self) -> Result<Vec<ClaimRecord>> {
         StateStore::live_claims(self).await
     }
+    async fn in_flight_claims(&self) -> Result<Vec<ClaimRecord>> {
+        StateStore::in_flight_claims(self).await
+    }
     async fn replace_claim(&self, claim: &ClaimRecord, expected_version: u64) -> Result<bool> {
         StateStore::replace_claim(self, claim, expected_version).await
     }

@@ -648,3 +648,63 @@ fn the_memory_bill_sizes_claim_items_as_this_store_writes_them() {
     // read by the live Query at all.
     assert!(claim_item_bytes(&decided) > 1024);
 }
+
+/// Provisioning's read: the claims Launching, Launched or Registered, from the state index (three
+/// Queries), never the Ready or ended ones.
+#[tokio::test]
+async fn in_flight_claims_are_read_from_the_state_index() {
+    let clients = support::clients().await;
+    let store = support::store(&clients, "inflight").await;
+    let states = [
+        ClaimState::Launching,
+        ClaimState::Launched,
+        ClaimState::Registered,
+        ClaimState::Ready,
+        ClaimState::Cordoned,
+        ClaimState::Terminated,
+    ];
+    for (i, to) in states.iter().enumerate() {
+        let id = format!("c-{i}");
+        let claim = ClaimRecord::launching(&id, "general", vec![format!("pod-{i}")], NOW);
+        assert!(store.create_claim(&claim).await.unwrap());
+        let update = ClaimUpdate {
+            instance_id: Some(format!("i-{i}")),
+            ..ClaimUpdate::default()
+        };
+        // Along the lifecycle to `to`.
+        let path = [
+            ClaimState::Launched,
+            ClaimState::Registered,
+            ClaimState::Ready,
+            ClaimState::Cordoned,
+        ];
+        for (k, s) in path.iter().take_while(|s| **s <= *to).enumerate() {
+            store
+                .transition_claim(&id, *s, NOW + 1_000 * (k as i64 + 1), &update)
+                .await
+                .unwrap();
+        }
+        if *to == ClaimState::Terminated {
+            store
+                .transition_claim(&id, ClaimState::Terminated, NOW + 10_000, &update)
+                .await
+                .unwrap();
+        }
+    }
+    let mut got: Vec<(String, ClaimState)> = store
+        .in_flight_claims()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.id, c.state))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("c-0".to_string(), ClaimState::Launching),
+            ("c-1".to_string(), ClaimState::Launched),
+            ("c-2".to_string(), ClaimState::Registered),
+        ]
+    );
+}

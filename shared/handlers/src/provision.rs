@@ -212,7 +212,10 @@ pub async fn provision<S: State, C: Capacity, K: ClusterApi>(
         .await?
         .into_iter()
         .collect();
-    let claims = deps.state.live_claims().await?;
+    // Only the claims in flight: what is packed onto or resumed (Ready nodes are never packed
+    // onto here, and pool limits are kept by the usage counters), so the read follows the
+    // launches under way, not the cluster's size.
+    let claims = deps.state.in_flight_claims().await?;
     let mut resumed = resume_dead_attempts(deps, holder, &uids, &claims, now, out).await?;
     won.retain(|u| !resumed.contains(u));
     let adopted = finish_packing(deps, holder, &won, &claims, now, out).await?;
@@ -269,6 +272,19 @@ async fn resume_dead_attempts<S: State, C: Capacity, K: ClusterApi>(
     let types = &deps.settings.pools().all_types;
     let mut resumed = HashSet::new();
     for c in claims {
+        // The in-flight claims come from an eventually consistent index: a claim this holder
+        // might resume is read again, consistently, before anything is done with it.
+        if c.state != ClaimState::Launching
+            || c.instance_id.is_some()
+            || !c.pods.iter().any(|u| batch.contains(u.as_str()))
+            || claim_id(holder, &c.pool, &c.pods) != c.id
+        {
+            continue;
+        }
+        let Some(c) = deps.state.get_claim(&c.id).await? else {
+            continue;
+        };
+        let c = &c;
         // A fleet claim launches from its recorded offerings; an Auto Scaling claim whose raise
         // was not recorded raises its group.
         let fleet = c.backing == "fleet" && !c.offerings.is_empty();

@@ -137,3 +137,53 @@ async fn ended_claims_expire_a_retention_after_they_end_and_live_ones_never() {
     assert_eq!(left, live_before, "live claims never expire");
     assert!(deps.state.claim_records().iter().all(|c| c.expires_at().is_none()));
 }
+
+/// A cluster as [`cluster`] builds it, plus `ready` live claims whose nodes are up (Ready).
+async fn with_ready_nodes(ready: usize) -> MemDeps {
+    let deps = cluster(0).await;
+    for i in 0..ready {
+        let at = NOW - 86_400_000 + i as i64 * 1_000;
+        let id = format!("up-{i:05}");
+        let mut claim = ClaimRecord::launching(&id, "general", vec![format!("up-pod-{i}")], at);
+        claim.requested = Some(nodewright_core::Resources::new().with(nodewright_core::Resource::Cpu, 1_000));
+        assert!(deps.state.create_claim(&claim).await.unwrap());
+        let launched = ClaimUpdate {
+            instance_id: Some(format!("i-up{i:05}")),
+            instance_type: Some("m5.large".into()),
+            ..ClaimUpdate::default()
+        };
+        for (state, t) in [(ClaimState::Launched, at + 1_000), (ClaimState::Ready, at + 60_000)] {
+            deps.state.transition_claim(&id, state, t, &launched).await.unwrap();
+        }
+    }
+    deps.state.reset_bill();
+    deps
+}
+
+/// Provisioning reads the claims in flight (what it packs onto or resumes), not every live claim:
+/// a batch on a cluster with 2,000 more Ready nodes reads exactly what it reads without them.
+#[tokio::test]
+async fn a_pod_pending_batch_reads_the_claims_in_flight_not_the_ready_nodes() {
+    // New pods (the sample's own are on the cluster's nodes already).
+    let batch = event_text("pod-pending.json")
+        .replace("6a7e8f9b-1c2d-4e3f-8a9b-0c1d2e3f4a5b", "second-batch")
+        .replace("\"uid\": \"5f0c", "\"uid\": \"6f0c");
+    assert!(batch.contains("6f0c0001"), "the sample's uids changed");
+    let mut bills = Vec::new();
+    for ready in [0, 2_000] {
+        let deps = with_ready_nodes(ready).await;
+        let outcome = run(Function::PodPending, &deps, batch.as_bytes(), NOW + 120_000).await;
+        assert!(
+            outcome
+                .actions
+                .iter()
+                .any(|a| matches!(a, nodewright_handlers::outcome::Action::Launched { .. })),
+            "{outcome:?}"
+        );
+        bills.push(deps.state.bill());
+    }
+    assert!(bills[0].read_units > 0.0, "{:?}", bills[0]);
+    assert_eq!(bills[1].bytes_read, bills[0].bytes_read, "{:#?}", bills);
+    assert_eq!(bills[1].read_units, bills[0].read_units);
+    assert_eq!(bills[1].requests, bills[0].requests);
+}

@@ -173,17 +173,15 @@ impl Cluster {
 
     /// The unfinished pods bound to `nodes`, converted: one field-selected List per node.
     pub async fn pods_bound_to(&self, nodes: &[String]) -> Result<Listed<Pod>> {
+        use futures::StreamExt;
         let api: Api<k8s::Pod> = Api::all(self.client.clone());
-        let mut listed = Listed {
-            items: Vec::new(),
-            rejected: Vec::new(),
-        };
-        for node in nodes {
-            let params = ListParams::default().fields(&format!(
-                "spec.nodeName={node},status.phase!=Succeeded,status.phase!=Failed"
-            ));
-            let part = self
-                .list_converted(
+        let lists: Vec<_> = nodes
+            .iter()
+            .map(|node| {
+                let params = ListParams::default().fields(&format!(
+                    "spec.nodeName={node},status.phase!=Succeeded,status.phase!=Failed"
+                ));
+                self.list_converted(
                     &api,
                     params,
                     ("list pods on node", "Pod"),
@@ -191,7 +189,16 @@ impl Cluster {
                     pod_path,
                     |p, path| model::pod_from_k8s(p, &path),
                 )
-                .await?;
+            })
+            .collect();
+        // In node order; the first error ends the listing (the caller retries the invocation).
+        let mut parts = futures::stream::iter(lists).buffered(nodewright_core::ports::NODE_LISTS_IN_FLIGHT);
+        let mut listed = Listed {
+            items: Vec::new(),
+            rejected: Vec::new(),
+        };
+        while let Some(part) = parts.next().await {
+            let part = part?;
             listed.items.extend(part.items);
             listed.rejected.extend(part.rejected);
         }

@@ -75,6 +75,37 @@ fn mock(script: Vec<Exchange>) -> (Cluster, tokio::task::JoinHandle<()>) {
     (Cluster::new(client).with_page_size(2), server)
 }
 
+/// As [`mock`], for requests sent concurrently: each request is answered by the unused exchange
+/// with its method and URI, whatever the order they arrive in; every exchange must be used.
+fn mock_any_order(script: Vec<Exchange>) -> (Cluster, tokio::task::JoinHandle<()>) {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let server = tokio::spawn(async move {
+        let mut left = script;
+        while !left.is_empty() {
+            let (request, send) = handle.next_request().await.unwrap_or_else(|| {
+                panic!(
+                    "{} requests never came: {:?}",
+                    left.len(),
+                    left.iter().map(|e| &e.uri).collect::<Vec<_>>()
+                )
+            });
+            let uri = request.uri().to_string();
+            let i = left
+                .iter()
+                .position(|e| e.method == request.method().as_str() && e.uri == uri)
+                .unwrap_or_else(|| panic!("unexpected {} {uri}", request.method()));
+            let ex = left.remove(i);
+            let response = Response::builder()
+                .status(StatusCode::from_u16(ex.status).unwrap())
+                .body(Body::from(serde_json::to_vec(&ex.response).unwrap()))
+                .unwrap();
+            send.send_response(response);
+        }
+    });
+    let client = kube::Client::new(service, "default");
+    (Cluster::new(client).with_page_size(2), server)
+}
+
 fn pod(name: &str, node: Option<&str>, extra: Value) -> Value {
     let mut p = json!({
         "apiVersion": "v1", "kind": "Pod",
@@ -142,14 +173,14 @@ async fn lists_unschedulable_pods_across_pages() {
     assert!(pending.rejected.is_empty());
 }
 
-/// An interruption reads the pods of its node only: one field-selected List per node, finished
-/// pods left out by the server, pages followed.
+/// An interruption reads the pods of its node only: one field-selected List per node (sent
+/// concurrently), finished pods left out by the server, pages followed, the pods in node order.
 #[tokio::test]
 async fn pods_on_nodes_list_each_node_by_field_selector() {
     let on = |node: &str| {
         format!("fieldSelector=spec.nodeName%3D{node}%2Cstatus.phase%21%3DSucceeded%2Cstatus.phase%21%3DFailed")
     };
-    let (cluster, server) = mock(vec![
+    let (cluster, server) = mock_any_order(vec![
         expect("GET", format!("/api/v1/pods?&{}&limit=2", on("ip-a"))).respond(
             200,
             list("PodList", vec![pod("a1", Some("ip-a"), json!({}))], Some("p2")),
@@ -173,6 +204,40 @@ async fn pods_on_nodes_list_each_node_by_field_selector() {
         names,
         [("a1", Some("ip-a")), ("a2", Some("ip-a")), ("b1", Some("ip-b"))]
     );
+}
+
+/// Consolidation lists the pods of every node it manages: at most NODE_LISTS_IN_FLIGHT lists are
+/// open at once, however many nodes there are.
+#[tokio::test]
+async fn pods_on_nodes_holds_a_bounded_number_of_lists_open() {
+    let in_flight = nodewright_core::ports::NODE_LISTS_IN_FLIGHT;
+    let nodes: Vec<String> = (0..in_flight + 4).map(|i| format!("ip-{i}")).collect();
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let cluster = Cluster::new(kube::Client::new(service, "default")).with_page_size(2);
+    let listing = tokio::spawn(async move { cluster.pods_bound_to(&nodes).await });
+    let mut held = Vec::new();
+    for _ in 0..in_flight {
+        held.push(handle.next_request().await.expect("a list request"));
+    }
+    // Nothing answered yet: no further list may start.
+    let extra = tokio::time::timeout(std::time::Duration::from_millis(300), handle.next_request()).await;
+    assert!(extra.is_err(), "more than {in_flight} lists were open at once");
+    let answer = |send: tower_test::mock::SendResponse<Response<Body>>| {
+        send.send_response(
+            Response::builder()
+                .body(Body::from(serde_json::to_vec(&list("PodList", vec![], None)).unwrap()))
+                .unwrap(),
+        )
+    };
+    for (_, send) in held {
+        answer(send);
+    }
+    for _ in 0..4 {
+        let (_, send) = handle.next_request().await.expect("the remaining lists");
+        answer(send);
+    }
+    let pods = listing.await.unwrap().unwrap();
+    assert!(pods.items.is_empty() && pods.rejected.is_empty());
 }
 
 #[tokio::test]

@@ -225,6 +225,16 @@ impl StateStore {
             .collect()
     }
 
+    /// Launching, Launched and Registered claims: three Queries of the state index, at once.
+    pub async fn in_flight_claims(&self) -> Result<Vec<ClaimRecord>> {
+        let (launching, launched, registered) = futures::try_join!(
+            self.claims_in_state(ClaimState::Launching),
+            self.claims_in_state(ClaimState::Launched),
+            self.claims_in_state(ClaimState::Registered)
+        )?;
+        Ok(launching.into_iter().chain(launched).chain(registered).collect())
+    }
+
     pub async fn claims_in_pool(&self, pool: &str) -> Result<Vec<ClaimRecord>> {
         let key = self.scoped(pool);
         self.query_all(Table::Claims, Some((CLAIMS_BY_POOL, "poolKey", &key)))

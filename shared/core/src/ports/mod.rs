@@ -85,6 +85,11 @@ pub trait State: Send + Sync {
     /// The claims not ended (consistent read): what every handler decides from. Its cost follows
     /// the cluster's live nodes, never its history (ended claims are stored apart and expire).
     fn live_claims(&self) -> impl Future<Output = AwsResult<Vec<ClaimRecord>>> + Send;
+    /// The claims launching or not yet Ready (Launching, Launched, Registered), from the state
+    /// index: what provisioning packs onto and resumes, a few claims whatever the cluster's size.
+    /// Eventually consistent (a claim written a moment ago may be missing or a version behind),
+    /// so callers change a claim only by a version-conditional write.
+    fn in_flight_claims(&self) -> impl Future<Output = AwsResult<Vec<ClaimRecord>>> + Send;
     /// Writes `claim` if the stored version is still `expected_version` (false: someone else wrote).
     fn replace_claim(&self, claim: &ClaimRecord, expected_version: u64)
     -> impl Future<Output = AwsResult<bool>> + Send;
@@ -199,14 +204,21 @@ pub trait Capacity: Send + Sync {
     fn describe(&self, instance_ids: &[String]) -> impl Future<Output = AwsResult<Vec<InstanceSummary>>> + Send;
 }
 
+/// Per-node pod lists in flight at once ([`ClusterApi::pods_on_nodes`]). The API server answers a
+/// `spec.nodeName` list from its watch cache's node index (consistent reads come from the cache
+/// since Kubernetes 1.31), so each is cheap; 16 keeps one invocation to a small share of the
+/// server's default 400 read-only requests in flight.
+pub const NODE_LISTS_IN_FLIGHT: usize = 16;
+
 /// The Kubernetes API.
 pub trait ClusterApi: Send + Sync {
     fn unschedulable_pods(&self) -> impl Future<Output = KubeResult<Listed<Pod>>> + Send;
     /// Every pod bound to a node and not finished: for planning consolidation, which needs them
     /// all (once per run).
     fn bound_pods(&self) -> impl Future<Output = KubeResult<Listed<Pod>>> + Send;
-    /// The unfinished pods bound to these nodes (a field-selected list per node): what an
-    /// interruption or a disruption of a few nodes reads, whatever the cluster's size.
+    /// The unfinished pods bound to these nodes (a field-selected list per node, at most
+    /// [`NODE_LISTS_IN_FLIGHT`] at once), in the order of `nodes`: what an interruption reads,
+    /// and what consolidation reads for the nodes it manages, whatever else the cluster runs.
     fn pods_on_nodes(&self, nodes: &[String]) -> impl Future<Output = KubeResult<Listed<Pod>>> + Send;
     fn nodes(&self) -> impl Future<Output = KubeResult<Listed<ClusterNode>>> + Send;
     fn daemonsets(&self) -> impl Future<Output = KubeResult<Listed<Pod>>> + Send;

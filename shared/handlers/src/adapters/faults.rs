@@ -170,6 +170,9 @@ pub struct Faults {
     latency: Option<Latency>,
     /// Objects returned by listing calls, per method.
     listed: std::sync::Mutex<BTreeMap<&'static str, u64>>,
+    /// When each method was first called, on the runtime's clock (`bench-scale`: how long a
+    /// pod-pending batch takes to decide, up to its first launch request).
+    first_call: std::sync::Mutex<BTreeMap<&'static str, tokio::time::Instant>>,
 }
 
 /// How long the real services take, for `nodewright bench-scale` (run on a paused clock, so the
@@ -260,6 +263,7 @@ pub const PORT_METHODS: &[(&str, &[&str])] = &[
             "get_claim",
             "claim_by_instance",
             "live_claims",
+            "in_flight_claims",
             "replace_claim",
             "transition_claim",
             "mark_offering_unavailable",
@@ -382,6 +386,27 @@ impl Faults {
         }
     }
 
+    /// `lists` per-node listings in one port call (`pods_on_nodes`): they run
+    /// [`nodewright_core::ports::NODE_LISTS_IN_FLIGHT`] at once, each a request plus its objects.
+    async fn count_listed_across(&self, method: &'static str, objects: usize, lists: usize) {
+        *self
+            .listed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(method)
+            .or_default() += objects as u64;
+        if let Some(l) = &self.latency {
+            let lanes = lists.clamp(1, nodewright_core::ports::NODE_LISTS_IN_FLIGHT) as u64;
+            let waves = (lists as u64).div_ceil(lanes).max(1);
+            // The gate spent the first request.
+            tokio::time::sleep(
+                std::time::Duration::from_millis((waves - 1) * l.kube_ms)
+                    + std::time::Duration::from_micros(objects as u64 * l.kube_object_us / lanes),
+            )
+            .await;
+        }
+    }
+
     /// A listing call through the gate, its objects counted.
     async fn gate_list<T, E: Injected>(
         &self,
@@ -394,6 +419,15 @@ impl Faults {
             self.count_listed(method, count(r)).await;
         }
         result
+    }
+
+    /// When `method` was first called, on the runtime's clock.
+    pub fn first_call_at(&self, method: &str) -> Option<tokio::time::Instant> {
+        self.first_call
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(method)
+            .copied()
     }
 
     /// How many port calls were made.
@@ -444,6 +478,11 @@ impl Faults {
         method: &'static str,
         call: impl Future<Output = std::result::Result<T, E>>,
     ) -> std::result::Result<T, E> {
+        self.first_call
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(method)
+            .or_insert_with(tokio::time::Instant::now);
         if let Some(l) = &self.latency {
             tokio::time::sleep(l.of_call(method)).await;
         }
@@ -551,6 +590,11 @@ impl<S: State> State for FaultyState<S> {
     async fn live_claims(&self) -> Result<Vec<ClaimRecord>> {
         self.faults
             .gate_list("live_claims", self.inner.live_claims(), Vec::len)
+            .await
+    }
+    async fn in_flight_claims(&self) -> Result<Vec<ClaimRecord>> {
+        self.faults
+            .gate_list("in_flight_claims", self.inner.in_flight_claims(), Vec::len)
             .await
     }
     async fn replace_claim(&self, claim: &ClaimRecord, expected_version: u64) -> Result<bool> {
@@ -695,9 +739,14 @@ impl<K: ClusterApi> ClusterApi for FaultyCluster<K> {
             .await
     }
     async fn pods_on_nodes(&self, nodes: &[String]) -> nodewright_core::ports::KubeResult<Listed<Pod>> {
+        let listed = self
+            .faults
+            .gate("pods_on_nodes", self.inner.pods_on_nodes(nodes))
+            .await?;
         self.faults
-            .gate_list("pods_on_nodes", self.inner.pods_on_nodes(nodes), |l| l.items.len())
-            .await
+            .count_listed_across("pods_on_nodes", listed.items.len(), nodes.len())
+            .await;
+        Ok(listed)
     }
     async fn nodes(&self) -> KubeResult<Listed<ClusterNode>> {
         self.faults

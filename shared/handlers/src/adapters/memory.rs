@@ -480,6 +480,17 @@ impl State for MemoryState {
         d.bill.query(live.iter().map(claim_item_bytes), true);
         Ok(live)
     }
+    /// Billed as the three eventually consistent index Queries the DynamoDB store makes.
+    async fn in_flight_claims(&self) -> Result<Vec<ClaimRecord>> {
+        let mut d = lock(&self.data);
+        let mut out = Vec::new();
+        for state in [ClaimState::Launching, ClaimState::Launched, ClaimState::Registered] {
+            let these: Vec<ClaimRecord> = d.claims.values().filter(|c| c.state == state).cloned().collect();
+            d.bill.query(these.iter().map(claim_item_bytes), false);
+            out.extend(these);
+        }
+        Ok(out)
+    }
     async fn replace_claim(&self, claim: &ClaimRecord, expected_version: u64) -> Result<bool> {
         let mut d = lock(&self.data);
         let before = d.claims.get(&claim.id).cloned();
@@ -1282,7 +1293,9 @@ pub enum ClusterWrite {
 struct ClusterData {
     nodes: Vec<ClusterNode>,
     pending: Vec<Pod>,
-    bound: Vec<Pod>,
+    /// Shared so a drain rebuilds the list by moving pointers, not 92,500 pods
+    /// (`nodewright bench-scale`'s compute is the handlers', not this stand-in's).
+    bound: Vec<Arc<Pod>>,
     daemonsets: Vec<Pod>,
     pdbs: Vec<Pdb>,
     writes: Vec<ClusterWrite>,
@@ -1338,6 +1351,21 @@ pub struct MemoryCluster {
     data: Arc<Mutex<ClusterData>>,
 }
 
+impl ClusterData {
+    /// One listing of bound pods: a change due by now ([`MemoryCluster::change_bound_after`]) lands.
+    fn count_bound_listing(&mut self) {
+        if self
+            .bound_change
+            .as_ref()
+            .is_some_and(|(due, _)| self.bound_lists >= *due)
+            && let Some((_, pods)) = self.bound_change.take()
+        {
+            self.bound = pods.into_iter().map(Arc::new).collect();
+        }
+        self.bound_lists += 1;
+    }
+}
+
 impl MemoryCluster {
     pub fn new() -> Self {
         Self::default()
@@ -1349,7 +1377,7 @@ impl MemoryCluster {
         lock(&self.data).pending = pods;
     }
     pub fn set_bound(&self, pods: Vec<Pod>) {
-        lock(&self.data).bound = pods;
+        lock(&self.data).bound = pods.into_iter().map(Arc::new).collect();
     }
     /// After `listings` more bound-pod listings, the bound pods become `pods`: a pod arriving or
     /// leaving while a handler is between reading and acting.
@@ -1449,7 +1477,7 @@ impl MemoryCluster {
         lock(&self.data).nodes.clone()
     }
     pub fn bound(&self) -> Vec<Pod> {
-        lock(&self.data).bound.clone()
+        lock(&self.data).bound.iter().map(|p| Pod::clone(p)).collect()
     }
     /// The writes since the last call (the simulator applies them to its cluster).
     pub fn take_writes(&self) -> Vec<ClusterWrite> {
@@ -1530,27 +1558,31 @@ impl ClusterApi for MemoryCluster {
     }
     async fn bound_pods(&self) -> nodewright_core::ports::KubeResult<Listed<Pod>> {
         let mut d = lock(&self.data);
-        if d.bound_change.as_ref().is_some_and(|(due, _)| d.bound_lists >= *due)
-            && let Some((_, pods)) = d.bound_change.take()
-        {
-            d.bound = pods;
-        }
-        d.bound_lists += 1;
+        d.count_bound_listing();
         Ok(Listed {
-            items: d.bound.clone(),
+            items: d.bound.iter().map(|p| Pod::clone(p)).collect(),
             rejected: Vec::new(),
         })
     }
     /// A listing of bound pods too (it counts toward [`MemoryCluster::change_bound_after`]),
-    /// filtered by node as the field selector does.
+    /// filtered by node as the field selector does, in the order of `nodes`.
     async fn pods_on_nodes(&self, nodes: &[String]) -> nodewright_core::ports::KubeResult<Listed<Pod>> {
-        let all = self.bound_pods().await?;
+        let mut d = lock(&self.data);
+        d.count_bound_listing();
+        let mut by_node: HashMap<&str, Vec<Pod>> = nodes.iter().map(|n| (n.as_str(), Vec::new())).collect();
+        for p in &d.bound {
+            if let Some(list) = p.node_name.as_deref().and_then(|n| by_node.get_mut(n)) {
+                list.push(Pod::clone(p));
+            }
+        }
+        let mut items = Vec::new();
+        for n in nodes {
+            if let Some(list) = by_node.remove(n.as_str()) {
+                items.extend(list);
+            }
+        }
         Ok(Listed {
-            items: all
-                .items
-                .into_iter()
-                .filter(|p| p.node_name.as_ref().is_some_and(|n| nodes.contains(n)))
-                .collect(),
+            items,
             rejected: Vec::new(),
         })
     }
@@ -1588,13 +1620,15 @@ impl ClusterApi for MemoryCluster {
         });
         let mut report = DrainReport::default();
         let mut blocked = Vec::new();
-        let mut keep = Vec::new();
+        let mut keep = Vec::with_capacity(d.bound.len());
         for p in std::mem::take(&mut d.bound) {
+            if p.node_name.as_deref() != Some(node) {
+                keep.push(p);
+                continue;
+            }
             let key = format!("{}/{}", p.namespace, p.name);
-            if p.node_name.as_deref() != Some(node) || p.goes_with_node() {
-                if p.node_name.as_deref() == Some(node) {
-                    report.skipped.push(key);
-                }
+            if p.goes_with_node() {
+                report.skipped.push(key);
                 keep.push(p);
             } else if options.grace_expired {
                 report.deleted.push(key);
