@@ -14,7 +14,12 @@ import sys
 import threading
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
-from werkzeug.serving import run_simple
+from werkzeug.serving import BaseWSGIServer, run_simple
+
+# The concurrency tests open hundreds of connections at once (16 tasks, each with 16 writes in
+# flight); werkzeug's listen backlog of 128 dropped the rest's SYNs, and the SDK's 3 s connect
+# timeout failed them. DynamoDB itself never refuses a connection for that.
+BaseWSGIServer.request_queue_size = 1024
 
 
 def main() -> None:

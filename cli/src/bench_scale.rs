@@ -273,6 +273,8 @@ async fn build(nodes: usize, pods_per_node: usize) -> Result<Cluster, String> {
             zone: Some(zone.into()),
             price_per_hour: Some(price),
             allocatable: Some(t.allocatable.clone()),
+            // Recorded when the node reported Ready, as registration does.
+            node_name: Some(name.clone()),
         };
         for (s, at) in [
             (ClaimState::Launched, started + 1_000),

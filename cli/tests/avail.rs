@@ -134,6 +134,7 @@ impl Fixture {
             zone: Some("us-east-1a".into()),
             price_per_hour: Some(0.25),
             allocatable: Some(t.allocatable.clone()),
+            node_name: None,
         };
         self.store
             .transition_claim(id, ClaimState::Launched, decided + 10_000, &update)

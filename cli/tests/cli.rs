@@ -823,9 +823,15 @@ fn bench_scale_reports_reads_that_follow_the_work() {
             consolidation["writeUnits"].as_f64().unwrap() >= nodes as f64,
             "a digest per node"
         );
-        // The interruption lists the nodes and its own node's 20 pods, nothing else.
+        // The interruption reads its own node (by the name its claim recorded) and that node's 20
+        // pods, nothing else: the same at 30 nodes as at 60.
         let interruption = row(nodes, "spot-interruption");
-        assert_eq!(interruption["kubeObjects"].as_u64(), Some(nodes + 20));
+        assert_eq!(interruption["kubeObjects"].as_u64(), Some(20));
+        assert_eq!(interruption["calls"]["ClusterApi.node_named"].as_u64(), Some(1));
+        assert!(
+            interruption["calls"].get("ClusterApi.nodes").is_none(),
+            "{interruption}"
+        );
         assert!(interruption["readUnits"].as_f64().unwrap() > 0.0);
         for r in rows.iter().filter(|r| r["nodes"] == nodes) {
             assert!(r["wallMs"].as_f64().unwrap() >= r["computeMs"].as_f64().unwrap());

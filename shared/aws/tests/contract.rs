@@ -181,6 +181,7 @@ async fn claims_are_created_once_and_move_forward_only<S: State>(store: S) {
         zone: Some("us-east-1a".into()),
         price_per_hour: Some(0.04),
         allocatable: None,
+        node_name: None,
     };
     let advanced = match store
         .transition_claim("c1", ClaimState::Launched, NOW + 10, &launched)

@@ -212,6 +212,7 @@ async fn a_late_running_after_terminated_does_not_resurrect_a_claim() {
         zone: Some("us-east-1a".into()),
         price_per_hour: Some(0.035),
         allocatable: Some(Resources::new().with(Resource::Cpu, 1_930)),
+        node_name: None,
     };
     let out = store
         .transition_claim("c-1", ClaimState::Launched, NOW + 1_000, &launched)
@@ -629,11 +630,13 @@ fn the_memory_bill_sizes_claim_items_as_this_store_writes_them() {
                         .with(Resource::Cpu, 3_920)
                         .with(Resource::Memory, 15_000_000_000),
                 ),
+                node_name: None,
             },
         );
     }
     ready.pods = (0..30).map(|i| format!("0b9d6c2e-1f4a-4e8b-9c3d-{i:012}")).collect();
     ready.node_class_hash = Some("0123456789abcdef".into());
+    ready.node_name = Some("ip-10-0-1-17.ec2.internal".into());
     ready.pods_digest = Some("feedfacecafebeef".into());
     ready.pods_changed_at = Some(NOW + 600_000);
     let mut ended = ready.clone();

@@ -145,12 +145,7 @@ async fn interrupt<S: State, C: Capacity, K: ClusterApi>(
         });
         return Ok(());
     };
-    let nodes = cluster.nodes().await?;
-    let node = nodes
-        .items
-        .iter()
-        .find(|n| n.instance_id.as_deref() == Some(instance_id))
-        .map(|n| n.node.name.clone());
+    let node = crate::registration::node_of(cluster, &claim, instance_id).await?;
 
     if urgency != Urgency::CordonOnly
         && let Some(node) = &node

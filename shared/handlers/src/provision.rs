@@ -967,6 +967,7 @@ async fn record_launch<S: State, C: Capacity, K: ClusterApi>(
         zone: Some(outcome.zone.clone()),
         price_per_hour: price,
         allocatable,
+        node_name: None,
     };
     let t = deps
         .state

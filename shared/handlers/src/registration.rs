@@ -20,6 +20,30 @@ use crate::outcome::{Action, Outcome, transition_name};
 use crate::ports::{Capacity, ClusterApi, State};
 use crate::{Deps, Result};
 
+/// The name of `claim`'s Node, if it has one. A claim that registered recorded its node's name:
+/// one GET, accepted only while that node is still the instance's (`spec.providerID`; a
+/// private-IP name comes back with a new instance); if it is gone or another instance's, the
+/// claim has no node. A claim that never registered through us (adopted, or its report lost) is
+/// looked up in the node list by instance id.
+pub(crate) async fn node_of<K: ClusterApi>(
+    cluster: &K,
+    claim: &ClaimRecord,
+    instance_id: &str,
+) -> Result<Option<String>> {
+    if let Some(name) = &claim.node_name {
+        let node = cluster.node_named(name).await?;
+        return Ok(node
+            .filter(|n| n.instance_id.as_deref() == Some(instance_id))
+            .map(|n| n.node.name));
+    }
+    let nodes = cluster.nodes().await?;
+    Ok(nodes
+        .items
+        .into_iter()
+        .find(|n| n.instance_id.as_deref() == Some(instance_id))
+        .map(|n| n.node.name))
+}
+
 /// What EC2 says about an instance, as a claim update (adoption, an early `Node Ready`, an Auto
 /// Scaling launch).
 pub(crate) fn launch_update<S, C, K>(deps: &Deps<S, C, K>, i: &InstanceSummary) -> ClaimUpdate {
@@ -42,6 +66,7 @@ pub(crate) fn launch_update<S, C, K>(deps: &Deps<S, C, K>, i: &InstanceSummary) 
                 .min_by(f64::total_cmp)
         }),
         allocatable: t.map(|t| t.allocatable.clone()),
+        node_name: None,
     }
 }
 
@@ -142,6 +167,7 @@ pub(crate) async fn register<S: State, C: Capacity, K: ClusterApi>(
     }
     let update = ClaimUpdate {
         instance_id: claim.instance_id.clone(),
+        node_name: Some(node.to_string()),
         ..ClaimUpdate::default()
     };
     let t = deps

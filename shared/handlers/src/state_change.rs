@@ -361,18 +361,11 @@ pub(crate) async fn instance_gone<S: State, C: Capacity, K: ClusterApi>(
     let Some(cluster) = &deps.cluster else {
         return Ok(());
     };
-    if let Some(iid) = &claim.instance_id {
-        let nodes = cluster.nodes().await?;
-        if let Some(n) = nodes
-            .items
-            .iter()
-            .find(|n| n.instance_id.as_deref() == Some(iid.as_str()))
-            && cluster.delete_node(&n.node.name).await?
-        {
-            out.push(Action::NodeDeleted {
-                node: n.node.name.clone(),
-            });
-        }
+    if let Some(iid) = &claim.instance_id
+        && let Some(node) = crate::registration::node_of(cluster, claim, iid).await?
+        && cluster.delete_node(&node).await?
+    {
+        out.push(Action::NodeDeleted { node });
     }
     if !expected {
         // Its pods are pending again (controllers recreate them): plan for them now rather than wait

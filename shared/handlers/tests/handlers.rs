@@ -545,8 +545,15 @@ fn one_listed_node(
     let claim = deps.state.claim_records().into_iter().next().unwrap();
     let iid = claim.instance_id.clone().unwrap();
     let cluster = deps.cluster.as_ref().unwrap();
-    cluster.set_nodes(vec![node_for(&iid, claim.instance_type.as_deref().unwrap())]);
-    let node = format!("node-{iid}");
+    // The node the instance registered as (booted from its user data), when it did; the claim
+    // recorded that name.
+    let booted = cluster
+        .node_list()
+        .into_iter()
+        .find(|n| n.instance_id.as_deref() == Some(iid.as_str()));
+    let listed = booted.unwrap_or_else(|| node_for(&iid, claim.instance_type.as_deref().unwrap()));
+    let node = listed.node.name.clone();
+    cluster.set_nodes(vec![listed]);
     cluster.set_bound(
         pods.into_iter()
             .map(|mut p| {

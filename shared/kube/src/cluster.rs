@@ -226,6 +226,26 @@ impl Cluster {
         .await
     }
 
+    /// One node by name, converted; None when there is no such node.
+    pub async fn node_named(&self, name: &str) -> Result<Option<ClusterNode>> {
+        let api: Api<k8s::Node> = Api::all(self.client.clone());
+        let operation = "get node";
+        let node = self
+            .timed(operation, async {
+                api.get_opt(name)
+                    .await
+                    .map_err(|e| Error::from_kube(e, operation, "Node", name))
+            })
+            .await?;
+        match node {
+            Some(n) => cluster_node(&n, name).map(Some).map_err(|e| Error::Invalid {
+                field: format!("Node {name}"),
+                reason: e.to_string(),
+            }),
+            None => Ok(None),
+        }
+    }
+
     /// One pod template per DaemonSet: the per-node overhead every new node carries.
     pub async fn daemonsets(&self) -> Result<Listed<Pod>> {
         let api: Api<DaemonSet> = Api::all(self.client.clone());

@@ -32,6 +32,9 @@ impl ClusterApi for KubeCluster {
     async fn nodes(&self) -> Result<Listed<ClusterNode>> {
         self.cluster().await?.nodes().await
     }
+    async fn node_named(&self, name: &str) -> Result<Option<ClusterNode>> {
+        self.cluster().await?.node_named(name).await
+    }
     async fn daemonsets(&self) -> Result<Listed<Pod>> {
         self.cluster().await?.daemonsets().await
     }

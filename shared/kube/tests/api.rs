@@ -392,6 +392,22 @@ async fn delete_node_is_idempotent() {
     server.await.unwrap();
 }
 
+/// A claim's recorded node is read with one GET; the instance id comes from its providerID, and a
+/// node that is gone is None, not an error.
+#[tokio::test]
+async fn node_named_gets_one_node_and_none_when_it_is_gone() {
+    let (cluster, server) = mock(vec![
+        expect("GET", "/api/v1/nodes/ip-10-0-0-1").respond(200, node_json(json!([]))),
+        expect("GET", "/api/v1/nodes/ip-10-0-0-1")
+            .respond(404, status(404, "NotFound", "nodes \"ip-10-0-0-1\" not found")),
+    ]);
+    let node = cluster.node_named("ip-10-0-0-1").await.unwrap().expect("the node");
+    assert_eq!(node.node.name, "ip-10-0-0-1");
+    assert_eq!(node.instance_id.as_deref(), Some("i-0123456789abcdef0"));
+    assert!(cluster.node_named("ip-10-0-0-1").await.unwrap().is_none());
+    server.await.unwrap();
+}
+
 #[tokio::test]
 async fn unauthorized_is_typed() {
     let (cluster, server) = mock(vec![

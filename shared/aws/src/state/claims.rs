@@ -90,6 +90,9 @@ impl StateStore {
         if let Some(v) = claim.scale_requested_at {
             item.insert("scaleRequestedAt".into(), n(v));
         }
+        if let Some(v) = &claim.node_name {
+            item.insert("nodeName".into(), s(v));
+        }
         if !claim.offerings.is_empty() {
             let kept = &claim.offerings[..claim.offerings.len().min(MAX_STORED_OFFERINGS)];
             let json = serde_json::to_string(kept).map_err(|e| Error::invalid("offerings", e.to_string()))?;
@@ -159,6 +162,7 @@ impl StateStore {
             pods_changed_at: f.opt_n("podsChangedAt")?,
             offerings,
             scale_requested_at: f.opt_n("scaleRequestedAt")?,
+            node_name: f.opt_s("nodeName")?,
             version: f.n("version")?,
         })
     }

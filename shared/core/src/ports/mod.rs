@@ -221,6 +221,9 @@ pub trait ClusterApi: Send + Sync {
     /// and what consolidation reads for the nodes it manages, whatever else the cluster runs.
     fn pods_on_nodes(&self, nodes: &[String]) -> impl Future<Output = KubeResult<Listed<Pod>>> + Send;
     fn nodes(&self) -> impl Future<Output = KubeResult<Listed<ClusterNode>>> + Send;
+    /// One Node by name (a GET), None when there is none: a claim's recorded node, without
+    /// listing every node.
+    fn node_named(&self, name: &str) -> impl Future<Output = KubeResult<Option<ClusterNode>>> + Send;
     fn daemonsets(&self) -> impl Future<Output = KubeResult<Listed<Pod>>> + Send;
     fn pdbs(&self) -> impl Future<Output = KubeResult<Vec<Pdb>>> + Send;
     fn cordon_and_taint(&self, node: &str, taint_key: &str) -> impl Future<Output = KubeResult<()>> + Send;

@@ -171,6 +171,9 @@ pub fn claim_item_bytes(claim: &ClaimRecord) -> usize {
     if let Some(v) = claim.scale_requested_at {
         size += number("scaleRequestedAt", &v.to_string());
     }
+    if let Some(v) = &claim.node_name {
+        size += string("nodeName", v);
+    }
     if !claim.offerings.is_empty() {
         let kept = &claim.offerings[..claim.offerings.len().min(MAX_STORED_OFFERINGS)];
         size += "offerings".len() + json(&kept);

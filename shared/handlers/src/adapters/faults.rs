@@ -299,6 +299,7 @@ pub const PORT_METHODS: &[(&str, &[&str])] = &[
             "bound_pods",
             "pods_on_nodes",
             "nodes",
+            "node_named",
             "daemonsets",
             "pdbs",
             "cordon_and_taint",
@@ -752,6 +753,9 @@ impl<K: ClusterApi> ClusterApi for FaultyCluster<K> {
         self.faults
             .gate_list("nodes", self.inner.nodes(), |l| l.items.len())
             .await
+    }
+    async fn node_named(&self, name: &str) -> KubeResult<Option<ClusterNode>> {
+        self.faults.gate("node_named", self.inner.node_named(name)).await
     }
     async fn daemonsets(&self) -> KubeResult<Listed<Pod>> {
         self.faults

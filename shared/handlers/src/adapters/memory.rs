@@ -1592,6 +1592,9 @@ impl ClusterApi for MemoryCluster {
             rejected: Vec::new(),
         })
     }
+    async fn node_named(&self, name: &str) -> nodewright_core::ports::KubeResult<Option<ClusterNode>> {
+        Ok(lock(&self.data).nodes.iter().find(|n| n.node.name == name).cloned())
+    }
     async fn daemonsets(&self) -> nodewright_core::ports::KubeResult<Listed<Pod>> {
         Ok(Listed {
             items: lock(&self.data).daemonsets.clone(),

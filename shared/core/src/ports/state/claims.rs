@@ -49,6 +49,11 @@ pub struct ClaimRecord {
     /// the decision does not raise it again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_requested_at: Option<EpochMillis>,
+    /// The Node the instance registered as (from its Ready report): an interruption or a
+    /// termination finds the node by name instead of listing every node. Checked against the
+    /// node's providerID before use (private-IP names come back with new instances).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
     /// Incremented by every write; the condition for the next one.
     pub version: u64,
 }
@@ -75,6 +80,7 @@ impl ClaimRecord {
             pods_changed_at: None,
             offerings: Vec::new(),
             scale_requested_at: None,
+            node_name: None,
             version: 0,
         }
     }
@@ -112,6 +118,9 @@ impl ClaimRecord {
         }
         if update.allocatable.is_some() {
             self.allocatable.clone_from(&update.allocatable);
+        }
+        if update.node_name.is_some() {
+            self.node_name.clone_from(&update.node_name);
         }
         transition
     }
@@ -159,6 +168,7 @@ pub struct ClaimUpdate {
     pub zone: Option<String>,
     pub price_per_hour: Option<f64>,
     pub allocatable: Option<Resources>,
+    pub node_name: Option<String>,
 }
 
 /// What a transition did.
