@@ -418,19 +418,12 @@ fn measure(
             .map(|(_, n)| *n as u64)
             .sum()
     };
-    let kube_objects: u64 = [
-        "unschedulable_pods",
-        "bound_pods",
-        "pods_on_nodes",
-        "nodes",
-        "daemonsets",
-        "pdbs",
-    ]
-    .iter()
-    .map(|m| listed.get(m).copied().unwrap_or(0))
-    .sum();
+    let kube_objects: u64 = ["unschedulable_pods", "pods_on_nodes", "nodes", "daemonsets", "pdbs"]
+        .iter()
+        .map(|m| listed.get(m).copied().unwrap_or(0))
+        .sum();
     let kube_bytes = listed.get("nodes").copied().unwrap_or(0) * NODE_BYTES
-        + ["unschedulable_pods", "bound_pods", "pods_on_nodes", "daemonsets"]
+        + ["unschedulable_pods", "pods_on_nodes", "daemonsets"]
             .iter()
             .map(|m| listed.get(m).copied().unwrap_or(0) * POD_BYTES)
             .sum::<u64>();

@@ -156,21 +156,6 @@ impl Cluster {
         .await
     }
 
-    /// Pods bound to nodes and still running (capacity in use), converted.
-    pub async fn bound_pods(&self) -> Result<Listed<Pod>> {
-        let api: Api<k8s::Pod> = Api::all(self.client.clone());
-        let params = ListParams::default().fields("spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed");
-        self.list_converted(
-            &api,
-            params,
-            ("list bound pods", "Pod"),
-            |_| true,
-            pod_path,
-            |p, path| model::pod_from_k8s(p, &path),
-        )
-        .await
-    }
-
     /// The unfinished pods bound to `nodes`, converted: one field-selected List per node.
     pub async fn pods_bound_to(&self, nodes: &[String]) -> Result<Listed<Pod>> {
         use futures::StreamExt;

@@ -23,9 +23,6 @@ impl ClusterApi for KubeCluster {
     async fn unschedulable_pods(&self) -> Result<Listed<Pod>> {
         self.cluster().await?.unschedulable_pods().await
     }
-    async fn bound_pods(&self) -> Result<Listed<Pod>> {
-        self.cluster().await?.bound_pods().await
-    }
     async fn pods_on_nodes(&self, nodes: &[String]) -> Result<Listed<Pod>> {
         self.cluster().await?.pods_bound_to(nodes).await
     }

@@ -213,9 +213,6 @@ pub const NODE_LISTS_IN_FLIGHT: usize = 16;
 /// The Kubernetes API.
 pub trait ClusterApi: Send + Sync {
     fn unschedulable_pods(&self) -> impl Future<Output = KubeResult<Listed<Pod>>> + Send;
-    /// Every pod bound to a node and not finished: for planning consolidation, which needs them
-    /// all (once per run).
-    fn bound_pods(&self) -> impl Future<Output = KubeResult<Listed<Pod>>> + Send;
     /// The unfinished pods bound to these nodes (a field-selected list per node, at most
     /// [`NODE_LISTS_IN_FLIGHT`] at once), in the order of `nodes`: what an interruption reads,
     /// and what consolidation reads for the nodes it manages, whatever else the cluster runs.

@@ -296,7 +296,6 @@ pub const PORT_METHODS: &[(&str, &[&str])] = &[
         "ClusterApi",
         &[
             "unschedulable_pods",
-            "bound_pods",
             "pods_on_nodes",
             "nodes",
             "node_named",
@@ -369,7 +368,7 @@ impl Faults {
         })
     }
 
-    /// Objects returned by listing calls, per method (`bound_pods`, `nodes`, `live_claims` ...).
+    /// Objects returned by listing calls, per method (`pods_on_nodes`, `nodes`, `live_claims` ...).
     pub fn listed(&self) -> BTreeMap<&'static str, u64> {
         self.listed.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -732,11 +731,6 @@ impl<K: ClusterApi> ClusterApi for FaultyCluster<K> {
     async fn unschedulable_pods(&self) -> KubeResult<Listed<Pod>> {
         self.faults
             .gate_list("unschedulable_pods", self.inner.unschedulable_pods(), |l| l.items.len())
-            .await
-    }
-    async fn bound_pods(&self) -> KubeResult<Listed<Pod>> {
-        self.faults
-            .gate_list("bound_pods", self.inner.bound_pods(), |l| l.items.len())
             .await
     }
     async fn pods_on_nodes(&self, nodes: &[String]) -> nodewright_core::ports::KubeResult<Listed<Pod>> {

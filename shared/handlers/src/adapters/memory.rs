@@ -1556,15 +1556,7 @@ impl ClusterApi for MemoryCluster {
             rejected: Vec::new(),
         })
     }
-    async fn bound_pods(&self) -> nodewright_core::ports::KubeResult<Listed<Pod>> {
-        let mut d = lock(&self.data);
-        d.count_bound_listing();
-        Ok(Listed {
-            items: d.bound.iter().map(|p| Pod::clone(p)).collect(),
-            rejected: Vec::new(),
-        })
-    }
-    /// A listing of bound pods too (it counts toward [`MemoryCluster::change_bound_after`]),
+    /// A listing of bound pods (it counts toward [`MemoryCluster::change_bound_after`]),
     /// filtered by node as the field selector does, in the order of `nodes`.
     async fn pods_on_nodes(&self, nodes: &[String]) -> nodewright_core::ports::KubeResult<Listed<Pod>> {
         let mut d = lock(&self.data);
