@@ -25,14 +25,22 @@ async fn cluster(history: usize) -> MemDeps {
         NOW + 60_000,
     )
     .await;
-    for i in 0..history {
+    add_claims(&deps, "old", history, ClaimState::Terminated).await;
+    deps.state.reset_bill();
+    deps
+}
+
+/// `count` claims of a day ago, each with an instance, moved along their life to `last` (Ready,
+/// or Terminated an hour after it started).
+async fn add_claims(deps: &MemDeps, prefix: &str, count: usize, last: ClaimState) {
+    for i in 0..count {
         let at = NOW - 86_400_000 + i as i64 * 1_000;
-        let id = format!("old-{i:05}");
-        let mut claim = ClaimRecord::launching(&id, "general", vec![format!("old-pod-{i}")], at);
+        let id = format!("{prefix}-{i:05}");
+        let mut claim = ClaimRecord::launching(&id, "general", vec![format!("{prefix}-pod-{i}")], at);
         claim.requested = Some(nodewright_core::Resources::new().with(nodewright_core::Resource::Cpu, 1_000));
         assert!(deps.state.create_claim(&claim).await.unwrap());
         let launched = ClaimUpdate {
-            instance_id: Some(format!("i-old{i:05}")),
+            instance_id: Some(format!("i-{prefix}{i:05}")),
             instance_type: Some("m5.large".into()),
             ..ClaimUpdate::default()
         };
@@ -41,11 +49,12 @@ async fn cluster(history: usize) -> MemDeps {
             (ClaimState::Ready, at + 60_000),
             (ClaimState::Terminated, at + 3_600_000),
         ] {
+            if state > last {
+                break;
+            }
             deps.state.transition_claim(&id, state, t, &launched).await.unwrap();
         }
     }
-    deps.state.reset_bill();
-    deps
 }
 
 /// Every function's hot path on the cluster: a new pod-pending batch, a state change of a live
@@ -141,21 +150,7 @@ async fn ended_claims_expire_a_retention_after_they_end_and_live_ones_never() {
 /// A cluster as [`cluster`] builds it, plus `ready` live claims whose nodes are up (Ready).
 async fn with_ready_nodes(ready: usize) -> MemDeps {
     let deps = cluster(0).await;
-    for i in 0..ready {
-        let at = NOW - 86_400_000 + i as i64 * 1_000;
-        let id = format!("up-{i:05}");
-        let mut claim = ClaimRecord::launching(&id, "general", vec![format!("up-pod-{i}")], at);
-        claim.requested = Some(nodewright_core::Resources::new().with(nodewright_core::Resource::Cpu, 1_000));
-        assert!(deps.state.create_claim(&claim).await.unwrap());
-        let launched = ClaimUpdate {
-            instance_id: Some(format!("i-up{i:05}")),
-            instance_type: Some("m5.large".into()),
-            ..ClaimUpdate::default()
-        };
-        for (state, t) in [(ClaimState::Launched, at + 1_000), (ClaimState::Ready, at + 60_000)] {
-            deps.state.transition_claim(&id, state, t, &launched).await.unwrap();
-        }
-    }
+    add_claims(&deps, "up", ready, ClaimState::Ready).await;
     deps.state.reset_bill();
     deps
 }

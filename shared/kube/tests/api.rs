@@ -38,6 +38,13 @@ impl Exchange {
         self.response = response;
         self
     }
+    /// The scripted answer, as the API server sends it.
+    fn response(&self) -> Response<Body> {
+        Response::builder()
+            .status(StatusCode::from_u16(self.status).unwrap())
+            .body(Body::from(serde_json::to_vec(&self.response).unwrap()))
+            .unwrap()
+    }
 }
 
 /// Starts the mock API server with `script`; the returned handle fails the test if a request
@@ -64,11 +71,7 @@ fn mock(script: Vec<Exchange>) -> (Cluster, tokio::task::JoinHandle<()>) {
                     String::from_utf8_lossy(&bytes)
                 ),
             }
-            let response = Response::builder()
-                .status(StatusCode::from_u16(ex.status).unwrap())
-                .body(Body::from(serde_json::to_vec(&ex.response).unwrap()))
-                .unwrap();
-            send.send_response(response);
+            send.send_response(ex.response());
         }
     });
     let client = kube::Client::new(service, "default");
@@ -94,12 +97,7 @@ fn mock_any_order(script: Vec<Exchange>) -> (Cluster, tokio::task::JoinHandle<()
                 .iter()
                 .position(|e| e.method == request.method().as_str() && e.uri == uri)
                 .unwrap_or_else(|| panic!("unexpected {} {uri}", request.method()));
-            let ex = left.remove(i);
-            let response = Response::builder()
-                .status(StatusCode::from_u16(ex.status).unwrap())
-                .body(Body::from(serde_json::to_vec(&ex.response).unwrap()))
-                .unwrap();
-            send.send_response(response);
+            send.send_response(left.remove(i).response());
         }
     });
     let client = kube::Client::new(service, "default");

@@ -373,14 +373,18 @@ impl Faults {
         self.listed.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Counts a listing's objects and spends its extra time.
-    async fn count_listed(&self, method: &'static str, objects: usize) {
+    fn tally_listed(&self, method: &'static str, objects: usize) {
         *self
             .listed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entry(method)
             .or_default() += objects as u64;
+    }
+
+    /// Counts a listing's objects and spends its extra time.
+    async fn count_listed(&self, method: &'static str, objects: usize) {
+        self.tally_listed(method, objects);
         if let Some(l) = &self.latency {
             tokio::time::sleep(l.of_listing(method, objects as u64)).await;
         }
@@ -389,12 +393,7 @@ impl Faults {
     /// `lists` per-node listings in one port call (`pods_on_nodes`): they run
     /// [`nodewright_core::ports::NODE_LISTS_IN_FLIGHT`] at once, each a request plus its objects.
     async fn count_listed_across(&self, method: &'static str, objects: usize, lists: usize) {
-        *self
-            .listed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(method)
-            .or_default() += objects as u64;
+        self.tally_listed(method, objects);
         if let Some(l) = &self.latency {
             let lanes = lists.clamp(1, nodewright_core::ports::NODE_LISTS_IN_FLIGHT) as u64;
             let waves = (lists as u64).div_ceil(lanes).max(1);
