@@ -188,11 +188,7 @@ pub async fn invoke(function: Function, deps: &LambdaDeps, payload: Value) -> Re
                 (message_id, result)
             });
         }
-        let results: Vec<_> = futures::StreamExt::collect(futures::StreamExt::buffered(
-            futures::stream::iter(records),
-            SQS_RECORD_CONCURRENCY,
-        ))
-        .await;
+        let results = nodewright_handlers::in_order(records, SQS_RECORD_CONCURRENCY).await;
         let mut failures = Vec::new();
         for (message_id, result) in results {
             match result {

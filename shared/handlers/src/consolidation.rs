@@ -19,7 +19,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use futures::StreamExt;
 use nodewright_core::Resources;
 use nodewright_core::disruption::{self, ManagedNode};
 use nodewright_core::model::ClaimState;
@@ -444,7 +443,6 @@ async fn reconcile<S: State, C: Capacity, K: ClusterApi>(
             None => lanes.push(vec![(claim, node)]),
         }
     }
-    // Futures built eagerly (not in a stream closure), so the handler's future stays Send.
     let mut runs = Vec::with_capacity(lanes.len());
     for lane in lanes {
         let bound = &bound.items;
@@ -469,11 +467,8 @@ async fn reconcile<S: State, C: Capacity, K: ClusterApi>(
             lane_out
         });
     }
-    // In lane order, so the outcome reads the same whatever finished first.
-    let outcomes: Vec<Outcome> = futures::stream::iter(runs).buffered(RETIRE_LANES).collect().await;
-    for lane_out in outcomes {
-        out.actions.extend(lane_out.actions);
-        out.events.extend(lane_out.events);
+    for lane_out in crate::in_order(runs, RETIRE_LANES).await {
+        out.append(lane_out);
     }
     Ok(())
 }
@@ -959,11 +954,7 @@ async fn changed_since_planning<S: State, C: Capacity, K: ClusterApi>(
             reads.push(deps.state.get_claim(&claim.id));
         }
     }
-    let fresh: Vec<_> = futures::stream::iter(reads)
-        .buffered(NODE_STEPS_IN_FLIGHT)
-        .collect()
-        .await;
-    let mut fresh = fresh.into_iter();
+    let mut fresh = crate::in_order(reads, NODE_STEPS_IN_FLIGHT).await.into_iter();
     for node in nodes {
         let now = pods_digest(
             bound
@@ -1065,15 +1056,11 @@ async fn disrupt<S: State, C: Capacity, K: ClusterApi>(
     }
     // When each node's pods last changed: a write per node whose pods changed, concurrently (a
     // first run over 5,000 nodes writes 5,000 digests; one at a time they took 25 s).
-    // Futures built eagerly (not in a stream closure), so the whole handler future stays Send.
     let mut writes = Vec::with_capacity(changes.len());
     for (_, claim, digest, requested) in &changes {
         writes.push(pods_changed_at(deps, claim, digest, requested.clone(), now));
     }
-    let changed_at: Vec<Result<EpochMillis>> = futures::stream::iter(writes)
-        .buffered(DIGEST_WRITE_CONCURRENCY)
-        .collect()
-        .await;
+    let changed_at = crate::in_order(writes, DIGEST_WRITE_CONCURRENCY).await;
     for ((i, ..), at) in changes.iter().zip(changed_at) {
         managed[*i].last_pod_change_at = Some(at? / 1000);
     }
@@ -1145,11 +1132,7 @@ async fn disrupt<S: State, C: Capacity, K: ClusterApi>(
         }
         let mut taken = Vec::new();
         let mut first_error = None;
-        for (node, claim, t) in futures::stream::iter(takes)
-            .buffered(NODE_STEPS_IN_FLIGHT)
-            .collect::<Vec<_>>()
-            .await
-        {
+        for (node, claim, t) in crate::in_order(takes, NODE_STEPS_IN_FLIGHT).await {
             match t {
                 Ok(nodewright_core::ports::state::TransitionOutcome::Advanced(_)) => taken.push((node, claim)),
                 Ok(_) => {}
@@ -1231,15 +1214,8 @@ async fn disrupt<S: State, C: Capacity, K: ClusterApi>(
                 Ok::<Outcome, crate::Error>(node_out)
             });
         }
-        // In node order, so the outcome reads the same whatever finished first.
-        let done: Vec<Result<Outcome>> = futures::stream::iter(steps)
-            .buffered(NODE_STEPS_IN_FLIGHT)
-            .collect()
-            .await;
-        for node_out in done {
-            let node_out = node_out?;
-            out.actions.extend(node_out.actions);
-            out.events.extend(node_out.events);
+        for node_out in crate::in_order(steps, NODE_STEPS_IN_FLIGHT).await {
+            out.append(node_out?);
         }
     }
     if plan.actions.is_empty()

@@ -40,6 +40,14 @@ pub use settings::Settings;
 
 use crate::ports::{Capacity, ClusterApi, State};
 
+/// Runs `work` at most `at_once` at a time and returns the results in `work`'s order, so an
+/// outcome reads the same whatever finished first. Build the futures eagerly (not in a stream
+/// closure), so the handler's future stays Send.
+pub async fn in_order<F: std::future::Future>(work: Vec<F>, at_once: usize) -> Vec<F::Output> {
+    use futures::StreamExt;
+    futures::stream::iter(work).buffered(at_once).collect().await
+}
+
 /// Everything a handler acts through, built once per execution environment.
 pub struct Deps<S, C, K> {
     pub settings: Settings,

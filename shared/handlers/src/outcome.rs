@@ -179,6 +179,13 @@ impl Outcome {
         }
     }
 
+    /// Adds what a part of this invocation did (one retirement lane, one node's steps), after
+    /// what is here.
+    pub fn append(&mut self, part: Outcome) {
+        self.actions.extend(part.actions);
+        self.events.extend(part.events);
+    }
+
     pub fn push(&mut self, a: Action) {
         self.actions.push(a);
     }

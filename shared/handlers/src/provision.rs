@@ -11,7 +11,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use futures::StreamExt;
 use nodewright_core::model::ClaimState;
 use nodewright_core::nodepool::PoolBacking;
 use nodewright_core::ports::capacity::{LaunchOutcome, fleet};
@@ -479,10 +478,7 @@ async fn plan_and_launch<S: State, C: Capacity, K: ClusterApi>(
     for c in &plan.claims {
         launches.push(launch_claim(deps, c, &types, holder, now));
     }
-    let results: Vec<Result<Vec<Action>>> = futures::stream::iter(launches)
-        .buffered(LAUNCH_CONCURRENCY)
-        .collect()
-        .await;
+    let results: Vec<Result<Vec<Action>>> = crate::in_order(launches, LAUNCH_CONCURRENCY).await;
     let mut first_error = None;
     for (c, r) in plan.claims.iter().zip(results) {
         match r {

@@ -98,14 +98,9 @@ impl Cluster {
     where
         K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
     {
-        let mut listed = Listed {
-            items: Vec::new(),
-            rejected: Vec::new(),
-        };
+        let mut listed = Listed::default();
         self.list_pages(api, params, operation, kind, |page| {
-            let part = convert(page.iter().filter(|o| keep(o)), &name, &f);
-            listed.items.extend(part.items);
-            listed.rejected.extend(part.rejected);
+            listed.append(convert(page.iter().filter(|o| keep(o)), &name, &f));
         })
         .await?;
         Ok(listed)
@@ -178,14 +173,9 @@ impl Cluster {
             .collect();
         // In node order; the first error ends the listing (the caller retries the invocation).
         let mut parts = futures::stream::iter(lists).buffered(nodewright_core::ports::NODE_LISTS_IN_FLIGHT);
-        let mut listed = Listed {
-            items: Vec::new(),
-            rejected: Vec::new(),
-        };
+        let mut listed = Listed::default();
         while let Some(part) = parts.next().await {
-            let part = part?;
-            listed.items.extend(part.items);
-            listed.rejected.extend(part.rejected);
+            listed.append(part?);
         }
         Ok(listed)
     }
@@ -402,10 +392,7 @@ fn convert<'a, K: 'a, T>(
     name: impl Fn(&K) -> String,
     f: impl Fn(&K, String) -> nodewright_core::Result<T>,
 ) -> Listed<T> {
-    let mut out = Listed {
-        items: Vec::new(),
-        rejected: Vec::new(),
-    };
+    let mut out = Listed::default();
     for o in objects {
         let n = name(o);
         match f(o, n.clone()) {

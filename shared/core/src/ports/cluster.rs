@@ -15,10 +15,27 @@ pub const INTERRUPTED_TAINT: &str = "nodewright.io/interrupted";
 
 /// A list converted into the core model, with the objects that could not be converted kept aside
 /// (one bad pod must not stop provisioning for the others).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Listed<T> {
     pub items: Vec<T>,
     pub rejected: Vec<Rejected>,
+}
+
+impl<T> Default for Listed<T> {
+    fn default() -> Self {
+        Listed {
+            items: Vec::new(),
+            rejected: Vec::new(),
+        }
+    }
+}
+
+impl<T> Listed<T> {
+    /// Adds another page or list (another node's pods) after what is here.
+    pub fn append(&mut self, part: Listed<T>) {
+        self.items.extend(part.items);
+        self.rejected.extend(part.rejected);
+    }
 }
 
 /// An object the core model could not take, and why.

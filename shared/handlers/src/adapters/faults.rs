@@ -228,6 +228,15 @@ impl Latency {
         std::time::Duration::from_millis((pages - 1) * page_ms)
             + std::time::Duration::from_micros(objects * per_object_us)
     }
+
+    /// The extra time of `lists` per-node Kubernetes listings of `objects` in all, run
+    /// [`nodewright_core::ports::NODE_LISTS_IN_FLIGHT`] at once, beyond the first request.
+    fn of_node_lists(&self, objects: u64, lists: u64) -> std::time::Duration {
+        let lanes = lists.clamp(1, nodewright_core::ports::NODE_LISTS_IN_FLIGHT as u64);
+        let waves = lists.div_ceil(lanes).max(1);
+        std::time::Duration::from_millis((waves - 1) * self.kube_ms)
+            + std::time::Duration::from_micros(objects * self.kube_object_us / lanes)
+    }
 }
 
 fn port_of(method: &str) -> &'static str {
@@ -395,14 +404,7 @@ impl Faults {
     async fn count_listed_across(&self, method: &'static str, objects: usize, lists: usize) {
         self.tally_listed(method, objects);
         if let Some(l) = &self.latency {
-            let lanes = lists.clamp(1, nodewright_core::ports::NODE_LISTS_IN_FLIGHT) as u64;
-            let waves = (lists as u64).div_ceil(lanes).max(1);
-            // The gate spent the first request.
-            tokio::time::sleep(
-                std::time::Duration::from_millis((waves - 1) * l.kube_ms)
-                    + std::time::Duration::from_micros(objects as u64 * l.kube_object_us / lanes),
-            )
-            .await;
+            tokio::time::sleep(l.of_node_lists(objects as u64, lists as u64)).await;
         }
     }
 
