@@ -69,6 +69,92 @@ async fn sixteen_tasks_reserve_overlapping_pods_each_exactly_once() {
     }
 }
 
+/// A burst's reservation writes land on many partition key values, not the cluster's one: read
+/// back raw from the table, every record sits under its uid's shard, and 1,000 random-looking
+/// uids (as Kubernetes makes them) use every shard with none above twice its even share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reservations_spread_over_the_shards_of_the_cluster() {
+    use nodewright_aws::state::{RESERVATION_SHARDS, Table, reservation_partition};
+    let clients = support::clients().await;
+    let store = support::store(&clients, "shards").await;
+    // UUID-shaped uids from a fixed LCG, so the draw is the same on every run.
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let uids: Vec<String> = (0..1_000)
+        .map(|_| {
+            let mut next = || {
+                x = x
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                x >> 16
+            };
+            let (a, b) = (next(), next());
+            format!(
+                "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
+                a & 0xffff_ffff,
+                (a >> 32) & 0xffff,
+                b & 0xfff,
+                (b >> 12) & 0xfff,
+                (a ^ b) & 0xffff_ffff_ffff
+            )
+        })
+        .collect();
+    let holder = Holder::Invocation("burst".into());
+    let won = store
+        .reserve_pods(&uids, &holder, NOW, RESERVATION_TTL_SECS)
+        .await
+        .unwrap();
+    assert_eq!(won.len(), uids.len());
+    let to = Holder::Claim("nc-1".into());
+    for u in uids.iter().take(10) {
+        assert!(
+            store
+                .transfer_pod(u, &holder, &to, NOW, RESERVATION_TTL_SECS)
+                .await
+                .unwrap()
+        );
+    }
+
+    let table = store.table_name(Table::Reservations);
+    let mut per_key: BTreeMap<String, usize> = BTreeMap::new();
+    let mut start = None;
+    loop {
+        let page = clients
+            .dynamodb
+            .scan()
+            .table_name(&table)
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .unwrap();
+        for item in page.items() {
+            let key = item["cluster"].as_s().unwrap().clone();
+            let uid = item["podUid"].as_s().unwrap();
+            assert_eq!(
+                key,
+                reservation_partition(store.cluster(), uid),
+                "{uid} stored under {key}"
+            );
+            *per_key.entry(key).or_default() += 1;
+        }
+        match page.last_evaluated_key() {
+            Some(k) => start = Some(k.clone()),
+            None => break,
+        }
+    }
+    assert_eq!(per_key.len() as u64, RESERVATION_SHARDS, "shards used: {per_key:?}");
+    let fair = uids.len() / RESERVATION_SHARDS as usize;
+    assert!(per_key.values().all(|&n| n <= 2 * fair), "uneven spread: {per_key:?}");
+    // The whole-cluster listing gathers every shard, in uid order; the hand-over found its record.
+    let listed = store.reservations(NOW).await.unwrap();
+    assert_eq!(listed.len(), uids.len());
+    assert!(listed.windows(2).all(|w| w[0].pod_uid < w[1].pod_uid));
+    assert_eq!(listed.iter().filter(|r| r.holder == to).count(), 10);
+    assert_eq!(store.reservations_of(&to, NOW).await.unwrap().len(), 10);
+    // Released by its holder, under the same key.
+    assert!(store.release_pod(&uids[0], &to).await.unwrap());
+    assert_eq!(store.reservations(NOW).await.unwrap().len(), uids.len() - 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixteen_tasks_never_push_a_pool_past_its_limit() {
     let clients = support::clients().await;

@@ -27,6 +27,56 @@ use crate::{Deps, Error, Result};
 /// Launches run this many at a time (CreateFleet takes ~1 s; a 1,000-pod burst plans tens of claims).
 const LAUNCH_CONCURRENCY: usize = 8;
 
+/// Reservation writes in flight at once: each is a conditional DynamoDB round trip, and a 100-pod
+/// batch taking them one at a time waited a hundred round trips before and after its launch.
+const RESERVATION_WRITES_IN_FLIGHT: usize = 16;
+
+/// Moves each pod's reservation from `from` to `to`, [`RESERVATION_WRITES_IN_FLIGHT`] at a time;
+/// whether each moved (false: `from` no longer held it), in `uids` order. Every write is tried;
+/// the first error is returned.
+async fn transfer_pods<'a, S: State>(
+    state: &S,
+    uids: impl IntoIterator<Item = &'a str>,
+    from: &Holder,
+    to: &Holder,
+    now: EpochMillis,
+    ttl: i64,
+) -> Result<Vec<bool>> {
+    let writes: Vec<_> = uids
+        .into_iter()
+        .map(|u| state.transfer_pod(u, from, to, now, ttl))
+        .collect();
+    let moved: std::result::Result<Vec<bool>, AwsError> = crate::in_order(writes, RESERVATION_WRITES_IN_FLIGHT)
+        .await
+        .into_iter()
+        .collect();
+    Ok(moved?)
+}
+
+/// Releases each pod `holder` still holds (a pod someone else took is left alone), as
+/// [`transfer_pods`] writes; each write's result, in `uids` order.
+async fn release_each<'a, S: State>(
+    state: &S,
+    uids: impl IntoIterator<Item = &'a str>,
+    holder: &Holder,
+) -> Vec<std::result::Result<bool, AwsError>> {
+    let writes: Vec<_> = uids.into_iter().map(|u| state.release_pod(u, holder)).collect();
+    crate::in_order(writes, RESERVATION_WRITES_IN_FLIGHT).await
+}
+
+/// [`release_each`], counting the pods released; the first error is returned.
+pub(crate) async fn release_pods<'a, S: State>(
+    state: &S,
+    uids: impl IntoIterator<Item = &'a str>,
+    holder: &Holder,
+) -> Result<usize> {
+    let mut released = 0;
+    for r in release_each(state, uids, holder).await {
+        released += usize::from(r?);
+    }
+    Ok(released)
+}
+
 /// An offering to keep out of this plan (the one being interrupted).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exclude {
@@ -177,9 +227,7 @@ pub(crate) async fn release_from_claims<S: State, C: Capacity, K: ClusterApi>(
 ) -> Result<()> {
     for claim in claims {
         let holder = Holder::Claim((*claim).to_string());
-        for p in pods {
-            deps.state.release_pod(&p.uid, &holder).await?;
-        }
+        release_pods(&deps.state, pods.iter().map(|p| p.uid.as_str()), &holder).await?;
     }
     Ok(())
 }
@@ -240,12 +288,11 @@ pub async fn provision<S: State, C: Capacity, K: ClusterApi>(
     let result = plan_and_launch(deps, &pods, &claims, holder, exclude, now, out).await;
     if let Err(e) = &result {
         // Whatever this invocation still holds goes back for a retry.
-        let mut released = 0;
-        for p in &pods {
-            if deps.state.release_pod(&p.uid, holder).await.unwrap_or(false) {
-                released += 1;
-            }
-        }
+        let released = release_each(&deps.state, pods.iter().map(|p| p.uid.as_str()), holder)
+            .await
+            .into_iter()
+            .filter(|r| matches!(r, Ok(true)))
+            .count();
         tracing::warn!(error = %e, released, "provisioning failed; reservations released");
     }
     result
@@ -304,9 +351,15 @@ async fn resume_dead_attempts<S: State, C: Capacity, K: ClusterApi>(
             continue;
         };
         let claim_holder = Holder::Claim(c.id.clone());
-        for u in &c.pods {
-            deps.state.transfer_pod(u, holder, &claim_holder, now, ttl).await?;
-        }
+        transfer_pods(
+            &deps.state,
+            c.pods.iter().map(String::as_str),
+            holder,
+            &claim_holder,
+            now,
+            ttl,
+        )
+        .await?;
         resumed.extend(c.pods.iter().cloned());
         out.push(Action::ResumedAttempt {
             claim: c.id.clone(),
@@ -366,8 +419,9 @@ async fn finish_packing<S: State, C: Capacity, K: ClusterApi>(
         }
         let to = Holder::Claim(c.id.clone());
         let mut moved = 0;
-        for u in &mine {
-            if deps.state.transfer_pod(u, holder, &to, now, ttl).await? {
+        let results = transfer_pods(&deps.state, mine.iter().map(|u| u.as_str()), holder, &to, now, ttl).await?;
+        for (u, took) in mine.iter().zip(results) {
+            if took {
                 adopted.insert((*u).clone());
                 moved += 1;
             }
@@ -419,8 +473,8 @@ async fn plan_and_launch<S: State, C: Capacity, K: ClusterApi>(
     let by_uid: HashMap<&str, &Pod> = pods.iter().map(|p| (p.uid.as_str(), p)).collect();
 
     // Pods nothing can take: released (a later event may find capacity, e.g. after a limit rises).
+    release_pods(&deps.state, plan.unschedulable.iter().map(|u| u.pod.as_str()), holder).await?;
     for u in &plan.unschedulable {
-        deps.state.release_pod(&u.pod, holder).await?;
         out.events.extend(crate::events::unschedulable(
             by_uid.get(u.pod.as_str()).copied(),
             &u.name,
@@ -439,9 +493,7 @@ async fn plan_and_launch<S: State, C: Capacity, K: ClusterApi>(
     }
     for (claim_id, uids) in onto {
         let Some(mut claim) = claims.iter().find(|c| c.id == claim_id).cloned() else {
-            for u in uids {
-                deps.state.release_pod(u, holder).await?;
-            }
+            release_pods(&deps.state, uids, holder).await?;
             continue;
         };
         let expected = claim.version;
@@ -455,11 +507,8 @@ async fn plan_and_launch<S: State, C: Capacity, K: ClusterApi>(
         claim.requested = Some(requested);
         claim.version += 1;
         if deps.state.replace_claim(&claim, expected).await? {
-            for u in &uids {
-                deps.state
-                    .transfer_pod(u, holder, &Holder::Claim(claim.id.clone()), now, ttl)
-                    .await?;
-            }
+            let to = Holder::Claim(claim.id.clone());
+            transfer_pods(&deps.state, uids.iter().copied(), holder, &to, now, ttl).await?;
             out.events.extend(crate::events::for_packed(&by_uid, &claim.id, &uids));
             out.push(Action::PackedOntoClaim {
                 claim: claim.id.clone(),
@@ -467,9 +516,7 @@ async fn plan_and_launch<S: State, C: Capacity, K: ClusterApi>(
             });
         } else {
             // The claim changed under us (another batch packed onto it); let a retry re-plan.
-            for u in uids {
-                deps.state.release_pod(u, holder).await?;
-            }
+            release_pods(&deps.state, uids, holder).await?;
         }
     }
 
@@ -625,9 +672,7 @@ async fn launch_claim<S: State, C: Capacity, K: ClusterApi>(
         limit,
     } = deps.state.try_add_usage(&pool.name, &delta, &pool.limits).await?
     {
-        for u in &plan.pods {
-            deps.state.release_pod(u, holder).await?;
-        }
+        release_pods(&deps.state, plan.pods.iter().map(String::as_str), holder).await?;
         actions.push(Action::AtLimit {
             pool: pool.name.clone(),
             resource: resource.into(),
@@ -664,9 +709,7 @@ async fn launch_claim<S: State, C: Capacity, K: ClusterApi>(
         let existing = deps.state.get_claim(&id).await?;
         if let Some(c) = existing.filter(|c| c.state != ClaimState::Launching) {
             // Carried out (or ended) already: nothing to launch; the pods go back for a retry.
-            for u in &plan.pods {
-                deps.state.release_pod(u, holder).await?;
-            }
+            release_pods(&deps.state, plan.pods.iter().map(String::as_str), holder).await?;
             actions.push(Action::Ignored {
                 reason: format!("claim {id} of an earlier attempt is already {}", c.state.as_str()),
             });
@@ -675,9 +718,15 @@ async fn launch_claim<S: State, C: Capacity, K: ClusterApi>(
         tracing::info!(claim = %id, "claim exists from an earlier attempt of this decision; resuming it");
     }
     let claim_holder = Holder::Claim(id.clone());
-    for u in &plan.pods {
-        deps.state.transfer_pod(u, holder, &claim_holder, now, ttl).await?;
-    }
+    transfer_pods(
+        &deps.state,
+        plan.pods.iter().map(String::as_str),
+        holder,
+        &claim_holder,
+        now,
+        ttl,
+    )
+    .await?;
 
     if let PoolBacking::AutoScalingGroup { group_name, .. } = &pool.backing {
         // A retry of the decision (the claim exists) raises the group only if the first attempt
@@ -1070,9 +1119,7 @@ pub(crate) async fn fail_claim<S: State, C: Capacity, K: ClusterApi>(
         deps.state.release_usage(&pool.name, delta, true).await?;
     }
     let holder = Holder::Claim(id.to_string());
-    for u in pods {
-        deps.state.release_pod(u, &holder).await?;
-    }
+    release_pods(&deps.state, pods.iter().map(String::as_str), &holder).await?;
     actions.push(Action::LaunchFailed {
         claim: id.to_string(),
         pool: pool.name.clone(),

@@ -13,7 +13,7 @@ use nodewright_core::ports::state::{ClaimRecord, ClaimUpdate, Holder, Transition
 use crate::event::{Event, InstanceState};
 use crate::outcome::{Action, Outcome, transition_name};
 use crate::ports::{Capacity, ClusterApi, State};
-use crate::provision::{fail_claim, provision, usage_of_type};
+use crate::provision::{fail_claim, provision, release_pods, usage_of_type};
 use crate::registration::{claim_of_instance, launch_update, register};
 use crate::{Deps, Error, Function, Result};
 
@@ -340,12 +340,7 @@ pub(crate) async fn instance_gone<S: State, C: Capacity, K: ClusterApi>(
     out: &mut Outcome,
 ) -> Result<()> {
     let holder = Holder::Claim(claim.id.clone());
-    let mut released = 0;
-    for u in &claim.pods {
-        if deps.state.release_pod(u, &holder).await? {
-            released += 1;
-        }
-    }
+    let released = release_pods(&deps.state, claim.pods.iter().map(String::as_str), &holder).await?;
     out.push(Action::ReservationsReleased {
         holder: holder.encode(),
         pods: released,

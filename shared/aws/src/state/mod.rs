@@ -27,6 +27,7 @@ pub use nodewright_core::ports::state::{
     OFFERING_UNAVAILABLE_SECS, Once, PoolUsage, RESERVATION_TTL_SECS, ReadCost, Reservation, STATE_VIEW_FORMAT,
     StateView, TransitionOutcome, UnavailableOffering, UsageDecision, UsageDelta, UsageDrift, UsageSnapshot,
 };
+pub use reservations::{RESERVATION_SHARDS, reservation_partition};
 pub use tables::{Table, TableNames, create_tables};
 
 use crate::error::FromSdk;

@@ -2,6 +2,12 @@
 //! reserved by exactly one holder at a time; the conditional put decides, so two concurrent
 //! `pod-pending` invocations that see the same pod never both provision for it. Reservations expire
 //! (TTL) so that a holder that died half-way does not keep a pod forever.
+//!
+//! A burst of pending pods writes two reservation records per pod (reserve, hand over) in seconds:
+//! thousands of writes a second, more than one partition key value takes (about 1,000 WCU/s). So
+//! the records are spread over [`RESERVATION_SHARDS`] partition values, `cluster#NN`, by a stable
+//! hash of the pod uid: a pod's record is always found under the same key, and only the rare
+//! whole-cluster listing queries every shard.
 
 use futures::StreamExt;
 
@@ -11,6 +17,25 @@ use crate::{EpochMillis, Error, Result};
 
 /// How many conditional writes run at once when reserving a batch.
 const RESERVE_CONCURRENCY: usize = 16;
+
+/// Partition key values a cluster's reservations are spread over.
+pub const RESERVATION_SHARDS: u64 = 16;
+
+/// The partition key value of a pod's reservation: `cluster#NN`, NN from the FNV-1a hash of the
+/// uid (stable across builds and platforms, unlike `std`'s hasher; pod uids are random UUIDs, so
+/// any stable hash spreads them evenly).
+pub fn reservation_partition(cluster: &str, pod_uid: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in pod_uid.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    shard_key(cluster, hash % RESERVATION_SHARDS)
+}
+
+fn shard_key(cluster: &str, shard: u64) -> String {
+    format!("{cluster}#{shard:02}")
+}
 
 fn expiry(now: EpochMillis, ttl_secs: i64) -> i64 {
     now / 1000 + ttl_secs
@@ -30,7 +55,7 @@ impl StateStore {
             .client
             .put_item()
             .table_name(self.table_name(Table::Reservations))
-            .item("cluster", s(&self.cluster))
+            .item("cluster", s(reservation_partition(&self.cluster, pod_uid)))
             .item("podUid", s(pod_uid))
             .item("holder", s(holder.encode()))
             .item("createdAt", n(now))
@@ -87,7 +112,7 @@ impl StateStore {
             .client
             .update_item()
             .table_name(self.table_name(Table::Reservations))
-            .key("cluster", s(&self.cluster))
+            .key("cluster", s(reservation_partition(&self.cluster, pod_uid)))
             .key("podUid", s(pod_uid))
             .update_expression("SET holder = :to, expiresAt = :exp")
             .condition_expression("holder = :from")
@@ -106,7 +131,7 @@ impl StateStore {
             .client
             .delete_item()
             .table_name(self.table_name(Table::Reservations))
-            .key("cluster", s(&self.cluster))
+            .key("cluster", s(reservation_partition(&self.cluster, pod_uid)))
             .key("podUid", s(pod_uid))
             .condition_expression("holder = :h")
             .expression_attribute_values(":h", s(holder.encode()))
@@ -115,17 +140,24 @@ impl StateStore {
         conditional("DeleteItem", result)
     }
 
-    /// Every live reservation of this cluster (expired ones filtered out).
+    /// Every live reservation of this cluster (expired ones filtered out): one Query per shard,
+    /// in pod uid order. For inspection and tests; no handler lists reservations.
     pub async fn reservations(&self, now: EpochMillis) -> Result<Vec<Reservation>> {
         let table = self.table_name(Table::Reservations);
-        let items = self.query_all(Table::Reservations, None).await?;
-        let mut out = Vec::with_capacity(items.len());
-        for item in &items {
+        let keys: Vec<String> = (0..RESERVATION_SHARDS).map(|i| shard_key(&self.cluster, i)).collect();
+        let shards = futures::future::join_all(
+            keys.iter()
+                .map(|k| self.query_pages(Table::Reservations, None, "cluster", k, None)),
+        )
+        .await;
+        let mut out = Vec::new();
+        for item in shards.into_iter().collect::<Result<Vec<_>>>()?.iter().flatten() {
             let r = parse_reservation(&table, item)?;
             if r.expires_at >= now / 1000 {
                 out.push(r);
             }
         }
+        out.sort_by(|a, b| a.pod_uid.cmp(&b.pod_uid));
         Ok(out)
     }
 
