@@ -104,6 +104,12 @@ impl State for StateStore {
     async fn prices(&self, now: EpochMillis) -> Result<Option<PriceSheet>> {
         StateStore::prices(self, now).await
     }
+    async fn resume_point(&self) -> Result<Option<nodewright_core::disruption::ResumePoint>> {
+        StateStore::resume_point(self).await
+    }
+    async fn put_resume_point(&self, point: Option<&nodewright_core::disruption::ResumePoint>) -> Result<()> {
+        StateStore::put_resume_point(self, point).await
+    }
     async fn put_prices(&self, sheet: &PriceSheet) -> Result<()> {
         StateStore::put_prices(self, sheet).await
     }

@@ -334,6 +334,40 @@ fn node(cpu_milli: u64) -> UsageDelta {
 /// unconditional (twice takes the counters below zero, which reads as zero and is flagged),
 /// running nodes leave the in-flight count but never below zero, and every counter write bumps
 /// the version that corrections are conditional on.
+/// Where a consolidation run stopped: none at first, the last stored replaces the one before,
+/// read back whole (nodes, digests, order), a cleared point is gone, and a second clear is no
+/// error (a run that finishes clears whether or not one was stored).
+async fn a_resume_point_is_replaced_read_whole_and_cleared<S: State>(store: S) {
+    use nodewright_core::disruption::{PendingAction, Reason, ResumePoint};
+    assert!(store.resume_point().await.unwrap().is_none());
+    let action = |node: &str, reason: Reason| PendingAction {
+        reason,
+        nodes: vec![node.to_string()],
+        replacements: usize::from(reason == Reason::Drifted),
+        saving: 0.25,
+        digests: [(node.to_string(), format!("{node}-pods"))].into(),
+    };
+    let first = ResumePoint::new(NOW, &[action("ip-10-0-0-1.ec2.internal", Reason::Empty)]);
+    store.put_resume_point(Some(&first)).await.unwrap();
+    let second = ResumePoint::new(
+        NOW + 60_000,
+        &[
+            action("ip-10-0-0-2.ec2.internal", Reason::Drifted),
+            action("ip-10-0-0-3.ec2.internal", Reason::Underutilized),
+        ],
+    );
+    store.put_resume_point(Some(&second)).await.unwrap();
+    assert_eq!(store.resume_point().await.unwrap(), Some(second));
+    store.put_resume_point(None).await.unwrap();
+    assert!(store.resume_point().await.unwrap().is_none());
+    store.put_resume_point(None).await.unwrap();
+    // The record shares its table with events: an event is still run once beside it.
+    assert_eq!(
+        store.begin_event("resume/consolidation-x", NOW).await.unwrap(),
+        EventStart::New
+    );
+}
+
 async fn usage_counters_hold_limits_and_show_drift<S: State>(store: S) {
     let limits = Limits {
         resources: Resources::new().with(Resource::Cpu, 10_000),
@@ -775,4 +809,5 @@ contract!(
     usage_counters_hold_limits_and_show_drift,
     leases_have_one_holder_until_released_or_run_out,
     a_price_sheet_replaces_the_last_and_expires,
+    a_resume_point_is_replaced_read_whole_and_cleared,
 );

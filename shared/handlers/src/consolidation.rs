@@ -1083,25 +1083,78 @@ async fn disrupt<S: State, C: Capacity, K: ClusterApi>(
         .collect();
     // Every run, planned or not: protection set outside (or a lost write) is put right.
     protect_busy_asg_nodes(deps, &disruption::busy_asg_nodes(&input), &node_claim, out).await?;
-    let fingerprint = disruption::fingerprint(&input);
-    if let Some(planned_at) = fingerprint.and_then(|f| deps.consolidated.planned_at(f, now)) {
-        out.push(Action::Unchanged { planned_at });
-        return Ok(());
+    // A plan an earlier run did not finish is taken up first, as far as it still holds, so a
+    // cluster with more to do than one run has time for is worked through instead of re-planned
+    // (and re-started from its most valuable actions) every minute.
+    let digest_of = |n: &str| planned_digests.get(n).cloned();
+    let stored = match deps.state.resume_point().await {
+        Ok(point) => point,
+        Err(e) => {
+            failed(out, "read resume point", "consolidation", &e.into());
+            None
+        }
+    };
+    let had_stored = stored.is_some();
+    let (mut steps, mut planned_at) = (Vec::new(), now);
+    if let Some(point) = stored.filter(|p| p.is_current(now)) {
+        steps = disruption::still_valid(&input, &point, digest_of);
+        planned_at = point.planned_at;
+        out.push(Action::Resumed {
+            planned_at: point.planned_at,
+            stored: point.actions.len(),
+            holding: steps.len(),
+        });
     }
-    // Cleared first: a run that dies past here leaves no claim that the cluster is quiet.
-    deps.consolidated.set(None);
-    let plan = disruption::plan(&input, &deps.settings.disruption);
+    let resumed = !steps.is_empty();
+    if !resumed {
+        planned_at = now;
+        let fingerprint = disruption::fingerprint(&input);
+        if let Some(planned_at) = fingerprint.and_then(|f| deps.consolidated.planned_at(f, now)) {
+            out.push(Action::Unchanged { planned_at });
+            if had_stored {
+                store_resume_point(deps, None, out).await;
+            }
+            return Ok(());
+        }
+        // Cleared first: a run that dies past here leaves no claim that the cluster is quiet.
+        deps.consolidated.set(None);
+        let plan = disruption::plan(&input, &deps.settings.disruption);
+        if plan.actions.is_empty()
+            && let Some(f) = fingerprint
+        {
+            deps.consolidated.set(Some((f, now)));
+        }
+        steps = plan
+            .actions
+            .iter()
+            .map(|a| disruption::PendingAction::of(a, digest_of))
+            .collect();
+        // Stored before acting: a run that dies at any await leaves the rest for the next.
+        if !steps.is_empty() {
+            store_resume_point(deps, Some(&disruption::ResumePoint::new(now, &steps)), out).await;
+        } else if had_stored {
+            store_resume_point(deps, None, out).await;
+        }
+    }
     // The planner's order is the value order (empty nodes, then multi-node, then single-node
     // consolidation, as Karpenter's methods run): a run out of time leaves the least.
-    for (done, action) in plan.actions.iter().enumerate() {
+    let mut finished = true;
+    for (done, action) in steps.iter().enumerate() {
         if tokio::time::Instant::now() >= deadline {
-            let left = plan.actions.len() - done;
+            let left = steps.len() - done;
             tracing::warn!(
                 done,
                 left,
-                "consolidation run out of time; the rest is planned next run"
+                "consolidation run out of time; the rest is stored for the next run"
             );
             out.push(Action::OutOfTime { done, left });
+            store_resume_point(
+                deps,
+                Some(&disruption::ResumePoint::new(planned_at, &steps[done..])),
+                out,
+            )
+            .await;
+            finished = false;
             break;
         }
         // Re-validate against fresh state just before acting.
@@ -1157,11 +1210,7 @@ async fn disrupt<S: State, C: Capacity, K: ClusterApi>(
             }
             continue;
         }
-        let how = if action.replacements.is_empty() {
-            "Delete"
-        } else {
-            "Replace"
-        };
+        let how = if action.is_delete() { "Delete" } else { "Replace" };
         for node in &action.nodes {
             out.events.push(crate::events::node(
                 node,
@@ -1174,10 +1223,10 @@ async fn disrupt<S: State, C: Capacity, K: ClusterApi>(
         out.push(Action::Disruption {
             reason: format!("{:?}", action.reason),
             nodes: action.nodes.clone(),
-            replacements: action.replacements.len(),
-            saving_per_hour: action.saving(),
+            replacements: action.replacements,
+            saving_per_hour: action.saving,
         });
-        if !action.replacements.is_empty() {
+        if !action.is_delete() {
             // Replacement first: the pods of the nodes go through provisioning (which plans the
             // replacement afresh against current offerings); the nodes drain once it is Ready.
             let nodes: Vec<&str> = action.nodes.iter().map(String::as_str).collect();
@@ -1188,7 +1237,7 @@ async fn disrupt<S: State, C: Capacity, K: ClusterApi>(
             release_from_claims(deps, &pods, &claims).await?;
             provision(deps, pods, &holder, &[], now, out).await?;
         }
-        let deleting = action.replacements.is_empty();
+        let deleting = action.is_delete();
         let mut steps = Vec::with_capacity(taken.len());
         for &(node, claim) in &taken {
             steps.push(async move {
@@ -1218,10 +1267,20 @@ async fn disrupt<S: State, C: Capacity, K: ClusterApi>(
             out.append(node_out?);
         }
     }
-    if plan.actions.is_empty()
-        && let Some(f) = fingerprint
-    {
-        deps.consolidated.set(Some((f, now)));
+    if finished && !steps.is_empty() {
+        store_resume_point(deps, None, out).await;
     }
     Ok(())
+}
+
+/// Stores (or clears) where this run stops. A failed write is a failed step: the next run then
+/// plans afresh, or takes up an older point as far as it still holds.
+async fn store_resume_point<S: State, C: Capacity, K: ClusterApi>(
+    deps: &Deps<S, C, K>,
+    point: Option<&disruption::ResumePoint>,
+    out: &mut Outcome,
+) {
+    if let Err(e) = deps.state.put_resume_point(point).await {
+        failed(out, "store resume point", "consolidation", &e.into());
+    }
 }

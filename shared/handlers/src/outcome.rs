@@ -126,9 +126,17 @@ pub enum Action {
     #[serde(rename_all = "camelCase")]
     Unchanged { planned_at: i64 },
     /// The run spent its time budget (`consolidation::ACTION_BUDGET`) after `done` disruptions;
-    /// `left` were not started and are planned again by the next run.
+    /// `left` were not started: they are stored, and the next run takes up those that still hold.
     #[serde(rename_all = "camelCase")]
     OutOfTime { done: usize, left: usize },
+    /// The run took up the plan an earlier run (planned at `planned_at`, epoch ms) did not finish:
+    /// of the `stored` actions left, `holding` still held and are carried out instead of planning.
+    #[serde(rename_all = "camelCase")]
+    Resumed {
+        planned_at: i64,
+        stored: usize,
+        holding: usize,
+    },
     /// Scale-in protection of an Auto Scaling pool's instances set: busy ones protected, idle ones
     /// released.
     #[serde(rename_all = "camelCase")]

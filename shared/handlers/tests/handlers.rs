@@ -632,6 +632,100 @@ async fn a_node_launched_under_a_changed_node_class_is_replaced_as_drifted() {
     assert_eq!(claim_state(&deps, &claim.id).await, ClaimState::Cordoned);
 }
 
+/// A consolidation run stores its plan before acting, so a run that dies right after (a timeout,
+/// a crash) leaves the plan to the next run. That run carries out the actions that still hold,
+/// without planning again, and drops an action whose node's pods changed since; the run after
+/// plans that node afresh. Nothing is left stored once the plan is through.
+#[tokio::test]
+async fn a_plan_left_by_a_run_that_died_is_carried_on_by_the_next() {
+    use nodewright_handlers::adapters::faults::{Faults, FaultyState};
+    let mut deps = deps();
+    sample_batch(&deps).await;
+    all_ready(&deps).await;
+    let cluster = deps.cluster.clone().unwrap();
+    let nodes: Vec<String> = cluster.node_list().into_iter().map(|n| n.node.name).collect();
+    assert!(nodes.len() >= 2, "{nodes:?}");
+    cluster.set_bound(
+        nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let mut p = small_pod(&format!("web-{i}"));
+                p.node_name = Some(n.clone());
+                p
+            })
+            .collect(),
+    );
+    // Every node drifts (its class selects other subnets): one action per node, all at once
+    // (the default budget, 10%, would take one node a run).
+    deps.settings = settings(
+        &POOLS
+            .replace(
+                "subnetSelectorTerms: [{tags: {karpenter.sh/discovery: demo}}]",
+                "subnetSelectorTerms: [{tags: {karpenter.sh/discovery: demo-v2}}]",
+            )
+            .replace(
+                "consolidateAfter: 1m}",
+                "consolidateAfter: 1m, budgets: [{nodes: '100%'}]}",
+            ),
+    );
+
+    // The first run plans, stores the plan, and dies there.
+    let (reached, resume) = (std::sync::Arc::default(), std::sync::Arc::default());
+    let dying = nodewright_handlers::Deps {
+        settings: deps.settings.clone(),
+        state: FaultyState {
+            inner: deps.state.clone(),
+            faults: Faults::pause_after("put_resume_point", std::sync::Arc::clone(&reached), resume),
+        },
+        capacity: deps.capacity.clone(),
+        cluster: deps.cluster.clone(),
+        daemonsets: Default::default(),
+        consolidated: Default::default(),
+    };
+    let parsed = nodewright_handlers::event::parse_bytes(&tick(1)).unwrap();
+    tokio::select! {
+        biased;
+        r = nodewright_handlers::handle(Function::Consolidation, &dying, parsed, NOW + 60_000) => {
+            panic!("the run was to die after storing its plan: {r:?}")
+        }
+        () = reached.notified() => {}
+    }
+    let stored = deps.state.resume_point().await.unwrap().expect("the plan is stored");
+    assert_eq!(stored.actions.len(), nodes.len(), "{stored:#?}");
+    assert!(disruption_writes(&cluster).is_empty(), "nothing was carried out");
+
+    // Meanwhile a pod lands on the first node of the plan.
+    let changed = stored.actions[0].nodes[0].clone();
+    let mut bound = cluster.bound();
+    let mut extra = small_pod("late-0");
+    extra.node_name = Some(changed.clone());
+    bound.push(extra);
+    cluster.set_bound(bound);
+
+    // The next run takes the plan up: every other node is replaced, without planning again.
+    let o = run(Function::Consolidation, &deps, &tick(2), NOW + 120_000).await;
+    let resumed = actions_of(&o, |a| match a {
+        Action::Resumed { stored, holding, .. } => Some((*stored, *holding)),
+        _ => None,
+    });
+    assert_eq!(resumed, vec![(nodes.len(), nodes.len() - 1)], "{o:#?}");
+    let mut carried: Vec<String> = disruptions(&o).into_iter().flat_map(|(_, n)| n).collect();
+    carried.sort();
+    let mut expected: Vec<String> = nodes.iter().filter(|n| **n != changed).cloned().collect();
+    expected.sort();
+    assert_eq!(carried, expected, "{o:#?}");
+    assert!(
+        deps.state.resume_point().await.unwrap().is_none(),
+        "the plan is through"
+    );
+
+    // The node whose pods changed is planned afresh by the run after.
+    let o = run(Function::Consolidation, &deps, &tick(3), NOW + 180_000).await;
+    assert!(actions_of(&o, |a| matches!(a, Action::Resumed { .. }).then_some(())).is_empty());
+    assert_eq!(disruptions(&o), vec![("Drifted".to_string(), vec![changed])], "{o:#?}");
+}
+
 #[tokio::test]
 async fn consolidate_after_counts_from_the_last_pod_change_not_from_readiness() {
     let deps = deps();

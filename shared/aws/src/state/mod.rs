@@ -12,6 +12,7 @@ mod item;
 mod offerings;
 mod prices;
 mod reservations;
+mod resume;
 pub mod tables;
 mod usage;
 mod view;

@@ -10,6 +10,7 @@
 mod baseline;
 mod candidates;
 mod consolidate;
+mod resume;
 mod schedule;
 mod simulation;
 #[cfg(test)]
@@ -25,6 +26,7 @@ use crate::model::{LabelSelector, Node, Pod};
 use crate::nodepool::NodePool;
 use crate::scheduler::ClaimPlan;
 
+pub use resume::{MAX_RESUME_BYTES, PendingAction, RESUME_WITHIN_MS, ResumePoint, still_valid};
 pub use schedule::window_active;
 pub use simulation::apply;
 

@@ -354,3 +354,95 @@ fn busy_nodes_are_not_consolidated_onto_nodes_emptiness_will_remove() {
         moved.actions
     );
 }
+
+/// A node's pods as a digest: the sorted uids (the handler hashes them; equality is what counts).
+fn digests_of(nodes: &[ManagedNode]) -> HashMap<String, String> {
+    nodes
+        .iter()
+        .map(|m| {
+            let mut uids: Vec<&str> = m.node.pods.iter().map(|p| p.uid.as_str()).collect();
+            uids.sort_unstable();
+            (m.node.name.clone(), uids.join(","))
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// A stored plan taken up by the next run: on the cluster it was planned for every action still
+    /// holds; once the first `k` are carried out (their nodes disrupting) exactly the rest hold, in
+    /// order, within the budget the first `k` spent; a node whose pods changed drops its action; a
+    /// budget closed since drops them all.
+    #[test]
+    fn a_resumed_plan_keeps_what_still_holds(
+        (nodes, budget) in cluster(),
+        done in 0usize..4,
+        changed in 0usize..4,
+    ) {
+        let pools = vec![pool(budget)];
+        let now = 100_000;
+        let p = run(&nodes, &pools, now, &Options::default());
+        let digests = digests_of(&nodes);
+        let pending: Vec<PendingAction> =
+            p.actions.iter().map(|a| PendingAction::of(a, |n| digests.get(n).cloned())).collect();
+        let point = ResumePoint::decode(&ResumePoint::new(now * 1000, &pending).encode()).unwrap();
+        // Stored and read back (JSON keeps the saving to within a rounding).
+        prop_assert_eq!(point.actions.len(), pending.len());
+        for (read, planned) in point.actions.iter().zip(&pending) {
+            prop_assert_eq!(&read.nodes, &planned.nodes);
+            prop_assert_eq!(&read.digests, &planned.digests);
+            prop_assert!((read.saving - planned.saving).abs() < 1e-9);
+        }
+        let pending = point.actions.clone();
+        let hashes = BTreeMap::new();
+        let digest_of = |n: &str| digests.get(n).cloned();
+
+        let same = still_valid(&input(&nodes, &pools, &hashes, now), &point, digest_of);
+        prop_assert_eq!(&same, &pending);
+
+        let k = done.min(pending.len());
+        let mut after = nodes.clone();
+        for a in &pending[..k] {
+            for m in after.iter_mut().filter(|m| a.nodes.contains(&m.node.name)) {
+                m.disrupting = true;
+            }
+        }
+        let rest = still_valid(&input(&after, &pools, &hashes, now + 60), &point, digest_of);
+        prop_assert_eq!(&rest, &pending[k..].to_vec());
+
+        if let Some(a) = pending.get(k + changed) {
+            let moved = a.nodes[0].clone();
+            let touched = |n: &str| if n == moved { Some("another pod".to_string()) } else { digest_of(n) };
+            let left = still_valid(&input(&after, &pools, &hashes, now + 60), &point, touched);
+            // Dropped: every action that removes the node or moves pods onto it; kept: the rest.
+            let untouched: Vec<PendingAction> =
+                rest.iter().filter(|a| !a.digests.contains_key(&moved)).cloned().collect();
+            prop_assert!(untouched.len() < rest.len());
+            prop_assert_eq!(left, untouched);
+        }
+
+        let closed = vec![pool(0)];
+        prop_assert!(still_valid(&input(&after, &closed, &hashes, now + 60), &point, digest_of).is_empty());
+    }
+}
+
+#[test]
+fn a_resume_point_is_bounded_and_refuses_oversized_input() {
+    let action = PendingAction {
+        reason: Reason::Empty,
+        nodes: vec!["ip-10-0-0-1.ec2.internal".into()],
+        replacements: 0,
+        saving: 0.1,
+        digests: BTreeMap::from([("ip-10-0-0-1.ec2.internal".to_string(), "0123456789abcdef".to_string())]),
+    };
+    let many = vec![action; 10_000];
+    let point = ResumePoint::new(1, &many);
+    let text = point.encode();
+    assert!(text.len() <= MAX_RESUME_BYTES, "{} bytes", text.len());
+    assert!(point.actions.len() > 1_000 && point.actions.len() < many.len());
+    assert_eq!(ResumePoint::decode(&text).unwrap(), point);
+    let err = ResumePoint::decode(&"x".repeat(MAX_RESUME_BYTES * 2)).unwrap_err();
+    assert!(err.contains("bytes"), "{err}");
+    assert!(point.is_current(RESUME_WITHIN_MS) && !point.is_current(RESUME_WITHIN_MS + 1));
+}

@@ -133,6 +133,14 @@ pub trait State: Send + Sync {
     /// Stores a refreshed price sheet (replacing the previous one).
     fn put_prices(&self, sheet: &state::PriceSheet) -> impl Future<Output = AwsResult<()>> + Send;
     fn usage_snapshot(&self, pool: &str) -> impl Future<Output = AwsResult<UsageSnapshot>> + Send;
+    /// Where the last consolidation run stopped ([`crate::disruption::ResumePoint`]; None: it
+    /// finished, or none was stored), read consistently.
+    fn resume_point(&self) -> impl Future<Output = AwsResult<Option<crate::disruption::ResumePoint>>> + Send;
+    /// Stores the point a consolidation run will stop at, replacing the last; None clears it.
+    fn put_resume_point(
+        &self,
+        point: Option<&crate::disruption::ResumePoint>,
+    ) -> impl Future<Output = AwsResult<()>> + Send;
     /// Records the difference between the counters and the live claims seen at `now`; a
     /// difference equal to the one recorded keeps its older time (it has persisted since then).
     fn note_usage_checked(

@@ -285,6 +285,8 @@ pub const PORT_METHODS: &[(&str, &[&str])] = &[
             "correct_usage",
             "prices",
             "put_prices",
+            "resume_point",
+            "put_resume_point",
         ],
     ),
     (
@@ -652,6 +654,14 @@ impl<S: State> State for FaultyState<S> {
     }
     async fn prices(&self, now: EpochMillis) -> Result<Option<PriceSheet>> {
         self.faults.gate("prices", self.inner.prices(now)).await
+    }
+    async fn resume_point(&self) -> Result<Option<nodewright_core::disruption::ResumePoint>> {
+        self.faults.gate("resume_point", self.inner.resume_point()).await
+    }
+    async fn put_resume_point(&self, point: Option<&nodewright_core::disruption::ResumePoint>) -> Result<()> {
+        self.faults
+            .gate("put_resume_point", self.inner.put_resume_point(point))
+            .await
     }
     async fn put_prices(&self, sheet: &PriceSheet) -> Result<()> {
         self.faults.gate("put_prices", self.inner.put_prices(sheet)).await

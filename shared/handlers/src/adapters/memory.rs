@@ -59,6 +59,8 @@ struct StateData {
     indexed_from: HashMap<String, u64>,
     /// The stored price sheet (expires as the DynamoDB items do).
     prices: Option<PriceSheet>,
+    /// Where the last consolidation run stopped, encoded as stored.
+    resume: Option<String>,
     /// What the calls so far would have cost in DynamoDB ([`super::billing`]).
     bill: Bill,
 }
@@ -664,6 +666,36 @@ impl State for MemoryState {
         }
         d.bill.write("PutItem", SMALL_ITEM_BYTES, SMALL_ITEM_BYTES);
         d.prices = Some(sheet.clone());
+        Ok(())
+    }
+    async fn resume_point(&self) -> Result<Option<nodewright_core::disruption::ResumePoint>> {
+        let mut d = lock(&self.data);
+        let bytes = d.resume.as_ref().map_or(0, String::len);
+        d.bill.get(SMALL_ITEM_BYTES + bytes, true);
+        // Decoded from the stored text, as DynamoDB's item is: no shared value between runs.
+        d.resume
+            .as_deref()
+            .map(nodewright_core::disruption::ResumePoint::decode)
+            .transpose()
+            .map_err(|reason| Error::Corrupt {
+                table: "idempotency".into(),
+                key: "resume/consolidation".into(),
+                reason,
+            })
+    }
+    async fn put_resume_point(&self, point: Option<&nodewright_core::disruption::ResumePoint>) -> Result<()> {
+        let mut d = lock(&self.data);
+        match point {
+            Some(p) => {
+                let text = p.encode();
+                d.bill.write("PutItem", SMALL_ITEM_BYTES, SMALL_ITEM_BYTES + text.len());
+                d.resume = Some(text);
+            }
+            None => {
+                d.bill.write("DeleteItem", SMALL_ITEM_BYTES, 0);
+                d.resume = None;
+            }
+        }
         Ok(())
     }
     async fn usage_snapshot(&self, pool: &str) -> Result<UsageSnapshot> {
