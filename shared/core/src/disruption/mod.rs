@@ -27,7 +27,7 @@ use crate::nodepool::NodePool;
 use crate::scheduler::ClaimPlan;
 
 pub use resume::{MAX_RESUME_BYTES, PendingAction, RESUME_WITHIN_MS, ResumePoint, still_valid};
-pub use schedule::window_active;
+pub use schedule::{validate_schedule, window_active};
 pub use simulation::apply;
 
 /// A node as the disruption planner sees it: the scheduler's node plus its history.

@@ -663,7 +663,7 @@ fn parse_disruption(ctx: &mut Ctx, d: &Map<String, Value>, path: &str) -> Disrup
             };
             let schedule = ctx.string(b, "schedule", &p);
             if let Some(s) = &schedule
-                && let Err(e) = validate_cron(s)
+                && let Err(e) = crate::disruption::validate_schedule(s)
             {
                 ctx.err(&format!("{p}.schedule"), e);
             }
@@ -708,53 +708,6 @@ fn parse_budget_nodes(s: &str) -> Option<BudgetNodes> {
     } else {
         s.parse().ok().map(BudgetNodes::Count)
     }
-}
-
-/// Checks a standard 5-field cron expression (or a macro such as @daily).
-pub(super) fn validate_cron(s: &str) -> Result<(), String> {
-    const MACROS: &[&str] = &[
-        "@yearly",
-        "@annually",
-        "@monthly",
-        "@weekly",
-        "@daily",
-        "@midnight",
-        "@hourly",
-    ];
-    if s.starts_with('@') {
-        return if MACROS.contains(&s) {
-            Ok(())
-        } else {
-            Err(format!("unknown schedule macro {s:?}"))
-        };
-    }
-    let fields: Vec<&str> = s.split_whitespace().collect();
-    if fields.len() != 5 {
-        return Err(format!(
-            "{s:?} has {} fields; a cron schedule has 5 (minute hour day month weekday)",
-            fields.len()
-        ));
-    }
-    let ranges = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)];
-    for (f, (lo, hi)) in fields.iter().zip(ranges) {
-        for part in f.split(',') {
-            let (range, step) = part.split_once('/').unwrap_or((part, "1"));
-            if step.parse::<u32>().map_or(true, |s| s == 0) {
-                return Err(format!("{s:?}: bad step in {part:?}"));
-            }
-            if range == "*" {
-                continue;
-            }
-            let (a, b) = range.split_once('-').unwrap_or((range, range));
-            for v in [a, b] {
-                let n: u32 = v.parse().map_err(|_| format!("{s:?}: {v:?} is not a number"))?;
-                if n < lo || n > hi {
-                    return Err(format!("{s:?}: {n} is outside {lo}-{hi}"));
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 fn selector_terms(ctx: &mut Ctx, items: &[Value], path: &str, allowed: &[&str]) -> Vec<SelectorTerm> {
