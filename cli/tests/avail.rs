@@ -282,7 +282,7 @@ async fn table_shows_counts_limits_pending_pods_and_measured_waits() {
     assert!(general_line < gpu_line, "pools are sorted by name:\n{stdout}");
     assert!(stdout.starts_with(&format!("Cluster {} at ", f.cluster)), "{stdout}");
     assert!(stdout.contains("4 nodes, $1.00/h"), "{stdout}");
-    assert!(stdout.contains("read 10 DynamoDB requests"), "{stdout}");
+    assert!(stdout.contains("read 25 DynamoDB requests"), "{stdout}");
 }
 
 #[tokio::test]
@@ -338,8 +338,9 @@ async fn json_matches_the_published_schema_and_the_table() {
     assert_eq!(g5["wait"]["kind"], "atLimit");
     assert_eq!(g5["unavailableOfferings"], serde_json::json!(["spot/us-east-1b"]));
     assert_eq!(pools[1]["usage"]["gpus"], 1);
-    // The reads: seven claim states on the by-state index, reservations, usage, offerings.
-    assert_eq!(doc["reads"]["requests"], 10);
+    // The reads: seven claim states on the by-state index, the 16 reservation shards, usage,
+    // offerings.
+    assert_eq!(doc["reads"]["requests"], 25);
 }
 
 #[tokio::test]

@@ -103,7 +103,7 @@ fn pod_from_spec(meta: &meta::ObjectMeta, spec: &core::PodSpec, path: &str) -> R
     }
     for (i, c) in spec.topology_spread_constraints.iter().flatten().enumerate() {
         let p = format!("{path}.spec.topologySpreadConstraints[{i}]");
-        let mut selector = c.label_selector.as_ref().map(label_selector).unwrap_or_default();
+        let mut selector = selector_or_nothing(c.label_selector.as_ref());
         // matchLabelKeys: the pod's own values for these keys join the selector.
         for k in c.match_label_keys.iter().flatten() {
             if let Some(v) = pod.labels.get(k) {
@@ -249,6 +249,11 @@ fn node_selector_term(term: &core::NodeSelectorTerm, path: &str) -> Result<Vec<R
     Ok(out)
 }
 
+/// A term's selector; a missing one selects no pods ([`LabelSelector::nothing`]).
+fn selector_or_nothing(s: Option<&meta::LabelSelector>) -> LabelSelector {
+    s.map_or_else(LabelSelector::nothing, label_selector)
+}
+
 fn label_selector(s: &meta::LabelSelector) -> LabelSelector {
     LabelSelector {
         match_labels: s.match_labels.clone().unwrap_or_default(),
@@ -258,26 +263,29 @@ fn label_selector(s: &meta::LabelSelector) -> LabelSelector {
             .flatten()
             .map(|e| Requirement {
                 key: e.key.clone(),
-                // Label selectors only know In, NotIn, Exists, DoesNotExist; anything else never matches.
-                operator: Operator::parse(&e.operator)
-                    .filter(|o| {
-                        matches!(
-                            o,
-                            Operator::In | Operator::NotIn | Operator::Exists | Operator::DoesNotExist
-                        )
-                    })
-                    .unwrap_or(Operator::In),
-                values: e.values.clone().unwrap_or_default(),
+                // Label selectors only know In, NotIn, Exists, DoesNotExist; anything else never
+                // matches (an In with no values).
+                operator: label_operator(&e.operator).unwrap_or(Operator::In),
+                values: label_operator(&e.operator).and(e.values.clone()).unwrap_or_default(),
                 min_values: None,
             })
             .collect(),
     }
 }
 
+fn label_operator(op: &str) -> Option<Operator> {
+    Operator::parse(op).filter(|o| {
+        matches!(
+            o,
+            Operator::In | Operator::NotIn | Operator::Exists | Operator::DoesNotExist
+        )
+    })
+}
+
 fn affinity_term(t: &core::PodAffinityTerm) -> PodAffinityTerm {
     PodAffinityTerm {
         topology_key: t.topology_key.clone(),
-        selector: t.label_selector.as_ref().map(label_selector).unwrap_or_default(),
+        selector: selector_or_nothing(t.label_selector.as_ref()),
         namespaces: t.namespaces.clone().unwrap_or_default(),
     }
 }
@@ -429,12 +437,8 @@ pub fn pdb_from_k8s(pdb: &policy::PodDisruptionBudget) -> Pdb {
     Pdb {
         name: pdb.metadata.name.clone().unwrap_or_default(),
         namespace: pdb.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
-        selector: pdb
-            .spec
-            .as_ref()
-            .and_then(|s| s.selector.as_ref())
-            .map(label_selector)
-            .unwrap_or_default(),
+        // policy/v1: a missing selector selects no pods, an empty one every pod of the namespace.
+        selector: selector_or_nothing(pdb.spec.as_ref().and_then(|s| s.selector.as_ref())),
         disruptions_allowed: pdb
             .status
             .as_ref()
@@ -725,6 +729,63 @@ status:
         assert!(!is_unschedulable(&pod(
             "metadata: {name: a}\nspec: {nodeName: n1, containers: []}\nstatus: {phase: Pending, conditions: [{type: PodScheduled, status: \"False\", reason: Unschedulable}]}"
         )));
+    }
+
+    /// Kubernetes reads a missing labelSelector as selecting no pods (affinity terms, spread
+    /// constraints, policy/v1 PDBs) and an empty one as selecting every pod (PDBs); the compact
+    /// form reads the same and refuses fields it does not know, naming them.
+    #[test]
+    fn a_missing_selector_selects_nothing_and_an_empty_one_everything() {
+        let v: serde_json::Value = serde_norway::from_str(
+            r#"
+kind: Pod
+metadata: {name: web, namespace: shop, labels: {app: web}}
+spec:
+  containers: [{name: c, image: x}]
+  affinity:
+    podAntiAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution: [{topologyKey: kubernetes.io/hostname}]
+  topologySpreadConstraints:
+    - {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule}
+"#,
+        )
+        .unwrap();
+        let p = &pods_from_workload_value(&v, "pod").unwrap()[0];
+        let web = BTreeMap::from([("app".to_string(), "web".to_string())]);
+        assert!(!p.pod_anti_affinity[0].selector.matches(&web));
+        assert!(!p.topology_spread[0].selector.matches(&web));
+        assert!(!p.topology_spread[0].selector.matches(&BTreeMap::new()));
+
+        let pdb = |spec: &str| {
+            let pdb: policy::PodDisruptionBudget =
+                serde_norway::from_str(&format!("metadata: {{name: p, namespace: shop}}\nspec: {spec}\n")).unwrap();
+            pdb_from_k8s(&pdb).selector
+        };
+        assert!(!pdb("{maxUnavailable: 1}").matches(&web));
+        assert!(pdb("{maxUnavailable: 1, selector: {}}").matches(&web));
+
+        let compact: Pod = serde_json::from_str(
+            r#"{"name": "a", "topologySpread": [{"topologyKey": "topology.kubernetes.io/zone", "labelSelector": {"matchLabels": {"app": "web"}}}]}"#,
+        )
+        .unwrap();
+        assert!(
+            compact.topology_spread[0].selector.matches(&web),
+            "labelSelector is read as in a Pod spec"
+        );
+        for (bad, field) in [
+            (
+                r#"{"name": "a", "podAntiAffinity": [{"topologyKey": "k", "labelSelectr": {}}]}"#,
+                "labelSelectr",
+            ),
+            (r#"{"name": "a", "topologySpred": []}"#, "topologySpred"),
+            (
+                r#"{"name": "a", "podAffinity": [{"topologyKey": "k", "selector": {"matchLabel": {}}}]}"#,
+                "matchLabel",
+            ),
+        ] {
+            let e = serde_json::from_str::<Pod>(bad).unwrap_err().to_string();
+            assert!(e.contains(&format!("unknown field `{field}`")), "{e}");
+        }
     }
 
     #[test]

@@ -97,7 +97,7 @@ pub fn first_untolerated<'t>(tolerations: &[Toleration], taints: &'t [Taint]) ->
 
 /// A label selector (matchLabels ANDed with matchExpressions).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct LabelSelector {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub match_labels: BTreeMap<String, String>,
@@ -106,6 +106,22 @@ pub struct LabelSelector {
 }
 
 impl LabelSelector {
+    /// The selector of a term that has none: Kubernetes reads a missing `labelSelector` (pod
+    /// affinity and anti-affinity terms, topology spread constraints, PodDisruptionBudgets) as
+    /// selecting no pods, unlike an empty one (`{}`), which selects every pod. An `In` with no
+    /// values never holds.
+    pub fn nothing() -> Self {
+        LabelSelector {
+            match_labels: BTreeMap::new(),
+            match_expressions: vec![Requirement {
+                key: "nodewright.io/no-selector".into(),
+                operator: crate::requirements::Operator::In,
+                values: Vec::new(),
+                min_values: None,
+            }],
+        }
+    }
+
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         self.match_labels
             .iter()
@@ -123,14 +139,15 @@ pub enum WhenUnsatisfiable {
 
 /// A topology spread constraint.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SpreadConstraint {
     pub topology_key: String,
     #[serde(default = "one")]
     pub max_skew: u32,
     #[serde(default)]
     pub when_unsatisfiable: WhenUnsatisfiable,
-    #[serde(default)]
+    /// Written `selector` or, as in a Pod spec, `labelSelector`; missing selects no pods.
+    #[serde(default = "LabelSelector::nothing", alias = "labelSelector")]
     pub selector: LabelSelector,
 }
 
@@ -140,10 +157,11 @@ fn one() -> u32 {
 
 /// A required pod (anti-)affinity term.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PodAffinityTerm {
     pub topology_key: String,
-    #[serde(default)]
+    /// Written `selector` or, as in a Pod spec, `labelSelector`; missing selects no pods.
+    #[serde(default = "LabelSelector::nothing", alias = "labelSelector")]
     pub selector: LabelSelector,
     /// Namespaces the selector applies to; empty means the pod's own namespace.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -178,7 +196,7 @@ pub struct PreferredTerm {
 /// A pod as the scheduler sees it. Serialized, this is the compact form the watcher sends and the
 /// CLI reads (see docs/configuration.md).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct Pod {
     /// Unique id; defaults to `namespace/name`.
     pub uid: String,

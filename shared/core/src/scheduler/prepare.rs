@@ -785,21 +785,40 @@ impl<'a> Prepared<'a> {
         }
         let mut involved = vec![false; class_rep.len()];
         let mut existing_zone: Vec<Option<usize>> = vec![None; class_rep.len()];
+        // A term no pod matches, pending or running, cannot be met (Kubernetes lets the first pod
+        // of a group in only when it matches its own term; a term without a selector matches none).
+        let mut unmatched = vec![false; pods.len()];
         for (i, p) in pods.iter().enumerate() {
             for t in p.pod_affinity.iter().filter(|t| t.topology_key == labels::ZONE) {
                 involved[pod_class[i]] = true;
+                let mut matched = false;
                 for (c, rep) in class_rep.iter().enumerate() {
                     let q = &pods[*rep];
                     if t.selects(&p.namespace, &q.namespace, &q.labels) {
+                        matched = true;
                         involved[c] = true;
                         let (a, b) = (find(&mut parent, pod_class[i]), find(&mut parent, c));
                         parent[a] = b;
                     }
                 }
                 // Matching pods already running fix the zone.
-                if let Some(z) = existing_match_zone(t, p, self.input.nodes).and_then(zone_idx) {
+                let running = existing_match_zone(t, p, self.input.nodes);
+                if let Some(z) = running.and_then(zone_idx) {
                     existing_zone[pod_class[i]] = Some(z);
                 }
+                if !matched && running.is_none() {
+                    unmatched[i] = true;
+                }
+            }
+        }
+        for (i, none) in unmatched.iter().enumerate() {
+            if *none && !skip[i] {
+                skip[i] = true;
+                failed.push((
+                    i,
+                    "required pod affinity on the zone cannot be met: no pod, pending or running, matches its selector"
+                        .to_string(),
+                ));
             }
         }
         let mut comp_zone: BTreeMap<usize, Option<usize>> = BTreeMap::new();
