@@ -67,6 +67,25 @@ pub fn is_well_known(key: &str) -> bool {
     INSTANCE_TYPE_KEYS.contains(&key) || [NODEPOOL, CAPACITY_TYPE, ZONE, REGION, ZONE_ID, HOSTNAME].contains(&key)
 }
 
+/// Deprecated node label keys Kubernetes still sets and users still write, and the stable key each
+/// stands for: Karpenter normalizes them in requirements (`NormalizedLabels`), and so do we, in
+/// NodePool requirements and in pods' node selectors, node affinity and topology keys.
+pub const NORMALIZED: &[(&str, &str)] = &[
+    ("failure-domain.beta.kubernetes.io/zone", ZONE),
+    ("failure-domain.beta.kubernetes.io/region", REGION),
+    ("beta.kubernetes.io/arch", ARCH),
+    ("beta.kubernetes.io/os", OS),
+    ("beta.kubernetes.io/instance-type", INSTANCE_TYPE),
+];
+
+/// The stable key for `key` ([`NORMALIZED`]), or `key` itself.
+pub fn normalized(key: &str) -> &str {
+    NORMALIZED
+        .iter()
+        .find(|(old, _)| *old == key)
+        .map_or(key, |(_, stable)| stable)
+}
+
 /// Keys Karpenter refuses in NodePool requirements/labels because the system owns them.
 pub fn is_restricted(key: &str) -> bool {
     key == HOSTNAME || key == NODEPOOL || key.starts_with("nodewright.io/")

@@ -202,13 +202,21 @@ fn run(path: &PathBuf) -> Result<(), String> {
     for c in &plan.claims {
         for o in &c.instance_types {
             let t = types.iter().find(|t| t.name == o.name).ok_or("unknown type")?;
+            // An offering's labels: its type's, and its zone.
+            let label = |key: &str| {
+                if key == nodewright_core::labels::ZONE {
+                    Some(o.zone.as_str())
+                } else {
+                    t.labels.label(key)
+                }
+            };
             for r in &e.every_option {
-                if !r.matches(t.labels.label(&r.key)) {
+                if !r.matches(label(&r.key)) {
                     return fail(format!("{}: option {} breaks {r}", c.id, o.name));
                 }
             }
             for r in &e.no_option {
-                if r.matches(t.labels.label(&r.key)) {
+                if r.matches(label(&r.key)) {
                     return fail(format!("{}: option {} satisfies forbidden {r}", c.id, o.name));
                 }
             }

@@ -276,6 +276,33 @@ impl Pod {
         if self.requests.get(Resource::Pods) == 0 {
             self.requests.set(Resource::Pods, 1);
         }
+        // Deprecated label keys read as their stable keys (labels::NORMALIZED).
+        let stable = |k: &mut String| {
+            let n = crate::labels::normalized(k);
+            if n != k.as_str() {
+                *k = n.to_string();
+            }
+        };
+        if self.node_selector.keys().any(|k| crate::labels::normalized(k) != k) {
+            self.node_selector = std::mem::take(&mut self.node_selector)
+                .into_iter()
+                .map(|(k, v)| (crate::labels::normalized(&k).to_string(), v))
+                .collect();
+        }
+        for r in self.node_affinity.iter_mut().flatten() {
+            stable(&mut r.key);
+        }
+        for t in &mut self.preferred_node_affinity {
+            for r in &mut t.requirements {
+                stable(&mut r.key);
+            }
+        }
+        for s in &mut self.topology_spread {
+            stable(&mut s.topology_key);
+        }
+        for t in self.pod_affinity.iter_mut().chain(self.pod_anti_affinity.iter_mut()) {
+            stable(&mut t.topology_key);
+        }
     }
 
     /// Checks what deserialization cannot: names, requirement operators, spread skew.

@@ -301,10 +301,14 @@ fn restricted_domain(key: &str) -> bool {
     let Some((prefix, _)) = key.rsplit_once('/') else {
         return false;
     };
-    ["kubernetes.io", "k8s.io", "karpenter.sh", "karpenter.k8s.aws"]
+    // Karpenter's exceptions: sub-domains never passed to the kubelet as its own.
+    let excepted = ["node.kubernetes.io", "node-restriction.kubernetes.io", "kops.k8s.io"]
         .iter()
-        .any(|d| prefix == *d || prefix.ends_with(&format!(".{d}")))
-        && !prefix.starts_with("node-restriction.kubernetes.io")
+        .any(|d| prefix == *d || prefix.ends_with(&format!(".{d}")));
+    !excepted
+        && ["kubernetes.io", "k8s.io", "karpenter.sh", "karpenter.k8s.aws"]
+            .iter()
+            .any(|d| prefix == *d || prefix.ends_with(&format!(".{d}")))
 }
 
 fn parse_requirements(ctx: &mut Ctx, items: &[Value], path: &str) -> Vec<Requirement> {
@@ -321,6 +325,8 @@ fn parse_requirements(ctx: &mut Ctx, items: &[Value], path: &str) -> Vec<Require
         let key = ctx.string(m, "key", &p);
         let op_s = ctx.string(m, "operator", &p);
         let mut ok = true;
+        // Deprecated keys read as their stable keys, as Karpenter normalizes them.
+        let key = key.map(|k| labels::normalized(&k).to_string());
         let key = match key {
             Some(k) if is_label_key(&k) => k,
             Some(k) => {
