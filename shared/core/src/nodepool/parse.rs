@@ -52,7 +52,13 @@ impl Ctx {
     fn known(&mut self, m: &Map<String, Value>, path: &str, known: &[&str]) {
         for k in m.keys() {
             if !known.contains(&k.as_str()) {
-                self.warn(&join(path, k), "unknown field (ignored)");
+                match nearest(k, known) {
+                    Some(near) => self.warn(
+                        &join(path, k),
+                        format!("unknown field (ignored); did you mean {near:?}?"),
+                    ),
+                    None => self.warn(&join(path, k), "unknown field (ignored)"),
+                }
             }
         }
     }
@@ -111,6 +117,35 @@ impl Ctx {
             }
         }
     }
+}
+
+/// The known field `word` is most likely a misspelling of: the closest by edit distance, within a
+/// third of its length (at least 1), so `requirments` finds `requirements` and `foo` finds nothing.
+fn nearest<'a>(word: &str, known: &[&'a str]) -> Option<&'a str> {
+    let distance = |a: &str, b: &str| -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut last = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let next = (row[j + 1] + 1).min(row[j] + 1).min(last + usize::from(ca != *cb));
+                last = row[j + 1];
+                row[j + 1] = next;
+            }
+        }
+        row[b.len()]
+    };
+    // Bounded: field names are short; a long unknown key is not compared.
+    if word.len() > 64 {
+        return None;
+    }
+    known
+        .iter()
+        .map(|k| (distance(&word.to_ascii_lowercase(), &k.to_ascii_lowercase()), *k))
+        .filter(|(d, k)| *d <= (k.len() / 3).max(1))
+        .min()
+        .map(|(_, k)| k)
 }
 
 fn join(path: &str, key: &str) -> String {

@@ -327,3 +327,35 @@ spec:
     assert!(config.is_none());
     assert!(d.errors[0].starts_with("bad.yaml:"), "{:?}", d.errors);
 }
+
+/// A misspelt field is named with the field it most likely meant; a word near nothing is not.
+#[test]
+fn unknown_fields_suggest_the_field_meant() {
+    let text = r#"
+apiVersion: karpenter.sh/v1
+kind: NodePool
+metadata: {name: a}
+spec:
+  template:
+    spec:
+      requirments: []
+      nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}
+      colour: blue
+  disruption: {consolidateafter: 1m}
+"#;
+    let (_, d) = Config::parse(text, "f.yaml");
+    let says = |needle: &str| d.warnings.iter().any(|w| w.contains(needle));
+    assert!(
+        says(r#"spec.template.spec.requirments: unknown field (ignored); did you mean "requirements"?"#),
+        "{:#?}",
+        d.warnings
+    );
+    assert!(
+        says(r#"spec.disruption.consolidateafter: unknown field (ignored); did you mean "consolidateAfter"?"#),
+        "{:#?}",
+        d.warnings
+    );
+    assert!(
+        says("spec.template.spec.colour: unknown field (ignored)") && !says("colour: unknown field (ignored); did")
+    );
+}
