@@ -1105,8 +1105,8 @@ async fn disrupt<S: State, C: Capacity, K: ClusterApi>(
             holding: steps.len(),
         });
     }
-    let resumed = !steps.is_empty();
-    if !resumed {
+    if steps.is_empty() {
+        // Nothing stored holds: plan afresh, at this run's time.
         planned_at = now;
         let fingerprint = disruption::fingerprint(&input);
         if let Some(planned_at) = fingerprint.and_then(|f| deps.consolidated.planned_at(f, now)) {
@@ -1238,9 +1238,9 @@ async fn disrupt<S: State, C: Capacity, K: ClusterApi>(
             provision(deps, pods, &holder, &[], now, out).await?;
         }
         let deleting = action.is_delete();
-        let mut steps = Vec::with_capacity(taken.len());
+        let mut node_steps = Vec::with_capacity(taken.len());
         for &(node, claim) in &taken {
-            steps.push(async move {
+            node_steps.push(async move {
                 let mut node_out = Outcome::new("", "");
                 cluster.cordon_and_taint(node, DISRUPTED_TAINT).await?;
                 node_out.push(Action::Cordoned {
@@ -1263,7 +1263,7 @@ async fn disrupt<S: State, C: Capacity, K: ClusterApi>(
                 Ok::<Outcome, crate::Error>(node_out)
             });
         }
-        for node_out in crate::in_order(steps, NODE_STEPS_IN_FLIGHT).await {
+        for node_out in crate::in_order(node_steps, NODE_STEPS_IN_FLIGHT).await {
             out.append(node_out?);
         }
     }
