@@ -21,6 +21,7 @@ to one another (run by scripts/check-infra), for a stack deployed as docs/deploy
 Each difference is printed with what and where; exit 1 on any.
 """
 
+import os
 import re
 import sys
 
@@ -201,6 +202,8 @@ def main():
         problems.append(f"{TEMPLATE}: the dashboard body is not JSON with widgets: {e}")
         widgets = []
     read_metrics = set()
+    # (metric, Function dimension): every series is emitted per function, under the function's name.
+    read_functions = set()
     for w in widgets:
         previous = []
         for row in w.get("properties", {}).get("metrics", []):
@@ -210,6 +213,8 @@ def main():
             row = [previous[i] if v == "." and i < len(previous) else v for i, v in enumerate(row)]
             if len(row) > 1 and row[0] == "Nodewright":
                 read_metrics.add(row[1])
+                dims = dict(zip(row[2:-1:2], row[3::2]))
+                read_functions.add((row[1], dims.get("Function")))
             previous = row
     for r in resources.values():
         props = r.get("Properties", {})
@@ -218,10 +223,21 @@ def main():
                 metric = m.get("MetricStat", {}).get("Metric", {})
                 if metric.get("Namespace") == "Nodewright":
                     read_metrics.add(metric.get("MetricName"))
+                    dims = {d.get("Name"): d.get("Value") for d in metric.get("Dimensions", [])}
+                    read_functions.add((metric.get("MetricName"), dims.get("Function")))
             if props.get("Namespace") == "Nodewright":
                 read_metrics.add(props.get("MetricName"))
     for m in sorted(read_metrics - emitted):
         problems.append(f"{TEMPLATE}: reads metric Nodewright/{m}, which no function emits ({sorted(emitted)})")
+    functions = sorted(d for d in os.listdir("functions") if os.path.exists(f"functions/{d}/src/main.rs"))
+    for m, function in sorted(read_functions, key=str):
+        if function not in functions:
+            problems.append(f"{TEMPLATE}: reads Nodewright/{m} for Function={function!r}, not a function ({functions})")
+    # The pending alarm must read the consolidation sweep's ages: the watcher does not re-send a
+    # pod whose status is unchanged, so the batches alone miss a stuck pod.
+    for function in ("pod-pending", "consolidation"):
+        if ("OldestPendingSeconds", function) not in read_functions:
+            problems.append(f"{TEMPLATE}: nothing reads OldestPendingSeconds from {function}")
 
     # The CRDs and the adapter's resources; the ClusterRole.
     objects_rs = open("shared/kube/src/objects.rs").read()

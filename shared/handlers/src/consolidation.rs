@@ -74,12 +74,16 @@ pub async fn handle<S: State, C: Capacity, K: ClusterApi>(
     let mut out = Outcome::new(Function::Consolidation.name(), &envelope.id);
     if let Some(cluster) = &deps.cluster {
         let pending = cluster.unschedulable_pods().await?;
+        // Every minute, whether or not the watcher re-sent them: the pods-pending-too-long
+        // alarm must see a pod whose unchanged status the watcher never sends again.
+        out.oldest_pending_secs = crate::pod_pending::oldest_pending_secs(&pending.items, now);
         if !pending.items.is_empty() {
             let holder = Holder::Invocation(format!("sweep/{}", envelope.id));
+            let pods = pending.items.into_iter().map(|p| p.pod).collect();
             // A failed sweep is one step: reconciliation still runs (an instance without a claim
             // must not wait on pending pods; found by `nodewright chaos`, seed 154). Its
             // reservations run out and the next minute sweeps again.
-            if let Err(e) = provision(deps, pending.items, &holder, &[], now, &mut out).await {
+            if let Err(e) = provision(deps, pods, &holder, &[], now, &mut out).await {
                 failed(&mut out, "sweep", "pending pods", &e);
             }
         }

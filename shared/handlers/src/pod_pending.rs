@@ -1,6 +1,6 @@
 //! `pod-pending`: one watcher batch (`Pod Pending`, docs/events.md) -> capacity.
 
-use nodewright_core::model::cluster_event::PodPending;
+use nodewright_core::model::cluster_event::{PendingPod, PodPending};
 use nodewright_core::ports::EpochMillis;
 use nodewright_core::ports::state::Holder;
 
@@ -28,12 +28,7 @@ pub async fn handle<S: State, C: Capacity, K: ClusterApi>(
         ));
     }
     detail.check_times(now).map_err(crate::Error::invalid_event)?;
-    let oldest_pending_secs = detail
-        .pods
-        .iter()
-        .filter(|p| p.created_at > 0)
-        .map(|p| u64::try_from((now - p.created_at).max(0) / 1000).unwrap_or(0))
-        .max();
+    let oldest_pending_secs = oldest_pending_secs(&detail.pods, now);
     let key = format!("{}/{}", function.name(), envelope.id);
     let mut outcome = once(deps, function, &key, &envelope.id, now, |mut out| async move {
         let pods = detail.pods.into_iter().map(|p| p.pod).collect();
@@ -50,4 +45,13 @@ pub async fn handle<S: State, C: Capacity, K: ClusterApi>(
     .await?;
     outcome.oldest_pending_secs = oldest_pending_secs;
     Ok(outcome)
+}
+
+/// How long the oldest of `pods` has been pending, in whole seconds; None when no pod's creation
+/// time is known. The `OldestPendingSeconds` metric that the pods-pending-too-long alarm watches.
+pub(crate) fn oldest_pending_secs(pods: &[PendingPod], now: EpochMillis) -> Option<u64> {
+    pods.iter()
+        .filter(|p| p.created_at > 0)
+        .map(|p| u64::try_from((now - p.created_at).max(0) / 1000).unwrap_or(0))
+        .max()
 }

@@ -368,7 +368,8 @@ pub(crate) async fn instance_gone<S: State, C: Capacity, K: ClusterApi>(
         let pending = cluster.unschedulable_pods().await?;
         if !pending.items.is_empty() {
             let holder = Holder::Invocation(format!("replan-{}", claim.id));
-            provision(deps, pending.items, &holder, &[], now, out).await?;
+            let pods = pending.items.into_iter().map(|p| p.pod).collect();
+            provision(deps, pods, &holder, &[], now, out).await?;
         }
     }
     Ok(())

@@ -257,6 +257,32 @@ async fn a_batch_reports_how_long_its_oldest_pod_has_been_pending() {
     assert_eq!(replay.oldest_pending_secs, Some(70));
 }
 
+/// A pod stuck pending with an unchanged status is never re-sent by the watcher (it sends a pod
+/// again only on a new resourceVersion), so consolidation's minute sweep reports the oldest
+/// pending pod too, and its EMF line carries the age the pods-pending-too-long alarm reads.
+#[tokio::test]
+async fn the_minute_sweep_reports_how_long_the_oldest_pending_pod_has_waited() {
+    let deps = deps();
+    let cluster = deps.cluster.as_ref().unwrap();
+    let stuck = |uid: &str, minutes_ago: i64| nodewright_core::model::cluster_event::PendingPod {
+        resource_version: "7".into(),
+        created_at: NOW - minutes_ago * 60_000,
+        // More than any offering holds: it stays pending however often it is swept.
+        pod: pod(uid, uid, "4000"),
+    };
+    cluster.set_pending_since(vec![stuck("stuck-1", 25), stuck("stuck-2", 40)]);
+    let o = run(Function::Consolidation, &deps, &tick(1), NOW).await;
+    assert_eq!(o.oldest_pending_secs, Some(40 * 60), "{o:#?}");
+    let line = nodewright_handlers::metrics::emf(&o, 1.0, NOW);
+    assert_eq!(line["Function"], "consolidation");
+    assert_eq!(line["OldestPendingSeconds"], 2400);
+
+    // Nothing pending: the sweep says nothing of age.
+    cluster.set_pending_since(Vec::new());
+    let o = run(Function::Consolidation, &deps, &tick(2), NOW + 60_000).await;
+    assert_eq!(o.oldest_pending_secs, None, "{o:#?}");
+}
+
 fn node_for(instance_id: &str, instance_type: &str) -> ClusterNode {
     let mut n = nodewright_core::Node::new(&format!("node-{instance_id}"), instance_type, "us-east-1a");
     n.pool = Some("general".into());

@@ -11,6 +11,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use nodewright_core::disruption::Pdb;
+use nodewright_core::model::cluster_event::PendingPod;
 use nodewright_core::model::{self, Effect, Pod};
 use nodewright_core::registration::UNREGISTERED_TAINT;
 use serde::de::DeserializeOwned;
@@ -136,7 +137,7 @@ impl Cluster {
     }
 
     /// Pods the scheduler marked Unschedulable (PodScheduled=False, reason Unschedulable), converted.
-    pub async fn unschedulable_pods(&self) -> Result<Listed<Pod>> {
+    pub async fn unschedulable_pods(&self) -> Result<Listed<PendingPod>> {
         let api: Api<k8s::Pod> = Api::all(self.client.clone());
         // The server narrows to unbound Pending pods; the condition is checked here.
         let params = ListParams::default().fields("spec.nodeName=,status.phase=Pending");
@@ -146,7 +147,17 @@ impl Cluster {
             ("list unschedulable pods", "Pod"),
             model::is_unschedulable,
             pod_path,
-            |p, path| model::pod_from_k8s(p, &path),
+            |p, path| {
+                Ok(PendingPod {
+                    resource_version: p.metadata.resource_version.clone().unwrap_or_default(),
+                    created_at: p
+                        .metadata
+                        .creation_timestamp
+                        .as_ref()
+                        .map_or(0, |t| t.0.as_millisecond()),
+                    pod: model::pod_from_k8s(p, &path)?,
+                })
+            },
         )
         .await
     }

@@ -4,6 +4,7 @@
 use crate::{Cluster, ClusterNode, Connection, DrainOptions, DrainReport, Listed, Result};
 use nodewright_core::Pod;
 use nodewright_core::disruption::Pdb;
+use nodewright_core::model::cluster_event::PendingPod;
 use nodewright_core::ports::cluster::{ConfigKind, ConfigObjects, ObjectEvent};
 
 use nodewright_core::ports::ClusterApi;
@@ -20,7 +21,7 @@ impl KubeCluster {
 }
 
 impl ClusterApi for KubeCluster {
-    async fn unschedulable_pods(&self) -> Result<Listed<Pod>> {
+    async fn unschedulable_pods(&self) -> Result<Listed<PendingPod>> {
         self.cluster().await?.unschedulable_pods().await
     }
     async fn pods_on_nodes(&self, nodes: &[String]) -> Result<Listed<Pod>> {

@@ -107,7 +107,8 @@ fn mock_any_order(script: Vec<Exchange>) -> (Cluster, tokio::task::JoinHandle<()
 fn pod(name: &str, node: Option<&str>, extra: Value) -> Value {
     let mut p = json!({
         "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"), "resourceVersion": "7"},
+        "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"), "resourceVersion": "7",
+                     "creationTimestamp": "2026-11-21T09:00:00Z"},
         "spec": {"containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}}}]},
         "status": {"phase": "Pending", "conditions": [
             {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/3 nodes are available"}
@@ -164,10 +165,13 @@ async fn lists_unschedulable_pods_across_pages() {
     ]);
     let pending = cluster.unschedulable_pods().await.unwrap();
     server.await.unwrap();
-    let names: Vec<_> = pending.items.iter().map(|p| p.name.as_str()).collect();
+    let names: Vec<_> = pending.items.iter().map(|p| p.pod.name.as_str()).collect();
     assert_eq!(names, ["a", "b"]);
-    assert_eq!(pending.items[0].uid, "uid-a");
-    assert_eq!(pending.items[0].requests.get(nodewright_core::Resource::Cpu), 500);
+    assert_eq!(pending.items[0].pod.uid, "uid-a");
+    assert_eq!(pending.items[0].pod.requests.get(nodewright_core::Resource::Cpu), 500);
+    // What the pending alarm's age is measured from, and the version the watcher would send.
+    assert_eq!(pending.items[0].created_at, 1_795_251_600_000, "2026-11-21T09:00:00Z");
+    assert_eq!(pending.items[0].resource_version, "7");
     assert!(pending.rejected.is_empty());
 }
 

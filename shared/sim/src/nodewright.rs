@@ -230,8 +230,18 @@ impl NodewrightSim {
         }
         self.cluster.set_nodes(nodes);
         self.cluster.set_bound(bound);
-        self.cluster
-            .set_pending(world.pending().map(|i| world.pod(i)).collect());
+        let pending = world
+            .pending()
+            .map(|i| PendingPod {
+                resource_version: "1".into(),
+                created_at: match world.pods[i].phase {
+                    PodPhase::Pending { since, .. } => self.epoch(since),
+                    _ => 0,
+                },
+                pod: world.pod(i),
+            })
+            .collect();
+        self.cluster.set_pending_since(pending);
     }
 
     /// Applies EC2 launches and terminations and cluster writes to the world.

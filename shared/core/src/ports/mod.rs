@@ -16,6 +16,7 @@ pub use error::{AwsError, AwsResult, KubeError, KubeResult};
 
 use crate::disruption::Pdb;
 use crate::model::ClaimState;
+use crate::model::cluster_event::PendingPod;
 use crate::nodepool::Limits;
 use crate::scheduler::InstanceOption;
 use crate::{CapacityType, NodePool, Pod};
@@ -220,7 +221,10 @@ pub const NODE_LISTS_IN_FLIGHT: usize = 16;
 
 /// The Kubernetes API.
 pub trait ClusterApi: Send + Sync {
-    fn unschedulable_pods(&self) -> impl Future<Output = KubeResult<Listed<Pod>>> + Send;
+    /// The pods the scheduler marked unschedulable, with their creation time: the consolidation
+    /// sweep provisions them and reports the oldest one's age (a pod stuck pending with an
+    /// unchanged status is never re-sent by the watcher).
+    fn unschedulable_pods(&self) -> impl Future<Output = KubeResult<Listed<PendingPod>>> + Send;
     /// The unfinished pods bound to these nodes (a field-selected list per node, at most
     /// [`NODE_LISTS_IN_FLIGHT`] at once), in the order of `nodes`: what an interruption reads,
     /// and what consolidation reads for the nodes it manages, whatever else the cluster runs.

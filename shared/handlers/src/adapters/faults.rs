@@ -739,7 +739,7 @@ pub struct FaultyCluster<K> {
 }
 
 impl<K: ClusterApi> ClusterApi for FaultyCluster<K> {
-    async fn unschedulable_pods(&self) -> KubeResult<Listed<Pod>> {
+    async fn unschedulable_pods(&self) -> KubeResult<Listed<nodewright_core::model::cluster_event::PendingPod>> {
         self.faults
             .gate_list("unschedulable_pods", self.inner.unschedulable_pods(), |l| l.items.len())
             .await

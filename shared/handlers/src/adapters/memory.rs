@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use nodewright_core::disruption::Pdb;
+use nodewright_core::model::cluster_event::PendingPod;
 use nodewright_core::model::{ClaimState, Transition};
 use nodewright_core::nodepool::Limits;
 use nodewright_core::ports::capacity::{InstanceSummary, LaunchOutcome, fleet};
@@ -1324,7 +1325,7 @@ pub enum ClusterWrite {
 #[derive(Debug, Default)]
 struct ClusterData {
     nodes: Vec<ClusterNode>,
-    pending: Vec<Pod>,
+    pending: Vec<PendingPod>,
     /// Shared so a drain rebuilds the list by moving pointers, not 92,500 pods
     /// (`nodewright bench-scale`'s compute is the handlers', not this stand-in's).
     bound: Vec<Arc<Pod>>,
@@ -1405,7 +1406,19 @@ impl MemoryCluster {
     pub fn set_nodes(&self, nodes: Vec<ClusterNode>) {
         lock(&self.data).nodes = nodes;
     }
+    /// Pending pods whose creation time the caller does not keep (reported as unknown, 0).
     pub fn set_pending(&self, pods: Vec<Pod>) {
+        self.set_pending_since(
+            pods.into_iter()
+                .map(|pod| PendingPod {
+                    resource_version: "1".into(),
+                    created_at: 0,
+                    pod,
+                })
+                .collect(),
+        );
+    }
+    pub fn set_pending_since(&self, pods: Vec<PendingPod>) {
         lock(&self.data).pending = pods;
     }
     pub fn set_bound(&self, pods: Vec<Pod>) {
@@ -1582,7 +1595,7 @@ impl ClusterApi for MemoryCluster {
         }
         Ok(created)
     }
-    async fn unschedulable_pods(&self) -> nodewright_core::ports::KubeResult<Listed<Pod>> {
+    async fn unschedulable_pods(&self) -> nodewright_core::ports::KubeResult<Listed<PendingPod>> {
         Ok(Listed {
             items: lock(&self.data).pending.clone(),
             rejected: Vec::new(),
