@@ -102,7 +102,8 @@ def main():
     with open(TEMPLATE, encoding="utf-8") as f:
         template = yaml.load(f, Loader=cfn_loader())
     with open(MANIFEST, encoding="utf-8") as f:
-        docs = [d for d in yaml.safe_load_all(f) if d]
+        manifest_text = f.read()
+    docs = [d for d in yaml.safe_load_all(manifest_text) if d]
     with open(WATCHER_MAIN, encoding="utf-8") as f:
         watcher_src = f.read()
     with open(CONTAINERFILE, encoding="utf-8") as f:
@@ -130,12 +131,16 @@ def main():
     role_output = outputs.get("WatcherRoleArn", {}).get("Value")
     if not (isinstance(role_output, Tagged) and role_output.tag == "GetAtt" and role_output.value == "WatcherRole.Arn"):
         problems.append(f"{TEMPLATE}: output WatcherRoleArn is not WatcherRole's ARN")
-    annotation = sa.get("metadata", {}).get("annotations", {}).get("eks.amazonaws.com/role-arn", "")
-    if annotation != "WATCHER_ROLE_ARN":
+    # Pod Identity by default (the template's default trusts only it): no IRSA annotation, which
+    # the SDK would try first; the IRSA alternative is the commented placeholder.
+    annotations = sa.get("metadata", {}).get("annotations") or {}
+    if "eks.amazonaws.com/role-arn" in annotations:
         problems.append(
-            f"{MANIFEST}: the service account's role-arn is {annotation!r}, not the WATCHER_ROLE_ARN "
-            "placeholder docs/deployment.md fills from the output WatcherRoleArn"
+            f"{MANIFEST}: the service account carries an IRSA role-arn annotation; the template's default "
+            "(no ClusterOidcProvider) trusts only EKS Pod Identity"
         )
+    if not re.search(r"^\s*#\s+eks\.amazonaws\.com/role-arn: WATCHER_ROLE_ARN$", manifest_text, re.M):
+        problems.append(f"{MANIFEST}: no commented IRSA annotation with the WATCHER_ROLE_ARN placeholder")
     role_name = "WatcherRole (output WatcherRoleArn)"
     subject = f"system:serviceaccount:{sa['metadata']['namespace']}:{sa['metadata']['name']}"
     trust = role["AssumeRolePolicyDocument"]
@@ -186,6 +191,24 @@ def main():
     run_as = deployment["spec"]["template"]["spec"].get("securityContext", {}).get("runAsUser") if deployment else None
     if not user or run_as != int(user.group(1)):
         problems.append(f"{MANIFEST}: runAsUser {run_as} is not the Containerfile's USER")
+
+    # docs/deployment.md fills the manifest in with sed: every pattern must still be in it.
+    deployment_md = open("docs/deployment.md", encoding="utf-8").read()
+    patterns = re.findall(r'-e "s\|([^|]+)\|', deployment_md)
+    if len(patterns) < 3:
+        problems.append(f"docs/deployment.md: expected the sed that fills in the watcher manifest, found {patterns}")
+    for pattern in patterns:
+        if pattern not in manifest_text:
+            problems.append(f"docs/deployment.md: its sed looks for {pattern!r}, which {MANIFEST} does not hold")
+
+    # The image's architecture (scripts/oci-image.py's config) is the only one the pod may land on.
+    arch = re.search(r'"architecture": "([a-z0-9]+)"', open("scripts/oci-image.py").read()).group(1)
+    terms = (deployment or {}).get("spec", {}).get("template", {}).get("spec", {}).get("affinity", {}) \
+        .get("nodeAffinity", {}).get("requiredDuringSchedulingIgnoredDuringExecution", {}).get("nodeSelectorTerms", [])
+    if not terms or not all(
+        {"key": "kubernetes.io/arch", "operator": "In", "values": [arch]} in t.get("matchExpressions", []) for t in terms
+    ):
+        problems.append(f"{MANIFEST}: the watcher is not pinned to kubernetes.io/arch {arch}, its image's architecture")
 
     # The dashboard and the alarms read only metrics the functions emit.
     with open(METRICS_RS, encoding="utf-8") as f:
