@@ -221,8 +221,24 @@ fn bad_pod_files_give_clear_errors_without_panics() {
 /// (before, only 5 regions had spot offerings and this planned nothing, with a wrong reason).
 #[test]
 fn plan_offers_spot_for_a_spot_only_pool_in_eu_west_2() {
+    spot_only_pool_plans_spot_in("eu-west-2");
+}
+
+/// And so in every region of the embedded catalogue, through `plan` itself.
+#[test]
+fn plan_offers_spot_for_a_spot_only_pool_in_every_region() {
+    let regions = nodewright_core::Catalogue::embedded().regions();
+    assert!(regions.len() > 20, "{regions:?}");
+    for region in &regions {
+        spot_only_pool_plans_spot_in(region);
+    }
+}
+
+fn spot_only_pool_plans_spot_in(region: &str) {
+    // A file per test thread: two tests writing one path could read it half-written.
+    let thread = format!("{:?}", std::thread::current().id()).replace(|c: char| !c.is_ascii_digit(), "");
     let pools = temp_file(
-        "spot-only.yaml",
+        &format!("spot-only-{thread}.yaml"),
         r#"apiVersion: karpenter.sh/v1
 kind: NodePool
 metadata: {name: spot}
@@ -238,21 +254,21 @@ spec:
     let o = plan(
         pools.to_str().unwrap_or_default(),
         "examples/pods.yaml",
-        &["--region", "eu-west-2", "--json"],
+        &["--region", region, "--json"],
     );
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(0), "{region}: {}", text(&o));
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
     let claims = doc["claims"].as_array().cloned().unwrap_or_default();
-    assert!(!claims.is_empty(), "{doc}");
+    assert!(!claims.is_empty(), "{region}: {doc}");
     for c in &claims {
         let options = c["instanceTypes"].as_array().cloned().unwrap_or_default();
-        assert!(!options.is_empty(), "{c}");
-        assert!(options.iter().all(|o| o["capacityType"] == "spot"), "{c}");
+        assert!(!options.is_empty(), "{region}: {c}");
+        assert!(options.iter().all(|o| o["capacityType"] == "spot"), "{region}: {c}");
         assert!(
             options
                 .iter()
-                .all(|o| o["zone"].as_str().is_some_and(|z| z.starts_with("eu-west-2"))),
-            "{c}"
+                .all(|o| o["zone"].as_str().is_some_and(|z| z.starts_with(region))),
+            "{region}: {c}"
         );
     }
     // Only the GPU pods stay pending (the pool allows c, m and r types), not for want of spot.
@@ -263,7 +279,10 @@ spec:
         .iter()
         .map(|u| u["reason"].as_str().unwrap_or_default().to_string())
         .collect();
-    assert!(reasons.iter().all(|r| r.contains("nvidia.com/gpu")), "{reasons:?}");
+    assert!(
+        reasons.iter().all(|r| r.contains("nvidia.com/gpu")),
+        "{region}: {reasons:?}"
+    );
 }
 
 #[test]

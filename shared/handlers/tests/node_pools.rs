@@ -383,3 +383,24 @@ spec:
     .await;
     assert_eq!(deps.state.prices(retry).await.unwrap().unwrap().refreshed_at, retry);
 }
+
+/// Events are bounded per invocation: a sweep of 150 pods that fit no pool says FailedScheduling
+/// for the first 100 only (the API server's rate limits and etcd's size are the cluster's, not
+/// ours to fill).
+#[tokio::test]
+async fn events_are_capped_per_invocation() {
+    use nodewright_core::ports::cluster::MAX_EVENTS_PER_INVOCATION;
+    let deps = deps();
+    let too_big: Vec<_> = (0..150)
+        .map(|i| nodewright_core::Pod::new(&format!("huge-{i:03}"), 5_000_000, 1 << 30))
+        .collect();
+    cluster(&deps).set_pending(too_big);
+    let tick = event_text("scheduled.json");
+    run(Function::Consolidation, &deps, tick.as_bytes(), NOW).await;
+    let (events, duplicates) = cluster(&deps).events();
+    let failed = events.iter().filter(|e| e.reason == "FailedScheduling").count();
+    assert_eq!(MAX_EVENTS_PER_INVOCATION, 100);
+    assert_eq!(failed, MAX_EVENTS_PER_INVOCATION, "{} events", events.len());
+    assert_eq!(events.len(), MAX_EVENTS_PER_INVOCATION);
+    assert_eq!(duplicates, 0);
+}
