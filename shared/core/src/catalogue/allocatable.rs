@@ -13,8 +13,10 @@ pub struct OverheadConfig {
     pub vm_memory_overhead_percent: f64,
     /// Fixed max pods per node (EC2NodeClass `kubelet.maxPods`); None uses the ENI formula.
     pub max_pods: Option<u32>,
-    /// Upper bound applied to the ENI formula (110 is the common EKS practice).
-    pub max_pods_cap: u32,
+    /// Upper bound on the ENI formula; None (the default) as Karpenter: on AL2023 and
+    /// Bottlerocket nodeadm and the Bottlerocket agent give the kubelet the ENI-limited max pods
+    /// (737 on an m5.24xlarge), so that is what a node registers with.
+    pub max_pods_cap: Option<u32>,
     /// Memory eviction threshold (`evictionHard memory.available`), MiB.
     pub eviction_memory_mib: u64,
     /// Root volume size, GiB, for ephemeral-storage.
@@ -26,7 +28,7 @@ impl Default for OverheadConfig {
         OverheadConfig {
             vm_memory_overhead_percent: 0.075,
             max_pods: None,
-            max_pods_cap: 110,
+            max_pods_cap: None,
             eviction_memory_mib: 100,
             root_volume_gib: 20,
         }
@@ -34,9 +36,13 @@ impl Default for OverheadConfig {
 }
 
 impl OverheadConfig {
+    /// `kubelet.maxPods` when set; else the ENI formula (110, the kubelet's own default, for a
+    /// type without ENI data), within the cap if one is set.
     pub fn max_pods(&self, eni_formula: Option<u32>) -> u32 {
-        self.max_pods
-            .unwrap_or_else(|| eni_formula.unwrap_or(self.max_pods_cap).min(self.max_pods_cap))
+        self.max_pods.unwrap_or_else(|| {
+            let eni = eni_formula.unwrap_or(110);
+            self.max_pods_cap.map_or(eni, |cap| eni.min(cap))
+        })
     }
 
     /// Memory the node reports as capacity: hardware minus the VM overhead, rounded as Karpenter does.
@@ -120,7 +126,14 @@ mod tests {
         let a = o.allocatable(&cap);
         assert_eq!(a.cpu_milli(), 1930);
         assert_eq!(a.memory(), (7577 - 574 - 100) << 20);
-        assert_eq!(cfg.max_pods(Some(737)), 110, "cap applies");
+        assert_eq!(cfg.max_pods(Some(737)), 737, "ENI-limited, as the node's agent sets it");
+        assert_eq!(cfg.max_pods(None), 110, "no ENI data: the kubelet's default");
+        let capped = OverheadConfig {
+            max_pods_cap: Some(110),
+            ..Default::default()
+        };
+        assert_eq!(capped.max_pods(Some(737)), 110);
+        assert_eq!(capped.max_pods(Some(29)), 29);
         let fixed = OverheadConfig {
             max_pods: Some(58),
             ..Default::default()

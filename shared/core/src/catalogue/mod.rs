@@ -508,6 +508,20 @@ mod tests {
         let m5 = c.get("m5.large").unwrap();
         assert_eq!((m5.vcpu, m5.memory_mib), (2, 8192));
         assert_eq!(m5.eni_max_pods(), Some(29));
+        // As AWS's eni-max-pods table (amazon-vpc-cni-k8s) gives them, and as nodeadm and
+        // Bottlerocket configure the kubelet: no 110 cap (Karpenter's pods capacity too).
+        let cfg = OverheadConfig::default();
+        for (name, pods) in [
+            ("t3.medium", 17),
+            ("m5.4xlarge", 234),
+            ("m5.24xlarge", 737),
+            ("c5.18xlarge", 737),
+        ] {
+            let spec = c.get(name).unwrap();
+            assert_eq!(spec.eni_max_pods(), Some(pods), "{name}");
+            let t = c.resolve(spec, "us-east-1", &cfg).unwrap();
+            assert_eq!(t.allocatable.get(Resource::Pods), u64::from(pods), "{name}");
+        }
         assert_eq!(m5.category(), "m");
         assert_eq!(m5.generation(), Some(5));
         assert!(matches!(c.get("m5.huge"), Err(Error::UnknownInstanceType(_))));

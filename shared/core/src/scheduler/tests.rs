@@ -413,7 +413,7 @@ fn lower_bound_never_exceeds_either_packing() {
 #[test]
 fn large_batches_pack_near_the_bound() {
     // 2,000 pods of the benchmark's request mix: the relaxation's optimum, rounded to whole
-    // nodes, carries the plan; the greedy alone stays further from the bound.
+    // nodes, carries the plan where max pods binds; the greedy alone stays further from the bound.
     let cpu = [100u64, 250, 500, 1000, 1500];
     let mem = [100u64, 256, 512, 1024, 2048, 4096];
     let pods: Vec<Pod> = (0..2000)
@@ -421,24 +421,45 @@ fn large_batches_pack_near_the_bound() {
         .collect();
     // General-purpose families: on burstable micro nodes (t3) even the best whole-node packing is
     // far from the divisible bound.
+    let families = ["m5", "c5", "r5", "m7i"];
     let pools = vec![spot_or_on_demand_pool().with_requirement(Requirement::new(
         labels::INSTANCE_FAMILY,
         Operator::In,
-        &["m5", "c5", "r5", "m7i"],
+        &families,
     ))];
-    let input = batch(&pods, &pools);
-    let bound = lower_bound::lower_bound(&input).unwrap().cost;
-    let relaxed = schedule(&input, &Options::default());
-    check_plan(&input, &relaxed).unwrap();
-    assert!(relaxed.unschedulable.is_empty());
-    let greedy = schedule(
-        &input,
-        &Options {
-            relaxed_min_pods: u64::MAX,
-            ..Options::default()
-        },
-    );
-    let (r, g) = (relaxed.total_price() / bound, greedy.total_price() / bound);
+    let greedy_options = Options {
+        relaxed_min_pods: u64::MAX,
+        ..Options::default()
+    };
+    let ratios = |types: &[InstanceType]| {
+        let input = Input {
+            instance_types: types,
+            ..batch(&pods, &pools)
+        };
+        let bound = lower_bound::lower_bound(&input).unwrap().cost;
+        let relaxed = schedule(&input, &Options::default());
+        check_plan(&input, &relaxed).unwrap();
+        assert!(relaxed.unschedulable.is_empty());
+        let greedy = schedule(&input, &greedy_options);
+        (relaxed.total_price() / bound, greedy.total_price() / bound)
+    };
+    // ENI-limited max pods (AL2023, Bottlerocket: 234 on an m5.4xlarge, 737 on an m5.24xlarge).
+    let (r, _) = ratios(types());
+    assert!(r <= 1.05, "relaxed plan {r:.3} x the bound");
+    // Max pods capped at 110 (as EKS managed node groups cap it): pods per node binds on the
+    // large types, and the relaxation beats the greedy.
+    let capped: Vec<InstanceType> = Catalogue::embedded()
+        .instance_types(
+            "us-east-1",
+            &OverheadConfig {
+                max_pods_cap: Some(110),
+                ..OverheadConfig::default()
+            },
+        )
+        .into_iter()
+        .filter(|t| families.contains(&t.labels[labels::INSTANCE_FAMILY].as_str()))
+        .collect();
+    let (r, g) = ratios(&capped);
     assert!(r <= 1.05, "relaxed plan {r:.3} x the bound");
     assert!(r < g, "relaxed {r:.3} should beat greedy {g:.3}");
 }

@@ -111,7 +111,13 @@ fn facts(i: &nodewright_core::ports::capacity::InstanceSummary) -> nodewright_ku
         },
         vcpus: t.labels[labels::INSTANCE_CPU].parse().unwrap(),
         memory_mib: t.labels[labels::INSTANCE_MEMORY].parse().unwrap(),
-        default_max_pods: t.allocatable.get(nodewright_core::Resource::Pods) as u32,
+        // The AMI's ENI table, not our allocatable: what the node registers with when the user
+        // data does not say.
+        default_max_pods: nodewright_core::Catalogue::embedded()
+            .get(&i.instance_type)
+            .ok()
+            .and_then(|s| s.eni_max_pods())
+            .unwrap_or(110),
     }
 }
 

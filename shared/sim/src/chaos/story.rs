@@ -593,7 +593,12 @@ impl<'o> Story<'o> {
             },
             vcpus: t.labels.get(labels::INSTANCE_CPU)?.parse().ok()?,
             memory_mib: t.labels.get(labels::INSTANCE_MEMORY)?.parse().ok()?,
-            default_max_pods: t.allocatable.get(nodewright_core::Resource::Pods) as u32,
+            // The AMI's ENI table (what the node registers with when the user data does not say).
+            default_max_pods: nodewright_core::Catalogue::embedded()
+                .get(&i.instance_type)
+                .ok()
+                .and_then(|s| s.eni_max_pods())
+                .unwrap_or(110),
         };
         let mut json = nodewright_kubelet::register(&facts, &boot);
         nodewright_kubelet::mark_ready(&mut json, &nodewright_core::time::format_rfc3339(self.now));
