@@ -131,19 +131,26 @@ fn run(path: &PathBuf) -> Result<(), String> {
             serde_json::to_string_pretty(&plan).unwrap_or_default()
         ))
     };
+    // A pod's uid by its name (pods of other namespaces are `namespace/name`).
+    let uid_of = |pod: &str| {
+        s.pods
+            .iter()
+            .find(|p| p.name == pod)
+            .map_or_else(|| format!("default/{pod}"), |p| p.uid.clone())
+    };
     if let Some(n) = e.claims
         && plan.claims.len() != n
     {
         return fail(format!("expected {n} claims, got {}", plan.claims.len()));
     }
     for (pod, node) in &e.bindings {
-        let uid = format!("default/{pod}");
+        let uid = uid_of(pod);
         if !plan.bindings.iter().any(|b| b.pod == uid && &b.node == node) {
             return fail(format!("expected {pod} bound to {node}"));
         }
     }
     for (pod, reason) in &e.unschedulable {
-        let uid = format!("default/{pod}");
+        let uid = uid_of(pod);
         match plan.unschedulable.iter().find(|u| u.pod == uid) {
             Some(u) if u.reason.contains(reason.as_str()) => {}
             Some(u) => return fail(format!("{pod}: reason {:?} does not contain {reason:?}", u.reason)),
@@ -151,7 +158,7 @@ fn run(path: &PathBuf) -> Result<(), String> {
         }
     }
     for (pod, ce) in &e.claim_of {
-        let Some(c) = claim_of(&plan, &format!("default/{pod}")) else {
+        let Some(c) = claim_of(&plan, &uid_of(pod)) else {
             return fail(format!("{pod} is not on a new claim"));
         };
         if let Some(t) = &ce.instance_type
@@ -225,7 +232,7 @@ fn run(path: &PathBuf) -> Result<(), String> {
     for group in &e.separate_nodes {
         let mut homes = Vec::new();
         for pod in group {
-            let uid = format!("default/{pod}");
+            let uid = uid_of(pod);
             let home = claim_of(&plan, &uid)
                 .map(|c| c.id.clone())
                 .or_else(|| plan.bindings.iter().find(|b| b.pod == uid).map(|b| b.node.clone()))
@@ -239,7 +246,7 @@ fn run(path: &PathBuf) -> Result<(), String> {
     if let Some(z) = &e.zone_counts {
         let mut counts: BTreeMap<String, usize> = BTreeMap::new();
         for pod in &z.pods {
-            let c = claim_of(&plan, &format!("default/{pod}")).ok_or(format!("{pod} not on a claim"))?;
+            let c = claim_of(&plan, &uid_of(pod)).ok_or(format!("{pod} not on a claim"))?;
             if c.zones.len() != 1 {
                 return fail(format!("{pod}'s claim is not pinned to one zone"));
             }

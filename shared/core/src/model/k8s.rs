@@ -18,8 +18,8 @@ use crate::disruption::Pdb;
 use crate::labels;
 use crate::model::Node;
 use crate::model::pod::{
-    Effect, LabelSelector, OwnerRef, Pod, PodAffinityTerm, PreferredTerm, SpreadConstraint, Taint, Toleration,
-    TolerationOperator, WhenUnsatisfiable,
+    Effect, HostPort, LabelSelector, OwnerRef, Pod, PodAffinityTerm, PreferredTerm, SpreadConstraint, Taint,
+    Toleration, TolerationOperator, WhenUnsatisfiable,
 };
 use crate::requirements::{Operator, Requirement};
 use crate::resources::{Resource, Resources};
@@ -68,6 +68,19 @@ fn pod_from_spec(meta: &meta::ObjectMeta, spec: &core::PodSpec, path: &str) -> R
     for (i, t) in spec.tolerations.iter().flatten().enumerate() {
         pod.tolerations
             .push(toleration(t, &format!("{path}.spec.tolerations[{i}]"))?);
+    }
+    // Host ports of the containers (a hostNetwork pod's container ports are host ports too: the
+    // API server fills hostPort in for them).
+    for (i, c) in spec.containers.iter().enumerate() {
+        for (j, port) in c.ports.iter().flatten().enumerate() {
+            if let Some(hp) = port.host_port.filter(|p| *p != 0) {
+                let field = format!("{path}.spec.containers[{i}].ports[{j}]");
+                let hp = HostPort::new(hp, port.protocol.as_deref(), &field)?;
+                if !pod.host_ports.contains(&hp) {
+                    pod.host_ports.push(hp);
+                }
+            }
+        }
     }
     if let Some(aff) = &spec.affinity {
         if let Some(na) = &aff.node_affinity {
@@ -628,6 +641,37 @@ spec:
         assert_eq!(p.deletion_cost, -5);
         assert_eq!(p.priority, 1000);
         assert_eq!(p.owner.as_ref().unwrap().kind, "Job");
+    }
+
+    /// Host ports as a Pod spec writes them: containerPort plus hostPort (protocol TCP when
+    /// unsaid); a plain containerPort binds nothing on the node; a hostNetwork pod's ports come
+    /// with hostPort filled in by the API server, so they count too.
+    #[test]
+    fn host_ports_are_read_from_the_containers() {
+        let v = serde_json::json!({"kind": "Pod", "metadata": {"name": "ingress"}, "spec": {"hostNetwork": true, "containers": [
+            {"name": "nginx", "ports": [
+                {"containerPort": 80, "hostPort": 80},
+                {"containerPort": 443, "hostPort": 443, "protocol": "TCP"},
+                {"containerPort": 8080}
+            ]},
+            {"name": "dns", "ports": [{"containerPort": 53, "hostPort": 53, "protocol": "UDP"}, {"containerPort": 80, "hostPort": 80}]}
+        ]}});
+        let p = &pods_from_workload_value(&v, "doc[0]").unwrap()[0];
+        let ports: Vec<String> = p.host_ports.iter().map(ToString::to_string).collect();
+        assert_eq!(ports, ["TCP/80", "TCP/443", "UDP/53"]);
+        let bad = serde_json::json!({"kind": "Pod", "metadata": {"name": "x"}, "spec": {"containers": [
+            {"name": "c", "ports": [{"containerPort": 1, "hostPort": 1, "protocol": "ICMP"}]}
+        ]}});
+        let e = pods_from_workload_value(&bad, "doc[0]").unwrap_err().to_string();
+        assert!(
+            e.contains("doc[0].spec.containers[0].ports[0].protocol") && e.contains("ICMP"),
+            "{e}"
+        );
+        let bad = serde_json::json!({"kind": "Pod", "metadata": {"name": "x"}, "spec": {"containers": [
+            {"name": "c", "ports": [{"containerPort": 1, "hostPort": 70000}]}
+        ]}});
+        let e = pods_from_workload_value(&bad, "doc[0]").unwrap_err().to_string();
+        assert!(e.contains("doc[0].spec.containers[0].ports[0].hostPort"), "{e}");
     }
 
     #[test]

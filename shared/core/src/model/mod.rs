@@ -17,6 +17,6 @@ pub use k8s::{
 pub use load::{MAX_INPUT_BYTES, PodFile, documents, load_nodes, load_pods};
 pub use node::{Node, NodeLabels};
 pub use pod::{
-    Effect, LabelSelector, OwnerRef, Pod, PodAffinityTerm, PreferredTerm, SpreadConstraint, Taint, Toleration,
-    TolerationOperator, WhenUnsatisfiable, first_untolerated,
+    Effect, HostPort, LabelSelector, OwnerRef, Pod, PodAffinityTerm, PreferredTerm, SpreadConstraint, Taint,
+    Toleration, TolerationOperator, WhenUnsatisfiable, first_untolerated,
 };

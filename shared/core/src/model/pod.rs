@@ -60,6 +60,46 @@ pub enum TolerationOperator {
     Exists,
 }
 
+/// A port a container binds on its node (`ports[].hostPort`). The kubelet admits one pod per node
+/// for a port and protocol, so two pods that ask for one never share a node (Kubernetes' NodePorts
+/// filter; Karpenter's host port usage). Pods bound to different host IPs of one port are kept
+/// apart too: Nodewright does not know a node's addresses in advance.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HostPort {
+    pub port: u16,
+    /// TCP (default), UDP or SCTP.
+    #[serde(default = "tcp")]
+    pub protocol: String,
+}
+
+fn tcp() -> String {
+    "TCP".into()
+}
+
+impl HostPort {
+    /// A host port as a pod spec gives it: `field` names it in errors.
+    pub fn new(port: i32, protocol: Option<&str>, field: &str) -> crate::Result<Self> {
+        let port = u16::try_from(port).ok().filter(|p| *p > 0).ok_or_else(|| {
+            crate::Error::invalid(format!("{field}.hostPort"), format!("{port} is not a port (1-65535)"))
+        })?;
+        let protocol = protocol.unwrap_or("TCP").to_string();
+        if !["TCP", "UDP", "SCTP"].contains(&protocol.as_str()) {
+            return Err(crate::Error::invalid(
+                format!("{field}.protocol"),
+                format!("{protocol:?} is not TCP, UDP or SCTP"),
+            ));
+        }
+        Ok(HostPort { port, protocol })
+    }
+}
+
+impl std::fmt::Display for HostPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.protocol, self.port)
+    }
+}
+
 /// A pod toleration, with Kubernetes' matching rules.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -224,6 +264,9 @@ pub struct Pod {
     /// Required pod anti-affinity terms.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pod_anti_affinity: Vec<PodAffinityTerm>,
+    /// Ports its containers bind on the node: one pod per node for each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub host_ports: Vec<HostPort>,
     pub priority: i32,
     /// `controller.kubernetes.io/pod-deletion-cost`.
     pub deletion_cost: i32,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::catalogue::{CapacityType, InstanceType};
 use crate::labels;
-use crate::model::{Pod, PodAffinityTerm, Taint, Toleration, WhenUnsatisfiable, first_untolerated};
+use crate::model::{HostPort, Pod, PodAffinityTerm, Taint, Toleration, WhenUnsatisfiable, first_untolerated};
 use crate::nodepool::NodePool;
 use crate::requirements::{LabelSource, Layered, Operator, Requirement, all_match};
 use crate::resources::{FIXED, Resource, Resources};
@@ -60,6 +60,9 @@ pub struct PoolView<'a> {
     pub labels: Arc<BTreeMap<String, String>>,
     /// Daemonset overhead per instance type index (types outside the pool: zero); shared likewise.
     pub ds_overhead: Arc<Vec<Resources>>,
+    /// Host ports the daemonsets that run on the pool's nodes bind, with the daemonset's name: a
+    /// pod asking for one cannot run on a new node of the pool.
+    pub ds_host_ports: Arc<Vec<(HostPort, String)>>,
     /// Capacity already used by the pool's nodes (for limits).
     pub used: Resources,
     pub used_nodes: u64,
@@ -71,6 +74,7 @@ pub struct Signature {
     pub terms: Vec<Vec<Requirement>>,
     pub preferred: Vec<(i32, Vec<Requirement>)>,
     pub tolerations: Vec<Toleration>,
+    pub host_ports: Vec<HostPort>,
     /// Per pool (in `Prepared::pools` order): the compatible offerings, or why there are none.
     /// Shared with the templates' cache.
     pub compat: PoolCompat,
@@ -87,15 +91,20 @@ pub struct Compat {
 }
 
 /// A constraint that limits how many matching pods one node may hold: hostname topology spread
-/// (DoNotSchedule) and required pod anti-affinity on the hostname.
+/// (DoNotSchedule), required pod anti-affinity on the hostname, and a host port (every pod that
+/// binds it, in any namespace, at most one per node).
 pub struct HostConstraint {
     pub namespaces: Vec<String>,
     pub selector: crate::model::LabelSelector,
+    pub host_port: Option<HostPort>,
 }
 
 impl HostConstraint {
     fn selects(&self, p: &Pod) -> bool {
-        self.namespaces.contains(&p.namespace) && self.selector.matches(&p.labels)
+        match &self.host_port {
+            Some(port) => p.host_ports.contains(port),
+            None => self.namespaces.contains(&p.namespace) && self.selector.matches(&p.labels),
+        }
     }
 }
 
@@ -519,6 +528,7 @@ impl<'a> Prepared<'a> {
                         v
                     },
                     tolerations: p.tolerations.clone(),
+                    host_ports: p.host_ports.clone(),
                     compat: Arc::default(),
                 };
                 let cached = templates.and_then(|t| t.compat.borrow().get(key).cloned());
@@ -597,6 +607,7 @@ impl<'a> Prepared<'a> {
 
         // Hostname constraints and per-pod membership.
         let mut host_index: HashMap<(Vec<String>, String), u16> = HashMap::new();
+        let mut host_port_index: HashMap<HostPort, u16> = HashMap::new();
         let mut carries_of: Vec<Vec<(u16, Option<u32>)>> = vec![Vec::new(); input.pods.len()];
         let all_pods: Vec<&Pod> = input
             .pods
@@ -623,9 +634,15 @@ impl<'a> Prepared<'a> {
                     list.push((c, None));
                 }
             }
+            for port in &p.host_ports {
+                // Like anti-affinity: no other pod binding the port; the carrier itself binds it.
+                let c = host_port_id(&mut host_port_index, &mut prep.host, port);
+                list.push((c, None));
+            }
             if i < input.pods.len() {
                 carries_of[i] = list;
-            } else if !list.is_empty() {
+            } else {
+                // One entry per bound pod, in order, empty or not: read back node by node below.
                 carries_of.push(list);
             }
         }
@@ -666,13 +683,8 @@ impl<'a> Prepared<'a> {
             let mut host_counts = HostCounts::default();
             for p in &n.pods {
                 let members = membership(p);
-                let raw = if p.topology_spread.is_empty() && p.pod_anti_affinity.is_empty() {
-                    Vec::new()
-                } else {
-                    let r = carries_of.get(extra_carries).cloned().unwrap_or_default();
-                    extra_carries += 1;
-                    r
-                };
+                let raw = carries_of.get(extra_carries).cloned().unwrap_or_default();
+                extra_carries += 1;
                 let carries = resolve_carries(p, &members, &raw);
                 host_counts.add_pod(&members, &carries);
             }
@@ -1184,6 +1196,18 @@ fn host_id(
         host.push(HostConstraint {
             namespaces,
             selector: selector.clone(),
+            host_port: None,
+        });
+        (host.len() - 1) as u16
+    })
+}
+
+fn host_port_id(index: &mut HashMap<HostPort, u16>, host: &mut Vec<HostConstraint>, port: &HostPort) -> u16 {
+    *index.entry(port.clone()).or_insert_with(|| {
+        host.push(HostConstraint {
+            namespaces: Vec::new(),
+            selector: crate::model::LabelSelector::default(),
+            host_port: Some(port.clone()),
         });
         (host.len() - 1) as u16
     })
@@ -1220,6 +1244,7 @@ struct SigKey {
     terms: Vec<Vec<Requirement>>,
     preferred: Vec<crate::model::PreferredTerm>,
     tolerations: Vec<Toleration>,
+    host_ports: Vec<HostPort>,
 }
 
 impl SigKey {
@@ -1229,6 +1254,7 @@ impl SigKey {
             terms: p.node_affinity.clone(),
             preferred: p.preferred_node_affinity.clone(),
             tolerations: p.tolerations.clone(),
+            host_ports: p.host_ports.clone(),
         }
     }
 }
@@ -1283,6 +1309,7 @@ fn pool_view<'a>(
         .collect();
     let mut set = TypeSet::empty(types.len());
     let mut ds_overhead = vec![Resources::new(); types.len()];
+    let mut ds_host_ports: Vec<(HostPort, String)> = Vec::new();
     let mut zones_used = 0u64;
     for (i, t) in types.iter().enumerate() {
         if !type_reqs.iter().all(|r| r.matches(t.labels.label(&r.key))) {
@@ -1315,6 +1342,11 @@ fn pool_view<'a>(
                 let mut r = ds.requests.clone();
                 r.set(Resource::Pods, 1);
                 ds_overhead[i].add(&r);
+                for port in &ds.host_ports {
+                    if !ds_host_ports.iter().any(|(p, _)| p == port) {
+                        ds_host_ports.push((port.clone(), format!("{}/{}", ds.namespace, ds.name)));
+                    }
+                }
             }
         }
     }
@@ -1325,6 +1357,7 @@ fn pool_view<'a>(
         cts,
         labels: Arc::new(labels_out),
         ds_overhead: Arc::new(ds_overhead),
+        ds_host_ports: Arc::new(ds_host_ports),
         used: Resources::new(),
         used_nodes: 0,
     }
@@ -1345,6 +1378,11 @@ fn compat(
     }
     if pv.types.is_empty() {
         return Err(format!("pool {name}: no instance type matches the pool's requirements"));
+    }
+    if let Some((port, ds)) = pv.ds_host_ports.iter().find(|(p, _)| s.host_ports.contains(p)) {
+        return Err(format!(
+            "pool {name}: host port {port} is bound by daemonset {ds} on the pool's nodes"
+        ));
     }
     let terms: Vec<&[Requirement]> = if s.terms.is_empty() {
         vec![&[]]
