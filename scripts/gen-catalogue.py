@@ -18,7 +18,10 @@ Output columns (one row per instance type, sorted by name):
   name, vcpu, memory_mib, arch, cpu_manufacturer, gpu_count, gpu_name, gpu_manufacturer,
   gpu_memory_mib (per GPU), accelerator_count, accelerator_name, accelerator_manufacturer,
   current_generation, bare_metal, hypervisor, spot_supported, local_nvme_gb, network_bandwidth_mbps,
-  max_enis, ipv4_per_eni, od_price (USD/h, us-east-1), spot (region:savings_pct:band for the regions
+  max_enis, ipv4_per_eni, od_price (USD/h, us-east-1), neuron_cores (Neuron devices x cores),
+  efa_interfaces (MaximumEfaInterfaces), ebs_bandwidth_mbps (MaximumBandwidthInMbps where EBS
+  optimization is the default, else 0), encryption_in_transit (0/1), sustained_clock_mhz (0 unknown),
+  spot (region:savings_pct:band for the regions
   the advisor covers of REGIONS), zones (region:letters;...), sorted, all regions in the offerings).
 """
 import argparse, collections, csv, gzip, json, os, sys
@@ -71,7 +74,13 @@ def main():
             acc_mfr = infer[0].get("Manufacturer", "")
         else:
             acc_count, acc_name, acc_mfr = 0, "", ""
+        # Karpenter's aws.amazon.com/neuroncore: devices x cores per device.
+        neuron_cores = sum(n.get("Count", 0) * (n.get("CoreInfo") or {}).get("Count", 0) for n in neuron)
         ni = t.get("NetworkInfo", {})
+        ebs = t.get("EbsInfo") or {}
+        # Karpenter labels instance-ebs-bandwidth only where EBS optimization is the default.
+        ebs_bw = (ebs.get("EbsOptimizedInfo") or {}).get("MaximumBandwidthInMbps", 0) if ebs.get("EbsOptimizedSupport") == "default" else 0
+        clock = t["ProcessorInfo"].get("SustainedClockSpeedInGhz")
         cards = ni.get("NetworkCards") or []
         bw = sum(c.get("BaselineBandwidthInGbps", 0) or 0 for c in cards)
         storage = t.get("InstanceStorageInfo") or {}
@@ -104,6 +113,11 @@ def main():
             "max_enis": ni.get("MaximumNetworkInterfaces") or 0,
             "ipv4_per_eni": ni.get("Ipv4AddressesPerInterface") or 0,
             "od_price": od.get(name, ""),
+            "neuron_cores": neuron_cores,
+            "efa_interfaces": (ni.get("EfaInfo") or {}).get("MaximumEfaInterfaces", 0),
+            "ebs_bandwidth_mbps": ebs_bw,
+            "encryption_in_transit": int(bool(ni.get("EncryptionInTransitSupported"))),
+            "sustained_clock_mhz": int(round(clock * 1000)) if clock else 0,
             "spot": ";".join(spot),
             "zones": zs,
         })

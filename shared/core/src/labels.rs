@@ -30,6 +30,8 @@ pub const INSTANCE_ACCELERATOR_MANUFACTURER: &str = "karpenter.k8s.aws/instance-
 pub const INSTANCE_ACCELERATOR_COUNT: &str = "karpenter.k8s.aws/instance-accelerator-count";
 pub const INSTANCE_EBS_BANDWIDTH: &str = "karpenter.k8s.aws/instance-ebs-bandwidth";
 pub const INSTANCE_ENCRYPTION_IN_TRANSIT: &str = "karpenter.k8s.aws/instance-encryption-in-transit-supported";
+pub const INSTANCE_CPU_SUSTAINED_CLOCK_SPEED: &str = "karpenter.k8s.aws/instance-cpu-sustained-clock-speed-mhz";
+pub const INSTANCE_CAPABILITY_FLEX: &str = "karpenter.k8s.aws/instance-capability-flex";
 
 /// Pod or node annotation that blocks voluntary disruption.
 pub const DO_NOT_DISRUPT: &str = "karpenter.sh/do-not-disrupt";
@@ -60,6 +62,8 @@ pub const INSTANCE_TYPE_KEYS: &[&str] = &[
     INSTANCE_ACCELERATOR_COUNT,
     INSTANCE_EBS_BANDWIDTH,
     INSTANCE_ENCRYPTION_IN_TRANSIT,
+    INSTANCE_CPU_SUSTAINED_CLOCK_SPEED,
+    INSTANCE_CAPABILITY_FLEX,
 ];
 
 /// Every well-known key a NodePool requirement may use without a warning.

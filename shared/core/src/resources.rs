@@ -12,6 +12,11 @@ use serde::{Deserialize, Serialize};
 use crate::quantity::{format_bytes, format_cpu_milli, parse_cpu_milli, parse_units};
 use crate::{Error, Result};
 
+/// AWS Neuron cores (Inferentia, Trainium), advertised by the Neuron device plugin.
+pub const NEURON_CORE: &str = "aws.amazon.com/neuroncore";
+/// Elastic Fabric Adapter interfaces, advertised by the EFA device plugin.
+pub const EFA: &str = "vpc.amazonaws.com/efa";
+
 /// A well-known resource with a fixed slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Resource {

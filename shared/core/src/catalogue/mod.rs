@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 pub use allocatable::{Overhead, OverheadConfig};
 
 use crate::labels;
-use crate::resources::{Resource, Resources};
+use crate::resources::{EFA, NEURON_CORE, Resource, Resources};
 use crate::{Error, Result};
 
 /// The embedded catalogue (CSV, one row per instance type).
@@ -88,6 +88,15 @@ pub struct InstanceSpec {
     pub ipv4_per_eni: u32,
     /// On-demand USD per hour (us-east-1 list price).
     pub od_price: Option<f64>,
+    /// Neuron cores (devices x cores per device): `aws.amazon.com/neuroncore`.
+    pub neuron_cores: u32,
+    /// EFA interfaces: `vpc.amazonaws.com/efa`.
+    pub efa_interfaces: u32,
+    /// Maximum EBS bandwidth where EBS optimization is the default (0: not labelled).
+    pub ebs_bandwidth_mbps: u64,
+    pub encryption_in_transit: bool,
+    /// Sustained all-core clock (0: unknown).
+    pub sustained_clock_mhz: u32,
     pub spot: Vec<SpotAdvice>,
     /// Region -> zone suffix letters ("us-east-1" -> ["a", "b", "c"]).
     pub zones: BTreeMap<String, Vec<String>>,
@@ -132,7 +141,8 @@ impl InstanceSpec {
         n.contains("inferentia") || n.contains("trainium")
     }
 
-    /// Resources the hardware offers before any reservation: GPUs by vendor, Neuron devices.
+    /// Resources the hardware offers before any reservation, as Karpenter names them: GPUs by
+    /// vendor, Neuron devices and cores, EFA interfaces.
     fn device_resources(&self) -> Resources {
         let mut r = Resources::new();
         match self.gpu_manufacturer.as_str() {
@@ -142,7 +152,9 @@ impl InstanceSpec {
         }
         if self.is_neuron() {
             r.set(Resource::Neuron, self.accelerator_count.into());
+            r.set_named(NEURON_CORE, self.neuron_cores.into());
         }
+        r.set_named(EFA, self.efa_interfaces.into());
         r
     }
 
@@ -178,6 +190,24 @@ impl InstanceSpec {
         if self.local_nvme_gb > 0 {
             put(labels::INSTANCE_LOCAL_NVME, self.local_nvme_gb.to_string());
         }
+        if self.ebs_bandwidth_mbps > 0 {
+            put(labels::INSTANCE_EBS_BANDWIDTH, self.ebs_bandwidth_mbps.to_string());
+        }
+        put(
+            labels::INSTANCE_ENCRYPTION_IN_TRANSIT,
+            self.encryption_in_transit.to_string(),
+        );
+        if self.sustained_clock_mhz > 0 {
+            put(
+                labels::INSTANCE_CPU_SUSTAINED_CLOCK_SPEED,
+                self.sustained_clock_mhz.to_string(),
+            );
+        }
+        // Burstable-free "flex" types (c7i-flex, m7i-flex), as Karpenter labels them.
+        put(
+            labels::INSTANCE_CAPABILITY_FLEX,
+            self.family().ends_with("-flex").to_string(),
+        );
         put(labels::INSTANCE_HYPERVISOR, self.hypervisor.clone());
         if self.gpu_count > 0 {
             put(labels::INSTANCE_GPU_NAME, self.gpu_name.to_ascii_lowercase());
@@ -317,6 +347,11 @@ impl Catalogue {
             max_enis: u32,
             ipv4_per_eni: u32,
             od_price: Option<f64>,
+            neuron_cores: u32,
+            efa_interfaces: u32,
+            ebs_bandwidth_mbps: u64,
+            encryption_in_transit: u8,
+            sustained_clock_mhz: u32,
             spot: String,
             zones: String,
         }
@@ -369,6 +404,11 @@ impl Catalogue {
                 max_enis: r.max_enis,
                 ipv4_per_eni: r.ipv4_per_eni,
                 od_price: r.od_price,
+                neuron_cores: r.neuron_cores,
+                efa_interfaces: r.efa_interfaces,
+                ebs_bandwidth_mbps: r.ebs_bandwidth_mbps,
+                encryption_in_transit: r.encryption_in_transit != 0,
+                sustained_clock_mhz: r.sustained_clock_mhz,
                 spot,
                 zones,
             });
@@ -529,6 +569,33 @@ mod tests {
         assert_eq!((p4.gpu_count, p4.gpu_name.as_str()), (8, "A100"));
         assert_eq!(c.get("inf2.xlarge").unwrap().category(), "inf");
         assert_eq!(c.get("c7gn.large").unwrap().generation(), Some(7));
+    }
+
+    /// Device resources and labels as DescribeInstanceTypes gives them and Karpenter names them:
+    /// Neuron cores = devices x cores per device, EFA interfaces, EBS bandwidth (where EBS
+    /// optimization is the default), the sustained clock, encryption in transit, flex.
+    #[test]
+    fn neuron_cores_efa_and_the_newer_labels_come_from_the_instance_data() {
+        let c = Catalogue::embedded();
+        let cfg = OverheadConfig::default();
+        let get = |name: &str| c.resolve(c.get(name).unwrap(), "us-east-1", &cfg).unwrap();
+        let trn = get("trn1.32xlarge");
+        assert_eq!(trn.capacity.get(Resource::Neuron), 16);
+        assert_eq!(trn.capacity.get_named(NEURON_CORE), 32);
+        assert_eq!(trn.capacity.get_named(EFA), 8);
+        assert_eq!(trn.allocatable.get_named(NEURON_CORE), 32, "devices are not reserved");
+        let inf = get("inf2.xlarge");
+        assert_eq!(inf.capacity.get_named(NEURON_CORE), 2);
+        assert_eq!(inf.capacity.get_named(EFA), 0);
+        assert_eq!(get("p4d.24xlarge").capacity.get_named(EFA), 4);
+        let m5 = get("m5.large");
+        assert_eq!(m5.labels[labels::INSTANCE_EBS_BANDWIDTH], "4750");
+        assert_eq!(m5.labels[labels::INSTANCE_CPU_SUSTAINED_CLOCK_SPEED], "3100");
+        assert_eq!(m5.labels[labels::INSTANCE_ENCRYPTION_IN_TRANSIT], "false");
+        assert_eq!(m5.labels[labels::INSTANCE_CAPABILITY_FLEX], "false");
+        let flex = get("c7i-flex.large");
+        assert_eq!(flex.labels[labels::INSTANCE_CAPABILITY_FLEX], "true");
+        assert_eq!(flex.labels[labels::INSTANCE_ENCRYPTION_IN_TRANSIT], "true");
     }
 
     #[test]
