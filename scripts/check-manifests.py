@@ -202,7 +202,10 @@ def main():
             problems.append(f"docs/deployment.md: its sed looks for {pattern!r}, which {MANIFEST} does not hold")
 
     # The image's architecture (scripts/oci-image.py's config) is the only one the pod may land on.
-    arch = re.search(r'"architecture": "([a-z0-9]+)"', open("scripts/oci-image.py").read()).group(1)
+    arch_match = re.search(r'"architecture": "([a-z0-9]+)"', open("scripts/oci-image.py").read())
+    if not arch_match:
+        problems.append("scripts/oci-image.py: no image architecture found")
+    arch = arch_match.group(1) if arch_match else "?"
     terms = (deployment or {}).get("spec", {}).get("template", {}).get("spec", {}).get("affinity", {}) \
         .get("nodeAffinity", {}).get("requiredDuringSchedulingIgnoredDuringExecution", {}).get("nodeSelectorTerms", [])
     if not terms or not all(

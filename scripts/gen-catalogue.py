@@ -18,7 +18,7 @@ Output columns (one row per instance type, sorted by name):
   name, vcpu, memory_mib, arch, cpu_manufacturer, gpu_count, gpu_name, gpu_manufacturer,
   gpu_memory_mib (per GPU), accelerator_count, accelerator_name, accelerator_manufacturer,
   current_generation, bare_metal, hypervisor, spot_supported, local_nvme_gb, network_bandwidth_mbps,
-  max_enis, ipv4_per_eni, od_price (USD/h, us-east-1), neuron_cores (Neuron devices x cores),
+  max_enis (of the default network card), ipv4_per_eni, od_price (USD/h, us-east-1), neuron_cores (Neuron devices x cores),
   efa_interfaces (MaximumEfaInterfaces), ebs_bandwidth_mbps (MaximumBandwidthInMbps where EBS
   optimization is the default, else 0), encryption_in_transit (0/1), sustained_clock_mhz (0 unknown),
   spot (region:savings_pct:band for the regions
@@ -27,6 +27,15 @@ Output columns (one row per instance type, sorted by name):
 import argparse, collections, csv, gzip, json, os, sys
 
 SPOT_REGIONS = ["us-east-1", "us-east-2", "us-west-2", "eu-west-1", "eu-central-1"]
+
+
+def default_card_enis(ni):
+    """MaximumNetworkInterfaces of the default network card (all of them when cards are not listed)."""
+    index = ni.get("DefaultNetworkCardIndex", 0)
+    for card in ni.get("NetworkCards") or []:
+        if card.get("NetworkCardIndex", 0) == index:
+            return card.get("MaximumNetworkInterfaces") or 0
+    return ni.get("MaximumNetworkInterfaces") or 0
 
 
 def main():
@@ -110,7 +119,9 @@ def main():
             "spot_supported": int("spot" in t.get("SupportedUsageClasses", [])),
             "local_nvme_gb": nvme,
             "network_bandwidth_mbps": int(round(bw * 1000)),
-            "max_enis": ni.get("MaximumNetworkInterfaces") or 0,
+            # The default network card's ENIs: the VPC CNI, the AMIs' eni-max-pods table and
+            # Karpenter count only those (a p4d.24xlarge has 4 cards of 15: 737 pods, not 2,942).
+            "max_enis": default_card_enis(ni),
             "ipv4_per_eni": ni.get("Ipv4AddressesPerInterface") or 0,
             "od_price": od.get(name, ""),
             "neuron_cores": neuron_cores,

@@ -207,6 +207,16 @@ fn bad_pod_files_give_clear_errors_without_panics() {
             "\"Service\" is not a workload",
         ),
         ("dup.yaml", "- {name: a}\n- {name: a}\n", "appears twice"),
+        (
+            "port.yaml",
+            "- {name: a, hostPorts: [{port: 80, protocol: tcp}]}\n",
+            "hostPorts[0].protocol: \"tcp\" is not TCP, UDP or SCTP",
+        ),
+        (
+            "port0.yaml",
+            "- {name: a, hostPorts: [{port: 0}]}\n",
+            "hostPorts[0].hostPort",
+        ),
     ];
     for (name, body, needle) in cases {
         let p = temp_file(name, body);

@@ -484,7 +484,15 @@ pub async fn boot_nodes(
             .unwrap();
         let t = &described.instance_types()[0];
         let net = t.network_info().unwrap();
-        let enis = net.maximum_network_interfaces().unwrap_or(3) as u32;
+        // The AMI's eni-max-pods counts the default network card's ENIs only.
+        let default_card = net.default_network_card_index().unwrap_or(0);
+        let enis = net
+            .network_cards()
+            .iter()
+            .find(|c| c.network_card_index().unwrap_or(0) == default_card)
+            .and_then(|c| c.maximum_network_interfaces())
+            .or(net.maximum_network_interfaces())
+            .unwrap_or(3) as u32;
         let per_eni = net.ipv4_addresses_per_interface().unwrap_or(10) as u32;
         let user_data = ec2
             .describe_instance_attribute()

@@ -34,7 +34,7 @@ pub struct Args {
     /// DynamoDB endpoint, e.g. a local emulator (default: AWS).
     #[arg(long, env = "AWS_ENDPOINT_URL")]
     endpoint_url: Option<String>,
-    /// The tables' name prefix (the functions' NODEWRIGHT_TABLE_PREFIX; the SAM stack name).
+    /// The tables' name prefix (the functions' NODEWRIGHT_TABLE_PREFIX; the stack's output TablePrefix).
     #[arg(long, env = "NODEWRIGHT_TABLE_PREFIX", default_value = "nodewright")]
     table_prefix: String,
     /// Read a state directory (DIR/state.json from `simulate --state-out` or `invoke --state`)
@@ -126,7 +126,7 @@ pub fn write_state_dir(dir: &Path, view: &StateView) -> Result<(), String> {
 fn unreachable(e: &nodewright_aws::Error, endpoint: &str, store: &StateStore) -> Failure {
     let hint = match e {
         nodewright_aws::Error::Aws { code, .. } if code == "ResourceNotFoundException" => format!(
-            "the table {} does not exist there: check --table-prefix (the stack name) and --region",
+            "the table {} does not exist there: check --table-prefix (the stack's output TablePrefix) and --region",
             store.table_name(nodewright_aws::state::Table::Claims)
         ),
         nodewright_aws::Error::Aws { code, .. }

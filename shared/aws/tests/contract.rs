@@ -164,7 +164,9 @@ fn claim(id: &str, pool: &str) -> ClaimRecord {
 /// Claims: created once, replaced only at the version read, moved forward only (a late or
 /// repeated transition writes nothing), found by their instance once it is recorded.
 async fn claims_are_created_once_and_move_forward_only<S: State>(store: S) {
-    let c = claim("c1", "general");
+    let mut c = claim("c1", "general");
+    // Kept through the store (a later batch must not pack a pod binding one onto the claim).
+    c.host_ports = vec![nodewright_core::model::HostPort::new(53, Some("UDP"), "test").unwrap()];
     assert!(store.create_claim(&c).await.unwrap());
     assert!(
         !store.create_claim(&claim("c1", "other")).await.unwrap(),
@@ -194,6 +196,7 @@ async fn claims_are_created_once_and_move_forward_only<S: State>(store: S) {
     assert_eq!(advanced.version, c.version + 1);
     assert_eq!(advanced.instance_id.as_deref(), Some("i-1"));
     assert_eq!(advanced.entered(ClaimState::Launched), Some(NOW + 10));
+    assert_eq!(advanced.host_ports, c.host_ports);
     assert_eq!(store.get_claim("c1").await.unwrap().unwrap(), advanced);
     assert!(matches!(
         store

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use nodewright_core::model::ClaimState;
+use nodewright_core::model::{ClaimState, HostPort};
 use nodewright_core::nodepool::PoolBacking;
 use nodewright_core::ports::capacity::{LaunchOutcome, fleet};
 use nodewright_core::ports::state::{ClaimRecord, ClaimUpdate, Holder, TransitionOutcome, UsageDecision, UsageDelta};
@@ -195,6 +195,7 @@ fn in_flight_nodes(claims: &[ClaimRecord]) -> Vec<Node> {
                     name: format!("{}-planned", c.id),
                     namespace: "nodewright".into(),
                     requests: r.clone(),
+                    host_ports: c.host_ports.clone(),
                     node_name: Some(c.id.clone()),
                     ..Default::default()
                 });
@@ -505,6 +506,13 @@ async fn plan_and_launch<S: State, C: Capacity, K: ClusterApi>(
             claim.pods.push((*u).to_string());
         }
         claim.requested = Some(requested);
+        for u in &uids {
+            for port in by_uid.get(u).map(|p| p.host_ports.as_slice()).unwrap_or_default() {
+                if !claim.host_ports.contains(port) {
+                    claim.host_ports.push(port.clone());
+                }
+            }
+        }
         claim.version += 1;
         if deps.state.replace_claim(&claim, expected).await? {
             let to = Holder::Claim(claim.id.clone());
@@ -523,7 +531,18 @@ async fn plan_and_launch<S: State, C: Capacity, K: ClusterApi>(
     // Futures built eagerly (not in a stream closure), so the whole handler future stays Send.
     let mut launches = Vec::with_capacity(plan.claims.len());
     for c in &plan.claims {
-        launches.push(launch_claim(deps, c, &types, holder, now));
+        let mut host_ports: Vec<HostPort> = Vec::new();
+        for port in c
+            .pods
+            .iter()
+            .filter_map(|u| by_uid.get(u.as_str()))
+            .flat_map(|p| &p.host_ports)
+        {
+            if !host_ports.contains(port) {
+                host_ports.push(port.clone());
+            }
+        }
+        launches.push(launch_claim(deps, c, host_ports, &types, holder, now));
     }
     let results: Vec<Result<Vec<Action>>> = crate::in_order(launches, LAUNCH_CONCURRENCY).await;
     let mut first_error = None;
@@ -635,6 +654,7 @@ fn log_decision(plan: &ClaimPlan, claim: &str) {
 async fn launch_claim<S: State, C: Capacity, K: ClusterApi>(
     deps: &Deps<S, C, K>,
     plan: &ClaimPlan,
+    host_ports: Vec<HostPort>,
     types: &[InstanceType],
     holder: &Holder,
     now: EpochMillis,
@@ -694,6 +714,7 @@ async fn launch_claim<S: State, C: Capacity, K: ClusterApi>(
     let mut requested = plan.requests.clone();
     requested.add(&plan.daemonset_overhead);
     record.requested = Some(requested);
+    record.host_ports = host_ports;
     record.node_class_hash = pool
         .node_class
         .as_ref()

@@ -462,3 +462,60 @@ async fn a_pod_packed_onto_an_in_flight_claim_is_not_planned_again() {
         "{retry:#?}"
     );
 }
+
+/// A claim in flight records the host ports of the pods planned onto it: a later batch's pod that
+/// binds one of them is given its own claim (the kubelet would refuse it there), while a pod
+/// without ports still packs onto the claim's spare room. Read back from the stored record, as a
+/// later invocation reads it.
+#[tokio::test]
+async fn a_pod_whose_host_port_an_in_flight_claim_holds_gets_its_own_claim() {
+    let deps = deps();
+    // Small pods: the first claim's type has room for all three.
+    let with_port = |uid: &str| {
+        let mut p = Pod::new(uid, 100, 64 << 20);
+        p.uid = uid.into();
+        p.host_ports
+            .push(nodewright_core::model::HostPort::new(8443, None, "test").unwrap());
+        p
+    };
+    provision_as(
+        &deps,
+        &Holder::Invocation("event-a".into()),
+        vec![with_port("ingress-a")],
+        NOW,
+    )
+    .await;
+    let claims = deps.state.claim_records();
+    assert_eq!(claims.len(), 1);
+    assert!(claims[0].state.is_in_flight(), "{:?}", claims[0]);
+    assert_eq!(claims[0].host_ports.len(), 1, "{:?}", claims[0]);
+
+    let later = provision_as(
+        &deps,
+        &Holder::Invocation("event-b".into()),
+        vec![with_port("ingress-b"), {
+            // Small enough for the first claim's spare room.
+            let mut p = Pod::new("plain", 100, 64 << 20);
+            p.uid = "plain".into();
+            p
+        }],
+        NOW + 5_000,
+    )
+    .await;
+    let claims = deps.state.claim_records();
+    assert_eq!(claims.len(), 2, "{later:#?}");
+    let first = claims
+        .iter()
+        .find(|c| c.pods.contains(&"ingress-a".to_string()))
+        .unwrap();
+    assert!(!first.pods.contains(&"ingress-b".to_string()), "{first:?}");
+    assert!(
+        first.pods.contains(&"plain".to_string()),
+        "the portless pod packs on: {first:?}"
+    );
+    let second = claims
+        .iter()
+        .find(|c| c.pods.contains(&"ingress-b".to_string()))
+        .unwrap();
+    assert_eq!(second.host_ports, first.host_ports);
+}

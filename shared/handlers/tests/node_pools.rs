@@ -385,7 +385,7 @@ spec:
 }
 
 /// Events are bounded per invocation: a sweep of 150 pods that fit no pool says FailedScheduling
-/// for the first 100 only (the API server's rate limits and etcd's size are the cluster's, not
+/// for 100 of them only (the API server's rate limits and etcd's size are the cluster's, not
 /// ours to fill).
 #[tokio::test]
 async fn events_are_capped_per_invocation() {

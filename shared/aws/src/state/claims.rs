@@ -78,6 +78,11 @@ impl StateStore {
             let json = serde_json::to_string(v).map_err(|e| Error::invalid("requested", e.to_string()))?;
             item.insert("requested".into(), s(json));
         }
+        if !claim.host_ports.is_empty() {
+            let json =
+                serde_json::to_string(&claim.host_ports).map_err(|e| Error::invalid("hostPorts", e.to_string()))?;
+            item.insert("hostPorts".into(), s(json));
+        }
         if let Some(v) = &claim.node_class_hash {
             item.insert("nodeClassHash".into(), s(v));
         }
@@ -134,6 +139,10 @@ impl StateStore {
             }
             None => None,
         };
+        let host_ports = match f.opt_s("hostPorts")? {
+            Some(json) => serde_json::from_str(&json).map_err(|e| f.corrupt(format!("hostPorts is not valid: {e}")))?,
+            None => Vec::new(),
+        };
         let offerings = match f.opt_s("offerings")? {
             Some(json) => serde_json::from_str(&json).map_err(|e| f.corrupt(format!("offerings is not valid: {e}")))?,
             None => Vec::new(),
@@ -154,6 +163,7 @@ impl StateStore {
             price_per_hour: f.opt_n("pricePerHour")?,
             allocatable,
             requested,
+            host_ports,
             pods: f.string_list("pods")?,
             transitions,
             backing: f.opt_s("backing")?.unwrap_or_else(|| "fleet".into()),

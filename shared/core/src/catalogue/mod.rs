@@ -84,6 +84,7 @@ pub struct InstanceSpec {
     pub spot_supported: bool,
     pub local_nvme_gb: u64,
     pub network_bandwidth_mbps: u64,
+    /// ENIs of the default network card (the only ones the VPC CNI gives pod addresses from).
     pub max_enis: u32,
     pub ipv4_per_eni: u32,
     /// On-demand USD per hour (us-east-1 list price).
@@ -127,7 +128,7 @@ impl InstanceSpec {
         digits.parse().ok()
     }
 
-    /// EKS max pods by the ENI formula: ENIs x (IPv4 per ENI - 1) + 2.
+    /// EKS max pods by the ENI formula: ENIs of the default network card x (IPv4 per ENI - 1) + 2.
     pub fn eni_max_pods(&self) -> Option<u32> {
         (self.max_enis > 0 && self.ipv4_per_eni > 0).then(|| self.max_enis * (self.ipv4_per_eni - 1) + 2)
     }
@@ -551,11 +552,16 @@ mod tests {
         // As AWS's eni-max-pods table (amazon-vpc-cni-k8s) gives them, and as nodeadm and
         // Bottlerocket configure the kubelet: no 110 cap (Karpenter's pods capacity too).
         let cfg = OverheadConfig::default();
+        // Only the default network card's ENIs count: a p4d.24xlarge has four cards of 15 ENIs
+        // (737, not 2,942), a p5.48xlarge 32 cards of 2 (100).
         for (name, pods) in [
             ("t3.medium", 17),
             ("m5.4xlarge", 234),
             ("m5.24xlarge", 737),
             ("c5.18xlarge", 737),
+            ("p4d.24xlarge", 737),
+            ("p5.48xlarge", 100),
+            ("trn1.32xlarge", 247),
         ] {
             let spec = c.get(name).unwrap();
             assert_eq!(spec.eni_max_pods(), Some(pods), "{name}");

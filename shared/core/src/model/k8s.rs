@@ -69,11 +69,17 @@ fn pod_from_spec(meta: &meta::ObjectMeta, spec: &core::PodSpec, path: &str) -> R
         pod.tolerations
             .push(toleration(t, &format!("{path}.spec.tolerations[{i}]"))?);
     }
-    // Host ports of the containers (a hostNetwork pod's container ports are host ports too: the
-    // API server fills hostPort in for them).
+    // Host ports of the containers. On a hostNetwork pod every container port is a host port:
+    // the API server fills hostPort in on Pods, but not (since Kubernetes 1.28) in the templates of
+    // DaemonSets and Deployments, so an unset one is the containerPort.
+    let host_network = spec.host_network == Some(true);
     for (i, c) in spec.containers.iter().enumerate() {
         for (j, port) in c.ports.iter().flatten().enumerate() {
-            if let Some(hp) = port.host_port.filter(|p| *p != 0) {
+            let bound = port
+                .host_port
+                .filter(|p| *p != 0)
+                .or(host_network.then_some(port.container_port));
+            if let Some(hp) = bound {
                 let field = format!("{path}.spec.containers[{i}].ports[{j}]");
                 let hp = HostPort::new(hp, port.protocol.as_deref(), &field)?;
                 if !pod.host_ports.contains(&hp) {
@@ -658,7 +664,28 @@ spec:
         ]}});
         let p = &pods_from_workload_value(&v, "doc[0]").unwrap()[0];
         let ports: Vec<String> = p.host_ports.iter().map(ToString::to_string).collect();
-        assert_eq!(ports, ["TCP/80", "TCP/443", "UDP/53"]);
+        // hostNetwork: the plain containerPort 8080 binds the node's port too.
+        assert_eq!(ports, ["TCP/80", "TCP/443", "TCP/8080", "UDP/53"]);
+        // A DaemonSet template with hostNetwork and no hostPort (node-exporter), as the API
+        // server stores it since Kubernetes 1.28.
+        let ds = serde_json::json!({"kind": "DaemonSet", "metadata": {"name": "node-exporter", "namespace": "monitoring"}, "spec": {"template": {"spec": {"hostNetwork": true, "containers": [
+            {"name": "exporter", "ports": [{"containerPort": 9100, "name": "metrics"}]}
+        ]}}}});
+        let ds: apps::DaemonSet = serde_json::from_value(ds).unwrap();
+        let ds = daemonset_pod_from_k8s(&ds, "ds").unwrap();
+        assert_eq!(
+            ds.host_ports.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["TCP/9100"]
+        );
+        // Without hostNetwork a containerPort binds nothing on the node.
+        let plain = serde_json::json!({"kind": "Pod", "metadata": {"name": "web"}, "spec": {"containers": [
+            {"name": "c", "ports": [{"containerPort": 8080}]}
+        ]}});
+        assert!(
+            pods_from_workload_value(&plain, "doc[0]").unwrap()[0]
+                .host_ports
+                .is_empty()
+        );
         let bad = serde_json::json!({"kind": "Pod", "metadata": {"name": "x"}, "spec": {"containers": [
             {"name": "c", "ports": [{"containerPort": 1, "hostPort": 1, "protocol": "ICMP"}]}
         ]}});

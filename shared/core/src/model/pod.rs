@@ -366,6 +366,15 @@ impl Pod {
                 ));
             }
         }
+        for (i, hp) in self.host_ports.iter().enumerate() {
+            // As a Pod spec is checked: port 1-65535, protocol TCP, UDP or SCTP (case matters:
+            // "tcp" would never conflict with "TCP").
+            HostPort::new(
+                i32::from(hp.port),
+                Some(&hp.protocol),
+                &format!("{path}.hostPorts[{i}]"),
+            )?;
+        }
         Ok(())
     }
 

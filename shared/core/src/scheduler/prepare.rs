@@ -1172,6 +1172,16 @@ impl<'a> Prepared<'a> {
             return false;
         }
         let s = &self.sigs[b.sig];
+        // A node still on its way holds none of its daemonsets' pods yet: the ports they will
+        // bind there are its pool's.
+        if n.in_flight
+            && !s.host_ports.is_empty()
+            && let Some(pool) = n.labels.label(labels::NODEPOOL)
+            && let Some(pv) = self.pools.iter().find(|pv| pv.pool.name == pool)
+            && pv.ds_host_ports.iter().any(|(p, _)| s.host_ports.contains(p))
+        {
+            return false;
+        }
         first_untolerated(&s.tolerations, &n.taints).is_none()
             && all_match(&s.node_selector, &n.labels)
             && (s.terms.is_empty() || s.terms.iter().any(|t| all_match(t, &n.labels)))

@@ -159,6 +159,9 @@ pub fn claim_item_bytes(claim: &ClaimRecord) -> usize {
     if let Some(v) = &claim.requested {
         size += "requested".len() + json(v);
     }
+    if !claim.host_ports.is_empty() {
+        size += "hostPorts".len() + json(&claim.host_ports);
+    }
     if let Some(v) = &claim.node_class_hash {
         size += string("nodeClassHash", v);
     }

@@ -24,6 +24,10 @@ pub struct ClaimRecord {
     /// Sum of the requests of the pods planned onto the claim (daemonset overhead included), so a
     /// later batch can pack onto the claim while it is still in flight.
     pub requested: Option<Resources>,
+    /// Host ports the pods planned onto the claim bind, so a later batch does not pack a pod that
+    /// binds one of them onto the claim while it is in flight.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_ports: Vec<crate::model::HostPort>,
     /// Pod uids reserved onto this claim.
     pub pods: Vec<String>,
     /// When the claim entered each state (epoch ms).
@@ -72,6 +76,7 @@ impl ClaimRecord {
             price_per_hour: None,
             allocatable: None,
             requested: None,
+            host_ports: Vec::new(),
             pods,
             transitions: BTreeMap::from([(ClaimState::Launching, now)]),
             backing: "fleet".into(),
