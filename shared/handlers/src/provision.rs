@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use nodewright_core::model::{ClaimState, HostPort};
+use nodewright_core::model::{ClaimState, HostPort, add_host_ports};
 use nodewright_core::nodepool::PoolBacking;
 use nodewright_core::ports::capacity::{LaunchOutcome, fleet};
 use nodewright_core::ports::state::{ClaimRecord, ClaimUpdate, Holder, TransitionOutcome, UsageDecision, UsageDelta};
@@ -506,13 +506,10 @@ async fn plan_and_launch<S: State, C: Capacity, K: ClusterApi>(
             claim.pods.push((*u).to_string());
         }
         claim.requested = Some(requested);
-        for u in &uids {
-            for port in by_uid.get(u).map(|p| p.host_ports.as_slice()).unwrap_or_default() {
-                if !claim.host_ports.contains(port) {
-                    claim.host_ports.push(port.clone());
-                }
-            }
-        }
+        add_host_ports(
+            &mut claim.host_ports,
+            uids.iter().filter_map(|u| by_uid.get(u)).flat_map(|p| &p.host_ports),
+        );
         claim.version += 1;
         if deps.state.replace_claim(&claim, expected).await? {
             let to = Holder::Claim(claim.id.clone());
@@ -532,16 +529,13 @@ async fn plan_and_launch<S: State, C: Capacity, K: ClusterApi>(
     let mut launches = Vec::with_capacity(plan.claims.len());
     for c in &plan.claims {
         let mut host_ports: Vec<HostPort> = Vec::new();
-        for port in c
-            .pods
-            .iter()
-            .filter_map(|u| by_uid.get(u.as_str()))
-            .flat_map(|p| &p.host_ports)
-        {
-            if !host_ports.contains(port) {
-                host_ports.push(port.clone());
-            }
-        }
+        add_host_ports(
+            &mut host_ports,
+            c.pods
+                .iter()
+                .filter_map(|u| by_uid.get(u.as_str()))
+                .flat_map(|p| &p.host_ports),
+        );
         launches.push(launch_claim(deps, c, host_ports, &types, holder, now));
     }
     let results: Vec<Result<Vec<Action>>> = crate::in_order(launches, LAUNCH_CONCURRENCY).await;

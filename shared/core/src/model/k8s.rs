@@ -19,7 +19,7 @@ use crate::labels;
 use crate::model::Node;
 use crate::model::pod::{
     Effect, HostPort, LabelSelector, OwnerRef, Pod, PodAffinityTerm, PreferredTerm, SpreadConstraint, Taint,
-    Toleration, TolerationOperator, WhenUnsatisfiable,
+    Toleration, TolerationOperator, WhenUnsatisfiable, add_host_ports,
 };
 use crate::requirements::{Operator, Requirement};
 use crate::resources::{Resource, Resources};
@@ -82,9 +82,7 @@ fn pod_from_spec(meta: &meta::ObjectMeta, spec: &core::PodSpec, path: &str) -> R
             if let Some(hp) = bound {
                 let field = format!("{path}.spec.containers[{i}].ports[{j}]");
                 let hp = HostPort::new(hp, port.protocol.as_deref(), &field)?;
-                if !pod.host_ports.contains(&hp) {
-                    pod.host_ports.push(hp);
-                }
+                add_host_ports(&mut pod.host_ports, [&hp]);
             }
         }
     }

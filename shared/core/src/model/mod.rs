@@ -18,5 +18,5 @@ pub use load::{MAX_INPUT_BYTES, PodFile, documents, load_nodes, load_pods};
 pub use node::{Node, NodeLabels};
 pub use pod::{
     Effect, HostPort, LabelSelector, OwnerRef, Pod, PodAffinityTerm, PreferredTerm, SpreadConstraint, Taint,
-    Toleration, TolerationOperator, WhenUnsatisfiable, first_untolerated,
+    Toleration, TolerationOperator, WhenUnsatisfiable, add_host_ports, first_untolerated,
 };

@@ -94,6 +94,15 @@ impl HostPort {
     }
 }
 
+/// Adds `ports` to `into`, each once (a claim's or a pod's set of bound ports).
+pub fn add_host_ports<'a>(into: &mut Vec<HostPort>, ports: impl IntoIterator<Item = &'a HostPort>) {
+    for port in ports {
+        if !into.contains(port) {
+            into.push(port.clone());
+        }
+    }
+}
+
 impl std::fmt::Display for HostPort {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.protocol, self.port)
