@@ -94,12 +94,8 @@ fn plan(args: &Args) -> Result<u8, String> {
         Some(p) => load_nodes(&read_file(p)?, &p.display().to_string()).map_err(|e| e.to_string())?,
         None => Vec::new(),
     };
-    // kubelet.maxPods of the first node class applies to allocatable.
-    let overhead = OverheadConfig {
-        max_pods: config.node_classes.first().and_then(|c| c.kubelet.max_pods),
-        ..OverheadConfig::default()
-    };
-    let types = catalogue.instance_types(&args.region, &overhead);
+    // Each pool's EC2NodeClass (kubelet, volumes) is applied per pool by the scheduler.
+    let types = catalogue.instance_types(&args.region, &OverheadConfig::default());
     for n in &nodes {
         if n.allocatable.is_none() && !types.iter().any(|t| t.name == n.instance_type) {
             return Err(format!(

@@ -14,7 +14,7 @@ use nodewright_aws::capacity::{
     TAG_MANAGED_BY, TAG_POOL,
 };
 use nodewright_core::CapacityType;
-use nodewright_core::nodepool::{Ec2NodeClass, SelectorTerm};
+use nodewright_core::nodepool::{BlockDevice, Ec2NodeClass, SelectorTerm};
 
 fn tag_of(instance: &aws_sdk_ec2::types::Instance, key: &str) -> Option<String> {
     instance
@@ -216,6 +216,60 @@ async fn launch_template_from_a_node_class_is_created_once_and_reused() {
         Some("required"),
         "IMDSv2 required"
     );
+    // The class lists no volumes: the AMI family's root volume, encrypted (Karpenter's default).
+    let volumes = data.block_device_mappings();
+    assert_eq!(volumes.len(), 1);
+    assert_eq!(volumes[0].device_name(), Some("/dev/xvda"));
+    let ebs = volumes[0].ebs().unwrap();
+    assert_eq!((ebs.volume_size(), ebs.encrypted()), (Some(20), Some(true)));
+    // Every EBS field the class sets reaches the template as EC2 stores it (the KMS key above all:
+    // dropping it would launch volumes under the account's default key).
+    let mut keyed = class.clone();
+    keyed.block_device_mappings = vec![BlockDevice {
+        device_name: "/dev/xvda".into(),
+        volume_size_gib: Some(100),
+        volume_type: Some("gp3".into()),
+        encrypted: Some(true),
+        root_volume: true,
+        kms_key_id: Some("arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab".into()),
+        iops: Some(4000),
+        throughput: Some(250),
+        snapshot_id: None,
+        delete_on_termination: Some(false),
+        volume_initialization_rate: None,
+    }];
+    let keyed_spec = LaunchTemplateSpec::new(
+        &keyed,
+        &resolved,
+        "amd64",
+        &endpoint,
+        &labels,
+        &[],
+        keyed.instance_profile.clone(),
+    )
+    .unwrap();
+    let keyed_id = fleet.ensure_launch_template(&keyed_spec).await.unwrap();
+    assert_ne!(keyed_id, first, "other volumes, another template");
+    let stored = clients
+        .ec2
+        .describe_launch_template_versions()
+        .launch_template_id(&keyed_id)
+        .send()
+        .await
+        .unwrap();
+    let ebs = stored.launch_template_versions()[0]
+        .launch_template_data()
+        .unwrap()
+        .block_device_mappings()[0]
+        .ebs()
+        .unwrap()
+        .clone();
+    assert_eq!(ebs.kms_key_id(), keyed.block_device_mappings[0].kms_key_id.as_deref());
+    assert_eq!(
+        (ebs.iops(), ebs.throughput(), ebs.volume_size()),
+        (Some(4000), Some(250), Some(100))
+    );
+    assert_eq!(ebs.delete_on_termination(), Some(false));
     let user_data = String::from_utf8(
         base64::Engine::decode(&base64::engine::general_purpose::STANDARD, data.user_data().unwrap()).unwrap(),
     )

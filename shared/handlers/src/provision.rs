@@ -1008,7 +1008,7 @@ async fn record_launch<S: State, C: Capacity, K: ClusterApi>(
         });
     }
     let launched_type = types.iter().find(|t| t.name == outcome.instance_type);
-    let allocatable = launched_type.map(|t| t.allocatable.clone());
+    let allocatable = launched_type.map(|t| pool.allocatable_of(t));
     // An adopted instance (a retry's ClientToken found the first attempt's) comes back without a
     // price: the catalogue's for its offering, so consolidation does not take it for free or dear.
     let price = outcome.price.or_else(|| {

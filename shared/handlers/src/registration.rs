@@ -53,6 +53,7 @@ pub(crate) fn launch_update<S, C, K>(deps: &Deps<S, C, K>, i: &InstanceSummary) 
         CapacityType::OnDemand
     };
     let t = deps.settings.type_by_name(&i.instance_type);
+    let pools = deps.settings.pools();
     ClaimUpdate {
         instance_id: Some(i.instance_id.clone()),
         instance_type: Some(i.instance_type.clone()),
@@ -65,7 +66,11 @@ pub(crate) fn launch_update<S, C, K>(deps: &Deps<S, C, K>, i: &InstanceSummary) 
                 .map(|o| o.price)
                 .min_by(f64::total_cmp)
         }),
-        allocatable: t.map(|t| t.allocatable.clone()),
+        // What the node will register with: its pool's EC2NodeClass applied.
+        allocatable: t.map(|t| match i.pool.as_deref().and_then(|p| pools.config.pool(p)) {
+            Some(pool) => pool.allocatable_of(&t),
+            None => t.allocatable.clone(),
+        }),
         node_name: None,
     }
 }

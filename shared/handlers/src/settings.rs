@@ -141,7 +141,8 @@ pub struct Pools {
 impl Pools {
     /// Derives everything from `config` for `region`, at the live `prices` when there are some
     /// (else the catalogue's).
-    pub fn build(region: &str, config: Config, prices: Option<&PriceSheet>) -> Result<Pools> {
+    pub fn build(region: &str, mut config: Config, prices: Option<&PriceSheet>) -> Result<Pools> {
+        config.link_node_classes();
         let mut instance_types = Catalogue::embedded().instance_types(region, &OverheadConfig::default());
         if instance_types.is_empty() {
             return Err(Error::config(

@@ -469,3 +469,46 @@ async fn event_times_outside_a_day_are_refused_with_the_field_named() {
     assert!(err.to_string().contains("detail.readyAt"), "{err}");
     assert_eq!(claim(&deps, &c.id).await.state, ClaimState::Launched);
 }
+
+/// An EC2NodeClass's kubelet settings reach the plan and the node alike: the allocatable a claim is
+/// planned and recorded with is what its node registers when the kubelet emulator reads the launch's
+/// user data as nodeadm would (max pods, pods per core, kube- and system-reserved, the hard memory
+/// eviction threshold). Before, the plan used the defaults whatever the class said: a class with
+/// `maxPods: 20` was planned for the ENI formula's 58 pods on an m5.xlarge.
+#[tokio::test]
+async fn a_classes_kubelet_settings_reach_the_plan_and_the_node_alike() {
+    let kubelet = "  role: KarpenterNodeRole-demo
+  kubelet:
+    maxPods: 20
+    podsPerCore: 3
+    kubeReserved: {cpu: 300m}
+    systemReserved: {cpu: 200m, memory: 512Mi}
+    evictionHard: {memory.available: 5%}
+";
+    let deps = deps_with(&POOLS.replace("  role: KarpenterNodeRole-demo\n", kubelet));
+    sample_batch(&deps).await;
+    let booted = boot_nodes(&deps);
+    assert!(!booted.is_empty(), "the batch launched nodes");
+    for n in &booted {
+        let instance = n.instance_id.as_deref().unwrap();
+        let claim = deps.state.claim_by_instance(instance).await.unwrap().unwrap();
+        let planned = claim.allocatable.clone().unwrap();
+        let registered = n.node.allocatable.clone().unwrap();
+        let vcpu = registered.cpu_milli().div_ceil(1000);
+        assert_eq!(
+            planned.get(Resource::Pods),
+            registered.get(Resource::Pods),
+            "{instance}: max pods"
+        );
+        assert!(registered.get(Resource::Pods) <= 20.min(3 * vcpu));
+        assert_eq!(planned.cpu_milli(), registered.cpu_milli(), "{instance}: cpu");
+        // The plan keeps back the VM's memory overhead as well (an estimate the kubelet does not
+        // know of): never more than the node has.
+        assert!(
+            planned.memory() <= registered.memory(),
+            "{instance}: planned {} > registered {}",
+            planned.memory(),
+            registered.memory()
+        );
+    }
+}

@@ -47,6 +47,12 @@ pub struct BootConfig {
     pub labels: BTreeMap<String, String>,
     pub taints: Vec<Taint>,
     pub max_pods: Option<u32>,
+    /// `podsPerCore` (nodeadm only: Bottlerocket has no such setting).
+    pub pods_per_core: Option<u32>,
+    /// `kubeReserved`, `systemReserved` and `evictionHard` as written (resource or signal to value).
+    pub kube_reserved: BTreeMap<String, String>,
+    pub system_reserved: BTreeMap<String, String>,
+    pub eviction_hard: BTreeMap<String, String>,
 }
 
 /// What EC2 holds for an instance.
@@ -117,6 +123,10 @@ fn nodeadm(text: &str) -> Result<BootConfig> {
     }
     let config = &spec["kubelet"]["config"];
     boot.max_pods = config["maxPods"].as_u64().map(|m| m as u32);
+    boot.pods_per_core = config["podsPerCore"].as_u64().map(|m| m as u32);
+    boot.kube_reserved = string_map(&config["kubeReserved"]);
+    boot.system_reserved = string_map(&config["systemReserved"]);
+    boot.eviction_hard = string_map(&config["evictionHard"]);
     for t in config["registerWithTaints"].as_array().into_iter().flatten() {
         boot.taints.push(Taint {
             key: t["key"].as_str().unwrap_or_default().to_string(),
@@ -139,6 +149,24 @@ fn nodeadm(text: &str) -> Result<BootConfig> {
     }
     check_labels(&boot.labels)?;
     Ok(boot)
+}
+
+/// A JSON object of strings (numbers written as they are), empty when absent.
+fn string_map(v: &Value) -> BTreeMap<String, String> {
+    v.as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string)))
+        .collect()
+}
+
+/// A TOML table of strings, empty when absent.
+fn toml_map(v: Option<&toml::Value>) -> BTreeMap<String, String> {
+    v.and_then(|v| v.as_table())
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string)))
+        .collect()
 }
 
 /// `key=value:Effect` or `key:Effect`.
@@ -168,6 +196,9 @@ fn bottlerocket(text: &str) -> Result<BootConfig> {
     let mut boot = BootConfig {
         cluster_name: k.get("cluster-name").and_then(|v| v.as_str()).map(str::to_string),
         max_pods: k.get("max-pods").and_then(|v| v.as_integer()).map(|m| m as u32),
+        kube_reserved: toml_map(k.get("kube-reserved")),
+        system_reserved: toml_map(k.get("system-reserved")),
+        eviction_hard: toml_map(k.get("eviction-hard")),
         ..BootConfig::default()
     };
     if let Some(labels) = k.get("node-labels").and_then(|v| v.as_table()) {
@@ -306,9 +337,18 @@ pub fn register(facts: &InstanceFacts, boot: &BootConfig) -> Value {
     labels.insert("node.kubernetes.io/instance-type".into(), facts.instance_type.clone());
     labels.insert("topology.kubernetes.io/zone".into(), facts.zone.clone());
     labels.insert("topology.kubernetes.io/region".into(), facts.region.clone());
+    // The kubelet takes the smaller of maxPods and podsPerCore x cores.
     let max_pods = boot.max_pods.unwrap_or(facts.default_max_pods);
+    let max_pods = match boot.pods_per_core {
+        Some(per) if per > 0 => max_pods.min(per.saturating_mul(facts.vcpus)),
+        _ => max_pods,
+    };
     let cpu_milli = u64::from(facts.vcpus) * 1000;
-    let reserved_cpu: u64 = (0..u64::from(facts.vcpus))
+    let memory_bytes = facts.memory_mib << 20;
+    // The AMI's defaults (nodeadm's kube-reserved: CPU by core, 11 MiB a pod + 255 MiB), each one
+    // replaced where the user data names it; system-reserved on top; the hard memory eviction
+    // threshold (100Mi, or a share of memory) last.
+    let default_cpu: u64 = (0..u64::from(facts.vcpus))
         .map(|core| match core {
             0 => 60,
             1 => 10,
@@ -317,7 +357,24 @@ pub fn register(facts: &InstanceFacts, boot: &BootConfig) -> Value {
         })
         .sum::<u64>()
         + u64::from(facts.vcpus.saturating_sub(4)) / 2;
-    let reserved_mib = 11 * u64::from(max_pods) + 255 + 100;
+    let cpu = |m: &BTreeMap<String, String>| m.get("cpu").and_then(|v| millis(v));
+    let memory = |m: &BTreeMap<String, String>| m.get("memory").and_then(|v| bytes(v));
+    let reserved_cpu = cpu(&boot.kube_reserved).unwrap_or(default_cpu) + cpu(&boot.system_reserved).unwrap_or(0);
+    let eviction = match boot.eviction_hard.get("memory.available").map(String::as_str) {
+        Some(v) if v.ends_with('%') => {
+            let pct: f64 = v.trim_end_matches('%').parse().unwrap_or(0.0);
+            if pct >= 100.0 {
+                0
+            } else {
+                (memory_bytes as f64 * pct / 100.0).ceil() as u64
+            }
+        }
+        Some(v) => bytes(v).unwrap_or(100 << 20),
+        None => 100 << 20,
+    };
+    let reserved_bytes = memory(&boot.kube_reserved).unwrap_or((11 * u64::from(max_pods) + 255) << 20)
+        + memory(&boot.system_reserved).unwrap_or(0)
+        + eviction;
     let taints: Vec<Value> = boot
         .taints
         .iter()
@@ -342,13 +399,42 @@ pub fn register(facts: &InstanceFacts, boot: &BootConfig) -> Value {
             },
             "allocatable": {
                 "cpu": format!("{}m", cpu_milli.saturating_sub(reserved_cpu)),
-                "memory": format!("{}Mi", facts.memory_mib.saturating_sub(reserved_mib)),
+                "memory": memory_bytes.saturating_sub(reserved_bytes).to_string(),
                 "pods": max_pods.to_string(),
             },
             "conditions": [{"type": "Ready", "status": "False", "reason": "KubeletNotReady"}],
             "addresses": [{"type": "InternalIP", "address": facts.private_ip}],
         }
     })
+}
+
+/// A CPU quantity in millicores: `250m`, `1`, `1.5`.
+fn millis(v: &str) -> Option<u64> {
+    match v.strip_suffix('m') {
+        Some(m) => m.parse().ok(),
+        None => v.parse::<f64>().ok().map(|c| (c * 1000.0).round() as u64),
+    }
+}
+
+/// A byte quantity: a plain number, or with a binary (`Ki` .. `Ti`) or decimal (`k`, `M` .. `T`)
+/// suffix.
+fn bytes(v: &str) -> Option<u64> {
+    const SUFFIXES: &[(&str, f64)] = &[
+        ("Ki", 1024.0),
+        ("Mi", 1_048_576.0),
+        ("Gi", 1_073_741_824.0),
+        ("Ti", 1_099_511_627_776.0),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+    ];
+    for (suffix, scale) in SUFFIXES {
+        if let Some(n) = v.strip_suffix(suffix) {
+            return n.parse::<f64>().ok().map(|n| (n * scale).round() as u64);
+        }
+    }
+    v.parse::<f64>().ok().map(|n| n.round() as u64)
 }
 
 /// The kubelet reports Ready at `at` (RFC 3339).
@@ -419,6 +505,41 @@ mod tests {
         assert_eq!(
             node_name("10.1.2.3", "eu-west-2"),
             "ip-10-1-2-3.eu-west-2.compute.internal"
+        );
+    }
+
+    /// The kubelet's reservations as the user data sets them: maxPods and podsPerCore (the smaller
+    /// wins), kube-reserved CPU replaced and its memory still by pods, system-reserved on top, and a
+    /// hard memory threshold as a share of memory. Written from the kubelet's documented rules.
+    #[test]
+    fn reservations_follow_the_kubelet_config_in_the_user_data() {
+        let text = AL2023.replace(
+            "      maxPods: 29\n",
+            "      maxPods: 29\n      podsPerCore: 5\n      kubeReserved: {cpu: 300m}\n      systemReserved: {cpu: \"0.2\", memory: 512Mi}\n      evictionHard: {memory.available: 10%}\n",
+        );
+        let boot = read_user_data(&text).expect("boot");
+        assert_eq!(boot.pods_per_core, Some(5));
+        let node = register(&facts(), &boot);
+        let a = &node["status"]["allocatable"];
+        assert_eq!(a["pods"], "10", "podsPerCore 5 x 2 cores < maxPods 29");
+        assert_eq!(a["cpu"], "1500m", "2000m - 300m kube - 200m system");
+        let memory: u64 = a["memory"].as_str().unwrap().parse().unwrap();
+        let total = 8192u64 << 20;
+        let reserved = ((11 * 10 + 255) << 20) + (512 << 20) + total.div_ceil(10);
+        assert_eq!(memory, total - reserved);
+
+        let bottlerocket = "[settings.kubernetes]\ncluster-name = \"prod\"\nmax-pods = 20\n[settings.kubernetes.kube-reserved]\nmemory = \"1Gi\"\n[settings.kubernetes.eviction-hard]\n\"memory.available\" = \"200Mi\"\n";
+        let boot = read_user_data(bottlerocket).expect("boot");
+        let node = register(&facts(), &boot);
+        let memory: u64 = node["status"]["allocatable"]["memory"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(memory, total - (1 << 30) - (200 << 20));
+        assert_eq!(
+            node["status"]["allocatable"]["cpu"], "1930m",
+            "the default kube-reserved CPU"
         );
     }
 }

@@ -13,7 +13,7 @@ use aws_sdk_ec2::types::{
 };
 use base64::Engine;
 use nodewright_core::model::Taint;
-use nodewright_core::nodepool::{Ec2NodeClass, SelectorTerm};
+use nodewright_core::nodepool::{BlockDevice, Ec2NodeClass, SelectorTerm};
 use sha2::{Digest, Sha256};
 
 use super::user_data::{self, Bootstrap};
@@ -31,6 +31,30 @@ pub struct NodeClassResolution {
     pub security_groups: Vec<String>,
 }
 
+/// The AMI family's volumes when a class lists none, as Karpenter's: AL2023 a 20 GiB root
+/// (`/dev/xvda`); Bottlerocket a 4 GiB OS volume and a 20 GiB data volume (`/dev/xvdb`). gp3,
+/// encrypted.
+fn default_block_devices(bottlerocket: bool) -> Vec<BlockDevice> {
+    let volume = |device: &str, gib: u64| BlockDevice {
+        device_name: device.into(),
+        volume_size_gib: Some(gib),
+        volume_type: Some("gp3".into()),
+        encrypted: Some(true),
+        root_volume: false,
+        kms_key_id: None,
+        iops: None,
+        throughput: None,
+        snapshot_id: None,
+        delete_on_termination: Some(true),
+        volume_initialization_rate: None,
+    };
+    if bottlerocket {
+        vec![volume("/dev/xvda", 4), volume("/dev/xvdb", 20)]
+    } else {
+        vec![volume("/dev/xvda", 20)]
+    }
+}
+
 /// Everything a launch template holds; its hash names it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct LaunchTemplateSpec {
@@ -38,8 +62,8 @@ pub struct LaunchTemplateSpec {
     pub security_groups: Vec<String>,
     pub user_data: String,
     pub instance_profile: Option<String>,
-    /// (device name, size GiB, volume type, encrypted)
-    pub block_devices: Vec<(String, Option<u64>, Option<String>, bool)>,
+    /// The class's mappings, or the AMI family's defaults when it has none.
+    pub block_devices: Vec<BlockDevice>,
     pub http_tokens_required: bool,
     pub tags: BTreeMap<String, String>,
 }
@@ -63,7 +87,8 @@ impl LaunchTemplateSpec {
             cluster,
             labels,
             taints,
-            max_pods: class.kubelet.max_pods,
+            kubelet: &class.kubelet,
+            instance_store_raid0: class.instance_store_raid0,
         };
         let field = format!("EC2NodeClass {}: spec.userData", class.name);
         let user_data = match family.as_str() {
@@ -87,18 +112,11 @@ impl LaunchTemplateSpec {
             security_groups: resolution.security_groups.clone(),
             user_data: base64::engine::general_purpose::STANDARD.encode(user_data),
             instance_profile,
-            block_devices: class
-                .block_device_mappings
-                .iter()
-                .map(|b| {
-                    (
-                        b.device_name.clone(),
-                        b.volume_size_gib,
-                        b.volume_type.clone(),
-                        b.encrypted.unwrap_or(true),
-                    )
-                })
-                .collect(),
+            block_devices: if class.block_device_mappings.is_empty() {
+                default_block_devices(class.is_bottlerocket())
+            } else {
+                class.block_device_mappings.clone()
+            },
             http_tokens_required: class.http_tokens_required,
             tags: class.tags.clone(),
         })
@@ -386,19 +404,25 @@ impl Fleet {
                     .build(),
             );
         }
-        for (device, size, volume_type, encrypted) in &spec.block_devices {
-            let mut ebs = LaunchTemplateEbsBlockDeviceRequest::builder()
-                .encrypted(*encrypted)
-                .delete_on_termination(true);
-            if let Some(size) = size {
-                ebs = ebs.volume_size(i32::try_from(*size).unwrap_or(i32::MAX));
-            }
-            if let Some(t) = volume_type {
-                ebs = ebs.volume_type(VolumeType::from(t.as_str()));
-            }
+        for b in &spec.block_devices {
+            // Encrypted unless the class says otherwise (Karpenter's default), with the class's
+            // KMS key when it names one.
+            let ebs = LaunchTemplateEbsBlockDeviceRequest::builder()
+                .encrypted(b.encrypted.unwrap_or(true))
+                .delete_on_termination(b.delete_on_termination.unwrap_or(true))
+                .set_volume_size(b.volume_size_gib.map(|s| i32::try_from(s).unwrap_or(i32::MAX)))
+                .set_volume_type(b.volume_type.as_deref().map(VolumeType::from))
+                .set_kms_key_id(b.kms_key_id.clone())
+                .set_snapshot_id(b.snapshot_id.clone())
+                .set_iops(b.iops.map(|n| i32::try_from(n).unwrap_or(i32::MAX)))
+                .set_throughput(b.throughput.map(|n| i32::try_from(n).unwrap_or(i32::MAX)))
+                .set_volume_initialization_rate(
+                    b.volume_initialization_rate
+                        .map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
+                );
             data = data.block_device_mappings(
                 LaunchTemplateBlockDeviceMappingRequest::builder()
-                    .device_name(device)
+                    .device_name(&b.device_name)
                     .ebs(ebs.build())
                     .build(),
             );

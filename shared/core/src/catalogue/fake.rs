@@ -49,6 +49,11 @@ pub fn benchmark_types(count: usize) -> Vec<InstanceType> {
                 accelerated: false,
                 bare_metal: false,
                 interruption_band: None,
+                hardware: super::Hardware {
+                    vcpu: cpu as u32,
+                    eni_max_pods: Some(10 * cpu as u32),
+                    local_nvme_gb: 0,
+                },
             }
         })
         .collect()

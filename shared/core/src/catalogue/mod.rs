@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
-pub use allocatable::{Overhead, OverheadConfig};
+pub use allocatable::{Hardware, Overhead, OverheadConfig, Reserved, Threshold};
 
 use crate::labels;
 use crate::resources::{EFA, NEURON_CORE, Resource, Resources};
@@ -262,9 +262,17 @@ pub struct InstanceType {
     pub bare_metal: bool,
     /// Spot interruption band (0..=4), where the advisor knows it.
     pub interruption_band: Option<u8>,
+    /// What `capacity` and `allocatable` were computed from, to compute them again for a pool
+    /// whose EC2NodeClass sets other kubelet or volume settings ([`InstanceType::resources_under`]).
+    pub hardware: Hardware,
 }
 
 impl InstanceType {
+    /// Capacity and allocatable of this type's nodes under `cfg` (a pool's EC2NodeClass).
+    pub fn resources_under(&self, cfg: &OverheadConfig) -> (Resources, Resources) {
+        cfg.node_resources(&self.hardware, self.capacity.clone())
+    }
+
     /// Cheapest available offering price for a capacity type, if any.
     pub fn cheapest(&self, ct: CapacityType) -> Option<f64> {
         self.offerings
@@ -474,13 +482,15 @@ impl Catalogue {
                 available: true,
             });
         }
-        let max_pods = cfg.max_pods(s.eni_max_pods());
+        let hardware = Hardware {
+            vcpu: s.vcpu,
+            eni_max_pods: s.eni_max_pods(),
+            local_nvme_gb: s.local_nvme_gb,
+        };
         let mut capacity = s.device_resources();
         capacity.set(Resource::Cpu, u64::from(s.vcpu) * 1000);
         capacity.set(Resource::Memory, cfg.memory_capacity_bytes(s.memory_mib));
-        capacity.set(Resource::Pods, max_pods.into());
-        capacity.set(Resource::EphemeralStorage, cfg.ephemeral_bytes());
-        let allocatable = cfg.overhead(s.vcpu, max_pods).allocatable(&capacity);
+        let (capacity, allocatable) = cfg.node_resources(&hardware, capacity);
         Some(InstanceType {
             name: s.name.clone(),
             labels: s.labels(region),
@@ -490,6 +500,7 @@ impl Catalogue {
             accelerated: s.gpu_count > 0 || s.accelerator_count > 0,
             bare_metal: s.bare_metal,
             interruption_band: advice.map(|a| a.band),
+            hardware,
         })
     }
 }

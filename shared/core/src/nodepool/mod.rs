@@ -3,7 +3,9 @@
 //! (converted with warnings), and Nodewright's `AutoScalingPool` extension for pools backed by an
 //! existing Auto Scaling group.
 
+mod block_devices;
 mod duration;
+mod kubelet;
 mod legacy;
 pub mod objects;
 mod parse;
@@ -15,6 +17,7 @@ use serde::Serialize;
 pub use duration::{format_duration, parse_duration};
 pub use objects::{ClusterConfig, Verdict};
 
+use crate::catalogue::{OverheadConfig, Reserved, Threshold};
 use crate::model::Taint;
 use crate::requirements::Requirement;
 use crate::resources::Resources;
@@ -104,6 +107,20 @@ impl Config {
         }
     }
 
+    /// Gives each pool what its EC2NodeClass makes its nodes keep back (None where that is the
+    /// default, or the class is not here): called wherever a configuration is complete, so the
+    /// scheduler plans each pool with the allocatable its nodes will register.
+    pub fn link_node_classes(&mut self) {
+        let default = OverheadConfig::default();
+        for p in &mut self.node_pools {
+            let class = match (&p.backing, &p.node_class) {
+                (PoolBacking::Fleet, Some(name)) => self.node_classes.iter().find(|c| &c.name == name),
+                _ => None,
+            };
+            p.node_overhead = class.map(Ec2NodeClass::overhead).filter(|o| *o != default);
+        }
+    }
+
     pub fn pool(&self, name: &str) -> Option<&NodePool> {
         self.node_pools.iter().find(|p| p.name == name)
     }
@@ -129,6 +146,7 @@ impl Config {
             self.node_classes.retain(|k| k.name != c.name);
             self.node_classes.push(c);
         }
+        self.link_node_classes();
     }
 }
 
@@ -294,6 +312,10 @@ pub struct NodePool {
     pub limits: Limits,
     pub disruption: Disruption,
     pub backing: PoolBacking,
+    /// What the pool's nodes keep back from pods, from its EC2NodeClass ([`Config::link_node_classes`]);
+    /// None: Karpenter's defaults, as the catalogue's allocatable already holds.
+    #[serde(skip)]
+    pub node_overhead: Option<OverheadConfig>,
 }
 
 impl NodePool {
@@ -313,6 +335,16 @@ impl NodePool {
             limits: Limits::default(),
             disruption: Disruption::default(),
             backing: PoolBacking::Fleet,
+            node_overhead: None,
+        }
+    }
+
+    /// Allocatable of this pool's nodes of type `t`: its EC2NodeClass's kubelet settings and
+    /// volumes applied ([`NodePool::node_overhead`]), before daemonsets.
+    pub fn allocatable_of(&self, t: &crate::InstanceType) -> Resources {
+        match &self.node_overhead {
+            Some(cfg) => t.resources_under(cfg).1,
+            None => t.allocatable.clone(),
         }
     }
 
@@ -348,17 +380,37 @@ pub struct SelectorTerm {
     pub ssm_parameter: Option<String>,
 }
 
-/// Kubelet settings that change allocatable capacity.
+/// An EC2NodeClass's `kubelet`: given to the node's kubelet (nodeadm's `NodeConfig` or
+/// Bottlerocket's settings) and, where it changes what pods can use (max pods, pods per core,
+/// reserved resources, hard eviction thresholds), to the scheduler ([`OverheadConfig::of_class`]).
+/// Maps hold the values as written (validated); fields added after the first release are left out
+/// of the class's digest when unset, so an upgrade drifts no node.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct KubeletConfig {
     pub max_pods: Option<u32>,
     pub pods_per_core: Option<u32>,
-    pub kube_reserved: Resources,
-    pub system_reserved: Resources,
+    pub kube_reserved: BTreeMap<String, String>,
+    pub system_reserved: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub eviction_hard: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub eviction_soft: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub eviction_soft_grace_period: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eviction_max_pod_grace_period: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_gc_high_threshold_percent: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_gc_low_threshold_percent: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_cfs_quota: Option<bool>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cluster_dns: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BlockDevice {
     pub device_name: String,
@@ -366,6 +418,20 @@ pub struct BlockDevice {
     pub volume_type: Option<String>,
     pub encrypted: Option<bool>,
     pub root_volume: bool,
+    // Read since the block-device release: left out of the class's digest when unset, so an
+    // upgrade drifts no node.
+    #[serde(rename = "kmsKeyID", skip_serializing_if = "Option::is_none")]
+    pub kms_key_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iops: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub throughput: Option<u32>,
+    #[serde(rename = "snapshotID", skip_serializing_if = "Option::is_none")]
+    pub snapshot_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delete_on_termination: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub volume_initialization_rate: Option<u32>,
 }
 
 /// Karpenter's `EC2NodeClass`: how nodes are launched (AMI, subnets, security groups, role).
@@ -385,9 +451,75 @@ pub struct Ec2NodeClass {
     pub block_device_mappings: Vec<BlockDevice>,
     /// IMDSv2 is required unless the class says otherwise.
     pub http_tokens_required: bool,
+    /// `instanceStorePolicy: RAID0`: the instance store, striped, holds the kubelet's ephemeral
+    /// storage.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub instance_store_raid0: bool,
 }
 
 impl Ec2NodeClass {
+    /// Whether nodes boot Bottlerocket (which keeps the kubelet's data on `/dev/xvdb` and does not
+    /// honour `podsPerCore`).
+    pub fn is_bottlerocket(&self) -> bool {
+        let family = self.ami_family.as_deref().map(str::to_ascii_lowercase);
+        let alias = self.ami_selector_terms.iter().find_map(|t| t.alias.as_deref());
+        family.as_deref() == Some("bottlerocket")
+            || alias.is_some_and(|a| a.to_ascii_lowercase().starts_with("bottlerocket@"))
+    }
+
+    /// What this class's nodes keep back from pods, as Karpenter computes it: the kubelet's max
+    /// pods, pods per core (not on Bottlerocket), kube- and system-reserved, the hard memory and
+    /// nodefs eviction thresholds (soft ones do not change allocatable), and ephemeral storage from
+    /// the instance store under RAID0, else the root volume (the one marked `rootVolume`, else the
+    /// AMI family's data device: `/dev/xvda`, Bottlerocket's `/dev/xvdb`), else 20 GiB.
+    pub fn overhead(&self) -> OverheadConfig {
+        let k = &self.kubelet;
+        let reserved = |m: &BTreeMap<String, String>| {
+            let q = |name: &str, scale| m.get(name).and_then(|v| crate::quantity::parse_quantity(v, scale).ok());
+            Reserved {
+                cpu_milli: q("cpu", crate::quantity::Scale::Milli),
+                memory_bytes: q("memory", crate::quantity::Scale::Unit),
+                ephemeral_bytes: q("ephemeral-storage", crate::quantity::Scale::Unit),
+            }
+        };
+        let mut cfg = OverheadConfig {
+            max_pods: k.max_pods,
+            pods_per_core: k.pods_per_core.filter(|_| !self.is_bottlerocket()),
+            kube_reserved: reserved(&k.kube_reserved),
+            system_reserved: reserved(&k.system_reserved),
+            instance_store_raid0: self.instance_store_raid0,
+            ..OverheadConfig::default()
+        };
+        if let Some(t) = k
+            .eviction_hard
+            .get("memory.available")
+            .and_then(|v| Threshold::parse(v).ok())
+        {
+            cfg.eviction_memory = t;
+        }
+        if let Some(t) = k
+            .eviction_hard
+            .get("nodefs.available")
+            .and_then(|v| Threshold::parse(v).ok())
+        {
+            cfg.eviction_nodefs = t;
+        }
+        let data_device = if self.is_bottlerocket() {
+            "/dev/xvdb"
+        } else {
+            "/dev/xvda"
+        };
+        let root = self
+            .block_device_mappings
+            .iter()
+            .find(|b| b.root_volume)
+            .or_else(|| self.block_device_mappings.iter().find(|b| b.device_name == data_device));
+        if let Some(gib) = root.and_then(|b| b.volume_size_gib) {
+            cfg.root_volume_gib = gib;
+        }
+        cfg
+    }
+
     /// A stable digest of everything in the class that shapes a launched node (AMI, subnet and
     /// security-group selectors, role, tags, user data, kubelet, block devices, IMDS): a node
     /// launched under another digest has drifted. Nodewright does not resolve selectors to AMI,

@@ -121,6 +121,7 @@ impl ClusterConfig {
                 node_class_problem,
             });
         }
+        out.config.link_node_classes();
         out
     }
 }

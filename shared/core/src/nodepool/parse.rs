@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Map, Value};
 
 use super::{
-    BlockDevice, Budget, BudgetNodes, Config, ConsolidationPolicy, Diagnostics, Disruption, DisruptionReason,
-    Ec2NodeClass, KubeletConfig, Limits, NodePool, PoolBacking, SelectorTerm, legacy, parse_duration,
+    Budget, BudgetNodes, Config, ConsolidationPolicy, Diagnostics, Disruption, DisruptionReason, Ec2NodeClass, Limits,
+    NodePool, PoolBacking, SelectorTerm, legacy, parse_duration,
 };
 use crate::catalogue::CapacityType;
 use crate::labels;
@@ -36,7 +36,7 @@ impl Ctx {
     pub fn warn(&mut self, path: &str, msg: impl std::fmt::Display) {
         self.warnings.push(format!("{}{path}: {msg}", self.prefix));
     }
-    fn object<'a>(&mut self, v: &'a Value, path: &str) -> Option<&'a Map<String, Value>> {
+    pub(super) fn object<'a>(&mut self, v: &'a Value, path: &str) -> Option<&'a Map<String, Value>> {
         match v {
             Value::Object(m) => Some(m),
             Value::Null => None,
@@ -46,10 +46,15 @@ impl Ctx {
             }
         }
     }
-    fn child<'a>(&mut self, m: &'a Map<String, Value>, key: &str, path: &str) -> Option<&'a Map<String, Value>> {
+    pub(super) fn child<'a>(
+        &mut self,
+        m: &'a Map<String, Value>,
+        key: &str,
+        path: &str,
+    ) -> Option<&'a Map<String, Value>> {
         m.get(key).and_then(|v| self.object(v, &join(path, key)))
     }
-    fn known(&mut self, m: &Map<String, Value>, path: &str, known: &[&str]) {
+    pub(super) fn known(&mut self, m: &Map<String, Value>, path: &str, known: &[&str]) {
         for k in m.keys() {
             if !known.contains(&k.as_str()) {
                 match nearest(k, known) {
@@ -62,7 +67,7 @@ impl Ctx {
             }
         }
     }
-    fn string(&mut self, m: &Map<String, Value>, key: &str, path: &str) -> Option<String> {
+    pub(super) fn string(&mut self, m: &Map<String, Value>, key: &str, path: &str) -> Option<String> {
         match m.get(key)? {
             Value::String(s) => Some(s.clone()),
             Value::Null => None,
@@ -264,6 +269,7 @@ pub(super) fn parse_config_with(text: &str, source: &str, other_classes: &[Strin
             );
         }
     }
+    config.link_node_classes();
     let diags = Diagnostics {
         errors: ctx.errors,
         warnings: ctx.warnings,
@@ -859,76 +865,19 @@ fn parse_nodeclass(ctx: &mut Ctx, m: &Map<String, Value>) -> Option<Ec2NodeClass
     }
     c.user_data = ctx.string(spec, "userData", "spec");
     if let Some(k) = ctx.child(spec, "kubelet", "spec") {
-        ctx.known(
-            k,
-            "spec.kubelet",
-            &[
-                "maxPods",
-                "podsPerCore",
-                "systemReserved",
-                "kubeReserved",
-                "evictionHard",
-                "evictionSoft",
-                "evictionSoftGracePeriod",
-                "evictionMaxPodGracePeriod",
-                "imageGCHighThresholdPercent",
-                "imageGCLowThresholdPercent",
-                "cpuCFSQuota",
-                "clusterDNS",
-            ],
-        );
-        let mut kc = KubeletConfig::default();
-        for (field, slot) in [("maxPods", &mut kc.max_pods), ("podsPerCore", &mut kc.pods_per_core)] {
-            if let Some(v) = k.get(field) {
-                match v.as_u64() {
-                    Some(n) if n > 0 && n <= 10_000 => *slot = Some(n as u32),
-                    _ => ctx.err(
-                        &format!("spec.kubelet.{field}"),
-                        format!("{v} must be a positive integer"),
-                    ),
-                }
-            }
+        c.kubelet = super::kubelet::parse(ctx, k);
+    }
+    if let Some(policy) = ctx.string(spec, "instanceStorePolicy", "spec") {
+        match policy.as_str() {
+            "RAID0" => c.instance_store_raid0 = true,
+            other => ctx.err(
+                "spec.instanceStorePolicy",
+                format!("{other:?} is not a policy; the one policy is RAID0"),
+            ),
         }
-        for (field, slot) in [
-            ("kubeReserved", &mut kc.kube_reserved),
-            ("systemReserved", &mut kc.system_reserved),
-        ] {
-            if let Some(m) = ctx.child(k, field, "spec.kubelet") {
-                *slot = parse_resources(ctx, m, &format!("spec.kubelet.{field}")).resources;
-            }
-        }
-        c.kubelet = kc;
     }
     let bdms = ctx.array(spec, "blockDeviceMappings", "spec");
-    for (i, b) in bdms.iter().enumerate() {
-        let p = format!("spec.blockDeviceMappings[{i}]");
-        let Some(bm) = ctx.object(b, &p) else {
-            continue;
-        };
-        ctx.known(bm, &p, &["deviceName", "ebs", "rootVolume"]);
-        let device_name = ctx.string(bm, "deviceName", &p).unwrap_or_default();
-        let ebs = ctx.child(bm, "ebs", &p);
-        let mut bd = BlockDevice {
-            device_name,
-            volume_size_gib: None,
-            volume_type: None,
-            encrypted: None,
-            root_volume: bm.get("rootVolume").and_then(Value::as_bool).unwrap_or(false),
-        };
-        if let Some(e) = ebs {
-            let ep = format!("{p}.ebs");
-            if let Some(size) = ctx.string(e, "volumeSize", &ep) {
-                let mut r = Resources::new();
-                match r.set_quantity("storage", &size) {
-                    Ok(()) => bd.volume_size_gib = Some(r.get_named("storage").div_ceil(1 << 30)),
-                    Err(er) => ctx.err(&format!("{ep}.volumeSize"), er),
-                }
-            }
-            bd.volume_type = ctx.string(e, "volumeType", &ep);
-            bd.encrypted = e.get("encrypted").and_then(Value::as_bool);
-        }
-        c.block_device_mappings.push(bd);
-    }
+    c.block_device_mappings = super::block_devices::parse(ctx, bdms);
     if let Some(mo) = ctx.child(spec, "metadataOptions", "spec")
         && let Some(t) = ctx.string(mo, "httpTokens", "spec.metadataOptions")
     {

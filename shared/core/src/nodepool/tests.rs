@@ -242,6 +242,27 @@ spec:
     assert_ne!(a["default"], class("other")["default"], "new subnets drift");
 }
 
+/// A release that reads more of the class must not drift every node launched before it: a class
+/// that sets none of the new fields hashes as it did (digests taken before the kubelet's eviction,
+/// reserved and instance-store settings were read).
+#[test]
+fn node_class_drift_hash_of_an_unchanged_class_survives_an_upgrade() {
+    let text = "apiVersion: karpenter.k8s.aws/v1
+kind: EC2NodeClass
+metadata: {name: default}
+spec:
+  amiSelectorTerms: [{alias: al2023@latest}]
+  role: NodeRole
+  subnetSelectorTerms: [{tags: {karpenter.sh/discovery: demo}}]
+  securityGroupSelectorTerms: [{tags: {karpenter.sh/discovery: demo}}]
+  kubelet: {maxPods: 58}
+  blockDeviceMappings:
+    - {deviceName: /dev/xvda, rootVolume: true, ebs: {volumeSize: 100Gi, volumeType: gp3, encrypted: true}}
+";
+    let (config, _) = Config::parse_strict(text, "class.yaml").unwrap();
+    assert_eq!(config.node_class_hashes()["default"], "92288bb4ab121c83");
+}
+
 #[test]
 fn node_class_refs_resolve_across_the_files_of_one_call() {
     let pool = |class: &str| {
@@ -357,5 +378,395 @@ spec:
     );
     assert!(
         says("spec.template.spec.colour: unknown field (ignored)") && !says("colour: unknown field (ignored); did")
+    );
+}
+
+/// A class with `spec` (YAML lines under `spec:`, indented two spaces) on top of the required fields.
+fn class_with(extra: &str) -> Ec2NodeClass {
+    let text = format!(
+        "apiVersion: karpenter.k8s.aws/v1
+kind: EC2NodeClass
+metadata: {{name: default}}
+spec:
+  amiSelectorTerms: [{{alias: al2023@latest}}]
+  role: NodeRole
+  subnetSelectorTerms: [{{tags: {{karpenter.sh/discovery: demo}}}}]
+  securityGroupSelectorTerms: [{{tags: {{karpenter.sh/discovery: demo}}}}]
+{extra}"
+    );
+    let (config, d) = Config::parse(&text, "class.yaml");
+    assert!(d.errors.is_empty(), "{:?}", d.errors);
+    config.unwrap().node_classes.remove(0)
+}
+
+fn catalogue_type(name: &str) -> crate::InstanceType {
+    crate::Catalogue::embedded()
+        .instance_types("us-east-1", &crate::catalogue::OverheadConfig::default())
+        .into_iter()
+        .find(|t| t.name == name)
+        .unwrap()
+}
+
+const GI: u64 = 1 << 30;
+const MI: u64 = 1 << 20;
+
+/// Upstream: instancetype suite_test.go "Kube Reserved Resources / should use defaults when no
+/// kubelet is specified" (m5.xlarge: 80m CPU, 893Mi memory = 11 x 58 pods + 255, 1Gi storage).
+#[test]
+fn a_class_without_kubelet_settings_keeps_the_catalogues_allocatable() {
+    let class = class_with("");
+    let o = class.overhead();
+    assert_eq!(o, crate::catalogue::OverheadConfig::default());
+    let t = catalogue_type("m5.xlarge");
+    let (cap, alloc) = t.resources_under(&o);
+    assert_eq!((cap, alloc.clone()), (t.capacity.clone(), t.allocatable.clone()));
+    assert_eq!(alloc.cpu_milli(), 4000 - 80);
+    assert_eq!(alloc.memory(), t.capacity.memory() - 893 * MI - 100 * MI);
+}
+
+/// Upstream: "should override kube reserved when specified" and "should override system reserved
+/// cpus when specified": each named resource replaces the computed reservation; system-reserved is
+/// kept back on top.
+#[test]
+fn kube_and_system_reserved_are_kept_back_as_the_class_names_them() {
+    let class = class_with(
+        "  kubelet:
+    kubeReserved: {cpu: \"2\", memory: 10Gi, ephemeral-storage: 2Gi}
+    systemReserved: {cpu: \"1\", memory: 20Gi, ephemeral-storage: 1Gi}
+",
+    );
+    let t = catalogue_type("m5.8xlarge");
+    let (cap, alloc) = t.resources_under(&class.overhead());
+    assert_eq!(alloc.cpu_milli(), 32_000 - 2_000 - 1_000);
+    assert_eq!(alloc.memory(), cap.memory() - 10 * GI - 20 * GI - 100 * MI);
+    assert_eq!(
+        alloc.get(crate::Resource::EphemeralStorage),
+        20 * GI - 2 * GI - GI - 2 * GI,
+        "20Gi root, 10% nodefs eviction"
+    );
+    // Only memory named: CPU keeps the computed reservation (m5.8xlarge: 32 cores, 150m).
+    let memory_only = class_with("  kubelet: {kubeReserved: {memory: 1Gi}}\n");
+    let (_, alloc) = t.resources_under(&memory_only.overhead());
+    assert_eq!(alloc.cpu_milli(), 32_000 - 150);
+    assert_eq!(alloc.memory(), cap.memory() - GI - 100 * MI);
+}
+
+/// Upstream: "Eviction Hard": a quantity, a percentage of memory, 100% as disabled, evictionSoft
+/// alone leaving the default, and only evictionHard counted when both are set.
+#[test]
+fn hard_eviction_thresholds_change_allocatable_and_soft_ones_do_not() {
+    let t = catalogue_type("m5.xlarge");
+    let memory = |extra: &str| {
+        let (cap, alloc) = t.resources_under(&class_with(extra).overhead());
+        cap.memory() - 893 * MI - alloc.memory()
+    };
+    let cap = t.capacity.memory();
+    assert_eq!(
+        memory("  kubelet: {evictionHard: {memory.available: 500Mi}}\n"),
+        500 * MI
+    );
+    assert_eq!(
+        memory("  kubelet: {evictionHard: {memory.available: 10%}}\n"),
+        (cap as f64 / 10.0).ceil() as u64
+    );
+    assert_eq!(memory("  kubelet: {evictionHard: {memory.available: 100%}}\n"), 0);
+    assert_eq!(
+        memory("  kubelet: {evictionSoft: {memory.available: 1Gi}, evictionSoftGracePeriod: {memory.available: 1m}}\n"),
+        100 * MI
+    );
+    assert_eq!(
+        memory(
+            "  kubelet: {evictionHard: {memory.available: 5%}, evictionSoft: {memory.available: 10%}, evictionSoftGracePeriod: {memory.available: 1m}}\n"
+        ),
+        (cap as f64 * 5.0 / 100.0).ceil() as u64
+    );
+    let nodefs = class_with("  kubelet: {evictionHard: {nodefs.available: 1Gi}}\n");
+    let (_, alloc) = t.resources_under(&nodefs.overhead());
+    assert_eq!(alloc.get(crate::Resource::EphemeralStorage), 20 * GI - GI - GI);
+}
+
+/// Upstream: "should override max-pods value", "should take the minimum of pods-per-core and
+/// max-pods" (over every type of the catalogue) and "should ignore pods-per-core when using
+/// Bottlerocket AMI". Kube-reserved memory follows the pods the node will hold.
+#[test]
+fn max_pods_and_pods_per_core_set_the_pods_and_the_reserved_memory() {
+    let class = class_with("  kubelet: {maxPods: 20, podsPerCore: 4}\n");
+    let o = class.overhead();
+    for t in crate::Catalogue::embedded().instance_types("us-east-1", &crate::catalogue::OverheadConfig::default()) {
+        let (cap, alloc) = t.resources_under(&o);
+        let want = 20.min(4 * u64::from(t.hardware.vcpu));
+        assert_eq!(cap.get(crate::Resource::Pods), want, "{}", t.name);
+        assert_eq!(alloc.get(crate::Resource::Pods), want, "{}", t.name);
+    }
+    let t = catalogue_type("m5.xlarge");
+    let (cap, alloc) = t.resources_under(&class_with("  kubelet: {maxPods: 10}\n").overhead());
+    assert_eq!(alloc.memory(), cap.memory() - (11 * 10 + 255) * MI - 100 * MI);
+    let bottlerocket = class_with("  kubelet: {podsPerCore: 1}\n").clone();
+    let mut bottlerocket = bottlerocket;
+    bottlerocket.ami_selector_terms[0].alias = Some("bottlerocket@latest".into());
+    let (cap, _) = t.resources_under(&bottlerocket.overhead());
+    assert_eq!(
+        cap.get(crate::Resource::Pods),
+        58,
+        "the ENI formula, pods per core ignored"
+    );
+}
+
+/// Upstream: "should default to EBS defaults when volumeSize is not defined in blockDeviceMappings
+/// for AL2023 / Bottlerocket Root volume" and the instance-store cases ("should launch instances w/
+/// instance storage for ephemeral storage resource requests when disks are mounted for
+/// ephemeral-storage"): the root volume marked `rootVolume`, else the family's data device, else
+/// 20Gi; under RAID0 the instance store, where the type has one.
+#[test]
+fn ephemeral_storage_comes_from_the_volume_the_kubelet_uses() {
+    let storage = |class: &Ec2NodeClass, ty: &str| {
+        catalogue_type(ty)
+            .resources_under(&class.overhead())
+            .0
+            .get(crate::Resource::EphemeralStorage)
+    };
+    assert_eq!(storage(&class_with(""), "m5.xlarge"), 20 * GI);
+    let root = class_with(
+        "  blockDeviceMappings:
+    - {deviceName: /dev/sdb, ebs: {volumeSize: 500Gi}}
+    - {deviceName: /dev/xvda, rootVolume: true, ebs: {volumeSize: 100Gi}}
+",
+    );
+    assert_eq!(storage(&root, "m5.xlarge"), 100 * GI);
+    let xvda = class_with("  blockDeviceMappings: [{deviceName: /dev/xvda, ebs: {volumeSize: 50Gi}}]\n");
+    assert_eq!(storage(&xvda, "m5.xlarge"), 50 * GI);
+    let mut bottlerocket = class_with(
+        "  blockDeviceMappings:
+    - {deviceName: /dev/xvda, ebs: {volumeSize: 4Gi}}
+    - {deviceName: /dev/xvdb, ebs: {volumeSize: 60Gi}}
+",
+    );
+    bottlerocket.ami_selector_terms[0].alias = Some("bottlerocket@latest".into());
+    assert_eq!(
+        storage(&bottlerocket, "m5.xlarge"),
+        60 * GI,
+        "Bottlerocket's data volume"
+    );
+    let raid0 = class_with("  instanceStorePolicy: RAID0\n");
+    assert_eq!(
+        storage(&raid0, "m5d.xlarge"),
+        150 * 1_000_000_000,
+        "the NVMe instance store"
+    );
+    assert_eq!(
+        storage(&raid0, "m5.xlarge"),
+        20 * GI,
+        "no instance store: the root volume"
+    );
+}
+
+/// Every kubelet field is read; what the kubelet would refuse, Karpenter's CRD refuses, and so do
+/// we, naming the field.
+#[test]
+fn bad_kubelet_settings_are_refused_by_field() {
+    let errors = |extra: &str| {
+        let text = format!(
+            "apiVersion: karpenter.k8s.aws/v1
+kind: EC2NodeClass
+metadata: {{name: default}}
+spec:
+  amiSelectorTerms: [{{alias: al2023@latest}}]
+  role: NodeRole
+  subnetSelectorTerms: [{{tags: {{a: b}}}}]
+  securityGroupSelectorTerms: [{{tags: {{a: b}}}}]
+{extra}"
+        );
+        Config::parse(&text, "c.yaml").1.errors.join("\n")
+    };
+    for (extra, want) in [
+        (
+            "  kubelet: {kubeReserved: {gpu: \"1\"}}\n",
+            "spec.kubelet.kubeReserved.gpu: unknown",
+        ),
+        (
+            "  kubelet: {systemReserved: {memory: lots}}\n",
+            "spec.kubelet.systemReserved.memory",
+        ),
+        (
+            "  kubelet: {evictionHard: {memory.available: 120%}}\n",
+            "spec.kubelet.evictionHard.memory.available",
+        ),
+        (
+            "  kubelet: {evictionHard: {memory.free: 1Gi}}\n",
+            "spec.kubelet.evictionHard.memory.free: unknown",
+        ),
+        (
+            "  kubelet: {evictionSoft: {memory.available: 1Gi}}\n",
+            "spec.kubelet.evictionSoft.memory.available: has no matching evictionSoftGracePeriod",
+        ),
+        (
+            "  kubelet: {imageGCHighThresholdPercent: 50, imageGCLowThresholdPercent: 60}\n",
+            "spec.kubelet.imageGCHighThresholdPercent",
+        ),
+        ("  kubelet: {clusterDNS: [not-an-ip]}\n", "spec.kubelet.clusterDNS[0]"),
+        ("  kubelet: {podsPerCore: 0}\n", "spec.kubelet.podsPerCore"),
+        ("  instanceStorePolicy: RAID1\n", "spec.instanceStorePolicy"),
+    ] {
+        let e = errors(extra);
+        assert!(e.contains(want), "{extra}: {e}");
+    }
+    let all = class_with(
+        "  kubelet:
+    evictionSoft: {memory.available: 500Mi}
+    evictionSoftGracePeriod: {memory.available: 1m30s}
+    evictionMaxPodGracePeriod: 60
+    imageGCHighThresholdPercent: 85
+    imageGCLowThresholdPercent: 80
+    cpuCFSQuota: false
+    clusterDNS: [10.100.0.10]
+",
+    );
+    assert_eq!(all.kubelet.eviction_soft_grace_period["memory.available"], "1m30s");
+    assert_eq!(all.kubelet.cluster_dns, vec!["10.100.0.10".to_string()]);
+    assert_eq!(all.kubelet.cpu_cfs_quota, Some(false));
+}
+
+/// The class's settings reach its pools through every way a configuration is assembled.
+#[test]
+fn pools_take_their_own_classes_settings() {
+    let text = "apiVersion: karpenter.sh/v1
+kind: NodePool
+metadata: {name: dense}
+spec:
+  template:
+    spec:
+      nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: dense}
+---
+apiVersion: karpenter.sh/v1
+kind: NodePool
+metadata: {name: plain}
+spec:
+  template:
+    spec:
+      nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: plain}
+---
+apiVersion: karpenter.k8s.aws/v1
+kind: EC2NodeClass
+metadata: {name: dense}
+spec:
+  amiSelectorTerms: [{alias: al2023@latest}]
+  role: NodeRole
+  subnetSelectorTerms: [{tags: {a: b}}]
+  securityGroupSelectorTerms: [{tags: {a: b}}]
+  kubelet: {maxPods: 10}
+---
+apiVersion: karpenter.k8s.aws/v1
+kind: EC2NodeClass
+metadata: {name: plain}
+spec:
+  amiSelectorTerms: [{alias: al2023@latest}]
+  role: NodeRole
+  subnetSelectorTerms: [{tags: {a: b}}]
+  securityGroupSelectorTerms: [{tags: {a: b}}]
+";
+    let (config, _) = Config::parse_strict(text, "f.yaml").unwrap();
+    assert_eq!(
+        config.pool("dense").unwrap().node_overhead.as_ref().unwrap().max_pods,
+        Some(10)
+    );
+    assert!(config.pool("plain").unwrap().node_overhead.is_none());
+    // Split over two files, the class in the other one.
+    let (pools, classes) = text.split_at(text.find("---\napiVersion: karpenter.k8s.aws/v1").unwrap());
+    let (config, d) = Config::parse_all(&[
+        (pools.to_string(), "pools.yaml".into()),
+        (classes.to_string(), "classes.yaml".into()),
+    ]);
+    assert!(d.errors.is_empty(), "{:?}", d.errors);
+    assert_eq!(
+        config
+            .unwrap()
+            .pool("dense")
+            .unwrap()
+            .node_overhead
+            .as_ref()
+            .unwrap()
+            .max_pods,
+        Some(10)
+    );
+}
+
+/// Every EBS field Karpenter v1 has is read (before, `kmsKeyID`, `iops`, `throughput` and
+/// `snapshotID` were dropped without a word); what EBS would refuse is refused, naming the field.
+#[test]
+fn block_device_mappings_keep_every_ebs_field_and_refuse_what_ebs_would() {
+    let class = class_with(
+        "  blockDeviceMappings:
+    - deviceName: /dev/xvda
+      rootVolume: true
+      ebs: {volumeSize: 100Gi, volumeType: gp3, encrypted: true, kmsKeyID: alias/nodes, iops: 4000, throughput: 250, deleteOnTermination: false}
+    - deviceName: /dev/xvdc
+      ebs: {snapshotID: snap-0123456789abcdef0, volumeInitializationRate: 200, volumeType: io2, iops: 10000}
+",
+    );
+    let [root, data] = &class.block_device_mappings[..] else {
+        panic!("two mappings")
+    };
+    assert_eq!(root.kms_key_id.as_deref(), Some("alias/nodes"));
+    assert_eq!(
+        (root.iops, root.throughput, root.delete_on_termination),
+        (Some(4000), Some(250), Some(false))
+    );
+    assert_eq!(data.snapshot_id.as_deref(), Some("snap-0123456789abcdef0"));
+    assert_eq!(data.volume_initialization_rate, Some(200));
+    let errors = |ebs: &str| {
+        let text = format!(
+            "apiVersion: karpenter.k8s.aws/v1
+kind: EC2NodeClass
+metadata: {{name: default}}
+spec:
+  amiSelectorTerms: [{{alias: al2023@latest}}]
+  role: NodeRole
+  subnetSelectorTerms: [{{tags: {{a: b}}}}]
+  securityGroupSelectorTerms: [{{tags: {{a: b}}}}]
+  blockDeviceMappings: [{{deviceName: /dev/xvda, ebs: {ebs}}}]
+"
+        );
+        Config::parse(&text, "c.yaml").1.errors.join("\n")
+    };
+    for (ebs, want) in [
+        (
+            "{volumeType: gp2, throughput: 300}",
+            "ebs.throughput: is only for gp3 volumes",
+        ),
+        (
+            "{volumeType: gp2, iops: 3000}",
+            "ebs.iops: is only for io1, io2, gp3 volumes",
+        ),
+        (
+            "{throughput: 5000}",
+            "ebs.throughput: 5000 must be an integer from 125 to 2000",
+        ),
+        ("{volumeType: gp9}", "ebs.volumeType: \"gp9\" is not an EBS volume type"),
+        ("{volumeSize: 100Ti}", "ebs.volumeSize"),
+        ("{snapshotID: vol-1}", "ebs.snapshotID"),
+        (
+            "{volumeInitializationRate: 200}",
+            "applies only to a volume created from a snapshot",
+        ),
+        ("{encrypted: maybe}", "ebs.encrypted"),
+    ] {
+        let e = errors(ebs);
+        assert!(e.contains(want), "{ebs}: {e}");
+    }
+    // A misspelt field is named with the one meant.
+    let text = "apiVersion: karpenter.k8s.aws/v1
+kind: EC2NodeClass
+metadata: {name: default}
+spec:
+  amiSelectorTerms: [{alias: al2023@latest}]
+  role: NodeRole
+  subnetSelectorTerms: [{tags: {a: b}}]
+  securityGroupSelectorTerms: [{tags: {a: b}}]
+  blockDeviceMappings: [{deviceName: /dev/xvda, ebs: {kmsKeyId: alias/x}}]
+";
+    let warnings = Config::parse(text, "c.yaml").1.warnings.join("\n");
+    assert!(
+        warnings.contains("ebs.kmsKeyId: unknown field (ignored); did you mean \"kmsKeyID\"?"),
+        "{warnings}"
     );
 }

@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 
 use crate::model::Taint;
+use crate::nodepool::KubeletConfig;
 use serde::Serialize;
 
 use crate::ports::capacity::ClusterEndpoint;
@@ -30,7 +31,12 @@ pub struct Bootstrap<'a> {
     pub cluster: &'a ClusterEndpoint,
     pub labels: &'a BTreeMap<String, String>,
     pub taints: &'a [Taint],
-    pub max_pods: Option<u32>,
+    /// The EC2NodeClass's kubelet settings, each given to the kubelet as its agent names it.
+    pub kubelet: &'a KubeletConfig,
+    /// `instanceStorePolicy: RAID0`: the instance store is striped and holds the kubelet's and the
+    /// container runtime's data (nodeadm's `localStorage` strategy; Bottlerocket's
+    /// `apiclient ephemeral-storage` bootstrap command, as Karpenter writes it).
+    pub instance_store_raid0: bool,
 }
 
 #[derive(Serialize)]
@@ -45,7 +51,20 @@ struct NodeConfig<'a> {
 #[serde(rename_all = "camelCase")]
 struct NodeConfigSpec<'a> {
     cluster: ClusterDetails<'a>,
-    kubelet: KubeletOptions,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    instance: Option<InstanceOptions>,
+    kubelet: KubeletOptions<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InstanceOptions {
+    local_storage: LocalStorage,
+}
+
+#[derive(Serialize)]
+struct LocalStorage {
+    strategy: &'static str,
 }
 
 #[derive(Serialize)]
@@ -60,8 +79,8 @@ struct ClusterDetails<'a> {
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct KubeletOptions {
-    config: KubeletConfiguration,
+struct KubeletOptions<'a> {
+    config: KubeletConfiguration<'a>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     flags: Vec<String>,
 }
@@ -69,9 +88,31 @@ struct KubeletOptions {
 /// The subset of the kubelet's `KubeletConfiguration` we set (field names as the kubelet's).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct KubeletConfiguration {
+struct KubeletConfiguration<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     max_pods: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pods_per_core: Option<u32>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    kube_reserved: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    system_reserved: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    eviction_hard: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    eviction_soft: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    eviction_soft_grace_period: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eviction_max_pod_grace_period: Option<u32>,
+    #[serde(rename = "imageGCHighThresholdPercent", skip_serializing_if = "Option::is_none")]
+    image_gc_high_threshold_percent: Option<u32>,
+    #[serde(rename = "imageGCLowThresholdPercent", skip_serializing_if = "Option::is_none")]
+    image_gc_low_threshold_percent: Option<u32>,
+    #[serde(rename = "cpuCFSQuota", skip_serializing_if = "Option::is_none")]
+    cpu_cfs_quota: Option<bool>,
+    #[serde(rename = "clusterDNS", skip_serializing_if = "<[String]>::is_empty")]
+    cluster_dns: &'a [String],
     #[serde(skip_serializing_if = "Vec::is_empty")]
     register_with_taints: Vec<KubeletTaint>,
 }
@@ -108,9 +149,23 @@ pub fn nodeadm(b: &Bootstrap<'_>, user: Option<&str>, field: &str) -> Result<Str
                 certificate_authority: &b.cluster.certificate_authority,
                 cidr: b.cluster.service_cidr.as_deref(),
             },
+            instance: b.instance_store_raid0.then_some(InstanceOptions {
+                local_storage: LocalStorage { strategy: "RAID0" },
+            }),
             kubelet: KubeletOptions {
                 config: KubeletConfiguration {
-                    max_pods: b.max_pods,
+                    max_pods: b.kubelet.max_pods,
+                    pods_per_core: b.kubelet.pods_per_core,
+                    kube_reserved: &b.kubelet.kube_reserved,
+                    system_reserved: &b.kubelet.system_reserved,
+                    eviction_hard: &b.kubelet.eviction_hard,
+                    eviction_soft: &b.kubelet.eviction_soft,
+                    eviction_soft_grace_period: &b.kubelet.eviction_soft_grace_period,
+                    eviction_max_pod_grace_period: b.kubelet.eviction_max_pod_grace_period,
+                    image_gc_high_threshold_percent: b.kubelet.image_gc_high_threshold_percent,
+                    image_gc_low_threshold_percent: b.kubelet.image_gc_low_threshold_percent,
+                    cpu_cfs_quota: b.kubelet.cpu_cfs_quota,
+                    cluster_dns: &b.kubelet.cluster_dns,
                     register_with_taints: b
                         .taints
                         .iter()
@@ -155,9 +210,7 @@ pub fn bottlerocket(b: &Bootstrap<'_>, user: Option<&str>, field: &str) -> Resul
         "cluster-certificate".into(),
         b.cluster.certificate_authority.clone().into(),
     );
-    if let Some(max) = b.max_pods {
-        kubernetes.insert("max-pods".into(), i64::from(max).into());
-    }
+    bottlerocket_kubelet(kubernetes, b.kubelet);
     let labels = table_at(kubernetes, "node-labels", field)?;
     for (k, v) in b.labels {
         labels.insert(k.clone(), v.clone().into());
@@ -171,9 +224,75 @@ pub fn bottlerocket(b: &Bootstrap<'_>, user: Option<&str>, field: &str) -> Resul
     for (k, v) in by_key {
         taints.insert(k.to_string(), toml::Value::Array(v));
     }
+    if b.instance_store_raid0 {
+        let settings = table_at(&mut root, "settings", field)?;
+        let commands = table_at(settings, "bootstrap-commands", field)?;
+        let mut mount = toml::Table::new();
+        let words = |w: &[&str]| toml::Value::Array(w.iter().map(|s| toml::Value::from(*s)).collect());
+        mount.insert(
+            "commands".into(),
+            toml::Value::Array(vec![
+                words(&["apiclient", "ephemeral-storage", "init"]),
+                words(&[
+                    "apiclient",
+                    "ephemeral-storage",
+                    "bind",
+                    "--dirs",
+                    "/var/lib/containerd",
+                    "/var/lib/kubelet",
+                    "/var/log/pods",
+                ]),
+            ]),
+        );
+        mount.insert("essential".into(), true.into());
+        mount.insert("mode".into(), "always".into());
+        commands.insert("000-mount-instance-storage".into(), toml::Value::Table(mount));
+    }
     let out = toml::to_string(&root).map_err(|e| Error::invalid(field, format!("settings: {e}")))?;
     check_size(&out, field)?;
     Ok(out)
+}
+
+/// The class's kubelet settings under Bottlerocket's names (`settings.kubernetes.*`), as Karpenter
+/// writes them. `podsPerCore` has no Bottlerocket setting (Karpenter leaves it out too).
+fn bottlerocket_kubelet(kubernetes: &mut toml::Table, k: &KubeletConfig) {
+    let map = |m: &BTreeMap<String, String>| {
+        toml::Value::Table(
+            m.iter()
+                .map(|(k, v)| (k.clone(), toml::Value::from(v.clone())))
+                .collect(),
+        )
+    };
+    if let Some(max) = k.max_pods {
+        kubernetes.insert("max-pods".into(), i64::from(max).into());
+    }
+    for (name, m) in [
+        ("kube-reserved", &k.kube_reserved),
+        ("system-reserved", &k.system_reserved),
+        ("eviction-hard", &k.eviction_hard),
+        ("eviction-soft", &k.eviction_soft),
+        ("eviction-soft-grace-period", &k.eviction_soft_grace_period),
+    ] {
+        if !m.is_empty() {
+            kubernetes.insert(name.into(), map(m));
+        }
+    }
+    for (name, v) in [
+        ("eviction-max-pod-grace-period", k.eviction_max_pod_grace_period),
+        ("image-gc-high-threshold-percent", k.image_gc_high_threshold_percent),
+        ("image-gc-low-threshold-percent", k.image_gc_low_threshold_percent),
+    ] {
+        if let Some(v) = v {
+            kubernetes.insert(name.into(), i64::from(v).into());
+        }
+    }
+    if let Some(q) = k.cpu_cfs_quota {
+        kubernetes.insert("cpu-cfs-quota-enforced".into(), q.into());
+    }
+    if !k.cluster_dns.is_empty() {
+        let ips: Vec<toml::Value> = k.cluster_dns.iter().map(|s| s.clone().into()).collect();
+        kubernetes.insert("cluster-dns-ip".into(), toml::Value::Array(ips));
+    }
 }
 
 fn table_at<'t>(t: &'t mut toml::Table, key: &str, field: &str) -> Result<&'t mut toml::Table> {
@@ -363,7 +482,11 @@ mod tests {
             cluster: &ep,
             labels: &l,
             taints: &t,
-            max_pods: Some(58),
+            kubelet: &KubeletConfig {
+                max_pods: Some(58),
+                ..Default::default()
+            },
+            instance_store_raid0: false,
         };
         let user = "MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"BOUNDARY\"\n\n--BOUNDARY\nContent-Type: text/x-shellscript\n\n#!/bin/bash\necho hi\n--BOUNDARY\nContent-Type: application/node.eks.aws\n\napiVersion: node.eks.aws/v1alpha1\nkind: NodeConfig\nspec:\n  kubelet:\n    config:\n      shutdownGracePeriod: 30s\n--BOUNDARY--\n";
         let out = nodeadm(&b, Some(user), "userData").expect("user data");
@@ -397,7 +520,8 @@ mod tests {
             cluster: &ep,
             labels: &l,
             taints: &t,
-            max_pods: None,
+            kubelet: &KubeletConfig::default(),
+            instance_store_raid0: false,
         };
         let bare = "apiVersion: node.eks.aws/v1alpha1\nkind: NodeConfig\nspec:\n  instance:\n    localStorage:\n      strategy: RAID0\n";
         let out = nodeadm(&b, Some(bare), "userData").expect("bare");
@@ -420,7 +544,11 @@ mod tests {
             cluster: &ep,
             labels: &l,
             taints: &t,
-            max_pods: Some(110),
+            kubelet: &KubeletConfig {
+                max_pods: Some(110),
+                ..Default::default()
+            },
+            instance_store_raid0: false,
         };
         let user = "[settings.kubernetes]\ncluster-name = \"wrong\"\nimage-gc-high-threshold-percent = 85\n[settings.kubernetes.node-labels]\n\"user\" = \"kept\"\n[settings.host-containers.admin]\nenabled = true\n";
         let out = bottlerocket(&b, Some(user), "userData").expect("toml");
@@ -442,5 +570,73 @@ mod tests {
         );
         let err = bottlerocket(&b, Some("settings = 3"), "userData").expect_err("not a table");
         assert!(err.to_string().contains("settings must be a table"), "{err}");
+    }
+
+    fn every_kubelet_setting() -> KubeletConfig {
+        let m = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        KubeletConfig {
+            max_pods: Some(40),
+            pods_per_core: Some(4),
+            kube_reserved: m(&[("cpu", "250m"), ("memory", "1Gi")]),
+            system_reserved: m(&[("memory", "512Mi")]),
+            eviction_hard: m(&[("memory.available", "5%")]),
+            eviction_soft: m(&[("memory.available", "10%")]),
+            eviction_soft_grace_period: m(&[("memory.available", "1m")]),
+            eviction_max_pod_grace_period: Some(60),
+            image_gc_high_threshold_percent: Some(85),
+            image_gc_low_threshold_percent: Some(80),
+            cpu_cfs_quota: Some(false),
+            cluster_dns: vec!["10.100.0.10".into()],
+        }
+    }
+
+    /// Every kubelet field of the class reaches the node, under the names nodeadm's
+    /// `KubeletConfiguration` and Bottlerocket's `settings.kubernetes` read (Karpenter's bootstrap
+    /// writes the same); Bottlerocket has no pods-per-core setting.
+    #[test]
+    fn the_classes_kubelet_settings_reach_both_agents() {
+        let (l, t, ep) = (labels(), taints(), endpoint());
+        let kubelet = every_kubelet_setting();
+        let b = Bootstrap {
+            cluster: &ep,
+            labels: &l,
+            taints: &t,
+            kubelet: &kubelet,
+            instance_store_raid0: true,
+        };
+        let out = nodeadm(&b, None, "userData").expect("user data");
+        let parts = user_parts(&out, "userData").expect("archive");
+        let ours: serde_json::Value = serde_norway::from_str(&parts[0].body).expect("yaml");
+        let config = &ours["spec"]["kubelet"]["config"];
+        assert_eq!(config["maxPods"], 40);
+        assert_eq!(config["podsPerCore"], 4);
+        assert_eq!(config["kubeReserved"]["cpu"], "250m");
+        assert_eq!(config["systemReserved"]["memory"], "512Mi");
+        assert_eq!(config["evictionHard"]["memory.available"], "5%");
+        assert_eq!(config["evictionSoft"]["memory.available"], "10%");
+        assert_eq!(config["evictionSoftGracePeriod"]["memory.available"], "1m");
+        assert_eq!(config["evictionMaxPodGracePeriod"], 60);
+        assert_eq!(config["imageGCHighThresholdPercent"], 85);
+        assert_eq!(config["imageGCLowThresholdPercent"], 80);
+        assert_eq!(config["cpuCFSQuota"], false);
+        assert_eq!(config["clusterDNS"][0], "10.100.0.10");
+        assert_eq!(ours["spec"]["instance"]["localStorage"]["strategy"], "RAID0");
+
+        let out = bottlerocket(&b, None, "userData").expect("settings");
+        let doc: toml::Table = out.parse().expect("toml");
+        let k = &doc["settings"]["kubernetes"];
+        assert_eq!(k["max-pods"].as_integer(), Some(40));
+        assert!(k.get("pods-per-core").is_none());
+        assert_eq!(k["kube-reserved"]["cpu"].as_str(), Some("250m"));
+        assert_eq!(k["system-reserved"]["memory"].as_str(), Some("512Mi"));
+        assert_eq!(k["eviction-hard"]["memory.available"].as_str(), Some("5%"));
+        assert_eq!(k["eviction-soft-grace-period"]["memory.available"].as_str(), Some("1m"));
+        assert_eq!(k["eviction-max-pod-grace-period"].as_integer(), Some(60));
+        assert_eq!(k["image-gc-high-threshold-percent"].as_integer(), Some(85));
+        assert_eq!(k["cpu-cfs-quota-enforced"].as_bool(), Some(false));
+        assert_eq!(k["cluster-dns-ip"][0].as_str(), Some("10.100.0.10"));
+        let mount = &doc["settings"]["bootstrap-commands"]["000-mount-instance-storage"];
+        assert_eq!(mount["commands"][0][1].as_str(), Some("ephemeral-storage"));
+        assert_eq!(mount["mode"].as_str(), Some("always"));
     }
 }

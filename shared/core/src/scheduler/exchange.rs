@@ -206,7 +206,7 @@ fn size(prep: &Prepared, look: &Lookups, c: &Claim) -> Option<Size> {
         if !c.types.contains(t) || types[t].accelerated || types[t].bare_metal {
             continue;
         }
-        if !c.load.fits_in_with(&pv.ds_overhead[t], &types[t].allocatable) {
+        if !c.load.fits_in_with(&pv.ds_overhead[t], pv.allocatable(types, t)) {
             continue;
         }
         if let Some((p, _, _)) = prep.best_offer(t, c.zones, c.cts)
@@ -238,7 +238,7 @@ fn targets(prep: &Prepared, look: &Lookups, c: &Claim, s: &Size, largest: &Resou
         }
         // The excess over the type (fixed resources; the trade checks all of them): one pod must
         // be able to carry it out.
-        let (alloc, ds) = (types[t].allocatable.fixed(), pv.ds_overhead[t].fixed());
+        let (alloc, ds) = (pv.allocatable(types, t).fixed(), pv.ds_overhead[t].fixed());
         let mut score = 0.0;
         let mut coverable = true;
         for r in 0..FIXED {
@@ -322,7 +322,7 @@ fn find_absorb(
         if t == sy.t || !cy.types.contains(t) || types[t].accelerated || types[t].bare_metal {
             continue;
         }
-        if !cy.load.fits_in_with(&pv.ds_overhead[t], &types[t].allocatable) {
+        if !cy.load.fits_in_with(&pv.ds_overhead[t], pv.allocatable(types, t)) {
             continue;
         }
         if let Some((p, _, _)) = prep.best_offer(t, cy.zones, cy.cts)

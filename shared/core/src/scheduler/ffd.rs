@@ -89,7 +89,7 @@ fn try_join(prep: &mut Prepared, fc: &mut FfdClaim, b: usize) -> bool {
     for t in set.clone().iter() {
         let mut n = need.clone();
         n.add(&pv.ds_overhead[t]);
-        if n.fits_in(&types[t].allocatable) && prep.offered(t, zones, cts) {
+        if n.fits_in(pv.allocatable(types, t)) && prep.offered(t, zones, cts) {
             max_cap.max_with(&prep.capacity(c.pool, t));
         } else {
             set.remove(t);

@@ -426,8 +426,9 @@ fn min_values_cap(prep: &Prepared, c: &Claim, b: usize, mut k: u64, compat: &sup
                 .iter()
                 .filter(|t| {
                     let mut need = load.clone();
-                    need.add(&prep.pools[c.pool].ds_overhead[*t]);
-                    need.fits_in(&types[*t].allocatable)
+                    let pv = &prep.pools[c.pool];
+                    need.add(&pv.ds_overhead[*t]);
+                    need.fits_in(pv.allocatable(types, *t))
                 })
                 .flat_map(|t| super::prepare::type_values(&types[t], &r.key))
                 .collect();
@@ -636,7 +637,7 @@ fn paid_room(prep: &Prepared, look: &Lookups, c: &Claim) -> Option<Resources> {
     let types = prep.input.instance_types;
     let t = look.by_price(prep, c.pool).iter().map(|(_, t)| *t).find(|t| {
         c.types.contains(*t)
-            && c.load.fits_in_with(&pv.ds_overhead[*t], &types[*t].allocatable)
+            && c.load.fits_in_with(&pv.ds_overhead[*t], pv.allocatable(types, *t))
             && prep.offered(*t, c.zones, c.cts)
     })?;
     let mut room = prep.capacity(c.pool, t);
@@ -1195,7 +1196,7 @@ pub(super) fn finish(
         for t in c.types.iter() {
             let mut need = c.load.clone();
             need.add(&pv.ds_overhead[t]);
-            if !need.fits_in(&types[t].allocatable) {
+            if !need.fits_in(pv.allocatable(types, t)) {
                 continue;
             }
             if let Some(r) = &c.reserved

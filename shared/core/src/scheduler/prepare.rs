@@ -60,12 +60,27 @@ pub struct PoolView<'a> {
     pub labels: Arc<BTreeMap<String, String>>,
     /// Daemonset overhead per instance type index (types outside the pool: zero); shared likewise.
     pub ds_overhead: Arc<Vec<Resources>>,
+    /// Allocatable per instance type index on this pool's nodes, where its EC2NodeClass makes it
+    /// differ from the catalogue's (`NodePool::node_overhead`); read through [`PoolView::allocatable`].
+    pub allocatable: Option<Arc<Vec<Resources>>>,
     /// Host ports the daemonsets that run on the pool's nodes bind, with the daemonset's name: a
     /// pod asking for one cannot run on a new node of the pool.
     pub ds_host_ports: Arc<Vec<(HostPort, String)>>,
     /// Capacity already used by the pool's nodes (for limits).
     pub used: Resources,
     pub used_nodes: u64,
+}
+
+impl PoolView<'_> {
+    /// Allocatable of type `t` on this pool's nodes: the class's kubelet settings and volumes
+    /// applied, before daemonsets.
+    #[inline]
+    pub fn allocatable<'t>(&'t self, types: &'t [InstanceType], t: usize) -> &'t Resources {
+        match &self.allocatable {
+            Some(a) => &a[t],
+            None => &types[t].allocatable,
+        }
+    }
 }
 
 /// A pod's node requirements, shared by every pod with the same selectors and tolerations.
@@ -584,7 +599,7 @@ impl<'a> Prepared<'a> {
                     for (pi, c) in prep.sigs[sig].compat.iter().enumerate() {
                         let Ok(c) = c else { continue };
                         for t in c.types.iter() {
-                            if req.fits_in_with(&prep.pools[pi].ds_overhead[t], &types[t].allocatable) {
+                            if req.fits_in_with(&prep.pools[pi].ds_overhead[t], prep.pools[pi].allocatable(types, t)) {
                                 for (_, ct, z) in &prep.offers[t] {
                                     if c.cts & ct != 0 && c.zones & (1 << z) != 0 {
                                         mask |= 1 << z;
@@ -670,13 +685,16 @@ impl<'a> Prepared<'a> {
         for n in input.nodes {
             let t = type_of(&n.instance_type);
             // The node's own labels win over its pool's template labels.
-            let pool_labels = n
+            let pool = n
                 .pool
                 .as_ref()
-                .and_then(|p| prep.pools.iter().find(|pv| &pv.pool.name == p))
-                .map(|pv| Arc::clone(&pv.labels));
-            let labels = n.label_view(t.map(|t| &t.labels), pool_labels);
-            let alloc = n.allocatable.clone().or_else(|| t.map(|t| t.allocatable.clone()));
+                .and_then(|p| prep.pools.iter().find(|pv| &pv.pool.name == p));
+            let labels = n.label_view(t.map(|t| &t.labels), pool.map(|pv| Arc::clone(&pv.labels)));
+            // A node that has not said (a claim in flight): what its pool's nodes register with.
+            let alloc = n
+                .allocatable
+                .clone()
+                .or_else(|| t.map(|t| pool.map_or_else(|| t.allocatable.clone(), |pv| pv.pool.allocatable_of(t))));
             let usable = alloc.is_some() && !n.unschedulable;
             let mut free = alloc.unwrap_or_default();
             free.saturating_sub(&n.requested());
@@ -1036,7 +1054,7 @@ impl<'a> Prepared<'a> {
             any_offer = true;
             let mut need = bucket.req.clone();
             need.add(&pv.ds_overhead[t]);
-            if need.fits_in(&types[t].allocatable) {
+            if need.fits_in(pv.allocatable(types, t)) {
                 fit.insert(t);
                 let ty = &types[t];
                 if !(ty.accelerated || ty.bare_metal) || bucket.req.accelerators() > 0 {
@@ -1098,7 +1116,7 @@ impl<'a> Prepared<'a> {
             let best = set
                 .iter()
                 .map(|t| {
-                    let mut a = types[t].allocatable.clone();
+                    let mut a = pv.allocatable(types, t).clone();
                     a.saturating_sub(&pv.ds_overhead[t]);
                     a.get_named(&name)
                 })
@@ -1136,8 +1154,9 @@ impl<'a> Prepared<'a> {
 
     /// Allocatable of type `t` in pool `pi` after daemonsets.
     pub fn capacity(&self, pi: usize, t: usize) -> Resources {
-        let mut a = self.input.instance_types[t].allocatable.clone();
-        a.saturating_sub(&self.pools[pi].ds_overhead[t]);
+        let pv = &self.pools[pi];
+        let mut a = pv.allocatable(self.input.instance_types, t).clone();
+        a.saturating_sub(&pv.ds_overhead[t]);
         a
     }
 
@@ -1145,7 +1164,7 @@ impl<'a> Prepared<'a> {
     #[inline]
     pub fn capacity_fixed(&self, pi: usize, t: usize) -> [u64; FIXED] {
         let (alloc, ds) = (
-            self.input.instance_types[t].allocatable.fixed(),
+            self.pools[pi].allocatable(self.input.instance_types, t).fixed(),
             self.pools[pi].ds_overhead[t].fixed(),
         );
         std::array::from_fn(|r| alloc[r].saturating_sub(ds[r]))
@@ -1319,6 +1338,7 @@ fn pool_view<'a>(
         .collect();
     let mut set = TypeSet::empty(types.len());
     let mut ds_overhead = vec![Resources::new(); types.len()];
+    let mut allocatable = p.node_overhead.as_ref().map(|_| vec![Resources::new(); types.len()]);
     let mut ds_host_ports: Vec<(HostPort, String)> = Vec::new();
     let mut zones_used = 0u64;
     for (i, t) in types.iter().enumerate() {
@@ -1332,6 +1352,9 @@ fn pool_view<'a>(
             continue;
         }
         set.insert(i);
+        if let (Some(a), Some(cfg)) = (allocatable.as_mut(), &p.node_overhead) {
+            a[i] = t.resources_under(cfg).1;
+        }
         for &(_, c, z) in &offers[i] {
             if cts & c != 0 {
                 zones_used |= 1 << z;
@@ -1367,6 +1390,7 @@ fn pool_view<'a>(
         cts,
         labels: Arc::new(labels_out),
         ds_overhead: Arc::new(ds_overhead),
+        allocatable: allocatable.map(Arc::new),
         ds_host_ports: Arc::new(ds_host_ports),
         used: Resources::new(),
         used_nodes: 0,

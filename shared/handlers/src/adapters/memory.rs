@@ -952,7 +952,7 @@ impl MemoryCapacity {
     /// Gives a declared group's launch template user data for `pool`, as our docs tell a user to
     /// write it: nodeadm joining the cluster with the pool's labels and taints.
     pub fn set_group_user_data_for(&self, name: &str, pool: &nodewright_core::NodePool) {
-        let user_data = memory_user_data(&self.cluster, pool);
+        let user_data = memory_user_data(&self.cluster, pool, None);
         if let Some(g) = lock(&self.data).groups.get_mut(name) {
             g.user_data = user_data;
         }
@@ -1025,8 +1025,13 @@ impl MemoryCapacity {
     }
 }
 
-/// The nodeadm user data a memory launch records: the real renderer, a placeholder endpoint.
-fn memory_user_data(cluster: &str, pool: &nodewright_core::NodePool) -> Option<String> {
+/// The nodeadm user data a memory launch records: the real renderer, a placeholder endpoint, the
+/// class's kubelet settings.
+fn memory_user_data(
+    cluster: &str,
+    pool: &nodewright_core::NodePool,
+    class: Option<&nodewright_core::nodepool::Ec2NodeClass>,
+) -> Option<String> {
     let endpoint = nodewright_core::ports::capacity::ClusterEndpoint {
         name: cluster.to_string(),
         endpoint: "https://memory.cluster.invalid".into(),
@@ -1039,7 +1044,8 @@ fn memory_user_data(cluster: &str, pool: &nodewright_core::NodePool) -> Option<S
         cluster: &endpoint,
         labels: &labels,
         taints: &taints,
-        max_pods: None,
+        kubelet: &class.map(|c| c.kubelet.clone()).unwrap_or_default(),
+        instance_store_raid0: class.is_some_and(|c| c.instance_store_raid0),
     };
     nodewright_core::registration::user_data::nodeadm(&boot, None, "userData").ok()
 }
@@ -1135,7 +1141,7 @@ impl Capacity for MemoryCapacity {
                     unavailable.push((o.capacity_type, o.name.clone(), o.zone.clone(), code.clone()));
                 }
                 let Some(o) = chosen else { continue };
-                let user_data = memory_user_data(&self.cluster, &launch.pool);
+                let user_data = memory_user_data(&self.cluster, &launch.pool, launch.node_class.as_ref());
                 d.next_id += 1;
                 let id = format!("i-{:017x}", d.next_id);
                 if let Some(u) = user_data {
