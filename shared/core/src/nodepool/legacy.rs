@@ -1,6 +1,8 @@
-//! Conversion of Karpenter's `v1alpha5` Provisioner and `v1alpha1` AWSNodeTemplate into their v1
-//! equivalents. The converted document is then validated by the v1 parser, so both formats get the
-//! same checks; every mapping that changes meaning is reported as a warning.
+//! Conversion of Karpenter's older objects into their v1 equivalents: the `v1alpha5` Provisioner
+//! and `v1alpha1` AWSNodeTemplate, and the `v1beta1` NodePool and EC2NodeClass (as Karpenter's own
+//! v1 migration maps them). The converted document is then validated by the v1 parser, so every
+//! format gets the same checks; every mapping that changes meaning is reported as a warning, and
+//! what cannot be carried over without changing what nodes get is an error naming what to do.
 
 use serde_json::{Map, Value, json};
 
@@ -39,9 +41,13 @@ pub(super) fn provisioner_to_nodepool(ctx: &mut Ctx, m: &Map<String, Value>) -> 
         }
     }
     let mut template_spec = Map::new();
-    if let Some(r) = spec.get("requirements") {
-        template_spec.insert("requirements".into(), r.clone());
-    }
+    let mut requirements: Vec<Value> = spec
+        .get("requirements")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    provisioner_defaults(ctx, &mut requirements);
+    template_spec.insert("requirements".into(), Value::Array(requirements));
     for k in ["taints", "startupTaints"] {
         if let Some(v) = spec.get(k) {
             template_spec.insert(k.into(), v.clone());
@@ -122,6 +128,164 @@ pub(super) fn provisioner_to_nodepool(ctx: &mut Ctx, m: &Map<String, Value>) -> 
     }))
 }
 
+/// The requirements Karpenter's v1alpha5 defaulting added to a Provisioner that did not say (amd64,
+/// linux, on-demand; c, m and r types newer than generation 2 when nothing names the types): a v1
+/// NodePool has no such defaults, so they are written out, or the converted pool would launch
+/// arm64, spot or any family.
+fn provisioner_defaults(ctx: &mut Ctx, requirements: &mut Vec<Value>) {
+    let keys: Vec<String> = requirements
+        .iter()
+        .filter_map(|r| r.get("key").and_then(Value::as_str))
+        .map(str::to_string)
+        .collect();
+    let has = |k: &str| keys.iter().any(|x| x == k);
+    let mut added = Vec::new();
+    for (key, value) in [
+        ("kubernetes.io/arch", "amd64"),
+        ("kubernetes.io/os", "linux"),
+        ("karpenter.sh/capacity-type", "on-demand"),
+    ] {
+        if !has(key) {
+            requirements.push(json!({"key": key, "operator": "In", "values": [value]}));
+            added.push(format!("{key} In [{value}]"));
+        }
+    }
+    let names_types = [
+        "node.kubernetes.io/instance-type",
+        "karpenter.k8s.aws/instance-family",
+        "karpenter.k8s.aws/instance-category",
+        "karpenter.k8s.aws/instance-generation",
+    ]
+    .iter()
+    .any(|k| has(k));
+    if !names_types {
+        requirements
+            .push(json!({"key": "karpenter.k8s.aws/instance-category", "operator": "In", "values": ["c", "m", "r"]}));
+        requirements.push(json!({"key": "karpenter.k8s.aws/instance-generation", "operator": "Gt", "values": ["2"]}));
+        added.push("instance-category In [c, m, r], instance-generation Gt 2".into());
+    }
+    if !added.is_empty() {
+        ctx.warn(
+            "spec.requirements",
+            format!("v1alpha5 defaults written out as v1 requirements: {}", added.join("; ")),
+        );
+    }
+}
+
+/// The v1 alias for a v1beta1 / v1alpha1 `amiFamily`, or why there is none.
+fn family_alias(family: &str) -> Result<&'static str, String> {
+    match family {
+        "AL2023" => Ok("al2023@latest"),
+        "Bottlerocket" => Ok("bottlerocket@latest"),
+        "AL2" => Ok("al2@latest"),
+        "Windows2019" => Ok("windows2019@latest"),
+        "Windows2022" => Ok("windows2022@latest"),
+        "Ubuntu" => Err(
+            "Ubuntu has no v1 alias (Karpenter v1 dropped it): give amiSelectorTerms and amiFamily: AL2023 or Custom"
+                .into(),
+        ),
+        "Custom" => Err("a Custom family needs amiSelectorTerms".into()),
+        other => Err(format!(
+            "{other:?} is not an AMI family (AL2023, Bottlerocket, AL2, Windows2019, Windows2022, Custom)"
+        )),
+    }
+}
+
+/// A `karpenter.sh/v1beta1` NodePool as Karpenter's v1 migration maps it: `nodeClassRef`'s
+/// `apiVersion` becomes `group`, `WhenUnderutilized` becomes `WhenEmptyOrUnderutilized`,
+/// `disruption.expireAfter` moves to the template. Kubelet settings moved to the EC2NodeClass in
+/// v1; carried over silently they would be dropped, so they are an error saying where they go.
+pub(super) fn v1beta1_nodepool(ctx: &mut Ctx, m: &Map<String, Value>) -> Option<Value> {
+    ctx.warn(
+        "apiVersion",
+        "karpenter.sh/v1beta1 NodePool converted to karpenter.sh/v1",
+    );
+    let mut out = Value::Object(m.clone());
+    out["apiVersion"] = json!("karpenter.sh/v1");
+    let Some(spec) = out.get_mut("spec").and_then(Value::as_object_mut) else {
+        ctx.err("spec", "missing");
+        return None;
+    };
+    let expire = spec.get_mut("disruption").and_then(Value::as_object_mut).and_then(|d| {
+        if d.get("consolidationPolicy").and_then(Value::as_str) == Some("WhenUnderutilized") {
+            d.insert("consolidationPolicy".into(), json!("WhenEmptyOrUnderutilized"));
+        }
+        d.remove("expireAfter")
+    });
+    let template_spec = spec
+        .entry("template")
+        .or_insert_with(|| json!({}))
+        .as_object_mut()
+        .and_then(|t| t.entry("spec").or_insert_with(|| json!({})).as_object_mut());
+    let Some(ts) = template_spec else {
+        ctx.err("spec.template", "expected an object");
+        return None;
+    };
+    if let Some(e) = expire
+        && !ts.contains_key("expireAfter")
+    {
+        ts.insert("expireAfter".into(), e);
+    }
+    if let Some(r) = ts.get_mut("nodeClassRef").and_then(Value::as_object_mut)
+        && let Some(api) = r.remove("apiVersion")
+    {
+        let group = api
+            .as_str()
+            .and_then(|a| a.split('/').next())
+            .unwrap_or("karpenter.k8s.aws");
+        r.insert("group".into(), json!(group));
+        r.entry("kind").or_insert_with(|| json!("EC2NodeClass"));
+    }
+    if ts.remove("kubelet").is_some() {
+        ctx.err(
+            "spec.template.spec.kubelet",
+            "v1 keeps kubelet settings in the EC2NodeClass: move them to its spec.kubelet (a v1beta1 NodePool's kubelet would otherwise be dropped)",
+        );
+    }
+    Some(out)
+}
+
+/// A `karpenter.k8s.aws/v1beta1` EC2NodeClass as Karpenter's v1 migration maps it: an `amiFamily`
+/// without `amiSelectorTerms` becomes the family's alias (a family with none is an error).
+pub(super) fn v1beta1_nodeclass(ctx: &mut Ctx, m: &Map<String, Value>) -> Option<Value> {
+    ctx.warn(
+        "apiVersion",
+        "karpenter.k8s.aws/v1beta1 EC2NodeClass converted to karpenter.k8s.aws/v1",
+    );
+    let mut out = Value::Object(m.clone());
+    out["apiVersion"] = json!("karpenter.k8s.aws/v1");
+    let Some(spec) = out.get_mut("spec").and_then(Value::as_object_mut) else {
+        ctx.err("spec", "missing");
+        return None;
+    };
+    let has_terms = spec
+        .get("amiSelectorTerms")
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty());
+    if !has_terms {
+        let family = spec
+            .get("amiFamily")
+            .and_then(Value::as_str)
+            .unwrap_or("AL2")
+            .to_string();
+        match family_alias(&family) {
+            Ok(alias) => {
+                spec.remove("amiFamily");
+                spec.insert("amiSelectorTerms".into(), json!([{"alias": alias}]));
+                ctx.warn(
+                    "spec.amiFamily",
+                    format!("amiFamily {family} converted to amiSelectorTerms alias {alias}"),
+                );
+            }
+            Err(e) => {
+                ctx.err("spec.amiFamily", e);
+                return None;
+            }
+        }
+    }
+    Some(out)
+}
+
 pub(super) fn node_template_to_nodeclass(ctx: &mut Ctx, m: &Map<String, Value>) -> Option<Value> {
     ctx.warn(
         "apiVersion",
@@ -152,20 +316,21 @@ pub(super) fn node_template_to_nodeclass(ctx: &mut Ctx, m: &Map<String, Value>) 
         }
     };
     let family = spec.get("amiFamily").and_then(Value::as_str).unwrap_or("AL2");
-    let alias = match family {
-        "AL2023" => "al2023@latest",
-        "Bottlerocket" => "bottlerocket@latest",
-        _ => "al2@latest",
-    };
     let ami_terms = match spec.get("amiSelector") {
         Some(sel) => terms(Some(sel)),
-        None => {
-            ctx.warn(
-                "spec.amiFamily",
-                format!("amiFamily {family} converted to amiSelectorTerms alias {alias}"),
-            );
-            json!([{"alias": alias}])
-        }
+        None => match family_alias(family) {
+            Ok(alias) => {
+                ctx.warn(
+                    "spec.amiFamily",
+                    format!("amiFamily {family} converted to amiSelectorTerms alias {alias}"),
+                );
+                json!([{"alias": alias}])
+            }
+            Err(e) => {
+                ctx.err("spec.amiFamily", e);
+                return None;
+            }
+        },
     };
     if spec.get("userData").is_some() && family != "AL2023" {
         ctx.warn(

@@ -206,11 +206,12 @@ pub(super) fn parse_config_with(text: &str, source: &str, other_classes: &[Strin
                 }
             }
             ("karpenter.sh/v1beta1", "NodePool") => {
-                ctx.warn(
-                    "apiVersion",
-                    "karpenter.sh/v1beta1 is read as karpenter.sh/v1; check the v1 migration notes",
-                );
-                if let Some(p) = parse_nodepool(&mut ctx, m) {
+                let converted = legacy::v1beta1_nodepool(&mut ctx, m);
+                if let Some(p) = converted
+                    .as_ref()
+                    .and_then(|v| v.as_object())
+                    .and_then(|v| parse_nodepool(&mut ctx, v))
+                {
                     config.node_pools.push(p);
                 }
             }
@@ -224,8 +225,18 @@ pub(super) fn parse_config_with(text: &str, source: &str, other_classes: &[Strin
                     config.node_pools.push(p);
                 }
             }
-            ("karpenter.k8s.aws/v1", "EC2NodeClass") | ("karpenter.k8s.aws/v1beta1", "EC2NodeClass") => {
+            ("karpenter.k8s.aws/v1", "EC2NodeClass") => {
                 if let Some(c) = parse_nodeclass(&mut ctx, m) {
+                    config.node_classes.push(c);
+                }
+            }
+            ("karpenter.k8s.aws/v1beta1", "EC2NodeClass") => {
+                let converted = legacy::v1beta1_nodeclass(&mut ctx, m);
+                if let Some(c) = converted
+                    .as_ref()
+                    .and_then(|v| v.as_object())
+                    .and_then(|v| parse_nodeclass(&mut ctx, v))
+                {
                     config.node_classes.push(c);
                 }
             }

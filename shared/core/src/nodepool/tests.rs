@@ -770,3 +770,116 @@ spec:
         "{warnings}"
     );
 }
+
+/// A v1beta1 NodePool and EC2NodeClass as Karpenter v0.3x documented them convert as Karpenter's
+/// v1 migration maps them, instead of being half-read as v1 (a v1beta1 nodeClassRef has
+/// `apiVersion`, not `group`; `WhenUnderutilized`; `expireAfter` under disruption; `amiFamily`
+/// without `amiSelectorTerms`).
+#[test]
+fn v1beta1_objects_convert_as_karpenters_migration_maps_them() {
+    let text = "apiVersion: karpenter.sh/v1beta1
+kind: NodePool
+metadata: {name: default}
+spec:
+  template:
+    spec:
+      requirements:
+        - {key: karpenter.sh/capacity-type, operator: In, values: [spot]}
+      nodeClassRef: {apiVersion: karpenter.k8s.aws/v1beta1, kind: EC2NodeClass, name: default}
+  limits: {cpu: 1000}
+  disruption:
+    consolidationPolicy: WhenUnderutilized
+    expireAfter: 720h
+---
+apiVersion: karpenter.k8s.aws/v1beta1
+kind: EC2NodeClass
+metadata: {name: default}
+spec:
+  amiFamily: Bottlerocket
+  role: KarpenterNodeRole-demo
+  subnetSelectorTerms: [{tags: {karpenter.sh/discovery: demo}}]
+  securityGroupSelectorTerms: [{tags: {karpenter.sh/discovery: demo}}]
+";
+    let (config, d) = Config::parse(text, "v1beta1.yaml");
+    assert!(d.errors.is_empty(), "{:?}", d.errors);
+    let config = config.unwrap();
+    let pool = config.pool("default").unwrap();
+    assert_eq!(
+        pool.disruption.consolidation_policy,
+        ConsolidationPolicy::WhenEmptyOrUnderutilized
+    );
+    assert_eq!(pool.expire_after_secs, Some(720 * 3600));
+    assert_eq!(pool.node_class.as_deref(), Some("default"));
+    let class = &config.node_classes[0];
+    assert_eq!(
+        class.ami_selector_terms[0].alias.as_deref(),
+        Some("bottlerocket@latest")
+    );
+    assert!(class.is_bottlerocket());
+    let warnings = d.warnings.join("\n");
+    assert!(warnings.contains("v1beta1 NodePool converted"), "{warnings}");
+    assert!(!warnings.contains("unknown field"), "{warnings}");
+
+    // Kubelet settings on a v1beta1 NodePool would be dropped: an error saying where they go.
+    let with_kubelet = text.replace(
+        "      nodeClassRef:",
+        "      kubelet: {maxPods: 110}\n      nodeClassRef:",
+    );
+    let errors = Config::parse(&with_kubelet, "v1beta1.yaml").1.errors.join("\n");
+    assert!(
+        errors.contains("spec.template.spec.kubelet: v1 keeps kubelet settings in the EC2NodeClass"),
+        "{errors}"
+    );
+    // A family with no v1 alias names the way out.
+    let ubuntu = text.replace("amiFamily: Bottlerocket", "amiFamily: Ubuntu");
+    let errors = Config::parse(&ubuntu, "v1beta1.yaml").1.errors.join("\n");
+    assert!(errors.contains("spec.amiFamily: Ubuntu has no v1 alias"), "{errors}");
+}
+
+/// Karpenter's v1alpha5 defaulting (amd64, linux, on-demand, c/m/r newer than generation 2 when
+/// nothing names the types) is written out in the converted NodePool: a v1 NodePool has no such
+/// defaults and would launch arm64 or any family. A Windows template keeps its family.
+#[test]
+fn a_converted_provisioner_keeps_the_v1alpha5_defaults() {
+    let text = "apiVersion: karpenter.sh/v1alpha5
+kind: Provisioner
+metadata: {name: bare}
+spec:
+  providerRef: {name: win}
+---
+apiVersion: karpenter.k8s.aws/v1alpha1
+kind: AWSNodeTemplate
+metadata: {name: win}
+spec:
+  amiFamily: Windows2022
+  subnetSelector: {karpenter.sh/discovery: demo}
+  securityGroupSelector: {karpenter.sh/discovery: demo}
+  instanceProfile: KarpenterNodeInstanceProfile
+";
+    let (config, d) = Config::parse(text, "old.yaml");
+    let config = config.unwrap_or_else(|| panic!("{:?}", d.errors));
+    let pool = config.pool("bare").unwrap();
+    let req = |key: &str| {
+        pool.requirements
+            .iter()
+            .find(|r| r.key == key)
+            .map(|r| r.values.clone())
+    };
+    assert_eq!(req("kubernetes.io/arch"), Some(vec!["amd64".to_string()]));
+    assert_eq!(req("kubernetes.io/os"), Some(vec!["linux".to_string()]));
+    assert_eq!(req("karpenter.sh/capacity-type"), Some(vec!["on-demand".to_string()]));
+    assert_eq!(
+        req("karpenter.k8s.aws/instance-category"),
+        Some(vec!["c".to_string(), "m".to_string(), "r".to_string()])
+    );
+    assert!(
+        d.warnings.iter().any(|w| w.contains("v1alpha5 defaults written out")),
+        "{:?}",
+        d.warnings
+    );
+    assert_eq!(
+        config.node_classes[0].ami_selector_terms[0].alias.as_deref(),
+        Some("windows2022@latest"),
+        "not al2@latest"
+    );
+}
