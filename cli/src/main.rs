@@ -45,8 +45,20 @@ pub mod exit {
     about = "Serverless node autoscaler for Kubernetes on AWS"
 )]
 struct Cli {
+    /// Read a NodePool / EC2NodeClass field Nodewright does not know as a warning and ignore it
+    /// (by default it is an error, as the API server's strict field validation makes it).
+    #[arg(long, global = true)]
+    allow_unknown_fields: bool,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--allow-unknown-fields`, set once from the command line.
+static UNKNOWN_FIELDS: std::sync::OnceLock<nodewright_core::nodepool::UnknownFields> = std::sync::OnceLock::new();
+
+/// How configuration files treat unknown fields in this run.
+pub fn unknown_fields() -> nodewright_core::nodepool::UnknownFields {
+    UNKNOWN_FIELDS.get().copied().unwrap_or_default()
 }
 
 #[derive(Subcommand)]
@@ -87,6 +99,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.allow_unknown_fields {
+        let _ = UNKNOWN_FIELDS.set(nodewright_core::nodepool::UnknownFields::Warn);
+    }
     let code = match cli.command {
         Command::Avail(a) => avail::run(&a),
         #[cfg(feature = "aws")]
@@ -167,7 +182,7 @@ pub fn load_config(files: &[std::path::PathBuf]) -> Result<(nodewright_core::Con
         let text = read_file(f).map_err(|e| (exit::USAGE, format!("error: {e}")))?;
         texts.push((text, f.display().to_string()));
     }
-    match nodewright_core::Config::parse_all(&texts) {
+    match nodewright_core::Config::parse_all_with(&texts, unknown_fields()) {
         (Some(config), diags) => Ok((config, diags.warnings)),
         (None, diags) => Err((
             exit::INVALID,

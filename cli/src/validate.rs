@@ -25,7 +25,7 @@ pub fn run(args: &Args) -> u8 {
         }
     }
     // One configuration: a NodePool's nodeClassRef may name a class in another of the files.
-    let (config, diags) = Config::parse_all(&files);
+    let (config, diags) = Config::parse_all_with(&files, crate::unknown_fields());
     for w in &diags.warnings {
         println!("warning: {w}");
     }

@@ -146,16 +146,9 @@ fn load_config(files: &[PathBuf]) -> Result<Option<Config>, Failure> {
     if files.is_empty() {
         return Ok(None);
     }
-    let mut config = Config::default();
-    for f in files {
-        let text = crate::read_file(f).map_err(Failure::usage)?;
-        let (c, _) = Config::parse_strict(&text, &f.display().to_string()).map_err(|e| Failure {
-            code: exit::INVALID,
-            message: e.to_string(),
-        })?;
-        config.merge(c);
-    }
-    Ok(Some(config))
+    crate::load_config(files)
+        .map(|(c, _)| Some(c))
+        .map_err(|(code, message)| Failure { code, message })
 }
 
 async fn source(args: &Args) -> Result<(Source, String), Failure> {

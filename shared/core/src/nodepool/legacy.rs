@@ -37,7 +37,7 @@ pub(super) fn provisioner_to_nodepool(ctx: &mut Ctx, m: &Map<String, Value>) -> 
     ];
     for k in spec.keys() {
         if !known.contains(&k.as_str()) {
-            ctx.warn(&format!("spec.{k}"), "unknown field (ignored)");
+            ctx.unknown_field(&format!("spec.{k}"), None);
         }
     }
     let mut template_spec = Map::new();
@@ -370,7 +370,7 @@ pub(super) fn node_template_to_nodeclass(ctx: &mut Ctx, m: &Map<String, Value>) 
         ]
         .contains(&k.as_str())
         {
-            ctx.warn(&format!("spec.{k}"), "unknown field (ignored)");
+            ctx.unknown_field(&format!("spec.{k}"), None);
         }
     }
     Some(json!({

@@ -40,6 +40,15 @@ pub struct Diagnostics {
     pub warnings: Vec<String>,
 }
 
+/// What a field the format does not have is: Kubernetes' strict field validation (kubectl's default)
+/// refuses it, and so do we; allowed, it is a warning and ignored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UnknownFields {
+    #[default]
+    Error,
+    Warn,
+}
+
 impl Config {
     /// Parses one or more YAML/JSON files' worth of documents. Errors are collected, not
     /// short-circuited, so that a user sees every problem at once.
@@ -51,11 +60,16 @@ impl Config {
     /// and warnings; a NodePool's nodeClassRef may name an EC2NodeClass in any of them. `None` when
     /// any file has an error.
     pub fn parse_all(files: &[(String, String)]) -> (Option<Config>, Diagnostics) {
+        Config::parse_all_with(files, UnknownFields::Error)
+    }
+
+    /// [`Config::parse_all`], with unknown fields as `unknown` says.
+    pub fn parse_all_with(files: &[(String, String)], unknown: UnknownFields) -> (Option<Config>, Diagnostics) {
         // The class names every file declares, read first (a file that does not parse declares none).
         let classes: Vec<Vec<String>> = files
             .iter()
             .map(|(text, source)| {
-                parse::parse_config_with(text, source, &[])
+                parse::parse_config_with(text, source, &[], unknown)
                     .0
                     .map(|c| c.node_classes.into_iter().map(|n| n.name).collect())
                     .unwrap_or_default()
@@ -72,7 +86,7 @@ impl Config {
                 .filter(|(j, _)| *j != i)
                 .flat_map(|(_, names)| names.iter().cloned())
                 .collect();
-            let (c, d) = parse::parse_config_with(text, source, &others);
+            let (c, d) = parse::parse_config_with(text, source, &others, unknown);
             all.errors.extend(d.errors);
             all.warnings.extend(d.warnings);
             if let Some(c) = c {

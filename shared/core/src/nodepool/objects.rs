@@ -64,7 +64,7 @@ fn user_fields(object: &Value) -> Value {
 fn parse_one(object: &ConfigObject, classes: &[String]) -> (Option<Config>, Vec<String>, Vec<String>) {
     let source = format!("{}/{}", object.kind.kind(), object.name);
     let text = user_fields(&object.object).to_string();
-    let (config, diagnostics) = parse::parse_config_with(&text, &source, classes);
+    let (config, diagnostics) = parse::parse_config_with(&text, &source, classes, super::UnknownFields::Error);
     (config, diagnostics.errors, diagnostics.warnings)
 }
 

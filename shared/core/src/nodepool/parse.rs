@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::{
     Budget, BudgetNodes, Config, ConsolidationPolicy, Diagnostics, Disruption, DisruptionReason, Ec2NodeClass, Limits,
-    NodePool, PoolBacking, SelectorTerm, legacy, parse_duration,
+    NodePool, PoolBacking, SelectorTerm, UnknownFields, legacy, parse_duration,
 };
 use crate::catalogue::CapacityType;
 use crate::labels;
@@ -20,14 +20,29 @@ pub(super) struct Ctx {
     prefix: String,
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
+    unknown: UnknownFields,
 }
 
 impl Ctx {
-    fn new() -> Self {
+    fn new(unknown: UnknownFields) -> Self {
         Ctx {
             prefix: String::new(),
             errors: Vec::new(),
             warnings: Vec::new(),
+            unknown,
+        }
+    }
+    /// A field the format does not have: an error (as the API server's strict field validation
+    /// refuses it), or a warning when unknown fields are allowed. `near` is the field most likely
+    /// meant.
+    pub(super) fn unknown_field(&mut self, path: &str, near: Option<&str>) {
+        let meant = near.map(|n| format!("; did you mean {n:?}?")).unwrap_or_default();
+        match self.unknown {
+            UnknownFields::Error => self.err(
+                path,
+                format!("unknown field{meant} (--allow-unknown-fields reads it as a warning and ignores it)"),
+            ),
+            UnknownFields::Warn => self.warn(path, format!("unknown field (ignored){meant}")),
         }
     }
     pub fn err(&mut self, path: &str, msg: impl std::fmt::Display) {
@@ -57,13 +72,8 @@ impl Ctx {
     pub(super) fn known(&mut self, m: &Map<String, Value>, path: &str, known: &[&str]) {
         for k in m.keys() {
             if !known.contains(&k.as_str()) {
-                match nearest(k, known) {
-                    Some(near) => self.warn(
-                        &join(path, k),
-                        format!("unknown field (ignored); did you mean {near:?}?"),
-                    ),
-                    None => self.warn(&join(path, k), "unknown field (ignored)"),
-                }
+                let near = nearest(k, known);
+                self.unknown_field(&join(path, k), near);
             }
         }
     }
@@ -163,13 +173,18 @@ fn join(path: &str, key: &str) -> String {
 
 /// One file: its declarations and diagnostics, a NodePool's nodeClassRef looked up in that file.
 pub(super) fn parse_config(text: &str, source: &str) -> (Option<Config>, Diagnostics) {
-    parse_config_with(text, source, &[])
+    parse_config_with(text, source, &[], UnknownFields::Error)
 }
 
 /// One file of several: a NodePool's nodeClassRef is looked up in this file and in `other_classes`
 /// (the names the other files of the same call declare), so a class in another file is no warning.
-pub(super) fn parse_config_with(text: &str, source: &str, other_classes: &[String]) -> (Option<Config>, Diagnostics) {
-    let mut ctx = Ctx::new();
+pub(super) fn parse_config_with(
+    text: &str,
+    source: &str,
+    other_classes: &[String],
+    unknown: UnknownFields,
+) -> (Option<Config>, Diagnostics) {
+    let mut ctx = Ctx::new(unknown);
     let mut config = Config::default();
     let docs = match crate::model::documents(text, source) {
         Ok(d) => d,

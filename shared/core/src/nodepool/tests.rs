@@ -99,6 +99,7 @@ fn broken_nodepool_lists_every_error_with_its_path() {
         "spec.disruption.consolidationPolicy: unknown policy \"Aggressive\"",
         "spec.disruption.budgets[0].nodes: \"110%\" must be a count",
         "spec.disruption.budgets[1].schedule: \"0 25 * * *\": hour 25 is outside 0-23",
+        "spec.template.spec.colour: unknown field (--allow-unknown-fields",
     ];
     for e in expect {
         assert!(
@@ -111,12 +112,6 @@ fn broken_nodepool_lists_every_error_with_its_path() {
         );
     }
     assert_eq!(diags.errors.len(), expect.len(), "{:#?}", diags.errors);
-    assert!(
-        diags
-            .warnings
-            .iter()
-            .any(|w| w.contains("spec.template.spec.colour: unknown field"))
-    );
 }
 
 #[test]
@@ -349,7 +344,9 @@ spec:
     assert!(d.errors[0].starts_with("bad.yaml:"), "{:?}", d.errors);
 }
 
-/// A misspelt field is named with the field it most likely meant; a word near nothing is not.
+/// A misspelt field is named with the field it most likely meant; a word near nothing is not. An
+/// unknown field is an error, as the API server's strict field validation makes it (a field
+/// silently ignored is a setting that does not happen); allowed, it is a warning.
 #[test]
 fn unknown_fields_suggest_the_field_meant() {
     let text = r#"
@@ -364,7 +361,18 @@ spec:
       colour: blue
   disruption: {consolidateafter: 1m}
 "#;
-    let (_, d) = Config::parse(text, "f.yaml");
+    let (config, strict) = Config::parse(text, "f.yaml");
+    assert!(config.is_none());
+    assert!(
+        strict.errors.iter().any(|e| e.contains(
+            r#"spec.template.spec.requirments: unknown field; did you mean "requirements"? (--allow-unknown-fields"#
+        )),
+        "{:#?}",
+        strict.errors
+    );
+    assert_eq!(strict.errors.len(), 3, "{:#?}", strict.errors);
+    let (config, d) = Config::parse_all_with(&[(text.to_string(), "f.yaml".into())], UnknownFields::Warn);
+    assert!(config.is_some(), "{:?}", d.errors);
     let says = |needle: &str| d.warnings.iter().any(|w| w.contains(needle));
     assert!(
         says(r#"spec.template.spec.requirments: unknown field (ignored); did you mean "requirements"?"#),
@@ -764,10 +772,10 @@ spec:
   securityGroupSelectorTerms: [{tags: {a: b}}]
   blockDeviceMappings: [{deviceName: /dev/xvda, ebs: {kmsKeyId: alias/x}}]
 ";
-    let warnings = Config::parse(text, "c.yaml").1.warnings.join("\n");
+    let errors = Config::parse(text, "c.yaml").1.errors.join("\n");
     assert!(
-        warnings.contains("ebs.kmsKeyId: unknown field (ignored); did you mean \"kmsKeyID\"?"),
-        "{warnings}"
+        errors.contains("ebs.kmsKeyId: unknown field; did you mean \"kmsKeyID\"?"),
+        "{errors}"
     );
 }
 
