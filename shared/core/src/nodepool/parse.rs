@@ -171,6 +171,17 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
+/// An older object converted to its v1 document by `convert`, then read by the v1 parser `parse`.
+fn converted<T>(
+    ctx: &mut Ctx,
+    m: &Map<String, Value>,
+    convert: fn(&mut Ctx, &Map<String, Value>) -> Option<Value>,
+    parse: fn(&mut Ctx, &Map<String, Value>) -> Option<T>,
+) -> Option<T> {
+    let v1 = convert(ctx, m)?;
+    parse(ctx, v1.as_object()?)
+}
+
 /// One file: its declarations and diagnostics, a NodePool's nodeClassRef looked up in that file.
 pub(super) fn parse_config(text: &str, source: &str) -> (Option<Config>, Diagnostics) {
     parse_config_with(text, source, &[], UnknownFields::Error)
@@ -221,24 +232,14 @@ pub(super) fn parse_config_with(
                 }
             }
             ("karpenter.sh/v1beta1", "NodePool") => {
-                let converted = legacy::v1beta1_nodepool(&mut ctx, m);
-                if let Some(p) = converted
-                    .as_ref()
-                    .and_then(|v| v.as_object())
-                    .and_then(|v| parse_nodepool(&mut ctx, v))
-                {
-                    config.node_pools.push(p);
-                }
+                config
+                    .node_pools
+                    .extend(converted(&mut ctx, m, legacy::v1beta1_nodepool, parse_nodepool));
             }
             ("karpenter.sh/v1alpha5", "Provisioner") => {
-                let converted = legacy::provisioner_to_nodepool(&mut ctx, m);
-                if let Some(p) = converted
-                    .as_ref()
-                    .and_then(|v| v.as_object())
-                    .and_then(|v| parse_nodepool(&mut ctx, v))
-                {
-                    config.node_pools.push(p);
-                }
+                config
+                    .node_pools
+                    .extend(converted(&mut ctx, m, legacy::provisioner_to_nodepool, parse_nodepool));
             }
             ("karpenter.k8s.aws/v1", "EC2NodeClass") => {
                 if let Some(c) = parse_nodeclass(&mut ctx, m) {
@@ -246,24 +247,17 @@ pub(super) fn parse_config_with(
                 }
             }
             ("karpenter.k8s.aws/v1beta1", "EC2NodeClass") => {
-                let converted = legacy::v1beta1_nodeclass(&mut ctx, m);
-                if let Some(c) = converted
-                    .as_ref()
-                    .and_then(|v| v.as_object())
-                    .and_then(|v| parse_nodeclass(&mut ctx, v))
-                {
-                    config.node_classes.push(c);
-                }
+                config
+                    .node_classes
+                    .extend(converted(&mut ctx, m, legacy::v1beta1_nodeclass, parse_nodeclass));
             }
             ("karpenter.k8s.aws/v1alpha1", "AWSNodeTemplate") => {
-                let converted = legacy::node_template_to_nodeclass(&mut ctx, m);
-                if let Some(c) = converted
-                    .as_ref()
-                    .and_then(|v| v.as_object())
-                    .and_then(|v| parse_nodeclass(&mut ctx, v))
-                {
-                    config.node_classes.push(c);
-                }
+                config.node_classes.extend(converted(
+                    &mut ctx,
+                    m,
+                    legacy::node_template_to_nodeclass,
+                    parse_nodeclass,
+                ));
             }
             ("nodewright.io/v1alpha1", "AutoScalingPool") => {
                 if let Some(p) = parse_asg_pool(&mut ctx, m) {

@@ -389,9 +389,10 @@ spec:
     );
 }
 
-/// A class with `spec` (YAML lines under `spec:`, indented two spaces) on top of the required fields.
-fn class_with(extra: &str) -> Ec2NodeClass {
-    let text = format!(
+/// An EC2NodeClass document: the required fields, then `extra` (YAML lines under `spec:`, indented
+/// two spaces).
+fn class_text(extra: &str) -> String {
+    format!(
         "apiVersion: karpenter.k8s.aws/v1
 kind: EC2NodeClass
 metadata: {{name: default}}
@@ -401,10 +402,19 @@ spec:
   subnetSelectorTerms: [{{tags: {{karpenter.sh/discovery: demo}}}}]
   securityGroupSelectorTerms: [{{tags: {{karpenter.sh/discovery: demo}}}}]
 {extra}"
-    );
-    let (config, d) = Config::parse(&text, "class.yaml");
+    )
+}
+
+/// The class [`class_text`] writes, which must be valid.
+fn class_with(extra: &str) -> Ec2NodeClass {
+    let (config, d) = Config::parse(&class_text(extra), "class.yaml");
     assert!(d.errors.is_empty(), "{:?}", d.errors);
     config.unwrap().node_classes.remove(0)
+}
+
+/// The errors of the class [`class_text`] writes, one per line.
+fn class_errors(extra: &str) -> String {
+    Config::parse(&class_text(extra), "c.yaml").1.errors.join("\n")
 }
 
 fn catalogue_type(name: &str) -> crate::InstanceType {
@@ -572,20 +582,7 @@ fn ephemeral_storage_comes_from_the_volume_the_kubelet_uses() {
 /// we, naming the field.
 #[test]
 fn bad_kubelet_settings_are_refused_by_field() {
-    let errors = |extra: &str| {
-        let text = format!(
-            "apiVersion: karpenter.k8s.aws/v1
-kind: EC2NodeClass
-metadata: {{name: default}}
-spec:
-  amiSelectorTerms: [{{alias: al2023@latest}}]
-  role: NodeRole
-  subnetSelectorTerms: [{{tags: {{a: b}}}}]
-  securityGroupSelectorTerms: [{{tags: {{a: b}}}}]
-{extra}"
-        );
-        Config::parse(&text, "c.yaml").1.errors.join("\n")
-    };
+    let errors = class_errors;
     for (extra, want) in [
         (
             "  kubelet: {kubeReserved: {gpu: \"1\"}}\n",
@@ -722,19 +719,9 @@ fn block_device_mappings_keep_every_ebs_field_and_refuse_what_ebs_would() {
     assert_eq!(data.snapshot_id.as_deref(), Some("snap-0123456789abcdef0"));
     assert_eq!(data.volume_initialization_rate, Some(200));
     let errors = |ebs: &str| {
-        let text = format!(
-            "apiVersion: karpenter.k8s.aws/v1
-kind: EC2NodeClass
-metadata: {{name: default}}
-spec:
-  amiSelectorTerms: [{{alias: al2023@latest}}]
-  role: NodeRole
-  subnetSelectorTerms: [{{tags: {{a: b}}}}]
-  securityGroupSelectorTerms: [{{tags: {{a: b}}}}]
-  blockDeviceMappings: [{{deviceName: /dev/xvda, ebs: {ebs}}}]
-"
-        );
-        Config::parse(&text, "c.yaml").1.errors.join("\n")
+        class_errors(&format!(
+            "  blockDeviceMappings: [{{deviceName: /dev/xvda, ebs: {ebs}}}]\n"
+        ))
     };
     for (ebs, want) in [
         (
@@ -762,17 +749,7 @@ spec:
         assert!(e.contains(want), "{ebs}: {e}");
     }
     // A misspelt field is named with the one meant.
-    let text = "apiVersion: karpenter.k8s.aws/v1
-kind: EC2NodeClass
-metadata: {name: default}
-spec:
-  amiSelectorTerms: [{alias: al2023@latest}]
-  role: NodeRole
-  subnetSelectorTerms: [{tags: {a: b}}]
-  securityGroupSelectorTerms: [{tags: {a: b}}]
-  blockDeviceMappings: [{deviceName: /dev/xvda, ebs: {kmsKeyId: alias/x}}]
-";
-    let errors = Config::parse(text, "c.yaml").1.errors.join("\n");
+    let errors = errors("{kmsKeyId: alias/x}");
     assert!(
         errors.contains("ebs.kmsKeyId: unknown field; did you mean \"kmsKeyID\"?"),
         "{errors}"
