@@ -5,8 +5,10 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use nodewright_core::Config;
 use nodewright_core::catalogue::{Catalogue, OverheadConfig};
@@ -17,6 +19,10 @@ use serde::Deserialize;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct Scenario {
+    /// The upstream Karpenter test this case re-expresses, where it re-expresses one.
+    #[serde(default)]
+    #[allow(dead_code)] // documentation for the reader of the file
+    upstream: Option<String>,
     behaviour: String,
     now: i64,
     config: String,
@@ -105,7 +111,7 @@ fn generic_checks(nodes: &[ManagedNode], p: &Plan) -> Result<(), String> {
     Ok(())
 }
 
-fn run(path: &PathBuf) -> Result<(), String> {
+fn run(path: &Path) -> Result<(), String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
     let mut s: Scenario = serde_norway::from_str(&text).map_err(|e| format!("bad scenario file: {e}"))?;
     for m in s.nodes.iter_mut() {
@@ -254,30 +260,6 @@ fn run(path: &PathBuf) -> Result<(), String> {
     Ok(())
 }
 
-#[test]
-fn disruption_scenarios() {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-        .collect();
-    files.sort();
-    assert!(
-        files.len() >= 13,
-        "expected at least 13 disruption scenarios, found {}",
-        files.len()
-    );
-    let mut failures = Vec::new();
-    for f in &files {
-        if let Err(e) = run(f) {
-            failures.push(format!("{}: {e}", f.display()));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {} scenarios failed:\n\n{}",
-        failures.len(),
-        files.len(),
-        failures.join("\n\n")
-    );
+fn main() -> std::process::ExitCode {
+    support::run_scenario_files(&dir(), 13, run)
 }
