@@ -34,6 +34,16 @@ pub const INSTANCE_CPU_SUSTAINED_CLOCK_SPEED: &str = "karpenter.k8s.aws/instance
 pub const INSTANCE_CAPABILITY_FLEX: &str = "karpenter.k8s.aws/instance-capability-flex";
 
 /// Pod or node annotation that blocks voluntary disruption.
+/// Taints a node carries only until it is ready: the kubelet's not-ready and unreachable, the
+/// cloud provider's uninitialized, and Karpenter's unregistered (Karpenter ignores them on a node
+/// that is not yet initialized).
+pub const EPHEMERAL_TAINTS: &[&str] = &[
+    "node.kubernetes.io/not-ready",
+    "node.kubernetes.io/unreachable",
+    "node.cloudprovider.kubernetes.io/uninitialized",
+    "karpenter.sh/unregistered",
+];
+
 pub const DO_NOT_DISRUPT: &str = "karpenter.sh/do-not-disrupt";
 /// Pod annotation that lowers or raises the cost of evicting a pod.
 pub const POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";

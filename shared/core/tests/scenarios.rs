@@ -191,7 +191,7 @@ fn check(mut s: Scenario) -> Result<(), String> {
     // A pod's uid by its name (pods of other namespaces are `namespace/name`).
     let uid_of = |pod: &str| {
         pods.iter()
-            .find(|p| p.name == pod)
+            .find(|p| p.name == pod || p.uid == pod)
             .map_or_else(|| format!("default/{pod}"), |p| p.uid.clone())
     };
     if let Some(n) = e.claims
@@ -246,11 +246,16 @@ fn check(mut s: Scenario) -> Result<(), String> {
                         .filter(|r| labels::INSTANCE_TYPE_KEYS.contains(&r.key.as_str()))
                         .all(|r| r.matches(l.label(&r.key)))
                         && !(t.accelerated || t.bare_metal)
+                        && c.pods.iter().all(|uid| {
+                            pods.iter()
+                                .find(|p| &p.uid == uid)
+                                .is_none_or(|p| admits_type(p, &t.labels))
+                        })
                 })
                 .filter(|t| {
                     let mut need = c.requests.clone();
                     need.add(&c.daemonset_overhead);
-                    need.fits_in(&t.allocatable)
+                    need.fits_in(&pool.allocatable_of(t))
                 })
                 .filter_map(|t| t.cheapest_in(&c.capacity_types, &c.zones))
                 .fold(f64::INFINITY, f64::min);
@@ -264,22 +269,14 @@ fn check(mut s: Scenario) -> Result<(), String> {
     }
     for c in &plan.claims {
         for o in &c.instance_types {
-            let t = types.iter().find(|t| t.name == o.name).ok_or("unknown type")?;
-            // An offering's labels: its type's, and its zone.
-            let label = |key: &str| {
-                if key == nodewright_core::labels::ZONE {
-                    Some(o.zone.as_str())
-                } else {
-                    t.labels.label(key)
-                }
-            };
+            let label = |key: &str| option_label(c, o, &types, key);
             for r in &e.every_option {
-                if !r.matches(label(&r.key)) {
+                if !r.matches(label(&r.key).as_deref()) {
                     return fail(format!("{}: option {} breaks {r}", c.id, o.name));
                 }
             }
             for r in &e.no_option {
-                if r.matches(label(&r.key)) {
+                if r.matches(label(&r.key).as_deref()) {
                     return fail(format!("{}: option {} satisfies forbidden {r}", c.id, o.name));
                 }
             }
@@ -363,17 +360,33 @@ fn check(mut s: Scenario) -> Result<(), String> {
         }
     }
     for d in &e.domains {
+        // Default: every placed new pod and every pod already running (daemonsets aside).
         let names: Vec<String> = if d.pods.is_empty() {
             pods.iter()
                 .filter(|p| home_of(&plan, &p.uid).is_some())
-                .map(|p| p.name.clone())
+                .map(|p| p.uid.clone())
+                .chain(
+                    s.existing
+                        .iter()
+                        .flat_map(|n| &n.pods)
+                        .filter(|p| !p.is_daemonset())
+                        .map(|p| p.uid.clone()),
+                )
                 .collect()
         } else {
             d.pods.clone()
         };
         let mut counts: BTreeMap<String, usize> = BTreeMap::new();
         for pod in &names {
-            let value = domain_of(&plan, &uid_of(pod), &d.key, &types, &s.existing);
+            let new = pods.iter().any(|p| &p.name == pod || &p.uid == pod);
+            let running = s
+                .existing
+                .iter()
+                .find(|n| n.pods.iter().any(|p| &p.name == pod || &p.uid == pod));
+            let value = match running {
+                Some(n) if !new => node_label(n, &d.key, &types),
+                _ => domain_of(&plan, &uid_of(pod), &d.key, &types, &s.existing),
+            };
             match value {
                 Ok(v) => *counts.entry(v).or_default() += 1,
                 Err(why) => return fail(format!("{pod}: {why}")),
@@ -438,14 +451,38 @@ fn domain_of(plan: &Plan, uid: &str, key: &str, types: &[InstanceType], existing
         .iter()
         .find(|n| n.name == node)
         .ok_or(format!("bound to unknown node {node}"))?;
+    node_label(n, key, types)
+}
+
+/// A label of an existing node: its own, the well-known ones, then its instance type's.
+fn node_label(n: &Node, key: &str, types: &[InstanceType]) -> Result<String, String> {
     let type_labels = types.iter().find(|t| t.name == n.instance_type).map(|t| &t.labels);
     n.label_view(type_labels, None)
         .label(key)
         .map(str::to_string)
-        .ok_or(format!("node {node} has no {key}"))
+        .ok_or(format!("node {} has no {key}", n.name))
+}
+
+/// Whether a pod's nodeSelector and required node affinity admit an instance type's labels
+/// (keys an instance type carries only; zones and capacity types are per offering).
+fn admits_type(p: &Pod, type_labels: &BTreeMap<String, String>) -> bool {
+    let of_type = |key: &str| labels::INSTANCE_TYPE_KEYS.contains(&key);
+    let selector = p
+        .node_selector
+        .iter()
+        .filter(|(k, _)| of_type(k))
+        .all(|(k, v)| type_labels.get(k) == Some(v));
+    let affinity = p.node_affinity.is_empty()
+        || p.node_affinity.iter().any(|term| {
+            term.iter()
+                .filter(|r| of_type(&r.key))
+                .all(|r| r.matches(type_labels.label(&r.key)))
+        });
+    selector && affinity
 }
 
 fn generic_checks(input: &Input, plan: &Plan, types: &[InstanceType]) -> Result<(), String> {
+    let pool_of = |name: &str| input.pools.iter().find(|p| p.name == name);
     let placed = plan.placed_pods() + plan.unschedulable.len();
     if placed != input.pods.len() {
         return Err(format!("{} pods in, {placed} accounted for", input.pods.len()));
@@ -455,7 +492,8 @@ fn generic_checks(input: &Input, plan: &Plan, types: &[InstanceType]) -> Result<
             let t = types.iter().find(|t| t.name == o.name).ok_or("unknown type")?;
             let mut need = c.requests.clone();
             need.add(&c.daemonset_overhead);
-            if !c.requests.fits_in(&t.allocatable) {
+            let pool = pool_of(&c.pool).ok_or(format!("{}: unknown pool {}", c.id, c.pool))?;
+            if !need.fits_in(&pool.allocatable_of(t)) {
                 return Err(format!("{}: {} does not fit", c.id, o.name));
             }
         }

@@ -45,21 +45,23 @@ pub(super) fn parse(ctx: &mut Ctx, k: &Map<String, Value>) -> KubeletConfig {
     const P: &str = "spec.kubelet";
     ctx.known(k, P, FIELDS);
     let mut kc = KubeletConfig::default();
-    for (field, slot, max) in [
-        ("maxPods", &mut kc.max_pods, 10_000),
-        ("podsPerCore", &mut kc.pods_per_core, 10_000),
+    // podsPerCore 0 is the kubelet's "no per-core limit" (Karpenter's CRD allows it).
+    for (field, slot, min, max) in [
+        ("maxPods", &mut kc.max_pods, 1, 10_000),
+        ("podsPerCore", &mut kc.pods_per_core, 0, 10_000),
         (
             "evictionMaxPodGracePeriod",
             &mut kc.eviction_max_pod_grace_period,
+            1,
             86_400,
         ),
     ] {
         if let Some(v) = k.get(field) {
             match v.as_u64() {
-                Some(n) if n > 0 && n <= max => *slot = Some(n as u32),
+                Some(n) if (min..=max).contains(&n) => *slot = Some(n as u32),
                 _ => ctx.err(
                     &format!("{P}.{field}"),
-                    format!("{v} must be an integer from 1 to {max}"),
+                    format!("{v} must be an integer from {min} to {max}"),
                 ),
             }
         }

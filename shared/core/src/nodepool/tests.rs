@@ -609,7 +609,8 @@ fn bad_kubelet_settings_are_refused_by_field() {
             "spec.kubelet.imageGCHighThresholdPercent",
         ),
         ("  kubelet: {clusterDNS: [not-an-ip]}\n", "spec.kubelet.clusterDNS[0]"),
-        ("  kubelet: {podsPerCore: 0}\n", "spec.kubelet.podsPerCore"),
+        ("  kubelet: {podsPerCore: -1}\n", "spec.kubelet.podsPerCore"),
+        ("  kubelet: {maxPods: 0}\n", "spec.kubelet.maxPods"),
         ("  instanceStorePolicy: RAID1\n", "spec.instanceStorePolicy"),
     ] {
         let e = errors(extra);

@@ -430,7 +430,7 @@ fn min_values_cap(prep: &Prepared, c: &Claim, b: usize, mut k: u64, compat: &sup
                     need.add(&pv.ds_overhead[*t]);
                     need.fits_in(pv.allocatable(types, *t))
                 })
-                .flat_map(|t| super::prepare::type_values(&types[t], &r.key))
+                .flat_map(|t| super::prepare::type_values(&types[t], r))
                 .collect();
             values.sort_unstable();
             values.dedup();
@@ -1352,53 +1352,65 @@ fn enforce_zone_spread(
                 counts[prep.nodes[*n].zone] += 1;
             }
         }
+        // A pod's skew is measured over the zones it may use itself (Kubernetes'
+        // nodeAffinityPolicy Honor): pods pinned to one zone by their node selector never
+        // compete with the zones they cannot reach.
+        let min_over = |counts: &[i64], p: usize| {
+            (0..prep.zones.len())
+                .filter(|z| domains & prep.eligible[p] & (1 << z) != 0)
+                .min_by_key(|z| (counts[*z], *z))
+        };
+        let breaks = |counts: &[i64], p: usize, z: usize| {
+            matches(p) && min_over(counts, p).is_some_and(|m| counts[z] - counts[m] > i64::from(skew))
+        };
         loop {
-            let zs: Vec<usize> = (0..prep.zones.len()).filter(|z| domains & (1 << z) != 0).collect();
-            let Some(&min_z) = zs.iter().min_by_key(|z| (counts[**z], **z)) else {
-                break;
-            };
-            let Some(&max_z) = zs.iter().max_by_key(|z| (counts[**z], usize::MAX - **z)) else {
-                break;
-            };
-            if counts[max_z] - counts[min_z] <= i64::from(skew) {
-                break;
-            }
-            // Take one matching pod (the last placed) out of the fullest zone.
-            let reason = format!(
-                "topology spread on {} (maxSkew {skew}) cannot be kept: zone {} cannot take more pods of the group",
-                labels::ZONE,
-                prep.zones[min_z]
-            );
-            let mut removed = false;
-            for c in claims.iter_mut().rev() {
-                if claim_zone(c) != Some(max_z) {
-                    continue;
+            let mut fullest: Vec<usize> = (0..prep.zones.len()).filter(|z| domains & (1 << z) != 0).collect();
+            fullest.sort_by_key(|z| (std::cmp::Reverse(counts[*z]), *z));
+            // The last placed pod of the fullest zone that holds one breaking its skew.
+            let mut victim = None;
+            for &z in &fullest {
+                let on_claim = claims.iter().enumerate().rev().find_map(|(ci, c)| {
+                    (claim_zone(c) == Some(z))
+                        .then(|| c.pods.iter().rposition(|p| breaks(&counts, *p, z)))
+                        .flatten()
+                        .map(|pos| (ci, pos))
+                });
+                if let Some((ci, pos)) = on_claim {
+                    victim = Some((z, Some(ci), pos));
+                    break;
                 }
-                if let Some(pos) = c.pods.iter().rposition(|p| matches(*p)) {
-                    let p = c.pods.remove(pos);
-                    let mut load = c.load.clone();
-                    let mut one = Resources::new();
-                    one.add(&pods[p].requests);
-                    load.saturating_sub(&one);
-                    c.load = load;
-                    failed.push((p, reason.clone()));
-                    removed = true;
+                if let Some(pos) = bindings
+                    .iter()
+                    .rposition(|(p, n)| prep.nodes[*n].zone == z && breaks(&counts, *p, z))
+                {
+                    victim = Some((z, None, pos));
                     break;
                 }
             }
-            if !removed
-                && let Some(pos) = bindings
-                    .iter()
-                    .rposition(|(p, n)| matches(*p) && prep.nodes[*n].zone == max_z)
-            {
-                let (p, _) = bindings.remove(pos);
-                failed.push((p, reason));
-                removed = true;
-            }
-            if !removed {
+            let Some((z, claim, pos)) = victim else {
                 break;
-            }
-            counts[max_z] -= 1;
+            };
+            let p = match claim {
+                Some(ci) => {
+                    let c = &mut claims[ci];
+                    let p = c.pods.remove(pos);
+                    let mut one = Resources::new();
+                    one.add(&pods[p].requests);
+                    c.load.saturating_sub(&one);
+                    p
+                }
+                None => bindings.remove(pos).0,
+            };
+            let min_z = min_over(&counts, p).unwrap_or(z);
+            failed.push((
+                p,
+                format!(
+                    "topology spread on {} (maxSkew {skew}) cannot be kept: zone {} cannot take more pods of the group",
+                    labels::ZONE,
+                    prep.zones[min_z]
+                ),
+            ));
+            counts[z] -= 1;
         }
     }
     claims.retain(|c| !c.pods.is_empty());
@@ -1421,7 +1433,7 @@ fn truncate_keeping_min_values(
     {
         let mut have: Vec<&str> = kept
             .iter()
-            .flat_map(|o| super::prepare::type_values(&types[o.1], &r.key))
+            .flat_map(|o| super::prepare::type_values(&types[o.1], r))
             .collect();
         have.sort_unstable();
         have.dedup();
@@ -1429,7 +1441,7 @@ fn truncate_keeping_min_values(
             if have.len() >= r.min_values.unwrap_or(0) as usize {
                 break;
             }
-            let new: Vec<&str> = super::prepare::type_values(&types[o.1], &r.key)
+            let new: Vec<&str> = super::prepare::type_values(&types[o.1], r)
                 .into_iter()
                 .filter(|v| !have.contains(v))
                 .collect();

@@ -550,8 +550,7 @@ impl<'a> Prepared<'a> {
                 s.compat = match cached {
                     Some(c) => c,
                     None => {
-                        let c: Arc<Vec<_>> =
-                            Arc::new(pools.iter().map(|pv| compat(&s, pv, types, &zones, &offers)).collect());
+                        let c: Arc<Vec<_>> = Arc::new(compat_all(&s, &pools, types, &zones, &offers));
                         if let Some(t) = templates {
                             t.compat.borrow_mut().insert(key.clone(), Arc::clone(&c));
                         }
@@ -706,11 +705,25 @@ impl<'a> Prepared<'a> {
                 let carries = resolve_carries(p, &members, &raw);
                 host_counts.add_pod(&members, &carries);
             }
-            // Startup taints never reach here: callers pass the node's real taints.
+            // A node still on its way carries taints that go when it is ready: the kubelet's and
+            // cloud provider's ephemeral ones, and its pool's startup taints (Karpenter reads
+            // such a node's taints without them). Once ready, every listed taint counts.
+            let taints = if n.in_flight {
+                n.taints
+                    .iter()
+                    .filter(|t| {
+                        !labels::EPHEMERAL_TAINTS.contains(&t.key.as_str())
+                            && !pool.is_some_and(|pv| pv.pool.startup_taints.contains(t))
+                    })
+                    .cloned()
+                    .collect()
+            } else {
+                n.taints.clone()
+            };
             prep.nodes.push(NodeState {
                 name: n.name.clone(),
                 labels,
-                taints: n.taints.clone(),
+                taints,
                 free,
                 zone: zone_idx(&n.zone).unwrap_or(0),
                 ct: n.capacity_type,
@@ -967,9 +980,18 @@ impl<'a> Prepared<'a> {
         }
     }
 
-    /// Capacity-type topology spread, dealt like zones over {spot, on-demand}.
+    /// Capacity-type topology spread, dealt like zones over {spot, on-demand}: each pod only
+    /// among the capacity types its own pools and node affinity allow (Kubernetes'
+    /// nodeAffinityPolicy Honor), the most constrained first.
     fn pin_spread_capacity_types(&self, pin: &mut [Option<CapacityType>], skip: &[bool]) {
         let pods = self.input.pods;
+        let eligible = |i: usize| -> u8 {
+            self.sigs[self.pod_sig[i]]
+                .compat
+                .iter()
+                .filter_map(|c| c.as_ref().ok())
+                .fold(0, |a, c| a | c.cts)
+        };
         for (ci, carrier) in pods.iter().enumerate() {
             for s in carrier
                 .topology_spread
@@ -979,24 +1001,27 @@ impl<'a> Prepared<'a> {
                 if skip[ci] {
                     continue;
                 }
-                let domains: u8 = self.sigs[self.pod_sig[ci]]
-                    .compat
-                    .iter()
-                    .filter_map(|c| c.as_ref().ok())
-                    .fold(0, |a, c| a | c.cts);
                 let mut counts: BTreeMap<CapacityType, u64> = BTreeMap::new();
                 for n in self.input.nodes {
                     *counts.entry(n.capacity_type).or_default() += matching_on(n, &carrier.namespace, &s.selector);
                 }
-                for i in 0..pods.len() {
-                    if skip[i] || pin[i].is_some() {
+                let mut members: Vec<(u32, usize)> = (0..pods.len())
+                    .filter(|&i| {
+                        !skip[i] && pods[i].namespace == carrier.namespace && s.selector.matches(&pods[i].labels)
+                    })
+                    .map(|i| (eligible(i).count_ones(), i))
+                    .collect();
+                for &(_, i) in &members {
+                    if let Some(c) = pin[i] {
+                        *counts.entry(c).or_default() += 1;
+                    }
+                }
+                members.sort_unstable();
+                for (_, i) in members {
+                    if pin[i].is_some() {
                         continue;
                     }
-                    let p = &pods[i];
-                    if p.namespace != carrier.namespace || !s.selector.matches(&p.labels) {
-                        continue;
-                    }
-                    let best = cts_of(domains)
+                    let best = cts_of(eligible(i))
                         .into_iter()
                         .min_by_key(|c| (counts.get(c).copied().unwrap_or(0), *c));
                     if let Some(c) = best {
@@ -1095,7 +1120,7 @@ impl<'a> Prepared<'a> {
         let types = self.input.instance_types;
         pool.requirements.iter().find_map(|r| {
             let need = r.min_values? as usize;
-            let mut values: Vec<&str> = set.iter().flat_map(|t| type_values(&types[t], &r.key)).collect();
+            let mut values: Vec<&str> = set.iter().flat_map(|t| type_values(&types[t], r)).collect();
             values.sort_unstable();
             values.dedup();
             (values.len() < need).then(|| {
@@ -1307,10 +1332,20 @@ fn pool_view<'a>(
 ) -> PoolView<'a> {
     // What registration writes on every node of the pool (crate::registration).
     let labels_out = crate::registration::pool_labels(p);
-    // Capacity types: Karpenter's default is on-demand when the pool does not say.
-    let ct_reqs: Vec<&Requirement> = p
-        .requirements
+    // A template label on a well-known key constrains the pool as a requirement `In [value]`
+    // would (Karpenter adds the template labels to the NodePool's requirements): a label
+    // `topology.kubernetes.io/zone: us-east-1a` leaves the pool that one zone.
+    let label_reqs: Vec<Requirement> = p
+        .labels
         .iter()
+        .filter(|(k, _)| labels::is_well_known(k))
+        .map(|(k, v)| Requirement::new(k, Operator::In, &[v.as_str()]))
+        .collect();
+    let reqs: Vec<&Requirement> = p.requirements.iter().chain(&label_reqs).collect();
+    // Capacity types: Karpenter's default is on-demand when the pool does not say.
+    let ct_reqs: Vec<&Requirement> = reqs
+        .iter()
+        .copied()
         .filter(|r| r.key == labels::CAPACITY_TYPE)
         .collect();
     let cts = if ct_reqs.is_empty() {
@@ -1325,15 +1360,14 @@ fn pool_view<'a>(
         .iter()
         .enumerate()
         .filter(|(_, z)| {
-            p.requirements
-                .iter()
+            reqs.iter()
                 .filter(|r| r.key == labels::ZONE)
                 .all(|r| r.matches(Some(z)))
         })
         .fold(0u64, |a, (i, _)| a | (1 << i));
-    let type_reqs: Vec<&Requirement> = p
-        .requirements
+    let type_reqs: Vec<&Requirement> = reqs
         .iter()
+        .copied()
         .filter(|r| labels::INSTANCE_TYPE_KEYS.contains(&r.key.as_str()) || r.key == labels::REGION)
         .collect();
     let mut set = TypeSet::empty(types.len());
@@ -1397,19 +1431,56 @@ fn pool_view<'a>(
     }
 }
 
-/// Compatibility of a signature with a pool: taints, then requirements (first satisfiable affinity
-/// term; preferences kept while they can be met).
+/// Compatibility of a signature with every pool. Karpenter relaxes a pod's preferences across
+/// all pools at once: a pool is used only at the least relaxation any pool needs, so a pool that
+/// meets the preferred node affinity, or has no PreferNoSchedule taint the pod does not tolerate,
+/// wins over one that does not, whatever their weights and prices.
+fn compat_all(
+    s: &Signature,
+    pools: &[PoolView],
+    types: &[InstanceType],
+    zones: &[String],
+    offers: &[Vec<(f64, u8, usize)>],
+) -> Vec<Result<Compat, String>> {
+    let each: Vec<Result<(Compat, usize), String>> =
+        pools.iter().map(|pv| compat(s, pv, types, zones, offers)).collect();
+    let least = each
+        .iter()
+        .filter_map(|c| c.as_ref().ok())
+        .map(|(_, level)| *level)
+        .min();
+    each.into_iter()
+        .zip(pools)
+        .map(|(c, pv)| match c {
+            Ok((c, level)) if Some(level) == least => Ok(c),
+            Ok(_) => Err(format!(
+                "pool {}: another pool meets more of the pod's preferences (preferred node affinity, untolerated PreferNoSchedule taints)",
+                pv.pool.name
+            )),
+            Err(e) => Err(e),
+        })
+        .collect()
+}
+
+/// Compatibility of a signature with a pool: taints, then requirements (the first satisfiable
+/// affinity term, with the heaviest preferred term that can be met), and how far the pod's
+/// preferences had to be relaxed for it (0: not at all).
 fn compat(
     s: &Signature,
     pv: &PoolView,
     types: &[InstanceType],
     zones: &[String],
     offers: &[Vec<(f64, u8, usize)>],
-) -> Result<Compat, String> {
+) -> Result<(Compat, usize), String> {
     let name = &pv.pool.name;
     if let Some(t) = first_untolerated(&s.tolerations, &pv.pool.taints) {
         return Err(format!("pool {name}: taint {t} is not tolerated"));
     }
+    // A PreferNoSchedule taint the pod does not tolerate is avoided while any pool without one
+    // fits: tolerating it is Karpenter's last relaxation.
+    let soft_taint = pv.pool.taints.iter().any(|t| {
+        t.effect == crate::model::Effect::PreferNoSchedule && !s.tolerations.iter().any(|tol| tol.tolerates(t))
+    });
     if pv.types.is_empty() {
         return Err(format!("pool {name}: no instance type matches the pool's requirements"));
     }
@@ -1423,23 +1494,28 @@ fn compat(
     } else {
         s.terms.iter().map(|t| t.as_slice()).collect()
     };
+    // Karpenter's relaxation order: the heaviest preferred term is held as a requirement while
+    // the required terms are tried in turn (they are ORed); from the last required term, the
+    // preferred terms are dropped heaviest first, so each lighter one is tried on its own,
+    // then none.
+    let none = s.preferred.len();
+    let states = (0..terms.len())
+        .map(|r| (r, 0))
+        .chain((1..=none).map(|q| (terms.len() - 1, q)));
+    let tiers = terms.len() + none;
     let mut first_err = None;
-    for term in terms {
-        let mut base: Vec<Requirement> = s.node_selector.clone();
-        base.extend_from_slice(term);
-        // Preferences, heaviest first, are dropped one at a time until the rest can be met.
-        for keep in (0..=s.preferred.len()).rev() {
-            let mut reqs = base.clone();
-            for (_, p) in s.preferred.iter().take(keep) {
-                reqs.extend(p.iter().cloned());
+    for (level, (r, q)) in states.enumerate() {
+        let mut reqs: Vec<Requirement> = s.node_selector.clone();
+        reqs.extend_from_slice(terms[r]);
+        if let Some((_, p)) = s.preferred.get(q) {
+            reqs.extend(p.iter().cloned());
+        }
+        match evaluate(&reqs, pv, types, zones, offers) {
+            Ok(c) => return Ok((c, level + if soft_taint { tiers } else { 0 })),
+            Err(e) if q == none => {
+                first_err.get_or_insert(e);
             }
-            match evaluate(&reqs, pv, types, zones, offers) {
-                Ok(c) => return Ok(c),
-                Err(e) if keep == 0 => {
-                    first_err.get_or_insert(e);
-                }
-                Err(_) => {}
-            }
+            Err(_) => {}
         }
     }
     Err(first_err.unwrap_or_else(|| format!("pool {name}: incompatible")))
@@ -1545,10 +1621,12 @@ fn first_mismatch_refs<'r>(reqs: &[&'r Requirement], labels: &BTreeMap<String, S
     reqs.iter().find(|r| !r.matches(labels.label(&r.key))).copied()
 }
 
-/// The values a type has for a requirement key, as minValues counts them: its label, or for zone
-/// and capacity type (which a type has per offering) those of its available offerings.
-pub(super) fn type_values<'a>(t: &'a InstanceType, key: &str) -> Vec<&'a str> {
-    match key {
+/// The values a type has for a requirement's key, as minValues counts them: its label, or for
+/// zone and capacity type (which a type has per offering) those of its available offerings, each
+/// only where the requirement admits it (an offering in a zone the pool does not allow counts for
+/// nothing).
+pub(super) fn type_values<'a>(t: &'a InstanceType, r: &Requirement) -> Vec<&'a str> {
+    let values: Vec<&'a str> = match r.key.as_str() {
         labels::ZONE => t
             .offerings
             .iter()
@@ -1561,6 +1639,7 @@ pub(super) fn type_values<'a>(t: &'a InstanceType, key: &str) -> Vec<&'a str> {
             .filter(|o| o.available)
             .map(|o| o.capacity_type.as_str())
             .collect(),
-        _ => t.labels.label(key).into_iter().collect(),
-    }
+        key => t.labels.label(key).into_iter().collect(),
+    };
+    values.into_iter().filter(|v| r.matches(Some(v))).collect()
 }
