@@ -12,6 +12,8 @@
 //! 5. Each claim is right-sized: its options are every compatible type that fits what it holds,
 //!    cheapest first, so the plan's price is the cheapest type that fits, not the seed's choice.
 
+use std::collections::HashMap;
+
 use super::prepare::{HostCounts, Prepared, ct_bit, cts_of, matching_on};
 use super::typeset::TypeSet;
 use super::{Binding, ClaimPlan, InstanceOption, Options, Plan, Unschedulable};
@@ -1331,10 +1333,21 @@ fn enforce_zone_spread(
     }
     for (ns, sel, skew) in groups {
         let matches = |i: usize| pods[i].namespace == ns && sel.matches(&pods[i].labels);
-        // Domains: zones any member could use.
-        let domains = (0..pods.len())
-            .filter(|i| matches(*i))
-            .fold(0u64, |a, i| a | prep.eligible[i]);
+        // A member's domains: the zones it could launch in, and those of existing nodes it
+        // could run on (a zone known only from a node the pool no longer allows still counts).
+        let mut by_sig: HashMap<usize, u64> = HashMap::new();
+        let own: Vec<u64> = (0..pods.len())
+            .map(|i| {
+                if !matches(i) {
+                    return 0;
+                }
+                let nodes = *by_sig
+                    .entry(prep.pod_sig[i])
+                    .or_insert_with(|| prep.node_zones(prep.pod_sig[i]));
+                prep.eligible[i] | nodes
+            })
+            .collect();
+        let domains = own.iter().fold(0u64, |a, d| a | d);
         let mut counts = vec![0i64; prep.zones.len()];
         for n in prep.input.nodes {
             if let Some(z) = prep.zones.iter().position(|x| *x == n.zone) {
@@ -1357,7 +1370,7 @@ fn enforce_zone_spread(
         // compete with the zones they cannot reach.
         let min_over = |counts: &[i64], p: usize| {
             (0..prep.zones.len())
-                .filter(|z| domains & prep.eligible[p] & (1 << z) != 0)
+                .filter(|z| own[p] & (1 << z) != 0)
                 .min_by_key(|z| (counts[*z], *z))
         };
         let breaks = |counts: &[i64], p: usize, z: usize| {

@@ -1210,6 +1210,20 @@ impl<'a> Prepared<'a> {
         n
     }
 
+    /// Zones of the existing nodes whose labels a signature's node selector and required node affinity
+    /// admit: topology domains the pod's spread counts even where it cannot launch (Kubernetes'
+    /// nodeAffinityPolicy Honor; Karpenter counts domains from existing nodes too).
+    pub fn node_zones(&self, sig: usize) -> u64 {
+        let s = &self.sigs[sig];
+        self.nodes
+            .iter()
+            .filter(|n| {
+                all_match(&s.node_selector, &n.labels)
+                    && (s.terms.is_empty() || s.terms.iter().any(|t| all_match(t, &n.labels)))
+            })
+            .fold(0u64, |a, n| a | (1 << n.zone))
+    }
+
     /// Whether a bucket's pods may be placed on an existing node.
     pub fn fits_node(&self, b: &Bucket, n: &NodeState<'_>) -> bool {
         if !n.usable || b.zones & (1 << n.zone) == 0 || b.cts & ct_bit(n.ct) == 0 {
