@@ -615,6 +615,8 @@ impl<'a> Prepared<'a> {
         let mut pin_zone: Vec<Option<usize>> = vec![None; input.pods.len()];
         let failed = prep.pin_affinity_zones(&eligible_zones, &mut pin_zone, &mut skip, &zone_idx);
         prep.unschedulable.extend(failed);
+        let failed = prep.pin_anti_affinity_zones(&eligible_zones, &mut pin_zone, &mut skip, &zone_idx);
+        prep.unschedulable.extend(failed);
         prep.pin_spread_zones(&eligible_zones, &mut pin_zone, &skip, &zone_idx);
         let mut pin_ct: Vec<Option<CapacityType>> = vec![None; input.pods.len()];
         prep.pin_spread_capacity_types(&mut pin_ct, &skip);
@@ -896,6 +898,103 @@ impl<'a> Prepared<'a> {
                     failed.push((
                         i,
                         "required pod affinity on the zone cannot be met: the linked pods share no eligible zone"
+                            .to_string(),
+                    ));
+                }
+            }
+        }
+        failed
+    }
+
+    /// Required pod anti-affinity on the zone: a pod goes to no zone that holds a pod its term
+    /// selects, running or pending, nor to one that holds a pod whose own zone anti-affinity
+    /// selects it (Kubernetes checks both directions). Pending pods that exclude each other are
+    /// dealt to different zones, the most constrained first, the emptiest zone first; a pod left
+    /// with no zone is unschedulable with the reason.
+    fn pin_anti_affinity_zones(
+        &self,
+        eligible: &[u64],
+        pin: &mut [Option<usize>],
+        skip: &mut [bool],
+        zone_idx: &dyn Fn(&str) -> Option<usize>,
+    ) -> Vec<(usize, String)> {
+        let pods = self.input.pods;
+        let zone_terms = zone_anti_affinity;
+        let running = self.input.nodes.iter().flat_map(|n| n.pods.iter().map(move |q| (n, q)));
+        let existing_carriers: Vec<(&PodAffinityTerm, &str, usize)> = running
+            .clone()
+            .flat_map(|(n, q)| zone_terms(q).filter_map(move |t| Some((t, q.namespace.as_str(), zone_idx(&n.zone)?))))
+            .collect();
+        if existing_carriers.is_empty() && !pods.iter().any(|p| zone_terms(p).next().is_some()) {
+            return Vec::new();
+        }
+        // Running pods by class (namespace, labels): the zones each class is in.
+        let mut running_classes: HashMap<(&str, &BTreeMap<String, String>), u64> = HashMap::new();
+        for (n, q) in running {
+            if let Some(z) = zone_idx(&n.zone) {
+                *running_classes.entry((q.namespace.as_str(), &q.labels)).or_default() |= 1 << z;
+            }
+        }
+        let selects = |a: &Pod, b: &Pod| zone_terms(a).any(|t| t.selects(&a.namespace, &b.namespace, &b.labels));
+        let carriers: Vec<usize> = (0..pods.len())
+            .filter(|&i| !skip[i] && zone_terms(&pods[i]).next().is_some())
+            .collect();
+        // Zones each pod may not use because of running pods, in both directions.
+        let mut forbidden = vec![0u64; pods.len()];
+        for (i, p) in pods.iter().enumerate() {
+            if skip[i] {
+                continue;
+            }
+            for t in zone_terms(p) {
+                for ((ns, l), zones) in &running_classes {
+                    if t.selects(&p.namespace, ns, l) {
+                        forbidden[i] |= zones;
+                    }
+                }
+            }
+            for (t, ns, z) in &existing_carriers {
+                if t.selects(ns, &p.namespace, &p.labels) {
+                    forbidden[i] |= 1 << z;
+                }
+            }
+        }
+        let involved: Vec<usize> = (0..pods.len())
+            .filter(|&i| {
+                !skip[i]
+                    && (forbidden[i] != 0
+                        || zone_terms(&pods[i]).next().is_some()
+                        || carriers.iter().any(|&c| c != i && selects(&pods[c], &pods[i])))
+            })
+            .collect();
+        // Pods already pinned (zone affinity) take their zone first; then the most constrained.
+        let mut order = involved;
+        order.sort_by_key(|&i| (pin[i].is_none(), (eligible[i] & !forbidden[i]).count_ones(), i));
+        let mut placed: Vec<Vec<usize>> = vec![Vec::new(); self.zones.len()];
+        let mut failed = Vec::new();
+        for i in order {
+            let p = &pods[i];
+            let free = |z: usize| {
+                eligible[i] & !forbidden[i] & (1 << z) != 0
+                    && placed[z]
+                        .iter()
+                        .all(|&k| !selects(p, &pods[k]) && !selects(&pods[k], p))
+            };
+            let choice = match pin[i] {
+                Some(z) => free(z).then_some(z),
+                None => (0..self.zones.len())
+                    .filter(|&z| free(z))
+                    .min_by_key(|&z| (placed[z].len(), z)),
+            };
+            match choice {
+                Some(z) => {
+                    pin[i] = Some(z);
+                    placed[z].push(i);
+                }
+                None => {
+                    skip[i] = true;
+                    failed.push((
+                        i,
+                        "required pod anti-affinity on the zone cannot be met: every zone it could use holds a pod it excludes or that excludes it"
                             .to_string(),
                     ));
                 }
@@ -1246,6 +1345,11 @@ impl<'a> Prepared<'a> {
     }
 }
 
+/// A pod's required anti-affinity terms on the zone.
+fn zone_anti_affinity(p: &Pod) -> impl Iterator<Item = &PodAffinityTerm> {
+    p.pod_anti_affinity.iter().filter(|t| t.topology_key == labels::ZONE)
+}
+
 fn existing_match_zone<'n>(t: &PodAffinityTerm, p: &Pod, nodes: &'n [crate::model::Node]) -> Option<&'n str> {
     nodes
         .iter()
@@ -1290,11 +1394,16 @@ fn unsupported(p: &Pod) -> Option<String> {
             labels::ZONE
         ));
     }
-    if let Some(t) = p.pod_anti_affinity.iter().find(|t| t.topology_key != labels::HOSTNAME) {
+    if let Some(t) = p
+        .pod_anti_affinity
+        .iter()
+        .find(|t| t.topology_key != labels::HOSTNAME && t.topology_key != labels::ZONE)
+    {
         return Some(format!(
-            "required pod anti-affinity on topology key {:?} is not supported (only {})",
+            "required pod anti-affinity on topology key {:?} is not supported (only {} and {})",
             t.topology_key,
-            labels::HOSTNAME
+            labels::HOSTNAME,
+            labels::ZONE
         ));
     }
     if let Some(s) = p.topology_spread.iter().find(|s| {
