@@ -1,0 +1,184 @@
+//! An independent check of plan quality on small batches (issue #23): the exact optimum of each
+//! small random batch is found by enumeration, written apart from the packer (every way to split
+//! the pods into nodes, each node the cheapest type that holds its pods, by dynamic programming
+//! over subsets), and then
+//! - the plan never costs less than that optimum (else one of the two places pods where they do
+//!   not fit),
+//! - the lower bound (`scheduler::lower_bound`) never exceeds it (else the gap every plan reports
+//!   would be a lie),
+//! - the plan stays within a loose factor of it; the printed worst and mean ratios are the
+//!   figures (the tight targets are bench figures, not test assertions).
+
+use nodewright_core::Config;
+use nodewright_core::catalogue::{CapacityType, Catalogue, InstanceType, OverheadConfig};
+use nodewright_core::model::Pod;
+use nodewright_core::resources::Resources;
+use nodewright_core::scheduler::lower_bound::lower_bound;
+use nodewright_core::scheduler::{Input, Options, schedule};
+
+const ZONE: &str = "us-east-1a";
+
+/// One on-demand pool, one zone, nine common types: the brute force's world and the plan's alike.
+const POOL: &str = "apiVersion: karpenter.sh/v1
+kind: NodePool
+metadata: {name: default}
+spec:
+  template:
+    spec:
+      nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}
+      requirements:
+        - {key: karpenter.sh/capacity-type, operator: In, values: [on-demand]}
+        - {key: topology.kubernetes.io/zone, operator: In, values: [us-east-1a]}
+        - key: node.kubernetes.io/instance-type
+          operator: In
+          values: [c5.large, c5.xlarge, c5.2xlarge, m5.large, m5.xlarge, m5.2xlarge, r5.large, r5.xlarge, r5.2xlarge]
+";
+
+/// Pod shapes as Deployments commonly ask: (CPU millicores, memory MiB).
+const SHAPES: &[(u64, u64)] = &[
+    (100, 128),
+    (250, 256),
+    (250, 1024),
+    (500, 512),
+    (500, 2048),
+    (1000, 1024),
+    (1000, 4096),
+    (1500, 3072),
+    (2000, 2048),
+    (2000, 8192),
+    (3000, 6144),
+    (4000, 16384),
+];
+
+/// SplitMix64: seeded, so a failing batch can be named by its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// The cheapest price of one node holding `need`, over `types` (None: no type holds it).
+fn cheapest_holding(need: &Resources, types: &[(Resources, f64)]) -> Option<f64> {
+    types
+        .iter()
+        .filter(|(alloc, _)| need.fits_in(alloc))
+        .map(|(_, price)| *price)
+        .min_by(f64::total_cmp)
+}
+
+/// The exact optimum: the cheapest split of the pods into nodes (subset dynamic programming).
+fn optimum(pods: &[Pod], types: &[(Resources, f64)]) -> Option<f64> {
+    let n = pods.len();
+    let full = (1usize << n) - 1;
+    let mut node_cost = vec![None; full + 1];
+    for (mask, cost) in node_cost.iter_mut().enumerate().skip(1) {
+        let mut need = Resources::new();
+        for (i, p) in pods.iter().enumerate() {
+            if mask & (1 << i) != 0 {
+                need.add(&p.requests);
+            }
+        }
+        *cost = cheapest_holding(&need, types);
+    }
+    let mut best = vec![f64::INFINITY; full + 1];
+    best[0] = 0.0;
+    for mask in 1..=full {
+        let low = mask & mask.wrapping_neg();
+        // Every node holding the lowest pod of `mask`, and the best for the rest.
+        let mut sub = mask;
+        while sub > 0 {
+            if sub & low != 0
+                && let Some(c) = node_cost[sub]
+            {
+                best[mask] = best[mask].min(c + best[mask ^ sub]);
+            }
+            sub = (sub - 1) & mask;
+        }
+    }
+    best[full].is_finite().then_some(best[full])
+}
+
+#[test]
+fn plans_on_small_batches_are_checked_against_the_exact_optimum() {
+    let (config, _) = Config::parse_strict(POOL, "pool").expect("the pool parses");
+    let pool = &config.node_pools[0];
+    let all = Catalogue::embedded().instance_types("us-east-1", &OverheadConfig::default());
+    let allowed: Vec<&InstanceType> = all.iter().filter(|t| pool.admits_type(t)).collect();
+    assert_eq!(allowed.len(), 9, "the pool's nine types are in the catalogue");
+    let zone = [ZONE.to_string()];
+    let types: Vec<(Resources, f64)> = allowed
+        .iter()
+        .filter_map(|t| Some((pool.allocatable_of(t), t.cheapest_in(&[CapacityType::OnDemand], &zone)?)))
+        .collect();
+    assert_eq!(types.len(), 9, "every type is offered on demand in {ZONE}");
+
+    let (mut worst, mut sum, mut batches) = (1.0f64, 0.0f64, 0u32);
+    let mut worst_seed = 0;
+    for seed in 0..300u64 {
+        let mut rng = Rng(seed);
+        let n = 2 + rng.below(9) as usize; // 2..=10 pods
+        let pods: Vec<Pod> = (0..n)
+            .map(|i| {
+                let (cpu, mib) = SHAPES[rng.below(SHAPES.len() as u64) as usize];
+                Pod::new(&format!("p{i}"), cpu, mib << 20)
+            })
+            .collect();
+        let input = Input {
+            pods: &pods,
+            nodes: &[],
+            pools: &config.node_pools,
+            instance_types: &all,
+            daemonsets: &[],
+            pool_usage: &[],
+        };
+        let plan = schedule(&input, &Options::default());
+        assert!(plan.unschedulable.is_empty(), "seed {seed}: {:?}", plan.unschedulable);
+        let opt = optimum(&pods, &types).expect("every shape fits some type");
+        let cost = plan.total_price();
+        assert!(
+            cost >= opt - 1e-9,
+            "seed {seed}: the plan ({cost}) costs less than the exact optimum ({opt})"
+        );
+        let bound = lower_bound(&input).expect("a bound").cost;
+        assert!(
+            bound <= opt + 1e-9,
+            "seed {seed}: the lower bound ({bound}) exceeds the exact optimum ({opt})"
+        );
+        let ratio = cost / opt;
+        // SHOW_SEED=<seed> prints one batch, its plan and the optimum (to study a bad draw).
+        if std::env::var("SHOW_SEED").ok().as_deref() == Some(&seed.to_string()) {
+            for p in &pods {
+                println!("{} {}", p.name, p.requests);
+            }
+            for c in &plan.claims {
+                println!(
+                    "{} {} {:.4} {:?} {}",
+                    c.id, c.instance_types[0].name, c.price, c.pods, c.requests
+                );
+            }
+            println!("opt {opt} plan {cost}");
+        }
+        if ratio > worst {
+            (worst, worst_seed) = (ratio, seed);
+        }
+        sum += ratio;
+        batches += 1;
+    }
+    let mean = sum / f64::from(batches);
+    println!(
+        "{batches} batches of 2-10 pods: plan / exact optimum mean {mean:.4}, worst {worst:.4} (seed {worst_seed})"
+    );
+    // A regression guard above today's worst (1.22 at seed 45: a three-way split greedy packing
+    // and pairwise merges miss), not the target (issue #23: within 1 %).
+    assert!(worst <= 1.25, "plan / optimum reached {worst:.4} at seed {worst_seed}");
+}
