@@ -44,6 +44,7 @@ pub fn diverse(n: usize, seed: u64) -> Vec<Pod> {
                         max_skew: 1,
                         when_unsatisfiable: WhenUnsatisfiable::DoNotSchedule,
                         selector: selector("my-label", label_value(&mut rng)),
+                        min_domains: None,
                     });
                 }
                 3 => {

@@ -242,6 +242,7 @@ mod tests {
             max_skew: 0,
             when_unsatisfiable: Default::default(),
             selector: Default::default(),
+            min_domains: None,
         });
         assert!(
             skew.validate()

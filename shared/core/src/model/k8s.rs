@@ -140,11 +140,24 @@ fn pod_from_spec(meta: &meta::ObjectMeta, spec: &core::PodSpec, path: &str) -> R
         if c.max_skew < 1 {
             return Err(Error::invalid(format!("{p}.maxSkew"), "must be at least 1"));
         }
+        // The API server's own rules: at least 1, and only with DoNotSchedule.
+        let min_domains = match c.min_domains {
+            None => None,
+            Some(m) if m < 1 => return Err(Error::invalid(format!("{p}.minDomains"), "must be at least 1")),
+            Some(_) if when != WhenUnsatisfiable::DoNotSchedule => {
+                return Err(Error::invalid(
+                    format!("{p}.minDomains"),
+                    "can only be set with whenUnsatisfiable: DoNotSchedule",
+                ));
+            }
+            Some(m) => Some(m as u32),
+        };
         pod.topology_spread.push(SpreadConstraint {
             topology_key: c.topology_key.clone(),
             max_skew: c.max_skew as u32,
             when_unsatisfiable: when,
             selector,
+            min_domains,
         });
     }
     Ok(pod)

@@ -198,6 +198,10 @@ pub struct SpreadConstraint {
     /// Written `selector` or, as in a Pod spec, `labelSelector`; missing selects no pods.
     #[serde(default = "LabelSelector::nothing", alias = "labelSelector")]
     pub selector: LabelSelector,
+    /// `minDomains` (DoNotSchedule only): with fewer eligible domains than this, the global
+    /// minimum counts as 0, so each domain takes at most `maxSkew` matching pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_domains: Option<u32>,
 }
 
 fn one() -> u32 {

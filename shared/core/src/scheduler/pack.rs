@@ -1120,14 +1120,17 @@ fn open_claim(
 
 /// An empty claim of type `t` in pool `pi` for bucket `b`'s pods.
 pub(super) fn new_claim(prep: &Prepared, b: usize, pi: usize, t: usize, zones: u64, cts: u8) -> Result<Claim, String> {
-    let compat = prep.sigs[prep.buckets[b].sig].compat[pi]
+    prep.sigs[prep.buckets[b].sig].compat[pi]
         .as_ref()
         .map_err(Clone::clone)?;
     let has_limits = !prep.pools[pi].pool.limits.is_empty();
     Ok(Claim {
         pool: pi,
         target: t,
-        types: compat.types.clone(),
+        // Every type of the pool, narrowed by each bucket that joins: the seed may not join
+        // (a relaxed claim's seed need not host its target), and its types alone could then
+        // leave the claim with none that the pods that did join can use.
+        types: prep.pools[pi].types.clone(),
         zones,
         cts,
         load: Resources::new(),
@@ -1308,6 +1311,13 @@ pub(super) fn finish(
     plan
 }
 
+/// A pod's zone spread constraints that must hold (DoNotSchedule).
+fn zone_spread(p: &crate::model::Pod) -> impl Iterator<Item = &crate::model::SpreadConstraint> {
+    p.topology_spread.iter().filter(|s| {
+        s.topology_key == labels::ZONE && s.when_unsatisfiable == crate::model::WhenUnsatisfiable::DoNotSchedule
+    })
+}
+
 /// Zone spread (DoNotSchedule) must hold for what is actually placed: when limits or capacity leave
 /// part of a group unplaced, the fullest zones give pods back until the skew is within bounds, as
 /// the pod-at-a-time placement in Kubernetes would have left it.
@@ -1318,33 +1328,45 @@ fn enforce_zone_spread(
     failed: &mut Vec<(usize, String)>,
 ) {
     let pods = prep.input.pods;
-    let mut groups: Vec<(&str, &crate::model::LabelSelector, u32)> = Vec::new();
+    type Group<'p> = (&'p str, &'p crate::model::LabelSelector, u32, Option<u32>);
+    let mut groups: Vec<Group> = Vec::new();
     for p in pods {
-        for s in p.topology_spread.iter().filter(|s| {
-            s.topology_key == labels::ZONE && s.when_unsatisfiable == crate::model::WhenUnsatisfiable::DoNotSchedule
-        }) {
-            if !groups
-                .iter()
-                .any(|(ns, sel, _)| *ns == p.namespace && **sel == s.selector)
-            {
-                groups.push((&p.namespace, &s.selector, s.max_skew));
+        for s in zone_spread(p) {
+            let g = (p.namespace.as_str(), &s.selector, s.max_skew, s.min_domains);
+            if !groups.contains(&g) {
+                groups.push(g);
             }
         }
     }
-    for (ns, sel, skew) in groups {
-        let matches = |i: usize| pods[i].namespace == ns && sel.matches(&pods[i].labels);
-        // A member's domains: the zones it could launch in, and those of existing nodes it
-        // could run on (a zone known only from a node the pool no longer allows still counts).
+    for (ns, sel, skew, min_domains) in groups {
+        // The group's pods: those its selector counts, and those that carry the constraint
+        // without matching it (placed, they must keep the skew too; they do not add to it).
+        let counted = |i: usize| pods[i].namespace == ns && sel.matches(&pods[i].labels);
+        let carries = |i: usize| {
+            pods[i].namespace == ns
+                && zone_spread(&pods[i])
+                    .any(|s| s.selector == *sel && s.max_skew == skew && s.min_domains == min_domains)
+        };
+        let matches = |i: usize| counted(i) || carries(i);
+        // A member's domains: the zones its node selector, affinity and pools allow (whether or
+        // not a type that fits it is offered there: size does not make a domain, as in
+        // Kubernetes), and those of existing nodes it could run on (a zone known only from a
+        // node the pools no longer allow still counts).
         let mut by_sig: HashMap<usize, u64> = HashMap::new();
         let own: Vec<u64> = (0..pods.len())
             .map(|i| {
                 if !matches(i) {
                     return 0;
                 }
-                let nodes = *by_sig
-                    .entry(prep.pod_sig[i])
-                    .or_insert_with(|| prep.node_zones(prep.pod_sig[i]));
-                prep.eligible[i] | nodes
+                let sig = prep.pod_sig[i];
+                *by_sig.entry(sig).or_insert_with(|| {
+                    let pools = prep.sigs[sig]
+                        .compat
+                        .iter()
+                        .filter_map(|c| c.as_ref().ok())
+                        .fold(0u64, |a, c| a | c.zones);
+                    pools | prep.node_zones(sig)
+                })
             })
             .collect();
         let domains = own.iter().fold(0u64, |a, d| a | d);
@@ -1357,11 +1379,11 @@ fn enforce_zone_spread(
         let claim_zone = |c: &Claim| (c.zones.count_ones() == 1).then(|| c.zones.trailing_zeros() as usize);
         for c in claims.iter() {
             if let Some(z) = claim_zone(c) {
-                counts[z] += c.pods.iter().filter(|p| matches(**p)).count() as i64;
+                counts[z] += c.pods.iter().filter(|p| counted(**p)).count() as i64;
             }
         }
         for (p, n) in bindings.iter() {
-            if matches(*p) {
+            if counted(*p) {
                 counts[prep.nodes[*n].zone] += 1;
             }
         }
@@ -1373,8 +1395,13 @@ fn enforce_zone_spread(
                 .filter(|z| own[p] & (1 << z) != 0)
                 .min_by_key(|z| (counts[*z], *z))
         };
+        // Fewer domains than minDomains: the global minimum counts as 0.
+        let floor = |counts: &[i64], p: usize| match min_domains {
+            Some(m) if own[p].count_ones() < m => Some(0),
+            _ => min_over(counts, p).map(|z| counts[z]),
+        };
         let breaks = |counts: &[i64], p: usize, z: usize| {
-            matches(p) && min_over(counts, p).is_some_and(|m| counts[z] - counts[m] > i64::from(skew))
+            matches(p) && floor(counts, p).is_some_and(|m| counts[z] - m > i64::from(skew))
         };
         loop {
             let mut fullest: Vec<usize> = (0..prep.zones.len()).filter(|z| domains & (1 << z) != 0).collect();
@@ -1423,7 +1450,9 @@ fn enforce_zone_spread(
                     prep.zones[min_z]
                 ),
             ));
-            counts[z] -= 1;
+            if counted(p) {
+                counts[z] -= 1;
+            }
         }
     }
     claims.retain(|c| !c.pods.is_empty());

@@ -1406,6 +1406,18 @@ fn unsupported(p: &Pod) -> Option<String> {
             labels::ZONE
         ));
     }
+    if let Some(s) = p
+        .topology_spread
+        .iter()
+        .find(|s| s.min_domains.is_some() && s.topology_key == labels::CAPACITY_TYPE)
+    {
+        return Some(format!(
+            "topology spread on {} with minDomains is not supported (minDomains is honoured on {} and {})",
+            s.topology_key,
+            labels::ZONE,
+            labels::HOSTNAME
+        ));
+    }
     if let Some(s) = p.topology_spread.iter().find(|s| {
         s.when_unsatisfiable == WhenUnsatisfiable::DoNotSchedule
             && ![labels::ZONE, labels::HOSTNAME, labels::CAPACITY_TYPE].contains(&s.topology_key.as_str())

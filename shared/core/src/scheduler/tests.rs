@@ -110,6 +110,7 @@ fn pod_strategy() -> impl Gen<Value = Pod> {
                         max_skew: 1,
                         when_unsatisfiable: crate::model::WhenUnsatisfiable::DoNotSchedule,
                         selector: sel("spread"),
+                        min_domains: None,
                     });
                 }
                 2 => {
@@ -127,6 +128,7 @@ fn pod_strategy() -> impl Gen<Value = Pod> {
                         max_skew: 2,
                         when_unsatisfiable: crate::model::WhenUnsatisfiable::DoNotSchedule,
                         selector: sel("host-spread"),
+                        min_domains: None,
                     });
                 }
                 _ => {}
@@ -475,6 +477,7 @@ fn single_zone_spread_pod_is_pinned() {
             match_labels: BTreeMap::from([("app".to_string(), "spread".to_string())]),
             match_expressions: vec![],
         },
+        min_domains: None,
     });
     let pods = vec![p];
     let pools = vec![NodePool::new("pool-a").with_requirement(Requirement::new(
