@@ -943,7 +943,10 @@ pub(super) fn best_price(prep: &Prepared, t: usize, zones: u64, cts: u8) -> Opti
     prep.best_offer(t, zones, cts)
 }
 
-/// Opens a claim for bucket `b`: pool by weight; then the candidate types with the lowest price per
+/// A pool's place in a claim's choice: the less relaxed, then the heavier, first.
+type PoolRank = (std::cmp::Reverse<usize>, u32);
+
+/// Opens a claim for bucket `b`: pool by relaxation and weight; then the candidate types with the lowest price per
 /// pod of the demand that could share the node are simulated, and the one packing the most value per
 /// dollar wins.
 fn open_claim(
@@ -958,10 +961,21 @@ fn open_claim(
     if let Some(r) = prep.sig_reason(bucket.sig) {
         return Err(r);
     }
-    // The best candidate so far, with its pool's weight, value per dollar and price.
-    let mut best: Option<(u32, f64, f64, Choice)> = None;
-    for pi in 0..prep.pools.len() {
-        let weight = prep.pools[pi].pool.weight;
+    // Pools in Karpenter's order: the least relaxed of the pod's preferences first (a pool that
+    // meets its preferred node affinity, or has no PreferNoSchedule taint it does not tolerate,
+    // comes before one that does not, whatever their weights), then by weight. A pool whose
+    // limits leave no room falls through to the next.
+    let compat = &prep.sigs[bucket.sig].compat;
+    let rank = |pi: usize| {
+        let relaxed = compat[pi].as_ref().map_or(usize::MAX, |c| c.relaxed);
+        (std::cmp::Reverse(relaxed), prep.pools[pi].pool.weight)
+    };
+    let mut order: Vec<usize> = (0..prep.pools.len()).collect();
+    order.sort_by_key(|&pi| std::cmp::Reverse(rank(pi)));
+    // The best candidate so far, with its pool's rank, value per dollar and price.
+    let mut best: Option<(PoolRank, f64, f64, Choice)> = None;
+    for pi in order {
+        let weight = rank(pi);
         if best.as_ref().is_some_and(|b| b.0 > weight) {
             break;
         }

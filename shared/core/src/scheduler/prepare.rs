@@ -103,6 +103,10 @@ pub struct Compat {
     pub types: TypeSet,
     pub zones: u64,
     pub cts: u8,
+    /// How far the pod's preferences were relaxed for this pool (0: not at all). A new claim
+    /// goes to the least relaxed pool that can take it, before weight (Karpenter relaxes across
+    /// all pools at once).
+    pub relaxed: usize,
 }
 
 /// A constraint that limits how many matching pods one node may hold: hostname topology spread
@@ -550,7 +554,8 @@ impl<'a> Prepared<'a> {
                 s.compat = match cached {
                     Some(c) => c,
                     None => {
-                        let c: Arc<Vec<_>> = Arc::new(compat_all(&s, &pools, types, &zones, &offers));
+                        let c: Arc<Vec<_>> =
+                            Arc::new(pools.iter().map(|pv| compat(&s, pv, types, &zones, &offers)).collect());
                         if let Some(t) = templates {
                             t.compat.borrow_mut().insert(key.clone(), Arc::clone(&c));
                         }
@@ -1566,37 +1571,6 @@ fn pool_view<'a>(
     }
 }
 
-/// Compatibility of a signature with every pool. Karpenter relaxes a pod's preferences across
-/// all pools at once: a pool is used only at the least relaxation any pool needs, so a pool that
-/// meets the preferred node affinity, or has no PreferNoSchedule taint the pod does not tolerate,
-/// wins over one that does not, whatever their weights and prices.
-fn compat_all(
-    s: &Signature,
-    pools: &[PoolView],
-    types: &[InstanceType],
-    zones: &[String],
-    offers: &[Vec<(f64, u8, usize)>],
-) -> Vec<Result<Compat, String>> {
-    let each: Vec<Result<(Compat, usize), String>> =
-        pools.iter().map(|pv| compat(s, pv, types, zones, offers)).collect();
-    let least = each
-        .iter()
-        .filter_map(|c| c.as_ref().ok())
-        .map(|(_, level)| *level)
-        .min();
-    each.into_iter()
-        .zip(pools)
-        .map(|(c, pv)| match c {
-            Ok((c, level)) if Some(level) == least => Ok(c),
-            Ok(_) => Err(format!(
-                "pool {}: another pool meets more of the pod's preferences (preferred node affinity, untolerated PreferNoSchedule taints)",
-                pv.pool.name
-            )),
-            Err(e) => Err(e),
-        })
-        .collect()
-}
-
 /// Compatibility of a signature with a pool: taints, then requirements (the first satisfiable
 /// affinity term, with the heaviest preferred term that can be met), and how far the pod's
 /// preferences had to be relaxed for it (0: not at all).
@@ -1606,7 +1580,7 @@ fn compat(
     types: &[InstanceType],
     zones: &[String],
     offers: &[Vec<(f64, u8, usize)>],
-) -> Result<(Compat, usize), String> {
+) -> Result<Compat, String> {
     let name = &pv.pool.name;
     if let Some(t) = first_untolerated(&s.tolerations, &pv.pool.taints) {
         return Err(format!("pool {name}: taint {t} is not tolerated"));
@@ -1646,7 +1620,12 @@ fn compat(
             reqs.extend(p.iter().cloned());
         }
         match evaluate(&reqs, pv, types, zones, offers) {
-            Ok(c) => return Ok((c, level + if soft_taint { tiers } else { 0 })),
+            Ok(c) => {
+                return Ok(Compat {
+                    relaxed: level + if soft_taint { tiers } else { 0 },
+                    ..c
+                });
+            }
             Err(e) if q == none => {
                 first_err.get_or_insert(e);
             }
@@ -1749,6 +1728,7 @@ fn evaluate(
         types: set,
         zones: zone_mask,
         cts,
+        relaxed: 0,
     })
 }
 
