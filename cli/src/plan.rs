@@ -175,6 +175,19 @@ fn print_table(plan: &Plan, pods: usize) {
         money(plan.total_price()),
         plan.unschedulable.len()
     );
+    if let Some(c) = plan.cost {
+        println!("{}", gap_line(&c));
+    }
+}
+
+/// How far the new nodes' price may be from the optimum, in one line.
+fn gap_line(c: &nodewright_core::scheduler::PlanCost) -> String {
+    format!(
+        "new nodes ${:.4}/h; no packing of their pods costs less than ${:.4}/h (lower bound): at most {:.1} % above the optimum",
+        money(c.price),
+        money(c.lower_bound),
+        c.gap * 100.0
+    )
 }
 
 /// One row per claim to launch: every detail in its own column when the width allows, else claim

@@ -364,6 +364,17 @@ fn print_report(report: &Report) {
     types.sort_by(|a, b| b.1.total_cmp(a.1));
     let top: Vec<String> = types.iter().take(6).map(|(t, h)| format!("{t} {h:.0} h")).collect();
     println!("Nodewright node-hours by type: {}", top.join(", "));
+    if let Some(g) = report.nodewright.handlers.as_ref().and_then(|h| h.plans.as_ref()) {
+        println!(
+            "Nodewright plans: {} launching new nodes at ${:.4}/h in all, against lower bounds of ${:.4}/h: \
+             at most {:.1} % above the optimum overall, {:.1} % in the worst plan",
+            g.plans,
+            g.price_per_hour,
+            g.lower_bound_per_hour,
+            g.gap * 100.0,
+            g.worst_gap * 100.0
+        );
+    }
     if let Some(h) = &report.nodewright.handlers
         && h.errors > 0
     {

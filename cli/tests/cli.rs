@@ -101,6 +101,7 @@ fn plan_prints_a_table_for_the_example() {
     assert!(out.contains("claim-1"), "{out}");
     assert!(out.contains("34 pod(s): 0 on existing capacity, 34 on"), "{out}");
     assert!(out.contains("0 unschedulable"), "{out}");
+    assert!(out.contains("(lower bound): at most"), "the gap line is printed: {out}");
 }
 
 #[test]
@@ -133,6 +134,16 @@ fn plan_json_follows_the_documented_schema() {
     let total: f64 = claims.iter().map(|c| c["price"].as_f64().unwrap_or(0.0)).sum();
     assert!((doc["totalPricePerHour"].as_f64().unwrap_or(0.0) - total).abs() < 1e-9);
     assert!(doc["unschedulable"].as_array().is_some_and(|u| u.is_empty()));
+    // The plan's cost against its lower bound: the bound never above the price, the gap between.
+    let cost = &doc["cost"];
+    let (price, bound, gap) = (
+        cost["price"].as_f64().expect("cost.price"),
+        cost["lowerBound"].as_f64().expect("cost.lowerBound"),
+        cost["gap"].as_f64().expect("cost.gap"),
+    );
+    assert!((price - total).abs() < 1e-6, "{cost}");
+    assert!(bound > 0.0 && bound <= price + 1e-9, "{cost}");
+    assert!((gap - (price / bound - 1.0)).abs() < 1e-9, "{cost}");
 }
 
 #[test]

@@ -154,6 +154,12 @@ fn plans_on_small_batches_are_checked_against_the_exact_optimum() {
             bound <= opt + 1e-9,
             "seed {seed}: the lower bound ({bound}) exceeds the exact optimum ({opt})"
         );
+        // The gap the plan reports is measured from a bound that may not pass the optimum either.
+        let reported = plan.cost.expect("a plan with claims reports its cost");
+        assert!(
+            (reported.price - cost).abs() < 1e-9 && reported.lower_bound <= opt + 1e-9,
+            "seed {seed}: the plan reports {reported:?}, the exact optimum is {opt}"
+        );
         let ratio = cost / opt;
         // SHOW_SEED=<seed> prints one batch, its plan and the optimum (to study a bad draw).
         if std::env::var("SHOW_SEED").ok().as_deref() == Some(&seed.to_string()) {

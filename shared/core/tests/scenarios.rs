@@ -487,6 +487,15 @@ fn generic_checks(input: &Input, plan: &Plan, types: &[InstanceType]) -> Result<
     if placed != input.pods.len() {
         return Err(format!("{} pods in, {placed} accounted for", input.pods.len()));
     }
+    // Every plan with claims reports its cost against a bound that the plan itself must not beat
+    // (the bound leaves constraints out; it may never exceed a feasible plan's price).
+    match (&plan.cost, plan.claims.is_empty()) {
+        (None, false) => return Err("a plan with claims reports no cost and bound".into()),
+        (Some(c), false) if c.lower_bound > plan.total_price() + 1e-9 || (c.price - plan.total_price()).abs() > 1e-9 => {
+            return Err(format!("reported {c:?} for a plan costing {}", plan.total_price()));
+        }
+        _ => {}
+    }
     for c in &plan.claims {
         for o in &c.instance_types {
             let t = types.iter().find(|t| t.name == o.name).ok_or("unknown type")?;

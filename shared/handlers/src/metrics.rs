@@ -21,12 +21,16 @@ pub const METRICS: &[(&str, &str)] = &[
     ("OldestPendingSeconds", "Seconds"),
 ];
 
+/// Reported only by invocations that planned new claims (a metric with no value is left out).
+pub const PLAN_GAP: (&str, &str) = ("PlanGapPercent", "Percent");
+
 /// The EMF document for one handled event.
 pub fn emf(outcome: &Outcome, latency_ms: f64, timestamp_ms: i64) -> Value {
     let mut pods = 0usize;
     let (mut spot, mut on_demand, mut ice) = (0u64, 0u64, 0u64);
     let mut actions = 0u64;
     let mut savings = 0.0;
+    let mut gap: Option<f64> = None;
     for a in &outcome.actions {
         match a {
             Action::Launched {
@@ -51,12 +55,17 @@ pub fn emf(outcome: &Outcome, latency_ms: f64, timestamp_ms: i64) -> Value {
                 actions += 1;
                 savings += saving_per_hour;
             }
+            Action::Planned { gap: g, .. } => gap = Some(gap.unwrap_or(0.0).max(*g)),
             _ => {}
         }
     }
     let interruptions = u64::from(outcome.function == "spot-interruption" && !is_ignored(outcome));
-    let metrics: Vec<Value> = METRICS.iter().map(|(n, u)| json!({"Name": n, "Unit": u})).collect();
-    json!({
+    let metrics: Vec<Value> = METRICS
+        .iter()
+        .chain(gap.is_some().then_some(&PLAN_GAP))
+        .map(|(n, u)| json!({"Name": n, "Unit": u}))
+        .collect();
+    let mut doc = json!({
         "_aws": {
             "Timestamp": timestamp_ms,
             "CloudWatchMetrics": [{
@@ -75,7 +84,11 @@ pub fn emf(outcome: &Outcome, latency_ms: f64, timestamp_ms: i64) -> Value {
         "ConsolidationActions": actions,
         "ConsolidationSavingsPerHour": savings,
         "OldestPendingSeconds": outcome.oldest_pending_secs.unwrap_or(0),
-    })
+    });
+    if let Some(g) = gap {
+        doc[PLAN_GAP.0] = json!((g * 100_000.0).round() / 1000.0);
+    }
+    doc
 }
 
 fn is_ignored(o: &Outcome) -> bool {
@@ -112,6 +125,18 @@ mod tests {
         });
         o.oldest_pending_secs = Some(600);
         let v = emf(&o, 12.5, 1_000);
+        assert!(v.get("PlanGapPercent").is_none(), "no plan, no gap metric");
+        o.push(Action::Planned {
+            pods: 9,
+            claims: 2,
+            price_per_hour: 1.02,
+            lower_bound_per_hour: 1.0,
+            gap: 0.02,
+        });
+        let with_plan = emf(&o, 12.5, 1_000);
+        assert_eq!(with_plan["PlanGapPercent"], 2.0);
+        let declared = with_plan["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap();
+        assert!(declared.iter().any(|m| m["Name"] == "PlanGapPercent" && m["Unit"] == "Percent"));
         assert_eq!(v["OldestPendingSeconds"], 600);
         assert_eq!(v["PodsProvisioned"], 9);
         assert_eq!(v["SpotLaunches"], 1);

@@ -23,6 +23,16 @@ pub enum Action {
     /// recording it), launched now as it was decided.
     #[serde(rename_all = "camelCase")]
     ResumedAttempt { claim: String, pods: usize },
+    /// The scheduler's plan for the batch: what its new claims cost against the least any
+    /// packing of their pods could (the gap is how far above the optimum it may be).
+    #[serde(rename_all = "camelCase")]
+    Planned {
+        pods: usize,
+        claims: usize,
+        price_per_hour: f64,
+        lower_bound_per_hour: f64,
+        gap: f64,
+    },
     /// Pods packed onto a claim still in flight.
     #[serde(rename_all = "camelCase")]
     PackedOntoClaim { claim: String, pods: usize },

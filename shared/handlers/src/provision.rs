@@ -472,6 +472,25 @@ async fn plan_and_launch<S: State, C: Capacity, K: ClusterApi>(
         &Options::default(),
     );
     let by_uid: HashMap<&str, &Pod> = pods.iter().map(|p| (p.uid.as_str(), p)).collect();
+    if let Some(cost) = plan.cost {
+        tracing::info!(
+            pods = pods.len(),
+            claims = plan.claims.len(),
+            bound_to_existing = plan.bindings.len(),
+            unschedulable = plan.unschedulable.len(),
+            price_per_hour = cost.price,
+            lower_bound_per_hour = cost.lower_bound,
+            gap = cost.gap,
+            "decision: plan priced against its lower bound"
+        );
+        out.push(Action::Planned {
+            pods: pods.len(),
+            claims: plan.claims.len(),
+            price_per_hour: cost.price,
+            lower_bound_per_hour: cost.lower_bound,
+            gap: cost.gap,
+        });
+    }
 
     // Pods nothing can take: released (a later event may find capacity, e.g. after a limit rises).
     release_pods(&deps.state, plan.unschedulable.iter().map(|u| u.pod.as_str()), holder).await?;

@@ -52,6 +52,8 @@ pub struct Stats {
     pub consolidation_evictions: u32,
     pub on_demand_fallbacks: u32,
     pub unschedulable_reports: u32,
+    /// Every pod-pending plan's (price, lower bound, gap) per hour, as the handler reported it.
+    pub plans: Vec<(f64, f64, f64)>,
     /// Handler errors (a retry would follow in Lambda); the first few are kept.
     pub handler_errors: u32,
     pub first_errors: Vec<String>,
@@ -175,6 +177,12 @@ impl NodewrightSim {
                             }
                         }
                         Action::Unschedulable { .. } => self.stats.unschedulable_reports += 1,
+                        Action::Planned {
+                            price_per_hour,
+                            lower_bound_per_hour,
+                            gap,
+                            ..
+                        } => self.stats.plans.push((*price_per_hour, *lower_bound_per_hour, *gap)),
                         _ => {}
                     }
                 }

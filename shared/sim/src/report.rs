@@ -105,6 +105,40 @@ pub struct HandlerCounts {
     pub invocations: BTreeMap<String, u32>,
     pub errors: u32,
     pub first_errors: Vec<String>,
+    /// How far the pod-pending plans were from their lower bounds; None when none launched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plans: Option<PlanGaps>,
+}
+
+/// The pod-pending plans' prices against their lower bounds (each decision's new claims).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanGaps {
+    pub plans: usize,
+    /// Summed over the plans, USD per hour of new claims.
+    pub price_per_hour: f64,
+    pub lower_bound_per_hour: f64,
+    /// `price / lower bound - 1` over all plans together.
+    pub gap: f64,
+    /// The largest single plan's gap.
+    pub worst_gap: f64,
+}
+
+impl PlanGaps {
+    pub fn of(plans: &[(f64, f64, f64)]) -> Option<PlanGaps> {
+        if plans.is_empty() {
+            return None;
+        }
+        let price: f64 = plans.iter().map(|p| p.0).sum();
+        let bound: f64 = plans.iter().map(|p| p.1).sum();
+        Some(PlanGaps {
+            plans: plans.len(),
+            price_per_hour: round(price, 4),
+            lower_bound_per_hour: round(bound, 4),
+            gap: round(if bound > 0.0 { (price / bound - 1.0).max(0.0) } else { 0.0 }, 4),
+            worst_gap: round(plans.iter().map(|p| p.2).fold(0.0, f64::max), 4),
+        })
+    }
 }
 
 /// One autoscaler's run.
@@ -284,6 +318,7 @@ pub fn run_report(name: &str, world: &World, stats: Option<&Stats>) -> RunReport
             invocations: s.invocations.iter().map(|(k, v)| ((*k).to_string(), *v)).collect(),
             errors: s.handler_errors,
             first_errors: s.first_errors.clone(),
+            plans: PlanGaps::of(&s.plans),
         }),
         timeline: world.timeline.clone(),
     }

@@ -103,6 +103,11 @@ fn same_seed_same_report_and_the_baseline_runs() {
     for f in ["pod-pending", "state-change", "consolidation"] {
         assert!(handlers.invocations.get(f).copied().unwrap_or(0) > 0, "{f} never ran");
     }
+    // Every pod-pending plan that launched reported its price against a bound it does not beat.
+    let plans = handlers.plans.as_ref().expect("pod-pending plans report their gap");
+    assert!(plans.plans > 0 && plans.lower_bound_per_hour > 0.0, "{plans:?}");
+    assert!(plans.lower_bound_per_hour <= plans.price_per_hour + 1e-6, "{plans:?}");
+    assert!((0.0..=plans.worst_gap + 1e-9).contains(&plans.gap), "{plans:?}");
     assert_eq!(nw.pods.pending_at_end, 0);
     assert!(nw.total_cost_usd > 0.0);
     let saving = a.saving_percent.expect("saving computed");

@@ -240,7 +240,14 @@ impl<'a> Simulation<'a> {
             daemonsets: self.input.daemonsets,
             pool_usage: &[],
         };
-        scheduler::schedule_with(&input, &scheduler::Options::default(), Some(templates))
+        scheduler::schedule_with(
+            &input,
+            &scheduler::Options {
+                report_bound: false,
+                ..scheduler::Options::default()
+            },
+            Some(templates),
+        )
     }
 
     /// A forceful or drift replacement: the scheduler may add any number of nodes.

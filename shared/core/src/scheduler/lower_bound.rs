@@ -71,14 +71,37 @@ impl Relaxation {
         pi: usize,
         groups: impl Iterator<Item = (&'g Resources, u64, &'g super::typeset::TypeSet)>,
     ) -> Relaxation {
-        let pv = &prep.pools[pi];
+        Relaxation::across(prep, &[pi], groups.map(|(r, n, t)| (r, n, vec![Some(t)])), true)
+    }
+
+    /// One relaxation over several pools: a node is a (pool, type) pair, priced at the type's
+    /// cheapest offering the pool allows and sized by the pool's allocatable after daemonsets.
+    /// `groups` lists each pod group as (requests, pods, per pool of `pools` the types its
+    /// requirements allow there, or None when the pool cannot take it). With `metal_last`,
+    /// bare-metal types are eligible only when some pod fits nothing else (the packer's policy
+    /// for single pods; a claim whose combined load fits only metal may still use it, so a
+    /// bound that must hold for every plan passes false).
+    pub(super) fn across<'g>(
+        prep: &Prepared,
+        pools: &[usize],
+        groups: impl Iterator<Item = (&'g Resources, u64, Vec<Option<&'g super::typeset::TypeSet>>)>,
+        metal_last: bool,
+    ) -> Relaxation {
         let it = prep.input.instance_types;
-        let types: Vec<(usize, f64, Resources)> = pv
-            .types
-            .iter()
-            .filter_map(|t| best_price(prep, t, pv.zones, pv.cts).map(|(p, _, _)| (t, p, prep.capacity(pi, t))))
-            .filter(|(_, p, _)| *p > 0.0)
-            .collect();
+        // (instance type index, price, allocatable after daemonsets), and which pool's position.
+        let mut types: Vec<(usize, f64, Resources)> = Vec::new();
+        let mut pool_of: Vec<usize> = Vec::new();
+        for (k, &pi) in pools.iter().enumerate() {
+            let pv = &prep.pools[pi];
+            for t in pv.types.iter() {
+                if let Some((p, _, _)) = best_price(prep, t, pv.zones, pv.cts)
+                    && p > 0.0
+                {
+                    types.push((t, p, prep.capacity(pi, t)));
+                    pool_of.push(k);
+                }
+            }
+        }
         // Shapes: the same requests and the same eligible types make one shape.
         let mut shapes: BTreeMap<(Resources, Vec<usize>, Vec<usize>), u64> = BTreeMap::new();
         let mut metal_needed = false;
@@ -89,7 +112,7 @@ impl Relaxation {
             let fits: Vec<usize> = types
                 .iter()
                 .enumerate()
-                .filter(|(_, (t, _, a))| allowed.contains(*t) && req.fits_in(a))
+                .filter(|(k, (t, _, a))| allowed[pool_of[*k]].is_some_and(|s| s.contains(*t)) && req.fits_in(a))
                 .map(|(k, _)| k)
                 .collect();
             if fits.is_empty() {
@@ -104,7 +127,7 @@ impl Relaxation {
         // If some pod only fits bare metal, a metal node exists and anything may share it.
         let shapes: Vec<(Resources, u64, Vec<usize>)> = shapes
             .into_iter()
-            .map(|((r, all, plain), n)| (r, n, if metal_needed { all } else { plain }))
+            .map(|((r, all, plain), n)| (r, n, if metal_needed || !metal_last { all } else { plain }))
             .collect();
         let used: Vec<usize> = (0..FIXED)
             .filter(|r| shapes.iter().any(|(s, _, _)| s.fixed()[*r] > 0))
@@ -222,6 +245,29 @@ impl Relaxation {
                 .collect(),
         })
     }
+}
+
+/// The least the pods placed on new claims (`pods`, indices into the input) could cost on new
+/// nodes: one relaxation over every pool, each pod held in each pool to the instance types its
+/// requirements allow there, as the packer held it. None when the program cannot be solved.
+pub(super) fn claims_bound(prep: &Prepared, pods: &[usize]) -> Option<f64> {
+    let mut counts: BTreeMap<(usize, &Resources), u64> = BTreeMap::new();
+    for &p in pods {
+        *counts.entry((prep.pod_sig[p], &prep.input.pods[p].requests)).or_default() += 1;
+    }
+    let pools: Vec<usize> = (0..prep.pools.len()).collect();
+    let groups = counts.iter().map(|((sig, req), n)| {
+        let allowed = pools
+            .iter()
+            .map(|pi| prep.sigs[*sig].compat[*pi].as_ref().ok().map(|c| &c.types))
+            .collect();
+        (*req, *n, allowed)
+    });
+    let relaxation = Relaxation::across(prep, &pools, groups, false);
+    if relaxation.shapes.is_empty() {
+        return Some(0.0);
+    }
+    relaxation.solve().ok().map(|o| o.cost)
 }
 
 /// The bound for the pods of `input` that the highest-weight pool can host.

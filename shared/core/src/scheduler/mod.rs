@@ -77,6 +77,9 @@ pub struct Options {
     /// Whether the cost-aware packer ends with pod exchanges between claims that let one shrink
     /// (see `exchange`); off only to measure what they save.
     pub exchange: bool,
+    /// Whether the plan reports its cost against a lower bound ([`Plan::cost`]); off where plans
+    /// are only simulated many times (consolidation), since the bound solves a linear program.
+    pub report_bound: bool,
 }
 
 /// Measured with `nodewright bench`: a few milliseconds of LP at this size, and a plan within 1% of
@@ -90,6 +93,7 @@ impl Default for Options {
             max_instance_types: MAX_INSTANCE_TYPES,
             relaxed_min_pods: RELAXED_MIN_PODS,
             exchange: true,
+            report_bound: true,
         }
     }
 }
@@ -154,6 +158,41 @@ pub struct Plan {
     pub bindings: Vec<Binding>,
     pub claims: Vec<ClaimPlan>,
     pub unschedulable: Vec<Unschedulable>,
+    /// What the new claims cost against the least any packing of their pods could cost, so each
+    /// decision says how far from optimal it may be. None when not asked for or not solvable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<PlanCost>,
+}
+
+/// A plan's price, a lower bound on it, and the gap between them.
+///
+/// The bound is the linear relaxation of placing the claims' pods on new nodes of any pool they
+/// may use (see [`lower_bound`]): topology, limits and minValues are left out, so it is never
+/// above the true optimum, and the gap overstates how far the plan is from it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanCost {
+    /// USD per hour of the new claims (their cheapest options).
+    pub price: f64,
+    /// USD per hour no packing of the same pods on new nodes can go below.
+    pub lower_bound: f64,
+    /// `price / lower_bound - 1`: 0.012 means at most 1.2 % above the optimum.
+    pub gap: f64,
+}
+
+impl PlanCost {
+    pub fn new(price: f64, lower_bound: f64) -> PlanCost {
+        let gap = if lower_bound > 1e-12 {
+            (price / lower_bound - 1.0).max(0.0)
+        } else {
+            0.0
+        };
+        PlanCost {
+            price,
+            lower_bound,
+            gap,
+        }
+    }
 }
 
 impl Plan {

@@ -1202,6 +1202,7 @@ pub(super) fn finish(
     let pods = prep.input.pods;
     let types = prep.input.instance_types;
     let mut plan = Plan::default();
+    let mut on_claims: Vec<usize> = Vec::new();
     for (p, n) in bindings {
         plan.bindings.push(Binding {
             pod: pods[p].uid.clone(),
@@ -1287,6 +1288,7 @@ pub(super) fn finish(
         }
         kept.sort_by(|a, b| a.0.total_cmp(&b.0).then(types[a.1].name.cmp(&types[b.1].name)));
         let cheapest = kept[0].1;
+        on_claims.extend(&c.pods);
         let mut labels = (*pv.labels).clone();
         labels.retain(|k, _| k != labels::NODEPOOL);
         labels.insert(labels::NODEPOOL.into(), pv.pool.name.clone());
@@ -1321,6 +1323,10 @@ pub(super) fn finish(
             name: pods[p].key(),
             reason,
         });
+    }
+    if opts.report_bound && !plan.claims.is_empty() {
+        plan.cost = super::lower_bound::claims_bound(prep, &on_claims)
+            .map(|bound| super::PlanCost::new(plan.total_price(), bound));
     }
     plan
 }

@@ -308,6 +308,12 @@ proptest! {
         if let Err(e) = check_plan(&input, &plan) {
             return Err(TestCaseError::fail(format!("{e}\n{plan:#?}")));
         }
+        // A plan with claims reports its price and a bound that its own price never beats.
+        if !plan.claims.is_empty() {
+            let cost = plan.cost.ok_or_else(|| TestCaseError::fail("no reported cost"))?;
+            prop_assert!((cost.price - plan.total_price()).abs() < 1e-9);
+            prop_assert!(cost.lower_bound <= cost.price + 1e-9, "bound {} > price {}", cost.lower_bound, cost.price);
+        }
         // Exchanges only ever make the plan cheaper.
         if exchange && strategy == Strategy::CostAware {
             let without = schedule(&input, &Options { exchange: false, ..opts });
