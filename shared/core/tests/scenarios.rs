@@ -491,7 +491,9 @@ fn generic_checks(input: &Input, plan: &Plan, types: &[InstanceType]) -> Result<
     // (the bound leaves constraints out; it may never exceed a feasible plan's price).
     match (&plan.cost, plan.claims.is_empty()) {
         (None, false) => return Err("a plan with claims reports no cost and bound".into()),
-        (Some(c), false) if c.lower_bound > plan.total_price() + 1e-9 || (c.price - plan.total_price()).abs() > 1e-9 => {
+        (Some(c), false)
+            if c.lower_bound > plan.total_price() + 1e-9 || (c.price - plan.total_price()).abs() > 1e-9 =>
+        {
             return Err(format!("reported {c:?} for a plan costing {}", plan.total_price()));
         }
         _ => {}

@@ -136,7 +136,11 @@ mod tests {
         let with_plan = emf(&o, 12.5, 1_000);
         assert_eq!(with_plan["PlanGapPercent"], 2.0);
         let declared = with_plan["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap();
-        assert!(declared.iter().any(|m| m["Name"] == "PlanGapPercent" && m["Unit"] == "Percent"));
+        assert!(
+            declared
+                .iter()
+                .any(|m| m["Name"] == "PlanGapPercent" && m["Unit"] == "Percent")
+        );
         assert_eq!(v["OldestPendingSeconds"], 600);
         assert_eq!(v["PodsProvisioned"], 9);
         assert_eq!(v["SpotLaunches"], 1);

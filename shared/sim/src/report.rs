@@ -135,7 +135,14 @@ impl PlanGaps {
             plans: plans.len(),
             price_per_hour: round(price, 4),
             lower_bound_per_hour: round(bound, 4),
-            gap: round(if bound > 0.0 { (price / bound - 1.0).max(0.0) } else { 0.0 }, 4),
+            gap: round(
+                if bound > 0.0 {
+                    (price / bound - 1.0).max(0.0)
+                } else {
+                    0.0
+                },
+                4,
+            ),
             worst_gap: round(plans.iter().map(|p| p.2).fold(0.0, f64::max), 4),
         })
     }

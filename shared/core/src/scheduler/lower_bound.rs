@@ -53,7 +53,24 @@ pub(super) struct Relaxation {
     /// (requests, pods, eligible positions in `types`).
     pub shapes: Vec<(Resources, u64, Vec<usize>)>,
     used: Vec<usize>,
+    /// Per shape, at most this many of its pods share one node (its own constraints), when
+    /// whole-node caps are on (see `across`); empty when off.
+    per_node: Vec<u64>,
 }
+
+/// A relaxation shape: requests, eligible type positions (all, and without bare metal), per-node
+/// cap, and the group it stays apart for (usize::MAX: merged with its like).
+type ShapeKey = (Resources, Vec<usize>, Vec<usize>, u64, usize);
+
+/// At most this many capped pod groups keep their whole-node caps in a plan's bound.
+const CAPPED_SHAPES_MAX: usize = 64;
+
+/// A shape without whole-node caps.
+const CAP_NONE: u64 = 0;
+
+/// A shape's whole-node cap enters the program only when this small: larger caps barely tighten
+/// the bound and each costs one row per eligible type.
+const CAP_ROWS_MAX: u64 = 16;
 
 /// Solver units: CPU in cores and memory/storage in GiB keep the coefficients well scaled.
 fn scale(r: usize) -> f64 {
@@ -71,21 +88,31 @@ impl Relaxation {
         pi: usize,
         groups: impl Iterator<Item = (&'g Resources, u64, &'g super::typeset::TypeSet)>,
     ) -> Relaxation {
-        Relaxation::across(prep, &[pi], groups.map(|(r, n, t)| (r, n, vec![Some(t)])), true)
+        Relaxation::across(
+            prep,
+            &[pi],
+            groups.map(|(r, n, t)| (r, n, vec![Some(t)], u64::MAX)),
+            true,
+            false,
+        )
     }
 
     /// One relaxation over several pools: a node is a (pool, type) pair, priced at the type's
     /// cheapest offering the pool allows and sized by the pool's allocatable after daemonsets.
     /// `groups` lists each pod group as (requests, pods, per pool of `pools` the types its
-    /// requirements allow there, or None when the pool cannot take it). With `metal_last`,
-    /// bare-metal types are eligible only when some pod fits nothing else (the packer's policy
-    /// for single pods; a claim whose combined load fits only metal may still use it, so a
-    /// bound that must hold for every plan passes false).
+    /// requirements allow there, or None when the pool cannot take it, and how many of the
+    /// group's pods one node may hold by their own constraints). With `metal_last`, bare-metal
+    /// types are eligible only when some pod fits nothing else (the packer's policy for single
+    /// pods; a claim whose combined load fits only metal may still use it, so a bound that must
+    /// hold for every plan passes false). With `whole_nodes`, a node of a type holds at most as
+    /// many pods of a shape as fit it whole and as the shape's per-node limit allows (valid for
+    /// any integral packing; it tightens the bound where few pods fill a node, e.g. GPUs).
     pub(super) fn across<'g>(
         prep: &Prepared,
         pools: &[usize],
-        groups: impl Iterator<Item = (&'g Resources, u64, Vec<Option<&'g super::typeset::TypeSet>>)>,
+        groups: impl Iterator<Item = (&'g Resources, u64, Vec<Option<&'g super::typeset::TypeSet>>, u64)>,
         metal_last: bool,
+        whole_nodes: bool,
     ) -> Relaxation {
         let it = prep.input.instance_types;
         // (instance type index, price, allocatable after daemonsets), and which pool's position.
@@ -103,9 +130,10 @@ impl Relaxation {
             }
         }
         // Shapes: the same requests and the same eligible types make one shape.
-        let mut shapes: BTreeMap<(Resources, Vec<usize>, Vec<usize>), u64> = BTreeMap::new();
+        // A per-node limit binds one group's pods only: capped groups never merge.
+        let mut shapes: BTreeMap<ShapeKey, u64> = BTreeMap::new();
         let mut metal_needed = false;
-        for (req, n, allowed) in groups {
+        for (g, (req, n, allowed, per_node)) in groups.enumerate() {
             if n == 0 {
                 continue;
             }
@@ -122,19 +150,51 @@ impl Relaxation {
             // pod may fill spare room on an accelerated node, so those stay eligible.
             let plain: Vec<usize> = fits.iter().copied().filter(|k| !it[types[*k].0].bare_metal).collect();
             metal_needed |= plain.is_empty();
-            *shapes.entry((req.clone(), fits, plain)).or_default() += n;
+            // Whole-node caps for the shapes where rounding to whole nodes matters most and
+            // costs few rows: pods limited per node, and pods asking for extended resources
+            // (GPUs: a node holds few). Other shapes stay purely fractional.
+            let capped = whole_nodes && (per_node != u64::MAX || req.extended().values().any(|v| *v > 0));
+            let per_node = if capped { per_node } else { CAP_NONE };
+            let group = if per_node == CAP_NONE || per_node == u64::MAX {
+                usize::MAX
+            } else {
+                g
+            };
+            *shapes.entry((req.clone(), fits, plain, per_node, group)).or_default() += n;
         }
         // If some pod only fits bare metal, a metal node exists and anything may share it.
+        let per_node: Vec<u64> = if whole_nodes {
+            // CAP_NONE (0) marks shapes without caps; u64::MAX a capped shape with no own limit.
+            shapes.keys().map(|k| k.3).collect()
+        } else {
+            Vec::new()
+        };
         let shapes: Vec<(Resources, u64, Vec<usize>)> = shapes
             .into_iter()
-            .map(|((r, all, plain), n)| (r, n, if metal_needed || !metal_last { all } else { plain }))
+            .map(|((r, all, plain, _, _), n)| (r, n, if metal_needed || !metal_last { all } else { plain }))
             .collect();
         let used: Vec<usize> = (0..FIXED)
             .filter(|r| shapes.iter().any(|(s, _, _)| s.fixed()[*r] > 0))
             .collect();
-        let mut relaxation = Relaxation { types, shapes, used };
+        let mut relaxation = Relaxation {
+            types,
+            shapes,
+            used,
+            per_node,
+        };
         relaxation.prune();
         relaxation
+    }
+
+    /// How many pods of shape `s` one node of type position `k` holds, when whole-node caps are
+    /// on and the cap is small enough to enter the program as a row (None otherwise).
+    fn cap(&self, s: usize, k: usize) -> Option<u64> {
+        let limit = *self.per_node.get(s)?;
+        if limit == CAP_NONE {
+            return None;
+        }
+        let cap = limit.min(self.types[k].2.times_fits(&self.shapes[s].0));
+        (cap <= CAP_ROWS_MAX).then_some(cap)
     }
 
     fn pods(&self) -> u64 {
@@ -167,7 +227,18 @@ impl Relaxation {
                     .any(|r| ra.fixed()[*r] as f64 / pa < rb.fixed()[*r] as f64 / pb)
                     || b < a;
                 let hosts = eligible_by_type[a].iter().all(|s| eligible_by_type[b].contains(s));
-                if per_dollar_ok && strictly && hosts {
+                // With whole-node caps, b must also hold at least as many pods per dollar of
+                // every shape a holds (a per-node limit can make the smaller type cheaper).
+                let caps_ok = per_dollar_ok
+                    && hosts
+                    && eligible_by_type[a]
+                        .iter()
+                        .all(|&s| match (self.cap(s, a), self.cap(s, b)) {
+                            (_, None) => true,
+                            (Some(ca), Some(cb)) => ca as f64 / pa <= cb as f64 / pb,
+                            (None, Some(_)) => false,
+                        });
+                if per_dollar_ok && strictly && hosts && caps_ok {
                     alive[a] = false;
                 }
             }
@@ -194,7 +265,7 @@ impl Relaxation {
         let mut rows: Vec<Vec<Vec<(microlp::Variable, f64)>>> =
             vec![vec![Vec::new(); self.used.len()]; self.types.len()];
         let mut ys = Vec::with_capacity(self.shapes.len());
-        for (s, n, elig) in &self.shapes {
+        for (si, (s, n, elig)) in self.shapes.iter().enumerate() {
             if elig.is_empty() {
                 return Err("a shape lost every eligible type in pruning".into());
             }
@@ -202,6 +273,9 @@ impl Relaxation {
             for &t in elig {
                 let y = lp.add_var(0.0, (0.0, f64::INFINITY));
                 vars.push((y, 1.0));
+                if let Some(cap) = self.cap(si, t) {
+                    lp.add_constraint([(y, 1.0), (x[t], -(cap as f64))], ComparisonOp::Le, 0.0);
+                }
                 for (ri, r) in self.used.iter().enumerate() {
                     let v = s.fixed()[*r] as f64 * scale(*r);
                     if v > 0.0 {
@@ -251,23 +325,184 @@ impl Relaxation {
 /// nodes: one relaxation over every pool, each pod held in each pool to the instance types its
 /// requirements allow there, as the packer held it. None when the program cannot be solved.
 pub(super) fn claims_bound(prep: &Prepared, pods: &[usize]) -> Option<f64> {
-    let mut counts: BTreeMap<(usize, &Resources), u64> = BTreeMap::new();
+    // Each pod's bucket carries its per-node limit; pods of one bucket share requests and sig.
+    let mut bucket_of = vec![usize::MAX; prep.input.pods.len()];
+    for (b, bucket) in prep.buckets.iter().enumerate() {
+        for &p in &bucket.pods {
+            bucket_of[p] = b;
+        }
+    }
+    // Pods of buckets with a per-node limit stay apart by bucket (the limit binds each bucket).
+    let mut counts: BTreeMap<(usize, &Resources, u64, usize), u64> = BTreeMap::new();
     for &p in pods {
-        *counts.entry((prep.pod_sig[p], &prep.input.pods[p].requests)).or_default() += 1;
+        let b = bucket_of[p];
+        let per_node = prep.buckets.get(b).map_or(u64::MAX, |b| b.per_node.max(1));
+        let apart = if per_node == u64::MAX { usize::MAX } else { b };
+        *counts
+            .entry((prep.pod_sig[p], &prep.input.pods[p].requests, per_node, apart))
+            .or_default() += 1;
     }
     let pools: Vec<usize> = (0..prep.pools.len()).collect();
-    let groups = counts.iter().map(|((sig, req), n)| {
+    let groups = counts.iter().map(|((sig, req, per_node, _), n)| {
         let allowed = pools
             .iter()
             .map(|pi| prep.sigs[*sig].compat[*pi].as_ref().ok().map(|c| &c.types))
             .collect();
-        (*req, *n, allowed)
+        (*req, *n, allowed, *per_node)
     });
-    let relaxation = Relaxation::across(prep, &pools, groups, false);
+    // Whole-node caps only while few groups carry them: each capped group is its own shape with
+    // a row per eligible type, and a 20k-pod batch would spend seconds on them.
+    let capped = counts
+        .keys()
+        .filter(|(_, req, per_node, _)| *per_node != u64::MAX || req.extended().values().any(|v| *v > 0))
+        .count();
+    let small: Vec<SmallGroup> = counts
+        .iter()
+        .map(|((sig, req, per_node, _), n)| SmallGroup {
+            req,
+            pods: *n,
+            per_node: *per_node,
+            allowed: pools
+                .iter()
+                .map(|pi| prep.sigs[*sig].compat[*pi].as_ref().ok().map(|c| &c.types))
+                .collect(),
+        })
+        .collect();
+    if let Some(exact) = whole_node_optimum(prep, &small) {
+        return Some(exact);
+    }
+    let relaxation = Relaxation::across(prep, &pools, groups, false, capped <= CAPPED_SHAPES_MAX);
     if relaxation.shapes.is_empty() {
         return Some(0.0);
     }
     relaxation.solve().ok().map(|o| o.cost)
+}
+
+/// Pods alike for the exact small-batch bound: requests, count, per-node limit, and per pool the
+/// instance types they may use there.
+struct SmallGroup<'a> {
+    req: &'a Resources,
+    pods: u64,
+    per_node: u64,
+    allowed: Vec<Option<&'a super::typeset::TypeSet>>,
+}
+
+/// Small batches are bounded exactly: at most this many states (pods per group + 1, multiplied)
+/// and this much work (patterns tried plus fit checks), else the relaxation bounds them.
+const EXACT_STATES_MAX: usize = 4096;
+const EXACT_WORK_MAX: u64 = 2_000_000;
+
+/// The least cost of whole new nodes holding every pod of `groups`, each node a (pool, type)
+/// that every pod on it may use, that their summed requests fit after daemonsets, and that holds
+/// no more of a group than its per-node limit. Topology across nodes and pool limits are left
+/// out, so it is a lower bound on any plan (and the optimum when they do not bind). Dynamic
+/// programming over the batch's pod-count vectors: `cost(v) = min price(u) + cost(v - u)` over
+/// node patterns `u` that hold the first pod left. None when the batch is too large for the
+/// budget (the relaxation then bounds it).
+fn whole_node_optimum(prep: &Prepared, groups: &[SmallGroup]) -> Option<f64> {
+    if groups.is_empty() || groups.len() > 64 {
+        return None;
+    }
+    let radix: Vec<usize> = groups.iter().map(|g| g.pods as usize + 1).collect();
+    let states = radix
+        .iter()
+        .try_fold(1usize, |acc, r| acc.checked_mul(*r).filter(|s| *s <= EXACT_STATES_MAX))?;
+    // Candidate nodes, cheapest first: (price, capacity after daemonsets, groups it may host).
+    let mut nodes: Vec<(f64, Resources, u64)> = Vec::new();
+    for (pi, pv) in prep.pools.iter().enumerate() {
+        for t in pv.types.iter() {
+            let Some((price, _, _)) = best_price(prep, t, pv.zones, pv.cts) else {
+                continue;
+            };
+            let cap = prep.capacity(pi, t);
+            let hosts = groups.iter().enumerate().fold(0u64, |m, (g, grp)| {
+                let ok = grp.allowed[pi].is_some_and(|s| s.contains(t)) && grp.req.fits_in(&cap);
+                if ok { m | (1 << g) } else { m }
+            });
+            if hosts != 0 {
+                nodes.push((price, cap, hosts));
+            }
+        }
+    }
+    nodes.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut work = 0u64;
+    let decode = |mut i: usize, out: &mut [u64]| {
+        for (o, r) in out.iter_mut().zip(&radix) {
+            *o = (i % r) as u64;
+            i /= r;
+        }
+    };
+    let mut stride = vec![1usize; radix.len()];
+    for g in 1..radix.len() {
+        stride[g] = stride[g - 1] * radix[g - 1];
+    }
+    // price[u]: the cheapest node holding pattern u (NaN: not computed yet, INFINITY: none).
+    let mut price = vec![f64::NAN; states];
+    let mut cost = vec![f64::INFINITY; states];
+    cost[0] = 0.0;
+    let (mut v, mut u) = (vec![0u64; radix.len()], vec![0u64; radix.len()]);
+    for vi in 1..states {
+        decode(vi, &mut v);
+        let first = v.iter().position(|c| *c > 0)?;
+        // Every u <= v with u[first] >= 1, counted like an odometer.
+        u.iter_mut().for_each(|x| *x = 0);
+        u[first] = 1;
+        loop {
+            work += 1;
+            if work > EXACT_WORK_MAX {
+                return None;
+            }
+            let ui: usize = u.iter().zip(&stride).map(|(c, s)| *c as usize * s).sum();
+            if price[ui].is_nan() {
+                price[ui] = pattern_price(&u, groups, &nodes, &mut work);
+            }
+            let rest = cost[vi - ui];
+            if price[ui].is_finite() && rest.is_finite() {
+                cost[vi] = cost[vi].min(price[ui] + rest);
+            }
+            // Next u: increment the lowest digit that may grow, resetting those below.
+            let mut g = 0;
+            loop {
+                if g == u.len() {
+                    break;
+                }
+                let floor = u64::from(g == first);
+                if u[g] < v[g] {
+                    u[g] += 1;
+                    break;
+                }
+                u[g] = floor;
+                g += 1;
+            }
+            if g == u.len() {
+                break;
+            }
+        }
+    }
+    cost[states - 1].is_finite().then_some(cost[states - 1])
+}
+
+/// The cheapest candidate node holding pattern `u` (pods per group), INFINITY when none.
+fn pattern_price(u: &[u64], groups: &[SmallGroup], nodes: &[(f64, Resources, u64)], work: &mut u64) -> f64 {
+    let mut need = Resources::new();
+    let mut mask = 0u64;
+    for (g, (&k, grp)) in u.iter().zip(groups).enumerate() {
+        if k == 0 {
+            continue;
+        }
+        if k > grp.per_node {
+            return f64::INFINITY;
+        }
+        need.add_times(grp.req, k);
+        mask |= 1 << g;
+    }
+    for (p, cap, hosts) in nodes {
+        *work += 1;
+        if mask & !hosts == 0 && need.fits_in(cap) {
+            return *p;
+        }
+    }
+    f64::INFINITY
 }
 
 /// The bound for the pods of `input` that the highest-weight pool can host.
