@@ -244,6 +244,7 @@ impl<'a> Simulation<'a> {
             &input,
             &scheduler::Options {
                 report_bound: false,
+                exact: false,
                 ..scheduler::Options::default()
             },
             Some(templates),

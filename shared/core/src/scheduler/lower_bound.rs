@@ -356,19 +356,22 @@ pub(super) fn claims_bound(prep: &Prepared, pods: &[usize]) -> Option<f64> {
         .keys()
         .filter(|(_, req, per_node, _)| *per_node != u64::MAX || req.extended().values().any(|v| *v > 0))
         .count();
-    let small: Vec<SmallGroup> = counts
+    let small: Vec<super::exact::Group> = counts
         .iter()
-        .map(|((sig, req, per_node, _), n)| SmallGroup {
+        .map(|((sig, req, per_node, _), n)| super::exact::Group {
             req,
             pods: *n,
             per_node: *per_node,
-            allowed: pools
+            pools: pools
                 .iter()
-                .map(|pi| prep.sigs[*sig].compat[*pi].as_ref().ok().map(|c| &c.types))
+                .map(|pi| {
+                    let c = prep.sigs[*sig].compat[*pi].as_ref().ok()?;
+                    Some((&c.types, c.zones, c.cts))
+                })
                 .collect(),
         })
         .collect();
-    if let Some(exact) = whole_node_optimum(prep, &small) {
+    if let Some((exact, _)) = super::exact::optimum(prep, &small) {
         return Some(exact);
     }
     let relaxation = Relaxation::across(prep, &pools, groups, false, capped <= CAPPED_SHAPES_MAX);
@@ -376,133 +379,6 @@ pub(super) fn claims_bound(prep: &Prepared, pods: &[usize]) -> Option<f64> {
         return Some(0.0);
     }
     relaxation.solve().ok().map(|o| o.cost)
-}
-
-/// Pods alike for the exact small-batch bound: requests, count, per-node limit, and per pool the
-/// instance types they may use there.
-struct SmallGroup<'a> {
-    req: &'a Resources,
-    pods: u64,
-    per_node: u64,
-    allowed: Vec<Option<&'a super::typeset::TypeSet>>,
-}
-
-/// Small batches are bounded exactly: at most this many states (pods per group + 1, multiplied)
-/// and this much work (patterns tried plus fit checks), else the relaxation bounds them.
-const EXACT_STATES_MAX: usize = 4096;
-const EXACT_WORK_MAX: u64 = 2_000_000;
-
-/// The least cost of whole new nodes holding every pod of `groups`, each node a (pool, type)
-/// that every pod on it may use, that their summed requests fit after daemonsets, and that holds
-/// no more of a group than its per-node limit. Topology across nodes and pool limits are left
-/// out, so it is a lower bound on any plan (and the optimum when they do not bind). Dynamic
-/// programming over the batch's pod-count vectors: `cost(v) = min price(u) + cost(v - u)` over
-/// node patterns `u` that hold the first pod left. None when the batch is too large for the
-/// budget (the relaxation then bounds it).
-fn whole_node_optimum(prep: &Prepared, groups: &[SmallGroup]) -> Option<f64> {
-    if groups.is_empty() || groups.len() > 64 {
-        return None;
-    }
-    let radix: Vec<usize> = groups.iter().map(|g| g.pods as usize + 1).collect();
-    let states = radix
-        .iter()
-        .try_fold(1usize, |acc, r| acc.checked_mul(*r).filter(|s| *s <= EXACT_STATES_MAX))?;
-    // Candidate nodes, cheapest first: (price, capacity after daemonsets, groups it may host).
-    let mut nodes: Vec<(f64, Resources, u64)> = Vec::new();
-    for (pi, pv) in prep.pools.iter().enumerate() {
-        for t in pv.types.iter() {
-            let Some((price, _, _)) = best_price(prep, t, pv.zones, pv.cts) else {
-                continue;
-            };
-            let cap = prep.capacity(pi, t);
-            let hosts = groups.iter().enumerate().fold(0u64, |m, (g, grp)| {
-                let ok = grp.allowed[pi].is_some_and(|s| s.contains(t)) && grp.req.fits_in(&cap);
-                if ok { m | (1 << g) } else { m }
-            });
-            if hosts != 0 {
-                nodes.push((price, cap, hosts));
-            }
-        }
-    }
-    nodes.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let mut work = 0u64;
-    let decode = |mut i: usize, out: &mut [u64]| {
-        for (o, r) in out.iter_mut().zip(&radix) {
-            *o = (i % r) as u64;
-            i /= r;
-        }
-    };
-    let mut stride = vec![1usize; radix.len()];
-    for g in 1..radix.len() {
-        stride[g] = stride[g - 1] * radix[g - 1];
-    }
-    // price[u]: the cheapest node holding pattern u (NaN: not computed yet, INFINITY: none).
-    let mut price = vec![f64::NAN; states];
-    let mut cost = vec![f64::INFINITY; states];
-    cost[0] = 0.0;
-    let (mut v, mut u) = (vec![0u64; radix.len()], vec![0u64; radix.len()]);
-    for vi in 1..states {
-        decode(vi, &mut v);
-        let first = v.iter().position(|c| *c > 0)?;
-        // Every u <= v with u[first] >= 1, counted like an odometer.
-        u.iter_mut().for_each(|x| *x = 0);
-        u[first] = 1;
-        loop {
-            work += 1;
-            if work > EXACT_WORK_MAX {
-                return None;
-            }
-            let ui: usize = u.iter().zip(&stride).map(|(c, s)| *c as usize * s).sum();
-            if price[ui].is_nan() {
-                price[ui] = pattern_price(&u, groups, &nodes, &mut work);
-            }
-            let rest = cost[vi - ui];
-            if price[ui].is_finite() && rest.is_finite() {
-                cost[vi] = cost[vi].min(price[ui] + rest);
-            }
-            // Next u: increment the lowest digit that may grow, resetting those below.
-            let mut g = 0;
-            loop {
-                if g == u.len() {
-                    break;
-                }
-                let floor = u64::from(g == first);
-                if u[g] < v[g] {
-                    u[g] += 1;
-                    break;
-                }
-                u[g] = floor;
-                g += 1;
-            }
-            if g == u.len() {
-                break;
-            }
-        }
-    }
-    cost[states - 1].is_finite().then_some(cost[states - 1])
-}
-
-/// The cheapest candidate node holding pattern `u` (pods per group), INFINITY when none.
-fn pattern_price(u: &[u64], groups: &[SmallGroup], nodes: &[(f64, Resources, u64)], work: &mut u64) -> f64 {
-    let mut need = Resources::new();
-    let mut mask = 0u64;
-    for (g, (&k, grp)) in u.iter().zip(groups).enumerate() {
-        if k == 0 {
-            continue;
-        }
-        if k > grp.per_node {
-            return f64::INFINITY;
-        }
-        need.add_times(grp.req, k);
-        mask |= 1 << g;
-    }
-    for (p, cap, hosts) in nodes {
-        *work += 1;
-        if mask & !hosts == 0 && need.fits_in(cap) {
-            return *p;
-        }
-    }
-    f64::INFINITY
 }
 
 /// The bound for the pods of `input` that the highest-weight pool can host.

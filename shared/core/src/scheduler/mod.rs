@@ -9,6 +9,7 @@
 //! for the benchmarks. Both share constraint handling and produce the same [`Plan`] shape, and both
 //! are deterministic: the same input gives the same plan.
 
+mod exact;
 mod exchange;
 mod ffd;
 pub mod lower_bound;
@@ -80,6 +81,9 @@ pub struct Options {
     /// Whether the plan reports its cost against a lower bound ([`Plan::cost`]); off where plans
     /// are only simulated many times (consolidation), since the bound solves a linear program.
     pub report_bound: bool,
+    /// Whether the cost-aware packer tries the exact search on small batches (see `exact`) and
+    /// keeps its plan when cheaper; off where plans are only simulated many times.
+    pub exact: bool,
 }
 
 /// Measured with `nodewright bench`: a few milliseconds of LP at this size, and a plan within 1% of
@@ -94,6 +98,7 @@ impl Default for Options {
             relaxed_min_pods: RELAXED_MIN_PODS,
             exchange: true,
             report_bound: true,
+            exact: true,
         }
     }
 }

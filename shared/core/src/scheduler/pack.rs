@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use super::prepare::{HostCounts, Prepared, ct_bit, cts_of, matching_on};
 use super::typeset::TypeSet;
-use super::{Binding, ClaimPlan, InstanceOption, Options, Plan, Unschedulable};
+use super::{Binding, ClaimPlan, Input, InstanceOption, Options, Plan, Unschedulable};
 use crate::catalogue::CapacityType;
 use crate::labels;
 use crate::nodepool::Limits;
@@ -148,7 +148,102 @@ pub(super) fn run(mut prep: Prepared, opts: &Options) -> Plan {
     if opts.exchange {
         super::exchange::run(&prep, &look, &mut claims);
     }
-    finish(&prep, claims, bindings, failed, opts)
+    let greedy = finish(&prep, claims, bindings, failed, opts);
+    if !opts.exact {
+        return greedy;
+    }
+    exact_plan(prep.input, opts, &greedy).unwrap_or(greedy)
+}
+
+/// The exact search's plan for a small batch (see `exact`), when it is cheaper than `greedy` and
+/// every constraint held as the packer's own joins replayed it: no pod left out that the greedy
+/// placed, no pool with limits (the search does not count them). None otherwise.
+fn exact_plan(input: &Input<'_>, opts: &Options, greedy: &Plan) -> Option<Plan> {
+    if greedy.claims.is_empty()
+        || greedy.cost.is_some_and(|c| c.gap <= 1e-9)
+        || input.pools.iter().any(|p| !p.limits.is_empty())
+    {
+        return None;
+    }
+    let mut prep = Prepared::new(input);
+    let mut bindings = Vec::new();
+    place_on_existing(&mut prep, &mut bindings);
+    let failed: Vec<(usize, String)> = std::mem::take(&mut prep.unschedulable);
+    // Each bucket left, with the pools of its best rank (least relaxed, then heaviest) that can
+    // take it, as the greedy would choose among them.
+    let buckets: Vec<usize> = (0..prep.buckets.len())
+        .filter(|b| prep.buckets[*b].remaining() > 0)
+        .collect();
+    let mut sets: Vec<Vec<Option<(TypeSet, u64, u8)>>> = Vec::with_capacity(buckets.len());
+    for &b in &buckets {
+        let bucket = &prep.buckets[b];
+        let options: Vec<Option<(TypeSet, u64, u8)>> = (0..prep.pools.len())
+            .map(|pi| prep.seed_types(bucket, pi).ok())
+            .collect();
+        let rank = |pi: usize| {
+            let relaxed = prep.sigs[bucket.sig].compat[pi]
+                .as_ref()
+                .map_or(usize::MAX, |c| c.relaxed);
+            (std::cmp::Reverse(relaxed), prep.pools[pi].pool.weight)
+        };
+        let best = (0..prep.pools.len())
+            .filter(|pi| options[*pi].is_some())
+            .map(rank)
+            .max()?;
+        sets.push(
+            options
+                .into_iter()
+                .enumerate()
+                .map(|(pi, o)| o.filter(|_| rank(pi) == best))
+                .collect(),
+        );
+    }
+    let (cost, nodes) = {
+        let groups: Vec<super::exact::Group> = buckets
+            .iter()
+            .zip(&sets)
+            .map(|(&b, per_pool)| super::exact::Group {
+                req: &prep.buckets[b].req,
+                pods: prep.buckets[b].remaining() as u64,
+                per_node: prep.buckets[b].per_node.max(1),
+                pools: per_pool
+                    .iter()
+                    .map(|o| o.as_ref().map(|(t, z, c)| (t, *z, *c)))
+                    .collect(),
+            })
+            .collect();
+        super::exact::optimum(&prep, &groups)?
+    };
+    if cost >= greedy.total_price() - 1e-9 {
+        return None;
+    }
+    // Replay the optimum's nodes through the packer's joins: any constraint the search leaves
+    // out (host ports across groups, anti-affinity, zone pins) refuses a join, and the greedy
+    // plan stands.
+    let mut claims = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        let seed = node.pods.iter().position(|k| *k > 0)?;
+        let (mut zones, mut cts) = (u64::MAX, u8::MAX);
+        for (g, k) in node.pods.iter().enumerate() {
+            if *k > 0 {
+                let (_, z, c) = sets[g][node.pool].as_ref()?;
+                zones &= z;
+                cts &= c;
+            }
+        }
+        let mut claim = new_claim(&prep, buckets[seed], node.pool, node.instance_type, zones, cts).ok()?;
+        for (g, k) in node.pods.iter().enumerate() {
+            if *k > 0 && join(&mut prep, &mut claim, buckets[g], *k) != *k {
+                return None;
+            }
+        }
+        claims.push(claim);
+    }
+    let plan = finish(&prep, claims, bindings, failed, opts);
+    let better = plan.unschedulable.len() <= greedy.unschedulable.len()
+        && plan.placed_pods() >= greedy.placed_pods()
+        && plan.total_price() < greedy.total_price() - 1e-9;
+    better.then_some(plan)
 }
 
 /// For a large batch of pods without per-node limits (nor accelerators), opens the nodes of the
