@@ -6,6 +6,7 @@ mod bench;
 mod bench_disruption;
 mod bench_handler;
 mod bench_scale;
+mod bench_small;
 mod chaos;
 #[cfg(feature = "aws")]
 mod create_tables;

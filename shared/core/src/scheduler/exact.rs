@@ -63,29 +63,7 @@ pub(super) fn optimum(prep: &Prepared, groups: &[Group]) -> Option<(f64, Vec<Nod
     let states = radix
         .iter()
         .try_fold(1usize, |acc, r| acc.checked_mul(*r).filter(|s| *s <= STATES_MAX))?;
-    let mut candidates: Vec<Candidate> = Vec::new();
-    for (pi, pv) in prep.pools.iter().enumerate() {
-        for t in pv.types.iter() {
-            let Some((floor, _, _)) = best_price(prep, t, pv.zones, pv.cts) else {
-                continue;
-            };
-            let cap = prep.capacity(pi, t);
-            let hosts = groups.iter().enumerate().fold(0u64, |m, (g, grp)| {
-                let ok = grp.pools[pi].is_some_and(|(types, _, _)| types.contains(t)) && grp.req.fits_in(&cap);
-                if ok { m | (1 << g) } else { m }
-            });
-            if hosts != 0 {
-                candidates.push(Candidate {
-                    floor,
-                    pool: pi,
-                    instance_type: t,
-                    cap,
-                    hosts,
-                });
-            }
-        }
-    }
-    candidates.sort_by(|a, b| a.floor.total_cmp(&b.floor).then(a.instance_type.cmp(&b.instance_type)));
+    let candidates = candidates(prep, groups);
     let mut stride = vec![1usize; radix.len()];
     for g in 1..radix.len() {
         stride[g] = stride[g - 1] * radix[g - 1];
@@ -204,4 +182,32 @@ fn cheapest_node(
         }
     }
     best
+}
+
+/// Candidate nodes for `groups`, cheapest pool-wide price first.
+fn candidates(prep: &Prepared, groups: &[Group]) -> Vec<Candidate> {
+    let mut out = Vec::new();
+    for (pi, pv) in prep.pools.iter().enumerate() {
+        for t in pv.types.iter() {
+            let Some((floor, _, _)) = best_price(prep, t, pv.zones, pv.cts) else {
+                continue;
+            };
+            let cap = prep.capacity(pi, t);
+            let hosts = groups.iter().enumerate().fold(0u64, |m, (g, grp)| {
+                let ok = grp.pools[pi].is_some_and(|(types, _, _)| types.contains(t)) && grp.req.fits_in(&cap);
+                if ok { m | (1 << g) } else { m }
+            });
+            if hosts != 0 {
+                out.push(Candidate {
+                    floor,
+                    pool: pi,
+                    instance_type: t,
+                    cap,
+                    hosts,
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.floor.total_cmp(&b.floor).then(a.instance_type.cmp(&b.instance_type)));
+    out
 }

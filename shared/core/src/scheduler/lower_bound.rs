@@ -323,8 +323,9 @@ impl Relaxation {
 
 /// The least the pods placed on new claims (`pods`, indices into the input) could cost on new
 /// nodes: one relaxation over every pool, each pod held in each pool to the instance types its
-/// requirements allow there, as the packer held it. None when the program cannot be solved.
-pub(super) fn claims_bound(prep: &Prepared, pods: &[usize]) -> Option<f64> {
+/// requirements allow there, as the packer held it; exact (whole nodes) for small batches. With
+/// whether it is exact; None when the program cannot be solved.
+pub(super) fn claims_bound(prep: &Prepared, pods: &[usize]) -> Option<(f64, bool)> {
     // Each pod's bucket carries its per-node limit; pods of one bucket share requests and sig.
     let mut bucket_of = vec![usize::MAX; prep.input.pods.len()];
     for (b, bucket) in prep.buckets.iter().enumerate() {
@@ -372,13 +373,14 @@ pub(super) fn claims_bound(prep: &Prepared, pods: &[usize]) -> Option<f64> {
         })
         .collect();
     if let Some((exact, _)) = super::exact::optimum(prep, &small) {
-        return Some(exact);
+        return Some((exact, true));
     }
+
     let relaxation = Relaxation::across(prep, &pools, groups, false, capped <= CAPPED_SHAPES_MAX);
     if relaxation.shapes.is_empty() {
-        return Some(0.0);
+        return Some((0.0, false));
     }
-    relaxation.solve().ok().map(|o| o.cost)
+    relaxation.solve().ok().map(|o| (o.cost, false))
 }
 
 /// The bound for the pods of `input` that the highest-weight pool can host.

@@ -183,10 +183,14 @@ pub struct PlanCost {
     pub lower_bound: f64,
     /// `price / lower_bound - 1`: 0.012 means at most 1.2 % above the optimum.
     pub gap: f64,
+    /// Whether the bound is the exact search's whole-node optimum (small batches; topology and
+    /// limits aside) rather than the linear relaxation.
+    #[serde(default)]
+    pub exact: bool,
 }
 
 impl PlanCost {
-    pub fn new(price: f64, lower_bound: f64) -> PlanCost {
+    pub fn new(price: f64, lower_bound: f64, exact: bool) -> PlanCost {
         let gap = if lower_bound > 1e-12 {
             (price / lower_bound - 1.0).max(0.0)
         } else {
@@ -196,6 +200,7 @@ impl PlanCost {
             price,
             lower_bound,
             gap,
+            exact,
         }
     }
 }

@@ -1421,7 +1421,7 @@ pub(super) fn finish(
     }
     if opts.report_bound && !plan.claims.is_empty() {
         plan.cost = super::lower_bound::claims_bound(prep, &on_claims)
-            .map(|bound| super::PlanCost::new(plan.total_price(), bound));
+            .map(|(bound, exact)| super::PlanCost::new(plan.total_price(), bound, exact));
     }
     plan
 }
