@@ -63,7 +63,7 @@ pub(super) struct Relaxation {
 type ShapeKey = (Resources, Vec<usize>, Vec<usize>, u64, usize);
 
 /// At most this many capped pod groups keep their whole-node caps in a plan's bound.
-const CAPPED_SHAPES_MAX: usize = 64;
+const CAPPED_SHAPES_MAX: usize = 16;
 
 /// A shape without whole-node caps.
 const CAP_NONE: u64 = 0;
