@@ -43,6 +43,21 @@ pub struct Args {
     /// Seeded batches per size in the small-batch table (10, 40 and 60 pods); 0 skips it.
     #[arg(long, default_value_t = 30)]
     small_seeds: u64,
+    /// Seeds of the diverse mix (at the largest size, 400 fake types) in the seed table, each
+    /// against the LP bound, with FFD beside it; 0 skips it.
+    #[arg(long, default_value_t = 10)]
+    diverse_seeds: u64,
+}
+
+/// One seed of the diverse mix: plan cost against the bound, Nodewright and FFD.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DiverseSeed {
+    seed: u64,
+    pods: usize,
+    nodewright_vs_bound: f64,
+    ffd_vs_bound: f64,
+    nodewright_pods_per_s: f64,
 }
 
 #[derive(Serialize)]
@@ -247,13 +262,42 @@ pub fn run(args: &Args) -> u8 {
         });
     }
 
-    let small = if args.no_cost {
+    let small = if args.no_cost || args.small_seeds == 0 {
         Vec::new()
     } else {
         crate::bench_small::run(&real_types, args.small_seeds)
     };
+    let mut seeds = Vec::new();
+    if !args.no_cost {
+        for seed in 1..=args.diverse_seeds {
+            let pods = workloads::diverse(largest, seed);
+            let (nw, ms) = timed(&pods, &fake_pools, &fake_types, Strategy::CostAware, 1);
+            let (ffd, _) = timed(&pods, &fake_pools, &fake_types, Strategy::FirstFitDecreasing, 1);
+            let input = Input {
+                pods: &pods,
+                nodes: &[],
+                pools: &fake_pools,
+                instance_types: &fake_types,
+                daemonsets: &[],
+                pool_usage: &[],
+            };
+            let lb = lower_bound(&input).map_or(f64::NAN, |b| b.cost);
+            seeds.push(DiverseSeed {
+                seed,
+                pods: pods.len(),
+                nodewright_vs_bound: nw.total_price() / lb,
+                ffd_vs_bound: ffd.total_price() / lb,
+                nodewright_pods_per_s: pods.len() as f64 / (ms / 1000.0),
+            });
+        }
+    }
     if args.json {
-        let doc = serde_json::json!({"throughput": throughput, "cost": costs, "smallBatches": small});
+        let doc = serde_json::json!({
+            "throughput": throughput,
+            "cost": costs,
+            "smallBatches": small,
+            "diverseSeeds": seeds,
+        });
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         return exit::OK;
     }
@@ -261,6 +305,15 @@ pub fn run(args: &Args) -> u8 {
     println!("{}", throughput_table(&throughput, width));
     if !costs.is_empty() {
         println!("{}", cost_table(&costs, width));
+    }
+    if !seeds.is_empty() {
+        println!("{}", seeds_table(&seeds, width));
+        let worst = seeds.iter().map(|s| s.nodewright_vs_bound).fold(0.0, f64::max);
+        let mean = seeds.iter().map(|s| s.nodewright_vs_bound).sum::<f64>() / seeds.len() as f64;
+        println!(
+            "Diverse mix over {} seeds: Nodewright / bound mean {mean:.3}, worst {worst:.3}.",
+            seeds.len()
+        );
     }
     if !small.is_empty() {
         println!("{}", crate::bench_small::table(&small, width));
@@ -299,6 +352,30 @@ fn throughput_table(throughput: &[Throughput], width: u16) -> Table {
                 r.ffd_ms.map_or("-".into(), |v| format!("{v:.1}")),
                 r.ffd_pods_per_s.map_or("-".into(), |v| format!("{v:.0}")),
                 r.speedup.map_or("-".into(), |v| format!("{v:.1}x")),
+            ]
+        })
+        .collect();
+    rows_or_transposed(&header, &rows, width)
+}
+
+/// The diverse mix per seed: each plan against its LP bound, FFD beside it.
+fn seeds_table(seeds: &[DiverseSeed], width: u16) -> Table {
+    let header = [
+        "diverse seed",
+        "pods",
+        "Nodewright / bound",
+        "FFD / bound",
+        "Nodewright pods/s",
+    ];
+    let rows: Vec<Vec<String>> = seeds
+        .iter()
+        .map(|s| {
+            vec![
+                s.seed.to_string(),
+                s.pods.to_string(),
+                format!("{:.3}", s.nodewright_vs_bound),
+                format!("{:.3}", s.ffd_vs_bound),
+                format!("{:.0}", s.nodewright_pods_per_s),
             ]
         })
         .collect();
@@ -389,6 +466,15 @@ mod tests {
             assert!(out.contains("12345.6") && out.contains("123456"), "{out}");
             let out = assert_fits(&cost_table(&costs, width), width, "bench cost");
             assert!(out.contains("12345.68") && out.contains("0.949"), "{out}");
+            let seeds = [DiverseSeed {
+                seed: 10,
+                pods: 20_000,
+                nodewright_vs_bound: 1.0813,
+                ffd_vs_bound: 1.5021,
+                nodewright_pods_per_s: 37_242.0,
+            }];
+            let out = assert_fits(&seeds_table(&seeds, width), width, "bench seeds");
+            assert!(out.contains("1.081") && out.contains("37242"), "{out}");
         }
         // Wide enough: one row per workload, as before.
         let out = cost_table(&costs, 250).to_string();
