@@ -149,7 +149,18 @@ pub(super) fn run(mut prep: Prepared, opts: &Options) -> Plan {
         super::exchange::run(&prep, &look, &mut claims);
     }
     let greedy = finish(&prep, claims, bindings, failed, opts);
-    if !opts.exact {
+    // The exact search prepares the batch again: only when its states can fit the budget (every
+    // bucket's pods counted, placed on existing capacity or not).
+    let small = prep
+        .buckets
+        .iter()
+        .filter(|b| !b.pods.is_empty())
+        .try_fold(1usize, |acc, b| {
+            acc.checked_mul(b.pods.len() + 1)
+                .filter(|s| *s <= super::exact::STATES_MAX)
+        })
+        .is_some();
+    if !opts.exact || !small {
         return greedy;
     }
     exact_plan(prep.input, opts, &greedy).unwrap_or(greedy)
