@@ -112,6 +112,9 @@ pub async fn deps() -> Result<LambdaDeps, Error> {
     let mut capacity = capacity;
     capacity.pricing = Some(clients.pricing.clone());
     capacity.region = settings.region.clone();
+    // pod-pending hands each claim's launch to state-change through the bus (infra/template.yaml).
+    capacity.launch_bus = env("NODEWRIGHT_LAUNCH_BUS")
+        .map(|bus| nodewright_aws::capacity::LaunchBus::new(aws_sdk_eventbridge::Client::new(&clients.sdk), bus));
     Ok(Deps {
         settings,
         state: store,

@@ -143,6 +143,8 @@ pub struct AwsCapacity {
     pub region: String,
     /// Instance types by name (for the architecture of an offering).
     pub instance_types: HashMap<String, InstanceType>,
+    /// Nodewright's bus, when launches are handed off to `state-change` (None: launched inline).
+    pub launch_bus: Option<crate::capacity::LaunchBus>,
     resolved: Mutex<HashMap<String, NodeClassResolution>>,
     templates: Mutex<HashMap<String, String>>,
     /// Instance profile per role, for the life of the execution environment.
@@ -174,6 +176,7 @@ impl AwsCapacity {
             pricing: None,
             region: String::new(),
             instance_types: instance_types.iter().map(|t| (t.name.clone(), t.clone())).collect(),
+            launch_bus: None,
             resolved: Mutex::new(HashMap::new()),
             templates: Mutex::new(HashMap::new()),
             profile_names: Mutex::new(HashMap::new()),
@@ -347,5 +350,14 @@ impl Capacity for AwsCapacity {
 
     async fn describe(&self, instance_ids: &[String]) -> Result<Vec<InstanceSummary>> {
         self.fleet.describe_ids(instance_ids).await
+    }
+    async fn hand_off_launches(
+        &self,
+        requests: &[nodewright_core::model::claim_launch::ClaimLaunchRequest],
+    ) -> Result<Vec<String>> {
+        match &self.launch_bus {
+            Some(bus) => bus.put(requests).await,
+            None => Ok(Vec::new()),
+        }
     }
 }

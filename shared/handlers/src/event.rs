@@ -9,6 +9,7 @@
 //! time is optional (a placeholder means "unknown", and handlers fall back to the receive time);
 //! instance ids must be real (`i-` + hex).
 
+use nodewright_core::model::claim_launch::{self, ClaimLaunchRequest};
 use nodewright_core::model::cluster_event::{self, NodeReady, PodPending};
 use serde_json::Value;
 
@@ -94,12 +95,14 @@ pub enum Event {
     },
     /// The EventBridge schedule (consolidation).
     Schedule(Envelope),
+    /// A claim `pod-pending` wrote and handed to `state-change` to launch.
+    ClaimLaunch(Envelope, ClaimLaunchRequest),
 }
 
 impl Event {
     pub fn envelope(&self) -> &Envelope {
         match self {
-            Event::PodPending(e, _) | Event::NodeReady(e, _) | Event::Schedule(e) => e,
+            Event::PodPending(e, _) | Event::NodeReady(e, _) | Event::ClaimLaunch(e, _) | Event::Schedule(e) => e,
             Event::SpotInterruption { envelope, .. }
             | Event::Rebalance { envelope, .. }
             | Event::ReservationInterruption { envelope, .. }
@@ -178,6 +181,12 @@ pub fn parse_value(v: &Value) -> Result<Parsed> {
                 serde_json::from_value(detail.clone()).map_err(|e| Error::event("detail", e.to_string()))?;
             d.validate().map_err(Error::invalid_event)?;
             Event::NodeReady(envelope, d)
+        }
+        (claim_launch::SOURCE, claim_launch::CLAIM_LAUNCH) => {
+            let d: ClaimLaunchRequest =
+                serde_json::from_value(detail.clone()).map_err(|e| Error::event("detail", e.to_string()))?;
+            d.validate().map_err(Error::invalid_event)?;
+            Event::ClaimLaunch(envelope, d)
         }
         ("aws.ec2", "EC2 Spot Instance Interruption Warning") => Event::SpotInterruption {
             instance_id: instance_id(detail, "instance-id")?,

@@ -51,6 +51,11 @@ pub fn for_claim(pods: &[&Pod], actions: &[Action]) -> Vec<ObjectEvent> {
                 "Nominated",
                 format!("Pod should schedule on: nodeclaim/{claim} (Auto Scaling group {group})"),
             ),
+            Action::LaunchRequested { claim, .. } => (
+                EventType::Normal,
+                "Nominated",
+                format!("Pod should schedule on: nodeclaim/{claim} (launching)"),
+            ),
             Action::PackedOntoClaim { claim, .. } | Action::ResumedAttempt { claim, .. } => (
                 EventType::Normal,
                 "Nominated",

@@ -8,7 +8,7 @@
 //! - [`interruption`]: spot interruption, rebalance, capacity-reservation interruption, AWS Health
 //!   scheduled change -> replacement first, then cordon and drain.
 //! - [`state_change`]: EC2 / Auto Scaling lifecycle and `Node Ready` -> claim lifecycle, latency,
-//!   clean-up of instances that died.
+//!   clean-up of instances that died; `Claim Launch` -> the launch `pod-pending` handed off.
 //! - [`consolidation`]: the schedule -> reconciliation (sweep, adopt, registration timeout, gone
 //!   instances), then disruption.
 
@@ -111,6 +111,7 @@ impl Function {
                         | Event::AsgLaunch { .. }
                         | Event::AsgTerminate { .. }
                         | Event::NodeReady(..)
+                        | Event::ClaimLaunch(..)
                 )
                 | (Function::Consolidation, Event::Schedule(..))
         )

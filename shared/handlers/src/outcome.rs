@@ -49,6 +49,10 @@ pub enum Action {
         adopted: bool,
         fell_back_to_on_demand: bool,
     },
+    /// A claim written in `launching` and handed to `state-change` to launch (a `Claim Launch`
+    /// event on Nodewright's bus): the decision is durable, the instance comes from that invocation.
+    #[serde(rename_all = "camelCase")]
+    LaunchRequested { claim: String, pool: String, pods: usize },
     /// An Auto Scaling pool asked for one more instance.
     #[serde(rename_all = "camelCase")]
     ScaledUp { claim: String, group: String, pods: usize },

@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use nodewright_core::model::claim_launch::ClaimLaunchRequest;
 use nodewright_core::model::{ClaimState, HostPort, add_host_ports};
 use nodewright_core::nodepool::PoolBacking;
 use nodewright_core::ports::capacity::{LaunchOutcome, fleet};
@@ -20,9 +21,10 @@ use nodewright_core::scheduler::{ClaimPlan, Input, InstanceOption, Options, Pool
 use nodewright_core::{CapacityType, InstanceType, Node, NodePool, Pod, Resource, Resources};
 use sha2::{Digest, Sha256};
 
+use crate::event::Envelope;
 use crate::outcome::{Action, Outcome};
 use crate::ports::{Capacity, ClaimLaunch, ClusterApi, State};
-use crate::{Deps, Error, Result};
+use crate::{Deps, Error, Function, Result, once};
 
 /// Launches run this many at a time (CreateFleet takes ~1 s; a 1,000-pod burst plans tens of claims).
 const LAUNCH_CONCURRENCY: usize = 8;
@@ -373,24 +375,117 @@ async fn resume_dead_attempts<S: State, C: Capacity, K: ClusterApi>(
             out.actions.extend(actions);
             continue;
         }
-        let charged = usage_of_options(&c.offerings, types);
-        let launch = ClaimLaunch {
-            claim_id: c.id.clone(),
-            pool: pool.clone(),
-            node_class: node_class_of(&pools, pool),
-            offerings: c.offerings.clone(),
-        };
         let mut actions = Vec::new();
-        match launch_offerings(deps, &launch, now).await? {
-            Ok(outcome) => {
-                record_launch(deps, pool, &c.id, &outcome, types, c.pods.len(), now, &mut actions).await?;
-                settle_usage(deps, pool, &charged, &outcome.instance_type, types).await?;
-            }
-            Err(e) => fail_claim(deps, pool, &c.id, &charged, &c.pods, now, &e.to_string(), &mut actions).await?,
-        }
+        launch_recorded(deps, &pools, pool, c, now, &mut actions).await?;
         out.actions.extend(actions);
     }
     Ok(resumed)
+}
+
+/// Launches a fleet claim written in `launching` from the offerings it recorded: recorded as
+/// launched with its usage settled to the type launched, or failed with its usage and pods
+/// released. What a resumed attempt and a handed-off launch both do.
+async fn launch_recorded<S: State, C: Capacity, K: ClusterApi>(
+    deps: &Deps<S, C, K>,
+    pools: &crate::settings::Pools,
+    pool: &NodePool,
+    c: &ClaimRecord,
+    now: EpochMillis,
+    actions: &mut Vec<Action>,
+) -> Result<()> {
+    let types = &pools.all_types;
+    let charged = usage_of_options(&c.offerings, types);
+    let launch = ClaimLaunch {
+        claim_id: c.id.clone(),
+        pool: pool.clone(),
+        node_class: node_class_of(pools, pool),
+        offerings: c.offerings.clone(),
+    };
+    match launch_offerings(deps, &launch, now).await? {
+        Ok(outcome) => {
+            if record_launch(deps, pool, &c.id, &outcome, types, c.pods.len(), now, actions).await? {
+                settle_usage(deps, pool, &charged, &outcome.instance_type, types).await?;
+            }
+        }
+        Err(e) => fail_claim(deps, pool, &c.id, &charged, &c.pods, now, &e.to_string(), actions).await?,
+    }
+    Ok(())
+}
+
+/// `state-change`'s side of a hand-off: launches the claim a `Claim Launch` event names, at most
+/// once per claim (the idempotency key is the claim's, so a second request for it, from a retried
+/// decision or a redelivery, is a replay). A claim that is gone, has moved on or has an instance
+/// already launches nothing: the request was late or repeated.
+pub async fn launch_handed_off<S: State, C: Capacity, K: ClusterApi>(
+    deps: &Deps<S, C, K>,
+    envelope: &Envelope,
+    request: ClaimLaunchRequest,
+    now: EpochMillis,
+) -> Result<Outcome> {
+    let function = Function::StateChange;
+    if request.cluster != deps.settings.cluster {
+        return Ok(Outcome::ignored(
+            function.name(),
+            &envelope.id,
+            format!(
+                "launch request for cluster {:?}; this is {:?}",
+                request.cluster, deps.settings.cluster
+            ),
+        ));
+    }
+    request.check_times(now).map_err(Error::invalid_event)?;
+    let key = format!("launch/{}", request.claim);
+    once(deps, function, &key, &envelope.id, now, |mut out| async move {
+        let id = &request.claim;
+        let Some(claim) = deps.state.get_claim(id).await? else {
+            out.push(Action::Ignored {
+                reason: format!("claim {id} does not exist"),
+            });
+            return Ok(out);
+        };
+        if claim.state != ClaimState::Launching || claim.instance_id.is_some() {
+            out.push(Action::Ignored {
+                reason: format!(
+                    "claim {id} is {} already; nothing to launch",
+                    if claim.instance_id.is_some() && claim.state == ClaimState::Launching {
+                        "holding an instance"
+                    } else {
+                        claim.state.as_str()
+                    }
+                ),
+            });
+            return Ok(out);
+        }
+        if claim.backing != "fleet" || claim.offerings.is_empty() {
+            out.push(Action::Ignored {
+                reason: format!("claim {id} is not a fleet claim with recorded offerings"),
+            });
+            return Ok(out);
+        }
+        let pools = deps.settings.pools();
+        let Some(pool) = pools.config.node_pools.iter().find(|p| p.name == claim.pool) else {
+            // Its pods stay held by the claim until the sweep times it out and releases them.
+            out.push(Action::Ignored {
+                reason: format!(
+                    "claim {id}'s NodePool {} no longer exists; the sweep ends the claim",
+                    claim.pool
+                ),
+            });
+            return Ok(out);
+        };
+        let mut actions = Vec::new();
+        launch_recorded(deps, &pools, pool, &claim, now, &mut actions).await?;
+        tracing::info!(
+            claim = %id,
+            requested_at = request.requested_at,
+            waited_ms = now - request.requested_at,
+            launched = actions.iter().any(|a| matches!(a, Action::Launched { .. })),
+            "handed-off launch done"
+        );
+        out.actions.extend(actions);
+        Ok(out)
+    })
+    .await
 }
 
 /// Pods an earlier decision already planned onto a claim still in flight (its record lists them and
@@ -780,6 +875,22 @@ async fn launch_claim<S: State, C: Capacity, K: ClusterApi>(
         return Ok(actions);
     }
 
+    // The claim is durable and holds its pods: where there is a bus, another invocation launches
+    // it. A hand-off that fails or is refused launches here, as without a bus.
+    let request = ClaimLaunchRequest::new(&deps.settings.cluster, &id, now);
+    match deps.capacity.hand_off_launches(std::slice::from_ref(&request)).await {
+        Ok(handed) if handed.contains(&id) => {
+            actions.push(Action::LaunchRequested {
+                claim: id.clone(),
+                pool: pool.name.clone(),
+                pods: plan.pods.len(),
+            });
+            return Ok(actions);
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(claim = %id, error = %e, "launch hand-off failed; launching here"),
+    }
+
     let launch = ClaimLaunch {
         claim_id: id.clone(),
         pool: pool.clone(),
@@ -788,8 +899,9 @@ async fn launch_claim<S: State, C: Capacity, K: ClusterApi>(
     };
     match launch_offerings(deps, &launch, now).await? {
         Ok(outcome) => {
-            record_launch(deps, &pool, &id, &outcome, types, plan.pods.len(), now, &mut actions).await?;
-            settle_usage(deps, &pool, &delta, &outcome.instance_type, types).await?;
+            if record_launch(deps, &pool, &id, &outcome, types, plan.pods.len(), now, &mut actions).await? {
+                settle_usage(deps, &pool, &delta, &outcome.instance_type, types).await?;
+            }
             Ok(actions)
         }
         Err(e) => {
@@ -1017,7 +1129,7 @@ async fn record_launch<S: State, C: Capacity, K: ClusterApi>(
     pods: usize,
     now: EpochMillis,
     actions: &mut Vec<Action>,
-) -> Result<()> {
+) -> Result<bool> {
     for (ct, t, z, reason) in &outcome.unavailable {
         actions.push(Action::OfferingUnavailable {
             capacity_type: *ct,
@@ -1067,7 +1179,10 @@ async fn record_launch<S: State, C: Capacity, K: ClusterApi>(
         adopted: outcome.adopted,
         fell_back_to_on_demand: outcome.fell_back_to_on_demand,
     });
-    Ok(())
+    // Only the call that moved the claim settles its usage: two launchers of one claim (a
+    // handed-off launch and a retried decision resuming it) adopt one instance, and settling twice
+    // would give the surplus back twice.
+    Ok(matches!(t, TransitionOutcome::Advanced(_)))
 }
 
 /// The usage charged before launch was the largest option's; now the instance type is known, charge

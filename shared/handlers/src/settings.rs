@@ -72,6 +72,11 @@ pub const ENV_VARS: &[(&str, bool, &str)] = &[
         "cluster version for EC2NodeClass AMI aliases (e.g. 1.33)",
     ),
     (
+        "NODEWRIGHT_LAUNCH_BUS",
+        false,
+        "EventBridge bus that hands each claim's launch to state-change (pod-pending; unset: launch inline)",
+    ),
+    (
         "NODEWRIGHT_REBALANCE",
         false,
         "rebalance recommendations: replace (default), cordon or ignore",

@@ -22,6 +22,12 @@ pub async fn handle<S: State, C: Capacity, K: ClusterApi>(
     event: Event,
     now: EpochMillis,
 ) -> Result<Outcome> {
+    let event = match event {
+        Event::ClaimLaunch(envelope, request) => {
+            return crate::provision::launch_handed_off(deps, &envelope, request, now).await;
+        }
+        other => other,
+    };
     let envelope = event.envelope().clone();
     // The event's own time orders transitions; one more than a day from our clock (a broken
     // clock, a documentation sample) orders nothing and the receive time stands in.

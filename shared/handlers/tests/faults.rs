@@ -245,6 +245,165 @@ async fn provisioning_survives_a_fault_at_every_call() {
     );
 }
 
+/// The schedule, the nodes' boot and enough ticks for the counters to settle; the violations.
+async fn settle(base: &MemDeps, pods: &[nodewright_core::Pod], tick: &[u8], mut t: i64) -> Vec<String> {
+    run(Function::Consolidation, base, tick, t).await;
+    boot_nodes(base);
+    bind_as_scheduled(base, pods);
+    for _ in 0..4 {
+        t += USAGE_STABLE_MS / 2 + 1;
+        run(Function::Consolidation, base, tick, t).await;
+    }
+    violations(base, pods, false)
+}
+
+/// Delivers every `Claim Launch` on the bus to state-change, twice each (EventBridge delivers at
+/// least once); a failed delivery is retried as Lambda retries an asynchronous invocation.
+async fn deliver_bus(base: &MemDeps, now: i64) {
+    for event in base.capacity.take_bus_events() {
+        let bytes = event.to_string().into_bytes();
+        for _ in 0..2 {
+            if try_run(Function::StateChange, base, &bytes, now).await.is_err() {
+                try_run(Function::StateChange, base, &bytes, now + 60_000)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
+/// Provisioning with launches handed off through the bus, under the same sweep twice: a fault at
+/// every call of the decision (then the bus's deliveries, the platform's retry of the decision,
+/// the deliveries it caused), and a fault at every call of one handed-off launch (then Lambda's
+/// retry of it and a duplicate delivery). The decision's retry and a late delivery may both
+/// reach one claim; it still gets one instance and its usage is settled once.
+#[tokio::test]
+async fn handed_off_provisioning_survives_a_fault_at_every_call() {
+    let pods = sample_pods();
+    let batch = event_text("pod-pending.json").into_bytes();
+    let tick = event_text("scheduled.json").into_bytes();
+    let with_bus = || {
+        let mut d = deps();
+        d.capacity = MemoryCapacity::new("demo").with_bus();
+        d.cluster.as_ref().unwrap().set_pending(pods.clone());
+        d
+    };
+    let describe = |base: &MemDeps| {
+        base.state
+            .claim_records()
+            .iter()
+            .map(|c| format!("{} {} {:?} {:?}", c.id, c.state.as_str(), c.instance_id, c.pods))
+            .collect::<Vec<_>>()
+            .join("\n          ")
+    };
+    let mut failures = Vec::new();
+
+    // 1. A fault in the decision.
+    let calls = {
+        let base = with_bus();
+        let none = Faults::none();
+        let d = faulty(&base, &none);
+        run_faulty(Function::PodPending, &d, &none, &batch, NOW)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(none.called().contains_key("hand_off_launches"));
+        none.calls()
+    };
+    let mut reached = BTreeSet::new();
+    for call in 0..calls {
+        for kind in FaultKind::ALL {
+            let base = with_bus();
+            let faults = Faults::at(call, kind);
+            let d = faulty(&base, &faults);
+            let first = run_faulty(Function::PodPending, &d, &faults, &batch, NOW).await;
+            let (_, method) = faults.injected().expect("the planned call is reached");
+            reached.insert(method);
+            // EventBridge delivers within a second; Lambda retries the decision a minute later.
+            deliver_bus(&base, NOW + 1_000).await;
+            if !matches!(first, Some(Ok(_))) {
+                let retry = try_run(Function::PodPending, &base, &batch, NOW + 60_000).await;
+                if retry.is_err() {
+                    try_run(Function::PodPending, &base, &batch, NOW + 180_000)
+                        .await
+                        .unwrap();
+                }
+                deliver_bus(&base, NOW + 181_000).await;
+            }
+            let v = settle(&base, &pods, &tick, NOW + 5 * 60_000).await;
+            if !v.is_empty() {
+                failures.push(format!(
+                    "decision: {kind:?} at call {call} ({method}): {}\n  claims: {}",
+                    v.join("; "),
+                    describe(&base)
+                ));
+            }
+        }
+    }
+    assert!(
+        reached.contains("hand_off_launches") && reached.contains("create_claim"),
+        "{reached:?}"
+    );
+
+    // 2. A fault in a handed-off launch.
+    let decided = || async {
+        let base = with_bus();
+        run(Function::PodPending, &base, &batch, NOW).await;
+        let events = base.capacity.take_bus_events();
+        assert!(!events.is_empty());
+        (base, events)
+    };
+    let calls = {
+        let (base, events) = decided().await;
+        let none = Faults::none();
+        let d = faulty(&base, &none);
+        let bytes = events[0].to_string().into_bytes();
+        run_faulty(Function::StateChange, &d, &none, &bytes, NOW + 1_000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(none.called().contains_key("launch"));
+        none.calls()
+    };
+    for call in 0..calls {
+        for kind in FaultKind::ALL {
+            let (base, events) = decided().await;
+            let faults = Faults::at(call, kind);
+            let d = faulty(&base, &faults);
+            let bytes = events[0].to_string().into_bytes();
+            let first = run_faulty(Function::StateChange, &d, &faults, &bytes, NOW + 1_000).await;
+            let (_, method) = faults.injected().expect("the planned call is reached");
+            // Lambda retries a failed asynchronous invocation after a minute, then two more; the
+            // bus may also deliver the event again. The other claims' events arrive as usual.
+            if !matches!(first, Some(Ok(_))) {
+                let retry = try_run(Function::StateChange, &base, &bytes, NOW + 61_000).await;
+                if retry.is_err() {
+                    try_run(Function::StateChange, &base, &bytes, NOW + 181_000)
+                        .await
+                        .unwrap();
+                }
+            }
+            try_run(Function::StateChange, &base, &bytes, NOW + 182_000)
+                .await
+                .unwrap();
+            for e in &events[1..] {
+                try_run(Function::StateChange, &base, e.to_string().as_bytes(), NOW + 2_000)
+                    .await
+                    .unwrap();
+            }
+            let v = settle(&base, &pods, &tick, NOW + 5 * 60_000).await;
+            if !v.is_empty() {
+                failures.push(format!(
+                    "launch: {kind:?} at call {call} ({method}): {}\n  claims: {}",
+                    v.join("; "),
+                    describe(&base)
+                ));
+            }
+        }
+    }
+    assert_no_violations(&failures, calls);
+}
+
 /// The interruption path under the same sweep: a Ready node's spot interruption warning handled
 /// with a fault at every call, then the retry, the instance's termination two minutes later, and
 /// the schedule. The node's pods end on exactly one active claim.

@@ -2,6 +2,7 @@
 //! their conversion from Kubernetes objects and from Nodewright's compact form.
 
 mod claim;
+pub mod claim_launch;
 pub mod cluster_event;
 mod k8s;
 mod load;

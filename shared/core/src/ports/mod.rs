@@ -16,6 +16,7 @@ pub use error::{AwsError, AwsResult, KubeError, KubeResult};
 
 use crate::disruption::Pdb;
 use crate::model::ClaimState;
+use crate::model::claim_launch::ClaimLaunchRequest;
 use crate::model::cluster_event::PendingPod;
 use crate::nodepool::Limits;
 use crate::scheduler::InstanceOption;
@@ -211,6 +212,16 @@ pub trait Capacity: Send + Sync {
     /// The named instances as EC2 describes them now, whatever their tags (Auto Scaling pool
     /// instances may carry none of ours) and state; unknown ids are left out.
     fn describe(&self, instance_ids: &[String]) -> impl Future<Output = AwsResult<Vec<InstanceSummary>>> + Send;
+    /// Hands each claim's launch to an invocation of its own: a `Claim Launch` event on
+    /// Nodewright's bus, which `state-change` takes. Returns the claims handed off; the caller
+    /// launches the rest itself. Adapters without a bus hand off none.
+    fn hand_off_launches(
+        &self,
+        requests: &[ClaimLaunchRequest],
+    ) -> impl Future<Output = AwsResult<Vec<String>>> + Send {
+        let _ = requests;
+        async { Ok(Vec::new()) }
+    }
 }
 
 /// Per-node pod lists in flight at once ([`ClusterApi::pods_on_nodes`]). The API server answers a

@@ -187,6 +187,8 @@ pub struct Latency {
     /// One EC2 or Auto Scaling request; CreateFleet (a launch) takes `launch_ms`.
     pub ec2_ms: u64,
     pub launch_ms: u64,
+    /// One EventBridge PutEvents (a launch handed off).
+    pub events_ms: u64,
     /// One Kubernetes API request, and the server's time per object listed.
     pub kube_ms: u64,
     pub kube_page_items: u64,
@@ -194,13 +196,14 @@ pub struct Latency {
 }
 
 impl Latency {
-    /// Typical figures: DynamoDB 5 ms, EC2 100 ms, CreateFleet 1.5 s, Kubernetes 15 ms per
-    /// request plus 0.3 ms per object listed, in pages of 500.
+    /// Typical figures: DynamoDB 5 ms, EC2 100 ms, CreateFleet 1.5 s, EventBridge PutEvents
+    /// 30 ms, Kubernetes 15 ms per request plus 0.3 ms per object listed, in pages of 500.
     pub const TYPICAL: Latency = Latency {
         dynamodb_ms: 5,
         dynamodb_page_items: 700,
         ec2_ms: 100,
         launch_ms: 1_500,
+        events_ms: 30,
         kube_ms: 15,
         kube_page_items: 500,
         kube_object_us: 300,
@@ -210,6 +213,7 @@ impl Latency {
         let ms = match port_of(method) {
             "State" => self.dynamodb_ms,
             "Capacity" if method == "launch" => self.launch_ms,
+            "Capacity" if method == "hand_off_launches" => self.events_ms,
             "Capacity" => self.ec2_ms,
             _ => self.kube_ms,
         };
@@ -301,6 +305,7 @@ pub const PORT_METHODS: &[(&str, &[&str])] = &[
             "instances",
             "describe",
             "current_prices",
+            "hand_off_launches",
         ],
     ),
     (
@@ -728,6 +733,14 @@ impl<C: Capacity> Capacity for FaultyCapacity<C> {
     }
     async fn describe(&self, instance_ids: &[String]) -> Result<Vec<InstanceSummary>> {
         self.faults.gate("describe", self.inner.describe(instance_ids)).await
+    }
+    async fn hand_off_launches(
+        &self,
+        requests: &[nodewright_core::model::claim_launch::ClaimLaunchRequest],
+    ) -> Result<Vec<String>> {
+        self.faults
+            .gate("hand_off_launches", self.inner.hand_off_launches(requests))
+            .await
     }
 }
 

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use nodewright_core::disruption::Pdb;
+use nodewright_core::model::claim_launch::ClaimLaunchRequest;
 use nodewright_core::model::cluster_event::PendingPod;
 use nodewright_core::model::{ClaimState, Transition};
 use nodewright_core::nodepool::Limits;
@@ -767,6 +768,11 @@ struct CapacityData {
     spot_quota: Option<usize>,
     /// CreateFleet requests made: (capacity type, overrides sent).
     fleet_requests: Vec<(CapacityType, usize)>,
+    /// Nodewright's bus, when launches are handed off: the `Claim Launch` events put on it and
+    /// not yet taken, as EventBridge delivers them (None: no bus, launches stay inline).
+    bus: Option<Vec<serde_json::Value>>,
+    /// Events put on the bus so far (the delivered events' ids).
+    events_put: u64,
 }
 
 /// An Auto Scaling group as the service keeps it: a desired capacity it launches towards (see
@@ -824,6 +830,19 @@ impl MemoryCapacity {
     /// (MaxSpotInstanceCountExceeded).
     pub fn limit_spot_instances(&self, instances: usize) {
         lock(&self.data).spot_quota = Some(instances);
+    }
+
+    /// Gives this account Nodewright's bus: launches are handed off as `Claim Launch` events,
+    /// kept until [`MemoryCapacity::take_bus_events`] takes them.
+    pub fn with_bus(self) -> Self {
+        lock(&self.data).bus = Some(Vec::new());
+        self
+    }
+
+    /// The `Claim Launch` events put on the bus since the last call, as EventBridge delivers them
+    /// to a target (envelope and detail), in the order they were put.
+    pub fn take_bus_events(&self) -> Vec<serde_json::Value> {
+        lock(&self.data).bus.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// The CreateFleet requests made so far: (capacity type, overrides in the request).
@@ -1307,6 +1326,31 @@ impl Capacity for MemoryCapacity {
             .iter()
             .filter_map(|id| d.instances.get(id).cloned())
             .collect())
+    }
+    async fn hand_off_launches(&self, requests: &[ClaimLaunchRequest]) -> Result<Vec<String>> {
+        let mut d = lock(&self.data);
+        if d.bus.is_none() {
+            return Ok(Vec::new());
+        }
+        // PutEvents takes at most 10 entries a call, as the real bus does.
+        if requests.len() > 10 {
+            return Err(Error::Aws {
+                operation: "PutEvents",
+                code: "ValidationException".into(),
+                message: format!("at most 10 entries, not {}", requests.len()),
+            });
+        }
+        let mut handed = Vec::new();
+        for r in requests {
+            d.events_put += 1;
+            let id = format!("launch-event-{:06}", d.events_put);
+            let event = r.delivered(&id, "us-east-1");
+            if let Some(bus) = d.bus.as_mut() {
+                bus.push(event);
+            }
+            handed.push(r.claim.clone());
+        }
+        Ok(handed)
     }
 }
 
