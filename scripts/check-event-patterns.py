@@ -47,6 +47,7 @@ EXPECTED = {
         "aws-samples/ec2-auto-scaling-event-reference__ec2-instance-terminate-successful__5.json",
     ],
     "StateChangeFunction.NodeReady": ["node-ready.json"],
+    "StateChangeFunction.ClaimLaunches": ["claim-launch.json"],
 }
 
 

@@ -110,6 +110,8 @@ pub struct Measured {
     /// an upper bound): the decision time of an invocation that launches.
     pub to_launch_ms: Option<f64>,
     pub actions: usize,
+    /// `Claim Launch` events the invocation put on the bus (each a state-change invocation).
+    pub launches_requested: usize,
     /// Calls per port method (`State.live_claims`, `ClusterApi.nodes` ...): where the time went.
     pub calls: std::collections::BTreeMap<String, usize>,
 }
@@ -152,15 +154,18 @@ mod price {
 }
 
 /// The month modelled: one consolidation run a minute (1 GB; the run with disruption work); one
-/// pod-pending batch a minute per 1,000 nodes, at least six an hour (0.5 GB); each node replaced
+/// pod-pending batch a minute per 1,000 nodes, at least six an hour (0.5 GB), its launches handed
+/// off (a `Claim Launch` event and a state-change invocation per claim); each node replaced
 /// ten times a month (three state-change events each); half the nodes interrupted once.
 fn monthly_cost(nodes: usize, rows: &[Measured]) -> Option<MonthlyCost> {
     let of = |prefix: &str| rows.iter().find(|m| m.nodes == nodes && m.function.starts_with(prefix));
-    let (c, p, s, t) = (
+    let (c, p, l, s, t) = (
         of("consolidation (next")?,
-        of("pod-pending")?,
+        of("pod-pending")
+            .and_then(|_| rows.iter().find(|m| m.nodes == nodes && m.function.contains("handed off")))?,
+        of("state-change (1 claim launch")?,
         of("spot-interruption")?,
-        of("state-change")?,
+        of("state-change (1 instance")?,
     );
     let n = nodes as f64;
     let runs = 43_200.0;
@@ -170,6 +175,7 @@ fn monthly_cost(nodes: usize, rows: &[Measured]) -> Option<MonthlyCost> {
     let counts = [
         (c, runs, 1.0),
         (p, batches, 0.5),
+        (l, batches * p.launches_requested as f64, 0.5),
         (s, interruptions, 0.5),
         (t, state_changes, 0.5),
     ];
@@ -180,8 +186,8 @@ fn monthly_cost(nodes: usize, rows: &[Measured]) -> Option<MonthlyCost> {
         .iter()
         .map(|(m, k, _)| k * (m.read_units * price::READ_UNIT + m.write_units * price::WRITE_UNIT))
         .sum();
-    let events_and_queues_usd =
-        batches * price::CUSTOM_EVENT + (batches + interruptions + state_changes) * 3.0 * price::SQS_REQUEST;
+    let events_and_queues_usd = batches * (1.0 + p.launches_requested as f64) * price::CUSTOM_EVENT
+        + (batches + interruptions + state_changes) * 3.0 * price::SQS_REQUEST;
     // About 2 KB of JSON log lines an invocation.
     let cloudwatch_usd = invocations * 2e-6 * price::LOG_GB + price::CLOUDWATCH_FIXED;
     let watcher_usd = (0.05 * price::VCPU_HOUR + 0.0625 * price::GIB_HOUR) * price::HOURS;
@@ -342,8 +348,8 @@ async fn build(nodes: usize, pods_per_node: usize) -> Result<Cluster, String> {
     })
 }
 
-fn pod_pending(batch: usize) -> Parsed {
-    let pods = crate::bench_handler::batch(batch, 7);
+fn pod_pending(batch: usize, seed: u64, id: &str) -> Parsed {
+    let pods = crate::bench_handler::batch(batch, seed);
     let detail = PodPending {
         schema_version: SCHEMA_VERSION,
         cluster: "bench".into(),
@@ -354,7 +360,7 @@ fn pod_pending(batch: usize) -> Parsed {
         pods,
     };
     let envelope = Envelope {
-        id: "bench-scale-batch".into(),
+        id: id.into(),
         source: "nodewright.cluster".into(),
         detail_type: "Pod Pending".into(),
         time: None,
@@ -404,7 +410,12 @@ fn measure(
         let virtual_start = tokio::time::Instant::now();
         let start = Instant::now();
         let outcome = handle_with_faults(function, &deps, parsed, now).await;
-        let to_launch = faults.first_call_at("launch").map(|at| at - virtual_start);
+        // The decision ends at its first launch, or at its first hand-off.
+        let to_launch = ["launch", "hand_off_launches"]
+            .iter()
+            .filter_map(|m| faults.first_call_at(m))
+            .min()
+            .map(|at| at - virtual_start);
         (outcome, start.elapsed(), virtual_start.elapsed(), to_launch)
     });
     let peak = ALLOCATOR.peak_usage().saturating_sub(before);
@@ -444,9 +455,15 @@ fn measure(
         dynamodb_requests: bill.requests,
         read_units: bill.read_units,
         write_units: bill.write_units,
-        ec2_calls: calls_of("Capacity."),
+        // PutEvents is EventBridge's, not EC2's.
+        ec2_calls: calls_of("Capacity.") - called.get("hand_off_launches").map_or(0, |n| *n as u64),
         to_launch_ms: to_launch.map(|d| d.as_secs_f64() * 1000.0 + compute_ms),
         actions: outcome.actions.len(),
+        launches_requested: outcome
+            .actions
+            .iter()
+            .filter(|a| matches!(a, nodewright_handlers::Action::LaunchRequested { .. }))
+            .count(),
         calls: called
             .iter()
             .map(|(m, n)| (nodewright_handlers::adapters::faults::qualified(m), *n))
@@ -481,13 +498,40 @@ fn run_size(runtime: &tokio::runtime::Runtime, nodes: usize, args: &Args) -> Res
         NOW + 60_000,
         size,
     )?);
+    // Two batches of the same size and mix, side by side: launched in the invocation, and handed
+    // off through the bus as deployed (infra/template.yaml), then one of those launches.
     out.push(measure(
         runtime,
         &c,
         Function::PodPending,
-        &format!("pod-pending ({} pods)", args.batch),
-        pod_pending(args.batch),
+        &format!("pod-pending ({} pods, launched inline)", args.batch),
+        pod_pending(args.batch, 7, "bench-scale-batch"),
         NOW + 70_000,
+        size,
+    )?);
+    c.capacity.set_bus(true);
+    let handed_off = measure(
+        runtime,
+        &c,
+        Function::PodPending,
+        &format!("pod-pending ({} pods, launches handed off)", args.batch),
+        pod_pending(args.batch, 8, "bench-scale-batch-2"),
+        NOW + 72_000,
+        size,
+    );
+    let requests = c.capacity.take_bus_events();
+    c.capacity.set_bus(false);
+    out.push(handed_off?);
+    let request = requests
+        .first()
+        .ok_or("the handed-off batch put no Claim Launch on the bus")?;
+    out.push(measure(
+        runtime,
+        &c,
+        Function::StateChange,
+        &format!("state-change (1 claim launch of {})", requests.len()),
+        parse_bytes(request.to_string().as_bytes()).map_err(|e| e.to_string())?,
+        NOW + 73_000,
         size,
     )?);
     out.push(measure(

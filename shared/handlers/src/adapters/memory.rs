@@ -835,8 +835,13 @@ impl MemoryCapacity {
     /// Gives this account Nodewright's bus: launches are handed off as `Claim Launch` events,
     /// kept until [`MemoryCapacity::take_bus_events`] takes them.
     pub fn with_bus(self) -> Self {
-        lock(&self.data).bus = Some(Vec::new());
+        self.set_bus(true);
         self
+    }
+
+    /// Gives this account the bus (`on`) or takes it away (events not taken are dropped).
+    pub fn set_bus(&self, on: bool) {
+        lock(&self.data).bus = on.then(Vec::new);
     }
 
     /// The `Claim Launch` events put on the bus since the last call, as EventBridge delivers them
