@@ -161,8 +161,10 @@ fn monthly_cost(nodes: usize, rows: &[Measured]) -> Option<MonthlyCost> {
     let of = |prefix: &str| rows.iter().find(|m| m.nodes == nodes && m.function.starts_with(prefix));
     let (c, p, l, s, t) = (
         of("consolidation (next")?,
-        of("pod-pending")
-            .and_then(|_| rows.iter().find(|m| m.nodes == nodes && m.function.contains("handed off")))?,
+        of("pod-pending").and_then(|_| {
+            rows.iter()
+                .find(|m| m.nodes == nodes && m.function.contains("handed off"))
+        })?,
         of("state-change (1 claim launch")?,
         of("spot-interruption")?,
         of("state-change (1 instance")?,

@@ -834,7 +834,7 @@ fn bench_scale_reports_reads_that_follow_the_work() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let doc: Value = serde_json::from_slice(&out.stdout).expect("json");
     let rows = doc["invocations"].as_array().expect("rows");
-    assert_eq!(rows.len(), 10, "five invocations per size");
+    assert_eq!(rows.len(), 14, "seven invocations per size");
     // The month's bill per size, from these invocations: more nodes cost more; Karpenter's
     // controllers are the same at every size.
     let costs = doc["monthlyCost"].as_array().expect("costs");
@@ -888,4 +888,15 @@ fn bench_scale_reports_reads_that_follow_the_work() {
     assert_eq!(large, small);
     // It launches, and says how long it took to decide.
     assert!(row(60, "pod-pending")["toLaunchMs"].as_f64().unwrap() > 0.0);
+    // Handed off, the same batch puts its launches on the bus and calls EC2 not at all; one of
+    // those launches is state-change's, with its CreateFleet.
+    let handed = row(60, "pod-pending (100 pods, launches handed off)");
+    assert!(handed["launchesRequested"].as_u64().unwrap() >= 1, "{handed}");
+    assert_eq!(handed["ec2Calls"].as_u64(), Some(0), "{handed}");
+    assert_eq!(
+        handed["calls"]["Capacity.hand_off_launches"],
+        handed["launchesRequested"]
+    );
+    let launch = row(60, "state-change (1 claim launch");
+    assert_eq!(launch["calls"]["Capacity.launch"].as_u64(), Some(1), "{launch}");
 }

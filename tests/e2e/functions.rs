@@ -12,8 +12,8 @@ use nodewright_aws::now_millis;
 use nodewright_aws::state::{ClaimRecord, ClaimUpdate, Holder, StateStore, TableNames, create_tables};
 use nodewright_core::model::ClaimState;
 use nodewright_e2e::{
-    KubeDouble, Watch, boot_nodes, cluster_name, discovery, event_file, function_env, node_ready_file, nodepools,
-    rfc3339, scratch, support, unique,
+    BusTap, KubeDouble, Watch, boot_nodes, cluster_name, discovery, event_file, function_env, node_ready_file,
+    nodepools, rfc3339, scratch, support, unique,
 };
 use serde_json::{Value, json};
 
@@ -570,6 +570,69 @@ async fn age_claims(store: &StateStore, claims: &[ClaimRecord], by: i64, pods_cl
 
 /// 20 pod-pending invocations at once, each with 10 of 30 pods (every pod in several): each pod is
 /// reserved once, the pool's 16-vCPU limit holds, no instance is launched twice.
+/// As deployed: pod-pending hands each claim's launch to the launch bus and returns with the
+/// claims written; EventBridge (moto's, matching the template's rule) delivers one `Claim Launch`
+/// per claim; state-change launches each, once, even when the event comes twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn launches_handed_off_through_the_bus_end_to_end() {
+    let bus = unique("launches");
+    let e = env_with_extra(
+        "e2e-hand-off",
+        1,
+        |tag| nodepools(tag, 64),
+        vec![("NODEWRIGHT_LAUNCH_BUS", bus.clone())],
+    )
+    .await;
+    // The functions put events at invocation time: the bus is there before the first.
+    let cluster = e.cluster.clone();
+    let tap = BusTap::create(&bus, &cluster);
+    let batch = e.event("pod-pending.json", "pod-pending.json", &[]);
+    let outcome = e.watch.invoke("pod-pending", &batch);
+    let requested = actions(&outcome, "launchRequested");
+    assert!(!requested.is_empty(), "{outcome}");
+    assert!(actions(&outcome, "launched").is_empty(), "{outcome}");
+    let claims = e.store.claims().await.unwrap();
+    assert_eq!(claims.len(), requested.len());
+    assert!(
+        claims
+            .iter()
+            .all(|c| c.state == ClaimState::Launching && c.instance_id.is_none())
+    );
+    assert!(
+        our_instances(&e.ec2, &e.cluster, &claims).await.is_empty(),
+        "nothing launched yet"
+    );
+
+    let delivered = tap.delivered();
+    assert_eq!(delivered.len(), claims.len(), "{delivered:?}");
+    let mut launched = BTreeSet::new();
+    for (i, event) in delivered.iter().enumerate() {
+        assert_eq!(event["source"], "nodewright.functions");
+        assert_eq!(event["detail-type"], "Claim Launch");
+        assert_eq!(event["detail"]["cluster"], json!(cluster));
+        let path = e.dir.join(format!("claim-launch-{i}.json"));
+        std::fs::write(&path, event.to_string()).unwrap();
+        let outcome = e.watch.invoke("state-change", &path);
+        let l = actions(&outcome, "launched");
+        assert_eq!(l.len(), 1, "{outcome}");
+        launched.insert(l[0]["claim"].as_str().unwrap().to_string());
+        // Delivered again (at least once): a replay, nothing new.
+        let again = e.watch.invoke("state-change", &path);
+        assert_eq!(actions(&again, "replayed").len(), 1, "{again}");
+    }
+    let want: BTreeSet<String> = claims.iter().map(|c| c.id.clone()).collect();
+    assert_eq!(launched, want);
+    let claims = e.store.claims().await.unwrap();
+    assert!(claims.iter().all(|c| c.state == ClaimState::Launched), "{claims:?}");
+    let instances = our_instances(&e.ec2, &e.cluster, &claims).await;
+    assert_eq!(instances.len(), claims.len());
+    for c in &claims {
+        let i = &instances[c.instance_id.as_deref().unwrap()];
+        assert_eq!(tag_of(i, "nodewright.io/claim").as_deref(), Some(c.id.as_str()));
+    }
+    assert!(tap.delivered().is_empty(), "one event per claim");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn twenty_concurrent_pod_pending_invocations() {
     let e = env("e2e-concurrent", 16, 20).await;

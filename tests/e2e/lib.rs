@@ -448,6 +448,46 @@ pub fn event_file(dir: &Path, cluster: &str, sample: &str, name: &str, edits: &[
     path
 }
 
+/// The stack's launch bus in moto with a tap on it (tests/e2e/bus_tap.py): the bus, the rule the
+/// template gives state-change, and an SQS queue as its target, from which a test reads the events
+/// EventBridge delivered.
+pub struct BusTap {
+    pub bus: String,
+    queue: String,
+}
+
+impl BusTap {
+    fn tap(args: &[&str]) -> String {
+        let out = Command::new(venv_bin().join("python"))
+            .arg(workspace_root().join("tests/e2e/bus_tap.py"))
+            .args(args)
+            .env("AWS_ENDPOINT_URL", moto_endpoint())
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "bus_tap.py {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    pub fn create(bus: &str, cluster: &str) -> BusTap {
+        let queue = BusTap::tap(&["create", bus, cluster]);
+        BusTap {
+            bus: bus.to_string(),
+            queue,
+        }
+    }
+
+    /// The events delivered since the last call, as EventBridge hands them to a target.
+    pub fn delivered(&self) -> Vec<Value> {
+        serde_json::from_str(&BusTap::tap(&["receive", &self.queue])).unwrap()
+    }
+}
+
 /// The kubelet emulator over moto: registers a Node in the double for each of `instance_ids` that is
 /// running and has none, from what EC2 holds alone (DescribeInstances, DescribeInstanceTypes, the
 /// instance's user data from DescribeInstanceAttribute), and reports it Ready at `ready_at`

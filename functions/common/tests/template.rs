@@ -167,9 +167,20 @@ fn environment_matches_what_the_functions_read() {
             assert!(set.contains(name), "required {name} is not set by the template");
         }
     }
-    // Functions add no variables of their own beyond the shared ones.
+    // A function sets a variable of its own only where it alone reads it: pod-pending's launch
+    // bus (the others launch inline). Nothing shadows a shared one.
     for (id, f) in resources(&t, "AWS::Serverless::Function") {
         let own = get(get(get(&f, "Properties"), "Environment"), "Variables");
+        if id == "PodPendingFunction" {
+            let own = own.as_mapping().expect("pod-pending's own environment");
+            let names: Vec<&str> = own.keys().map(str_of).collect();
+            assert_eq!(names, ["NODEWRIGHT_LAUNCH_BUS"], "{id}");
+            assert!(known.contains_key("NODEWRIGHT_LAUNCH_BUS"));
+            assert!(!set.contains("NODEWRIGHT_LAUNCH_BUS"), "the bus is pod-pending's alone");
+            let bus = get(own.get("NODEWRIGHT_LAUNCH_BUS").expect("set"), "Ref");
+            assert_eq!(str_of(bus), "LaunchBus");
+            continue;
+        }
         assert!(own.is_null(), "{id} sets its own environment; keep it in Globals");
     }
     assert_eq!(str_of(vars.get("NODEWRIGHT_CLUSTER_ACCESS").expect("set")), "eks");

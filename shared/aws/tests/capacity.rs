@@ -439,3 +439,30 @@ async fn a_node_role_gets_an_instance_profile_under_our_path_once_and_repaired()
         .unwrap();
     assert_eq!(got.roles.len(), 1);
 }
+
+/// The launch bus on moto's EventBridge: requests go ten to a call (PutEvents' limit), each entry
+/// answered on its own; a bus that does not exist fails the call, so the caller launches inline.
+#[tokio::test]
+async fn the_launch_bus_puts_one_claim_launch_per_request_in_calls_of_ten() {
+    use nodewright_aws::capacity::LaunchBus;
+    use nodewright_core::model::claim_launch::ClaimLaunchRequest;
+    let clients = support::clients().await;
+    let events = aws_sdk_eventbridge::Client::new(&clients.sdk);
+    let bus = support::unique("launches");
+    events.create_event_bus().name(&bus).send().await.unwrap();
+    let requests: Vec<ClaimLaunchRequest> = (0..12)
+        .map(|i| ClaimLaunchRequest::new("demo", &format!("nc-{i:016x}"), 1_795_255_200_000 + i))
+        .collect();
+    let put = LaunchBus::new(events.clone(), &bus).put(&requests).await.unwrap();
+    let want: Vec<String> = requests.iter().map(|r| r.claim.clone()).collect();
+    assert_eq!(put, want);
+
+    let missing = LaunchBus::new(events, support::unique("no-such-bus"))
+        .put(&requests[..1])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&missing, nodewright_core::ports::AwsError::Aws { operation: "PutEvents", code, .. } if code == "ResourceNotFoundException"),
+        "{missing}"
+    );
+}

@@ -32,7 +32,7 @@ use crate::ports::{Capacity, ClusterApi, State};
 use crate::provision::{provision, release_from_claims, workload_pods_of};
 use crate::registration::{launch_update, register};
 use crate::state_change::instance_gone;
-use crate::{Deps, Function, Result};
+use crate::{Deps, Error, Function, Result};
 
 /// EC2's DescribeInstances is eventually consistent: a claim launched this recently may not be
 /// listed yet, and is not declared gone.
@@ -383,6 +383,18 @@ async fn reconcile<S: State, C: Capacity, K: ClusterApi>(
             {
                 raise_unraised(deps, claim, now, out).await
             }
+            // 3b. A fleet claim never launched (its `Claim Launch` was dead-lettered, its
+            // PutEvents applied but answered with an error and no retry came, its decision died
+            // and was not retried): launched now from its record, once, as state-change would.
+            ClaimState::Launching
+                if claim.instance_id.is_none()
+                    && claim.backing == "fleet"
+                    && !claim.offerings.is_empty()
+                    && now - launched_at > UNLAUNCHED_CLAIM_AFTER_MS
+                    && now - launched_at <= LAUNCHING_TIMEOUT_MS =>
+            {
+                launch_unlaunched(deps, claim, now, out).await
+            }
             // 3. Never registered.
             ClaimState::Launching | ClaimState::Launched if now - instance_at > timeout => {
                 if claim.instance_id.is_none() && now - launched_at <= LAUNCHING_TIMEOUT_MS {
@@ -488,6 +500,31 @@ const NODE_STEPS_IN_FLIGHT: usize = 16;
 const UNRAISED_CLAIM_AFTER_MS: i64 = 4 * 60 * 1000;
 
 /// Raises the group of a claim whose decision never did (see [`UNRAISED_CLAIM_AFTER_MS`]).
+/// How long a fleet claim may wait in `launching` without an instance (its `Claim Launch`, with
+/// Lambda's retries at about +1 and +3 minutes, or its decision's own retries) before consolidation
+/// launches it.
+const UNLAUNCHED_CLAIM_AFTER_MS: i64 = 5 * 60 * 1000;
+
+/// Launches a fleet claim nothing launched ([`UNLAUNCHED_CLAIM_AFTER_MS`]); a launch of it under
+/// way elsewhere (the claim's launch key held) is left to finish.
+async fn launch_unlaunched<S: State, C: Capacity, K: ClusterApi>(
+    deps: &Deps<S, C, K>,
+    claim: &ClaimRecord,
+    now: EpochMillis,
+    out: &mut Outcome,
+) -> Result<()> {
+    let event = format!("{}/unlaunched/{}", out.event_id, claim.id);
+    match crate::provision::launch_once(deps, Function::Consolidation, &claim.id, &event, now).await {
+        Ok(o) => {
+            out.actions
+                .extend(o.actions.into_iter().filter(|a| !matches!(a, Action::Replayed { .. })));
+            Ok(())
+        }
+        Err(Error::Busy(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 async fn raise_unraised<S: State, C: Capacity, K: ClusterApi>(
     deps: &Deps<S, C, K>,
     claim: &ClaimRecord,

@@ -434,9 +434,31 @@ pub async fn launch_handed_off<S: State, C: Capacity, K: ClusterApi>(
         ));
     }
     request.check_times(now).map_err(Error::invalid_event)?;
-    let key = format!("launch/{}", request.claim);
-    once(deps, function, &key, &envelope.id, now, |mut out| async move {
-        let id = &request.claim;
+    let outcome = launch_once(deps, function, &request.claim, &envelope.id, now).await?;
+    if outcome.launched() > 0 {
+        tracing::info!(
+            claim = %request.claim,
+            requested_at = request.requested_at,
+            waited_ms = now - request.requested_at,
+            "handed-off launch done"
+        );
+    }
+    Ok(outcome)
+}
+
+/// Launches a `launching` fleet claim from its record, at most once per claim whoever asks (a
+/// `Claim Launch`, or consolidation finding a claim whose request never arrived): the idempotency
+/// key is the claim's. A concurrent launch of the same claim fails with [`Error::Busy`].
+pub(crate) async fn launch_once<S: State, C: Capacity, K: ClusterApi>(
+    deps: &Deps<S, C, K>,
+    function: Function,
+    claim: &str,
+    event_id: &str,
+    now: EpochMillis,
+) -> Result<Outcome> {
+    let key = format!("launch/{claim}");
+    once(deps, function, &key, event_id, now, |mut out| async move {
+        let id = claim;
         let Some(claim) = deps.state.get_claim(id).await? else {
             out.push(Action::Ignored {
                 reason: format!("claim {id} does not exist"),
@@ -475,13 +497,6 @@ pub async fn launch_handed_off<S: State, C: Capacity, K: ClusterApi>(
         };
         let mut actions = Vec::new();
         launch_recorded(deps, &pools, pool, &claim, now, &mut actions).await?;
-        tracing::info!(
-            claim = %id,
-            requested_at = request.requested_at,
-            waited_ms = now - request.requested_at,
-            launched = actions.iter().any(|a| matches!(a, Action::Launched { .. })),
-            "handed-off launch done"
-        );
         out.actions.extend(actions);
         Ok(out)
     })

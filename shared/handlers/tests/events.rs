@@ -35,6 +35,7 @@ fn each_of_our_samples_goes_to_exactly_one_function() {
         ("asg-launch-unsuccessful.json", Function::StateChange),
         ("asg-terminate-successful.json", Function::StateChange),
         ("capacity-reservation-interruption.json", Function::SpotInterruption),
+        ("claim-launch.json", Function::StateChange),
         ("health-scheduled-change.json", Function::SpotInterruption),
         ("instance-state-change-running.json", Function::StateChange),
         ("instance-state-change-terminated.json", Function::StateChange),

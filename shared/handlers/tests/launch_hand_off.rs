@@ -316,3 +316,30 @@ async fn a_handed_off_launch_racing_the_decisions_retry_settles_usage_once() {
     );
     assert_eq!(have.memory_bytes, want.get(nodewright_core::Resource::Memory));
 }
+
+/// A `Claim Launch` that never arrives (dead-lettered after its retries) does not leave its pods
+/// waiting for the 20-minute launching timeout: five minutes after the decision, the consolidation
+/// run launches the claim from its record, once; the request arriving after that launches nothing.
+#[tokio::test]
+async fn a_request_that_never_arrives_is_carried_out_by_consolidation() {
+    let d = with_bus();
+    sample_batch(&d).await;
+    let lost = d.capacity.take_bus_events();
+    assert!(!lost.is_empty());
+    let claims = d.state.claim_records().len();
+    let tick = event_text("scheduled.json").into_bytes();
+    // Within five minutes the request (or its retries) may still come: nothing is launched.
+    run(Function::Consolidation, &d, &tick, NOW + 4 * 60_000).await;
+    assert!(d.capacity.all_instances().is_empty());
+    let o = run(Function::Consolidation, &d, &tick, NOW + 5 * 60_000 + 1_000).await;
+    assert_eq!(o.launched(), claims, "{:?}", o.actions);
+    assert_eq!(d.capacity.all_instances().len(), claims);
+    assert!(d.state.claim_records().iter().all(|c| c.state == ClaimState::Launched));
+    let usage = d.state.usage("general");
+    for e in &lost {
+        let late = run(Function::StateChange, &d, e.to_string().as_bytes(), NOW + 6 * 60_000).await;
+        assert_eq!(late.launched(), 0, "{:?}", late.actions);
+    }
+    assert_eq!(d.capacity.all_instances().len(), claims);
+    assert_eq!(d.state.usage("general"), usage);
+}

@@ -839,9 +839,15 @@ impl MemoryCapacity {
         self
     }
 
-    /// Gives this account the bus (`on`) or takes it away (events not taken are dropped).
+    /// Gives this account the bus (`on`; events already put and not taken stay) or takes it
+    /// away (events not taken are dropped).
     pub fn set_bus(&self, on: bool) {
-        lock(&self.data).bus = on.then(Vec::new);
+        let mut d = lock(&self.data);
+        if on {
+            d.bus.get_or_insert_with(Vec::new);
+        } else {
+            d.bus = None;
+        }
     }
 
     /// The `Claim Launch` events put on the bus since the last call, as EventBridge delivers them

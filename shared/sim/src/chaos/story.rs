@@ -853,7 +853,14 @@ impl<'o> Story<'o> {
             };
             let d = self.queue.remove(pos);
             let copies = if d.concurrent { 2 } else { 1 };
+            // As deployed, only pod-pending hands its launches to the bus; whatever it put there
+            // is delivered to state-change like any event (late, twice, or to two at once).
+            self.capacity.set_bus(d.function == Function::PodPending);
             let ended = self.invoke(&d, copies).await;
+            for event in self.capacity.take_bus_events() {
+                self.count("launch handed off");
+                self.send(Function::StateChange, event);
+            }
             for (copy, e) in ended.into_iter().enumerate() {
                 let what = d.event["detail-type"].as_str().unwrap_or("?").to_string();
                 let failed = match e {
