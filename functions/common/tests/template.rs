@@ -177,8 +177,11 @@ fn environment_matches_what_the_functions_read() {
             assert_eq!(names, ["NODEWRIGHT_LAUNCH_BUS"], "{id}");
             assert!(known.contains_key("NODEWRIGHT_LAUNCH_BUS"));
             assert!(!set.contains("NODEWRIGHT_LAUNCH_BUS"), "the bus is pod-pending's alone");
-            let bus = get(own.get("NODEWRIGHT_LAUNCH_BUS").expect("set"), "Ref");
+            // `!Ref LaunchBus`: the tag is Ref, its value the bus resource.
+            let bus = own.get("NODEWRIGHT_LAUNCH_BUS").expect("set");
+            assert!(matches!(bus, Value::Tagged(t) if t.tag == "Ref"), "{bus:?}");
             assert_eq!(str_of(bus), "LaunchBus");
+            assert!(resources(&t, "AWS::Events::EventBus").contains_key("LaunchBus"));
             continue;
         }
         assert!(own.is_null(), "{id} sets its own environment; keep it in Globals");
