@@ -40,7 +40,10 @@ pub fn emf(outcome: &Outcome, latency_ms: f64, timestamp_ms: i64) -> Value {
                 fell_back_to_on_demand,
                 ..
             } => {
-                pods += n;
+                // A launch pod-pending handed off counted its pods when it was requested.
+                if outcome.function != "state-change" {
+                    pods += n;
+                }
                 if *capacity_type == nodewright_core::CapacityType::Spot {
                     spot += 1;
                 } else {
@@ -50,7 +53,9 @@ pub fn emf(outcome: &Outcome, latency_ms: f64, timestamp_ms: i64) -> Value {
                     ice += 1;
                 }
             }
-            Action::PackedOntoClaim { pods: n, .. } | Action::ScaledUp { pods: n, .. } => pods += n,
+            Action::PackedOntoClaim { pods: n, .. }
+            | Action::ScaledUp { pods: n, .. }
+            | Action::LaunchRequested { pods: n, .. } => pods += n,
             Action::Disruption { saving_per_hour, .. } => {
                 actions += 1;
                 savings += saving_per_hour;
@@ -154,6 +159,36 @@ mod tests {
         for (name, _) in METRICS {
             assert!(v.get(name).is_some_and(Value::is_number), "{name}");
         }
+    }
+
+    /// A handed-off batch counts its pods when pod-pending requests the launch; the launch in
+    /// state-change counts the instance, not the pods again.
+    #[test]
+    fn handed_off_launches_count_pods_once() {
+        let mut decided = Outcome::new("pod-pending", "e1");
+        decided.push(Action::LaunchRequested {
+            claim: "nc-0123456789abcdef".into(),
+            pool: "p".into(),
+            pods: 5,
+        });
+        let mut launched = Outcome::new("state-change", "e2");
+        launched.push(Action::Launched {
+            claim: "nc-0123456789abcdef".into(),
+            pool: "p".into(),
+            instance_id: "i-1".into(),
+            instance_type: "m5.large".into(),
+            zone: "us-east-1a".into(),
+            capacity_type: CapacityType::Spot,
+            price_per_hour: None,
+            pods: 5,
+            adopted: false,
+            fell_back_to_on_demand: false,
+        });
+        let (d, l) = (emf(&decided, 10.0, 1_000), emf(&launched, 1500.0, 2_000));
+        assert_eq!(d["PodsProvisioned"], 5);
+        assert_eq!(d["SpotLaunches"], 0);
+        assert_eq!(l["PodsProvisioned"], 0);
+        assert_eq!(l["SpotLaunches"], 1);
     }
 
     #[test]
