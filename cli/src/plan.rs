@@ -178,6 +178,42 @@ fn print_table(plan: &Plan, pods: usize) {
     if let Some(c) = plan.cost {
         println!("{}", gap_line(&c));
     }
+    for line in relaxed_lines(plan) {
+        println!("{line}");
+    }
+}
+
+/// Pods whose preferences were relaxed, grouped by what was given up (most pods first, a few
+/// names each; every pod is in `--json`'s `relaxed`).
+fn relaxed_lines(plan: &Plan) -> Vec<String> {
+    let mut groups: std::collections::BTreeMap<String, Vec<&str>> = Default::default();
+    for r in &plan.relaxed {
+        groups.entry(r.relaxations.join("; ")).or_default().push(&r.name);
+    }
+    let mut groups: Vec<(String, Vec<&str>)> = groups.into_iter().collect();
+    groups.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then_with(|| a.0.cmp(&b.0)));
+    let mut out = Vec::new();
+    if !groups.is_empty() {
+        out.push(format!(
+            "{} pod(s) placed by relaxing their preferences (Karpenter's order):",
+            plan.relaxed.len()
+        ));
+    }
+    for (what, names) in groups.iter().take(TOP_REASONS) {
+        let shown: Vec<&str> = names.iter().take(3).copied().collect();
+        let more = names.len() - shown.len();
+        out.push(format!(
+            "  {} pod(s) ({}{}): {what}",
+            names.len(),
+            shown.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    out
 }
 
 /// How far the new nodes' price may be from the optimum, in one line.
@@ -390,6 +426,35 @@ mod tests {
         // Wide enough, one line per claim and every column of its own.
         let out = claims_table(&plan, 200).to_string();
         assert!(out.contains("alternatives") && out.contains("capacity"), "{out}");
+    }
+
+    #[test]
+    fn relaxed_pods_are_grouped_by_what_they_gave_up() {
+        let relaxed = |name: &str, what: &[&str]| nodewright_core::scheduler::Relaxed {
+            pod: name.into(),
+            name: name.into(),
+            claim: "claim-1".into(),
+            relaxations: what.iter().map(|w| w.to_string()).collect(),
+        };
+        let weight = "preferred node affinity term of weight 100 dropped";
+        let plan = Plan {
+            relaxed: vec![
+                relaxed("a", &[weight]),
+                relaxed("b", &[weight]),
+                relaxed("c", &["taint t:PreferNoSchedule of NodePool p tolerated"]),
+                relaxed("d", &[weight]),
+                relaxed("e", &[weight]),
+            ],
+            ..Plan::default()
+        };
+        let lines = relaxed_lines(&plan);
+        assert_eq!(
+            lines[0],
+            "5 pod(s) placed by relaxing their preferences (Karpenter's order):"
+        );
+        assert_eq!(lines[1], format!("  4 pod(s) (a, b, d and 1 more): {weight}"));
+        assert!(lines[2].starts_with("  1 pod(s) (c): taint t"), "{lines:?}");
+        assert!(relaxed_lines(&Plan::default()).is_empty());
     }
 
     #[test]

@@ -75,6 +75,9 @@ struct Expect {
     domains: Vec<DomainCounts>,
     zone_counts: Option<ZoneCounts>,
     min_distinct: Option<MinDistinct>,
+    /// When given, exactly these pods are placed by relaxing their preferences, each with these
+    /// relaxations in order (each matched as a substring).
+    relaxed: Option<BTreeMap<String, Vec<String>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -211,6 +214,32 @@ fn check(mut s: Scenario) -> Result<(), String> {
             Some(u) if u.reason.contains(reason.as_str()) => {}
             Some(u) => return fail(format!("{pod}: reason {:?} does not contain {reason:?}", u.reason)),
             None => return fail(format!("expected {pod} unschedulable")),
+        }
+    }
+    // Every relaxed pod is on the claim the plan names, and says what it gave up.
+    for r in &plan.relaxed {
+        let on = plan.claims.iter().find(|c| c.id == r.claim);
+        if !on.is_some_and(|c| c.pods.contains(&r.pod)) || r.relaxations.is_empty() {
+            return fail(format!("relaxed entry {r:?} does not match its claim"));
+        }
+    }
+    if let Some(want) = &e.relaxed {
+        let got: BTreeMap<String, Vec<String>> = plan
+            .relaxed
+            .iter()
+            .map(|r| (r.pod.clone(), r.relaxations.clone()))
+            .collect();
+        let want_uids: BTreeSet<String> = want.keys().map(|p| uid_of(p)).collect();
+        let got_uids: BTreeSet<String> = got.keys().cloned().collect();
+        if want_uids != got_uids {
+            return fail(format!("relaxed pods {got_uids:?}, expected {want_uids:?}"));
+        }
+        for (pod, parts) in want {
+            let have = &got[&uid_of(pod)];
+            let ok = have.len() == parts.len() && have.iter().zip(parts).all(|(h, p)| h.contains(p.as_str()));
+            if !ok {
+                return fail(format!("{pod}: relaxations {have:?}, expected {parts:?}"));
+            }
         }
     }
     for (pod, ce) in &e.claim_of {

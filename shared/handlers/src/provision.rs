@@ -602,6 +602,20 @@ async fn plan_and_launch<S: State, C: Capacity, K: ClusterApi>(
         });
     }
 
+    if !plan.relaxed.is_empty() {
+        let examples: Vec<String> = plan
+            .relaxed
+            .iter()
+            .take(5)
+            .map(|r| format!("{}: {}", r.name, r.relaxations.join("; ")))
+            .collect();
+        tracing::info!(
+            pods = plan.relaxed.len(),
+            examples = ?examples,
+            "decision: preferences relaxed to place pods (Karpenter's order)"
+        );
+    }
+
     // Pods nothing can take: released (a later event may find capacity, e.g. after a limit rises).
     release_pods(&deps.state, plan.unschedulable.iter().map(|u| u.pod.as_str()), holder).await?;
     for u in &plan.unschedulable {

@@ -156,6 +156,19 @@ pub struct Unschedulable {
     pub reason: String,
 }
 
+/// A pod placed on a new claim only by relaxing its preferences, in Karpenter's order: preferred
+/// node affinity terms dropped heaviest first, then a `PreferNoSchedule` taint tolerated. No pool
+/// could take the pod as it asked; `relaxations` says what was given up, in that order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Relaxed {
+    pub pod: String,
+    pub name: String,
+    /// The plan's claim id (`claim-N`).
+    pub claim: String,
+    pub relaxations: Vec<String>,
+}
+
 /// The scheduler's decision.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -163,6 +176,9 @@ pub struct Plan {
     pub bindings: Vec<Binding>,
     pub claims: Vec<ClaimPlan>,
     pub unschedulable: Vec<Unschedulable>,
+    /// Pods on new claims whose preferences were relaxed, with what was given up.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relaxed: Vec<Relaxed>,
     /// What the new claims cost against the least any packing of their pods could cost, so each
     /// decision says how far from optimal it may be. None when not asked for or not solvable.
     #[serde(default, skip_serializing_if = "Option::is_none")]

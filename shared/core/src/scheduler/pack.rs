@@ -1395,11 +1395,23 @@ pub(super) fn finish(
         kept.sort_by(|a, b| a.0.total_cmp(&b.0).then(types[a.1].name.cmp(&types[b.1].name)));
         let cheapest = kept[0].1;
         on_claims.extend(&c.pods);
+        let claim_id = format!("claim-{}", plan.claims.len() + 1);
+        for &p in &c.pods {
+            let relaxations = prep.relaxations(p, c.pool);
+            if !relaxations.is_empty() {
+                plan.relaxed.push(super::Relaxed {
+                    pod: pods[p].uid.clone(),
+                    name: pods[p].key(),
+                    claim: claim_id.clone(),
+                    relaxations,
+                });
+            }
+        }
         let mut labels = (*pv.labels).clone();
         labels.retain(|k, _| k != labels::NODEPOOL);
         labels.insert(labels::NODEPOOL.into(), pv.pool.name.clone());
         plan.claims.push(ClaimPlan {
-            id: format!("claim-{}", plan.claims.len() + 1),
+            id: claim_id,
             pool: pv.pool.name.clone(),
             price: kept[0].0,
             instance_types: kept

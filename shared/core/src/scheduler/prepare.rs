@@ -1138,6 +1138,43 @@ impl<'a> Prepared<'a> {
     }
 
     /// Why `pod` (index) cannot be placed in any pool, for its first bucket-independent failure.
+    /// What pod `p`'s preferences gave up to land on pool `pool` (index into `pools`), in
+    /// Karpenter's relaxation order; empty when nothing was (see `compat`).
+    pub fn relaxations(&self, p: usize, pool: usize) -> Vec<String> {
+        let s = &self.sigs[self.pod_sig[p]];
+        let Some(Ok(c)) = s.compat.get(pool) else {
+            return Vec::new();
+        };
+        let required = s.terms.len().max(1);
+        let preferred = s.preferred.len();
+        let tiers = required + preferred;
+        let (level, soft_taint) = if c.relaxed >= tiers {
+            (c.relaxed - tiers, true)
+        } else {
+            (c.relaxed, false)
+        };
+        let mut out = Vec::new();
+        if level >= required {
+            // States past the required terms each drop one more preferred term, heaviest first.
+            let dropped = (level + 1 - required).min(preferred);
+            for (weight, _) in &s.preferred[..dropped] {
+                out.push(format!("preferred node affinity term of weight {weight} dropped"));
+            }
+        }
+        if soft_taint {
+            let pv = &self.pools[pool];
+            for t in pv.pool.taints.iter().filter(|t| {
+                t.effect == crate::model::Effect::PreferNoSchedule && !s.tolerations.iter().any(|tol| tol.tolerates(t))
+            }) {
+                out.push(format!(
+                    "taint {t} of NodePool {} tolerated (no pool without it could take the pod)",
+                    pv.pool.name
+                ));
+            }
+        }
+        out
+    }
+
     pub fn sig_reason(&self, sig: usize) -> Option<String> {
         let s = &self.sigs[sig];
         if s.compat.iter().any(|c| c.is_ok()) {
