@@ -9,36 +9,16 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use nodewright_core::model::ClaimState;
 use nodewright_core::model::cluster_event::PodPending;
-use nodewright_handlers::adapters::faults::{FaultKind, Faults, FaultyCapacity, FaultyState};
-use nodewright_handlers::adapters::memory::{MemoryCapacity, MemoryCluster, MemoryState};
+use nodewright_handlers::adapters::faults::{FaultKind, Faults};
+use nodewright_handlers::adapters::memory::MemoryCapacity;
 use nodewright_handlers::consolidation::{USAGE_STABLE_MS, usage_of_claims};
 use nodewright_handlers::event::parse_bytes;
 use nodewright_handlers::ports::State;
-use nodewright_handlers::{Deps, Function, Outcome, handle};
+use nodewright_handlers::{Function, Outcome, handle};
 use support::*;
-
-type FaultyDeps = Deps<FaultyState<MemoryState>, FaultyCapacity<MemoryCapacity>, MemoryCluster>;
-
-fn faulty(base: &MemDeps, faults: &Arc<Faults>) -> FaultyDeps {
-    Deps {
-        settings: base.settings.clone(),
-        state: FaultyState {
-            inner: base.state.clone(),
-            faults: faults.clone(),
-        },
-        capacity: FaultyCapacity {
-            inner: base.capacity.clone(),
-            faults: faults.clone(),
-        },
-        cluster: base.cluster.clone(),
-        daemonsets: nodewright_handlers::DaemonSets::default(),
-        consolidated: Default::default(),
-    }
-}
 
 /// Runs `function` under the fault plan; None when the invocation died.
 async fn run_faulty(

@@ -9,11 +9,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use nodewright_core::model::ClaimState;
-use nodewright_handlers::adapters::faults::{FaultKind, Faults, FaultyCapacity, FaultyState};
-use nodewright_handlers::adapters::memory::{MemoryCapacity, MemoryCluster, MemoryState};
+use nodewright_handlers::adapters::faults::{FaultKind, Faults};
+use nodewright_handlers::adapters::memory::MemoryCapacity;
 use nodewright_handlers::event::parse_bytes;
 use nodewright_handlers::ports::State;
-use nodewright_handlers::{Action, Deps, Function, Outcome, handle};
+use nodewright_handlers::{Action, Function, Outcome, handle};
 use support::*;
 
 fn with_bus() -> MemDeps {
@@ -185,25 +185,6 @@ async fn a_malformed_request_is_refused_naming_the_field() {
     )
     .await;
     assert!(matches!(&o.actions[..], [Action::Ignored { .. }]), "{:?}", o.actions);
-}
-
-type FaultyDeps = Deps<FaultyState<MemoryState>, FaultyCapacity<MemoryCapacity>, MemoryCluster>;
-
-fn faulty(base: &MemDeps, faults: &Arc<Faults>) -> FaultyDeps {
-    Deps {
-        settings: base.settings.clone(),
-        state: FaultyState {
-            inner: base.state.clone(),
-            faults: faults.clone(),
-        },
-        capacity: FaultyCapacity {
-            inner: base.capacity.clone(),
-            faults: faults.clone(),
-        },
-        cluster: base.cluster.clone(),
-        daemonsets: Default::default(),
-        consolidated: Default::default(),
-    }
 }
 
 #[tokio::test]

@@ -36,6 +36,32 @@ spec:
 
 pub type MemDeps = Deps<MemoryState, MemoryCapacity, MemoryCluster>;
 
+/// [`MemDeps`] with the state and capacity calls going through a fault plan.
+pub type FaultyDeps = Deps<
+    nodewright_handlers::adapters::faults::FaultyState<MemoryState>,
+    nodewright_handlers::adapters::faults::FaultyCapacity<MemoryCapacity>,
+    MemoryCluster,
+>;
+
+/// `base`'s state and capacity (shared, not copied) behind `faults`.
+pub fn faulty(base: &MemDeps, faults: &std::sync::Arc<nodewright_handlers::adapters::faults::Faults>) -> FaultyDeps {
+    use nodewright_handlers::adapters::faults::{FaultyCapacity, FaultyState};
+    Deps {
+        settings: base.settings.clone(),
+        state: FaultyState {
+            inner: base.state.clone(),
+            faults: faults.clone(),
+        },
+        capacity: FaultyCapacity {
+            inner: base.capacity.clone(),
+            faults: faults.clone(),
+        },
+        cluster: base.cluster.clone(),
+        daemonsets: nodewright_handlers::DaemonSets::default(),
+        consolidated: Default::default(),
+    }
+}
+
 pub fn settings(pools: &str) -> Settings {
     let (config, _) = Config::parse_strict(pools, "test").unwrap();
     Settings::new("demo", "us-east-1", config).unwrap()
