@@ -384,3 +384,42 @@ async fn a_spot_quota_error_gives_up_on_spot_and_falls_back_at_once() {
     );
     assert_eq!(create_fleet.num_calls(), 2, "one spot request, one on-demand");
 }
+
+/// PutEvents answers per entry: an entry the bus refused (throttled, here) is not handed off, so
+/// its claim launches inline; the others are. moto never refuses a well-formed entry.
+#[tokio::test]
+async fn the_launch_bus_reports_only_the_entries_put() {
+    use aws_sdk_eventbridge::operation::put_events::PutEventsOutput;
+    use aws_sdk_eventbridge::types::PutEventsResultEntry;
+    use nodewright_aws::capacity::LaunchBus;
+    use nodewright_core::model::claim_launch::ClaimLaunchRequest;
+    let put = mock!(aws_sdk_eventbridge::Client::put_events).then_compute_output(|input| {
+        let entries = input
+            .entries()
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                assert_eq!(e.detail_type(), Some("Claim Launch"));
+                assert_eq!(e.event_bus_name(), Some("launches"));
+                if i == 1 {
+                    PutEventsResultEntry::builder()
+                        .error_code("ThrottlingException")
+                        .error_message("Rate exceeded")
+                        .build()
+                } else {
+                    PutEventsResultEntry::builder().event_id(format!("e-{i}")).build()
+                }
+            })
+            .collect();
+        PutEventsOutput::builder()
+            .failed_entry_count(1)
+            .set_entries(Some(entries))
+            .build()
+    });
+    let client = mock_client!(aws_sdk_eventbridge, RuleMode::MatchAny, [&put]);
+    let requests: Vec<ClaimLaunchRequest> = (0..3)
+        .map(|i| ClaimLaunchRequest::new("demo", &format!("nc-{i:016x}"), NOW))
+        .collect();
+    let handed = LaunchBus::new(client, "launches").put(&requests).await.unwrap();
+    assert_eq!(handed, [requests[0].claim.clone(), requests[2].claim.clone()]);
+}
