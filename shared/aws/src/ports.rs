@@ -351,6 +351,9 @@ impl Capacity for AwsCapacity {
     async fn describe(&self, instance_ids: &[String]) -> Result<Vec<InstanceSummary>> {
         self.fleet.describe_ids(instance_ids).await
     }
+    fn has_launch_bus(&self) -> bool {
+        self.launch_bus.is_some()
+    }
     async fn hand_off_launches(
         &self,
         requests: &[nodewright_core::model::claim_launch::ClaimLaunchRequest],

@@ -907,7 +907,12 @@ async fn launch_claim<S: State, C: Capacity, K: ClusterApi>(
     // The claim is durable and holds its pods: where there is a bus, another invocation launches
     // it. A hand-off that fails or is refused launches here, as without a bus.
     let request = ClaimLaunchRequest::new(&deps.settings.cluster, &id, now);
-    match deps.capacity.hand_off_launches(std::slice::from_ref(&request)).await {
+    let handed_off = if deps.capacity.has_launch_bus() {
+        deps.capacity.hand_off_launches(std::slice::from_ref(&request)).await
+    } else {
+        Ok(Vec::new())
+    };
+    match handed_off {
         Ok(handed) if handed.contains(&id) => {
             actions.push(Action::LaunchRequested {
                 claim: id.clone(),

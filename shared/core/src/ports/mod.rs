@@ -212,6 +212,11 @@ pub trait Capacity: Send + Sync {
     /// The named instances as EC2 describes them now, whatever their tags (Auto Scaling pool
     /// instances may carry none of ours) and state; unknown ids are left out.
     fn describe(&self, instance_ids: &[String]) -> impl Future<Output = AwsResult<Vec<InstanceSummary>>> + Send;
+    /// Whether launches can be handed off ([`Capacity::hand_off_launches`]): the adapter has a
+    /// bus. Without one no call is made and the caller launches itself.
+    fn has_launch_bus(&self) -> bool {
+        false
+    }
     /// Hands each claim's launch to an invocation of its own: a `Claim Launch` event on
     /// Nodewright's bus, which `state-change` takes. Returns the claims handed off; the caller
     /// launches the rest itself. Adapters without a bus hand off none.

@@ -734,6 +734,9 @@ impl<C: Capacity> Capacity for FaultyCapacity<C> {
     async fn describe(&self, instance_ids: &[String]) -> Result<Vec<InstanceSummary>> {
         self.faults.gate("describe", self.inner.describe(instance_ids)).await
     }
+    fn has_launch_bus(&self) -> bool {
+        self.inner.has_launch_bus()
+    }
     async fn hand_off_launches(
         &self,
         requests: &[nodewright_core::model::claim_launch::ClaimLaunchRequest],

@@ -1338,6 +1338,9 @@ impl Capacity for MemoryCapacity {
             .filter_map(|id| d.instances.get(id).cloned())
             .collect())
     }
+    fn has_launch_bus(&self) -> bool {
+        lock(&self.data).bus.is_some()
+    }
     async fn hand_off_launches(&self, requests: &[ClaimLaunchRequest]) -> Result<Vec<String>> {
         let mut d = lock(&self.data);
         if d.bus.is_none() {
