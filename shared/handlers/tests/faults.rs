@@ -37,6 +37,14 @@ async fn run_faulty(
     }
 }
 
+/// Lambda's retries of a failed invocation: one at `first` (the dead attempt's hold on the
+/// event may still be there: `Busy`), and one two minutes after that, which must succeed.
+async fn retry_as_lambda(function: Function, base: &MemDeps, bytes: &[u8], first: i64) {
+    if try_run(function, base, bytes, first).await.is_err() {
+        try_run(function, base, bytes, first + 120_000).await.unwrap();
+    }
+}
+
 /// One clean invocation, its error returned (a failed invocation is retried by the platform).
 async fn try_run(function: Function, deps: &MemDeps, bytes: &[u8], now: i64) -> nodewright_handlers::Result<Outcome> {
     handle(function, deps, parse_bytes(bytes).unwrap(), now).await
@@ -179,12 +187,7 @@ async fn provisioning_survives_a_fault_at_every_call() {
             // Lambda retries a failed or timed-out invocation about a minute later (the dead
             // attempt's lease may still hold: Busy), then two minutes after that.
             if !matches!(first, Some(Ok(_))) {
-                let retry = try_run(Function::PodPending, &base, &batch, NOW + 60_000).await;
-                if retry.is_err() {
-                    try_run(Function::PodPending, &base, &batch, NOW + 180_000)
-                        .await
-                        .unwrap();
-                }
+                retry_as_lambda(Function::PodPending, &base, &batch, NOW + 60_000).await;
             }
             // The schedule, then the nodes boot, then enough ticks for the counters to settle.
             let mut t = NOW + 5 * 60_000;
@@ -302,12 +305,7 @@ async fn handed_off_provisioning_survives_a_fault_at_every_call() {
             // EventBridge delivers within a second; Lambda retries the decision a minute later.
             deliver_bus(&base, NOW + 1_000).await;
             if !matches!(first, Some(Ok(_))) {
-                let retry = try_run(Function::PodPending, &base, &batch, NOW + 60_000).await;
-                if retry.is_err() {
-                    try_run(Function::PodPending, &base, &batch, NOW + 180_000)
-                        .await
-                        .unwrap();
-                }
+                retry_as_lambda(Function::PodPending, &base, &batch, NOW + 60_000).await;
                 deliver_bus(&base, NOW + 181_000).await;
             }
             let v = settle(&base, &pods, &tick, NOW + 5 * 60_000).await;
@@ -356,12 +354,7 @@ async fn handed_off_provisioning_survives_a_fault_at_every_call() {
             // Lambda retries a failed asynchronous invocation after a minute, then two more; the
             // bus may also deliver the event again. The other claims' events arrive as usual.
             if !matches!(first, Some(Ok(_))) {
-                let retry = try_run(Function::StateChange, &base, &bytes, NOW + 61_000).await;
-                if retry.is_err() {
-                    try_run(Function::StateChange, &base, &bytes, NOW + 181_000)
-                        .await
-                        .unwrap();
-                }
+                retry_as_lambda(Function::StateChange, &base, &bytes, NOW + 61_000).await;
             }
             try_run(Function::StateChange, &base, &bytes, NOW + 182_000)
                 .await
@@ -436,12 +429,7 @@ async fn interruption_survives_a_fault_at_every_call() {
             if !matches!(first, Some(Ok(_))) {
                 // Lambda's retries: about a minute later (the dead attempt's lease may still
                 // hold: Busy), then two minutes after that.
-                let retry = try_run(Function::SpotInterruption, &base, &warning, t + 60_000).await;
-                if retry.is_err() {
-                    try_run(Function::SpotInterruption, &base, &warning, t + 180_000)
-                        .await
-                        .unwrap();
-                }
+                retry_as_lambda(Function::SpotInterruption, &base, &warning, t + 60_000).await;
             }
             // Two minutes after the warning the instance is reclaimed.
             let mut gone: serde_json::Value =
