@@ -45,6 +45,8 @@ pub fn diverse(n: usize, seed: u64) -> Vec<Pod> {
                         when_unsatisfiable: WhenUnsatisfiable::DoNotSchedule,
                         selector: selector("my-label", label_value(&mut rng)),
                         min_domains: None,
+                        node_affinity_policy: Default::default(),
+                        node_taints_policy: nodewright_core::model::NodeInclusionPolicy::Ignore,
                     });
                 }
                 3 => {

@@ -101,6 +101,9 @@ struct DomainCounts {
     /// Default: every placed pod of the scenario.
     #[serde(default)]
     pods: Vec<String>,
+    /// Only pods with these labels count (upstream's ExpectSkew counts its selector's pods).
+    #[serde(default)]
+    match_labels: BTreeMap<String, String>,
     counts: Vec<usize>,
 }
 
@@ -390,15 +393,16 @@ fn check(mut s: Scenario) -> Result<(), String> {
     }
     for d in &e.domains {
         // Default: every placed new pod and every pod already running (daemonsets aside).
+        let selected = |p: &Pod| d.match_labels.iter().all(|(k, v)| p.labels.get(k) == Some(v));
         let names: Vec<String> = if d.pods.is_empty() {
             pods.iter()
-                .filter(|p| home_of(&plan, &p.uid).is_some())
+                .filter(|p| home_of(&plan, &p.uid).is_some() && selected(p))
                 .map(|p| p.uid.clone())
                 .chain(
                     s.existing
                         .iter()
                         .flat_map(|n| &n.pods)
-                        .filter(|p| !p.is_daemonset())
+                        .filter(|p| !p.is_daemonset() && selected(p))
                         .map(|p| p.uid.clone()),
                 )
                 .collect()

@@ -243,6 +243,8 @@ mod tests {
             when_unsatisfiable: Default::default(),
             selector: Default::default(),
             min_domains: None,
+            node_affinity_policy: Default::default(),
+            node_taints_policy: crate::model::NodeInclusionPolicy::Ignore,
         });
         assert!(
             skew.validate()

@@ -18,8 +18,8 @@ use crate::disruption::Pdb;
 use crate::labels;
 use crate::model::Node;
 use crate::model::pod::{
-    Effect, HostPort, LabelSelector, OwnerRef, Pod, PodAffinityTerm, PreferredTerm, SpreadConstraint, Taint,
-    Toleration, TolerationOperator, WhenUnsatisfiable, add_host_ports,
+    Effect, HostPort, LabelSelector, NodeInclusionPolicy, OwnerRef, Pod, PodAffinityTerm, PreferredTerm,
+    SpreadConstraint, Taint, Toleration, TolerationOperator, WhenUnsatisfiable, add_host_ports,
 };
 use crate::requirements::{Operator, Requirement};
 use crate::resources::{Resource, Resources};
@@ -158,9 +158,26 @@ fn pod_from_spec(meta: &meta::ObjectMeta, spec: &core::PodSpec, path: &str) -> R
             when_unsatisfiable: when,
             selector,
             min_domains,
+            node_affinity_policy: inclusion(c.node_affinity_policy.as_deref(), &p, "nodeAffinityPolicy")?
+                .unwrap_or(NodeInclusionPolicy::Honor),
+            node_taints_policy: inclusion(c.node_taints_policy.as_deref(), &p, "nodeTaintsPolicy")?
+                .unwrap_or(NodeInclusionPolicy::Ignore),
         });
     }
     Ok(pod)
+}
+
+/// A spread constraint's `nodeAffinityPolicy` or `nodeTaintsPolicy`, as the API server admits it.
+fn inclusion(value: Option<&str>, path: &str, field: &str) -> Result<Option<NodeInclusionPolicy>> {
+    match value {
+        None => Ok(None),
+        Some("Honor") => Ok(Some(NodeInclusionPolicy::Honor)),
+        Some("Ignore") => Ok(Some(NodeInclusionPolicy::Ignore)),
+        Some(other) => Err(Error::invalid(
+            format!("{path}.{field}"),
+            format!("unknown value {other:?} (Honor or Ignore)"),
+        )),
+    }
 }
 
 fn quantity_map(list: Option<&BTreeMap<String, Quantity>>, path: &str) -> Result<Resources> {
@@ -811,6 +828,48 @@ status:
         assert!(!is_unschedulable(&pod(
             "metadata: {name: a}\nspec: {nodeName: n1, containers: []}\nstatus: {phase: Pending, conditions: [{type: PodScheduled, status: \"False\", reason: Unschedulable}]}"
         )));
+    }
+
+    /// nodeAffinityPolicy and nodeTaintsPolicy keep Kubernetes' defaults (Honor, Ignore) when
+    /// unset, are read when set, in a Pod spec and in the compact form alike, and a value the API
+    /// server would refuse is an error naming the field.
+    #[test]
+    fn spread_node_inclusion_policies_are_read_with_kubernetes_defaults() {
+        let pod = |constraint: &str| {
+            let v: serde_json::Value = serde_norway::from_str(&format!(
+                "kind: Pod\nmetadata: {{name: web}}\nspec:\n  containers: [{{name: c, image: x}}]\n  topologySpreadConstraints: [{constraint}]\n"
+            ))
+            .unwrap();
+            pods_from_workload_value(&v, "pod").map(|p| p[0].topology_spread[0].clone())
+        };
+        let plain = pod("{maxSkew: 1, topologyKey: fake-label, whenUnsatisfiable: DoNotSchedule}").unwrap();
+        assert_eq!(plain.node_affinity_policy, NodeInclusionPolicy::Honor);
+        assert_eq!(plain.node_taints_policy, NodeInclusionPolicy::Ignore);
+        let set = pod(
+            "{maxSkew: 1, topologyKey: fake-label, whenUnsatisfiable: DoNotSchedule, nodeAffinityPolicy: Ignore, nodeTaintsPolicy: Honor}",
+        )
+        .unwrap();
+        assert_eq!(set.node_affinity_policy, NodeInclusionPolicy::Ignore);
+        assert_eq!(set.node_taints_policy, NodeInclusionPolicy::Honor);
+        let err = pod("{maxSkew: 1, topologyKey: k, whenUnsatisfiable: DoNotSchedule, nodeTaintsPolicy: honor}")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("topologySpreadConstraints[0].nodeTaintsPolicy") && err.contains("Honor or Ignore"),
+            "{err}"
+        );
+        let compact: Pod = serde_json::from_str(
+            r#"{"name": "a", "topologySpread": [{"topologyKey": "fake-label", "nodeTaintsPolicy": "Honor"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            compact.topology_spread[0].node_taints_policy,
+            NodeInclusionPolicy::Honor
+        );
+        assert_eq!(
+            compact.topology_spread[0].node_affinity_policy,
+            NodeInclusionPolicy::Honor
+        );
     }
 
     /// Kubernetes reads a missing labelSelector as selecting no pods (affinity terms, spread

@@ -18,6 +18,6 @@ pub use k8s::{
 pub use load::{MAX_INPUT_BYTES, PodFile, documents, load_nodes, load_pods};
 pub use node::{Node, NodeLabels};
 pub use pod::{
-    Effect, HostPort, LabelSelector, OwnerRef, Pod, PodAffinityTerm, PreferredTerm, SpreadConstraint, Taint,
-    Toleration, TolerationOperator, WhenUnsatisfiable, add_host_ports, first_untolerated,
+    Effect, HostPort, LabelSelector, NodeInclusionPolicy, OwnerRef, Pod, PodAffinityTerm, PreferredTerm,
+    SpreadConstraint, Taint, Toleration, TolerationOperator, WhenUnsatisfiable, add_host_ports, first_untolerated,
 };

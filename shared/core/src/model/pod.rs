@@ -202,6 +202,52 @@ pub struct SpreadConstraint {
     /// minimum counts as 0, so each domain takes at most `maxSkew` matching pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_domains: Option<u32>,
+    /// `nodeAffinityPolicy`: whether nodes and pools the pod's node selector and required node
+    /// affinity exclude still count as domains. Honor (the default) leaves them out.
+    #[serde(default, skip_serializing_if = "NodeInclusionPolicy::is_honor")]
+    pub node_affinity_policy: NodeInclusionPolicy,
+    /// `nodeTaintsPolicy`: whether nodes and pools whose taints the pod does not tolerate still
+    /// count as domains. Ignore (the default) counts them.
+    #[serde(
+        default = "NodeInclusionPolicy::ignore",
+        skip_serializing_if = "NodeInclusionPolicy::is_ignore"
+    )]
+    pub node_taints_policy: NodeInclusionPolicy,
+}
+
+impl SpreadConstraint {
+    /// A constraint with Kubernetes' defaults for everything but the key, skew and selector.
+    pub fn new(topology_key: &str, max_skew: u32, selector: LabelSelector) -> Self {
+        SpreadConstraint {
+            topology_key: topology_key.to_string(),
+            max_skew,
+            when_unsatisfiable: WhenUnsatisfiable::DoNotSchedule,
+            selector,
+            min_domains: None,
+            node_affinity_policy: NodeInclusionPolicy::Honor,
+            node_taints_policy: NodeInclusionPolicy::Ignore,
+        }
+    }
+}
+
+/// Kubernetes' `NodeInclusionPolicy` of a topology spread constraint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+pub enum NodeInclusionPolicy {
+    #[default]
+    Honor,
+    Ignore,
+}
+
+impl NodeInclusionPolicy {
+    fn ignore() -> Self {
+        NodeInclusionPolicy::Ignore
+    }
+    fn is_honor(&self) -> bool {
+        *self == NodeInclusionPolicy::Honor
+    }
+    fn is_ignore(&self) -> bool {
+        *self == NodeInclusionPolicy::Ignore
+    }
 }
 
 fn one() -> u32 {

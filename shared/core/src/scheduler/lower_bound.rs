@@ -340,7 +340,7 @@ pub(super) fn claims_bound(prep: &Prepared, pods: &[usize]) -> Option<(f64, bool
         let per_node = prep.buckets.get(b).map_or(u64::MAX, |b| b.per_node.max(1));
         let apart = if per_node == u64::MAX { usize::MAX } else { b };
         *counts
-            .entry((prep.pod_sig[p], &prep.input.pods[p].requests, per_node, apart))
+            .entry((prep.base_sig[p], &prep.input.pods[p].requests, per_node, apart))
             .or_default() += 1;
     }
     let pools: Vec<usize> = (0..prep.pools.len()).collect();
@@ -393,7 +393,7 @@ pub fn lower_bound(input: &Input<'_>) -> Result<LowerBound, String> {
     // Pods with the same signature and requests are one group.
     let mut counts: BTreeMap<(usize, &Resources), u64> = BTreeMap::new();
     for (i, p) in input.pods.iter().enumerate() {
-        *counts.entry((prep.pod_sig[i], &p.requests)).or_default() += 1;
+        *counts.entry((prep.base_sig[i], &p.requests)).or_default() += 1;
     }
     let groups = counts.iter().filter_map(|((sig, req), n)| {
         let c = prep.sigs[*sig].compat[pi].as_ref().ok()?;

@@ -15,6 +15,7 @@ mod ffd;
 pub mod lower_bound;
 mod pack;
 mod prepare;
+mod topology;
 mod typeset;
 
 use std::collections::BTreeMap;

@@ -12,9 +12,7 @@
 //! 5. Each claim is right-sized: its options are every compatible type that fits what it holds,
 //!    cheapest first, so the plan's price is the cheapest type that fits, not the seed's choice.
 
-use std::collections::HashMap;
-
-use super::prepare::{HostCounts, Prepared, ct_bit, cts_of, matching_on};
+use super::prepare::{HostCounts, Prepared, ct_bit, cts_of};
 use super::typeset::TypeSet;
 use super::{Binding, ClaimPlan, Input, InstanceOption, Options, Plan, Unschedulable};
 use crate::catalogue::CapacityType;
@@ -1304,7 +1302,7 @@ pub(super) fn finish(
     mut failed: Vec<(usize, String)>,
     opts: &Options,
 ) -> Plan {
-    enforce_zone_spread(prep, &mut claims, &mut bindings, &mut failed);
+    super::topology::spread::enforce(prep, &mut claims, &mut bindings, &mut failed);
     let pods = prep.input.pods;
     let types = prep.input.instance_types;
     let mut plan = Plan::default();
@@ -1447,153 +1445,6 @@ pub(super) fn finish(
             .map(|(bound, exact)| super::PlanCost::new(plan.total_price(), bound, exact));
     }
     plan
-}
-
-/// A pod's zone spread constraints that must hold (DoNotSchedule).
-fn zone_spread(p: &crate::model::Pod) -> impl Iterator<Item = &crate::model::SpreadConstraint> {
-    p.topology_spread.iter().filter(|s| {
-        s.topology_key == labels::ZONE && s.when_unsatisfiable == crate::model::WhenUnsatisfiable::DoNotSchedule
-    })
-}
-
-/// Zone spread (DoNotSchedule) must hold for what is actually placed: when limits or capacity leave
-/// part of a group unplaced, the fullest zones give pods back until the skew is within bounds, as
-/// the pod-at-a-time placement in Kubernetes would have left it.
-fn enforce_zone_spread(
-    prep: &Prepared,
-    claims: &mut Vec<Claim>,
-    bindings: &mut Vec<(usize, usize)>,
-    failed: &mut Vec<(usize, String)>,
-) {
-    let pods = prep.input.pods;
-    type Group<'p> = (&'p str, &'p crate::model::LabelSelector, u32, Option<u32>);
-    let mut groups: Vec<Group> = Vec::new();
-    for p in pods {
-        for s in zone_spread(p) {
-            let g = (p.namespace.as_str(), &s.selector, s.max_skew, s.min_domains);
-            if !groups.contains(&g) {
-                groups.push(g);
-            }
-        }
-    }
-    for (ns, sel, skew, min_domains) in groups {
-        // The group's pods: those its selector counts, and those that carry the constraint
-        // without matching it (placed, they must keep the skew too; they do not add to it).
-        let counted = |i: usize| pods[i].namespace == ns && sel.matches(&pods[i].labels);
-        let carries = |i: usize| {
-            pods[i].namespace == ns
-                && zone_spread(&pods[i])
-                    .any(|s| s.selector == *sel && s.max_skew == skew && s.min_domains == min_domains)
-        };
-        let matches = |i: usize| counted(i) || carries(i);
-        // A member's domains: the zones its node selector, affinity and pools allow (whether or
-        // not a type that fits it is offered there: size does not make a domain, as in
-        // Kubernetes), and those of existing nodes it could run on (a zone known only from a
-        // node the pools no longer allow still counts).
-        let mut by_sig: HashMap<usize, u64> = HashMap::new();
-        let own: Vec<u64> = (0..pods.len())
-            .map(|i| {
-                if !matches(i) {
-                    return 0;
-                }
-                let sig = prep.pod_sig[i];
-                *by_sig.entry(sig).or_insert_with(|| {
-                    let pools = prep.sigs[sig]
-                        .compat
-                        .iter()
-                        .filter_map(|c| c.as_ref().ok())
-                        .fold(0u64, |a, c| a | c.zones);
-                    pools | prep.node_zones(sig)
-                })
-            })
-            .collect();
-        let domains = own.iter().fold(0u64, |a, d| a | d);
-        let mut counts = vec![0i64; prep.zones.len()];
-        for n in prep.input.nodes {
-            if let Some(z) = prep.zones.iter().position(|x| *x == n.zone) {
-                counts[z] += matching_on(n, ns, sel) as i64;
-            }
-        }
-        let claim_zone = |c: &Claim| (c.zones.count_ones() == 1).then(|| c.zones.trailing_zeros() as usize);
-        for c in claims.iter() {
-            if let Some(z) = claim_zone(c) {
-                counts[z] += c.pods.iter().filter(|p| counted(**p)).count() as i64;
-            }
-        }
-        for (p, n) in bindings.iter() {
-            if counted(*p) {
-                counts[prep.nodes[*n].zone] += 1;
-            }
-        }
-        // A pod's skew is measured over the zones it may use itself (Kubernetes'
-        // nodeAffinityPolicy Honor): pods pinned to one zone by their node selector never
-        // compete with the zones they cannot reach.
-        let min_over = |counts: &[i64], p: usize| {
-            (0..prep.zones.len())
-                .filter(|z| own[p] & (1 << z) != 0)
-                .min_by_key(|z| (counts[*z], *z))
-        };
-        // Fewer domains than minDomains: the global minimum counts as 0.
-        let floor = |counts: &[i64], p: usize| match min_domains {
-            Some(m) if own[p].count_ones() < m => Some(0),
-            _ => min_over(counts, p).map(|z| counts[z]),
-        };
-        let breaks = |counts: &[i64], p: usize, z: usize| {
-            matches(p) && floor(counts, p).is_some_and(|m| counts[z] - m > i64::from(skew))
-        };
-        loop {
-            let mut fullest: Vec<usize> = (0..prep.zones.len()).filter(|z| domains & (1 << z) != 0).collect();
-            fullest.sort_by_key(|z| (std::cmp::Reverse(counts[*z]), *z));
-            // The last placed pod of the fullest zone that holds one breaking its skew.
-            let mut victim = None;
-            for &z in &fullest {
-                let on_claim = claims.iter().enumerate().rev().find_map(|(ci, c)| {
-                    (claim_zone(c) == Some(z))
-                        .then(|| c.pods.iter().rposition(|p| breaks(&counts, *p, z)))
-                        .flatten()
-                        .map(|pos| (ci, pos))
-                });
-                if let Some((ci, pos)) = on_claim {
-                    victim = Some((z, Some(ci), pos));
-                    break;
-                }
-                if let Some(pos) = bindings
-                    .iter()
-                    .rposition(|(p, n)| prep.nodes[*n].zone == z && breaks(&counts, *p, z))
-                {
-                    victim = Some((z, None, pos));
-                    break;
-                }
-            }
-            let Some((z, claim, pos)) = victim else {
-                break;
-            };
-            let p = match claim {
-                Some(ci) => {
-                    let c = &mut claims[ci];
-                    let p = c.pods.remove(pos);
-                    let mut one = Resources::new();
-                    one.add(&pods[p].requests);
-                    c.load.saturating_sub(&one);
-                    p
-                }
-                None => bindings.remove(pos).0,
-            };
-            let min_z = min_over(&counts, p).unwrap_or(z);
-            failed.push((
-                p,
-                format!(
-                    "topology spread on {} (maxSkew {skew}) cannot be kept: zone {} cannot take more pods of the group",
-                    labels::ZONE,
-                    prep.zones[min_z]
-                ),
-            ));
-            if counted(p) {
-                counts[z] -= 1;
-            }
-        }
-    }
-    claims.retain(|c| !c.pods.is_empty());
 }
 
 /// Cheapest `max` options, extended so that each minValues requirement keeps enough distinct values.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::catalogue::{CapacityType, InstanceType};
 use crate::labels;
-use crate::model::{HostPort, Pod, PodAffinityTerm, Taint, Toleration, WhenUnsatisfiable, first_untolerated};
+use crate::model::{HostPort, Pod, Taint, Toleration, WhenUnsatisfiable, first_untolerated};
 use crate::nodepool::NodePool;
 use crate::requirements::{LabelSource, Layered, Operator, Requirement, all_match};
 use crate::resources::{FIXED, Resource, Resources};
@@ -286,8 +286,10 @@ pub struct Prepared<'a> {
     pub nodes: Vec<NodeState<'a>>,
     /// Pods that cannot be placed anywhere, decided during preparation.
     pub unschedulable: Vec<(usize, String)>,
-    /// The signature of each pod.
+    /// The signature of each pod, its topology pins included.
     pub pod_sig: Vec<usize>,
+    /// The signature of each pod before topology pins: what it asked for itself.
+    pub base_sig: Vec<usize>,
     /// Zones where each pod could run (some fitting, compatible type is offered there).
     pub eligible: Vec<u64>,
     /// Available offerings per instance type: (price, capacity-type bit, zone index). Shared with
@@ -579,6 +581,7 @@ impl<'a> Prepared<'a> {
             buckets: Vec::new(),
             nodes: Vec::new(),
             unschedulable: Vec::new(),
+            base_sig: pod_sig.clone(),
             pod_sig,
         };
 
@@ -597,34 +600,12 @@ impl<'a> Prepared<'a> {
         let eligible_zones: Vec<u64> = (0..input.pods.len())
             .map(|i| {
                 let sig = prep.pod_sig[i];
-                let req = &input.pods[i].requests;
-                *eligible_cache.entry((sig, req)).or_insert_with(|| {
-                    let mut mask = 0u64;
-                    for (pi, c) in prep.sigs[sig].compat.iter().enumerate() {
-                        let Ok(c) = c else { continue };
-                        for t in c.types.iter() {
-                            if req.fits_in_with(&prep.pools[pi].ds_overhead[t], prep.pools[pi].allocatable(types, t)) {
-                                for (_, ct, z) in &prep.offers[t] {
-                                    if c.cts & ct != 0 && c.zones & (1 << z) != 0 {
-                                        mask |= 1 << z;
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    mask
-                })
+                *eligible_cache
+                    .entry((sig, &input.pods[i].requests))
+                    .or_insert_with(|| prep.eligible_zones(sig, &input.pods[i].requests))
             })
             .collect();
-        prep.eligible = eligible_zones.clone();
-        let mut pin_zone: Vec<Option<usize>> = vec![None; input.pods.len()];
-        let failed = prep.pin_affinity_zones(&eligible_zones, &mut pin_zone, &mut skip, &zone_idx);
-        prep.unschedulable.extend(failed);
-        let failed = prep.pin_anti_affinity_zones(&eligible_zones, &mut pin_zone, &mut skip, &zone_idx);
-        prep.unschedulable.extend(failed);
-        prep.pin_spread_zones(&eligible_zones, &mut pin_zone, &skip, &zone_idx);
-        let mut pin_ct: Vec<Option<CapacityType>> = vec![None; input.pods.len()];
-        prep.pin_spread_capacity_types(&mut pin_ct, &skip);
+        prep.eligible = eligible_zones;
 
         // Hostname constraints and per-pod membership.
         let mut host_index: HashMap<(Vec<String>, String), u16> = HashMap::new();
@@ -740,6 +721,24 @@ impl<'a> Prepared<'a> {
             });
         }
 
+        // Hostname constraints each pending pod counts for and carries.
+        let host_of: Vec<HostMembership> = input
+            .pods
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                if skip[i] {
+                    return Default::default();
+                }
+                let members = membership(p);
+                let carries = resolve_carries(p, &members, &carries_of[i]);
+                (members, carries)
+            })
+            .collect();
+
+        // Topology: pods pinned to domains of every key they spread or (anti-)affine on.
+        let (pin_zone, pin_ct) = super::topology::pin(&mut prep, &mut skip);
+
         // Buckets.
         let all_zones = if zones.len() >= 64 {
             u64::MAX
@@ -751,8 +750,7 @@ impl<'a> Prepared<'a> {
             if skip[i] {
                 continue;
             }
-            let members = membership(p);
-            let carries = resolve_carries(p, &members, &carries_of[i]);
+            let (members, carries) = host_of[i].clone();
             let key = BucketKey {
                 sig: prep.pod_sig[i],
                 req: p.requests.clone(),
@@ -796,345 +794,60 @@ impl<'a> Prepared<'a> {
         prep
     }
 
-    /// Required pod affinity on the zone: every pod linked by such a term lands in one zone.
-    fn pin_affinity_zones(
-        &self,
-        eligible: &[u64],
-        pin: &mut [Option<usize>],
-        skip: &mut [bool],
-        zone_idx: &dyn Fn(&str) -> Option<usize>,
-    ) -> Vec<(usize, String)> {
-        let pods = self.input.pods;
-        let mut failed = Vec::new();
-        if !pods
-            .iter()
-            .any(|p| p.pod_affinity.iter().any(|t| t.topology_key == labels::ZONE))
-        {
-            return failed;
-        }
-        // Classes of pods with identical namespace and labels; union-find over classes.
-        let mut class_of: HashMap<(&str, &BTreeMap<String, String>), usize> = HashMap::new();
-        let mut class_rep: Vec<usize> = Vec::new();
-        let pod_class: Vec<usize> = pods
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                *class_of.entry((p.namespace.as_str(), &p.labels)).or_insert_with(|| {
-                    class_rep.push(i);
-                    class_rep.len() - 1
-                })
-            })
-            .collect();
-        let mut parent: Vec<usize> = (0..class_rep.len()).collect();
-        fn find(parent: &mut [usize], mut x: usize) -> usize {
-            while parent[x] != x {
-                parent[x] = parent[parent[x]];
-                x = parent[x];
-            }
-            x
-        }
-        let mut involved = vec![false; class_rep.len()];
-        let mut existing_zone: Vec<Option<usize>> = vec![None; class_rep.len()];
-        // A term no pod matches, pending or running, cannot be met (Kubernetes lets the first pod
-        // of a group in only when it matches its own term; a term without a selector matches none).
-        let mut unmatched = vec![false; pods.len()];
-        for (i, p) in pods.iter().enumerate() {
-            for t in p.pod_affinity.iter().filter(|t| t.topology_key == labels::ZONE) {
-                involved[pod_class[i]] = true;
-                let mut matched = false;
-                for (c, rep) in class_rep.iter().enumerate() {
-                    let q = &pods[*rep];
-                    if t.selects(&p.namespace, &q.namespace, &q.labels) {
-                        matched = true;
-                        involved[c] = true;
-                        let (a, b) = (find(&mut parent, pod_class[i]), find(&mut parent, c));
-                        parent[a] = b;
+    /// Zones where a pod of signature `sig` and requests `req` could run: some type that fits it
+    /// is offered there, in a pool the signature is compatible with.
+    pub fn eligible_zones(&self, sig: usize, req: &Resources) -> u64 {
+        let types = self.input.instance_types;
+        let mut mask = 0u64;
+        for (pi, c) in self.sigs[sig].compat.iter().enumerate() {
+            let Ok(c) = c else { continue };
+            for t in c.types.iter() {
+                if req.fits_in_with(&self.pools[pi].ds_overhead[t], self.pools[pi].allocatable(types, t)) {
+                    for (_, ct, z) in &self.offers[t] {
+                        if c.cts & ct != 0 && c.zones & (1 << z) != 0 {
+                            mask |= 1 << z;
+                        }
                     }
                 }
-                // Matching pods already running fix the zone.
-                let running = existing_match_zone(t, p, self.input.nodes);
-                if let Some(z) = running.and_then(zone_idx) {
-                    existing_zone[pod_class[i]] = Some(z);
-                }
-                if !matched && running.is_none() {
-                    unmatched[i] = true;
-                }
             }
         }
-        for (i, none) in unmatched.iter().enumerate() {
-            if *none && !skip[i] {
-                skip[i] = true;
-                failed.push((
-                    i,
-                    "required pod affinity on the zone cannot be met: no pod, pending or running, matches its selector"
-                        .to_string(),
-                ));
-            }
-        }
-        let mut comp_zone: BTreeMap<usize, Option<usize>> = BTreeMap::new();
-        let mut comp_eligible: BTreeMap<usize, u64> = BTreeMap::new();
-        for (i, _) in pods.iter().enumerate() {
-            let c = pod_class[i];
-            if !involved[c] || skip[i] {
-                continue;
-            }
-            let root = find(&mut parent, c);
-            let e = comp_eligible.entry(root).or_insert(u64::MAX);
-            *e &= eligible[i];
-            if let Some(z) = existing_zone[c] {
-                comp_zone.insert(root, Some(z));
-            }
-        }
-        for (root, mask) in &comp_eligible {
-            comp_zone
-                .entry(*root)
-                .or_insert_with(|| (*mask != 0).then(|| mask.trailing_zeros() as usize));
-        }
-        for i in 0..pods.len() {
-            let c = pod_class[i];
-            if !involved[c] || skip[i] {
-                continue;
-            }
-            let root = find(&mut parent, c);
-            match comp_zone.get(&root).copied().flatten() {
-                Some(z) if eligible[i] & (1 << z) != 0 => pin[i] = Some(z),
-                _ => {
-                    skip[i] = true;
-                    failed.push((
-                        i,
-                        "required pod affinity on the zone cannot be met: the linked pods share no eligible zone"
-                            .to_string(),
-                    ));
-                }
-            }
-        }
-        failed
+        mask
     }
 
-    /// Required pod anti-affinity on the zone: a pod goes to no zone that holds a pod its term
-    /// selects, running or pending, nor to one that holds a pod whose own zone anti-affinity
-    /// selects it (Kubernetes checks both directions). Pending pods that exclude each other are
-    /// dealt to different zones, the most constrained first, the emptiest zone first; a pod left
-    /// with no zone is unschedulable with the reason.
-    fn pin_anti_affinity_zones(
-        &self,
-        eligible: &[u64],
-        pin: &mut [Option<usize>],
-        skip: &mut [bool],
-        zone_idx: &dyn Fn(&str) -> Option<usize>,
-    ) -> Vec<(usize, String)> {
-        let pods = self.input.pods;
-        let zone_terms = zone_anti_affinity;
-        let running = self.input.nodes.iter().flat_map(|n| n.pods.iter().map(move |q| (n, q)));
-        let existing_carriers: Vec<(&PodAffinityTerm, &str, usize)> = running
-            .clone()
-            .flat_map(|(n, q)| zone_terms(q).filter_map(move |t| Some((t, q.namespace.as_str(), zone_idx(&n.zone)?))))
-            .collect();
-        if existing_carriers.is_empty() && !pods.iter().any(|p| zone_terms(p).next().is_some()) {
-            return Vec::new();
-        }
-        // Running pods by class (namespace, labels): the zones each class is in.
-        let mut running_classes: HashMap<(&str, &BTreeMap<String, String>), u64> = HashMap::new();
-        for (n, q) in running {
-            if let Some(z) = zone_idx(&n.zone) {
-                *running_classes.entry((q.namespace.as_str(), &q.labels)).or_default() |= 1 << z;
-            }
-        }
-        let selects = |a: &Pod, b: &Pod| zone_terms(a).any(|t| t.selects(&a.namespace, &b.namespace, &b.labels));
-        let carriers: Vec<usize> = (0..pods.len())
-            .filter(|&i| !skip[i] && zone_terms(&pods[i]).next().is_some())
-            .collect();
-        // Zones each pod may not use because of running pods, in both directions.
-        let mut forbidden = vec![0u64; pods.len()];
-        for (i, p) in pods.iter().enumerate() {
-            if skip[i] {
-                continue;
-            }
-            for t in zone_terms(p) {
-                for ((ns, l), zones) in &running_classes {
-                    if t.selects(&p.namespace, ns, l) {
-                        forbidden[i] |= zones;
-                    }
-                }
-            }
-            for (t, ns, z) in &existing_carriers {
-                if t.selects(ns, &p.namespace, &p.labels) {
-                    forbidden[i] |= 1 << z;
-                }
-            }
-        }
-        let involved: Vec<usize> = (0..pods.len())
-            .filter(|&i| {
-                !skip[i]
-                    && (forbidden[i] != 0
-                        || zone_terms(&pods[i]).next().is_some()
-                        || carriers.iter().any(|&c| c != i && selects(&pods[c], &pods[i])))
-            })
-            .collect();
-        // Pods already pinned (zone affinity) take their zone first; then the most constrained.
-        let mut order = involved;
-        order.sort_by_key(|&i| (pin[i].is_none(), (eligible[i] & !forbidden[i]).count_ones(), i));
-        let mut placed: Vec<Vec<usize>> = vec![Vec::new(); self.zones.len()];
-        let mut failed = Vec::new();
-        for i in order {
-            let p = &pods[i];
-            let free = |z: usize| {
-                eligible[i] & !forbidden[i] & (1 << z) != 0
-                    && placed[z]
+    /// Pins pod `i` to `key = value` (a topology domain of a label key): its signature gains the
+    /// requirement, so only pools and types in that domain take it, new nodes and existing ones
+    /// alike. `cache` shares the pinned signatures between pods.
+    pub fn pin_label(&mut self, i: usize, key: &str, value: &str, cache: &mut HashMap<(usize, String, String), usize>) {
+        let base = self.pod_sig[i];
+        let cache_key = (base, key.to_string(), value.to_string());
+        let sig = match cache.get(&cache_key) {
+            Some(&s) => s,
+            None => {
+                let b = &self.sigs[base];
+                let mut node_selector = b.node_selector.clone();
+                node_selector.push(Requirement::new(key, Operator::In, &[value]));
+                let mut s = Signature {
+                    node_selector,
+                    terms: b.terms.clone(),
+                    preferred: b.preferred.clone(),
+                    tolerations: b.tolerations.clone(),
+                    host_ports: b.host_ports.clone(),
+                    compat: Arc::default(),
+                };
+                let types = self.input.instance_types;
+                s.compat = Arc::new(
+                    self.pools
                         .iter()
-                        .all(|&k| !selects(p, &pods[k]) && !selects(&pods[k], p))
-            };
-            let choice = match pin[i] {
-                Some(z) => free(z).then_some(z),
-                None => (0..self.zones.len())
-                    .filter(|&z| free(z))
-                    .min_by_key(|&z| (placed[z].len(), z)),
-            };
-            match choice {
-                Some(z) => {
-                    pin[i] = Some(z);
-                    placed[z].push(i);
-                }
-                None => {
-                    skip[i] = true;
-                    failed.push((
-                        i,
-                        "required pod anti-affinity on the zone cannot be met: every zone it could use holds a pod it excludes or that excludes it"
-                            .to_string(),
-                    ));
-                }
+                        .map(|pv| compat(&s, pv, types, &self.zones, &self.offers))
+                        .collect(),
+                );
+                self.sigs.push(s);
+                cache.insert(cache_key, self.sigs.len() - 1);
+                self.sigs.len() - 1
             }
-        }
-        failed
-    }
-
-    /// Zone topology spread: pods counted by a spread selector are dealt round-robin over the
-    /// eligible zones, lowest count first, so the final counts differ by at most one.
-    fn pin_spread_zones(
-        &self,
-        eligible: &[u64],
-        pin: &mut [Option<usize>],
-        skip: &[bool],
-        zone_idx: &dyn Fn(&str) -> Option<usize>,
-    ) {
-        let pods = self.input.pods;
-        let mut seen: Vec<(String, &crate::model::LabelSelector)> = Vec::new();
-        for (ci, carrier) in pods.iter().enumerate() {
-            for s in carrier
-                .topology_spread
-                .iter()
-                .filter(|s| s.topology_key == labels::ZONE)
-            {
-                if skip[ci]
-                    || seen
-                        .iter()
-                        .any(|(ns, sel)| *ns == carrier.namespace && **sel == s.selector)
-                {
-                    continue;
-                }
-                seen.push((carrier.namespace.clone(), &s.selector));
-                // Domains: every zone some carrier of this selector could use.
-                let domains = pods
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, q)| {
-                        !skip[*i]
-                            && q.namespace == carrier.namespace
-                            && q.topology_spread
-                                .iter()
-                                .any(|x| x.topology_key == labels::ZONE && x.selector == s.selector)
-                    })
-                    .fold(0u64, |acc, (i, _)| acc | eligible[i]);
-                if domains == 0 {
-                    continue;
-                }
-                let mut counts = vec![0u64; self.zones.len()];
-                for n in self.input.nodes {
-                    if let Some(z) = zone_idx(&n.zone) {
-                        counts[z] += matching_on(n, &carrier.namespace, &s.selector);
-                    }
-                }
-                let members: Vec<usize> = (0..pods.len())
-                    .filter(|i| {
-                        !skip[*i] && pods[*i].namespace == carrier.namespace && s.selector.matches(&pods[*i].labels)
-                    })
-                    .collect();
-                for i in &members {
-                    if let Some(z) = pin[*i] {
-                        counts[z] += 1;
-                    }
-                }
-                // The most constrained pods choose first, so the flexible ones can even out the counts.
-                let mut members = members;
-                members.sort_by_key(|i| (eligible[*i].count_ones(), *i));
-                for i in members {
-                    if pin[i].is_some() {
-                        continue;
-                    }
-                    let allowed = domains & eligible[i];
-                    let best = (0..self.zones.len())
-                        .filter(|z| allowed & (1 << z) != 0)
-                        .min_by_key(|z| (counts[*z], *z));
-                    if let Some(z) = best {
-                        pin[i] = Some(z);
-                        counts[z] += 1;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Capacity-type topology spread, dealt like zones over {spot, on-demand}: each pod only
-    /// among the capacity types its own pools and node affinity allow (Kubernetes'
-    /// nodeAffinityPolicy Honor), the most constrained first.
-    fn pin_spread_capacity_types(&self, pin: &mut [Option<CapacityType>], skip: &[bool]) {
-        let pods = self.input.pods;
-        let eligible = |i: usize| -> u8 {
-            self.sigs[self.pod_sig[i]]
-                .compat
-                .iter()
-                .filter_map(|c| c.as_ref().ok())
-                .fold(0, |a, c| a | c.cts)
         };
-        for (ci, carrier) in pods.iter().enumerate() {
-            for s in carrier
-                .topology_spread
-                .iter()
-                .filter(|s| s.topology_key == labels::CAPACITY_TYPE)
-            {
-                if skip[ci] {
-                    continue;
-                }
-                let mut counts: BTreeMap<CapacityType, u64> = BTreeMap::new();
-                for n in self.input.nodes {
-                    *counts.entry(n.capacity_type).or_default() += matching_on(n, &carrier.namespace, &s.selector);
-                }
-                let mut members: Vec<(u32, usize)> = (0..pods.len())
-                    .filter(|&i| {
-                        !skip[i] && pods[i].namespace == carrier.namespace && s.selector.matches(&pods[i].labels)
-                    })
-                    .map(|i| (eligible(i).count_ones(), i))
-                    .collect();
-                for &(_, i) in &members {
-                    if let Some(c) = pin[i] {
-                        *counts.entry(c).or_default() += 1;
-                    }
-                }
-                members.sort_unstable();
-                for (_, i) in members {
-                    if pin[i].is_some() {
-                        continue;
-                    }
-                    let best = cts_of(eligible(i))
-                        .into_iter()
-                        .min_by_key(|c| (counts.get(c).copied().unwrap_or(0), *c));
-                    if let Some(c) = best {
-                        pin[i] = Some(c);
-                        *counts.entry(c).or_default() += 1;
-                    }
-                }
-            }
-        }
+        self.pod_sig[i] = sig;
+        self.eligible[i] = self.eligible_zones(sig, &self.input.pods[i].requests);
     }
 
     /// Why `pod` (index) cannot be placed in any pool, for its first bucket-independent failure.
@@ -1351,20 +1064,6 @@ impl<'a> Prepared<'a> {
         n
     }
 
-    /// Zones of the existing nodes whose labels a signature's node selector and required node affinity
-    /// admit: topology domains the pod's spread counts even where it cannot launch (Kubernetes'
-    /// nodeAffinityPolicy Honor; Karpenter counts domains from existing nodes too).
-    pub fn node_zones(&self, sig: usize) -> u64 {
-        let s = &self.sigs[sig];
-        self.nodes
-            .iter()
-            .filter(|n| {
-                all_match(&s.node_selector, &n.labels)
-                    && (s.terms.is_empty() || s.terms.iter().any(|t| all_match(t, &n.labels)))
-            })
-            .fold(0u64, |a, n| a | (1 << n.zone))
-    }
-
     /// Whether a bucket's pods may be placed on an existing node.
     pub fn fits_node(&self, b: &Bucket, n: &NodeState<'_>) -> bool {
         if !n.usable || b.zones & (1 << n.zone) == 0 || b.cts & ct_bit(n.ct) == 0 {
@@ -1385,18 +1084,6 @@ impl<'a> Prepared<'a> {
             && all_match(&s.node_selector, &n.labels)
             && (s.terms.is_empty() || s.terms.iter().any(|t| all_match(t, &n.labels)))
     }
-}
-
-/// A pod's required anti-affinity terms on the zone.
-fn zone_anti_affinity(p: &Pod) -> impl Iterator<Item = &PodAffinityTerm> {
-    p.pod_anti_affinity.iter().filter(|t| t.topology_key == labels::ZONE)
-}
-
-fn existing_match_zone<'n>(t: &PodAffinityTerm, p: &Pod, nodes: &'n [crate::model::Node]) -> Option<&'n str> {
-    nodes
-        .iter()
-        .find(|n| n.pods.iter().any(|q| t.selects(&p.namespace, &q.namespace, &q.labels)))
-        .map(|n| n.zone.as_str())
 }
 
 fn host_id(
@@ -1429,45 +1116,17 @@ fn host_port_id(index: &mut HashMap<HostPort, u16>, host: &mut Vec<HostConstrain
 
 /// Constraints Nodewright does not model yet are reported rather than silently ignored.
 fn unsupported(p: &Pod) -> Option<String> {
-    if let Some(t) = p.pod_affinity.iter().find(|t| t.topology_key != labels::ZONE) {
+    if let Some(t) = p.pod_affinity.iter().find(|t| t.topology_key == labels::HOSTNAME) {
         return Some(format!(
-            "required pod affinity on topology key {:?} is not supported (only {})",
-            t.topology_key,
-            labels::ZONE
+            "required pod affinity on topology key {:?} is not supported (any other key is)",
+            t.topology_key
         ));
-    }
-    if let Some(t) = p
-        .pod_anti_affinity
-        .iter()
-        .find(|t| t.topology_key != labels::HOSTNAME && t.topology_key != labels::ZONE)
-    {
-        return Some(format!(
-            "required pod anti-affinity on topology key {:?} is not supported (only {} and {})",
-            t.topology_key,
-            labels::HOSTNAME,
-            labels::ZONE
-        ));
-    }
-    if let Some(s) = p
-        .topology_spread
-        .iter()
-        .find(|s| s.min_domains.is_some() && s.topology_key == labels::CAPACITY_TYPE)
-    {
-        return Some(format!(
-            "topology spread on {} with minDomains is not supported (minDomains is honoured on {} and {})",
-            s.topology_key,
-            labels::ZONE,
-            labels::HOSTNAME
-        ));
-    }
-    if let Some(s) = p.topology_spread.iter().find(|s| {
-        s.when_unsatisfiable == WhenUnsatisfiable::DoNotSchedule
-            && ![labels::ZONE, labels::HOSTNAME, labels::CAPACITY_TYPE].contains(&s.topology_key.as_str())
-    }) {
-        return Some(format!("topology spread on key {:?} is not supported", s.topology_key));
     }
     None
 }
+
+/// The hostname constraints a pod counts for, and those it carries with their per-node limits.
+type HostMembership = (Vec<u16>, Vec<(u16, u32)>);
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct SigKey {

@@ -111,6 +111,8 @@ fn pod_strategy() -> impl Gen<Value = Pod> {
                         when_unsatisfiable: crate::model::WhenUnsatisfiable::DoNotSchedule,
                         selector: sel("spread"),
                         min_domains: None,
+                        node_affinity_policy: Default::default(),
+                        node_taints_policy: crate::model::NodeInclusionPolicy::Ignore,
                     });
                 }
                 2 => {
@@ -129,6 +131,8 @@ fn pod_strategy() -> impl Gen<Value = Pod> {
                         when_unsatisfiable: crate::model::WhenUnsatisfiable::DoNotSchedule,
                         selector: sel("host-spread"),
                         min_domains: None,
+                        node_affinity_policy: Default::default(),
+                        node_taints_policy: crate::model::NodeInclusionPolicy::Ignore,
                     });
                 }
                 _ => {}
@@ -487,6 +491,8 @@ fn single_zone_spread_pod_is_pinned() {
             match_expressions: vec![],
         },
         min_domains: None,
+        node_affinity_policy: Default::default(),
+        node_taints_policy: crate::model::NodeInclusionPolicy::Ignore,
     });
     let pods = vec![p];
     let pools = vec![NodePool::new("pool-a").with_requirement(Requirement::new(
