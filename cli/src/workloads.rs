@@ -55,6 +55,7 @@ pub fn diverse(n: usize, seed: u64) -> Vec<Pod> {
                         topology_key: labels::ZONE.into(),
                         selector: selector("my-affininity", label_value(&mut rng)),
                         namespaces: Vec::new(),
+                        all_namespaces: false,
                     });
                 }
                 4 => {
@@ -63,6 +64,7 @@ pub fn diverse(n: usize, seed: u64) -> Vec<Pod> {
                         topology_key: labels::HOSTNAME.into(),
                         selector: selector("app", "nginx"),
                         namespaces: Vec::new(),
+                        all_namespaces: false,
                     });
                 }
                 _ => p = p.with_label("my-label", label_value(&mut rng)),

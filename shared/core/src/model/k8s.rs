@@ -108,13 +108,26 @@ fn pod_from_spec(meta: &meta::ObjectMeta, spec: &core::PodSpec, path: &str) -> R
             }
         }
         if let Some(pa) = &aff.pod_affinity {
-            for t in pa.required_during_scheduling_ignored_during_execution.iter().flatten() {
-                pod.pod_affinity.push(affinity_term(t));
+            for (i, t) in pa
+                .required_during_scheduling_ignored_during_execution
+                .iter()
+                .flatten()
+                .enumerate()
+            {
+                let p = format!("{path}.spec.affinity.podAffinity.requiredDuringSchedulingIgnoredDuringExecution[{i}]");
+                pod.pod_affinity.push(affinity_term(t, &p)?);
             }
         }
         if let Some(pa) = &aff.pod_anti_affinity {
-            for t in pa.required_during_scheduling_ignored_during_execution.iter().flatten() {
-                pod.pod_anti_affinity.push(affinity_term(t));
+            for (i, t) in pa
+                .required_during_scheduling_ignored_during_execution
+                .iter()
+                .flatten()
+                .enumerate()
+            {
+                let p =
+                    format!("{path}.spec.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[{i}]");
+                pod.pod_anti_affinity.push(affinity_term(t, &p)?);
             }
         }
     }
@@ -329,12 +342,31 @@ fn label_operator(op: &str) -> Option<Operator> {
     })
 }
 
-fn affinity_term(t: &core::PodAffinityTerm) -> PodAffinityTerm {
-    PodAffinityTerm {
+/// A pod (anti-)affinity term. An empty `namespaceSelector` selects every namespace; one that
+/// selects by labels is refused, naming the field: Nodewright does not read Namespace objects,
+/// so it cannot tell which namespaces carry the labels.
+fn affinity_term(t: &core::PodAffinityTerm, path: &str) -> Result<PodAffinityTerm> {
+    let all_namespaces = match &t.namespace_selector {
+        None => false,
+        Some(sel)
+            if sel.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
+                && sel.match_expressions.as_ref().is_none_or(Vec::is_empty) =>
+        {
+            true
+        }
+        Some(_) => {
+            return Err(Error::invalid(
+                format!("{path}.namespaceSelector"),
+                "a selector on namespace labels is not supported (Nodewright does not read Namespaces); list them in namespaces, or use {} for all",
+            ));
+        }
+    };
+    Ok(PodAffinityTerm {
         topology_key: t.topology_key.clone(),
         selector: selector_or_nothing(t.label_selector.as_ref()),
         namespaces: t.namespaces.clone().unwrap_or_default(),
-    }
+        all_namespaces,
+    })
 }
 
 /// Whether the scheduler has given up on the pod for now: condition PodScheduled=False with reason
@@ -869,6 +901,34 @@ status:
         assert_eq!(
             compact.topology_spread[0].node_affinity_policy,
             NodeInclusionPolicy::Honor
+        );
+    }
+
+    /// An empty namespaceSelector selects every namespace; one on namespace labels is refused,
+    /// naming the field (Namespaces are not read, so which carry the labels is unknown).
+    #[test]
+    fn namespace_selectors_select_every_namespace_or_are_refused() {
+        let pod = |term: &str| {
+            let v: serde_json::Value = serde_norway::from_str(&format!(
+                "kind: Pod\nmetadata: {{name: web, namespace: shop}}\nspec:\n  containers: [{{name: c, image: x}}]\n  affinity:\n    podAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution: [{term}]\n"
+            ))
+            .unwrap();
+            pods_from_workload_value(&v, "pod").map(|p| p[0].pod_affinity[0].clone())
+        };
+        let s2 = BTreeMap::from([("security".to_string(), "s2".to_string())]);
+        let all = pod("{topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {security: s2}}, namespaceSelector: {}}")
+            .unwrap();
+        assert!(all.selects("shop", "elsewhere", &s2));
+        let own = pod("{topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {security: s2}}}").unwrap();
+        assert!(own.selects("shop", "shop", &s2) && !own.selects("shop", "elsewhere", &s2));
+        let err = pod(
+            "{topologyKey: kubernetes.io/hostname, labelSelector: {}, namespaceSelector: {matchLabels: {team: a}}}",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("podAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].namespaceSelector"),
+            "{err}"
         );
     }
 

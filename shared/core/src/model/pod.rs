@@ -265,12 +265,17 @@ pub struct PodAffinityTerm {
     /// Namespaces the selector applies to; empty means the pod's own namespace.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub namespaces: Vec<String>,
+    /// An empty `namespaceSelector` (`{}`): the selector applies in every namespace.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all_namespaces: bool,
 }
 
 impl PodAffinityTerm {
     /// Whether `other` (in `other_ns`) is selected by this term of a pod in `own_ns`.
     pub fn selects(&self, own_ns: &str, other_ns: &str, other_labels: &BTreeMap<String, String>) -> bool {
-        let ns_ok = if self.namespaces.is_empty() {
+        let ns_ok = if self.all_namespaces {
+            true
+        } else if self.namespaces.is_empty() {
             own_ns == other_ns
         } else {
             self.namespaces.iter().any(|n| n == other_ns)

@@ -260,9 +260,10 @@ fn merge(
 }
 
 /// Whether the exchange pass may touch a claim: no limits (a new type could count differently), no
-/// minValues (fewer types could fit), no accelerators.
+/// minValues (fewer types could fit), no accelerators, no pods that must share their node.
 fn eligible(prep: &Prepared, c: &Claim) -> bool {
     c.reserved.is_none()
+        && !c.joins.iter().any(|(b, _)| prep.buckets[*b].gang.is_some())
         && c.load.accelerators() == 0
         && !prep.pools[c.pool]
             .pool

@@ -29,7 +29,13 @@ pub(super) fn run(mut prep: Prepared, opts: &Options) -> Plan {
             .then(y.memory().cmp(&x.memory()))
             .then(a.cmp(b))
     });
-    let mut claims: Vec<FfdClaim> = Vec::new();
+    let mut claims: Vec<FfdClaim> = super::topology::colocation::place(&mut prep, &[], &mut bindings, &mut failed)
+        .into_iter()
+        .map(|claim| FfdClaim {
+            max_cap: claim.cap.clone(),
+            claim,
+        })
+        .collect();
     let types = prep.input.instance_types;
     for b in order {
         while prep.buckets[b].remaining() > 0 {

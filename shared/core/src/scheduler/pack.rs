@@ -43,8 +43,9 @@ pub(super) struct Claim {
 pub(super) fn run(mut prep: Prepared, opts: &Options) -> Plan {
     let mut bindings = Vec::new();
     place_on_existing(&mut prep, &mut bindings);
-    let mut claims: Vec<Claim> = Vec::new();
     let mut failed: Vec<(usize, String)> = std::mem::take(&mut prep.unschedulable);
+    // Pods that must share a node go first, each group onto its anchor or one claim of its own.
+    let mut claims: Vec<Claim> = super::topology::colocation::place(&mut prep, &[], &mut bindings, &mut failed);
     let mut values = Values::new(&prep);
     let look = Lookups::new(&prep);
 
@@ -65,7 +66,7 @@ pub(super) fn run(mut prep: Prepared, opts: &Options) -> Plan {
     }
     let is_full = |c: &Claim| (0..FIXED).any(|r| c.cap.fixed()[r].saturating_sub(c.load.fixed()[r]) < least[r]);
     // Claims that may still take pods, in the order they were opened.
-    let mut open: Vec<usize> = Vec::new();
+    let mut open: Vec<usize> = (0..claims.len()).collect();
 
     let mut relaxed = false;
     for &b in &order {
@@ -158,7 +159,8 @@ pub(super) fn run(mut prep: Prepared, opts: &Options) -> Plan {
                 .filter(|s| *s <= super::exact::STATES_MAX)
         })
         .is_some();
-    if !opts.exact || !small {
+    // The search does not model pods that must share a node.
+    if !opts.exact || !small || !prep.gangs.is_empty() {
         return greedy;
     }
     exact_plan(prep.input, opts, &greedy).unwrap_or(greedy)
@@ -459,6 +461,10 @@ pub(super) fn place_on_existing(prep: &mut Prepared, bindings: &mut Vec<(usize, 
         return;
     }
     for b in 0..prep.buckets.len() {
+        // Pods that must share a node are placed with their group (`topology::colocation`).
+        if prep.buckets[b].gang.is_some() {
+            continue;
+        }
         // Fullest node first (least free CPU), so spare room concentrates on fewer nodes.
         let mut candidates: Vec<usize> = (0..prep.nodes.len())
             .filter(|n| prep.fits_node(&prep.buckets[b], &prep.nodes[*n]))

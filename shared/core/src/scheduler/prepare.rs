@@ -113,7 +113,8 @@ pub struct Compat {
 /// (DoNotSchedule), required pod anti-affinity on the hostname, and a host port (every pod that
 /// binds it, in any namespace, at most one per node).
 pub struct HostConstraint {
-    pub namespaces: Vec<String>,
+    /// The namespaces it counts pods in; None: every namespace.
+    pub namespaces: Option<Vec<String>>,
     pub selector: crate::model::LabelSelector,
     pub host_port: Option<HostPort>,
 }
@@ -122,7 +123,9 @@ impl HostConstraint {
     fn selects(&self, p: &Pod) -> bool {
         match &self.host_port {
             Some(port) => p.host_ports.contains(port),
-            None => self.namespaces.contains(&p.namespace) && self.selector.matches(&p.labels),
+            None => {
+                self.namespaces.as_ref().is_none_or(|ns| ns.contains(&p.namespace)) && self.selector.matches(&p.labels)
+            }
         }
     }
 }
@@ -241,6 +244,8 @@ pub struct Bucket {
     pub carries: Vec<(u16, u32)>,
     /// At most this many of the bucket's pods fit on one node because of its own constraints.
     pub per_node: u64,
+    /// The gang (pods that must share a node: hostname pod affinity) its pods belong to.
+    pub gang: Option<usize>,
 }
 
 impl Bucket {
@@ -295,6 +300,8 @@ pub struct Prepared<'a> {
     /// Available offerings per instance type: (price, capacity-type bit, zone index). Shared with
     /// the templates it came from.
     pub offers: Arc<Vec<Vec<(f64, u8, usize)>>>,
+    /// Groups of pods that must share a node (required pod affinity on the hostname).
+    pub gangs: Vec<super::topology::colocation::Gang>,
 }
 
 fn selector_reqs(sel: &BTreeMap<String, String>) -> Vec<Requirement> {
@@ -583,16 +590,10 @@ impl<'a> Prepared<'a> {
             unschedulable: Vec::new(),
             base_sig: pod_sig.clone(),
             pod_sig,
+            gangs: Vec::new(),
         };
 
-        // Pods whose constraints we do not model are reported, not guessed at.
         let mut skip = vec![false; input.pods.len()];
-        for (i, p) in input.pods.iter().enumerate() {
-            if let Some(why) = unsupported(p) {
-                prep.unschedulable.push((i, why));
-                skip[i] = true;
-            }
-        }
 
         // Eligible zones of each pod: where some type that fits it is offered, over every pool it is
         // compatible with.
@@ -608,7 +609,7 @@ impl<'a> Prepared<'a> {
         prep.eligible = eligible_zones;
 
         // Hostname constraints and per-pod membership.
-        let mut host_index: HashMap<(Vec<String>, String), u16> = HashMap::new();
+        let mut host_index: HashMap<(Option<Vec<String>>, String), u16> = HashMap::new();
         let mut host_port_index: HashMap<HostPort, u16> = HashMap::new();
         let mut carries_of: Vec<Vec<(u16, Option<u32>)>> = vec![Vec::new(); input.pods.len()];
         let all_pods: Vec<&Pod> = input
@@ -620,16 +621,23 @@ impl<'a> Prepared<'a> {
             let mut list = Vec::new();
             for s in &p.topology_spread {
                 if s.topology_key == labels::HOSTNAME && s.when_unsatisfiable == WhenUnsatisfiable::DoNotSchedule {
-                    let c = host_id(&mut host_index, &mut prep.host, vec![p.namespace.clone()], &s.selector);
+                    let c = host_id(
+                        &mut host_index,
+                        &mut prep.host,
+                        Some(vec![p.namespace.clone()]),
+                        &s.selector,
+                    );
                     list.push((c, Some(s.max_skew)));
                 }
             }
             for t in &p.pod_anti_affinity {
                 if t.topology_key == labels::HOSTNAME {
-                    let ns = if t.namespaces.is_empty() {
-                        vec![p.namespace.clone()]
+                    let ns = if t.all_namespaces {
+                        None
+                    } else if t.namespaces.is_empty() {
+                        Some(vec![p.namespace.clone()])
                     } else {
-                        t.namespaces.clone()
+                        Some(t.namespaces.clone())
                     };
                     let c = host_id(&mut host_index, &mut prep.host, ns, &t.selector);
                     // An anti-affinity carrier allows no other matching pod; itself counts when it matches.
@@ -738,6 +746,9 @@ impl<'a> Prepared<'a> {
 
         // Topology: pods pinned to domains of every key they spread or (anti-)affine on.
         let (pin_zone, pin_ct) = super::topology::pin(&mut prep, &mut skip);
+        let (gang_of, gangs, failed) = super::topology::colocation::gangs(&prep, &mut skip);
+        prep.gangs = gangs;
+        prep.unschedulable.extend(failed);
 
         // Buckets.
         let all_zones = if zones.len() >= 64 {
@@ -756,6 +767,7 @@ impl<'a> Prepared<'a> {
                 req: p.requests.clone(),
                 zone: pin_zone[i],
                 ct: pin_ct[i],
+                gang: gang_of[i],
                 members: members.clone(),
                 carries: carries.clone(),
             };
@@ -778,6 +790,7 @@ impl<'a> Prepared<'a> {
                     members,
                     carries,
                     per_node,
+                    gang: gang_of[i],
                 });
             }
             prep.buckets[b].pods.push(i);
@@ -1087,9 +1100,9 @@ impl<'a> Prepared<'a> {
 }
 
 fn host_id(
-    index: &mut HashMap<(Vec<String>, String), u16>,
+    index: &mut HashMap<(Option<Vec<String>>, String), u16>,
     host: &mut Vec<HostConstraint>,
-    namespaces: Vec<String>,
+    namespaces: Option<Vec<String>>,
     selector: &crate::model::LabelSelector,
 ) -> u16 {
     let key = (namespaces.clone(), serde_json::to_string(selector).unwrap_or_default());
@@ -1106,23 +1119,12 @@ fn host_id(
 fn host_port_id(index: &mut HashMap<HostPort, u16>, host: &mut Vec<HostConstraint>, port: &HostPort) -> u16 {
     *index.entry(port.clone()).or_insert_with(|| {
         host.push(HostConstraint {
-            namespaces: Vec::new(),
+            namespaces: Some(Vec::new()),
             selector: crate::model::LabelSelector::default(),
             host_port: Some(port.clone()),
         });
         (host.len() - 1) as u16
     })
-}
-
-/// Constraints Nodewright does not model yet are reported rather than silently ignored.
-fn unsupported(p: &Pod) -> Option<String> {
-    if let Some(t) = p.pod_affinity.iter().find(|t| t.topology_key == labels::HOSTNAME) {
-        return Some(format!(
-            "required pod affinity on topology key {:?} is not supported (any other key is)",
-            t.topology_key
-        ));
-    }
-    None
 }
 
 /// The hostname constraints a pod counts for, and those it carries with their per-node limits.
@@ -1155,6 +1157,7 @@ struct BucketKey {
     req: Resources,
     zone: Option<usize>,
     ct: Option<CapacityType>,
+    gang: Option<usize>,
     members: Vec<u16>,
     carries: Vec<(u16, u32)>,
 }

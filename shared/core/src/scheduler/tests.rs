@@ -121,6 +121,7 @@ fn pod_strategy() -> impl Gen<Value = Pod> {
                         topology_key: labels::HOSTNAME.into(),
                         selector: sel("solo"),
                         namespaces: vec![],
+                        all_namespaces: false,
                     });
                 }
                 3 => {
@@ -549,6 +550,7 @@ fn exchanges_shrink_claims_the_greedy_left_unbalanced() {
                         match_expressions: vec![],
                     },
                     namespaces: vec![],
+                    all_namespaces: false,
                 });
                 p
             } else {

@@ -16,6 +16,7 @@
 //! in-flight and existing pods.
 
 pub mod affinity;
+pub mod colocation;
 pub mod spread;
 
 use std::collections::HashMap;
