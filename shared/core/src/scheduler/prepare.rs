@@ -746,9 +746,10 @@ impl<'a> Prepared<'a> {
 
         // Topology: pods pinned to domains of every key they spread or (anti-)affine on.
         let (pin_zone, pin_ct) = super::topology::pin(&mut prep, &mut skip);
-        let (gang_of, gangs, failed) = super::topology::colocation::gangs(&prep, &mut skip);
-        prep.gangs = gangs;
-        prep.unschedulable.extend(failed);
+        let gangs = super::topology::colocation::gangs(&prep, &mut skip);
+        let gang_of = gangs.of;
+        prep.gangs = gangs.gangs;
+        prep.unschedulable.extend(gangs.failed);
 
         // Buckets.
         let all_zones = if zones.len() >= 64 {

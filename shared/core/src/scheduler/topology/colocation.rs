@@ -29,13 +29,25 @@ fn hostname_terms(p: &Pod) -> impl Iterator<Item = &PodAffinityTerm> {
     p.pod_affinity.iter().filter(|t| t.topology_key == labels::HOSTNAME)
 }
 
-/// Each pending pod's gang (None: not linked by hostname affinity), the gangs, and the pods
-/// whose hostname affinity no pod, pending or running, can meet.
-pub fn gangs(prep: &Prepared, skip: &mut [bool]) -> (Vec<Option<usize>>, Vec<Gang>, Vec<(usize, String)>) {
+/// The gangs of a batch.
+pub struct Gangs {
+    /// Each pending pod's gang (None: not linked by hostname affinity).
+    pub of: Vec<Option<usize>>,
+    pub gangs: Vec<Gang>,
+    /// Pods whose hostname affinity no pod, pending or running, can meet, with the reason.
+    pub failed: Vec<(usize, String)>,
+}
+
+/// Groups the pending pods linked by hostname affinity; marks in `skip` those that cannot be met.
+pub fn gangs(prep: &Prepared, skip: &mut [bool]) -> Gangs {
     let pods = prep.input.pods;
     let mut failed = Vec::new();
     if !pods.iter().any(|p| hostname_terms(p).next().is_some()) {
-        return (vec![None; pods.len()], Vec::new(), failed);
+        return Gangs {
+            of: vec![None; pods.len()],
+            gangs: Vec::new(),
+            failed,
+        };
     }
     // Classes of pods with identical namespace and labels; union-find over classes.
     let mut class_of: HashMap<(&str, &BTreeMap<String, String>), usize> = HashMap::new();
@@ -125,7 +137,11 @@ pub fn gangs(prep: &Prepared, skip: &mut [bool]) -> (Vec<Option<usize>>, Vec<Gan
             gang.anchored = true;
         }
     }
-    (gang_of, out, failed)
+    Gangs {
+        of: gang_of,
+        gangs: out,
+        failed,
+    }
 }
 
 /// Places every gang before the packer runs: onto its anchor nodes, or onto one new claim of the
