@@ -19,7 +19,8 @@ use crate::labels;
 use crate::model::Node;
 use crate::model::pod::{
     Effect, HostPort, LabelSelector, NodeInclusionPolicy, OwnerRef, Pod, PodAffinityTerm, PreferredTerm,
-    SpreadConstraint, Taint, Toleration, TolerationOperator, WhenUnsatisfiable, add_host_ports,
+    SpreadConstraint, Taint, Toleration, TolerationOperator, WeightedPodAffinityTerm, WhenUnsatisfiable,
+    add_host_ports,
 };
 use crate::requirements::{Operator, Requirement};
 use crate::resources::{Resource, Resources};
@@ -117,6 +118,19 @@ fn pod_from_spec(meta: &meta::ObjectMeta, spec: &core::PodSpec, path: &str) -> R
                 let p = format!("{path}.spec.affinity.podAffinity.requiredDuringSchedulingIgnoredDuringExecution[{i}]");
                 pod.pod_affinity.push(affinity_term(t, &p)?);
             }
+            for (i, t) in pa
+                .preferred_during_scheduling_ignored_during_execution
+                .iter()
+                .flatten()
+                .enumerate()
+            {
+                let p =
+                    format!("{path}.spec.affinity.podAffinity.preferredDuringSchedulingIgnoredDuringExecution[{i}]");
+                pod.preferred_pod_affinity.push(WeightedPodAffinityTerm {
+                    weight: t.weight,
+                    pod_affinity_term: affinity_term(&t.pod_affinity_term, &format!("{p}.podAffinityTerm"))?,
+                });
+            }
         }
         if let Some(pa) = &aff.pod_anti_affinity {
             for (i, t) in pa
@@ -128,6 +142,20 @@ fn pod_from_spec(meta: &meta::ObjectMeta, spec: &core::PodSpec, path: &str) -> R
                 let p =
                     format!("{path}.spec.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[{i}]");
                 pod.pod_anti_affinity.push(affinity_term(t, &p)?);
+            }
+            for (i, t) in pa
+                .preferred_during_scheduling_ignored_during_execution
+                .iter()
+                .flatten()
+                .enumerate()
+            {
+                let p = format!(
+                    "{path}.spec.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution[{i}]"
+                );
+                pod.preferred_pod_anti_affinity.push(WeightedPodAffinityTerm {
+                    weight: t.weight,
+                    pod_affinity_term: affinity_term(&t.pod_affinity_term, &format!("{p}.podAffinityTerm"))?,
+                });
             }
         }
     }

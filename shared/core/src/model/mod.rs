@@ -19,5 +19,6 @@ pub use load::{MAX_INPUT_BYTES, PodFile, documents, load_nodes, load_pods};
 pub use node::{Node, NodeLabels};
 pub use pod::{
     Effect, HostPort, LabelSelector, NodeInclusionPolicy, OwnerRef, Pod, PodAffinityTerm, PreferredTerm,
-    SpreadConstraint, Taint, Toleration, TolerationOperator, WhenUnsatisfiable, add_host_ports, first_untolerated,
+    SpreadConstraint, Taint, Toleration, TolerationOperator, WeightedPodAffinityTerm, WhenUnsatisfiable,
+    add_host_ports, first_untolerated,
 };

@@ -284,6 +284,14 @@ impl PodAffinityTerm {
     }
 }
 
+/// A weighted preferred pod (anti-)affinity term, in the shape of a Pod spec's.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WeightedPodAffinityTerm {
+    pub weight: i32,
+    pub pod_affinity_term: PodAffinityTerm,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct OwnerRef {
     pub kind: String,
@@ -328,6 +336,13 @@ pub struct Pod {
     /// Required pod anti-affinity terms.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pod_anti_affinity: Vec<PodAffinityTerm>,
+    /// Preferred pod affinity terms: held as required until they cannot be met, then given up
+    /// heaviest first (Karpenter's relaxation).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub preferred_pod_affinity: Vec<WeightedPodAffinityTerm>,
+    /// Preferred pod anti-affinity terms, relaxed likewise after the affinity ones.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub preferred_pod_anti_affinity: Vec<WeightedPodAffinityTerm>,
     /// Ports its containers bind on the node: one pod per node for each.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub host_ports: Vec<HostPort>,

@@ -14,6 +14,7 @@ mod exchange;
 mod ffd;
 pub mod lower_bound;
 mod pack;
+mod preferred;
 mod prepare;
 mod topology;
 mod typeset;
@@ -165,7 +166,7 @@ pub struct Unschedulable {
 pub struct Relaxed {
     pub pod: String,
     pub name: String,
-    /// The plan's claim id (`claim-N`).
+    /// The plan's claim id (`claim-N`), or the existing node the pod is bound to.
     pub claim: String,
     pub relaxations: Vec<String>,
 }
@@ -240,6 +241,17 @@ pub fn schedule(input: &Input<'_>, options: &Options) -> Plan {
 
 /// [`schedule`], reusing what `templates` precomputed for the same pools, types and daemonsets.
 pub fn schedule_with<'a>(input: &'a Input<'a>, options: &Options, templates: Option<&prepare::Templates<'a>>) -> Plan {
+    if preferred::any(input.pods) {
+        // Planned more than once, on pods rewritten each round (the templates' cache is keyed
+        // by the input's own pods, so it is not used: the plans are the same without it).
+        return preferred::plan(input, |round| {
+            let prepared = prepare::Prepared::new_with(round, None);
+            match options.strategy {
+                Strategy::CostAware => pack::run(prepared, options),
+                Strategy::FirstFitDecreasing => ffd::run(prepared, options),
+            }
+        });
+    }
     let prepared = prepare::Prepared::new_with(input, templates);
     match options.strategy {
         Strategy::CostAware => pack::run(prepared, options),

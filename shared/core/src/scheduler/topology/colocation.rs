@@ -49,20 +49,24 @@ pub fn gangs(prep: &Prepared, skip: &mut [bool]) -> Gangs {
             failed,
         };
     }
-    // Classes of pods with identical namespace and labels; union-find over classes.
+    // Classes of pods with identical namespace and labels (a term selects a whole class), each
+    // with its pending pods in order.
     let mut class_of: HashMap<(&str, &BTreeMap<String, String>), usize> = HashMap::new();
-    let mut class_rep: Vec<usize> = Vec::new();
-    let pod_class: Vec<usize> = pods
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            *class_of.entry((p.namespace.as_str(), &p.labels)).or_insert_with(|| {
-                class_rep.push(i);
-                class_rep.len() - 1
-            })
-        })
-        .collect();
-    let mut parent: Vec<usize> = (0..class_rep.len()).collect();
+    let mut class_pods: Vec<Vec<usize>> = Vec::new();
+    for (i, p) in pods.iter().enumerate() {
+        if skip[i] {
+            continue;
+        }
+        let c = *class_of.entry((p.namespace.as_str(), &p.labels)).or_insert_with(|| {
+            class_pods.push(Vec::new());
+            class_pods.len() - 1
+        });
+        class_pods[c].push(i);
+    }
+    // Union-find over pods: a carrier joins the first other pending pod its term selects (it
+    // needs one such pod on its node, not all of them; carriers of a self-affine group all pick
+    // the same first pod, and so share one node).
+    let mut parent: Vec<usize> = (0..pods.len()).collect();
     fn find(parent: &mut [usize], mut x: usize) -> usize {
         while parent[x] != x {
             parent[x] = parent[parent[x]];
@@ -70,26 +74,22 @@ pub fn gangs(prep: &Prepared, skip: &mut [bool]) -> Gangs {
         }
         x
     }
-    let mut involved = vec![false; class_rep.len()];
-    // Per class: the existing nodes its terms allow (None: no term selects a running pod).
-    let mut anchors: Vec<Option<Vec<usize>>> = vec![None; class_rep.len()];
+    let mut involved = vec![false; pods.len()];
+    // Per carrier: the existing nodes its terms allow (None: no term selects a running pod).
+    let mut anchors: Vec<Option<Vec<usize>>> = vec![None; pods.len()];
     for (i, p) in pods.iter().enumerate() {
         if skip[i] {
             continue;
         }
         for t in hostname_terms(p) {
-            let c = pod_class[i];
-            involved[c] = true;
-            let mut matched = false;
-            for (k, rep) in class_rep.iter().enumerate() {
-                let q = &pods[*rep];
-                if !skip[*rep] && t.selects(&p.namespace, &q.namespace, &q.labels) {
-                    matched = true;
-                    involved[k] = true;
-                    let (a, b) = (find(&mut parent, c), find(&mut parent, k));
-                    parent[a] = b;
-                }
-            }
+            let first = class_pods
+                .iter()
+                .filter(|members| {
+                    let q = &pods[members[0]];
+                    t.selects(&p.namespace, &q.namespace, &q.labels)
+                })
+                .flat_map(|members| members.iter().copied())
+                .find(|&j| j != i);
             let running: Vec<usize> = prep
                 .input
                 .nodes
@@ -98,12 +98,22 @@ pub fn gangs(prep: &Prepared, skip: &mut [bool]) -> Gangs {
                 .filter(|(_, n)| n.pods.iter().any(|q| t.selects(&p.namespace, &q.namespace, &q.labels)))
                 .map(|(n, _)| n)
                 .collect();
+            let selects_itself = t.selects(&p.namespace, &p.namespace, &p.labels);
             if !running.is_empty() {
-                anchors[c] = Some(match anchors[c].take() {
+                involved[i] = true;
+                anchors[i] = Some(match anchors[i].take() {
                     None => running,
                     Some(have) => have.into_iter().filter(|n| running.contains(n)).collect(),
                 });
-            } else if !matched {
+            } else if let Some(j) = first {
+                involved[i] = true;
+                involved[j] = true;
+                let (a, b) = (find(&mut parent, i), find(&mut parent, j));
+                parent[a] = b;
+            } else if selects_itself {
+                // The first pod of a self-affine group may go anywhere (Kubernetes admits it).
+                involved[i] = true;
+            } else {
                 skip[i] = true;
                 failed.push((
                     i,
@@ -117,17 +127,16 @@ pub fn gangs(prep: &Prepared, skip: &mut [bool]) -> Gangs {
     let mut out: Vec<Gang> = Vec::new();
     let mut gang_of = vec![None; pods.len()];
     for i in 0..pods.len() {
-        let c = pod_class[i];
-        if !involved[c] || skip[i] {
+        if !involved[i] || skip[i] {
             continue;
         }
-        let root = find(&mut parent, c);
+        let root = find(&mut parent, i);
         let g = *gang_of_root.entry(root).or_insert_with(|| {
             out.push(Gang::default());
             out.len() - 1
         });
         gang_of[i] = Some(g);
-        if let Some(a) = &anchors[c] {
+        if let Some(a) = &anchors[i] {
             let gang = &mut out[g];
             gang.anchors = if gang.anchored {
                 gang.anchors.iter().copied().filter(|n| a.contains(n)).collect()
