@@ -14,19 +14,13 @@ fn terms<'p>(p: &'p Pod, dom: &Domains, anti: bool) -> impl Iterator<Item = &'p 
     list.iter().filter(move |t| t.topology_key == key)
 }
 
-/// The domain of the first existing node running a pod that term `t` of pod `p` selects.
-fn running_match(prep: &Prepared, dom: &Domains, t: &PodAffinityTerm, p: &Pod) -> Option<Option<usize>> {
-    prep.input
-        .nodes
-        .iter()
-        .position(|n| n.pods.iter().any(|q| t.selects(&p.namespace, &q.namespace, &q.labels)))
-        .map(|n| dom.of_node(prep, n))
-}
-
-/// Required pod affinity: every pod linked by such a term (the carrier and the pods its term
-/// selects, transitively) lands in one domain. A running pod the term selects fixes the domain;
-/// a term no pod matches, pending or running, cannot be met (Kubernetes lets the first pod of a
-/// group in only when it matches its own term; a term without a selector matches none).
+/// Required pod affinity: a carrier lands in a domain holding a pod its term selects. Running
+/// pods the term selects, in domains the carrier may use, fix the domain; otherwise the carrier
+/// is linked (union-find) with the first pending pod its term selects that shares an eligible
+/// domain with it, and each linked group is pinned to one domain they all may use. A pod whose
+/// term selects itself may start a group of its own where none of the others can follow
+/// (Kubernetes admits the first pod of such a group anywhere). A term no pod matches, pending or
+/// running, cannot be met (a term without a selector matches none).
 pub fn pin_affinity(
     prep: &Prepared,
     dom: &Domains,
@@ -40,20 +34,20 @@ pub fn pin_affinity(
         return failed;
     }
     let what = dom.key.describe();
-    // Classes of pods with identical namespace and labels; union-find over classes.
+    // Classes of pods with identical namespace and labels (a term selects a whole class).
     let mut class_of: HashMap<(&str, &BTreeMap<String, String>), usize> = HashMap::new();
-    let mut class_rep: Vec<usize> = Vec::new();
-    let pod_class: Vec<usize> = pods
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            *class_of.entry((p.namespace.as_str(), &p.labels)).or_insert_with(|| {
-                class_rep.push(i);
-                class_rep.len() - 1
-            })
-        })
-        .collect();
-    let mut parent: Vec<usize> = (0..class_rep.len()).collect();
+    let mut class_pods: Vec<Vec<usize>> = Vec::new();
+    for (i, p) in pods.iter().enumerate() {
+        if skip[i] {
+            continue;
+        }
+        let c = *class_of.entry((p.namespace.as_str(), &p.labels)).or_insert_with(|| {
+            class_pods.push(Vec::new());
+            class_pods.len() - 1
+        });
+        class_pods[c].push(i);
+    }
+    let mut parent: Vec<usize> = (0..pods.len()).collect();
     fn find(parent: &mut [usize], mut x: usize) -> usize {
         while parent[x] != x {
             parent[x] = parent[parent[x]];
@@ -61,71 +55,80 @@ pub fn pin_affinity(
         }
         x
     }
-    let mut involved = vec![false; class_rep.len()];
-    let mut existing: Vec<Option<usize>> = vec![None; class_rep.len()];
-    let mut unmatched = vec![false; pods.len()];
+    let mut involved = vec![false; pods.len()];
+    // Per carrier: the domains running pods its terms select leave it (None: no such pod).
+    let mut anchored: Vec<Option<Mask>> = vec![None; pods.len()];
     for (i, p) in pods.iter().enumerate() {
+        if skip[i] {
+            continue;
+        }
         for t in terms(p, dom, false) {
-            involved[pod_class[i]] = true;
-            let mut matched = false;
-            for (c, rep) in class_rep.iter().enumerate() {
-                let q = &pods[*rep];
-                if t.selects(&p.namespace, &q.namespace, &q.labels) {
-                    matched = true;
-                    involved[c] = true;
-                    let (a, b) = (find(&mut parent, pod_class[i]), find(&mut parent, c));
-                    parent[a] = b;
+            let mut running = Mask::default();
+            for (n, node) in prep.input.nodes.iter().enumerate() {
+                if node
+                    .pods
+                    .iter()
+                    .any(|q| t.selects(&p.namespace, &q.namespace, &q.labels))
+                    && let Some(d) = dom.of_node(prep, n)
+                {
+                    running.set(d);
                 }
             }
-            let running = running_match(prep, dom, t, p);
-            if let Some(Some(d)) = running {
-                existing[pod_class[i]] = Some(d);
-            }
-            if !matched && running.is_none() {
-                unmatched[i] = true;
+            let running = running.and(&eligible[i]);
+            let selected = || {
+                class_pods
+                    .iter()
+                    .filter(|members| {
+                        let q = &pods[members[0]];
+                        t.selects(&p.namespace, &q.namespace, &q.labels)
+                    })
+                    .flat_map(|members| members.iter().copied())
+                    .filter(|&j| j != i)
+            };
+            let partner = selected().find(|&j| !eligible[i].and(&eligible[j]).is_empty());
+            if !running.is_empty() {
+                involved[i] = true;
+                anchored[i] = Some(match anchored[i].take() {
+                    None => running,
+                    Some(m) => m.and(&running),
+                });
+            } else if let Some(j) = partner {
+                involved[i] = true;
+                involved[j] = true;
+                let (a, b) = (find(&mut parent, i), find(&mut parent, j));
+                parent[a] = b;
+            } else if t.selects(&p.namespace, &p.namespace, &p.labels) {
+                involved[i] = true;
+            } else {
+                skip[i] = true;
+                let reason = if selected().next().is_none() {
+                    "no pod, pending or running, matches its selector"
+                } else {
+                    "no pod it selects can run in a domain it may use"
+                };
+                failed.push((i, format!("required pod affinity on {what} cannot be met: {reason}")));
             }
         }
     }
-    for (i, none) in unmatched.iter().enumerate() {
-        if *none && !skip[i] {
-            skip[i] = true;
-            failed.push((
-                i,
-                format!(
-                    "required pod affinity on {what} cannot be met: no pod, pending or running, matches its selector"
-                ),
-            ));
-        }
-    }
-    let mut comp_domain: BTreeMap<usize, Option<usize>> = BTreeMap::new();
-    let mut comp_eligible: BTreeMap<usize, Option<Mask>> = BTreeMap::new();
+    // Each linked group's domains: what every member may use (and its anchors allow).
+    let mut group: HashMap<usize, Mask> = HashMap::new();
     for i in 0..pods.len() {
-        let c = pod_class[i];
-        if !involved[c] || skip[i] {
+        if !involved[i] || skip[i] {
             continue;
         }
-        let root = find(&mut parent, c);
-        let e = comp_eligible.entry(root).or_insert(None);
-        *e = Some(match e.take() {
+        let root = find(&mut parent, i);
+        let mine = match &anchored[i] {
+            Some(a) => a.and(&eligible[i]),
             None => eligible[i].clone(),
-            Some(m) => m.and(&eligible[i]),
-        });
-        if let Some(d) = existing[c] {
-            comp_domain.insert(root, Some(d));
-        }
-    }
-    for (root, mask) in &comp_eligible {
-        comp_domain
-            .entry(*root)
-            .or_insert_with(|| mask.as_ref().and_then(Mask::first));
+        };
+        group.entry(root).and_modify(|m| *m = m.and(&mine)).or_insert(mine);
     }
     for i in 0..pods.len() {
-        let c = pod_class[i];
-        if !involved[c] || skip[i] {
+        if !involved[i] || skip[i] {
             continue;
         }
-        let root = find(&mut parent, c);
-        match comp_domain.get(&root).copied().flatten() {
+        let root = find(&mut parent, i);
+        match group.get(&root).and_then(Mask::first) {
             Some(d) if eligible[i].has(d) => pin[i] = Some(d),
             _ => {
                 skip[i] = true;
