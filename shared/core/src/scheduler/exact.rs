@@ -14,7 +14,7 @@
 //! The work is bounded: batches over [`STATES_MAX`] states or [`WORK_MAX`] steps are left to the
 //! relaxation and the greedy.
 
-use super::pack::best_price;
+use super::claim::best_price;
 use super::prepare::Prepared;
 use super::typeset::TypeSet;
 use crate::resources::Resources;

@@ -15,33 +15,11 @@
 
 use std::collections::BTreeMap;
 
-use super::pack::{Claim, Lookups};
+use super::claim::Claim;
+use super::pack::Lookups;
 use super::prepare::{HostCounts, Prepared};
+use super::tuning::{ABSORB_IDLE, GROW_TARGETS, MAX_PASSES, MERGE_MAX_GROUP, MERGE_PARTNERS, PARTNERS, TARGETS};
 use crate::resources::{FIXED, Resources};
-
-/// Passes over all claims; later passes find what earlier trades made possible.
-const MAX_PASSES: usize = 2;
-
-/// Cheaper types tried per claim: the ones needing the least to be moved out.
-const TARGETS: usize = 3;
-
-/// Partners a pod may go to, most room first: the scan stops there (it bounds the pass's time on
-/// catalogues where most claims have some room).
-const PARTNERS: usize = 256;
-
-/// A claim absorbs pods from others only when at least this share of its CPU or memory is idle.
-const ABSORB_IDLE: f64 = 0.35;
-
-/// Claims a merging claim's pods may go to (the first of its group).
-const MERGE_PARTNERS: usize = 64;
-
-/// Groups above this many claims are not merged: large batches take their node mix from the
-/// relaxed optimum, where the merge found nothing on the benchmark workloads and cost 10-25 % of
-/// the 20k-pod time; small ones, where the greedy's first choice decides the plan, are merged.
-const MERGE_MAX_GROUP: usize = 200;
-
-/// Larger types tried for an absorbing claim (the cheapest ones above its own).
-const GROW_TARGETS: usize = 2;
 
 /// Claims of one pool, zones and capacity types: the only ones that trade with each other.
 type Group = (usize, u64, u8);
@@ -632,7 +610,7 @@ mod tests {
     use crate::model::Pod;
     use crate::nodepool::NodePool;
     use crate::scheduler::Input;
-    use crate::scheduler::pack::{join, new_claim};
+    use crate::scheduler::claim::{join, new_claim};
 
     /// New pods only: no nodes, no daemonsets.
     fn batch<'a>(pods: &'a [Pod], pools: &'a [NodePool], types: &'a [InstanceType]) -> Input<'a> {

@@ -5,7 +5,8 @@
 //! while at least one does; the claim launches as the cheapest type left. Limits count the largest
 //! type a claim may become.
 
-use super::pack::{Claim, apply_limits, finish, headroom, place_on_existing};
+use super::claim::{Claim, apply_limits, headroom, place_on_existing};
+use super::finish::finish;
 use super::prepare::{HostCounts, Prepared};
 
 use super::{Options, Plan};

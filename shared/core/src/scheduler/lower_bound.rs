@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use microlp::{ComparisonOp, OptimizationDirection, Problem};
 
 use super::Input;
-use super::pack::best_price;
+use super::claim::best_price;
 use super::prepare::Prepared;
 use crate::resources::{FIXED, Resources};
 

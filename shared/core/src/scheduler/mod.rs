@@ -9,14 +9,19 @@
 //! for the benchmarks. Both share constraint handling and produce the same [`Plan`] shape, and both
 //! are deterministic: the same input gives the same plan.
 
+mod claim;
 mod exact;
 mod exchange;
 mod ffd;
+mod finish;
 pub mod lower_bound;
 mod pack;
+mod pools;
 mod preferred;
 mod prepare;
+mod signature;
 mod topology;
+mod tuning;
 mod typeset;
 
 use std::collections::BTreeMap;

@@ -12,7 +12,7 @@ use crate::labels;
 use crate::model::{Pod, PodAffinityTerm};
 use crate::resources::Resources;
 
-use super::super::pack::{Claim, apply_limits, best_price, headroom, new_claim};
+use super::super::claim::{Claim, apply_limits, best_price, headroom, join, new_claim};
 use super::super::prepare::Prepared;
 
 /// Pods that must share a node.
@@ -187,7 +187,7 @@ pub(in crate::scheduler) fn place(
                     continue;
                 };
                 for &b in &members {
-                    super::super::pack::join(prep, &mut claim, b, u64::MAX);
+                    join(prep, &mut claim, b, u64::MAX);
                 }
                 for &b in &members {
                     prep.buckets[b].fail_rest(

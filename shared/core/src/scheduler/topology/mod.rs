@@ -17,6 +17,7 @@
 
 pub mod affinity;
 pub mod colocation;
+pub mod hostname;
 pub mod spread;
 
 use std::collections::HashMap;

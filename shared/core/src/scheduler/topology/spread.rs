@@ -3,7 +3,7 @@
 
 use crate::model::{LabelSelector, NodeInclusionPolicy, Pod, SpreadConstraint, WhenUnsatisfiable};
 
-use super::super::pack::Claim;
+use super::super::claim::Claim;
 use super::super::prepare::{Prepared, matching_on};
 use super::{Domains, Key, Mask};
 

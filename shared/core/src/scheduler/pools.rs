@@ -1,0 +1,366 @@
+//! Pools resolved against the instance types: each pool's types, zones, capacity types, labels,
+//! daemonset overhead and allocatable (`PoolView`), the offerings by zone index, and the
+//! templates that keep all of it between batches with the same pools, types and daemonsets.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::catalogue::{CapacityType, InstanceType};
+use crate::labels;
+use crate::model::{HostPort, Pod, first_untolerated};
+use crate::nodepool::NodePool;
+use crate::requirements::{LabelSource, Layered, Operator, Requirement, all_match};
+use crate::resources::{Resource, Resources};
+
+use super::Input;
+use super::signature::{PoolCompat, SigKey};
+use super::typeset::TypeSet;
+
+/// Capacity-type bit masks.
+pub fn ct_bit(ct: CapacityType) -> u8 {
+    match ct {
+        CapacityType::Reserved => 1,
+        CapacityType::Spot => 2,
+        CapacityType::OnDemand => 4,
+    }
+}
+
+pub(in crate::scheduler) fn ct_rank(bit: u8) -> u8 {
+    bit
+}
+
+pub(in crate::scheduler) fn ct_from_bit(bit: u8) -> CapacityType {
+    match bit {
+        1 => CapacityType::Reserved,
+        2 => CapacityType::Spot,
+        _ => CapacityType::OnDemand,
+    }
+}
+
+pub fn cts_of(mask: u8) -> Vec<CapacityType> {
+    CapacityType::ALL
+        .into_iter()
+        .filter(|c| mask & ct_bit(*c) != 0)
+        .collect()
+}
+
+/// A pool, resolved against the instance types.
+#[derive(Clone)]
+pub struct PoolView<'a> {
+    pub pool: &'a NodePool,
+    /// Types matching the pool's requirements with at least one allowed offering.
+    pub types: TypeSet,
+    pub zones: u64,
+    pub cts: u8,
+    /// Labels nodes of this pool carry beyond their type's (pool labels, single-valued custom
+    /// requirements, the nodepool name).
+    /// Shared (not copied) by every preparation made from the same templates.
+    pub labels: Arc<BTreeMap<String, String>>,
+    /// Daemonset overhead per instance type index (types outside the pool: zero); shared likewise.
+    pub ds_overhead: Arc<Vec<Resources>>,
+    /// Allocatable per instance type index on this pool's nodes, where its EC2NodeClass makes it
+    /// differ from the catalogue's (`NodePool::node_overhead`); read through [`PoolView::allocatable`].
+    pub allocatable: Option<Arc<Vec<Resources>>>,
+    /// Host ports the daemonsets that run on the pool's nodes bind, with the daemonset's name: a
+    /// pod asking for one cannot run on a new node of the pool.
+    pub ds_host_ports: Arc<Vec<(HostPort, String)>>,
+    /// Capacity already used by the pool's nodes (for limits).
+    pub used: Resources,
+    pub used_nodes: u64,
+}
+
+impl PoolView<'_> {
+    /// Allocatable of type `t` on this pool's nodes: the class's kubelet settings and volumes
+    /// applied, before daemonsets.
+    #[inline]
+    pub fn allocatable<'t>(&'t self, types: &'t [InstanceType], t: usize) -> &'t Resources {
+        match &self.allocatable {
+            Some(a) => &a[t],
+            None => &types[t].allocatable,
+        }
+    }
+}
+
+/// The sorted zone names of `types`' offerings and of `nodes` (at most 64: zones are bit masks).
+pub(in crate::scheduler) fn zone_names<'n>(types: &'n [InstanceType], nodes: &'n [crate::model::Node]) -> Vec<&'n str> {
+    // A region has a handful of zones: a linear set of borrowed names beats sorting thousands of
+    // cloned strings (this runs for every scheduling call).
+    let mut zone_names: Vec<&str> = Vec::new();
+    for z in types
+        .iter()
+        .flat_map(|t| t.offerings.iter().map(|o| o.zone.as_str()))
+        .chain(nodes.iter().map(|n| n.zone.as_str()))
+    {
+        if !zone_names.contains(&z) {
+            zone_names.push(z);
+        }
+    }
+    zone_names.sort_unstable();
+    zone_names.truncate(64);
+    zone_names
+}
+
+/// Offerings by zone index: every later check is integer masks.
+pub(in crate::scheduler) fn offers_of(types: &[InstanceType], zones: &[String]) -> Vec<Vec<(f64, u8, usize)>> {
+    let zone_idx = |z: &str| zones.iter().position(|x| x == z);
+    types
+        .iter()
+        .map(|t| {
+            t.offerings
+                .iter()
+                .filter(|o| o.available)
+                .filter_map(|o| zone_idx(&o.zone).map(|z| (o.price, ct_bit(o.capacity_type), z)))
+                .collect::<Vec<_>>()
+        })
+        .map(|mut offers| {
+            // Best first, so `best_offer` is the first that matches.
+            offers.sort_by(offer_order);
+            offers
+        })
+        .collect()
+}
+
+/// Offers cheapest first; ties by capacity type (reserved, spot, on-demand), then zone.
+pub(in crate::scheduler) fn offer_order(a: &(f64, u8, usize), b: &(f64, u8, usize)) -> std::cmp::Ordering {
+    a.0.total_cmp(&b.0)
+        .then(ct_rank(a.1).cmp(&ct_rank(b.1)))
+        .then(a.2.cmp(&b.2))
+}
+
+/// Pool views, highest weight first, with nothing used yet.
+pub(in crate::scheduler) fn pool_views<'a>(
+    pools: &'a [NodePool],
+    types: &[InstanceType],
+    zones: &[String],
+    offers: &[Vec<(f64, u8, usize)>],
+    daemonsets: &[Pod],
+) -> Vec<PoolView<'a>> {
+    let mut pool_refs: Vec<&NodePool> = pools.iter().collect();
+    pool_refs.sort_by(|a, b| b.weight.cmp(&a.weight).then(a.name.cmp(&b.name)));
+    pool_refs
+        .into_iter()
+        .map(|p| pool_view(p, types, zones, offers, daemonsets))
+        .collect()
+}
+
+/// What preparation derives from the instance types alone: zone names, offerings by zone index
+/// and types by name. Build it once per catalogue and hand it to every plan (the consolidation
+/// function plans every minute over the same catalogue).
+#[derive(Clone)]
+pub struct TypeIndex {
+    /// Address and length of the slice it was built from: an index is only used for that slice.
+    source: (usize, usize),
+    pub(in crate::scheduler) zones: Vec<String>,
+    pub(in crate::scheduler) offers: Arc<Vec<Vec<(f64, u8, usize)>>>,
+    pub(in crate::scheduler) by_name: HashMap<String, usize>,
+}
+
+/// Instance types by name; the first of a name wins, as a linear search would find it.
+pub(in crate::scheduler) fn index_by_name(types: &[InstanceType]) -> HashMap<&str, usize> {
+    let mut index = HashMap::with_capacity(types.len());
+    for (i, t) in types.iter().enumerate() {
+        index.entry(t.name.as_str()).or_insert(i);
+    }
+    index
+}
+
+impl std::fmt::Debug for TypeIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TypeIndex")
+            .field("types", &self.source.1)
+            .field("zones", &self.zones)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TypeIndex {
+    pub fn new(types: &[InstanceType]) -> Self {
+        let zones: Vec<String> = zone_names(types, &[]).iter().map(|z| (*z).to_string()).collect();
+        let offers = Arc::new(offers_of(types, &zones));
+        let by_name = index_by_name(types)
+            .into_iter()
+            .map(|(name, i)| (name.to_string(), i))
+            .collect();
+        TypeIndex {
+            source: (types.as_ptr() as usize, types.len()),
+            zones,
+            offers,
+            by_name,
+        }
+    }
+
+    /// The position of the type named `name` in the slice the index was built from.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+
+    /// Whether this index was built from `types` (the same slice, still borrowed by the caller, so
+    /// unchanged).
+    pub fn built_from(&self, types: &[InstanceType]) -> bool {
+        self.source == (types.as_ptr() as usize, types.len())
+    }
+}
+
+/// What preparation derives from the pools, instance types and daemonsets alone, for reuse by
+/// many scheduling calls over the same ones (the disruption planner asks the scheduler dozens of
+/// times per plan with only the pods and nodes changed). Matching every pool's requirements against
+/// the catalogue is most of a preparation's cost.
+pub struct Templates<'a> {
+    types: &'a [InstanceType],
+    pools: &'a [NodePool],
+    daemonsets: &'a [Pod],
+    pub(in crate::scheduler) index: Cow<'a, TypeIndex>,
+    pub(in crate::scheduler) views: Vec<PoolView<'a>>,
+    /// Each signature's compatibility with the pools, as first computed: it depends on nothing
+    /// but the signature and the templates, and a cluster has few signatures.
+    pub(in crate::scheduler) compat: RefCell<HashMap<SigKey, PoolCompat>>,
+}
+
+impl<'a> Templates<'a> {
+    pub fn new(types: &'a [InstanceType], pools: &'a [NodePool], daemonsets: &'a [Pod]) -> Self {
+        Self::with_index(types, None, pools, daemonsets)
+    }
+
+    /// [`Templates::new`], reusing `index` when it was built from `types`.
+    pub fn with_index(
+        types: &'a [InstanceType],
+        index: Option<&'a TypeIndex>,
+        pools: &'a [NodePool],
+        daemonsets: &'a [Pod],
+    ) -> Self {
+        let index = match index.filter(|i| i.built_from(types)) {
+            Some(i) => Cow::Borrowed(i),
+            None => Cow::Owned(TypeIndex::new(types)),
+        };
+        let views = pool_views(pools, types, &index.zones, &index.offers, daemonsets);
+        Templates {
+            types,
+            pools,
+            daemonsets,
+            index,
+            views,
+            compat: RefCell::default(),
+        }
+    }
+
+    /// Whether these templates were built from exactly `input`'s pools, types and daemonsets
+    /// (the same slices: borrowed for 'a, so they cannot have changed), and `input`'s nodes add no
+    /// zone the offerings lack (then the zones are the same too).
+    pub(in crate::scheduler) fn fits(&self, input: &Input<'_>) -> bool {
+        std::ptr::eq(self.types, input.instance_types)
+            && std::ptr::eq(self.pools, input.pools)
+            && std::ptr::eq(self.daemonsets, input.daemonsets)
+            && self.index.zones.len() < 64
+            && input.nodes.iter().all(|n| self.index.zones.contains(&n.zone))
+    }
+}
+
+pub(in crate::scheduler) fn pool_view<'a>(
+    p: &'a NodePool,
+    types: &[InstanceType],
+    zones: &[String],
+    offers: &[Vec<(f64, u8, usize)>],
+    daemonsets: &[Pod],
+) -> PoolView<'a> {
+    // What registration writes on every node of the pool (crate::registration).
+    let labels_out = crate::registration::pool_labels(p);
+    // A template label on a well-known key constrains the pool as a requirement `In [value]`
+    // would (Karpenter adds the template labels to the NodePool's requirements): a label
+    // `topology.kubernetes.io/zone: us-east-1a` leaves the pool that one zone.
+    let label_reqs: Vec<Requirement> = p
+        .labels
+        .iter()
+        .filter(|(k, _)| labels::is_well_known(k))
+        .map(|(k, v)| Requirement::new(k, Operator::In, &[v.as_str()]))
+        .collect();
+    let reqs: Vec<&Requirement> = p.requirements.iter().chain(&label_reqs).collect();
+    // Capacity types: Karpenter's default is on-demand when the pool does not say.
+    let ct_reqs: Vec<&Requirement> = reqs
+        .iter()
+        .copied()
+        .filter(|r| r.key == labels::CAPACITY_TYPE)
+        .collect();
+    let cts = if ct_reqs.is_empty() {
+        ct_bit(CapacityType::OnDemand)
+    } else {
+        CapacityType::ALL
+            .into_iter()
+            .filter(|c| ct_reqs.iter().all(|r| r.matches(Some(c.as_str()))))
+            .fold(0, |a, c| a | ct_bit(c))
+    };
+    let zone_mask = zones
+        .iter()
+        .enumerate()
+        .filter(|(_, z)| {
+            reqs.iter()
+                .filter(|r| r.key == labels::ZONE)
+                .all(|r| r.matches(Some(z)))
+        })
+        .fold(0u64, |a, (i, _)| a | (1 << i));
+    let type_reqs: Vec<&Requirement> = reqs
+        .iter()
+        .copied()
+        .filter(|r| labels::INSTANCE_TYPE_KEYS.contains(&r.key.as_str()) || r.key == labels::REGION)
+        .collect();
+    let mut set = TypeSet::empty(types.len());
+    let mut ds_overhead = vec![Resources::new(); types.len()];
+    let mut allocatable = p.node_overhead.as_ref().map(|_| vec![Resources::new(); types.len()]);
+    let mut ds_host_ports: Vec<(HostPort, String)> = Vec::new();
+    let mut zones_used = 0u64;
+    for (i, t) in types.iter().enumerate() {
+        if !type_reqs.iter().all(|r| r.matches(t.labels.label(&r.key))) {
+            continue;
+        }
+        if !offers[i]
+            .iter()
+            .any(|&(_, c, z)| cts & c != 0 && zone_mask & (1 << z) != 0)
+        {
+            continue;
+        }
+        set.insert(i);
+        if let (Some(a), Some(cfg)) = (allocatable.as_mut(), &p.node_overhead) {
+            a[i] = t.resources_under(cfg).1;
+        }
+        for &(_, c, z) in &offers[i] {
+            if cts & c != 0 {
+                zones_used |= 1 << z;
+            }
+        }
+        let node_labels = Layered(&labels_out, &t.labels);
+        for ds in daemonsets {
+            if first_untolerated(&ds.tolerations, &p.taints).is_some() {
+                continue;
+            }
+            let sel_ok = ds
+                .node_selector
+                .iter()
+                .all(|(k, v)| node_labels.label(k) == Some(v.as_str()));
+            let aff_ok =
+                ds.node_affinity.is_empty() || ds.node_affinity.iter().any(|term| all_match(term, &node_labels));
+            if sel_ok && aff_ok {
+                let mut r = ds.requests.clone();
+                r.set(Resource::Pods, 1);
+                ds_overhead[i].add(&r);
+                for port in &ds.host_ports {
+                    if !ds_host_ports.iter().any(|(p, _)| p == port) {
+                        ds_host_ports.push((port.clone(), format!("{}/{}", ds.namespace, ds.name)));
+                    }
+                }
+            }
+        }
+    }
+    PoolView {
+        pool: p,
+        types: set,
+        zones: zone_mask & zones_used,
+        cts,
+        labels: Arc::new(labels_out),
+        ds_overhead: Arc::new(ds_overhead),
+        allocatable: allocatable.map(Arc::new),
+        ds_host_ports: Arc::new(ds_host_ports),
+        used: Resources::new(),
+        used_nodes: 0,
+    }
+}
