@@ -4,7 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::BlockDevice;
-use super::parse::Ctx;
+use super::diagnostics::Ctx;
 use crate::resources::Resources;
 
 const EBS_FIELDS: &[&str] = &[

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::KubeletConfig;
-use super::parse::Ctx;
+use super::diagnostics::Ctx;
 use crate::catalogue::Threshold;
 use crate::quantity::{Scale, parse_quantity};
 

@@ -6,7 +6,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::parse::Ctx;
+use super::diagnostics::Ctx;
 
 pub(super) fn provisioner_to_nodepool(ctx: &mut Ctx, m: &Map<String, Value>) -> Option<Value> {
     ctx.warn(

@@ -3,10 +3,15 @@
 //! (converted with warnings), and Nodewright's `AutoScalingPool` extension for pools backed by an
 //! existing Auto Scaling group.
 
+mod asg;
 mod block_devices;
+mod diagnostics;
+mod disruption_spec;
 mod duration;
+mod fields;
 mod kubelet;
 mod legacy;
+mod nodeclass;
 pub mod objects;
 mod parse;
 
