@@ -300,6 +300,9 @@ fn check(mut s: Scenario) -> Result<(), String> {
         }
     }
     for c in &plan.claims {
+        if c.pods.is_empty() {
+            return Err(format!("{} holds no pod: it would launch a node for nothing", c.id));
+        }
         for o in &c.instance_types {
             let label = |key: &str| option_label(c, o, &types, key);
             for r in &e.every_option {

@@ -17,6 +17,9 @@ pub(super) fn finish(
     opts: &Options,
 ) -> Plan {
     super::topology::spread::enforce(prep, &mut claims, &mut bindings, &mut failed);
+    // Claims the exchange pass or the skew check emptied launch nothing.
+    claims.retain(|c| !c.pods.is_empty());
+
     let pods = prep.input.pods;
     let types = prep.input.instance_types;
     let mut plan = Plan::default();

@@ -173,6 +173,10 @@ fn check_plan(input: &Input, plan: &Plan) -> Result<(), String> {
     if seen.len() != input.pods.len() {
         return Err(format!("{} pods in, {} accounted for", input.pods.len(), seen.len()));
     }
+    // A claim launches a node: one that holds no pod is money for nothing.
+    if let Some(c) = plan.claims.iter().find(|c| c.pods.is_empty()) {
+        return Err(format!("{} holds no pod", c.id));
+    }
     let types: BTreeMap<&str, &InstanceType> = input.instance_types.iter().map(|t| (t.name.as_str(), t)).collect();
     let mut pool_usage: BTreeMap<&str, Resources> = BTreeMap::new();
     for c in &plan.claims {
