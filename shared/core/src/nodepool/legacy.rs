@@ -172,19 +172,36 @@ fn provisioner_defaults(ctx: &mut Ctx, requirements: &mut Vec<Value>) {
     }
 }
 
-/// The v1 alias for a v1beta1 / v1alpha1 `amiFamily`, or why there is none.
-fn family_alias(family: &str) -> Result<&'static str, String> {
+/// The v1 alias for a v1beta1 / v1alpha1 `amiFamily`, or why there is none. `None` is the old
+/// APIs' default, AL2: a family the user never chose and Nodewright cannot launch (it writes no
+/// bootstrap.sh user data), so it becomes AL2023 with a warning. A family the user did write is
+/// honoured or refused, never swapped.
+fn family_alias(ctx: &mut Ctx, family: Option<&str>) -> Result<&'static str, String> {
+    let Some(family) = family else {
+        ctx.warn(
+            "spec.amiFamily",
+            "not set: the old default was AL2, which Nodewright does not launch (AL2 boots from bootstrap.sh and is end of life for EKS); converted to alias al2023@latest (nodeadm)",
+        );
+        return Ok("al2023@latest");
+    };
     match family {
         "AL2023" => Ok("al2023@latest"),
         "Bottlerocket" => Ok("bottlerocket@latest"),
-        "AL2" => Ok("al2@latest"),
-        "Windows2019" => Ok("windows2019@latest"),
-        "Windows2022" => Ok("windows2022@latest"),
-        "Ubuntu" => Err(
-            "Ubuntu has no v1 alias (Karpenter v1 dropped it): give amiSelectorTerms and amiFamily: AL2023 or Custom"
+        "AL2" => Err(
+            "AL2 nodes boot with bootstrap.sh user data, which Nodewright does not write (and AL2 is end of life for EKS); use AL2023 (nodeadm) or Bottlerocket"
                 .into(),
         ),
-        "Custom" => Err("a Custom family needs amiSelectorTerms".into()),
+        "Windows2019" | "Windows2022" => Err(format!(
+            "{family}: Windows nodes are not supported (Nodewright writes nodeadm and Bottlerocket user data only); use AL2023 or Bottlerocket"
+        )),
+        "Ubuntu" => Err(
+            "Ubuntu has no v1 alias (Karpenter v1 dropped it) and Nodewright launches AL2023 and Bottlerocket only"
+                .into(),
+        ),
+        "Custom" => Err(
+            "amiFamily Custom (user data used as given) is not supported: use AL2023 or Bottlerocket; your userData is merged ahead of Nodewright's"
+                .into(),
+        ),
         other => Err(format!(
             "{other:?} is not an AMI family (AL2023, Bottlerocket, AL2, Windows2019, Windows2022, Custom)"
         )),
@@ -263,19 +280,17 @@ pub(super) fn v1beta1_nodeclass(ctx: &mut Ctx, m: &Map<String, Value>) -> Option
         .and_then(Value::as_array)
         .is_some_and(|a| !a.is_empty());
     if !has_terms {
-        let family = spec
-            .get("amiFamily")
-            .and_then(Value::as_str)
-            .unwrap_or("AL2")
-            .to_string();
-        match family_alias(&family) {
+        let family = spec.get("amiFamily").and_then(Value::as_str).map(str::to_string);
+        match family_alias(ctx, family.as_deref()) {
             Ok(alias) => {
                 spec.remove("amiFamily");
                 spec.insert("amiSelectorTerms".into(), json!([{"alias": alias}]));
-                ctx.warn(
-                    "spec.amiFamily",
-                    format!("amiFamily {family} converted to amiSelectorTerms alias {alias}"),
-                );
+                if let Some(family) = family {
+                    ctx.warn(
+                        "spec.amiFamily",
+                        format!("amiFamily {family} converted to amiSelectorTerms alias {alias}"),
+                    );
+                }
             }
             Err(e) => {
                 ctx.err("spec.amiFamily", e);
@@ -315,27 +330,42 @@ pub(super) fn node_template_to_nodeclass(ctx: &mut Ctx, m: &Map<String, Value>) 
             _ => json!([]),
         }
     };
-    let family = spec.get("amiFamily").and_then(Value::as_str).unwrap_or("AL2");
-    let ami_terms = match spec.get("amiSelector") {
-        Some(sel) => terms(Some(sel)),
-        None => match family_alias(family) {
-            Ok(alias) => {
+    let family = spec.get("amiFamily").and_then(Value::as_str);
+    let alias = match family_alias(ctx, family) {
+        Ok(alias) => alias,
+        Err(e) => {
+            ctx.err("spec.amiFamily", e);
+            return None;
+        }
+    };
+    // With an amiSelector the family still says how the node boots, so v1 keeps it as amiFamily.
+    let (ami_terms, ami_family) = match spec.get("amiSelector") {
+        Some(sel) => {
+            let v1_family = if alias.starts_with("bottlerocket") {
+                "Bottlerocket"
+            } else {
+                "AL2023"
+            };
+            (terms(Some(sel)), Some(v1_family))
+        }
+        None => {
+            if let Some(family) = family {
                 ctx.warn(
                     "spec.amiFamily",
                     format!("amiFamily {family} converted to amiSelectorTerms alias {alias}"),
                 );
-                json!([{"alias": alias}])
             }
-            Err(e) => {
-                ctx.err("spec.amiFamily", e);
-                return None;
-            }
-        },
+            (json!([{"alias": alias}]), None)
+        }
     };
-    if spec.get("userData").is_some() && family != "AL2023" {
+    let bootstrap_sh = spec
+        .get("userData")
+        .and_then(Value::as_str)
+        .is_some_and(|u| u.contains("bootstrap.sh"));
+    if bootstrap_sh {
         ctx.warn(
             "spec.userData",
-            "bootstrap.sh user data is for AL2; AL2023 nodes use nodeadm (review before use)",
+            "calls bootstrap.sh, which exists only on AL2: on AL2023 and Bottlerocket nodes the script fails and the node joins through nodeadm / Bottlerocket settings without it; drop it or move its settings to the EC2NodeClass's kubelet",
         );
     }
     let mut out = json!({
@@ -343,6 +373,9 @@ pub(super) fn node_template_to_nodeclass(ctx: &mut Ctx, m: &Map<String, Value>) 
         "subnetSelectorTerms": terms(spec.get("subnetSelector")),
         "securityGroupSelectorTerms": terms(spec.get("securityGroupSelector")),
     });
+    if let Some(f) = ami_family {
+        out["amiFamily"] = json!(f);
+    }
     for (from, to) in [
         ("instanceProfile", "instanceProfile"),
         ("userData", "userData"),

@@ -29,19 +29,36 @@ pub(super) fn selector_terms(ctx: &mut Ctx, items: &[Value], path: &str, allowed
         }
         if let Some(a) = &t.alias {
             let family = a.split('@').next().unwrap_or("");
-            if !["al2023", "al2", "bottlerocket", "windows2019", "windows2022"].contains(&family) {
-                ctx.err(
+            match unlaunchable_family(family) {
+                Some(why) => ctx.err(&format!("{p}.alias"), format!("{a:?}: {why}")),
+                None if !["al2023", "bottlerocket"].contains(&family) => ctx.err(
                     &format!("{p}.alias"),
                     format!("{a:?}: unknown AMI family (expected al2023@…, bottlerocket@…)"),
-                );
-            }
-            if family == "al2" {
-                ctx.warn(&format!("{p}.alias"), "AL2 is end of life for EKS; prefer al2023");
+                ),
+                None => {}
             }
         }
         out.push(t);
     }
     out
+}
+
+/// Why nodes of an AMI family Karpenter knows cannot be launched here (None: they can, or the
+/// family is unknown). Refused at validation, so a copied Karpenter class fails where the user
+/// reads it, not at the first launch.
+fn unlaunchable_family(family: &str) -> Option<&'static str> {
+    match family.to_ascii_lowercase().as_str() {
+        "al2" => Some(
+            "AL2 nodes boot with bootstrap.sh user data, which Nodewright does not write (and AL2 is end of life for EKS); use al2023@latest (nodeadm) or bottlerocket@latest",
+        ),
+        f if f.starts_with("windows") => Some(
+            "Windows nodes are not supported: Nodewright writes nodeadm (AL2023) and Bottlerocket user data only; use al2023@latest or bottlerocket@latest",
+        ),
+        "custom" => Some(
+            "amiFamily Custom (user data used as given) is not supported: Nodewright adds the pool's labels, taints and kubelet settings to nodeadm or Bottlerocket user data; use AL2023 or Bottlerocket and put your own settings in userData, which is merged ahead of ours",
+        ),
+        _ => None,
+    }
 }
 
 pub(super) fn parse_nodeclass(ctx: &mut Ctx, m: &Map<String, Value>) -> Option<Ec2NodeClass> {
@@ -80,6 +97,16 @@ pub(super) fn parse_nodeclass(ctx: &mut Ctx, m: &Map<String, Value>) -> Option<E
         http_tokens_required: true,
         ..Default::default()
     };
+    if let Some(f) = &c.ami_family {
+        match unlaunchable_family(f) {
+            Some(why) => ctx.err("spec.amiFamily", format!("{f}: {why}")),
+            None if !["al2023", "bottlerocket"].contains(&f.to_ascii_lowercase().as_str()) => ctx.err(
+                "spec.amiFamily",
+                format!("{f:?}: unknown AMI family (AL2023 or Bottlerocket)"),
+            ),
+            None => {}
+        }
+    }
     let ami = ctx.array(spec, "amiSelectorTerms", "spec");
     c.ami_selector_terms = selector_terms(
         ctx,

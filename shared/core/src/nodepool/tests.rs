@@ -837,7 +837,7 @@ apiVersion: karpenter.k8s.aws/v1alpha1
 kind: AWSNodeTemplate
 metadata: {name: win}
 spec:
-  amiFamily: Windows2022
+  amiFamily: Bottlerocket
   subnetSelector: {karpenter.sh/discovery: demo}
   securityGroupSelector: {karpenter.sh/discovery: demo}
   instanceProfile: KarpenterNodeInstanceProfile
@@ -865,7 +865,40 @@ spec:
     );
     assert_eq!(
         config.node_classes[0].ami_selector_terms[0].alias.as_deref(),
-        Some("windows2022@latest"),
+        Some("bottlerocket@latest"),
         "not al2@latest"
     );
+
+    // The old default (no amiFamily) was AL2, which is not launched here: AL2023, said aloud.
+    let bare = text.replace("  amiFamily: Bottlerocket\n", "");
+    let (config, d) = Config::parse(&bare, "old.yaml");
+    let config = config.unwrap_or_else(|| panic!("{:?}", d.errors));
+    assert_eq!(
+        config.node_classes[0].ami_selector_terms[0].alias.as_deref(),
+        Some("al2023@latest")
+    );
+    assert!(
+        d.warnings
+            .iter()
+            .any(|w| w.contains("spec.amiFamily: not set: the old default was AL2")),
+        "{:?}",
+        d.warnings
+    );
+    // A family the user wrote is honoured or refused, never swapped.
+    for (family, says) in [
+        ("AL2", "bootstrap.sh"),
+        ("Windows2022", "Windows nodes are not supported"),
+        ("Custom", "Custom (user data used as given) is not supported"),
+    ] {
+        let text = text.replace("amiFamily: Bottlerocket", &format!("amiFamily: {family}"));
+        let (config, d) = Config::parse(&text, "old.yaml");
+        assert!(config.is_none(), "{family}");
+        assert!(
+            d.errors
+                .iter()
+                .any(|e| e.contains("AWSNodeTemplate win: spec.amiFamily") && e.contains(says)),
+            "{family}: {:?}",
+            d.errors
+        );
+    }
 }
