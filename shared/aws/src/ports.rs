@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use crate::capacity::{
     AsgPool, ClusterEndpoint, Fleet, InstanceProfiles, InstanceSummary, LaunchOffering, LaunchOutcome, LaunchRequest,
-    LaunchTemplateSpec, NodeClassResolution, PriceBook,
+    LaunchTemplateSpec, NodeClassResolution, PriceBook, Variant,
 };
 use crate::state::{
     ClaimRecord, ClaimUpdate, EventStart, Holder, PoolUsage, StateStore, TransitionOutcome, UnavailableOffering,
@@ -232,12 +232,13 @@ impl AwsCapacity {
         Ok(id)
     }
 
-    fn arch_of(&self, instance_type: &str) -> String {
-        self.instance_types
-            .get(instance_type)
-            .and_then(|t| t.labels.get(labels::ARCH))
-            .cloned()
-            .unwrap_or_else(|| "amd64".into())
+    /// The architecture and image variant an instance type boots.
+    fn image_key(&self, instance_type: &str) -> (String, Variant) {
+        let Some(t) = self.instance_types.get(instance_type) else {
+            return ("amd64".into(), Variant::Standard);
+        };
+        let arch = t.labels.get(labels::ARCH).cloned().unwrap_or_else(|| "amd64".into());
+        (arch, Variant::of(&t.labels))
     }
 }
 
@@ -256,17 +257,29 @@ impl Capacity for AwsCapacity {
                 )
             })?;
         let resolution = self.resolution(class).await?;
-        // One launch template per request: the architecture of the cheapest offering.
-        let first = launch
-            .offerings
-            .first()
-            .ok_or_else(|| Error::invalid("offerings", format!("claim {} has no offerings", launch.claim_id)))?;
-        let arch = self.arch_of(&first.name);
+        // One launch template per request: the image of the cheapest offering that has one (its
+        // architecture, and for an alias its GPU / Neuron variant); offerings booting another
+        // image wait for another request, as Karpenter leaves types no image boots unlaunched.
+        let image_of = |name: &str| {
+            let (arch, variant) = self.image_key(name);
+            resolution.image(&arch, variant).cloned().map(|id| (arch, variant, id))
+        };
+        let (arch, variant, image) = launch.offerings.iter().find_map(|o| image_of(&o.name)).ok_or_else(|| {
+            Error::invalid(
+                format!("EC2NodeClass {}: spec.amiSelectorTerms", class.name),
+                format!(
+                    "no image boots any instance type of claim {} (first: {})",
+                    launch.claim_id,
+                    launch.offerings.first().map_or("none", |o| o.name.as_str())
+                ),
+            )
+        })?;
         let profile = self.instance_profile(class).await?;
         let spec = LaunchTemplateSpec::new(
             class,
             &resolution,
             &arch,
+            variant,
             &self.endpoint,
             &registration::boot_labels(&launch.pool),
             &registration::boot_taints(&launch.pool),
@@ -276,7 +289,7 @@ impl Capacity for AwsCapacity {
         let offerings: Vec<LaunchOffering> = launch
             .offerings
             .iter()
-            .filter(|o| self.arch_of(&o.name) == arch)
+            .filter(|o| image_of(&o.name).is_some_and(|(_, _, id)| id == image))
             .filter_map(|o| {
                 let subnet = resolution.subnets.iter().find(|(_, zone)| *zone == o.zone)?;
                 Some(LaunchOffering {

@@ -8,10 +8,10 @@ mod support;
 
 use std::collections::BTreeMap;
 
-use aws_sdk_ec2::types::Tag;
+use aws_sdk_ec2::types::{Filter, Tag};
 use nodewright_aws::capacity::{
     AsgPool, ClusterEndpoint, Fleet, LaunchOffering, LaunchRequest, LaunchTemplateSpec, TAG_CLAIM, TAG_CLUSTER,
-    TAG_MANAGED_BY, TAG_POOL,
+    TAG_MANAGED_BY, TAG_POOL, Variant,
 };
 use nodewright_core::CapacityType;
 use nodewright_core::nodepool::{BlockDevice, Ec2NodeClass, SelectorTerm};
@@ -190,6 +190,7 @@ async fn launch_template_from_a_node_class_is_created_once_and_reused() {
         &class,
         &resolved,
         "amd64",
+        Variant::Standard,
         &endpoint,
         &labels,
         &[],
@@ -242,6 +243,7 @@ async fn launch_template_from_a_node_class_is_created_once_and_reused() {
         &keyed,
         &resolved,
         "amd64",
+        Variant::Standard,
         &endpoint,
         &labels,
         &[],
@@ -283,6 +285,7 @@ async fn launch_template_from_a_node_class_is_created_once_and_reused() {
         &class,
         &resolved,
         "amd64",
+        Variant::Standard,
         &endpoint,
         &BTreeMap::new(),
         &[],
@@ -297,7 +300,17 @@ async fn launch_template_from_a_node_class_is_created_once_and_reused() {
     let err = fleet.resolve_node_class(&broken, None, None).await.unwrap_err();
     assert!(err.to_string().contains("subnetSelectorTerms"), "{err}");
     // No image for the architecture asked for names the field.
-    let err = LaunchTemplateSpec::new(&class, &resolved, "arm64", &endpoint, &labels, &[], None).unwrap_err();
+    let err = LaunchTemplateSpec::new(
+        &class,
+        &resolved,
+        "arm64",
+        Variant::Standard,
+        &endpoint,
+        &labels,
+        &[],
+        None,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("amiSelectorTerms"), "{err}");
 
     // An ssmParameter term resolves through SSM (moto), then DescribeImages.
@@ -331,6 +344,227 @@ async fn launch_template_from_a_node_class_is_created_once_and_reused() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("NODEWRIGHT_KUBERNETES_VERSION"), "{err}");
+}
+
+/// An AL2 class (amiFamily AL2, as Karpenter's `al2-custom-ami.yaml` example writes it): the
+/// template EC2 stores boots a node through bootstrap.sh with the pool's labels, taints and the
+/// class's kubelet settings, read back from moto by the kubelet emulator.
+#[tokio::test]
+async fn an_al2_template_boots_its_node_through_bootstrap_sh() {
+    let clients = support::clients().await;
+    let cluster = support::unique("al2-cluster");
+    let fleet = Fleet::new(clients.ec2.clone(), &cluster);
+    let (ami, subnets) = ec2_support::ami_and_subnets(&clients.ec2).await;
+    let vpc = clients.ec2.describe_vpcs().send().await.unwrap().vpcs()[0]
+        .vpc_id()
+        .unwrap()
+        .to_string();
+    let sg = clients
+        .ec2
+        .create_security_group()
+        .group_name(support::unique("al2-nodes"))
+        .description("nodes")
+        .vpc_id(vpc)
+        .send()
+        .await
+        .unwrap()
+        .group_id()
+        .unwrap()
+        .to_string();
+    let by_id = |id: &str| SelectorTerm {
+        id: Some(id.to_string()),
+        ..SelectorTerm::default()
+    };
+    let mut class = Ec2NodeClass {
+        name: "al2".into(),
+        ami_family: Some("AL2".into()),
+        ami_selector_terms: vec![by_id(&ami)],
+        subnet_selector_terms: vec![by_id(&subnets[0].0)],
+        security_group_selector_terms: vec![by_id(&sg)],
+        instance_profile: Some("KarpenterNodeInstanceProfile".into()),
+        http_tokens_required: true,
+        user_data: Some("#!/bin/bash\necho 'before the node joins'\n".into()),
+        ..Ec2NodeClass::default()
+    };
+    class.kubelet.max_pods = Some(42);
+    class.kubelet.system_reserved = BTreeMap::from([("memory".to_string(), "300Mi".to_string())]);
+    let resolved = fleet.resolve_node_class(&class, None, None).await.unwrap();
+    let endpoint = ClusterEndpoint {
+        name: cluster.clone(),
+        endpoint: "https://ABC.gr7.us-east-1.eks.amazonaws.com".into(),
+        certificate_authority: "LS0tLS1CRUdJTg==".into(),
+        service_cidr: Some("10.100.0.0/16".into()),
+    };
+    let labels = BTreeMap::from([
+        ("karpenter.sh/nodepool".to_string(), "legacy".to_string()),
+        ("team".to_string(), "batch".to_string()),
+    ]);
+    let taints = nodewright_core::registration::boot_taints(&nodewright_core::NodePool::new("legacy"));
+    let spec = LaunchTemplateSpec::new(
+        &class,
+        &resolved,
+        "amd64",
+        Variant::Standard,
+        &endpoint,
+        &labels,
+        &taints,
+        class.instance_profile.clone(),
+    )
+    .unwrap();
+    let id = fleet.ensure_launch_template(&spec).await.unwrap();
+    let stored = clients
+        .ec2
+        .describe_launch_template_versions()
+        .launch_template_id(&id)
+        .send()
+        .await
+        .unwrap();
+    let data = stored.launch_template_versions()[0].launch_template_data().unwrap();
+    // AL2's root volume by default, as Karpenter's AL2 family: 20 GiB gp3, encrypted.
+    let volumes = data.block_device_mappings();
+    assert_eq!(volumes[0].device_name(), Some("/dev/xvda"));
+    assert_eq!(volumes[0].ebs().unwrap().volume_size(), Some(20));
+    let boot = nodewright_kubelet::read_user_data(data.user_data().unwrap()).unwrap();
+    assert_eq!(boot.cluster_name.as_deref(), Some(cluster.as_str()));
+    assert_eq!(boot.labels, labels);
+    assert_eq!(boot.max_pods, Some(42));
+    assert_eq!(boot.system_reserved["memory"], "300Mi");
+    assert!(
+        boot.taints
+            .iter()
+            .any(|t| t.key == "karpenter.sh/unregistered" && t.effect == "NoExecute"),
+        "{:?}",
+        boot.taints
+    );
+    let text = String::from_utf8(
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, data.user_data().unwrap()).unwrap(),
+    )
+    .unwrap();
+    let mine = text.find("before the node joins").unwrap();
+    let ours = text.find("/etc/eks/bootstrap.sh").unwrap();
+    assert!(mine < ours, "the class's script runs before bootstrap.sh");
+}
+
+/// An alias resolves one image per architecture and variant, as Karpenter's: a GPU type boots the
+/// `nvidia` image, a plain type the `standard` one, and a type whose variant is not published (no
+/// Neuron image here) boots none rather than the wrong one. SSM answers through a mock, since the
+/// `/aws/service/...` names are reserved (moto refuses to hold them); the images are moto's.
+#[tokio::test]
+async fn an_alias_gives_gpu_types_the_nvidia_image() {
+    use aws_sdk_ssm::operation::get_parameter::{GetParameterError, GetParameterOutput};
+    use aws_sdk_ssm::types::Parameter;
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+
+    let clients = support::clients().await;
+    let fleet = Fleet::new(clients.ec2.clone(), support::unique("variants"));
+    let (_, subnets) = ec2_support::ami_and_subnets(&clients.ec2).await;
+    let images = clients
+        .ec2
+        .describe_images()
+        .owners("amazon")
+        .filters(Filter::builder().name("architecture").values("x86_64").build())
+        .send()
+        .await
+        .unwrap();
+    let ids: Vec<String> = images
+        .images()
+        .iter()
+        .filter_map(|i| i.image_id())
+        .map(str::to_string)
+        .collect();
+    let (standard, nvidia) = (ids[0].clone(), ids[1].clone());
+    let sg = clients
+        .ec2
+        .describe_security_groups()
+        .send()
+        .await
+        .unwrap()
+        .security_groups()[0]
+        .group_id()
+        .unwrap()
+        .to_string();
+    let path = |variant: &str| {
+        format!("/aws/service/eks/optimized-ami/1.33/amazon-linux-2023/x86_64/{variant}/recommended/image_id")
+    };
+    let answer = |wanted: String, id: String| {
+        mock!(aws_sdk_ssm::Client::get_parameter)
+            .match_requests(move |r| r.name() == Some(wanted.as_str()))
+            .then_output(move || {
+                GetParameterOutput::builder()
+                    .parameter(Parameter::builder().value(id.clone()).build())
+                    .build()
+            })
+    };
+    let not_published = mock!(aws_sdk_ssm::Client::get_parameter).then_error(|| {
+        GetParameterError::ParameterNotFound(
+            aws_sdk_ssm::types::error::ParameterNotFound::builder()
+                .meta(
+                    aws_sdk_ssm::error::ErrorMetadata::builder()
+                        .code("ParameterNotFound")
+                        .build(),
+                )
+                .build(),
+        )
+    });
+    let std_rule = answer(path("standard"), standard.clone());
+    let gpu_rule = answer(path("nvidia"), nvidia.clone());
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&std_rule, &gpu_rule, &not_published]);
+    let class = Ec2NodeClass {
+        name: "gpu".into(),
+        ami_selector_terms: vec![SelectorTerm {
+            alias: Some("al2023@latest".into()),
+            ..SelectorTerm::default()
+        }],
+        subnet_selector_terms: vec![SelectorTerm {
+            id: Some(subnets[0].0.clone()),
+            ..SelectorTerm::default()
+        }],
+        security_group_selector_terms: vec![SelectorTerm {
+            id: Some(sg),
+            ..SelectorTerm::default()
+        }],
+        instance_profile: Some("KarpenterNodeInstanceProfile".into()),
+        ..Ec2NodeClass::default()
+    };
+    let resolved = fleet
+        .resolve_node_class(&class, Some(&ssm), Some("1.33"))
+        .await
+        .unwrap();
+    assert_eq!(resolved.image("amd64", Variant::Standard), Some(&standard));
+    assert_eq!(resolved.image("amd64", Variant::Nvidia), Some(&nvidia));
+    assert_eq!(
+        resolved.image("amd64", Variant::Neuron),
+        None,
+        "no Neuron image: no launch"
+    );
+    assert_eq!(resolved.image("arm64", Variant::Standard), None);
+    let types = nodewright_core::Catalogue::embedded().instance_types("us-east-1", &Default::default());
+    let labels_of = |name: &str| types.iter().find(|t| t.name == name).unwrap().labels.clone();
+    assert_eq!(Variant::of(&labels_of("g5.xlarge")), Variant::Nvidia);
+    assert_eq!(Variant::of(&labels_of("inf2.xlarge")), Variant::Neuron);
+    assert_eq!(Variant::of(&labels_of("m5.large")), Variant::Standard);
+    let endpoint = ClusterEndpoint {
+        name: "variants".into(),
+        endpoint: "https://ABC.gr7.us-east-1.eks.amazonaws.com".into(),
+        certificate_authority: "LS0tLS1CRUdJTg==".into(),
+        service_cidr: None,
+    };
+    let spec = |variant| {
+        LaunchTemplateSpec::new(
+            &class,
+            &resolved,
+            "amd64",
+            variant,
+            &endpoint,
+            &BTreeMap::new(),
+            &[],
+            None,
+        )
+    };
+    assert_eq!(spec(Variant::Nvidia).unwrap().ami_id, nvidia);
+    assert_eq!(spec(Variant::Standard).unwrap().ami_id, standard);
+    let err = spec(Variant::Neuron).unwrap_err();
+    assert!(err.to_string().contains("neuron"), "{err}");
 }
 
 #[tokio::test]

@@ -212,6 +212,7 @@ apiVersion: karpenter.k8s.aws/v1
 kind: EC2NodeClass
 metadata: {name: default}
 spec:
+  amiFamily: AL2023
   amiSelectorTerms: [{id: ami-0123456789abcdef0}]
   subnetSelectorTerms: [{tags: {karpenter.sh/discovery: demo}}]
   securityGroupSelectorTerms: [{tags: {karpenter.sh/discovery: demo}}]
@@ -485,23 +486,39 @@ async fn a_classes_kubelet_settings_reach_the_plan_and_the_node_alike() {
     systemReserved: {cpu: 200m, memory: 512Mi}
     evictionHard: {memory.available: 5%}
 ";
-    let deps = deps_with(&POOLS.replace("  role: KarpenterNodeRole-demo\n", kubelet));
-    sample_batch(&deps).await;
-    let booted = boot_nodes(&deps);
-    assert!(!booted.is_empty(), "the batch launched nodes");
+    // AL2023 (nodeadm's NodeConfig) and AL2 (bootstrap.sh's kubelet flags) alike.
+    for family in ["AL2023", "AL2"] {
+        let config = POOLS
+            .replace("  role: KarpenterNodeRole-demo\n", kubelet)
+            .replace("amiFamily: AL2023", &format!("amiFamily: {family}"));
+        let deps = deps_with(&config);
+        kubelet_settings_reach_the_node(&deps, family).await;
+    }
+}
+
+async fn kubelet_settings_reach_the_node(deps: &MemDeps, family: &str) {
+    sample_batch(deps).await;
+    let booted = boot_nodes(deps);
+    assert!(!booted.is_empty(), "{family}: the batch launched nodes");
     for n in &booted {
         let instance = n.instance_id.as_deref().unwrap();
         let claim = deps.state.claim_by_instance(instance).await.unwrap().unwrap();
+        let user_data = deps.capacity.user_data(instance).unwrap();
+        assert_eq!(
+            user_data.contains("/etc/eks/bootstrap.sh"),
+            family == "AL2",
+            "{family}: the node boots from its family's agent"
+        );
         let planned = claim.allocatable.clone().unwrap();
         let registered = n.node.allocatable.clone().unwrap();
         let vcpu = registered.cpu_milli().div_ceil(1000);
         assert_eq!(
             planned.get(Resource::Pods),
             registered.get(Resource::Pods),
-            "{instance}: max pods"
+            "{family} {instance}: max pods"
         );
-        assert!(registered.get(Resource::Pods) <= 20.min(3 * vcpu));
-        assert_eq!(planned.cpu_milli(), registered.cpu_milli(), "{instance}: cpu");
+        assert!(registered.get(Resource::Pods) <= 20.min(3 * vcpu), "{family}");
+        assert_eq!(planned.cpu_milli(), registered.cpu_milli(), "{family} {instance}: cpu");
         // The plan keeps back the VM's memory overhead as well (an estimate the kubelet does not
         // know of): never more than the node has.
         assert!(

@@ -10,7 +10,11 @@
 //! - the labels, taints and max pods it reads from the user data the way nodeadm (AL2023: a MIME
 //!   archive of `application/node.eks.aws` NodeConfig parts merged in order, `--node-labels` and
 //!   `--register-with-taints` flags, `registerWithTaints` and `maxPods` in the kubelet config) or
-//!   Bottlerocket (`settings.kubernetes.node-labels`, `node-taints`, `max-pods`) would.
+//!   Bottlerocket (`settings.kubernetes.node-labels`, `node-taints`, `max-pods`) or AL2's
+//!   `/etc/eks/bootstrap.sh` (the last call in the archive's shell scripts: its options, and the
+//!   kubelet flags in `--kubelet-extra-args`) would. Which agent reads it is told by the content, as
+//!   the AMI would tell it: TOML is Bottlerocket's, a `NodeConfig` part nodeadm's, a bootstrap.sh
+//!   call without one AL2's.
 //!
 //! A kubelet refuses to start with a `kubernetes.io` / `k8s.io` label outside the NodeRestriction
 //! allow-list: such user data is an error here too. This crate depends on nothing of Nodewright's,
@@ -72,13 +76,122 @@ pub struct InstanceFacts {
 }
 
 /// Reads user data (plain or base64, as DescribeInstanceAttribute returns it) the way the AMI's
-/// agent would. Bottlerocket's is TOML; anything else is read as nodeadm would.
+/// agent would. Bottlerocket's is TOML; an archive with a `NodeConfig` part is nodeadm's; scripts
+/// that call bootstrap.sh are AL2's; anything else is read as nodeadm would (and refused by it).
 pub fn read_user_data(raw: &str) -> Result<BootConfig> {
     let text = decode(raw)?;
     if text.trim_start().starts_with('[') || text.trim_start().starts_with("settings") {
         return bottlerocket(&text);
     }
+    let parts = mime_parts(&text)?;
+    let node_config = parts.iter().any(|(t, _)| t.starts_with("application/node.eks.aws"));
+    let bootstrap_sh = parts
+        .iter()
+        .any(|(t, body)| t.starts_with("text/x-shellscript") && body.contains(BOOTSTRAP_SH));
+    if !node_config && bootstrap_sh {
+        return al2(&parts);
+    }
     nodeadm(&text)
+}
+
+const BOOTSTRAP_SH: &str = "/etc/eks/bootstrap.sh";
+
+/// AL2: the last `/etc/eks/bootstrap.sh` call in the shell scripts (backslash continuations
+/// joined, words split as bash splits them) configures the kubelet. Options take a value after a
+/// space (`--opt=value` is a positional word to bootstrap.sh, so it is ignored, as there); the
+/// first positional word is the cluster. Without `--apiserver-endpoint` and `--b64-cluster-ca`
+/// bootstrap.sh calls DescribeCluster, which a node's role may not: refused here.
+fn al2(parts: &[(String, String)]) -> Result<BootConfig> {
+    let mut call = None;
+    for (content_type, body) in parts {
+        if !content_type.starts_with("text/x-shellscript") {
+            continue;
+        }
+        let joined = body.replace("\\\n", " ");
+        for line in joined.lines() {
+            if line.trim_start().starts_with(BOOTSTRAP_SH) {
+                call = Some(line.trim().to_string());
+            }
+        }
+    }
+    let call = call.ok_or_else(|| Error::UserData("no bootstrap.sh call".into()))?;
+    let words = shlex::split(&call).ok_or_else(|| Error::UserData(format!("unbalanced quotes in {call:?}")))?;
+    let mut positional = Vec::new();
+    let mut options = BTreeMap::new();
+    let mut words = words.into_iter().skip(1);
+    while let Some(w) = words.next() {
+        if w.starts_with("--") && !w.contains('=') {
+            let v = words
+                .next()
+                .ok_or_else(|| Error::UserData(format!("bootstrap.sh {w} needs a value")))?;
+            options.insert(w, v);
+        } else {
+            positional.push(w);
+        }
+    }
+    let cluster = positional
+        .first()
+        .ok_or_else(|| Error::UserData("bootstrap.sh needs the cluster name".into()))?;
+    for k in ["--apiserver-endpoint", "--b64-cluster-ca"] {
+        if options.get(k).is_none_or(|v| v.is_empty()) {
+            return Err(Error::UserData(format!(
+                "bootstrap.sh without {k} calls DescribeCluster, which the node's role may not"
+            )));
+        }
+    }
+    let mut boot = BootConfig {
+        cluster_name: Some(cluster.clone()),
+        ..BootConfig::default()
+    };
+    // `--use-max-pods false` leaves the kubelet's own default unless a flag sets it.
+    if options.get("--use-max-pods").map(String::as_str) == Some("false") {
+        boot.max_pods = Some(110);
+    }
+    if let Some(extra) = options.get("--kubelet-extra-args") {
+        let flags = shlex::split(extra)
+            .ok_or_else(|| Error::UserData(format!("unbalanced quotes in --kubelet-extra-args {extra:?}")))?;
+        kubelet_flags(&mut boot, flags.iter().map(String::as_str))?;
+    }
+    check_labels(&boot.labels)?;
+    Ok(boot)
+}
+
+/// The kubelet's command-line flags that shape the Node: labels, taints, max pods, pods per core,
+/// reservations and the hard eviction thresholds (a flag wins over the config file).
+fn kubelet_flags<'a>(boot: &mut BootConfig, flags: impl Iterator<Item = &'a str>) -> Result<()> {
+    let pairs = |v: &str, sep: char| -> BTreeMap<String, String> {
+        v.split(',')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once(sep).unwrap_or((p, ""));
+                (k.to_string(), v.to_string())
+            })
+            .collect()
+    };
+    let number = |flag: &str, v: &str| {
+        v.parse::<u32>()
+            .map_err(|_| Error::Kubelet(format!("{flag}: {v:?} is not a number")))
+    };
+    for flag in flags {
+        let Some((name, v)) = flag.split_once('=') else {
+            continue;
+        };
+        match name {
+            "--node-labels" => boot.labels.extend(pairs(v, '=')),
+            "--register-with-taints" => {
+                for t in v.split(',').filter(|p| !p.is_empty()) {
+                    boot.taints.push(parse_taint(t)?);
+                }
+            }
+            "--max-pods" => boot.max_pods = Some(number(name, v)?),
+            "--pods-per-core" => boot.pods_per_core = Some(number(name, v)?),
+            "--kube-reserved" => boot.kube_reserved = pairs(v, '='),
+            "--system-reserved" => boot.system_reserved = pairs(v, '='),
+            "--eviction-hard" => boot.eviction_hard = pairs(v, '<'),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn decode(raw: &str) -> Result<String> {
@@ -134,19 +247,13 @@ fn nodeadm(text: &str) -> Result<BootConfig> {
             effect: t["effect"].as_str().unwrap_or_default().to_string(),
         });
     }
-    for flag in spec["kubelet"]["flags"].as_array().into_iter().flatten() {
-        let flag = flag.as_str().unwrap_or_default();
-        if let Some(v) = flag.strip_prefix("--node-labels=") {
-            for pair in v.split(',').filter(|p| !p.is_empty()) {
-                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                boot.labels.insert(k.to_string(), v.to_string());
-            }
-        } else if let Some(v) = flag.strip_prefix("--register-with-taints=") {
-            for t in v.split(',').filter(|p| !p.is_empty()) {
-                boot.taints.push(parse_taint(t)?);
-            }
-        }
-    }
+    let flags: Vec<&str> = spec["kubelet"]["flags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    kubelet_flags(&mut boot, flags.into_iter())?;
     check_labels(&boot.labels)?;
     Ok(boot)
 }
@@ -479,6 +586,40 @@ mod tests {
         assert_eq!(node["metadata"]["labels"]["team"], "web");
         assert!(node["metadata"]["labels"].get("karpenter.sh/capacity-type").is_none());
         assert_eq!(node["status"]["conditions"][0]["status"], "False");
+    }
+
+    /// AL2 user data in the form Karpenter's AL2 family writes (aws/karpenter-provider-aws
+    /// `eksbootstrap.go`): a user's script part, then a bootstrap.sh call whose options take a
+    /// value after a space and whose kubelet flags sit in one single-quoted `--kubelet-extra-args`.
+    const AL2: &str = "MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"//\"\n\n--//\nContent-Type: text/x-shellscript; charset=\"us-ascii\"\n\n#!/bin/bash\necho 'mine'\n\n--//\nContent-Type: text/x-shellscript; charset=\"us-ascii\"\n\n#!/bin/bash -xe\nexec > >(tee /var/log/user-data.log|logger -t user-data -s 2>/dev/console) 2>&1\n/etc/eks/bootstrap.sh 'prod' --apiserver-endpoint 'https://x.eks.amazonaws.com' --b64-cluster-ca 'Y2E=' \\\n--dns-cluster-ip '10.100.0.10' \\\n--use-max-pods false \\\n--kubelet-extra-args '--node-labels=\"karpenter.sh/nodepool=general,team=web\" --register-with-taints=\"gpu=true:NoSchedule,karpenter.sh/unregistered:NoExecute\" --max-pods=40 --kube-reserved=\"cpu=250m,memory=1Gi\" --eviction-hard=\"memory.available<5%\"'\n--//--\n";
+
+    #[test]
+    fn a_node_registers_from_al2_bootstrap_sh_alone() {
+        let boot = read_user_data(&base64::engine::general_purpose::STANDARD.encode(AL2)).expect("boot");
+        assert_eq!(boot.cluster_name.as_deref(), Some("prod"));
+        assert_eq!(boot.max_pods, Some(40));
+        assert_eq!(boot.labels["karpenter.sh/nodepool"], "general");
+        assert_eq!(boot.labels["team"], "web");
+        assert_eq!(boot.taints.len(), 2);
+        assert_eq!(boot.taints[0].value.as_deref(), Some("true"));
+        assert_eq!(boot.taints[1].key, "karpenter.sh/unregistered");
+        assert_eq!(boot.kube_reserved["memory"], "1Gi");
+        assert_eq!(boot.eviction_hard["memory.available"], "5%");
+        let node = register(&facts(), &boot);
+        assert_eq!(node["status"]["allocatable"]["pods"], "40");
+        // `--use-max-pods false` with no --max-pods flag: the kubelet's own default.
+        let no_flag = AL2.replace(" --max-pods=40", "");
+        assert_eq!(read_user_data(&no_flag).expect("boot").max_pods, Some(110));
+        // Without the endpoint and CA bootstrap.sh would call DescribeCluster.
+        let describe = AL2.replace("--apiserver-endpoint 'https://x.eks.amazonaws.com' ", "");
+        assert!(matches!(read_user_data(&describe), Err(Error::UserData(_))));
+        // bootstrap.sh reads `--opt=value` as a positional word: the flags are not applied.
+        let equals = AL2.replace("--kubelet-extra-args '", "--kubelet-extra-args='");
+        assert!(read_user_data(&equals).expect("boot").labels.is_empty());
+        let restricted = AL2.replace("team=web", "node-role.kubernetes.io/worker=true");
+        assert!(matches!(read_user_data(&restricted), Err(Error::Kubelet(_))));
+        let unbalanced = AL2.replace("'Y2E='", "'Y2E=");
+        assert!(matches!(read_user_data(&unbalanced), Err(Error::UserData(_))));
     }
 
     #[test]

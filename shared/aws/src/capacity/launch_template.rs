@@ -1,6 +1,7 @@
 //! Launch templates from EC2NodeClasses: the class's selectors resolved against EC2 (AMI, subnets,
-//! security groups), user data for AL2023 (nodeadm) or Bottlerocket with the cluster's endpoint and
-//! CA, IMDSv2 required, block devices and instance profile. A template is named by the hash of its
+//! security groups; an alias per architecture and GPU / Neuron variant), user data for AL2023
+//! (nodeadm), Bottlerocket or AL2 (bootstrap.sh) with the cluster's endpoint and CA, IMDSv2
+//! required, block devices and instance profile. A template is named by the hash of its
 //! content, created once and reused by every launch with the same content.
 
 use std::collections::BTreeMap;
@@ -24,11 +25,23 @@ use crate::{Error, Result};
 /// A node class's selectors, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeClassResolution {
-    /// The newest matching image per Kubernetes architecture (`amd64`, `arm64`).
+    /// The newest matching image per Kubernetes architecture (`amd64`, `arm64`), or, for an
+    /// alias, per architecture and variant (`amd64/nvidia`).
     pub amis: BTreeMap<String, String>,
     /// (subnet id, availability zone)
     pub subnets: Vec<(String, String)>,
     pub security_groups: Vec<String>,
+}
+
+impl NodeClassResolution {
+    /// The image an instance type of `arch` and `variant` boots: an alias's image for that
+    /// variant, else the class's own image for the architecture (id, name, tags or ssmParameter
+    /// terms, which Karpenter also gives every type of the architecture). None: no image boots it.
+    pub fn image(&self, arch: &str, variant: Variant) -> Option<&String> {
+        self.amis
+            .get(&format!("{arch}/{}", variant.as_str()))
+            .or_else(|| self.amis.get(arch))
+    }
 }
 
 /// The AMI family's volumes when a class lists none, as Karpenter's: AL2023 a 20 GiB root
@@ -77,6 +90,7 @@ impl LaunchTemplateSpec {
         class: &Ec2NodeClass,
         resolution: &NodeClassResolution,
         arch: &str,
+        variant: Variant,
         cluster: &ClusterEndpoint,
         labels: &BTreeMap<String, String>,
         taints: &[Taint],
@@ -94,17 +108,18 @@ impl LaunchTemplateSpec {
         let user_data = match family.as_str() {
             "bottlerocket" => user_data::bottlerocket(&boot, class.user_data.as_deref(), &field)?,
             "al2023" => user_data::nodeadm(&boot, class.user_data.as_deref(), &field)?,
+            "al2" => user_data::al2(&boot, class.user_data.as_deref(), &field)?,
             other => {
                 return Err(Error::invalid(
                     format!("EC2NodeClass {}: amiFamily", class.name),
-                    format!("{other:?} is not supported; use AL2023 or Bottlerocket"),
+                    format!("{other:?} is not supported; use AL2023, Bottlerocket or AL2"),
                 ));
             }
         };
-        let ami_id = resolution.amis.get(arch).cloned().ok_or_else(|| {
+        let ami_id = resolution.image(arch, variant).cloned().ok_or_else(|| {
             Error::invalid(
                 format!("EC2NodeClass {}: spec.amiSelectorTerms", class.name),
-                format!("no image for architecture {arch}"),
+                format!("no image for architecture {arch} ({} instance types)", variant.as_str()),
             )
         })?;
         Ok(LaunchTemplateSpec {
@@ -144,9 +159,52 @@ fn ami_family(class: &Ec2NodeClass) -> String {
         .unwrap_or_else(|| "al2023".into())
 }
 
-/// The SSM parameters an AMI alias (`al2023@latest`, `bottlerocket@v1.20.0`) names, per
-/// architecture, as Karpenter resolves them. GPU (nvidia) variants are not resolved yet.
-pub fn alias_parameters(alias: &str, kubernetes_version: &str) -> Result<Vec<(String, String)>> {
+/// Which of an alias family's images an instance type boots, told apart as Karpenter tells them:
+/// NVIDIA GPUs need the driver in the `nvidia` image, Inferentia and Trainium the Neuron driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Variant {
+    Standard,
+    Nvidia,
+    Neuron,
+}
+
+impl Variant {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Variant::Standard => "standard",
+            Variant::Nvidia => "nvidia",
+            Variant::Neuron => "neuron",
+        }
+    }
+
+    /// From an instance type's labels: a GPU count means nvidia (the catalogue's GPUs are
+    /// NVIDIA's), an accelerator count neuron, neither standard.
+    pub fn of(labels: &BTreeMap<String, String>) -> Variant {
+        if labels.contains_key(nodewright_core::labels::INSTANCE_GPU_COUNT) {
+            Variant::Nvidia
+        } else if labels.contains_key(nodewright_core::labels::INSTANCE_ACCELERATOR_COUNT) {
+            Variant::Neuron
+        } else {
+            Variant::Standard
+        }
+    }
+}
+
+/// One image an alias names: the SSM parameter holding its id, its architecture, and the
+/// instance types it boots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AliasImage {
+    pub arch: &'static str,
+    pub variants: Vec<Variant>,
+    pub parameter: String,
+}
+
+/// The SSM parameters an AMI alias (`al2023@latest`, `bottlerocket@v1.20.0`, `al2@v20240807`)
+/// names, per architecture and variant, as Karpenter resolves them (aws/karpenter-provider-aws
+/// `pkg/providers/amifamily`). EKS publishes no AL2 images for Kubernetes 1.33 and later: there
+/// the parameters are missing and resolution fails saying so.
+pub fn alias_parameters(alias: &str, kubernetes_version: &str) -> Result<Vec<AliasImage>> {
+    use Variant::{Neuron, Nvidia, Standard};
     let field = "spec.amiSelectorTerms.alias";
     let (family, version) = alias
         .split_once('@')
@@ -159,33 +217,73 @@ pub fn alias_parameters(alias: &str, kubernetes_version: &str) -> Result<Vec<(St
         ));
     }
     let k8s = kubernetes_version;
-    let mut out = Vec::new();
-    for (arch, ec2_arch) in [("amd64", "x86_64"), ("arm64", "arm64")] {
-        let path = match family.to_ascii_lowercase().as_str() {
-            "al2023" if version == "latest" => {
-                format!(
-                    "/aws/service/eks/optimized-ami/{k8s}/amazon-linux-2023/{ec2_arch}/standard/recommended/image_id"
-                )
-            }
-            "al2023" => format!(
-                "/aws/service/eks/optimized-ami/{k8s}/amazon-linux-2023/{ec2_arch}/standard/amazon-eks-node-al2023-{ec2_arch}-standard-{k8s}-{version}/image_id"
-            ),
-            "bottlerocket" if version == "latest" => {
-                format!("/aws/service/bottlerocket/aws-k8s-{k8s}/{ec2_arch}/latest/image_id")
-            }
-            "bottlerocket" => format!(
-                "/aws/service/bottlerocket/aws-k8s-{k8s}/{ec2_arch}/{}/image_id",
-                version.trim_start_matches('v')
-            ),
-            other => {
-                return Err(Error::invalid(
-                    field,
-                    format!("family {other:?} is not supported; use al2023 or bottlerocket"),
-                ));
-            }
-        };
-        out.push((arch.to_string(), path));
-    }
+    let latest = version == "latest";
+    let image = |arch, variants: &[Variant], parameter: String| AliasImage {
+        arch,
+        variants: variants.to_vec(),
+        parameter,
+    };
+    let out = match family.to_ascii_lowercase().as_str() {
+        "al2023" => {
+            let path = |ec2_arch: &str, variant: Variant| {
+                let v = variant.as_str();
+                let release = if latest {
+                    "recommended".to_string()
+                } else {
+                    format!("amazon-eks-node-al2023-{ec2_arch}-{v}-{k8s}-{version}")
+                };
+                format!("/aws/service/eks/optimized-ami/{k8s}/amazon-linux-2023/{ec2_arch}/{v}/{release}/image_id")
+            };
+            vec![
+                image("amd64", &[Standard], path("x86_64", Standard)),
+                image("amd64", &[Nvidia], path("x86_64", Nvidia)),
+                image("amd64", &[Neuron], path("x86_64", Neuron)),
+                image("arm64", &[Standard], path("arm64", Standard)),
+                image("arm64", &[Nvidia], path("arm64", Nvidia)),
+            ]
+        }
+        "al2" => {
+            let path = |dir: &str, node: &str| {
+                let release = if latest {
+                    "recommended".to_string()
+                } else {
+                    format!("{node}-{k8s}-{version}")
+                };
+                format!("/aws/service/eks/optimized-ami/{k8s}/{dir}/{release}/image_id")
+            };
+            vec![
+                image("amd64", &[Standard], path("amazon-linux-2", "amazon-eks-node")),
+                image(
+                    "arm64",
+                    &[Standard],
+                    path("amazon-linux-2-arm64", "amazon-eks-arm64-node"),
+                ),
+                image(
+                    "amd64",
+                    &[Neuron, Nvidia],
+                    path("amazon-linux-2-gpu", "amazon-eks-gpu-node"),
+                ),
+            ]
+        }
+        "bottlerocket" => {
+            let release = version.trim_start_matches('v');
+            let path = |flavour: &str, ec2_arch: &str| {
+                format!("/aws/service/bottlerocket/aws-k8s-{k8s}{flavour}/{ec2_arch}/{release}/image_id")
+            };
+            vec![
+                image("amd64", &[Standard, Neuron], path("", "x86_64")),
+                image("arm64", &[Standard], path("", "arm64")),
+                image("amd64", &[Nvidia], path("-nvidia", "x86_64")),
+                image("arm64", &[Nvidia], path("-nvidia", "arm64")),
+            ]
+        }
+        other => {
+            return Err(Error::invalid(
+                field,
+                format!("family {other:?} is not supported; use al2023, bottlerocket or al2"),
+            ));
+        }
+    };
     Ok(out)
 }
 
@@ -284,6 +382,7 @@ impl Fleet {
         // AMIs: per architecture, the newest image matching any term.
         let mut images: Vec<(String, String, String)> = Vec::new(); // (arch, creation date, id)
         let mut by_parameter: Vec<String> = Vec::new();
+        let mut by_alias: Vec<AliasImage> = Vec::new();
         for term in &class.ami_selector_terms {
             if let Some(alias) = &term.alias {
                 let version = kubernetes_version.ok_or_else(|| {
@@ -292,9 +391,7 @@ impl Fleet {
                         "resolving an alias needs the cluster's Kubernetes version (NODEWRIGHT_KUBERNETES_VERSION)",
                     )
                 })?;
-                for (_, parameter) in alias_parameters(alias, version)? {
-                    by_parameter.push(parameter);
-                }
+                by_alias.extend(alias_parameters(alias, version)?);
                 continue;
             }
             if let Some(parameter) = &term.ssm_parameter {
@@ -320,31 +417,47 @@ impl Fleet {
                 ))
             }));
         }
-        if !by_parameter.is_empty() {
+        if !by_parameter.is_empty() || !by_alias.is_empty() {
             let ssm = ssm.ok_or_else(|| {
                 Error::invalid(
                     field("amiSelectorTerms"),
                     "alias and ssmParameter terms need an SSM client",
                 )
             })?;
-            let mut ids = Vec::new();
-            for parameter in &by_parameter {
-                match ssm.get_parameter().name(parameter).send().await {
+            // Each parameter's image id, with the keys it serves: an alias's image serves its
+            // architecture and variants; an ssmParameter's its architecture, told by EC2.
+            let mut served: Vec<(String, Option<Vec<String>>)> = Vec::new();
+            let wanted = by_parameter
+                .iter()
+                .map(|p| (p.clone(), None))
+                .chain(by_alias.iter().map(|a| {
+                    let keys = a
+                        .variants
+                        .iter()
+                        .map(|v| format!("{}/{}", a.arch, v.as_str()))
+                        .collect();
+                    (a.parameter.clone(), Some(keys))
+                }));
+            for (parameter, keys) in wanted {
+                match ssm.get_parameter().name(&parameter).send().await {
                     Ok(out) => {
                         if let Some(v) = out.parameter().and_then(|p| p.value()) {
-                            ids.push(v.to_string());
+                            served.push((v.to_string(), keys));
                         }
                     }
                     Err(e) => {
                         let err = Error::aws("GetParameter", e);
-                        // An alias names both architectures; one may not be published.
+                        // An alias names every architecture and variant; some are not published.
                         if err.aws_code() != Some("ParameterNotFound") {
                             return Err(err);
                         }
                     }
                 }
             }
-            if !ids.is_empty() {
+            if !served.is_empty() {
+                let mut ids: Vec<String> = served.iter().map(|(id, _)| id.clone()).collect();
+                ids.sort();
+                ids.dedup();
                 let out = self
                     .ec2
                     .describe_images()
@@ -352,22 +465,41 @@ impl Fleet {
                     .send()
                     .await
                     .map_err(|e| Error::aws("DescribeImages", e))?;
-                images.extend(out.images().iter().filter_map(|i| {
-                    Some((
-                        kube_arch(i.architecture().map(|a| a.as_str()).unwrap_or("x86_64")).to_string(),
-                        i.creation_date().unwrap_or_default().to_string(),
-                        i.image_id()?.to_string(),
-                    ))
-                }));
+                for i in out.images() {
+                    let Some(id) = i.image_id() else { continue };
+                    let arch = kube_arch(i.architecture().map(|a| a.as_str()).unwrap_or("x86_64")).to_string();
+                    let created = i.creation_date().unwrap_or_default().to_string();
+                    for (_, keys) in served.iter().filter(|(s, _)| s == id) {
+                        match keys {
+                            Some(keys) => {
+                                images.extend(keys.iter().map(|k| (k.clone(), created.clone(), id.to_string())))
+                            }
+                            None => images.push((arch.clone(), created.clone(), id.to_string())),
+                        }
+                    }
+                }
             }
         }
         images.sort();
         let mut amis = BTreeMap::new();
-        for (arch, _, id) in images {
-            amis.insert(arch, id); // sorted by date: the newest wins
+        for (key, _, id) in images {
+            amis.insert(key, id); // sorted by date: the newest wins
         }
         if amis.is_empty() {
-            return Err(Error::invalid(field("amiSelectorTerms"), "no image matches"));
+            let al2 = class
+                .ami_selector_terms
+                .iter()
+                .filter_map(|t| t.alias.as_deref())
+                .any(|a| a.to_ascii_lowercase().starts_with("al2@"));
+            let why = if al2 {
+                format!(
+                    "no image matches: EKS publishes no AL2 images for Kubernetes {} (none after 1.32); use al2023@latest",
+                    kubernetes_version.unwrap_or("?")
+                )
+            } else {
+                "no image matches".to_string()
+            };
+            return Err(Error::invalid(field("amiSelectorTerms"), why));
         }
         Ok(NodeClassResolution {
             amis,
@@ -491,24 +623,70 @@ mod tests {
 
     #[test]
     fn aliases_name_karpenters_ssm_parameters() {
+        let find = |images: &[AliasImage], arch: &str, variant: Variant| -> String {
+            images
+                .iter()
+                .find(|i| i.arch == arch && i.variants.contains(&variant))
+                .map(|i| i.parameter.clone())
+                .unwrap_or_default()
+        };
         let p = alias_parameters("al2023@latest", "1.33").unwrap();
         assert_eq!(
-            p[0],
-            (
-                "amd64".to_string(),
-                "/aws/service/eks/optimized-ami/1.33/amazon-linux-2023/x86_64/standard/recommended/image_id"
-                    .to_string()
-            )
+            find(&p, "amd64", Variant::Standard),
+            "/aws/service/eks/optimized-ami/1.33/amazon-linux-2023/x86_64/standard/recommended/image_id"
         );
-        assert_eq!(p[1].0, "arm64");
+        assert_eq!(
+            find(&p, "arm64", Variant::Nvidia),
+            "/aws/service/eks/optimized-ami/1.33/amazon-linux-2023/arm64/nvidia/recommended/image_id"
+        );
+        assert_eq!(
+            find(&p, "amd64", Variant::Neuron),
+            "/aws/service/eks/optimized-ami/1.33/amazon-linux-2023/x86_64/neuron/recommended/image_id"
+        );
+        assert_eq!(find(&p, "arm64", Variant::Neuron), "", "no arm64 Neuron image");
         let pinned = alias_parameters("al2023@v20240807", "1.30").unwrap();
         assert!(
-            pinned[1]
-                .1
+            find(&pinned, "arm64", Variant::Standard)
                 .ends_with("amazon-eks-node-al2023-arm64-standard-1.30-v20240807/image_id")
         );
         let br = alias_parameters("bottlerocket@v1.20.3", "1.31").unwrap();
-        assert_eq!(br[0].1, "/aws/service/bottlerocket/aws-k8s-1.31/x86_64/1.20.3/image_id");
+        assert_eq!(
+            find(&br, "amd64", Variant::Standard),
+            "/aws/service/bottlerocket/aws-k8s-1.31/x86_64/1.20.3/image_id"
+        );
+        assert_eq!(
+            find(&br, "amd64", Variant::Neuron),
+            "/aws/service/bottlerocket/aws-k8s-1.31/x86_64/1.20.3/image_id",
+            "Bottlerocket's standard image runs Neuron"
+        );
+        assert_eq!(
+            find(&br, "arm64", Variant::Nvidia),
+            "/aws/service/bottlerocket/aws-k8s-1.31-nvidia/arm64/1.20.3/image_id"
+        );
+        let al2 = alias_parameters("al2@latest", "1.32").unwrap();
+        assert_eq!(
+            find(&al2, "amd64", Variant::Standard),
+            "/aws/service/eks/optimized-ami/1.32/amazon-linux-2/recommended/image_id"
+        );
+        assert_eq!(
+            find(&al2, "arm64", Variant::Standard),
+            "/aws/service/eks/optimized-ami/1.32/amazon-linux-2-arm64/recommended/image_id"
+        );
+        assert_eq!(
+            find(&al2, "amd64", Variant::Nvidia),
+            find(&al2, "amd64", Variant::Neuron),
+            "AL2's GPU image serves both"
+        );
+        let al2 = alias_parameters("al2@v20240807", "1.30").unwrap();
+        assert_eq!(
+            find(&al2, "amd64", Variant::Standard),
+            "/aws/service/eks/optimized-ami/1.30/amazon-linux-2/amazon-eks-node-1.30-v20240807/image_id"
+        );
+        assert!(find(&al2, "arm64", Variant::Standard).ends_with("amazon-eks-arm64-node-1.30-v20240807/image_id"));
+        assert!(
+            find(&al2, "amd64", Variant::Nvidia)
+                .ends_with("amazon-linux-2-gpu/amazon-eks-gpu-node-1.30-v20240807/image_id")
+        );
         let err = alias_parameters("windows2022@latest", "1.31").unwrap_err();
         assert!(err.to_string().contains("spec.amiSelectorTerms.alias"), "{err}");
         assert!(alias_parameters("al2023", "1.31").is_err());

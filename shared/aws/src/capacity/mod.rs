@@ -14,7 +14,7 @@ pub use asg::{AsgPool, GroupState, ScaleUp};
 pub use fleet::{Fleet, LaunchOffering, LaunchRequest, is_capacity_error};
 pub use instance_profile::{InstanceProfiles, TAG_NODE_CLASS, role_name};
 pub use launch_bus::LaunchBus;
-pub use launch_template::{LaunchTemplateSpec, NodeClassResolution, alias_parameters};
+pub use launch_template::{AliasImage, LaunchTemplateSpec, NodeClassResolution, Variant, alias_parameters};
 pub use nodewright_core::ports::capacity::{
     ClusterEndpoint, InstanceSummary, LaunchOutcome, TAG_CLAIM, TAG_CLUSTER, TAG_MANAGED_BY, TAG_POOL,
 };

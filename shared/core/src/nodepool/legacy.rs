@@ -173,29 +173,24 @@ fn provisioner_defaults(ctx: &mut Ctx, requirements: &mut Vec<Value>) {
 }
 
 /// The v1 alias for a v1beta1 / v1alpha1 `amiFamily`, or why there is none. `None` is the old
-/// APIs' default, AL2: a family the user never chose and Nodewright cannot launch (it writes no
-/// bootstrap.sh user data), so it becomes AL2023 with a warning. A family the user did write is
-/// honoured or refused, never swapped.
+/// APIs' default, AL2, mapped as Karpenter's migration maps it, with a word on AL2's end of life.
 fn family_alias(ctx: &mut Ctx, family: Option<&str>) -> Result<&'static str, String> {
     let Some(family) = family else {
         ctx.warn(
             "spec.amiFamily",
-            "not set: the old default was AL2, which Nodewright does not launch (AL2 boots from bootstrap.sh and is end of life for EKS); converted to alias al2023@latest (nodeadm)",
+            "not set: the old default, AL2, converted to alias al2@latest; AL2 is end of life for EKS (no images for Kubernetes 1.33 and later): prefer amiFamily AL2023",
         );
-        return Ok("al2023@latest");
+        return Ok("al2@latest");
     };
     match family {
         "AL2023" => Ok("al2023@latest"),
         "Bottlerocket" => Ok("bottlerocket@latest"),
-        "AL2" => Err(
-            "AL2 nodes boot with bootstrap.sh user data, which Nodewright does not write (and AL2 is end of life for EKS); use AL2023 (nodeadm) or Bottlerocket"
-                .into(),
-        ),
+        "AL2" => Ok("al2@latest"),
         "Windows2019" | "Windows2022" => Err(format!(
-            "{family}: Windows nodes are not supported (Nodewright writes nodeadm and Bottlerocket user data only); use AL2023 or Bottlerocket"
+            "{family}: Windows nodes are not supported (Nodewright boots AL2023, Bottlerocket and AL2 nodes); use AL2023 or Bottlerocket"
         )),
         "Ubuntu" => Err(
-            "Ubuntu has no v1 alias (Karpenter v1 dropped it) and Nodewright launches AL2023 and Bottlerocket only"
+            "Ubuntu has no v1 alias (Karpenter v1 dropped it) and Nodewright boots AL2023, Bottlerocket and AL2 nodes only"
                 .into(),
         ),
         "Custom" => Err(
@@ -358,10 +353,11 @@ pub(super) fn node_template_to_nodeclass(ctx: &mut Ctx, m: &Map<String, Value>) 
             (json!([{"alias": alias}]), None)
         }
     };
-    let bootstrap_sh = spec
-        .get("userData")
-        .and_then(Value::as_str)
-        .is_some_and(|u| u.contains("bootstrap.sh"));
+    let bootstrap_sh = !alias.starts_with("al2@")
+        && spec
+            .get("userData")
+            .and_then(Value::as_str)
+            .is_some_and(|u| u.contains("bootstrap.sh"));
     if bootstrap_sh {
         ctx.warn(
             "spec.userData",

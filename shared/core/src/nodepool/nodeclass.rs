@@ -31,11 +31,24 @@ pub(super) fn selector_terms(ctx: &mut Ctx, items: &[Value], path: &str, allowed
             let family = a.split('@').next().unwrap_or("");
             match unlaunchable_family(family) {
                 Some(why) => ctx.err(&format!("{p}.alias"), format!("{a:?}: {why}")),
-                None if !["al2023", "bottlerocket"].contains(&family) => ctx.err(
+                None if !LAUNCHABLE.contains(&family) => ctx.err(
                     &format!("{p}.alias"),
-                    format!("{a:?}: unknown AMI family (expected al2023@…, bottlerocket@…)"),
+                    format!("{a:?}: unknown AMI family (expected al2023@…, bottlerocket@…, al2@…)"),
                 ),
+                None if family == "al2" => ctx.warn(&format!("{p}.alias"), AL2_END_OF_LIFE),
                 None => {}
+            }
+            if a.split_once('@').is_none_or(|(_, v)| v.is_empty()) {
+                ctx.err(
+                    &format!("{p}.alias"),
+                    format!("{a:?} must be family@version (e.g. al2023@latest)"),
+                );
+            }
+            if t.id.is_some() || !t.tags.is_empty() || t.name.is_some() || t.owner.is_some() {
+                ctx.err(
+                    &p,
+                    "'alias' is mutually exclusive, cannot be set with id, tags, name or owner",
+                );
             }
         }
         out.push(t);
@@ -43,16 +56,19 @@ pub(super) fn selector_terms(ctx: &mut Ctx, items: &[Value], path: &str, allowed
     out
 }
 
+/// Alias families Nodewright boots: nodeadm, Bottlerocket settings, bootstrap.sh.
+const LAUNCHABLE: &[&str] = &["al2023", "bottlerocket", "al2"];
+
+const AL2_END_OF_LIFE: &str =
+    "AL2 is end of life for EKS: no AL2 images are published for Kubernetes 1.33 and later; prefer al2023@latest";
+
 /// Why nodes of an AMI family Karpenter knows cannot be launched here (None: they can, or the
 /// family is unknown). Refused at validation, so a copied Karpenter class fails where the user
 /// reads it, not at the first launch.
 fn unlaunchable_family(family: &str) -> Option<&'static str> {
     match family.to_ascii_lowercase().as_str() {
-        "al2" => Some(
-            "AL2 nodes boot with bootstrap.sh user data, which Nodewright does not write (and AL2 is end of life for EKS); use al2023@latest (nodeadm) or bottlerocket@latest",
-        ),
         f if f.starts_with("windows") => Some(
-            "Windows nodes are not supported: Nodewright writes nodeadm (AL2023) and Bottlerocket user data only; use al2023@latest or bottlerocket@latest",
+            "Windows nodes are not supported: Nodewright boots AL2023 (nodeadm), Bottlerocket and AL2 (bootstrap.sh) nodes; use al2023@latest or bottlerocket@latest",
         ),
         "custom" => Some(
             "amiFamily Custom (user data used as given) is not supported: Nodewright adds the pool's labels, taints and kubelet settings to nodeadm or Bottlerocket user data; use AL2023 or Bottlerocket and put your own settings in userData, which is merged ahead of ours",
@@ -100,10 +116,11 @@ pub(super) fn parse_nodeclass(ctx: &mut Ctx, m: &Map<String, Value>) -> Option<E
     if let Some(f) = &c.ami_family {
         match unlaunchable_family(f) {
             Some(why) => ctx.err("spec.amiFamily", format!("{f}: {why}")),
-            None if !["al2023", "bottlerocket"].contains(&f.to_ascii_lowercase().as_str()) => ctx.err(
+            None if !LAUNCHABLE.contains(&f.to_ascii_lowercase().as_str()) => ctx.err(
                 "spec.amiFamily",
-                format!("{f:?}: unknown AMI family (AL2023 or Bottlerocket)"),
+                format!("{f:?}: unknown AMI family (AL2023, Bottlerocket or AL2)"),
             ),
+            None if f.eq_ignore_ascii_case("al2") => ctx.warn("spec.amiFamily", AL2_END_OF_LIFE),
             None => {}
         }
     }
@@ -116,6 +133,32 @@ pub(super) fn parse_nodeclass(ctx: &mut Ctx, m: &Map<String, Value>) -> Option<E
     );
     if c.ami_selector_terms.is_empty() {
         ctx.err("spec.amiSelectorTerms", "missing (e.g. [{alias: al2023@latest}])");
+    }
+    // Karpenter's CRD rules on the family: an alias stands alone and fixes the family; without
+    // one, amiFamily says how the node boots.
+    let aliases: Vec<&str> = c.ami_selector_terms.iter().filter_map(|t| t.alias.as_deref()).collect();
+    if let Some(alias) = aliases.first() {
+        if c.ami_selector_terms.len() != 1 {
+            ctx.err(
+                "spec.amiSelectorTerms",
+                "'alias' is mutually exclusive, cannot be set with other amiSelectorTerms",
+            );
+        }
+        let family = alias.split('@').next().unwrap_or("");
+        if let Some(f) = &c.ami_family
+            && !f.eq_ignore_ascii_case(family)
+            && !f.eq_ignore_ascii_case("custom")
+        {
+            ctx.err(
+                "spec.amiFamily",
+                format!("{f:?} does not match the alias {alias:?}: leave it out or set the alias's family"),
+            );
+        }
+    } else if !c.ami_selector_terms.is_empty() && c.ami_family.is_none() {
+        ctx.err(
+            "spec.amiFamily",
+            "required when amiSelectorTerms has no alias (it says how the node boots: AL2023, Bottlerocket or AL2)",
+        );
     }
     let subnets = ctx.array(spec, "subnetSelectorTerms", "spec");
     c.subnet_selector_terms = selector_terms(ctx, subnets, "spec.subnetSelectorTerms", &["id", "tags"]);

@@ -869,24 +869,23 @@ spec:
         "not al2@latest"
     );
 
-    // The old default (no amiFamily) was AL2, which is not launched here: AL2023, said aloud.
+    // The old default (no amiFamily) is AL2, as Karpenter's migration maps it, with its end of life.
     let bare = text.replace("  amiFamily: Bottlerocket\n", "");
     let (config, d) = Config::parse(&bare, "old.yaml");
     let config = config.unwrap_or_else(|| panic!("{:?}", d.errors));
     assert_eq!(
         config.node_classes[0].ami_selector_terms[0].alias.as_deref(),
-        Some("al2023@latest")
+        Some("al2@latest")
     );
     assert!(
         d.warnings
             .iter()
-            .any(|w| w.contains("spec.amiFamily: not set: the old default was AL2")),
+            .any(|w| w.contains("spec.amiFamily: not set: the old default, AL2") && w.contains("end of life")),
         "{:?}",
         d.warnings
     );
     // A family the user wrote is honoured or refused, never swapped.
     for (family, says) in [
-        ("AL2", "bootstrap.sh"),
         ("Windows2022", "Windows nodes are not supported"),
         ("Custom", "Custom (user data used as given) is not supported"),
     ] {

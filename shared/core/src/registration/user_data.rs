@@ -1,5 +1,6 @@
 //! Node user data, built with serde as the node's agent reads it: a nodeadm `NodeConfig` (YAML, in a
-//! MIME multi-part archive) for AL2023, Bottlerocket settings (TOML). What goes in is decided in the
+//! MIME multi-part archive) for AL2023, Bottlerocket settings (TOML), an `/etc/eks/bootstrap.sh`
+//! call (a shell script part, as Karpenter writes it) for AL2. What goes in is decided in the
 //! core ([`crate::registration`]): the labels the kubelet may set on itself, the pool's
 //! taints, startup taints and the unregistered taint, and max pods.
 //!
@@ -7,7 +8,7 @@
 //! MIME archive's parts, a bare `NodeConfig`, or a shell script) come first and ours last, so
 //! nodeadm's in-order merge keeps the user's settings except where Nodewright must decide (cluster,
 //! labels, taints, max pods); for Bottlerocket the user's TOML is the base and our settings are
-//! written over it.
+//! written over it; for AL2 the user's parts run first and our bootstrap.sh call last.
 
 use std::collections::BTreeMap;
 
@@ -192,6 +193,111 @@ pub fn nodeadm(b: &Bootstrap<'_>, user: Option<&str>, field: &str) -> Result<Str
     let out = write_mime(&parts);
     check_size(&out, field)?;
     Ok(out)
+}
+
+/// AL2 user data: the user's parts (a MIME archive's parts, or a script), then one shell script
+/// that calls `/etc/eks/bootstrap.sh` with the cluster and the kubelet's flags, as Karpenter writes
+/// it (options with a space, not `=`: bootstrap.sh reads them that way).
+pub fn al2(b: &Bootstrap<'_>, user: Option<&str>, field: &str) -> Result<String> {
+    let mut script = String::from(
+        "#!/bin/bash -xe\nexec > >(tee /var/log/user-data.log|logger -t user-data -s 2>/dev/console) 2>&1\n",
+    );
+    script.push_str(&format!(
+        "/etc/eks/bootstrap.sh {} --apiserver-endpoint {} --b64-cluster-ca {}",
+        quote(&b.cluster.name),
+        quote(&b.cluster.endpoint),
+        quote(&b.cluster.certificate_authority)
+    ));
+    let k = b.kubelet;
+    if let Some(dns) = k.cluster_dns.first() {
+        if dns.contains(':') {
+            script.push_str(" \\\n--ip-family ipv6");
+        }
+        script.push_str(&format!(" \\\n--dns-cluster-ip {}", quote(dns)));
+    } else if let Some(cidr) = &b.cluster.service_cidr {
+        script.push_str(&format!(" \\\n--service-ipv4-cidr {}", quote(cidr)));
+    }
+    if k.max_pods.is_some() {
+        script.push_str(" \\\n--use-max-pods false");
+    }
+    script.push_str(&format!(
+        " \\\n--kubelet-extra-args {}",
+        quote(&kubelet_flags(b).join(" "))
+    ));
+    if b.instance_store_raid0 {
+        script.push_str(" \\\n--local-disks raid0");
+    }
+    let mut parts = match user {
+        Some(u) if !u.trim().is_empty() => user_parts(u, field)?,
+        _ => Vec::new(),
+    };
+    parts.push(Part {
+        content_type: "text/x-shellscript; charset=\"us-ascii\"".into(),
+        body: script,
+    });
+    let out = write_mime(&parts);
+    check_size(&out, field)?;
+    Ok(out)
+}
+
+/// The kubelet's command-line flags for AL2's `--kubelet-extra-args`, under the kubelet's own
+/// names; map values comma-joined and double-quoted, as Karpenter writes them.
+fn kubelet_flags(b: &Bootstrap<'_>) -> Vec<String> {
+    let joined = |m: &BTreeMap<String, String>, sep: &str| {
+        m.iter()
+            .map(|(k, v)| format!("{k}{sep}{v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut flags = Vec::new();
+    if !b.labels.is_empty() {
+        flags.push(format!("--node-labels=\"{}\"", joined(b.labels, "=")));
+    }
+    let taints: Vec<String> = b
+        .taints
+        .iter()
+        .map(|t| match &t.value {
+            Some(v) => format!("{}={v}:{}", t.key, t.effect.as_str()),
+            None => format!("{}:{}", t.key, t.effect.as_str()),
+        })
+        .collect();
+    flags.push(format!("--register-with-taints=\"{}\"", taints.join(",")));
+    let k = b.kubelet;
+    if let Some(n) = k.max_pods {
+        flags.push(format!("--max-pods={n}"));
+    }
+    if let Some(n) = k.pods_per_core {
+        flags.push(format!("--pods-per-core={n}"));
+    }
+    for (name, m, sep) in [
+        ("--system-reserved", &k.system_reserved, "="),
+        ("--kube-reserved", &k.kube_reserved, "="),
+        ("--eviction-hard", &k.eviction_hard, "<"),
+        ("--eviction-soft", &k.eviction_soft, "<"),
+        ("--eviction-soft-grace-period", &k.eviction_soft_grace_period, "="),
+    ] {
+        if !m.is_empty() {
+            flags.push(format!("{name}=\"{}\"", joined(m, sep)));
+        }
+    }
+    for (name, v) in [
+        ("--eviction-max-pod-grace-period", k.eviction_max_pod_grace_period),
+        ("--image-gc-high-threshold", k.image_gc_high_threshold_percent),
+        ("--image-gc-low-threshold", k.image_gc_low_threshold_percent),
+    ] {
+        if let Some(v) = v {
+            flags.push(format!("{name}={v}"));
+        }
+    }
+    if let Some(q) = k.cpu_cfs_quota {
+        flags.push(format!("--cpu-cfs-quota={q}"));
+    }
+    flags
+}
+
+/// One shell word: single-quoted, a quote inside written as `'\''`.
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 /// Bottlerocket user data: the user's settings with ours written over them.
@@ -638,5 +744,55 @@ mod tests {
         let mount = &doc["settings"]["bootstrap-commands"]["000-mount-instance-storage"];
         assert_eq!(mount["commands"][0][1].as_str(), Some("ephemeral-storage"));
         assert_eq!(mount["mode"].as_str(), Some("always"));
+    }
+
+    /// AL2: the user's script first, then one bootstrap.sh call with every kubelet setting as a
+    /// kubelet flag, in the form Karpenter writes (space-separated options, one quoted extra-args).
+    #[test]
+    fn al2_calls_bootstrap_sh_after_the_users_script() {
+        let (l, t, ep) = (labels(), taints(), endpoint());
+        let kubelet = every_kubelet_setting();
+        let b = Bootstrap {
+            cluster: &ep,
+            labels: &l,
+            taints: &t,
+            kubelet: &kubelet,
+            instance_store_raid0: true,
+        };
+        let out = al2(&b, Some("#!/bin/bash\necho mine\n"), "userData").expect("user data");
+        let parts = user_parts(&out, "userData").expect("archive");
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0].body, "#!/bin/bash\necho mine");
+        let script = &parts[1].body;
+        assert!(parts[1].content_type.starts_with("text/x-shellscript"));
+        assert!(script.starts_with("#!/bin/bash -xe\n"), "{script}");
+        let call = script.lines().skip(2).collect::<Vec<_>>().join("\n");
+        assert!(
+            call.starts_with(&format!(
+                "/etc/eks/bootstrap.sh '{}' --apiserver-endpoint '{}' --b64-cluster-ca '{}'",
+                ep.name, ep.endpoint, ep.certificate_authority
+            )),
+            "{call}"
+        );
+        for piece in [
+            "--dns-cluster-ip '10.100.0.10'",
+            "--use-max-pods false",
+            "--local-disks raid0",
+            "--max-pods=40 --pods-per-core=4",
+            "--kube-reserved=\"cpu=250m,memory=1Gi\"",
+            "--system-reserved=\"memory=512Mi\"",
+            "--eviction-hard=\"memory.available<5%\"",
+            "--eviction-soft-grace-period=\"memory.available=1m\"",
+            "--eviction-max-pod-grace-period=60 --image-gc-high-threshold=85 --image-gc-low-threshold=80 --cpu-cfs-quota=false",
+        ] {
+            assert!(call.contains(piece), "{piece} not in {call}");
+        }
+        let extra = call.split("--kubelet-extra-args '").nth(1).expect("extra args");
+        let extra = extra.split('\'').next().expect("closing quote");
+        assert!(extra.starts_with("--node-labels=\""), "{extra}");
+        assert!(extra.contains("--register-with-taints=\""), "{extra}");
+        // Every continuation ends a line with a backslash; nothing else does.
+        assert!(call.lines().rev().skip(1).all(|l| l.ends_with(" \\")), "{call}");
+        assert_eq!(quote("it's"), "'it'\\''s'");
     }
 }

@@ -958,7 +958,7 @@ impl MemoryCapacity {
     }
 
     /// The user data an instance was launched with, rendered by the same code as a real launch
-    /// template's (nodeadm NodeConfig), for a kubelet emulator to register its node from.
+    /// template's (the class's family: nodeadm, Bottlerocket, bootstrap.sh), for a kubelet emulator to register its node from.
     pub fn user_data(&self, instance_id: &str) -> Option<String> {
         lock(&self.data).user_data.get(instance_id).cloned()
     }
@@ -1077,7 +1077,23 @@ fn memory_user_data(
         kubelet: &class.map(|c| c.kubelet.clone()).unwrap_or_default(),
         instance_store_raid0: class.is_some_and(|c| c.instance_store_raid0),
     };
-    nodewright_core::registration::user_data::nodeadm(&boot, None, "userData").ok()
+    // As the AWS adapter's launch template chooses (the family from amiFamily, else the alias).
+    let family = class.and_then(|c| {
+        c.ami_family.clone().or_else(|| {
+            c.ami_selector_terms
+                .iter()
+                .find_map(|t| t.alias.as_deref())
+                .and_then(|a| a.split('@').next())
+                .map(str::to_string)
+        })
+    });
+    let user = class.and_then(|c| c.user_data.as_deref());
+    use nodewright_core::registration::user_data;
+    match family.map(|f| f.to_ascii_lowercase()).as_deref() {
+        Some("al2") => user_data::al2(&boot, user, "userData").ok(),
+        Some("bottlerocket") => user_data::bottlerocket(&boot, user, "userData").ok(),
+        _ => user_data::nodeadm(&boot, user, "userData").ok(),
+    }
 }
 
 impl Capacity for MemoryCapacity {

@@ -96,6 +96,7 @@ apiVersion: karpenter.k8s.aws/v1
 kind: EC2NodeClass
 metadata: {name: default}
 spec:
+  amiFamily: AL2023
   amiSelectorTerms: [{id: ami-0123456789abcdef0}]
   subnetSelectorTerms: [{tags: {karpenter.sh/discovery: chaos}}]
   securityGroupSelectorTerms: [{tags: {karpenter.sh/discovery: chaos}}]
