@@ -21,14 +21,8 @@ const EXPECTED: &[(&str, Option<&str>)] = &[
     ("al2023-custom-userdata.yaml", None),
     ("bottlerocket.yaml", None),
     ("br-custom-userdata.yaml", None),
-    (
-        "custom-family-with-alias.yaml",
-        Some("amiFamily Custom (user data used as given) is not supported"),
-    ),
-    (
-        "custom-family.yaml",
-        Some("amiFamily Custom (user data used as given) is not supported"),
-    ),
+    ("custom-family-with-alias.yaml", None),
+    ("custom-family.yaml", None),
     ("general-purpose.yaml", None),
     ("instance-store-ephemeral-storage.yaml", None),
     ("large-instances.yaml", None),

@@ -8,12 +8,11 @@
 //! consolidation run's reconcile, which registers any Ready node whose claim is not Ready yet (a lost
 //! event, a restarted watcher, an adopted instance).
 
-use std::collections::BTreeMap;
-
 use nodewright_core::model::ClaimState;
 use nodewright_core::ports::EpochMillis;
 use nodewright_core::ports::capacity::InstanceSummary;
 use nodewright_core::ports::state::{ClaimRecord, ClaimUpdate, TransitionOutcome};
+use nodewright_core::registration::NodeRegistration;
 use nodewright_core::{CapacityType, NodePool, registration};
 
 use crate::outcome::{Action, Outcome, transition_name};
@@ -115,8 +114,9 @@ pub(crate) async fn claim_of_instance<S: State, C: Capacity, K: ClusterApi>(
     }))
 }
 
-/// The labels a claim's node carries once registered.
-pub(crate) fn claim_labels<S, C, K>(deps: &Deps<S, C, K>, claim: &ClaimRecord) -> BTreeMap<String, String> {
+/// What a claim's node carries once registered: its labels, and its pool's taints and startup
+/// taints.
+pub(crate) fn claim_registration<S, C, K>(deps: &Deps<S, C, K>, claim: &ClaimRecord) -> NodeRegistration {
     let fallback;
     let pools = deps.settings.pools();
     let pool = match pools.config.node_pools.iter().find(|p| p.name == claim.pool) {
@@ -128,12 +128,13 @@ pub(crate) fn claim_labels<S, C, K>(deps: &Deps<S, C, K>, claim: &ClaimRecord) -
         }
     };
     let t = claim.instance_type.as_deref().and_then(|n| pools.type_by_name(n));
-    registration::node_labels(
+    let labels = registration::node_labels(
         pool,
         t,
         claim.zone.as_deref().unwrap_or(""),
         claim.capacity_type.unwrap_or(CapacityType::OnDemand),
-    )
+    );
+    NodeRegistration::for_pool(pool, labels)
 }
 
 /// Registers `node` as `claim`'s: labels and the unregistered taint (when there is cluster access),
@@ -152,12 +153,12 @@ pub(crate) async fn register<S: State, C: Capacity, K: ClusterApi>(
         return Ok(());
     }
     if let Some(cluster) = &deps.cluster {
-        let labels = claim_labels(deps, claim);
-        match cluster.register_node(node, &labels).await {
+        let registration = claim_registration(deps, claim);
+        match cluster.register_node(node, &registration).await {
             Ok(true) => out.push(Action::Registered {
                 claim: claim.id.clone(),
                 node: node.to_string(),
-                labels: labels.len(),
+                labels: registration.labels.len(),
             }),
             Ok(false) => {}
             Err(nodewright_core::ports::KubeError::NotFound { .. }) => {

@@ -529,3 +529,79 @@ async fn kubelet_settings_reach_the_node(deps: &MemDeps, family: &str) {
         );
     }
 }
+
+/// `amiFamily: Custom`: the node boots from the class's user data as given (here a user's own
+/// nodeadm `NodeConfig` that registers with the unregistered taint, as Karpenter requires of
+/// Custom nodes, and nothing of the pool's), read by the kubelet emulator; registration then
+/// writes the pool's labels and its startup taint, and lifts the unregistered taint.
+#[tokio::test]
+async fn a_custom_family_node_gets_the_pools_labels_and_taints_at_registration() {
+    let user_data = "    apiVersion: node.eks.aws/v1alpha1
+    kind: NodeConfig
+    spec:
+      cluster:
+        name: demo
+        apiServerEndpoint: https://example.eks.amazonaws.com
+        certificateAuthority: Y2E=
+      kubelet:
+        config:
+          registerWithTaints:
+          - {key: karpenter.sh/unregistered, effect: NoExecute}
+";
+    let config = POOLS
+        .replace(
+            "    spec:\n      nodeClassRef",
+            "    metadata: {labels: {team: batch}}\n    spec:\n      startupTaints: [{key: example.com/agent-not-ready, effect: NoSchedule}]\n      nodeClassRef",
+        )
+        .replace("amiFamily: AL2023", "amiFamily: Custom")
+        .replace(
+            "  role: KarpenterNodeRole-demo\n",
+            &format!("  role: KarpenterNodeRole-demo\n  userData: |\n{user_data}"),
+        );
+    let deps = deps_with(&config);
+    sample_batch(&deps).await;
+    let claims = deps.state.claim_records();
+    assert!(!claims.is_empty(), "the batch launched");
+    for c in &claims {
+        let instance = c.instance_id.as_deref().unwrap();
+        assert!(
+            deps.capacity
+                .user_data(instance)
+                .unwrap()
+                .starts_with("apiVersion: node.eks.aws"),
+            "the class's user data, as given"
+        );
+        let event = node_ready_event(&deps, instance);
+        let booted = deps
+            .cluster
+            .as_ref()
+            .unwrap()
+            .node_list()
+            .into_iter()
+            .find(|n| n.instance_id.as_deref() == Some(instance))
+            .unwrap();
+        assert!(
+            !booted.node.labels.contains_key("team"),
+            "nothing of the pool's at boot"
+        );
+        assert!(booted.unregistered);
+        let o = run(Function::StateChange, &deps, &event, NOW).await;
+        assert!(
+            o.actions.iter().any(|a| matches!(a, Action::Registered { .. })),
+            "{o:#?}"
+        );
+    }
+    for n in deps.cluster.as_ref().unwrap().node_list() {
+        assert!(!n.unregistered);
+        assert_eq!(n.node.labels.get("team").map(String::as_str), Some("batch"));
+        assert_eq!(
+            n.node.labels.get("karpenter.sh/nodepool").map(String::as_str),
+            Some("general")
+        );
+        let keys: Vec<&str> = n.node.taints.iter().map(|t| t.key.as_str()).collect();
+        assert_eq!(keys, ["example.com/agent-not-ready"], "{:?}", n.node.taints);
+    }
+    for c in deps.state.claim_records() {
+        assert_eq!(c.state, ClaimState::Ready);
+    }
+}

@@ -13,7 +13,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use nodewright_core::disruption::Pdb;
 use nodewright_core::model::cluster_event::PendingPod;
 use nodewright_core::model::{self, Effect, Pod};
-use nodewright_core::registration::UNREGISTERED_TAINT;
+use nodewright_core::registration::{NodeRegistration, UNREGISTERED_TAINT};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
@@ -314,11 +314,12 @@ impl Cluster {
         })
     }
 
-    /// Registers a node Nodewright launched: writes `labels` (merged over the node's own) and
+    /// Registers a node Nodewright launched: writes the labels and taints it lacks (labels merged
+    /// over the node's own; startup taints only while it still carries the unregistered taint) and
     /// removes the unregistered taint, in one patch conditional on the node's resourceVersion
     /// (re-read and retried on conflict). Returns false when there was nothing to write (already
     /// registered: a replayed event or a second reconcile).
-    pub async fn register_node(&self, node: &str, node_labels: &BTreeMap<String, String>) -> Result<bool> {
+    pub async fn register_node(&self, node: &str, registration: &NodeRegistration) -> Result<bool> {
         let api: Api<k8s::Node> = Api::all(self.client.clone());
         let operation = "register node";
         for attempt in 0..=CONFLICT_RETRIES {
@@ -330,17 +331,33 @@ impl Cluster {
                 })
                 .await?;
             let have = current.metadata.labels.clone().unwrap_or_default();
-            let missing: BTreeMap<&String, &String> =
-                node_labels.iter().filter(|(k, v)| have.get(*k) != Some(*v)).collect();
+            let missing: BTreeMap<&String, &String> = registration
+                .labels
+                .iter()
+                .filter(|(k, v)| have.get(*k) != Some(*v))
+                .collect();
             let taints = current.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
-            let kept: Vec<&k8s::Taint> = taints.iter().filter(|t| t.key != UNREGISTERED_TAINT).collect();
-            if missing.is_empty() && kept.len() == taints.len() {
+            let pairs: Vec<(&str, &str)> = taints.iter().map(|t| (t.key.as_str(), t.effect.as_str())).collect();
+            let added: Vec<k8s::Taint> = registration
+                .missing_taints(&pairs)
+                .into_iter()
+                .map(|t| k8s::Taint {
+                    key: t.key.clone(),
+                    value: t.value.clone(),
+                    effect: t.effect.as_str().to_string(),
+                    time_added: None,
+                })
+                .collect();
+            let mut kept: Vec<k8s::Taint> = taints.iter().filter(|t| t.key != UNREGISTERED_TAINT).cloned().collect();
+            if missing.is_empty() && kept.len() == taints.len() && added.is_empty() {
                 return Ok(false);
             }
+            let changed_taints = kept.len() != taints.len() || !added.is_empty();
+            kept.extend(added);
             let mut patch = json!({
                 "metadata": {"resourceVersion": current.metadata.resource_version, "labels": missing},
             });
-            if kept.len() != taints.len() {
+            if changed_taints {
                 patch["spec"] = json!({"taints": kept});
             }
             let result = self

@@ -48,8 +48,12 @@ impl ClusterApi for KubeCluster {
     async fn delete_node(&self, node: &str) -> Result<bool> {
         self.cluster().await?.delete_node(node).await
     }
-    async fn register_node(&self, node: &str, labels: &std::collections::BTreeMap<String, String>) -> Result<bool> {
-        self.cluster().await?.register_node(node, labels).await
+    async fn register_node(
+        &self,
+        node: &str,
+        registration: &nodewright_core::registration::NodeRegistration,
+    ) -> Result<bool> {
+        self.cluster().await?.register_node(node, registration).await
     }
     async fn config_objects(&self) -> Result<ConfigObjects> {
         self.cluster().await?.config_objects().await

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use kube::client::Body;
+use nodewright_core::model::{Effect, Taint};
+use nodewright_core::registration::NodeRegistration;
 use nodewright_kube::{Cluster, DrainMode, DrainOptions, Error};
 use serde_json::{Value, json};
 
@@ -374,8 +376,54 @@ async fn register_node_writes_missing_labels_and_lifts_the_unregistered_taint_in
         // A replay finds it registered: no write.
         expect("GET", "/api/v1/nodes/ip-10-0-0-1").respond(200, registered),
     ]);
-    assert!(cluster.register_node("ip-10-0-0-1", &labels).await.unwrap());
-    assert!(!cluster.register_node("ip-10-0-0-1", &labels).await.unwrap());
+    let registration = NodeRegistration {
+        labels,
+        taints: vec![Taint {
+            key: "dedicated".into(),
+            value: Some("gpu".into()),
+            effect: Effect::NoSchedule,
+        }],
+        startup_taints: Vec::new(),
+    };
+    assert!(cluster.register_node("ip-10-0-0-1", &registration).await.unwrap());
+    assert!(!cluster.register_node("ip-10-0-0-1", &registration).await.unwrap());
+    server.await.unwrap();
+}
+
+/// A node booted from `amiFamily: Custom` user data carries only what its own user data gave it
+/// (here the unregistered taint, as Karpenter requires of Custom nodes): registration adds the
+/// pool's taint and the startup taint in the same patch. Once registered, a startup taint its
+/// agent removed is not put back.
+#[tokio::test]
+async fn register_node_adds_the_taints_a_custom_node_lacks_and_startup_taints_once() {
+    let booting = json!([{"key": "karpenter.sh/unregistered", "effect": "NoExecute"}]);
+    let pool_taint = json!({"key": "dedicated", "value": "gpu", "effect": "NoSchedule"});
+    let startup = json!({"key": "node.cilium.io/agent-not-ready", "value": "true", "effect": "NoSchedule"});
+    let mut registered = node_json(json!([pool_taint.clone()]));
+    registered["metadata"]["labels"]["karpenter.sh/nodepool"] = json!("gpu");
+    let (cluster, server) = mock(vec![
+        expect("GET", "/api/v1/nodes/ip-10-0-0-1").respond(200, node_json(booting)),
+        expect("PATCH", "/api/v1/nodes/ip-10-0-0-1?")
+            .body(json!({
+                "metadata": {"resourceVersion": "41", "labels": {"karpenter.sh/nodepool": "gpu"}},
+                "spec": {"taints": [pool_taint, startup]}
+            }))
+            .respond(200, registered.clone()),
+        // The CNI removed its startup taint; a replayed Node Ready finds nothing to write.
+        expect("GET", "/api/v1/nodes/ip-10-0-0-1").respond(200, registered),
+    ]);
+    let taint = |key: &str, value: &str| Taint {
+        key: key.into(),
+        value: Some(value.into()),
+        effect: Effect::NoSchedule,
+    };
+    let registration = NodeRegistration {
+        labels: [("karpenter.sh/nodepool".to_string(), "gpu".to_string())].into(),
+        taints: vec![taint("dedicated", "gpu")],
+        startup_taints: vec![taint("node.cilium.io/agent-not-ready", "true")],
+    };
+    assert!(cluster.register_node("ip-10-0-0-1", &registration).await.unwrap());
+    assert!(!cluster.register_node("ip-10-0-0-1", &registration).await.unwrap());
     server.await.unwrap();
 }
 

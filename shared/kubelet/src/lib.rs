@@ -366,7 +366,8 @@ fn check_labels(labels: &BTreeMap<String, String>) -> Result<()> {
 }
 
 /// A MIME multi-part archive's parts as (content type, body); text that is not an archive is one
-/// part of type `text/x-shellscript` (what cloud-init would run).
+/// part: a bare `NodeConfig` (which nodeadm reads as it is), else `text/x-shellscript` (what
+/// cloud-init would run).
 fn mime_parts(text: &str) -> Result<Vec<(String, String)>> {
     let header_end = text.find("\n\n").unwrap_or(text.len());
     let header = &text[..header_end];
@@ -376,7 +377,17 @@ fn mime_parts(text: &str) -> Result<Vec<(String, String)>> {
         .and_then(|l| l.split("boundary=").nth(1))
         .map(|b| b.trim().trim_matches('"').to_string());
     let Some(boundary) = boundary else {
-        return Ok(vec![("text/x-shellscript".into(), text.to_string())]);
+        // nodeadm also takes a bare NodeConfig document as the whole user data.
+        let bare_node_config = serde_norway::from_str::<Value>(text)
+            .ok()
+            .and_then(|v| v.get("apiVersion").and_then(Value::as_str).map(str::to_string))
+            .is_some_and(|a| a.starts_with("node.eks.aws/"));
+        let content_type = if bare_node_config {
+            "application/node.eks.aws"
+        } else {
+            "text/x-shellscript"
+        };
+        return Ok(vec![(content_type.into(), text.to_string())]);
     };
     let delimiter = format!("--{boundary}");
     let mut parts = Vec::new();
@@ -620,6 +631,20 @@ mod tests {
         assert!(matches!(read_user_data(&restricted), Err(Error::Kubelet(_))));
         let unbalanced = AL2.replace("'Y2E='", "'Y2E=");
         assert!(matches!(read_user_data(&unbalanced), Err(Error::UserData(_))));
+    }
+
+    /// nodeadm reads a bare NodeConfig as the whole user data (a Custom class's user data often is).
+    #[test]
+    fn a_bare_node_config_is_read_as_nodeadm_reads_it() {
+        let bare = AL2023
+            .split("Content-Type: application/node.eks.aws\n\n")
+            .nth(1)
+            .and_then(|rest| rest.split("--//--").next())
+            .expect("the NodeConfig part");
+        let boot = read_user_data(bare).expect("boot");
+        assert_eq!(boot.cluster_name.as_deref(), Some("prod"));
+        assert_eq!(boot.labels["team"], "web");
+        assert_eq!(boot.taints[0].key, "karpenter.sh/unregistered");
     }
 
     #[test]

@@ -312,7 +312,7 @@ impl NodewrightSim {
             match w {
                 ClusterWrite::CordonAndTaint { node, .. } => world.cordon(&node),
                 ClusterWrite::Drain { node, .. } => world.drain(&node, now),
-                ClusterWrite::Register { node, labels } => world.register(&node, &labels),
+                ClusterWrite::Register { node, labels, taints } => world.register(&node, &labels, taints),
                 ClusterWrite::DeleteNode(_) => {}
             }
         }

@@ -295,13 +295,13 @@ impl World {
         }
     }
 
-    /// Registration wrote the claim's labels and removed the unregistered taint.
-    pub fn register(&mut self, node: &str, node_labels: &BTreeMap<String, String>) {
+    /// Registration wrote the claim's labels and left the node with `taints` (the unregistered
+    /// taint removed, any the node lacked added).
+    pub fn register(&mut self, node: &str, node_labels: &BTreeMap<String, String>, taints: Vec<Taint>) {
         if let Some(i) = self.instance_by_node_mut(node) {
             i.node_labels
                 .extend(node_labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-            i.taints
-                .retain(|t| t.key != nodewright_core::registration::UNREGISTERED_TAINT);
+            i.taints = taints;
             self.dirty = true;
         }
     }

@@ -109,10 +109,12 @@ impl LaunchTemplateSpec {
             "bottlerocket" => user_data::bottlerocket(&boot, class.user_data.as_deref(), &field)?,
             "al2023" => user_data::nodeadm(&boot, class.user_data.as_deref(), &field)?,
             "al2" => user_data::al2(&boot, class.user_data.as_deref(), &field)?,
+            // As given: the class's user data joins the node (validation requires it).
+            "custom" => class.user_data.clone().unwrap_or_default(),
             other => {
                 return Err(Error::invalid(
                     format!("EC2NodeClass {}: amiFamily", class.name),
-                    format!("{other:?} is not supported; use AL2023, Bottlerocket or AL2"),
+                    format!("{other:?} is not supported; use AL2023, Bottlerocket, AL2 or Custom"),
                 ));
             }
         };
@@ -127,7 +129,8 @@ impl LaunchTemplateSpec {
             security_groups: resolution.security_groups.clone(),
             user_data: base64::engine::general_purpose::STANDARD.encode(user_data),
             instance_profile,
-            block_devices: if class.block_device_mappings.is_empty() {
+            // Custom: none, so EC2 uses the AMI's own (Karpenter's Custom family has no defaults).
+            block_devices: if class.block_device_mappings.is_empty() && family != "custom" {
                 default_block_devices(class.is_bottlerocket())
             } else {
                 class.block_device_mappings.clone()

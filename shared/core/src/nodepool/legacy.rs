@@ -193,10 +193,7 @@ fn family_alias(ctx: &mut Ctx, family: Option<&str>) -> Result<&'static str, Str
             "Ubuntu has no v1 alias (Karpenter v1 dropped it) and Nodewright boots AL2023, Bottlerocket and AL2 nodes only"
                 .into(),
         ),
-        "Custom" => Err(
-            "amiFamily Custom (user data used as given) is not supported: use AL2023 or Bottlerocket; your userData is merged ahead of Nodewright's"
-                .into(),
-        ),
+        "Custom" => Err("a Custom family needs amiSelector (it has no alias)".into()),
         other => Err(format!(
             "{other:?} is not an AMI family (AL2023, Bottlerocket, AL2, Windows2019, Windows2022, Custom)"
         )),
@@ -326,20 +323,29 @@ pub(super) fn node_template_to_nodeclass(ctx: &mut Ctx, m: &Map<String, Value>) 
         }
     };
     let family = spec.get("amiFamily").and_then(Value::as_str);
-    let alias = match family_alias(ctx, family) {
-        Ok(alias) => alias,
-        Err(e) => {
-            ctx.err("spec.amiFamily", e);
+    // A Custom family keeps its selector and boots from the user data as given.
+    let alias = match family {
+        Some("Custom") if spec.get("amiSelector").is_some() => "custom",
+        Some("Custom") => {
+            ctx.err("spec.amiFamily", "a Custom family needs amiSelector (it has no alias)");
             return None;
         }
+        _ => match family_alias(ctx, family) {
+            Ok(alias) => alias,
+            Err(e) => {
+                ctx.err("spec.amiFamily", e);
+                return None;
+            }
+        },
     };
     // With an amiSelector the family still says how the node boots, so v1 keeps it as amiFamily.
     let (ami_terms, ami_family) = match spec.get("amiSelector") {
         Some(sel) => {
-            let v1_family = if alias.starts_with("bottlerocket") {
-                "Bottlerocket"
-            } else {
-                "AL2023"
+            let v1_family = match alias.split('@').next() {
+                Some("bottlerocket") => "Bottlerocket",
+                Some("al2") => "AL2",
+                Some("custom") => "Custom",
+                _ => "AL2023",
             };
             (terms(Some(sel)), Some(v1_family))
         }
@@ -354,6 +360,7 @@ pub(super) fn node_template_to_nodeclass(ctx: &mut Ctx, m: &Map<String, Value>) 
         }
     };
     let bootstrap_sh = !alias.starts_with("al2@")
+        && alias != "custom"
         && spec
             .get("userData")
             .and_then(Value::as_str)

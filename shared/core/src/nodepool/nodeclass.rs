@@ -70,9 +70,6 @@ fn unlaunchable_family(family: &str) -> Option<&'static str> {
         f if f.starts_with("windows") => Some(
             "Windows nodes are not supported: Nodewright boots AL2023 (nodeadm), Bottlerocket and AL2 (bootstrap.sh) nodes; use al2023@latest or bottlerocket@latest",
         ),
-        "custom" => Some(
-            "amiFamily Custom (user data used as given) is not supported: Nodewright adds the pool's labels, taints and kubelet settings to nodeadm or Bottlerocket user data; use AL2023 or Bottlerocket and put your own settings in userData, which is merged ahead of ours",
-        ),
         _ => None,
     }
 }
@@ -116,9 +113,10 @@ pub(super) fn parse_nodeclass(ctx: &mut Ctx, m: &Map<String, Value>) -> Option<E
     if let Some(f) = &c.ami_family {
         match unlaunchable_family(f) {
             Some(why) => ctx.err("spec.amiFamily", format!("{f}: {why}")),
+            None if f.eq_ignore_ascii_case("custom") => {}
             None if !LAUNCHABLE.contains(&f.to_ascii_lowercase().as_str()) => ctx.err(
                 "spec.amiFamily",
-                format!("{f:?}: unknown AMI family (AL2023, Bottlerocket or AL2)"),
+                format!("{f:?}: unknown AMI family (AL2023, Bottlerocket, AL2 or Custom)"),
             ),
             None if f.eq_ignore_ascii_case("al2") => ctx.warn("spec.amiFamily", AL2_END_OF_LIFE),
             None => {}
@@ -185,6 +183,22 @@ pub(super) fn parse_nodeclass(ctx: &mut Ctx, m: &Map<String, Value>) -> Option<E
         }
     }
     c.user_data = ctx.string(spec, "userData", "spec");
+    if c.ami_family
+        .as_deref()
+        .is_some_and(|f| f.eq_ignore_ascii_case("custom"))
+    {
+        if c.user_data.as_deref().is_none_or(|u| u.trim().is_empty()) {
+            ctx.err(
+                "spec.userData",
+                "amiFamily Custom launches with this user data as given and nothing else: without it the node cannot join",
+            );
+        } else {
+            ctx.warn(
+                "spec.amiFamily",
+                "Custom: the user data is used as given; it must join the cluster with the taint karpenter.sh/unregistered:NoExecute (Nodewright then writes the pool's labels and taints and lifts it) and apply spec.kubelet itself (Nodewright plans with spec.kubelet but cannot write it)",
+            );
+        }
+    }
     if let Some(k) = ctx.child(spec, "kubelet", "spec") {
         c.kubelet = super::kubelet::parse(ctx, k);
     }

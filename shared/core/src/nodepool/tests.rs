@@ -887,7 +887,7 @@ spec:
     // A family the user wrote is honoured or refused, never swapped.
     for (family, says) in [
         ("Windows2022", "Windows nodes are not supported"),
-        ("Custom", "Custom (user data used as given) is not supported"),
+        ("Custom", "a Custom family needs amiSelector"),
     ] {
         let text = text.replace("amiFamily: Bottlerocket", &format!("amiFamily: {family}"));
         let (config, d) = Config::parse(&text, "old.yaml");

@@ -254,12 +254,12 @@ pub trait ClusterApi: Send + Sync {
     fn cordon_and_taint(&self, node: &str, taint_key: &str) -> impl Future<Output = KubeResult<()>> + Send;
     fn drain(&self, node: &str, options: &DrainOptions) -> impl Future<Output = KubeResult<DrainReport>> + Send;
     fn delete_node(&self, node: &str) -> impl Future<Output = KubeResult<bool>> + Send;
-    /// Writes the claim's labels on a node and removes the unregistered taint (one patch); false
-    /// when it was already registered.
+    /// Writes the claim's labels and taints a node lacks and removes the unregistered taint (one
+    /// patch, [`crate::registration::NodeRegistration`]); false when there was nothing to write.
     fn register_node(
         &self,
         node: &str,
-        labels: &std::collections::BTreeMap<String, String>,
+        registration: &crate::registration::NodeRegistration,
     ) -> impl Future<Output = KubeResult<bool>> + Send;
     /// Every NodePool and EC2NodeClass (`served: false` when the API has no such kinds).
     fn config_objects(&self) -> impl Future<Output = KubeResult<ConfigObjects>> + Send;

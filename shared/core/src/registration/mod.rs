@@ -146,6 +146,46 @@ pub fn boot_taints(pool: &NodePool) -> Vec<Taint> {
     out
 }
 
+/// What registration writes on a claim's node, in one patch: the labels it lacks, the pool's
+/// taints it lacks, the startup taints on the first registration only (while the node still
+/// carries [`UNREGISTERED_TAINT`]: a startup taint its agent has since removed must not come
+/// back), and the unregistered taint removed. A node booted from Nodewright's user data already
+/// has the taints; one booted from `amiFamily: Custom` user data gets them here, as Karpenter's
+/// registration syncs a NodeClaim's taints onto its Node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeRegistration {
+    pub labels: BTreeMap<String, String>,
+    pub taints: Vec<Taint>,
+    pub startup_taints: Vec<Taint>,
+}
+
+impl NodeRegistration {
+    /// Everything a registered node of `pool` carries: [`node_labels`], its taints and startup
+    /// taints.
+    pub fn for_pool(pool: &NodePool, labels: BTreeMap<String, String>) -> Self {
+        NodeRegistration {
+            labels,
+            taints: pool.taints.clone(),
+            startup_taints: pool.startup_taints.clone(),
+        }
+    }
+
+    /// The taints to add to a node that carries `current` (key, effect) pairs: a taint matches
+    /// one of the same key and effect, as Karpenter matches them.
+    pub fn missing_taints<'a>(&'a self, current: &[(&str, &str)]) -> Vec<&'a Taint> {
+        let first = current.iter().any(|(k, _)| *k == UNREGISTERED_TAINT);
+        let startup: &[Taint] = if first { &self.startup_taints } else { &[] };
+        let mut out: Vec<&Taint> = Vec::new();
+        for t in self.taints.iter().chain(startup) {
+            let has = |k: &str, e: &str| k == t.key && e == t.effect.as_str();
+            if !current.iter().any(|(k, e)| has(k, e)) && !out.iter().any(|o| has(&o.key, o.effect.as_str())) {
+                out.push(t);
+            }
+        }
+        out
+    }
+}
+
 pub fn unregistered_taint() -> Taint {
     Taint {
         key: UNREGISTERED_TAINT.into(),
@@ -231,5 +271,39 @@ mod tests {
         });
         let keys: Vec<String> = boot_taints(&pool).into_iter().map(|t| t.key).collect();
         assert_eq!(keys, ["gpu", "cilium", UNREGISTERED_TAINT]);
+    }
+
+    #[test]
+    fn registration_adds_missing_taints_and_startup_taints_only_the_first_time() {
+        let taint = |key: &str, effect: Effect| Taint {
+            key: key.into(),
+            value: Some("x".into()),
+            effect,
+        };
+        let reg = NodeRegistration {
+            labels: BTreeMap::new(),
+            taints: vec![taint("gpu", Effect::NoSchedule), taint("dedicated", Effect::NoExecute)],
+            startup_taints: vec![taint("cilium.io/agent-not-ready", Effect::NoSchedule)],
+        };
+        // A Custom node booted with only the unregistered taint gets the pool's and startup taints.
+        let keys = |ts: Vec<&Taint>| ts.iter().map(|t| t.key.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            keys(reg.missing_taints(&[(UNREGISTERED_TAINT, "NoExecute")])),
+            ["gpu", "dedicated", "cilium.io/agent-not-ready"]
+        );
+        // Matched by key and effect: the same key with another effect is another taint.
+        assert_eq!(
+            keys(reg.missing_taints(&[
+                (UNREGISTERED_TAINT, "NoExecute"),
+                ("gpu", "NoExecute"),
+                ("dedicated", "NoExecute")
+            ])),
+            ["gpu", "cilium.io/agent-not-ready"]
+        );
+        // Registered already (no unregistered taint): the startup taint its agent removed stays gone.
+        assert!(
+            reg.missing_taints(&[("gpu", "NoSchedule"), ("dedicated", "NoExecute")])
+                .is_empty()
+        );
     }
 }

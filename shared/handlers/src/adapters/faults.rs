@@ -797,9 +797,13 @@ impl<K: ClusterApi> ClusterApi for FaultyCluster<K> {
     async fn delete_node(&self, node: &str) -> KubeResult<bool> {
         self.faults.gate("delete_node", self.inner.delete_node(node)).await
     }
-    async fn register_node(&self, node: &str, labels: &std::collections::BTreeMap<String, String>) -> KubeResult<bool> {
+    async fn register_node(
+        &self,
+        node: &str,
+        registration: &nodewright_core::registration::NodeRegistration,
+    ) -> KubeResult<bool> {
         self.faults
-            .gate("register_node", self.inner.register_node(node, labels))
+            .gate("register_node", self.inner.register_node(node, registration))
             .await
     }
     async fn config_objects(&self) -> KubeResult<ConfigObjects> {

@@ -1091,6 +1091,7 @@ fn memory_user_data(
     use nodewright_core::registration::user_data;
     match family.map(|f| f.to_ascii_lowercase()).as_deref() {
         Some("al2") => user_data::al2(&boot, user, "userData").ok(),
+        Some("custom") => user.map(str::to_string),
         Some("bottlerocket") => user_data::bottlerocket(&boot, user, "userData").ok(),
         _ => user_data::nodeadm(&boot, user, "userData").ok(),
     }
@@ -1396,9 +1397,11 @@ pub enum ClusterWrite {
         forced: bool,
     },
     DeleteNode(String),
+    /// The labels written, and the node's taints after registration.
     Register {
         node: String,
         labels: BTreeMap<String, String>,
+        taints: Vec<nodewright_core::model::Taint>,
     },
 }
 
@@ -1793,8 +1796,9 @@ impl ClusterApi for MemoryCluster {
     async fn register_node(
         &self,
         node: &str,
-        labels: &BTreeMap<String, String>,
+        registration: &nodewright_core::registration::NodeRegistration,
     ) -> nodewright_core::ports::KubeResult<bool> {
+        let labels = &registration.labels;
         let mut d = lock(&self.data);
         let Some(n) = d.nodes.iter_mut().find(|n| n.node.name == node) else {
             return Err(nodewright_core::ports::KubeError::NotFound {
@@ -1803,7 +1807,18 @@ impl ClusterApi for MemoryCluster {
             });
         };
         let missing = labels.iter().any(|(k, v)| n.node.labels.get(k) != Some(v));
-        if !missing && !n.unregistered {
+        let mut pairs: Vec<(&str, &str)> = n
+            .node
+            .taints
+            .iter()
+            .map(|t| (t.key.as_str(), t.effect.as_str()))
+            .collect();
+        if n.unregistered {
+            pairs.push((nodewright_core::registration::UNREGISTERED_TAINT, "NoExecute"));
+        }
+        let added: Vec<nodewright_core::model::Taint> =
+            registration.missing_taints(&pairs).into_iter().cloned().collect();
+        if !missing && !n.unregistered && added.is_empty() {
             return Ok(false);
         }
         n.node.labels.extend(labels.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -1822,10 +1837,13 @@ impl ClusterApi for MemoryCluster {
         n.node
             .taints
             .retain(|t| t.key != nodewright_core::registration::UNREGISTERED_TAINT);
+        n.node.taints.extend(added);
         n.unregistered = false;
+        let n_taints = n.node.taints.clone();
         d.writes.push(ClusterWrite::Register {
             node: node.into(),
             labels: labels.clone(),
+            taints: n_taints,
         });
         Ok(true)
     }
