@@ -160,6 +160,7 @@ impl<'a> Prepared<'a> {
                         v.sort_by_key(|t| std::cmp::Reverse(t.0));
                         v
                     },
+                    preferred_dropped: false,
                     tolerations: p.tolerations.clone(),
                     host_ports: p.host_ports.clone(),
                     compat: Arc::default(),
@@ -433,6 +434,44 @@ impl<'a> Prepared<'a> {
         mask
     }
 
+    /// Signature `sig` with every preferred node-affinity term given up (itself when it has none
+    /// or has given them up already). `cache` shares the relaxed signatures between pods.
+    pub fn without_preferences(&mut self, sig: usize, cache: &mut HashMap<usize, usize>) -> usize {
+        let b = &self.sigs[sig];
+        if b.preferred.is_empty() || b.preferred_dropped {
+            return sig;
+        }
+        if let Some(&s) = cache.get(&sig) {
+            return s;
+        }
+        let mut s = Signature {
+            node_selector: b.node_selector.clone(),
+            terms: b.terms.clone(),
+            preferred: b.preferred.clone(),
+            preferred_dropped: true,
+            tolerations: b.tolerations.clone(),
+            host_ports: b.host_ports.clone(),
+            compat: Arc::default(),
+        };
+        let types = self.input.instance_types;
+        s.compat = Arc::new(
+            self.pools
+                .iter()
+                .map(|pv| compat(&s, pv, types, &self.zones, &self.offers))
+                .collect(),
+        );
+        self.sigs.push(s);
+        cache.insert(sig, self.sigs.len() - 1);
+        self.sigs.len() - 1
+    }
+
+    /// Pod `i` gives up its preferred node affinity (see [`Self::without_preferences`]).
+    pub fn drop_preferences(&mut self, i: usize, cache: &mut HashMap<usize, usize>) {
+        let sig = self.without_preferences(self.pod_sig[i], cache);
+        self.pod_sig[i] = sig;
+        self.eligible[i] = self.eligible_zones(sig, &self.input.pods[i].requests);
+    }
+
     /// Pins pod `i` to `key = value` (a topology domain of a label key): its signature gains the
     /// requirement, so only pools and types in that domain take it, new nodes and existing ones
     /// alike. `cache` shares the pinned signatures between pods.
@@ -449,6 +488,7 @@ impl<'a> Prepared<'a> {
                     node_selector,
                     terms: b.terms.clone(),
                     preferred: b.preferred.clone(),
+                    preferred_dropped: b.preferred_dropped,
                     tolerations: b.tolerations.clone(),
                     host_ports: b.host_ports.clone(),
                     compat: Arc::default(),

@@ -18,6 +18,9 @@ pub struct Signature {
     pub node_selector: Vec<Requirement>,
     pub terms: Vec<Vec<Requirement>>,
     pub preferred: Vec<(i32, Vec<Requirement>)>,
+    /// Every preferred term given up (the pod's topology spread could not be kept in the domains
+    /// its preferences allow): compat starts at the state without them, and reports it relaxed.
+    pub preferred_dropped: bool,
     pub tolerations: Vec<Toleration>,
     pub host_ports: Vec<HostPort>,
     /// Per pool (in `Prepared::pools` order): the compatible offerings, or why there are none.
@@ -103,12 +106,19 @@ pub(in crate::scheduler) fn compat(
     // preferred terms are dropped heaviest first, so each lighter one is tried on its own,
     // then none.
     let none = s.preferred.len();
-    let states = (0..terms.len())
-        .map(|r| (r, 0))
-        .chain((1..=none).map(|q| (terms.len() - 1, q)));
     let tiers = terms.len() + none;
+    let states: Vec<(usize, (usize, usize))> = if s.preferred_dropped {
+        // Every required term without any preference, each reported at the last level.
+        (0..terms.len()).map(|r| (tiers - 1, (r, none))).collect()
+    } else {
+        (0..terms.len())
+            .map(|r| (r, 0))
+            .chain((1..=none).map(|q| (terms.len() - 1, q)))
+            .enumerate()
+            .collect()
+    };
     let mut first_err = None;
-    for (level, (r, q)) in states.enumerate() {
+    for (level, (r, q)) in states {
         let mut reqs: Vec<Requirement> = s.node_selector.clone();
         reqs.extend_from_slice(terms[r]);
         if let Some((_, p)) = s.preferred.get(q) {

@@ -112,6 +112,7 @@ pub fn pin(prep: &mut Prepared, skip: &mut [bool]) -> (Vec<Option<usize>>, Vec<O
     let mut zones = vec![None; n];
     let mut cts = vec![None; n];
     let mut label_sigs = HashMap::new();
+    let mut unpreferred = HashMap::new();
     for key in keys_of(prep.input.pods, prep.input.nodes) {
         let dom = Domains::of(prep, key);
         let mut cache: HashMap<(usize, &crate::Resources), Mask> = HashMap::new();
@@ -126,13 +127,29 @@ pub fn pin(prep: &mut Prepared, skip: &mut [bool]) -> (Vec<Option<usize>>, Vec<O
                     .clone()
             })
             .collect();
+        // What each pod could launch into with its preferred node affinity given up: the domains
+        // its spread is measured over (Karpenter counts every domain the pod's requirements
+        // allow, and relaxes a preference that keeps the skew from being met).
+        let required: Vec<Mask> = (0..n)
+            .map(|i| {
+                let sig = prep.pod_sig[i];
+                if skip[i] || prep.sigs[sig].preferred.is_empty() || prep.sigs[sig].preferred_dropped {
+                    return eligible[i].clone();
+                }
+                let relaxed = prep.without_preferences(sig, &mut unpreferred);
+                dom.launchable_as(prep, relaxed, &prep.input.pods[i].requests)
+            })
+            .collect();
         let mut pin = vec![None; n];
         let failed = affinity::pin_affinity(prep, &dom, &eligible, &mut pin, skip);
         prep.unschedulable.extend(failed);
         let failed = affinity::pin_anti_affinity(prep, &dom, &eligible, &mut pin, skip);
         prep.unschedulable.extend(failed);
-        let failed = spread::deal(prep, &dom, &eligible, &mut pin, skip);
+        let (failed, relaxed) = spread::deal(prep, &dom, &eligible, &required, &mut pin, skip);
         prep.unschedulable.extend(failed);
+        for i in relaxed {
+            prep.drop_preferences(i, &mut unpreferred);
+        }
         match &dom.key {
             Key::Zone => zones = pin,
             Key::CapacityType => {
@@ -316,10 +333,17 @@ impl Domains {
         if self.key == Key::Zone {
             return Mask::from_bits(prep.eligible[i]);
         }
+        self.launchable_as(prep, prep.pod_sig[i], &prep.input.pods[i].requests)
+    }
+
+    /// The domains a pod of signature `sig` and requests `req` could launch into.
+    pub fn launchable_as(&self, prep: &Prepared, sig: usize, req: &crate::Resources) -> Mask {
+        if self.key == Key::Zone {
+            return Mask::from_bits(prep.eligible_zones(sig, req));
+        }
         let types = prep.input.instance_types;
-        let req = &prep.input.pods[i].requests;
         let mut m = Mask::default();
-        for (pi, c) in prep.sigs[prep.pod_sig[i]].compat.iter().enumerate() {
+        for (pi, c) in prep.sigs[sig].compat.iter().enumerate() {
             let Ok(c) = c else { continue };
             let pv = &prep.pools[pi];
             for t in c.types.iter() {

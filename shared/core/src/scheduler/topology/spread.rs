@@ -29,13 +29,20 @@ fn constraints<'p>(p: &'p Pod, key: &Key) -> impl Iterator<Item = &'p SpreadCons
 /// dealt alike (the second is kept when it can be: Karpenter relaxes it only when it cannot).
 /// A pod whose DoNotSchedule constraint names a label no node it could launch carries is
 /// unschedulable (Kubernetes never places it on a node without the key).
+///
+/// The skew is measured over `required`: the domains each pod could launch into with its
+/// preferred node affinity given up, as Karpenter counts them. A pod whose preferences keep it
+/// in domains where it would exceed `maxSkew` gives them up (Karpenter relaxes a preference
+/// before it leaves a pod pending) and is dealt over all its domains; those pods are returned.
 pub fn deal(
     prep: &Prepared,
     dom: &Domains,
     eligible: &[Mask],
+    required: &[Mask],
     pin: &mut [Option<usize>],
     skip: &mut [bool],
-) -> Vec<(usize, String)> {
+) -> (Vec<(usize, String)>, Vec<usize>) {
+    let mut relaxed = Vec::new();
     let pods = prep.input.pods;
     let mut seen: Vec<Group> = Vec::new();
     for (ci, carrier) in pods.iter().enumerate() {
@@ -60,7 +67,7 @@ pub fn deal(
             let mut domains = Mask::default();
             for (i, q) in pods.iter().enumerate() {
                 if !skip[i] && carries(q) {
-                    domains.or(&eligible[i]);
+                    domains.or(&required[i]);
                 }
             }
             if domains.is_empty() {
@@ -92,8 +99,21 @@ pub fn deal(
                 if pin[i].is_some() {
                     continue;
                 }
-                let allowed = domains.and(&eligible[i]);
-                if let Some(d) = allowed.iter().min_by_key(|&d| (counts[d], d)) {
+                let emptiest = |m: &Mask| m.iter().min_by_key(|&d| (counts[d], d));
+                let mut choice = emptiest(&domains.and(&eligible[i]));
+                if required[i] != eligible[i] {
+                    // Skew against the emptiest domain the pod could reach without preferences.
+                    let all = domains.and(&required[i]);
+                    let floor = all.iter().map(|d| counts[d]).min().unwrap_or(0);
+                    let over = |d: usize| counts[d] + u64::from(counted(&pods[i])) > floor + u64::from(s.max_skew);
+                    if choice.is_none_or(over) {
+                        choice = emptiest(&all);
+                        if choice.is_some() {
+                            relaxed.push(i);
+                        }
+                    }
+                }
+                if let Some(d) = choice {
                     pin[i] = Some(d);
                     if counted(&pods[i]) {
                         counts[d] += 1;
@@ -118,7 +138,7 @@ pub fn deal(
             }
         }
     }
-    failed
+    (failed, relaxed)
 }
 
 /// The domain of a planned claim on the key, when all its options share one.
