@@ -444,25 +444,9 @@ impl<'a> Prepared<'a> {
         if let Some(&s) = cache.get(&sig) {
             return s;
         }
-        let mut s = Signature {
-            node_selector: b.node_selector.clone(),
-            terms: b.terms.clone(),
-            preferred: b.preferred.clone(),
-            preferred_dropped: true,
-            tolerations: b.tolerations.clone(),
-            host_ports: b.host_ports.clone(),
-            compat: Arc::default(),
-        };
-        let types = self.input.instance_types;
-        s.compat = Arc::new(
-            self.pools
-                .iter()
-                .map(|pv| compat(&s, pv, types, &self.zones, &self.offers))
-                .collect(),
-        );
-        self.sigs.push(s);
-        cache.insert(sig, self.sigs.len() - 1);
-        self.sigs.len() - 1
+        let derived = self.derive_sig(sig, |s| s.preferred_dropped = true);
+        cache.insert(sig, derived);
+        derived
     }
 
     /// Pod `i` gives up its preferred node affinity (see [`Self::without_preferences`]).
@@ -481,32 +465,39 @@ impl<'a> Prepared<'a> {
         let sig = match cache.get(&cache_key) {
             Some(&s) => s,
             None => {
-                let b = &self.sigs[base];
-                let mut node_selector = b.node_selector.clone();
-                node_selector.push(Requirement::new(key, Operator::In, &[value]));
-                let mut s = Signature {
-                    node_selector,
-                    terms: b.terms.clone(),
-                    preferred: b.preferred.clone(),
-                    preferred_dropped: b.preferred_dropped,
-                    tolerations: b.tolerations.clone(),
-                    host_ports: b.host_ports.clone(),
-                    compat: Arc::default(),
-                };
-                let types = self.input.instance_types;
-                s.compat = Arc::new(
-                    self.pools
-                        .iter()
-                        .map(|pv| compat(&s, pv, types, &self.zones, &self.offers))
-                        .collect(),
-                );
-                self.sigs.push(s);
-                cache.insert(cache_key, self.sigs.len() - 1);
-                self.sigs.len() - 1
+                let derived = self.derive_sig(base, |s| {
+                    s.node_selector.push(Requirement::new(key, Operator::In, &[value]))
+                });
+                cache.insert(cache_key, derived);
+                derived
             }
         };
         self.pod_sig[i] = sig;
         self.eligible[i] = self.eligible_zones(sig, &self.input.pods[i].requests);
+    }
+
+    /// A new signature: `base` changed by `change`, its compatibility with every pool computed.
+    fn derive_sig(&mut self, base: usize, change: impl FnOnce(&mut Signature)) -> usize {
+        let b = &self.sigs[base];
+        let mut s = Signature {
+            node_selector: b.node_selector.clone(),
+            terms: b.terms.clone(),
+            preferred: b.preferred.clone(),
+            preferred_dropped: b.preferred_dropped,
+            tolerations: b.tolerations.clone(),
+            host_ports: b.host_ports.clone(),
+            compat: Arc::default(),
+        };
+        change(&mut s);
+        let types = self.input.instance_types;
+        s.compat = Arc::new(
+            self.pools
+                .iter()
+                .map(|pv| compat(&s, pv, types, &self.zones, &self.offers))
+                .collect(),
+        );
+        self.sigs.push(s);
+        self.sigs.len() - 1
     }
 
     /// Why `pod` (index) cannot be placed in any pool, for its first bucket-independent failure.
