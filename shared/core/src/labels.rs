@@ -90,6 +90,8 @@ pub const NORMALIZED: &[(&str, &str)] = &[
     ("beta.kubernetes.io/arch", ARCH),
     ("beta.kubernetes.io/os", OS),
     ("beta.kubernetes.io/instance-type", INSTANCE_TYPE),
+    // The EBS CSI driver's topology key (Karpenter's AWS provider normalizes it to the zone).
+    ("topology.ebs.csi.aws.com/zone", ZONE),
 ];
 
 /// The stable key for `key` ([`NORMALIZED`]), or `key` itself.

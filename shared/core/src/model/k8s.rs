@@ -66,6 +66,17 @@ fn pod_from_spec(meta: &meta::ObjectMeta, spec: &core::PodSpec, path: &str) -> R
         }),
         ..Default::default()
     };
+    pod.resource_claims = spec.resource_claims.as_ref().is_some_and(|c| !c.is_empty())
+        || spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .any(|c| {
+                c.resources
+                    .as_ref()
+                    .and_then(|r| r.claims.as_ref())
+                    .is_some_and(|c| !c.is_empty())
+            });
     for (i, t) in spec.tolerations.iter().flatten().enumerate() {
         pod.tolerations
             .push(toleration(t, &format!("{path}.spec.tolerations[{i}]"))?);
@@ -735,6 +746,34 @@ spec:
         assert_eq!(p.deletion_cost, -5);
         assert_eq!(p.priority, 1000);
         assert_eq!(p.owner.as_ref().unwrap().kind, "Job");
+    }
+
+    /// DRA claims as Karpenter finds them (`HasDRARequirements`): a pod-level `resourceClaims`
+    /// entry, or `resources.claims` on an app or init container; a pod without either has none.
+    #[test]
+    fn resource_claims_are_found_on_the_pod_and_its_containers() {
+        let pod = |spec: serde_json::Value| {
+            let v = serde_json::json!({"kind": "Pod", "metadata": {"name": "p"}, "spec": spec});
+            pods_from_workload_value(&v, "doc[0]").unwrap().remove(0)
+        };
+        let plain = pod(serde_json::json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "1"}}}]}));
+        assert!(!plain.resource_claims);
+        let pod_level = pod(serde_json::json!({
+            "resourceClaims": [{"name": "gpu", "resourceClaimName": "gpu"}],
+            "containers": [{"name": "c"}]
+        }));
+        assert!(pod_level.resource_claims);
+        let app = pod(serde_json::json!({"containers": [{"name": "c", "resources": {"claims": [{"name": "gpu"}]}}]}));
+        assert!(app.resource_claims);
+        let init = pod(serde_json::json!({
+            "initContainers": [{"name": "i", "resources": {"claims": [{"name": "gpu"}]}}],
+            "containers": [{"name": "c"}]
+        }));
+        assert!(init.resource_claims);
+        // An empty list claims nothing.
+        let empty =
+            pod(serde_json::json!({"resourceClaims": [], "containers": [{"name": "c", "resources": {"claims": []}}]}));
+        assert!(!empty.resource_claims);
     }
 
     /// Host ports as a Pod spec writes them: containerPort plus hostPort (protocol TCP when

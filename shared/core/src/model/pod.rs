@@ -360,6 +360,12 @@ pub struct Pod {
     /// Set when the pod is bound to a node.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
+    /// The pod uses Dynamic Resource Allocation (`spec.resourceClaims`, or a container's
+    /// `resources.claims`). Like Karpenter at its default (`IGNORE_DRA_REQUESTS`), Nodewright
+    /// cannot tell which devices a claim needs, so it provisions nothing for such a pod and leaves
+    /// such a DaemonSet out of node overhead.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resource_claims: bool,
 }
 
 impl Pod {

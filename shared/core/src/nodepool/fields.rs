@@ -72,19 +72,17 @@ pub(super) fn is_label_value(v: &str) -> bool {
             && v.chars().last().is_some_and(|c| c.is_ascii_alphanumeric()))
 }
 
-/// Label domains Karpenter reserves: keys there must be well-known.
+/// Label domains Karpenter reserves (`karpenter.sh`, and the AWS provider's `karpenter.k8s.aws`):
+/// keys there must be well-known. The Kubernetes domains are open, as in Karpenter since v1:
+/// a label the kubelet may not set on itself is written at registration instead
+/// (`registration::kubelet_may_set`).
 pub(super) fn restricted_domain(key: &str) -> bool {
     let Some((prefix, _)) = key.rsplit_once('/') else {
         return false;
     };
-    // Karpenter's exceptions: sub-domains never passed to the kubelet as its own.
-    let excepted = ["node.kubernetes.io", "node-restriction.kubernetes.io", "kops.k8s.io"]
+    ["karpenter.sh", "karpenter.k8s.aws"]
         .iter()
-        .any(|d| prefix == *d || prefix.ends_with(&format!(".{d}")));
-    !excepted
-        && ["kubernetes.io", "k8s.io", "karpenter.sh", "karpenter.k8s.aws"]
-            .iter()
-            .any(|d| prefix == *d || prefix.ends_with(&format!(".{d}")))
+        .any(|d| prefix == *d || prefix.ends_with(&format!(".{d}")))
 }
 
 pub(super) fn parse_requirements(ctx: &mut Ctx, items: &[Value], path: &str) -> Vec<Requirement> {

@@ -114,6 +114,43 @@ fn broken_nodepool_lists_every_error_with_its_path() {
     assert_eq!(diags.errors.len(), expect.len(), "{:#?}", diags.errors);
 }
 
+/// Karpenter v1 reserves only its own label domains (`karpenter.sh`, and the AWS provider's
+/// `karpenter.k8s.aws`) for well-known keys; labels and requirements in the Kubernetes domains
+/// are the user's (their nodes get them at registration when the kubelet may not set them).
+#[test]
+fn only_karpenters_label_domains_are_reserved() {
+    let pool = |labels: &str, key: &str| {
+        format!(
+            "apiVersion: karpenter.sh/v1\nkind: NodePool\nmetadata: {{name: p}}\nspec:\n  template:\n    metadata: {{labels: {{{labels}}}}}\n    spec:\n      nodeClassRef: {{group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}}\n      requirements: [{{key: {key}, operator: In, values: [x]}}]\n"
+        )
+    };
+    for (labels, key) in [
+        ("kubernetes.io/test: v", "k8s.io/test"),
+        ("sub.k8s.io/test: v", "sub.kubernetes.io/test"),
+        ("kubernetes.io: v", "team"),
+    ] {
+        let (config, diags) = Config::parse(&pool(labels, key), "p.yaml");
+        assert!(
+            config.is_some() && diags.errors.is_empty(),
+            "{labels} / {key}: {:#?}",
+            diags.errors
+        );
+    }
+    for (labels, key, field) in [
+        ("team: a", "karpenter.k8s.aws/custom", "requirements[0].key"),
+        ("team: a", "sub.karpenter.sh/custom", "requirements[0].key"),
+        ("karpenter.sh/custom: v", "team", "labels.karpenter.sh/custom"),
+    ] {
+        let (config, diags) = Config::parse(&pool(labels, key), "p.yaml");
+        assert!(config.is_none(), "{labels} / {key} was accepted");
+        assert!(
+            diags.errors.iter().any(|e| e.contains(field)),
+            "{field}: {:#?}",
+            diags.errors
+        );
+    }
+}
+
 #[test]
 fn full_v1_nodepool_and_nodeclass() {
     let text = r#"

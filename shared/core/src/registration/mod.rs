@@ -88,8 +88,16 @@ fn pick_value(reqs: &[&Requirement]) -> Option<String> {
         .find(|v| ok(v))
 }
 
+/// Karpenter's lifecycle labels: set on a node when it registers, and when it is initialized
+/// (ready, startup taints gone). DaemonSets may wait for them in their node affinity.
+pub const REGISTERED_LABEL: &str = "karpenter.sh/registered";
+pub const INITIALIZED_LABEL: &str = "karpenter.sh/initialized";
+
 /// Every label a registered node of `pool` carries once its offering is known: [`pool_labels`],
-/// the instance type's well-known labels, zone, region and capacity type.
+/// the instance type's well-known labels, zone, region and capacity type, and
+/// [`REGISTERED_LABEL`]. Registration runs when the node is Ready, so a node of a pool without
+/// startup taints is initialized then too ([`INITIALIZED_LABEL`]); with startup taints, their
+/// agents' removal is not watched and the label is not written.
 pub fn node_labels(
     pool: &NodePool,
     instance_type: Option<&InstanceType>,
@@ -102,6 +110,10 @@ pub fn node_labels(
         out.insert(labels::ZONE.into(), zone.to_string());
     }
     out.insert(labels::CAPACITY_TYPE.into(), capacity_type.as_str().into());
+    out.insert(REGISTERED_LABEL.into(), "true".into());
+    if pool.startup_taints.is_empty() {
+        out.insert(INITIALIZED_LABEL.into(), "true".into());
+    }
     out
 }
 
@@ -254,6 +266,24 @@ mod tests {
         pool.labels.insert("node-role.kubernetes.io/worker".into(), "".into());
         assert!(!boot_labels(&pool).contains_key("node-role.kubernetes.io/worker"));
         assert!(pool_labels(&pool).contains_key("node-role.kubernetes.io/worker"));
+    }
+
+    /// A registered node carries Karpenter's lifecycle labels (DaemonSets may wait for them);
+    /// `initialized` only when no startup taint is still to be removed.
+    #[test]
+    fn registered_nodes_carry_the_lifecycle_labels() {
+        let mut pool = NodePool::new("p");
+        let l = node_labels(&pool, None, "us-east-1a", CapacityType::Spot);
+        assert_eq!(l.get(REGISTERED_LABEL).map(String::as_str), Some("true"));
+        assert_eq!(l.get(INITIALIZED_LABEL).map(String::as_str), Some("true"));
+        pool.startup_taints.push(Taint {
+            key: "cni-ready".into(),
+            value: None,
+            effect: Effect::NoSchedule,
+        });
+        let l = node_labels(&pool, None, "us-east-1a", CapacityType::Spot);
+        assert_eq!(l.get(REGISTERED_LABEL).map(String::as_str), Some("true"));
+        assert!(!l.contains_key(INITIALIZED_LABEL));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::catalogue::{CapacityType, InstanceType};
 use crate::labels;
 use crate::model::{HostPort, Pod, first_untolerated};
 use crate::nodepool::NodePool;
-use crate::requirements::{LabelSource, Layered, Operator, Requirement, all_match};
+use crate::requirements::{LabelSource, Layered, Operator, Requirement};
 use crate::resources::{Resource, Resources};
 
 use super::Input;
@@ -63,9 +63,10 @@ pub struct PoolView<'a> {
     /// Allocatable per instance type index on this pool's nodes, where its EC2NodeClass makes it
     /// differ from the catalogue's (`NodePool::node_overhead`); read through [`PoolView::allocatable`].
     pub allocatable: Option<Arc<Vec<Resources>>>,
-    /// Host ports the daemonsets that run on the pool's nodes bind, with the daemonset's name: a
-    /// pod asking for one cannot run on a new node of the pool.
-    pub ds_host_ports: Arc<Vec<(HostPort, String)>>,
+    /// Host ports the daemonsets that run on the pool's nodes bind, with the (first) daemonset's
+    /// name and the types whose nodes it runs on: a pod asking for one cannot run on a new node of
+    /// those types.
+    pub ds_host_ports: Arc<Vec<(HostPort, String, TypeSet)>>,
     /// Capacity already used by the pool's nodes (for limits).
     pub used: Resources,
     pub used_nodes: u64,
@@ -307,7 +308,7 @@ pub(in crate::scheduler) fn pool_view<'a>(
     let mut set = TypeSet::empty(types.len());
     let mut ds_overhead = vec![Resources::new(); types.len()];
     let mut allocatable = p.node_overhead.as_ref().map(|_| vec![Resources::new(); types.len()]);
-    let mut ds_host_ports: Vec<(HostPort, String)> = Vec::new();
+    let mut ds_host_ports: Vec<(HostPort, String, TypeSet)> = Vec::new();
     let mut zones_used = 0u64;
     for (i, t) in types.iter().enumerate() {
         if !type_reqs.iter().all(|r| r.matches(t.labels.label(&r.key))) {
@@ -329,25 +330,28 @@ pub(in crate::scheduler) fn pool_view<'a>(
             }
         }
         let node_labels = Layered(&labels_out, &t.labels);
+        let type_zones: Vec<&str> = offers[i]
+            .iter()
+            .filter(|&&(_, c, z)| cts & c != 0 && zone_mask & (1 << z) != 0)
+            .map(|&(_, _, z)| zones[z].as_str())
+            .collect();
         for ds in daemonsets {
-            if first_untolerated(&ds.tolerations, &p.taints).is_some() {
+            if ds.resource_claims || !daemonset_runs_on(ds, &p.taints, &node_labels, &type_zones, cts) {
                 continue;
             }
-            let sel_ok = ds
-                .node_selector
-                .iter()
-                .all(|(k, v)| node_labels.label(k) == Some(v.as_str()));
-            let aff_ok =
-                ds.node_affinity.is_empty() || ds.node_affinity.iter().any(|term| all_match(term, &node_labels));
-            if sel_ok && aff_ok {
-                let mut r = ds.requests.clone();
-                r.set(Resource::Pods, 1);
-                ds_overhead[i].add(&r);
-                for port in &ds.host_ports {
-                    if !ds_host_ports.iter().any(|(p, _)| p == port) {
-                        ds_host_ports.push((port.clone(), format!("{}/{}", ds.namespace, ds.name)));
+            let mut r = ds.requests.clone();
+            r.set(Resource::Pods, 1);
+            ds_overhead[i].add(&r);
+            for port in &ds.host_ports {
+                let at = match ds_host_ports.iter().position(|(p, _, _)| p == port) {
+                    Some(at) => at,
+                    None => {
+                        let name = format!("{}/{}", ds.namespace, ds.name);
+                        ds_host_ports.push((port.clone(), name, TypeSet::empty(types.len())));
+                        ds_host_ports.len() - 1
                     }
-                }
+                };
+                ds_host_ports[at].2.insert(i);
             }
         }
     }
@@ -363,4 +367,47 @@ pub(in crate::scheduler) fn pool_view<'a>(
         used: Resources::new(),
         used_nodes: 0,
     }
+}
+
+/// The labels a node carries once Karpenter's lifecycle has run on it (Karpenter's
+/// `karpenter.sh/registered` and `karpenter.sh/initialized`): a DaemonSet may wait for them.
+const LIFECYCLE_LABELS: &[&str] = &[
+    crate::registration::REGISTERED_LABEL,
+    crate::registration::INITIALIZED_LABEL,
+];
+
+/// Whether a DaemonSet's pods will run on a new node of a pool with these taints and labels,
+/// offered in `zones` and capacity types `cts`, as Karpenter decides it (`isDaemonPodCompatible`):
+/// the taints tolerated, the node selector and one required node-affinity term met. A zone or
+/// capacity-type requirement is met when any of the node's possible values meets it (so a
+/// DaemonSet pinned to one zone is counted on every node that may land there); the lifecycle
+/// labels count as set; any other well-known label the node does not define yet is allowed.
+fn daemonset_runs_on(
+    ds: &Pod,
+    taints: &[crate::model::Taint],
+    node: &impl LabelSource,
+    zones: &[&str],
+    cts: u8,
+) -> bool {
+    // (PreferNoSchedule taints are not counted: a DaemonSet does not respect the preference.)
+    if first_untolerated(&ds.tolerations, taints).is_some() {
+        return false;
+    }
+    let met = |r: &Requirement| match r.key.as_str() {
+        labels::ZONE => zones.iter().any(|z| r.matches(Some(z))),
+        labels::CAPACITY_TYPE => CapacityType::ALL
+            .into_iter()
+            .any(|c| cts & ct_bit(c) != 0 && r.matches(Some(c.as_str()))),
+        key => match node.label(key) {
+            Some(v) => r.matches(Some(v)),
+            None if LIFECYCLE_LABELS.contains(&key) => r.matches(Some("true")),
+            None if labels::is_well_known(key) => true,
+            None => r.matches(None),
+        },
+    };
+    let selector_ok = ds
+        .node_selector
+        .iter()
+        .all(|(k, v)| met(&Requirement::new(k, Operator::In, &[v.as_str()])));
+    selector_ok && (ds.node_affinity.is_empty() || ds.node_affinity.iter().any(|term| term.iter().all(met)))
 }

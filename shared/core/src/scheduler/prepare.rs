@@ -200,6 +200,18 @@ impl<'a> Prepared<'a> {
         };
 
         let mut skip = vec![false; input.pods.len()];
+        // Karpenter's default (IGNORE_DRA_REQUESTS): a pod whose devices come from DRA claims
+        // is not provisioned for, since what a claim needs is not known here.
+        for (i, p) in input.pods.iter().enumerate() {
+            if p.resource_claims {
+                skip[i] = true;
+                prep.unschedulable.push((
+                    i,
+                    "pod has Dynamic Resource Allocation requirements (resourceClaims), which are not provisioned for"
+                        .into(),
+                ));
+            }
+        }
 
         // Eligible zones of each pod: where some type that fits it is offered, over every pool it is
         // compatible with.
@@ -726,7 +738,14 @@ impl<'a> Prepared<'a> {
             && !s.host_ports.is_empty()
             && let Some(pool) = n.labels.label(labels::NODEPOOL)
             && let Some(pv) = self.pools.iter().find(|pv| pv.pool.name == pool)
-            && pv.ds_host_ports.iter().any(|(p, _)| s.host_ports.contains(p))
+            && pv.ds_host_ports.iter().any(|(p, _, on)| {
+                s.host_ports.contains(p)
+                    && n.labels.label(labels::INSTANCE_TYPE).is_none_or(|name| {
+                        // Types outside the catalogue are taken to run it.
+                        let types = self.input.instance_types;
+                        types.iter().position(|t| t.name == name).is_none_or(|t| on.contains(t))
+                    })
+            })
         {
             return false;
         }

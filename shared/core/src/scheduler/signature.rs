@@ -91,10 +91,16 @@ pub(in crate::scheduler) fn compat(
     if pv.types.is_empty() {
         return Err(format!("pool {name}: no instance type matches the pool's requirements"));
     }
-    if let Some((port, ds)) = pv.ds_host_ports.iter().find(|(p, _)| s.host_ports.contains(p)) {
-        return Err(format!(
-            "pool {name}: host port {port} is bound by daemonset {ds} on the pool's nodes"
-        ));
+    // Types whose nodes run a DaemonSet binding a host port the pod asks for.
+    let mut blocked: Option<TypeSet> = None;
+    for (port, ds, on) in pv.ds_host_ports.iter().filter(|(p, _, _)| s.host_ports.contains(p)) {
+        let b = blocked.get_or_insert_with(|| TypeSet::empty(types.len()));
+        b.union_with(on);
+        if pv.types.iter().all(|t| b.contains(t)) {
+            return Err(format!(
+                "pool {name}: host port {port} is bound by daemonset {ds} on the pool's nodes"
+            ));
+        }
     }
     let terms: Vec<&[Requirement]> = if s.terms.is_empty() {
         vec![&[]]
@@ -124,7 +130,7 @@ pub(in crate::scheduler) fn compat(
         if let Some((_, p)) = s.preferred.get(q) {
             reqs.extend(p.iter().cloned());
         }
-        match evaluate(&reqs, pv, types, zones, offers) {
+        match evaluate(&reqs, pv, blocked.as_ref(), types, zones, offers) {
             Ok(c) => {
                 return Ok(Compat {
                     relaxed: level + if soft_taint { tiers } else { 0 },
@@ -140,9 +146,12 @@ pub(in crate::scheduler) fn compat(
     Err(first_err.unwrap_or_else(|| format!("pool {name}: incompatible")))
 }
 
+/// `blocked`: types the pod cannot use in this pool whatever it requires (a DaemonSet there
+/// binds one of its host ports).
 pub(in crate::scheduler) fn evaluate(
     reqs: &[Requirement],
     pv: &PoolView,
+    blocked: Option<&TypeSet>,
     types: &[InstanceType],
     zones: &[String],
     offers: &[Vec<(f64, u8, usize)>],
@@ -190,6 +199,9 @@ pub(in crate::scheduler) fn evaluate(
         }
     }
     let mut set = pv.types.clone();
+    if let Some(b) = blocked {
+        set.subtract(b);
+    }
     if !type_reqs.is_empty() {
         for t in pv.types.iter() {
             if first_mismatch_refs(&type_reqs, &types[t].labels).is_some() {

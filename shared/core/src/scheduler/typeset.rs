@@ -39,6 +39,18 @@ impl TypeSet {
         }
     }
 
+    pub fn union_with(&mut self, o: &TypeSet) {
+        for (a, b) in self.words.iter_mut().zip(&o.words) {
+            *a |= *b;
+        }
+    }
+
+    pub fn subtract(&mut self, o: &TypeSet) {
+        for (a, b) in self.words.iter_mut().zip(&o.words) {
+            *a &= !*b;
+        }
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
         self.words.iter().enumerate().flat_map(|(wi, w)| {
             let mut w = *w;
