@@ -21,7 +21,8 @@ Output columns (one row per instance type, sorted by name):
   max_enis (of the default network card), ipv4_per_eni, od_price (USD/h, us-east-1), neuron_cores (Neuron devices x cores),
   efa_interfaces (MaximumEfaInterfaces), ebs_bandwidth_mbps (MaximumBandwidthInMbps where EBS
   optimization is the default, else 0), encryption_in_transit (0/1), sustained_clock_mhz (0 unknown),
-  spot (region:savings_pct:band for the regions
+  branch_enis (trunk branch interfaces for security groups for pods, 0 where the type cannot trunk:
+  shared/core/data/sources/karpenter-vpc-limits.csv, from Karpenter's zz_generated.vpclimits.go), spot (region:savings_pct:band for the regions
   the advisor covers of REGIONS), zones (region:letters;...), sorted, all regions in the offerings).
 """
 import argparse, collections, csv, gzip, json, os, sys
@@ -42,7 +43,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--source", required=True, help="path to shared/data/ec2")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "shared", "core", "data", "catalogue.csv"))
+    ap.add_argument("--vpc-limits", default=os.path.join(os.path.dirname(__file__), "..", "shared", "core", "data", "sources", "karpenter-vpc-limits.csv"))
     args = ap.parse_args()
+    with open(args.vpc_limits) as f:
+        branch = {r["instance_type"]: int(r["branch_interfaces"]) for r in csv.DictReader(f)}
     raw = os.path.join(args.source, "raw")
     types = json.load(gzip.open(os.path.join(raw, "moto_instance_types.json.gz")))
 
@@ -129,6 +133,7 @@ def main():
             "ebs_bandwidth_mbps": ebs_bw,
             "encryption_in_transit": int(bool(ni.get("EncryptionInTransitSupported"))),
             "sustained_clock_mhz": int(round(clock * 1000)) if clock else 0,
+            "branch_enis": branch.get(name, 0),
             "spot": ";".join(spot),
             "zones": zs,
         })

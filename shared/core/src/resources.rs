@@ -16,6 +16,9 @@ use crate::{Error, Result};
 pub const NEURON_CORE: &str = "aws.amazon.com/neuroncore";
 /// Elastic Fabric Adapter interfaces, advertised by the EFA device plugin.
 pub const EFA: &str = "vpc.amazonaws.com/efa";
+/// Trunk branch interfaces for security groups for pods, advertised by the VPC resource
+/// controller on types that can trunk.
+pub const POD_ENI: &str = "vpc.amazonaws.com/pod-eni";
 
 /// A well-known resource with a fixed slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

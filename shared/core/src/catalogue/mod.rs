@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 pub use allocatable::{Hardware, Overhead, OverheadConfig, Reserved, Threshold};
 
 use crate::labels;
-use crate::resources::{EFA, NEURON_CORE, Resource, Resources};
+use crate::resources::{EFA, NEURON_CORE, POD_ENI, Resource, Resources};
 use crate::{Error, Result};
 
 /// The embedded catalogue (CSV, one row per instance type).
@@ -98,6 +98,8 @@ pub struct InstanceSpec {
     pub encryption_in_transit: bool,
     /// Sustained all-core clock (0: unknown).
     pub sustained_clock_mhz: u32,
+    /// Trunk branch interfaces (`vpc.amazonaws.com/pod-eni`); 0 where the type cannot trunk.
+    pub branch_enis: u32,
     pub spot: Vec<SpotAdvice>,
     /// Region -> zone suffix letters ("us-east-1" -> ["a", "b", "c"]).
     pub zones: BTreeMap<String, Vec<String>>,
@@ -156,6 +158,7 @@ impl InstanceSpec {
             r.set_named(NEURON_CORE, self.neuron_cores.into());
         }
         r.set_named(EFA, self.efa_interfaces.into());
+        r.set_named(POD_ENI, self.branch_enis.into());
         r
     }
 
@@ -361,6 +364,7 @@ impl Catalogue {
             ebs_bandwidth_mbps: u64,
             encryption_in_transit: u8,
             sustained_clock_mhz: u32,
+            branch_enis: u32,
             spot: String,
             zones: String,
         }
@@ -418,6 +422,7 @@ impl Catalogue {
                 ebs_bandwidth_mbps: r.ebs_bandwidth_mbps,
                 encryption_in_transit: r.encryption_in_transit != 0,
                 sustained_clock_mhz: r.sustained_clock_mhz,
+                branch_enis: r.branch_enis,
                 spot,
                 zones,
             });
@@ -605,6 +610,10 @@ mod tests {
         assert_eq!(inf.capacity.get_named(NEURON_CORE), 2);
         assert_eq!(inf.capacity.get_named(EFA), 0);
         assert_eq!(get("p4d.24xlarge").capacity.get_named(EFA), 4);
+        // Branch interfaces where the type can trunk (Karpenter's VPC limits), none where not.
+        assert_eq!(get("m5.large").capacity.get_named(POD_ENI), 9);
+        assert_eq!(get("c5.metal").capacity.get_named(POD_ENI), 107);
+        assert_eq!(get("t3.nano").capacity.get_named(POD_ENI), 0);
         let m5 = get("m5.large");
         assert_eq!(m5.labels[labels::INSTANCE_EBS_BANDWIDTH], "4750");
         assert_eq!(m5.labels[labels::INSTANCE_CPU_SUSTAINED_CLOCK_SPEED], "3100");
