@@ -167,6 +167,8 @@ async fn claims_are_created_once_and_move_forward_only<S: State>(store: S) {
     let mut c = claim("c1", "general");
     // Kept through the store (a later batch must not pack a pod binding one onto the claim).
     c.host_ports = vec![nodewright_core::model::HostPort::new(53, Some("UDP"), "test").unwrap()];
+    // And the labels the plan chose (registration writes them when the node joins).
+    c.labels = [("team".to_string(), "b".to_string())].into();
     assert!(store.create_claim(&c).await.unwrap());
     assert!(
         !store.create_claim(&claim("c1", "other")).await.unwrap(),
@@ -197,6 +199,7 @@ async fn claims_are_created_once_and_move_forward_only<S: State>(store: S) {
     assert_eq!(advanced.instance_id.as_deref(), Some("i-1"));
     assert_eq!(advanced.entered(ClaimState::Launched), Some(NOW + 10));
     assert_eq!(advanced.host_ports, c.host_ports);
+    assert_eq!(advanced.labels, c.labels);
     assert_eq!(store.get_claim("c1").await.unwrap().unwrap(), advanced);
     assert!(matches!(
         store

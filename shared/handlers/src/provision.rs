@@ -191,6 +191,7 @@ fn in_flight_nodes(claims: &[ClaimRecord]) -> Vec<Node> {
             n.allocatable = c.allocatable.clone();
             n.in_flight = true;
             n.price = c.price_per_hour;
+            n.labels = c.labels.clone();
             if let Some(r) = &c.requested {
                 n.pods.push(Pod {
                     uid: format!("{}-planned", c.id),
@@ -852,6 +853,14 @@ async fn launch_claim<S: State, C: Capacity, K: ClusterApi>(
     requested.add(&plan.daemonset_overhead);
     record.requested = Some(requested);
     record.host_ports = host_ports;
+    // What the plan chose beyond the labels every node of the pool gets.
+    let common = nodewright_core::registration::pool_labels(&pool);
+    record.labels = plan
+        .labels
+        .iter()
+        .filter(|(k, v)| common.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     record.node_class_hash = pool
         .node_class
         .as_ref()

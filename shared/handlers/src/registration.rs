@@ -128,12 +128,14 @@ pub(crate) fn claim_registration<S, C, K>(deps: &Deps<S, C, K>, claim: &ClaimRec
         }
     };
     let t = claim.instance_type.as_deref().and_then(|n| pools.type_by_name(n));
-    let labels = registration::node_labels(
+    let mut labels = registration::node_labels(
         pool,
         t,
         claim.zone.as_deref().unwrap_or(""),
         claim.capacity_type.unwrap_or(CapacityType::OnDemand),
     );
+    // The values the plan chose for the pool's multi-valued requirements.
+    labels.extend(claim.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
     NodeRegistration::for_pool(pool, labels)
 }
 

@@ -605,3 +605,57 @@ async fn a_custom_family_node_gets_the_pools_labels_and_taints_at_registration()
         assert_eq!(c.state, ClaimState::Ready);
     }
 }
+
+/// A pool allowing `team In [a, b]` serves pods of either team: each pod's node is labelled with
+/// the value it asked for, the claim keeps the value through the store, a later batch sees it on
+/// the claim in flight, and registration writes it on the Node (Karpenter narrows the
+/// requirement to the pod's value and labels the node with it).
+#[tokio::test]
+async fn a_multi_valued_pool_requirement_labels_each_node_with_the_value_its_pods_need() {
+    let config = POOLS.replace(
+        "        - {key: karpenter.sh/capacity-type",
+        "        - {key: team, operator: In, values: [a, b]}\n        - {key: karpenter.sh/capacity-type",
+    );
+    assert_ne!(config, POOLS, "the requirement was added");
+    let deps = deps_with(&config);
+    let pod = |uid: &str, team: &str| {
+        serde_json::json!({"uid": uid, "name": uid, "resourceVersion": "1",
+            "requests": {"cpu": "500m", "memory": "512Mi"}, "nodeSelector": {"team": team}})
+    };
+    let mut event: serde_json::Value = serde_json::from_str(&event_text("pod-pending.json")).unwrap();
+    event["detail"]["pods"] = serde_json::json!([pod("pa", "a"), pod("pb", "b")]);
+    let o = run(Function::PodPending, &deps, event.to_string().as_bytes(), NOW).await;
+    let claims = deps.state.claim_records();
+    assert_eq!(claims.len(), 2, "one node per team: {o:#?}");
+    for c in &claims {
+        let team = if c.pods.iter().any(|p| p == "pa") { "a" } else { "b" };
+        assert_eq!(c.labels.get("team").map(String::as_str), Some(team), "{c:#?}");
+    }
+    // A second pod of team b joins b's claim while it is in flight, not a's.
+    event["id"] = serde_json::json!("second-batch");
+    event["detail"]["pods"] = serde_json::json!([pod("pb2", "b")]);
+    run(Function::PodPending, &deps, event.to_string().as_bytes(), NOW + 1_000).await;
+    let claims = deps.state.claim_records();
+    let b = claims.iter().find(|c| c.pods.iter().any(|p| p == "pb")).unwrap();
+    if claims.len() == 2 {
+        assert!(b.pods.iter().any(|p| p == "pb2"), "{claims:#?}");
+    } else {
+        let new = claims.iter().find(|c| c.pods.iter().any(|p| p == "pb2")).unwrap();
+        assert_eq!(new.labels.get("team").map(String::as_str), Some("b"), "{claims:#?}");
+    }
+    for c in deps.state.claim_records() {
+        let instance = c.instance_id.as_deref().unwrap();
+        let event = node_ready_event(&deps, instance);
+        run(Function::StateChange, &deps, &event, NOW + 2_000).await;
+    }
+    let nodes = deps.cluster.as_ref().unwrap().node_list();
+    assert_eq!(nodes.len(), deps.state.claim_records().len());
+    for c in deps.state.claim_records() {
+        let n = nodes
+            .iter()
+            .find(|n| n.instance_id.as_deref() == c.instance_id.as_deref())
+            .unwrap();
+        assert!(!n.unregistered);
+        assert_eq!(n.node.labels.get("team"), c.labels.get("team"), "{:?}", n.node.labels);
+    }
+}

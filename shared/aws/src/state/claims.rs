@@ -83,6 +83,10 @@ impl StateStore {
                 serde_json::to_string(&claim.host_ports).map_err(|e| Error::invalid("hostPorts", e.to_string()))?;
             item.insert("hostPorts".into(), s(json));
         }
+        if !claim.labels.is_empty() {
+            let json = serde_json::to_string(&claim.labels).map_err(|e| Error::invalid("labels", e.to_string()))?;
+            item.insert("labels".into(), s(json));
+        }
         if let Some(v) = &claim.node_class_hash {
             item.insert("nodeClassHash".into(), s(v));
         }
@@ -143,6 +147,10 @@ impl StateStore {
             Some(json) => serde_json::from_str(&json).map_err(|e| f.corrupt(format!("hostPorts is not valid: {e}")))?,
             None => Vec::new(),
         };
+        let labels = match f.opt_s("labels")? {
+            Some(json) => serde_json::from_str(&json).map_err(|e| f.corrupt(format!("labels is not valid: {e}")))?,
+            None => BTreeMap::new(),
+        };
         let offerings = match f.opt_s("offerings")? {
             Some(json) => serde_json::from_str(&json).map_err(|e| f.corrupt(format!("offerings is not valid: {e}")))?,
             None => Vec::new(),
@@ -164,6 +172,7 @@ impl StateStore {
             allocatable,
             requested,
             host_ports,
+            labels,
             pods: f.string_list("pods")?,
             transitions,
             backing: f.opt_s("backing")?.unwrap_or_else(|| "fleet".into()),

@@ -160,7 +160,8 @@ pub(super) fn headroom<'c>(
     }
     let mut used = pv.used.clone();
     let mut nodes = pv.used_nodes;
-    for c in claims.filter(|c| c.pool == pi) {
+    // The claims of every view of the pool count against its limits.
+    for c in claims.filter(|c| std::ptr::eq(prep.pools[c.pool].pool, pv.pool)) {
         if let Some(r) = &c.reserved {
             used.add(r);
         }

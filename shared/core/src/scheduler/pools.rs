@@ -67,7 +67,11 @@ pub struct PoolView<'a> {
     /// name and the types whose nodes it runs on: a pod asking for one cannot run on a new node of
     /// those types.
     pub ds_host_ports: Arc<Vec<(HostPort, String, TypeSet)>>,
-    /// Capacity already used by the pool's nodes (for limits).
+    /// Set on a view of a pool split by a multi-valued custom requirement other than its first
+    /// (primary) view: the primary's values. A pod that can run with those goes there, so the
+    /// other views serve only pods that need their values (and do not double the packer's work).
+    pub primary: Option<Arc<Vec<(String, String)>>>,
+    /// Capacity already used by the pool's nodes (for limits; the same in every view of a pool).
     pub used: Resources,
     pub used_nodes: u64,
 }
@@ -140,10 +144,63 @@ pub(in crate::scheduler) fn pool_views<'a>(
 ) -> Vec<PoolView<'a>> {
     let mut pool_refs: Vec<&NodePool> = pools.iter().collect();
     pool_refs.sort_by(|a, b| b.weight.cmp(&a.weight).then(a.name.cmp(&b.name)));
-    pool_refs
-        .into_iter()
-        .map(|p| pool_view(p, types, zones, offers, daemonsets))
-        .collect()
+    let mut out = Vec::with_capacity(pool_refs.len());
+    for p in pool_refs {
+        let combos = split_combinations(p);
+        let primary = combos.first().map(|c| Arc::new(c.clone()));
+        for (i, combo) in combos.iter().enumerate() {
+            let mut v = pool_view(p, types, zones, offers, daemonsets, combo);
+            if i > 0 {
+                v.primary = primary.clone();
+            }
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// The most views one pool is split into (the product of its multi-valued custom keys' value
+/// counts); keys beyond it stay unsplit, and pods that require one of their values are refused.
+pub const MAX_VIEWS_PER_POOL: usize = 16;
+
+/// The label combinations a pool's nodes may carry for its custom keys that admit several `In`
+/// values (`team In [a, b]`): Karpenter narrows such a requirement to what the pod asks and
+/// labels the node with the value, so each value is a view of its own. One empty combination
+/// when there is nothing to split.
+fn split_combinations(p: &NodePool) -> Vec<Vec<(String, String)>> {
+    let mut by_key: BTreeMap<&str, Vec<&Requirement>> = BTreeMap::new();
+    for r in &p.requirements {
+        if !labels::is_well_known(&r.key) && !labels::is_restricted(&r.key) && !p.labels.contains_key(&r.key) {
+            by_key.entry(r.key.as_str()).or_default().push(r);
+        }
+    }
+    let mut combos: Vec<Vec<(String, String)>> = vec![Vec::new()];
+    for (key, reqs) in by_key {
+        let Some(first_in) = reqs.iter().find(|r| r.operator == Operator::In) else {
+            continue;
+        };
+        let mut values: Vec<&String> = first_in
+            .values
+            .iter()
+            .filter(|v| reqs.iter().all(|r| r.matches(Some(v))))
+            .collect();
+        values.sort();
+        values.dedup();
+        if values.len() < 2 || combos.len() * values.len() > MAX_VIEWS_PER_POOL {
+            continue;
+        }
+        combos = combos
+            .iter()
+            .flat_map(|c| {
+                values.iter().map(move |v| {
+                    let mut c = c.clone();
+                    c.push((key.to_string(), (*v).clone()));
+                    c
+                })
+            })
+            .collect();
+    }
+    combos
 }
 
 /// What preparation derives from the instance types alone: zone names, offerings by zone index
@@ -264,9 +321,12 @@ pub(in crate::scheduler) fn pool_view<'a>(
     zones: &[String],
     offers: &[Vec<(f64, u8, usize)>],
     daemonsets: &[Pod],
+    split: &[(String, String)],
 ) -> PoolView<'a> {
-    // What registration writes on every node of the pool (crate::registration).
-    let labels_out = crate::registration::pool_labels(p);
+    // What registration writes on every node of the pool (crate::registration), and the values
+    // of this view's split keys.
+    let mut labels_out = crate::registration::pool_labels(p);
+    labels_out.extend(split.iter().cloned());
     // A template label on a well-known key constrains the pool as a requirement `In [value]`
     // would (Karpenter adds the template labels to the NodePool's requirements): a label
     // `topology.kubernetes.io/zone: us-east-1a` leaves the pool that one zone.
@@ -364,6 +424,7 @@ pub(in crate::scheduler) fn pool_view<'a>(
         ds_overhead: Arc::new(ds_overhead),
         allocatable: allocatable.map(Arc::new),
         ds_host_ports: Arc::new(ds_host_ports),
+        primary: None,
         used: Resources::new(),
         used_nodes: 0,
     }

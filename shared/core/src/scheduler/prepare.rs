@@ -124,8 +124,9 @@ impl<'a> Prepared<'a> {
             }
             .map(|&i| &types[i])
         };
+        // (Every view of a split pool carries the pool's usage.)
         for n in input.nodes {
-            if let Some(pv) = pools.iter_mut().find(|pv| Some(&pv.pool.name) == n.pool.as_ref()) {
+            for pv in pools.iter_mut().filter(|pv| Some(&pv.pool.name) == n.pool.as_ref()) {
                 pv.used_nodes += 1;
                 if let Some(t) = type_of(&n.instance_type) {
                     pv.used.add(&t.capacity);
@@ -135,7 +136,7 @@ impl<'a> Prepared<'a> {
             }
         }
         for u in input.pool_usage {
-            if let Some(pv) = pools.iter_mut().find(|pv| pv.pool.name == u.pool) {
+            for pv in pools.iter_mut().filter(|pv| pv.pool.name == u.pool) {
                 pv.used.max_with(&u.resources);
                 pv.used_nodes = pv.used_nodes.max(u.nodes);
             }

@@ -130,6 +130,17 @@ pub(in crate::scheduler) fn compat(
         if let Some((_, p)) = s.preferred.get(q) {
             reqs.extend(p.iter().cloned());
         }
+        if let Some(primary) = &pv.primary
+            && primary
+                .iter()
+                .all(|(k, v)| reqs.iter().filter(|r| &r.key == k).all(|r| r.matches(Some(v))))
+        {
+            if q == none {
+                let (k, v) = &primary[0];
+                first_err.get_or_insert(format!("pool {name}: the pod runs on the pool's {k}={v} nodes"));
+            }
+            continue;
+        }
         match evaluate(&reqs, pv, blocked.as_ref(), types, zones, offers) {
             Ok(c) => {
                 return Ok(Compat {

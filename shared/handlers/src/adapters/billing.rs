@@ -162,6 +162,9 @@ pub fn claim_item_bytes(claim: &ClaimRecord) -> usize {
     if !claim.host_ports.is_empty() {
         size += "hostPorts".len() + json(&claim.host_ports);
     }
+    if !claim.labels.is_empty() {
+        size += "labels".len() + json(&claim.labels);
+    }
     if let Some(v) = &claim.node_class_hash {
         size += string("nodeClassHash", v);
     }

@@ -28,6 +28,11 @@ pub struct ClaimRecord {
     /// binds one of them onto the claim while it is in flight.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub host_ports: Vec<crate::model::HostPort>,
+    /// Labels the plan chose for the node beyond what its pool gives every node (the value of a
+    /// multi-valued custom requirement a pod asked for): registration writes them, and a later
+    /// batch sees them on the claim while it is in flight.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
     /// Pod uids reserved onto this claim.
     pub pods: Vec<String>,
     /// When the claim entered each state (epoch ms).
@@ -77,6 +82,7 @@ impl ClaimRecord {
             allocatable: None,
             requested: None,
             host_ports: Vec::new(),
+            labels: BTreeMap::new(),
             pods,
             transitions: BTreeMap::from([(ClaimState::Launching, now)]),
             backing: "fleet".into(),
