@@ -284,7 +284,8 @@ impl Capacity for AwsCapacity {
             &registration::boot_labels(&launch.pool),
             &registration::boot_taints(&launch.pool),
             Some(profile),
-        )?;
+        )?
+        .with_tenancy_of(&launch.labels);
         let template = self.template(&spec).await?;
         let offerings: Vec<LaunchOffering> = launch
             .offerings

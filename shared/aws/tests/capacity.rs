@@ -294,6 +294,34 @@ async fn launch_template_from_a_node_class_is_created_once_and_reused() {
     .unwrap();
     assert_ne!(fleet.ensure_launch_template(&other).await.unwrap(), first);
 
+    // A claim that needs dedicated tenancy gets a template of its own that places it so; a
+    // default-tenancy claim keeps the plain template (same name as before tenancy was known).
+    let claim_labels =
+        |t: &str| BTreeMap::from([(nodewright_core::labels::INSTANCE_TENANCY.to_string(), t.to_string())]);
+    assert_eq!(spec.clone().with_tenancy_of(&claim_labels("default")), spec);
+    let dedicated = spec.clone().with_tenancy_of(&claim_labels("dedicated"));
+    let dedicated_id = fleet.ensure_launch_template(&dedicated).await.unwrap();
+    assert_ne!(dedicated_id, first);
+    let stored = clients
+        .ec2
+        .describe_launch_template_versions()
+        .launch_template_id(&dedicated_id)
+        .send()
+        .await
+        .unwrap();
+    let placement = stored.launch_template_versions()[0]
+        .launch_template_data()
+        .unwrap()
+        .placement()
+        .cloned();
+    assert_eq!(
+        placement
+            .and_then(|p| p.tenancy().map(|t| t.as_str().to_string()))
+            .as_deref(),
+        Some("dedicated"),
+        "as EC2 stores it"
+    );
+
     // A selector that matches nothing names the field.
     let mut broken = class.clone();
     broken.subnet_selector_terms = vec![by_tag("no-such-tag")];

@@ -32,6 +32,12 @@ pub const INSTANCE_EBS_BANDWIDTH: &str = "karpenter.k8s.aws/instance-ebs-bandwid
 pub const INSTANCE_ENCRYPTION_IN_TRANSIT: &str = "karpenter.k8s.aws/instance-encryption-in-transit-supported";
 pub const INSTANCE_CPU_SUSTAINED_CLOCK_SPEED: &str = "karpenter.k8s.aws/instance-cpu-sustained-clock-speed-mhz";
 pub const INSTANCE_CAPABILITY_FLEX: &str = "karpenter.k8s.aws/instance-capability-flex";
+/// EC2 tenancy of the instance: `default` (shared hardware) or `dedicated`. Chosen per claim, not a
+/// property of the type: a pool that does not restrict it launches `default` unless a pod
+/// requires `dedicated` (Karpenter's `getTenancyType`).
+pub const INSTANCE_TENANCY: &str = "karpenter.k8s.aws/instance-tenancy";
+/// The tenancies EC2 launches into, the default first.
+pub const TENANCIES: &[&str] = &["default", "dedicated"];
 
 /// Pod or node annotation that blocks voluntary disruption.
 /// Taints a node carries only until it is ready: the kubelet's not-ready and unreachable, the
@@ -78,7 +84,17 @@ pub const INSTANCE_TYPE_KEYS: &[&str] = &[
 
 /// Every well-known key a NodePool requirement may use without a warning.
 pub fn is_well_known(key: &str) -> bool {
-    INSTANCE_TYPE_KEYS.contains(&key) || [NODEPOOL, CAPACITY_TYPE, ZONE, REGION, ZONE_ID, HOSTNAME].contains(&key)
+    INSTANCE_TYPE_KEYS.contains(&key)
+        || [
+            NODEPOOL,
+            CAPACITY_TYPE,
+            ZONE,
+            REGION,
+            ZONE_ID,
+            HOSTNAME,
+            INSTANCE_TENANCY,
+        ]
+        .contains(&key)
 }
 
 /// Deprecated node label keys Kubernetes still sets and users still write, and the stable key each

@@ -401,6 +401,7 @@ async fn launch_recorded<S: State, C: Capacity, K: ClusterApi>(
         pool: pool.clone(),
         node_class: node_class_of(pools, pool),
         offerings: c.offerings.clone(),
+        labels: c.labels.clone(),
     };
     match launch_offerings(deps, &launch, now).await? {
         Ok(outcome) => {
@@ -939,6 +940,7 @@ async fn launch_claim<S: State, C: Capacity, K: ClusterApi>(
         pool: pool.clone(),
         node_class: node_class_of(&deps.settings.pools(), &pool),
         offerings,
+        labels: record.labels.clone(),
     };
     match launch_offerings(deps, &launch, now).await? {
         Ok(outcome) => {

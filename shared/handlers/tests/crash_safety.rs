@@ -25,6 +25,7 @@ fn m6i_launch(deps: &MemDeps, claim: &str) -> ClaimLaunch {
             zone: "us-east-1a".into(),
             price: 0.096,
         }],
+        labels: Default::default(),
     }
 }
 

@@ -506,6 +506,7 @@ async fn consolidation_adopts_instances_whose_record_was_lost() {
             zone: "us-east-1a".into(),
             price: 0.096,
         }],
+        labels: Default::default(),
     };
     let outcome = deps.capacity.launch(&launch, NOW).await.unwrap();
     let o = run(

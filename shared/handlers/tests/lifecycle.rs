@@ -82,6 +82,7 @@ async fn a_node_ready_before_the_launch_is_recorded_keeps_the_instance() {
             zone: "us-east-1a".into(),
             price: 0.096,
         }],
+        labels: Default::default(),
     };
     let launched = deps.capacity.launch(&launch, NOW).await.unwrap();
     let o = run(
@@ -142,6 +143,7 @@ async fn lost_node_ready_and_old_adopted_instances_are_registered_not_reaped() {
             zone: "us-east-1a".into(),
             price: 0.096,
         }],
+        labels: Default::default(),
     };
     let lost = deps.capacity.launch(&launch, NOW).await.unwrap();
     boot_nodes(&deps);

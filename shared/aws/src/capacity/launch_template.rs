@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use aws_sdk_ec2::types::{
     Filter, LaunchTemplateBlockDeviceMappingRequest, LaunchTemplateEbsBlockDeviceRequest,
     LaunchTemplateHttpTokensState, LaunchTemplateIamInstanceProfileSpecificationRequest,
-    LaunchTemplateInstanceMetadataOptionsRequest, RequestLaunchTemplateData, ResourceType, Tag, TagSpecification,
-    VolumeType,
+    LaunchTemplateInstanceMetadataOptionsRequest, LaunchTemplatePlacementRequest, RequestLaunchTemplateData,
+    ResourceType, Tag, TagSpecification, Tenancy, VolumeType,
 };
 use base64::Engine;
 use nodewright_core::model::Taint;
@@ -79,6 +79,11 @@ pub struct LaunchTemplateSpec {
     pub block_devices: Vec<BlockDevice>,
     pub http_tokens_required: bool,
     pub tags: BTreeMap<String, String>,
+    /// `dedicated` for a claim that needs dedicated tenancy (the template's placement, as
+    /// Karpenter sets it); None: EC2's default. Left out of the name's hash when None, so the
+    /// templates of default-tenancy claims keep their names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenancy: Option<String>,
 }
 
 impl LaunchTemplateSpec {
@@ -137,7 +142,17 @@ impl LaunchTemplateSpec {
             },
             http_tokens_required: class.http_tokens_required,
             tags: class.tags.clone(),
+            tenancy: None,
         })
+    }
+
+    /// The same template launching into dedicated tenancy when `labels` (a claim's) require it.
+    pub fn with_tenancy_of(mut self, labels: &BTreeMap<String, String>) -> Self {
+        self.tenancy = labels
+            .get(nodewright_core::labels::INSTANCE_TENANCY)
+            .filter(|t| *t == "dedicated")
+            .cloned();
+        self
     }
 
     /// `nodewright-{cluster}-{first 16 hex of the content hash}`.
@@ -532,6 +547,13 @@ impl Fleet {
                     .http_put_response_hop_limit(1)
                     .build(),
             );
+        if let Some(tenancy) = &spec.tenancy {
+            data = data.placement(
+                LaunchTemplatePlacementRequest::builder()
+                    .tenancy(Tenancy::from(tenancy.as_str()))
+                    .build(),
+            );
+        }
         if let Some(profile) = &spec.instance_profile {
             data = data.iam_instance_profile(
                 LaunchTemplateIamInstanceProfileSpecificationRequest::builder()

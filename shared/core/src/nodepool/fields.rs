@@ -184,6 +184,17 @@ pub(super) fn parse_requirements(ctx: &mut Ctx, items: &[Value], path: &str) -> 
             );
             ok = false;
         }
+        if key == labels::INSTANCE_TENANCY && matches!(operator, Operator::In | Operator::NotIn) {
+            for v in &r.values {
+                if !labels::TENANCIES.contains(&v.as_str()) {
+                    ctx.err(
+                        &format!("{p}.values"),
+                        format!("unknown tenancy {v:?} (expected default or dedicated)"),
+                    );
+                    ok = false;
+                }
+            }
+        }
         if key == labels::CAPACITY_TYPE && matches!(operator, Operator::In | Operator::NotIn) {
             for v in &r.values {
                 if CapacityType::parse(v).is_none() {

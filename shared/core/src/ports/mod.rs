@@ -172,6 +172,9 @@ pub struct ClaimLaunch {
     pub node_class: Option<crate::nodepool::Ec2NodeClass>,
     /// Offerings the claim may use (cheapest first).
     pub offerings: Vec<InstanceOption>,
+    /// The labels the plan chose for the claim (`ClaimRecord::labels`); the launch reads what
+    /// EC2 must know from them (`karpenter.k8s.aws/instance-tenancy: dedicated`).
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// EC2 and Auto Scaling.

@@ -67,9 +67,10 @@ pub struct PoolView<'a> {
     /// name and the types whose nodes it runs on: a pod asking for one cannot run on a new node of
     /// those types.
     pub ds_host_ports: Arc<Vec<(HostPort, String, TypeSet)>>,
-    /// Set on a view of a pool split by a multi-valued custom requirement other than its first
-    /// (primary) view: the primary's values. A pod that can run with those goes there, so the
-    /// other views serve only pods that need their values (and do not double the packer's work).
+    /// Set on a view of a pool split by a multi-valued custom requirement (or tenancy) other than
+    /// its first (primary) view: the primary's values. On each split key a pod that admits the
+    /// primary's value takes it, so the other views serve only pods that need their values (and
+    /// do not multiply the packer's work).
     pub primary: Option<Arc<Vec<(String, String)>>>,
     /// Capacity already used by the pool's nodes (for limits; the same in every view of a pool).
     pub used: Resources,
@@ -174,7 +175,29 @@ fn split_combinations(p: &NodePool) -> Vec<Vec<(String, String)>> {
             by_key.entry(r.key.as_str()).or_default().push(r);
         }
     }
-    let mut combos: Vec<Vec<(String, String)>> = vec![Vec::new()];
+    // Tenancy is chosen per claim like such a value, the default first (the primary view), and
+    // dedicated only for pods that require it.
+    let tenancies: Vec<&str> = match p.labels.get(labels::INSTANCE_TENANCY) {
+        Some(v) => vec![v.as_str()],
+        None => labels::TENANCIES
+            .iter()
+            .copied()
+            .filter(|v| {
+                p.requirements
+                    .iter()
+                    .filter(|r| r.key == labels::INSTANCE_TENANCY)
+                    .all(|r| r.matches(Some(v)))
+            })
+            .collect(),
+    };
+    let mut combos: Vec<Vec<(String, String)>> = if tenancies.is_empty() {
+        vec![Vec::new()]
+    } else {
+        tenancies
+            .iter()
+            .map(|v| vec![(labels::INSTANCE_TENANCY.to_string(), (*v).to_string())])
+            .collect()
+    };
     for (key, reqs) in by_key {
         let Some(first_in) = reqs.iter().find(|r| r.operator == Operator::In) else {
             continue;

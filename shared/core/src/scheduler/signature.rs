@@ -130,13 +130,14 @@ pub(in crate::scheduler) fn compat(
         if let Some((_, p)) = s.preferred.get(q) {
             reqs.extend(p.iter().cloned());
         }
+        // A view that differs from the primary on a key where the pod would take the primary's
+        // value is not for this pod: per key, the first value serves whoever admits it.
         if let Some(primary) = &pv.primary
-            && primary
-                .iter()
-                .all(|(k, v)| reqs.iter().filter(|r| &r.key == k).all(|r| r.matches(Some(v))))
+            && let Some((k, v)) = primary.iter().find(|(k, v)| {
+                pv.labels.get(k) != Some(v) && reqs.iter().filter(|r| &r.key == k).all(|r| r.matches(Some(v)))
+            })
         {
             if q == none {
-                let (k, v) = &primary[0];
                 first_err.get_or_insert(format!("pool {name}: the pod runs on the pool's {k}={v} nodes"));
             }
             continue;

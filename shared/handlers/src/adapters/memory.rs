@@ -1874,6 +1874,7 @@ mod tests {
             claim_id: claim.into(),
             pool: nodewright_core::NodePool::new("general"),
             offerings,
+            labels: Default::default(),
         }
     }
 
