@@ -30,9 +30,12 @@ pub enum Resource {
     NvidiaGpu = 4,
     AmdGpu = 5,
     Neuron = 6,
+    /// `vpc.amazonaws.com/pod-eni`: most types advertise it, so it has a slot (an extended entry
+    /// would put a map allocation in every clone of a type's capacity).
+    PodEni = 7,
 }
 
-pub const FIXED: usize = 7;
+pub const FIXED: usize = 8;
 
 impl Resource {
     pub const ALL: [Resource; FIXED] = [
@@ -43,6 +46,7 @@ impl Resource {
         Resource::NvidiaGpu,
         Resource::AmdGpu,
         Resource::Neuron,
+        Resource::PodEni,
     ];
 
     /// The Kubernetes resource name.
@@ -55,6 +59,7 @@ impl Resource {
             Resource::NvidiaGpu => "nvidia.com/gpu",
             Resource::AmdGpu => "amd.com/gpu",
             Resource::Neuron => "aws.amazon.com/neuron",
+            Resource::PodEni => POD_ENI,
         }
     }
 

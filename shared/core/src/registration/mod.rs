@@ -53,18 +53,29 @@ pub fn pool_labels(pool: &NodePool) -> BTreeMap<String, String> {
     out
 }
 
+/// The values of the first `In` requirement on a key that every requirement on it admits,
+/// sorted; None when no requirement lists values.
+pub fn admitted_values<'r>(reqs: &[&'r Requirement]) -> Option<Vec<&'r String>> {
+    let first = reqs.iter().find(|r| r.operator == Operator::In)?;
+    let mut admitted: Vec<&String> = first
+        .values
+        .iter()
+        .filter(|v| reqs.iter().all(|r| r.matches(Some(v))))
+        .collect();
+    admitted.sort();
+    admitted.dedup();
+    Some(admitted)
+}
+
 /// One value satisfying every requirement on a key, if the requirements pin or admit one.
 fn pick_value(reqs: &[&Requirement]) -> Option<String> {
     if reqs.iter().any(|r| r.operator == Operator::DoesNotExist) {
         return None;
     }
     let ok = |v: &str| reqs.iter().all(|r| r.matches(Some(v)));
-    let ins: Vec<&Requirement> = reqs.iter().copied().filter(|r| r.operator == Operator::In).collect();
-    if let Some(first) = ins.first() {
-        // Only a key that resolves to one value is a label: a pod may need any one of several.
-        let mut admitted: Vec<&String> = first.values.iter().filter(|v| ok(v)).collect();
-        admitted.sort();
-        admitted.dedup();
+    if let Some(admitted) = admitted_values(reqs) {
+        // Only a key that resolves to one value is a label: a pod may need any one of several
+        // (the scheduler gives each value a pool view of its own).
         return (admitted.len() == 1).then(|| admitted[0].clone());
     }
     let lower = reqs

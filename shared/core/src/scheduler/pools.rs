@@ -135,19 +135,36 @@ pub(in crate::scheduler) fn offer_order(a: &(f64, u8, usize), b: &(f64, u8, usiz
         .then(a.2.cmp(&b.2))
 }
 
-/// Pool views, highest weight first, with nothing used yet.
+/// Whether any of `pods` says something about tenancy (its node selector, required or preferred
+/// node affinity): only then do pools get a dedicated-tenancy view, which every other batch
+/// would carry for nothing.
+pub(in crate::scheduler) fn wants_dedicated(pods: &[Pod]) -> bool {
+    let key = labels::INSTANCE_TENANCY;
+    pods.iter().any(|p| {
+        p.node_selector.contains_key(key)
+            || p.node_affinity.iter().flatten().any(|r| r.key == key)
+            || p.preferred_node_affinity
+                .iter()
+                .flat_map(|t| &t.requirements)
+                .any(|r| r.key == key)
+    })
+}
+
+/// Pool views, highest weight first, with nothing used yet. `dedicated`: whether pools that
+/// allow both tenancies get a dedicated view ([`wants_dedicated`]).
 pub(in crate::scheduler) fn pool_views<'a>(
     pools: &'a [NodePool],
     types: &[InstanceType],
     zones: &[String],
     offers: &[Vec<(f64, u8, usize)>],
     daemonsets: &[Pod],
+    dedicated: bool,
 ) -> Vec<PoolView<'a>> {
     let mut pool_refs: Vec<&NodePool> = pools.iter().collect();
     pool_refs.sort_by(|a, b| b.weight.cmp(&a.weight).then(a.name.cmp(&b.name)));
     let mut out = Vec::with_capacity(pool_refs.len());
     for p in pool_refs {
-        let combos = split_combinations(p);
+        let combos = split_combinations(p, dedicated);
         let primary = combos.first().map(|c| Arc::new(c.clone()));
         for (i, combo) in combos.iter().enumerate() {
             let mut v = pool_view(p, types, zones, offers, daemonsets, combo);
@@ -168,7 +185,7 @@ pub const MAX_VIEWS_PER_POOL: usize = 16;
 /// values (`team In [a, b]`): Karpenter narrows such a requirement to what the pod asks and
 /// labels the node with the value, so each value is a view of its own. One empty combination
 /// when there is nothing to split.
-fn split_combinations(p: &NodePool) -> Vec<Vec<(String, String)>> {
+fn split_combinations(p: &NodePool, dedicated: bool) -> Vec<Vec<(String, String)>> {
     let mut by_key: BTreeMap<&str, Vec<&Requirement>> = BTreeMap::new();
     for r in &p.requirements {
         if !labels::is_well_known(&r.key) && !labels::is_restricted(&r.key) && !p.labels.contains_key(&r.key) {
@@ -177,7 +194,7 @@ fn split_combinations(p: &NodePool) -> Vec<Vec<(String, String)>> {
     }
     // Tenancy is chosen per claim like such a value, the default first (the primary view), and
     // dedicated only for pods that require it.
-    let tenancies: Vec<&str> = match p.labels.get(labels::INSTANCE_TENANCY) {
+    let mut tenancies: Vec<&str> = match p.labels.get(labels::INSTANCE_TENANCY) {
         Some(v) => vec![v.as_str()],
         None => labels::TENANCIES
             .iter()
@@ -190,6 +207,10 @@ fn split_combinations(p: &NodePool) -> Vec<Vec<(String, String)>> {
             })
             .collect(),
     };
+    if !dedicated && tenancies.len() > 1 {
+        // No pod of the batch asks for it: the default serves them all.
+        tenancies.truncate(1);
+    }
     let mut combos: Vec<Vec<(String, String)>> = if tenancies.is_empty() {
         vec![Vec::new()]
     } else {
@@ -199,16 +220,9 @@ fn split_combinations(p: &NodePool) -> Vec<Vec<(String, String)>> {
             .collect()
     };
     for (key, reqs) in by_key {
-        let Some(first_in) = reqs.iter().find(|r| r.operator == Operator::In) else {
+        let Some(values) = crate::registration::admitted_values(&reqs) else {
             continue;
         };
-        let mut values: Vec<&String> = first_in
-            .values
-            .iter()
-            .filter(|v| reqs.iter().all(|r| r.matches(Some(v))))
-            .collect();
-        values.sort();
-        values.dedup();
         if values.len() < 2 || combos.len() * values.len() > MAX_VIEWS_PER_POOL {
             continue;
         }
@@ -315,7 +329,7 @@ impl<'a> Templates<'a> {
             Some(i) => Cow::Borrowed(i),
             None => Cow::Owned(TypeIndex::new(types)),
         };
-        let views = pool_views(pools, types, &index.zones, &index.offers, daemonsets);
+        let views = pool_views(pools, types, &index.zones, &index.offers, daemonsets, false);
         Templates {
             types,
             pools,
@@ -333,6 +347,7 @@ impl<'a> Templates<'a> {
         std::ptr::eq(self.types, input.instance_types)
             && std::ptr::eq(self.pools, input.pools)
             && std::ptr::eq(self.daemonsets, input.daemonsets)
+            && !wants_dedicated(input.pods)
             && self.index.zones.len() < 64
             && input.nodes.iter().all(|n| self.index.zones.contains(&n.zone))
     }

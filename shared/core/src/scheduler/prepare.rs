@@ -107,7 +107,8 @@ impl<'a> Prepared<'a> {
                     .map(|z| (*z).to_string())
                     .collect();
                 let offers = offers_of(types, &zones);
-                let pools = pool_views(input.pools, types, &zones, &offers, input.daemonsets);
+                let dedicated = super::pools::wants_dedicated(input.pods);
+                let pools = pool_views(input.pools, types, &zones, &offers, input.daemonsets, dedicated);
                 (zones, Arc::new(offers), pools)
             }
         };
