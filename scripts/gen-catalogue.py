@@ -13,6 +13,7 @@ Sources (see shared/core/data/PROVENANCE.md):
   * ec2_catalogue_us-east-1.csv                 us-east-1 on-demand prices (Karpenter's generated
                                                 price table, Apache-2.0) joined by build_catalogue.py
   * raw/spotinfo_spot-advisor-data_2025-07.json AWS Spot Instance Advisor (savings %, interruption band)
+  * shared/core/data/sources/supplement-instance-types.csv (in this repository): types moto lacks
 
 Output columns (one row per instance type, sorted by name):
   name, vcpu, memory_mib, arch, cpu_manufacturer, gpu_count, gpu_name, gpu_manufacturer,
@@ -43,6 +44,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--source", required=True, help="path to shared/data/ec2")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "shared", "core", "data", "catalogue.csv"))
+    ap.add_argument("--supplement", default=os.path.join(os.path.dirname(__file__), "..", "shared", "core", "data", "sources", "supplement-instance-types.csv"))
     ap.add_argument("--vpc-limits", default=os.path.join(os.path.dirname(__file__), "..", "shared", "core", "data", "sources", "karpenter-vpc-limits.csv"))
     args = ap.parse_args()
     with open(args.vpc_limits) as f:
@@ -137,6 +139,29 @@ def main():
             "spot": ";".join(spot),
             "zones": zs,
         })
+    # Types the moto snapshot lacks (AMD GPU g4ad), in the output's own columns; the spot advisor
+    # and the VPC limits fill the rest, as for every other type.
+    known = {r["name"] for r in out_rows}
+    with open(args.supplement) as f:
+        for r in csv.DictReader(f):
+            if r["name"] in known:
+                continue
+            spot = []
+            for region in SPOT_REGIONS:
+                rec = sa.get(region, {}).get("Linux", {}).get(r["name"])
+                if rec:
+                    spot.append(f"{region}:{rec['s']}:{rec['r']}")
+            row = {k: "" for k in out_rows[0]}
+            row.update({k: v for k, v in r.items() if k in row})
+            row.update({
+                "od_price": float(r["od_price"]) if r["od_price"] else "",
+                "accelerator_count": 0,
+                "neuron_cores": 0,
+                "branch_enis": branch.get(r["name"], 0),
+                "spot": ";".join(spot),
+            })
+            out_rows.append(row)
+    out_rows.sort(key=lambda r: r["name"])
     with open(args.out, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(out_rows[0]), lineterminator="\n")
         w.writeheader()

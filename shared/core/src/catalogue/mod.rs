@@ -182,10 +182,7 @@ impl InstanceSpec {
         );
         put(labels::INSTANCE_SIZE, self.size().into());
         put(labels::INSTANCE_CPU, self.vcpu.to_string());
-        put(
-            labels::INSTANCE_CPU_MANUFACTURER,
-            self.cpu_manufacturer.to_ascii_lowercase(),
-        );
+        put(labels::INSTANCE_CPU_MANUFACTURER, kebab(&self.cpu_manufacturer));
         put(labels::INSTANCE_MEMORY, self.memory_mib.to_string());
         put(
             labels::INSTANCE_NETWORK_BANDWIDTH,
@@ -214,27 +211,27 @@ impl InstanceSpec {
         );
         put(labels::INSTANCE_HYPERVISOR, self.hypervisor.clone());
         if self.gpu_count > 0 {
-            put(labels::INSTANCE_GPU_NAME, self.gpu_name.to_ascii_lowercase());
-            put(
-                labels::INSTANCE_GPU_MANUFACTURER,
-                self.gpu_manufacturer.to_ascii_lowercase(),
-            );
+            put(labels::INSTANCE_GPU_NAME, kebab(&self.gpu_name));
+            put(labels::INSTANCE_GPU_MANUFACTURER, kebab(&self.gpu_manufacturer));
             put(labels::INSTANCE_GPU_COUNT, self.gpu_count.to_string());
             put(labels::INSTANCE_GPU_MEMORY, self.gpu_memory_mib.to_string());
         }
         if self.accelerator_count > 0 {
-            put(
-                labels::INSTANCE_ACCELERATOR_NAME,
-                self.accelerator_name.to_ascii_lowercase(),
-            );
+            put(labels::INSTANCE_ACCELERATOR_NAME, kebab(&self.accelerator_name));
             put(
                 labels::INSTANCE_ACCELERATOR_MANUFACTURER,
-                self.accelerator_manufacturer.to_ascii_lowercase(),
+                kebab(&self.accelerator_manufacturer),
             );
             put(labels::INSTANCE_ACCELERATOR_COUNT, self.accelerator_count.to_string());
         }
         l
     }
+}
+
+/// A device or vendor name as a label value, as Karpenter writes it ("Radeon Pro V520" →
+/// "radeon-pro-v520"): label values cannot hold spaces.
+fn kebab(name: &str) -> String {
+    name.to_ascii_lowercase().replace(' ', "-")
 }
 
 /// A zone x capacity type in which an instance type can be bought, and its price.
@@ -558,7 +555,7 @@ mod tests {
     #[test]
     fn embedded_catalogue_is_complete() {
         let c = Catalogue::embedded();
-        assert_eq!(c.specs().len(), 1395);
+        assert_eq!(c.specs().len(), 1400);
         for r in ["us-east-1", "us-west-2", "eu-west-1"] {
             assert!(c.regions().contains(&r.to_string()), "{r}");
         }
@@ -589,6 +586,13 @@ mod tests {
         assert!(matches!(c.get("m5.huge"), Err(Error::UnknownInstanceType(_))));
         let p4 = c.get("p4d.24xlarge").unwrap();
         assert_eq!((p4.gpu_count, p4.gpu_name.as_str()), (8, "A100"));
+        // AMD GPUs (from the supplement: moto's snapshot has no g4ad), labelled as Karpenter does.
+        let g4ad = c.get("g4ad.16xlarge").unwrap();
+        assert_eq!(g4ad.device_resources().get(Resource::AmdGpu), 4);
+        let l = g4ad.labels("us-east-1");
+        assert_eq!(l[labels::INSTANCE_GPU_NAME], "radeon-pro-v520");
+        assert_eq!(l[labels::INSTANCE_GPU_MANUFACTURER], "amd");
+        assert_eq!(g4ad.eni_max_pods(), Some(234));
         assert_eq!(c.get("inf2.xlarge").unwrap().category(), "inf");
         assert_eq!(c.get("c7gn.large").unwrap().generation(), Some(7));
     }
