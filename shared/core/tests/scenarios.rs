@@ -78,6 +78,10 @@ struct Expect {
     /// When given, exactly these pods are placed by relaxing their preferences, each with these
     /// relaxations in order (each matched as a substring).
     relaxed: Option<BTreeMap<String, Vec<String>>>,
+    /// Where we refuse a configuration Karpenter accepts (a stated deviation): reading `config`
+    /// must fail with an error holding each of these, naming the field; nothing is planned.
+    #[serde(default)]
+    refused: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -159,6 +163,16 @@ fn check(mut s: Scenario) -> Result<(), String> {
         for p in n.pods.iter_mut() {
             p.normalize();
         }
+    }
+    if !s.expect.refused.is_empty() {
+        let err = match Config::parse_strict(&s.config, "config") {
+            Ok(_) => return Err(format!("{}\nexpected the configuration to be refused", s.behaviour)),
+            Err(e) => e.to_string(),
+        };
+        return match s.expect.refused.iter().find(|want| !err.contains(want.as_str())) {
+            Some(want) => Err(format!("refused with {err:?}, which does not contain {want:?}")),
+            None => Ok(()),
+        };
     }
     let (config, _) = Config::parse_strict(&s.config, "config").map_err(|e| e.to_string())?;
     let types = Catalogue::embedded().instance_types(&s.region, &OverheadConfig::default());
