@@ -492,16 +492,7 @@ impl<'a> Prepared<'a> {
 
     /// A new signature: `base` changed by `change`, its compatibility with every pool computed.
     fn derive_sig(&mut self, base: usize, change: impl FnOnce(&mut Signature)) -> usize {
-        let b = &self.sigs[base];
-        let mut s = Signature {
-            node_selector: b.node_selector.clone(),
-            terms: b.terms.clone(),
-            preferred: b.preferred.clone(),
-            preferred_dropped: b.preferred_dropped,
-            tolerations: b.tolerations.clone(),
-            host_ports: b.host_ports.clone(),
-            compat: Arc::default(),
-        };
+        let mut s = self.sigs[base].unresolved_copy();
         change(&mut s);
         let types = self.input.instance_types;
         s.compat = Arc::new(

@@ -28,6 +28,21 @@ pub struct Signature {
     pub compat: PoolCompat,
 }
 
+impl Signature {
+    /// The same requirements, compatibility not yet computed.
+    pub(in crate::scheduler) fn unresolved_copy(&self) -> Signature {
+        Signature {
+            node_selector: self.node_selector.clone(),
+            terms: self.terms.clone(),
+            preferred: self.preferred.clone(),
+            preferred_dropped: self.preferred_dropped,
+            tolerations: self.tolerations.clone(),
+            host_ports: self.host_ports.clone(),
+            compat: Arc::default(),
+        }
+    }
+}
+
 /// A signature's compatibility with each pool (in `Prepared::pools` order), shared.
 pub type PoolCompat = Arc<Vec<Result<Compat, String>>>;
 

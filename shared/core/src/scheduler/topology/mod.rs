@@ -20,14 +20,16 @@ pub mod colocation;
 pub mod hostname;
 pub mod spread;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use crate::catalogue::CapacityType;
 use crate::labels;
 use crate::model::{NodeInclusionPolicy, Pod, first_untolerated};
-use crate::requirements::{LabelSource, all_match};
+use crate::requirements::{LabelSource, Operator, Requirement, all_match};
 
 use super::prepare::Prepared;
+use super::signature::{Compat, compat};
 
 /// What a topology key's domains are read from.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -305,8 +307,11 @@ impl Domains {
     /// as in Kubernetes).
     pub fn of_pools(&self, prep: &Prepared, sig: usize) -> Mask {
         let mut m = Mask::default();
-        for (pi, c) in prep.sigs[sig].compat.iter().enumerate() {
-            let Ok(c) = c else { continue };
+        for pi in 0..prep.pools.len() {
+            let Some(c) = self.compat_for(prep, sig, pi) else {
+                continue;
+            };
+            let c = c.as_ref();
             match &self.key {
                 Key::Zone => m.or(&Mask::from_bits(c.zones)),
                 Key::CapacityType => m.or(&Mask::from_bits(u64::from(c.cts))),
@@ -336,6 +341,33 @@ impl Domains {
         self.launchable_as(prep, prep.pod_sig[i], &prep.input.pods[i].requests)
     }
 
+    /// Signature `sig`'s compatibility with pool view `pi` as a source of this key's domains: its
+    /// own, or, for a view of a pool split on this key that serves only pods needing its value,
+    /// the compatibility the pod would have once pinned to that value (as Karpenter counts every
+    /// value a pool's requirement offers as a domain).
+    fn compat_for<'p>(&self, prep: &'p Prepared, sig: usize, pi: usize) -> Option<Cow<'p, Compat>> {
+        if let Ok(c) = &prep.sigs[sig].compat[pi] {
+            return Some(Cow::Borrowed(c));
+        }
+        let Key::Label(k) = &self.key else { return None };
+        let pv = &prep.pools[pi];
+        let value = pv.labels.get(k)?;
+        let split_here = pv
+            .primary
+            .as_ref()
+            .is_some_and(|p| p.iter().any(|(pk, pvalue)| pk == k && pvalue != value));
+        if !split_here {
+            return None;
+        }
+        // (Pinning only adds a requirement: a view the pod fails for another reason stays failed.)
+        let mut s = prep.sigs[sig].unresolved_copy();
+        s.node_selector
+            .push(Requirement::new(k, Operator::In, &[value.as_str()]));
+        compat(&s, pv, prep.input.instance_types, &prep.zones, &prep.offers)
+            .ok()
+            .map(Cow::Owned)
+    }
+
     /// The domains a pod of signature `sig` and requests `req` could launch into.
     pub fn launchable_as(&self, prep: &Prepared, sig: usize, req: &crate::Resources) -> Mask {
         if self.key == Key::Zone {
@@ -343,8 +375,11 @@ impl Domains {
         }
         let types = prep.input.instance_types;
         let mut m = Mask::default();
-        for (pi, c) in prep.sigs[sig].compat.iter().enumerate() {
-            let Ok(c) = c else { continue };
+        for pi in 0..prep.pools.len() {
+            let Some(c) = self.compat_for(prep, sig, pi) else {
+                continue;
+            };
+            let c = c.as_ref();
             let pv = &prep.pools[pi];
             for t in c.types.iter() {
                 if !req.fits_in_with(&pv.ds_overhead[t], pv.allocatable(types, t)) {
