@@ -95,7 +95,9 @@ fn plan(args: &Args) -> Result<u8, String> {
         None => Vec::new(),
     };
     // Each pool's EC2NodeClass (kubelet, volumes) is applied per pool by the scheduler.
-    let types = catalogue.instance_types(&args.region, &OverheadConfig::default());
+    let mut types = catalogue.instance_types(&args.region, &OverheadConfig::default());
+    // No account here: zone IDs as the example mapping gives them (a → az1).
+    nodewright_core::catalogue::zone_ids::assign_example(&mut types, &args.region);
     for n in &nodes {
         if n.allocatable.is_none() && !types.iter().any(|t| t.name == n.instance_type) {
             return Err(format!(

@@ -359,7 +359,9 @@ impl Capacity for AwsCapacity {
                 message: "neither the Pricing API nor DescribeSpotPriceHistory answered".into(),
             });
         }
-        Ok(book.sheet(&self.region, now))
+        let mut sheet = book.sheet(&self.region, now);
+        sheet.zone_ids = PriceBook::zone_ids(&self.fleet.ec2).await;
+        Ok(sheet)
     }
 
     async fn describe(&self, instance_ids: &[String]) -> Result<Vec<InstanceSummary>> {

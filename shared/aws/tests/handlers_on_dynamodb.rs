@@ -189,10 +189,26 @@ async fn live_prices_are_refreshed_into_dynamodb_and_planned_at() {
                 )
                 .build()
         });
+    // The account's zone IDs, as DescribeAvailabilityZones answers (moto's mapping for us-east-1).
+    let zones = mock!(aws_sdk_ec2::Client::describe_availability_zones).then_output(|| {
+        use aws_sdk_ec2::operation::describe_availability_zones::DescribeAvailabilityZonesOutput;
+        use aws_sdk_ec2::types::AvailabilityZone;
+        let zone = |name: &str, id: &str| {
+            AvailabilityZone::builder()
+                .zone_name(name)
+                .zone_id(id)
+                .region_name("us-east-1")
+                .build()
+        };
+        DescribeAvailabilityZonesOutput::builder()
+            .availability_zones(zone("us-east-1a", "use1-az6"))
+            .availability_zones(zone("us-east-1b", "use1-az1"))
+            .build()
+    });
     let ec2 = mock_client!(
         aws_sdk_ec2,
         aws_smithy_mocks::RuleMode::MatchAny,
-        [&m5_history, &history]
+        [&m5_history, &zones, &history]
     );
     let (config, _) = Config::parse_strict(POOLS, "test").unwrap();
     let settings = Settings::new(store.cluster(), "us-east-1", config.clone()).unwrap();
@@ -232,6 +248,7 @@ async fn live_prices_are_refreshed_into_dynamodb_and_planned_at() {
         Some(&0.0123)
     );
     assert!(products.num_calls() == 1 && m5_history.num_calls() == 1 && history.num_calls() > 1);
+    assert_eq!(stored.zone_ids.get("us-east-1b").map(String::as_str), Some("use1-az1"));
 
     nodewright_handlers::prices::load(&deps.settings, &deps.state, NOW).await;
     let pools = deps.settings.pools();
@@ -245,6 +262,14 @@ async fn live_prices_are_refreshed_into_dynamodb_and_planned_at() {
     };
     assert_eq!(price(CapacityType::OnDemand, ""), 0.0777);
     assert_eq!(price(CapacityType::Spot, "us-east-1a"), 0.0123);
+    // The zone IDs came with the sheet: a pod asking for use1-az1 is planned into us-east-1b.
+    let zone_of = |id: &str| {
+        m5.offerings
+            .iter()
+            .find(|o| o.zone_id.as_deref() == Some(id))
+            .map(|o| o.zone.clone())
+    };
+    assert_eq!(zone_of("use1-az1").as_deref(), Some("us-east-1b"));
     // Fresh: the next run neither reads nor refreshes.
     assert!(!nodewright_handlers::prices::refresh(&deps, NOW + 60_000).await);
 }

@@ -13,7 +13,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use nodewright_core::catalogue::{Catalogue, InstanceType, OverheadConfig};
+use nodewright_core::catalogue::{Catalogue, InstanceType, OverheadConfig, zone_ids};
 use nodewright_core::model::{Node, Pod, load_pods};
 use nodewright_core::requirements::{LabelSource, Layered, Requirement};
 use nodewright_core::scheduler::{ClaimPlan, Input, InstanceOption, Options, Plan, Strategy, schedule};
@@ -175,7 +175,9 @@ fn check(mut s: Scenario) -> Result<(), String> {
         };
     }
     let (config, _) = Config::parse_strict(&s.config, "config").map_err(|e| e.to_string())?;
-    let types = Catalogue::embedded().instance_types(&s.region, &OverheadConfig::default());
+    let mut types = Catalogue::embedded().instance_types(&s.region, &OverheadConfig::default());
+    // The test account's zone IDs (upstream's fake subnets carry IDs too).
+    zone_ids::assign_example(&mut types, &s.region);
     let input = Input {
         pods: &pods,
         nodes: &s.existing,
@@ -465,6 +467,11 @@ fn home_of(plan: &Plan, uid: &str) -> Option<String> {
 fn option_label(c: &ClaimPlan, o: &InstanceOption, types: &[InstanceType], key: &str) -> Option<String> {
     match key {
         labels::ZONE => Some(o.zone.clone()),
+        labels::ZONE_ID => types
+            .iter()
+            .flat_map(|t| &t.offerings)
+            .find(|x| x.zone == o.zone)
+            .and_then(|x| x.zone_id.clone()),
         labels::CAPACITY_TYPE => Some(o.capacity_type.as_str().to_string()),
         labels::HOSTNAME => Some(c.id.clone()),
         labels::NODEPOOL => Some(c.pool.clone()),

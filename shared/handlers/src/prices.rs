@@ -100,6 +100,9 @@ pub async fn refresh<S: State, C: Capacity, K: ClusterApi>(deps: &Deps<S, C, K>,
             if sheet.spot.is_empty() {
                 sheet.spot = previous.spot;
             }
+            if sheet.zone_ids.is_empty() {
+                sheet.zone_ids = previous.zone_ids;
+            }
         }
         if sheet.is_empty() {
             return Ok(false);

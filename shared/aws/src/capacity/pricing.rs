@@ -60,6 +60,25 @@ impl PriceBook {
             refreshed_at: now,
             on_demand: self.on_demand.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             spot: self.spot.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            zone_ids: Default::default(),
+        }
+    }
+
+    /// The account's zone IDs by zone name (DescribeAvailabilityZones), bounded; empty when EC2
+    /// did not answer (the previous sheet's are kept then).
+    pub async fn zone_ids(ec2: &aws_sdk_ec2::Client) -> std::collections::BTreeMap<String, String> {
+        match ec2.describe_availability_zones().send().await {
+            Ok(out) => out
+                .availability_zones()
+                .iter()
+                .filter_map(|z| Some((z.zone_name()?.to_string(), z.zone_id()?.to_string())))
+                .filter(|(z, id)| !z.contains(' ') && !id.contains(' '))
+                .take(256)
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %crate::Error::aws("DescribeAvailabilityZones", e), "DescribeAvailabilityZones failed; zone IDs not refreshed");
+                Default::default()
+            }
         }
     }
 

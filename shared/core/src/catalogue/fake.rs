@@ -44,6 +44,7 @@ pub fn benchmark_types(count: usize) -> Vec<InstanceType> {
                         capacity_type: CapacityType::OnDemand,
                         price,
                         available: true,
+                        zone_id: None,
                     })
                     .collect(),
                 accelerated: false,

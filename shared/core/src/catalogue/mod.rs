@@ -4,6 +4,7 @@
 
 mod allocatable;
 pub mod fake;
+pub mod zone_ids;
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -244,6 +245,8 @@ pub struct Offering {
     pub price: f64,
     /// False when marked unavailable (insufficient capacity cache).
     pub available: bool,
+    /// The zone's ID (`use1-az1`), once the account's mapping is known ([`zone_ids`]).
+    pub zone_id: Option<String>,
 }
 
 /// An instance type resolved for one region: labels, capacity, allocatable and offerings. This is
@@ -475,6 +478,7 @@ impl Catalogue {
                     capacity_type: CapacityType::Spot,
                     price: round6(od * (1.0 - f64::from(savings_pct.min(95)) / 100.0)),
                     available: true,
+                    zone_id: None,
                 });
             }
             offerings.push(Offering {
@@ -482,6 +486,7 @@ impl Catalogue {
                 capacity_type: CapacityType::OnDemand,
                 price: od,
                 available: true,
+                zone_id: None,
             });
         }
         let hardware = Hardware {

@@ -374,7 +374,29 @@ pub(in crate::scheduler) fn pool_view<'a>(
         .filter(|(k, _)| labels::is_well_known(k))
         .map(|(k, v)| Requirement::new(k, Operator::In, &[v.as_str()]))
         .collect();
-    let reqs: Vec<&Requirement> = p.requirements.iter().chain(&label_reqs).collect();
+    // A zone-ID requirement is read as one on the zones with those IDs.
+    let zone_id_reqs: Vec<Requirement> = if p
+        .requirements
+        .iter()
+        .chain(&label_reqs)
+        .any(|r| r.key == labels::ZONE_ID)
+    {
+        let ids = crate::catalogue::zone_ids::of(types);
+        p.requirements
+            .iter()
+            .chain(&label_reqs)
+            .filter_map(|r| crate::catalogue::zone_ids::as_zone_requirement(r, &ids))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let reqs: Vec<&Requirement> = p
+        .requirements
+        .iter()
+        .chain(&label_reqs)
+        .filter(|r| r.key != labels::ZONE_ID || zone_id_reqs.is_empty())
+        .chain(&zone_id_reqs)
+        .collect();
     // Capacity types: Karpenter's default is on-demand when the pool does not say.
     let ct_reqs: Vec<&Requirement> = reqs
         .iter()

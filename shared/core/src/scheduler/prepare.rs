@@ -143,7 +143,12 @@ impl<'a> Prepared<'a> {
             }
         }
 
-        // Signatures.
+        // Signatures. A requirement on the zone ID is read as one on the zones with those IDs.
+        let zone_ids = mentions_zone_id(input.pods).then(|| crate::catalogue::zone_ids::of(types));
+        let by_zone = |reqs: Vec<Requirement>| match &zone_ids {
+            Some(ids) => crate::catalogue::zone_ids::to_zones(&reqs, ids),
+            None => reqs,
+        };
         let mut sig_index: HashMap<SigKey, usize> = HashMap::new();
         let mut sigs: Vec<Signature> = Vec::new();
         let mut pod_sig = Vec::with_capacity(input.pods.len());
@@ -151,13 +156,13 @@ impl<'a> Prepared<'a> {
             let key = SigKey::of(p);
             let id = *sig_index.entry(key).or_insert_with_key(|key| {
                 let mut s = Signature {
-                    node_selector: selector_reqs(&p.node_selector),
-                    terms: p.node_affinity.clone(),
+                    node_selector: by_zone(selector_reqs(&p.node_selector)),
+                    terms: p.node_affinity.iter().map(|t| by_zone(t.clone())).collect(),
                     preferred: {
                         let mut v: Vec<(i32, Vec<Requirement>)> = p
                             .preferred_node_affinity
                             .iter()
-                            .map(|t| (t.weight, t.requirements.clone()))
+                            .map(|t| (t.weight, by_zone(t.requirements.clone())))
                             .collect();
                         v.sort_by_key(|t| std::cmp::Reverse(t.0));
                         v
@@ -757,4 +762,19 @@ struct BucketKey {
     gang: Option<usize>,
     members: Vec<u16>,
     carries: Vec<(u16, u32)>,
+}
+
+/// Whether a pod of the batch asks for a zone ID (which is then read against the zones).
+fn mentions_zone_id(pods: &[Pod]) -> bool {
+    pods.iter().any(|p| {
+        p.node_selector.contains_key(crate::labels::ZONE_ID)
+            || p.node_affinity
+                .iter()
+                .flatten()
+                .any(|r| r.key == crate::labels::ZONE_ID)
+            || p.preferred_node_affinity
+                .iter()
+                .flat_map(|t| &t.requirements)
+                .any(|r| r.key == crate::labels::ZONE_ID)
+    })
 }

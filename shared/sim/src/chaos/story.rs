@@ -141,6 +141,14 @@ fn live_prices(settings: &Settings, rng: &mut Rng) -> nodewright_core::ports::st
         region: settings.region.clone(),
         ..Default::default()
     };
+    // DescribeAvailabilityZones of the simulated account.
+    let zones = settings
+        .pools()
+        .instance_types
+        .iter()
+        .flat_map(|t| t.offerings.iter().map(|o| o.zone.clone()))
+        .collect::<Vec<_>>();
+    sheet.zone_ids = nodewright_core::catalogue::zone_ids::example(&settings.region, zones);
     for t in settings.pools().instance_types.iter() {
         for o in &t.offerings {
             let factor = 0.75 + f64::from(u32::try_from(rng.below(51)).unwrap_or(0)) / 100.0;

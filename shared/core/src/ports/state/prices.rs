@@ -27,6 +27,9 @@ pub struct PriceSheet {
     pub on_demand: BTreeMap<String, f64>,
     /// USD per hour by (instance type, zone) (Linux/UNIX).
     pub spot: BTreeMap<(String, String), f64>,
+    /// The account's zone IDs by zone name (DescribeAvailabilityZones), read with the prices:
+    /// what `topology.k8s.aws/zone-id` requirements are met by ([`crate::catalogue::zone_ids`]).
+    pub zone_ids: BTreeMap<String, String>,
 }
 
 impl PriceSheet {
@@ -48,6 +51,9 @@ impl PriceSheet {
     /// whose on-demand price is live but whose spot price is not keeps its estimated spot price
     /// scaled by the same ratio (the estimate is a saving off on-demand).
     pub fn apply(&self, types: &mut [InstanceType]) -> usize {
+        if !self.zone_ids.is_empty() {
+            crate::catalogue::zone_ids::assign(types, &self.zone_ids);
+        }
         let mut changed = 0;
         for t in types.iter_mut() {
             let catalogue_od = t
@@ -92,7 +98,8 @@ impl PriceSheet {
             .on_demand
             .iter()
             .map(|(t, p)| format!("od {t} {p}"))
-            .chain(self.spot.iter().map(|((t, z), p)| format!("spot {t} {z} {p}")));
+            .chain(self.spot.iter().map(|((t, z), p)| format!("spot {t} {z} {p}")))
+            .chain(self.zone_ids.iter().map(|(z, id)| format!("zone {z} {id}")));
         let mut chunks = vec![String::new()];
         for line in lines {
             let last = chunks.last_mut().expect("one chunk");
@@ -125,9 +132,12 @@ impl PriceSheet {
                     ["spot", t, z, p] => {
                         sheet.spot.insert(((*t).into(), (*z).into()), price(p).ok_or_else(bad)?);
                     }
+                    ["zone", z, id] if !z.is_empty() && !id.is_empty() => {
+                        sheet.zone_ids.insert((*z).into(), (*id).into());
+                    }
                     _ => return Err(bad()),
                 }
-                if sheet.on_demand.len() + sheet.spot.len() > MAX_PRICE_ENTRIES {
+                if sheet.on_demand.len() + sheet.spot.len() + sheet.zone_ids.len() > MAX_PRICE_ENTRIES {
                     return Err(format!("more than {MAX_PRICE_ENTRIES} prices"));
                 }
             }
@@ -207,11 +217,28 @@ mod tests {
                 .insert((format!("m{i}.large"), "us-east-1a".into()), 0.01 + f64::from(i) / 1e4);
         }
         sheet.on_demand.insert("m5.large".into(), 0.096);
+        sheet.zone_ids.insert("us-east-1a".into(), "use1-az6".into());
         let chunks = sheet.encode();
         assert!(chunks.len() > 1);
         assert!(chunks.iter().all(|c| c.len() <= PRICE_CHUNK_BYTES));
         assert_eq!(PriceSheet::decode("us-east-1", 42, &chunks).unwrap(), sheet);
         let e = PriceSheet::decode("us-east-1", 42, &["od m5.large -3\n".into()]).unwrap_err();
         assert!(e.contains("line 0") && e.contains("m5.large"), "{e}");
+    }
+
+    #[test]
+    fn a_sheet_gives_the_offerings_their_zone_ids() {
+        let mut types = Catalogue::embedded().instance_types("us-east-1", &OverheadConfig::default());
+        let mut sheet = PriceSheet {
+            region: "us-east-1".into(),
+            ..Default::default()
+        };
+        // As DescribeAvailabilityZones answers for one account (moto's mapping).
+        sheet.zone_ids.insert("us-east-1a".into(), "use1-az6".into());
+        sheet.zone_ids.insert("us-east-1b".into(), "use1-az1".into());
+        sheet.apply(&mut types);
+        let ids = crate::catalogue::zone_ids::of(&types);
+        assert_eq!(ids.get("us-east-1b").map(String::as_str), Some("use1-az1"));
+        assert_eq!(ids.get("us-east-1c"), None, "a zone the account did not list has no ID");
     }
 }

@@ -45,7 +45,8 @@ pub enum Key {
 impl Key {
     pub fn of(key: &str) -> Key {
         match key {
-            labels::ZONE => Key::Zone,
+            // A zone's ID names the same domain as its name (one ID per zone in an account).
+            labels::ZONE | labels::ZONE_ID => Key::Zone,
             labels::CAPACITY_TYPE => Key::CapacityType,
             labels::HOSTNAME => Key::Hostname,
             other => Key::Label(other.to_string()),
