@@ -6,7 +6,8 @@
 //!    launch and record), and terminate untagged-claim orphans past the registration timeout;
 //! 3. terminate claims launched but not registered within the registration timeout;
 //! 4. close claims whose instance is gone;
-//! 5. register Ready nodes whose claims are not Ready (matched by providerID);
+//! 5. register Ready nodes whose claims are not Ready (matched by providerID), and label nodes
+//!    initialized once their pool's startup taints are gone;
 //! 6. drain cordoned claims once their replacements are in, drive draining claims every run until
 //!    empty or past the pool's terminationGracePeriod, and terminate drained ones.
 //!
@@ -25,6 +26,7 @@ use nodewright_core::model::ClaimState;
 use nodewright_core::ports::EpochMillis;
 use nodewright_core::ports::cluster::{DISRUPTED_TAINT, DrainMode, DrainOptions};
 use nodewright_core::ports::state::{ClaimRecord, ClaimUpdate, Holder, PoolUsage, UsageDrift, UsageSnapshot};
+use nodewright_core::registration;
 
 use crate::event::Envelope;
 use crate::outcome::{Action, Outcome, transition_name};
@@ -360,6 +362,49 @@ async fn reconcile<S: State, C: Capacity, K: ClusterApi>(
                     registered.insert(claim.id.as_str());
                 }
                 Err(e) => failed(out, "register", &claim.id, &e),
+            }
+        }
+    }
+
+    // 1c. Nodes of pools with startup taints are initialized (Karpenter's
+    // `karpenter.sh/initialized`) once Ready with those taints lifted by their agents, which no
+    // event reports: each run looks. (Registration labels the rest itself.)
+    if let (Some(cluster), Some(nodes)) = (&deps.cluster, &nodes) {
+        let pools = deps.settings.pools();
+        for claim in claims
+            .iter()
+            .filter(|c| c.state == ClaimState::Ready && !registered.contains(c.id.as_str()))
+        {
+            let Some(iid) = claim.instance_id.as_deref() else {
+                continue;
+            };
+            let Some(n) = nodes
+                .items
+                .iter()
+                .find(|n| n.ready && !n.unregistered && n.instance_id.as_deref() == Some(iid))
+            else {
+                continue;
+            };
+            let Some(pool) = pools.config.node_pools.iter().find(|p| p.name == claim.pool) else {
+                continue;
+            };
+            if n.node.labels.contains_key(registration::INITIALIZED_LABEL)
+                || !registration::initialized(pool, &n.node.taints)
+            {
+                continue;
+            }
+            let mark = registration::NodeRegistration {
+                labels: [(registration::INITIALIZED_LABEL.to_string(), "true".to_string())].into(),
+                taints: Vec::new(),
+                startup_taints: Vec::new(),
+            };
+            match cluster.register_node(&n.node.name, &mark).await {
+                Ok(true) => out.push(Action::Initialized {
+                    claim: claim.id.clone(),
+                    node: n.node.name.clone(),
+                }),
+                Ok(false) => {}
+                Err(e) => failed(out, "initialize", &claim.id, &e.into()),
             }
         }
     }

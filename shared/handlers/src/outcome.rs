@@ -110,6 +110,10 @@ pub enum Action {
     /// taint.
     #[serde(rename_all = "camelCase")]
     Registered { claim: String, node: String, labels: usize },
+    /// A registered node became initialized (Ready, its pool's startup taints gone) and was
+    /// labelled `karpenter.sh/initialized`.
+    #[serde(rename_all = "camelCase")]
+    Initialized { claim: String, node: String },
     /// One step of a run failed; the run went on with the others and the next run retries it.
     #[serde(rename_all = "camelCase")]
     StepFailed {

@@ -535,7 +535,8 @@ async fn kubelet_settings_reach_the_node(deps: &MemDeps, family: &str) {
 /// `amiFamily: Custom`: the node boots from the class's user data as given (here a user's own
 /// nodeadm `NodeConfig` that registers with the unregistered taint, as Karpenter requires of
 /// Custom nodes, and nothing of the pool's), read by the kubelet emulator; registration then
-/// writes the pool's labels and its startup taint, and lifts the unregistered taint.
+/// writes the pool's labels and its startup taint, and lifts the unregistered taint; once the
+/// startup taint's agent lifts it, a consolidation run labels the node `karpenter.sh/initialized`.
 #[tokio::test]
 async fn a_custom_family_node_gets_the_pools_labels_and_taints_at_registration() {
     let user_data = "    apiVersion: node.eks.aws/v1alpha1
@@ -602,10 +603,48 @@ async fn a_custom_family_node_gets_the_pools_labels_and_taints_at_registration()
         );
         let keys: Vec<&str> = n.node.taints.iter().map(|t| t.key.as_str()).collect();
         assert_eq!(keys, ["example.com/agent-not-ready"], "{:?}", n.node.taints);
+        assert!(
+            !n.node.labels.contains_key("karpenter.sh/initialized"),
+            "not initialized while its startup taint holds"
+        );
     }
     for c in deps.state.claim_records() {
         assert_eq!(c.state, ClaimState::Ready);
     }
+    // A run while the agent has not finished leaves the nodes uninitialized.
+    let cluster = deps.cluster.as_ref().unwrap();
+    let later = NOW + 60_000;
+    let (event, _) = consolidation_at(later);
+    let o = run(Function::Consolidation, &deps, &event, later).await;
+    assert!(
+        !o.actions.iter().any(|a| matches!(a, Action::Initialized { .. })),
+        "{o:#?}"
+    );
+    // The agent lifts its taint on every node: the next run labels them initialized, once.
+    let mut nodes = cluster.node_list();
+    for n in nodes.iter_mut() {
+        n.node.taints.retain(|t| t.key != "example.com/agent-not-ready");
+    }
+    let count = nodes.len();
+    cluster.set_nodes(nodes);
+    let o = run(Function::Consolidation, &deps, &event, later + 60_000).await;
+    let initialized = o
+        .actions
+        .iter()
+        .filter(|a| matches!(a, Action::Initialized { .. }))
+        .count();
+    assert_eq!(initialized, count, "{o:#?}");
+    for n in cluster.node_list() {
+        assert_eq!(
+            n.node.labels.get("karpenter.sh/initialized").map(String::as_str),
+            Some("true")
+        );
+    }
+    let o = run(Function::Consolidation, &deps, &event, later + 120_000).await;
+    assert!(
+        !o.actions.iter().any(|a| matches!(a, Action::Initialized { .. })),
+        "once: {o:#?}"
+    );
 }
 
 /// A pool allowing `team In [a, b]` serves pods of either team: each pod's node is labelled with

@@ -107,8 +107,8 @@ pub const INITIALIZED_LABEL: &str = "karpenter.sh/initialized";
 /// Every label a registered node of `pool` carries once its offering is known: [`pool_labels`],
 /// the instance type's well-known labels, zone, region and capacity type, and
 /// [`REGISTERED_LABEL`]. Registration runs when the node is Ready, so a node of a pool without
-/// startup taints is initialized then too ([`INITIALIZED_LABEL`]); with startup taints, their
-/// agents' removal is not watched and the label is not written.
+/// startup taints is initialized then too ([`INITIALIZED_LABEL`]); with startup taints, the
+/// consolidation run's reconcile writes it once their agents lifted them ([`initialized`]).
 pub fn node_labels(
     pool: &NodePool,
     instance_type: Option<&InstanceType>,
@@ -126,6 +126,18 @@ pub fn node_labels(
         out.insert(INITIALIZED_LABEL.into(), "true".into());
     }
     out
+}
+
+/// Whether a Ready node of `pool` carrying `taints` is initialized, as Karpenter reads it: none of
+/// the pool's startup taints (same key and effect) and no ephemeral taint left.
+pub fn initialized(pool: &NodePool, taints: &[Taint]) -> bool {
+    !taints.iter().any(|t| {
+        labels::EPHEMERAL_TAINTS.contains(&t.key.as_str())
+            || pool
+                .startup_taints
+                .iter()
+                .any(|s| s.key == t.key && s.effect == t.effect)
+    })
 }
 
 /// Whether the kubelet may set `key` on its own node (`--node-labels`): anything outside the
