@@ -304,6 +304,9 @@ impl Capacity for AwsCapacity {
             .collect();
         let mut tags = class.tags.clone();
         tags.insert(labels::NODEPOOL.into(), launch.pool.name.clone());
+        if let Some(t) = nodewright_core::ports::capacity::labels_tag(&launch.labels) {
+            tags.insert(nodewright_core::ports::capacity::TAG_LABELS.into(), t);
+        }
         let request = LaunchRequest {
             claim_id: launch.claim_id.clone(),
             pool: launch.pool.name.clone(),

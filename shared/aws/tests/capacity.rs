@@ -43,7 +43,14 @@ async fn fleet_launch_is_tagged_retry_safe_and_termination_is_guarded() {
             capacity_type: CapacityType::OnDemand,
             price: 0.096,
         }],
-        tags: BTreeMap::from([("team".to_string(), "ml".to_string())]),
+        tags: BTreeMap::from([
+            ("team".to_string(), "ml".to_string()),
+            // The claim's chosen labels, as the capacity adapter tags them for adoption.
+            (
+                nodewright_core::ports::capacity::TAG_LABELS.to_string(),
+                "karpenter.k8s.aws/instance-tenancy=default,tier=b".to_string(),
+            ),
+        ]),
     };
     let first = fleet.launch(&request).await.unwrap();
     assert!(!first.adopted);
@@ -73,6 +80,11 @@ async fn fleet_launch_is_tagged_retry_safe_and_termination_is_guarded() {
     let ours = fleet.cluster_instances().await.unwrap();
     assert_eq!(ours.len(), 1, "no second instance: {ours:?}");
     assert_eq!(ours[0].claim_id.as_deref(), Some("claim-1"));
+    assert_eq!(
+        ours[0].labels.get("tier").map(String::as_str),
+        Some("b"),
+        "labels read back from EC2"
+    );
 
     // An instance without our cluster tag is refused, and nothing is terminated.
     let foreign = ec2_support::foreign_instance(&clients.ec2, &ami).await;

@@ -187,6 +187,8 @@ async fn reconcile<S: State, C: Capacity, K: ClusterApi>(
                     let launched_at = i.launch_time_millis.unwrap_or(now);
                     let mut record = ClaimRecord::launching(cid, &pool, Vec::new(), launched_at);
                     record.instance_id = Some(i.instance_id.clone());
+                    // The labels its claim chose (a split pool's value, the tenancy), from the tag.
+                    record.labels = i.labels.clone();
                     match adopt(deps, &record, i, launched_at).await {
                         Ok(true) => {
                             adopted = true;

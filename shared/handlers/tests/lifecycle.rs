@@ -143,14 +143,32 @@ async fn lost_node_ready_and_old_adopted_instances_are_registered_not_reaped() {
             zone: "us-east-1a".into(),
             price: 0.096,
         }],
-        labels: Default::default(),
+        // The value a split pool chose for its pods: kept on the instance's tag.
+        labels: [("team".to_string(), "b".to_string())].into(),
     };
     let lost = deps.capacity.launch(&launch, NOW).await.unwrap();
     boot_nodes(&deps);
     let o = run(Function::Consolidation, &deps, &event, later).await;
     assert!(o.actions.iter().any(|a| matches!(a, Action::Adopted { .. })), "{o:#?}");
-    assert_eq!(claim(&deps, "nc-lost").await.state, ClaimState::Ready, "{o:#?}");
+    let adopted = claim(&deps, "nc-lost").await;
+    assert_eq!(adopted.state, ClaimState::Ready, "{o:#?}");
     assert!(!deps.capacity.terminated().contains(&lost.instance_id));
+    // The adopted claim got its labels back from the tag, and its node carries them.
+    assert_eq!(adopted.labels.get("team").map(String::as_str), Some("b"));
+    let node = deps
+        .cluster
+        .as_ref()
+        .unwrap()
+        .node_list()
+        .into_iter()
+        .find(|n| n.instance_id.as_deref() == Some(lost.instance_id.as_str()))
+        .unwrap();
+    assert_eq!(
+        node.node.labels.get("team").map(String::as_str),
+        Some("b"),
+        "{:?}",
+        node.node.labels
+    );
 }
 
 /// A Ready claim with a node and one workload pod, Cordoned and Draining as a disruption leaves it.

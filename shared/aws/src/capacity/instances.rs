@@ -33,6 +33,9 @@ fn summary(i: &aws_sdk_ec2::types::Instance) -> InstanceSummary {
         pool: tag(TAG_POOL),
         cluster: tag(TAG_CLUSTER),
         launch_time_millis: i.launch_time().and_then(|t| t.to_millis().ok()),
+        labels: tag(nodewright_core::ports::capacity::TAG_LABELS)
+            .map(|t| nodewright_core::ports::capacity::labels_of_tag(&t))
+            .unwrap_or_default(),
     }
 }
 

@@ -2,6 +2,8 @@
 //! carries, instances as reconciliation sees them, launch results, and the cluster endpoint nodes
 //! join.
 
+use std::collections::BTreeMap;
+
 use crate::CapacityType;
 
 /// The cluster an instance belongs to (IAM conditions on this tag too).
@@ -11,6 +13,31 @@ pub const TAG_POOL: &str = "karpenter.sh/nodepool";
 /// The node claim it was launched for (adoption after a crash between launch and record).
 pub const TAG_CLAIM: &str = "nodewright.io/claim";
 pub const TAG_MANAGED_BY: &str = "nodewright.io/managed-by";
+/// The labels its claim chose (a split pool's value, the tenancy), `key=value,...`: what an
+/// adopted instance's claim gets back when its record was lost.
+pub const TAG_LABELS: &str = "nodewright.io/labels";
+/// EC2's longest tag value.
+const TAG_VALUE_MAX: usize = 256;
+
+/// `labels` as the [`TAG_LABELS`] value (label keys and values hold no `,` or `=`); None when
+/// there are none or they do not fit a tag.
+pub fn labels_tag(labels: &BTreeMap<String, String>) -> Option<String> {
+    let v = labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    (!v.is_empty() && v.len() <= TAG_VALUE_MAX).then_some(v)
+}
+
+/// The labels a [`TAG_LABELS`] value holds; entries that are not `key=value` are skipped.
+pub fn labels_of_tag(tag: &str) -> BTreeMap<String, String> {
+    tag.split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
 
 /// What reconciliation needs to know about an instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +51,8 @@ pub struct InstanceSummary {
     pub pool: Option<String>,
     pub cluster: Option<String>,
     pub launch_time_millis: Option<i64>,
+    /// From [`TAG_LABELS`].
+    pub labels: BTreeMap<String, String>,
 }
 
 /// What a launch did.
@@ -155,5 +184,28 @@ pub mod fleet {
                 (Spot, "m5.large", "us-east-1b")
             ));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claim_labels_round_trip_through_a_bounded_tag() {
+        let labels: BTreeMap<String, String> = [
+            ("team".to_string(), "b".to_string()),
+            (
+                "karpenter.k8s.aws/instance-tenancy".to_string(),
+                "dedicated".to_string(),
+            ),
+        ]
+        .into();
+        let tag = labels_tag(&labels).unwrap();
+        assert_eq!(labels_of_tag(&tag), labels);
+        assert_eq!(labels_tag(&BTreeMap::new()), None);
+        let long: BTreeMap<String, String> = [("k".to_string(), "v".repeat(300))].into();
+        assert_eq!(labels_tag(&long), None, "longer than a tag value");
+        assert!(labels_of_tag("garbage,,=x").is_empty());
     }
 }

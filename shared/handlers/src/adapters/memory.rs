@@ -903,6 +903,14 @@ impl MemoryCapacity {
                     pool: ours.then(|| c.pool.clone()),
                     cluster: ours.then(|| self.cluster.clone()),
                     launch_time_millis: c.entered(ClaimState::Launched),
+                    // As the launch tagged it (a set too long for a tag is lost, as on EC2).
+                    labels: if ours {
+                        nodewright_core::ports::capacity::labels_tag(&c.labels)
+                            .map(|t| nodewright_core::ports::capacity::labels_of_tag(&t))
+                            .unwrap_or_default()
+                    } else {
+                        Default::default()
+                    },
                 },
             );
         }
@@ -922,6 +930,7 @@ impl MemoryCapacity {
                 pool: None,
                 cluster: Some("someone-else".into()),
                 launch_time_millis: None,
+                labels: Default::default(),
             },
         );
     }
@@ -1049,6 +1058,7 @@ impl MemoryCapacity {
                 pool: None,
                 cluster: None,
                 launch_time_millis: Some(now),
+                labels: Default::default(),
             },
         );
         id
@@ -1206,6 +1216,9 @@ impl Capacity for MemoryCapacity {
                         pool: Some(launch.pool.name.clone()),
                         cluster: Some(self.cluster.clone()),
                         launch_time_millis: Some(now),
+                        labels: nodewright_core::ports::capacity::labels_tag(&launch.labels)
+                            .map(|t| nodewright_core::ports::capacity::labels_of_tag(&t))
+                            .unwrap_or_default(),
                     },
                 );
                 return Ok(LaunchOutcome {
