@@ -71,26 +71,26 @@ fn abbreviation(region: &str) -> String {
 }
 
 /// `r` read against the zones: a requirement on the zone ID becomes one on the zones whose IDs
-/// it admits (None: `r` is not on the zone ID, or no mapping is known and it stays as written,
-/// which no pool can meet).
+/// it admits, a zone with no known ID lacking the label (None: `r` is not on the zone ID). With
+/// no mapping known (before the first refresh), `In` and `Exists` admit no zone.
 pub fn as_zone_requirement(r: &Requirement, ids: &BTreeMap<String, String>) -> Option<Requirement> {
-    if r.key != labels::ZONE_ID || ids.is_empty() {
+    if r.key != labels::ZONE_ID {
         return None;
     }
-    let zones_with = |admit: bool| -> Vec<String> {
+    let listed = || -> Vec<String> {
         ids.iter()
-            .filter(|(_, id)| r.values.contains(id) == admit)
+            .filter(|(_, id)| r.values.contains(id))
             .map(|(z, _)| z.clone())
             .collect()
     };
+    let with_id = || -> Vec<String> { ids.keys().cloned().collect() };
     let (operator, values) = match r.operator {
-        // The zones whose ID is listed; NotIn: every zone but those (a zone with no known ID
-        // has no such label, which NotIn admits, as Kubernetes reads it).
-        Operator::In => (Operator::In, zones_with(true)),
-        Operator::NotIn => (Operator::NotIn, zones_with(true)),
-        Operator::Exists | Operator::DoesNotExist => (r.operator, Vec::new()),
-        // Gt/Lt on an ID compare nothing meaningful: left as written (never met).
-        _ => return None,
+        Operator::In => (Operator::In, listed()),
+        Operator::NotIn => (Operator::NotIn, listed()),
+        Operator::Exists => (Operator::In, with_id()),
+        Operator::DoesNotExist => (Operator::NotIn, with_id()),
+        // An ID is not a number: Gt/Lt are never met.
+        _ => (Operator::In, Vec::new()),
     };
     Some(Requirement {
         key: labels::ZONE.to_string(),
@@ -141,8 +141,15 @@ mod tests {
         // Unknown IDs: In admits no zone.
         let r = Requirement::new(labels::ZONE_ID, Operator::In, &["use1-az9"]);
         assert!(!as_zone_requirement(&r, &ids).unwrap().matches(Some("us-east-1a")));
-        // No mapping known, or another key: left alone.
-        assert!(as_zone_requirement(&r, &BTreeMap::new()).is_none());
+        // No mapping known yet: no zone has an ID.
+        let none = BTreeMap::new();
+        assert!(!as_zone_requirement(&r, &none).unwrap().matches(Some("us-east-1a")));
+        let not = Requirement::new(labels::ZONE_ID, Operator::NotIn, &["use1-az1"]);
+        assert!(as_zone_requirement(&not, &none).unwrap().matches(Some("us-east-1a")));
+        let exists = Requirement::new(labels::ZONE_ID, Operator::Exists, &[]);
+        assert!(as_zone_requirement(&exists, &ids).unwrap().matches(Some("us-east-1c")));
+        assert!(!as_zone_requirement(&exists, &ids).unwrap().matches(Some("us-east-1d")));
+        // Another key: left alone.
         let zone = Requirement::new(labels::ZONE, Operator::In, &["us-east-1a"]);
         assert!(as_zone_requirement(&zone, &ids).is_none());
     }

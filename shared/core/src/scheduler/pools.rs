@@ -375,12 +375,12 @@ pub(in crate::scheduler) fn pool_view<'a>(
         .map(|(k, v)| Requirement::new(k, Operator::In, &[v.as_str()]))
         .collect();
     // A zone-ID requirement is read as one on the zones with those IDs.
-    let zone_id_reqs: Vec<Requirement> = if p
+    let mentions_zone_id = p
         .requirements
         .iter()
         .chain(&label_reqs)
-        .any(|r| r.key == labels::ZONE_ID)
-    {
+        .any(|r| r.key == labels::ZONE_ID);
+    let zone_id_reqs: Vec<Requirement> = if mentions_zone_id {
         let ids = crate::catalogue::zone_ids::of(types);
         p.requirements
             .iter()
@@ -394,7 +394,7 @@ pub(in crate::scheduler) fn pool_view<'a>(
         .requirements
         .iter()
         .chain(&label_reqs)
-        .filter(|r| r.key != labels::ZONE_ID || zone_id_reqs.is_empty())
+        .filter(|r| r.key != labels::ZONE_ID)
         .chain(&zone_id_reqs)
         .collect();
     // Capacity types: Karpenter's default is on-demand when the pool does not say.
