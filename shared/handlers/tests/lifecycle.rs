@@ -155,14 +155,7 @@ async fn lost_node_ready_and_old_adopted_instances_are_registered_not_reaped() {
     assert!(!deps.capacity.terminated().contains(&lost.instance_id));
     // The adopted claim got its labels back from the tag, and its node carries them.
     assert_eq!(adopted.labels.get("team").map(String::as_str), Some("b"));
-    let node = deps
-        .cluster
-        .as_ref()
-        .unwrap()
-        .node_list()
-        .into_iter()
-        .find(|n| n.instance_id.as_deref() == Some(lost.instance_id.as_str()))
-        .unwrap();
+    let node = node_of_instance(&deps, &lost.instance_id);
     assert_eq!(
         node.node.labels.get("team").map(String::as_str),
         Some("b"),
@@ -593,14 +586,7 @@ async fn a_custom_family_node_gets_the_pools_labels_and_taints_at_registration()
             "the class's user data, as given"
         );
         let event = node_ready_event(&deps, instance);
-        let booted = deps
-            .cluster
-            .as_ref()
-            .unwrap()
-            .node_list()
-            .into_iter()
-            .find(|n| n.instance_id.as_deref() == Some(instance))
-            .unwrap();
+        let booted = node_of_instance(&deps, instance);
         assert!(
             !booted.node.labels.contains_key("team"),
             "nothing of the pool's at boot"

@@ -186,18 +186,22 @@ pub fn boot_nodes_where(
     added
 }
 
-/// The watcher's `Node Ready` for `instance_id`'s node, booting nodes first (events/node-ready.json
-/// with the instance and node names replaced).
-pub fn node_ready_event(deps: &MemDeps, instance_id: &str) -> Vec<u8> {
-    boot_nodes_where(deps, |i| i == instance_id);
-    let node = deps
-        .cluster
+/// The Node of `instance_id` (from its providerID); panics when it has not booted.
+pub fn node_of_instance(deps: &MemDeps, instance_id: &str) -> nodewright_core::ports::cluster::ClusterNode {
+    deps.cluster
         .as_ref()
         .unwrap()
         .node_list()
         .into_iter()
         .find(|n| n.instance_id.as_deref() == Some(instance_id))
-        .unwrap();
+        .unwrap_or_else(|| panic!("no node for {instance_id}"))
+}
+
+/// The watcher's `Node Ready` for `instance_id`'s node, booting nodes first (events/node-ready.json
+/// with the instance and node names replaced).
+pub fn node_ready_event(deps: &MemDeps, instance_id: &str) -> Vec<u8> {
+    boot_nodes_where(deps, |i| i == instance_id);
+    let node = node_of_instance(deps, instance_id);
     event_text("node-ready.json")
         .replace("i-0123456789abcdef0", instance_id)
         .replace("ip-10-0-12-34.ec2.internal", &node.node.name)
