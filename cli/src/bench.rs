@@ -319,7 +319,9 @@ pub fn run(args: &Args) -> u8 {
         println!("{}", crate::bench_small::table(&small, width));
         println!(
             "Small batches: seeded pods of 12 common shapes on on-demand c5/m5/r5; each plan against the bound it \
-             reports (exact whole-node optimum where the batch fits the exact search, else the relaxation)."
+             reports: the exact whole-node optimum where the batch fits the exact search (\"exact bounds\"), else \
+             column generation's bound over node patterns (up to 64 pods; the optimum lies between it and the plan), \
+             else the relaxation."
         );
     }
     println!(

@@ -201,3 +201,88 @@ fn plans_on_small_batches_are_checked_against_the_exact_optimum() {
         "plan / optimum reached {worst:.4} at seed {worst_seed}"
     );
 }
+
+/// Batches of 13-14 pods of distinct random shapes: past the exact search's states (2^13 > 4,096),
+/// so the plan and the bound it reports
+/// come from column generation (`scheduler`'s `patterns` module) and the packer. The same
+/// enumeration checks both: the plan never beats the optimum, the bound never passes it.
+#[test]
+fn column_generation_plans_and_bounds_are_checked_against_the_exact_optimum() {
+    let (config, _) = Config::parse_strict(POOL, "pool").expect("the pool parses");
+    let pool = &config.node_pools[0];
+    let all = Catalogue::embedded().instance_types("us-east-1", &OverheadConfig::default());
+    let zone = [ZONE.to_string()];
+    let types: Vec<(Resources, f64)> = all
+        .iter()
+        .filter(|t| pool.admits_type(t))
+        .filter_map(|t| Some((pool.allocatable_of(t), t.cheapest_in(&[CapacityType::OnDemand], &zone)?)))
+        .collect();
+    let (mut worst, mut sum, mut loosest, mut searched) = (1.0f64, 0.0f64, 1.0f64, 0u32);
+    let (mut packer_worst, mut packer_sum) = (1.0f64, 0.0f64);
+    let batches = 24u32;
+    for seed in 1000..1000 + u64::from(batches) {
+        let mut rng = Rng(seed);
+        let n = 13 + rng.below(2) as usize; // 13..=14 pods
+        let pods: Vec<Pod> = (0..n)
+            .map(|i| {
+                let cpu = 100 + 50 * rng.below(60);
+                let mib = 128 * (1 + rng.below(64));
+                Pod::new(&format!("p{i}"), cpu, mib << 20)
+            })
+            .collect();
+        let input = Input {
+            pods: &pods,
+            nodes: &[],
+            pools: &config.node_pools,
+            instance_types: &all,
+            daemonsets: &[],
+            pool_usage: &[],
+        };
+        let plan = schedule(&input, &Options::default());
+        assert!(plan.unschedulable.is_empty(), "seed {seed}: {:?}", plan.unschedulable);
+        let opt = optimum(&pods, &types).expect("every shape fits some type");
+        let cost = plan.total_price();
+        assert!(
+            cost >= opt - 1e-9,
+            "seed {seed}: the plan ({cost}) costs less than the exact optimum ({opt})"
+        );
+        let reported = plan.cost.expect("a plan with claims reports its cost");
+        assert!(
+            reported.lower_bound <= opt + 1e-9,
+            "seed {seed}: the reported bound ({}) exceeds the exact optimum ({opt})",
+            reported.lower_bound
+        );
+        // Column generation's bound is never looser than the relaxation's.
+        let relaxed = lower_bound(&input).expect("a bound").cost;
+        assert!(
+            reported.lower_bound >= relaxed.min(opt) - 1e-6 || reported.exact,
+            "seed {seed}: the reported bound ({}) is looser than the relaxation's ({relaxed})",
+            reported.lower_bound
+        );
+        searched += u32::from(!reported.exact);
+        // The packer alone (no exact search, no column generation), for comparison.
+        let packer = schedule(
+            &input,
+            &Options {
+                exact: false,
+                ..Options::default()
+            },
+        )
+        .total_price();
+        assert!(cost <= packer + 1e-9, "seed {seed}: the search made the plan dearer");
+        packer_worst = packer_worst.max(packer / opt);
+        packer_sum += packer / opt;
+        worst = worst.max(cost / opt);
+        sum += cost / opt;
+        loosest = loosest.min(reported.lower_bound / opt);
+    }
+    println!(
+        "{batches} batches of 13-14 pods ({searched} past the exact search): plan / exact optimum mean {:.4}, worst {worst:.4}; reported bound / optimum loosest {loosest:.4}; the packer alone: mean {:.4}, worst {packer_worst:.4}",
+        sum / f64::from(batches),
+        packer_sum / f64::from(batches)
+    );
+    assert!(
+        searched > batches / 2,
+        "most batches reach column generation ({searched})"
+    );
+}

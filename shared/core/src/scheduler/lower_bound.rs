@@ -376,11 +376,19 @@ pub(super) fn claims_bound(prep: &Prepared, pods: &[usize]) -> Option<(f64, bool
         return Some((exact, true));
     }
 
+    // Column generation's whole-node bound where the batch is small enough, else (or when
+    // looser) the relaxation's.
+    let patterns = super::patterns::bound(prep, &small);
     let relaxation = Relaxation::across(prep, &pools, groups, false, capped <= CAPPED_SHAPES_MAX);
-    if relaxation.shapes.is_empty() {
-        return Some((0.0, false));
+    let relaxed = if relaxation.shapes.is_empty() {
+        Some(0.0)
+    } else {
+        relaxation.solve().ok().map(|o| o.cost)
+    };
+    match (patterns, relaxed) {
+        (Some(p), Some(r)) => Some((p.max(r), false)),
+        (p, r) => p.or(r).map(|b| (b, false)),
     }
-    relaxation.solve().ok().map(|o| (o.cost, false))
 }
 
 /// The bound for the pods of `input` that the highest-weight pool can host.

@@ -16,6 +16,7 @@ mod ffd;
 mod finish;
 pub mod lower_bound;
 mod pack;
+mod patterns;
 mod pools;
 mod preferred;
 mod prepare;

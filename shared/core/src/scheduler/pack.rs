@@ -138,7 +138,8 @@ pub(super) fn run(mut prep: Prepared, opts: &Options) -> Plan {
             acc.checked_mul(b.pods.len() + 1)
                 .filter(|s| *s <= super::exact::STATES_MAX)
         })
-        .is_some();
+        .is_some()
+        || prep.buckets.iter().map(|b| b.pods.len() as u64).sum::<u64>() <= super::patterns::PODS_MAX;
     // The search does not model pods that must share a node.
     if !opts.exact || !small || !prep.gangs.is_empty() {
         return greedy;
@@ -203,7 +204,9 @@ fn exact_plan(input: &Input<'_>, opts: &Options, greedy: &Plan) -> Option<Plan> 
                     .collect(),
             })
             .collect();
-        super::exact::optimum(&prep, &groups)?
+        // The dynamic programme where its states fit, else column generation.
+        super::exact::optimum(&prep, &groups)
+            .or_else(|| super::patterns::solve(&prep, &groups).map(|s| (s.cost, s.nodes)))?
     };
     if cost >= greedy.total_price() - 1e-9 {
         return None;
