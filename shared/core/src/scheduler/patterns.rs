@@ -37,6 +37,8 @@ pub const WORK_MAX: u64 = 80_000;
 const PRICING_WORK_MAX: u64 = 20_000;
 /// One candidate's short pricing dive, tried before the full search.
 const HEURISTIC_WORK: u64 = 48;
+/// One candidate's search per node of the sequential fill.
+const FILL_WORK: u64 = 192;
 /// Rounds of column generation.
 const ROUNDS_MAX: usize = 25;
 /// The most violated patterns added per round.
@@ -209,16 +211,24 @@ impl Model {
     }
 }
 
-/// The most valuable pattern of one candidate at dual prices `y`, by branch and bound: its value
-/// (an upper bound on it: the root's bound when the search ran out of `budget`) and the best pod
-/// counts found. The price itself is the first incumbent, so a candidate that prices out
-/// returns its price and no pods.
-fn price_candidate(model: &Model, c: &Candidate, y: &[f64], budget: u64, work: &mut u64) -> (f64, Vec<u64>) {
+/// The most valuable pattern of one candidate at dual prices `y` with at most `left` pods of each
+/// group, by branch and bound: its value (an upper bound on it: the root's bound when the search
+/// ran out of `budget`) and the best pod counts found. Patterns worth no more than `floor` do not
+/// count: pricing passes the node's price, so a candidate that prices out returns it and no pods.
+fn price_candidate(
+    model: &Model,
+    c: &Candidate,
+    y: &[f64],
+    left: &[u64],
+    floor: f64,
+    budget: u64,
+    work: &mut u64,
+) -> (f64, Vec<u64>) {
     // Items: groups the node may host at a positive price, densest first (price per largest
     // share of the node), so that the first dives find good patterns.
     let mut items: Vec<(usize, u64)> = (0..y.len())
         .filter(|g| y[*g] > 1e-12)
-        .map(|g| (g, model.fits(c, g)))
+        .map(|g| (g, model.fits(c, g).min(left[g])))
         .filter(|(_, k)| *k > 0)
         .collect();
     let share = |g: usize| -> f64 {
@@ -240,9 +250,9 @@ fn price_candidate(model: &Model, c: &Candidate, y: &[f64], budget: u64, work: &
         items: &items,
         surrogates: &surrogates,
         cap: &c.cap,
-        // Only patterns worth more than the node matter: the price is the first incumbent,
-        // which prunes most of the search of a candidate that prices out.
-        best: c.price * (1.0 + EPS),
+        // In pricing only patterns worth more than the node matter: the price is the first
+        // incumbent, which prunes most of the search of a candidate that prices out.
+        best: floor,
         best_pods: vec![0; y.len()],
         pods: vec![0; y.len()],
         steps: 0,
@@ -424,8 +434,27 @@ pub(super) fn solve(prep: &Prepared, groups: &[Group]) -> Option<Solution> {
     let sorted: Vec<&Group> = order.iter().map(|g| &groups[*g]).collect();
     let model = Model::new(prep, &sorted)?;
     let mut work = 0u64;
-    let (_, columns) = generate_once(&model, &mut work)?;
-    let (cost, mut nodes) = integer_plan(&model, &columns)?;
+    let (_, mut columns, worth) = generate_once(&model, &mut work)?;
+    // The sequential fill's nodes are a plan of their own and columns for the master.
+    let filled = sequential_fill(&model, &worth, &mut work);
+    let fill_plan = filled
+        .as_ref()
+        .and_then(|cols| nodes_of(&model, cols.iter().map(|c| c.pods.clone()).collect()));
+    for col in filled.into_iter().flatten() {
+        if !columns.contains(&col) {
+            columns.push(col);
+        }
+    }
+    let (cost, mut nodes) = match (integer_plan(&model, &columns), fill_plan) {
+        (Some(a), Some(b)) => {
+            if b.0 < a.0 - 1e-9 {
+                b
+            } else {
+                a
+            }
+        }
+        (a, b) => a.or(b)?,
+    };
     // Back to the caller's group order.
     for node in &mut nodes {
         let mut pods = vec![0; groups.len()];
@@ -445,7 +474,7 @@ pub(super) fn bound(prep: &Prepared, groups: &[Group]) -> Option<f64> {
     let order = canonical(groups);
     let sorted: Vec<&Group> = order.iter().map(|g| &groups[*g]).collect();
     let model = Model::new(prep, &sorted)?;
-    generate_once(&model, &mut 0).map(|(b, _)| b)
+    generate_once(&model, &mut 0).map(|(b, _, _)| b)
 }
 
 /// The groups' indices in an order that depends only on what they ask for, so that the bound and
@@ -471,8 +500,9 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-/// Column generation's outcome: its bound and the patterns found (None: no relaxation).
-type Generated = Option<(f64, Vec<Column>)>;
+/// Column generation's outcome: its bound, the patterns found and each group's worth at the last
+/// round (None: no relaxation).
+type Generated = Option<(f64, Vec<Column>, Vec<f64>)>;
 
 /// [`generate`], remembered for the model last asked about.
 fn generate_once(model: &Model, work: &mut u64) -> Generated {
@@ -489,7 +519,7 @@ fn generate_once(model: &Model, work: &mut u64) -> Generated {
 }
 
 /// Column generation: the patterns found and a lower bound on the master's linear optimum.
-fn generate(model: &Model, work: &mut u64) -> Option<(f64, Vec<Column>)> {
+fn generate(model: &Model, work: &mut u64) -> Generated {
     let n = model.demand.len();
     let mut columns: Vec<Column> = Vec::new();
     // A group's dual price never exceeds its cheapest single-pod node; its densest node alone
@@ -513,8 +543,10 @@ fn generate(model: &Model, work: &mut u64) -> Option<(f64, Vec<Column>)> {
         columns.push(Column { candidate: ci, pods });
     }
     let mut bound = 0.0f64;
+    let mut last = Vec::new();
     for _ in 0..ROUNDS_MAX {
         let (objective, y) = dual(model, &columns, &ceiling)?;
+        last.clone_from(&y);
         // Cheap pricing first: a short dive per candidate finds most improving patterns, and the
         // root's surrogate bound caps each candidate's value for Farley's bound. Only when the
         // short dives find nothing does every candidate get the full search, which proves the
@@ -532,7 +564,8 @@ fn generate(model: &Model, work: &mut u64) -> Option<(f64, Vec<Column>)> {
                 }
                 // The batch's budget bounds the full search too (its bound then stands in).
                 let budget = budget.min(WORK_MAX.saturating_sub(*work).max(HEURISTIC_WORK));
-                let (value, pods) = price_candidate(model, c, &y, budget, work);
+                let floor = c.price * (1.0 + EPS);
+                let (value, pods) = price_candidate(model, c, &y, &model.demand, floor, budget, work);
                 ratio = ratio.max(value / c.price);
                 let real: f64 = pods.iter().zip(&y).map(|(k, y)| *k as f64 * y).sum();
                 if real > c.price * (1.0 + EPS) {
@@ -555,7 +588,33 @@ fn generate(model: &Model, work: &mut u64) -> Option<(f64, Vec<Column>)> {
             break;
         }
     }
-    Some((bound, columns))
+    // Every group keeps some worth for the sequential fill, even one the relaxation covers twice.
+    let worth = last.iter().zip(&ceiling).map(|(y, c)| y.max(1e-3 * c)).collect();
+    Some((bound, columns, worth))
+}
+
+/// Whole nodes one at a time, each the candidate and pattern of most worth per price among the
+/// pods left (the relaxation's prices as worth): a cover the restricted master's columns may lack,
+/// since the columns optimal for the relaxation are not always those of a good integer plan.
+fn sequential_fill(model: &Model, worth: &[f64], work: &mut u64) -> Option<Vec<Column>> {
+    let mut left = model.demand.clone();
+    let mut out = Vec::new();
+    while left.iter().any(|k| *k > 0) {
+        let mut best: Option<(f64, Column)> = None;
+        for (ci, c) in model.candidates.iter().enumerate() {
+            let (_, pods) = price_candidate(model, c, worth, &left, 0.0, FILL_WORK, work);
+            let value: f64 = pods.iter().zip(worth).map(|(k, w)| *k as f64 * w).sum();
+            if value > 0.0 && best.as_ref().is_none_or(|(r, _)| value / c.price > *r) {
+                best = Some((value / c.price, Column { candidate: ci, pods }));
+            }
+        }
+        let (_, col) = best?;
+        for (l, k) in left.iter_mut().zip(&col.pods) {
+            *l -= k;
+        }
+        out.push(col);
+    }
+    Some(out)
 }
 
 /// The restricted master's dual: its optimum and the groups' prices.
@@ -626,7 +685,12 @@ fn integer_plan(model: &Model, columns: &[Column]) -> Option<(f64, Vec<Node>)> {
             patterns.push(col.pods.clone());
         }
     }
-    // Trim: pods covered more than once leave the nodes listed last.
+    nodes_of(model, patterns)
+}
+
+/// Patterns covering every pod at least once as nodes: pods covered more than once leave the
+/// patterns listed last, and each node is the cheapest candidate holding what it keeps.
+fn nodes_of(model: &Model, mut patterns: Vec<Vec<u64>>) -> Option<(f64, Vec<Node>)> {
     for (g, d) in model.demand.iter().enumerate() {
         let mut over = patterns.iter().map(|p| p[g]).sum::<u64>().checked_sub(*d)?;
         for p in patterns.iter_mut().rev() {
