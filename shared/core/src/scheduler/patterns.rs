@@ -433,10 +433,9 @@ pub(super) fn solve(prep: &Prepared, groups: &[Group]) -> Option<Solution> {
     let order = canonical(groups);
     let sorted: Vec<&Group> = order.iter().map(|g| &groups[*g]).collect();
     let model = Model::new(prep, &sorted)?;
-    let mut work = 0u64;
-    let (_, mut columns, worth) = generate_once(&model, &mut work)?;
+    let (_, mut columns, worth) = generate_once(&model)?;
     // The sequential fill's nodes are a plan of their own and columns for the master.
-    let filled = sequential_fill(&model, &worth, &mut work);
+    let filled = sequential_fill(&model, &worth);
     let fill_plan = filled
         .as_ref()
         .and_then(|cols| nodes_of(&model, cols.iter().map(|c| c.pods.clone()).collect()));
@@ -474,7 +473,7 @@ pub(super) fn bound(prep: &Prepared, groups: &[Group]) -> Option<f64> {
     let order = canonical(groups);
     let sorted: Vec<&Group> = order.iter().map(|g| &groups[*g]).collect();
     let model = Model::new(prep, &sorted)?;
-    generate_once(&model, &mut 0).map(|(b, _, _)| b)
+    generate_once(&model).map(|(b, _, _)| b)
 }
 
 /// The groups' indices in an order that depends only on what they ask for, so that the bound and
@@ -505,7 +504,7 @@ thread_local! {
 type Generated = Option<(f64, Vec<Column>, Vec<f64>)>;
 
 /// [`generate`], remembered for the model last asked about.
-fn generate_once(model: &Model, work: &mut u64) -> Generated {
+fn generate_once(model: &Model) -> Generated {
     if let Some(hit) = LAST.with_borrow(|last| {
         last.as_ref()
             .filter(|(m, _)| m == model)
@@ -513,13 +512,14 @@ fn generate_once(model: &Model, work: &mut u64) -> Generated {
     }) {
         return hit;
     }
-    let result = generate(model, work);
+    let result = generate(model);
     LAST.set(Some((model.clone(), result.clone())));
     result
 }
 
 /// Column generation: the patterns found and a lower bound on the master's linear optimum.
-fn generate(model: &Model, work: &mut u64) -> Generated {
+fn generate(model: &Model) -> Generated {
+    let mut work = 0u64;
     let n = model.demand.len();
     let mut columns: Vec<Column> = Vec::new();
     // A group's dual price never exceeds its cheapest single-pod node; its densest node alone
@@ -556,16 +556,16 @@ fn generate(model: &Model, work: &mut u64) -> Generated {
         for budget in [HEURISTIC_WORK, PRICING_WORK_MAX] {
             ratio = 1.0;
             for (ci, c) in model.candidates.iter().enumerate() {
-                *work += 1;
+                work += 1;
                 // Quick reject: every group at its most on this node is not worth the price.
                 let most: f64 = (0..n).map(|g| y[g] * model.fits(c, g) as f64).sum();
                 if most <= c.price * (1.0 + EPS) {
                     continue;
                 }
                 // The batch's budget bounds the full search too (its bound then stands in).
-                let budget = budget.min(WORK_MAX.saturating_sub(*work).max(HEURISTIC_WORK));
+                let budget = budget.min(WORK_MAX.saturating_sub(work).max(HEURISTIC_WORK));
                 let floor = c.price * (1.0 + EPS);
-                let (value, pods) = price_candidate(model, c, &y, &model.demand, floor, budget, work);
+                let (value, pods) = price_candidate(model, c, &y, &model.demand, floor, budget, &mut work);
                 ratio = ratio.max(value / c.price);
                 let real: f64 = pods.iter().zip(&y).map(|(k, y)| *k as f64 * y).sum();
                 if real > c.price * (1.0 + EPS) {
@@ -584,7 +584,7 @@ fn generate(model: &Model, work: &mut u64) -> Generated {
                 columns.push(col);
             }
         }
-        if columns.len() == before || *work > WORK_MAX || bound >= objective * (1.0 - 1e-6) {
+        if columns.len() == before || work > WORK_MAX || bound >= objective * (1.0 - 1e-6) {
             break;
         }
     }
@@ -596,13 +596,18 @@ fn generate(model: &Model, work: &mut u64) -> Generated {
 /// Whole nodes one at a time, each the candidate and pattern of most worth per price among the
 /// pods left (the relaxation's prices as worth): a cover the restricted master's columns may lack,
 /// since the columns optimal for the relaxation are not always those of a good integer plan.
-fn sequential_fill(model: &Model, worth: &[f64], work: &mut u64) -> Option<Vec<Column>> {
+/// Gives up (None) past [`WORK_MAX`] steps.
+fn sequential_fill(model: &Model, worth: &[f64]) -> Option<Vec<Column>> {
     let mut left = model.demand.clone();
     let mut out = Vec::new();
+    let mut work = 0u64;
     while left.iter().any(|k| *k > 0) {
+        if work > WORK_MAX {
+            return None;
+        }
         let mut best: Option<(f64, Column)> = None;
         for (ci, c) in model.candidates.iter().enumerate() {
-            let (_, pods) = price_candidate(model, c, worth, &left, 0.0, FILL_WORK, work);
+            let (_, pods) = price_candidate(model, c, worth, &left, 0.0, FILL_WORK, &mut work);
             let value: f64 = pods.iter().zip(worth).map(|(k, w)| *k as f64 * w).sum();
             if value > 0.0 && best.as_ref().is_none_or(|(r, _)| value / c.price > *r) {
                 best = Some((value / c.price, Column { candidate: ci, pods }));
