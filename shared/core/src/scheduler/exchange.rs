@@ -18,7 +18,10 @@ use std::collections::BTreeMap;
 use super::claim::Claim;
 use super::pack::Lookups;
 use super::prepare::{HostCounts, Prepared};
-use super::tuning::{ABSORB_IDLE, GROW_TARGETS, MAX_PASSES, MERGE_MAX_GROUP, MERGE_PARTNERS, PARTNERS, TARGETS};
+use super::tuning::{
+    ABSORB_IDLE, GROW_TARGETS, MAX_PASSES, MERGE_MAX_GROUP, MERGE_PARTNERS, PARTNERS, REPACK_PARTNERS, REPACK_SLACK,
+    SCATTER_TARGETS, SCATTER_WORK, TARGETS,
+};
 use crate::resources::{FIXED, Resources};
 
 /// Claims of one pool, zones and capacity types: the only ones that trade with each other.
@@ -163,6 +166,345 @@ pub(super) fn run(prep: &Prepared, look: &Lookups, claims: &mut [Claim]) {
         }
     }
     merge(prep, look, claims, &pod_bucket, &groups, &mut sizes);
+    scatter(prep, look, claims, &pod_bucket, &groups, &mut sizes);
+}
+
+/// A repacking: each bin's claim and its pods per bucket.
+type Repack = Vec<(usize, Vec<(usize, u64)>)>;
+
+/// One claim as a bin of a repacking: its type, the room left, its hostname counts and the pods
+/// given to it per bucket.
+struct Bin {
+    claim: usize,
+    t: usize,
+    left: Resources,
+    host: HostCounts,
+    held: Vec<(usize, u64)>,
+}
+
+impl Bin {
+    fn new(claim: usize, t: usize, cap: Resources) -> Bin {
+        Bin {
+            claim,
+            t,
+            left: cap,
+            host: HostCounts::default(),
+            held: Vec::new(),
+        }
+    }
+}
+
+/// Per bucket, the claims that give pods and those that take them (claim, pods).
+type Shifts = (Vec<(usize, i64)>, Vec<(usize, i64)>);
+
+/// Scatters: a claim hands several pods to the idle room other claims of its group keep, each
+/// partner at its own price, so that it drops to a cheaper type or empties. Packing to a relaxed
+/// optimum leaves a little room on most nodes and a tail of nodes holding the residue (20k
+/// benchmark-shaped pods on the real catalogue: 68 c6a.48xlarge about 1.4 vCPU short of full each,
+/// and an m5.24xlarge and an m6i.4xlarge for what was left); the room the many nodes waste is
+/// enough for the tail's pods. Cheapest claims go first (they empty most easily); each tries to
+/// empty, then the cheaper types needing least moved out. Work is counted (partners checked)
+/// and bounded by `SCATTER_WORK` per plan.
+fn scatter(
+    prep: &Prepared,
+    look: &Lookups,
+    claims: &mut [Claim],
+    pod_bucket: &[usize],
+    groups: &BTreeMap<Group, Vec<usize>>,
+    sizes: &mut [Option<Size>],
+) {
+    let mut work = 0u64;
+    for members in groups.values() {
+        if members.len() < 2 {
+            continue;
+        }
+        let price = |sizes: &[Option<Size>], i: usize| sizes[i].as_ref().map_or(f64::INFINITY, |s| s.price);
+        // The room of the group's claims but one (the one scattering).
+        let room_of = |sizes: &[Option<Size>]| {
+            let mut room = Resources::new();
+            for s in members.iter().filter_map(|i| sizes[*i].as_ref()) {
+                room.add(&s.room);
+            }
+            room
+        };
+        let mut total = room_of(sizes);
+        let mut order: Vec<usize> = members.iter().copied().filter(|i| sizes[*i].is_some()).collect();
+        order.sort_by(|a, b| price(sizes, *a).total_cmp(&price(sizes, *b)).then(a.cmp(b)));
+        for y in order {
+            if work >= SCATTER_WORK {
+                return;
+            }
+            let Some(sy) = sizes[y].clone() else { continue };
+            if claims[y].pods.is_empty() {
+                continue;
+            }
+            let mut room = total.clone();
+            room.saturating_sub(&sy.room);
+            let mut targets: Vec<Option<(usize, Resources)>> = vec![None];
+            targets.extend(scatter_targets(prep, look, &claims[y], &sy).into_iter().map(Some));
+            for cap in targets {
+                let Some(repack) = plan_repack(
+                    prep,
+                    claims,
+                    sizes,
+                    pod_bucket,
+                    members,
+                    y,
+                    cap.as_ref(),
+                    &room,
+                    &mut work,
+                ) else {
+                    continue;
+                };
+                apply_repack(prep, claims, pod_bucket, y, &repack);
+                for (c, _) in &repack {
+                    if *c != y {
+                        sizes[*c] = size(prep, look, &claims[*c]);
+                    }
+                }
+                sizes[y] = if claims[y].pods.is_empty() {
+                    None
+                } else {
+                    size(prep, look, &claims[y])
+                };
+                total = room_of(sizes);
+                break;
+            }
+        }
+    }
+}
+
+/// Cheaper types a claim could drop to by scattering pods: the `SCATTER_TARGETS` needing least
+/// moved out (their excess as shares of the current type), cheapest first; each with its capacity.
+fn scatter_targets(prep: &Prepared, look: &Lookups, c: &Claim, s: &Size) -> Vec<(usize, Resources)> {
+    let pv = &prep.pools[c.pool];
+    let types = prep.input.instance_types;
+    let current = prep.capacity(c.pool, s.t);
+    let mut found: Vec<(f64, f64, usize)> = Vec::new();
+    for &(floor, t) in look.by_price(prep, c.pool) {
+        if floor >= s.price {
+            break;
+        }
+        if !c.types.contains(t) || types[t].accelerated || types[t].bare_metal {
+            continue;
+        }
+        let (alloc, ds) = (pv.allocatable(types, t).fixed(), pv.ds_overhead[t].fixed());
+        let excess: f64 = (0..FIXED)
+            .map(|r| (c.load.fixed()[r] + ds[r]).saturating_sub(alloc[r]) as f64 / current.fixed()[r].max(1) as f64)
+            .sum();
+        if let Some((price, _, _)) = prep.best_offer(t, c.zones, c.cts)
+            && price < s.price
+        {
+            found.push((excess, price, t));
+        }
+    }
+    found.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(&b.2)));
+    found.truncate(SCATTER_TARGETS);
+    found.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.2.cmp(&b.2)));
+    found
+        .into_iter()
+        .map(|(_, _, t)| (t, prep.capacity(c.pool, t)))
+        .collect()
+}
+
+/// Claim `y`'s pods and those of the partners with most room for what must leave it, packed again
+/// onto the partners at their own types and, when `target` is given, `y` at that type (its index
+/// and capacity); None when they do not all fit. Pods go largest first, each bucket a share at a
+/// time, to the bin whose room best matches them (the largest dot product of request and room,
+/// each resource weighed by how scarce it is in the bins), which keeps every bin's mix balanced
+/// where best fit on one resource strands the other. Returns each bin's pods per bucket:
+/// (claim, [(bucket, pods)]).
+#[allow(clippy::too_many_arguments)]
+fn plan_repack(
+    prep: &Prepared,
+    claims: &[Claim],
+    sizes: &[Option<Size>],
+    pod_bucket: &[usize],
+    members: &[usize],
+    y: usize,
+    target: Option<&(usize, Resources)>,
+    group_room: &Resources,
+    work: &mut u64,
+) -> Option<Repack> {
+    let cy = &claims[y];
+    let mut excess = cy.load.clone();
+    if let Some((_, cap)) = target {
+        excess.saturating_sub(cap);
+    }
+    let want: Vec<u64> = excess
+        .fixed()
+        .iter()
+        .map(|v| (*v as f64 * REPACK_SLACK) as u64)
+        .collect();
+    let enough = |room: &Resources| (0..FIXED).all(|r| room.fixed()[r] >= want[r]);
+    // The whole group's room first (one comparison; most claims stop here).
+    if !enough(group_room) {
+        return None;
+    }
+    // What a partner's room covers of the excess (shares, CPU and memory).
+    let dims = [0usize, 1];
+    let covers = |room: &Resources| -> f64 {
+        dims.iter()
+            .filter(|r| excess.fixed()[**r] > 0)
+            .map(|r| room.fixed()[*r].min(excess.fixed()[*r]) as f64 / excess.fixed()[*r] as f64)
+            .sum()
+    };
+    let mut candidates: Vec<(f64, usize)> = Vec::new();
+    for z in members {
+        *work += 1;
+        if *z == y || claims[*z].pods.is_empty() {
+            continue;
+        }
+        if let Some(s) = sizes[*z].as_ref() {
+            let c = covers(&s.room);
+            if c > 0.0 {
+                candidates.push((c, *z));
+            }
+        }
+    }
+    candidates.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    // Partners until their room holds the excess with some to spare, at most REPACK_PARTNERS.
+    let mut room = Resources::new();
+    let mut bins: Vec<Bin> = Vec::new();
+    for (_, z) in candidates {
+        if enough(&room) || bins.len() >= REPACK_PARTNERS {
+            break;
+        }
+        let s = sizes[z].as_ref()?;
+        room.add(&s.room);
+        bins.push(Bin::new(z, s.t, prep.capacity(claims[z].pool, s.t)));
+    }
+    if !enough(&room) {
+        return None;
+    }
+    if let Some((t, cap)) = target {
+        bins.push(Bin::new(y, *t, cap.clone()));
+    }
+    // Every pod of the claims, by bucket.
+    let mut items: Vec<(usize, u64)> = Vec::new();
+    for z in std::iter::once(y).chain(bins.iter().map(|bin| bin.claim).filter(|z| *z != y)) {
+        for p in &claims[z].pods {
+            let b = pod_bucket[*p];
+            if b == usize::MAX {
+                return None;
+            }
+            match items.iter_mut().find(|(x, _)| *x == b) {
+                Some((_, n)) => *n += 1,
+                None => items.push((b, 1)),
+            }
+            *work += 1;
+        }
+    }
+    // Each resource as shares of the bins' capacity, weighed by how scarce it is there (demand
+    // over capacity), so that the tight one leads both the order of pods and the choice of bin.
+    let mut demand = [0f64; FIXED];
+    let mut capacity = [0f64; FIXED];
+    for (b, n) in &items {
+        for (r, d) in demand.iter_mut().enumerate() {
+            *d += prep.buckets[*b].req.fixed()[r] as f64 * *n as f64;
+        }
+    }
+    for bin in &bins {
+        for (r, c) in capacity.iter_mut().enumerate() {
+            *c += bin.left.fixed()[r] as f64;
+        }
+    }
+    let weight: Vec<f64> = (0..FIXED)
+        .map(|r| {
+            if capacity[r] > 0.0 {
+                demand[r] / capacity[r] / (capacity[r] * capacity[r])
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let weighed = |q: &Resources| -> f64 { (0..FIXED).map(|r| q.fixed()[r] as f64 * weight[r]).sum() };
+    let share = |b: usize| weighed(&prep.buckets[b].req);
+    items.sort_by(|a, b| share(b.0).total_cmp(&share(a.0)).then(a.0.cmp(&b.0)));
+    for (b, mut n) in items {
+        let bucket = &prep.buckets[b];
+        let q = &bucket.req;
+        while n > 0 {
+            // The bin whose room best matches the pod (largest weighed dot product of the two), a
+            // share of the bucket at a time so that every bin gets a mix.
+            let chunk = n.div_ceil(bins.len() as u64).max(1);
+            let mut best: Option<(f64, usize, u64)> = None;
+            for (i, bin) in bins.iter().enumerate() {
+                *work += 1;
+                let left = &bin.left;
+                if !q.fits_in(left) || !compatible(prep, b, claims[bin.claim].pool, bin.t) {
+                    continue;
+                }
+                let tight: f64 = (0..FIXED)
+                    .map(|r| q.fixed()[r] as f64 * left.fixed()[r] as f64 * weight[r])
+                    .sum();
+                if best.is_some_and(|(c, _, _)| c >= tight) {
+                    continue;
+                }
+                let k = (0..FIXED)
+                    .filter(|r| q.fixed()[*r] > 0)
+                    .map(|r| left.fixed()[r] / q.fixed()[r])
+                    .fold(chunk, u64::min);
+                let k = bin.host.max_add(bucket, k);
+                if k > 0 {
+                    best = Some((tight, i, k));
+                }
+            }
+            let (_, i, k) = best?;
+            let bin = &mut bins[i];
+            for _ in 0..k {
+                bin.left.saturating_sub(q);
+            }
+            bin.host.add(bucket, k as u32);
+            bin.held.push((b, k));
+            n -= k;
+        }
+    }
+    Some(bins.into_iter().map(|bin| (bin.claim, bin.held)).collect())
+}
+
+/// Moves pods between claims so that each holds what `repack` assigned it (and `y`, when not a
+/// bin, none).
+fn apply_repack(prep: &Prepared, claims: &mut [Claim], pod_bucket: &[usize], y: usize, repack: &Repack) {
+    // Per bucket: claims that must give pods and claims that must take them.
+    let mut target: BTreeMap<(usize, usize), i64> = BTreeMap::new();
+    for (z, held) in repack {
+        for (b, k) in held {
+            *target.entry((*b, *z)).or_default() += *k as i64;
+        }
+    }
+    let mut involved: Vec<usize> = repack.iter().map(|(z, _)| *z).collect();
+    if !involved.contains(&y) {
+        involved.push(y);
+    }
+    let mut delta: BTreeMap<(usize, usize), i64> = target;
+    for z in &involved {
+        for p in &claims[*z].pods {
+            *delta.entry((pod_bucket[*p], *z)).or_default() -= 1;
+        }
+    }
+    let mut by_bucket: BTreeMap<usize, Shifts> = BTreeMap::new();
+    for ((b, z), d) in delta {
+        let e = by_bucket.entry(b).or_default();
+        if d < 0 {
+            e.0.push((z, -d));
+        } else if d > 0 {
+            e.1.push((z, d));
+        }
+    }
+    for (b, (mut give, mut take)) in by_bucket {
+        while let (Some(g), Some(t)) = (give.last_mut(), take.last_mut()) {
+            move_pod(prep, claims, pod_bucket, b, g.0, t.0);
+            g.1 -= 1;
+            t.1 -= 1;
+            if g.1 == 0 {
+                give.pop();
+            }
+            if t.1 == 0 {
+                take.pop();
+            }
+        }
+    }
 }
 
 /// Merges: every pod of one claim moves to another of its group when one type that holds both
@@ -751,5 +1093,61 @@ mod tests {
         let (claims, before, after) = exchange_two(&pods);
         assert_eq!(claims, vec![(vec![0, 1], 1), (vec![2, 3], 1)]);
         assert_eq!(before, after);
+    }
+
+    #[test]
+    fn a_tail_claim_empties_into_room_only_a_repacking_makes() {
+        // Two 4-vCPU claims with 750m free each and a 1-vCPU claim holding a 1000m pod: the pod
+        // fits neither as they stand, but packed again one takes 1500m, 1500m and 1000m and the
+        // other the rest, and the third node goes.
+        let types = benchmark_types(8);
+        let pools = vec![NodePool::new("default")];
+        let mut pods: Vec<Pod> = (0..4).map(|i| Pod::new(&format!("big-{i}"), 1500, 100 << 20)).collect();
+        pods.extend((0..2).map(|i| Pod::new(&format!("small-{i}"), 250, 100 << 20)));
+        pods.push(Pod::new("tail", 1000, 100 << 20));
+        let input = batch(&pods, &pools, &types);
+        let mut prep = Prepared::new(&input);
+        let (big, small, tail) = (
+            bucket(&prep, 1500, 100),
+            bucket(&prep, 250, 100),
+            bucket(&prep, 1000, 100),
+        );
+        let mut claims = vec![
+            claim(&mut prep, 3, &[(big, 2), (small, 1)]),
+            claim(&mut prep, 3, &[(big, 2), (small, 1)]),
+            claim(&mut prep, 0, &[(tail, 1)]),
+        ];
+        let look = Lookups::new(&prep);
+        let before = price(&prep, &look, &claims);
+        // The scatter alone: the trades of `run` would first shrink a 4-vCPU claim.
+        let mut pod_bucket = vec![usize::MAX; pods.len()];
+        for (b, bucket) in prep.buckets.iter().enumerate() {
+            for p in &bucket.pods[..bucket.next] {
+                pod_bucket[*p] = b;
+            }
+        }
+        let mut sizes: Vec<Option<Size>> = claims.iter().map(|c| size(&prep, &look, c)).collect();
+        let mut groups: BTreeMap<Group, Vec<usize>> = BTreeMap::new();
+        for (i, c) in claims.iter().enumerate() {
+            groups.entry((c.pool, c.zones, c.cts)).or_default().push(i);
+        }
+        scatter(&prep, &look, &mut claims, &pod_bucket, &groups, &mut sizes);
+        assert!(
+            claims[2].pods.is_empty(),
+            "the tail claim empties: {:?}",
+            claims[2].pods
+        );
+        let after = price(&prep, &look, &claims);
+        assert!(
+            (before - after - 0.1 - 0.2 * 1.073741824).abs() < 1e-6,
+            "{after} vs {before}"
+        );
+        for c in &claims[..2] {
+            assert_eq!(size(&prep, &look, c).unwrap().t, 3, "each partner keeps its type");
+            assert!(c.load.cpu_milli() <= 4000);
+        }
+        let mut placed: Vec<usize> = claims.iter().flat_map(|c| c.pods.clone()).collect();
+        placed.sort_unstable();
+        assert_eq!(placed, (0..pods.len()).collect::<Vec<_>>(), "no pod lost or doubled");
     }
 }

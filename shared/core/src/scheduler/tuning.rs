@@ -40,3 +40,16 @@ pub(super) const MERGE_MAX_GROUP: usize = 200;
 
 /// Larger types tried for an absorbing claim (the cheapest ones above its own).
 pub(super) const GROW_TARGETS: usize = 2;
+
+/// Cheaper types a scattering claim tries after emptying (those needing least moved out).
+pub(super) const SCATTER_TARGETS: usize = 3;
+
+/// Partners checked by all scatters of one plan.
+pub(super) const SCATTER_WORK: u64 = 400_000;
+
+/// Partners a scattering claim's pods are packed again with, at most.
+pub(super) const REPACK_PARTNERS: usize = 32;
+
+/// Partners' room must exceed what leaves the claim by this factor before a repacking is tried
+/// (2.0 as a second try found nothing more on the benchmark workloads).
+pub(super) const REPACK_SLACK: f64 = 1.25;
