@@ -119,6 +119,14 @@ pub fn node_labels(
     out.extend(pool_labels(pool));
     if !zone.is_empty() {
         out.insert(labels::ZONE.into(), zone.to_string());
+        // The zone's ID when the account's mapping is known (as Karpenter labels its nodes); a
+        // node without it fails no requirement it was planned for (see `catalogue::zone_ids`).
+        if let Some(id) = instance_type
+            .and_then(|t| t.offerings.iter().find(|o| o.zone == zone))
+            .and_then(|o| o.zone_id.clone())
+        {
+            out.insert(labels::ZONE_ID.into(), id);
+        }
     }
     out.insert(labels::CAPACITY_TYPE.into(), capacity_type.as_str().into());
     out.insert(REGISTERED_LABEL.into(), "true".into());
@@ -307,6 +315,25 @@ mod tests {
         let l = node_labels(&pool, None, "us-east-1a", CapacityType::Spot);
         assert_eq!(l.get(REGISTERED_LABEL).map(String::as_str), Some("true"));
         assert!(!l.contains_key(INITIALIZED_LABEL));
+    }
+
+    /// The zone ID comes from the offering's mapping (the account's, read with the prices); with
+    /// none known the node has no such label rather than a guessed one.
+    #[test]
+    fn registered_nodes_carry_their_zones_id_when_it_is_known() {
+        let pool = NodePool::new("p");
+        let mut types = crate::catalogue::fake::benchmark_types(1);
+        let zone = crate::catalogue::fake::ZONES[1];
+        let l = node_labels(&pool, Some(&types[0]), zone, CapacityType::OnDemand);
+        assert!(!l.contains_key(labels::ZONE_ID), "no mapping known yet: {l:?}");
+        let ids = std::collections::BTreeMap::from([
+            (crate::catalogue::fake::ZONES[0].to_string(), "use1-az6".to_string()),
+            (zone.to_string(), "use1-az1".to_string()),
+        ]);
+        crate::catalogue::zone_ids::assign(&mut types, &ids);
+        let l = node_labels(&pool, Some(&types[0]), zone, CapacityType::OnDemand);
+        assert_eq!(l.get(labels::ZONE_ID).map(String::as_str), Some("use1-az1"));
+        assert_eq!(l.get(labels::ZONE).map(String::as_str), Some(zone));
     }
 
     #[test]
