@@ -293,3 +293,79 @@ fn column_generation_plans_and_bounds_are_checked_against_the_exact_optimum() {
         "most batches reach column generation ({searched})"
     );
 }
+
+/// Pools with `limits` (as most production pools have) get the search too. With room to spare the
+/// plan is the exact optimum, as without limits; with a limit the optimum's nodes would pass, the
+/// plan keeps every claim's reservation (the largest type it may become) within the limit and
+/// leaves the rest unschedulable, as Karpenter does.
+#[test]
+fn pools_with_limits_get_the_exact_search_within_their_limits() {
+    let with_limit = |cpu: &str| {
+        POOL.replace(
+            "spec:\n  template:",
+            &format!("spec:\n  limits: {{cpu: \"{cpu}\"}}\n  template:"),
+        )
+    };
+    let all = Catalogue::embedded().instance_types("us-east-1", &OverheadConfig::default());
+    let zone = [ZONE.to_string()];
+    let capacity = |name: &str| {
+        all.iter()
+            .find(|t| t.name == name)
+            .map(|t| t.capacity.cpu_milli())
+            .expect("a planned type is in the catalogue")
+    };
+    let (roomy, _) = Config::parse_strict(&with_limit("1000"), "pool").expect("the pool parses");
+    let (tight, _) = Config::parse_strict(&with_limit("8"), "pool").expect("the pool parses");
+    assert_eq!(roomy.node_pools[0].limits.entries().len(), 1, "the limit is read");
+    let pool = &roomy.node_pools[0];
+    let types: Vec<(Resources, f64)> = all
+        .iter()
+        .filter(|t| pool.admits_type(t))
+        .filter_map(|t| Some((pool.allocatable_of(t), t.cheapest_in(&[CapacityType::OnDemand], &zone)?)))
+        .collect();
+    let mut held_back = 0;
+    for seed in 0..100u64 {
+        let mut rng = Rng(seed);
+        let n = 2 + rng.below(9) as usize;
+        let pods: Vec<Pod> = (0..n)
+            .map(|i| {
+                let (cpu, mib) = SHAPES[rng.below(SHAPES.len() as u64) as usize];
+                Pod::new(&format!("p{i}"), cpu, mib << 20)
+            })
+            .collect();
+        let input = |pools| Input {
+            pods: &pods,
+            nodes: &[],
+            pools,
+            instance_types: &all,
+            daemonsets: &[],
+            pool_usage: &[],
+        };
+        let plan = schedule(&input(&roomy.node_pools), &Options::default());
+        let opt = optimum(&pods, &types).expect("every shape fits some type");
+        assert!(plan.unschedulable.is_empty(), "seed {seed}: {:?}", plan.unschedulable);
+        assert!(
+            (plan.total_price() - opt).abs() < 1e-9,
+            "seed {seed}: with room under the limit the plan ({}) is the optimum ({opt})",
+            plan.total_price()
+        );
+
+        let plan = schedule(&input(&tight.node_pools), &Options::default());
+        let reserved: u64 = plan
+            .claims
+            .iter()
+            .map(|c| c.instance_types.iter().map(|o| capacity(&o.name)).max().unwrap_or(0))
+            .sum();
+        assert!(
+            reserved <= 8000,
+            "seed {seed}: claims may become {reserved}m of CPU, the limit is 8"
+        );
+        assert_eq!(
+            plan.placed_pods() + plan.unschedulable.len(),
+            pods.len(),
+            "seed {seed}: every pod placed or reported"
+        );
+        held_back += plan.unschedulable.len();
+    }
+    assert!(held_back > 0, "the tight limit held some pods back");
+}

@@ -377,11 +377,9 @@ pub(super) fn claims_bound(prep: &Prepared, pods: &[usize]) -> Option<(f64, bool
     }
 
     // Column generation's whole-node bound where the batch is small enough, else (or when
-    // looser) the relaxation's. Only where the search runs too (no pool with limits, see
-    // `pack::exact_plan`), which shares the run: for the bound alone it costs some 30 ms of a
-    // 40-pod decision on broad pools, three times the decision itself.
-    let searched = prep.input.pools.iter().all(|p| p.limits.is_empty());
-    let patterns = searched.then(|| super::patterns::bound(prep, &small)).flatten();
+    // looser) the relaxation's. Limits only raise the optimum, so the bound holds with them; the
+    // search (`pack::exact_plan`) shares the run.
+    let patterns = super::patterns::bound(prep, &small);
     let relaxation = Relaxation::across(prep, &pools, groups, false, capped <= CAPPED_SHAPES_MAX);
     let relaxed = if relaxation.shapes.is_empty() {
         Some(0.0)

@@ -149,12 +149,10 @@ pub(super) fn run(mut prep: Prepared, opts: &Options) -> Plan {
 
 /// The exact search's plan for a small batch (see `exact`), when it is cheaper than `greedy` and
 /// every constraint held as the packer's own joins replayed it: no pod left out that the greedy
-/// placed, no pool with limits (the search does not count them). None otherwise.
+/// placed, every node within its pool's limits (the search does not count them; the replay
+/// does, as the packer counts a claim when it opens). None otherwise.
 fn exact_plan(input: &Input<'_>, opts: &Options, greedy: &Plan) -> Option<Plan> {
-    if greedy.claims.is_empty()
-        || greedy.cost.is_some_and(|c| c.gap <= 1e-9)
-        || input.pools.iter().any(|p| !p.limits.is_empty())
-    {
+    if greedy.claims.is_empty() || greedy.cost.is_some_and(|c| c.gap <= 1e-9) {
         return None;
     }
     let mut prep = Prepared::new(input);
@@ -224,6 +222,15 @@ fn exact_plan(input: &Input<'_>, opts: &Options, greedy: &Plan) -> Option<Plan> 
                 zones &= z;
                 cts &= c;
             }
+        }
+        if let Some(room) = headroom(&prep, claims.iter(), node.pool)
+            && !within_limits(
+                &prep.pools[node.pool].pool.limits,
+                &room,
+                &prep.input.instance_types[node.instance_type].capacity,
+            )
+        {
+            return None;
         }
         let mut claim = new_claim(&prep, buckets[seed], node.pool, node.instance_type, zones, cts).ok()?;
         for (g, k) in node.pods.iter().enumerate() {
