@@ -275,8 +275,28 @@ fn scatter(
 }
 
 /// Cheaper types a claim could drop to by scattering pods: the `SCATTER_TARGETS` needing least
-/// moved out (their excess as shares of the current type), cheapest first; each with its capacity.
+/// moved out, cheapest first; each with its capacity.
 fn scatter_targets(prep: &Prepared, look: &Lookups, c: &Claim, s: &Size) -> Vec<(usize, Resources)> {
+    let mut found = cheaper_types(prep, look, c, s, None);
+    found.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(&b.2)));
+    found.truncate(SCATTER_TARGETS);
+    found.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.2.cmp(&b.2)));
+    found
+        .into_iter()
+        .map(|(_, _, t)| (t, prep.capacity(c.pool, t)))
+        .collect()
+}
+
+/// The types of the claim cheaper than its own (no accelerated or metal type), each as (excess
+/// of the claim's load over it as shares of the current type, price, index). With `largest`, only
+/// those whose excess one pod that large could carry out.
+fn cheaper_types(
+    prep: &Prepared,
+    look: &Lookups,
+    c: &Claim,
+    s: &Size,
+    largest: Option<&Resources>,
+) -> Vec<(f64, f64, usize)> {
     let pv = &prep.pools[c.pool];
     let types = prep.input.instance_types;
     let current = prep.capacity(c.pool, s.t);
@@ -288,23 +308,28 @@ fn scatter_targets(prep: &Prepared, look: &Lookups, c: &Claim, s: &Size) -> Vec<
         if !c.types.contains(t) || types[t].accelerated || types[t].bare_metal {
             continue;
         }
+        // The excess over the type (fixed resources; moves check all of them).
         let (alloc, ds) = (pv.allocatable(types, t).fixed(), pv.ds_overhead[t].fixed());
-        let excess: f64 = (0..FIXED)
-            .map(|r| (c.load.fixed()[r] + ds[r]).saturating_sub(alloc[r]) as f64 / current.fixed()[r].max(1) as f64)
-            .sum();
+        let mut score = 0.0;
+        let mut coverable = true;
+        for r in 0..FIXED {
+            let excess = (c.load.fixed()[r] + ds[r]).saturating_sub(alloc[r]);
+            if largest.is_some_and(|l| excess > l.fixed()[r]) {
+                coverable = false;
+                break;
+            }
+            score += excess as f64 / current.fixed()[r].max(1) as f64;
+        }
+        if !coverable {
+            continue;
+        }
         if let Some((price, _, _)) = prep.best_offer(t, c.zones, c.cts)
             && price < s.price
         {
-            found.push((excess, price, t));
+            found.push((score, price, t));
         }
     }
-    found.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(&b.2)));
-    found.truncate(SCATTER_TARGETS);
-    found.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.2.cmp(&b.2)));
     found
-        .into_iter()
-        .map(|(_, _, t)| (t, prep.capacity(c.pool, t)))
-        .collect()
 }
 
 /// Claim `y`'s pods and those of the partners with most room for what must leave it, packed again
@@ -641,40 +666,7 @@ fn cheapest_fit(
 /// type's capacity is smallest (as shares of the current type), at most `TARGETS`, each with its
 /// capacity.
 fn targets(prep: &Prepared, look: &Lookups, c: &Claim, s: &Size, largest: &Resources) -> Vec<(usize, Resources)> {
-    let pv = &prep.pools[c.pool];
-    let types = prep.input.instance_types;
-    let current = prep.capacity(c.pool, s.t);
-    let mut found: Vec<(f64, f64, usize)> = Vec::new();
-    for &(floor, t) in look.by_price(prep, c.pool) {
-        if floor >= s.price {
-            break;
-        }
-        if !c.types.contains(t) || types[t].accelerated || types[t].bare_metal {
-            continue;
-        }
-        // The excess over the type (fixed resources; the trade checks all of them): one pod must
-        // be able to carry it out.
-        let (alloc, ds) = (pv.allocatable(types, t).fixed(), pv.ds_overhead[t].fixed());
-        let mut score = 0.0;
-        let mut coverable = true;
-        for r in 0..FIXED {
-            let excess = (c.load.fixed()[r] + ds[r]).saturating_sub(alloc[r]);
-            if excess > largest.fixed()[r] {
-                coverable = false;
-                break;
-            }
-            score += excess as f64 / current.fixed()[r].max(1) as f64;
-        }
-        if !coverable {
-            continue;
-        }
-        let Some((price, _, _)) = prep.best_offer(t, c.zones, c.cts) else {
-            continue;
-        };
-        if price < s.price {
-            found.push((score, price, t));
-        }
-    }
+    let mut found = cheaper_types(prep, look, c, s, Some(largest));
     found.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.total_cmp(&a.1)).then(a.2.cmp(&b.2)));
     found.truncate(TARGETS);
     found
