@@ -493,27 +493,38 @@ fn canonical(groups: &[Group]) -> Vec<usize> {
 }
 
 thread_local! {
-    /// The last batch's columns: one plan asks for them up to three times (the greedy plan's
-    /// bound, the search, the search's plan's bound) with the same model.
-    static LAST: std::cell::RefCell<Option<(Model, Generated)>> =
-        const { std::cell::RefCell::new(None) };
+    /// The last batches' columns: one plan asks for them up to three times (the greedy plan's
+    /// bound, the search, the search's plan's bound). The bound's model spans every pool a group
+    /// may use and the search's only the pools of its best rank, so the two can differ and both
+    /// are kept.
+    static RECENT: std::cell::RefCell<Vec<(Model, Generated)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
+
+/// Models remembered (the bound's and the search's).
+const REMEMBERED: usize = 2;
 
 /// Column generation's outcome: its bound, the patterns found and each group's worth at the last
 /// round (None: no relaxation).
 type Generated = Option<(f64, Vec<Column>, Vec<f64>)>;
 
-/// [`generate`], remembered for the model last asked about.
+/// [`generate`], remembered for the models last asked about.
 fn generate_once(model: &Model) -> Generated {
-    if let Some(hit) = LAST.with_borrow(|last| {
-        last.as_ref()
-            .filter(|(m, _)| m == model)
+    if let Some(hit) = RECENT.with_borrow(|recent| {
+        recent
+            .iter()
+            .find(|(m, _)| m == model)
             .map(|(_, result)| result.clone())
     }) {
         return hit;
     }
     let result = generate(model);
-    LAST.set(Some((model.clone(), result.clone())));
+    RECENT.with_borrow_mut(|recent| {
+        if recent.len() >= REMEMBERED {
+            recent.remove(0);
+        }
+        recent.push((model.clone(), result.clone()));
+    });
     result
 }
 
