@@ -203,8 +203,8 @@ type Shifts = (Vec<(usize, i64)>, Vec<(usize, i64)>);
 /// benchmark-shaped pods on the real catalogue: 68 c6a.48xlarge about 1.4 vCPU short of full each,
 /// and an m5.24xlarge and an m6i.4xlarge for what was left); the room the many nodes waste is
 /// enough for the tail's pods. Cheapest claims go first (they empty most easily); each tries to
-/// empty, then the cheaper types needing least moved out. Work is counted (partners checked)
-/// and bounded by `SCATTER_WORK` per plan.
+/// empty, then the cheaper types needing least moved out. Work is counted (claims and pods looked
+/// at) and bounded by `SCATTER_WORK` per plan.
 fn scatter(
     prep: &Prepared,
     look: &Lookups,
@@ -219,7 +219,7 @@ fn scatter(
             continue;
         }
         let price = |sizes: &[Option<Size>], i: usize| sizes[i].as_ref().map_or(f64::INFINITY, |s| s.price);
-        // The room of the group's claims but one (the one scattering).
+        // The room all the group's claims keep (each scatter takes its own claim's out).
         let room_of = |sizes: &[Option<Size>]| {
             let mut room = Resources::new();
             for s in members.iter().filter_map(|i| sizes[*i].as_ref()) {
