@@ -9,11 +9,19 @@
 //! pricing every candidate exactly by branch and bound over its pod counts. The relaxation's
 //! optimum is a lower bound on every whole-node packing of the batch, and Farley's bound keeps a
 //! true bound at every round, so a search cut short by its budget still reports one. The plan is
-//! the restricted master solved in integers over the patterns generated, trimmed of pods covered
-//! twice.
+//! the cheapest of three integer plans: the restricted master solved in integers over the
+//! patterns generated (trimmed of pods covered twice), a sequential fill at the relaxation's
+//! prices, and dives. A dive buys the nodes the relaxation uses whole, solves the relaxation of
+//! the pods left again (column generation warm-started from the columns so far, cut to what is
+//! left) and repeats; its last nodes move to the cheapest type holding their pods. The first dive
+//! follows the relaxation; the others start from each of the columns it uses most. Dives reach
+//! the integer optimum where the master over the first relaxation's columns cannot: the
+//! relaxation is indifferent between a type and one twice its size at twice the price, and the
+//! integer plan is not.
 //!
 //! The search is anytime and bounded in steps: [`WORK_MAX`] steps of pricing over at most 25
-//! rounds, then at most 60 branch-and-bound nodes of the integer master (about 20-30 ms at 40-60
+//! rounds, at most 60 branch-and-bound nodes of the integer master, then at most
+//! `DIVE_ROUNDS` rounds of dives of two short pricing rounds each (about 30-50 ms at 40-60
 //! pods on one core, `nodewright bench`'s small-batch table). Pricing tries a short dive per
 //! candidate first and the full search only when the dives find nothing; the candidate's price
 //! is the search's first incumbent, so candidates that price out are dismissed quickly. Past the
@@ -43,6 +51,15 @@ const FILL_WORK: u64 = 192;
 const ROUNDS_MAX: usize = 25;
 /// The most violated patterns added per round.
 const COLUMNS_PER_ROUND: usize = 24;
+/// Rounds of all the dives of a batch together (each round buys at least one node).
+const DIVE_ROUNDS: usize = 20;
+/// Dives started from a column the relaxation uses, besides the relaxation's own dive.
+const DIVE_STARTS: usize = 4;
+/// Pricing rounds of column generation per round of a dive (short dives only: a dive needs
+/// good columns, not a proof).
+const DIVE_PRICING_ROUNDS: usize = 2;
+/// Steps of column generation per round of a dive.
+const DIVE_WORK: u64 = 20_000;
 /// Branch-and-bound nodes of the integer master (deterministic, unlike a time limit).
 const MIP_NODES: u64 = 60;
 /// Resources (dimensions) the model holds on the stack; batches asking for more are left to the
@@ -176,6 +193,16 @@ impl Model {
             limit,
             candidates: kept,
         })
+    }
+
+    /// The same model for the pods `left`.
+    fn residual(&self, left: &[u64]) -> Model {
+        Model {
+            req: self.req.clone(),
+            demand: left.to_vec(),
+            limit: self.limit.iter().zip(left).map(|(l, k)| (*l).min(*k)).collect(),
+            candidates: self.candidates.clone(),
+        }
     }
 
     /// How many pods of group `g` one node of candidate `c` holds alone.
@@ -444,16 +471,25 @@ pub(super) fn solve(prep: &Prepared, groups: &[Group]) -> Option<Solution> {
             columns.push(col);
         }
     }
-    let (cost, mut nodes) = match (integer_plan(&model, &columns), fill_plan) {
-        (Some(a), Some(b)) => {
-            if b.0 < a.0 - 1e-9 {
-                b
-            } else {
-                a
+    let mut plans = vec![integer_plan(&model, &columns), fill_plan];
+    // Dives: the relaxation's own, then one from each of the columns it uses most, while the
+    // dives' rounds last.
+    let mut rounds = DIVE_ROUNDS;
+    plans.push(dive(&model, &columns, None, &mut rounds));
+    if let Some(x) = primal(&model, &columns) {
+        let mut used: Vec<usize> = (0..x.len()).filter(|j| x[*j] > 1e-6).collect();
+        used.sort_by(|a, b| x[*b].total_cmp(&x[*a]).then(a.cmp(b)));
+        for j in used.into_iter().take(DIVE_STARTS) {
+            if rounds == 0 {
+                break;
             }
+            plans.push(dive(&model, &columns, Some(j), &mut rounds));
         }
-        (a, b) => a.or(b)?,
-    };
+    }
+    let (cost, mut nodes) = plans
+        .into_iter()
+        .flatten()
+        .reduce(|a, b| if b.0 < a.0 - 1e-9 { b } else { a })?;
     // Back to the caller's group order.
     for node in &mut nodes {
         let mut pods = vec![0; groups.len()];
@@ -518,7 +554,13 @@ fn generate_once(model: &Model) -> Generated {
     }) {
         return hit;
     }
-    let result = generate(model);
+    let result = generate(
+        model,
+        Vec::new(),
+        WORK_MAX,
+        &[HEURISTIC_WORK, PRICING_WORK_MAX],
+        ROUNDS_MAX,
+    );
     RECENT.with_borrow_mut(|recent| {
         if recent.len() >= REMEMBERED {
             recent.remove(0);
@@ -528,11 +570,12 @@ fn generate_once(model: &Model) -> Generated {
     result
 }
 
-/// Column generation: the patterns found and a lower bound on the master's linear optimum.
-fn generate(model: &Model) -> Generated {
+/// Column generation from `initial` columns (besides each group's densest node), within `budget`
+/// steps: the patterns found and a lower bound on the master's linear optimum.
+fn generate(model: &Model, initial: Vec<Column>, budget: u64, searches: &[u64], rounds: usize) -> Generated {
     let mut work = 0u64;
     let n = model.demand.len();
-    let mut columns: Vec<Column> = Vec::new();
+    let mut columns: Vec<Column> = initial;
     // A group's dual price never exceeds its cheapest single-pod node; its densest node alone
     // starts the columns.
     let mut ceiling = vec![f64::INFINITY; n];
@@ -548,14 +591,20 @@ fn generate(model: &Model) -> Generated {
                 densest = Some((c.price / k as f64, ci, k));
             }
         }
+        if model.demand[g] == 0 {
+            continue;
+        }
         let (_, ci, k) = densest?;
         let mut pods = vec![0; n];
         pods[g] = k;
-        columns.push(Column { candidate: ci, pods });
+        let col = Column { candidate: ci, pods };
+        if !columns.contains(&col) {
+            columns.push(col);
+        }
     }
     let mut bound = 0.0f64;
     let mut last = Vec::new();
-    for _ in 0..ROUNDS_MAX {
+    for _ in 0..rounds {
         let (objective, y) = dual(model, &columns, &ceiling)?;
         last.clone_from(&y);
         // Cheap pricing first: a short dive per candidate finds most improving patterns, and the
@@ -564,7 +613,8 @@ fn generate(model: &Model) -> Generated {
         // relaxation solved (or finds what the short dives missed).
         let mut found: Vec<(f64, Column)> = Vec::new();
         let mut ratio = 1.0f64;
-        for budget in [HEURISTIC_WORK, PRICING_WORK_MAX] {
+        let total = budget;
+        for &budget in searches {
             ratio = 1.0;
             for (ci, c) in model.candidates.iter().enumerate() {
                 work += 1;
@@ -574,7 +624,7 @@ fn generate(model: &Model) -> Generated {
                     continue;
                 }
                 // The batch's budget bounds the full search too (its bound then stands in).
-                let budget = budget.min(WORK_MAX.saturating_sub(work).max(HEURISTIC_WORK));
+                let budget = budget.min(total.saturating_sub(work).max(HEURISTIC_WORK));
                 let floor = c.price * (1.0 + EPS);
                 let (value, pods) = price_candidate(model, c, &y, &model.demand, floor, budget, &mut work);
                 ratio = ratio.max(value / c.price);
@@ -595,7 +645,7 @@ fn generate(model: &Model) -> Generated {
                 columns.push(col);
             }
         }
-        if columns.len() == before || work > WORK_MAX || bound >= objective * (1.0 - 1e-6) {
+        if columns.len() == before || work > total || bound >= objective * (1.0 - 1e-6) {
             break;
         }
     }
@@ -631,6 +681,99 @@ fn sequential_fill(model: &Model, worth: &[f64]) -> Option<Vec<Column>> {
         out.push(col);
     }
     Some(out)
+}
+
+/// A dive: column generation on the pods left, then the column the relaxation uses most is
+/// bought as whole nodes (every column it uses at least once, that many times; else the one it
+/// uses most, once) and the rest is solved again, until no pod is left. Each round's columns
+/// start the next (cut to the pods left), so a round costs a few pricing rounds. The last nodes
+/// are cut to their pods and moved to the cheapest type holding them: the integer plan over the
+/// first relaxation's columns alone misses these tails, since the relaxation is indifferent
+/// between a type and one twice its size at twice its price, and a plan is not.
+fn dive(model: &Model, start: &[Column], first: Option<usize>, rounds: &mut usize) -> Option<(f64, Vec<Node>)> {
+    let mut left = model.demand.clone();
+    let mut pool: Vec<Column> = start.to_vec();
+    let mut bought: Vec<Vec<u64>> = Vec::new();
+    if let Some(j) = first {
+        let pods: Vec<u64> = start[j].pods.iter().zip(&left).map(|(k, l)| (*k).min(*l)).collect();
+        for (l, k) in left.iter_mut().zip(&pods) {
+            *l -= k;
+        }
+        bought.push(pods);
+    }
+    while *rounds > 0 {
+        if left.iter().all(|k| *k == 0) {
+            break;
+        }
+        *rounds -= 1;
+        let residual = model.residual(&left);
+        let mut seed: Vec<Column> = Vec::new();
+        for col in &pool {
+            let pods: Vec<u64> = col.pods.iter().zip(&left).map(|(k, l)| (*k).min(*l)).collect();
+            let cut = Column {
+                candidate: col.candidate,
+                pods,
+            };
+            if cut.pods.iter().any(|k| *k > 0) && !seed.contains(&cut) {
+                seed.push(cut);
+            }
+        }
+        let (_, columns, _) = generate(&residual, seed, DIVE_WORK, &[HEURISTIC_WORK], DIVE_PRICING_ROUNDS)?;
+        let x = primal(&residual, &columns)?;
+        let whole: Vec<(usize, u64)> = x
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| **v >= 1.0 - 1e-6)
+            .map(|(j, v)| (j, (v + 1e-6).floor() as u64))
+            .collect();
+        let picks = if whole.is_empty() {
+            let most = (0..x.len()).max_by(|a, b| x[*a].total_cmp(&x[*b]).then(b.cmp(a)))?;
+            vec![(most, 1)]
+        } else {
+            whole
+        };
+        for (j, times) in picks {
+            for _ in 0..times {
+                let pods: Vec<u64> = columns[j].pods.iter().zip(&left).map(|(k, l)| (*k).min(*l)).collect();
+                if pods.iter().all(|k| *k == 0) {
+                    break;
+                }
+                for (l, k) in left.iter_mut().zip(&pods) {
+                    *l -= k;
+                }
+                bought.push(pods);
+            }
+        }
+        pool = columns;
+    }
+    if left.iter().any(|k| *k > 0) {
+        return None;
+    }
+    nodes_of(model, bought)
+}
+
+/// The restricted master's linear optimum: each column's count.
+fn primal(model: &Model, columns: &[Column]) -> Option<Vec<f64>> {
+    let mut lp = Problem::new(OptimizationDirection::Minimize);
+    let x: Vec<Variable> = columns
+        .iter()
+        .map(|col| lp.add_var(model.candidates[col.candidate].price, (0.0, f64::INFINITY)))
+        .collect();
+    for (g, d) in model.demand.iter().enumerate() {
+        if *d == 0 {
+            continue;
+        }
+        let terms: Vec<(Variable, f64)> = columns
+            .iter()
+            .zip(&x)
+            .filter(|(col, _)| col.pods[g] > 0)
+            .map(|(col, v)| (*v, col.pods[g] as f64))
+            .collect();
+        lp.add_constraint(terms.as_slice(), ComparisonOp::Ge, *d as f64);
+    }
+    let outcome = lp.solve().ok()?;
+    let sol = outcome.solution()?;
+    Some(x.iter().map(|v| sol.var_value(*v).max(0.0)).collect())
 }
 
 /// The restricted master's dual: its optimum and the groups' prices.
