@@ -20,9 +20,10 @@
 //! integer plan is not.
 //!
 //! The search is anytime and bounded in steps: [`WORK_MAX`] steps of pricing over at most 25
-//! rounds, at most 60 branch-and-bound nodes of the integer master, then at most
-//! `DIVE_ROUNDS` rounds of dives of two short pricing rounds each (about 30-50 ms at 40-60
-//! pods on one core, `nodewright bench`'s small-batch table). Pricing tries a short dive per
+//! rounds, at most 60 branch-and-bound nodes of the integer master, then dives of two short
+//! pricing rounds per node bought, [`DIVES_WORK`] steps in all (about 30-50 ms at 40-60 pods on
+//! one core on c5/m5/r5, `nodewright bench`'s small-batch table; 70-115 ms p50 on the broad
+//! pools of `examples/nodepools.yaml`, `bench-handler`). Pricing tries a short dive per
 //! candidate first and the full search only when the dives find nothing; the candidate's price
 //! is the search's first incumbent, so candidates that price out are dismissed quickly. Past the
 //! budget the bound is Farley's at the last round, weaker but still a bound.
@@ -51,8 +52,9 @@ const FILL_WORK: u64 = 192;
 const ROUNDS_MAX: usize = 25;
 /// The most violated patterns added per round.
 const COLUMNS_PER_ROUND: usize = 24;
-/// Rounds of all the dives of a batch together (each round buys at least one node).
-const DIVE_ROUNDS: usize = 20;
+/// Steps of pricing of all the dives of a batch together (each round of a dive buys at least one
+/// node).
+pub const DIVES_WORK: u64 = 8_000;
 /// Dives started from a column the relaxation uses, besides the relaxation's own dive.
 const DIVE_STARTS: usize = 4;
 /// Pricing rounds of column generation per round of a dive (short dives only: a dive needs
@@ -474,16 +476,16 @@ pub(super) fn solve(prep: &Prepared, groups: &[Group]) -> Option<Solution> {
     let mut plans = vec![integer_plan(&model, &columns), fill_plan];
     // Dives: the relaxation's own, then one from each of the columns it uses most, while the
     // dives' rounds last.
-    let mut rounds = DIVE_ROUNDS;
-    plans.push(dive(&model, &columns, None, &mut rounds));
+    let mut budget = DIVES_WORK;
+    plans.push(dive(&model, &columns, None, &mut budget));
     if let Some(x) = primal(&model, &columns) {
         let mut used: Vec<usize> = (0..x.len()).filter(|j| x[*j] > 1e-6).collect();
         used.sort_by(|a, b| x[*b].total_cmp(&x[*a]).then(a.cmp(b)));
         for j in used.into_iter().take(DIVE_STARTS) {
-            if rounds == 0 {
+            if budget == 0 {
                 break;
             }
-            plans.push(dive(&model, &columns, Some(j), &mut rounds));
+            plans.push(dive(&model, &columns, Some(j), &mut budget));
         }
     }
     let (cost, mut nodes) = plans
@@ -560,6 +562,7 @@ fn generate_once(model: &Model) -> Generated {
         WORK_MAX,
         &[HEURISTIC_WORK, PRICING_WORK_MAX],
         ROUNDS_MAX,
+        &mut 0,
     );
     RECENT.with_borrow_mut(|recent| {
         if recent.len() >= REMEMBERED {
@@ -572,8 +575,28 @@ fn generate_once(model: &Model) -> Generated {
 
 /// Column generation from `initial` columns (besides each group's densest node), within `budget`
 /// steps: the patterns found and a lower bound on the master's linear optimum.
-fn generate(model: &Model, initial: Vec<Column>, budget: u64, searches: &[u64], rounds: usize) -> Generated {
+fn generate(
+    model: &Model,
+    initial: Vec<Column>,
+    budget: u64,
+    searches: &[u64],
+    rounds: usize,
+    spent: &mut u64,
+) -> Generated {
     let mut work = 0u64;
+    let result = generate_within(model, initial, budget, searches, rounds, &mut work);
+    *spent += work;
+    result
+}
+
+fn generate_within(
+    model: &Model,
+    initial: Vec<Column>,
+    budget: u64,
+    searches: &[u64],
+    rounds: usize,
+    work: &mut u64,
+) -> Generated {
     let n = model.demand.len();
     let mut columns: Vec<Column> = initial;
     // A group's dual price never exceeds its cheapest single-pod node; its densest node alone
@@ -617,16 +640,16 @@ fn generate(model: &Model, initial: Vec<Column>, budget: u64, searches: &[u64], 
         for &budget in searches {
             ratio = 1.0;
             for (ci, c) in model.candidates.iter().enumerate() {
-                work += 1;
+                *work += 1;
                 // Quick reject: every group at its most on this node is not worth the price.
                 let most: f64 = (0..n).map(|g| y[g] * model.fits(c, g) as f64).sum();
                 if most <= c.price * (1.0 + EPS) {
                     continue;
                 }
                 // The batch's budget bounds the full search too (its bound then stands in).
-                let budget = budget.min(total.saturating_sub(work).max(HEURISTIC_WORK));
+                let budget = budget.min(total.saturating_sub(*work).max(HEURISTIC_WORK));
                 let floor = c.price * (1.0 + EPS);
-                let (value, pods) = price_candidate(model, c, &y, &model.demand, floor, budget, &mut work);
+                let (value, pods) = price_candidate(model, c, &y, &model.demand, floor, budget, work);
                 ratio = ratio.max(value / c.price);
                 let real: f64 = pods.iter().zip(&y).map(|(k, y)| *k as f64 * y).sum();
                 if real > c.price * (1.0 + EPS) {
@@ -645,7 +668,7 @@ fn generate(model: &Model, initial: Vec<Column>, budget: u64, searches: &[u64], 
                 columns.push(col);
             }
         }
-        if columns.len() == before || work > total || bound >= objective * (1.0 - 1e-6) {
+        if columns.len() == before || *work > total || bound >= objective * (1.0 - 1e-6) {
             break;
         }
     }
@@ -690,7 +713,7 @@ fn sequential_fill(model: &Model, worth: &[f64]) -> Option<Vec<Column>> {
 /// are cut to their pods and moved to the cheapest type holding them: the integer plan over the
 /// first relaxation's columns alone misses these tails, since the relaxation is indifferent
 /// between a type and one twice its size at twice its price, and a plan is not.
-fn dive(model: &Model, start: &[Column], first: Option<usize>, rounds: &mut usize) -> Option<(f64, Vec<Node>)> {
+fn dive(model: &Model, start: &[Column], first: Option<usize>, budget: &mut u64) -> Option<(f64, Vec<Node>)> {
     let mut left = model.demand.clone();
     let mut pool: Vec<Column> = start.to_vec();
     let mut bought: Vec<Vec<u64>> = Vec::new();
@@ -701,11 +724,10 @@ fn dive(model: &Model, start: &[Column], first: Option<usize>, rounds: &mut usiz
         }
         bought.push(pods);
     }
-    while *rounds > 0 {
+    while *budget > 0 {
         if left.iter().all(|k| *k == 0) {
             break;
         }
-        *rounds -= 1;
         let residual = model.residual(&left);
         let mut seed: Vec<Column> = Vec::new();
         for col in &pool {
@@ -718,7 +740,18 @@ fn dive(model: &Model, start: &[Column], first: Option<usize>, rounds: &mut usiz
                 seed.push(cut);
             }
         }
-        let (_, columns, _) = generate(&residual, seed, DIVE_WORK, &[HEURISTIC_WORK], DIVE_PRICING_ROUNDS)?;
+        let round = DIVE_WORK.min(*budget);
+        let mut spent = 0;
+        let generated = generate(
+            &residual,
+            seed,
+            round,
+            &[HEURISTIC_WORK],
+            DIVE_PRICING_ROUNDS,
+            &mut spent,
+        );
+        *budget = budget.saturating_sub(spent.max(1));
+        let (_, columns, _) = generated?;
         let x = primal(&residual, &columns)?;
         let whole: Vec<(usize, u64)> = x
             .iter()
