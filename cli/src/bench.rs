@@ -41,7 +41,7 @@ pub struct Args {
     #[arg(long)]
     no_cost: bool,
     /// Seeded batches per size in the small-batch table (10, 40 and 60 pods); 0 skips it.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 20)]
     small_seeds: u64,
     /// Seeds of the diverse mix (at the largest size, 400 fake types) in the seed table, each
     /// against the LP bound, with FFD beside it; 0 skips it.
@@ -54,7 +54,7 @@ pub struct Args {
     exact_solver: String,
     /// The independent solver's time limit per batch (a batch past it reports its best plan,
     /// not a proven optimum).
-    #[arg(long, default_value_t = 20.0)]
+    #[arg(long, default_value_t = 10.0)]
     exact_seconds: f64,
 }
 
