@@ -785,6 +785,22 @@ fn dive(model: &Model, start: &[Column], first: Option<usize>, budget: &mut u64)
     nodes_of(model, bought)
 }
 
+/// The master's rows: every pod of each group left covered by the columns (`x`: their counts).
+fn cover(lp: &mut Problem, model: &Model, columns: &[Column], x: &[Variable]) {
+    for (g, d) in model.demand.iter().enumerate() {
+        if *d == 0 {
+            continue;
+        }
+        let terms: Vec<(Variable, f64)> = columns
+            .iter()
+            .zip(x)
+            .filter(|(col, _)| col.pods[g] > 0)
+            .map(|(col, v)| (*v, col.pods[g] as f64))
+            .collect();
+        lp.add_constraint(terms.as_slice(), ComparisonOp::Ge, *d as f64);
+    }
+}
+
 /// The restricted master's linear optimum: each column's count.
 fn primal(model: &Model, columns: &[Column]) -> Option<Vec<f64>> {
     let mut lp = Problem::new(OptimizationDirection::Minimize);
@@ -792,18 +808,7 @@ fn primal(model: &Model, columns: &[Column]) -> Option<Vec<f64>> {
         .iter()
         .map(|col| lp.add_var(model.candidates[col.candidate].price, (0.0, f64::INFINITY)))
         .collect();
-    for (g, d) in model.demand.iter().enumerate() {
-        if *d == 0 {
-            continue;
-        }
-        let terms: Vec<(Variable, f64)> = columns
-            .iter()
-            .zip(&x)
-            .filter(|(col, _)| col.pods[g] > 0)
-            .map(|(col, v)| (*v, col.pods[g] as f64))
-            .collect();
-        lp.add_constraint(terms.as_slice(), ComparisonOp::Ge, *d as f64);
-    }
+    cover(&mut lp, model, columns, &x);
     let outcome = lp.solve().ok()?;
     let sol = outcome.solution()?;
     Some(x.iter().map(|v| sol.var_value(*v).max(0.0)).collect())
@@ -858,15 +863,7 @@ fn integer_plan(model: &Model, columns: &[Column]) -> Option<(f64, Vec<Node>)> {
             )
         })
         .collect();
-    for (g, d) in model.demand.iter().enumerate() {
-        let terms: Vec<(Variable, f64)> = columns
-            .iter()
-            .zip(&x)
-            .filter(|(col, _)| col.pods[g] > 0)
-            .map(|(col, v)| (*v, col.pods[g] as f64))
-            .collect();
-        lp.add_constraint(terms.as_slice(), ComparisonOp::Ge, *d as f64);
-    }
+    cover(&mut lp, model, columns, &x);
     let mut options = SolveOptions::default();
     options.node_limit = Some(MIP_NODES);
     let outcome = lp.solve_with(options).ok()?;
