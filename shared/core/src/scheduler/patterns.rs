@@ -60,8 +60,6 @@ const DIVE_STARTS: usize = 4;
 /// Pricing rounds of column generation per round of a dive (short dives only: a dive needs
 /// good columns, not a proof).
 const DIVE_PRICING_ROUNDS: usize = 2;
-/// Steps of column generation per round of a dive.
-const DIVE_WORK: u64 = 20_000;
 /// Branch-and-bound nodes of the integer master (deterministic, unlike a time limit).
 const MIP_NODES: u64 = 60;
 /// Resources (dimensions) the model holds on the stack; batches asking for more are left to the
@@ -475,7 +473,7 @@ pub(super) fn solve(prep: &Prepared, groups: &[Group]) -> Option<Solution> {
     }
     let mut plans = vec![integer_plan(&model, &columns), fill_plan];
     // Dives: the relaxation's own, then one from each of the columns it uses most, while the
-    // dives' rounds last.
+    // dives' steps last.
     let mut budget = DIVES_WORK;
     plans.push(dive(&model, &columns, None, &mut budget));
     if let Some(x) = primal(&model, &columns) {
@@ -574,22 +572,9 @@ fn generate_once(model: &Model) -> Generated {
 }
 
 /// Column generation from `initial` columns (besides each group's densest node), within `budget`
-/// steps: the patterns found and a lower bound on the master's linear optimum.
+/// steps counted in `work` (which starts at 0): the patterns found and a lower bound on the
+/// master's linear optimum.
 fn generate(
-    model: &Model,
-    initial: Vec<Column>,
-    budget: u64,
-    searches: &[u64],
-    rounds: usize,
-    spent: &mut u64,
-) -> Generated {
-    let mut work = 0u64;
-    let result = generate_within(model, initial, budget, searches, rounds, &mut work);
-    *spent += work;
-    result
-}
-
-fn generate_within(
     model: &Model,
     initial: Vec<Column>,
     budget: u64,
@@ -718,11 +703,7 @@ fn dive(model: &Model, start: &[Column], first: Option<usize>, budget: &mut u64)
     let mut pool: Vec<Column> = start.to_vec();
     let mut bought: Vec<Vec<u64>> = Vec::new();
     if let Some(j) = first {
-        let pods: Vec<u64> = start[j].pods.iter().zip(&left).map(|(k, l)| (*k).min(*l)).collect();
-        for (l, k) in left.iter_mut().zip(&pods) {
-            *l -= k;
-        }
-        bought.push(pods);
+        bought.push(take(&mut left, &start[j].pods));
     }
     while *budget > 0 {
         if left.iter().all(|k| *k == 0) {
@@ -731,21 +712,19 @@ fn dive(model: &Model, start: &[Column], first: Option<usize>, budget: &mut u64)
         let residual = model.residual(&left);
         let mut seed: Vec<Column> = Vec::new();
         for col in &pool {
-            let pods: Vec<u64> = col.pods.iter().zip(&left).map(|(k, l)| (*k).min(*l)).collect();
             let cut = Column {
                 candidate: col.candidate,
-                pods,
+                pods: col.pods.iter().zip(&left).map(|(k, l)| (*k).min(*l)).collect(),
             };
             if cut.pods.iter().any(|k| *k > 0) && !seed.contains(&cut) {
                 seed.push(cut);
             }
         }
-        let round = DIVE_WORK.min(*budget);
         let mut spent = 0;
         let generated = generate(
             &residual,
             seed,
-            round,
+            *budget,
             &[HEURISTIC_WORK],
             DIVE_PRICING_ROUNDS,
             &mut spent,
@@ -767,12 +746,9 @@ fn dive(model: &Model, start: &[Column], first: Option<usize>, budget: &mut u64)
         };
         for (j, times) in picks {
             for _ in 0..times {
-                let pods: Vec<u64> = columns[j].pods.iter().zip(&left).map(|(k, l)| (*k).min(*l)).collect();
+                let pods = take(&mut left, &columns[j].pods);
                 if pods.iter().all(|k| *k == 0) {
                     break;
-                }
-                for (l, k) in left.iter_mut().zip(&pods) {
-                    *l -= k;
                 }
                 bought.push(pods);
             }
@@ -783,6 +759,18 @@ fn dive(model: &Model, start: &[Column], first: Option<usize>, budget: &mut u64)
         return None;
     }
     nodes_of(model, bought)
+}
+
+/// The pods of `pattern` still in `left`, taken out of it.
+fn take(left: &mut [u64], pattern: &[u64]) -> Vec<u64> {
+    left.iter_mut()
+        .zip(pattern)
+        .map(|(l, k)| {
+            let n = (*k).min(*l);
+            *l -= n;
+            n
+        })
+        .collect()
 }
 
 /// The master's rows: every pod of each group left covered by the columns (`x`: their counts).
