@@ -14,7 +14,7 @@ use comfy_table::Table;
 use nodewright_core::catalogue::InstanceType;
 use nodewright_core::model::Pod;
 use nodewright_core::nodepool::NodePool;
-use nodewright_core::scheduler::{Input, Options, Strategy, schedule};
+use nodewright_core::scheduler::{Input, Options, Plan, Strategy, schedule};
 use nodewright_core::{CapacityType, Operator, Requirement, Resource, labels};
 use serde::Serialize;
 
@@ -222,6 +222,25 @@ pub fn batch(n: usize, seed: u64) -> Vec<Pod> {
         .collect()
 }
 
+/// A batch on new nodes only.
+fn batch_input<'a>(pods: &'a [Pod], pools: &'a [NodePool], types: &'a [InstanceType]) -> Input<'a> {
+    Input {
+        pods,
+        nodes: &[],
+        pools,
+        instance_types: types,
+        daemonsets: &[],
+        pool_usage: &[],
+    }
+}
+
+/// The default plan for a batch and the milliseconds it took.
+fn timed_plan(input: &Input<'_>) -> (Plan, f64) {
+    let start = Instant::now();
+    let plan = schedule(input, &Options::default());
+    (plan, start.elapsed().as_secs_f64() * 1000.0)
+}
+
 /// One row per size over `seeds` batches; each plan also against the independent solver's
 /// optimum when `solver` is given.
 pub fn run(types: &[InstanceType], seeds: u64, solver: Option<&Solver>) -> Vec<SmallBatches> {
@@ -238,17 +257,9 @@ pub fn run(types: &[InstanceType], seeds: u64, solver: Option<&Solver>) -> Vec<S
             let mut exact = 0;
             for seed in 1..=seeds {
                 let pods = batch(n, seed);
-                let input = Input {
-                    pods: &pods,
-                    nodes: &[],
-                    pools: &pools,
-                    instance_types: types,
-                    daemonsets: &[],
-                    pool_usage: &[],
-                };
-                let start = Instant::now();
-                let plan = schedule(&input, &Options::default());
-                ms.push(start.elapsed().as_secs_f64() * 1000.0);
+                let input = batch_input(&pods, &pools, types);
+                let (plan, took) = timed_plan(&input);
+                ms.push(took);
                 let ffd = schedule(
                     &input,
                     &Options {
@@ -294,17 +305,8 @@ pub fn run(types: &[InstanceType], seeds: u64, solver: Option<&Solver>) -> Vec<S
             for _ in 1..TIMED_RUNS {
                 for (seed, times) in (1..=seeds).zip(runs.iter_mut()) {
                     let pods = batch(n, seed);
-                    let input = Input {
-                        pods: &pods,
-                        nodes: &[],
-                        pools: &pools,
-                        instance_types: types,
-                        daemonsets: &[],
-                        pool_usage: &[],
-                    };
-                    let start = Instant::now();
-                    let plan = schedule(&input, &Options::default());
-                    times.push(start.elapsed().as_secs_f64() * 1000.0);
+                    let (plan, took) = timed_plan(&batch_input(&pods, &pools, types));
+                    times.push(took);
                     std::hint::black_box(plan);
                 }
             }
