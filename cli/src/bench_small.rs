@@ -222,8 +222,8 @@ pub fn batch(n: usize, seed: u64) -> Vec<Pod> {
         .collect()
 }
 
-/// A batch on new nodes only.
-fn batch_input<'a>(pods: &'a [Pod], pools: &'a [NodePool], types: &'a [InstanceType]) -> Input<'a> {
+/// A batch on new nodes only (no existing nodes, daemonsets or pool usage).
+pub(crate) fn batch_input<'a>(pods: &'a [Pod], pools: &'a [NodePool], types: &'a [InstanceType]) -> Input<'a> {
     Input {
         pods,
         nodes: &[],
