@@ -10,11 +10,10 @@ use comfy_table::Table;
 use nodewright_core::catalogue::{InstanceType, OverheadConfig, fake};
 use nodewright_core::model::{Pod, load_pods};
 use nodewright_core::scheduler::lower_bound::lower_bound;
-use nodewright_core::scheduler::{Options, Plan, Strategy, schedule};
+use nodewright_core::scheduler::{Input, Options, Plan, Strategy, schedule};
 use nodewright_core::{Catalogue, NodePool, Operator, Requirement, labels};
 use serde::Serialize;
 
-use crate::bench_small::batch_input;
 use crate::report::{self, best_of, money, rows_or_transposed};
 use crate::{exit, read_file, workloads};
 
@@ -133,7 +132,7 @@ fn timed_with(
     report_bound: bool,
     repeat: usize,
 ) -> (Plan, f64) {
-    let input = batch_input(pods, pools, types);
+    let input = Input::new_nodes_only(pods, pools, types);
     let opts = Options {
         strategy,
         report_bound,
@@ -234,7 +233,7 @@ pub fn run(args: &Args) -> u8 {
             }
         }
         let (ffd, _) = timed(pods, pools, types, Strategy::FirstFitDecreasing, 1);
-        let input = batch_input(pods, pools, types);
+        let input = Input::new_nodes_only(pods, pools, types);
         let lb = match lower_bound(&input) {
             Ok(lb) => lb.cost,
             Err(e) => {
@@ -282,7 +281,7 @@ pub fn run(args: &Args) -> u8 {
             let pods = workloads::diverse(largest, seed);
             let (nw, ms) = timed(&pods, &fake_pools, &fake_types, Strategy::CostAware, 1);
             let (ffd, _) = timed(&pods, &fake_pools, &fake_types, Strategy::FirstFitDecreasing, 1);
-            let input = batch_input(&pods, &fake_pools, &fake_types);
+            let input = Input::new_nodes_only(&pods, &fake_pools, &fake_types);
             let lb = lower_bound(&input).map_or(f64::NAN, |b| b.cost);
             seeds.push(DiverseSeed {
                 seed,

@@ -222,18 +222,6 @@ pub fn batch(n: usize, seed: u64) -> Vec<Pod> {
         .collect()
 }
 
-/// A batch on new nodes only (no existing nodes, daemonsets or pool usage).
-pub(crate) fn batch_input<'a>(pods: &'a [Pod], pools: &'a [NodePool], types: &'a [InstanceType]) -> Input<'a> {
-    Input {
-        pods,
-        nodes: &[],
-        pools,
-        instance_types: types,
-        daemonsets: &[],
-        pool_usage: &[],
-    }
-}
-
 /// The default plan for a batch and the milliseconds it took.
 fn timed_plan(input: &Input<'_>) -> (Plan, f64) {
     let start = Instant::now();
@@ -257,7 +245,7 @@ pub fn run(types: &[InstanceType], seeds: u64, solver: Option<&Solver>) -> Vec<S
             let mut exact = 0;
             for seed in 1..=seeds {
                 let pods = batch(n, seed);
-                let input = batch_input(&pods, &pools, types);
+                let input = Input::new_nodes_only(&pods, &pools, types);
                 let (plan, took) = timed_plan(&input);
                 ms.push(took);
                 let ffd = schedule(
@@ -305,7 +293,7 @@ pub fn run(types: &[InstanceType], seeds: u64, solver: Option<&Solver>) -> Vec<S
             for _ in 1..TIMED_RUNS {
                 for (seed, times) in (1..=seeds).zip(runs.iter_mut()) {
                     let pods = batch(n, seed);
-                    let (plan, took) = timed_plan(&batch_input(&pods, &pools, types));
+                    let (plan, took) = timed_plan(&Input::new_nodes_only(&pods, &pools, types));
                     times.push(took);
                     std::hint::black_box(plan);
                 }

@@ -136,14 +136,7 @@ fn plans_on_small_batches_are_checked_against_the_exact_optimum() {
                 Pod::new(&format!("p{i}"), cpu, mib << 20)
             })
             .collect();
-        let input = Input {
-            pods: &pods,
-            nodes: &[],
-            pools: &config.node_pools,
-            instance_types: &all,
-            daemonsets: &[],
-            pool_usage: &[],
-        };
+        let input = Input::new_nodes_only(&pods, &config.node_pools, &all);
         let plan = schedule(&input, &Options::default());
         assert!(plan.unschedulable.is_empty(), "seed {seed}: {:?}", plan.unschedulable);
         let opt = optimum(&pods, &types).expect("every shape fits some type");
@@ -230,14 +223,7 @@ fn column_generation_plans_and_bounds_are_checked_against_the_exact_optimum() {
                 Pod::new(&format!("p{i}"), cpu, mib << 20)
             })
             .collect();
-        let input = Input {
-            pods: &pods,
-            nodes: &[],
-            pools: &config.node_pools,
-            instance_types: &all,
-            daemonsets: &[],
-            pool_usage: &[],
-        };
+        let input = Input::new_nodes_only(&pods, &config.node_pools, &all);
         let plan = schedule(&input, &Options::default());
         assert!(plan.unschedulable.is_empty(), "seed {seed}: {:?}", plan.unschedulable);
         let opt = optimum(&pods, &types).expect("every shape fits some type");
@@ -398,14 +384,7 @@ fn small_batch_plan(shapes: Shapes) -> (usize, f64, f64) {
         .enumerate()
         .map(|(i, (cpu, mib))| Pod::new(&format!("p{i}"), cpu, mib << 20))
         .collect();
-    let input = Input {
-        pods: &pods,
-        nodes: &[],
-        pools: &config.node_pools,
-        instance_types: &all,
-        daemonsets: &[],
-        pool_usage: &[],
-    };
+    let input = Input::new_nodes_only(&pods, &config.node_pools, &all);
     let plan = schedule(&input, &Options::default());
     assert!(plan.unschedulable.is_empty(), "{:?}", plan.unschedulable);
     let reported = plan.cost.expect("a plan with claims reports its cost");

@@ -939,24 +939,11 @@ fn apply(prep: &Prepared, claims: &mut [Claim], pod_bucket: &[usize], y: usize, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalogue::InstanceType;
     use crate::catalogue::fake::benchmark_types;
     use crate::model::Pod;
     use crate::nodepool::NodePool;
     use crate::scheduler::Input;
     use crate::scheduler::claim::{join, new_claim};
-
-    /// New pods only: no nodes, no daemonsets.
-    fn batch<'a>(pods: &'a [Pod], pools: &'a [NodePool], types: &'a [InstanceType]) -> Input<'a> {
-        Input {
-            pods,
-            nodes: &[],
-            pools,
-            instance_types: types,
-            daemonsets: &[],
-            pool_usage: &[],
-        }
-    }
 
     /// The bucket holding pods of this request.
     fn bucket(prep: &Prepared, cpu: u64, mib: u64) -> usize {
@@ -991,7 +978,7 @@ mod tests {
         let pools = vec![NodePool::new("default")];
         let mut pods = vec![Pod::new("memory-heavy", 100, 3900 << 20)];
         pods.extend((0..4).map(|i| Pod::new(&format!("cpu-{i}"), 1000, 512 << 20)));
-        let input = batch(&pods, &pools, &types);
+        let input = Input::new_nodes_only(&pods, &pools, &types);
         let mut prep = Prepared::new(&input);
         let (memory, cpu) = (bucket(&prep, 100, 3900), bucket(&prep, 1000, 512));
         // Three 2-vCPU nodes: one with its memory full and 95% of its CPU idle, two CPU-full.
@@ -1030,7 +1017,7 @@ mod tests {
     fn exchange_two(pods: &[Pod]) -> (Vec<(Vec<usize>, usize)>, f64, f64) {
         let types = benchmark_types(8);
         let pools = vec![NodePool::new("default")];
-        let input = batch(pods, &pools, &types);
+        let input = Input::new_nodes_only(pods, &pools, &types);
         let mut prep = Prepared::new(&input);
         let of = |prep: &Prepared, p: &Pod| bucket(prep, p.requests.cpu_milli(), p.requests.memory() >> 20);
         let (a0, a1, b0, b1) = (
@@ -1097,7 +1084,7 @@ mod tests {
         let mut pods: Vec<Pod> = (0..4).map(|i| Pod::new(&format!("big-{i}"), 1500, 100 << 20)).collect();
         pods.extend((0..2).map(|i| Pod::new(&format!("small-{i}"), 250, 100 << 20)));
         pods.push(Pod::new("tail", 1000, 100 << 20));
-        let input = batch(&pods, &pools, &types);
+        let input = Input::new_nodes_only(&pods, &pools, &types);
         let mut prep = Prepared::new(&input);
         let (big, small, tail) = (
             bucket(&prep, 1500, 100),

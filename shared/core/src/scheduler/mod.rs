@@ -59,6 +59,21 @@ pub struct Input<'a> {
     pub pool_usage: &'a [PoolUsed],
 }
 
+impl<'a> Input<'a> {
+    /// Pods planned onto new nodes only: no existing nodes, daemonsets or pool usage (the
+    /// benchmarks' and the quality tests' batches).
+    pub fn new_nodes_only(pods: &'a [Pod], pools: &'a [NodePool], instance_types: &'a [InstanceType]) -> Input<'a> {
+        Input {
+            pods,
+            nodes: &[],
+            pools,
+            instance_types,
+            daemonsets: &[],
+            pool_usage: &[],
+        }
+    }
+}
+
 /// One pool's launched capacity and node count.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PoolUsed {
