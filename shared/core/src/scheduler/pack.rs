@@ -15,7 +15,7 @@
 use super::claim::{Claim, apply_limits, headroom, join, new_claim, place_on_existing, within_limits};
 use super::finish::finish;
 use super::prepare::{HostCounts, Prepared};
-use super::tuning::{FAIR_SLACK, MAX_REUSES, REUSE_TOLERANCE, SEED_TYPES, SIMULATED_TYPES};
+use super::tuning::{FAIR_SLACK, MAX_REUSES, MIX_REFRESH, REUSE_TOLERANCE, SEED_TYPES, SIMULATED_TYPES};
 use super::typeset::TypeSet;
 use super::{Input, Options, Plan};
 use crate::resources::{FIXED, Resource, Resources};
@@ -526,7 +526,14 @@ pub(super) struct Lookups {
     /// Each pool's types, cheapest first (at the pool's own zones and capacity types), listed on
     /// first use.
     by_price: Vec<std::cell::OnceCell<Vec<(f64, usize)>>>,
+    /// The CPU and memory still to place per (zones, capacity types) a claim may launch in, and
+    /// how many more fills may use the figure before it is summed again (see `demand_mix`).
+    mix: std::cell::RefCell<Vec<DemandMix>>,
 }
+
+/// The demand still to place that claims of (zones, capacity types) could take: CPU and memory,
+/// and the fills left before it is summed again.
+type DemandMix = (u64, u8, [f64; 2], usize);
 
 impl Lookups {
     pub(super) fn new(prep: &Prepared) -> Lookups {
@@ -537,7 +544,35 @@ impl Lookups {
         Lookups {
             shapes: by_req.into_iter().map(|(r, b)| (r.clone(), b)).collect(),
             by_price: (0..prep.pools.len()).map(|_| std::cell::OnceCell::new()).collect(),
+            mix: std::cell::RefCell::new(Vec::new()),
         }
+    }
+
+    /// The CPU (millicores) and memory (bytes) of the pods still to place that a claim in `zones`
+    /// and `cts` could take. Summing every bucket for every claim cost 8 % of a 20k-pod plan, and
+    /// the mix drifts slowly while many pods are left: the sum is reused for one fill per
+    /// `MIX_REFRESH` pods it counted (a fill takes a few pods), so it is fresh at every fill of
+    /// the last claims, where the mix changes fastest.
+    fn demand_mix(&self, prep: &Prepared, zones: u64, cts: u8) -> [f64; 2] {
+        let mut mix = self.mix.borrow_mut();
+        if let Some(entry) = mix.iter_mut().find(|e| e.0 == zones && e.1 == cts)
+            && entry.3 > 0
+        {
+            entry.3 -= 1;
+            return entry.2;
+        }
+        let (mut d, mut pods) = ([0f64; 2], 0usize);
+        for o in &prep.buckets {
+            let n = o.remaining();
+            if n > 0 && o.zones & zones != 0 && o.cts & cts != 0 {
+                d[0] += o.req.cpu_milli() as f64 * n as f64;
+                d[1] += o.req.memory() as f64 * n as f64;
+                pods += n;
+            }
+        }
+        mix.retain(|e| e.0 != zones || e.1 != cts);
+        mix.push((zones, cts, d, pods / MIX_REFRESH));
+        d
     }
 
     /// Pool `pi`'s types with their price at the pool's zones and capacity types, cheapest first.
@@ -558,10 +593,33 @@ impl Lookups {
 /// Adds one pod at a time, each time of the request that leaves the room closest to empty (the
 /// smallest distance between request and free capacity, both as shares of the node), so that no
 /// resource is left idle while another runs out. (Measured against the dot product of request and
-/// room, the other classic vector-packing rule: 0.8-1.3 % cheaper plans on the diverse benchmark.) A bucket that cannot join once never can again (the claim only
-/// fills up and narrows), so each request keeps a cursor past its buckets that failed.
+/// room, the other classic vector-packing rule: 0.8-1.3 % cheaper plans on the diverse benchmark.)
+/// A bucket that cannot join once never can again (the claim only fills up and narrows), so each
+/// request keeps a cursor past its buckets that failed.
+///
+/// The room is measured against the node cut to the mix of the demand still to place: when the
+/// pods left ask for less memory per CPU than the node sells, its memory counts only up to that
+/// share (and the other way round). Each node then takes pods in the proportion of what is left,
+/// the spare resource idles evenly on every node, and the last nodes are not left with only the
+/// pods the first ones passed over (20k diverse pods, 10 seeds: worst plan 7.5 % above the bound
+/// before, 4.9 % after; the last tenth of the claims had held half the idle CPU).
 fn fill_balanced(prep: &mut Prepared, look: &Lookups, c: &mut Claim, share: Option<Share>, seed_load: &Resources) {
-    let cap = [c.cap.cpu_milli().max(1) as f64, c.cap.memory().max(1) as f64];
+    let mut cap = [c.cap.cpu_milli().max(1) as f64, c.cap.memory().max(1) as f64];
+    // Batches the exact search takes keep the plain rule: few pods fill few nodes, no tail forms,
+    // and the aim only made their greedy plans dearer (40 pods: 1.0547 -> 1.0584 of the bound).
+    let [dc, dm] = if prep.input.pods.len() as u64 > super::patterns::PODS_MAX {
+        look.demand_mix(prep, c.zones, c.cts)
+    } else {
+        [0.0; 2]
+    };
+    if dc > 0.0 && dm > 0.0 {
+        let ratio = dm / dc;
+        if ratio < cap[1] / cap[0] {
+            cap[1] = cap[0] * ratio;
+        } else {
+            cap[0] = cap[1] / ratio;
+        }
+    }
     // (shape, cursor into its buckets)
     let mut candidates: Vec<(usize, usize)> = (0..look.shapes.len())
         .filter(|s| look.shapes[*s].0.fits_in_with(&c.load, &c.cap))
@@ -570,7 +628,10 @@ fn fill_balanced(prep: &mut Prepared, look: &Lookups, c: &mut Claim, share: Opti
     loop {
         let mut free = c.cap.clone();
         free.saturating_sub(&c.load);
-        let (fc, fm) = (free.cpu_milli() as f64 / cap[0], free.memory() as f64 / cap[1]);
+        let (fc, fm) = (
+            (cap[0] - c.load.cpu_milli() as f64) / cap[0],
+            (cap[1] - c.load.memory() as f64) / cap[1],
+        );
         let filled = (
             c.load.cpu_milli() - seed_load.cpu_milli(),
             c.load.memory() - seed_load.memory(),

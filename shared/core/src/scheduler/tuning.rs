@@ -53,3 +53,7 @@ pub(super) const REPACK_PARTNERS: usize = 32;
 /// Partners' room must exceed what leaves the claim by this factor before a repacking is tried
 /// (2.0 as a second try found nothing more on the benchmark workloads).
 pub(super) const REPACK_SLACK: f64 = 1.25;
+
+/// The demand still to place (the mix a claim is filled towards) is summed again after one fill
+/// per this many pods it counted.
+pub(super) const MIX_REFRESH: usize = 1000;
