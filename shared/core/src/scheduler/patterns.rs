@@ -309,14 +309,27 @@ struct Surrogate {
 impl Surrogate {
     fn all(model: &Model, c: &Candidate, y: &[f64], items: &[(usize, u64)]) -> Vec<Surrogate> {
         let dims = c.cap.len();
+        // A dimension that every item together fits never binds, here or deeper in the search
+        // (the room left always holds the items left). A weighting with weight on it bounds no
+        // lower than the one without it, so only the binding dimensions are weighted: the same
+        // bounds, in a third of the work on c5/m5/r5, where the pods dimension rarely binds.
+        let binding: Vec<usize> = (0..dims)
+            .filter(|d| {
+                let total: u64 = items
+                    .iter()
+                    .map(|(g, k)| model.req[*g][*d].saturating_mul(*k))
+                    .fold(0, u64::saturating_add);
+                total > c.cap[*d]
+            })
+            .collect();
         let mut weightings: Vec<Vec<f64>> = Vec::new();
-        for d in 0..dims {
+        for &d in &binding {
             let mut w = vec![0.0; dims];
             w[d] = 1.0;
             weightings.push(w);
         }
-        for a in 0..dims {
-            for b in a + 1..dims {
+        for (i, &a) in binding.iter().enumerate() {
+            for &b in &binding[i + 1..] {
                 for share in [0.25, 0.5, 0.75] {
                     let mut w = vec![0.0; dims];
                     w[a] = share;
@@ -325,8 +338,16 @@ impl Surrogate {
                 }
             }
         }
-        if dims > 2 {
-            weightings.push(vec![1.0 / dims as f64; dims]);
+        if binding.len() > 2 {
+            let mut w = vec![0.0; dims];
+            for &d in &binding {
+                w[d] = 1.0 / binding.len() as f64;
+            }
+            weightings.push(w);
+        }
+        if weightings.is_empty() {
+            // Nothing binds: every item fits, and the zero weighting bounds by their sum.
+            weightings.push(vec![0.0; dims]);
         }
         weightings
             .into_iter()
