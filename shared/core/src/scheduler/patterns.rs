@@ -17,7 +17,9 @@
 //! follows the relaxation; the others start from each of the columns it uses most. Dives reach
 //! the integer optimum where the master over the first relaxation's columns cannot: the
 //! relaxation is indifferent between a type and one twice its size at twice the price, and the
-//! integer plan is not.
+//! integer plan is not. Last, a large-neighbourhood step keeps the chosen plan's dearest node and
+//! searches the pods left again from nothing ([`AROUND_WORK`] steps of pricing, the integer master
+//! and the fill over their own columns).
 //!
 //! The search is anytime and bounded in steps: [`WORK_MAX`] steps of pricing over at most 25
 //! rounds, at most 60 branch-and-bound nodes of the integer master, then dives of two short
@@ -60,6 +62,8 @@ const DIVE_STARTS: usize = 4;
 /// Pricing rounds of column generation per round of a dive (short dives only: a dive needs
 /// good columns, not a proof).
 const DIVE_PRICING_ROUNDS: usize = 2;
+/// Steps of pricing of the search around the plan's dearest node ([`around_dearest`]).
+const AROUND_WORK: u64 = 10_000;
 /// Branch-and-bound nodes of the integer master (deterministic, unlike a time limit).
 const MIP_NODES: u64 = 60;
 /// Resources (dimensions) the model holds on the stack; batches asking for more are left to the
@@ -507,10 +511,13 @@ pub(super) fn solve(prep: &Prepared, groups: &[Group]) -> Option<Solution> {
             plans.push(dive(&model, &columns, Some(j), &mut budget));
         }
     }
-    let (cost, mut nodes) = plans
+    let (mut cost, mut nodes) = plans
         .into_iter()
         .flatten()
         .reduce(|a, b| if b.0 < a.0 - 1e-9 { b } else { a })?;
+    if let Some((c, n)) = around_dearest(&model, &nodes).filter(|(c, _)| *c < cost - 1e-9) {
+        (cost, nodes) = (c, n);
+    }
     // Back to the caller's group order.
     for node in &mut nodes {
         let mut pods = vec![0; groups.len()];
@@ -520,6 +527,42 @@ pub(super) fn solve(prep: &Prepared, groups: &[Group]) -> Option<Solution> {
         node.pods = pods;
     }
     Some(Solution { cost, nodes })
+}
+
+/// A large-neighbourhood step: the plan's dearest node kept, the rest of the batch searched again
+/// from nothing (column generation within [`AROUND_WORK`] steps, then the integer master and the
+/// sequential fill over its columns). The first search's columns are those of the whole batch's
+/// relaxation; once the node the plan is surest of is fixed, the pods left have a relaxation of
+/// their own, whose columns hold the split between families that the first one missed.
+fn around_dearest(model: &Model, nodes: &[Node]) -> Option<(f64, Vec<Node>)> {
+    let (keep, price) = nodes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| Some((i, model.candidates[model.cheapest_holding(&n.pods)?].price)))
+        .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))?;
+    let mut left = model.demand.clone();
+    take(&mut left, &nodes[keep].pods);
+    if left.iter().all(|k| *k == 0) {
+        return None;
+    }
+    let residual = model.residual(&left);
+    let searches = [HEURISTIC_WORK, PRICING_WORK_MAX];
+    let (_, mut columns, worth) = generate(&residual, Vec::new(), AROUND_WORK, &searches, ROUNDS_MAX, &mut 0)?;
+    let filled = sequential_fill(&residual, &worth);
+    let fill_plan = filled
+        .as_ref()
+        .and_then(|cols| nodes_of(&residual, cols.iter().map(|c| c.pods.clone()).collect()));
+    for col in filled.into_iter().flatten() {
+        if !columns.contains(&col) {
+            columns.push(col);
+        }
+    }
+    let (cost, mut rest) = [integer_plan(&residual, &columns), fill_plan]
+        .into_iter()
+        .flatten()
+        .reduce(|a, b| if b.0 < a.0 - 1e-9 { b } else { a })?;
+    rest.push(nodes[keep].clone());
+    Some((cost + price, rest))
 }
 
 /// Only the bound (for the plan's reported gap).
