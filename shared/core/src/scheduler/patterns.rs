@@ -486,17 +486,7 @@ pub(super) fn solve(prep: &Prepared, groups: &[Group]) -> Option<Solution> {
     let sorted: Vec<&Group> = order.iter().map(|g| &groups[*g]).collect();
     let model = Model::new(prep, &sorted)?;
     let (_, mut columns, worth) = generate_once(&model)?;
-    // The sequential fill's nodes are a plan of their own and columns for the master.
-    let filled = sequential_fill(&model, &worth);
-    let fill_plan = filled
-        .as_ref()
-        .and_then(|cols| nodes_of(&model, cols.iter().map(|c| c.pods.clone()).collect()));
-    for col in filled.into_iter().flatten() {
-        if !columns.contains(&col) {
-            columns.push(col);
-        }
-    }
-    let mut plans = vec![integer_plan(&model, &columns), fill_plan];
+    let mut plans = master_and_fill(&model, &mut columns, &worth).to_vec();
     // Dives: the relaxation's own, then one from each of the columns it uses most, while the
     // dives' steps last.
     let mut budget = DIVES_WORK;
@@ -548,21 +538,27 @@ fn around_dearest(model: &Model, nodes: &[Node]) -> Option<(f64, Vec<Node>)> {
     let residual = model.residual(&left);
     let searches = [HEURISTIC_WORK, PRICING_WORK_MAX];
     let (_, mut columns, worth) = generate(&residual, Vec::new(), AROUND_WORK, &searches, ROUNDS_MAX, &mut 0)?;
-    let filled = sequential_fill(&residual, &worth);
-    let fill_plan = filled
-        .as_ref()
-        .and_then(|cols| nodes_of(&residual, cols.iter().map(|c| c.pods.clone()).collect()));
-    for col in filled.into_iter().flatten() {
-        if !columns.contains(&col) {
-            columns.push(col);
-        }
-    }
-    let (cost, mut rest) = [integer_plan(&residual, &columns), fill_plan]
+    let (cost, mut rest) = master_and_fill(&residual, &mut columns, &worth)
         .into_iter()
         .flatten()
         .reduce(|a, b| if b.0 < a.0 - 1e-9 { b } else { a })?;
     rest.push(nodes[keep].clone());
     Some((cost + price, rest))
+}
+
+/// Two integer plans over column generation's outcome: the sequential fill at the groups' `worth`
+/// (whose nodes then join `columns`) and the master in integers over the columns.
+fn master_and_fill(model: &Model, columns: &mut Vec<Column>, worth: &[f64]) -> [Option<(f64, Vec<Node>)>; 2] {
+    let filled = sequential_fill(model, worth);
+    let fill_plan = filled
+        .as_ref()
+        .and_then(|cols| nodes_of(model, cols.iter().map(|c| c.pods.clone()).collect()));
+    for col in filled.into_iter().flatten() {
+        if !columns.contains(&col) {
+            columns.push(col);
+        }
+    }
+    [integer_plan(model, columns), fill_plan]
 }
 
 /// Only the bound (for the plan's reported gap).
