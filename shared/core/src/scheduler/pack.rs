@@ -147,24 +147,27 @@ pub(super) fn run(mut prep: Prepared, opts: &Options) -> Plan {
     exact_plan(prep.input, opts, &greedy).unwrap_or(greedy)
 }
 
+/// Per pool: the types, zones and capacity types a group may use there (None: not that pool).
+type PoolSets = Vec<Option<(TypeSet, u64, u8)>>;
+
 /// The exact search's plan for a small batch (see `exact`), when it is cheaper than `greedy` and
 /// every constraint held as the packer's own joins replayed it: no pod left out that the greedy
 /// placed, every node within its pool's limits (the search does not count them; the replay
-/// does, as the packer counts a claim when it opens). None otherwise.
+/// does, as the packer counts a claim when it opens). Then the small end of the best plan so
+/// far (the search's or the greedy's) is solved exactly (see `exact_rest`). None if neither is
+/// cheaper than `greedy`.
 fn exact_plan(input: &Input<'_>, opts: &Options, greedy: &Plan) -> Option<Plan> {
     if greedy.claims.is_empty() || greedy.cost.is_some_and(|c| c.gap <= 1e-9) {
         return None;
     }
     let mut prep = Prepared::new(input);
-    let mut bindings = Vec::new();
-    place_on_existing(&mut prep, &mut bindings);
-    let failed: Vec<(usize, String)> = std::mem::take(&mut prep.unschedulable);
+    place_on_existing(&mut prep, &mut Vec::new());
     // Each bucket left, with the pools of its best rank (least relaxed, then heaviest) that can
     // take it, as the greedy would choose among them.
     let buckets: Vec<usize> = (0..prep.buckets.len())
         .filter(|b| prep.buckets[*b].remaining() > 0)
         .collect();
-    let mut sets: Vec<Vec<Option<(TypeSet, u64, u8)>>> = Vec::with_capacity(buckets.len());
+    let mut sets: Vec<PoolSets> = Vec::with_capacity(buckets.len());
     for &b in &buckets {
         let bucket = &prep.buckets[b];
         let options: Vec<Option<(TypeSet, u64, u8)>> = (0..prep.pools.len())
@@ -188,30 +191,139 @@ fn exact_plan(input: &Input<'_>, opts: &Options, greedy: &Plan) -> Option<Plan> 
                 .collect(),
         );
     }
-    let (cost, nodes) = {
-        let groups: Vec<super::exact::Group> = buckets
-            .iter()
-            .zip(&sets)
-            .map(|(&b, per_pool)| super::exact::Group {
-                req: &prep.buckets[b].req,
-                pods: prep.buckets[b].remaining() as u64,
-                per_node: prep.buckets[b].per_node.max(1),
-                pools: per_pool
-                    .iter()
-                    .map(|o| o.as_ref().map(|(t, z, c)| (t, *z, *c)))
-                    .collect(),
+    let groups: Vec<super::exact::Group> = buckets
+        .iter()
+        .zip(&sets)
+        .map(|(&b, per_pool)| super::exact::Group {
+            req: &prep.buckets[b].req,
+            pods: prep.buckets[b].remaining() as u64,
+            per_node: prep.buckets[b].per_node.max(1),
+            pools: per_pool
+                .iter()
+                .map(|o| o.as_ref().map(|(t, z, c)| (t, *z, *c)))
+                .collect(),
+        })
+        .collect();
+    // The dynamic programme where its states fit, else column generation.
+    let (cost, nodes) = super::exact::optimum(&prep, &groups)
+        .or_else(|| super::patterns::solve(&prep, &groups).map(|s| (s.cost, s.nodes)))?;
+    let searched = (cost < greedy.total_price() - 1e-9)
+        .then(|| replay(input, opts, &buckets, &sets, &nodes))
+        .flatten();
+    let best = searched.as_ref().unwrap_or(greedy);
+    // With the plan's dearest nodes kept, the pods left are few enough for the dynamic
+    // programme, which finds their cheapest nodes: a neighbourhood neither column generation
+    // (which rounds the whole batch's relaxation) nor the greedy searches.
+    let rest = plan_nodes(input, &prep, &buckets, best)
+        .and_then(|nodes| exact_rest(&prep, &groups, nodes))
+        .filter(|(c, _)| *c < best.total_price() - 1e-9)
+        .and_then(|(_, nodes)| replay(input, opts, &buckets, &sets, &nodes))
+        .filter(|p| p.total_price() < best.total_price() - 1e-9);
+    let plan = rest.or(searched)?;
+    let better = plan.unschedulable.len() <= greedy.unschedulable.len()
+        && plan.placed_pods() >= greedy.placed_pods()
+        && plan.total_price() < greedy.total_price() - 1e-9;
+    better.then_some(plan)
+}
+
+/// Each claim of the plan as its price and a node of the search's kind (pods per group of
+/// `buckets`); None if some pod of a claim is in none of the groups.
+fn plan_nodes(
+    input: &Input<'_>,
+    prep: &Prepared,
+    buckets: &[usize],
+    plan: &Plan,
+) -> Option<Vec<(f64, super::exact::Node)>> {
+    let mut group_of = std::collections::HashMap::new();
+    for (g, b) in buckets.iter().enumerate() {
+        for p in &prep.buckets[*b].pods[prep.buckets[*b].next..] {
+            group_of.insert(input.pods[*p].uid.as_str(), g);
+        }
+    }
+    plan.claims
+        .iter()
+        .map(|claim| {
+            let mut pods = vec![0u64; buckets.len()];
+            for uid in &claim.pods {
+                pods[*group_of.get(uid.as_str())?] += 1;
+            }
+            let pool = prep.pools.iter().position(|p| p.pool.name == claim.pool)?;
+            let name = &claim.instance_types.first()?.name;
+            let instance_type = input.instance_types.iter().position(|t| t.name == *name)?;
+            Some((
+                claim.price,
+                super::exact::Node {
+                    pool,
+                    instance_type,
+                    pods,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// The plan's nodes kept, dearest first, until the pods left fit the exact search, which then
+/// finds their cheapest nodes: the small end of the plan solved exactly. None when nothing is
+/// kept, everything is, or nothing is cheaper.
+fn exact_rest(
+    prep: &Prepared,
+    groups: &[super::exact::Group],
+    mut nodes: Vec<(f64, super::exact::Node)>,
+) -> Option<(f64, Vec<super::exact::Node>)> {
+    nodes.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut left: Vec<u64> = groups.iter().map(|g| g.pods).collect();
+    let fits = |left: &[u64]| {
+        left.iter()
+            .try_fold(1usize, |acc, k| {
+                acc.checked_mul(*k as usize + 1)
+                    .filter(|s| *s <= super::exact::STATES_MAX)
             })
-            .collect();
-        // The dynamic programme where its states fit, else column generation.
-        super::exact::optimum(&prep, &groups)
-            .or_else(|| super::patterns::solve(&prep, &groups).map(|s| (s.cost, s.nodes)))?
+            .is_some()
     };
-    if cost >= greedy.total_price() - 1e-9 {
+    let mut kept = 0;
+    while kept < nodes.len() && !fits(&left) {
+        for (l, k) in left.iter_mut().zip(&nodes[kept].1.pods) {
+            *l = l.checked_sub(*k)?;
+        }
+        kept += 1;
+    }
+    if kept == 0 || kept == nodes.len() {
         return None;
     }
-    // Replay the optimum's nodes through the packer's joins: any constraint the search leaves
-    // out (host ports across groups, anti-affinity, zone pins) refuses a join, and the greedy
-    // plan stands.
+    let now: f64 = nodes[kept..].iter().map(|n| n.0).sum();
+    let rest: Vec<super::exact::Group> = groups
+        .iter()
+        .zip(&left)
+        .map(|(g, k)| super::exact::Group {
+            req: g.req,
+            pods: *k,
+            per_node: g.per_node,
+            pools: g.pools.clone(),
+        })
+        .collect();
+    let (cost, mut solved) = super::exact::optimum(prep, &rest)?;
+    if cost >= now - 1e-9 {
+        return None;
+    }
+    let kept_price: f64 = nodes[..kept].iter().map(|n| n.0).sum();
+    solved.extend(nodes.into_iter().take(kept).map(|n| n.1));
+    Some((cost + kept_price, solved))
+}
+
+/// The search's nodes replayed through the packer's joins on a fresh preparation of the batch:
+/// any constraint the search leaves out (host ports across groups, anti-affinity, zone pins)
+/// refuses a join, and the replay gives up (None).
+fn replay(
+    input: &Input<'_>,
+    opts: &Options,
+    buckets: &[usize],
+    sets: &[PoolSets],
+    nodes: &[super::exact::Node],
+) -> Option<Plan> {
+    let mut prep = Prepared::new(input);
+    let mut bindings = Vec::new();
+    place_on_existing(&mut prep, &mut bindings);
+    let failed: Vec<(usize, String)> = std::mem::take(&mut prep.unschedulable);
     let mut claims = Vec::with_capacity(nodes.len());
     for node in nodes {
         let seed = node.pods.iter().position(|k| *k > 0)?;
@@ -245,11 +357,7 @@ fn exact_plan(input: &Input<'_>, opts: &Options, greedy: &Plan) -> Option<Plan> 
     if opts.exchange {
         super::exchange::run(&prep, &Lookups::new(&prep), &mut claims);
     }
-    let plan = finish(&prep, claims, bindings, failed, opts);
-    let better = plan.unschedulable.len() <= greedy.unschedulable.len()
-        && plan.placed_pods() >= greedy.placed_pods()
-        && plan.total_price() < greedy.total_price() - 1e-9;
-    better.then_some(plan)
+    Some(finish(&prep, claims, bindings, failed, opts))
 }
 
 /// For a large batch of pods without per-node limits (nor accelerators), opens the nodes of the
