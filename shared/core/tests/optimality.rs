@@ -481,8 +481,8 @@ fn a_search_around_the_dearest_node_brings_a_batch_within_one_percent_of_its_pro
 /// enough for the dynamic programme. On this batch of the small-batch table (40 pods, seed 14)
 /// neither column generation nor the greedy does better than $3.626 (an m5.8xlarge, two
 /// m5.4xlarge, an m5.2xlarge and two c5.large; 1.2 % over $3.582, the independent solver's best
-/// plan); with the m5.8xlarge and an m5.4xlarge kept, the last 21 pods go on an m5.4xlarge, a
-/// c5.2xlarge and an m5.xlarge: $3.604, 0.6 % over.
+/// plan); with the m5.8xlarge and both m5.4xlarge kept, the last 10 pods go on a c5.2xlarge and
+/// an m5.xlarge instead of the m5.2xlarge and two c5.large: $3.604, 0.6 % over.
 #[test]
 fn the_small_end_of_a_plan_solved_exactly_brings_a_batch_within_one_percent_of_the_best_known_plan() {
     let batch: Shapes = &[

@@ -15,7 +15,9 @@
 use super::claim::{Claim, apply_limits, headroom, join, new_claim, place_on_existing, within_limits};
 use super::finish::finish;
 use super::prepare::{HostCounts, Prepared};
-use super::tuning::{FAIR_SLACK, MAX_REUSES, MIX_REFRESH, REUSE_TOLERANCE, SEED_TYPES, SIMULATED_TYPES};
+use super::tuning::{
+    FAIR_SLACK, MAX_REUSES, MIX_REFRESH, REST_STATES_MAX, REUSE_TOLERANCE, SEED_TYPES, SIMULATED_TYPES,
+};
 use super::typeset::TypeSet;
 use super::{Input, Options, Plan};
 use crate::resources::{FIXED, Resource, Resources};
@@ -204,9 +206,15 @@ fn exact_plan(input: &Input<'_>, opts: &Options, greedy: &Plan) -> Option<Plan> 
                 .collect(),
         })
         .collect();
-    // The dynamic programme where its states fit, else column generation.
-    let (cost, nodes) = super::exact::optimum(&prep, &groups)
-        .or_else(|| super::patterns::solve(&prep, &groups).map(|s| (s.cost, s.nodes)))?;
+    // The dynamic programme where its states fit (its optimum is the model's: nothing left to
+    // search), else column generation.
+    let (exact, (cost, nodes)) = match super::exact::optimum(&prep, &groups) {
+        Some(optimum) => (true, optimum),
+        None => (
+            false,
+            super::patterns::solve(&prep, &groups).map(|s| (s.cost, s.nodes))?,
+        ),
+    };
     let searched = (cost < greedy.total_price() - 1e-9)
         .then(|| replay(input, opts, &buckets, &sets, &nodes))
         .flatten();
@@ -214,7 +222,9 @@ fn exact_plan(input: &Input<'_>, opts: &Options, greedy: &Plan) -> Option<Plan> 
     // With the plan's dearest nodes kept, the pods left are few enough for the dynamic
     // programme, which finds their cheapest nodes: a neighbourhood neither column generation
     // (which rounds the whole batch's relaxation) nor the greedy searches.
-    let rest = plan_nodes(input, &prep, &buckets, best)
+    let rest = (!exact)
+        .then(|| plan_nodes(input, &prep, &buckets, best))
+        .flatten()
         .and_then(|nodes| exact_rest(&prep, &groups, nodes))
         .filter(|(c, _)| *c < best.total_price() - 1e-9)
         .and_then(|(_, nodes)| replay(input, opts, &buckets, &sets, &nodes))
@@ -275,8 +285,7 @@ fn exact_rest(
     let fits = |left: &[u64]| {
         left.iter()
             .try_fold(1usize, |acc, k| {
-                acc.checked_mul(*k as usize + 1)
-                    .filter(|s| *s <= super::exact::STATES_MAX)
+                acc.checked_mul(*k as usize + 1).filter(|s| *s <= REST_STATES_MAX)
             })
             .is_some()
     };
