@@ -226,7 +226,6 @@ fn exact_plan(input: &Input<'_>, opts: &Options, greedy: &Plan) -> Option<Plan> 
         .then(|| plan_nodes(input, &prep, &buckets, best))
         .flatten()
         .and_then(|nodes| exact_rest(&prep, &groups, nodes))
-        .filter(|(c, _)| *c < best.total_price() - 1e-9)
         .and_then(|(_, nodes)| replay(input, opts, &buckets, &sets, &nodes))
         .filter(|p| p.total_price() < best.total_price() - 1e-9);
     let plan = rest.or(searched)?;
