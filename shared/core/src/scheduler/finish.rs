@@ -31,6 +31,16 @@ pub(super) fn finish(
             in_flight: prep.nodes[n].in_flight,
         });
     }
+    // Options order by price, then name: each type's place in name order, found once.
+    let mut by_name: Vec<usize> = (0..types.len()).collect();
+    by_name.sort_by(|a, b| types[*a].name.cmp(&types[*b].name));
+    let mut name_rank = vec![0usize; types.len()];
+    for (rank, t) in by_name.into_iter().enumerate() {
+        name_rank[t] = rank;
+    }
+    let cheapest_first = |a: &(f64, usize, CapacityType, usize), b: &(f64, usize, CapacityType, usize)| {
+        a.0.total_cmp(&b.0).then(name_rank[a.1].cmp(&name_rank[b.1]))
+    };
     for c in claims {
         let pv = &prep.pools[c.pool];
         let mut options: Vec<(f64, usize, CapacityType, usize)> = Vec::new();
@@ -98,8 +108,15 @@ pub(super) fn finish(
                 }
             }
         }
-        options.sort_by(|a, b| a.0.total_cmp(&b.0).then(types[a.1].name.cmp(&types[b.1].name)));
-        let mut kept = truncate_keeping_min_values(prep, c.pool, &options, opts.max_instance_types);
+        // Without minValues only the cheapest `max_instance_types` are kept: select them first
+        // (a claim on a broad pool has hundreds of options, and a large plan thousands of claims).
+        let max = opts.max_instance_types;
+        if max > 0 && options.len() > max && !pv.pool.requirements.iter().any(|r| r.min_values.is_some()) {
+            options.select_nth_unstable_by(max - 1, cheapest_first);
+            options.truncate(max);
+        }
+        options.sort_by(cheapest_first);
+        let mut kept = truncate_keeping_min_values(prep, c.pool, &options, max);
         if kept.is_empty() {
             // Cannot happen while the target fits its own load; keep the pods visible if it does.
             for p in c.pods {
@@ -107,7 +124,7 @@ pub(super) fn finish(
             }
             continue;
         }
-        kept.sort_by(|a, b| a.0.total_cmp(&b.0).then(types[a.1].name.cmp(&types[b.1].name)));
+        kept.sort_by(cheapest_first);
         let cheapest = kept[0].1;
         on_claims.extend(&c.pods);
         let claim_id = format!("claim-{}", plan.claims.len() + 1);

@@ -223,7 +223,7 @@ fn enforce_rule(
     let skew = i64::from(rule.max_skew);
     // The group's pods: those its selector counts, and those that carry the constraint without
     // matching it (placed, they must keep the skew too; they do not add to it).
-    let counted = |i: usize| pods[i].namespace == ns && sel.matches(&pods[i].labels);
+    // Decided once per pod: the victim search below asks again for every pod on every claim.
     let carries = |i: usize| {
         pods[i].namespace == ns
             && pods[i].topology_spread.iter().any(|s| {
@@ -234,7 +234,13 @@ fn enforce_rule(
                     && s.min_domains == rule.min_domains
             })
     };
-    let matches = |i: usize| counted(i) || carries(i);
+    let is_counted: Vec<bool> = pods
+        .iter()
+        .map(|p| p.namespace == ns && sel.matches(&p.labels))
+        .collect();
+    let is_carrier: Vec<bool> = (0..pods.len()).map(carries).collect();
+    let counted = |i: usize| is_counted[i];
+    let matches = |i: usize| is_counted[i] || is_carrier[i];
     // A member's domains: what its node selector, affinity and pools allow (whether or not a
     // type that fits it is offered there: size does not make a domain, as in Kubernetes), and
     // those of the existing nodes the policies count (a domain known only from a node the pools
@@ -261,7 +267,7 @@ fn enforce_rule(
     }
     // Pods on the existing nodes, each in its domain; with nodeTaintsPolicy Honor, nodes whose
     // taints the first carrier does not tolerate are left out.
-    let Some(first) = (0..pods.len()).find(|&i| carries(i)) else {
+    let Some(first) = (0..pods.len()).find(|&i| is_carrier[i]) else {
         return;
     };
     let mut counts = vec![0i64; dom.values.len()];
