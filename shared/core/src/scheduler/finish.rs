@@ -31,15 +31,9 @@ pub(super) fn finish(
             in_flight: prep.nodes[n].in_flight,
         });
     }
-    // Options order by price, then name: each type's place in name order, found once.
-    let mut by_name: Vec<usize> = (0..types.len()).collect();
-    by_name.sort_by(|a, b| types[*a].name.cmp(&types[*b].name));
-    let mut name_rank = vec![0usize; types.len()];
-    for (rank, t) in by_name.into_iter().enumerate() {
-        name_rank[t] = rank;
-    }
+    // Options order by price, then name (compared only on a tie in price).
     let cheapest_first = |a: &(f64, usize, CapacityType, usize), b: &(f64, usize, CapacityType, usize)| {
-        a.0.total_cmp(&b.0).then(name_rank[a.1].cmp(&name_rank[b.1]))
+        a.0.total_cmp(&b.0).then_with(|| types[a.1].name.cmp(&types[b.1].name))
     };
     for c in claims {
         let pv = &prep.pools[c.pool];
