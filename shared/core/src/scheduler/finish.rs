@@ -102,15 +102,7 @@ pub(super) fn finish(
                 }
             }
         }
-        // Without minValues only the cheapest `max_instance_types` are kept: select them first
-        // (a claim on a broad pool has hundreds of options, and a large plan thousands of claims).
-        let max = opts.max_instance_types;
-        if max > 0 && options.len() > max && !pv.pool.requirements.iter().any(|r| r.min_values.is_some()) {
-            options.select_nth_unstable_by(max - 1, cheapest_first);
-            options.truncate(max);
-        }
-        options.sort_by(cheapest_first);
-        let mut kept = truncate_keeping_min_values(prep, c.pool, &options, max);
+        let kept = cheapest_options(prep, c.pool, options, opts.max_instance_types, cheapest_first);
         if kept.is_empty() {
             // Cannot happen while the target fits its own load; keep the pods visible if it does.
             for p in c.pods {
@@ -118,7 +110,6 @@ pub(super) fn finish(
             }
             continue;
         }
-        kept.sort_by(cheapest_first);
         let cheapest = kept[0].1;
         on_claims.extend(&c.pods);
         let claim_id = format!("claim-{}", plan.claims.len() + 1);
@@ -175,13 +166,23 @@ pub(super) fn finish(
     plan
 }
 
-/// Cheapest `max` options, extended so that each minValues requirement keeps enough distinct values.
-fn truncate_keeping_min_values(
+/// The cheapest `max` options in order, extended so that each minValues
+/// requirement keeps enough distinct values. Without minValues the cheapest are selected before
+/// they are sorted: a claim on a broad pool has hundreds of options, a large plan thousands of
+/// claims.
+fn cheapest_options(
     prep: &Prepared,
     pi: usize,
-    options: &[(f64, usize, CapacityType, usize)],
+    mut options: Vec<(f64, usize, CapacityType, usize)>,
     max: usize,
+    order: impl Fn(&(f64, usize, CapacityType, usize), &(f64, usize, CapacityType, usize)) -> std::cmp::Ordering + Copy,
 ) -> Vec<(f64, usize, CapacityType, usize)> {
+    let min_values = prep.pools[pi].pool.requirements.iter().any(|r| r.min_values.is_some());
+    if !min_values && max > 0 && options.len() > max {
+        options.select_nth_unstable_by(max - 1, order);
+        options.truncate(max);
+    }
+    options.sort_by(order);
     let mut kept: Vec<_> = options.iter().take(max).cloned().collect();
     let types = prep.input.instance_types;
     for r in prep.pools[pi]
@@ -212,5 +213,7 @@ fn truncate_keeping_min_values(
             }
         }
     }
+    // Extensions for a second requirement may come before those for the first.
+    kept.sort_by(order);
     kept
 }
