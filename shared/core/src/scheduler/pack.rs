@@ -14,7 +14,7 @@
 
 use super::claim::{Claim, apply_limits, headroom, join, new_claim, place_on_existing, within_limits};
 use super::finish::finish;
-use super::prepare::{HostCounts, Prepared};
+use super::prepare::{HostCounts, Prepared, Templates};
 use super::tuning::{
     FAIR_SLACK, MAX_REUSES, MIX_REFRESH, REST_STATES_MAX, REUSE_TOLERANCE, SEED_TYPES, SIMULATED_TYPES,
 };
@@ -146,7 +146,8 @@ pub(super) fn run(mut prep: Prepared, opts: &Options) -> Plan {
     if !opts.exact || !small || !prep.gangs.is_empty() {
         return greedy;
     }
-    exact_plan(prep.input, opts, &greedy).unwrap_or(greedy)
+    let templates = Templates::of_batch(prep.input, &prep.zones, &prep.offers, &prep.pools);
+    exact_plan(prep.input, opts, &greedy, &templates).unwrap_or(greedy)
 }
 
 /// Per pool: the types, zones and capacity types a group may use there (None: not that pool).
@@ -158,11 +159,11 @@ type PoolSets = Vec<Option<(TypeSet, u64, u8)>>;
 /// does, as the packer counts a claim when it opens). Then the small end of the best plan so
 /// far (the search's or the greedy's) is solved exactly (see `exact_rest`). None if neither is
 /// cheaper than `greedy`.
-fn exact_plan(input: &Input<'_>, opts: &Options, greedy: &Plan) -> Option<Plan> {
+fn exact_plan<'a>(input: &'a Input<'a>, opts: &Options, greedy: &Plan, templates: &Templates<'a>) -> Option<Plan> {
     if greedy.claims.is_empty() || greedy.cost.is_some_and(|c| c.gap <= 1e-9) {
         return None;
     }
-    let mut prep = Prepared::new(input);
+    let mut prep = Prepared::new_with(input, Some(templates));
     place_on_existing(&mut prep, &mut Vec::new());
     // Each bucket left, with the pools of its best rank (least relaxed, then heaviest) that can
     // take it, as the greedy would choose among them.
@@ -216,7 +217,7 @@ fn exact_plan(input: &Input<'_>, opts: &Options, greedy: &Plan) -> Option<Plan> 
         ),
     };
     let searched = (cost < greedy.total_price() - 1e-9)
-        .then(|| replay(input, opts, &buckets, &sets, &nodes))
+        .then(|| replay(input, opts, templates, &buckets, &sets, &nodes))
         .flatten();
     let best = searched.as_ref().unwrap_or(greedy);
     // With the plan's dearest nodes kept, the pods left are few enough for the dynamic
@@ -226,7 +227,7 @@ fn exact_plan(input: &Input<'_>, opts: &Options, greedy: &Plan) -> Option<Plan> 
         .then(|| plan_nodes(input, &prep, &buckets, best))
         .flatten()
         .and_then(|nodes| exact_rest(&prep, &groups, nodes))
-        .and_then(|(_, nodes)| replay(input, opts, &buckets, &sets, &nodes))
+        .and_then(|(_, nodes)| replay(input, opts, templates, &buckets, &sets, &nodes))
         .filter(|p| p.total_price() < best.total_price() - 1e-9);
     let plan = rest.or(searched)?;
     let better = plan.unschedulable.len() <= greedy.unschedulable.len()
@@ -321,14 +322,15 @@ fn exact_rest(
 /// The search's nodes replayed through the packer's joins on a fresh preparation of the batch:
 /// any constraint the search leaves out (host ports across groups, anti-affinity, zone pins)
 /// refuses a join, and the replay gives up (None).
-fn replay(
-    input: &Input<'_>,
+fn replay<'a>(
+    input: &'a Input<'a>,
     opts: &Options,
+    templates: &Templates<'a>,
     buckets: &[usize],
     sets: &[PoolSets],
     nodes: &[super::exact::Node],
 ) -> Option<Plan> {
-    let mut prep = Prepared::new(input);
+    let mut prep = Prepared::new_with(input, Some(templates));
     let mut bindings = Vec::new();
     place_on_existing(&mut prep, &mut bindings);
     let failed: Vec<(usize, String)> = std::mem::take(&mut prep.unschedulable);

@@ -108,6 +108,9 @@ pub(in crate::scheduler) fn zone_names<'n>(types: &'n [InstanceType], nodes: &'n
     zone_names
 }
 
+/// Each type's available offerings: (price, capacity-type bit, zone index), best first.
+pub(in crate::scheduler) type TypeOffers = Vec<Vec<(f64, u8, usize)>>;
+
 /// Offerings by zone index: every later check is integer masks.
 pub(in crate::scheduler) fn offers_of(types: &[InstanceType], zones: &[String]) -> Vec<Vec<(f64, u8, usize)>> {
     let zone_idx = |z: &str| zones.iter().position(|x| x == z);
@@ -335,6 +338,50 @@ impl<'a> Templates<'a> {
             pools,
             daemonsets,
             index,
+            views,
+            compat: RefCell::default(),
+        }
+    }
+
+    /// The templates a preparation of `input` already derived (its zones, offerings and pool
+    /// views, before any usage was counted on them), so that preparing the same batch again
+    /// (the small-batch search and its replays prepare it up to three more times) skips
+    /// matching every pool against the catalogue. The views carry no usage: each preparation
+    /// counts its own input's.
+    pub(in crate::scheduler) fn of_batch(
+        input: &Input<'a>,
+        zones: &[String],
+        offers: &Arc<TypeOffers>,
+        views: &[PoolView<'a>],
+    ) -> Self {
+        let types = input.instance_types;
+        let by_name = if input.nodes.is_empty() {
+            // Only existing nodes are looked up by type name.
+            HashMap::new()
+        } else {
+            index_by_name(types)
+                .into_iter()
+                .map(|(name, i)| (name.to_string(), i))
+                .collect()
+        };
+        let views = views
+            .iter()
+            .map(|pv| PoolView {
+                used: Resources::default(),
+                used_nodes: 0,
+                ..pv.clone()
+            })
+            .collect();
+        Templates {
+            types,
+            pools: input.pools,
+            daemonsets: input.daemonsets,
+            index: Cow::Owned(TypeIndex {
+                source: (types.as_ptr() as usize, types.len()),
+                zones: zones.to_vec(),
+                offers: Arc::clone(offers),
+                by_name,
+            }),
             views,
             compat: RefCell::default(),
         }

@@ -590,3 +590,48 @@ fn exchanges_shrink_claims_the_greedy_left_unbalanced() {
         without.total_price()
     );
 }
+
+/// The small-batch search prepares its batch again (up to three more times) from the templates
+/// of the first preparation: the pools' usage, from the existing nodes and the usage counters,
+/// must be counted once by each preparation, as a fresh one counts it, never carried over.
+#[test]
+fn a_batch_prepared_again_from_its_own_templates_is_prepared_as_afresh() {
+    let pools = vec![NodePool::new("default"), NodePool::new("other")];
+    let mut node = Node::new("n1", "m5.large", "us-east-1a");
+    node.pool = Some("default".into());
+    node.pods.push(Pod::new("running", 500, 1 << 30));
+    let nodes = vec![node];
+    let usage = vec![PoolUsed {
+        pool: "other".into(),
+        resources: crate::Resources::new().with(Resource::Cpu, 64_000),
+        nodes: 5,
+    }];
+    let pods = named((0..12).map(|i| Pod::new("p", 300 + 100 * i, (1 + i) << 29)).collect());
+    let input = Input {
+        pods: &pods,
+        nodes: &nodes,
+        pools: &pools,
+        instance_types: types(),
+        daemonsets: &[],
+        pool_usage: &usage,
+    };
+    let fresh = prepare::Prepared::new(&input);
+    let templates = Templates::of_batch(&input, &fresh.zones, &fresh.offers, &fresh.pools);
+    assert!(templates.fits(&input), "templates of the batch itself must fit it");
+    for _ in 0..2 {
+        let again = prepare::Prepared::new_with(&input, Some(&templates));
+        assert_eq!(again.zones, fresh.zones);
+        assert_eq!(again.pools.len(), fresh.pools.len());
+        for (a, f) in again.pools.iter().zip(&fresh.pools) {
+            assert_eq!(
+                (a.pool.name.as_str(), &a.used, a.used_nodes),
+                (f.pool.name.as_str(), &f.used, f.used_nodes)
+            );
+            assert_eq!(a.types, f.types);
+        }
+        assert!(fresh.pools[0].used_nodes == 1 && fresh.pools[1].used_nodes == 5);
+        assert_eq!(again.eligible, fresh.eligible);
+        assert_eq!(again.buckets.len(), fresh.buckets.len());
+    }
+    assert!(!schedule(&input, &Options::default()).claims.is_empty());
+}
