@@ -63,4 +63,4 @@ pub(super) const MIX_REFRESH: usize = 1000;
 /// at 4,096 the step cost 8-10 ms of a 60-pod decision (p50) and found one more plan than at
 /// 1,024 (40 pods, seed 2: $2.378 -> $2.356, the independent solver's best plan; 0.9 % over it
 /// without); at 256 it missed 40-pod seed 14, which it brings within 1 %.
-pub(super) const REST_STATES_MAX: usize = 1024;
+pub(super) const REST_STATES_MAX: usize = 4096;

@@ -34,6 +34,8 @@
 //! the nodes through its own joins and keeps them only when every constraint held. All work is
 //! counted in steps (never wall time), so a batch gets the same answer on any machine.
 
+mod master;
+
 use microlp::{ComparisonOp, OptimizationDirection, Problem, SolveOptions, Variable};
 
 use super::exact::{Group, Node};
@@ -56,9 +58,9 @@ const ROUNDS_MAX: usize = 25;
 const COLUMNS_PER_ROUND: usize = 24;
 /// Steps of pricing of all the dives of a batch together (each round of a dive buys at least one
 /// node).
-pub const DIVES_WORK: u64 = 8_000;
+pub const DIVES_WORK: u64 = 16_000;
 /// Dives started from a column the relaxation uses, besides the relaxation's own dive.
-const DIVE_STARTS: usize = 4;
+const DIVE_STARTS: usize = 8;
 /// Pricing rounds of column generation per round of a dive (short dives only: a dive needs
 /// good columns, not a proof).
 const DIVE_PRICING_ROUNDS: usize = 2;
@@ -871,8 +873,21 @@ fn primal(model: &Model, columns: &[Column]) -> Option<Vec<f64>> {
     Some(x.iter().map(|v| sol.var_value(*v).max(0.0)).collect())
 }
 
-/// The restricted master's dual: its optimum and the groups' prices.
+/// The restricted master's dual: its optimum and the groups' prices. Solved on the master's
+/// own small basis (`master`), or by the general solver on the dual should that not finish.
 fn dual(model: &Model, columns: &[Column], ceiling: &[f64]) -> Option<(f64, Vec<f64>)> {
+    let patterns: Vec<(f64, &[u64])> = columns
+        .iter()
+        .map(|col| (model.candidates[col.candidate].price, col.pods.as_slice()))
+        .collect();
+    if let Some(p) = master::solve(&model.demand, ceiling, &patterns) {
+        return Some((p.objective, p.y));
+    }
+    dual_by_microlp(model, columns, ceiling)
+}
+
+/// [`dual`] by the general solver, one row per column.
+fn dual_by_microlp(model: &Model, columns: &[Column], ceiling: &[f64]) -> Option<(f64, Vec<f64>)> {
     let mut lp = Problem::new(OptimizationDirection::Maximize);
     let y: Vec<Variable> = model
         .demand
