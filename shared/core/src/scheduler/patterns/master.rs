@@ -101,7 +101,7 @@ pub(super) fn solve(demand: &[u64], ceiling: &[f64], patterns: &[(f64, &[u64])])
         // pattern of many pods is not preferred for its size alone), or under Bland's rule the
         // first negative. The master is degenerate (many optimal prices), and which optimal
         // prices column generation sees decides which patterns it finds: with the plain most
-        // negative reduced cost, 2 of the 40 small-batch table's 40-pod batches ended over 1 %
+        // negative reduced cost, 2 of the small-batch table's twenty 40-pod batches ended over 1 %
         // of CP-SAT's plans, with this rule none (and 60-pod seed 2 stays within 1 %).
         let mut entering: Option<(f64, Var)> = None;
         let candidates = (0..patterns.len())
