@@ -391,6 +391,20 @@ fn small_batch_plan(shapes: Shapes) -> (usize, f64, f64) {
     (pods.len(), plan.total_price(), reported.lower_bound)
 }
 
+/// Plans `shapes` (of `pods` pods in all) and checks the plan within 1 % of the batch's proven
+/// optimum, never below it, and the reported bound never above it.
+fn assert_within_one_percent_of_proven(shapes: Shapes, pods: usize, optimum: f64) {
+    let (n, cost, bound) = small_batch_plan(shapes);
+    assert_eq!(n, pods);
+    assert!(cost >= optimum - 1e-9, "the plan {cost:.4} beats a proven optimum");
+    assert!(
+        cost <= optimum * 1.01,
+        "the plan costs {cost:.4}, {:.2} % over the proven optimum {optimum:.4}",
+        (cost / optimum - 1.0) * 100.0
+    );
+    assert!(bound <= optimum + 1e-9, "the bound {bound:.4} passes the optimum");
+}
+
 /// Batches where the restricted integer master and the sequential fill both missed the optimum
 /// and the dives find it. The optima were proven by the independent solver
 /// (`scripts/exact-optimum.py`, CP-SAT on a model of its own) for these batches of `nodewright
@@ -466,15 +480,7 @@ fn a_search_around_the_dearest_node_brings_a_batch_within_one_percent_of_its_pro
         (4000, 8192, 4),
         (4000, 16384, 6),
     ];
-    let optimum = 4.092;
-    let (pods, cost, bound) = small_batch_plan(batch);
-    assert_eq!(pods, 60);
-    assert!(
-        cost <= optimum * 1.01,
-        "the plan costs {cost:.4}, {:.2} % over the proven optimum {optimum:.4}",
-        (cost / optimum - 1.0) * 100.0
-    );
-    assert!(bound <= optimum + 1e-9, "the bound {bound:.4} passes the optimum");
+    assert_within_one_percent_of_proven(batch, 60, 4.092);
 }
 
 /// The plan's small end solved exactly: with its dearest nodes kept, the pods left are few
@@ -529,15 +535,7 @@ fn trades_after_the_search_bring_a_batch_within_one_percent_of_its_proven_optimu
         (4000, 8192, 2),
         (4000, 16384, 2),
     ];
-    let optimum = 2.748;
-    let (pods, cost, bound) = small_batch_plan(batch);
-    assert_eq!(pods, 40);
-    assert!(cost >= optimum - 1e-9, "the plan {cost:.4} beats a proven optimum");
-    assert!(
-        cost <= optimum * 1.01,
-        "the plan costs {cost:.4}, over 1 % above the proven optimum {optimum:.4}"
-    );
-    assert!(bound <= optimum + 1e-9, "the bound passes the optimum");
+    assert_within_one_percent_of_proven(batch, 40, 2.748);
 }
 
 /// The batch of the small-batch table (40 pods, seed 15) that stayed 1.2-1.8 % over its proven
@@ -561,14 +559,5 @@ fn the_batch_whose_optimum_shared_no_node_with_the_plan_is_within_one_percent() 
         (4000, 8192, 3),
         (4000, 16384, 3),
     ];
-    let optimum = 2.844;
-    let (pods, cost, bound) = small_batch_plan(batch);
-    assert_eq!(pods, 40);
-    assert!(cost >= optimum - 1e-9, "the plan {cost:.4} beats a proven optimum");
-    assert!(
-        cost <= optimum * 1.01,
-        "the plan costs {cost:.4}, {:.2} % over the proven optimum {optimum:.4}",
-        (cost / optimum - 1.0) * 100.0
-    );
-    assert!(bound <= optimum + 1e-9, "the bound passes the optimum");
+    assert_within_one_percent_of_proven(batch, 40, 2.844);
 }

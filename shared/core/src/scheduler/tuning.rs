@@ -59,8 +59,9 @@ pub(super) const REPACK_SLACK: f64 = 1.25;
 pub(super) const MIX_REFRESH: usize = 1000;
 
 /// The pods left once a plan's dearest nodes are kept are solved exactly when they make at most
-/// this many pod-count vectors (a quarter of the whole-batch search's). On the small-batch table
-/// at 4,096 the step cost 8-10 ms of a 60-pod decision (p50) and found one more plan than at
-/// 1,024 (40 pods, seed 2: $2.378 -> $2.356, the independent solver's best plan; 0.9 % over it
-/// without); at 256 it missed 40-pod seed 14, which it brings within 1 %.
+/// this many pod-count vectors (the whole-batch search's limit). On the small-batch table at
+/// 4,096 the step cost 8-10 ms of a 60-pod decision (p50) and found one more plan than at 1,024
+/// (40 pods, seed 2: $2.378 -> $2.356, the independent solver's best plan; 0.9 % over it
+/// without); at 256 it missed 40-pod seed 14, which it brings within 1 %. It was 1,024 until the
+/// master's own simplex (`patterns::master`) freed the time.
 pub(super) const REST_STATES_MAX: usize = 4096;

@@ -5,8 +5,9 @@
 //! A pattern is one node: a candidate (pool, instance type and one offering class, the zone and
 //! capacity type its groups share) and how many pods of each group it holds. The master programme
 //! covers every pod with patterns at least cost. Its linear relaxation is solved by column
-//! generation on the dual (one price per group; one row per pattern found so far), each round
-//! pricing every candidate exactly by branch and bound over its pod counts. The relaxation's
+//! generation: the restricted master (one row per group, one column per pattern found so far) by
+//! its own dense simplex (`master`), which gives one price per group, then each round prices
+//! every candidate exactly by branch and bound over its pod counts. The relaxation's
 //! optimum is a lower bound on every whole-node packing of the batch, and Farley's bound keeps a
 //! true bound at every round, so a search cut short by its budget still reports one. The plan is
 //! the cheapest of three integer plans: the restricted master solved in integers over the
@@ -23,8 +24,8 @@
 //!
 //! The search is anytime and bounded in steps: [`WORK_MAX`] steps of pricing over at most 25
 //! rounds, at most 60 branch-and-bound nodes of the integer master, then dives of two short
-//! pricing rounds per node bought, [`DIVES_WORK`] steps in all (about 30-50 ms at 40-60 pods on
-//! one core on c5/m5/r5, `nodewright bench`'s small-batch table; 70-115 ms p50 on the broad
+//! pricing rounds per node bought, [`DIVES_WORK`] steps in all (about 20-40 ms at 40-60 pods on
+//! one core on c5/m5/r5, `nodewright bench`'s small-batch table; 70-85 ms p50 on the broad
 //! pools of `examples/nodepools.yaml`, `bench-handler`). Pricing tries a short dive per
 //! candidate first and the full search only when the dives find nothing; the candidate's price
 //! is the search's first incumbent, so candidates that price out are dismissed quickly. Past the
