@@ -112,7 +112,7 @@ pub(in crate::scheduler) fn zone_names<'n>(types: &'n [InstanceType], nodes: &'n
 pub(in crate::scheduler) type TypeOffers = Vec<Vec<(f64, u8, usize)>>;
 
 /// Offerings by zone index: every later check is integer masks.
-pub(in crate::scheduler) fn offers_of(types: &[InstanceType], zones: &[String]) -> Vec<Vec<(f64, u8, usize)>> {
+pub(in crate::scheduler) fn offers_of(types: &[InstanceType], zones: &[String]) -> TypeOffers {
     let zone_idx = |z: &str| zones.iter().position(|x| x == z);
     types
         .iter()
@@ -251,7 +251,7 @@ pub struct TypeIndex {
     /// Address and length of the slice it was built from: an index is only used for that slice.
     source: (usize, usize),
     pub(in crate::scheduler) zones: Vec<String>,
-    pub(in crate::scheduler) offers: Arc<Vec<Vec<(f64, u8, usize)>>>,
+    pub(in crate::scheduler) offers: Arc<TypeOffers>,
     pub(in crate::scheduler) by_name: HashMap<String, usize>,
 }
 

@@ -84,7 +84,7 @@ pub struct Prepared<'a> {
     pub eligible: Vec<u64>,
     /// Available offerings per instance type: (price, capacity-type bit, zone index). Shared with
     /// the templates it came from.
-    pub offers: Arc<Vec<Vec<(f64, u8, usize)>>>,
+    pub offers: Arc<super::pools::TypeOffers>,
     /// Groups of pods that must share a node (required pod affinity on the hostname).
     pub gangs: Vec<super::topology::colocation::Gang>,
 }
