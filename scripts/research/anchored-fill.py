@@ -82,7 +82,7 @@ def best_fill(anchor, pool, w, eps, first=False):
     return best[1], best[2]
 
 
-def greedy(aa, pool, sweeps, w, eps, adapt, first):
+def greedy(aa, pool, sweeps, w, eps, adapt, first, reuse):
     pool = dict(pool)
     order = sorted(range(len(aa)), key=lambda i: -(aa[i][0] / 1000 + aa[i][1] / 2048))
     nodes = [None] * len(aa)
@@ -93,11 +93,25 @@ def greedy(aa, pool, sweeps, w, eps, adapt, first):
             return min(1.0, max(0.0, 0.5 + adapt * (m - c) / (m + c)))
         return w
 
+    cache = {}
+    searches = 0
     for i in order:
-        k, picks = best_fill(aa[i], pool, price(w), eps, first)
+        hit = cache.get(aa[i])
+        need = {}
+        for p in hit[1] if hit else ():
+            need[p] = need.get(p, 0) + 1
+        if hit and hit[2] < reuse and all(pool.get(p, 0) >= n for p, n in need.items()):
+            k, picks = hit[0], hit[1]
+            cache[aa[i]] = (k, picks, hit[2] + 1)
+        else:
+            k, picks = best_fill(aa[i], pool, price(w), eps, first)
+            searches += 1
+            cache[aa[i]] = (k, picks, 0)
         for p in picks:
             pool[p] -= 1
         nodes[i] = (k, picks)
+    if reuse:
+        print(f"  {searches} searches for {len(aa)} nodes")
     costs = [cost(nodes, pool)]
     for _ in range(sweeps):
         for i in order:
@@ -147,6 +161,7 @@ def main():
     a.add_argument("--eps", type=float, default=0.1)
     a.add_argument("--adapt", type=float, default=0.0, help="w from the pool's balance, with this gain")
     a.add_argument("--first-found", action="store_true", help="keep the first pick set found per state, not the fewest pods")
+    a.add_argument("--reuse", type=int, default=0, help="a node copies the last choice for its anchor shape up to this many times while the pool holds it")
     a.add_argument("--cpsat", type=float, default=0.0, help="also solve with CP-SAT for this many seconds")
     args = a.parse_args()
     aa, pool = instance(args.seed, args.anchors, 4 * args.anchors)
@@ -154,7 +169,7 @@ def main():
     c += sum(x[0] for x in aa) / 1000
     m += sum(x[1] for x in aa) / 2048
     bound = max(c, m)
-    runs = greedy(aa, pool, args.sweeps, args.w, args.eps, args.adapt, args.first_found)
+    runs = greedy(aa, pool, args.sweeps, args.w, args.eps, args.adapt, args.first_found, args.reuse)
     print(
         f"seed {args.seed}, {args.anchors} anchors: bound {bound:.2f} vCPU (CPU {c:.1f}, memory {m:.1f}); "
         f"greedy {' -> '.join(f'{x} ({x / bound:.4f})' for x in runs)}"
