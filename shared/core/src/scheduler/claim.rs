@@ -9,6 +9,7 @@ use crate::nodepool::Limits;
 use crate::resources::Resources;
 
 /// A new node claim while it is being filled.
+#[derive(Clone)]
 pub(super) struct Claim {
     pub pool: usize,
     /// The type the claim was sized for; its capacity bounds the load.

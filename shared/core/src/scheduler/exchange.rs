@@ -606,7 +606,7 @@ fn merge(
 
 /// Whether the exchange pass may touch a claim: no limits (a new type could count differently), no
 /// minValues (fewer types could fit), no accelerators, no pods that must share their node.
-fn eligible(prep: &Prepared, c: &Claim) -> bool {
+pub(super) fn eligible(prep: &Prepared, c: &Claim) -> bool {
     c.reserved.is_none()
         && !c.joins.iter().any(|(b, _)| prep.buckets[*b].gang.is_some())
         && c.load.accelerators() == 0
@@ -630,7 +630,7 @@ fn size(prep: &Prepared, look: &Lookups, c: &Claim) -> Option<Size> {
 
 /// The cheapest type of `types` (no accelerated or metal type) that holds `load` on a node of
 /// pool `pool`, offered in the zones and capacity types: its price and index.
-fn cheapest_fit(
+pub(super) fn cheapest_fit(
     prep: &Prepared,
     look: &Lookups,
     pool: usize,

@@ -9,6 +9,7 @@
 //! for the benchmarks. Both share constraint handling and produce the same [`Plan`] shape, and both
 //! are deterministic: the same input gives the same plan.
 
+mod anchored;
 mod claim;
 mod exact;
 mod exchange;
