@@ -38,9 +38,11 @@ use grid::{Grid, Item};
 /// Groups with fewer anchored claims are left as packed (the exchange pass serves them).
 const MIN_ANCHORED: usize = 64;
 /// Node types a pattern may use per anchor class: the cheapest that hold the anchor.
-const SIZES: usize = 4;
+const SIZES: usize = 6;
 /// Rounds of column generation at most.
 const ROUNDS: usize = 60;
+/// Column generation stops once the master is within this share of Farley's bound.
+const CONVERGED: f64 = 0.002;
 /// Filler shapes at most (the grid's work grows with them).
 const MAX_SHAPES: usize = 96;
 const GIB: f64 = (1u64 << 30) as f64;
@@ -100,7 +102,7 @@ pub(super) fn run(prep: &Prepared, look: &Lookups, claims: &mut Vec<Claim>) {
         let Some(old) = old else { continue };
         let snapshot: Vec<Claim> = members.iter().map(|c| claims[*c].clone()).collect();
         let before = claims.len();
-        let group = Group { prep, look, pool, zones, cts, anchor };
+        let group = Group { prep, look, pool, zones, cts, anchor, budget: old };
         let new = group.plan(claims, &members, &pod_bucket);
         if std::env::var_os("NW_ANCHORED_LOG").is_some() { eprintln!("anchored group pool {pool} zones {zones} members {} old {old:.2} new {new:?}", members.len()); }
         if new.is_some_and(|n| n < old - 1e-9) {
@@ -154,6 +156,8 @@ struct Group<'a, 'p> {
     zones: u64,
     cts: u8,
     anchor: u16,
+    /// What the packer's claims of the group cost.
+    budget: f64,
 }
 
 /// The master's solution: resource prices (per vCPU, GiB, pod) and each pattern's count.
@@ -202,7 +206,7 @@ impl Group<'_, '_> {
                     continue;
                 }
                 let next = shapes.len();
-                let s = *shape_of.entry(*bucket.req.fixed()).or_insert(next);
+                                let s = *shape_of.entry(*bucket.req.fixed()).or_insert(next);
                 if s == next {
                     shapes.push(Shape {
                         req: bucket.req.clone(),
@@ -223,10 +227,11 @@ impl Group<'_, '_> {
         if shapes.len() > MAX_SHAPES || classes.is_empty() {
             return None;
         }
-        // Each class's sizes: the cheapest types its anchor may use that hold it.
+        // Each class's sizes: the cheapest types its anchor may use that hold it, each kept
+        // only if no cheaper one kept has as much room of every kind (it could not do better).
         for class in &mut classes {
             let claim = &claims[class.claims[0]];
-            for &(price, t) in self.look.by_price(prep, self.pool) {
+            for &(_, t) in self.look.by_price(prep, self.pool) {
                 if class.sizes.len() >= SIZES {
                     break;
                 }
@@ -234,11 +239,15 @@ impl Group<'_, '_> {
                     continue;
                 }
                 let cap = prep.capacity(self.pool, t);
-                if !class.req.fits_in(&cap) || prep.best_offer(t, self.zones, self.cts).is_none() {
+                let Some((price, _, _)) = prep.best_offer(t, self.zones, self.cts) else { continue };
+                if !class.req.fits_in(&cap) {
                     continue;
                 }
                 let mut room = cap;
                 room.saturating_sub(&class.req);
+                if class.sizes.iter().any(|(_, p, r)| *p <= price && room.fits_in(r)) {
+                    continue;
+                }
                 class.sizes.push((t, price, room));
             }
             if class.sizes.is_empty() {
@@ -366,11 +375,48 @@ impl Group<'_, '_> {
                 counts: vec![0; shapes.len()],
             })
             .collect();
-        let mut seen: std::collections::HashSet<Pattern> = patterns.iter().cloned().collect();
         let max_cpu = classes.iter().flat_map(|c| &c.sizes).map(|s| s.2.cpu_milli()).max()?;
         let max_memory = classes.iter().flat_map(|c| &c.sizes).map(|s| s.2.memory()).max()?;
+        // A start near the answer: each class and size filled with fillers valued at what the
+        // reservoir would charge for them, resources priced in proportion to the fillers' need.
+        let start = start_prices(shapes, reservoir);
+        let items: Vec<Item> = shapes
+            .iter()
+            .map(|s| Item {
+                cpu: s.req.cpu_milli(),
+                memory: s.req.memory(),
+                value: resource_vector(&s.req).iter().zip(&start).map(|(a, b)| a * b).sum(),
+                copies: if s.limited { s.supply.min(1) } else { s.supply },
+            })
+            .collect();
+        let grid = Grid::build(&items, max_cpu, max_memory);
+        for (k, class) in classes.iter().enumerate() {
+            for (i, (_, _, room)) in class.sizes.iter().enumerate() {
+                let counts = grid.counts(room.cpu_milli(), room.memory(), shapes.len());
+                if load_of(shapes, &counts).fits_in(room) && counts.iter().any(|n| *n > 0) {
+                    patterns.push(Pattern { class: k, size: i, counts });
+                }
+            }
+        }
+        if std::env::var_os("NW_ANCHORED_LOG").is_some() {
+            eprintln!("  start {start:?} warm patterns {}", patterns.len());
+        }
+        let mut seen: std::collections::HashSet<Pattern> = patterns.iter().cloned().collect();
+        patterns = {
+            let mut unique = std::collections::HashSet::new();
+            patterns.into_iter().filter(|p| unique.insert(p.clone())).collect()
+        };
+        let log = std::env::var_os("NW_ANCHORED_LOG").is_some();
+        let (mut t_dual, mut t_grid) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
+        let mut rounds = 0;
+        let t0 = std::time::Instant::now();
+        let mut dual = self.dual(classes, shapes, reservoir, escape, &patterns)?;
+        t_dual += t0.elapsed();
         for _ in 0..ROUNDS {
-            let (class_value, shape_value) = self.dual(classes, shapes, reservoir, escape, &patterns)?;
+            rounds += 1;
+            let class_value: Vec<f64> = dual.ya.iter().map(|v| dual.solution.var_value(*v)).collect();
+            let shape_value: Vec<f64> = dual.yf.iter().map(|v| dual.solution.var_value(*v).max(0.0)).collect();
+            let t0 = std::time::Instant::now();
             let items: Vec<Item> = shapes
                 .iter()
                 .zip(&shape_value)
@@ -382,21 +428,43 @@ impl Group<'_, '_> {
                 })
                 .collect();
             let grid = Grid::build(&items, max_cpu, max_memory);
+            // Farley's bound: the master's optimum less, per anchor, the most any pattern of
+            // its class could still save; close enough and the columns are enough.
+            let objective = dual.solution.objective();
+            let mut lower = objective;
+            for (k, class) in classes.iter().enumerate() {
+                let least = class
+                    .sizes
+                    .iter()
+                    .map(|(_, price, room)| price - class_value[k] - grid.best(room.cpu_milli(), room.memory()))
+                    .fold(0.0f64, f64::min);
+                lower += least * class.claims.len() as f64;
+            }
+            if log {
+                eprintln!("    round {rounds}: master {objective:.2} bound {lower:.2}");
+            }
+            if objective - lower <= CONVERGED * objective {
+                break;
+            }
+            // No plan of this model can beat the packer's: not worth going on.
+            if lower >= self.budget {
+                return None;
+            }
+            // Per class, the size whose best pattern saves most (one row per class and round:
+            // the master's time grows with its rows).
             let mut added = 0;
             for (k, class) in classes.iter().enumerate() {
+                let mut best: Option<(f64, usize)> = None;
                 for (i, (_, price, room)) in class.sizes.iter().enumerate() {
-                    let value = grid.best(room.cpu_milli(), room.memory());
-                    if price - class_value[k] - value >= -1e-7 * price.max(1.0) {
-                        continue;
+                    let reduced = price - class_value[k] - grid.best(room.cpu_milli(), room.memory());
+                    if reduced < -1e-7 * price.max(1.0) && best.is_none_or(|(r, _)| reduced < r) {
+                        best = Some((reduced, i));
                     }
-                    let counts = grid.counts(room.cpu_milli(), room.memory(), shapes.len());
-                    let mut load = Resources::new();
-                    for (s, n) in shapes.iter().zip(&counts) {
-                        load.add_times(&s.req, *n);
-                    }
-                    if !load.fits_in(room) {
-                        continue;
-                    }
+                }
+                let Some((_, i)) = best else { continue };
+                let room = &class.sizes[i].2;
+                let counts = grid.counts(room.cpu_milli(), room.memory(), shapes.len());
+                if load_of(shapes, &counts).fits_in(room) {
                     let p = Pattern { class: k, size: i, counts };
                     if seen.insert(p.clone()) {
                         patterns.push(p);
@@ -404,15 +472,35 @@ impl Group<'_, '_> {
                     }
                 }
             }
+            t_grid += t0.elapsed();
             if added == 0 {
                 break;
             }
+            let t0 = std::time::Instant::now();
+            for p in &patterns[patterns.len() - added..] {
+                let terms = row(&dual.ya, &dual.yf, p);
+                let price = classes[p.class].sizes[p.size].1;
+                dual.solution = dual
+                    .solution
+                    .add_constraint(terms.as_slice(), ComparisonOp::Le, price)
+                    .ok()?
+                    .into_solution()
+                    .ok()?;
+            }
+            t_dual += t0.elapsed();
         }
+        let t0 = std::time::Instant::now();
         let master = self.primal(classes, shapes, reservoir, escape, &patterns)?;
+        if log {
+            eprintln!("  classes {} shapes {} reservoir {} rounds {rounds} patterns {} dual {t_dual:?} grid {t_grid:?} primal {:?}", classes.len(), shapes.len(), reservoir.len(), patterns.len(), t0.elapsed());
+        }
         Some((patterns, master))
     }
 
-    /// The master's dual: the value of each anchor class and of each filler shape.
+    /// The master's dual over the first patterns, solved: its variables are the value of each
+    /// anchor class and of each filler shape, then the three resource prices. Later patterns are
+    /// added as rows of the solved programme (`Dual::add`), which the solver re-optimises from
+    /// where it stood.
     fn dual(
         &self,
         classes: &[Class],
@@ -420,7 +508,7 @@ impl Group<'_, '_> {
         reservoir: &[(usize, f64, [f64; 3])],
         escape: &[f64],
         patterns: &[Pattern],
-    ) -> Option<(Vec<f64>, Vec<f64>)> {
+    ) -> Option<Dual> {
         let mut lp = Problem::new(OptimizationDirection::Maximize);
         let ya: Vec<Variable> = classes
             .iter()
@@ -433,9 +521,7 @@ impl Group<'_, '_> {
             .collect();
         let mu: Vec<Variable> = (0..3).map(|_| lp.add_var(0.0, (0.0, f64::INFINITY))).collect();
         for p in patterns {
-            let mut terms = vec![(ya[p.class], 1.0)];
-            terms.extend(p.counts.iter().enumerate().filter(|(_, n)| **n > 0).map(|(s, n)| (yf[s], *n as f64)));
-            lp.add_constraint(terms.as_slice(), ComparisonOp::Le, classes[p.class].sizes[p.size].1);
+            lp.add_constraint(row(&ya, &yf, p).as_slice(), ComparisonOp::Le, classes[p.class].sizes[p.size].1);
         }
         for (s, shape) in shapes.iter().enumerate() {
             if shape.limited {
@@ -449,12 +535,8 @@ impl Group<'_, '_> {
             let terms = [(mu[0], cap[0]), (mu[1], cap[1]), (mu[2], cap[2])];
             lp.add_constraint(terms.as_slice(), ComparisonOp::Le, *price);
         }
-        let solved = lp.solve().ok()?;
-        let sol = solved.solution()?;
-        Some((
-            ya.iter().map(|v| sol.var_value(*v)).collect(),
-            yf.iter().map(|v| sol.var_value(*v).max(0.0)).collect(),
-        ))
+        let solution = lp.solve().ok()?.into_solution().ok()?;
+        Some(Dual { solution, ya, yf })
     }
 
     /// The master itself: each pattern's count and the reservoir's resource prices (read back
@@ -652,6 +734,20 @@ impl Group<'_, '_> {
     }
 }
 
+/// The master's dual, solved, and its variables.
+struct Dual {
+    solution: microlp::Solution,
+    ya: Vec<Variable>,
+    yf: Vec<Variable>,
+}
+
+/// A pattern's row in the dual: its class's value and each filler's, times the count.
+fn row(ya: &[Variable], yf: &[Variable], p: &Pattern) -> Vec<(Variable, f64)> {
+    let mut terms = vec![(ya[p.class], 1.0)];
+    terms.extend(p.counts.iter().enumerate().filter(|(_, n)| **n > 0).map(|(s, n)| (yf[s], *n as f64)));
+    terms
+}
+
 /// A pod of bucket `b` joins the claim: load, hostname counts, the types it allows.
 fn join(prep: &Prepared, claim: &mut Claim, b: usize, pod: usize) {
     let bucket = &prep.buckets[b];
@@ -662,6 +758,36 @@ fn join(prep: &Prepared, claim: &mut Claim, b: usize, pod: usize) {
     if let Ok(compat) = prep.sigs[bucket.sig].compat[claim.pool].as_ref() {
         claim.types.intersect_with(&compat.types);
     }
+}
+
+/// The load of `counts` pods of each shape.
+fn load_of(shapes: &[Shape], counts: &[u64]) -> Resources {
+    let mut load = Resources::new();
+    for (s, n) in shapes.iter().zip(counts) {
+        load.add_times(&s.req, *n);
+    }
+    load
+}
+
+/// Starting resource prices (per vCPU, GiB, pod): the largest reservoir type's price, spread
+/// over its resources in proportion to how much of each the fillers need of it.
+fn start_prices(shapes: &[Shape], reservoir: &[(usize, f64, [f64; 3])]) -> [f64; 3] {
+    let Some((_, price, cap)) = reservoir.first() else { return [0.0; 3] };
+    let mut need = [0.0f64; 3];
+    for s in shapes {
+        let r = resource_vector(&s.req);
+        for i in 0..3 {
+            need[i] += r[i] * s.supply as f64 / cap[i];
+        }
+    }
+    // Pods rarely bind; CPU and memory share the price.
+    need[2] = 0.0;
+    let total: f64 = need.iter().sum::<f64>().max(1e-12);
+    let mut out = [0.0; 3];
+    for i in 0..3 {
+        out[i] = price * need[i] / total / cap[i];
+    }
+    out
 }
 
 /// A request as the master counts it: vCPU, GiB, pods.
