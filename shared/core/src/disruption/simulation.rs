@@ -245,6 +245,7 @@ impl<'a> Simulation<'a> {
             &scheduler::Options {
                 report_bound: false,
                 exact: false,
+                anchored: false,
                 ..scheduler::Options::default()
             },
             Some(templates),

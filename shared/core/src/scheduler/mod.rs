@@ -108,6 +108,9 @@ pub struct Options {
     /// Whether the cost-aware packer tries the exact search on small batches (see `exact`) and
     /// keeps its plan when cheaper; off where plans are only simulated many times.
     pub exact: bool,
+    /// Whether the cost-aware packer plans the nodes of a large hostname anti-affinity group as
+    /// one linear programme over node patterns (see `anchored`); off only to measure it.
+    pub anchored: bool,
 }
 
 /// Measured with `nodewright bench`: a few milliseconds of LP at this size, and a plan within 1% of
@@ -123,6 +126,7 @@ impl Default for Options {
             exchange: true,
             report_bound: true,
             exact: true,
+            anchored: true,
         }
     }
 }

@@ -127,7 +127,9 @@ pub(super) fn run(mut prep: Prepared, opts: &Options) -> Plan {
         }
     }
     if opts.exchange {
-        super::anchored::run(&prep, &look, &mut claims);
+        if opts.anchored {
+            super::anchored::run(&prep, &look, &mut claims);
+        }
         super::exchange::run(&prep, &look, &mut claims);
     }
     let greedy = finish(&prep, claims, bindings, failed, opts);

@@ -7,7 +7,7 @@
 //! a bit per cell saying whether it was taken there, from which a cell's counts are read back.
 
 /// Cells along the memory axis at most (the CPU axis has the shapes' common step).
-const MEMORY_CELLS: u64 = 512;
+const MEMORY_CELLS: u64 = 4096;
 /// Cells along the CPU axis at most.
 const CPU_CELLS: u64 = 400;
 
@@ -58,8 +58,16 @@ impl Grid {
             let fit = if dc == 0 && dm == 0 {
                 shape.copies
             } else {
-                let by_cpu = if dc == 0 { u64::MAX } else { (cpu_cells - 1) as u64 / dc as u64 };
-                let by_memory = if dm == 0 { u64::MAX } else { (memory_cells - 1) as u64 / dm as u64 };
+                let by_cpu = if dc == 0 {
+                    u64::MAX
+                } else {
+                    (cpu_cells - 1) as u64 / dc as u64
+                };
+                let by_memory = if dm == 0 {
+                    u64::MAX
+                } else {
+                    (memory_cells - 1) as u64 / dm as u64
+                };
                 shape.copies.min(by_cpu).min(by_memory)
             };
             let mut left = fit;
@@ -138,7 +146,13 @@ mod tests {
     fn check(shapes: &[Item], exact: bool) {
         let (max_cpu, max_memory) = (4000, 8u64 << 30);
         let grid = Grid::build(shapes, max_cpu, max_memory);
-        let rooms = [(4000, 8u64 << 30), (1850, 4u64 << 30), (600, 300 << 20), (3100, 1 << 30), (0, 0)];
+        let rooms = [
+            (4000, 8u64 << 30),
+            (1850, 4u64 << 30),
+            (600, 300 << 20),
+            (3100, 1 << 30),
+            (0, 0),
+        ];
         for (cpu, memory) in rooms {
             let mut best = 0.0f64;
             let top: Vec<u64> = shapes.iter().map(|s| s.copies).collect();
@@ -165,9 +179,15 @@ mod tests {
             let counts = grid.counts(cpu, memory, shapes.len());
             let used_c: u64 = counts.iter().zip(shapes).map(|(k, s)| k * s.cpu).sum();
             let used_m: u64 = counts.iter().zip(shapes).map(|(k, s)| k * s.memory).sum();
-            assert!(used_c <= cpu && used_m <= memory, "counts {counts:?} overflow ({cpu}, {memory})");
+            assert!(
+                used_c <= cpu && used_m <= memory,
+                "counts {counts:?} overflow ({cpu}, {memory})"
+            );
             let value: f64 = counts.iter().zip(shapes).map(|(k, s)| *k as f64 * s.value).sum();
-            assert!((value - got).abs() < 1e-9, "counts {counts:?} worth {value}, table {got}");
+            assert!(
+                (value - got).abs() < 1e-9,
+                "counts {counts:?} worth {value}, table {got}"
+            );
             assert!(counts.iter().zip(shapes).all(|(k, s)| *k <= s.copies));
         }
     }
@@ -175,10 +195,30 @@ mod tests {
     #[test]
     fn best_is_the_enumerated_optimum_on_the_grids_steps() {
         let shapes = [
-            Item { cpu: 250, memory: 256 << 20, value: 0.2, copies: 3 },
-            Item { cpu: 250, memory: 4096 << 20, value: 0.9, copies: 2 },
-            Item { cpu: 1500, memory: 256 << 20, value: 1.45, copies: 2 },
-            Item { cpu: 500, memory: 1024 << 20, value: 0.48, copies: 5 },
+            Item {
+                cpu: 250,
+                memory: 256 << 20,
+                value: 0.2,
+                copies: 3,
+            },
+            Item {
+                cpu: 250,
+                memory: 4096 << 20,
+                value: 0.9,
+                copies: 2,
+            },
+            Item {
+                cpu: 1500,
+                memory: 256 << 20,
+                value: 1.45,
+                copies: 2,
+            },
+            Item {
+                cpu: 500,
+                memory: 1024 << 20,
+                value: 0.48,
+                copies: 5,
+            },
         ];
         check(&shapes, true);
     }
@@ -186,10 +226,30 @@ mod tests {
     #[test]
     fn off_the_steps_answers_still_fit() {
         let shapes = [
-            Item { cpu: 100, memory: 100 << 20, value: 0.11, copies: 3 },
-            Item { cpu: 250, memory: 4096 << 20, value: 0.9, copies: 2 },
-            Item { cpu: 1500, memory: 250 << 20, value: 1.45, copies: 2 },
-            Item { cpu: 500, memory: 1000 << 20, value: 0.48, copies: 5 },
+            Item {
+                cpu: 100,
+                memory: 100 << 20,
+                value: 0.11,
+                copies: 3,
+            },
+            Item {
+                cpu: 250,
+                memory: 4096 << 20,
+                value: 0.9,
+                copies: 2,
+            },
+            Item {
+                cpu: 1500,
+                memory: 250 << 20,
+                value: 1.45,
+                copies: 2,
+            },
+            Item {
+                cpu: 500,
+                memory: 1000 << 20,
+                value: 0.48,
+                copies: 5,
+            },
         ];
         check(&shapes, false);
     }

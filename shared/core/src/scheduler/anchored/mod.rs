@@ -38,7 +38,7 @@ use grid::{Grid, Item};
 /// Groups with fewer anchored claims are left as packed (the exchange pass serves them).
 const MIN_ANCHORED: usize = 64;
 /// Node types a pattern may use per anchor class: the cheapest that hold the anchor.
-const SIZES: usize = 6;
+const SIZES: usize = 4;
 /// Rounds of column generation at most.
 const ROUNDS: usize = 60;
 /// Column generation stops once the master is within this share of Farley's bound.
@@ -102,9 +102,16 @@ pub(super) fn run(prep: &Prepared, look: &Lookups, claims: &mut Vec<Claim>) {
         let Some(old) = old else { continue };
         let snapshot: Vec<Claim> = members.iter().map(|c| claims[*c].clone()).collect();
         let before = claims.len();
-        let group = Group { prep, look, pool, zones, cts, anchor, budget: old };
+        let group = Group {
+            prep,
+            look,
+            pool,
+            zones,
+            cts,
+            anchor,
+            budget: old,
+        };
         let new = group.plan(claims, &members, &pod_bucket);
-        if std::env::var_os("NW_ANCHORED_LOG").is_some() { eprintln!("anchored group pool {pool} zones {zones} members {} old {old:.2} new {new:?}", members.len()); }
         if new.is_some_and(|n| n < old - 1e-9) {
             continue;
         }
@@ -206,7 +213,7 @@ impl Group<'_, '_> {
                     continue;
                 }
                 let next = shapes.len();
-                                let s = *shape_of.entry(*bucket.req.fixed()).or_insert(next);
+                let s = *shape_of.entry(*bucket.req.fixed()).or_insert(next);
                 if s == next {
                     shapes.push(Shape {
                         req: bucket.req.clone(),
@@ -239,7 +246,9 @@ impl Group<'_, '_> {
                     continue;
                 }
                 let cap = prep.capacity(self.pool, t);
-                let Some((price, _, _)) = prep.best_offer(t, self.zones, self.cts) else { continue };
+                let Some((price, _, _)) = prep.best_offer(t, self.zones, self.cts) else {
+                    continue;
+                };
                 if !class.req.fits_in(&cap) {
                     continue;
                 }
@@ -295,9 +304,8 @@ impl Group<'_, '_> {
         let best = reservoir
             .iter()
             .max_by(|a, b| {
-                let worth = |r: &(usize, f64, [f64; 3])| {
-                    (0..3).map(|i| r.2[i] * master.resource_prices[i]).sum::<f64>() / r.1
-                };
+                let worth =
+                    |r: &(usize, f64, [f64; 3])| (0..3).map(|i| r.2[i] * master.resource_prices[i]).sum::<f64>() / r.1;
                 worth(a).total_cmp(&worth(b)).then(b.2[0].total_cmp(&a.2[0]))
             })
             .map(|r| r.0)?;
@@ -394,29 +402,23 @@ impl Group<'_, '_> {
             for (i, (_, _, room)) in class.sizes.iter().enumerate() {
                 let counts = grid.counts(room.cpu_milli(), room.memory(), shapes.len());
                 if load_of(shapes, &counts).fits_in(room) && counts.iter().any(|n| *n > 0) {
-                    patterns.push(Pattern { class: k, size: i, counts });
+                    patterns.push(Pattern {
+                        class: k,
+                        size: i,
+                        counts,
+                    });
                 }
             }
-        }
-        if std::env::var_os("NW_ANCHORED_LOG").is_some() {
-            eprintln!("  start {start:?} warm patterns {}", patterns.len());
         }
         let mut seen: std::collections::HashSet<Pattern> = patterns.iter().cloned().collect();
         patterns = {
             let mut unique = std::collections::HashSet::new();
             patterns.into_iter().filter(|p| unique.insert(p.clone())).collect()
         };
-        let log = std::env::var_os("NW_ANCHORED_LOG").is_some();
-        let (mut t_dual, mut t_grid) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
-        let mut rounds = 0;
-        let t0 = std::time::Instant::now();
         let mut dual = self.dual(classes, shapes, reservoir, escape, &patterns)?;
-        t_dual += t0.elapsed();
         for _ in 0..ROUNDS {
-            rounds += 1;
             let class_value: Vec<f64> = dual.ya.iter().map(|v| dual.solution.var_value(*v)).collect();
             let shape_value: Vec<f64> = dual.yf.iter().map(|v| dual.solution.var_value(*v).max(0.0)).collect();
-            let t0 = std::time::Instant::now();
             let items: Vec<Item> = shapes
                 .iter()
                 .zip(&shape_value)
@@ -440,9 +442,6 @@ impl Group<'_, '_> {
                     .fold(0.0f64, f64::min);
                 lower += least * class.claims.len() as f64;
             }
-            if log {
-                eprintln!("    round {rounds}: master {objective:.2} bound {lower:.2}");
-            }
             if objective - lower <= CONVERGED * objective {
                 break;
             }
@@ -465,18 +464,20 @@ impl Group<'_, '_> {
                 let room = &class.sizes[i].2;
                 let counts = grid.counts(room.cpu_milli(), room.memory(), shapes.len());
                 if load_of(shapes, &counts).fits_in(room) {
-                    let p = Pattern { class: k, size: i, counts };
+                    let p = Pattern {
+                        class: k,
+                        size: i,
+                        counts,
+                    };
                     if seen.insert(p.clone()) {
                         patterns.push(p);
                         added += 1;
                     }
                 }
             }
-            t_grid += t0.elapsed();
             if added == 0 {
                 break;
             }
-            let t0 = std::time::Instant::now();
             for p in &patterns[patterns.len() - added..] {
                 let terms = row(&dual.ya, &dual.yf, p);
                 let price = classes[p.class].sizes[p.size].1;
@@ -487,13 +488,8 @@ impl Group<'_, '_> {
                     .into_solution()
                     .ok()?;
             }
-            t_dual += t0.elapsed();
         }
-        let t0 = std::time::Instant::now();
         let master = self.primal(classes, shapes, reservoir, escape, &patterns)?;
-        if log {
-            eprintln!("  classes {} shapes {} reservoir {} rounds {rounds} patterns {} dual {t_dual:?} grid {t_grid:?} primal {:?}", classes.len(), shapes.len(), reservoir.len(), patterns.len(), t0.elapsed());
-        }
         Some((patterns, master))
     }
 
@@ -521,7 +517,11 @@ impl Group<'_, '_> {
             .collect();
         let mu: Vec<Variable> = (0..3).map(|_| lp.add_var(0.0, (0.0, f64::INFINITY))).collect();
         for p in patterns {
-            lp.add_constraint(row(&ya, &yf, p).as_slice(), ComparisonOp::Le, classes[p.class].sizes[p.size].1);
+            lp.add_constraint(
+                row(&ya, &yf, p).as_slice(),
+                ComparisonOp::Le,
+                classes[p.class].sizes[p.size].1,
+            );
         }
         for (s, shape) in shapes.iter().enumerate() {
             if shape.limited {
@@ -744,7 +744,13 @@ struct Dual {
 /// A pattern's row in the dual: its class's value and each filler's, times the count.
 fn row(ya: &[Variable], yf: &[Variable], p: &Pattern) -> Vec<(Variable, f64)> {
     let mut terms = vec![(ya[p.class], 1.0)];
-    terms.extend(p.counts.iter().enumerate().filter(|(_, n)| **n > 0).map(|(s, n)| (yf[s], *n as f64)));
+    terms.extend(
+        p.counts
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(s, n)| (yf[s], *n as f64)),
+    );
     terms
 }
 
@@ -772,7 +778,9 @@ fn load_of(shapes: &[Shape], counts: &[u64]) -> Resources {
 /// Starting resource prices (per vCPU, GiB, pod): the largest reservoir type's price, spread
 /// over its resources in proportion to how much of each the fillers need of it.
 fn start_prices(shapes: &[Shape], reservoir: &[(usize, f64, [f64; 3])]) -> [f64; 3] {
-    let Some((_, price, cap)) = reservoir.first() else { return [0.0; 3] };
+    let Some((_, price, cap)) = reservoir.first() else {
+        return [0.0; 3];
+    };
     let mut need = [0.0f64; 3];
     for s in shapes {
         let r = resource_vector(&s.req);
