@@ -10,6 +10,8 @@
 const MEMORY_CELLS: u64 = 4096;
 /// Cells along the CPU axis at most.
 const CPU_CELLS: u64 = 400;
+/// Items times cells at most per table: its work, and its bits of memory (8 MiB).
+const WORK_MAX: u64 = 1 << 26;
 
 /// One filler shape as the knapsack sees it.
 pub(super) struct Item {
@@ -42,8 +44,24 @@ impl Grid {
         let cpu_gcd = live().fold(0, |g, s| gcd(g, s.cpu)).max(1);
         let memory_gcd = live().fold(0, |g, s| gcd(g, s.memory)).max(1);
         let cpu_step = cpu_gcd.max(max_cpu.div_ceil(CPU_CELLS)).max(1);
-        let memory_step = memory_gcd.max(max_memory.div_ceil(MEMORY_CELLS)).max(1);
         let cpu_cells = (max_cpu / cpu_step) as usize + 1;
+        // The 0/1 items (copies split in powers of two, at most what fits by CPU) times the
+        // cells is both the work and the bits kept: past `WORK_MAX`, memory steps coarsen.
+        let pieces: u64 = live()
+            .map(|s| {
+                let fit = s
+                    .copies
+                    .min((cpu_cells as u64 - 1) / s.cpu.div_ceil(cpu_step).max(1))
+                    .max(1);
+                u64::from(64 - fit.leading_zeros())
+            })
+            .sum::<u64>()
+            .max(1);
+        let by_work = WORK_MAX / (pieces * cpu_cells as u64);
+        let memory_step = memory_gcd
+            .max(max_memory.div_ceil(MEMORY_CELLS))
+            .max(max_memory.div_ceil(by_work.max(2) - 1))
+            .max(1);
         let memory_cells = (max_memory / memory_step) as usize + 1;
         let cells = cpu_cells * memory_cells;
         let mut best = vec![0.0f64; cells];
@@ -252,5 +270,27 @@ mod tests {
             },
         ];
         check(&shapes, false);
+    }
+
+    #[test]
+    fn many_shapes_and_large_rooms_stay_within_the_work_limit() {
+        let shapes: Vec<Item> = (1..=96u64)
+            .map(|i| Item {
+                cpu: 50 * i,
+                memory: (64 + 7 * i) << 20,
+                value: i as f64,
+                copies: 1000,
+            })
+            .collect();
+        let grid = Grid::build(&shapes, 64_000, 256 << 30);
+        let cells = (grid.cpu_cells * grid.memory_cells) as u64;
+        assert!(
+            grid.items.len() as u64 * cells <= WORK_MAX,
+            "{} items x {cells} cells",
+            grid.items.len()
+        );
+        let counts = grid.counts(64_000, 256 << 30, shapes.len());
+        let used: u64 = counts.iter().zip(&shapes).map(|(k, s)| k * s.cpu).sum();
+        assert!(used <= 64_000 && used > 60_000, "{used}m of 64 vCPU used");
     }
 }
