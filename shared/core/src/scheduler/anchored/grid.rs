@@ -99,17 +99,37 @@ impl Grid {
                     continue;
                 }
                 let v = shape.value * k as f64;
-                let mut bits = vec![0u64; cells.div_ceil(64)];
+                // Bits per row, from the item's memory offset: bit j of word w of row c says
+                // whether cell (c, km + 64 w + j) took the item.
+                let words = (memory_cells - km).div_ceil(64);
+                let mut bits = vec![0u64; cpu_cells * words];
                 for c in (kc..cpu_cells).rev() {
                     let row = c * memory_cells;
                     let from = (c - kc) * memory_cells;
-                    for m in (km..memory_cells).rev() {
-                        let cand = best[from + m - km] + v;
-                        if cand > best[row + m] + 1e-12 {
-                            best[row + m] = cand;
-                            let i = row + m;
-                            bits[i / 64] |= 1 << (i % 64);
+                    if kc == 0 {
+                        // Same row: descending, so each cell reads the row before this item.
+                        for m in (km..memory_cells).rev() {
+                            let cand = best[from + m - km] + v;
+                            if cand > best[row + m] + 1e-12 {
+                                best[row + m] = cand;
+                                bits[c * words + (m - km) / 64] |= 1 << ((m - km) % 64);
+                            }
                         }
+                        continue;
+                    }
+                    // Another row, not yet updated for this item: branch-free, in words.
+                    let (low, high) = best.split_at_mut(row);
+                    let src = &low[from..from + memory_cells - km];
+                    let dst = &mut high[km..memory_cells];
+                    for (w, (d, s)) in dst.chunks_mut(64).zip(src.chunks(64)).enumerate() {
+                        let mut word = 0u64;
+                        for (j, (d, s)) in d.iter_mut().zip(s).enumerate() {
+                            let cand = s + v;
+                            let take = cand > *d + 1e-12;
+                            *d = if take { cand } else { *d };
+                            word |= u64::from(take) << j;
+                        }
+                        bits[c * words + w] = word;
                     }
                 }
                 items.push((s, k, kc, km));
@@ -145,8 +165,11 @@ impl Grid {
         let (mut c, mut m) = self.cell(cpu, memory);
         let mut counts = vec![0u64; shapes];
         for (i, (s, k, kc, km)) in self.items.iter().enumerate().rev() {
-            let at = c * self.memory_cells + m;
-            if self.taken[i][at / 64] & (1 << (at % 64)) != 0 {
+            if c < *kc || m < *km {
+                continue;
+            }
+            let words = (self.memory_cells - km).div_ceil(64);
+            if self.taken[i][c * words + (m - km) / 64] & (1 << ((m - km) % 64)) != 0 {
                 counts[*s] += k;
                 c -= kc;
                 m -= km;

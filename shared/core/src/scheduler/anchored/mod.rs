@@ -45,6 +45,8 @@ const ROUNDS: usize = 60;
 const CONVERGED: f64 = 0.002;
 /// Filler shapes at most (the grid's work grows with them).
 const MAX_SHAPES: usize = 96;
+/// Anchor classes at most (the master's columns; each round adds up to one row per class).
+const MAX_CLASSES: usize = 96;
 const GIB: f64 = (1u64 << 30) as f64;
 
 /// Pods of one request: the (bucket, pods) holding them and how many.
@@ -231,7 +233,7 @@ impl Group<'_, '_> {
                 }
             }
         }
-        if shapes.len() > MAX_SHAPES || classes.is_empty() {
+        if shapes.len() > MAX_SHAPES || classes.len() > MAX_CLASSES || classes.is_empty() {
             return None;
         }
         // Each class's sizes: the cheapest types its anchor may use that hold it, each kept
