@@ -233,33 +233,22 @@ mod tests {
         }
     }
 
+    fn item(cpu: u64, memory_mib: u64, value: f64, copies: u64) -> Item {
+        Item {
+            cpu,
+            memory: memory_mib << 20,
+            value,
+            copies,
+        }
+    }
+
     #[test]
     fn best_is_the_enumerated_optimum_on_the_grids_steps() {
         let shapes = [
-            Item {
-                cpu: 250,
-                memory: 256 << 20,
-                value: 0.2,
-                copies: 3,
-            },
-            Item {
-                cpu: 250,
-                memory: 4096 << 20,
-                value: 0.9,
-                copies: 2,
-            },
-            Item {
-                cpu: 1500,
-                memory: 256 << 20,
-                value: 1.45,
-                copies: 2,
-            },
-            Item {
-                cpu: 500,
-                memory: 1024 << 20,
-                value: 0.48,
-                copies: 5,
-            },
+            item(250, 256, 0.2, 3),
+            item(250, 4096, 0.9, 2),
+            item(1500, 256, 1.45, 2),
+            item(500, 1024, 0.48, 5),
         ];
         check(&shapes, true);
     }
@@ -267,30 +256,10 @@ mod tests {
     #[test]
     fn off_the_steps_answers_still_fit() {
         let shapes = [
-            Item {
-                cpu: 100,
-                memory: 100 << 20,
-                value: 0.11,
-                copies: 3,
-            },
-            Item {
-                cpu: 250,
-                memory: 4096 << 20,
-                value: 0.9,
-                copies: 2,
-            },
-            Item {
-                cpu: 1500,
-                memory: 250 << 20,
-                value: 1.45,
-                copies: 2,
-            },
-            Item {
-                cpu: 500,
-                memory: 1000 << 20,
-                value: 0.48,
-                copies: 5,
-            },
+            item(100, 100, 0.11, 3),
+            item(250, 4096, 0.9, 2),
+            item(1500, 250, 1.45, 2),
+            item(500, 1000, 0.48, 5),
         ];
         check(&shapes, false);
     }

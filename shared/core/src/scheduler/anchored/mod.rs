@@ -169,6 +169,16 @@ struct Group<'a, 'p> {
     budget: f64,
 }
 
+/// What the master is built from: the anchor classes, the filler shapes, the reservoir's types
+/// ((type, price, [vCPU, GiB, pods])) and each shape's escape price (a node of its own).
+#[derive(Clone, Copy)]
+struct Model<'m> {
+    classes: &'m [Class],
+    shapes: &'m [Shape],
+    reservoir: &'m [(usize, f64, [f64; 3])],
+    escape: &'m [f64],
+}
+
 /// The master's solution: resource prices (per vCPU, GiB, pod) and each pattern's count.
 struct Master {
     resource_prices: [f64; 3],
@@ -273,7 +283,13 @@ impl Group<'_, '_> {
         if escape.iter().any(|e| !e.is_finite()) {
             return None;
         }
-        let (patterns, master) = self.generate(&classes, &shapes, &reservoir, &escape)?;
+        let model = Model {
+            classes: &classes,
+            shapes: &shapes,
+            reservoir: &reservoir,
+            escape: &escape,
+        };
+        let (patterns, master) = self.generate(&model)?;
         let chosen = self.round(&classes, &shapes, &patterns, &master);
         // Realise the patterns as pods of concrete buckets.
         for (c, p) in chosen {
@@ -371,13 +387,13 @@ impl Group<'_, '_> {
     }
 
     /// Column generation: the patterns found and the master's optimum over them.
-    fn generate(
-        &self,
-        classes: &[Class],
-        shapes: &[Shape],
-        reservoir: &[(usize, f64, [f64; 3])],
-        escape: &[f64],
-    ) -> Option<(Vec<Pattern>, Master)> {
+    fn generate(&self, model: &Model) -> Option<(Vec<Pattern>, Master)> {
+        let Model {
+            classes,
+            shapes,
+            reservoir,
+            ..
+        } = *model;
         let mut patterns: Vec<Pattern> = (0..classes.len())
             .map(|class| Pattern {
                 class,
@@ -417,7 +433,7 @@ impl Group<'_, '_> {
             let mut unique = std::collections::HashSet::new();
             patterns.into_iter().filter(|p| unique.insert(p.clone())).collect()
         };
-        let mut dual = self.dual(classes, shapes, reservoir, escape, &patterns)?;
+        let mut dual = Self::dual(model, &patterns)?;
         for _ in 0..ROUNDS {
             let class_value: Vec<f64> = dual.ya.iter().map(|v| dual.solution.var_value(*v)).collect();
             let shape_value: Vec<f64> = dual.yf.iter().map(|v| dual.solution.var_value(*v).max(0.0)).collect();
@@ -491,22 +507,21 @@ impl Group<'_, '_> {
                     .ok()?;
             }
         }
-        let master = self.primal(classes, shapes, reservoir, escape, &patterns)?;
+        let master = Self::primal(model, &patterns)?;
         Some((patterns, master))
     }
 
     /// The master's dual over the first patterns, solved: its variables are the value of each
     /// anchor class and of each filler shape, then the three resource prices. Later patterns are
-    /// added as rows of the solved programme (`Dual::add`), which the solver re-optimises from
-    /// where it stood.
-    fn dual(
-        &self,
-        classes: &[Class],
-        shapes: &[Shape],
-        reservoir: &[(usize, f64, [f64; 3])],
-        escape: &[f64],
-        patterns: &[Pattern],
-    ) -> Option<Dual> {
+    /// added as rows of the solved programme (`Solution::add_constraint`), which the solver
+    /// re-optimises from where it stood.
+    fn dual(model: &Model, patterns: &[Pattern]) -> Option<Dual> {
+        let Model {
+            classes,
+            shapes,
+            reservoir,
+            escape,
+        } = *model;
         let mut lp = Problem::new(OptimizationDirection::Maximize);
         let ya: Vec<Variable> = classes
             .iter()
@@ -543,14 +558,13 @@ impl Group<'_, '_> {
 
     /// The master itself: each pattern's count and the reservoir's resource prices (read back
     /// as the value per dollar of the reservoir types the optimum uses).
-    fn primal(
-        &self,
-        classes: &[Class],
-        shapes: &[Shape],
-        reservoir: &[(usize, f64, [f64; 3])],
-        escape: &[f64],
-        patterns: &[Pattern],
-    ) -> Option<Master> {
+    fn primal(model: &Model, patterns: &[Pattern]) -> Option<Master> {
+        let Model {
+            classes,
+            shapes,
+            reservoir,
+            escape,
+        } = *model;
         let mut lp = Problem::new(OptimizationDirection::Minimize);
         let x: Vec<Variable> = patterns
             .iter()
